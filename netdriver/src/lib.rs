@@ -1,0 +1,1 @@
+//! Kernel networking of a mini node (being built).
