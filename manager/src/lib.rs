@@ -1,1 +1,5 @@
 //! mini manager
+
+pub mod allocator;
+pub mod orchestrator;
+pub mod scheduler;

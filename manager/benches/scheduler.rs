@@ -1,0 +1,2 @@
+//! Scheduler throughput (placeholder, filled in below).
+fn main() {}

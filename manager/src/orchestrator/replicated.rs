@@ -1,0 +1,71 @@
+//! Replicated services: one active task in each slot 1..=replicas.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mini_proto::v1::{Node, NodeAvailability, NodeState, Service, Task, service_spec::Mode};
+
+use super::Reconciliation;
+use super::slot::Slot;
+
+/// The replica count of a service: `None` for a global service; a service
+/// with no mode set has 1 replica, as in Docker.
+pub fn replicas(service: &Service) -> Option<u64> {
+    match service.spec.as_ref().and_then(|s| s.mode) {
+        Some(Mode::Replicas(n)) => Some(n),
+        Some(Mode::Global(_)) => None,
+        None => Some(1),
+    }
+}
+
+/// Whether a node can keep running the tasks it has: it is in the cluster,
+/// not DOWN and not drained. (PAUSE keeps tasks; DISCONNECTED and UNKNOWN get
+/// the benefit of the doubt until the dispatcher declares the node DOWN.)
+pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
+    node.is_some_and(|n| {
+        let down = n.status.as_ref().is_some_and(|s| s.state() == NodeState::Down);
+        let drained = n.spec.as_ref().is_some_and(|s| s.availability() == NodeAvailability::Drain);
+        !down && !drained
+    })
+}
+
+/// Decides what a replicated service needs.
+///
+/// `tasks` are the service's tasks (every state, history included); `nodes`
+/// are ALL nodes of the cluster: a task bound to a node that is DOWN,
+/// drained, or not in `nodes` (removed) is shut down and replaced at once.
+///
+/// Per slot 1..=replicas: keep the newest active task (shut down any other);
+/// with none, create one. A task that ended on its own while meant to run
+/// (COMPLETE/FAILED/REJECTED/SHUTDOWN, desired RUNNING) is handled by the
+/// restart policy: replaced (it is shut down and kept as history) once
+/// `delay_ms` after its status timestamp has passed — until then
+/// `next_check_ms` says when to look again — or not at all. Slots above
+/// `replicas` (and slot 0) are shut down. Each slot keeps at most
+/// [`HISTORY_LIMIT`](super::HISTORY_LIMIT) stopped tasks; older ones are
+/// removed once they have ended.
+///
+/// A global service gets an empty result: use
+/// [`reconcile_global`](super::reconcile_global).
+pub fn reconcile_replicated(service: &Service, tasks: &[Task], nodes: &[Node], now_ms: i64) -> Reconciliation {
+    let mut result = Reconciliation::default();
+    let Some(replicas) = replicas(service) else {
+        return result;
+    };
+    let nodes: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let node_ok = |t: &Task| t.node_id.is_empty() || node_keeps_tasks(nodes.get(t.node_id.as_str()).copied());
+
+    let mut slots: BTreeMap<u64, Vec<&Task>> = (1..=replicas).map(|s| (s, Vec::new())).collect();
+    for task in tasks {
+        slots.entry(task.slot).or_default().push(task);
+    }
+    let policy = service.spec.as_ref().and_then(|s| s.restart.as_ref());
+    for (number, tasks) in slots {
+        let slot = Slot {
+            tasks,
+            wanted: (1..=replicas).contains(&number),
+            policy,
+        };
+        result.push_slot(number, None, slot.reconcile(now_ms, node_ok));
+    }
+    result
+}

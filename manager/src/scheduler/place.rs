@@ -1,0 +1,88 @@
+//! Placing a batch of pending tasks.
+
+use std::collections::{HashMap, HashSet};
+
+use mini_proto::v1::{Node, Task};
+
+use super::constraint::parse_constraints;
+use super::filter::Pipeline;
+use super::spread::Spread;
+
+/// What the scheduler decided for one pending task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Bind the task to the node (state ASSIGNED).
+    Assigned {
+        /// The task.
+        task_id: String,
+        /// The node it goes to.
+        node_id: String,
+    },
+    /// No node fits; the task stays PENDING and `service ps` shows `reason`.
+    Unplaceable {
+        /// The task.
+        task_id: String,
+        /// Why, e.g. "no suitable node (1 node not ready)".
+        reason: String,
+    },
+}
+
+/// The filters of a group of tasks sharing the same constraints, and the nodes
+/// (indices into the spread's id-ordered list) that pass them.
+struct Group {
+    pipeline: Pipeline,
+    fit: Vec<usize>,
+}
+
+/// Places `pending` tasks on `nodes`. `tasks` is every task of the cluster,
+/// used to count what each node runs already (pending tasks in it are
+/// ignored); the decisions of this batch are counted as they are made, so 10
+/// tasks of one service on 3 empty nodes spread 4/3/3.
+///
+/// A task that already names a node (a global task) is only checked against
+/// that node. Decisions come in the order of `pending`.
+pub fn place(pending: &[Task], nodes: &[Node], tasks: &[Task]) -> Vec<Decision> {
+    let skip: HashSet<&str> = pending.iter().map(|t| t.id.as_str()).collect();
+    let mut spread = Spread::new(nodes, tasks, &skip);
+    let mut groups: HashMap<&[String], Result<Group, String>> = HashMap::new();
+    let mut decisions = Vec::with_capacity(pending.len());
+    for task in pending {
+        let group = groups
+            .entry(task.constraints.as_slice())
+            .or_insert_with(|| make_group(&task.constraints, &spread));
+        let decision = match group {
+            Err(reason) => Err(reason.clone()),
+            Ok(group) if !task.node_id.is_empty() => match spread.index_of(&task.node_id) {
+                None => Err(format!("no suitable node (node {:?} is not in the cluster)", task.node_id)),
+                Some(i) if group.pipeline.check(spread.nodes()[i]) => Ok(i),
+                Some(i) => Err(group.pipeline.explain([spread.nodes()[i]])),
+            },
+            Ok(group) => spread
+                .pick(&task.service_id, &group.fit)
+                .ok_or_else(|| group.pipeline.explain(spread.nodes().iter().copied())),
+        };
+        decisions.push(match decision {
+            Ok(i) => {
+                spread.add(&task.service_id, i);
+                Decision::Assigned {
+                    task_id: task.id.clone(),
+                    node_id: spread.nodes()[i].id.clone(),
+                }
+            }
+            Err(reason) => Decision::Unplaceable {
+                task_id: task.id.clone(),
+                reason,
+            },
+        });
+    }
+    decisions
+}
+
+fn make_group(constraints: &[String], spread: &Spread<'_>) -> Result<Group, String> {
+    let constraints = parse_constraints(constraints).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::new(&constraints);
+    let fit = (0..spread.nodes().len())
+        .filter(|&i| pipeline.check(spread.nodes()[i]))
+        .collect();
+    Ok(Group { pipeline, fit })
+}

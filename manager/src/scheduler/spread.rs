@@ -1,0 +1,78 @@
+//! The spread strategy: among fit nodes, the one with the fewest tasks of the
+//! service, then the fewest tasks overall, then the lowest node id.
+
+use std::collections::{HashMap, HashSet};
+
+use mini_proto::v1::{Node, Task, TaskState};
+
+/// Whether a task occupies its node for spreading: bound to a node, not ended,
+/// and not told to stop.
+pub fn occupies_node(task: &Task) -> bool {
+    let observed = task.status.as_ref().map_or(TaskState::New, |s| s.state());
+    !task.node_id.is_empty() && observed <= TaskState::Running && task.desired_state() <= TaskState::Running
+}
+
+/// Task counts per node, overall and per service. Nodes are kept in id order,
+/// so the index of a node is its rank in the tie-break.
+#[derive(Debug, Clone)]
+pub struct Spread<'a> {
+    nodes: Vec<&'a Node>,
+    index: HashMap<&'a str, usize>,
+    total: Vec<u32>,
+    per_service: HashMap<String, Vec<u32>>,
+}
+
+impl<'a> Spread<'a> {
+    /// Counts the tasks of `tasks` that occupy one of `nodes`, leaving out the
+    /// tasks whose id is in `skip` (the ones being placed now).
+    pub fn new(nodes: &'a [Node], tasks: &[Task], skip: &HashSet<&str>) -> Self {
+        let mut sorted: Vec<&Node> = nodes.iter().collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        let index = sorted.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+        let mut spread = Self {
+            total: vec![0; sorted.len()],
+            nodes: sorted,
+            index,
+            per_service: HashMap::new(),
+        };
+        for task in tasks.iter().filter(|t| occupies_node(t) && !skip.contains(t.id.as_str())) {
+            if let Some(i) = spread.index_of(&task.node_id) {
+                spread.add(&task.service_id, i);
+            }
+        }
+        spread
+    }
+
+    /// The nodes, in id order.
+    pub fn nodes(&self) -> &[&'a Node] {
+        &self.nodes
+    }
+
+    /// The index of a node id, if it is one of the nodes.
+    pub fn index_of(&self, node_id: &str) -> Option<usize> {
+        self.index.get(node_id).copied()
+    }
+
+    /// Counts one more task of `service_id` on node `node`.
+    pub fn add(&mut self, service_id: &str, node: usize) {
+        self.total[node] += 1;
+        let per = match self.per_service.get_mut(service_id) {
+            Some(per) => per,
+            None => self
+                .per_service
+                .entry(service_id.to_owned())
+                .or_insert_with(|| vec![0; self.nodes.len()]),
+        };
+        per[node] += 1;
+    }
+
+    /// The best of the `candidates` (node indices, in increasing order) for a
+    /// task of `service_id`.
+    pub fn pick(&self, service_id: &str, candidates: &[usize]) -> Option<usize> {
+        let per = self.per_service.get(service_id);
+        candidates
+            .iter()
+            .copied()
+            .min_by_key(|&i| (per.map_or(0, |p| p[i]), self.total[i], i))
+    }
+}
