@@ -1,5 +1,20 @@
-//! mini manager
+//! The manager of a `mini` cluster.
+//!
+//! # Layout
+//! - [`store`]: the tables of cluster state and their deterministic apply.
+//! - `raft`: the replicated log (raft-rs on sled) that feeds the store.
+//! - `allocator`, `scheduler`, `orchestrator`: the decisions of the
+//!   leader-only controllers, as pure functions.
+//! - `controllers`: the loops that watch the store and write those decisions.
+//! - `control`: the gRPC control API the CLI talks to.
 
 pub mod allocator;
+pub mod control;
+pub mod controllers;
+pub mod ids;
+pub mod manager;
+mod names;
 pub mod orchestrator;
+pub mod raft;
 pub mod scheduler;
+pub mod store;

@@ -1,0 +1,152 @@
+//! The cloneable handle the rest of the manager uses to talk to the Raft loop.
+
+use raft::eraftpb::{ConfChangeV2, ConfState, Message};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::ProposeError;
+
+/// A node's role in its Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for pre-votes before starting a real election.
+    PreCandidate,
+    /// Running an election.
+    Candidate,
+    /// The leader: the only role that accepts proposals.
+    Leader,
+}
+
+impl From<raft::StateRole> for Role {
+    fn from(r: raft::StateRole) -> Self {
+        match r {
+            raft::StateRole::Follower => Role::Follower,
+            raft::StateRole::PreCandidate => Role::PreCandidate,
+            raft::StateRole::Candidate => Role::Candidate,
+            raft::StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// A point-in-time view of the Raft node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This node's Raft id.
+    pub id: u64,
+    /// Current term.
+    pub term: u64,
+    /// This node's role.
+    pub role: Role,
+    /// The leader this node knows of; 0 (`raft::INVALID_ID`) when none.
+    pub leader_id: u64,
+    /// Highest index applied to the state machine.
+    pub applied: u64,
+    /// Highest index known committed.
+    pub commit: u64,
+    /// First index still in the log (everything before is only in the snapshot).
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+    /// Index of the latest snapshot (0: none yet).
+    pub snapshot_index: u64,
+    /// Voters of the configuration in force at `applied`.
+    pub voters: Vec<u64>,
+    /// Whether the loop is still running.
+    pub running: bool,
+}
+
+/// The answer channel of a proposal.
+pub(crate) type ProposeReply<O> = oneshot::Sender<Result<(u64, O), ProposeError>>;
+/// The answer channel of a configuration change.
+pub(crate) type ConfReply = oneshot::Sender<Result<(u64, ConfState), ProposeError>>;
+
+/// What a handle asks of the loop.
+pub(crate) enum Command<O> {
+    /// Propose a normal entry.
+    Propose {
+        data: Vec<u8>,
+        reply: ProposeReply<O>,
+    },
+    /// Propose a configuration change.
+    ConfChange { cc: ConfChangeV2, reply: ConfReply },
+    /// A message received from another node.
+    Step(Message),
+    /// Stop the loop; answered once sled is flushed.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to a running Raft node. `O` is the state machine's outcome type.
+pub struct RaftHandle<O> {
+    /// Commands to the loop; bounded so a flood of proposals waits instead of growing memory.
+    pub(crate) tx: mpsc::Sender<Command<O>>,
+    /// Status published by the loop after every round.
+    pub(crate) status: watch::Receiver<RaftStatus>,
+}
+
+impl<O> Clone for RaftHandle<O> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<O: Send + 'static> RaftHandle<O> {
+    /// Proposes `data`. Resolves once the entry is committed, fsynced and applied, with its index
+    /// and the state machine's outcome. There is no timeout: an appended entry may still commit.
+    /// Errors: [`ProposeError::NotLeader`] (nothing was appended), [`ProposeError::Dropped`] (not
+    /// applied), [`ProposeError::Stopped`] (the node stopped; the entry may still commit when it
+    /// restarts), [`ProposeError::Rejected`].
+    pub async fn propose(&self, data: Vec<u8>) -> Result<(u64, O), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Propose { data, reply })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Proposes a membership change; resolves once it is applied, with its index and the new
+    /// configuration. Same error rules as [`propose`](Self::propose).
+    pub async fn propose_conf_change(
+        &self,
+        cc: ConfChangeV2,
+    ) -> Result<(u64, ConfState), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::ConfChange { cc, reply })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Feeds a message received from another node into the loop.
+    pub async fn step(&self, msg: Message) -> Result<(), ProposeError> {
+        self.tx
+            .send(Command::Step(msg))
+            .await
+            .map_err(|_| ProposeError::Stopped)
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change (e.g. to start controllers on leadership, or to
+    /// wait until an index is applied).
+    pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
+        self.status.clone()
+    }
+
+    /// Stops the loop after flushing sled; returns once it has stopped (at once if it already
+    /// had). Pending proposals get [`ProposeError::Stopped`].
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

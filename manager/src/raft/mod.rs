@@ -1,0 +1,164 @@
+//! The manager's Raft-replicated log: raft-rs's `RawNode` driven by one tokio task, with the log,
+//! hard state and snapshots in sled under `<state_dir>/raft`.
+//!
+//! # Layout
+//! - [`StateMachine`]: what the log drives (the store, in the manager).
+//! - [`start`] / [`has_state`]: open or create a node; [`RaftHandle`]: propose, status, shutdown.
+//! - `node`: the Ready loop — tick, step, drain every queued proposal, send messages, install a
+//!   snapshot, apply committed entries, append + fsync before acknowledging, advance.
+//! - `storage`: [`raft::Storage`] on sled, snapshots and log compaction.
+//! - [`Transport`]: the only way out to other managers (issue #7); a one-voter cluster uses
+//!   [`NoTransport`].
+//! - `logger`: raft-rs's slog records into `tracing` (target `raft`).
+//!
+//! # Durability
+//! A proposal is answered only after its entry was fsynced and applied. On start the node restores
+//! the latest snapshot into the state machine and re-applies every committed entry after it, so a
+//! restart (also after `kill -9`) sees every acknowledged proposal exactly once.
+
+mod config;
+mod error;
+mod handle;
+mod logger;
+mod node;
+mod storage;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use raft::RawNode;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use config::RaftConfig;
+pub use error::{ProposeError, RaftError};
+pub use handle::{RaftHandle, RaftStatus, Role};
+pub use raft::eraftpb::{ConfChangeV2, ConfState, Message};
+pub use transport::{NoTransport, Transport};
+
+use node::Node;
+use storage::SledStorage;
+
+/// The replicated state machine the log drives. `apply` must be deterministic: the same entries
+/// in the same order give the same state on every manager.
+pub trait StateMachine: Send + 'static {
+    /// What applying one proposal returns to its proposer (e.g. `Result<(), ApplyError>`).
+    type Outcome: Send + 'static;
+
+    /// Applies the committed entry `data` at `index`. Called exactly once per committed proposal,
+    /// in log order, also when entries are replayed after a restart (on top of
+    /// [`restore`](Self::restore)). Raft's own empty entries are not passed.
+    fn apply(&mut self, index: u64, data: &[u8]) -> Self::Outcome;
+
+    /// Serializes the whole state, as of the last applied index, for a snapshot.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the whole state with a snapshot taken at `index`.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+}
+
+/// What the loop task returns when it ends: `Ok` after a shutdown, the error that stopped it
+/// otherwise.
+pub type RaftTask = JoinHandle<Result<(), RaftError>>;
+
+/// Sub-directory of the state dir that holds the Raft state.
+const RAFT_DIR: &str = "raft";
+/// The sled database, inside [`RAFT_DIR`].
+const SLED_DIR: &str = "sled";
+/// Written (and fsynced) once the database holds a complete initial state.
+const MARKER: &str = "initialized";
+
+/// Whether `state_dir` already holds a Raft log (the daemon checks this at start-up).
+pub fn has_state(state_dir: &Path) -> bool {
+    state_dir.join(RAFT_DIR).join(MARKER).exists()
+}
+
+/// Starts the Raft node of a one-manager cluster (no network). See [`start_with_transport`].
+pub fn start<S: StateMachine>(
+    config: RaftConfig,
+    sm: S,
+    bootstrap: bool,
+) -> Result<(RaftHandle<S::Outcome>, RaftTask), RaftError> {
+    start_with_transport(config, sm, bootstrap, NoTransport)
+}
+
+/// Starts the Raft node; must be called inside a tokio runtime.
+///
+/// If `config.state_dir` holds a log, the node resumes from it: the latest snapshot is restored
+/// into `sm` and every committed entry after it is applied again (`bootstrap` is then ignored).
+/// Otherwise, if `bootstrap` is true, it creates a cluster whose only voter is `config.id`;
+/// otherwise it fails with [`RaftError::NoState`]. A node that is the only voter campaigns at once,
+/// so it leads within one loop round.
+pub fn start_with_transport<S: StateMachine, T: Transport>(
+    config: RaftConfig,
+    mut sm: S,
+    bootstrap: bool,
+    transport: T,
+) -> Result<(RaftHandle<S::Outcome>, RaftTask), RaftError> {
+    if config.id == 0 {
+        return Err(RaftError::Config("id must be non-zero".into()));
+    }
+    let raft_dir = config.state_dir.join(RAFT_DIR);
+    let resume = has_state(&config.state_dir);
+    if !resume && !bootstrap {
+        return Err(RaftError::NoState {
+            state_dir: config.state_dir.clone(),
+        });
+    }
+    let io = |op: &'static str, path: PathBuf| move |source| RaftError::Io { op, path, source };
+    std::fs::create_dir_all(&raft_dir).map_err(io("create", raft_dir.clone()))?;
+    let mut storage = SledStorage::open(&raft_dir.join(SLED_DIR))?;
+    if !resume {
+        if !storage.is_initialized() {
+            storage.bootstrap(config.id)?;
+        }
+        write_marker(&raft_dir).map_err(io("write marker", raft_dir.join(MARKER)))?;
+    }
+
+    let snapshot = storage.snapshot_metadata().clone();
+    if snapshot.index > 0 {
+        sm.restore(snapshot.index, &storage.snapshot_data()?)
+            .map_err(|reason| RaftError::Restore {
+                index: snapshot.index,
+                reason,
+            })?;
+    }
+    let applied = snapshot.index;
+    let conf = snapshot.get_conf_state();
+    let only_voter = conf.voters == [config.id] && conf.learners.is_empty();
+    let mut raw = RawNode::new(
+        &config.to_raft(applied)?,
+        storage,
+        &logger::logger(config.id),
+    )?;
+    if only_voter {
+        raw.campaign()?;
+    }
+
+    let (tx, rx) = mpsc::channel(4096);
+    let (status_tx, status) = watch::channel(RaftStatus {
+        id: config.id,
+        term: 0,
+        role: Role::Follower,
+        leader_id: 0,
+        applied,
+        commit: 0,
+        first_index: 0,
+        last_index: 0,
+        snapshot_index: snapshot.index,
+        voters: Vec::new(),
+        running: true,
+    });
+    let node = Node::new(raw, sm, transport, config, applied, status_tx);
+    let task = tokio::spawn(node.run(rx));
+    Ok((RaftHandle { tx, status }, task))
+}
+
+/// Creates the marker file and fsyncs it and its directory.
+fn write_marker(raft_dir: &Path) -> std::io::Result<()> {
+    std::fs::File::create(raft_dir.join(MARKER))?.sync_all()?;
+    std::fs::File::open(raft_dir)?.sync_all()
+}

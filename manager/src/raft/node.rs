@@ -1,0 +1,422 @@
+//! The one task that owns `RawNode` and drives the Ready loop.
+
+use std::collections::BTreeMap;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
+use raft::{RawNode, StateRole, Storage as _};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::handle::{Command, ConfReply, ProposeReply, RaftStatus};
+use super::storage::SledStorage;
+use super::{ProposeError, RaftConfig, RaftError, StateMachine, Transport};
+
+/// Who waits for the entry at some index.
+enum Waiter<O> {
+    /// A normal proposal.
+    Normal(ProposeReply<O>),
+    /// A configuration change.
+    Conf(ConfReply),
+}
+
+/// A proposal appended to the log and not yet applied.
+struct Pending<O> {
+    /// The id carried in the entry's `context`.
+    id: u64,
+    /// The term it was appended in: the entry applied at its index must have this term.
+    term: u64,
+    /// Who to answer.
+    waiter: Waiter<O>,
+}
+
+/// An answer held back until the next fsync is done.
+enum Answer<O> {
+    /// For a normal proposal.
+    Normal(ProposeReply<O>, Result<(u64, O), ProposeError>),
+    /// For a configuration change.
+    Conf(ConfReply, Result<(u64, ConfState), ProposeError>),
+}
+
+impl<O> Answer<O> {
+    fn send(self) {
+        // A dropped receiver means the proposer gave up waiting: nothing to do.
+        match self {
+            Answer::Normal(tx, r) => drop(tx.send(r)),
+            Answer::Conf(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+impl<O> Waiter<O> {
+    fn fail(self, e: ProposeError) -> Answer<O> {
+        match self {
+            Waiter::Normal(tx) => Answer::Normal(tx, Err(e)),
+            Waiter::Conf(tx) => Answer::Conf(tx, Err(e)),
+        }
+    }
+}
+
+/// The state of the Raft loop.
+pub(crate) struct Node<S: StateMachine, T> {
+    /// raft-rs's node, owning the sled storage.
+    pub(crate) raw: RawNode<SledStorage>,
+    /// The replicated state machine.
+    pub(crate) sm: S,
+    /// Where outgoing messages go.
+    pub(crate) transport: T,
+    /// Settings (intervals).
+    pub(crate) config: RaftConfig,
+    /// Proposals waiting for their entry to apply, by log index.
+    pending: BTreeMap<u64, Pending<S::Outcome>>,
+    /// Answers to send after the next fsync.
+    answers: Vec<Answer<S::Outcome>>,
+    /// Next proposal id (starts random so ids from different runs or nodes rarely meet).
+    next_id: u64,
+    /// Highest index applied to `sm`.
+    pub(crate) applied: u64,
+    /// The configuration in force at `applied`.
+    pub(crate) conf_state: ConfState,
+    /// Index of the latest snapshot.
+    snapshot_index: u64,
+    /// Where the status is published.
+    status: watch::Sender<RaftStatus>,
+}
+
+impl<S: StateMachine, T: Transport> Node<S, T> {
+    /// Wraps a ready `RawNode` whose state machine already holds everything up to `applied`.
+    pub(crate) fn new(
+        raw: RawNode<SledStorage>,
+        sm: S,
+        transport: T,
+        config: RaftConfig,
+        applied: u64,
+        status: watch::Sender<RaftStatus>,
+    ) -> Self {
+        let conf_state = raw.store().snapshot_metadata().get_conf_state().clone();
+        let snapshot_index = raw.store().snapshot_metadata().index;
+        let mut node = Node {
+            raw,
+            sm,
+            transport,
+            config,
+            pending: BTreeMap::new(),
+            answers: Vec::new(),
+            next_id: rand::random::<u64>() >> 1,
+            applied,
+            conf_state,
+            snapshot_index,
+            status,
+        };
+        node.publish(true);
+        node
+    }
+
+    /// Runs the loop until shutdown or until every handle is dropped.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command<S::Outcome>>,
+    ) -> Result<(), RaftError> {
+        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        let result = loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                }
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break Ok(()) };
+                    shutdown = self.handle(cmd);
+                    // Drain everything queued so one fsync covers many proposals.
+                    while shutdown.is_none() {
+                        match rx.try_recv() {
+                            Ok(cmd) => shutdown = self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if let Err(e) = self.on_ready().await {
+                break Err(e);
+            }
+            if shutdown.is_some() {
+                break Ok(());
+            }
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "raft loop failed");
+        }
+        let flushed = self.raw.store().flush_async().await;
+        for (_, p) in std::mem::take(&mut self.pending) {
+            self.answers.push(p.waiter.fail(ProposeError::Stopped));
+        }
+        for a in self.answers.drain(..) {
+            a.send();
+        }
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            if let Command::Shutdown(done) = cmd {
+                let _ = done.send(());
+            }
+        }
+        self.publish(false);
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+        }
+        result.and(flushed)
+    }
+
+    /// Handles one command; returns the shutdown acknowledgement if it asked to stop.
+    fn handle(&mut self, cmd: Command<S::Outcome>) -> Option<oneshot::Sender<()>> {
+        match cmd {
+            Command::Propose { data, reply } => {
+                self.propose(Waiter::Normal(reply), |raw, ctx| raw.propose(ctx, data))
+            }
+            Command::ConfChange { cc, reply } => self.propose(Waiter::Conf(reply), |raw, ctx| {
+                raw.propose_conf_change(ctx, cc)
+            }),
+            Command::Step(msg) => {
+                if let Err(e) = self.raw.step(msg) {
+                    tracing::debug!(error = %e, "raft: dropped a received message");
+                }
+            }
+            Command::Shutdown(done) => return Some(done),
+        }
+        None
+    }
+
+    /// Appends a proposal if this node leads; answers at once otherwise.
+    fn propose(
+        &mut self,
+        waiter: Waiter<S::Outcome>,
+        append: impl FnOnce(&mut RawNode<SledStorage>, Vec<u8>) -> raft::Result<()>,
+    ) {
+        if self.raw.raft.state != StateRole::Leader {
+            let leader = Some(self.raw.raft.leader_id).filter(|&l| l != raft::INVALID_ID);
+            waiter.fail(ProposeError::NotLeader { leader }).send();
+            return;
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let before = self.raw.raft.raft_log.last_index();
+        let err = match append(&mut self.raw, id.to_be_bytes().to_vec()) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                if index > before {
+                    let term = self.raw.raft.term;
+                    self.pending.insert(index, Pending { id, term, waiter });
+                    return;
+                }
+                ProposeError::Dropped
+            }
+            Err(raft::Error::ProposalDropped) => ProposeError::Dropped,
+            Err(e) => ProposeError::Rejected {
+                reason: e.to_string(),
+            },
+        };
+        waiter.fail(err).send();
+    }
+
+    /// One round of the Ready protocol: send, install snapshot, apply, persist + fsync, advance.
+    async fn on_ready(&mut self) -> Result<(), RaftError> {
+        if !self.raw.has_ready() {
+            self.publish(true);
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        let mut must_flush = false;
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot())?;
+            must_flush = true;
+        }
+        self.apply(ready.take_committed_entries())?;
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(ready.entries())?;
+            must_flush = true;
+        }
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs)?;
+            must_flush = true;
+        }
+        if must_flush || ready.must_sync() {
+            self.raw.store().flush_async().await?;
+        }
+        // raft-rs hands out only entries that were persisted (fsynced) in an earlier round.
+        self.send_answers();
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            // Durable with the next fsync; an entry acknowledged before that is in the fsynced
+            // log and is committed again by the next leader, so nothing acknowledged is lost.
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        self.apply(light.take_committed_entries())?;
+        // The applied entries were fsynced in this or an earlier round.
+        self.send_answers();
+        self.raw.advance_apply();
+        self.maybe_snapshot()?;
+        self.publish(true);
+        Ok(())
+    }
+
+    fn send_answers(&mut self) {
+        for a in self.answers.drain(..) {
+            a.send();
+        }
+    }
+
+    /// Applies committed entries in order and queues the proposers' answers.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let index = entry.index;
+            if index <= self.applied {
+                continue;
+            }
+            // Proposals whose index was taken by another entry were overwritten: not applied.
+            while let Some(e) = self.pending.first_entry() {
+                if *e.key() >= index {
+                    break;
+                }
+                self.answers
+                    .push(e.remove().waiter.fail(ProposeError::Dropped));
+            }
+            let mine = self
+                .pending
+                .remove(&index)
+                .filter(|p| p.term == entry.term && entry.context.as_ref() == p.id.to_be_bytes());
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    // Raft's own empty entries (a new leader's no-op) carry no context.
+                    let outcome = (!entry.data.is_empty() || !entry.context.is_empty())
+                        .then(|| self.sm.apply(index, &entry.data));
+                    if let Some(p) = mine {
+                        self.answers.push(match (p.waiter, outcome) {
+                            (Waiter::Normal(tx), Some(o)) => Answer::Normal(tx, Ok((index, o))),
+                            (w, _) => w.fail(ProposeError::Dropped),
+                        });
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let result = self.apply_conf_change(&entry);
+                    if let Some(p) = mine {
+                        self.answers.push(match (p.waiter, result) {
+                            (Waiter::Conf(tx), Ok(cs)) => Answer::Conf(tx, Ok((index, cs))),
+                            (w, Ok(_)) => w.fail(ProposeError::Dropped),
+                            (w, Err(reason)) => w.fail(ProposeError::Rejected { reason }),
+                        });
+                    }
+                }
+            }
+            self.applied = index;
+        }
+        let conf_state = self.conf_state.clone();
+        self.raw
+            .mut_store()
+            .set_applied(last.max(self.applied), &conf_state)
+    }
+
+    /// Applies a configuration-change entry to raft's progress tracker.
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<ConfState, String> {
+        let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| e.to_string())?;
+            self.raw.apply_conf_change(&cc)
+        } else {
+            // An empty V2 change is raft's automatic "leave joint configuration".
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| e.to_string())?;
+            self.raw.apply_conf_change(&cc)
+        };
+        match applied {
+            Ok(cs) => {
+                self.conf_state = cs.clone();
+                Ok(cs)
+            }
+            Err(e) => {
+                tracing::warn!(index = entry.index, error = %e, "raft: conf change not applied");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Replaces the state with a snapshot sent by the leader.
+    fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), RaftError> {
+        let meta = snap.get_metadata();
+        self.sm
+            .restore(meta.index, &snap.data)
+            .map_err(|reason| RaftError::Restore {
+                index: meta.index,
+                reason,
+            })?;
+        self.raw.mut_store().apply_snapshot(snap)?;
+        // Proposals up to the snapshot may or may not be in it.
+        let later = self.pending.split_off(&(meta.index + 1));
+        for (_, p) in std::mem::replace(&mut self.pending, later) {
+            self.answers.push(p.waiter.fail(ProposeError::Dropped));
+        }
+        self.applied = meta.index;
+        self.snapshot_index = meta.index;
+        self.conf_state = meta.get_conf_state().clone();
+        Ok(())
+    }
+
+    /// Takes a snapshot and compacts the log when enough entries were applied since the last
+    /// one, or when a leader needs a snapshot newer than the stored one.
+    fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
+        let wanted = self.raw.store().snapshot_wanted();
+        let due = self.applied >= self.snapshot_index + self.config.snapshot_interval;
+        let asked = wanted > self.snapshot_index && self.applied >= wanted;
+        if !(due || asked) || self.applied == 0 {
+            return Ok(());
+        }
+        let mut meta = SnapshotMetadata::default();
+        meta.index = self.applied;
+        meta.term = self.raw.store().term(self.applied)?;
+        meta.set_conf_state(self.conf_state.clone());
+        let data = self.sm.snapshot();
+        self.raw
+            .mut_store()
+            .save_snapshot(meta, &data, self.config.keep_after_snapshot)?;
+        self.snapshot_index = self.applied;
+        tracing::debug!(
+            index = self.applied,
+            bytes = data.len(),
+            first_index = self.raw.store().first(),
+            "raft: snapshot taken, log compacted"
+        );
+        Ok(())
+    }
+
+    /// Publishes the status if it changed.
+    fn publish(&mut self, running: bool) {
+        let raft = &self.raw.raft;
+        let store = self.raw.store();
+        let status = RaftStatus {
+            id: raft.id,
+            term: raft.term,
+            role: raft.state.into(),
+            leader_id: raft.leader_id,
+            applied: self.applied,
+            commit: raft.raft_log.committed,
+            first_index: store.first(),
+            last_index: raft.raft_log.last_index(),
+            snapshot_index: self.snapshot_index,
+            voters: self.conf_state.voters.clone(),
+            running,
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+}
