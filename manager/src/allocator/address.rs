@@ -52,7 +52,10 @@ fn network_gateway(network: &Network, subnet: Ipv4Net) -> Ipv4Addr {
 /// address in `in_use`. The caller stores the result in
 /// `network.last_allocated`, so an address that was just freed is handed out
 /// again only after the rest of the subnet has been used.
-pub fn allocate_address(network: &Network, in_use: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, AllocError> {
+pub fn allocate_address(
+    network: &Network,
+    in_use: &BTreeSet<Ipv4Addr>,
+) -> Result<Ipv4Addr, AllocError> {
     let subnet = network_subnet(network)?;
     let gateway = network_gateway(network, subnet);
     let (first, last) = usable_range(subnet);
@@ -88,7 +91,11 @@ pub fn holds_addresses(task: &Task) -> bool {
 /// still hold them (see [`holds_addresses`]) and the services' VIPs. Pass every
 /// task and service of the cluster. The gateway is not included;
 /// [`allocate_address`] skips it by itself.
-pub fn addresses_in_use(network_id: &str, tasks: &[Task], services: &[Service]) -> BTreeSet<Ipv4Addr> {
+pub fn addresses_in_use(
+    network_id: &str,
+    tasks: &[Task],
+    services: &[Service],
+) -> BTreeSet<Ipv4Addr> {
     let task_addrs = tasks
         .iter()
         .filter(|t| holds_addresses(t))

@@ -60,7 +60,9 @@ pub enum AllocError {
         existing: Ipv4Net,
     },
     /// The requested gateway is not an IPv4 address.
-    #[error("invalid gateway {input:?}: expected an IPv4 address inside {subnet}, such as {example}")]
+    #[error(
+        "invalid gateway {input:?}: expected an IPv4 address inside {subnet}, such as {example}"
+    )]
     InvalidGateway {
         /// The gateway as given.
         input: String,
@@ -119,7 +121,9 @@ pub enum AllocError {
         network: String,
     },
     /// Every VXLAN network identifier is in use.
-    #[error("no free VXLAN network identifier left ({first}..={last} are all in use): remove unused networks")]
+    #[error(
+        "no free VXLAN network identifier left ({first}..={last} are all in use): remove unused networks"
+    )]
     VniExhausted {
         /// First VNI of user networks.
         first: u32,
@@ -127,7 +131,9 @@ pub enum AllocError {
         last: u32,
     },
     /// The network has no valid subnet yet, so no address can come from it.
-    #[error("network {network:?} has no allocated subnet (found {subnet:?}): allocate the network first")]
+    #[error(
+        "network {network:?} has no allocated subnet (found {subnet:?}): allocate the network first"
+    )]
     NetworkNotAllocated {
         /// Name of the network.
         network: String,

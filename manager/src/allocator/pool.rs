@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use mini_proto::v1::{
-    EndpointMode, Network, NetworkAttachment, Service, Task, VirtualIp,
-};
+use mini_proto::v1::{EndpointMode, Network, NetworkAttachment, Service, Task, VirtualIp};
 
 use super::AllocError;
 use super::address::{addresses_in_use, allocate_address, mac_for, network_subnet, parse_host};
@@ -88,22 +86,32 @@ impl AddressPools {
     /// The attachments `task` needs: one per network of `service`, in order.
     /// Attachments the task already has are kept; the others get a new
     /// address and its MAC. All-or-nothing.
-    pub fn allocate_task(&mut self, task: &Task, service: &Service) -> Result<Vec<NetworkAttachment>, AllocError> {
-        let networks = service.spec.as_ref().map(|s| s.networks.as_slice()).unwrap_or_default();
+    pub fn allocate_task(
+        &mut self,
+        task: &Task,
+        service: &Service,
+    ) -> Result<Vec<NetworkAttachment>, AllocError> {
+        let networks = service
+            .spec
+            .as_ref()
+            .map(|s| s.networks.as_slice())
+            .unwrap_or_default();
         self.transaction(|pools| {
             networks
                 .iter()
-                .map(|id| match task.networks.iter().find(|a| &a.network_id == id) {
-                    Some(existing) => Ok(existing.clone()),
-                    None => {
-                        let (ip, prefix) = pools.take(id, service)?;
-                        Ok(NetworkAttachment {
-                            network_id: id.clone(),
-                            addr: format!("{ip}/{prefix}"),
-                            mac: mac_for(ip),
-                        })
-                    }
-                })
+                .map(
+                    |id| match task.networks.iter().find(|a| &a.network_id == id) {
+                        Some(existing) => Ok(existing.clone()),
+                        None => {
+                            let (ip, prefix) = pools.take(id, service)?;
+                            Ok(NetworkAttachment {
+                                network_id: id.clone(),
+                                addr: format!("{ip}/{prefix}"),
+                                mac: mac_for(ip),
+                            })
+                        }
+                    },
+                )
                 .collect()
         })
     }
@@ -115,23 +123,28 @@ impl AddressPools {
         let Some(spec) = &service.spec else {
             return Ok(Vec::new());
         };
-        let mode = spec.endpoint.as_ref().map_or(EndpointMode::Vip, |e| e.mode());
+        let mode = spec
+            .endpoint
+            .as_ref()
+            .map_or(EndpointMode::Vip, |e| e.mode());
         if mode != EndpointMode::Vip {
             return Ok(Vec::new());
         }
         self.transaction(|pools| {
             spec.networks
                 .iter()
-                .map(|id| match service.vips.iter().find(|v| &v.network_id == id) {
-                    Some(existing) => Ok(existing.clone()),
-                    None => {
-                        let (ip, prefix) = pools.take(id, service)?;
-                        Ok(VirtualIp {
-                            network_id: id.clone(),
-                            addr: format!("{ip}/{prefix}"),
-                        })
-                    }
-                })
+                .map(
+                    |id| match service.vips.iter().find(|v| &v.network_id == id) {
+                        Some(existing) => Ok(existing.clone()),
+                        None => {
+                            let (ip, prefix) = pools.take(id, service)?;
+                            Ok(VirtualIp {
+                                network_id: id.clone(),
+                                addr: format!("{ip}/{prefix}"),
+                            })
+                        }
+                    },
+                )
                 .collect()
         })
     }
@@ -148,16 +161,24 @@ impl AddressPools {
     /// Takes an address on `network_id` for `service`'s task or VIP.
     fn take(&mut self, network_id: &str, service: &Service) -> Result<(Ipv4Addr, u8), AllocError> {
         let unknown = || AllocError::UnknownNetwork {
-            service: service.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+            service: service
+                .spec
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
             network_id: network_id.to_owned(),
         };
-        let prefix = network_subnet(&self.pools.get(network_id).ok_or_else(unknown)?.network)?.prefix_len();
+        let prefix =
+            network_subnet(&self.pools.get(network_id).ok_or_else(unknown)?.network)?.prefix_len();
         let ip = self.allocate(network_id).ok_or_else(unknown)??;
         Ok((ip, prefix))
     }
 
     /// Runs `f`; if it fails, restores the pools as they were.
-    fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, AllocError>) -> Result<T, AllocError> {
+    fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, AllocError>,
+    ) -> Result<T, AllocError> {
         let before = self.pools.clone();
         let result = f(self);
         if result.is_err() {

@@ -95,7 +95,11 @@ pub fn allocate_network(
         if let Some((other, network)) = taken.iter().find(|(s, _)| overlaps(*s, subnet)) {
             return Err(AllocError::Overlap {
                 subnet,
-                network: network.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                network: network
+                    .spec
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
                 existing: *other,
             });
         }
@@ -113,9 +117,12 @@ pub fn allocate_network(
 /// Parses a user's subnet: an IPv4 CIDR without host bits and with room for
 /// a gateway and a task.
 pub fn parse_subnet(input: &str) -> Result<Ipv4Net, AllocError> {
-    let subnet: Ipv4Net = input.trim().parse().map_err(|_| AllocError::InvalidSubnet {
-        input: input.to_owned(),
-    })?;
+    let subnet: Ipv4Net = input
+        .trim()
+        .parse()
+        .map_err(|_| AllocError::InvalidSubnet {
+            input: input.to_owned(),
+        })?;
     if subnet.trunc() != subnet {
         return Err(AllocError::HostBitsSet {
             input: input.to_owned(),
@@ -150,11 +157,14 @@ fn gateway_for(subnet: Ipv4Net, input: &str) -> Result<Ipv4Addr, AllocError> {
     if input.is_empty() {
         return Ok(first);
     }
-    let gateway: Ipv4Addr = input.trim().parse().map_err(|_| AllocError::InvalidGateway {
-        input: input.to_owned(),
-        subnet,
-        example: first,
-    })?;
+    let gateway: Ipv4Addr = input
+        .trim()
+        .parse()
+        .map_err(|_| AllocError::InvalidGateway {
+            input: input.to_owned(),
+            subnet,
+            example: first,
+        })?;
     let problem = if !subnet.contains(&gateway) {
         "is outside"
     } else if gateway == subnet.network() {
@@ -174,7 +184,10 @@ fn gateway_for(subnet: Ipv4Net, input: &str) -> Result<Ipv4Addr, AllocError> {
 }
 
 /// The first subnet of the pool's size that overlaps no taken subnet.
-fn next_free_subnet(cluster: &Cluster, taken: &[(Ipv4Net, &Network)]) -> Result<Ipv4Net, AllocError> {
+fn next_free_subnet(
+    cluster: &Cluster,
+    taken: &[(Ipv4Net, &Network)],
+) -> Result<Ipv4Net, AllocError> {
     let pool = if cluster.default_addr_pool.is_empty() {
         DEFAULT_ADDR_POOL
     } else {
@@ -202,8 +215,8 @@ fn next_free_subnet(cluster: &Cluster, taken: &[(Ipv4Net, &Network)]) -> Result<
     let end = u64::from(u32::from(pool.broadcast())) + 1;
     let mut start = u64::from(u32::from(pool.network()));
     while start + step <= end {
-        let candidate = Ipv4Net::new(Ipv4Addr::from(start as u32), size)
-            .expect("prefix length checked above");
+        let candidate =
+            Ipv4Net::new(Ipv4Addr::from(start as u32), size).expect("prefix length checked above");
         // Skip past every taken subnet the candidate overlaps, rounded up to
         // the next candidate boundary, instead of trying each one in turn.
         let blocked_until = taken

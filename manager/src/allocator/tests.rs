@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use mini_proto::v1::{
-    Cluster, EndpointMode, EndpointSpec, Network, NetworkAttachment, NetworkSpec, Service, ServiceSpec, Task,
-    TaskState, TaskStatus, VirtualIp,
+    Cluster, EndpointMode, EndpointSpec, Network, NetworkAttachment, NetworkSpec, Service,
+    ServiceSpec, Task, TaskState, TaskStatus, VirtualIp,
 };
 
 use super::*;
@@ -37,7 +37,9 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn err(spec: &NetworkSpec, cluster: &Cluster, existing: &[Network]) -> String {
-    allocate_network(spec, cluster, existing).unwrap_err().to_string()
+    allocate_network(spec, cluster, existing)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -64,7 +66,10 @@ fn pool_subnets_skip_taken_ones_and_use_cluster_settings() {
         default_subnet_size: 26,
         ..Cluster::default()
     };
-    let existing = [network("a", "a", "172.30.0.0/26", 4097), network("i", "ingress", "10.255.0.0/16", 4096)];
+    let existing = [
+        network("a", "a", "172.30.0.0/26", 4097),
+        network("i", "ingress", "10.255.0.0/16", 4096),
+    ];
     let a = allocate_network(&spec("c", "", ""), &cluster, &existing).unwrap();
     assert_eq!(a.subnet.to_string(), "172.30.0.64/26");
     assert_eq!(a.gateway, ip("172.30.0.65"));
@@ -72,7 +77,10 @@ fn pool_subnets_skip_taken_ones_and_use_cluster_settings() {
 
 #[test]
 fn a_gap_between_networks_is_reused() {
-    let existing = [network("a", "a", "10.0.0.0/24", 4097), network("c", "c", "10.0.2.0/24", 4099)];
+    let existing = [
+        network("a", "a", "10.0.0.0/24", 4097),
+        network("c", "c", "10.0.2.0/24", 4099),
+    ];
     let a = allocate_network(&spec("b", "", ""), &Cluster::default(), &existing).unwrap();
     assert_eq!(a.subnet.to_string(), "10.0.1.0/24");
 }
@@ -83,7 +91,10 @@ fn pool_exhaustion_is_reported() {
         default_addr_pool: "10.9.0.0/23".to_owned(),
         ..Cluster::default()
     };
-    let existing = [network("a", "a", "10.9.0.0/24", 4097), network("b", "b", "10.9.1.0/24", 4098)];
+    let existing = [
+        network("a", "a", "10.9.0.0/24", 4097),
+        network("b", "b", "10.9.1.0/24", 4098),
+    ];
     assert_eq!(
         err(&spec("c", "", ""), &cluster, &existing),
         "the default address pool 10.9.0.0/23 has no free /24 subnet left: remove unused networks or give --subnet"
@@ -105,12 +116,20 @@ fn bad_pool_settings_are_reported() {
         default_addr_pool: "banana".to_owned(),
         ..Cluster::default()
     };
-    assert!(err(&spec("c", "", ""), &cluster, &[]).starts_with("invalid default address pool \"banana\""));
+    assert!(
+        err(&spec("c", "", ""), &cluster, &[])
+            .starts_with("invalid default address pool \"banana\"")
+    );
 }
 
 #[test]
 fn given_subnet_and_gateway_are_used() {
-    let a = allocate_network(&spec("demonet", "192.168.200.0/24", "192.168.200.254"), &Cluster::default(), &[]).unwrap();
+    let a = allocate_network(
+        &spec("demonet", "192.168.200.0/24", "192.168.200.254"),
+        &Cluster::default(),
+        &[],
+    )
+    .unwrap();
     assert_eq!(a.subnet.to_string(), "192.168.200.0/24");
     assert_eq!(a.gateway, ip("192.168.200.254"));
 }
@@ -199,7 +218,12 @@ fn vnis_ingress_then_4097_upwards_without_immediate_reuse() {
     assert_eq!(vnis, [4097, 4098, 4099]);
     // Remove "a" (4097): the next network still gets 4100.
     existing.retain(|n| n.id != "a");
-    assert_eq!(allocate_network(&spec("d", "", ""), &c, &existing).unwrap().vni, 4100);
+    assert_eq!(
+        allocate_network(&spec("d", "", ""), &c, &existing)
+            .unwrap()
+            .vni,
+        4100
+    );
     // A second ingress network is refused.
     let second = NetworkSpec {
         ingress: true,
@@ -213,9 +237,15 @@ fn vnis_ingress_then_4097_upwards_without_immediate_reuse() {
 
 #[test]
 fn vni_skips_used_ones_and_wraps() {
-    let existing = [network("a", "a", "10.0.0.0/24", 4097), network("b", "b", "10.0.1.0/24", 4098)];
+    let existing = [
+        network("a", "a", "10.0.0.0/24", 4097),
+        network("b", "b", "10.0.1.0/24", 4098),
+    ];
     assert_eq!(pick_vni(false, 0, &existing).unwrap(), 4099);
-    assert_eq!(pick_vni(false, vni::MAX_VNI + 1, &existing).unwrap(), vni::MAX_VNI);
+    assert_eq!(
+        pick_vni(false, vni::MAX_VNI + 1, &existing).unwrap(),
+        vni::MAX_VNI
+    );
     let top = [network("z", "z", "10.0.0.0/24", vni::MAX_VNI)];
     assert_eq!(pick_vni(false, vni::MAX_VNI, &top).unwrap(), 4097);
 }
@@ -239,12 +269,17 @@ fn driver_and_name_are_validated() {
         assert!(validate_network_spec(&spec(good, "", "")).is_ok(), "{good}");
     }
     assert_eq!(
-        validate_network_spec(&spec("", "", "")).unwrap_err().to_string(),
+        validate_network_spec(&spec("", "", ""))
+            .unwrap_err()
+            .to_string(),
         "invalid network name \"\": the name is empty; use letters, digits, '_', '.' and '-', starting with a letter or digit"
     );
     for bad in ["-net", ".net", "my net", "net/1", "né"] {
         assert!(
-            matches!(validate_network_spec(&spec(bad, "", "")), Err(AllocError::InvalidName { .. })),
+            matches!(
+                validate_network_spec(&spec(bad, "", "")),
+                Err(AllocError::InvalidName { .. })
+            ),
             "{bad}"
         );
     }
@@ -281,7 +316,10 @@ fn a_freed_address_is_not_handed_out_again_at_once() {
     }
     // .2 .3 .4 taken; free .3.
     in_use.remove(&ip("192.168.200.3"));
-    assert_eq!(allocate_address(&net, &in_use).unwrap(), ip("192.168.200.5"));
+    assert_eq!(
+        allocate_address(&net, &in_use).unwrap(),
+        ip("192.168.200.5")
+    );
 }
 
 #[test]
@@ -289,10 +327,16 @@ fn allocation_wraps_around_to_the_start() {
     let mut net = demonet();
     net.last_allocated = "192.168.200.254".to_owned();
     let in_use = BTreeSet::from([ip("192.168.200.2")]);
-    assert_eq!(allocate_address(&net, &in_use).unwrap(), ip("192.168.200.3"));
+    assert_eq!(
+        allocate_address(&net, &in_use).unwrap(),
+        ip("192.168.200.3")
+    );
     // A custom gateway in the middle is skipped too.
     net.gateway = "192.168.200.3".to_owned();
-    assert_eq!(allocate_address(&net, &in_use).unwrap(), ip("192.168.200.1"));
+    assert_eq!(
+        allocate_address(&net, &in_use).unwrap(),
+        ip("192.168.200.1")
+    );
 }
 
 #[test]
@@ -359,17 +403,36 @@ fn service(name: &str, networks: &[&str], vips: &[(&str, &str)]) -> Service {
 fn addresses_in_use_counts_live_tasks_and_vips_of_that_network() {
     use TaskState::*;
     let tasks = [
-        task("run", Running, Running, &[("n1", "192.168.200.3/24"), ("n2", "10.0.0.3/24")]),
-        task("failed-not-acked", Failed, Running, &[("n1", "192.168.200.4/24")]),
+        task(
+            "run",
+            Running,
+            Running,
+            &[("n1", "192.168.200.3/24"), ("n2", "10.0.0.3/24")],
+        ),
+        task(
+            "failed-not-acked",
+            Failed,
+            Running,
+            &[("n1", "192.168.200.4/24")],
+        ),
         task("stopping", Running, Shutdown, &[("n1", "192.168.200.5/24")]),
         task("history", Failed, Shutdown, &[("n1", "192.168.200.6/24")]),
     ];
-    let services = [service("web", &["n1"], &[("n1", "192.168.200.2/24"), ("n2", "10.0.0.2/24")])];
+    let services = [service(
+        "web",
+        &["n1"],
+        &[("n1", "192.168.200.2/24"), ("n2", "10.0.0.2/24")],
+    )];
     let in_use = addresses_in_use("n1", &tasks, &services);
-    let expected: BTreeSet<Ipv4Addr> = ["192.168.200.2", "192.168.200.3", "192.168.200.4", "192.168.200.5"]
-        .into_iter()
-        .map(ip)
-        .collect();
+    let expected: BTreeSet<Ipv4Addr> = [
+        "192.168.200.2",
+        "192.168.200.3",
+        "192.168.200.4",
+        "192.168.200.5",
+    ]
+    .into_iter()
+    .map(ip)
+    .collect();
     assert_eq!(in_use, expected);
 }
 
@@ -379,7 +442,14 @@ fn task_attachments_one_per_service_network_in_order() {
     let n2 = network("n2", "other", "10.0.5.0/24", 4098);
     let svc = service("web", &["n2", "n1"], &[("n1", "192.168.200.2/24")]);
     let new = task("t1", TaskState::New, TaskState::Running, &[]);
-    let out = allocate_task_attachments(&new, &svc, &[n1.clone(), n2.clone()], &[], std::slice::from_ref(&svc)).unwrap();
+    let out = allocate_task_attachments(
+        &new,
+        &svc,
+        &[n1.clone(), n2.clone()],
+        &[],
+        std::slice::from_ref(&svc),
+    )
+    .unwrap();
     assert_eq!(
         out.attachments,
         vec![
@@ -395,7 +465,11 @@ fn task_attachments_one_per_service_network_in_order() {
             },
         ]
     );
-    let last: Vec<(&str, &str)> = out.networks.iter().map(|n| (n.id.as_str(), n.last_allocated.as_str())).collect();
+    let last: Vec<(&str, &str)> = out
+        .networks
+        .iter()
+        .map(|n| (n.id.as_str(), n.last_allocated.as_str()))
+        .collect();
     assert_eq!(last, [("n1", "192.168.200.3"), ("n2", "10.0.5.2")]);
 }
 
@@ -404,19 +478,32 @@ fn task_allocation_is_all_or_nothing_and_keeps_existing_attachments() {
     let n1 = demonet();
     let full = network("full", "full", "10.1.1.0/30", 4098); // one usable address
     let svc = service("web", &["n1", "full"], &[]);
-    let occupant = task("o", TaskState::Running, TaskState::Running, &[("full", "10.1.1.2/30")]);
+    let occupant = task(
+        "o",
+        TaskState::Running,
+        TaskState::Running,
+        &[("full", "10.1.1.2/30")],
+    );
     let mut pools = AddressPools::new(&[n1, full], std::slice::from_ref(&occupant), &[]);
     let new = task("t1", TaskState::New, TaskState::Running, &[]);
     let e = pools.allocate_task(&new, &svc).unwrap_err();
     assert!(matches!(e, AllocError::AddressesExhausted { ref network, .. } if network == "full"));
-    assert!(pools.changed_networks().is_empty(), "n1's address was given back");
+    assert!(
+        pools.changed_networks().is_empty(),
+        "n1's address was given back"
+    );
 
     // Free the occupant's address: the same pools now succeed, starting where
     // they were (nothing was consumed by the failed attempt).
     for (net, addr) in task_addresses(&occupant) {
         pools.release(&net, addr);
     }
-    let partly = task("t2", TaskState::New, TaskState::Running, &[("n1", "192.168.200.9/24")]);
+    let partly = task(
+        "t2",
+        TaskState::New,
+        TaskState::Running,
+        &[("n1", "192.168.200.9/24")],
+    );
     let got = pools.allocate_task(&partly, &svc).unwrap();
     assert_eq!(got[0].addr, "192.168.200.9/24");
     assert_eq!(got[1].addr, "10.1.1.2/30");
@@ -468,7 +555,9 @@ fn vips_one_per_network_only_in_vip_mode() {
 fn unknown_network_is_named() {
     let svc = service("web", &["nope"], &[]);
     assert_eq!(
-        allocate_service_vips(&svc, &[demonet()], &[], &[]).unwrap_err().to_string(),
+        allocate_service_vips(&svc, &[demonet()], &[], &[])
+            .unwrap_err()
+            .to_string(),
         "service \"web\" uses network \"nope\", which does not exist"
     );
 }

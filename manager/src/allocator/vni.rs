@@ -25,7 +25,11 @@ pub fn pick_vni(ingress: bool, next_vni: u32, existing: &[Network]) -> Result<u3
     if ingress {
         if let Some(other) = existing.iter().find(|n| n.vni == INGRESS_VNI) {
             return Err(AllocError::IngressExists {
-                network: other.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                network: other
+                    .spec
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
             });
         }
         return Ok(INGRESS_VNI);

@@ -22,7 +22,12 @@ use crate::scheduler::{Pipeline, parse_constraints};
 ///
 /// Unparsable constraints (refused at service create, so only in old data)
 /// match no node. A replicated service gets an empty result.
-pub fn reconcile_global(service: &Service, tasks: &[Task], nodes: &[Node], now_ms: i64) -> Reconciliation {
+pub fn reconcile_global(
+    service: &Service,
+    tasks: &[Task],
+    nodes: &[Node],
+    now_ms: i64,
+) -> Reconciliation {
     let mut result = Reconciliation::default();
     let Some(spec) = &service.spec else {
         return result;
@@ -30,12 +35,18 @@ pub fn reconcile_global(service: &Service, tasks: &[Task], nodes: &[Node], now_m
     if !matches!(spec.mode, Some(Mode::Global(_))) {
         return result;
     }
-    let pipeline = parse_constraints(&spec.constraints).ok().map(|c| Pipeline::new(&c));
+    let pipeline = parse_constraints(&spec.constraints)
+        .ok()
+        .map(|c| Pipeline::new(&c));
     let by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
 
-    let mut per_node: BTreeMap<&str, Vec<&Task>> = nodes.iter().map(|n| (n.id.as_str(), Vec::new())).collect();
+    let mut per_node: BTreeMap<&str, Vec<&Task>> =
+        nodes.iter().map(|n| (n.id.as_str(), Vec::new())).collect();
     for task in tasks {
-        per_node.entry(task.node_id.as_str()).or_default().push(task);
+        per_node
+            .entry(task.node_id.as_str())
+            .or_default()
+            .push(task);
     }
     for (node_id, tasks) in per_node {
         let node = by_id.get(node_id).copied();
@@ -59,6 +70,11 @@ pub fn reconcile_global(service: &Service, tasks: &[Task], nodes: &[Node], now_m
         result.push_slot(0, Some(node_id), out);
     }
     // A created global task names its node; the slot is 0.
-    debug_assert!(result.actions.iter().all(|a| !matches!(a, Action::CreateTask { node_id: None, .. })));
+    debug_assert!(
+        result
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::CreateTask { node_id: None, .. }))
+    );
     result
 }

@@ -66,10 +66,16 @@ pub struct Reconciliation {
 
 impl Reconciliation {
     fn push_slot(&mut self, slot: u64, node_id: Option<&str>, out: slot::SlotOutcome) {
-        self.actions
-            .extend(out.shutdown.into_iter().map(|task_id| Action::Shutdown { task_id }));
-        self.actions
-            .extend(out.remove.into_iter().map(|task_id| Action::Remove { task_id }));
+        self.actions.extend(
+            out.shutdown
+                .into_iter()
+                .map(|task_id| Action::Shutdown { task_id }),
+        );
+        self.actions.extend(
+            out.remove
+                .into_iter()
+                .map(|task_id| Action::Remove { task_id }),
+        );
         if out.create {
             self.actions.push(Action::CreateTask {
                 slot,

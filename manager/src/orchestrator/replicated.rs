@@ -22,8 +22,14 @@ pub fn replicas(service: &Service) -> Option<u64> {
 /// the benefit of the doubt until the dispatcher declares the node DOWN.)
 pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
     node.is_some_and(|n| {
-        let down = n.status.as_ref().is_some_and(|s| s.state() == NodeState::Down);
-        let drained = n.spec.as_ref().is_some_and(|s| s.availability() == NodeAvailability::Drain);
+        let down = n
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Down);
+        let drained = n
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.availability() == NodeAvailability::Drain);
         !down && !drained
     })
 }
@@ -46,13 +52,19 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
 ///
 /// A global service gets an empty result: use
 /// [`reconcile_global`](super::reconcile_global).
-pub fn reconcile_replicated(service: &Service, tasks: &[Task], nodes: &[Node], now_ms: i64) -> Reconciliation {
+pub fn reconcile_replicated(
+    service: &Service,
+    tasks: &[Task],
+    nodes: &[Node],
+    now_ms: i64,
+) -> Reconciliation {
     let mut result = Reconciliation::default();
     let Some(replicas) = replicas(service) else {
         return result;
     };
     let nodes: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let node_ok = |t: &Task| t.node_id.is_empty() || node_keeps_tasks(nodes.get(t.node_id.as_str()).copied());
+    let node_ok =
+        |t: &Task| t.node_id.is_empty() || node_keeps_tasks(nodes.get(t.node_id.as_str()).copied());
 
     let mut slots: BTreeMap<u64, Vec<&Task>> = (1..=replicas).map(|s| (s, Vec::new())).collect();
     for task in tasks {

@@ -23,7 +23,10 @@ pub fn should_restart(condition: RestartCondition, task: &Task) -> bool {
         RestartCondition::None => false,
         RestartCondition::OnFailure => {
             let exit_code = task.status.as_ref().map_or(0, |s| s.exit_code);
-            matches!(observed_state(task), TaskState::Failed | TaskState::Rejected) || exit_code != 0
+            matches!(
+                observed_state(task),
+                TaskState::Failed | TaskState::Rejected
+            ) || exit_code != 0
         }
     }
 }
@@ -39,5 +42,9 @@ pub fn restart_decision(policy: Option<&RestartPolicy>, task: &Task, now_ms: i64
     let ended_at = task.status.as_ref().map_or(0, |s| s.timestamp_ms);
     let delay = i64::try_from(policy.delay_ms).unwrap_or(i64::MAX);
     let at = ended_at.saturating_add(delay);
-    if at <= now_ms { Restart::Now } else { Restart::At(at) }
+    if at <= now_ms {
+        Restart::Now
+    } else {
+        Restart::At(at)
+    }
 }

@@ -39,7 +39,12 @@ impl Slot<'_> {
     pub fn reconcile(&self, now_ms: i64, node_ok: impl Fn(&Task) -> bool) -> SlotOutcome {
         let mut out = SlotOutcome::default();
         let mut shutdown: Vec<&Task> = Vec::new();
-        let active: Vec<&Task> = self.tasks.iter().copied().filter(|t| is_active(t)).collect();
+        let active: Vec<&Task> = self
+            .tasks
+            .iter()
+            .copied()
+            .filter(|t| is_active(t))
+            .collect();
         // Ended on their own while still meant to run: not acknowledged yet.
         let ended: Vec<&Task> = self
             .tasks
@@ -53,13 +58,21 @@ impl Slot<'_> {
         } else {
             let (healthy, lost): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| node_ok(t));
             shutdown.extend(&lost);
-            if let Some(keep) = healthy.iter().copied().max_by(|a, b| age_key(a).cmp(&age_key(b))) {
+            if let Some(keep) = healthy
+                .iter()
+                .copied()
+                .max_by(|a, b| age_key(a).cmp(&age_key(b)))
+            {
                 shutdown.extend(healthy.iter().filter(|t| t.id != keep.id));
                 shutdown.extend(&ended);
             } else if !lost.is_empty() {
                 shutdown.extend(&ended);
                 out.create = true;
-            } else if let Some(last) = ended.iter().copied().max_by(|a, b| age_key(a).cmp(&age_key(b))) {
+            } else if let Some(last) = ended
+                .iter()
+                .copied()
+                .max_by(|a, b| age_key(a).cmp(&age_key(b)))
+            {
                 shutdown.extend(ended.iter().filter(|t| t.id != last.id));
                 match restart_decision(self.policy, last, now_ms) {
                     Restart::Now => {
@@ -92,9 +105,18 @@ impl Slot<'_> {
     /// empty; one the orchestrator stopped (scaled down, node lost) or no task
     /// at all means a new task now.
     fn after_history(&self, now_ms: i64, out: &mut SlotOutcome) {
-        let newest = self.tasks.iter().copied().max_by(|a, b| age_key(a).cmp(&age_key(b)));
+        let newest = self
+            .tasks
+            .iter()
+            .copied()
+            .max_by(|a, b| age_key(a).cmp(&age_key(b)));
         match newest {
-            Some(last) if matches!(observed_state(last), TaskState::Complete | TaskState::Failed | TaskState::Rejected) => {
+            Some(last)
+                if matches!(
+                    observed_state(last),
+                    TaskState::Complete | TaskState::Failed | TaskState::Rejected
+                ) =>
+            {
                 match restart_decision(self.policy, last, now_ms) {
                     Restart::Now => out.create = true,
                     Restart::At(at) => out.retry_at = Some(at),
@@ -113,7 +135,9 @@ impl Slot<'_> {
             .tasks
             .iter()
             .copied()
-            .filter(|t| t.desired_state() > TaskState::Running || shutdown.iter().any(|s| s.id == t.id))
+            .filter(|t| {
+                t.desired_state() > TaskState::Running || shutdown.iter().any(|s| s.id == t.id)
+            })
             .collect();
         if history.len() <= HISTORY_LIMIT {
             return Vec::new();

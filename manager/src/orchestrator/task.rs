@@ -25,7 +25,13 @@ pub fn is_active(task: &Task) -> bool {
 /// policy, `service_version = service.meta.version`. It starts in state NEW
 /// with desired state RUNNING; a global task is created already bound to
 /// `node_id`. Networks are left empty for the allocator.
-pub fn new_task(service: &Service, slot: u64, node_id: Option<&str>, id: String, now_ms: i64) -> Task {
+pub fn new_task(
+    service: &Service,
+    slot: u64,
+    node_id: Option<&str>,
+    id: String,
+    now_ms: i64,
+) -> Task {
     let spec = service.spec.clone().unwrap_or_default();
     let mut task = Task {
         id,

@@ -1,1 +1,553 @@
+//! Unit tests of the orchestrators.
+
+use mini_proto::v1::{
+    ContainerSpec, Meta, Node, NodeAvailability, NodeSpec, NodeState, NodeStatus, RestartCondition,
+    RestartPolicy, Service, ServiceSpec, Task, TaskState, TaskStatus, service_spec::Mode,
+};
+
 use super::*;
+
+const NOW: i64 = 1_000_000;
+
+fn service(mode: Mode, condition: RestartCondition, delay_ms: u64) -> Service {
+    let mut restart = RestartPolicy {
+        delay_ms,
+        ..RestartPolicy::default()
+    };
+    restart.set_condition(condition);
+    Service {
+        id: "svc".to_owned(),
+        meta: Some(Meta {
+            version: 7,
+            ..Meta::default()
+        }),
+        spec: Some(ServiceSpec {
+            name: "web".to_owned(),
+            container: Some(ContainerSpec {
+                image: "host".to_owned(),
+                args: vec!["sleep".to_owned(), "1d".to_owned()],
+                env: vec!["A=1".to_owned()],
+            }),
+            mode: Some(mode),
+            restart: Some(restart),
+            constraints: vec!["node.labels.zone!=west".to_owned()],
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn replicated(n: u64) -> Service {
+    service(Mode::Replicas(n), RestartCondition::Any, 0)
+}
+
+fn node(id: &str, state: NodeState, availability: NodeAvailability) -> Node {
+    let mut spec = NodeSpec::default();
+    spec.set_availability(availability);
+    let mut status = NodeStatus::default();
+    status.set_state(state);
+    Node {
+        id: id.to_owned(),
+        spec: Some(spec),
+        status: Some(status),
+        ..Node::default()
+    }
+}
+
+fn ready(id: &str) -> Node {
+    node(id, NodeState::Ready, NodeAvailability::Active)
+}
+
+/// A task of slot `slot` created at `created`, on `node`, observed `state`
+/// at time `at`, with `desired`.
+fn task(
+    id: &str,
+    slot: u64,
+    node: &str,
+    state: TaskState,
+    desired: TaskState,
+    created: i64,
+    at: i64,
+) -> Task {
+    let mut t = Task {
+        id: id.to_owned(),
+        meta: Some(Meta {
+            created_at_ms: created,
+            ..Meta::default()
+        }),
+        service_id: "svc".to_owned(),
+        slot,
+        node_id: node.to_owned(),
+        status: Some(TaskStatus {
+            state: state as i32,
+            timestamp_ms: at,
+            ..TaskStatus::default()
+        }),
+        ..Task::default()
+    };
+    t.set_desired_state(desired);
+    t
+}
+
+fn running(id: &str, slot: u64, node: &str) -> Task {
+    task(id, slot, node, TaskState::Running, TaskState::Running, 1, 1)
+}
+
+fn ended(id: &str, slot: u64, state: TaskState, exit_code: i32, at: i64) -> Task {
+    let mut t = task(id, slot, "a", state, TaskState::Running, 1, at);
+    t.status.as_mut().unwrap().exit_code = exit_code;
+    t
+}
+
+fn create(slot: u64) -> Action {
+    Action::CreateTask {
+        slot,
+        node_id: None,
+    }
+}
+
+fn create_on(node: &str) -> Action {
+    Action::CreateTask {
+        slot: 0,
+        node_id: Some(node.to_owned()),
+    }
+}
+
+fn shutdown(id: &str) -> Action {
+    Action::Shutdown {
+        task_id: id.to_owned(),
+    }
+}
+
+fn remove(id: &str) -> Action {
+    Action::Remove {
+        task_id: id.to_owned(),
+    }
+}
+
+fn nodes() -> Vec<Node> {
+    vec![ready("a"), ready("b"), ready("c")]
+}
+
+#[test]
+fn states_and_activity() {
+    assert!(!is_terminal(TaskState::Running));
+    for s in [
+        TaskState::Complete,
+        TaskState::Shutdown,
+        TaskState::Failed,
+        TaskState::Rejected,
+        TaskState::Orphaned,
+    ] {
+        assert!(is_terminal(s), "{s:?}");
+    }
+    assert!(is_active(&running("t", 1, "a")));
+    assert!(!is_active(&ended("t", 1, TaskState::Failed, 1, 0)));
+    assert!(!is_active(&task(
+        "t",
+        1,
+        "a",
+        TaskState::Running,
+        TaskState::Shutdown,
+        1,
+        1
+    )));
+}
+
+#[test]
+fn new_task_copies_the_spec() {
+    let svc = replicated(2);
+    let t = new_task(&svc, 2, None, "t1".to_owned(), NOW);
+    assert_eq!(t.id, "t1");
+    assert_eq!(
+        (t.service_id.as_str(), t.service_name.as_str(), t.slot),
+        ("svc", "web", 2)
+    );
+    assert_eq!(t.node_id, "");
+    assert_eq!(t.service_version, 7);
+    assert_eq!(t.container.as_ref().unwrap().args, ["sleep", "1d"]);
+    assert_eq!(t.constraints, ["node.labels.zone!=west"]);
+    assert_eq!(t.restart, svc.spec.as_ref().unwrap().restart);
+    assert_eq!(observed_state(&t), TaskState::New);
+    assert_eq!(t.desired_state(), TaskState::Running);
+    assert_eq!(t.status.as_ref().unwrap().timestamp_ms, NOW);
+    assert_eq!(t.meta.unwrap().created_at_ms, NOW);
+    let g = new_task(&svc, 0, Some("n1"), "g".to_owned(), NOW);
+    assert_eq!((g.slot, g.node_id.as_str()), (0, "n1"));
+}
+
+#[test]
+fn scale_up_from_nothing_creates_every_slot() {
+    let r = reconcile_replicated(&replicated(3), &[], &nodes(), NOW);
+    assert_eq!(r.actions, [create(1), create(2), create(3)]);
+    assert_eq!(r.next_check_ms, None);
+}
+
+#[test]
+fn steady_state_does_nothing_and_missing_slots_are_filled() {
+    let tasks = [running("t1", 1, "a"), running("t3", 3, "b")];
+    let r = reconcile_replicated(&replicated(3), &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [create(2)]);
+    let tasks = [
+        running("t1", 1, "a"),
+        running("t2", 2, ""),
+        running("t3", 3, "b"),
+    ];
+    assert!(
+        reconcile_replicated(&replicated(3), &tasks, &nodes(), NOW)
+            .actions
+            .is_empty()
+    );
+}
+
+#[test]
+fn scale_down_shuts_down_high_slots_and_scale_up_reuses_them() {
+    let tasks = [
+        running("t1", 1, "a"),
+        running("t2", 2, "b"),
+        running("t3", 3, "c"),
+    ];
+    let r = reconcile_replicated(&replicated(1), &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t2"), shutdown("t3")]);
+
+    // Back to 3 while t3 is still stopping, and after t2 has stopped.
+    let tasks = [
+        running("t1", 1, "a"),
+        task("t2", 2, "b", TaskState::Shutdown, TaskState::Shutdown, 1, 5),
+        task("t3", 3, "c", TaskState::Running, TaskState::Shutdown, 1, 5),
+    ];
+    let r = reconcile_replicated(&replicated(3), &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [create(2), create(3)]);
+}
+
+#[test]
+fn duplicate_live_tasks_in_a_slot_keep_the_newest() {
+    let tasks = [
+        task("old", 1, "a", TaskState::Running, TaskState::Running, 1, 1),
+        task("new", 1, "b", TaskState::Running, TaskState::Running, 2, 2),
+    ];
+    let r = reconcile_replicated(&replicated(1), &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("old")]);
+}
+
+#[test]
+fn restart_condition_any_replaces_every_ended_task() {
+    for (state, code) in [
+        (TaskState::Complete, 0),
+        (TaskState::Failed, 1),
+        (TaskState::Shutdown, 0),
+    ] {
+        let r = reconcile_replicated(
+            &replicated(1),
+            &[ended("t1", 1, state, code, 10)],
+            &nodes(),
+            NOW,
+        );
+        assert_eq!(r.actions, [shutdown("t1"), create(1)], "{state:?}");
+    }
+}
+
+#[test]
+fn restart_condition_on_failure() {
+    let svc = service(Mode::Replicas(1), RestartCondition::OnFailure, 0);
+    for (state, code, restarts) in [
+        (TaskState::Failed, 0, true),
+        (TaskState::Rejected, 0, true),
+        (TaskState::Complete, 3, true),
+        (TaskState::Complete, 0, false),
+    ] {
+        let r = reconcile_replicated(&svc, &[ended("t1", 1, state, code, 10)], &nodes(), NOW);
+        let want = if restarts {
+            vec![shutdown("t1"), create(1)]
+        } else {
+            vec![shutdown("t1")]
+        };
+        assert_eq!(r.actions, want, "{state:?} exit {code}");
+    }
+}
+
+#[test]
+fn restart_condition_none_keeps_the_slot_empty() {
+    let svc = service(Mode::Replicas(1), RestartCondition::None, 0);
+    let r = reconcile_replicated(
+        &svc,
+        &[ended("t1", 1, TaskState::Failed, 1, 10)],
+        &nodes(),
+        NOW,
+    );
+    assert_eq!(r.actions, [shutdown("t1")]);
+    // Once acknowledged, the slot stays empty on every later pass.
+    let acked = task("t1", 1, "a", TaskState::Failed, TaskState::Shutdown, 1, 10);
+    assert!(
+        reconcile_replicated(&svc, &[acked], &nodes(), NOW)
+            .actions
+            .is_empty()
+    );
+    // A task stopped without being asked keeps desired RUNNING (see slot.rs).
+    let stopped = ended("t2", 1, TaskState::Shutdown, 0, 10);
+    assert!(
+        reconcile_replicated(&svc, &[stopped], &nodes(), NOW)
+            .actions
+            .is_empty()
+    );
+}
+
+#[test]
+fn restart_delay_waits_and_reports_when_to_look_again() {
+    let svc = service(Mode::Replicas(2), RestartCondition::Any, 5_000);
+    let tasks = [
+        ended("t1", 1, TaskState::Failed, 1, NOW - 1_000),
+        ended("t2", 2, TaskState::Failed, 1, NOW - 3_000),
+    ];
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
+    assert!(r.actions.is_empty());
+    assert_eq!(
+        r.next_check_ms,
+        Some(NOW + 2_000),
+        "the earliest of the two"
+    );
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 2_000);
+    assert_eq!(r.actions, [shutdown("t2"), create(2)]);
+    assert_eq!(r.next_check_ms, Some(NOW + 4_000));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 4_000);
+    assert_eq!(
+        r.actions,
+        [shutdown("t1"), create(1), shutdown("t2"), create(2)]
+    );
+    assert_eq!(r.next_check_ms, None);
+}
+
+#[test]
+fn history_is_limited_to_five_per_slot() {
+    let mut tasks: Vec<Task> = (0..6)
+        .map(|i| {
+            task(
+                &format!("h{i}"),
+                1,
+                "a",
+                TaskState::Failed,
+                TaskState::Shutdown,
+                i,
+                i,
+            )
+        })
+        .collect();
+    tasks.push(ended("last", 1, TaskState::Failed, 1, 100));
+    tasks
+        .last_mut()
+        .unwrap()
+        .meta
+        .as_mut()
+        .unwrap()
+        .created_at_ms = 100;
+    tasks.push(running("other", 2, "b"));
+    let r = reconcile_replicated(&replicated(2), &tasks, &nodes(), NOW);
+    // 6 history + "last" being shut down = 7 → the two oldest go.
+    assert_eq!(
+        r.actions,
+        [shutdown("last"), remove("h0"), remove("h1"), create(1)]
+    );
+    assert_eq!(HISTORY_LIMIT, 5);
+}
+
+#[test]
+fn history_still_running_on_a_worker_is_not_removed() {
+    let mut tasks: Vec<Task> = (0..6)
+        .map(|i| {
+            task(
+                &format!("h{i}"),
+                1,
+                "a",
+                TaskState::Failed,
+                TaskState::Shutdown,
+                i,
+                i,
+            )
+        })
+        .collect();
+    tasks[0]
+        .status
+        .as_mut()
+        .unwrap()
+        .set_state(TaskState::Running);
+    tasks.push(task(
+        "cur",
+        1,
+        "a",
+        TaskState::Running,
+        TaskState::Running,
+        50,
+        50,
+    ));
+    let r = reconcile_replicated(&replicated(1), &tasks, &nodes(), NOW);
+    assert!(r.actions.is_empty(), "{:?}", r.actions);
+}
+
+#[test]
+fn tasks_of_a_down_drained_or_removed_node_are_replaced_at_once() {
+    let svc = service(Mode::Replicas(4), RestartCondition::None, 60_000);
+    let nodes = [
+        ready("a"),
+        node("down", NodeState::Down, NodeAvailability::Active),
+        node("drained", NodeState::Ready, NodeAvailability::Drain),
+        node("paused", NodeState::Ready, NodeAvailability::Pause),
+        node("lost", NodeState::Disconnected, NodeAvailability::Active),
+    ];
+    let tasks = [
+        running("t1", 1, "down"),
+        running("t2", 2, "drained"),
+        running("t3", 3, "removed"),
+        running("t4", 4, "paused"),
+        running("t5", 5, "lost"),
+    ];
+    let r = reconcile_replicated(&svc, &tasks, &nodes, NOW);
+    assert_eq!(
+        r.actions,
+        [
+            shutdown("t1"),
+            create(1),
+            shutdown("t2"),
+            create(2),
+            shutdown("t3"),
+            create(3),
+            shutdown("t5"), // slot 5 > replicas; paused and disconnected nodes keep tasks
+        ]
+    );
+    // Next pass: the replacements exist; nothing more to do.
+    let mut next: Vec<Task> = tasks.to_vec();
+    for t in next.iter_mut().take(3) {
+        t.set_desired_state(TaskState::Shutdown);
+    }
+    next.extend([
+        running("r1", 1, ""),
+        running("r2", 2, ""),
+        running("r3", 3, ""),
+    ]);
+    next.retain(|t| t.id != "t5");
+    assert!(
+        reconcile_replicated(&svc, &next, &nodes, NOW)
+            .actions
+            .is_empty()
+    );
+}
+
+#[test]
+fn ended_task_of_a_stopping_slot_is_only_acknowledged() {
+    let tasks = [
+        running("t1", 1, "a"),
+        ended("t2", 2, TaskState::Failed, 1, 10),
+    ];
+    let r = reconcile_replicated(&replicated(1), &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t2")]);
+}
+
+#[test]
+fn replicated_ignores_global_services_and_defaults_to_one_replica() {
+    let global = service(Mode::Global(true), RestartCondition::Any, 0);
+    assert!(
+        reconcile_replicated(&global, &[running("t", 1, "a")], &nodes(), NOW)
+            .actions
+            .is_empty()
+    );
+    let mut no_mode = replicated(3);
+    no_mode.spec.as_mut().unwrap().mode = None;
+    assert_eq!(
+        reconcile_replicated(&no_mode, &[], &nodes(), NOW).actions,
+        [create(1)]
+    );
+}
+
+fn global() -> Service {
+    service(Mode::Global(true), RestartCondition::Any, 0)
+}
+
+#[test]
+fn global_runs_one_task_per_fit_node() {
+    let mut west = ready("w");
+    west.spec
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("zone".to_owned(), "west".to_owned());
+    let nodes = [
+        ready("a"),
+        ready("b"),
+        node("down", NodeState::Down, NodeAvailability::Active),
+        node("drained", NodeState::Ready, NodeAvailability::Drain),
+        west,
+    ];
+    let r = reconcile_global(&global(), &[], &nodes, NOW);
+    assert_eq!(r.actions, [create_on("a"), create_on("b")]);
+
+    let on = |id: &str, node: &str| task(id, 0, node, TaskState::Running, TaskState::Running, 1, 1);
+    let tasks = [
+        on("ga", "a"),
+        on("gb", "b"),
+        on("gd", "drained"),
+        on("gw", "w"),
+        on("gdown", "down"),
+    ];
+    let r = reconcile_global(&global(), &tasks, &nodes, NOW);
+    assert_eq!(
+        r.actions,
+        [shutdown("gdown"), shutdown("gd"), shutdown("gw")]
+    );
+}
+
+#[test]
+fn global_removed_node_tasks_are_stopped_then_deleted() {
+    let nodes = [ready("a")];
+    let tasks = [
+        task("ga", 0, "a", TaskState::Running, TaskState::Running, 1, 1),
+        task("gone", 0, "x", TaskState::Running, TaskState::Running, 1, 1),
+        task(
+            "gone-old",
+            0,
+            "x",
+            TaskState::Failed,
+            TaskState::Shutdown,
+            0,
+            0,
+        ),
+    ];
+    let r = reconcile_global(&global(), &tasks, &nodes, NOW);
+    assert_eq!(r.actions, [shutdown("gone"), remove("gone-old")]);
+}
+
+#[test]
+fn global_restart_policy_and_delay_apply_per_node() {
+    let svc = service(Mode::Global(true), RestartCondition::OnFailure, 1_000);
+    let nodes = [ready("a"), ready("b")];
+    let mut failed = ended("fa", 0, TaskState::Failed, 1, NOW - 200);
+    failed.node_id = "a".to_owned();
+    let mut done = ended("fb", 0, TaskState::Complete, 0, NOW - 5_000);
+    done.node_id = "b".to_owned();
+    let r = reconcile_global(&svc, &[failed.clone(), done.clone()], &nodes, NOW);
+    assert_eq!(r.actions, [shutdown("fb")]);
+    assert_eq!(r.next_check_ms, Some(NOW + 800));
+    done.set_desired_state(TaskState::Shutdown);
+    let r = reconcile_global(&svc, &[failed, done], &nodes, NOW + 800);
+    assert_eq!(r.actions, [shutdown("fa"), create_on("a")]);
+}
+
+#[test]
+fn restart_decision_is_exposed() {
+    let mut policy = RestartPolicy {
+        delay_ms: 100,
+        ..RestartPolicy::default()
+    };
+    let t = ended("t", 1, TaskState::Failed, 1, 1_000);
+    assert_eq!(
+        restart_decision(Some(&policy), &t, 1_050),
+        Restart::At(1_100)
+    );
+    assert_eq!(restart_decision(Some(&policy), &t, 1_100), Restart::Now);
+    assert_eq!(
+        restart_decision(None, &t, 1_000),
+        Restart::Now,
+        "default: any, no delay"
+    );
+    policy.set_condition(RestartCondition::None);
+    assert_eq!(restart_decision(Some(&policy), &t, 5_000), Restart::Never);
+    assert!(should_restart(RestartCondition::OnFailure, &t));
+}

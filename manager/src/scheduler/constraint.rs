@@ -42,7 +42,9 @@ pub struct Constraint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConstraintError {
     /// No `==` or `!=` in the expression.
-    #[error("invalid constraint {expr:?}: no operator; use KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==east")]
+    #[error(
+        "invalid constraint {expr:?}: no operator; use KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==east"
+    )]
     MissingOperator {
         /// The expression as given.
         expr: String,
@@ -129,7 +131,9 @@ pub fn parse_constraint(expr: &str) -> Result<Constraint, ConstraintError> {
         }
         _ => match lower.strip_prefix("node.labels.") {
             // Label names keep their case; only the prefix is case-insensitive.
-            Some(name) if !name.is_empty() => ConstraintKey::Label(key[key.len() - name.len()..].to_owned()),
+            Some(name) if !name.is_empty() => {
+                ConstraintKey::Label(key[key.len() - name.len()..].to_owned())
+            }
             _ => {
                 return Err(ConstraintError::UnknownKey {
                     expr: expr.to_owned(),

@@ -28,7 +28,9 @@ pub struct ReadyFilter;
 
 impl Filter for ReadyFilter {
     fn check(&self, node: &Node) -> bool {
-        node.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready)
+        node.status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Ready)
     }
 
     fn explain(&self, nodes: usize) -> String {
@@ -42,7 +44,10 @@ pub struct AvailabilityFilter;
 
 impl Filter for AvailabilityFilter {
     fn check(&self, node: &Node) -> bool {
-        node.spec.as_ref().map_or(NodeAvailability::Active, |s| s.availability()) == NodeAvailability::Active
+        node.spec
+            .as_ref()
+            .map_or(NodeAvailability::Active, |s| s.availability())
+            == NodeAvailability::Active
     }
 
     fn explain(&self, nodes: usize) -> String {
@@ -73,8 +78,13 @@ pub struct Pipeline {
 impl Pipeline {
     /// The filters for a task with these constraints.
     pub fn new(constraints: &[Constraint]) -> Self {
-        let mut filters: Vec<Box<dyn Filter + Send + Sync>> = vec![Box::new(ReadyFilter), Box::new(AvailabilityFilter)];
-        filters.extend(constraints.iter().map(|c| Box::new(ConstraintFilter(c.clone())) as _));
+        let mut filters: Vec<Box<dyn Filter + Send + Sync>> =
+            vec![Box::new(ReadyFilter), Box::new(AvailabilityFilter)];
+        filters.extend(
+            constraints
+                .iter()
+                .map(|c| Box::new(ConstraintFilter(c.clone())) as _),
+        );
         Self { filters }
     }
 
@@ -116,6 +126,8 @@ impl Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("filters", &self.filters.len()).finish()
+        f.debug_struct("Pipeline")
+            .field("filters", &self.filters.len())
+            .finish()
     }
 }

@@ -21,7 +21,9 @@ pub mod spread;
 #[cfg(test)]
 mod tests;
 
-pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator, parse_constraint, parse_constraints};
+pub use constraint::{
+    Constraint, ConstraintError, ConstraintKey, Operator, parse_constraint, parse_constraints,
+};
 pub use filter::{AvailabilityFilter, ConstraintFilter, Filter, Pipeline, ReadyFilter};
 pub use place::{Decision, place};
 pub use spread::{Spread, occupies_node};

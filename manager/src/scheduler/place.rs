@@ -53,7 +53,10 @@ pub fn place(pending: &[Task], nodes: &[Node], tasks: &[Task]) -> Vec<Decision> 
         let decision = match group {
             Err(reason) => Err(reason.clone()),
             Ok(group) if !task.node_id.is_empty() => match spread.index_of(&task.node_id) {
-                None => Err(format!("no suitable node (node {:?} is not in the cluster)", task.node_id)),
+                None => Err(format!(
+                    "no suitable node (node {:?} is not in the cluster)",
+                    task.node_id
+                )),
                 Some(i) if group.pipeline.check(spread.nodes()[i]) => Ok(i),
                 Some(i) => Err(group.pipeline.explain([spread.nodes()[i]])),
             },

@@ -9,7 +9,9 @@ use mini_proto::v1::{Node, Task, TaskState};
 /// and not told to stop.
 pub fn occupies_node(task: &Task) -> bool {
     let observed = task.status.as_ref().map_or(TaskState::New, |s| s.state());
-    !task.node_id.is_empty() && observed <= TaskState::Running && task.desired_state() <= TaskState::Running
+    !task.node_id.is_empty()
+        && observed <= TaskState::Running
+        && task.desired_state() <= TaskState::Running
 }
 
 /// Task counts per node, overall and per service. Nodes are kept in id order,
@@ -28,14 +30,21 @@ impl<'a> Spread<'a> {
     pub fn new(nodes: &'a [Node], tasks: &[Task], skip: &HashSet<&str>) -> Self {
         let mut sorted: Vec<&Node> = nodes.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
-        let index = sorted.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+        let index = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.as_str(), i))
+            .collect();
         let mut spread = Self {
             total: vec![0; sorted.len()],
             nodes: sorted,
             index,
             per_service: HashMap::new(),
         };
-        for task in tasks.iter().filter(|t| occupies_node(t) && !skip.contains(t.id.as_str())) {
+        for task in tasks
+            .iter()
+            .filter(|t| occupies_node(t) && !skip.contains(t.id.as_str()))
+        {
             if let Some(i) = spread.index_of(&task.node_id) {
                 spread.add(&task.service_id, i);
             }

@@ -2,13 +2,23 @@
 
 use std::collections::HashMap;
 
-use mini_proto::v1::{Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus, Task, TaskState, TaskStatus};
+use mini_proto::v1::{
+    Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus, Task, TaskState, TaskStatus,
+};
 
 use super::*;
 
-fn node(id: &str, state: NodeState, availability: NodeAvailability, labels: &[(&str, &str)]) -> Node {
+fn node(
+    id: &str,
+    state: NodeState,
+    availability: NodeAvailability,
+    labels: &[(&str, &str)],
+) -> Node {
     let mut spec = NodeSpec {
-        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         ..NodeSpec::default()
     };
     spec.set_availability(availability);
@@ -75,15 +85,27 @@ fn constraints_parse() {
     assert_eq!(c.value, "east");
     assert_eq!(c.to_string(), "node.labels.zone==east");
     let c = parse_constraint(" node.hostname != web-1 ").unwrap();
-    assert_eq!((c.key, c.op, c.value.as_str()), (ConstraintKey::Hostname, Operator::Ne, "web-1"));
-    assert_eq!(parse_constraint("Node.ID==abc").unwrap().key, ConstraintKey::NodeId);
-    assert_eq!(parse_constraint("node.role==Manager").unwrap().key, ConstraintKey::Role);
+    assert_eq!(
+        (c.key, c.op, c.value.as_str()),
+        (ConstraintKey::Hostname, Operator::Ne, "web-1")
+    );
+    assert_eq!(
+        parse_constraint("Node.ID==abc").unwrap().key,
+        ConstraintKey::NodeId
+    );
+    assert_eq!(
+        parse_constraint("node.role==Manager").unwrap().key,
+        ConstraintKey::Role
+    );
     assert_eq!(
         parse_constraint("node.labels.Disk==ssd").unwrap().key,
         ConstraintKey::Label("Disk".to_owned())
     );
     // The first operator splits; the value may contain another.
-    assert_eq!(parse_constraint("node.labels.eq!=a==b").unwrap().value, "a==b");
+    assert_eq!(
+        parse_constraint("node.labels.eq!=a==b").unwrap().value,
+        "a==b"
+    );
 }
 
 #[test]
@@ -109,7 +131,10 @@ fn bad_constraints_say_what_is_right() {
         e("node.id"),
         "invalid constraint \"node.id\": no operator; use KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==east"
     );
-    assert_eq!(e("node.id=="), "invalid constraint \"node.id==\": the value is empty");
+    assert_eq!(
+        e("node.id=="),
+        "invalid constraint \"node.id==\": the value is empty"
+    );
     assert_eq!(
         e("node.role==boss"),
         "invalid constraint \"node.role==boss\": node.role is manager or worker, not \"boss\""
@@ -119,16 +144,29 @@ fn bad_constraints_say_what_is_right() {
 
 #[test]
 fn constraints_match_nodes() {
-    let mut n = node("n1", NodeState::Ready, NodeAvailability::Active, &[("zone", "east")]);
+    let mut n = node(
+        "n1",
+        NodeState::Ready,
+        NodeAvailability::Active,
+        &[("zone", "east")],
+    );
     n.set_role(NodeRole::Manager);
     let m = |s: &str| parse_constraint(s).unwrap().matches(&n);
     assert!(m("node.id==n1") && !m("node.id!=n1"));
-    assert!(m("node.hostname==HOST-N1"), "values compare ignoring case, as in Swarm");
+    assert!(
+        m("node.hostname==HOST-N1"),
+        "values compare ignoring case, as in Swarm"
+    );
     assert!(m("node.role==manager") && !m("node.role==worker") && m("node.role!=worker"));
-    assert!(m("node.labels.zone==east") && !m("node.labels.zone!=east") && m("node.labels.zone!=west"));
+    assert!(
+        m("node.labels.zone==east") && !m("node.labels.zone!=east") && m("node.labels.zone!=west")
+    );
     assert!(!m("node.labels.disk==ssd"), "a missing label fails ==");
     assert!(m("node.labels.disk!=ssd"), "a missing label passes !=");
-    assert!(!m("node.labels.Zone==east"), "label names are case-sensitive");
+    assert!(
+        !m("node.labels.Zone==east"),
+        "label names are case-sensitive"
+    );
 }
 
 #[test]
@@ -138,19 +176,37 @@ fn filters_check_and_explain() {
     let paused = node("p", NodeState::Ready, NodeAvailability::Pause, &[]);
     let ok = ready("ok");
     assert!(ReadyFilter.check(&ok) && !ReadyFilter.check(&down) && ReadyFilter.check(&drained));
-    assert!(AvailabilityFilter.check(&ok) && !AvailabilityFilter.check(&drained) && !AvailabilityFilter.check(&paused));
-    assert!(AvailabilityFilter.check(&Node::default()), "no spec means active");
-    assert!(!ReadyFilter.check(&Node::default()), "no status means not ready");
+    assert!(
+        AvailabilityFilter.check(&ok)
+            && !AvailabilityFilter.check(&drained)
+            && !AvailabilityFilter.check(&paused)
+    );
+    assert!(
+        AvailabilityFilter.check(&Node::default()),
+        "no spec means active"
+    );
+    assert!(
+        !ReadyFilter.check(&Node::default()),
+        "no status means not ready"
+    );
     assert_eq!(ReadyFilter.explain(1), "1 node not ready");
-    assert_eq!(AvailabilityFilter.explain(3), "3 nodes not available for new tasks");
+    assert_eq!(
+        AvailabilityFilter.explain(3),
+        "3 nodes not available for new tasks"
+    );
     let c = ConstraintFilter(parse_constraint("node.labels.zone==east").unwrap());
-    assert_eq!(c.explain(2), "2 nodes did not satisfy constraint node.labels.zone==east");
+    assert_eq!(
+        c.explain(2),
+        "2 nodes did not satisfy constraint node.labels.zone==east"
+    );
 }
 
 #[test]
 fn ten_tasks_on_three_nodes_spread_4_3_3() {
     let nodes = [ready("a"), ready("b"), ready("c")];
-    let batch: Vec<Task> = (0..10).map(|i| pending(&format!("t{i}"), "web", &[])).collect();
+    let batch: Vec<Task> = (0..10)
+        .map(|i| pending(&format!("t{i}"), "web", &[]))
+        .collect();
     let counts = per_node(&place(&batch, &nodes, &batch));
     assert_eq!(counts["a"], 4);
     assert_eq!(counts["b"], 3);
@@ -176,7 +232,11 @@ fn spread_prefers_fewest_of_the_service_then_fewest_overall_then_id() {
             t
         },
     ];
-    let batch = [pending("t1", "web", &[]), pending("t2", "web", &[]), pending("t3", "web", &[])];
+    let batch = [
+        pending("t1", "web", &[]),
+        pending("t2", "web", &[]),
+        pending("t3", "web", &[]),
+    ];
     let all: Vec<Task> = existing.iter().chain(&batch).cloned().collect();
     let got: Vec<String> = place(&batch, &nodes, &all)
         .into_iter()
@@ -193,18 +253,49 @@ fn spread_prefers_fewest_of_the_service_then_fewest_overall_then_id() {
 #[test]
 fn only_fit_nodes_are_used() {
     let nodes = [
-        node("a", NodeState::Ready, NodeAvailability::Active, &[("zone", "east")]),
-        node("b", NodeState::Ready, NodeAvailability::Active, &[("zone", "west")]),
-        node("c", NodeState::Down, NodeAvailability::Active, &[("zone", "east")]),
-        node("d", NodeState::Ready, NodeAvailability::Drain, &[("zone", "east")]),
-        node("e", NodeState::Ready, NodeAvailability::Active, &[("zone", "east")]),
+        node(
+            "a",
+            NodeState::Ready,
+            NodeAvailability::Active,
+            &[("zone", "east")],
+        ),
+        node(
+            "b",
+            NodeState::Ready,
+            NodeAvailability::Active,
+            &[("zone", "west")],
+        ),
+        node(
+            "c",
+            NodeState::Down,
+            NodeAvailability::Active,
+            &[("zone", "east")],
+        ),
+        node(
+            "d",
+            NodeState::Ready,
+            NodeAvailability::Drain,
+            &[("zone", "east")],
+        ),
+        node(
+            "e",
+            NodeState::Ready,
+            NodeAvailability::Active,
+            &[("zone", "east")],
+        ),
     ];
-    let batch: Vec<Task> = (0..4).map(|i| pending(&format!("t{i}"), "web", &["node.labels.zone==east"])).collect();
+    let batch: Vec<Task> = (0..4)
+        .map(|i| pending(&format!("t{i}"), "web", &["node.labels.zone==east"]))
+        .collect();
     let counts = per_node(&place(&batch, &nodes, &[]));
     assert_eq!(counts.len(), 2);
     assert_eq!((counts["a"], counts["e"]), (2, 2));
 
-    let batch = [pending("x", "web", &["node.hostname!=host-a", "node.labels.zone!=west"])];
+    let batch = [pending(
+        "x",
+        "web",
+        &["node.hostname!=host-a", "node.labels.zone!=west"],
+    )];
     assert_eq!(
         place(&batch, &nodes, &[]),
         [Decision::Assigned {
@@ -219,8 +310,18 @@ fn unplaceable_reasons_aggregate_per_filter() {
     let nodes = [
         node("a", NodeState::Ready, NodeAvailability::Drain, &[]),
         node("b", NodeState::Ready, NodeAvailability::Pause, &[]),
-        node("c", NodeState::Ready, NodeAvailability::Drain, &[("zone", "east")]),
-        node("d", NodeState::Ready, NodeAvailability::Active, &[("zone", "west")]),
+        node(
+            "c",
+            NodeState::Ready,
+            NodeAvailability::Drain,
+            &[("zone", "east")],
+        ),
+        node(
+            "d",
+            NodeState::Ready,
+            NodeAvailability::Active,
+            &[("zone", "west")],
+        ),
         node("e", NodeState::Ready, NodeAvailability::Active, &[]),
     ];
     let batch = [pending("t", "web", &["node.labels.zone==east"])];
@@ -232,10 +333,24 @@ fn unplaceable_reasons_aggregate_per_filter() {
     let nodes = [
         node("a", NodeState::Down, NodeAvailability::Active, &[]),
         node("b", NodeState::Ready, NodeAvailability::Drain, &[]),
-        node("c", NodeState::Ready, NodeAvailability::Active, &[("zone", "east")]),
-        node("d", NodeState::Ready, NodeAvailability::Active, &[("zone", "east"), ("disk", "hdd")]),
+        node(
+            "c",
+            NodeState::Ready,
+            NodeAvailability::Active,
+            &[("zone", "east")],
+        ),
+        node(
+            "d",
+            NodeState::Ready,
+            NodeAvailability::Active,
+            &[("zone", "east"), ("disk", "hdd")],
+        ),
     ];
-    let batch = [pending("t", "web", &["node.labels.zone==east", "node.labels.disk==ssd"])];
+    let batch = [pending(
+        "t",
+        "web",
+        &["node.labels.zone==east", "node.labels.disk==ssd"],
+    )];
     assert_eq!(
         reason(&place(&batch, &nodes, &[])[0]),
         "no suitable node (1 node not ready; 1 node not available for new tasks; 2 nodes did not satisfy constraint node.labels.disk==ssd)"
@@ -246,7 +361,13 @@ fn unplaceable_reasons_aggregate_per_filter() {
         "no suitable node (no nodes in the cluster)"
     );
     assert_eq!(
-        reason(&place(&[pending("t", "web", &["node.zone==x"])], &[ready("a")], &[])[0]),
+        reason(
+            &place(
+                &[pending("t", "web", &["node.zone==x"])],
+                &[ready("a")],
+                &[]
+            )[0]
+        ),
         "invalid constraint \"node.zone==x\": unknown key \"node.zone\"; use node.id, node.hostname, node.role or node.labels.<name>"
     );
 }
@@ -275,7 +396,10 @@ fn global_tasks_are_checked_on_their_node_only() {
         }
     );
     assert_eq!(reason(&d[1]), "no suitable node (1 node not ready)");
-    assert_eq!(reason(&d[2]), "no suitable node (node \"zz\" is not in the cluster)");
+    assert_eq!(
+        reason(&d[2]),
+        "no suitable node (node \"zz\" is not in the cluster)"
+    );
     assert_eq!(
         reason(&d[3]),
         "no suitable node (1 node did not satisfy constraint node.role==manager)"
