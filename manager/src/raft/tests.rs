@@ -1,1 +1,478 @@
+//! Tests of the Raft log on one node: proposals, batching, restart, snapshots, the sled storage
+//! contract and a real `kill -9` of a writer process.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, Entry, HardState, SnapshotMetadata};
+use raft::{GetEntriesContext, Storage as _, StorageError};
+
+use super::storage::SledStorage;
+use super::*;
+
+/// What the test machine saw: every applied `(index, data)` in order, and every restore index.
+#[derive(Default, Clone)]
+struct Seen {
+    applied: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    restores: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Seen {
+    fn applied(&self) -> Vec<(u64, Vec<u8>)> {
+        self.applied.lock().unwrap().clone()
+    }
+    fn restores(&self) -> Vec<u64> {
+        self.restores.lock().unwrap().clone()
+    }
+}
+
+/// A state machine that records what it applies; its outcome is how many entries it holds.
+struct Recorder(Seen);
+
+impl StateMachine for Recorder {
+    type Outcome = usize;
+
+    fn apply(&mut self, index: u64, data: &[u8]) -> usize {
+        let mut applied = self.0.applied.lock().unwrap();
+        applied.push((index, data.to_vec()));
+        applied.len()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (index, data) in self.0.applied.lock().unwrap().iter() {
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn restore(&mut self, index: u64, mut data: &[u8]) -> Result<(), String> {
+        let mut applied = Vec::new();
+        while !data.is_empty() {
+            let (head, rest) = data.split_at_checked(12).ok_or("truncated snapshot")?;
+            let i = u64::from_be_bytes(head[..8].try_into().unwrap());
+            let len = u32::from_be_bytes(head[8..].try_into().unwrap()) as usize;
+            let (d, rest) = rest.split_at_checked(len).ok_or("truncated snapshot")?;
+            applied.push((i, d.to_vec()));
+            data = rest;
+        }
+        *self.0.applied.lock().unwrap() = applied;
+        self.0.restores.lock().unwrap().push(index);
+        Ok(())
+    }
+}
+
+fn config(dir: &std::path::Path) -> RaftConfig {
+    let mut c = RaftConfig::new(dir, 1);
+    c.tick_interval = Duration::from_millis(20);
+    c
+}
+
+fn start_recorder(c: RaftConfig, bootstrap: bool) -> (RaftHandle<usize>, RaftTask, Seen) {
+    let seen = Seen::default();
+    let (h, t) = start(c, Recorder(seen.clone()), bootstrap).expect("raft starts");
+    (h, t, seen)
+}
+
+/// Waits until the status satisfies `pred`, failing with the last status seen after 10 s.
+async fn wait_status(h: &RaftHandle<usize>, what: &str, pred: impl Fn(&RaftStatus) -> bool) {
+    let mut rx = h.subscribe();
+    let r = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| pred(s))).await;
+    if !matches!(r, Ok(Ok(_))) {
+        panic!(
+            "timed out waiting for {what}; last status: {:?}",
+            h.status()
+        );
+    }
+}
+
+async fn stop(h: RaftHandle<usize>, t: RaftTask) {
+    h.shutdown().await;
+    t.await
+        .expect("raft task joins")
+        .expect("raft task ends cleanly");
+}
+
+#[tokio::test]
+async fn propose_applies_and_answers_with_index_and_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!has_state(dir.path()));
+    let (h, t, seen) = start_recorder(config(dir.path()), true);
+    assert!(has_state(dir.path()));
+
+    let (i1, n1) = h.propose(b"one".to_vec()).await.unwrap();
+    let (i2, n2) = h.propose(b"two".to_vec()).await.unwrap();
+    assert_eq!((n1, n2), (1, 2));
+    assert_eq!(i2, i1 + 1);
+    assert_eq!(
+        seen.applied(),
+        vec![(i1, b"one".to_vec()), (i2, b"two".to_vec())]
+    );
+    let s = h.status();
+    assert_eq!((s.role, s.leader_id, s.id), (Role::Leader, 1, 1));
+    assert!(s.applied >= i2 && s.commit >= i2, "{s:?}");
+    stop(h.clone(), t).await;
+    assert_eq!(
+        h.propose(b"late".to_vec()).await,
+        Err(ProposeError::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn start_without_state_or_bootstrap_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = start(config(dir.path()), Recorder(Seen::default()), false).err();
+    assert!(matches!(err, Some(RaftError::NoState { .. })), "{err:?}");
+    assert!(!has_state(dir.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_apply_once_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t, seen) = start_recorder(config(dir.path()), true);
+    let proposers = (0..64u32).map(|p| {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for k in 0..20u32 {
+                let data = format!("{p}-{k}").into_bytes();
+                let (index, n) = h.propose(data.clone()).await.unwrap();
+                got.push((index, n, data));
+            }
+            got
+        })
+    });
+    let mut answers = Vec::new();
+    for r in futures::future::join_all(proposers).await {
+        answers.extend(r.unwrap());
+    }
+    answers.sort();
+    let applied = seen.applied();
+    assert_eq!(applied.len(), 64 * 20);
+    // Strictly increasing indices: in order, each once.
+    assert!(applied.windows(2).all(|w| w[0].0 < w[1].0));
+    // Every answer names the entry applied at its index, and its outcome is its position.
+    for (index, n, data) in &answers {
+        assert_eq!(&applied[n - 1], &(*index, data.clone()));
+    }
+    stop(h, t).await;
+}
+
+#[tokio::test]
+async fn restart_replays_the_log_into_a_fresh_state_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t, seen) = start_recorder(config(dir.path()), true);
+    for k in 0..10u8 {
+        h.propose(vec![k]).await.unwrap();
+    }
+    let before = seen.applied();
+    stop(h, t).await;
+
+    // `bootstrap` is ignored when there is state.
+    let (h, t, seen) = start_recorder(config(dir.path()), true);
+    let last = before.last().unwrap().0;
+    wait_status(&h, "replay", |s| {
+        s.applied >= last && s.role == Role::Leader
+    })
+    .await;
+    assert_eq!(seen.applied(), before);
+    assert!(seen.restores().is_empty());
+    let (i, n) = h.propose(vec![42]).await.unwrap();
+    assert!(i > last);
+    assert_eq!(n, 11);
+    stop(h, t).await;
+}
+
+#[tokio::test]
+async fn snapshot_compacts_the_log_and_restart_restores_it_plus_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.snapshot_interval = 20;
+    c.keep_after_snapshot = 5;
+    let (h, t, seen) = start_recorder(c.clone(), true);
+    for k in 0..107u32 {
+        h.propose(k.to_be_bytes().to_vec()).await.unwrap();
+    }
+    let s = h.status();
+    assert!(s.snapshot_index >= 80, "{s:?}");
+    assert_eq!(s.first_index, s.snapshot_index - 5 + 1, "{s:?}");
+    assert!(
+        s.applied > s.snapshot_index,
+        "a tail after the snapshot: {s:?}"
+    );
+    let before = seen.applied();
+    stop(h, t).await;
+
+    let (h, t, seen) = start_recorder(c, false);
+    let last = before.last().unwrap().0;
+    wait_status(&h, "replay", |s| s.applied >= last).await;
+    assert_eq!(seen.restores(), vec![s.snapshot_index]);
+    assert_eq!(seen.applied(), before, "snapshot + tail = everything, once");
+    let (_, n) = h.propose(b"after".to_vec()).await.unwrap();
+    assert_eq!(n, 108);
+    stop(h, t).await;
+}
+
+#[tokio::test]
+async fn conf_change_is_applied_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t, _) = start_recorder(config(dir.path()), true);
+    let mut cc = ConfChangeV2::default();
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(ConfChangeType::AddLearnerNode);
+    single.node_id = 2;
+    cc.mut_changes().push(single);
+    let (_, cs) = h.propose_conf_change(cc).await.unwrap();
+    assert_eq!(
+        (cs.voters.as_slice(), cs.learners.as_slice()),
+        (&[1][..], &[2][..])
+    );
+    // The learner does not count for quorum: proposals still commit.
+    h.propose(b"x".to_vec()).await.unwrap();
+    stop(h, t).await;
+
+    let (h, t, seen) = start_recorder(config(dir.path()), false);
+    wait_status(&h, "replay", |s| {
+        s.role == Role::Leader && !seen.applied().is_empty()
+    })
+    .await;
+    assert_eq!(
+        seen.applied().len(),
+        1,
+        "conf changes are not passed to the state machine"
+    );
+    stop(h, t).await;
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = term;
+    e.data = vec![index as u8; 10].into();
+    e
+}
+
+fn store_err(r: raft::Result<impl std::fmt::Debug>) -> StorageError {
+    match r {
+        Err(raft::Error::Store(e)) => e,
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+}
+
+fn ctx() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+#[test]
+fn storage_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = SledStorage::open(dir.path()).unwrap();
+    assert!(!st.is_initialized());
+    st.bootstrap(1).unwrap();
+    assert_eq!(st.initial_state().unwrap().conf_state.voters, vec![1]);
+    assert_eq!(
+        (st.first_index().unwrap(), st.last_index().unwrap()),
+        (1, 0)
+    );
+    assert_eq!(st.term(0).unwrap(), 0);
+    assert_eq!(
+        store_err(st.snapshot(0, 2)),
+        StorageError::SnapshotTemporarilyUnavailable
+    );
+
+    let ents: Vec<Entry> = (1..=10)
+        .map(|i| entry(i, if i < 4 { 1 } else { 2 }))
+        .collect();
+    st.append(&ents).unwrap();
+    assert_eq!(
+        (st.first_index().unwrap(), st.last_index().unwrap()),
+        (1, 10)
+    );
+    assert_eq!((st.term(3).unwrap(), st.term(4).unwrap()), (1, 2));
+    assert_eq!(store_err(st.term(11)), StorageError::Unavailable);
+    assert_eq!(st.entries(2, 5, None, ctx()).unwrap(), ents[1..4].to_vec());
+    assert_eq!(
+        st.entries(2, 5, 0, ctx()).unwrap().len(),
+        1,
+        "max_size keeps one"
+    );
+    let two = u64::from(protobuf::Message::compute_size(&ents[1])) * 2;
+    assert_eq!(st.entries(2, 10, two, ctx()).unwrap().len(), 2);
+    assert_eq!(
+        store_err(st.entries(2, 12, None, ctx())),
+        StorageError::Unavailable
+    );
+
+    // A conflicting append replaces the suffix.
+    st.append(&[entry(8, 3), entry(9, 3)]).unwrap();
+    assert_eq!(st.last_index().unwrap(), 9);
+    assert_eq!(st.term(8).unwrap(), 3);
+    assert_eq!(store_err(st.term(10)), StorageError::Unavailable);
+    let mut hs = HardState::default();
+    hs.term = 3;
+    hs.vote = 1;
+    hs.commit = 9;
+    st.set_hard_state(&hs).unwrap();
+
+    // Our own snapshot at 6, keeping 2 entries behind it: log is 5..=9.
+    let mut meta = SnapshotMetadata::default();
+    meta.index = 6;
+    meta.term = 2;
+    meta.mut_conf_state().voters = vec![1];
+    st.save_snapshot(meta, b"state@6", 2).unwrap();
+    assert_eq!(
+        (st.first_index().unwrap(), st.last_index().unwrap()),
+        (5, 9)
+    );
+    assert_eq!(st.term(4).unwrap(), 2, "term of the truncation point");
+    assert_eq!(store_err(st.term(3)), StorageError::Compacted);
+    assert_eq!(
+        store_err(st.entries(4, 6, None, ctx())),
+        StorageError::Compacted
+    );
+    assert_eq!(st.entries(5, 10, None, ctx()).unwrap().len(), 5);
+    let snap = st.snapshot(3, 2).unwrap();
+    assert_eq!(
+        (snap.get_metadata().index, &snap.data[..]),
+        (6, &b"state@6"[..])
+    );
+    assert_eq!(
+        store_err(st.snapshot(8, 2)),
+        StorageError::SnapshotTemporarilyUnavailable
+    );
+    assert_eq!(
+        st.snapshot_wanted(),
+        8,
+        "the loop is asked for a newer snapshot"
+    );
+    st.set_applied(9, &ConfState::default()).unwrap();
+    st.flush().unwrap();
+    drop(st);
+
+    // Everything survives a reopen.
+    let mut st = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(
+        (st.first_index().unwrap(), st.last_index().unwrap()),
+        (5, 9)
+    );
+    assert_eq!(st.initial_state().unwrap().hard_state, hs);
+    assert_eq!(st.snapshot(0, 2).unwrap().data, snap.data);
+    assert_eq!(st.applied().unwrap(), 9);
+    assert_eq!(store_err(st.term(3)), StorageError::Compacted);
+
+    // A snapshot from the leader replaces the whole log.
+    let mut snap = raft::eraftpb::Snapshot::default();
+    snap.mut_metadata().index = 20;
+    snap.mut_metadata().term = 5;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
+    snap.data = b"state@20".to_vec().into();
+    st.apply_snapshot(&snap).unwrap();
+    assert_eq!(
+        (st.first_index().unwrap(), st.last_index().unwrap()),
+        (21, 20)
+    );
+    assert_eq!(st.term(20).unwrap(), 5);
+    assert_eq!(store_err(st.term(9)), StorageError::Compacted);
+    let state = st.initial_state().unwrap();
+    assert_eq!((state.hard_state.commit, state.hard_state.term), (20, 5));
+    assert_eq!(state.conf_state.voters, vec![1, 2]);
+    st.append(&[entry(21, 5)]).unwrap();
+    assert_eq!(st.entries(21, 22, None, ctx()).unwrap().len(), 1);
+}
+
+/// Environment variable that turns [`crash_writer`] into the writer of
+/// [`kill_9_keeps_every_acknowledged_proposal`].
+const CRASH_DIR: &str = "MINI_RAFT_CRASH_DIR";
+
+/// Not a test on its own: the child process of the kill -9 test. Proposes forever and prints
+/// `acked <index> <value>` after each acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill_9_keeps_every_acknowledged_proposal"]
+async fn crash_writer() {
+    let Some(dir) = std::env::var_os(CRASH_DIR) else {
+        return;
+    };
+    let mut c = config(std::path::Path::new(&dir));
+    c.snapshot_interval = 50;
+    c.keep_after_snapshot = 10;
+    let (h, _t, _) = start_recorder(c, true);
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let h = h.clone();
+        writers.push(tokio::spawn(async move {
+            for k in 0.. {
+                let value = w * 1_000_000 + k;
+                let (index, _) = h.propose(value.to_be_bytes().to_vec()).await.unwrap();
+                println!("acked {index} {value}");
+            }
+        }));
+    }
+    futures::future::join_all(writers).await;
+}
+
+#[tokio::test]
+async fn kill_9_keeps_every_acknowledged_proposal() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "raft::tests::crash_writer",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read acknowledgements on a thread; kill the writer (SIGKILL) after 400 of them.
+    let reader = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut parts = line.split_whitespace();
+            if parts.next() != Some("acked") {
+                continue;
+            }
+            let index: u64 = parts.next().unwrap().parse().unwrap();
+            let value: u64 = parts.next().unwrap().parse().unwrap();
+            acked.push((index, value));
+            if acked.len() == 400 {
+                child.kill().unwrap();
+            }
+        }
+        child.wait().unwrap();
+        acked
+    });
+    let acked = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        acked.len() >= 400,
+        "the writer acknowledged only {} proposals",
+        acked.len()
+    );
+
+    let (h, t, seen) = start_recorder(config(dir.path()), false);
+    let last = acked.iter().map(|a| a.0).max().unwrap();
+    wait_status(&h, "replay after kill -9", |s| s.applied >= last).await;
+    let applied = seen.applied();
+    assert!(
+        applied.windows(2).all(|w| w[0].0 < w[1].0),
+        "in order, once"
+    );
+    for (index, value) in &acked {
+        let found = applied.iter().find(|(i, _)| i == index);
+        assert_eq!(
+            found.map(|(_, d)| d.clone()),
+            Some(value.to_be_bytes().to_vec()),
+            "acknowledged entry {index} = {value}"
+        );
+    }
+    assert!(!seen.restores().is_empty(), "the writer took snapshots");
+    stop(h, t).await;
+}
