@@ -1,1 +1,83 @@
-fn main() {}
+//! `mini`: one binary with Docker's verbs. `mini daemon` runs a node; every
+//! other command is a client of a daemon's control API on its unix socket.
+//!
+//! # Layout
+//! - `commands/`: one module per verb group (daemon, swarm, network, service, node).
+//! - `client`: dialing the daemon's socket.
+//! - `views`: the JSON shapes and table cells of each object.
+//! - `output`: tables, JSON and "x minutes ago".
+
+mod client;
+mod commands;
+mod output;
+mod views;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A Docker-Swarm-mode-style container orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "mini", version, about, propagate_version = true)]
+struct Cli {
+    /// Daemon socket to talk to (or serve on, for `mini daemon`).
+    #[arg(long, global = true, env = "MINI_HOST", default_value = client::DEFAULT_HOST)]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: serve the control API, and become a manager after `swarm init`.
+    Daemon(commands::daemon::DaemonArgs),
+    /// Manage the swarm (init).
+    #[command(subcommand)]
+    Swarm(commands::swarm::SwarmCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(commands::service::ServiceCommand),
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+    /// Show what the daemon is: node id, cluster, Raft log position.
+    Info {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: output::Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Daemon(args) => commands::daemon::run(&cli.host, args).await,
+            Command::Swarm(cmd) => commands::swarm::run(&cli.host, cmd).await,
+            Command::Network(cmd) => commands::network::run(&cli.host, cmd).await,
+            Command::Service(cmd) => commands::service::run(&cli.host, cmd).await,
+            Command::Node(cmd) => commands::node::run(&cli.host, cmd).await,
+            Command::Info { format } => commands::info::run(&cli.host, format).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", commands::describe(&err));
+            ExitCode::FAILURE
+        }
+    }
+}

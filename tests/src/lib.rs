@@ -1,1 +1,15 @@
-//! Harness for driving the real `mini` binary in tests.
+//! Harness for tests that drive the real `mini` binary.
+//!
+//! # Layout
+//! - [`binary`]: finds (building it once if needed) the `mini` binary.
+//! - [`daemon`]: a `mini daemon` child process with its own state dir and
+//!   socket, killed and cleaned up on drop.
+//! - [`wait`]: waiting for a condition with a deadline, reporting what was
+//!   last seen when it expires.
+
+pub mod binary;
+pub mod daemon;
+pub mod wait;
+
+pub use daemon::{Daemon, Output};
+pub use wait::wait_for;

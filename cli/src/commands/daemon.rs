@@ -1,0 +1,106 @@
+//! `mini daemon`: serve the control API on a root-only unix socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mini_manager::control::{ControlApi, DaemonConfig};
+use mini_proto::v1::control_server::ControlServer;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::client::socket_path;
+
+/// Flags of `mini daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where the node keeps its identity and, as a manager, the Raft log.
+    #[arg(long, default_value = "/var/lib/mini")]
+    state_dir: PathBuf,
+    /// Where runtime files go (namespaces under RUN/netns).
+    #[arg(long, default_value = "/run/mini")]
+    run_dir: PathBuf,
+    /// Hostname this node reports (default: the system's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Raft log entries between snapshots.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_interval: u64,
+    /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .context("invalid --log-level")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let socket = socket_path(host)?;
+    for dir in [&args.state_dir, &args.run_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let hostname = match args.hostname {
+        Some(h) => h,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    let listener = bind(&socket).await?;
+
+    let api = ControlApi::open(DaemonConfig {
+        state_dir: args.state_dir.clone(),
+        hostname,
+        snapshot_interval: args.snapshot_interval,
+    })
+    .await?;
+    tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");
+
+    let shutdown = async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutting down");
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(ControlServer::new(api.clone()).max_decoding_message_size(64 << 20))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    api.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    served.context("control API server failed")?;
+    Ok(())
+}
+
+/// Binds the socket, removing a stale file left by a daemon that died, but
+/// refusing to steal the socket of a daemon that is still serving.
+async fn bind(socket: &std::path::Path) -> Result<UnixListener> {
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            bail!(
+                "another mini daemon is already serving on {}",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("cannot remove stale {}", socket.display()))?;
+    }
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to root", socket.display()))?;
+    Ok(listener)
+}

@@ -1,0 +1,59 @@
+//! `mini info`: what the daemon is and, as a manager, its cluster and log.
+
+use anyhow::Result;
+use mini_proto::v1::InfoRequest;
+use serde_json::json;
+
+use crate::client::connect;
+use crate::output::{Format, print_json};
+
+/// Prints the daemon's node id, cluster settings and Raft log position.
+pub async fn run(host: &str, format: Format) -> Result<()> {
+    let mut client = connect(host).await?;
+    let info = client.info(InfoRequest {}).await?.into_inner();
+    let cluster = info.cluster.unwrap_or_default();
+    let value = json!({
+        "node_id": info.node_id,
+        "swarm": if info.is_manager { "active" } else { "inactive" },
+        "is_manager": info.is_manager,
+        "cluster": {
+            "id": cluster.id,
+            "default_addr_pool": cluster.default_addr_pool,
+            "default_subnet_size": cluster.default_subnet_size,
+            "data_path_port": cluster.data_path_port,
+            "snapshot_interval": cluster.snapshot_interval,
+        },
+        "raft": {
+            "leader_node_id": info.leader_node_id,
+            "applied_index": info.raft_applied_index,
+            "snapshot_index": info.raft_snapshot_index,
+            "first_log_index": info.raft_first_log_index,
+        },
+    });
+    match format {
+        Format::Json => print_json(&value)?,
+        Format::Table => {
+            println!("Node ID: {}", value["node_id"].as_str().unwrap_or_default());
+            println!("Swarm: {}", value["swarm"].as_str().unwrap_or_default());
+            if info.is_manager {
+                println!(
+                    " Cluster ID: {}",
+                    value["cluster"]["id"].as_str().unwrap_or_default()
+                );
+                println!(" Is Manager: true");
+                println!(
+                    " Default Address Pool: {} (subnets /{})",
+                    cluster.default_addr_pool, cluster.default_subnet_size
+                );
+                println!(" Data Path Port: {}", cluster.data_path_port);
+                println!(" Raft:");
+                println!("  Leader: {}", info.leader_node_id);
+                println!("  Applied Index: {}", info.raft_applied_index);
+                println!("  Snapshot Index: {}", info.raft_snapshot_index);
+                println!("  First Log Index: {}", info.raft_first_log_index);
+                println!("  Snapshot Interval: {}", cluster.snapshot_interval);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The CLI's verb groups.
+
+pub mod daemon;
+pub mod info;
+pub mod network;
+pub mod node;
+pub mod service;
+pub mod swarm;
+
+/// The message shown for a failed command: a gRPC status shows only the
+/// daemon's message, everything else its whole context chain.
+pub fn describe(err: &anyhow::Error) -> String {
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return match status.code() {
+            tonic::Code::Unavailable if status.message().contains("transport") => {
+                format!("cannot reach the mini daemon: {}", status.message())
+            }
+            _ => status.message().to_string(),
+        };
+    }
+    format!("{err:#}")
+}

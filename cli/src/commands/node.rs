@@ -1,0 +1,74 @@
+//! `mini node ls | inspect`.
+
+use anyhow::Result;
+use clap::Subcommand;
+use mini_proto::v1::{GetRequest, InfoRequest, ListNodesRequest};
+
+use crate::client::connect;
+use crate::output::{Format, print_json, print_table};
+use crate::views::NodeView;
+
+/// Node subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show nodes in detail (JSON).
+    Inspect {
+        /// Node hostnames or ids.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+/// Runs a node subcommand against the daemon at `host`.
+pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
+    let mut client = connect(host).await?;
+    let info = client.info(InfoRequest {}).await?.into_inner();
+    let is_leader = |id: &str| info.is_manager && id == info.leader_node_id;
+    match cmd {
+        NodeCommand::Ls { format } => {
+            let mut nodes = client
+                .list_nodes(ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+            let views: Vec<NodeView> = nodes
+                .iter()
+                .map(|n| NodeView::new(n, is_leader(&n.id)))
+                .collect();
+            match format {
+                Format::Json => print_json(&views)?,
+                Format::Table => print_table(
+                    &[
+                        "ID",
+                        "HOSTNAME",
+                        "STATUS",
+                        "AVAILABILITY",
+                        "MANAGER STATUS",
+                        "ADDRESS",
+                    ],
+                    &views.iter().map(NodeView::row).collect::<Vec<_>>(),
+                ),
+            }
+        }
+        NodeCommand::Inspect { nodes } => {
+            let mut views = Vec::new();
+            for name_or_id in nodes {
+                let n = client
+                    .get_node(GetRequest { name_or_id })
+                    .await?
+                    .into_inner();
+                views.push(NodeView::new(&n, is_leader(&n.id)));
+            }
+            print_json(&views)?;
+        }
+    }
+    Ok(())
+}

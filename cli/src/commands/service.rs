@@ -1,0 +1,415 @@
+//! `mini service create | ls | ps | inspect | scale | rm`.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use mini_proto::v1::{
+    ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
+    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, RestartCondition,
+    RestartPolicy, ScaleServiceRequest, ServiceSpec, Task, service_spec::Mode,
+};
+
+use crate::client::connect;
+use crate::output::{Format, ago, print_json, print_table};
+use crate::views::{Names, ServiceView, TaskView, capitalize, service_name, short, task_name};
+
+/// Service subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create(CreateArgs),
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the tasks of services.
+    Ps {
+        /// Service names or ids.
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show services in detail (JSON).
+    Inspect {
+        /// Service names or ids.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Scale replicated services: `SERVICE=REPLICAS`...
+    Scale {
+        /// `SERVICE=REPLICAS` pairs.
+        #[arg(required = true, value_parser = parse_scale)]
+        scales: Vec<(String, u64)>,
+    },
+    /// Remove services.
+    #[command(alias = "remove")]
+    Rm {
+        /// Service names or ids.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+/// Flags of `service create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name (default: generated).
+    #[arg(long)]
+    name: Option<String>,
+    /// Number of tasks.
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_replicas, conflicts_with = "mode")]
+    replicas: Option<u64>,
+    /// Service mode.
+    #[arg(long, value_parser = ["replicated", "global"])]
+    mode: Option<String>,
+    /// Network to attach to (repeatable; name or id).
+    #[arg(long = "network")]
+    networks: Vec<String>,
+    /// Environment variable K=V (repeatable).
+    #[arg(short = 'e', long = "env", value_parser = parse_env)]
+    env: Vec<String>,
+    /// Placement constraint, e.g. node.hostname==host1 (repeatable).
+    #[arg(long = "constraint")]
+    constraints: Vec<String>,
+    /// Endpoint mode.
+    #[arg(long, value_parser = ["vip", "dnsrr"], default_value = "vip")]
+    endpoint_mode: String,
+    /// When to restart tasks that end.
+    #[arg(long, value_parser = ["any", "on-failure", "none"], default_value = "any")]
+    restart_condition: String,
+    /// Delay between restarts, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    restart_delay_ms: u64,
+    /// Label K=V (repeatable).
+    #[arg(short = 'l', long = "label", value_parser = parse_env)]
+    labels: Vec<String>,
+    /// Image to run (`host`: the node's own filesystem in fresh namespaces).
+    image: String,
+    /// Command and arguments, passed verbatim (also ones starting with `-`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn parse_replicas(s: &str) -> Result<u64, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!(
+            "{n} is negative: the number of replicas must be 0 or more"
+        )),
+        Ok(n) => Ok(n as u64),
+        Err(_) => Err(format!("{s:?} is not a number of replicas")),
+    }
+}
+
+fn parse_scale(s: &str) -> Result<(String, u64), String> {
+    let Some((name, n)) = s.split_once('=') else {
+        return Err(format!("{s:?} is not SERVICE=REPLICAS"));
+    };
+    if name.is_empty() {
+        return Err(format!("{s:?} names no service: expected SERVICE=REPLICAS"));
+    }
+    Ok((name.to_string(), parse_replicas(n)?))
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Runs a service subcommand against the daemon at `host`.
+pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
+    let mut client = connect(host).await?;
+    match cmd {
+        ServiceCommand::Create(args) => {
+            let mode = match (args.mode.as_deref(), args.replicas) {
+                (Some("global"), _) => Mode::Global(true),
+                (_, replicas) => Mode::Replicas(replicas.unwrap_or(1)),
+            };
+            let endpoint_mode = if args.endpoint_mode == "dnsrr" {
+                EndpointMode::Dnsrr
+            } else {
+                EndpointMode::Vip
+            };
+            let condition = match args.restart_condition.as_str() {
+                "on-failure" => RestartCondition::OnFailure,
+                "none" => RestartCondition::None,
+                _ => RestartCondition::Any,
+            };
+            let spec = ServiceSpec {
+                name: args.name.unwrap_or_default(),
+                container: Some(ContainerSpec {
+                    image: args.image,
+                    args: args.command,
+                    env: args.env,
+                }),
+                mode: Some(mode),
+                networks: Vec::new(),
+                restart: Some(RestartPolicy {
+                    condition: condition as i32,
+                    delay_ms: args.restart_delay_ms,
+                }),
+                constraints: args.constraints,
+                endpoint: Some(EndpointSpec {
+                    mode: endpoint_mode as i32,
+                    ports: Vec::new(),
+                }),
+                labels: args
+                    .labels
+                    .iter()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            let service = client
+                .create_service(CreateServiceRequest {
+                    spec: Some(spec),
+                    networks: args.networks,
+                })
+                .await?
+                .into_inner();
+            println!("{}", service.id);
+        }
+        ServiceCommand::Ls { format } => {
+            let mut services = client
+                .list_services(ListServicesRequest {})
+                .await?
+                .into_inner()
+                .services;
+            services.sort_by(|a, b| {
+                let name = |s: &mini_proto::v1::ServiceSummary| {
+                    s.service.as_ref().map(|s| service_name(s).to_string())
+                };
+                name(a).cmp(&name(b))
+            });
+            let names = names(&mut client).await?;
+            let views: Vec<(ServiceView, String)> = services
+                .iter()
+                .filter_map(|s| {
+                    let svc = s.service.as_ref()?;
+                    let replicas = format!("{}/{}", s.running, s.desired);
+                    Some((ServiceView::new(svc, Some(s.running), &names), replicas))
+                })
+                .collect();
+            match format {
+                Format::Json => print_json(&views.iter().map(|(v, _)| v).collect::<Vec<_>>())?,
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = services
+                        .iter()
+                        .zip(&views)
+                        .filter_map(|(s, (_, replicas))| {
+                            let svc = s.service.as_ref()?;
+                            let spec = svc.spec.clone().unwrap_or_default();
+                            let mode = match spec.mode {
+                                Some(Mode::Global(_)) => "global",
+                                _ => "replicated",
+                            };
+                            let image = spec.container.map(|c| c.image).unwrap_or_default();
+                            Some(vec![
+                                short(&svc.id).to_string(),
+                                spec.name,
+                                mode.into(),
+                                replicas.clone(),
+                                image,
+                            ])
+                        })
+                        .collect();
+                    print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE"], &rows);
+                }
+            }
+        }
+        ServiceCommand::Ps { services, format } => {
+            let names = names(&mut client).await?;
+            let mut tasks = Vec::new();
+            for service in services {
+                let mut of_service = client
+                    .list_tasks(ListTasksRequest { service })
+                    .await?
+                    .into_inner()
+                    .tasks;
+                order_for_ps(&mut of_service);
+                tasks.extend(of_service);
+            }
+            match format {
+                Format::Json => print_json(
+                    &tasks
+                        .iter()
+                        .map(|t| TaskView::new(t, &names))
+                        .collect::<Vec<_>>(),
+                )?,
+                Format::Table => print_table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "IMAGE",
+                        "NODE",
+                        "DESIRED STATE",
+                        "CURRENT STATE",
+                        "ERROR",
+                    ],
+                    &ps_rows(&tasks, &names, mini_manager::ids::now_ms()),
+                ),
+            }
+        }
+        ServiceCommand::Inspect { services } => {
+            let names = names(&mut client).await?;
+            let mut views = Vec::new();
+            for name_or_id in services {
+                let s = client
+                    .get_service(GetRequest { name_or_id })
+                    .await?
+                    .into_inner();
+                views.push(ServiceView::new(&s, None, &names));
+            }
+            print_json(&views)?;
+        }
+        ServiceCommand::Scale { scales } => {
+            for (name_or_id, replicas) in scales {
+                client
+                    .scale_service(ScaleServiceRequest {
+                        name_or_id: name_or_id.clone(),
+                        replicas,
+                    })
+                    .await?;
+                println!("{name_or_id} scaled to {replicas}");
+            }
+        }
+        ServiceCommand::Rm { services } => {
+            for name_or_id in services {
+                client
+                    .remove_service(GetRequest {
+                        name_or_id: name_or_id.clone(),
+                    })
+                    .await?;
+                println!("{name_or_id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn names(
+    client: &mut mini_proto::v1::control_client::ControlClient<tonic::transport::Channel>,
+) -> Result<Names> {
+    let networks = client
+        .list_networks(ListNetworksRequest {})
+        .await?
+        .into_inner()
+        .networks;
+    let nodes = client
+        .list_nodes(ListNodesRequest {})
+        .await?
+        .into_inner()
+        .nodes;
+    Ok(Names::new(&networks, &nodes))
+}
+
+/// Orders tasks as `service ps` shows them: by slot (or node), the current
+/// task first, then its history newest first.
+fn order_for_ps(tasks: &mut [Task]) {
+    let desired_running = |t: &Task| t.desired_state <= mini_proto::v1::TaskState::Running as i32;
+    let since = |t: &Task| t.status.as_ref().map_or(0, |s| s.timestamp_ms);
+    tasks.sort_by(|a, b| {
+        (
+            task_name(a),
+            !desired_running(a),
+            std::cmp::Reverse(since(a)),
+        )
+            .cmp(&(
+                task_name(b),
+                !desired_running(b),
+                std::cmp::Reverse(since(b)),
+            ))
+    });
+}
+
+/// Table rows of `service ps`: history rows (same name as the row above) are
+/// shown as ` \_ name`, as Docker does.
+fn ps_rows(tasks: &[Task], names: &Names, now_ms: i64) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut previous: Option<String> = None;
+    for t in tasks {
+        let view = serde_json::to_value(TaskView::new(t, names)).unwrap_or_default();
+        let field = |k: &str| {
+            view.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let name = task_name(t);
+        let shown_name = if previous.as_deref() == Some(name.as_str()) {
+            format!(" \\_ {name}")
+        } else {
+            name.clone()
+        };
+        previous = Some(name);
+        let since = t.status.as_ref().map_or(0, |s| s.timestamp_ms);
+        let mut error = field("error");
+        if error.is_empty()
+            && t.status
+                .as_ref()
+                .is_some_and(|s| s.state() == mini_proto::v1::TaskState::Pending)
+        {
+            error = field("message");
+        }
+        if error.chars().count() > 60 {
+            error = format!("\"{}…\"", error.chars().take(57).collect::<String>());
+        } else if !error.is_empty() {
+            error = format!("\"{error}\"");
+        }
+        rows.push(vec![
+            short(&t.id).to_string(),
+            shown_name,
+            field("image"),
+            field("node"),
+            capitalize(&field("desired_state")),
+            format!("{} {}", field("current_state"), ago(since, now_ms)),
+            error,
+        ]);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_must_not_be_negative() {
+        assert_eq!(parse_replicas("3"), Ok(3));
+        assert!(parse_replicas("-1").unwrap_err().contains("negative"));
+        assert!(parse_scale("web").unwrap_err().contains("SERVICE=REPLICAS"));
+        assert_eq!(parse_scale("web=5"), Ok(("web".into(), 5)));
+    }
+
+    #[test]
+    fn history_rows_are_marked() {
+        use mini_proto::v1::{TaskState, TaskStatus};
+        let task = |id: &str, desired: TaskState, state: TaskState, at: i64| Task {
+            id: id.into(),
+            service_name: "demoservice".into(),
+            slot: 1,
+            desired_state: desired as i32,
+            status: Some(TaskStatus {
+                state: state as i32,
+                timestamp_ms: at,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut tasks = vec![
+            task("old", TaskState::Shutdown, TaskState::Failed, 1_000),
+            task("new", TaskState::Running, TaskState::Assigned, 2_000),
+        ];
+        order_for_ps(&mut tasks);
+        let rows = ps_rows(&tasks, &Names::default(), 3_000);
+        assert_eq!(rows[0][1], "demoservice.1");
+        assert_eq!(rows[1][1], " \\_ demoservice.1");
+        assert_eq!(rows[1][4], "Shutdown");
+        assert_eq!(rows[1][5], "Failed 2 seconds ago");
+    }
+}

@@ -1,0 +1,366 @@
+//! What the CLI shows of each object: JSON views with the same field names
+//! across commands (id, name, desired_state, current_state, node, ...).
+
+use std::collections::HashMap;
+
+use mini_proto::state_name;
+use mini_proto::v1::{
+    EndpointMode, Network, Node, NodeAvailability, NodeRole, NodeState, RestartCondition, Service,
+    Task, TaskState, service_spec::Mode,
+};
+use serde::Serialize;
+
+/// Names of networks and nodes by id, to show names instead of ids.
+#[derive(Default)]
+pub struct Names {
+    /// Network id → name.
+    pub networks: HashMap<String, String>,
+    /// Node id → hostname.
+    pub nodes: HashMap<String, String>,
+}
+
+impl Names {
+    /// Indexes the given networks and nodes.
+    pub fn new(networks: &[Network], nodes: &[Node]) -> Self {
+        Names {
+            networks: networks
+                .iter()
+                .map(|n| (n.id.clone(), network_name(n).to_string()))
+                .collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.hostname.clone()))
+                .collect(),
+        }
+    }
+
+    fn network(&self, id: &str) -> String {
+        self.networks
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn node(&self, id: &str) -> String {
+        self.nodes
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// A network's name.
+pub fn network_name(n: &Network) -> &str {
+    n.spec.as_ref().map_or("", |s| s.name.as_str())
+}
+
+/// A service's name.
+pub fn service_name(s: &Service) -> &str {
+    s.spec.as_ref().map_or("", |s| s.name.as_str())
+}
+
+/// The name `service ps` gives a task: `service.slot` or `service.node`.
+pub fn task_name(t: &Task) -> String {
+    if t.slot > 0 {
+        format!("{}.{}", t.service_name, t.slot)
+    } else {
+        format!("{}.{}", t.service_name, t.node_id)
+    }
+}
+
+fn created(meta: &Option<mini_proto::v1::Meta>) -> (u64, i64, i64) {
+    meta.as_ref()
+        .map_or((0, 0, 0), |m| (m.version, m.created_at_ms, m.updated_at_ms))
+}
+
+/// A network as shown by `network inspect` and `network ls --format json`.
+#[derive(Serialize)]
+pub struct NetworkView {
+    id: String,
+    name: String,
+    driver: String,
+    scope: &'static str,
+    subnet: String,
+    gateway: String,
+    vni: u32,
+    attachable: bool,
+    internal: bool,
+    ingress: bool,
+    labels: std::collections::BTreeMap<String, String>,
+    version: u64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl From<&Network> for NetworkView {
+    fn from(n: &Network) -> Self {
+        let spec = n.spec.clone().unwrap_or_default();
+        let (version, created_at_ms, updated_at_ms) = created(&n.meta);
+        NetworkView {
+            id: n.id.clone(),
+            name: spec.name,
+            driver: spec.driver,
+            scope: "swarm",
+            subnet: n.subnet.clone(),
+            gateway: n.gateway.clone(),
+            vni: n.vni,
+            attachable: spec.attachable,
+            internal: spec.internal,
+            ingress: spec.ingress,
+            labels: spec.labels.into_iter().collect(),
+            version,
+            created_at_ms,
+            updated_at_ms,
+        }
+    }
+}
+
+/// One attachment of a service or task to a network.
+#[derive(Serialize)]
+pub struct AttachmentView {
+    network_id: String,
+    network: String,
+    addr: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    mac: String,
+}
+
+/// A published port.
+#[derive(Serialize)]
+pub struct PortView {
+    protocol: String,
+    published_port: u32,
+    target_port: u32,
+}
+
+/// A service as shown by `service inspect` and `service ls --format json`.
+#[derive(Serialize)]
+pub struct ServiceView {
+    id: String,
+    name: String,
+    image: String,
+    args: Vec<String>,
+    env: Vec<String>,
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running: Option<u64>,
+    networks: Vec<AttachmentView>,
+    endpoint_mode: &'static str,
+    vips: Vec<AttachmentView>,
+    ports: Vec<PortView>,
+    constraints: Vec<String>,
+    restart_condition: &'static str,
+    restart_delay_ms: u64,
+    labels: std::collections::BTreeMap<String, String>,
+    version: u64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl ServiceView {
+    /// The view of `s`; `running` is given by `service ls` only.
+    pub fn new(s: &Service, running: Option<u64>, names: &Names) -> Self {
+        let spec = s.spec.clone().unwrap_or_default();
+        let container = spec.container.clone().unwrap_or_default();
+        let endpoint = spec.endpoint.clone().unwrap_or_default();
+        let restart = spec.restart.unwrap_or_default();
+        let (version, created_at_ms, updated_at_ms) = created(&s.meta);
+        let (mode, replicas) = match spec.mode {
+            Some(Mode::Global(_)) => ("global", None),
+            Some(Mode::Replicas(n)) => ("replicated", Some(n)),
+            None => ("replicated", Some(1)),
+        };
+        ServiceView {
+            id: s.id.clone(),
+            name: spec.name,
+            image: container.image,
+            args: container.args,
+            env: container.env,
+            mode,
+            replicas,
+            running,
+            networks: spec
+                .networks
+                .iter()
+                .map(|id| AttachmentView {
+                    network_id: id.clone(),
+                    network: names.network(id),
+                    addr: String::new(),
+                    mac: String::new(),
+                })
+                .collect(),
+            endpoint_mode: match endpoint.mode() {
+                EndpointMode::Vip => "vip",
+                EndpointMode::Dnsrr => "dnsrr",
+            },
+            vips: s
+                .vips
+                .iter()
+                .map(|v| AttachmentView {
+                    network_id: v.network_id.clone(),
+                    network: names.network(&v.network_id),
+                    addr: v.addr.clone(),
+                    mac: String::new(),
+                })
+                .collect(),
+            ports: endpoint
+                .ports
+                .iter()
+                .map(|p| PortView {
+                    protocol: p.protocol.clone(),
+                    published_port: p.published_port,
+                    target_port: p.target_port,
+                })
+                .collect(),
+            constraints: spec.constraints,
+            restart_condition: match restart.condition() {
+                RestartCondition::Any => "any",
+                RestartCondition::OnFailure => "on-failure",
+                RestartCondition::None => "none",
+            },
+            restart_delay_ms: restart.delay_ms,
+            labels: spec.labels.into_iter().collect(),
+            version,
+            created_at_ms,
+            updated_at_ms,
+        }
+    }
+}
+
+/// A task as shown by `service ps --format json`.
+#[derive(Serialize)]
+pub struct TaskView {
+    id: String,
+    name: String,
+    service_id: String,
+    service: String,
+    slot: u64,
+    image: String,
+    node_id: String,
+    node: String,
+    desired_state: &'static str,
+    current_state: &'static str,
+    since_ms: i64,
+    message: String,
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    networks: Vec<AttachmentView>,
+}
+
+impl TaskView {
+    /// The view of `t`.
+    pub fn new(t: &Task, names: &Names) -> Self {
+        let status = t.status.clone().unwrap_or_default();
+        let state = status.state();
+        TaskView {
+            id: t.id.clone(),
+            name: task_name(t),
+            service_id: t.service_id.clone(),
+            service: t.service_name.clone(),
+            slot: t.slot,
+            image: t
+                .container
+                .as_ref()
+                .map_or(String::new(), |c| c.image.clone()),
+            node_id: t.node_id.clone(),
+            node: if t.node_id.is_empty() {
+                String::new()
+            } else {
+                names.node(&t.node_id)
+            },
+            desired_state: state_name(t.desired_state()),
+            current_state: state_name(state),
+            since_ms: status.timestamp_ms,
+            message: status.message,
+            error: status.err,
+            exit_code: matches!(state, TaskState::Complete | TaskState::Failed)
+                .then_some(status.exit_code),
+            networks: t
+                .networks
+                .iter()
+                .map(|a| AttachmentView {
+                    network_id: a.network_id.clone(),
+                    network: names.network(&a.network_id),
+                    addr: a.addr.clone(),
+                    mac: a.mac.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A node as shown by `node ls --format json` and `node inspect`.
+#[derive(Serialize)]
+pub struct NodeView {
+    id: String,
+    hostname: String,
+    role: &'static str,
+    status: &'static str,
+    availability: &'static str,
+    manager_status: &'static str,
+    address: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+impl NodeView {
+    /// The view of `n`; `leader` tells whether it is the Raft leader.
+    pub fn new(n: &Node, leader: bool) -> Self {
+        let spec = n.spec.clone().unwrap_or_default();
+        let status = n.status.clone().unwrap_or_default();
+        let role = n.role();
+        NodeView {
+            id: n.id.clone(),
+            hostname: n.hostname.clone(),
+            role: if role == NodeRole::Manager {
+                "manager"
+            } else {
+                "worker"
+            },
+            status: match status.state() {
+                NodeState::Ready => "ready",
+                NodeState::Down => "down",
+                NodeState::Disconnected => "disconnected",
+                NodeState::Unknown => "unknown",
+            },
+            availability: match spec.availability() {
+                NodeAvailability::Active => "active",
+                NodeAvailability::Pause => "pause",
+                NodeAvailability::Drain => "drain",
+            },
+            manager_status: match (role, leader) {
+                (NodeRole::Manager, true) => "leader",
+                (NodeRole::Manager, false) => "reachable",
+                _ => "",
+            },
+            address: status.addr,
+            labels: spec.labels.into_iter().collect(),
+        }
+    }
+
+    /// Cells of `node ls`.
+    pub fn row(&self) -> Vec<String> {
+        vec![
+            short(&self.id).to_string(),
+            self.hostname.clone(),
+            capitalize(self.status),
+            capitalize(self.availability),
+            capitalize(self.manager_status),
+            self.address.clone(),
+        ]
+    }
+}
+
+/// First 12 characters of an id, as Docker's tables show.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// "ready" → "Ready".
+pub fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
+}

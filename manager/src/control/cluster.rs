@@ -1,0 +1,122 @@
+//! `swarm init` and `info`.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use mini_proto::v1::{InfoResponse, SwarmInitRequest, SwarmInitResponse};
+
+use super::{ControlApi, ControlError, manager_config};
+use crate::manager::{InitParams, Manager};
+
+/// Makes this daemon the first manager of a new cluster.
+pub(super) async fn swarm_init(
+    api: &ControlApi,
+    request: SwarmInitRequest,
+) -> Result<SwarmInitResponse, ControlError> {
+    let advertise_addr: Ipv4Addr = request.advertise_addr.parse().map_err(|_| {
+        ControlError::Invalid(format!(
+            "invalid --advertise-addr {:?}: expected an IPv4 address of this host, e.g. 192.168.10.6",
+            request.advertise_addr
+        ))
+    })?;
+    if advertise_addr.is_unspecified()
+        || advertise_addr.is_loopback()
+        || advertise_addr.is_multicast()
+    {
+        return Err(ControlError::Invalid(format!(
+            "invalid --advertise-addr {advertise_addr}: other nodes must be able to reach it; give a unicast address of this host"
+        )));
+    }
+    let data_path_port = match request.data_path_port {
+        0 => 4789,
+        p @ 1024..=65535 => p,
+        p => {
+            return Err(ControlError::Invalid(format!(
+                "invalid --data-path-port {p}: expected a UDP port between 1024 and 65535"
+            )));
+        }
+    };
+    let pool = if request.default_addr_pool.is_empty() {
+        "10.0.0.0/8".to_string()
+    } else {
+        request.default_addr_pool
+    };
+    let pool_net: ipnet::Ipv4Net = pool.parse().map_err(|_| {
+        ControlError::Invalid(format!(
+            "invalid --default-addr-pool {pool:?}: expected a CIDR such as 10.0.0.0/8"
+        ))
+    })?;
+    let subnet_size = if request.default_subnet_size == 0 {
+        24
+    } else {
+        request.default_subnet_size
+    };
+    if subnet_size > 29 || subnet_size < u32::from(pool_net.prefix_len()) {
+        return Err(ControlError::Invalid(format!(
+            "invalid --default-addr-pool-mask-length {subnet_size}: must be between the pool's prefix length ({}) and 29",
+            pool_net.prefix_len()
+        )));
+    }
+
+    let mut slot = api.inner.manager.write().await;
+    if slot.is_some() {
+        return Err(ControlError::Precondition(
+            "this node is already part of a swarm (it is a manager)".into(),
+        ));
+    }
+    let hostname = if request.hostname.is_empty() {
+        api.inner.config.hostname.clone()
+    } else {
+        request.hostname
+    };
+    let config = manager_config(&api.inner.config, &api.inner.node_id);
+    let manager = Manager::init(
+        config,
+        InitParams {
+            advertise_addr,
+            hostname,
+            default_addr_pool: pool_net.trunc().to_string(),
+            default_subnet_size: subnet_size,
+            data_path_port,
+        },
+    )
+    .await?;
+    let cluster = manager.store().view(|t| t.cluster.clone());
+    *slot = Some(Arc::new(manager));
+    Ok(SwarmInitResponse {
+        node_id: api.inner.node_id.clone(),
+        cluster,
+    })
+}
+
+/// What this daemon is.
+pub(super) async fn info(api: &ControlApi) -> InfoResponse {
+    let manager = api.inner.manager.read().await.clone();
+    let Some(manager) = manager else {
+        return InfoResponse {
+            node_id: api.inner.node_id.clone(),
+            ..Default::default()
+        };
+    };
+    let status = manager.raft_status();
+    let leader_node_id = if status.leader_id == 0 {
+        String::new()
+    } else {
+        manager.store().view(|t| {
+            t.nodes
+                .values()
+                .find(|n| n.raft_id == status.leader_id)
+                .map(|n| n.id.clone())
+                .unwrap_or_default()
+        })
+    };
+    InfoResponse {
+        node_id: api.inner.node_id.clone(),
+        cluster: manager.store().view(|t| t.cluster.clone()),
+        is_manager: true,
+        raft_applied_index: status.applied,
+        raft_snapshot_index: status.snapshot_index,
+        raft_first_log_index: status.first_index,
+        leader_node_id,
+    }
+}

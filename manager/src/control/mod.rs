@@ -1,0 +1,209 @@
+//! The control API: the gRPC service a daemon serves to the `mini` CLI.
+//!
+//! A daemon starts outside any cluster; `SwarmInit` makes it the first
+//! manager. Every other call needs the manager and answers
+//! `FAILED_PRECONDITION` until then.
+//!
+//! # Layout
+//! - [`status`]: errors and their gRPC codes.
+//! - `identity`: the node id kept in the state dir.
+//! - `networks`, `services`, `cluster`: the calls, grouped by object.
+
+mod cluster;
+mod identity;
+mod networks;
+mod services;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mini_proto::v1::{
+    CreateNetworkRequest, CreateServiceRequest, GetRequest, InfoRequest, InfoResponse,
+    ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
+    ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Network, Node,
+    RemoveResponse, ScaleServiceRequest, Service, SwarmInitRequest, SwarmInitResponse,
+    control_server::Control,
+};
+use tokio::sync::RwLock;
+use tonic::{Request, Response, Status};
+
+use crate::manager::{Manager, ManagerConfig};
+pub use status::ControlError;
+
+/// What a daemon needs to know to serve the control API.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The node's state directory (identity, Raft log).
+    pub state_dir: PathBuf,
+    /// Hostname the node reports.
+    pub hostname: String,
+    /// Raft entries between snapshots.
+    pub snapshot_interval: u64,
+}
+
+/// The control API of one daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DaemonConfig,
+    node_id: String,
+    /// `None` until `swarm init` (or a resumed Raft log) makes this a manager.
+    manager: RwLock<Option<Arc<Manager>>>,
+}
+
+impl ControlApi {
+    /// Opens the daemon's state: its node id (made on first start) and, when
+    /// the state dir holds a Raft log, the manager it was.
+    pub async fn open(config: DaemonConfig) -> Result<ControlApi, ControlError> {
+        let node_id = identity::load_or_create_node_id(&config.state_dir)?;
+        let manager_config = manager_config(&config, &node_id);
+        let manager = if Manager::has_state(&manager_config) {
+            tracing::info!("resuming the manager from {}", config.state_dir.display());
+            Some(Arc::new(Manager::resume(manager_config).await?))
+        } else {
+            None
+        };
+        Ok(ControlApi {
+            inner: Arc::new(Inner {
+                config,
+                node_id,
+                manager: RwLock::new(manager),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Stops the manager, if any, flushing its log.
+    pub async fn shutdown(&self) {
+        if let Some(manager) = self.inner.manager.write().await.take() {
+            manager.shutdown().await;
+        }
+    }
+
+    async fn manager(&self) -> Result<Arc<Manager>, ControlError> {
+        self.inner.manager.read().await.clone().ok_or_else(|| {
+            ControlError::Precondition(
+                "this node is not a swarm manager: run `mini swarm init --advertise-addr IP` first"
+                    .into(),
+            )
+        })
+    }
+}
+
+fn manager_config(config: &DaemonConfig, node_id: &str) -> ManagerConfig {
+    ManagerConfig {
+        state_dir: config.state_dir.clone(),
+        node_id: node_id.to_string(),
+        hostname: config.hostname.clone(),
+        snapshot_interval: config.snapshot_interval,
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: Result<T, ControlError>) -> Reply<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl Control for ControlApi {
+    async fn swarm_init(&self, request: Request<SwarmInitRequest>) -> Reply<SwarmInitResponse> {
+        reply(cluster::swarm_init(self, request.into_inner()).await)
+    }
+
+    async fn info(&self, _: Request<InfoRequest>) -> Reply<InfoResponse> {
+        reply(Ok(cluster::info(self).await))
+    }
+
+    async fn create_network(&self, request: Request<CreateNetworkRequest>) -> Reply<Network> {
+        let manager = self.manager().await?;
+        reply(networks::create(&manager, request.into_inner()).await)
+    }
+
+    async fn list_networks(&self, _: Request<ListNetworksRequest>) -> Reply<ListNetworksResponse> {
+        let manager = self.manager().await?;
+        let networks = manager
+            .store()
+            .view(|t| t.networks.values().cloned().collect());
+        reply(Ok(ListNetworksResponse { networks }))
+    }
+
+    async fn get_network(&self, request: Request<GetRequest>) -> Reply<Network> {
+        let manager = self.manager().await?;
+        let query = request.into_inner().name_or_id;
+        reply(
+            manager
+                .store()
+                .view(|t| t.network(&query).cloned())
+                .map_err(ControlError::from),
+        )
+    }
+
+    async fn remove_network(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
+        let manager = self.manager().await?;
+        reply(networks::remove(&manager, &request.into_inner().name_or_id).await)
+    }
+
+    async fn create_service(&self, request: Request<CreateServiceRequest>) -> Reply<Service> {
+        let manager = self.manager().await?;
+        reply(services::create(&manager, request.into_inner()).await)
+    }
+
+    async fn list_services(&self, _: Request<ListServicesRequest>) -> Reply<ListServicesResponse> {
+        let manager = self.manager().await?;
+        reply(Ok(services::list(&manager)))
+    }
+
+    async fn get_service(&self, request: Request<GetRequest>) -> Reply<Service> {
+        let manager = self.manager().await?;
+        let query = request.into_inner().name_or_id;
+        reply(
+            manager
+                .store()
+                .view(|t| t.service(&query).cloned())
+                .map_err(ControlError::from),
+        )
+    }
+
+    async fn scale_service(&self, request: Request<ScaleServiceRequest>) -> Reply<Service> {
+        let manager = self.manager().await?;
+        reply(services::scale(&manager, request.into_inner()).await)
+    }
+
+    async fn remove_service(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
+        let manager = self.manager().await?;
+        reply(services::remove(&manager, &request.into_inner().name_or_id).await)
+    }
+
+    async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Reply<ListTasksResponse> {
+        let manager = self.manager().await?;
+        reply(services::tasks(&manager, &request.into_inner().service))
+    }
+
+    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Reply<ListNodesResponse> {
+        let manager = self.manager().await?;
+        let nodes = manager
+            .store()
+            .view(|t| t.nodes.values().cloned().collect());
+        reply(Ok(ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {
+        let manager = self.manager().await?;
+        let query = request.into_inner().name_or_id;
+        reply(
+            manager
+                .store()
+                .view(|t| t.node(&query).cloned())
+                .map_err(ControlError::from),
+        )
+    }
+}

@@ -1,0 +1,230 @@
+//! `service create | ls | scale | rm` and `service ps`.
+
+use mini_proto::v1::{
+    CreateServiceRequest, ListServicesResponse, ListTasksResponse, RemoveResponse,
+    ScaleServiceRequest, Service, ServiceSummary, StoreAction, StoreBatch, TaskState,
+    service_spec::Mode, store_action::Action,
+};
+
+use super::ControlError;
+use crate::allocator::AddressPools;
+use crate::ids::{new_id, now_ms};
+use crate::manager::Manager;
+use crate::names::random_service_name;
+use crate::scheduler::parse_constraints;
+use crate::store::Proposer;
+
+/// Images the built-in runtime can run.
+pub const KNOWN_IMAGES: &[&str] = &["host"];
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 63
+}
+
+/// Validates a service, resolves its networks, allocates its VIPs and stores it.
+pub(super) async fn create(
+    manager: &Manager,
+    request: CreateServiceRequest,
+) -> Result<Service, ControlError> {
+    let mut spec = request
+        .spec
+        .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
+    let container = spec.container.clone().unwrap_or_default();
+    if !KNOWN_IMAGES.contains(&container.image.as_str()) {
+        return Err(ControlError::Invalid(format!(
+            "unknown image {:?}: this node runs the built-in runtime only; known images: {}",
+            container.image,
+            KNOWN_IMAGES.join(", ")
+        )));
+    }
+    if spec.name.is_empty() {
+        spec.name = random_service_name();
+    }
+    if !valid_name(&spec.name) {
+        return Err(ControlError::Invalid(format!(
+            "invalid service name {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit (at most 63)",
+            spec.name
+        )));
+    }
+    parse_constraints(&spec.constraints)?;
+    if spec.mode.is_none() {
+        spec.mode = Some(Mode::Replicas(1));
+    }
+
+    let _writer = manager.write_lock().await;
+    let (service, networks) = manager.store().view(|t| {
+        if let Some(existing) = t.services.values().find(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
+            return Err(ControlError::Conflict(format!(
+                "service with name {} already exists ({})",
+                spec.name, existing.id
+            )));
+        }
+        spec.networks.clear();
+        for query in &request.networks {
+            let network = t.network(query)?;
+            if network.spec.as_ref().is_some_and(|s| s.ingress) {
+                return Err(ControlError::Invalid(
+                    "the ingress network is attached by publishing ports (--publish), not with --network".into(),
+                ));
+            }
+            if spec.networks.contains(&network.id) {
+                return Err(ControlError::Invalid(format!("network {query} is given twice")));
+            }
+            spec.networks.push(network.id.clone());
+        }
+        let mut service = Service { id: new_id(), meta: None, spec: Some(spec.clone()), vips: Vec::new() };
+        let networks: Vec<_> = t.networks.values().cloned().collect();
+        let tasks: Vec<_> = t.tasks.values().cloned().collect();
+        let services: Vec<_> = t.services.values().cloned().collect();
+        let mut pools = AddressPools::new(&networks, &tasks, &services);
+        service.vips = pools.allocate_vips(&service)?;
+        Ok((service, pools.changed_networks()))
+    })?;
+    let mut actions = vec![StoreAction {
+        action: Some(Action::PutService(service.clone())),
+        create: true,
+    }];
+    actions.extend(networks.into_iter().map(|n| StoreAction {
+        action: Some(Action::PutNetwork(n)),
+        create: false,
+    }));
+    manager
+        .proposer()
+        .propose(StoreBatch {
+            actions,
+            proposed_at_ms: now_ms(),
+        })
+        .await?;
+    Ok(manager
+        .store()
+        .view(|t| t.services.get(&service.id).cloned())
+        .unwrap_or(service))
+}
+
+/// Every service with its running and desired task counts.
+pub(super) fn list(manager: &Manager) -> ListServicesResponse {
+    manager.store().view(|t| {
+        let ready_nodes = t
+            .nodes
+            .values()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .is_some_and(|s| s.state() == mini_proto::v1::NodeState::Ready)
+            })
+            .count() as u64;
+        let services = t
+            .services
+            .values()
+            .map(|s| {
+                let tasks: Vec<_> = t.tasks_of_service(&s.id).collect();
+                let running = tasks
+                    .iter()
+                    .filter(|task| {
+                        task.desired_state() == TaskState::Running
+                            && task
+                                .status
+                                .as_ref()
+                                .is_some_and(|st| st.state() == TaskState::Running)
+                    })
+                    .count() as u64;
+                let desired = match s.spec.as_ref().and_then(|spec| spec.mode) {
+                    Some(Mode::Global(_)) => ready_nodes,
+                    Some(Mode::Replicas(n)) => n,
+                    None => 1,
+                };
+                ServiceSummary {
+                    service: Some(s.clone()),
+                    running,
+                    desired,
+                }
+            })
+            .collect();
+        ListServicesResponse { services }
+    })
+}
+
+/// Sets the replica count of a replicated service.
+pub(super) async fn scale(
+    manager: &Manager,
+    request: ScaleServiceRequest,
+) -> Result<Service, ControlError> {
+    let _writer = manager.write_lock().await;
+    let service = manager
+        .store()
+        .view(|t| t.service(&request.name_or_id).cloned())?;
+    let mut spec = service.spec.clone().unwrap_or_default();
+    if matches!(spec.mode, Some(Mode::Global(_))) {
+        return Err(ControlError::Invalid(format!(
+            "service {} is global: scale applies to replicated services only",
+            spec.name
+        )));
+    }
+    spec.mode = Some(Mode::Replicas(request.replicas));
+    let updated = Service {
+        spec: Some(spec),
+        ..service.clone()
+    };
+    let batch = StoreBatch {
+        actions: vec![StoreAction {
+            action: Some(Action::PutService(updated)),
+            create: false,
+        }],
+        proposed_at_ms: now_ms(),
+    };
+    manager.proposer().propose(batch).await?;
+    Ok(manager
+        .store()
+        .view(|t| t.services.get(&service.id).cloned())
+        .unwrap_or(service))
+}
+
+/// Removes a service; its tasks are told to go away (desired state REMOVE)
+/// in the same write, and the task reaper deletes them once they are down.
+pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
+    let _writer = manager.write_lock().await;
+    let (id, tasks) = manager.store().view(|t| {
+        let service = t.service(query)?;
+        let tasks: Vec<_> = t
+            .tasks_of_service(&service.id)
+            .filter(|task| task.desired_state() < TaskState::Remove)
+            .cloned()
+            .collect();
+        Ok::<_, ControlError>((service.id.clone(), tasks))
+    })?;
+    let mut actions = vec![StoreAction {
+        action: Some(Action::RemoveService(id.clone())),
+        create: false,
+    }];
+    actions.extend(tasks.into_iter().map(|mut task| {
+        task.desired_state = TaskState::Remove as i32;
+        StoreAction {
+            action: Some(Action::PutTask(task)),
+            create: false,
+        }
+    }));
+    manager
+        .proposer()
+        .propose(StoreBatch {
+            actions,
+            proposed_at_ms: now_ms(),
+        })
+        .await?;
+    Ok(RemoveResponse { id })
+}
+
+/// The tasks of one service (by name or id), or of all services.
+pub(super) fn tasks(manager: &Manager, service: &str) -> Result<ListTasksResponse, ControlError> {
+    manager.store().view(|t| {
+        let tasks = if service.is_empty() {
+            t.tasks.values().cloned().collect()
+        } else {
+            let id = t.service(service)?.id.clone();
+            t.tasks_of_service(&id).cloned().collect()
+        };
+        Ok(ListTasksResponse { tasks })
+    })
+}

@@ -1,0 +1,290 @@
+//! Deterministic application of a batch to the tables.
+//!
+//! Every action is checked and applied in order; if one fails, the actions
+//! before it are undone, so a batch applies entirely or not at all. Versions
+//! are the Raft index of the batch and timestamps come from the batch itself,
+//! so every manager computes the same tables.
+
+use std::collections::BTreeMap;
+
+use mini_proto::v1::{
+    Cluster, Meta, Network, Node, Service, StoreBatch, Task, store_action::Action,
+};
+
+use super::{ApplyError, Change, ObjectKind, Tables};
+
+/// The previous value of one object touched by a batch, to roll it back.
+enum Undo {
+    Cluster(Option<Cluster>),
+    Node(String, Option<Node>),
+    Network(String, Option<Network>),
+    Service(String, Option<Service>),
+    Task(String, Option<Task>),
+}
+
+/// What the store needs to know of each kind of keyed object.
+trait Object: Clone {
+    const KIND: ObjectKind;
+    fn id(&self) -> &str;
+    fn meta(&mut self) -> &mut Meta;
+    fn version(&self) -> u64;
+    fn created_at(&self) -> i64;
+    /// The name that must be unique among objects of this kind, if any.
+    fn unique_name(&self) -> Option<&str> {
+        None
+    }
+    fn table(tables: &mut Tables) -> &mut BTreeMap<String, Self>;
+    fn undo(id: String, previous: Option<Self>) -> Undo;
+}
+
+macro_rules! object {
+    ($ty:ident, $kind:ident, $field:ident, $name:expr) => {
+        impl Object for $ty {
+            const KIND: ObjectKind = ObjectKind::$kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn meta(&mut self) -> &mut Meta {
+                self.meta.get_or_insert_with(Meta::default)
+            }
+            fn version(&self) -> u64 {
+                self.meta.as_ref().map_or(0, |m| m.version)
+            }
+            fn created_at(&self) -> i64 {
+                self.meta.as_ref().map_or(0, |m| m.created_at_ms)
+            }
+            fn unique_name(&self) -> Option<&str> {
+                let name: fn(&Self) -> Option<&str> = $name;
+                name(self)
+            }
+            fn table(tables: &mut Tables) -> &mut BTreeMap<String, Self> {
+                &mut tables.$field
+            }
+            fn undo(id: String, previous: Option<Self>) -> Undo {
+                Undo::$kind(id, previous)
+            }
+        }
+    };
+}
+
+object!(Node, Node, nodes, |_| None);
+object!(Network, Network, networks, |n| n
+    .spec
+    .as_ref()
+    .map(|s| s.name.as_str()));
+object!(Service, Service, services, |s| s
+    .spec
+    .as_ref()
+    .map(|s| s.name.as_str()));
+object!(Task, Task, tasks, |_| None);
+
+/// Applies `batch` at Raft index `index`. On error the tables are unchanged.
+pub(super) fn apply_batch(
+    tables: &mut Tables,
+    index: u64,
+    batch: &StoreBatch,
+) -> Result<Vec<Change>, ApplyError> {
+    let mut undo = Vec::with_capacity(batch.actions.len());
+    let mut changes = Vec::with_capacity(batch.actions.len());
+    for action in &batch.actions {
+        let step = match &action.action {
+            None => Err(ApplyError::EmptyAction),
+            Some(Action::PutCluster(c)) => put_cluster(
+                tables,
+                c,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::PutNode(o)) => put(
+                tables,
+                o,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::PutNetwork(o)) => put(
+                tables,
+                o,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::PutService(o)) => put(
+                tables,
+                o,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::PutTask(o)) => put(
+                tables,
+                o,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::RemoveNode(id)) => remove::<Node>(tables, id, &mut undo),
+            Some(Action::RemoveNetwork(id)) => remove::<Network>(tables, id, &mut undo),
+            Some(Action::RemoveService(id)) => remove::<Service>(tables, id, &mut undo),
+            Some(Action::RemoveTask(id)) => remove::<Task>(tables, id, &mut undo),
+        };
+        match step {
+            Ok(change) => changes.push(change),
+            Err(err) => {
+                roll_back(tables, undo);
+                return Err(err);
+            }
+        }
+    }
+    Ok(changes)
+}
+
+fn put<T: Object>(
+    tables: &mut Tables,
+    object: &T,
+    create: bool,
+    index: u64,
+    now_ms: i64,
+    undo: &mut Vec<Undo>,
+) -> Result<Change, ApplyError> {
+    let id = object.id().to_string();
+    let table = T::table(tables);
+    let previous = table.get(&id).cloned();
+    let mut next = object.clone();
+    match (&previous, create) {
+        (Some(_), true) => return Err(ApplyError::Exists { kind: T::KIND, id }),
+        (None, false) => return Err(ApplyError::Missing { kind: T::KIND, id }),
+        (Some(stored), false) if stored.version() != object.version() => {
+            return Err(ApplyError::Stale {
+                kind: T::KIND,
+                id,
+                given: object.version(),
+                stored: stored.version(),
+            });
+        }
+        _ => {}
+    }
+    if let Some(name) = next.unique_name()
+        && let Some(holder) = table
+            .values()
+            .find(|o| o.id() != id && o.unique_name() == Some(name))
+    {
+        return Err(ApplyError::NameTaken {
+            kind: T::KIND,
+            name: name.to_string(),
+            id: holder.id().to_string(),
+        });
+    }
+    let created_at = previous.as_ref().map_or(now_ms, T::created_at);
+    let meta = next.meta();
+    meta.version = index;
+    meta.created_at_ms = created_at;
+    meta.updated_at_ms = now_ms;
+    table.insert(id.clone(), next);
+    undo.push(T::undo(id.clone(), previous));
+    Ok(Change {
+        kind: T::KIND,
+        id,
+        removed: false,
+    })
+}
+
+fn remove<T: Object>(
+    tables: &mut Tables,
+    id: &str,
+    undo: &mut Vec<Undo>,
+) -> Result<Change, ApplyError> {
+    match T::table(tables).remove(id) {
+        Some(previous) => {
+            undo.push(T::undo(id.to_string(), Some(previous)));
+            Ok(Change {
+                kind: T::KIND,
+                id: id.to_string(),
+                removed: true,
+            })
+        }
+        None => Err(ApplyError::Missing {
+            kind: T::KIND,
+            id: id.to_string(),
+        }),
+    }
+}
+
+fn put_cluster(
+    tables: &mut Tables,
+    cluster: &Cluster,
+    create: bool,
+    index: u64,
+    now_ms: i64,
+    undo: &mut Vec<Undo>,
+) -> Result<Change, ApplyError> {
+    let stored_version = tables
+        .cluster
+        .as_ref()
+        .map(|c| c.meta.as_ref().map_or(0, |m| m.version));
+    let given = cluster.meta.as_ref().map_or(0, |m| m.version);
+    match (stored_version, create) {
+        (Some(_), true) => {
+            return Err(ApplyError::Exists {
+                kind: ObjectKind::Cluster,
+                id: cluster.id.clone(),
+            });
+        }
+        (None, false) => {
+            return Err(ApplyError::Missing {
+                kind: ObjectKind::Cluster,
+                id: cluster.id.clone(),
+            });
+        }
+        (Some(stored), false) if stored != given => {
+            return Err(ApplyError::Stale {
+                kind: ObjectKind::Cluster,
+                id: cluster.id.clone(),
+                given,
+                stored,
+            });
+        }
+        _ => {}
+    }
+    let created_at = tables
+        .cluster
+        .as_ref()
+        .and_then(|c| c.meta.as_ref())
+        .map_or(now_ms, |m| m.created_at_ms);
+    let mut next = cluster.clone();
+    next.meta = Some(Meta {
+        version: index,
+        created_at_ms: created_at,
+        updated_at_ms: now_ms,
+    });
+    undo.push(Undo::Cluster(tables.cluster.replace(next)));
+    Ok(Change {
+        kind: ObjectKind::Cluster,
+        id: cluster.id.clone(),
+        removed: false,
+    })
+}
+
+fn roll_back(tables: &mut Tables, undo: Vec<Undo>) {
+    fn restore<T>(table: &mut BTreeMap<String, T>, id: String, previous: Option<T>) {
+        match previous {
+            Some(p) => table.insert(id, p),
+            None => table.remove(&id),
+        };
+    }
+    for step in undo.into_iter().rev() {
+        match step {
+            Undo::Cluster(previous) => tables.cluster = previous,
+            Undo::Node(id, p) => restore(&mut tables.nodes, id, p),
+            Undo::Network(id, p) => restore(&mut tables.networks, id, p),
+            Undo::Service(id, p) => restore(&mut tables.services, id, p),
+            Undo::Task(id, p) => restore(&mut tables.tasks, id, p),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! [`Store`]: the shared handle readers and the Raft log use.
+
+use std::sync::{Arc, RwLock};
+
+use mini_proto::v1::{StoreBatch, StoreSnapshot};
+use prost::Message;
+use tokio::sync::broadcast;
+
+use super::{ApplyError, StoreEvent, Tables, apply::apply_batch};
+
+/// How many events a slow watcher may fall behind before it is told it lagged
+/// (it then re-reads the whole store, as after a restore).
+const WATCH_CAPACITY: usize = 4096;
+
+/// The store: tables behind a lock, the index of the last applied batch, and
+/// the change feed. Cheap to clone; all clones share the same tables.
+#[derive(Clone)]
+pub struct Store {
+    /// Readers take the read lock only for the time of a closure; the only
+    /// writer is the Raft apply path (one batch at a time).
+    inner: Arc<RwLock<Inner>>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+struct Inner {
+    tables: Tables,
+    applied_index: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(WATCH_CAPACITY);
+        Store {
+            inner: Arc::new(RwLock::new(Inner {
+                tables: Tables::default(),
+                applied_index: 0,
+            })),
+            events,
+        }
+    }
+
+    /// Runs `f` on a consistent view of the tables.
+    pub fn view<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        f(&inner.tables)
+    }
+
+    /// Index of the last batch applied (0 for an empty store).
+    pub fn applied_index(&self) -> u64 {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .applied_index
+    }
+
+    /// A feed of every change applied from now on.
+    pub fn watch(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Applies an encoded batch committed at `index`.
+    pub fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), ApplyError> {
+        let batch = StoreBatch::decode(data).map_err(|e| ApplyError::Decode {
+            index,
+            reason: e.to_string(),
+        })?;
+        self.apply(index, &batch)
+    }
+
+    /// Applies a batch committed at `index`, all of it or nothing.
+    pub fn apply(&self, index: u64, batch: &StoreBatch) -> Result<(), ApplyError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        // The index advances even for a refused batch: the entry is consumed.
+        inner.applied_index = index;
+        let changes = apply_batch(&mut inner.tables, index, batch)?;
+        drop(inner);
+        let _ = self.events.send(StoreEvent {
+            index,
+            changes,
+            restored: false,
+        });
+        Ok(())
+    }
+
+    /// The whole store, encoded, with the index it reflects.
+    pub fn snapshot(&self) -> (u64, Vec<u8>) {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (
+            inner.applied_index,
+            inner.tables.to_snapshot().encode_to_vec(),
+        )
+    }
+
+    /// Replaces everything with an encoded snapshot taken at `index`.
+    pub fn restore(&self, index: u64, data: &[u8]) -> Result<(), ApplyError> {
+        let snapshot = StoreSnapshot::decode(data).map_err(|e| ApplyError::Decode {
+            index,
+            reason: e.to_string(),
+        })?;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.tables = Tables::from_snapshot(snapshot);
+        inner.applied_index = index;
+        drop(inner);
+        let _ = self.events.send(StoreEvent {
+            index,
+            changes: Vec::new(),
+            restored: true,
+        });
+        Ok(())
+    }
+}

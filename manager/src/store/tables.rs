@@ -1,0 +1,155 @@
+//! The in-memory tables and lookups by name or id.
+
+use std::collections::BTreeMap;
+
+use mini_proto::v1::{Cluster, Network, Node, Service, StoreSnapshot, Task};
+
+use super::ObjectKind;
+
+/// Every object of the cluster, keyed by id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tables {
+    /// Cluster settings; `None` before `swarm init` was applied.
+    pub cluster: Option<Cluster>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<String, Node>,
+    /// Networks by id.
+    pub networks: BTreeMap<String, Network>,
+    /// Services by id.
+    pub services: BTreeMap<String, Service>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, Task>,
+}
+
+/// A name or id that matches no object, or more than one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Nothing matched.
+    #[error("no such {kind}: {query}")]
+    NotFound {
+        /// Kind looked for.
+        kind: ObjectKind,
+        /// What the user gave.
+        query: String,
+    },
+    /// An id prefix matched several objects.
+    #[error("{kind} {query:?} is ambiguous: it matches {count} {kind}s; give more of the id")]
+    Ambiguous {
+        /// Kind looked for.
+        kind: ObjectKind,
+        /// What the user gave.
+        query: String,
+        /// How many matched.
+        count: usize,
+    },
+}
+
+/// Finds one object by exact id, then exact name, then unique id prefix
+/// (Docker's order).
+fn lookup<'a, T>(
+    kind: ObjectKind,
+    map: &'a BTreeMap<String, T>,
+    query: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> Result<&'a T, LookupError> {
+    if query.is_empty() {
+        return Err(LookupError::NotFound {
+            kind,
+            query: query.to_string(),
+        });
+    }
+    if let Some(obj) = map.get(query) {
+        return Ok(obj);
+    }
+    if let Some(obj) = map.values().find(|o| name_of(o) == query) {
+        return Ok(obj);
+    }
+    let matches: Vec<&T> = map
+        .range(query.to_string()..)
+        .take_while(|(id, _)| id.starts_with(query))
+        .map(|(_, o)| o)
+        .collect();
+    match matches.len() {
+        0 => Err(LookupError::NotFound {
+            kind,
+            query: query.to_string(),
+        }),
+        1 => Ok(matches[0]),
+        count => Err(LookupError::Ambiguous {
+            kind,
+            query: query.to_string(),
+            count,
+        }),
+    }
+}
+
+impl Tables {
+    /// A network by id, name or unique id prefix.
+    pub fn network(&self, query: &str) -> Result<&Network, LookupError> {
+        lookup(ObjectKind::Network, &self.networks, query, |n| {
+            n.spec.as_ref().map_or("", |s| s.name.as_str())
+        })
+    }
+
+    /// A service by id, name or unique id prefix.
+    pub fn service(&self, query: &str) -> Result<&Service, LookupError> {
+        lookup(ObjectKind::Service, &self.services, query, |s| {
+            s.spec.as_ref().map_or("", |s| s.name.as_str())
+        })
+    }
+
+    /// A node by id, hostname or unique id prefix.
+    pub fn node(&self, query: &str) -> Result<&Node, LookupError> {
+        lookup(ObjectKind::Node, &self.nodes, query, |n| {
+            n.hostname.as_str()
+        })
+    }
+
+    /// The tasks of one service.
+    pub fn tasks_of_service<'a>(
+        &'a self,
+        service_id: &'a str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
+    }
+
+    /// The whole store as a snapshot message.
+    pub fn to_snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            cluster: self.cluster.clone(),
+            nodes: self.nodes.values().cloned().collect(),
+            networks: self.networks.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            tasks: self.tasks.values().cloned().collect(),
+        }
+    }
+
+    /// Tables holding exactly what a snapshot holds.
+    pub fn from_snapshot(snapshot: StoreSnapshot) -> Self {
+        Tables {
+            cluster: snapshot.cluster,
+            nodes: snapshot
+                .nodes
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            networks: snapshot
+                .networks
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            services: snapshot
+                .services
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            tasks: snapshot
+                .tasks
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+        }
+    }
+}

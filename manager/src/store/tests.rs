@@ -1,0 +1,245 @@
+//! Store apply: atomic batches, versions, names, snapshots.
+
+use mini_proto::v1::{
+    Meta, Network, NetworkSpec, Service, ServiceSpec, StoreAction, StoreBatch, store_action::Action,
+};
+
+use super::*;
+
+fn network(id: &str, name: &str) -> Network {
+    Network {
+        id: id.into(),
+        spec: Some(NetworkSpec {
+            name: name.into(),
+            driver: "overlay".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn create(action: Action) -> StoreAction {
+    StoreAction {
+        action: Some(action),
+        create: true,
+    }
+}
+
+fn update(action: Action) -> StoreAction {
+    StoreAction {
+        action: Some(action),
+        create: false,
+    }
+}
+
+fn batch(actions: Vec<StoreAction>) -> StoreBatch {
+    StoreBatch {
+        actions,
+        proposed_at_ms: 1_000,
+    }
+}
+
+#[test]
+fn create_sets_version_to_index_and_timestamps_from_batch() {
+    let store = Store::new();
+    store
+        .apply(
+            7,
+            &batch(vec![create(Action::PutNetwork(network("n1", "demonet")))]),
+        )
+        .unwrap();
+    let meta = store.view(|t| t.networks["n1"].meta).unwrap();
+    assert_eq!(
+        meta,
+        Meta {
+            version: 7,
+            created_at_ms: 1_000,
+            updated_at_ms: 1_000
+        }
+    );
+    assert_eq!(store.applied_index(), 7);
+}
+
+#[test]
+fn duplicate_name_is_refused_and_batch_is_atomic() {
+    let store = Store::new();
+    store
+        .apply(
+            1,
+            &batch(vec![create(Action::PutNetwork(network("n1", "demonet")))]),
+        )
+        .unwrap();
+    let err = store
+        .apply(
+            2,
+            &batch(vec![
+                create(Action::PutNetwork(network("n2", "other"))),
+                create(Action::PutNetwork(network("n3", "demonet"))),
+            ]),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ApplyError::NameTaken {
+            kind: ObjectKind::Network,
+            name: "demonet".into(),
+            id: "n1".into()
+        }
+    );
+    // n2 came before the failing action in the same batch: rolled back too.
+    assert_eq!(
+        store.view(|t| t.networks.keys().cloned().collect::<Vec<_>>()),
+        vec!["n1"]
+    );
+}
+
+#[test]
+fn stale_update_is_refused() {
+    let store = Store::new();
+    store
+        .apply(
+            1,
+            &batch(vec![create(Action::PutNetwork(network("n1", "a")))]),
+        )
+        .unwrap();
+    let mut current = store.view(|t| t.networks["n1"].clone());
+    current.vni = 4097;
+    store
+        .apply(2, &batch(vec![update(Action::PutNetwork(current.clone()))]))
+        .unwrap();
+    // `current` still carries version 1: a second writer that read version 1 loses.
+    let err = store
+        .apply(3, &batch(vec![update(Action::PutNetwork(current))]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApplyError::Stale {
+                given: 1,
+                stored: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.view(|t| t.networks["n1"].meta.as_ref().unwrap().version),
+        2
+    );
+}
+
+#[test]
+fn remove_of_missing_object_fails_and_keeps_others() {
+    let store = Store::new();
+    store
+        .apply(
+            1,
+            &batch(vec![create(Action::PutNetwork(network("n1", "a")))]),
+        )
+        .unwrap();
+    let err = store
+        .apply(
+            2,
+            &batch(vec![
+                StoreAction {
+                    action: Some(Action::RemoveNetwork("n1".into())),
+                    create: false,
+                },
+                StoreAction {
+                    action: Some(Action::RemoveService("nope".into())),
+                    create: false,
+                },
+            ]),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ApplyError::Missing {
+            kind: ObjectKind::Service,
+            ..
+        }
+    ));
+    assert!(store.view(|t| t.networks.contains_key("n1")));
+}
+
+#[test]
+fn snapshot_restore_round_trip_and_watch() {
+    let store = Store::new();
+    let mut events = store.watch();
+    let svc = Service {
+        id: "s1".into(),
+        spec: Some(ServiceSpec {
+            name: "web".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    store
+        .apply(
+            3,
+            &batch(vec![
+                create(Action::PutNetwork(network("n1", "a"))),
+                create(Action::PutService(svc)),
+            ]),
+        )
+        .unwrap();
+    let event = events.try_recv().unwrap();
+    assert_eq!(event.index, 3);
+    assert!(event.touches(ObjectKind::Service) && event.touches(ObjectKind::Network));
+    assert!(!event.touches(ObjectKind::Task));
+
+    let (index, bytes) = store.snapshot();
+    let copy = Store::new();
+    copy.restore(index, &bytes).unwrap();
+    assert_eq!(copy.applied_index(), 3);
+    assert_eq!(copy.view(|t| t.clone()), store.view(|t| t.clone()));
+}
+
+#[test]
+fn lookup_by_id_name_and_prefix() {
+    let store = Store::new();
+    store
+        .apply(
+            1,
+            &batch(vec![
+                create(Action::PutNetwork(network("abc123", "demonet"))),
+                create(Action::PutNetwork(network("abd456", "other"))),
+            ]),
+        )
+        .unwrap();
+    store.view(|t| {
+        assert_eq!(t.network("demonet").unwrap().id, "abc123");
+        assert_eq!(t.network("abd").unwrap().id, "abd456");
+        assert!(matches!(
+            t.network("ab"),
+            Err(LookupError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(
+            t.network("zzz"),
+            Err(LookupError::NotFound { .. })
+        ));
+    });
+}
+
+#[tokio::test]
+async fn local_proposer_applies_in_order() {
+    let store = Store::new();
+    let proposer = LocalProposer::new(store.clone());
+    let i1 = proposer
+        .propose(batch(vec![create(Action::PutNetwork(network("n1", "a")))]))
+        .await
+        .unwrap();
+    let err = proposer
+        .propose(batch(vec![create(Action::PutNetwork(network("n2", "a")))]))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        WriteError::Rejected(ApplyError::NameTaken { .. })
+    ));
+    let i3 = proposer
+        .propose(batch(vec![create(Action::PutNetwork(network("n3", "b")))]))
+        .await
+        .unwrap();
+    assert_eq!((i1, i3), (1, 3));
+}
