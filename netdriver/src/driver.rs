@@ -1,0 +1,166 @@
+//! [`NetDriver`]: the declarative entry point (`apply`, `observe`, namespace paths).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+use crate::kernel::Kernel;
+use crate::model::{DesiredState, DriverConfig};
+use crate::names;
+use crate::observed::{NsState, Observed};
+use crate::op::Op;
+use crate::plan::plan;
+
+/// Converges a node's kernel networking to a [`DesiredState`].
+///
+/// The first `apply` reads everything the driver owns from the kernel (start-up reconcile: what
+/// is not desired is removed, what is missing is created). Later applies plan against the state
+/// left by the previous one, so a peer-only change costs exactly its neighbour/FDB writes and no
+/// reads; after a structural change (namespaces, links) or a failure the next apply reads the
+/// kernel again. [`NetDriver::resync`] forces a fresh read (e.g. periodically).
+///
+/// All methods take `&self`; applies are serialised internally.
+pub struct NetDriver<K> {
+    config: DriverConfig,
+    kernel: K,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// What the kernel holds after the last apply, when it is known without reading it again.
+    observed: Option<Observed>,
+    /// Overlay namespace name → network id, from the last desired state.
+    network_ids: BTreeMap<String, String>,
+}
+
+/// What one [`NetDriver::apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The operations executed, in order (empty when the kernel already matched).
+    pub ops: Vec<Op>,
+    /// Whether the kernel was read before planning.
+    pub observed_kernel: bool,
+}
+
+/// The peer entries programmed in one overlay namespace (for `mini network check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedNetwork {
+    /// Namespace file name (`1-…`).
+    pub namespace: String,
+    /// The network id, when the last desired state named this namespace.
+    pub network_id: Option<String>,
+    /// Neighbour and FDB entries of `vxlan0`, as read from the kernel; see [`NsState::peers`].
+    pub state: NsState,
+}
+
+impl<K: Kernel> NetDriver<K> {
+    /// A driver using `kernel`. Touches nothing until the first call.
+    pub fn new(config: DriverConfig, kernel: K) -> Self {
+        NetDriver {
+            config,
+            kernel,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DriverConfig {
+        &self.config
+    }
+
+    /// The kernel implementation (e.g. to read its [`Kernel::counters`]).
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    /// Path of a task's sandbox namespace file (`RUN/netns/<task id, 12 chars>`), which the task
+    /// runtime enters. It exists once an apply containing the sandbox succeeded.
+    pub fn sandbox_netns_path(&self, task_id: &str) -> PathBuf {
+        self.config.netns_dir().join(names::sandbox_ns(task_id))
+    }
+
+    /// Path of an overlay network's namespace file (`RUN/netns/1-<network id, 10 chars>`).
+    pub fn overlay_netns_path(&self, network_id: &str) -> PathBuf {
+        self.config.netns_dir().join(names::overlay_ns(network_id))
+    }
+
+    /// Converges the kernel to `desired`, executing only the differences.
+    ///
+    /// On error, the failed operation has been rolled back, earlier ones stay; the next apply
+    /// re-reads the kernel and continues from there.
+    pub async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport, Error> {
+        let mut st = self.state.lock().await;
+        let observed_kernel = st.observed.is_none();
+        let mut observed = match st.observed.take() {
+            Some(o) => o,
+            None => self.kernel.observe().await?,
+        };
+        let ops = match plan(&self.config, desired, &observed) {
+            Ok(ops) => ops,
+            Err(e) => {
+                st.observed = Some(observed);
+                return Err(e);
+            }
+        };
+        st.network_ids = desired
+            .networks
+            .iter()
+            .map(|n| (names::overlay_ns(&n.id), n.id.clone()))
+            .collect();
+        let mut exact = true;
+        for op in &ops {
+            tracing::debug!(%op, "netdriver: executing");
+            if let Err(e) = self.kernel.execute(op).await {
+                return Err(Error::Step {
+                    op: op.to_string(),
+                    source: Box::new(e),
+                });
+            }
+            exact &= observed.record_peer_op(op);
+        }
+        if exact {
+            st.observed = Some(observed);
+        }
+        Ok(ApplyReport {
+            ops,
+            observed_kernel,
+        })
+    }
+
+    /// Reads the overlay namespaces from the kernel (not from memory) and returns their
+    /// neighbour and FDB entries.
+    pub async fn observe(&self) -> Result<Vec<ObservedNetwork>, Error> {
+        let mut st = self.state.lock().await;
+        let observed = self.kernel.observe().await?;
+        let out = observed
+            .namespaces
+            .iter()
+            .filter(|(name, _)| names::is_overlay_ns(name))
+            .filter_map(|(name, ns)| {
+                ns.as_ref().map(|ns| ObservedNetwork {
+                    namespace: name.clone(),
+                    network_id: st.network_ids.get(name).cloned(),
+                    state: NsState {
+                        links: BTreeMap::new(),
+                        neighbours: ns.neighbours.clone(),
+                        fdb: ns.fdb.clone(),
+                        default_route: None,
+                    },
+                })
+            })
+            .collect();
+        st.observed = Some(observed);
+        Ok(out)
+    }
+
+    /// Forgets what the driver believes the kernel holds: the next apply reads it again.
+    pub async fn resync(&self) {
+        self.state.lock().await.observed = None;
+    }
+}
+
+#[cfg(test)]
+mod tests;

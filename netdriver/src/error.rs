@@ -1,0 +1,80 @@
+//! The driver's error type.
+
+use std::io;
+
+/// What went wrong, naming the object and the kernel call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The desired state is inconsistent (unknown network, duplicate names, …).
+    #[error("invalid desired state: {0}")]
+    Invalid(String),
+    /// A netlink request failed.
+    #[error("netlink {call} on {object} failed: {source}")]
+    Netlink {
+        /// The object, e.g. `link vxlan0 in 1-jv8c30bcmn`.
+        object: String,
+        /// The request, e.g. `RTM_NEWLINK`.
+        call: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// A system call or file operation failed.
+    #[error("{call} on {object} failed: {source}")]
+    Os {
+        /// The object, e.g. a namespace file.
+        object: String,
+        /// The call, e.g. `mount(MS_BIND)`.
+        call: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `nft` rejected a ruleset or could not run.
+    #[error("nft {action} in {namespace} failed: {detail}")]
+    Nft {
+        /// What was attempted, e.g. `replace table ip mini_gwbridge`.
+        action: String,
+        /// The namespace it ran in.
+        namespace: String,
+        /// nft's stderr or the spawn error.
+        detail: String,
+    },
+    /// An object expected to exist was not found.
+    #[error("{object} not found")]
+    Missing {
+        /// The object.
+        object: String,
+    },
+    /// One step of a plan failed; what the step had created was rolled back.
+    #[error("step `{op}` failed: {source}")]
+    Step {
+        /// The operation, as displayed.
+        op: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    pub(crate) fn os(object: impl Into<String>, call: &'static str, source: io::Error) -> Self {
+        Error::Os {
+            object: object.into(),
+            call,
+            source,
+        }
+    }
+
+    pub(crate) fn netlink(
+        object: impl Into<String>,
+        call: &'static str,
+        source: rtnetlink::Error,
+    ) -> Self {
+        Error::Netlink {
+            object: object.into(),
+            call,
+            source,
+        }
+    }
+}

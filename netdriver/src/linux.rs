@@ -1,0 +1,231 @@
+//! [`LinuxKernel`]: the real [`Kernel`], over rtnetlink and `nft`.
+//!
+//! One rtnetlink connection per namespace, opened on a short-lived thread that entered the
+//! namespace (or created it), then driven by tokio; connections are dropped when their
+//! namespace is deleted.
+
+mod observe;
+mod ops;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::os::unix::io::FromRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use futures::TryStreamExt;
+use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
+use rtnetlink::Handle;
+
+use crate::error::Error;
+use crate::kernel::{AtomicCounters, Counters, Kernel};
+use crate::model::DriverConfig;
+use crate::netns;
+use crate::observed::Observed;
+use crate::op::{NsRef, Op};
+
+/// The real kernel.
+pub struct LinuxKernel {
+    config: DriverConfig,
+    /// Open rtnetlink connections by namespace. A std mutex: held only to clone or insert.
+    handles: Mutex<HashMap<NsRef, Handle>>,
+    counters: AtomicCounters,
+}
+
+impl std::fmt::Debug for LinuxKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinuxKernel")
+            .field("run_dir", &self.config.run_dir)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// Runs a netlink write, counting it; `ignore` lists errnos that mean "already done".
+macro_rules! write_req {
+    ($self:expr, $req:expr, $object:expr, $call:expr $(, ignore $($errno:expr),+)?) => {{
+        $self.counters.write();
+        match $req.await {
+            Ok(()) => Ok(()),
+            $(Err(e) if [$($errno),+].contains(&errno(&e).unwrap_or(0)) => Ok(()),)?
+            Err(e) => Err(Error::netlink($object, $call, e)),
+        }
+    }};
+}
+pub(crate) use write_req;
+
+impl LinuxKernel {
+    /// A kernel for `config` (its `run_dir` and `host_netns`). Creates `run_dir/netns` if
+    /// missing.
+    pub fn new(config: DriverConfig) -> Result<Self, Error> {
+        let dir = config.netns_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::os(dir.display().to_string(), "mkdir", e))?;
+        Ok(LinuxKernel {
+            config,
+            handles: Mutex::new(HashMap::new()),
+            counters: AtomicCounters::default(),
+        })
+    }
+
+    fn ns_path(&self, ns: &NsRef) -> Option<PathBuf> {
+        match ns {
+            NsRef::Host => self.config.host_netns.clone(),
+            NsRef::Named(n) => Some(self.config.netns_dir().join(n)),
+        }
+    }
+
+    fn named_path(&self, ns: &str) -> PathBuf {
+        self.config.netns_dir().join(ns)
+    }
+
+    /// Hands a netlink socket opened in some namespace to tokio.
+    fn adopt(&self, ns: &NsRef, socket: Socket) -> Handle {
+        let fd = socket.into_raw_fd();
+        // SAFETY: `into_raw_fd` released ownership of this open netlink socket fd to us and
+        // nothing else refers to it; `TokioSocket` takes it over and closes it on drop.
+        let socket = unsafe { TokioSocket::from_raw_fd(fd) };
+        let (conn, handle, _) = rtnetlink::from_socket(socket);
+        tokio::spawn(conn);
+        self.handles
+            .lock()
+            .expect("handles lock")
+            .insert(ns.clone(), handle.clone());
+        handle
+    }
+
+    /// The connection to a namespace, opening it on a thread inside it if needed.
+    async fn handle(&self, ns: &NsRef) -> Result<Handle, Error> {
+        if let Some(h) = self.handles.lock().expect("handles lock").get(ns) {
+            return Ok(h.clone());
+        }
+        let path = self.ns_path(ns);
+        let socket = netns::run_in_async(path, || Socket::new(NETLINK_ROUTE))
+            .await
+            .map_err(|e| Error::os(ns.to_string(), "setns+socket(NETLINK_ROUTE)", e))?;
+        Ok(self.adopt(ns, socket))
+    }
+
+    fn forget(&self, ns: &NsRef) {
+        self.handles.lock().expect("handles lock").remove(ns);
+    }
+
+    /// Index of the link `name`, if it exists.
+    async fn index(&self, h: &Handle, ns: &NsRef, name: &str) -> Result<Option<u32>, Error> {
+        self.counters.read();
+        let mut links = h.link().get().match_name(name.to_string()).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(msg.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(Error::netlink(
+                format!("link {name} in {ns}"),
+                "RTM_GETLINK",
+                e,
+            )),
+        }
+    }
+
+    async fn need_index(&self, h: &Handle, ns: &NsRef, name: &str) -> Result<u32, Error> {
+        self.index(h, ns, name)
+            .await?
+            .ok_or_else(|| Error::Missing {
+                object: format!("link {name} in {ns}"),
+            })
+    }
+
+    /// Runs `nft` with `args` (and `stdin`) in the host namespace; returns (success, stdout,
+    /// stderr).
+    async fn nft(
+        &self,
+        args: &[&str],
+        stdin: Option<String>,
+    ) -> Result<(bool, String, String), Error> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let what = args.join(" ");
+        netns::run_in_async(self.config.host_netns.clone(), move || {
+            let mut child = Command::new("nft")
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let Some(input) = stdin {
+                child
+                    .stdin
+                    .take()
+                    .expect("piped stdin")
+                    .write_all(input.as_bytes())?;
+            }
+            drop(child.stdin.take());
+            let out = child.wait_with_output()?;
+            Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        })
+        .await
+        .map_err(|e| Error::Nft {
+            action: what,
+            namespace: NsRef::Host.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Runs an `nft -f -` batch in the host namespace.
+    async fn nft_batch(&self, action: &str, script: String) -> Result<(), Error> {
+        self.counters.write();
+        let (ok, _, stderr) = self.nft(&["-f", "-"], Some(script)).await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Nft {
+                action: action.to_string(),
+                namespace: NsRef::Host.to_string(),
+                detail: stderr.trim().to_string(),
+            })
+        }
+    }
+
+    /// Reads or writes `/proc/sys/net/ipv4/ip_forward` of the host namespace.
+    async fn ip_forward(&self, set: bool) -> Result<bool, Error> {
+        const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+        if set {
+            self.counters.write();
+        } else {
+            self.counters.read();
+        }
+        netns::run_in_async(self.config.host_netns.clone(), move || {
+            if set {
+                std::fs::write(PATH, "1\n")?;
+            }
+            Ok(std::fs::read_to_string(PATH)?.trim() == "1")
+        })
+        .await
+        .map_err(|e| Error::os(PATH, if set { "write" } else { "read" }, e))
+    }
+}
+
+impl Kernel for LinuxKernel {
+    async fn observe(&self) -> Result<Observed, Error> {
+        self.observe_all().await
+    }
+
+    async fn execute(&self, op: &Op) -> Result<(), Error> {
+        self.execute_op(op).await
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.get()
+    }
+}

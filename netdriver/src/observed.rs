@@ -1,0 +1,148 @@
+//! What the kernel holds, as far as the driver is concerned (the "observed" side of planning).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::{MacAddr, Peer};
+use crate::op::Op;
+
+/// The driver-owned part of a node's kernel networking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Driver-owned links of the host namespace: the gateway bridge and its `mgw*` ports.
+    pub host: NsState,
+    /// `net.ipv4.ip_forward` of the host namespace.
+    pub forwarding: bool,
+    /// Comment of the NAT table (`table ip <gateway bridge name>`) if it exists; it encodes the
+    /// rendered parameters, see [`crate::nat::comment`].
+    pub nat: Option<String>,
+    /// Files of `run_dir/netns`, by name; `None` when the file is not a live namespace (a
+    /// leftover of a crash between creating the file and mounting it).
+    pub namespaces: BTreeMap<String, Option<NsState>>,
+}
+
+/// The content of one network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsState {
+    /// Links by name.
+    pub links: BTreeMap<String, LinkState>,
+    /// Permanent IPv4 neighbour entries on `vxlan0`.
+    pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    /// FDB entries of `vxlan0` (`self`, with a remote VTEP).
+    pub fdb: BTreeMap<MacAddr, Ipv4Addr>,
+    /// The main table's IPv4 default route.
+    pub default_route: Option<DefaultRoute>,
+}
+
+/// A default route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    /// Next hop.
+    pub gateway: Ipv4Addr,
+    /// Output interface name.
+    pub dev: String,
+}
+
+/// One link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// Link type.
+    pub kind: LinkKind,
+    /// MTU.
+    pub mtu: u32,
+    /// Hardware address, when known.
+    pub mac: Option<MacAddr>,
+    /// Administratively up.
+    pub up: bool,
+    /// Name of the bridge it is enslaved to.
+    pub master: Option<String>,
+    /// Bridge port isolation (`bridge link set … isolated on`).
+    pub isolated: bool,
+    /// IPv4 addresses.
+    pub addrs: BTreeSet<Ipv4Net>,
+}
+
+/// Link types the driver distinguishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A Linux bridge.
+    Bridge,
+    /// A VXLAN device.
+    Vxlan(VxlanState),
+    /// One end of a veth pair.
+    Veth,
+    /// Anything else (loopback, …).
+    Other,
+}
+
+/// VXLAN settings read back from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanState {
+    /// VNI.
+    pub vni: u32,
+    /// UDP destination port.
+    pub port: u16,
+    /// Local VTEP.
+    pub local: Option<Ipv4Addr>,
+    /// Source-MAC learning.
+    pub learning: bool,
+    /// ARP proxy.
+    pub proxy: bool,
+    /// Netlink notification on L2 miss.
+    pub l2miss: bool,
+    /// Netlink notification on L3 miss.
+    pub l3miss: bool,
+}
+
+impl NsState {
+    /// The remote peers programmed here: neighbour entries joined with FDB entries by MAC.
+    /// Half-programmed entries (neighbour without FDB) are left out; see the raw maps for them.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.neighbours
+            .iter()
+            .filter_map(|(ip, mac)| {
+                self.fdb.get(mac).map(|vtep| Peer {
+                    ip: *ip,
+                    mac: *mac,
+                    vtep: *vtep,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Observed {
+    /// Updates the picture after a peer operation succeeded. Returns false for any other
+    /// operation: its effects (cascades of veth pairs, namespaces) are read back from the kernel.
+    pub(crate) fn record_peer_op(&mut self, op: &Op) -> bool {
+        fn ns_of<'a>(obs: &'a mut Observed, ns: &str) -> Option<&'a mut NsState> {
+            obs.namespaces.get_mut(ns).and_then(Option::as_mut)
+        }
+        match op {
+            Op::SetNeighbour { ns, ip, mac } => {
+                if let Some(st) = ns_of(self, ns) {
+                    st.neighbours.insert(*ip, *mac);
+                }
+            }
+            Op::DelNeighbour { ns, ip } => {
+                if let Some(st) = ns_of(self, ns) {
+                    st.neighbours.remove(ip);
+                }
+            }
+            Op::SetFdb { ns, mac, vtep } => {
+                if let Some(st) = ns_of(self, ns) {
+                    st.fdb.insert(*mac, *vtep);
+                }
+            }
+            Op::DelFdb { ns, mac } => {
+                if let Some(st) = ns_of(self, ns) {
+                    st.fdb.remove(mac);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+}
