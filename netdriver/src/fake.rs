@@ -100,7 +100,7 @@ impl FakeKernel {
     }
 
     /// Makes every operation matching `pred` fail (with `EIO`) until cleared with `None`.
-    pub fn fail_when(&self, pred: Option<Box<dyn Fn(&Op) -> bool + Send>>) {
+    pub fn fail_when(&self, pred: Option<Predicate>) {
         *self.fail_when.lock().expect("fake lock") = pred;
     }
 }

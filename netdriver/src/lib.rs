@@ -15,18 +15,18 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: the desired state and the configuration (pure data).
-//! - [`names`]: names and fixed settings of every object the driver owns.
-//! - [`observed`]: what the kernel holds, as the planner sees it.
-//! - [`op`]: the operations the planner emits and the kernel executes.
-//! - [`plan`]: desired + observed → operations (pure).
-//! - [`kernel`]: the [`Kernel`] trait, the narrow boundary to the OS.
-//! - [`fake`]: [`FakeKernel`], an in-memory kernel that records and counts operations.
-//! - [`linux`]: [`LinuxKernel`], the real one (rtnetlink, `nft`).
-//! - [`netns`]: namespace files without forking (create, enter on a thread, remove).
-//! - [`nat`]: the nftables ruleset of the gateway bridge.
-//! - [`driver`]: [`NetDriver`], which ties planning and a kernel together.
-//! - [`error`]: [`Error`].
+//! - [`model`] — the desired state and the configuration (pure data).
+//! - [`names`] — names and fixed settings of every object the driver owns.
+//! - [`observed`] — what the kernel holds, as the planner sees it.
+//! - [`op`] — the operations the planner emits and the kernel executes.
+//! - [`plan`] — desired + observed → operations (pure).
+//! - [`kernel`] — the [`Kernel`] trait, the narrow boundary to the OS.
+//! - [`fake`] — [`FakeKernel`], an in-memory kernel that records and counts operations.
+//! - [`linux`] — [`LinuxKernel`], the real one (rtnetlink, `nft`).
+//! - [`netns`] — namespace files without forking (create, enter on a thread, remove).
+//! - [`nat`] — the nftables ruleset of the gateway bridge.
+//! - [`driver`] — [`NetDriver`], which ties planning and a kernel together.
+//! - [`error`] — [`Error`].
 
 pub mod driver;
 pub mod error;

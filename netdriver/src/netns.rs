@@ -13,13 +13,10 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-/// `statfs` magic of nsfs: what a bind-mounted namespace file reports.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
-/// True when `path` is a live (bind-mounted) namespace file.
+/// True when `path` is a live (bind-mounted) namespace file: `statfs` reports nsfs.
 pub fn is_netns(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
         .unwrap_or(false)
 }
 

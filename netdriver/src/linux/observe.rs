@@ -1,7 +1,7 @@
 //! Reading the driver-owned state back from the kernel.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
@@ -220,7 +220,7 @@ impl LinuxKernel {
             self.counters.read();
             let routes: Vec<_> = h
                 .route()
-                .get(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build())
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
                 .execute()
                 .try_collect()
                 .await
@@ -292,8 +292,12 @@ impl LinuxKernel {
             if n.header.ifindex != vx || !n.header.flags.contains(NeighbourFlags::Own) {
                 continue;
             }
+            // With AF_BRIDGE the crate cannot tell the address family: raw bytes.
             let dst = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                    <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                }
                 _ => None,
             });
             let lla = n.attributes.iter().find_map(|a| match a {
