@@ -378,9 +378,11 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         if !(due || asked) || self.applied == 0 {
             return Ok(());
         }
-        let mut meta = SnapshotMetadata::default();
-        meta.index = self.applied;
-        meta.term = self.raw.store().term(self.applied)?;
+        let mut meta = SnapshotMetadata {
+            index: self.applied,
+            term: self.raw.store().term(self.applied)?,
+            ..Default::default()
+        };
         meta.set_conf_state(self.conf_state.clone());
         let data = self.sm.snapshot();
         self.raw

@@ -11,9 +11,11 @@ use super::storage::SledStorage;
 use super::*;
 
 /// What the test machine saw: every applied `(index, data)` in order, and every restore index.
+type Applied = Vec<(u64, Vec<u8>)>;
+
 #[derive(Default, Clone)]
 struct Seen {
-    applied: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    applied: Arc<Mutex<Applied>>,
     restores: Arc<Mutex<Vec<u64>>>,
 }
 
@@ -247,11 +249,12 @@ async fn conf_change_is_applied_and_survives_restart() {
 }
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = vec![index as u8; 10].into();
-    e
+    Entry {
+        index,
+        term,
+        data: vec![index as u8; 10].into(),
+        ..Default::default()
+    }
 }
 
 fn store_err(r: raft::Result<impl std::fmt::Debug>) -> StorageError {
@@ -310,16 +313,20 @@ fn storage_contract() {
     assert_eq!(st.last_index().unwrap(), 9);
     assert_eq!(st.term(8).unwrap(), 3);
     assert_eq!(store_err(st.term(10)), StorageError::Unavailable);
-    let mut hs = HardState::default();
-    hs.term = 3;
-    hs.vote = 1;
-    hs.commit = 9;
+    let hs = HardState {
+        term: 3,
+        vote: 1,
+        commit: 9,
+        ..Default::default()
+    };
     st.set_hard_state(&hs).unwrap();
 
     // Our own snapshot at 6, keeping 2 entries behind it: log is 5..=9.
-    let mut meta = SnapshotMetadata::default();
-    meta.index = 6;
-    meta.term = 2;
+    let mut meta = SnapshotMetadata {
+        index: 6,
+        term: 2,
+        ..Default::default()
+    };
     meta.mut_conf_state().voters = vec![1];
     st.save_snapshot(meta, b"state@6", 2).unwrap();
     assert_eq!(
