@@ -1,0 +1,634 @@
+//! A cluster of N "hosts" on one machine, for privileged end-to-end tests.
+//!
+//! Every host is a network namespace with an `eth0` (a veth whose peer sits on
+//! a bridge in a namespace of the cluster's own) and runs its own `mini daemon`,
+//! started with `nsenter --net=…` so it enters only the network namespace: the
+//! namespace files it bind-mounts under its run dir stay visible to the test.
+//!
+//! Names are unique per cluster (`mt<pid % 10000>-<counter>-h<K>`, bridge
+//! namespace `…-br`), and so are the addresses (a /24 inside 10.78.0.0/16,
+//! though each cluster's bridge is private anyway), so tests run in parallel.
+//! Nothing outside the cluster's own namespaces and temporary directory is
+//! touched; the machine's network (root namespace) never is.
+//!
+//! Dropping a [`Cluster`] — also while a test panics — kills its daemons (by
+//! PID) and whatever still runs in its namespaces, unmounts everything under
+//! its directory, deletes its namespaces by name and removes the directory.
+//! [`Cluster::resources`] captures what it made so a test can check that
+//! nothing is left afterwards.
+//!
+//! Root is required: [`Cluster::start`] panics without it, so a privileged
+//! test never passes silently.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::binary::mini_binary;
+use crate::daemon::{Output, run_mini};
+use crate::wait::wait_for;
+
+/// How long a daemon may take to answer its socket.
+const DAEMON_START: Duration = Duration::from_secs(30);
+/// How long the nodes may take to show up as ready after joining.
+const NODES_READY: Duration = Duration::from_secs(60);
+
+static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+
+/// One host of a cluster: its namespace, directory and daemon.
+struct HostState {
+    /// Network namespace name (`/run/netns/<ns>`).
+    ns: String,
+    /// The host's directory: `state/`, `run/`, `mini.sock`, `daemon.log`.
+    dir: PathBuf,
+    /// The running daemon, if any.
+    child: Option<Child>,
+}
+
+/// N hosts as network namespaces on a private bridge, each running
+/// `mini daemon`. See the module documentation.
+pub struct Cluster {
+    prefix: String,
+    octet: u8,
+    bridge_ns: Option<String>,
+    hosts: Vec<HostState>,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// What a cluster made, to check after it is dropped that nothing is left.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// Network namespace names (files under `/run/netns`).
+    pub namespaces: Vec<String>,
+    /// PIDs of the daemons that were running.
+    pub pids: Vec<i32>,
+    /// The cluster's temporary directory (state, run dirs, sockets, logs).
+    pub dir: PathBuf,
+}
+
+impl Resources {
+    /// Everything that still exists: namespaces, processes, mounts under the
+    /// directory, the directory itself. Empty after a clean drop.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for ns in &self.namespaces {
+            if Path::new("/run/netns").join(ns).exists() {
+                left.push(format!("namespace {ns}"));
+            }
+        }
+        for pid in &self.pids {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                left.push(format!("process {pid}"));
+            }
+        }
+        for mount in mounts_under(&self.dir) {
+            left.push(format!("mount {}", mount.display()));
+        }
+        if self.dir.exists() {
+            left.push(format!("directory {}", self.dir.display()));
+        }
+        left
+    }
+}
+
+/// A borrowed view of host `k` of a [`Cluster`], to run the CLI against it.
+pub struct Host<'a> {
+    cluster: &'a Cluster,
+    k: usize,
+}
+
+impl Cluster {
+    /// Makes `n` hosts and starts a daemon on each; waits until every daemon
+    /// answers `mini info`. Panics (after cleaning up) if anything fails, and
+    /// when not running as root.
+    pub fn start(n: usize) -> Cluster {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root: it creates network namespaces and mounts \
+             (run the privileged tests as root, e.g. `sudo -E cargo test -p mini-tests`)"
+        );
+        assert!(
+            (1..=250).contains(&n),
+            "a cluster has 1..=250 hosts, not {n}"
+        );
+        let counter = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id() as usize;
+        let prefix = format!("mt{}-{}", pid % 10000, counter);
+        let octet = ((pid * 31 + counter) % 254 + 1) as u8;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mini-{prefix}-"))
+            .tempdir()
+            .expect("tempdir");
+        // From here on, a panic drops `cluster`, which removes what exists so far.
+        let mut cluster = Cluster {
+            prefix,
+            octet,
+            bridge_ns: None,
+            hosts: Vec::new(),
+            dir: Some(dir),
+        };
+        let bridge = format!("{}-br", cluster.prefix);
+        run_ok("ip", &["netns", "add", &bridge]);
+        cluster.bridge_ns = Some(bridge.clone());
+        run_ok("ip", &["-n", &bridge, "link", "set", "lo", "up"]);
+        run_ok(
+            "ip",
+            &["-n", &bridge, "link", "add", "br0", "type", "bridge"],
+        );
+        run_ok("ip", &["-n", &bridge, "link", "set", "br0", "up"]);
+        for k in 1..=n {
+            let ns = format!("{}-h{k}", cluster.prefix);
+            run_ok("ip", &["netns", "add", &ns]);
+            let dir = cluster.dir().join(format!("h{k}"));
+            std::fs::create_dir_all(dir.join("state")).expect("host state dir");
+            std::fs::create_dir_all(dir.join("run")).expect("host run dir");
+            cluster.hosts.push(HostState {
+                ns: ns.clone(),
+                dir,
+                child: None,
+            });
+            let veth = format!("h{k}");
+            let addr = format!("{}/24", cluster.addr(k));
+            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+            // Both ends are made directly inside the cluster's namespaces.
+            run_ok(
+                "ip",
+                &[
+                    "-n", &bridge, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ns,
+                ],
+            );
+            run_ok(
+                "ip",
+                &["-n", &bridge, "link", "set", &veth, "master", "br0", "up"],
+            );
+            run_ok("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+            run_ok("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        }
+        for k in 1..=n {
+            cluster.spawn(k);
+        }
+        for k in 1..=n {
+            cluster.wait_serving(k);
+        }
+        cluster
+    }
+
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether the cluster has no hosts (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// The cluster's name prefix, e.g. `mt1234-0` (namespaces are `<prefix>-h<K>`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The cluster's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("cluster dir").path()
+    }
+
+    /// Host `k` (1-based).
+    pub fn host(&self, k: usize) -> Host<'_> {
+        assert!(
+            (1..=self.hosts.len()).contains(&k),
+            "host {k} does not exist: the cluster has hosts 1..={}",
+            self.hosts.len()
+        );
+        Host { cluster: self, k }
+    }
+
+    fn state(&self, k: usize) -> &HostState {
+        let _ = self.host(k); // checks k
+        &self.hosts[k - 1]
+    }
+
+    /// Host `k`'s address on the cluster network, e.g. `10.78.5.2`.
+    pub fn addr(&self, k: usize) -> String {
+        format!("10.78.{}.{k}", self.octet)
+    }
+
+    /// Path of host `k`'s network namespace file (for `nsenter --net=`).
+    pub fn netns_path(&self, k: usize) -> PathBuf {
+        Path::new("/run/netns").join(&self.state(k).ns)
+    }
+
+    /// Runs `cmd` inside host `k`'s network namespace (via `nsenter --net`).
+    pub fn exec_in_host(&self, k: usize, cmd: &[&str]) -> Output {
+        exec_in_netns(&self.netns_path(k), cmd)
+    }
+
+    /// `swarm init` on host 1, advertising its cluster address.
+    pub fn init(&self) -> Output {
+        let addr = self.addr(1);
+        self.host(1)
+            .ok(&["swarm", "init", "--advertise-addr", &addr])
+    }
+
+    /// Joins hosts 2..=N as workers to host 1 and waits until host 1 lists
+    /// every node as ready.
+    pub fn join_all(&self) {
+        let token = self
+            .host(1)
+            .ok(&["swarm", "join-token", "-q", "worker"])
+            .stdout
+            .trim()
+            .to_string();
+        let manager = format!("{}:2377", self.addr(1));
+        for k in 2..=self.len() {
+            let addr = self.addr(k);
+            self.host(k).ok(&[
+                "swarm",
+                "join",
+                "--token",
+                &token,
+                "--advertise-addr",
+                &addr,
+                &manager,
+            ]);
+        }
+        self.wait_nodes_ready(self.len());
+    }
+
+    /// Waits until host 1 lists exactly `n` nodes with status `ready`, and
+    /// returns `node ls --format json`.
+    pub fn wait_nodes_ready(&self, n: usize) -> serde_json::Value {
+        wait_for(
+            &format!("{n} ready nodes in `node ls` on host 1"),
+            NODES_READY,
+            || {
+                let out = self.host(1).mini(&["node", "ls", "--format", "json"]);
+                if !out.success {
+                    return Err(out.stderr);
+                }
+                let nodes: serde_json::Value = serde_json::from_str(&out.stdout)
+                    .map_err(|e| format!("{e}: {}", out.stdout))?;
+                let ready = nodes
+                    .as_array()
+                    .map(|a| a.iter().filter(|n| n["status"] == "ready").count())
+                    .unwrap_or(0);
+                if ready == n {
+                    Ok(nodes)
+                } else {
+                    Err(out.stdout)
+                }
+            },
+        )
+    }
+
+    /// SIGKILLs host `k`'s daemon (by PID) and cuts its link: its veth on the
+    /// cluster bridge goes down, so the host is gone for everyone else. Its
+    /// tasks' processes keep running, as on a host that lost its network.
+    pub fn kill_host(&mut self, k: usize) {
+        self.kill_daemon(k);
+        self.set_link(k, false);
+    }
+
+    /// Undoes [`Cluster::kill_host`]: the link comes back up and the daemon
+    /// starts again on the same state dir.
+    pub fn restart_host(&mut self, k: usize) {
+        self.kill_daemon(k);
+        self.set_link(k, true);
+        self.spawn(k);
+        self.wait_serving(k);
+    }
+
+    /// Sets host `k`'s link on the cluster bridge up or down (a partition).
+    pub fn set_link(&self, k: usize, up: bool) {
+        let bridge = self.bridge_ns.as_deref().expect("bridge namespace");
+        let veth = format!("h{k}");
+        let state = if up { "up" } else { "down" };
+        run_ok("ip", &["-n", bridge, "link", "set", &veth, state]);
+    }
+
+    /// PID of host `k`'s daemon, if it runs.
+    pub fn daemon_pid(&self, k: usize) -> Option<i32> {
+        self.state(k).child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// What this cluster made (namespaces, daemon PIDs, directory), for a
+    /// leak check after it is dropped: see [`Resources::leftovers`].
+    pub fn resources(&self) -> Resources {
+        let mut namespaces: Vec<String> = self.bridge_ns.iter().cloned().collect();
+        namespaces.extend(self.hosts.iter().map(|h| h.ns.clone()));
+        Resources {
+            namespaces,
+            pids: (1..=self.len())
+                .filter_map(|k| self.daemon_pid(k))
+                .collect(),
+            dir: self.dir().to_path_buf(),
+        }
+    }
+
+    fn kill_daemon(&mut self, k: usize) {
+        if let Some(mut child) = self.hosts[k - 1].child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(&mut self, k: usize) {
+        let host = &self.hosts[k - 1];
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(host.dir.join("daemon.log"))
+            .expect("daemon log");
+        let socket = format!("unix://{}", host.dir.join("mini.sock").display());
+        // nsenter with only --net execs the daemon: the child's PID is the daemon's.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", host.ns))
+            .arg(mini_binary())
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(host.dir.join("state"))
+            .arg("--run-dir")
+            .arg(host.dir.join("run"))
+            .arg("--host")
+            .arg(&socket)
+            .arg("--hostname")
+            .arg(format!("h{k}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot run nsenter to start mini daemon");
+        self.hosts[k - 1].child = Some(child);
+    }
+
+    fn wait_serving(&mut self, k: usize) {
+        wait_for(
+            &format!("the daemon of host {k} to answer `mini info`"),
+            DAEMON_START,
+            || {
+                let log = self.host(k).log();
+                if let Some(child) = self.hosts[k - 1].child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(format!("daemon exited with {status}: {log}"));
+                }
+                let out = self.host(k).mini(&["info"]);
+                if out.success { Ok(()) } else { Err(out.stderr) }
+            },
+        );
+    }
+
+    /// PIDs of processes whose network namespace is one this cluster made
+    /// (host namespaces and namespace files under its directory).
+    fn pids_in_namespaces(&self) -> Vec<i32> {
+        let mut inodes = HashSet::new();
+        for ns in self.resources().namespaces {
+            if let Some(ino) = inode(&Path::new("/run/netns").join(ns)) {
+                inodes.insert(ino);
+            }
+        }
+        for host in &self.hosts {
+            if let Ok(entries) = std::fs::read_dir(host.dir.join("run/netns")) {
+                for entry in entries.flatten() {
+                    if let Some(ino) = inode(&entry.path()) {
+                        inodes.insert(ino);
+                    }
+                }
+            }
+        }
+        let me = std::process::id() as i32;
+        let mut pids = Vec::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in procs.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else {
+                continue;
+            };
+            let link = link.to_string_lossy().into_owned();
+            let ino = link
+                .strip_prefix("net:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u64>().ok());
+            if pid != me && ino.is_some_and(|i| inodes.contains(&i)) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Host<'_> {
+    /// Host number (1-based).
+    pub fn index(&self) -> usize {
+        self.k
+    }
+
+    fn state(&self) -> &HostState {
+        &self.cluster.hosts[self.k - 1]
+    }
+
+    /// The hostname the daemon reports: `h<K>`.
+    pub fn hostname(&self) -> String {
+        format!("h{}", self.k)
+    }
+
+    /// The host's address on the cluster network.
+    pub fn addr(&self) -> String {
+        self.cluster.addr(self.k)
+    }
+
+    /// `unix://…` address of the daemon's socket (for `MINI_HOST`).
+    pub fn socket(&self) -> String {
+        format!("unix://{}", self.state().dir.join("mini.sock").display())
+    }
+
+    /// The daemon's `--run-dir` (namespaces under `netns/`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.state().dir.join("run")
+    }
+
+    /// The daemon's `--state-dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state().dir.join("state")
+    }
+
+    /// The host's network namespace file.
+    pub fn netns_path(&self) -> PathBuf {
+        self.cluster.netns_path(self.k)
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state().dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs `mini ARGS…` against this host's daemon.
+    pub fn mini(&self, args: &[&str]) -> Output {
+        run_mini(&self.socket(), args)
+    }
+
+    /// Runs `mini ARGS…` and panics, showing stderr and the daemon's log,
+    /// unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.mini(args);
+        assert!(
+            out.success,
+            "`mini {}` on host {} failed: {}\n--- daemon log of host {} ---\n{}",
+            args.join(" "),
+            self.k,
+            out.stderr,
+            self.k,
+            self.log()
+        );
+        out
+    }
+
+    /// Runs `mini ARGS…`, expects failure with a message, and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.mini(args);
+        assert!(
+            !out.success,
+            "`mini {}` on host {} should have failed but printed: {}",
+            args.join(" "),
+            self.k,
+            out.stdout
+        );
+        assert!(
+            !out.stderr.trim().is_empty(),
+            "`mini {}` failed without a message",
+            args.join(" ")
+        );
+        out.stderr
+    }
+
+    /// Runs `cmd` inside this host's network namespace.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        self.cluster.exec_in_host(self.k, cmd)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Never panic here: this may run while a test is already panicking.
+        for k in 1..=self.hosts.len() {
+            self.kill_daemon(k);
+        }
+        // Tasks whose daemon is gone, and anything else left in our namespaces.
+        for _ in 0..50 {
+            let pids = self.pids_in_namespaces();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(dir) = self.dir.as_ref() {
+            for mount in mounts_under(dir.path()).into_iter().rev() {
+                if nix::mount::umount(&mount).is_err()
+                    && let Err(e) = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH)
+                {
+                    eprintln!("cluster cleanup: cannot unmount {}: {e}", mount.display());
+                }
+            }
+        }
+        for ns in self.resources().namespaces {
+            if Path::new("/run/netns").join(&ns).exists() {
+                let out = Command::new("ip").args(["netns", "del", &ns]).output();
+                match out {
+                    Ok(o) if o.status.success() => {}
+                    Ok(o) => eprintln!(
+                        "cluster cleanup: ip netns del {ns}: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                    Err(e) => eprintln!("cluster cleanup: ip netns del {ns}: {e}"),
+                }
+            }
+        }
+        if let Some(dir) = self.dir.take()
+            && let Err(e) = dir.close()
+        {
+            eprintln!("cluster cleanup: removing the directory: {e}");
+        }
+    }
+}
+
+/// Runs `cmd` inside the network namespace whose file is `netns` (a host's,
+/// or a task sandbox under a host's run dir), via `nsenter --net`.
+pub fn exec_in_netns(netns: &Path, cmd: &[&str]) -> Output {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run nsenter");
+    Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Mount points at or below `dir`, in /proc/self/mountinfo order (parents first).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        if let (b'\\', Some(d)) = (bytes[i], octal) {
+            let value = d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Inode of the namespace behind a namespace file.
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Runs a setup command and panics with its stderr unless it succeeds.
+fn run_ok(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
