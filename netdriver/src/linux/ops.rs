@@ -4,10 +4,9 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
-use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -20,7 +19,7 @@ use rtnetlink::{
 use super::{LinuxKernel, errno, write_req};
 use crate::error::Error;
 use crate::model::MacAddr;
-use crate::names::{BRIDGE, GATEWAY_MTU, OVERLAY_MTU, VXLAN};
+use crate::names::{BRIDGE, GATEWAY_MTU, LINK_GROUP, OVERLAY_MTU, VXLAN};
 use crate::nat;
 use crate::netns;
 use crate::op::{NsRef, Op};
@@ -196,7 +195,13 @@ impl LinuxKernel {
         let object = format!("bridge {name} in {ns}");
         let req = h
             .link()
-            .add(LinkBridge::new(name).mtu(GATEWAY_MTU).up().build())
+            .add(
+                LinkBridge::new(name)
+                    .mtu(GATEWAY_MTU)
+                    .link_group(LINK_GROUP)
+                    .up()
+                    .build(),
+            )
             .execute();
         write_req!(self, req, object.clone(), "RTM_NEWLINK")?;
         let r = async {
@@ -251,7 +256,13 @@ impl LinuxKernel {
         let h = self.create_namespace(ns).await?;
         let req = h
             .link()
-            .add(LinkBridge::new(BRIDGE).mtu(OVERLAY_MTU).up().build())
+            .add(
+                LinkBridge::new(BRIDGE)
+                    .mtu(OVERLAY_MTU)
+                    .link_group(LINK_GROUP)
+                    .up()
+                    .build(),
+            )
             .execute();
         write_req!(self, req, format!("{BRIDGE} in {r}"), "RTM_NEWLINK")?;
         let br = self.need_index(&h, &r, BRIDGE).await?;
@@ -280,6 +291,7 @@ impl LinuxKernel {
             .l2miss(true)
             .l3miss(true)
             .mtu(OVERLAY_MTU)
+            .link_group(LINK_GROUP)
             .setns_by_fd(fd.as_raw_fd())
             .build();
         let req = host.link().add(msg).execute();
@@ -311,27 +323,19 @@ impl LinuxKernel {
         write_req!(self, req, format!("link {name} in {ns}"), "RTM_DELLINK", ignore libc::ENODEV)
     }
 
-    /// Deletes every link but `lo` (so veth peers and VXLAN sockets go at once), then the mount
-    /// and the file.
+    /// Deletes the driver's links (so veth peers and VXLAN sockets go at once, not when the
+    /// kernel gets round to destroying the namespace), then the mount and the file.
     async fn delete_namespace(&self, ns: &str) -> Result<(), Error> {
         let r = NsRef::Named(ns.to_string());
         let path = self.named_path(ns);
         if netns::is_netns(&path) {
+            // All links of the driver in one batch (their veth peers elsewhere go with them).
             let h = self.handle(&r).await?;
-            self.counters.read();
-            let links: Vec<u32> = h
-                .link()
-                .get()
-                .execute()
-                .map_ok(|m| m.header.index)
-                .try_collect()
-                .await
-                .map_err(|e| Error::netlink(format!("links of {r}"), "RTM_GETLINK", e))?;
-            for idx in links.into_iter().filter(|i| *i != LOOPBACK_INDEX) {
-                let req = h.link().del(idx).execute();
-                write_req!(self, req, format!("link #{idx} in {r}"), "RTM_DELLINK",
-                    ignore libc::ENODEV)?;
-            }
+            let mut msg = LinkMessage::default();
+            msg.attributes.push(LinkAttribute::Group(LINK_GROUP));
+            let req = h.link().del_with_message(msg).execute();
+            write_req!(self, req, format!("links of group {LINK_GROUP:#x} in {r}"),
+                "RTM_DELLINK(group)", ignore libc::ENODEV)?;
         }
         self.forget(&r);
         self.counters.write();
@@ -360,12 +364,14 @@ impl LinuxKernel {
             .name(v.ifname)
             .mtu(v.mtu)
             .address(v.mac.0.to_vec())
+            .link_group(LINK_GROUP)
             .setns_by_fd(fd.as_raw_fd())
             .build();
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(v.port)
             .mtu(v.mtu)
             .controller(br)
+            .link_group(LINK_GROUP)
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
