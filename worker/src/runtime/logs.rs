@@ -2,8 +2,10 @@
 //! task (`<task dir>/output.log`), written by the task's init (the shim).
 //!
 //! Each line of the file is `<stream> <unix seconds>.<nanoseconds> <text>`,
-//! `stream` being `stdout` or `stderr`, so both streams keep their relative
-//! order. A line longer than [`MAX_LINE`] bytes is split.
+//! `stream` being `stdout` or `stderr`. Each stream keeps its order; across
+//! streams, lines are in the order the init read them from the two pipes
+//! (lines written to both at the same instant may interleave either way,
+//! as with Docker). A line longer than [`MAX_LINE`] bytes is split.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
