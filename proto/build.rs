@@ -6,7 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
-    let protos = ["proto/objects.proto", "proto/control.proto"];
+    let protos = [
+        "proto/objects.proto",
+        "proto/control.proto",
+        "proto/dispatcher.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

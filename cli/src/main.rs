@@ -43,6 +43,8 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
+    /// Run a command inside a running task's namespaces.
+    Exec(commands::exec::ExecArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
     Info {
         /// Output format.
@@ -52,6 +54,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A task's first process: dispatched before clap and before any thread starts.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == mini_worker::runtime::INIT_SUBCOMMAND)
+    {
+        commands::task_init::run();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
             Command::Network(cmd) => commands::network::run(&cli.host, cmd).await,
             Command::Service(cmd) => commands::service::run(&cli.host, cmd).await,
             Command::Node(cmd) => commands::node::run(&cli.host, cmd).await,
+            Command::Exec(args) => commands::exec::run(&cli.host, args).await,
             Command::Info { format } => commands::info::run(&cli.host, format).await,
         }
     });

@@ -11,6 +11,7 @@
 pub mod allocator;
 pub mod control;
 pub mod controllers;
+pub mod dispatcher;
 pub mod ids;
 pub mod manager;
 mod names;

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mini_proto::v1::{
@@ -15,6 +16,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::allocator::allocate_network;
 use crate::control::ControlError;
 use crate::controllers::Controllers;
+use crate::dispatcher::Sessions;
 use crate::ids::{new_id, new_secret, now_ms};
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus, StateMachine};
 use crate::store::{ApplyError, ProposeFailed, Proposer, Store, WriteError};
@@ -33,6 +35,10 @@ pub struct ManagerConfig {
     pub hostname: String,
     /// Raft entries between snapshots.
     pub snapshot_interval: u64,
+    /// Heartbeat period handed to workers.
+    pub heartbeat_period: Duration,
+    /// Port of this node's listener (dispatcher and node agent).
+    pub agent_port: u16,
 }
 
 /// The settings `swarm init` was given, already validated.
@@ -99,6 +105,9 @@ pub struct Manager {
     /// creates never decide from the same view.
     write_lock: Mutex<()>,
     controllers: Controllers,
+    sessions: Arc<Sessions>,
+    agent_port: u16,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 impl Manager {
@@ -134,11 +143,20 @@ impl Manager {
         })?;
         let proposer = RaftProposer { raft };
         let controllers = Controllers::start(store.clone(), proposer.clone());
+        let sessions = Arc::new(Sessions::new(config.heartbeat_period));
+        let monitor = tokio::spawn(monitor_nodes(
+            store.clone(),
+            proposer.clone(),
+            sessions.clone(),
+        ));
         Ok(Manager {
             store,
             proposer,
             write_lock: Mutex::new(()),
             controllers,
+            sessions,
+            agent_port: config.agent_port,
+            monitor,
         })
     }
 
@@ -178,6 +196,7 @@ impl Manager {
             hostname: params.hostname,
             role: NodeRole::Manager as i32,
             raft_id: 1,
+            agent_addr: format!("{}:{}", params.advertise_addr, config.agent_port),
         };
         let ingress_spec = NetworkSpec {
             name: "ingress".into(),
@@ -236,9 +255,95 @@ impl Manager {
         self.proposer.raft.status()
     }
 
+    /// The live sessions of workers.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Port of this node's listener.
+    pub fn agent_port(&self) -> u16 {
+        self.agent_port
+    }
+
+    /// Dispatcher addresses (host:port) of every manager.
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.store.view(|t| {
+            t.nodes
+                .values()
+                .filter(|n| n.role() == NodeRole::Manager && !n.agent_addr.is_empty())
+                .map(|n| n.agent_addr.clone())
+                .collect()
+        })
+    }
+
+    /// Sets a node's state (ready/down) unless it already has it.
+    pub async fn mark_node(&self, node_id: &str, state: NodeState, message: &str) {
+        set_node_state(&self.store, &self.proposer, node_id, state, message).await;
+    }
+
     /// Stops the controllers, then the log (flushing it).
     pub async fn shutdown(&self) {
+        self.monitor.abort();
         self.controllers.stop().await;
         self.proposer.raft.shutdown().await;
+    }
+}
+
+/// Writes `state` into a node's status, retrying on concurrent changes.
+async fn set_node_state<P: Proposer>(
+    store: &Store,
+    proposer: &P,
+    node_id: &str,
+    state: NodeState,
+    message: &str,
+) {
+    for _ in 0..5 {
+        let Some(mut node) = store.view(|t| t.nodes.get(node_id).cloned()) else {
+            return;
+        };
+        let mut status = node.status.clone().unwrap_or_default();
+        if status.state() == state && status.message == message {
+            return;
+        }
+        status.state = state as i32;
+        status.message = message.to_string();
+        node.status = Some(status);
+        let batch = StoreBatch {
+            actions: vec![StoreAction {
+                action: Some(Action::PutNode(node)),
+                create: false,
+            }],
+            proposed_at_ms: now_ms(),
+        };
+        match proposer.propose(batch).await {
+            Ok(_) => {
+                tracing::info!(node_id, ?state, message, "node state changed");
+                return;
+            }
+            Err(WriteError::Rejected(ApplyError::Stale { .. })) => continue,
+            Err(err) => {
+                tracing::warn!(node_id, %err, "cannot record node state");
+                return;
+            }
+        }
+    }
+}
+
+/// Marks nodes down when their heartbeats stop (every half period).
+async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessions: Arc<Sessions>) {
+    let mut tick = tokio::time::interval(sessions.period() / 2);
+    loop {
+        tick.tick().await;
+        let expired = store.view(|t| sessions.expired(t));
+        for node_id in expired {
+            set_node_state(
+                &store,
+                &proposer,
+                &node_id,
+                NodeState::Down,
+                "heartbeat failure",
+            )
+            .await;
+        }
     }
 }

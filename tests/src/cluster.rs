@@ -30,7 +30,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::binary::mini_binary;
-use crate::daemon::{Output, run_mini};
+use crate::cli::{Output, run_mini};
 use crate::wait::wait_for;
 
 /// How long a daemon may take to answer its socket.
@@ -58,6 +58,8 @@ pub struct Cluster {
     bridge_ns: Option<String>,
     hosts: Vec<HostState>,
     dir: Option<tempfile::TempDir>,
+    /// Extra flags for every `mini daemon`.
+    daemon_args: Vec<String>,
 }
 
 /// What a cluster made, to check after it is dropped that nothing is left.
@@ -107,6 +109,11 @@ impl Cluster {
     /// answers `mini info`. Panics (after cleaning up) if anything fails, and
     /// when not running as root.
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra `mini daemon` flags for every host.
+    pub fn start_with(n: usize, daemon_args: &[&str]) -> Cluster {
         assert!(
             nix::unistd::geteuid().is_root(),
             "this test needs root: it creates network namespaces and mounts \
@@ -131,6 +138,7 @@ impl Cluster {
             bridge_ns: None,
             hosts: Vec::new(),
             dir: Some(dir),
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
         let bridge = format!("{}-br", cluster.prefix);
         run_ok("ip", &["netns", "add", &bridge]);
@@ -304,6 +312,26 @@ impl Cluster {
         self.wait_serving(k);
     }
 
+    /// Stops host `k`'s daemon with SIGTERM (a clean shutdown) and waits for it.
+    pub fn stop_host(&mut self, k: usize) {
+        if let Some(mut child) = self.hosts[k - 1].child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts host `k`'s daemon again on the same state dir (after
+    /// [`Cluster::stop_host`] or [`Cluster::kill_host`]) and waits until it serves.
+    pub fn start_host(&mut self, k: usize) {
+        assert!(
+            self.hosts[k - 1].child.is_none(),
+            "host {k}'s daemon still runs"
+        );
+        self.set_link(k, true);
+        self.spawn(k);
+        self.wait_serving(k);
+    }
+
     /// Sets host `k`'s link on the cluster bridge up or down (a partition).
     pub fn set_link(&self, k: usize, up: bool) {
         let bridge = self.bridge_ns.as_deref().expect("bridge namespace");
@@ -359,6 +387,7 @@ impl Cluster {
             .arg(&socket)
             .arg("--hostname")
             .arg(format!("h{k}"))
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

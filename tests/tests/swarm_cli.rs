@@ -1,13 +1,17 @@
 //! The one-manager cluster through the real CLI: init, networks, services,
 //! bad input that changes nothing, and restarts (also after `kill -9`).
+//! Each test runs its daemon in a host namespace of its own (root only).
 
 use std::time::Duration;
 
-use mini_tests::{Daemon, wait_for};
+use mini_tests::{Cluster, Host, wait_for};
 use serde_json::Value;
 
+type Daemon<'a> = Host<'a>;
+
 fn init(daemon: &Daemon) {
-    let out = daemon.ok(&["swarm", "init", "--advertise-addr", "10.99.0.1"]);
+    let addr = daemon.addr();
+    let out = daemon.ok(&["swarm", "init", "--advertise-addr", &addr]);
     assert!(out.stdout.contains("is now a manager"), "{}", out.stdout);
 }
 
@@ -57,10 +61,10 @@ fn everything(daemon: &Daemon) -> String {
 }
 
 /// Waits until `service` has `n` tasks desired running, all ASSIGNED.
-fn wait_assigned(daemon: &Daemon, service: &str, n: usize) -> Vec<Value> {
+fn wait_running(daemon: &Daemon, service: &str, n: usize) -> Vec<Value> {
     wait_for(
-        &format!("{n} assigned tasks of {service}"),
-        Duration::from_secs(15),
+        &format!("{n} running tasks of {service}"),
+        Duration::from_secs(20),
         || {
             let all = tasks(daemon, service);
             let live: Vec<Value> = all
@@ -68,7 +72,7 @@ fn wait_assigned(daemon: &Daemon, service: &str, n: usize) -> Vec<Value> {
                 .filter(|t| t["desired_state"] == "Running")
                 .cloned()
                 .collect();
-            if live.len() == n && live.iter().all(|t| t["current_state"] == "Assigned") {
+            if live.len() == n && live.iter().all(|t| t["current_state"] == "Running") {
                 Ok(live)
             } else {
                 Err(serde_json::to_string(&all).unwrap())
@@ -79,19 +83,21 @@ fn wait_assigned(daemon: &Daemon, service: &str, n: usize) -> Vec<Value> {
 
 #[test]
 fn commands_before_init_say_what_to_do() {
-    let daemon = Daemon::start();
+    let cluster = Cluster::start(1);
+    let daemon = cluster.host(1);
     let err = daemon.fails(&["network", "ls"]);
     assert!(err.contains("mini swarm init"), "{err}");
     let err = daemon.fails(&["swarm", "init", "--advertise-addr", "not-an-ip"]);
     assert!(err.contains("invalid --advertise-addr"), "{err}");
     init(&daemon);
-    let err = daemon.fails(&["swarm", "init", "--advertise-addr", "10.99.0.1"]);
+    let err = daemon.fails(&["swarm", "init", "--advertise-addr", &daemon.addr()]);
     assert!(err.contains("already part of a swarm"), "{err}");
 }
 
 #[test]
 fn init_creates_ingress_and_first_network_gets_vni_4097() {
-    let daemon = Daemon::start();
+    let cluster = Cluster::start(1);
+    let daemon = cluster.host(1);
     init(&daemon);
     let nets = networks(&daemon);
     assert_eq!(names(&nets), ["ingress"]);
@@ -136,7 +142,8 @@ fn init_creates_ingress_and_first_network_gets_vni_4097() {
 
 #[test]
 fn bad_network_input_is_refused_and_changes_nothing() {
-    let daemon = Daemon::start();
+    let cluster = Cluster::start(1);
+    let daemon = cluster.host(1);
     init(&daemon);
     daemon.ok(&[
         "network",
@@ -193,7 +200,8 @@ fn bad_network_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn services_get_tasks_vips_and_scale() {
-    let daemon = Daemon::start();
+    let cluster = Cluster::start(1);
+    let daemon = cluster.host(1);
     init(&daemon);
     daemon.ok(&[
         "network",
@@ -214,9 +222,10 @@ fn services_get_tasks_vips_and_scale() {
         "--env",
         "A=1",
         "host",
-        "sleep",
+        "sh",
+        "-c",
+        "echo A=$A; exec sleep 10000",
         "-x",
-        "10000",
     ]);
     assert_eq!(out.stdout.trim().len(), 25);
 
@@ -225,7 +234,7 @@ fn services_get_tasks_vips_and_scale() {
     assert_eq!(svc["image"], "host");
     assert_eq!(
         svc["args"],
-        serde_json::json!(["sleep", "-x", "10000"]),
+        serde_json::json!(["sh", "-c", "echo A=$A; exec sleep 10000", "-x"]),
         "args after IMAGE are verbatim"
     );
     assert_eq!(svc["env"], serde_json::json!(["A=1"]));
@@ -236,7 +245,7 @@ fn services_get_tasks_vips_and_scale() {
         "{vip}"
     );
 
-    let live = wait_assigned(&daemon, "demoservice", 2);
+    let live = wait_running(&daemon, "demoservice", 2);
     let mut task_names = names(&live);
     task_names.dedup();
     assert_eq!(task_names, ["demoservice.1", "demoservice.2"]);
@@ -253,7 +262,7 @@ fn services_get_tasks_vips_and_scale() {
         "task addresses and VIP must differ: {addrs:?}"
     );
     for t in &live {
-        assert_eq!(t["node"], "node-1");
+        assert_eq!(t["node"], "h1");
         let addr: std::net::Ipv4Addr = t["networks"][0]["addr"]
             .as_str()
             .unwrap()
@@ -275,14 +284,14 @@ fn services_get_tasks_vips_and_scale() {
         "{table}"
     );
     assert!(
-        table.contains("demoservice.1") && table.contains("Assigned"),
+        table.contains("demoservice.1") && table.contains("Running"),
         "{table}"
     );
 
     daemon.ok(&["service", "scale", "demoservice=4"]);
-    wait_assigned(&daemon, "demoservice", 4);
+    wait_running(&daemon, "demoservice", 4);
     daemon.ok(&["service", "scale", "demoservice=1"]);
-    let live = wait_assigned(&daemon, "demoservice", 1);
+    let live = wait_running(&daemon, "demoservice", 1);
     assert_eq!(live[0]["name"], "demoservice.1");
     let ls = services(&daemon);
     assert_eq!(ls[0]["replicas"], 1);
@@ -302,7 +311,8 @@ fn services_get_tasks_vips_and_scale() {
 
 #[test]
 fn bad_service_input_is_refused_and_changes_nothing() {
-    let daemon = Daemon::start();
+    let cluster = Cluster::start(1);
+    let daemon = cluster.host(1);
     init(&daemon);
     daemon.ok(&[
         "network",
@@ -322,7 +332,7 @@ fn bad_service_input_is_refused_and_changes_nothing() {
         "sleep",
         "1000",
     ]);
-    wait_assigned(&daemon, "web", 1);
+    wait_running(&daemon, "web", 1);
     let before = everything(&daemon);
     let cases: &[(&[&str], &str)] = &[
         (
@@ -363,72 +373,119 @@ fn bad_service_input_is_refused_and_changes_nothing() {
             args.join(" ")
         );
     }
-    assert_eq!(
-        everything(&daemon),
-        before,
-        "a refused command changed the state"
-    );
+    let after = everything(&daemon);
+    assert_eq!(after, before, "a refused command changed the state");
 }
 
 #[test]
 fn kill_9_and_restart_keep_every_acknowledged_object() {
-    let mut daemon = Daemon::start();
-    init(&daemon);
-    daemon.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        "192.168.200.0/24",
-        "demonet",
-    ]);
-    for i in 0..5 {
-        daemon.ok(&["network", "create", &format!("net{i}")]);
+    let mut cluster = Cluster::start(1);
+    init(&cluster.host(1));
+    {
+        let daemon = cluster.host(1);
+        daemon.ok(&[
+            "network",
+            "create",
+            "--subnet",
+            "192.168.200.0/24",
+            "demonet",
+        ]);
+        for i in 0..5 {
+            daemon.ok(&["network", "create", &format!("net{i}")]);
+        }
+        daemon.ok(&[
+            "service",
+            "create",
+            "--replicas",
+            "3",
+            "--network",
+            "demonet",
+            "--name",
+            "demoservice",
+            "host",
+            "sleep",
+            "1000",
+        ]);
+        wait_running(&daemon, "demoservice", 3);
     }
-    daemon.ok(&[
-        "service",
-        "create",
-        "--replicas",
-        "3",
-        "--network",
-        "demonet",
-        "--name",
-        "demoservice",
-        "host",
-        "sleep",
-        "1000",
-    ]);
-    wait_assigned(&daemon, "demoservice", 3);
-    let before = everything(&daemon);
+    // What the user wrote and was told: object ids, names and allocations
+    // (versions move on as the allocator keeps working).
+    let acknowledged = |d: &Daemon| {
+        let pick =
+            |v: &Value, keys: &[&str]| keys.iter().map(|k| v[*k].clone()).collect::<Vec<_>>();
+        let nets: Vec<_> = networks(d)
+            .iter()
+            .map(|n| pick(n, &["id", "name", "subnet", "gateway", "vni"]))
+            .collect();
+        let svcs: Vec<_> = services(d)
+            .iter()
+            .map(|s| pick(s, &["id", "name", "replicas", "vips", "args"]))
+            .collect();
+        serde_json::to_string(&(nets, svcs)).unwrap()
+    };
+    let before = acknowledged(&cluster.host(1));
 
-    daemon.kill9();
-    daemon.start_again();
-    assert_eq!(everything(&daemon), before, "state after kill -9 differs");
+    cluster.kill_host(1);
+    cluster.start_host(1);
+    {
+        let daemon = cluster.host(1);
+        assert_eq!(
+            acknowledged(&daemon),
+            before,
+            "networks or services after kill -9 differ"
+        );
+        // The tasks died with their daemon: the restarted agent reports them
+        // lost, and they are replaced.
+        wait_for(
+            "the tasks killed with the daemon to be reported lost",
+            Duration::from_secs(20),
+            || {
+                let history = tasks(&daemon, "demoservice");
+                let lost = history
+                    .iter()
+                    .filter(|t| {
+                        t["error"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("task lost")
+                    })
+                    .count();
+                if lost == 3 {
+                    Ok(())
+                } else {
+                    Err(serde_json::to_string(&history).unwrap())
+                }
+            },
+        );
+        wait_running(&daemon, "demoservice", 3);
 
-    // The resumed manager keeps allocating after what it had.
-    daemon.ok(&["network", "create", "after"]);
-    let after = &daemon.ok(&["network", "inspect", "after"]).json()[0];
-    assert_eq!(after["vni"], 4103);
+        // The resumed manager keeps allocating after what it had.
+        daemon.ok(&["network", "create", "after"]);
+        let after = &daemon.ok(&["network", "inspect", "after"]).json()[0];
+        assert_eq!(after["vni"], 4103);
+    }
 
-    daemon.restart();
+    cluster.stop_host(1);
+    cluster.start_host(1);
+    let daemon = cluster.host(1);
     assert_eq!(names(&networks(&daemon)).len(), 8);
-    wait_assigned(&daemon, "demoservice", 3);
+    wait_running(&daemon, "demoservice", 3);
 }
 
 #[test]
 fn snapshots_compact_the_log_and_restart_restores_from_them() {
-    let mut daemon = Daemon::start_with(&["--snapshot-interval", "20"]);
+    let mut cluster = Cluster::start_with(1, &["--snapshot-interval", "20"]);
+    let daemon = cluster.host(1);
     init(&daemon);
     for i in 0..30 {
         daemon.ok(&["network", "create", &format!("net{i}")]);
     }
-    let info = |d: &Daemon| d.ok(&["node", "inspect", "node-1"]).json();
+    let info = |d: &Daemon| d.ok(&["node", "inspect", "h1"]).json();
     assert_eq!(info(&daemon)[0]["manager_status"], "leader");
     let expected = names(&networks(&daemon));
     assert_eq!(expected.len(), 31);
 
     // The log was compacted: its first index moved past the first entries.
-    let log_dir = daemon.state_dir().join("raft");
-    assert!(log_dir.exists(), "no raft dir at {}", log_dir.display());
     let first = |d: &Daemon| {
         let out = d.ok(&["info", "--format", "json"]).json();
         (
@@ -446,8 +503,10 @@ fn snapshots_compact_the_log_and_restart_restores_from_them() {
         "log not compacted: first index {first_index}"
     );
 
-    daemon.kill9();
-    daemon.start_again();
+    drop(daemon);
+    cluster.kill_host(1);
+    cluster.start_host(1);
+    let daemon = cluster.host(1);
     assert_eq!(names(&networks(&daemon)), expected);
     daemon.ok(&["network", "create", "one-more"]);
     assert_eq!(names(&networks(&daemon)).len(), 32);

@@ -2,6 +2,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -12,6 +14,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::client::socket_path;
+use crate::commands::member::NodeServices;
+use mini_worker::agent::{Worker, WorkerConfig};
 
 /// Flags of `mini daemon`.
 #[derive(Debug, Args)]
@@ -28,6 +32,13 @@ pub struct DaemonArgs {
     /// Raft log entries between snapshots.
     #[arg(long, default_value_t = 1000)]
     snapshot_interval: u64,
+    /// Heartbeat period of worker sessions, in milliseconds (a node is down
+    /// after 3 missed heartbeats).
+    #[arg(long, default_value_t = 500)]
+    heartbeat_period_ms: u64,
+    /// Seconds a stopping task gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    stop_grace_period: u64,
     /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -58,11 +69,20 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     };
     let listener = bind(&socket).await?;
 
-    let api = ControlApi::open(DaemonConfig {
-        state_dir: args.state_dir.clone(),
-        hostname,
-        snapshot_interval: args.snapshot_interval,
-    })
+    let worker = Worker::new(WorkerConfig {
+        run_dir: args.run_dir.clone(),
+        self_exe: std::env::current_exe().context("cannot find the mini binary")?,
+        stop_grace: Duration::from_secs(args.stop_grace_period),
+    });
+    let api = ControlApi::open(
+        DaemonConfig {
+            state_dir: args.state_dir.clone(),
+            hostname,
+            snapshot_interval: args.snapshot_interval,
+            heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(50)),
+        },
+        Arc::new(NodeServices::new(worker)),
+    )
     .await?;
     tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");
 

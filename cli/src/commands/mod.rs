@@ -1,11 +1,14 @@
 //! The CLI's verb groups.
 
 pub mod daemon;
+pub mod exec;
 pub mod info;
+pub mod member;
 pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;
+pub mod task_init;
 
 /// The message shown for a failed command: a gRPC status shows only the
 /// daemon's message, everything else its whole context chain.

@@ -1,8 +1,10 @@
-//! `mini node ls | inspect`.
+//! `mini node ls | inspect | update | rm`.
 
 use anyhow::Result;
 use clap::Subcommand;
-use mini_proto::v1::{GetRequest, InfoRequest, ListNodesRequest};
+use mini_proto::v1::{
+    GetRequest, InfoRequest, ListNodesRequest, RemoveNodeRequest, UpdateNodeRequest,
+};
 
 use crate::client::connect;
 use crate::output::{Format, print_json, print_table};
@@ -20,6 +22,30 @@ pub enum NodeCommand {
     },
     /// Show nodes in detail (JSON).
     Inspect {
+        /// Node hostnames or ids.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        /// active, pause or drain.
+        #[arg(long, value_parser = ["active", "pause", "drain"])]
+        availability: Option<String>,
+        /// Add or change a label K=V (repeatable).
+        #[arg(long = "label-add")]
+        label_add: Vec<String>,
+        /// Remove a label (repeatable).
+        #[arg(long = "label-rm")]
+        label_rm: Vec<String>,
+        /// Node hostname or id.
+        node: String,
+    },
+    /// Remove nodes from the swarm.
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove even if the node is not down.
+        #[arg(short, long)]
+        force: bool,
         /// Node hostnames or ids.
         #[arg(required = true)]
         nodes: Vec<String>,
@@ -68,6 +94,42 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 views.push(NodeView::new(&n, is_leader(&n.id)));
             }
             print_json(&views)?;
+        }
+        NodeCommand::Update {
+            availability,
+            label_add,
+            label_rm,
+            node,
+        } => {
+            let mut labels = std::collections::HashMap::new();
+            for kv in label_add {
+                let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+                if k.is_empty() {
+                    anyhow::bail!("invalid --label-add {kv:?}: expected KEY=VALUE");
+                }
+                labels.insert(k.to_string(), v.to_string());
+            }
+            client
+                .update_node(UpdateNodeRequest {
+                    name_or_id: node.clone(),
+                    availability: availability.unwrap_or_default(),
+                    label_add: labels,
+                    label_rm,
+                    role: String::new(),
+                })
+                .await?;
+            println!("{node}");
+        }
+        NodeCommand::Rm { force, nodes } => {
+            for name_or_id in nodes {
+                client
+                    .remove_node(RemoveNodeRequest {
+                        name_or_id: name_or_id.clone(),
+                        force,
+                    })
+                    .await?;
+                println!("{name_or_id}");
+            }
         }
     }
     Ok(())

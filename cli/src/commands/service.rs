@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use mini_proto::v1::{
     ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
     ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, RestartCondition,
-    RestartPolicy, ScaleServiceRequest, ServiceSpec, Task, service_spec::Mode,
+    RestartPolicy, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task, service_spec::Mode,
 };
 
 use crate::client::connect;
@@ -44,6 +44,14 @@ pub enum ServiceCommand {
         /// `SERVICE=REPLICAS` pairs.
         #[arg(required = true, value_parser = parse_scale)]
         scales: Vec<(String, u64)>,
+    },
+    /// Show the output of a service's tasks.
+    Logs {
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Service name or id.
+        service: String,
     },
     /// Remove services.
     #[command(alias = "remove")]
@@ -276,6 +284,41 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     })
                     .await?;
                 println!("{name_or_id} scaled to {replicas}");
+            }
+        }
+        ServiceCommand::Logs { follow, service } => {
+            let tasks = client
+                .list_tasks(ListTasksRequest {
+                    service: service.clone(),
+                })
+                .await?
+                .into_inner()
+                .tasks;
+            let names = names(&mut client).await?;
+            let label: std::collections::HashMap<String, String> = tasks
+                .iter()
+                .map(|t| {
+                    let node = names.nodes.get(&t.node_id).cloned().unwrap_or_default();
+                    (
+                        t.id.clone(),
+                        format!("{}.{}@{}", task_name(t), short(&t.id), node),
+                    )
+                })
+                .collect();
+            let mut stream = client
+                .service_logs(ServiceLogsRequest { service, follow })
+                .await?
+                .into_inner();
+            while let Some(line) = stream.message().await? {
+                let who = label
+                    .get(&line.task_id)
+                    .cloned()
+                    .unwrap_or_else(|| line.task_id.clone());
+                if line.stream == "stderr" {
+                    eprintln!("{who}    | {}", line.line);
+                } else {
+                    println!("{who}    | {}", line.line);
+                }
             }
         }
         ServiceCommand::Rm { services } => {

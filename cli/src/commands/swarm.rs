@@ -1,8 +1,8 @@
-//! `mini swarm init`.
+//! `mini swarm init | join-token | join | leave`.
 
 use anyhow::Result;
 use clap::Subcommand;
-use mini_proto::v1::SwarmInitRequest;
+use mini_proto::v1::{JoinTokenRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest};
 
 use crate::client::connect;
 
@@ -23,6 +23,41 @@ pub enum SwarmCommand {
         /// UDP port of the VXLAN data path.
         #[arg(long, default_value_t = 4789)]
         data_path_port: u32,
+        /// Address the node's listener binds (IP:PORT).
+        #[arg(long, default_value = "0.0.0.0:2377")]
+        listen_addr: String,
+    },
+    /// Print the token a node uses to join as a worker or a manager.
+    JoinToken {
+        /// worker or manager.
+        #[arg(value_parser = ["worker", "manager"])]
+        role: String,
+        /// Print only the token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Make a new token (the old one stops working).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Join this node to a swarm.
+    Join {
+        /// Join token from `mini swarm join-token`.
+        #[arg(long)]
+        token: String,
+        /// Address other nodes reach this one at.
+        #[arg(long)]
+        advertise_addr: String,
+        /// Address the node's listener binds (IP:PORT).
+        #[arg(long, default_value = "0.0.0.0:2377")]
+        listen_addr: String,
+        /// A manager's address, IP:PORT (port 2377 when omitted).
+        remote: String,
+    },
+    /// Leave the swarm.
+    Leave {
+        /// Leave even if this node is a manager.
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -35,6 +70,7 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
+            listen_addr,
         } => {
             let response = client
                 .swarm_init(SwarmInitRequest {
@@ -43,6 +79,7 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
                     default_subnet_size: default_addr_pool_mask_length,
                     data_path_port,
                     hostname: String::new(),
+                    listen_addr,
                 })
                 .await?
                 .into_inner();
@@ -50,6 +87,63 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
                 "Swarm initialized: current node ({}) is now a manager.",
                 response.node_id
             );
+            let token = client
+                .join_token(JoinTokenRequest {
+                    role: "worker".into(),
+                    rotate: false,
+                })
+                .await?
+                .into_inner();
+            println!();
+            println!("To add a worker to this swarm, run the following command:");
+            println!();
+            println!(
+                "    mini swarm join --token {} --advertise-addr <IP> {}",
+                token.token, token.manager_addr
+            );
+        }
+        SwarmCommand::JoinToken {
+            role,
+            quiet,
+            rotate,
+        } => {
+            let token = client
+                .join_token(JoinTokenRequest {
+                    role: role.clone(),
+                    rotate,
+                })
+                .await?
+                .into_inner();
+            if quiet {
+                println!("{}", token.token);
+            } else {
+                println!("To add a {role} to this swarm, run the following command:");
+                println!();
+                println!(
+                    "    mini swarm join --token {} --advertise-addr <IP> {}",
+                    token.token, token.manager_addr
+                );
+            }
+        }
+        SwarmCommand::Join {
+            token,
+            advertise_addr,
+            listen_addr,
+            remote,
+        } => {
+            client
+                .swarm_join(SwarmJoinRequest {
+                    token,
+                    remote_addr: remote,
+                    advertise_addr,
+                    listen_addr,
+                })
+                .await?;
+            println!("This node joined a swarm as a worker.");
+        }
+        SwarmCommand::Leave { force } => {
+            client.swarm_leave(SwarmLeaveRequest { force }).await?;
+            println!("Node left the swarm.");
         }
     }
     Ok(())

@@ -3,8 +3,10 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use mini_proto::v1::{InfoResponse, SwarmInitRequest, SwarmInitResponse};
+use mini_proto::v1::{InfoResponse, Membership, NodeRole, SwarmInitRequest, SwarmInitResponse};
 
+use super::members::local_dial_addr;
+use super::membership::{self, parse_listen_addr};
 use super::{ControlApi, ControlError, manager_config};
 use crate::manager::{InitParams, Manager};
 
@@ -58,10 +60,11 @@ pub(super) async fn swarm_init(
         )));
     }
 
-    let mut slot = api.inner.manager.write().await;
-    if slot.is_some() {
+    let listen = parse_listen_addr("--listen-addr", &request.listen_addr)?;
+    let _member = api.inner.member_lock.lock().await;
+    if api.inner.membership.read().await.is_some() {
         return Err(ControlError::Precondition(
-            "this node is already part of a swarm (it is a manager)".into(),
+            "this node is already part of a swarm; run `mini swarm leave` first".into(),
         ));
     }
     let hostname = if request.hostname.is_empty() {
@@ -69,20 +72,55 @@ pub(super) async fn swarm_init(
     } else {
         request.hostname
     };
-    let config = manager_config(&api.inner.config, &api.inner.node_id);
-    let manager = Manager::init(
-        config,
-        InitParams {
-            advertise_addr,
-            hostname,
-            default_addr_pool: pool_net.trunc().to_string(),
-            default_subnet_size: subnet_size,
+    let bound = api
+        .inner
+        .hooks
+        .listen(listen, api.clone())
+        .await
+        .map_err(ControlError::Internal)?;
+    let config = manager_config(&api.inner.config, &api.inner.node_id, bound.port());
+    let initialised = async {
+        let manager = Manager::init(
+            config,
+            InitParams {
+                advertise_addr,
+                hostname,
+                default_addr_pool: pool_net.trunc().to_string(),
+                default_subnet_size: subnet_size,
+                data_path_port,
+            },
+        )
+        .await?;
+        let cluster = manager.store().view(|t| t.cluster.clone());
+        let membership = Membership {
+            cluster_id: cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            role: NodeRole::Manager as i32,
+            advertise_addr: advertise_addr.to_string(),
+            listen_addr: bound.to_string(),
+            managers: vec![local_dial_addr(bound)],
             data_path_port,
-        },
-    )
-    .await?;
-    let cluster = manager.store().view(|t| t.cluster.clone());
-    *slot = Some(Arc::new(manager));
+        };
+        if let Err(err) = membership::save(&api.inner.config.state_dir, &membership) {
+            manager.shutdown().await;
+            return Err(err);
+        }
+        *api.inner.manager.write().await = Some(Arc::new(manager));
+        Ok((cluster, membership))
+    }
+    .await;
+    let (cluster, membership) = match initialised {
+        Ok(done) => done,
+        Err(err) => {
+            api.inner.hooks.stop().await;
+            return Err(err);
+        }
+    };
+    api.inner
+        .hooks
+        .start_agent(api.inner.node_id.clone(), membership.clone())
+        .await
+        .map_err(ControlError::Internal)?;
+    *api.inner.membership.write().await = Some(membership);
     Ok(SwarmInitResponse {
         node_id: api.inner.node_id.clone(),
         cluster,

@@ -10,8 +10,12 @@
 //! - `networks`, `services`, `cluster`: the calls, grouped by object.
 
 mod cluster;
+mod dispatch;
 mod identity;
+pub mod members;
+pub mod membership;
 mod networks;
+mod remote;
 mod services;
 pub mod status;
 
@@ -19,16 +23,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mini_proto::v1::{
-    CreateNetworkRequest, CreateServiceRequest, GetRequest, InfoRequest, InfoResponse,
-    ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
-    ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Network, Node,
-    RemoveResponse, ScaleServiceRequest, Service, SwarmInitRequest, SwarmInitResponse,
+    CreateNetworkRequest, CreateServiceRequest, ExecRequest, ExecResponse, GetRequest, InfoRequest,
+    InfoResponse, JoinTokenRequest, JoinTokenResponse, ListNetworksRequest, ListNetworksResponse,
+    ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
+    ListTasksRequest, ListTasksResponse, Network, Node, RemoveNodeRequest, RemoveResponse,
+    ScaleServiceRequest, Service, ServiceLogsRequest, SwarmInitRequest, SwarmInitResponse,
+    SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse, UpdateNodeRequest,
     control_server::Control,
 };
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::manager::{Manager, ManagerConfig};
+pub use membership::MemberHooks;
 pub use status::ControlError;
 
 /// What a daemon needs to know to serve the control API.
@@ -40,6 +47,8 @@ pub struct DaemonConfig {
     pub hostname: String,
     /// Raft entries between snapshots.
     pub snapshot_interval: u64,
+    /// Heartbeat period handed to workers (a node is down after 3 missed).
+    pub heartbeat_period: std::time::Duration,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -51,6 +60,11 @@ pub struct ControlApi {
 struct Inner {
     config: DaemonConfig,
     node_id: String,
+    hooks: Arc<dyn MemberHooks>,
+    /// Held by init, join and leave: one membership change at a time.
+    member_lock: tokio::sync::Mutex<()>,
+    /// `None` while the node is in no cluster.
+    membership: RwLock<Option<mini_proto::v1::Membership>>,
     /// `None` until `swarm init` (or a resumed Raft log) makes this a manager.
     manager: RwLock<Option<Arc<Manager>>>,
 }
@@ -58,22 +72,50 @@ struct Inner {
 impl ControlApi {
     /// Opens the daemon's state: its node id (made on first start) and, when
     /// the state dir holds a Raft log, the manager it was.
-    pub async fn open(config: DaemonConfig) -> Result<ControlApi, ControlError> {
+    pub async fn open(
+        config: DaemonConfig,
+        hooks: Arc<dyn MemberHooks>,
+    ) -> Result<ControlApi, ControlError> {
         let node_id = identity::load_or_create_node_id(&config.state_dir)?;
-        let manager_config = manager_config(&config, &node_id);
-        let manager = if Manager::has_state(&manager_config) {
-            tracing::info!("resuming the manager from {}", config.state_dir.display());
-            Some(Arc::new(Manager::resume(manager_config).await?))
-        } else {
-            None
-        };
-        Ok(ControlApi {
+        let membership = membership::load(&config.state_dir)?;
+        let api = ControlApi {
             inner: Arc::new(Inner {
                 config,
                 node_id,
-                manager: RwLock::new(manager),
+                hooks,
+                member_lock: tokio::sync::Mutex::new(()),
+                membership: RwLock::new(None),
+                manager: RwLock::new(None),
             }),
-        })
+        };
+        let Some(membership) = membership else {
+            return Ok(api);
+        };
+        // Back in the cluster this node was in: listener first (the manager's
+        // own agent dials it), then the manager, then the agent.
+        let listen = membership::parse_listen_addr("listen address", &membership.listen_addr)?;
+        let bound = api
+            .inner
+            .hooks
+            .listen(listen, api.clone())
+            .await
+            .map_err(ControlError::Internal)?;
+        let manager_config = manager_config(&api.inner.config, &api.inner.node_id, bound.port());
+        if Manager::has_state(&manager_config) {
+            tracing::info!(
+                "resuming the manager from {}",
+                api.inner.config.state_dir.display()
+            );
+            *api.inner.manager.write().await =
+                Some(Arc::new(Manager::resume(manager_config).await?));
+        }
+        api.inner
+            .hooks
+            .start_agent(api.inner.node_id.clone(), membership.clone())
+            .await
+            .map_err(ControlError::Internal)?;
+        *api.inner.membership.write().await = Some(membership);
+        Ok(api)
     }
 
     /// This node's id.
@@ -81,8 +123,9 @@ impl ControlApi {
         &self.inner.node_id
     }
 
-    /// Stops the manager, if any, flushing its log.
+    /// Stops the agent and listener, then the manager, if any, flushing its log.
     pub async fn shutdown(&self) {
+        self.inner.hooks.stop().await;
         if let Some(manager) = self.inner.manager.write().await.take() {
             manager.shutdown().await;
         }
@@ -98,12 +141,14 @@ impl ControlApi {
     }
 }
 
-fn manager_config(config: &DaemonConfig, node_id: &str) -> ManagerConfig {
+fn manager_config(config: &DaemonConfig, node_id: &str, agent_port: u16) -> ManagerConfig {
     ManagerConfig {
         state_dir: config.state_dir.clone(),
         node_id: node_id.to_string(),
         hostname: config.hostname.clone(),
         snapshot_interval: config.snapshot_interval,
+        heartbeat_period: config.heartbeat_period,
+        agent_port,
     }
 }
 
@@ -194,6 +239,48 @@ impl Control for ControlApi {
             .store()
             .view(|t| t.nodes.values().cloned().collect());
         reply(Ok(ListNodesResponse { nodes }))
+    }
+
+    async fn update_node(&self, request: Request<UpdateNodeRequest>) -> Reply<Node> {
+        let manager = self.manager().await?;
+        reply(members::update_node(&manager, request.into_inner()).await)
+    }
+
+    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Reply<RemoveResponse> {
+        let manager = self.manager().await?;
+        reply(members::remove_node(&manager, request.into_inner()).await)
+    }
+
+    async fn join_token(&self, request: Request<JoinTokenRequest>) -> Reply<JoinTokenResponse> {
+        let manager = self.manager().await?;
+        reply(members::join_token(&manager, request.into_inner()).await)
+    }
+
+    async fn swarm_join(&self, request: Request<SwarmJoinRequest>) -> Reply<SwarmJoinResponse> {
+        reply(members::swarm_join(self, request.into_inner()).await)
+    }
+
+    async fn swarm_leave(&self, request: Request<SwarmLeaveRequest>) -> Reply<SwarmLeaveResponse> {
+        reply(
+            members::swarm_leave(self, request.into_inner())
+                .await
+                .map(|()| SwarmLeaveResponse {}),
+        )
+    }
+
+    type ServiceLogsStream = remote::LogStream;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> Reply<Self::ServiceLogsStream> {
+        let manager = self.manager().await?;
+        reply(remote::service_logs(&manager, request.into_inner()).await)
+    }
+
+    async fn exec(&self, request: Request<ExecRequest>) -> Reply<ExecResponse> {
+        let manager = self.manager().await?;
+        reply(remote::exec(&manager, request.into_inner()).await)
     }
 
     async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {

@@ -34,6 +34,12 @@ pub enum ControlError {
     /// Something failed on this daemon.
     #[error("{0}")]
     Internal(String),
+    /// Another node cannot be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Another node refused the request (its message).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<ControlError> for Status {
@@ -52,6 +58,8 @@ impl From<ControlError> for Status {
             ControlError::Write(WriteError::Failed(_)) => Status::unavailable(message),
             ControlError::Precondition(_) => Status::failed_precondition(message),
             ControlError::Internal(_) => Status::internal(message),
+            ControlError::Unreachable(_) => Status::unavailable(message),
+            ControlError::Refused(_) => Status::failed_precondition(message),
         }
     }
 }

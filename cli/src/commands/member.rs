@@ -1,0 +1,99 @@
+//! What a daemon runs while its node is in a cluster: the TCP listener
+//! (dispatcher for managers, node agent for everyone) and the worker agent.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use mini_manager::control::{ControlApi, MemberHooks};
+use mini_proto::v1::Membership;
+use mini_proto::v1::dispatcher_server::DispatcherServer;
+use mini_proto::v1::node_agent_server::NodeAgentServer;
+use mini_worker::agent::Worker;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The listener and worker of this node.
+pub struct NodeServices {
+    worker: Worker,
+    listener: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl NodeServices {
+    /// Services around `worker`; nothing runs until the node is in a cluster.
+    pub fn new(worker: Worker) -> Self {
+        NodeServices {
+            worker,
+            listener: Mutex::new(None),
+        }
+    }
+}
+
+impl MemberHooks for NodeServices {
+    fn listen(
+        &self,
+        addr: SocketAddr,
+        api: ControlApi,
+    ) -> BoxFuture<'_, Result<SocketAddr, String>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let worker = self.worker.clone();
+            let server = tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(DispatcherServer::new(api).max_decoding_message_size(64 << 20))
+                    .add_service(NodeAgentServer::new(worker))
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(%err, "node listener failed");
+                }
+            });
+            let previous = self
+                .listener
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace((stop, server));
+            if let Some((stop, _)) = previous {
+                let _ = stop.send(());
+            }
+            tracing::info!(%bound, "node listener serving");
+            Ok(bound)
+        })
+    }
+
+    fn start_agent(
+        &self,
+        node_id: String,
+        membership: Membership,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.worker
+                .start_agent(node_id, membership)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.worker.stop().await;
+            let listener = self
+                .listener
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some((stop, server)) = listener {
+                let _ = stop.send(());
+                let _ = server.await;
+            }
+        })
+    }
+}

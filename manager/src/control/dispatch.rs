@@ -1,0 +1,216 @@
+//! The dispatcher's gRPC service, served on the node's TCP listener.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use mini_proto::v1::{
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest, LeaveResponse,
+    Node, NodeRole, NodeSpec, NodeState, NodeStatus, SessionMessage, SessionRequest, StoreAction,
+    StoreBatch, UpdateTaskStatusRequest, UpdateTaskStatusResponse, dispatcher_server::Dispatcher,
+    store_action::Action,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{ControlApi, ControlError};
+use crate::dispatcher::{apply_status_updates, assignments_for, token};
+use crate::ids::now_ms;
+use crate::store::{ObjectKind, Proposer};
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Dispatcher for ControlApi {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let manager = self.manager().await?;
+        let req = request.into_inner();
+        let cluster = manager
+            .store()
+            .view(|t| t.cluster.clone())
+            .ok_or_else(|| Status::unavailable("no cluster"))?;
+        let role = token::verify(&cluster, &req.token)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        if role == NodeRole::Manager {
+            return Err(Status::unimplemented(
+                "joining as a manager needs the multi-manager Raft group, which this version does not have yet; join as a worker",
+            ));
+        }
+        if req.node_id.is_empty() || req.advertise_addr.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "join needs a node id and an IPv4 advertise address (got {:?})",
+                req.advertise_addr
+            )));
+        }
+        let _writer = manager.write_lock().await;
+        let existing = manager.store().view(|t| t.nodes.get(&req.node_id).cloned());
+        let hostname_taken = manager.store().view(|t| {
+            t.nodes.values().any(|n| {
+                n.id != req.node_id
+                    && n.hostname == req.hostname
+                    && n.status
+                        .as_ref()
+                        .is_some_and(|s| s.state() != NodeState::Down)
+            })
+        });
+        if hostname_taken {
+            tracing::warn!(hostname = %req.hostname, "a second live node joins with the same hostname");
+        }
+        let agent_port = manager.agent_port();
+        let node = Node {
+            id: req.node_id.clone(),
+            meta: existing.as_ref().and_then(|n| n.meta),
+            spec: Some(
+                existing
+                    .as_ref()
+                    .and_then(|n| n.spec.clone())
+                    .unwrap_or(NodeSpec {
+                        desired_role: NodeRole::Worker as i32,
+                        ..Default::default()
+                    }),
+            ),
+            status: Some(NodeStatus {
+                state: NodeState::Ready as i32,
+                message: String::new(),
+                addr: req.advertise_addr.clone(),
+            }),
+            hostname: req.hostname.clone(),
+            role: NodeRole::Worker as i32,
+            raft_id: 0,
+            agent_addr: format!("{}:{agent_port}", req.advertise_addr),
+        };
+        let batch = StoreBatch {
+            actions: vec![StoreAction {
+                action: Some(Action::PutNode(node)),
+                create: existing.is_none(),
+            }],
+            proposed_at_ms: now_ms(),
+        };
+        manager
+            .proposer()
+            .propose(batch)
+            .await
+            .map_err(ControlError::from)?;
+        Ok(Response::new(JoinResponse {
+            cluster_id: cluster.id,
+            role: role as i32,
+            managers: manager.manager_addrs(),
+            data_path_port: cluster.data_path_port,
+            heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let manager = self.manager().await?;
+        let node_id = request.into_inner().node_id;
+        let node = manager
+            .store()
+            .view(|t| t.nodes.get(&node_id).cloned())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "node {node_id} is not part of this cluster; join it first"
+                ))
+            })?;
+        let session_id = manager.sessions().open(&node_id);
+        manager.mark_node(&node_id, NodeState::Ready, "").await;
+        let (tx, rx) = mpsc::channel(16);
+        let mut events = manager.store().watch();
+        let node_addr = node
+            .status
+            .as_ref()
+            .map(|s| s.addr.clone())
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let mut previous = None;
+            let mut first = true;
+            loop {
+                if !manager.sessions().is_current(&node_id, &session_id) {
+                    break;
+                }
+                let set = manager.store().view(|t| assignments_for(t, &node_id));
+                if let Some(assignments) = set
+                    .since(previous.as_ref())
+                    .or_else(|| first.then(Default::default))
+                {
+                    let message = SessionMessage {
+                        session_id: session_id.clone(),
+                        assignments: Some(assignments),
+                        managers: manager.manager_addrs(),
+                        heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
+                        node_addr: node_addr.clone(),
+                        data_path_port: manager
+                            .store()
+                            .view(|t| t.cluster.as_ref().map_or(4789, |c| c.data_path_port)),
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        break;
+                    }
+                    previous = Some(set);
+                }
+                first = false;
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    event = events.recv() => match event {
+                        Ok(e) if !(e.touches(ObjectKind::Task) || e.touches(ObjectKind::Network) || e.touches(ObjectKind::Node)) => {}
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            // Coalesce a burst of changes into one message.
+                            while events.try_recv().is_ok() {}
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = tokio::time::sleep(manager.sessions().period()) => {}
+                }
+            }
+            manager.sessions().close(&node_id, &session_id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let manager = self.manager().await?;
+        let req = request.into_inner();
+        if !manager.sessions().heartbeat(&req.node_id, &req.session_id) {
+            return Err(Status::not_found("unknown session: open a new one"));
+        }
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: manager.sessions().period().as_millis() as u64,
+        }))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let manager = self.manager().await?;
+        let req = request.into_inner();
+        apply_status_updates(
+            manager.store(),
+            manager.proposer(),
+            &req.node_id,
+            &req.updates,
+        )
+        .await
+        .map_err(ControlError::from)?;
+        Ok(Response::new(UpdateTaskStatusResponse {}))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
+        let manager = self.manager().await?;
+        let node_id = request.into_inner().node_id;
+        manager
+            .mark_node(&node_id, NodeState::Down, "node left the swarm")
+            .await;
+        Ok(Response::new(LeaveResponse {}))
+    }
+}

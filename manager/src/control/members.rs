@@ -1,0 +1,299 @@
+//! Joining, leaving, join tokens and node updates.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mini_proto::v1::{
+    JoinRequest, JoinTokenRequest, JoinTokenResponse, Membership, Node, NodeAvailability, NodeRole,
+    NodeState, RemoveNodeRequest, RemoveResponse, StoreAction, StoreBatch, SwarmJoinRequest,
+    SwarmJoinResponse, SwarmLeaveRequest, UpdateNodeRequest, dispatcher_client::DispatcherClient,
+    store_action::Action,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use super::membership::{self, parse_listen_addr};
+use super::{ControlApi, ControlError};
+use crate::dispatcher::token;
+use crate::ids::{new_secret, now_ms};
+use crate::manager::Manager;
+use crate::store::Proposer;
+
+/// How long dialing another node may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A gRPC channel to another node's listener (`host:port`).
+pub async fn dial(addr: &str) -> Result<Channel, ControlError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| {
+            ControlError::Invalid(format!("invalid address {addr:?}: expected HOST:PORT"))
+        })?
+        .connect_timeout(DIAL_TIMEOUT)
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| ControlError::Unreachable(format!("cannot reach {addr}: {e}")))
+}
+
+/// The address the node's own agent dials to reach its own listener.
+pub fn local_dial_addr(bound: SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        format!("127.0.0.1:{}", bound.port())
+    } else {
+        bound.to_string()
+    }
+}
+
+/// `swarm join-token worker|manager`.
+pub(super) async fn join_token(
+    manager: &Manager,
+    request: JoinTokenRequest,
+) -> Result<JoinTokenResponse, ControlError> {
+    let role = match request.role.as_str() {
+        "worker" => NodeRole::Worker,
+        "manager" => NodeRole::Manager,
+        other => {
+            return Err(ControlError::Invalid(format!(
+                "unknown role {other:?}: expected worker or manager"
+            )));
+        }
+    };
+    let _writer = manager.write_lock().await;
+    let mut cluster = manager
+        .store()
+        .view(|t| t.cluster.clone())
+        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+    if request.rotate {
+        match role {
+            NodeRole::Worker => cluster.worker_token_secret = new_secret(16),
+            NodeRole::Manager => cluster.manager_token_secret = new_secret(16),
+        }
+        let batch = StoreBatch {
+            actions: vec![StoreAction {
+                action: Some(Action::PutCluster(cluster.clone())),
+                create: false,
+            }],
+            proposed_at_ms: now_ms(),
+        };
+        manager.proposer().propose(batch).await?;
+    }
+    let manager_addr = manager.store().view(|t| {
+        t.nodes
+            .values()
+            .find(|n| n.role() == NodeRole::Manager)
+            .map(|n| n.agent_addr.clone())
+            .unwrap_or_default()
+    });
+    Ok(JoinTokenResponse {
+        token: token::token_for(&cluster, role),
+        manager_addr,
+    })
+}
+
+/// `swarm join`: admitted by a manager, then start the listener and agent.
+pub(super) async fn swarm_join(
+    api: &ControlApi,
+    request: SwarmJoinRequest,
+) -> Result<SwarmJoinResponse, ControlError> {
+    let advertise: std::net::Ipv4Addr = request.advertise_addr.parse().map_err(|_| {
+        ControlError::Invalid(format!(
+            "invalid --advertise-addr {:?}: expected an IPv4 address of this host",
+            request.advertise_addr
+        ))
+    })?;
+    let listen = parse_listen_addr("--listen-addr", &request.listen_addr)?;
+    let remote = if request.remote_addr.contains(':') {
+        request.remote_addr.clone()
+    } else {
+        format!("{}:2377", request.remote_addr)
+    };
+    let _member = api.inner.member_lock.lock().await;
+    if api.inner.membership.read().await.is_some() {
+        return Err(ControlError::Precondition(
+            "this node is already part of a swarm; run `mini swarm leave` first".into(),
+        ));
+    }
+    let bound = api
+        .inner
+        .hooks
+        .listen(listen, api.clone())
+        .await
+        .map_err(ControlError::Internal)?;
+    let joined = async {
+        let mut client = DispatcherClient::new(dial(&remote).await?);
+        let response = client
+            .join(JoinRequest {
+                token: request.token.clone(),
+                node_id: api.inner.node_id.clone(),
+                hostname: api.inner.config.hostname.clone(),
+                advertise_addr: advertise.to_string(),
+            })
+            .await
+            .map_err(|s| ControlError::Refused(s.message().to_string()))?
+            .into_inner();
+        let membership = Membership {
+            cluster_id: response.cluster_id.clone(),
+            role: response.role,
+            advertise_addr: advertise.to_string(),
+            listen_addr: bound.to_string(),
+            managers: if response.managers.is_empty() {
+                vec![remote.clone()]
+            } else {
+                response.managers
+            },
+            data_path_port: response.data_path_port,
+        };
+        membership::save(&api.inner.config.state_dir, &membership)?;
+        api.inner
+            .hooks
+            .start_agent(api.inner.node_id.clone(), membership.clone())
+            .await
+            .map_err(ControlError::Internal)?;
+        *api.inner.membership.write().await = Some(membership);
+        Ok::<_, ControlError>(SwarmJoinResponse {
+            node_id: api.inner.node_id.clone(),
+            cluster_id: response.cluster_id,
+        })
+    }
+    .await;
+    if joined.is_err() {
+        api.inner.hooks.stop().await;
+        let _ = membership::remove(&api.inner.config.state_dir);
+    }
+    joined
+}
+
+/// `swarm leave [--force]`.
+pub(super) async fn swarm_leave(
+    api: &ControlApi,
+    request: SwarmLeaveRequest,
+) -> Result<(), ControlError> {
+    let _member = api.inner.member_lock.lock().await;
+    let Some(membership) = api.inner.membership.read().await.clone() else {
+        return Err(ControlError::Precondition(
+            "this node is not part of a swarm".into(),
+        ));
+    };
+    if membership.role() == NodeRole::Manager && !request.force {
+        return Err(ControlError::Precondition(
+            "this node is a manager: leaving would remove the cluster's only Raft member and lose its state; \
+             use `mini swarm leave --force` to do it anyway"
+                .into(),
+        ));
+    }
+    if membership.role() == NodeRole::Worker {
+        // Tell a manager, so the node shows as down at once; best effort.
+        for addr in &membership.managers {
+            if let Ok(channel) = dial(addr).await {
+                let mut client = DispatcherClient::new(channel);
+                let request = mini_proto::v1::LeaveRequest {
+                    node_id: api.inner.node_id.clone(),
+                };
+                if client.leave(request).await.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+    api.inner.hooks.stop().await;
+    if let Some(manager) = api.inner.manager.write().await.take() {
+        manager.shutdown().await;
+        let raft_dir = api.inner.config.state_dir.join("raft");
+        std::fs::remove_dir_all(&raft_dir).map_err(|e| {
+            ControlError::Internal(format!("cannot remove {}: {e}", raft_dir.display()))
+        })?;
+    }
+    membership::remove(&api.inner.config.state_dir)?;
+    *api.inner.membership.write().await = None;
+    Ok(())
+}
+
+/// `node update --availability/--label-add/--label-rm`.
+pub(super) async fn update_node(
+    manager: &Manager,
+    request: UpdateNodeRequest,
+) -> Result<Node, ControlError> {
+    let _writer = manager.write_lock().await;
+    let node = manager
+        .store()
+        .view(|t| t.node(&request.name_or_id).cloned())?;
+    let mut spec = node.spec.clone().unwrap_or_default();
+    match request.availability.as_str() {
+        "" => {}
+        "active" => spec.availability = NodeAvailability::Active as i32,
+        "pause" => spec.availability = NodeAvailability::Pause as i32,
+        "drain" => spec.availability = NodeAvailability::Drain as i32,
+        other => {
+            return Err(ControlError::Invalid(format!(
+                "invalid --availability {other:?}: expected active, pause or drain"
+            )));
+        }
+    }
+    if !request.role.is_empty() {
+        return Err(ControlError::Invalid(
+            "changing a node's role needs the multi-manager Raft group, which this version does not have yet".into(),
+        ));
+    }
+    for key in &request.label_rm {
+        if spec.labels.remove(key).is_none() {
+            return Err(ControlError::Invalid(format!(
+                "node {} has no label {key:?}",
+                node.hostname
+            )));
+        }
+    }
+    spec.labels.extend(request.label_add.clone());
+    let updated = Node {
+        spec: Some(spec),
+        ..node.clone()
+    };
+    let batch = StoreBatch {
+        actions: vec![StoreAction {
+            action: Some(Action::PutNode(updated)),
+            create: false,
+        }],
+        proposed_at_ms: now_ms(),
+    };
+    manager.proposer().propose(batch).await?;
+    Ok(manager
+        .store()
+        .view(|t| t.nodes.get(&node.id).cloned())
+        .unwrap_or(node))
+}
+
+/// `node rm [--force]`: a node that is still up needs --force; a manager
+/// cannot be removed.
+pub(super) async fn remove_node(
+    manager: &Manager,
+    request: RemoveNodeRequest,
+) -> Result<RemoveResponse, ControlError> {
+    let _writer = manager.write_lock().await;
+    let node = manager
+        .store()
+        .view(|t| t.node(&request.name_or_id).cloned())?;
+    if node.role() == NodeRole::Manager {
+        return Err(ControlError::Precondition(format!(
+            "node {} is a manager: a manager cannot be removed from the cluster",
+            node.hostname
+        )));
+    }
+    let up = node
+        .status
+        .as_ref()
+        .is_some_and(|s| s.state() == NodeState::Ready);
+    if up && !request.force {
+        return Err(ControlError::Precondition(format!(
+            "node {} is not down and can't be removed; stop it (`mini swarm leave` on it) or use --force",
+            node.hostname
+        )));
+    }
+    let batch = StoreBatch {
+        actions: vec![StoreAction {
+            action: Some(Action::RemoveNode(node.id.clone())),
+            create: false,
+        }],
+        proposed_at_ms: now_ms(),
+    };
+    manager.proposer().propose(batch).await?;
+    Ok(RemoveResponse { id: node.id })
+}

@@ -1,0 +1,146 @@
+//! `exec` and `service logs`: forwarded to the node agents that run the tasks.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use mini_proto::v1::{
+    ExecRequest, ExecResponse, LogLine, ServiceLogsRequest, Task, TaskLogsRequest,
+    node_agent_client::NodeAgentClient,
+};
+use tonic::Status;
+
+use super::ControlError;
+use super::members::dial;
+use crate::manager::Manager;
+use crate::store::{LookupError, ObjectKind, Tables};
+
+/// A stream of log lines.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
+
+fn task_name(t: &Task) -> String {
+    if t.slot > 0 {
+        format!("{}.{}", t.service_name, t.slot)
+    } else {
+        format!("{}.{}", t.service_name, t.node_id)
+    }
+}
+
+/// A task by id, unique id prefix, or name (`service.slot`: the current one).
+fn find_task<'a>(tables: &'a Tables, query: &str) -> Result<&'a Task, ControlError> {
+    if let Some(t) = tables.tasks.get(query) {
+        return Ok(t);
+    }
+    let by_name = tables
+        .tasks
+        .values()
+        .filter(|t| {
+            task_name(t) == query && t.desired_state <= mini_proto::v1::TaskState::Running as i32
+        })
+        .max_by_key(|t| t.meta.as_ref().map_or(0, |m| m.version));
+    if let Some(t) = by_name {
+        return Ok(t);
+    }
+    let matches: Vec<&Task> = tables
+        .tasks
+        .values()
+        .filter(|t| t.id.starts_with(query))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(LookupError::NotFound {
+            kind: ObjectKind::Task,
+            query: query.into(),
+        }
+        .into()),
+        count => Err(LookupError::Ambiguous {
+            kind: ObjectKind::Task,
+            query: query.into(),
+            count,
+        }
+        .into()),
+    }
+}
+
+/// Runs a command in a task's namespaces on the node that runs it.
+pub(super) async fn exec(
+    manager: &Manager,
+    request: ExecRequest,
+) -> Result<ExecResponse, ControlError> {
+    if request.args.is_empty() {
+        return Err(ControlError::Invalid("exec needs a command to run".into()));
+    }
+    let (task_id, addr) = manager.store().view(|t| {
+        let task = find_task(t, &request.task)?;
+        let running = task
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == mini_proto::v1::TaskState::Running);
+        if !running {
+            return Err(ControlError::Precondition(format!(
+                "task {} is not running",
+                task_name(task)
+            )));
+        }
+        let addr = t
+            .nodes
+            .get(&task.node_id)
+            .map(|n| n.agent_addr.clone())
+            .unwrap_or_default();
+        Ok((task.id.clone(), addr))
+    })?;
+    let mut client = NodeAgentClient::new(dial(&addr).await?);
+    let forwarded = ExecRequest {
+        task: task_id,
+        ..request
+    };
+    Ok(client
+        .exec(forwarded)
+        .await
+        .map_err(|s| ControlError::Refused(s.message().to_string()))?
+        .into_inner())
+}
+
+/// The output of a service's tasks, merged from every node that ran them.
+pub(super) async fn service_logs(
+    manager: &Manager,
+    request: ServiceLogsRequest,
+) -> Result<LogStream, ControlError> {
+    let by_node = manager.store().view(|t| {
+        let service = t.service(&request.service)?;
+        let mut by_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for task in t
+            .tasks_of_service(&service.id)
+            .filter(|t| !t.node_id.is_empty())
+        {
+            let addr = t
+                .nodes
+                .get(&task.node_id)
+                .map(|n| n.agent_addr.clone())
+                .unwrap_or_default();
+            by_node.entry(addr).or_default().push(task.id.clone());
+        }
+        Ok::<_, ControlError>(by_node)
+    })?;
+    let mut streams: Vec<LogStream> = Vec::new();
+    for (addr, task_ids) in by_node {
+        let channel = match dial(&addr).await {
+            Ok(c) => c,
+            Err(err) if request.follow => return Err(err),
+            Err(err) => {
+                tracing::warn!(%addr, %err, "logs of a node cannot be read");
+                continue;
+            }
+        };
+        let mut client = NodeAgentClient::new(channel);
+        let stream = client
+            .task_logs(TaskLogsRequest {
+                task_ids,
+                follow: request.follow,
+            })
+            .await
+            .map_err(|s| ControlError::Refused(s.message().to_string()))?
+            .into_inner();
+        streams.push(Box::pin(stream));
+    }
+    Ok(Box::pin(futures::stream::select_all(streams).map(|r| r)))
+}

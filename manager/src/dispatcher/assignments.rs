@@ -1,0 +1,130 @@
+//! What a node must run: its tasks, the networks they use, and the other
+//! nodes' endpoints on those networks (VXLAN peers).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mini_proto::v1::{Assignments, Network, PeerEndpoint, Task, TaskState};
+
+use crate::store::Tables;
+
+/// The complete set for one node at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssignmentSet {
+    /// Tasks bound to the node that it may have to run or stop, by id.
+    pub tasks: BTreeMap<String, Task>,
+    /// Networks those tasks use.
+    pub networks: Vec<Network>,
+    /// Endpoints of those networks on other nodes.
+    pub peers: Vec<PeerEndpoint>,
+}
+
+fn observed(t: &Task) -> TaskState {
+    t.status.as_ref().map_or(TaskState::New, |s| s.state())
+}
+
+/// Whether a node may be running `t` or has to start it.
+fn live_on_node(t: &Task) -> bool {
+    let state = observed(t);
+    state >= TaskState::Assigned && state <= TaskState::Running
+}
+
+/// The set of `node_id` in `tables`.
+pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
+    let tasks: BTreeMap<String, Task> = tables
+        .tasks
+        .values()
+        .filter(|t| t.node_id == node_id && live_on_node(t))
+        .map(|t| (t.id.clone(), t.clone()))
+        .collect();
+    let network_ids: BTreeSet<&str> = tasks
+        .values()
+        .flat_map(|t| &t.networks)
+        .map(|a| a.network_id.as_str())
+        .collect();
+    let networks = network_ids
+        .iter()
+        .filter_map(|id| tables.networks.get(*id))
+        .cloned()
+        .collect();
+    let mut peers = Vec::new();
+    for t in tables.tasks.values() {
+        if t.node_id.is_empty() || t.node_id == node_id || !live_on_node(t) {
+            continue;
+        }
+        if t.desired_state() > TaskState::Running && observed(t) < TaskState::Starting {
+            continue;
+        }
+        let Some(vtep) = tables
+            .nodes
+            .get(&t.node_id)
+            .and_then(|n| n.status.as_ref())
+            .map(|s| s.addr.clone())
+        else {
+            continue;
+        };
+        for a in &t.networks {
+            if network_ids.contains(a.network_id.as_str()) {
+                peers.push(PeerEndpoint {
+                    network_id: a.network_id.clone(),
+                    task_id: t.id.clone(),
+                    addr: a.addr.clone(),
+                    mac: a.mac.clone(),
+                    vtep: vtep.clone(),
+                });
+            }
+        }
+    }
+    AssignmentSet {
+        tasks,
+        networks,
+        peers,
+    }
+}
+
+impl AssignmentSet {
+    /// The message that brings a node that knows `previous` (or nothing, for
+    /// `None`) to this set; `None` when nothing changed.
+    pub fn since(&self, previous: Option<&AssignmentSet>) -> Option<Assignments> {
+        let Some(previous) = previous else {
+            return Some(Assignments {
+                complete: true,
+                tasks: self.tasks.values().cloned().collect(),
+                removed_tasks: Vec::new(),
+                networks: self.networks.clone(),
+                peers: self.peers.clone(),
+            });
+        };
+        let version = |t: &Task| t.meta.as_ref().map_or(0, |m| m.version);
+        let changed: Vec<Task> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                previous
+                    .tasks
+                    .get(&t.id)
+                    .is_none_or(|p| version(p) != version(t))
+            })
+            .cloned()
+            .collect();
+        let removed: Vec<String> = previous
+            .tasks
+            .keys()
+            .filter(|id| !self.tasks.contains_key(*id))
+            .cloned()
+            .collect();
+        if changed.is_empty()
+            && removed.is_empty()
+            && self.networks == previous.networks
+            && self.peers == previous.peers
+        {
+            return None;
+        }
+        Some(Assignments {
+            complete: false,
+            tasks: changed,
+            removed_tasks: removed,
+            networks: self.networks.clone(),
+            peers: self.peers.clone(),
+        })
+    }
+}

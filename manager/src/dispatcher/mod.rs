@@ -1,0 +1,22 @@
+//! The dispatcher: the manager's side of every worker's session.
+//!
+//! Workers join with a token, open a session (a server stream of their
+//! assignments: a complete set first, then increments), heartbeat, and report
+//! task status in batches. A node whose heartbeats stop for
+//! [`MISSED_HEARTBEATS`] periods is marked down, which makes the orchestrator
+//! replace its tasks.
+//!
+//! # Layout
+//! - `token`: join tokens (`SWMTKN-1-<ca digest>-<secret>`).
+//! - `sessions`: live sessions and heartbeats, the node monitor.
+//! - `assignments`: what a node must run, and the increments between two sets.
+//! - `status`: applying task status reports (forward moves only).
+
+mod assignments;
+mod sessions;
+mod status;
+pub mod token;
+
+pub use assignments::{AssignmentSet, assignments_for};
+pub use sessions::{MISSED_HEARTBEATS, Sessions};
+pub use status::apply_status_updates;

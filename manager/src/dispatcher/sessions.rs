@@ -1,0 +1,103 @@
+//! Live worker sessions and their heartbeats (kept in memory on the leader,
+//! not in Raft: a new leader starts counting afresh, as swarmkit does).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mini_proto::v1::NodeState;
+
+use crate::store::Tables;
+
+/// A node is down after this many heartbeat periods without one.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+struct Session {
+    id: String,
+    last_seen: Instant,
+}
+
+/// The sessions of every connected node.
+pub struct Sessions {
+    period: Duration,
+    started: Instant,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    /// No sessions yet; `period` is the heartbeat period handed to workers.
+    pub fn new(period: Duration) -> Self {
+        Sessions {
+            period,
+            started: Instant::now(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The heartbeat period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Opens a session for `node_id`, replacing any older one; returns its id.
+    pub fn open(&self, node_id: &str) -> String {
+        let id = crate::ids::new_id();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.insert(
+            node_id.to_string(),
+            Session {
+                id: id.clone(),
+                last_seen: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// Whether `session_id` is still the current session of `node_id`.
+    pub fn is_current(&self, node_id: &str, session_id: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(node_id).is_some_and(|s| s.id == session_id)
+    }
+
+    /// Records a heartbeat; false when the session is unknown (the worker must
+    /// open a new session).
+    pub fn heartbeat(&self, node_id: &str, session_id: &str) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match sessions.get_mut(node_id) {
+            Some(s) if s.id == session_id => {
+                s.last_seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends `node_id`'s session if it is still `session_id`.
+    pub fn close(&self, node_id: &str, session_id: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.get(node_id).is_some_and(|s| s.id == session_id) {
+            sessions.remove(node_id);
+        }
+    }
+
+    /// Nodes the store has as ready (or unknown) whose heartbeats stopped,
+    /// or who never opened a session since this leader started.
+    pub fn expired(&self, tables: &Tables) -> Vec<String> {
+        let limit = self.period * MISSED_HEARTBEATS;
+        let now = Instant::now();
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        tables
+            .nodes
+            .values()
+            .filter(|n| {
+                let state = n.status.as_ref().map_or(NodeState::Unknown, |s| s.state());
+                matches!(state, NodeState::Ready | NodeState::Unknown)
+            })
+            .filter(|n| match sessions.get(&n.id) {
+                Some(s) => now.duration_since(s.last_seen) > limit,
+                None => now.duration_since(self.started) > limit,
+            })
+            .map(|n| n.id.clone())
+            .collect()
+    }
+}

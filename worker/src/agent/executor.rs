@@ -1,0 +1,179 @@
+//! Turns assignment messages into running and stopped tasks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use mini_proto::v1::{Assignments, Task, TaskState, TaskStatus};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::task;
+use super::worker::Shared;
+
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The tasks this node knows and the ones it runs.
+pub struct Executor {
+    shared: Arc<Shared>,
+    /// The node's current assignment set.
+    known: Mutex<BTreeMap<String, Task>>,
+    running: Mutex<HashMap<String, Running>>,
+    /// Tasks this executor started (running or ended): their outcome is
+    /// reported by their controller, never guessed from the assignment.
+    started: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Executor {
+    /// An executor with no tasks.
+    pub fn new(shared: Arc<Shared>) -> Arc<Executor> {
+        Arc::new(Executor {
+            shared,
+            known: Mutex::new(BTreeMap::new()),
+            running: Mutex::new(HashMap::new()),
+            started: Mutex::new(std::collections::HashSet::new()),
+        })
+    }
+
+    /// Applies one assignment message.
+    pub async fn apply(self: &Arc<Self>, assignments: Assignments) {
+        self.shared
+            .network
+            .set_networks(&assignments.networks, &assignments.peers);
+        let tasks: Vec<Task> = {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if assignments.complete {
+                known.clear();
+            }
+            for id in &assignments.removed_tasks {
+                known.remove(id);
+            }
+            for t in assignments.tasks {
+                known.insert(t.id.clone(), t);
+            }
+            known.values().cloned().collect()
+        };
+        // Tasks running here that are no longer assigned: stop them.
+        let assigned: std::collections::HashSet<&str> =
+            tasks.iter().map(|t| t.id.as_str()).collect();
+        let orphans: Vec<String> = {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .keys()
+                .filter(|id| !assigned.contains(id.as_str()))
+                .cloned()
+                .collect()
+        };
+        for id in orphans {
+            self.stop(&id);
+        }
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id| assigned.contains(id.as_str()));
+        for t in tasks {
+            self.reconcile(t);
+        }
+        // Peers may have changed even when no task did.
+        if let Err(err) = self.shared.network.converge().await {
+            tracing::warn!(%err, "network update failed");
+        }
+    }
+
+    fn reconcile(self: &Arc<Self>, t: Task) {
+        let observed = t.status.as_ref().map_or(TaskState::New, |s| s.state());
+        let is_running_here = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&t.id);
+        let wanted = t.desired_state() <= TaskState::Running;
+        match (wanted, is_running_here) {
+            (true, false) if observed == TaskState::Assigned => self.start(t),
+            (true, false) if observed > TaskState::Assigned && observed <= TaskState::Running => {
+                // It ran here before this daemon (re)started: it is gone.
+                self.shared.reporter.report(
+                    &t.id,
+                    TaskStatus {
+                        state: TaskState::Failed as i32,
+                        timestamp_ms: now_ms(),
+                        message: "task lost".into(),
+                        err: "task lost: the node's daemon restarted while it ran".into(),
+                        exit_code: 0,
+                    },
+                );
+            }
+            (false, true) => self.stop(&t.id),
+            (false, false) if observed <= TaskState::Running => {
+                self.shared.reporter.report(
+                    &t.id,
+                    TaskStatus {
+                        state: TaskState::Shutdown as i32,
+                        timestamp_ms: now_ms(),
+                        message: "shutdown before start".into(),
+                        ..Default::default()
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn start(self: &Arc<Self>, t: Task) {
+        let (stop, stopped) = watch::channel(false);
+        let id = t.id.clone();
+        let me = Arc::clone(self);
+        let shared = Arc::clone(&self.shared);
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        // Held while spawning, so the task cannot remove its entry before it exists.
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = tokio::spawn(async move {
+            let task_id = t.id.clone();
+            task::run(t, shared, stopped).await;
+            me.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&task_id);
+        });
+        running.insert(id, Running { stop, handle });
+    }
+
+    fn stop(&self, id: &str) {
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            let _ = r.stop.send(true);
+        }
+    }
+
+    /// Stops every task and waits for them to end.
+    pub async fn stop_all(&self) {
+        let all: Vec<Running> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in &all {
+            let _ = r.stop.send(true);
+        }
+        for r in all {
+            let _ = r.handle.await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,24 @@
+//! The node agent: keeps a session to a manager, runs the tasks assigned to
+//! this node, and reports their state.
+//!
+//! # Layout
+//! - [`worker`]: the node-wide [`Worker`] (runtime, network driver, local
+//!   tasks) and the agent's start/stop.
+//! - `session`: the session loop (assignments in, heartbeats out).
+//! - `executor`: turns assignments into running or stopped tasks.
+//! - `task`: one task's life, PREPARING → RUNNING → COMPLETE/FAILED/SHUTDOWN.
+//! - `network`: the node's desired network state for the driver.
+//! - `reporter`: batched status reports.
+//! - `leftovers`: killing tasks an earlier, killed daemon left running.
+//! - `node_agent`: the gRPC service managers call for logs and exec.
+
+mod executor;
+mod leftovers;
+mod network;
+mod node_agent;
+mod reporter;
+mod session;
+mod task;
+pub mod worker;
+
+pub use worker::{Worker, WorkerConfig};

@@ -1,0 +1,149 @@
+//! The node's desired network state: overlay networks of its tasks, their
+//! sandboxes, and the peers on other nodes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use ipnet::Ipv4Net;
+use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
+use mini_netdriver::{LinuxKernel, MacAddr, NetDriver};
+use mini_proto::v1::{Network, NetworkAttachment, PeerEndpoint, Task};
+
+use crate::agent::worker::AgentError;
+
+/// What the driver must converge to, kept up to date by the executor.
+pub struct NodeNetwork {
+    driver: NetDriver<LinuxKernel>,
+    state: Mutex<Wanted>,
+}
+
+#[derive(Default)]
+struct Wanted {
+    networks: BTreeMap<String, Network>,
+    peers: Vec<PeerEndpoint>,
+    /// Task id → its attachments, for tasks that need a sandbox.
+    sandboxes: BTreeMap<String, Vec<NetworkAttachment>>,
+}
+
+fn parse_addr(addr: &str) -> Option<Ipv4Net> {
+    addr.parse().ok()
+}
+
+impl NodeNetwork {
+    /// Wraps the node's driver.
+    pub fn new(driver: NetDriver<LinuxKernel>) -> Self {
+        NodeNetwork {
+            driver,
+            state: Mutex::new(Wanted::default()),
+        }
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &NetDriver<LinuxKernel> {
+        &self.driver
+    }
+
+    /// Replaces the networks and peers (from an assignment message).
+    pub fn set_networks(&self, networks: &[Network], peers: &[PeerEndpoint]) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.networks = networks.iter().map(|n| (n.id.clone(), n.clone())).collect();
+        state.peers = peers.to_vec();
+    }
+
+    /// Wants a sandbox for `task`.
+    pub fn add_sandbox(&self, task: &Task) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .sandboxes
+            .insert(task.id.clone(), task.networks.clone());
+    }
+
+    /// No longer wants `task_id`'s sandbox.
+    pub fn remove_sandbox(&self, task_id: &str) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sandboxes
+            .remove(task_id);
+    }
+
+    /// Wants nothing at all (the agent is stopping).
+    pub fn clear(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Wanted::default();
+    }
+
+    /// Converges the kernel to what is wanted now.
+    pub async fn converge(&self) -> Result<(), AgentError> {
+        let desired = self.desired()?;
+        self.driver
+            .apply(&desired)
+            .await
+            .map_err(|e| AgentError::Network(e.to_string()))?;
+        Ok(())
+    }
+
+    fn desired(&self) -> Result<DesiredState, AgentError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used: BTreeMap<&str, ()> = BTreeMap::new();
+        let mut sandboxes = Vec::new();
+        for (task_id, attachments) in &state.sandboxes {
+            let mut list = Vec::new();
+            for a in attachments {
+                if !state.networks.contains_key(&a.network_id) {
+                    continue;
+                }
+                used.insert(a.network_id.as_str(), ());
+                let addr = parse_addr(&a.addr).ok_or_else(|| {
+                    AgentError::Network(format!("task {task_id}: bad address {:?}", a.addr))
+                })?;
+                let mac: MacAddr = a.mac.parse().map_err(|_| {
+                    AgentError::Network(format!("task {task_id}: bad MAC {:?}", a.mac))
+                })?;
+                list.push(Attachment {
+                    network_id: a.network_id.clone(),
+                    addr,
+                    mac,
+                });
+            }
+            sandboxes.push(mini_netdriver::model::Sandbox {
+                id: task_id.clone(),
+                attachments: list,
+            });
+        }
+        let mut networks = Vec::new();
+        for id in used.keys() {
+            let n = &state.networks[*id];
+            let subnet: Ipv4Net = n.subnet.parse().map_err(|_| {
+                AgentError::Network(format!("network {id}: bad subnet {:?}", n.subnet))
+            })?;
+            let gateway: Ipv4Addr = n.gateway.parse().map_err(|_| {
+                AgentError::Network(format!("network {id}: bad gateway {:?}", n.gateway))
+            })?;
+            let peers = state
+                .peers
+                .iter()
+                .filter(|p| p.network_id == *id)
+                .filter_map(|p| {
+                    Some(Peer {
+                        ip: parse_addr(&p.addr)?.addr(),
+                        mac: p.mac.parse().ok()?,
+                        vtep: p.vtep.parse().ok()?,
+                    })
+                })
+                .collect();
+            networks.push(OverlayNetwork {
+                id: n.id.clone(),
+                vni: n.vni,
+                subnet,
+                gateway,
+                peers,
+                pinned: false,
+            });
+        }
+        Ok(DesiredState {
+            networks,
+            sandboxes,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The session loop: connect to a manager, receive assignments, heartbeat,
+//! send status reports; reconnect (to the next manager) when anything breaks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mini_proto::v1::{
+    HeartbeatRequest, SessionRequest, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
+};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::executor::Executor;
+use super::worker::Shared;
+
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+async fn dial(addr: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach manager {addr}: {e}"))
+}
+
+/// Runs sessions until `stop` turns true.
+pub async fn run(
+    node_id: String,
+    mut managers: Vec<String>,
+    shared: Arc<Shared>,
+    executor: Arc<Executor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut next = 0usize;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let addr = managers[next % managers.len().max(1)].clone();
+        next += 1;
+        tokio::select! {
+            result = session(&node_id, &addr, &shared, &executor, &mut managers) => {
+                match result {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(err) => tracing::warn!(manager = %addr, %err, "session ended"),
+                }
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One session with the manager at `addr`, until it breaks.
+async fn session(
+    node_id: &str,
+    addr: &str,
+    shared: &Arc<Shared>,
+    executor: &Arc<Executor>,
+    managers: &mut Vec<String>,
+) -> Result<(), String> {
+    let channel = dial(addr).await?;
+    let mut client = DispatcherClient::new(channel);
+    let mut stream = client
+        .session(SessionRequest {
+            node_id: node_id.to_string(),
+        })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .map_err(|s| s.message().to_string())?
+        .ok_or("session closed at once")?;
+    let session_id = first.session_id.clone();
+    let period = Duration::from_millis(first.heartbeat_period_ms.max(100));
+    tracing::info!(manager = %addr, session = %session_id, "session open");
+
+    // Heartbeats and status reports run beside the stream; whichever fails
+    // first ends the session.
+    let heartbeat = {
+        let mut client = client.clone();
+        let (node_id, session_id) = (node_id.to_string(), session_id.clone());
+        async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let request = HeartbeatRequest {
+                    node_id: node_id.clone(),
+                    session_id: session_id.clone(),
+                };
+                match tokio::time::timeout(period * 2, client.heartbeat(request)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => return format!("heartbeat refused: {}", status.message()),
+                    Err(_) => return "heartbeat timed out".to_string(),
+                }
+            }
+        }
+    };
+    let reports = {
+        let mut client = client.clone();
+        let (node_id, session_id) = (node_id.to_string(), session_id.clone());
+        let shared = Arc::clone(shared);
+        async move {
+            loop {
+                let updates = shared.reporter.take().await;
+                let request = UpdateTaskStatusRequest {
+                    node_id: node_id.clone(),
+                    session_id: session_id.clone(),
+                    updates: updates.clone(),
+                };
+                if let Err(status) = client.update_task_status(request).await {
+                    shared.reporter.requeue(updates);
+                    return format!("status report failed: {}", status.message());
+                }
+            }
+        }
+    };
+    let assignments = async {
+        let mut message = Some(first);
+        loop {
+            let Some(m) = message.take() else {
+                return "session stream ended".to_string();
+            };
+            if !m.managers.is_empty() {
+                *managers = m.managers.clone();
+            }
+            if let Some(a) = m.assignments {
+                executor.apply(a).await;
+            }
+            message = match stream.message().await {
+                Ok(Some(m)) => Some(m),
+                Ok(None) => return "session stream ended".to_string(),
+                Err(status) => return format!("session stream broke: {}", status.message()),
+            };
+        }
+    };
+    let reason = tokio::select! {
+        r = heartbeat => r,
+        r = reports => r,
+        r = assignments => r,
+    };
+    Err(reason)
+}
