@@ -414,3 +414,17 @@ async fn follow_yields_lines_as_they_are_written() {
         "no line after the last one"
     );
 }
+
+#[tokio::test]
+async fn dropping_a_running_task_kills_it() {
+    let fx = Fixture::new();
+    let task = fx
+        .runtime
+        .start(&fx.spec(&["sleep", "1000"]))
+        .await
+        .unwrap();
+    let pid = task.pid();
+    assert!(alive(pid));
+    drop(task);
+    wait_until("the dropped task to die", || !alive(pid)).await;
+}
