@@ -1,2 +1,9 @@
-//! The agent of a mini node. Task execution arrives with issue #4; this crate holds the node-local identity for now.
+//! The worker side of a `mini` node.
+//!
+//! # Layout
+//! - [`agent`]: the session to the managers, the executor of assigned tasks,
+//!   and the node agent service (logs, exec).
+//! - [`runtime`]: running one task of image `host` in fresh namespaces.
+
+pub mod agent;
 pub mod runtime;
