@@ -503,7 +503,6 @@ fn snapshots_compact_the_log_and_restart_restores_from_them() {
         "log not compacted: first index {first_index}"
     );
 
-    drop(daemon);
     cluster.kill_host(1);
     cluster.start_host(1);
     let daemon = cluster.host(1);

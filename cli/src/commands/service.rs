@@ -16,7 +16,7 @@ use crate::views::{Names, ServiceView, TaskView, capitalize, service_name, short
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Create a service.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List services.
     #[command(alias = "list")]
     Ls {
