@@ -18,5 +18,5 @@ mod status;
 pub mod token;
 
 pub use assignments::{AssignmentSet, assignments_for};
-pub use sessions::{MISSED_HEARTBEATS, Sessions};
+pub use sessions::{MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions};
 pub use status::apply_status_updates;

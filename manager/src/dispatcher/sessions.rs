@@ -12,6 +12,11 @@ use crate::store::Tables;
 /// A node is down after this many heartbeat periods without one.
 pub const MISSED_HEARTBEATS: u32 = 3;
 
+/// Extra time a node that had a session with an earlier leader (or before a
+/// manager restart) gets to open one with this leader before it is marked
+/// down: a worker retries with a backoff of at most 2 s.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(3);
+
 struct Session {
     id: String,
     last_seen: Instant,
@@ -95,7 +100,7 @@ impl Sessions {
             })
             .filter(|n| match sessions.get(&n.id) {
                 Some(s) => now.duration_since(s.last_seen) > limit,
-                None => now.duration_since(self.started) > limit,
+                None => now.duration_since(self.started) > limit + RECONNECT_GRACE,
             })
             .map(|n| n.id.clone())
             .collect()
