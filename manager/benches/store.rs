@@ -5,64 +5,75 @@
 //! - `concurrent_64`: 64 clients proposing continuously; the Raft loop drains every queued
 //!   proposal before each Ready, so one fsync covers many entries.
 //!
-//! Throughput is reported as elements/s = commits/s. The state machine is a trivial sum (the real
-//! store replaces it later); entries carry 256-byte payloads.
+//! Throughput is reported as elements/s = commits/s. The state machine is the real store
+//! (`StoreMachine`); each entry is an encoded `StoreBatch` creating one task (about 250 bytes),
+//! so the store grows as it would under a steady stream of task writes.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use mini_manager::raft::{self, RaftConfig, RaftHandle, StateMachine};
+use mini_manager::raft::{self, RaftConfig, RaftHandle};
+use mini_manager::store::{ApplyError, Store, StoreMachine};
+use mini_proto::v1::{
+    ContainerSpec, NetworkAttachment, StoreAction, StoreBatch, Task, store_action::Action,
+};
+use prost::Message;
 
-/// Sums the first 8 bytes of every entry; deterministic and nearly free.
-struct Sum(u64);
-
-impl StateMachine for Sum {
-    type Outcome = u64;
-
-    fn apply(&mut self, _index: u64, data: &[u8]) -> u64 {
-        let head: [u8; 8] = data[..8].try_into().unwrap_or_default();
-        self.0 = self.0.wrapping_add(u64::from_be_bytes(head));
-        self.0
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_be_bytes().to_vec()
-    }
-
-    fn restore(&mut self, _index: u64, data: &[u8]) -> Result<(), String> {
-        self.0 = u64::from_be_bytes(data.try_into().map_err(|_| "bad snapshot".to_string())?);
-        Ok(())
-    }
-}
-
-const PAYLOAD: usize = 256;
 const CLIENTS: u64 = 64;
 
+/// One batch creating the task numbered `v`.
 fn payload(v: u64) -> Vec<u8> {
-    let mut p = vec![0u8; PAYLOAD];
-    p[..8].copy_from_slice(&v.to_be_bytes());
-    p
+    let task = Task {
+        id: format!("benchtask{v:016}"),
+        service_id: "benchservice0000000000000".into(),
+        service_name: "bench".into(),
+        slot: v,
+        container: Some(ContainerSpec {
+            image: "host".into(),
+            args: vec!["sleep".into(), "1000".into()],
+            env: Vec::new(),
+        }),
+        networks: vec![NetworkAttachment {
+            network_id: "benchnet00000000000000000".into(),
+            addr: "10.0.0.2/24".into(),
+            mac: "02:42:0a:00:00:02".into(),
+        }],
+        ..Default::default()
+    };
+    StoreBatch {
+        actions: vec![StoreAction { action: Some(Action::PutTask(task)), create: true }],
+        proposed_at_ms: 1,
+    }
+    .encode_to_vec()
 }
 
+type Outcome = Result<(), ApplyError>;
+
+/// Task numbers are unique across every iteration criterion runs.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
 /// `iters` sequential proposals from one client.
-async fn sequential(h: &RaftHandle<u64>, iters: u64) -> Duration {
+async fn sequential(h: &RaftHandle<Outcome>, iters: u64) -> Duration {
     let start = Instant::now();
-    for i in 0..iters {
-        h.propose(payload(i)).await.expect("proposal commits");
+    for _ in 0..iters {
+        let (_, outcome) = h.propose(payload(NEXT.fetch_add(1, SeqCst))).await.expect("proposal commits");
+        outcome.expect("the store applies the batch");
     }
     start.elapsed()
 }
 
 /// `iters` proposals from each of `CLIENTS` concurrent clients.
-async fn concurrent(h: &RaftHandle<u64>, iters: u64) -> Duration {
+async fn concurrent(h: &RaftHandle<Outcome>, iters: u64) -> Duration {
     let start = Instant::now();
-    let clients = (0..CLIENTS).map(|c| {
+    let clients = (0..CLIENTS).map(|_| {
         let h = h.clone();
         tokio::spawn(async move {
-            for i in 0..iters {
-                h.propose(payload(c * iters + i))
-                    .await
-                    .expect("proposal commits");
+            for _ in 0..iters {
+                let (_, outcome) =
+                    h.propose(payload(NEXT.fetch_add(1, SeqCst))).await.expect("proposal commits");
+                outcome.expect("the store applies the batch");
             }
         })
     });
@@ -81,7 +92,8 @@ fn bench(c: &mut Criterion) {
     // On the project's disk (not tmpfs), so fsync is real.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let (h, task) = rt.block_on(async {
-        raft::start(RaftConfig::new(dir.path(), 1), Sum(0), true).expect("raft starts")
+        let machine = StoreMachine::new(Store::new());
+        raft::start(RaftConfig::new(dir.path(), 1), machine, true).expect("raft starts")
     });
 
     let mut g = c.benchmark_group("store_path");

@@ -18,8 +18,8 @@ use crate::control::ControlError;
 use crate::controllers::Controllers;
 use crate::dispatcher::Sessions;
 use crate::ids::{new_id, new_secret, now_ms};
-use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus, StateMachine};
-use crate::store::{ApplyError, ProposeFailed, Proposer, Store, WriteError};
+use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
+use crate::store::{ApplyError, ProposeFailed, Proposer, Store, StoreMachine, WriteError};
 
 /// The ingress network's subnet, as Docker's.
 pub const INGRESS_SUBNET: &str = "10.255.0.0/16";
@@ -54,29 +54,6 @@ pub struct InitParams {
     pub default_subnet_size: u32,
     /// UDP port of the VXLAN data path.
     pub data_path_port: u32,
-}
-
-/// The store seen by the Raft log as its state machine.
-struct StoreMachine(Store);
-
-impl StateMachine for StoreMachine {
-    type Outcome = Result<(), ApplyError>;
-
-    fn apply(&mut self, index: u64, data: &[u8]) -> Self::Outcome {
-        let outcome = self.0.apply_entry(index, data);
-        if let Err(err) = &outcome {
-            tracing::debug!(index, %err, "store batch refused");
-        }
-        outcome
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.snapshot().1
-    }
-
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        self.0.restore(index, data).map_err(|e| e.to_string())
-    }
 }
 
 /// Writes batches through the Raft log.
@@ -132,7 +109,7 @@ impl Manager {
         let store = Store::new();
         let (raft, _task) = raft::start(
             Self::raft_config(config),
-            StoreMachine(store.clone()),
+            StoreMachine::new(store.clone()),
             bootstrap,
         )
         .map_err(|e| {

@@ -13,12 +13,14 @@ mod apply;
 mod error;
 mod event;
 mod handle;
+mod machine;
 mod proposer;
 mod tables;
 
 pub use error::{ApplyError, ObjectKind};
 pub use event::{Change, StoreEvent};
 pub use handle::Store;
+pub use machine::StoreMachine;
 pub use proposer::{LocalProposer, ProposeFailed, Proposer, WriteError};
 pub use tables::{LookupError, Tables};
 
