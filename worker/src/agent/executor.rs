@@ -89,8 +89,16 @@ impl Executor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&t.id);
+        let started_here = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&t.id);
         let wanted = t.desired_state() <= TaskState::Running;
         match (wanted, is_running_here) {
+            // Ended here already: its controller reported how (the manager
+            // may not have applied that report yet).
+            (_, false) if started_here => {}
             (true, false) if observed == TaskState::Assigned => self.start(t),
             (true, false) if observed > TaskState::Assigned && observed <= TaskState::Running => {
                 // It ran here before this daemon (re)started: it is gone.
