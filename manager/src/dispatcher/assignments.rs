@@ -10,7 +10,8 @@ use crate::store::Tables;
 /// The complete set for one node at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AssignmentSet {
-    /// Tasks bound to the node that it may have to run or stop, by id.
+    /// Tasks bound to the node, by id: the ones it may have to run or stop,
+    /// and ended ones kept as history (whose logs the node keeps).
     pub tasks: BTreeMap<String, Task>,
     /// Networks those tasks use.
     pub networks: Vec<Network>,
@@ -28,16 +29,19 @@ fn live_on_node(t: &Task) -> bool {
     state >= TaskState::Assigned && state <= TaskState::Running
 }
 
-/// The set of `node_id` in `tables`.
+/// The set of `node_id` in `tables`: every task bound to the node, also the
+/// ended ones still kept as history (the node keeps their logs until a task
+/// leaves the set, i.e. is deleted), and the networks of its live tasks.
 pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
     let tasks: BTreeMap<String, Task> = tables
         .tasks
         .values()
-        .filter(|t| t.node_id == node_id && live_on_node(t))
+        .filter(|t| t.node_id == node_id && observed(t) >= TaskState::Assigned)
         .map(|t| (t.id.clone(), t.clone()))
         .collect();
     let network_ids: BTreeSet<&str> = tasks
         .values()
+        .filter(|t| live_on_node(t))
         .flat_map(|t| &t.networks)
         .map(|a| a.network_id.as_str())
         .collect();

@@ -42,8 +42,9 @@ impl Executor {
         self.shared
             .network
             .set_networks(&assignments.networks, &assignments.peers);
-        let tasks: Vec<Task> = {
+        let (tasks, gone): (Vec<Task>, Vec<String>) = {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            let before: Vec<String> = known.keys().cloned().collect();
             if assignments.complete {
                 known.clear();
             }
@@ -53,7 +54,11 @@ impl Executor {
             for t in assignments.tasks {
                 known.insert(t.id.clone(), t);
             }
-            known.values().cloned().collect()
+            let gone = before
+                .into_iter()
+                .filter(|id| !known.contains_key(id))
+                .collect();
+            (known.values().cloned().collect(), gone)
         };
         // Tasks running here that are no longer assigned: stop them.
         let assigned: std::collections::HashSet<&str> =
@@ -68,6 +73,12 @@ impl Executor {
         };
         for id in orphans {
             self.stop(&id);
+        }
+        // Deleted from the cluster: its files (logs) go too, once it ended.
+        for id in gone {
+            if !running_here(&self.running, &id) {
+                self.remove_files(&id);
+            }
         }
         self.started
             .lock()
@@ -147,8 +158,28 @@ impl Executor {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&task_id);
+            let deleted = !me
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&task_id);
+            if deleted {
+                me.remove_files(&task_id);
+            }
         });
         running.insert(id, Running { stop, handle });
+    }
+
+    /// Removes the directory of a task that ended and was deleted.
+    fn remove_files(&self, id: &str) {
+        let dir = self.shared.task_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), %err, "cannot remove a task directory")
+            }
+        }
     }
 
     fn stop(&self, id: &str) {
@@ -178,6 +209,13 @@ impl Executor {
             let _ = r.handle.await;
         }
     }
+}
+
+fn running_here(running: &Mutex<HashMap<String, Running>>, id: &str) -> bool {
+    running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(id)
 }
 
 fn now_ms() -> i64 {
