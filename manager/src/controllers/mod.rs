@@ -17,6 +17,9 @@ mod reaper;
 mod scheduler;
 mod task_allocator;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use mini_proto::v1::{StoreAction, StoreBatch};

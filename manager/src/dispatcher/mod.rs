@@ -20,3 +20,6 @@ pub mod token;
 pub use assignments::{AssignmentSet, assignments_for};
 pub use sessions::{MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions};
 pub use status::apply_status_updates;
+
+#[cfg(test)]
+mod tests;

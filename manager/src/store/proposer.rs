@@ -62,3 +62,11 @@ impl Proposer for LocalProposer {
         std::future::ready(result)
     }
 }
+
+/// A shared proposer proposes through the one it shares (so one
+/// [`LocalProposer`] can serve every controller).
+impl<P: Proposer> Proposer for std::sync::Arc<P> {
+    fn propose(&self, batch: StoreBatch) -> impl Future<Output = Result<u64, WriteError>> + Send {
+        (**self).propose(batch)
+    }
+}

@@ -1,0 +1,301 @@
+//! Unit tests of the dispatcher: assignment sets and their increments, peers,
+//! forward-only status updates, and session expiry.
+
+use std::time::Duration;
+
+use mini_proto::v1::{
+    Meta, Network, NetworkAttachment, Node, NodeState, NodeStatus, StoreAction, StoreBatch, Task,
+    TaskState, TaskStatus, TaskStatusUpdate, store_action::Action,
+};
+
+use super::*;
+use crate::store::{LocalProposer, Proposer, Store, Tables};
+
+fn node(id: &str, addr: &str, state: NodeState) -> Node {
+    let mut status = NodeStatus {
+        addr: addr.into(),
+        ..Default::default()
+    };
+    status.set_state(state);
+    Node {
+        id: id.into(),
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+/// A task on `node` in `state` (desired RUNNING), at `version`, attached to
+/// `networks` with address 10.0.<n>.<last octet of its id's number>.
+fn task(id: &str, node: &str, state: TaskState, version: u64, networks: &[&str]) -> Task {
+    let mut t = Task {
+        id: id.into(),
+        meta: Some(Meta {
+            version,
+            ..Default::default()
+        }),
+        node_id: node.into(),
+        status: Some(TaskStatus {
+            state: state as i32,
+            ..Default::default()
+        }),
+        networks: networks
+            .iter()
+            .map(|n| NetworkAttachment {
+                network_id: (*n).into(),
+                addr: format!("10.0.0.{}/24", id.len() + version as usize),
+                mac: format!("02:42:{id}"),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    t.set_desired_state(TaskState::Running);
+    t
+}
+
+fn tables(nodes: Vec<Node>, tasks: Vec<Task>, networks: &[&str]) -> Tables {
+    Tables {
+        nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+        tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        networks: networks
+            .iter()
+            .map(|id| {
+                (
+                    (*id).to_string(),
+                    Network {
+                        id: (*id).into(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn three_nodes() -> Vec<Node> {
+    vec![
+        node("a", "10.78.0.1", NodeState::Ready),
+        node("b", "10.78.0.2", NodeState::Ready),
+        node("c", "10.78.0.3", NodeState::Ready),
+    ]
+}
+
+#[test]
+fn first_message_is_complete_then_only_changes_and_removals() {
+    let t1 = task("t1", "a", TaskState::Assigned, 5, &["net"]);
+    let t2 = task("t2", "a", TaskState::Running, 6, &["net"]);
+    let before = assignments_for(
+        &tables(three_nodes(), vec![t1.clone(), t2.clone()], &["net"]),
+        "a",
+    );
+
+    let first = before.since(None).expect("a first message");
+    assert!(first.complete);
+    assert_eq!(first.tasks.len(), 2);
+    assert_eq!(first.networks.len(), 1);
+    assert_eq!(before.since(Some(&before)), None, "nothing changed");
+
+    // t1 moves on (new version), t2 is deleted, t3 arrives.
+    let mut t1b = t1.clone();
+    t1b.meta.as_mut().unwrap().version = 9;
+    t1b.status.as_mut().unwrap().state = TaskState::Running as i32;
+    let t3 = task("t3", "a", TaskState::Assigned, 10, &["net"]);
+    let after = assignments_for(&tables(three_nodes(), vec![t1b, t3], &["net"]), "a");
+    let inc = after.since(Some(&before)).expect("an increment");
+    assert!(!inc.complete);
+    let mut ids: Vec<&str> = inc.tasks.iter().map(|t| t.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["t1", "t3"]);
+    assert_eq!(inc.removed_tasks, ["t2"]);
+}
+
+#[test]
+fn the_set_holds_the_nodes_own_tasks_and_history_but_not_unassigned_ones() {
+    let mut ended = task("ended", "a", TaskState::Failed, 3, &["old"]);
+    ended.set_desired_state(TaskState::Shutdown);
+    let all = vec![
+        task("mine", "a", TaskState::Running, 1, &["net"]),
+        ended,
+        task("pending", "", TaskState::Pending, 2, &["net"]),
+        task("new-on-a", "a", TaskState::New, 4, &["net"]),
+        task("theirs", "b", TaskState::Running, 5, &["net"]),
+    ];
+    let set = assignments_for(&tables(three_nodes(), all, &["net", "old"]), "a");
+    let ids: Vec<&str> = set.tasks.keys().map(String::as_str).collect();
+    assert_eq!(ids, ["ended", "mine"]);
+    // Only the networks of live tasks are programmed.
+    let nets: Vec<&str> = set.networks.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(nets, ["net"]);
+}
+
+#[test]
+fn peers_are_other_nodes_endpoints_on_the_nodes_networks_only() {
+    let mut stopping = task("stopping", "c", TaskState::Assigned, 8, &["net"]);
+    stopping.set_desired_state(TaskState::Shutdown);
+    let all = vec![
+        task("mine", "a", TaskState::Running, 1, &["net"]),
+        task("b-net", "b", TaskState::Running, 2, &["net"]),
+        task("b-other", "b", TaskState::Running, 3, &["other"]),
+        task("c-starting", "c", TaskState::Starting, 4, &["net", "other"]),
+        task("c-ended", "c", TaskState::Failed, 5, &["net"]),
+        task("unplaced", "", TaskState::Pending, 6, &["net"]),
+        stopping,
+    ];
+    let set = assignments_for(&tables(three_nodes(), all, &["net", "other"]), "a");
+    let mut peers: Vec<(&str, &str, &str)> = set
+        .peers
+        .iter()
+        .map(|p| (p.task_id.as_str(), p.network_id.as_str(), p.vtep.as_str()))
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            ("b-net", "net", "10.78.0.2"),
+            ("c-starting", "net", "10.78.0.3")
+        ]
+    );
+    assert!(set.peers.iter().all(|p| p.mac.starts_with("02:42:")));
+}
+
+async fn write(proposer: &LocalProposer, action: Action, create: bool) {
+    proposer
+        .propose(StoreBatch {
+            actions: vec![StoreAction {
+                action: Some(action),
+                create,
+            }],
+            proposed_at_ms: 1,
+        })
+        .await
+        .expect("test write");
+}
+
+fn update(task_id: &str, state: TaskState, message: &str) -> TaskStatusUpdate {
+    TaskStatusUpdate {
+        task_id: task_id.into(),
+        status: Some(TaskStatus {
+            state: state as i32,
+            timestamp_ms: 2,
+            message: message.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn status_updates_only_move_a_nodes_own_tasks_forward() {
+    let store = Store::new();
+    let proposer = LocalProposer::new(store.clone());
+    write(
+        &proposer,
+        Action::PutNode(node("a", "10.78.0.1", NodeState::Ready)),
+        true,
+    )
+    .await;
+    write(
+        &proposer,
+        Action::PutTask(task("t1", "a", TaskState::Running, 0, &[])),
+        true,
+    )
+    .await;
+    let observed = |store: &Store| {
+        store.view(|t| {
+            let s = t.tasks["t1"].status.clone().unwrap();
+            (s.state(), s.message)
+        })
+    };
+
+    // Backwards: dropped.
+    apply_status_updates(
+        &store,
+        &proposer,
+        "a",
+        &[update("t1", TaskState::Starting, "late")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(observed(&store), (TaskState::Running, String::new()));
+    // Another node's report about this task: dropped.
+    apply_status_updates(
+        &store,
+        &proposer,
+        "b",
+        &[update("t1", TaskState::Failed, "not yours")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(observed(&store).0, TaskState::Running);
+    // An unknown task: ignored, not an error.
+    apply_status_updates(
+        &store,
+        &proposer,
+        "a",
+        &[update("nope", TaskState::Failed, "?")],
+    )
+    .await
+    .unwrap();
+    // Forward, in one batch with a stale one: the forward one applies.
+    apply_status_updates(
+        &store,
+        &proposer,
+        "a",
+        &[
+            update("t1", TaskState::Failed, "exit 3"),
+            update("t1", TaskState::Preparing, "stale"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(observed(&store), (TaskState::Failed, "exit 3".to_string()));
+    // And it never goes back from there.
+    apply_status_updates(
+        &store,
+        &proposer,
+        "a",
+        &[update("t1", TaskState::Running, "again")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(observed(&store), (TaskState::Failed, "exit 3".to_string()));
+}
+
+#[test]
+fn sessions_expire_after_missed_heartbeats() {
+    let nodes = tables(
+        vec![
+            node("live", "10.78.0.1", NodeState::Ready),
+            node("silent", "10.78.0.2", NodeState::Ready),
+            node("never", "10.78.0.3", NodeState::Unknown),
+            node("down", "10.78.0.4", NodeState::Down),
+        ],
+        Vec::new(),
+        &[],
+    );
+    // A tiny period: 3 periods pass in a few milliseconds.
+    let sessions = Sessions::new(Duration::from_millis(1));
+    let live = sessions.open("live");
+    let silent = sessions.open("silent");
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(sessions.heartbeat("live", &live));
+    assert!(!sessions.heartbeat("live", "another session"));
+    assert!(sessions.is_current("silent", &silent));
+    let mut expired = sessions.expired(&nodes);
+    // "live" heartbeated just now, but 3 ms pass fast on a loaded machine:
+    // only the others are checked here (the long period below covers it).
+    // The silent one is out; the one that never connected still has the
+    // reconnect grace; a DOWN one is not reported again.
+    expired.retain(|n| n != "live");
+    assert_eq!(expired, ["silent"]);
+
+    // With a long period, a fresh session and a new leader's grace hold.
+    let patient = Sessions::new(Duration::from_secs(60));
+    patient.open("live");
+    assert_eq!(patient.expired(&nodes), Vec::<String>::new());
+    // A closed session is gone; closing with an old id changes nothing.
+    let id = patient.open("silent");
+    patient.close("silent", "old id");
+    assert!(patient.is_current("silent", &id));
+    patient.close("silent", &id);
+    assert!(!patient.is_current("silent", &id));
+}
