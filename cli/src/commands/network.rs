@@ -40,9 +40,18 @@ pub enum NetworkCommand {
     },
     /// Show networks in detail (JSON).
     Inspect {
+        /// Also show every node's peers table and what its kernel holds.
+        #[arg(short, long)]
+        verbose: bool,
         /// Network names or ids.
         #[arg(required = true)]
         networks: Vec<String>,
+    },
+    /// Check on every node that the kernel's VXLAN peers (neighbour and FDB
+    /// entries) equal the network's live remote endpoints; exit 1 if not.
+    Check {
+        /// Network name or id.
+        network: String,
     },
     /// Remove networks.
     #[command(alias = "remove")]
@@ -109,16 +118,59 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
                 }
             }
         }
-        NetworkCommand::Inspect { networks } => {
+        NetworkCommand::Inspect { verbose, networks } => {
             let mut views = Vec::new();
             for name_or_id in networks {
                 let n = client
                     .get_network(GetRequest { name_or_id })
                     .await?
                     .into_inner();
-                views.push(NetworkView::from(&n));
+                let mut view = serde_json::to_value(NetworkView::from(&n))?;
+                if verbose {
+                    let report = client
+                        .network_peers(GetRequest {
+                            name_or_id: n.id.clone(),
+                        })
+                        .await?
+                        .into_inner();
+                    view["peers"] = peers_json(&report);
+                }
+                views.push(view);
             }
             print_json(&views)?;
+        }
+        NetworkCommand::Check { network } => {
+            let report = client
+                .network_peers(GetRequest {
+                    name_or_id: network.clone(),
+                })
+                .await?
+                .into_inner();
+            let mut rows = Vec::new();
+            let mut all_ok = true;
+            for node in &report.nodes {
+                let (state, expected, kernel) = match &node.view {
+                    _ if !node.error.is_empty() => ("unreachable".to_string(), 0, 0),
+                    Some(v) if !v.present => ("not here".to_string(), 0, 0),
+                    Some(v) if v.consistent => ("ok".to_string(), v.expected.len(), v.kernel.len()),
+                    Some(v) => ("MISMATCH".to_string(), v.expected.len(), v.kernel.len()),
+                    None => ("unknown".to_string(), 0, 0),
+                };
+                all_ok &= matches!(state.as_str(), "ok" | "not here");
+                rows.push(vec![
+                    node.hostname.clone(),
+                    state,
+                    expected.to_string(),
+                    kernel.to_string(),
+                    node.error.clone(),
+                ]);
+            }
+            print_table(&["NODE", "PEERS", "EXPECTED", "IN KERNEL", "ERROR"], &rows);
+            if !all_ok {
+                anyhow::bail!(
+                    "network {network}: the kernel's peers differ from the live endpoints on some node"
+                );
+            }
         }
         NetworkCommand::Rm { networks } => {
             for name_or_id in networks {
@@ -132,4 +184,32 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every node's view of a network's peers, as `inspect --verbose` shows it.
+fn peers_json(report: &mini_proto::v1::NetworkPeersReport) -> serde_json::Value {
+    let entry = |p: &mini_proto::v1::PeerEntry| {
+        serde_json::json!({
+            "ip": p.ip, "mac": p.mac, "vtep": p.vtep, "node_id": p.node_id, "task_id": p.task_id,
+            "service": p.service_name, "task": p.task_name, "programmed": p.programmed,
+        })
+    };
+    serde_json::Value::Array(
+        report
+            .nodes
+            .iter()
+            .map(|n| {
+                let view = n.view.clone().unwrap_or_default();
+                serde_json::json!({
+                    "node_id": n.node_id,
+                    "node": n.hostname,
+                    "error": n.error,
+                    "present": view.present,
+                    "consistent": view.consistent,
+                    "expected": view.expected.iter().map(entry).collect::<Vec<_>>(),
+                    "kernel": view.kernel.iter().map(entry).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
 }

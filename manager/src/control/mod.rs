@@ -26,10 +26,10 @@ use mini_proto::v1::{
     CreateNetworkRequest, CreateServiceRequest, ExecRequest, ExecResponse, GetRequest, InfoRequest,
     InfoResponse, JoinTokenRequest, JoinTokenResponse, ListNetworksRequest, ListNetworksResponse,
     ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
-    ListTasksRequest, ListTasksResponse, Network, Node, RemoveNodeRequest, RemoveResponse,
-    ScaleServiceRequest, Service, ServiceLogsRequest, SwarmInitRequest, SwarmInitResponse,
-    SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse, UpdateNodeRequest,
-    control_server::Control,
+    ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node, RemoveNodeRequest,
+    RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest, SwarmInitRequest,
+    SwarmInitResponse, SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse,
+    UpdateNodeRequest, control_server::Control,
 };
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
@@ -281,6 +281,11 @@ impl Control for ControlApi {
     async fn exec(&self, request: Request<ExecRequest>) -> Reply<ExecResponse> {
         let manager = self.manager().await?;
         reply(remote::exec(&manager, request.into_inner()).await)
+    }
+
+    async fn network_peers(&self, request: Request<GetRequest>) -> Reply<NetworkPeersReport> {
+        let manager = self.manager().await?;
+        reply(remote::network_peers(&manager, &request.into_inner().name_or_id).await)
     }
 
     async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {

@@ -4,8 +4,8 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use mini_proto::v1::{
-    ExecRequest, ExecResponse, LogLine, ServiceLogsRequest, Task, TaskLogsRequest,
-    node_agent_client::NodeAgentClient,
+    ExecRequest, ExecResponse, LogLine, NetworkPeersReport, NetworkPeersRequest, NodeNetworkPeers,
+    ServiceLogsRequest, Task, TaskLogsRequest, node_agent_client::NodeAgentClient,
 };
 use tonic::Status;
 
@@ -143,4 +143,68 @@ pub(super) async fn service_logs(
         streams.push(Box::pin(stream));
     }
     Ok(Box::pin(futures::stream::select_all(streams).map(|r| r)))
+}
+
+/// Asks every ready node for its view of a network's peers.
+pub(super) async fn network_peers(
+    manager: &Manager,
+    query: &str,
+) -> Result<NetworkPeersReport, ControlError> {
+    let (network_id, nodes, tasks) = manager.store().view(|t| {
+        let network = t.network(query)?;
+        let nodes: Vec<_> = t
+            .nodes
+            .values()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .is_some_and(|s| s.state() == mini_proto::v1::NodeState::Ready)
+            })
+            .cloned()
+            .collect();
+        let tasks: std::collections::HashMap<String, Task> = t
+            .tasks
+            .iter()
+            .map(|(id, task)| (id.clone(), task.clone()))
+            .collect();
+        Ok::<_, ControlError>((network.id.clone(), nodes, tasks))
+    })?;
+    let asks = nodes.into_iter().map(|node| {
+        let network_id = network_id.clone();
+        async move {
+            let view = async {
+                let mut client = NodeAgentClient::new(dial(&node.agent_addr).await?);
+                let response = client
+                    .network_peers(NetworkPeersRequest { network_id })
+                    .await
+                    .map_err(|s| ControlError::Refused(s.message().to_string()))?;
+                Ok::<_, ControlError>(response.into_inner())
+            }
+            .await;
+            let (view, error) = match view {
+                Ok(v) => (Some(v), String::new()),
+                Err(e) => (None, e.to_string()),
+            };
+            NodeNetworkPeers {
+                node_id: node.id.clone(),
+                hostname: node.hostname.clone(),
+                error,
+                view,
+            }
+        }
+    });
+    let mut nodes = futures::future::join_all(asks).await;
+    for node in &mut nodes {
+        if let Some(view) = node.view.as_mut() {
+            for entry in view.expected.iter_mut() {
+                if let Some(task) = tasks.get(&entry.task_id) {
+                    entry.node_id = task.node_id.clone();
+                    entry.service_name = task.service_name.clone();
+                    entry.task_name = task_name(task);
+                }
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    Ok(NetworkPeersReport { network_id, nodes })
 }

@@ -68,6 +68,18 @@ impl NodeNetwork {
             .remove(task_id);
     }
 
+    /// The live remote endpoints of `network_id` this node knows of: what
+    /// its kernel should hold as VXLAN peers.
+    pub fn expected_peers(&self, network_id: &str) -> Vec<PeerEndpoint> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .peers
+            .iter()
+            .filter(|p| p.network_id == network_id)
+            .cloned()
+            .collect()
+    }
+
     /// Wants nothing at all (the agent is stopping).
     pub fn clear(&self) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Wanted::default();

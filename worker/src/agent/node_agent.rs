@@ -4,7 +4,8 @@ use std::pin::Pin;
 
 use futures::Stream;
 use mini_proto::v1::{
-    ExecRequest, ExecResponse, LogLine, TaskLogsRequest, node_agent_server::NodeAgent,
+    ExecRequest, ExecResponse, LogLine, NetworkPeersRequest, NetworkPeersResponse, PeerEntry,
+    TaskLogsRequest, node_agent_server::NodeAgent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -58,6 +59,70 @@ impl NodeAgent for Worker {
             });
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn network_peers(
+        &self,
+        request: Request<NetworkPeersRequest>,
+    ) -> Result<Response<NetworkPeersResponse>, Status> {
+        let shared = self
+            .shared()
+            .await
+            .ok_or_else(|| Status::unavailable("this node's agent is not running"))?;
+        let network_id = request.into_inner().network_id;
+        let observed = shared
+            .network
+            .driver()
+            .observe()
+            .await
+            .map_err(|e| Status::internal(format!("reading the kernel's peers failed: {e}")))?;
+        let here = observed
+            .iter()
+            .find(|o| o.network_id.as_deref() == Some(network_id.as_str()));
+        let kernel: Vec<PeerEntry> = here
+            .map(|o| o.state.peers())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PeerEntry {
+                ip: p.ip.to_string(),
+                mac: p.mac.to_string(),
+                vtep: p.vtep.to_string(),
+                programmed: true,
+                ..Default::default()
+            })
+            .collect();
+        let is_programmed = |ip: &str, mac: &str, vtep: &str| {
+            kernel
+                .iter()
+                .any(|k| k.ip == ip && k.mac.eq_ignore_ascii_case(mac) && k.vtep == vtep)
+        };
+        let expected: Vec<PeerEntry> = if here.is_some() {
+            shared
+                .network
+                .expected_peers(&network_id)
+                .into_iter()
+                .map(|p| {
+                    let ip = p.addr.split('/').next().unwrap_or_default().to_string();
+                    PeerEntry {
+                        programmed: is_programmed(&ip, &p.mac, &p.vtep),
+                        ip,
+                        mac: p.mac,
+                        vtep: p.vtep,
+                        task_id: p.task_id,
+                        ..Default::default()
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let consistent = expected.iter().all(|e| e.programmed) && expected.len() == kernel.len();
+        Ok(Response::new(NetworkPeersResponse {
+            present: here.is_some(),
+            expected,
+            kernel,
+            consistent,
+        }))
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
