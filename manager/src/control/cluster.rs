@@ -72,12 +72,7 @@ pub(super) async fn swarm_init(
     } else {
         request.hostname
     };
-    let bound = api
-        .inner
-        .hooks
-        .listen(listen, api.clone())
-        .await
-        .map_err(ControlError::Internal)?;
+    let bound = api.listen(listen).await?;
     let config = manager_config(&api.inner.config, &api.inner.node_id, bound.port());
     let initialised = async {
         let manager = Manager::init(
@@ -115,12 +110,7 @@ pub(super) async fn swarm_init(
             return Err(err);
         }
     };
-    api.inner
-        .hooks
-        .start_agent(api.inner.node_id.clone(), membership.clone())
-        .await
-        .map_err(ControlError::Internal)?;
-    *api.inner.membership.write().await = Some(membership);
+    api.enter(membership).await?;
     Ok(SwarmInitResponse {
         node_id: api.inner.node_id.clone(),
         cluster,

@@ -113,12 +113,7 @@ pub(super) async fn swarm_join(
             "this node is already part of a swarm; run `mini swarm leave` first".into(),
         ));
     }
-    let bound = api
-        .inner
-        .hooks
-        .listen(listen, api.clone())
-        .await
-        .map_err(ControlError::Internal)?;
+    let bound = api.listen(listen).await?;
     let joined = async {
         let mut client = DispatcherClient::new(dial(&remote).await?);
         let response = client
@@ -144,12 +139,7 @@ pub(super) async fn swarm_join(
             data_path_port: response.data_path_port,
         };
         membership::save(&api.inner.config.state_dir, &membership)?;
-        api.inner
-            .hooks
-            .start_agent(api.inner.node_id.clone(), membership.clone())
-            .await
-            .map_err(ControlError::Internal)?;
-        *api.inner.membership.write().await = Some(membership);
+        api.enter(membership).await?;
         Ok::<_, ControlError>(SwarmJoinResponse {
             node_id: api.inner.node_id.clone(),
             cluster_id: response.cluster_id,

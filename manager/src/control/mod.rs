@@ -94,12 +94,7 @@ impl ControlApi {
         // Back in the cluster this node was in: listener first (the manager's
         // own agent dials it), then the manager, then the agent.
         let listen = membership::parse_listen_addr("listen address", &membership.listen_addr)?;
-        let bound = api
-            .inner
-            .hooks
-            .listen(listen, api.clone())
-            .await
-            .map_err(ControlError::Internal)?;
+        let bound = api.listen(listen).await?;
         let manager_config = manager_config(&api.inner.config, &api.inner.node_id, bound.port());
         if Manager::has_state(&manager_config) {
             tracing::info!(
@@ -109,13 +104,24 @@ impl ControlApi {
             *api.inner.manager.write().await =
                 Some(Arc::new(Manager::resume(manager_config).await?));
         }
-        api.inner
+        api.enter(membership).await?;
+        Ok(api)
+    }
+
+    /// Binds the node's listener, serving this API; returns the bound address.
+    async fn listen(&self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr, ControlError> {
+        self.inner.hooks.listen(addr, self.clone()).await.map_err(ControlError::Internal)
+    }
+
+    /// Starts the agent and records the node as a member of `membership`'s cluster.
+    async fn enter(&self, membership: mini_proto::v1::Membership) -> Result<(), ControlError> {
+        self.inner
             .hooks
-            .start_agent(api.inner.node_id.clone(), membership.clone())
+            .start_agent(self.inner.node_id.clone(), membership.clone())
             .await
             .map_err(ControlError::Internal)?;
-        *api.inner.membership.write().await = Some(membership);
-        Ok(api)
+        *self.inner.membership.write().await = Some(membership);
+        Ok(())
     }
 
     /// This node's id.
