@@ -54,6 +54,8 @@ pub struct InitParams {
     pub default_subnet_size: u32,
     /// UDP port of the VXLAN data path.
     pub data_path_port: u32,
+    /// UDP port of this node's gossip socket.
+    pub gossip_port: u16,
 }
 
 /// Writes batches through the Raft log.
@@ -174,6 +176,7 @@ impl Manager {
             role: NodeRole::Manager as i32,
             raft_id: 1,
             agent_addr: format!("{}:{}", params.advertise_addr, config.agent_port),
+            gossip_addr: format!("{}:{}", params.advertise_addr, params.gossip_port),
         };
         let ingress_spec = NetworkSpec {
             name: "ingress".into(),

@@ -36,6 +36,9 @@ pub struct DaemonArgs {
     /// after 3 missed heartbeats).
     #[arg(long, default_value_t = 500)]
     heartbeat_period_ms: u64,
+    /// UDP port of the node's gossip (SWIM) socket, on its advertise address.
+    #[arg(long, default_value_t = 7946)]
+    gossip_port: u16,
     /// Seconds a stopping task gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10)]
     stop_grace_period: u64,
@@ -80,6 +83,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             hostname,
             snapshot_interval: args.snapshot_interval,
             heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(50)),
+            gossip_port: args.gossip_port,
         },
         Arc::new(NodeServices::new(worker)),
     )

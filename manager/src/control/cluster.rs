@@ -83,6 +83,7 @@ pub(super) async fn swarm_init(
                 default_addr_pool: pool_net.trunc().to_string(),
                 default_subnet_size: subnet_size,
                 data_path_port,
+                gossip_port: api.inner.config.gossip_port,
             },
         )
         .await?;
@@ -94,6 +95,7 @@ pub(super) async fn swarm_init(
             listen_addr: bound.to_string(),
             managers: vec![local_dial_addr(bound)],
             data_path_port,
+            gossip_port: u32::from(api.inner.config.gossip_port),
         };
         if let Err(err) = membership::save(&api.inner.config.state_dir, &membership) {
             manager.shutdown().await;

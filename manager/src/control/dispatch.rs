@@ -78,6 +78,7 @@ impl Dispatcher for ControlApi {
             role: NodeRole::Worker as i32,
             raft_id: 0,
             agent_addr: format!("{}:{agent_port}", req.advertise_addr),
+            gossip_addr: format!("{}:{}", req.advertise_addr, if req.gossip_port == 0 { 7946 } else { req.gossip_port }),
         };
         let batch = StoreBatch {
             actions: vec![StoreAction {
@@ -143,6 +144,14 @@ impl Dispatcher for ControlApi {
                         managers: manager.manager_addrs(),
                         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
                         node_addr: node_addr.clone(),
+                        gossip_peers: manager.store().view(|t| {
+                            t.nodes
+                                .values()
+                                .filter(|n| n.id != node_id && !n.gossip_addr.is_empty())
+                                .filter(|n| n.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready))
+                                .map(|n| n.gossip_addr.clone())
+                                .collect()
+                        }),
                         data_path_port: manager
                             .store()
                             .view(|t| t.cluster.as_ref().map_or(4789, |c| c.data_path_port)),

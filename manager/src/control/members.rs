@@ -122,6 +122,7 @@ pub(super) async fn swarm_join(
                 node_id: api.inner.node_id.clone(),
                 hostname: api.inner.config.hostname.clone(),
                 advertise_addr: advertise.to_string(),
+                gossip_port: u32::from(api.inner.config.gossip_port),
             })
             .await
             .map_err(|s| ControlError::Refused(s.message().to_string()))?
@@ -137,6 +138,7 @@ pub(super) async fn swarm_join(
                 response.managers
             },
             data_path_port: response.data_path_port,
+            gossip_port: u32::from(api.inner.config.gossip_port),
         };
         membership::save(&api.inner.config.state_dir, &membership)?;
         api.enter(membership).await?;

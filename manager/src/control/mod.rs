@@ -49,6 +49,8 @@ pub struct DaemonConfig {
     pub snapshot_interval: u64,
     /// Heartbeat period handed to workers (a node is down after 3 missed).
     pub heartbeat_period: std::time::Duration,
+    /// UDP port of this node's gossip (SWIM) socket.
+    pub gossip_port: u16,
 }
 
 /// The control API of one daemon. Cheap to clone.
