@@ -1,0 +1,664 @@
+//! The gossip agent: one task owns foca, the socket's receive side, the timer queue and the
+//! anti-entropy schedule; [`Gossip`] is the handle the rest of the node uses.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foca::{Foca, OwnedNotification, PostcardCodec};
+use rand10::rngs::StdRng;
+use rand10::seq::IndexedRandom;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+
+use super::antientropy::{self, SyncMessage};
+use super::broadcast::RecordHandler;
+use super::config::{GossipConfig, MAX_PACKET_BYTES};
+use super::error::GossipError;
+use super::identity::NodeIdentity;
+use super::record::{EndpointRecord, now_micros};
+use super::runtime::{
+    Counters, GossipStats, IoRuntime, KIND_FOCA, KIND_SYNC, MAGIC, TimerQueue, Transport, jitter,
+    new_rng,
+};
+use super::state::{Shared, Verdict};
+use super::table::EndpointTable;
+
+type FocaAgent = Foca<NodeIdentity, PostcardCodec, StdRng, RecordHandler>;
+
+/// A running gossip agent: SWIM membership (foca over UDP) and the endpoint table spread with it.
+///
+/// Dropping the handle aborts the agent without telling the cluster (others detect the silence
+/// as a failure); [`stop`](Gossip::stop) leaves gracefully.
+pub struct Gossip {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    changes: watch::Receiver<u64>,
+    counters: Arc<Counters>,
+    identity: NodeIdentity,
+    task: Option<JoinHandle<()>>,
+}
+
+enum Command {
+    Publish(
+        EndpointRecord,
+        oneshot::Sender<Result<EndpointRecord, GossipError>>,
+    ),
+    Withdraw(
+        String,
+        String,
+        oneshot::Sender<Result<Option<EndpointRecord>, GossipError>>,
+    ),
+    Stop(oneshot::Sender<()>),
+}
+
+impl Gossip {
+    /// Binds the UDP socket, starts the agent task and announces to the bootstrap peers.
+    /// Must be called within a tokio runtime.
+    pub async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
+        config.validate()?;
+        let bind = config.bind_addr;
+        let socket = UdpSocket::bind(bind)
+            .await
+            .map_err(|source| GossipError::Bind { addr: bind, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| GossipError::Bind { addr: bind, source })?;
+        let advertise = config.advertise_addr.unwrap_or(local);
+        let incarnation = now_micros() / 1000;
+        let identity = NodeIdentity {
+            node_id: config.node_id.clone(),
+            addr: advertise,
+            incarnation,
+        };
+
+        let shared = Arc::new(Shared::new(
+            config.node_id.clone(),
+            config.timings.tombstone_ttl,
+        ));
+        let counters = Arc::new(Counters::default());
+        let socket = Arc::new(socket);
+        let foca = Foca::with_custom_broadcast(
+            identity.clone(),
+            config.timings.foca_config(),
+            new_rng(),
+            PostcardCodec,
+            RecordHandler {
+                shared: shared.clone(),
+            },
+        );
+        let (commands_tx, commands) = mpsc::channel(256);
+        let (changes_tx, changes) = watch::channel(0);
+        let agent = Agent {
+            foca,
+            shared: shared.clone(),
+            transport: Transport::new(
+                socket.clone(),
+                counters.clone(),
+                config.test_drop_probability,
+            ),
+            counters: counters.clone(),
+            timers: TimerQueue::default(),
+            notifications: Vec::new(),
+            self_addr: advertise,
+            rng: new_rng(),
+            changes: changes_tx,
+            orphans: HashMap::new(),
+            rejects: RejectLog::default(),
+            config,
+        };
+        let task = tokio::spawn(agent.run(socket, commands));
+        Ok(Gossip {
+            commands: commands_tx,
+            shared,
+            changes,
+            counters,
+            identity,
+            task: Some(task),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.identity.node_id
+    }
+
+    /// The gossip address other nodes use for this one (the bound address unless
+    /// [`advertise_addr`](GossipConfig::advertise_addr) was set).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.identity.addr
+    }
+
+    /// Publishes a local change: an endpoint of a task running on this node appeared or
+    /// changed. The agent sets `node_id` to this node (a different non-empty owner is an
+    /// error), clears `deleted`, assigns a new version, merges it and broadcasts it. Returns the
+    /// record as stored. Call it before reporting the task RUNNING.
+    pub async fn publish(&self, record: EndpointRecord) -> Result<EndpointRecord, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Publish(record, tx)).await?;
+        rx.await.map_err(|_| GossipError::Stopped)?
+    }
+
+    /// Withdraws an endpoint this node owns (its task stopped): publishes its tombstone. Call it
+    /// before tearing the task's interface down. Returns the tombstone, or `None` if the
+    /// endpoint is unknown; withdrawing twice is harmless.
+    pub async fn withdraw(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointRecord>, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Withdraw(network_id.into(), endpoint_id.into(), tx))
+            .await?;
+        rx.await.map_err(|_| GossipError::Stopped)?
+    }
+
+    /// A receiver whose value (a change counter) moves every time the table changes: new or
+    /// changed records, tombstones, purges of down nodes. Changes are coalesced: after
+    /// `changed().await`, read [`table`](Gossip::table) and re-program from it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// A snapshot of the endpoint table (tombstones included; see
+    /// [`EndpointTable::live_remote`]).
+    pub fn table(&self) -> EndpointTable {
+        self.shared.lock().table.clone()
+    }
+
+    /// The live members other than this node.
+    pub fn members(&self) -> Vec<NodeIdentity> {
+        self.shared.lock().members.clone()
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> GossipStats {
+        self.counters.snapshot()
+    }
+
+    /// Leaves the cluster gracefully (members learn at once that this node is down and drop
+    /// its endpoints) and stops the agent.
+    pub async fn stop(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the agent abruptly, telling no one, as a crash would, and waits until its socket is
+    /// closed. For tests and benchmarks of failure detection.
+    pub async fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn send(&self, command: Command) -> Result<(), GossipError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| GossipError::Stopped)
+    }
+}
+
+impl Drop for Gossip {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What woke the agent up.
+enum Event {
+    Command(Option<Command>),
+    Packet(std::io::Result<(usize, SocketAddr)>),
+    Timers,
+    AntiEntropy,
+    Maintenance,
+}
+
+/// The agent task's state. Only this task touches foca.
+struct Agent {
+    foca: FocaAgent,
+    shared: Arc<Shared>,
+    transport: Transport,
+    counters: Arc<Counters>,
+    timers: TimerQueue,
+    /// foca's notifications of the current step, acted on after foca returns.
+    notifications: Vec<OwnedNotification<NodeIdentity>>,
+    self_addr: SocketAddr,
+    rng: StdRng,
+    changes: watch::Sender<u64>,
+    /// Owners of records that are not members, since when (see `orphan_grace`).
+    orphans: HashMap<String, Instant>,
+    rejects: RejectLog,
+    config: GossipConfig,
+}
+
+/// Borrows the parts of the agent foca's runtime needs, next to foca itself.
+macro_rules! rt {
+    ($agent:ident) => {
+        &mut IoRuntime {
+            transport: &mut $agent.transport,
+            timers: &mut $agent.timers,
+            notifications: &mut $agent.notifications,
+        }
+    };
+}
+
+impl Agent {
+    async fn run(mut self, socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
+        tracing::info!(identity = ?self.foca.identity(), bootstrap = ?self.config.bootstrap, "gossip agent started");
+        self.announce_bootstrap();
+        self.after_step();
+        let timings = self.config.timings.clone();
+        // One byte more than the limit, to tell an oversized packet from a full one.
+        let mut buf = vec![0u8; MAX_PACKET_BYTES + 1];
+        let mut anti_entropy_at =
+            Instant::now() + jitter(&mut self.rng, timings.anti_entropy_period);
+        let mut maintenance = tokio::time::interval(timings.maintenance_period);
+        maintenance.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let next_timer = self.timers.next_deadline();
+            let event = tokio::select! {
+                command = commands.recv() => Event::Command(command),
+                received = socket.recv_from(&mut buf) => Event::Packet(received),
+                _ = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => Event::Timers,
+                _ = sleep_until(anti_entropy_at) => Event::AntiEntropy,
+                _ = maintenance.tick() => Event::Maintenance,
+            };
+            match event {
+                Event::Command(None) => return,
+                Event::Command(Some(Command::Stop(done))) => {
+                    if let Err(e) = self.foca.leave_cluster(rt!(self)) {
+                        tracing::debug!(error = %e, "leaving the gossip cluster");
+                    }
+                    tracing::info!("gossip agent stopped");
+                    let _ = done.send(());
+                    return;
+                }
+                Event::Command(Some(command)) => self.handle_command(command),
+                Event::Packet(Ok((len, from))) => self.handle_packet(&buf[..len], from),
+                Event::Packet(Err(e)) => tracing::debug!(error = %e, "gossip receive error"),
+                Event::Timers => self.fire_timers(),
+                Event::AntiEntropy => {
+                    self.start_anti_entropy(false);
+                    anti_entropy_at =
+                        Instant::now() + jitter(&mut self.rng, timings.anti_entropy_period);
+                }
+                Event::Maintenance => self.maintenance(),
+            }
+            self.after_step();
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Publish(record, reply) => {
+                let _ = reply.send(self.publish(record));
+            }
+            Command::Withdraw(network, endpoint, reply) => {
+                let _ = reply.send(self.withdraw(&network, &endpoint));
+            }
+            Command::Stop(_) => {}
+        }
+    }
+
+    fn publish(&mut self, mut record: EndpointRecord) -> Result<EndpointRecord, GossipError> {
+        let local = self.shared.local_node.clone();
+        if !record.node_id.is_empty() && record.node_id != local {
+            return Err(GossipError::NotOwner {
+                network_id: record.network_id,
+                endpoint_id: record.endpoint_id,
+                owner: record.node_id,
+                local,
+            });
+        }
+        record.node_id = local;
+        record.deleted = false;
+        record.validate()?;
+        record.version = self.shared.lock().clock.tick(now_micros());
+        self.broadcast(&record)?;
+        Ok(record)
+    }
+
+    fn withdraw(
+        &mut self,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointRecord>, GossipError> {
+        let tombstone = {
+            let mut state = self.shared.lock();
+            let Some(known) = state.table.get(network_id, endpoint_id).cloned() else {
+                return Ok(None);
+            };
+            if known.node_id != self.shared.local_node {
+                return Err(GossipError::NotOwner {
+                    network_id: network_id.into(),
+                    endpoint_id: endpoint_id.into(),
+                    owner: known.node_id,
+                    local: self.shared.local_node.clone(),
+                });
+            }
+            if known.deleted {
+                return Ok(Some(known));
+            }
+            EndpointRecord {
+                deleted: true,
+                version: state.clock.tick(now_micros()),
+                ..known
+            }
+        };
+        self.broadcast(&tombstone)?;
+        Ok(Some(tombstone))
+    }
+
+    /// Merges a record this node owns (through foca's handler) and sends it out at once.
+    fn broadcast(&mut self, record: &EndpointRecord) -> Result<(), GossipError> {
+        self.foca
+            .add_broadcast(&record.encode())
+            .map_err(|e| GossipError::InvalidRecord {
+                network_id: record.network_id.clone(),
+                endpoint_id: record.endpoint_id.clone(),
+                reason: e.to_string(),
+            })?;
+        self.push_broadcasts();
+        Ok(())
+    }
+
+    /// Sends pending record broadcasts to a few members now instead of at the next gossip round.
+    fn push_broadcasts(&mut self) {
+        if self.foca.custom_broadcast_backlog() > 0
+            && let Err(e) = self.foca.broadcast(rt!(self))
+        {
+            tracing::debug!(error = %e, "broadcasting records");
+        }
+    }
+
+    fn handle_packet(&mut self, packet: &[u8], from: SocketAddr) {
+        Counters::add(&self.counters.packets_received, 1);
+        Counters::add(&self.counters.bytes_received, packet.len() as u64);
+        if packet.len() > MAX_PACKET_BYTES {
+            return self.reject(from, "packet above 1400 bytes");
+        }
+        match packet {
+            [MAGIC, KIND_FOCA, payload @ ..] => {
+                if let Err(e) = self.foca.handle_data(payload, rt!(self)) {
+                    match e {
+                        foca::Error::Decode(_)
+                        | foca::Error::MalformedPacket
+                        | foca::Error::DataTooBig => self.reject(from, &e.to_string()),
+                        other => tracing::trace!(%from, error = %other, "foca refused a packet"),
+                    }
+                }
+                if std::mem::take(&mut self.shared.lock().forward) {
+                    self.push_broadcasts();
+                }
+            }
+            [MAGIC, KIND_SYNC, payload @ ..] => match antientropy::decode(payload) {
+                Ok(message) => self.handle_sync(message, from),
+                Err(e) => self.reject(from, &e.to_string()),
+            },
+            _ => self.reject(from, "not a mini gossip packet"),
+        }
+    }
+
+    fn reject(&mut self, from: SocketAddr, why: &str) {
+        Counters::add(&self.counters.packets_rejected, 1);
+        self.rejects.record(from, why);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            if let Err(e) = self.foca.handle_timer(timer, rt!(self)) {
+                tracing::debug!(error = %e, "foca timer");
+            }
+        }
+    }
+
+    fn announce_bootstrap(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            if addr != self.self_addr
+                && let Err(e) = self
+                    .foca
+                    .announce(NodeIdentity::placeholder(addr), rt!(self))
+            {
+                tracing::debug!(%addr, error = %e, "announcing to a bootstrap peer");
+            }
+        }
+    }
+
+    /// Starts an anti-entropy round with a random member; on joining, prefer a bootstrap peer
+    /// (it has certainly heard of us, since we announced to it).
+    fn start_anti_entropy(&mut self, joining: bool) {
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let bootstrap: Vec<SocketAddr> = members
+            .iter()
+            .copied()
+            .filter(|a| self.config.bootstrap.contains(a))
+            .collect();
+        let pool = if joining && !bootstrap.is_empty() {
+            &bootstrap
+        } else {
+            &members
+        };
+        let Some(&peer) = pool.choose(&mut self.rng) else {
+            return;
+        };
+        let digest = self.shared.lock().table.digest();
+        self.transport
+            .send(KIND_SYNC, peer, &antientropy::encode_digest(&digest, true));
+    }
+
+    fn handle_sync(&mut self, message: SyncMessage, from: SocketAddr) {
+        if !self.foca.iter_members().any(|m| m.id().addr == from) {
+            tracing::debug!(%from, "anti-entropy from a non-member ignored");
+            return;
+        }
+        match message {
+            SyncMessage::Digest { reply, buckets } => {
+                let (packets, mine) = {
+                    let state = self.shared.lock();
+                    let mine = state.table.digest();
+                    let differing = mine.differing(&antientropy::digest_of(&buckets));
+                    let records = state.table.in_buckets(&differing);
+                    (antientropy::encode_records(&records), mine)
+                };
+                for packet in packets {
+                    self.transport.send(KIND_SYNC, from, &packet);
+                }
+                if reply {
+                    self.transport
+                        .send(KIND_SYNC, from, &antientropy::encode_digest(&mine, false));
+                }
+            }
+            SyncMessage::Records { records } => {
+                let now = now_micros();
+                let shared = self.shared.clone();
+                let mut state = shared.lock();
+                for record in records {
+                    if let Err(e) = record.validate() {
+                        drop(state);
+                        self.reject(from, &e.to_string());
+                        return;
+                    }
+                    let verdict =
+                        state.accept_remote(&shared.local_node, record, now, shared.tombstone_ttl);
+                    if let Verdict::Refused(why) = verdict {
+                        tracing::trace!(%from, why, "anti-entropy record refused");
+                    }
+                }
+                // Anti-entropy repairs point to point; no need to re-broadcast.
+                state.forward = false;
+            }
+        }
+    }
+
+    fn maintenance(&mut self) {
+        let timings = &self.config.timings;
+        let now = Instant::now();
+        let live: HashSet<String> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().node_id.clone())
+            .collect();
+        let mut state = self.shared.lock();
+        let reaped = state
+            .table
+            .reap_tombstones(now_micros(), timings.tombstone_ttl);
+        if reaped > 0 {
+            state.changed = true;
+        }
+        state
+            .down_nodes
+            .retain(|_, since| now.duration_since(*since) < timings.tombstone_ttl);
+        // Records whose owner is not a member: wait a little (the membership update may lag),
+        // then drop them — no entry may outlive its node.
+        let owners: Vec<String> = state
+            .table
+            .owners()
+            .into_iter()
+            .filter(|o| *o != self.shared.local_node && !live.contains(*o))
+            .map(str::to_owned)
+            .collect();
+        self.orphans.retain(|o, _| owners.contains(o));
+        for owner in owners {
+            let since = *self.orphans.entry(owner.clone()).or_insert(now);
+            if now.duration_since(since) >= timings.orphan_grace {
+                let purged = state.node_down(&owner, now);
+                tracing::info!(node = %owner, purged, "dropped the endpoints of a node that is not a member");
+                self.orphans.remove(&owner);
+            }
+        }
+        drop(state);
+        if self.foca.num_members() == 0 {
+            self.announce_bootstrap();
+        }
+    }
+
+    /// Acts on what the last step produced: foca's notifications, ghosts to tombstone, members
+    /// and table changes to publish.
+    fn after_step(&mut self) {
+        let mut members_changed = false;
+        for notification in std::mem::take(&mut self.notifications) {
+            members_changed = true;
+            match notification {
+                OwnedNotification::MemberUp(id) => {
+                    tracing::debug!(member = ?id, "member up");
+                    self.shared.lock().down_nodes.remove(&id.node_id);
+                }
+                OwnedNotification::MemberDown(id) => self.member_down(&id),
+                OwnedNotification::Rename(old, new) => {
+                    tracing::debug!(?old, ?new, "member renamed");
+                }
+                OwnedNotification::Active => {
+                    tracing::info!(
+                        members = self.foca.num_members(),
+                        "joined the gossip cluster"
+                    );
+                    self.start_anti_entropy(true);
+                }
+                OwnedNotification::Idle => {
+                    tracing::info!("no gossip member left; retrying the bootstrap peers");
+                }
+                OwnedNotification::Rejoin(id) => {
+                    tracing::warn!(identity = ?id, "declared down by the cluster; rejoined");
+                    self.republish_all();
+                    self.start_anti_entropy(true);
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("declared down by the cluster and cannot rejoin");
+                }
+            }
+        }
+        let ghosts = std::mem::take(&mut self.shared.lock().ghosts);
+        for ghost in ghosts {
+            tracing::info!(network = %ghost.network_id, endpoint = %ghost.endpoint_id, "tombstoning an endpoint of a previous life of this node");
+            let version = self.shared.lock().clock.tick(now_micros());
+            let tombstone = EndpointRecord {
+                deleted: true,
+                version,
+                ..ghost
+            };
+            if let Err(e) = self.broadcast(&tombstone) {
+                tracing::debug!(error = %e, "tombstoning a ghost");
+            }
+        }
+        let mut state = self.shared.lock();
+        if members_changed {
+            state.members = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        }
+        if std::mem::take(&mut state.changed) {
+            drop(state);
+            self.changes.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    fn member_down(&mut self, id: &NodeIdentity) {
+        // The same node may be up under another identity (restarted on a new address).
+        let still_up = self
+            .foca
+            .iter_members()
+            .any(|m| m.id().node_id == id.node_id);
+        if id.node_id == self.shared.local_node || still_up {
+            tracing::debug!(member = ?id, still_up, "member down");
+            return;
+        }
+        let purged = self.shared.lock().node_down(&id.node_id, Instant::now());
+        tracing::info!(member = ?id, purged, "member down: dropped its endpoints");
+    }
+
+    /// After being declared down (everyone dropped our records), publish them all again.
+    fn republish_all(&mut self) {
+        let own: Vec<EndpointRecord> = {
+            let state = self.shared.lock();
+            state
+                .table
+                .owned_by(&self.shared.local_node)
+                .filter(|r| !r.deleted)
+                .cloned()
+                .collect()
+        };
+        for record in own {
+            let version = self.shared.lock().clock.tick(now_micros());
+            if let Err(e) = self.broadcast(&EndpointRecord { version, ..record }) {
+                tracing::debug!(error = %e, "republishing a record");
+            }
+        }
+    }
+}
+
+/// Logs dropped packets without letting a flood of garbage flood the log: every one at debug,
+/// a summary at most every 10 s at warn.
+#[derive(Default)]
+struct RejectLog {
+    since_last: u64,
+    last_warn: Option<Instant>,
+}
+
+impl RejectLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, from: SocketAddr, why: &str) {
+        tracing::debug!(%from, why, "dropped a gossip packet");
+        self.since_last += 1;
+        let now = Instant::now();
+        if self
+            .last_warn
+            .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
+        {
+            tracing::warn!(%from, why, dropped = self.since_last, "dropped undecodable gossip packets");
+            self.since_last = 0;
+            self.last_warn = Some(now);
+        }
+    }
+}
