@@ -1,1 +1,384 @@
+//! In-process cluster tests: real agents over loopback UDP on ephemeral ports, some with lost
+//! packets (the test drop hook). Every wait has a deadline and reports what it saw.
 
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::record::sample;
+use super::*;
+
+/// The failure-detection goal (purge ≤ 4 s) plus slack for a loaded test machine; the benchmark
+/// measures the real figure.
+const PURGE_DEADLINE: Duration = Duration::from_secs(6);
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn start(node: &str, bind: SocketAddr, bootstrap: &[SocketAddr], drop: f64) -> Gossip {
+    let mut config = GossipConfig::new(node, bind).with_bootstrap(bootstrap.iter().copied());
+    config.test_drop_probability = drop;
+    Gossip::start(config).await.expect("start gossip")
+}
+
+/// Polls `check` until it returns `Ok`, or fails with the last thing it reported.
+async fn wait_for<F>(what: &str, deadline: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Result<(), String>,
+{
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return started.elapsed(),
+            Err(seen) if started.elapsed() > deadline => {
+                panic!("{what}: not done after {deadline:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Starts `n` nodes bootstrapping from the first one and waits for full membership.
+async fn cluster(n: usize, drop: f64) -> Vec<Gossip> {
+    let first = start("node0", loopback(), &[], drop).await;
+    let seed = first.local_addr();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start(&format!("node{i}"), loopback(), &[seed], drop).await);
+    }
+    wait_members(&nodes, n - 1).await;
+    nodes
+}
+
+async fn wait_members(nodes: &[Gossip], want: usize) {
+    wait_for("full membership", CONVERGE_DEADLINE, || {
+        let counts: Vec<usize> = nodes.iter().map(|g| g.members().len()).collect();
+        if counts.iter().all(|&c| c == want) {
+            Ok(())
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+}
+
+fn record(network: &str, endpoint: &str, octet: u8) -> EndpointRecord {
+    let mut r = sample(network, endpoint, "", 0);
+    r.ip = Ipv4Addr::new(10, 0, 0, octet);
+    r
+}
+
+/// Live records per node, as (network, endpoint, owner).
+fn live_views(nodes: &[&Gossip]) -> Vec<Vec<(String, String, String)>> {
+    nodes
+        .iter()
+        .map(|g| {
+            g.table()
+                .live()
+                .map(|r| {
+                    (
+                        r.network_id.clone(),
+                        r.endpoint_id.clone(),
+                        r.node_id.clone(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn wait_all_live(what: &str, nodes: &[&Gossip], want: &[(String, String, String)]) {
+    wait_for(what, CONVERGE_DEADLINE, || {
+        let views = live_views(nodes);
+        if views.iter().all(|v| v == want) {
+            Ok(())
+        } else {
+            Err(format!("{views:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_converge_on_every_node_despite_lost_packets() {
+    let nodes = cluster(5, 0.2).await;
+    let mut want = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..3 {
+            let endpoint = format!("task{i}{j}");
+            let published = node
+                .publish(record("net1", &endpoint, (i * 3 + j) as u8))
+                .await
+                .unwrap();
+            assert_eq!(published.node_id, node.node_id());
+            assert!(published.version > 0);
+            want.push(("net1".to_string(), endpoint, node.node_id().to_string()));
+        }
+    }
+    want.sort();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    wait_all_live("15 records on 5 nodes with 20% loss", &refs, &want).await;
+    let lost: u64 = nodes
+        .iter()
+        .map(|g| g.stats().packets_dropped_by_test_hook)
+        .sum();
+    assert!(lost > 0, "the drop hook dropped nothing");
+
+    // The remote view excludes a node's own endpoints.
+    let table = nodes[0].table();
+    assert_eq!(table.live_remote("net1", nodes[0].node_id()).count(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_remove_records_everywhere() {
+    let nodes = cluster(4, 0.1).await;
+    nodes[1].publish(record("net1", "t1", 1)).await.unwrap();
+    nodes[2].publish(record("net1", "t2", 2)).await.unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let both = vec![
+        ("net1".into(), "t1".into(), "node1".into()),
+        ("net1".into(), "t2".into(), "node2".into()),
+    ];
+    wait_all_live("two records", &refs, &both).await;
+
+    let mut changes = nodes[3].subscribe();
+    changes.borrow_and_update();
+    let tombstone = nodes[1].withdraw("net1", "t1").await.unwrap().unwrap();
+    assert!(tombstone.deleted);
+    wait_all_live("t1 withdrawn", &refs, &both[1..]).await;
+    assert!(
+        changes.has_changed().unwrap(),
+        "subscribers hear about the tombstone"
+    );
+    for node in &nodes {
+        assert!(
+            node.table().get("net1", "t1").unwrap().deleted,
+            "the tombstone is kept"
+        );
+    }
+
+    // Withdrawing again or withdrawing the unknown is harmless; others' records are not ours.
+    assert!(
+        nodes[1]
+            .withdraw("net1", "t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+    assert!(nodes[1].withdraw("net1", "nope").await.unwrap().is_none());
+    let err = nodes[1].withdraw("net1", "t2").await.unwrap_err();
+    assert!(matches!(err, GossipError::NotOwner { .. }), "{err}");
+    let mut foreign = record("net1", "t3", 3);
+    foreign.node_id = "node2".into();
+    assert!(matches!(
+        nodes[1].publish(foreign).await,
+        Err(GossipError::NotOwner { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_receives_the_full_table() {
+    let nodes = cluster(3, 0.0).await;
+    let mut want = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..20 {
+            let endpoint = format!("t{i}-{j:02}");
+            node.publish(record("net1", &endpoint, j)).await.unwrap();
+            want.push(("net1".to_string(), endpoint, node.node_id().to_string()));
+        }
+    }
+    nodes[0].withdraw("net1", "t0-00").await.unwrap();
+    want.retain(|(_, e, _)| e != "t0-00");
+    want.sort();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    wait_all_live("60 records on 3 nodes", &refs, &want).await;
+    // Let every broadcast run out (6 transmissions, 100 ms apart) so only anti-entropy can help.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let late = start("late", loopback(), &[nodes[1].local_addr()], 0.0).await;
+    let took = wait_for("the late joiner's table", CONVERGE_DEADLINE, || {
+        let t = late.table();
+        let live = live_views(&[&late]).remove(0);
+        if live == want && t.get("net1", "t0-00").is_some_and(|r| r.deleted) {
+            Ok(())
+        } else {
+            Err(format!("{} live of {}", live.len(), want.len()))
+        }
+    })
+    .await;
+    eprintln!("late joiner converged in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_is_purged_and_rejoins_with_a_new_incarnation() {
+    let mut nodes = cluster(4, 0.0).await;
+    nodes[3]
+        .publish(record("net1", "old-task", 9))
+        .await
+        .unwrap();
+    nodes[0].publish(record("net1", "keep", 1)).await.unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let all = vec![
+        ("net1".into(), "keep".into(), "node0".into()),
+        ("net1".into(), "old-task".into(), "node3".into()),
+    ];
+    wait_all_live("both records", &refs, &all).await;
+
+    let crashed = nodes.pop().unwrap();
+    let addr = crashed.local_addr();
+    let mut changes = nodes[1].subscribe();
+    changes.borrow_and_update();
+    crashed.abort().await;
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let took = wait_for("node3 purged everywhere", PURGE_DEADLINE, || {
+        let views = live_views(&refs);
+        let members: Vec<usize> = nodes.iter().map(|g| g.members().len()).collect();
+        if views.iter().all(|v| v == &all[..1]) && members.iter().all(|&m| m == 2) {
+            Ok(())
+        } else {
+            Err(format!("views {views:?} members {members:?}"))
+        }
+    })
+    .await;
+    eprintln!("crashed node purged everywhere in {took:?}");
+    assert!(
+        changes.has_changed().unwrap(),
+        "subscribers hear about the purge"
+    );
+
+    // The node comes back on the same address, with a new incarnation, and republishes.
+    let back = start("node3", addr, &[nodes[0].local_addr()], 0.0).await;
+    back.publish(record("net1", "new-task", 10)).await.unwrap();
+    nodes.push(back);
+    wait_members(&nodes, 3).await;
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let now = vec![
+        ("net1".into(), "keep".into(), "node0".into()),
+        ("net1".into(), "new-task".into(), "node3".into()),
+    ];
+    wait_all_live("the returning node's new record", &refs, &now).await;
+    let incarnations: Vec<u64> = nodes[0]
+        .members()
+        .iter()
+        .filter(|m| m.node_id == "node3")
+        .map(|m| m.incarnation)
+        .collect();
+    assert_eq!(incarnations.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_restart_tombstones_the_endpoints_of_the_previous_life() {
+    let mut nodes = cluster(3, 0.0).await;
+    nodes[2].publish(record("net1", "ghost", 9)).await.unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let ghost = vec![("net1".into(), "ghost".into(), "node2".into())];
+    wait_all_live("the record", &refs, &ghost).await;
+
+    // Restart at once: the new identity wins the address before anyone suspects the old one,
+    // so nobody purges; the restarted node learns its old record and tombstones it.
+    let old = nodes.pop().unwrap();
+    let addr = old.local_addr();
+    old.abort().await;
+    nodes.push(start("node2", addr, &[nodes[0].local_addr()], 0.0).await);
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    wait_all_live("no live endpoint of the previous life", &refs, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_packets_are_dropped_and_counted() {
+    let nodes = cluster(2, 0.0).await;
+    let target = nodes[0].local_addr();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x6d],
+        vec![0x6d, 1],
+        vec![0x6d, 2],
+        vec![0x6d, 9, 1, 2, 3],
+        vec![0xff; 3000],
+        [vec![0x6d, 1], vec![0xff; 1398]].concat(),
+    ];
+    // Pseudo-random bytes behind both valid envelopes (xorshift: no extra dependency).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for len in [3usize, 17, 64, 200, 700, 1398] {
+        for kind in [1u8, 2] {
+            let mut p = vec![0x6d, kind];
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                p.push(x as u8);
+            }
+            junk.push(p);
+        }
+    }
+    // A record broadcast whose item is garbage, and a digest of the wrong size.
+    junk.push(vec![0x6d, 2, 0, 1, 0x7f]);
+    for packet in &junk {
+        socket.send_to(packet, target).unwrap();
+    }
+    wait_for("the junk counted", CONVERGE_DEADLINE, || {
+        let rejected = nodes[0].stats().packets_rejected;
+        if rejected >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{rejected} rejected"))
+        }
+    })
+    .await;
+
+    // Both nodes still work.
+    nodes[1]
+        .publish(record("net1", "after-junk", 1))
+        .await
+        .unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    wait_all_live(
+        "a record after the junk",
+        &refs,
+        &[("net1".into(), "after-junk".into(), "node1".into())],
+    )
+    .await;
+    assert_eq!(nodes[0].members().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_purges_at_once_and_start_reports_bind_errors() {
+    let nodes = cluster(3, 0.0).await;
+    let taken = nodes[0].local_addr();
+    let err = Gossip::start(GossipConfig::new("dup", taken))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, GossipError::Bind { .. }), "{err}");
+
+    let mut nodes = nodes;
+    nodes[2].publish(record("net1", "t", 1)).await.unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    wait_all_live(
+        "the record",
+        &refs,
+        &[("net1".into(), "t".into(), "node2".into())],
+    )
+    .await;
+    nodes.pop().unwrap().stop().await;
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let took = wait_for(
+        "purge after a graceful leave",
+        Duration::from_secs(2),
+        || {
+            let views = live_views(&refs);
+            if views.iter().all(Vec::is_empty) {
+                Ok(())
+            } else {
+                Err(format!("{views:?}"))
+            }
+        },
+    )
+    .await;
+    eprintln!("graceful leave purged in {took:?}");
+}
