@@ -91,13 +91,13 @@ pub fn holds_addresses(task: &Task) -> bool {
 /// still hold them (see [`holds_addresses`]) and the services' VIPs. Pass every
 /// task and service of the cluster. The gateway is not included;
 /// [`allocate_address`] skips it by itself.
-pub fn addresses_in_use(
+pub fn addresses_in_use<'t>(
     network_id: &str,
-    tasks: &[Task],
+    tasks: impl IntoIterator<Item = &'t Task>,
     services: &[Service],
 ) -> BTreeSet<Ipv4Addr> {
     let task_addrs = tasks
-        .iter()
+        .into_iter()
         .filter(|t| holds_addresses(t))
         .flat_map(|t| &t.networks)
         .filter(|a| a.network_id == network_id)

@@ -50,13 +50,17 @@ pub struct ServiceVips {
 
 impl AddressPools {
     /// Builds the pools of `networks` from every task and service of the cluster.
-    pub fn new(networks: &[Network], tasks: &[Task], services: &[Service]) -> Self {
+    pub fn new<'t>(
+        networks: &[Network],
+        tasks: impl IntoIterator<Item = &'t Task> + Clone,
+        services: &[Service],
+    ) -> Self {
         let pools = networks
             .iter()
             .map(|n| {
                 let pool = Pool {
                     network: n.clone(),
-                    in_use: addresses_in_use(&n.id, tasks, services),
+                    in_use: addresses_in_use(&n.id, tasks.clone(), services),
                     changed: false,
                 };
                 (n.id.clone(), pool)

@@ -1,7 +1,7 @@
 //! Keeps each service's tasks matching its spec: creates tasks for empty
 //! slots, shuts down extra or failed ones, prunes history.
 
-use mini_proto::v1::{Node, Service, Task, TaskState, service_spec::Mode, store_action::Action};
+use mini_proto::v1::{Node, Service, TaskState, service_spec::Mode, store_action::Action};
 
 use super::{Plan, Reconciler, update};
 use crate::ids::new_id;
@@ -20,14 +20,12 @@ impl Reconciler for Orchestrator {
         let nodes: Vec<Node> = tables.nodes.values().cloned().collect();
         let mut plan = Plan::default();
         for service in tables.services.values() {
-            let tasks: Vec<Task> = tables
+            let tasks = tables
                 .tasks_of_service(&service.id)
-                .filter(|t| t.desired_state() < TaskState::Remove)
-                .cloned()
-                .collect();
+                .filter(|t| t.desired_state() < TaskState::Remove);
             let decision = match service.spec.as_ref().and_then(|s| s.mode) {
-                Some(Mode::Global(_)) => decide::reconcile_global(service, &tasks, &nodes, now_ms),
-                _ => decide::reconcile_replicated(service, &tasks, &nodes, now_ms),
+                Some(Mode::Global(_)) => decide::reconcile_global(service, tasks, &nodes, now_ms),
+                _ => decide::reconcile_replicated(service, tasks, &nodes, now_ms),
             };
             if let Some(at) = decision.next_check_ms {
                 plan.wake_at_ms = Some(plan.wake_at_ms.map_or(at, |w: i64| w.min(at)));

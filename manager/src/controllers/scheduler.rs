@@ -27,9 +27,8 @@ impl Reconciler for Scheduler {
             return Plan::default();
         }
         let nodes: Vec<Node> = tables.nodes.values().cloned().collect();
-        let tasks: Vec<Task> = tables.tasks.values().cloned().collect();
         let mut actions = Vec::new();
-        for decision in place(&pending, &nodes, &tasks) {
+        for decision in place(&pending, &nodes, tables.tasks.values()) {
             match decision {
                 Decision::Assigned { task_id, node_id } => {
                     let Some(task) = tables.tasks.get(&task_id) else {

@@ -28,9 +28,8 @@ impl Reconciler for TaskAllocator {
             return Plan::default();
         }
         let networks: Vec<_> = tables.networks.values().cloned().collect();
-        let tasks: Vec<_> = tables.tasks.values().cloned().collect();
         let services: Vec<_> = tables.services.values().cloned().collect();
-        let mut pools = AddressPools::new(&networks, &tasks, &services);
+        let mut pools = AddressPools::new(&networks, tables.tasks.values(), &services);
         let mut actions = Vec::new();
         for task in new_tasks {
             let Some(service) = tables.services.get(&task.service_id) else {

@@ -22,9 +22,9 @@ use crate::scheduler::{Pipeline, parse_constraints};
 ///
 /// Unparsable constraints (refused at service create, so only in old data)
 /// match no node. A replicated service gets an empty result.
-pub fn reconcile_global(
+pub fn reconcile_global<'t>(
     service: &Service,
-    tasks: &[Task],
+    tasks: impl IntoIterator<Item = &'t Task>,
     nodes: &[Node],
     now_ms: i64,
 ) -> Reconciliation {

@@ -52,9 +52,9 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
 ///
 /// A global service gets an empty result: use
 /// [`reconcile_global`](super::reconcile_global).
-pub fn reconcile_replicated(
+pub fn reconcile_replicated<'t>(
     service: &Service,
-    tasks: &[Task],
+    tasks: impl IntoIterator<Item = &'t Task>,
     nodes: &[Node],
     now_ms: i64,
 ) -> Reconciliation {

@@ -41,7 +41,11 @@ struct Group {
 ///
 /// A task that already names a node (a global task) is only checked against
 /// that node. Decisions come in the order of `pending`.
-pub fn place(pending: &[Task], nodes: &[Node], tasks: &[Task]) -> Vec<Decision> {
+pub fn place<'t>(
+    pending: &[Task],
+    nodes: &[Node],
+    tasks: impl IntoIterator<Item = &'t Task>,
+) -> Vec<Decision> {
     let skip: HashSet<&str> = pending.iter().map(|t| t.id.as_str()).collect();
     let mut spread = Spread::new(nodes, tasks, &skip);
     let mut groups: HashMap<&[String], Result<Group, String>> = HashMap::new();

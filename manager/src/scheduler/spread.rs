@@ -27,7 +27,11 @@ pub struct Spread<'a> {
 impl<'a> Spread<'a> {
     /// Counts the tasks of `tasks` that occupy one of `nodes`, leaving out the
     /// tasks whose id is in `skip` (the ones being placed now).
-    pub fn new(nodes: &'a [Node], tasks: &[Task], skip: &HashSet<&str>) -> Self {
+    pub fn new<'t>(
+        nodes: &'a [Node],
+        tasks: impl IntoIterator<Item = &'t Task>,
+        skip: &HashSet<&str>,
+    ) -> Self {
         let mut sorted: Vec<&Node> = nodes.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
         let index = sorted
@@ -42,7 +46,7 @@ impl<'a> Spread<'a> {
             per_service: HashMap::new(),
         };
         for task in tasks
-            .iter()
+            .into_iter()
             .filter(|t| occupies_node(t) && !skip.contains(t.id.as_str()))
         {
             if let Some(i) = spread.index_of(&task.node_id) {
