@@ -169,6 +169,15 @@ impl Gossip {
         self.shared.lock().table.clone()
     }
 
+    /// The known version of one record (possibly a tombstone), without copying the table.
+    pub fn get(&self, network_id: &str, endpoint_id: &str) -> Option<EndpointRecord> {
+        self.shared
+            .lock()
+            .table
+            .get(network_id, endpoint_id)
+            .cloned()
+    }
+
     /// The live members other than this node.
     pub fn members(&self) -> Vec<NodeIdentity> {
         self.shared.lock().members.clone()
