@@ -1,9 +1,9 @@
-//! What a node must run: its tasks, the networks they use, and the other
-//! nodes' endpoints on those networks (VXLAN peers).
+//! What a node must run: its tasks and the networks they use. Where other
+//! nodes' endpoints live is not the manager's business: nodes gossip it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mini_proto::v1::{Assignments, Network, PeerEndpoint, Task, TaskState};
+use mini_proto::v1::{Assignments, Network, Task, TaskState};
 
 use crate::store::Tables;
 
@@ -15,8 +15,6 @@ pub struct AssignmentSet {
     pub tasks: BTreeMap<String, Task>,
     /// Networks those tasks use.
     pub networks: Vec<Network>,
-    /// Endpoints of those networks on other nodes.
-    pub peers: Vec<PeerEndpoint>,
 }
 
 fn observed(t: &Task) -> TaskState {
@@ -50,39 +48,7 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
         .filter_map(|id| tables.networks.get(*id))
         .cloned()
         .collect();
-    let mut peers = Vec::new();
-    for t in tables.tasks.values() {
-        if t.node_id.is_empty() || t.node_id == node_id || !live_on_node(t) {
-            continue;
-        }
-        if t.desired_state() > TaskState::Running && observed(t) < TaskState::Starting {
-            continue;
-        }
-        let Some(vtep) = tables
-            .nodes
-            .get(&t.node_id)
-            .and_then(|n| n.status.as_ref())
-            .map(|s| s.addr.clone())
-        else {
-            continue;
-        };
-        for a in &t.networks {
-            if network_ids.contains(a.network_id.as_str()) {
-                peers.push(PeerEndpoint {
-                    network_id: a.network_id.clone(),
-                    task_id: t.id.clone(),
-                    addr: a.addr.clone(),
-                    mac: a.mac.clone(),
-                    vtep: vtep.clone(),
-                });
-            }
-        }
-    }
-    AssignmentSet {
-        tasks,
-        networks,
-        peers,
-    }
+    AssignmentSet { tasks, networks }
 }
 
 impl AssignmentSet {
@@ -95,7 +61,6 @@ impl AssignmentSet {
                 tasks: self.tasks.values().cloned().collect(),
                 removed_tasks: Vec::new(),
                 networks: self.networks.clone(),
-                peers: self.peers.clone(),
             });
         };
         let version = |t: &Task| t.meta.as_ref().map_or(0, |m| m.version);
@@ -116,11 +81,7 @@ impl AssignmentSet {
             .filter(|id| !self.tasks.contains_key(*id))
             .cloned()
             .collect();
-        if changed.is_empty()
-            && removed.is_empty()
-            && self.networks == previous.networks
-            && self.peers == previous.peers
-        {
+        if changed.is_empty() && removed.is_empty() && self.networks == previous.networks {
             return None;
         }
         Some(Assignments {
@@ -128,7 +89,6 @@ impl AssignmentSet {
             tasks: changed,
             removed_tasks: removed,
             networks: self.networks.clone(),
-            peers: self.peers.clone(),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! Unit tests of the dispatcher: assignment sets and their increments, peers,
+//! Unit tests of the dispatcher: assignment sets and their increments,
 //! forward-only status updates, and session expiry.
 
 use std::time::Duration;
@@ -126,36 +126,6 @@ fn the_set_holds_the_nodes_own_tasks_and_history_but_not_unassigned_ones() {
     // Only the networks of live tasks are programmed.
     let nets: Vec<&str> = set.networks.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(nets, ["net"]);
-}
-
-#[test]
-fn peers_are_other_nodes_endpoints_on_the_nodes_networks_only() {
-    let mut stopping = task("stopping", "c", TaskState::Assigned, 8, &["net"]);
-    stopping.set_desired_state(TaskState::Shutdown);
-    let all = vec![
-        task("mine", "a", TaskState::Running, 1, &["net"]),
-        task("b-net", "b", TaskState::Running, 2, &["net"]),
-        task("b-other", "b", TaskState::Running, 3, &["other"]),
-        task("c-starting", "c", TaskState::Starting, 4, &["net", "other"]),
-        task("c-ended", "c", TaskState::Failed, 5, &["net"]),
-        task("unplaced", "", TaskState::Pending, 6, &["net"]),
-        stopping,
-    ];
-    let set = assignments_for(&tables(three_nodes(), all, &["net", "other"]), "a");
-    let mut peers: Vec<(&str, &str, &str)> = set
-        .peers
-        .iter()
-        .map(|p| (p.task_id.as_str(), p.network_id.as_str(), p.vtep.as_str()))
-        .collect();
-    peers.sort();
-    assert_eq!(
-        peers,
-        [
-            ("b-net", "net", "10.78.0.2"),
-            ("c-starting", "net", "10.78.0.3")
-        ]
-    );
-    assert!(set.peers.iter().all(|p| p.mac.starts_with("02:42:")));
 }
 
 async fn write(proposer: &LocalProposer, action: Action, create: bool) {

@@ -39,9 +39,7 @@ impl Executor {
 
     /// Applies one assignment message.
     pub async fn apply(self: &Arc<Self>, assignments: Assignments) {
-        self.shared
-            .network
-            .set_networks(&assignments.networks, &assignments.peers);
+        self.shared.network.set_networks(&assignments.networks);
         let (tasks, gone): (Vec<Task>, Vec<String>) = {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             let before: Vec<String> = known.keys().cloned().collect();

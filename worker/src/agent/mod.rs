@@ -8,11 +8,13 @@
 //! - `executor`: turns assignments into running or stopped tasks.
 //! - `task`: one task's life, PREPARING → RUNNING → COMPLETE/FAILED/SHUTDOWN.
 //! - `network`: the node's desired network state for the driver.
+//! - `gossip_link`: endpoint records of local tasks out, VXLAN peers in.
 //! - `reporter`: batched status reports.
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
 //! - `node_agent`: the gRPC service managers call for logs and exec.
 
 mod executor;
+mod gossip_link;
 mod leftovers;
 mod network;
 mod node_agent;

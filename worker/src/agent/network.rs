@@ -8,9 +8,10 @@ use std::sync::Mutex;
 use ipnet::Ipv4Net;
 use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
 use mini_netdriver::{LinuxKernel, MacAddr, NetDriver};
-use mini_proto::v1::{Network, NetworkAttachment, PeerEndpoint, Task};
+use mini_proto::v1::{Network, NetworkAttachment, Task};
 
 use crate::agent::worker::AgentError;
+use crate::gossip::EndpointRecord;
 
 /// What the driver must converge to, kept up to date by the executor.
 pub struct NodeNetwork {
@@ -21,7 +22,8 @@ pub struct NodeNetwork {
 #[derive(Default)]
 struct Wanted {
     networks: BTreeMap<String, Network>,
-    peers: Vec<PeerEndpoint>,
+    /// Live endpoints on other nodes, from the gossip table.
+    peers: Vec<EndpointRecord>,
     /// Task id → its attachments, for tasks that need a sandbox.
     sandboxes: BTreeMap<String, Vec<NetworkAttachment>>,
 }
@@ -44,11 +46,15 @@ impl NodeNetwork {
         &self.driver
     }
 
-    /// Replaces the networks and peers (from an assignment message).
-    pub fn set_networks(&self, networks: &[Network], peers: &[PeerEndpoint]) {
+    /// Replaces the networks (from an assignment message).
+    pub fn set_networks(&self, networks: &[Network]) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.networks = networks.iter().map(|n| (n.id.clone(), n.clone())).collect();
-        state.peers = peers.to_vec();
+    }
+
+    /// Replaces the remote endpoints (live records of other nodes, from gossip).
+    pub fn set_peers(&self, peers: Vec<EndpointRecord>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).peers = peers;
     }
 
     /// Wants a sandbox for `task`.
@@ -70,7 +76,7 @@ impl NodeNetwork {
 
     /// The live remote endpoints of `network_id` this node knows of: what
     /// its kernel should hold as VXLAN peers.
-    pub fn expected_peers(&self, network_id: &str) -> Vec<PeerEndpoint> {
+    pub fn expected_peers(&self, network_id: &str) -> Vec<EndpointRecord> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .peers
@@ -136,12 +142,10 @@ impl NodeNetwork {
                 .peers
                 .iter()
                 .filter(|p| p.network_id == *id)
-                .filter_map(|p| {
-                    Some(Peer {
-                        ip: parse_addr(&p.addr)?.addr(),
-                        mac: p.mac.parse().ok()?,
-                        vtep: p.vtep.parse().ok()?,
-                    })
+                .map(|p| Peer {
+                    ip: p.ip,
+                    mac: MacAddr(p.mac),
+                    vtep: p.vtep,
                 })
                 .collect();
             networks.push(OverlayNetwork {

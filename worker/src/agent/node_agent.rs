@@ -102,14 +102,18 @@ impl NodeAgent for Worker {
                 .expected_peers(&network_id)
                 .into_iter()
                 .map(|p| {
-                    let ip = p.addr.split('/').next().unwrap_or_default().to_string();
+                    let ip = p.ip.to_string();
+                    let mac = mini_netdriver::MacAddr(p.mac).to_string();
+                    let vtep = p.vtep.to_string();
                     PeerEntry {
-                        programmed: is_programmed(&ip, &p.mac, &p.vtep),
+                        programmed: is_programmed(&ip, &mac, &vtep),
                         ip,
-                        mac: p.mac,
-                        vtep: p.vtep,
-                        task_id: p.task_id,
-                        ..Default::default()
+                        mac,
+                        vtep,
+                        node_id: p.node_id,
+                        task_id: p.endpoint_id,
+                        service_name: p.service_name,
+                        task_name: p.task_name,
                     }
                 })
                 .collect()

@@ -134,6 +134,7 @@ async fn session(
             if !m.managers.is_empty() {
                 *managers = m.managers.clone();
             }
+            super::gossip_link::ensure_started(shared, &m.gossip_peers).await;
             if let Some(a) = m.assignments {
                 executor.apply(a).await;
             }

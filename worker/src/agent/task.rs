@@ -100,11 +100,16 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         }
     };
     shared.set_pid(&id, running.pid());
+    // Every node learns where the task lives before anyone is told it runs.
+    super::gossip_link::publish(&shared, &task).await;
     report(status(TaskState::Running, "started"));
     let ended = tokio::select! {
         exit = running.wait() => Some(exit),
         _ = stop.wait_for(|s| *s) => None,
     };
+    // The tombstone goes out before the task stops answering, so peers stop
+    // sending to it first.
+    super::gossip_link::withdraw(&shared, &task).await;
     let (exit, stopped) = match ended {
         Some(exit) => (exit, false),
         None => (running.stop(shared.config.stop_grace).await, true),

@@ -45,6 +45,14 @@ pub(crate) struct Shared {
     pub(crate) runtime: Runtime,
     pub(crate) network: NodeNetwork,
     pub(crate) reporter: Reporter,
+    /// This node's id (owner of the endpoint records it publishes).
+    pub(crate) node_id: String,
+    /// This node's data-path address (its VTEP; gossip binds here too).
+    pub(crate) vtep: Ipv4Addr,
+    /// UDP port of the gossip socket.
+    pub(crate) gossip_port: u16,
+    /// The gossip agent, once the first session told who to join through.
+    pub(crate) gossip: tokio::sync::RwLock<Option<crate::gossip::Gossip>>,
     /// Task id → PID of its init, while it runs.
     pids: Mutex<HashMap<String, u32>>,
 }
@@ -128,6 +136,13 @@ impl Worker {
             runtime: Runtime::new(self.config.self_exe.clone()),
             network: NodeNetwork::new(NetDriver::new(driver_config, kernel)),
             reporter: Reporter::default(),
+            node_id: node_id.clone(),
+            vtep,
+            gossip_port: u16::try_from(membership.gossip_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .unwrap_or(7946),
+            gossip: tokio::sync::RwLock::new(None),
             pids: Mutex::new(HashMap::new()),
         });
         // Start-up reconcile: whatever an earlier run left is removed until
@@ -161,6 +176,7 @@ impl Worker {
         let _ = agent.stop.send(true);
         let _ = agent.session.await;
         agent.executor.stop_all().await;
+        super::gossip_link::stop(&agent.shared).await;
         agent.shared.network.clear();
         if let Err(err) = agent.shared.network.converge().await {
             tracing::warn!(%err, "removing the node's networks failed");

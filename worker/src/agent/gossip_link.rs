@@ -1,0 +1,121 @@
+//! The agent's link to the gossip plane: it starts the node's SWIM agent,
+//! turns the local tasks' attachments into endpoint records, and re-programs
+//! the VXLAN peers whenever the endpoint table changes.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use mini_proto::v1::Task;
+
+use super::task::task_hostname;
+use super::worker::Shared;
+use crate::gossip::{EndpointRecord, Gossip, GossipConfig};
+
+/// The endpoint records of `task`'s attachments on this node (`vtep`).
+pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
+    task.networks
+        .iter()
+        .filter_map(|a| {
+            let net: ipnet::Ipv4Net = a.addr.parse().ok()?;
+            let mac: mini_netdriver::MacAddr = a.mac.parse().ok()?;
+            Some(EndpointRecord {
+                network_id: a.network_id.clone(),
+                endpoint_id: task.id.clone(),
+                node_id: String::new(),
+                vtep,
+                ip: net.addr(),
+                prefix_len: net.prefix_len(),
+                mac: mac.0,
+                service_id: task.service_id.clone(),
+                service_name: task.service_name.clone(),
+                task_name: task_hostname(task),
+                vip: None,
+                aliases: Vec::new(),
+                ports: Vec::new(),
+                version: 0,
+                deleted: false,
+            })
+        })
+        .collect()
+}
+
+/// Starts the node's gossip agent unless it runs already; `peers` are other
+/// nodes' gossip addresses to join through.
+pub async fn ensure_started(shared: &Arc<Shared>, peers: &[String]) {
+    let mut slot = shared.gossip.write().await;
+    if slot.is_some() {
+        return;
+    }
+    let bind = SocketAddr::from((shared.vtep, shared.gossip_port));
+    let bootstrap: Vec<SocketAddr> = peers.iter().filter_map(|p| p.parse().ok()).collect();
+    let config = GossipConfig::new(shared.node_id.clone(), bind).with_bootstrap(bootstrap);
+    match Gossip::start(config).await {
+        Ok(gossip) => {
+            let changes = gossip.subscribe();
+            *slot = Some(gossip);
+            tokio::spawn(follow_table(Arc::clone(shared), changes));
+            tracing::info!(%bind, "gossip started");
+        }
+        Err(err) => {
+            tracing::error!(%bind, %err, "cannot start gossip: overlay peers will not be programmed")
+        }
+    }
+}
+
+/// Re-programs peers from the table after every change, until gossip stops.
+async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    loop {
+        let peers = {
+            let gossip = shared.gossip.read().await;
+            let Some(gossip) = gossip.as_ref() else {
+                return;
+            };
+            let table = gossip.table();
+            table
+                .live()
+                .filter(|r| r.node_id != shared.node_id)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        shared.network.set_peers(peers);
+        if let Err(err) = shared.network.converge().await {
+            tracing::warn!(%err, "programming overlay peers failed");
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Publishes `task`'s endpoints (before it is reported running).
+pub async fn publish(shared: &Shared, task: &Task) {
+    let gossip = shared.gossip.read().await;
+    let Some(gossip) = gossip.as_ref() else {
+        return;
+    };
+    for record in records_for(task, shared.vtep) {
+        if let Err(err) = gossip.publish(record).await {
+            tracing::warn!(task = %task.id, %err, "cannot publish an endpoint");
+        }
+    }
+}
+
+/// Withdraws `task`'s endpoints (before its interfaces go away).
+pub async fn withdraw(shared: &Shared, task: &Task) {
+    let gossip = shared.gossip.read().await;
+    let Some(gossip) = gossip.as_ref() else {
+        return;
+    };
+    for a in &task.networks {
+        if let Err(err) = gossip.withdraw(&a.network_id, &task.id).await {
+            tracing::warn!(task = %task.id, %err, "cannot withdraw an endpoint");
+        }
+    }
+}
+
+/// Leaves the gossip cluster gracefully (others drop this node's endpoints at once).
+pub async fn stop(shared: &Shared) {
+    if let Some(gossip) = shared.gossip.write().await.take() {
+        gossip.stop().await;
+    }
+}
