@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/objects.proto",
         "proto/control.proto",
         "proto/dispatcher.proto",
+        "proto/raft.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -306,8 +306,9 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// The view of `n`; `leader` tells whether it is the Raft leader.
-    pub fn new(n: &Node, leader: bool) -> Self {
+    /// The view of `n`; `leader` tells whether it is the Raft leader, `unreachable` whether
+    /// the leader lost contact with it.
+    pub fn new(n: &Node, leader: bool, unreachable: bool) -> Self {
         let spec = n.spec.clone().unwrap_or_default();
         let status = n.status.clone().unwrap_or_default();
         let role = n.role();
@@ -332,6 +333,7 @@ impl NodeView {
             },
             manager_status: match (role, leader) {
                 (NodeRole::Manager, true) => "leader",
+                (NodeRole::Manager, false) if unreachable => "unreachable",
                 (NodeRole::Manager, false) => "reachable",
                 _ => "",
             },

@@ -43,7 +43,10 @@ fn payload(v: u64) -> Vec<u8> {
         ..Default::default()
     };
     StoreBatch {
-        actions: vec![StoreAction { action: Some(Action::PutTask(task)), create: true }],
+        actions: vec![StoreAction {
+            action: Some(Action::PutTask(task)),
+            create: true,
+        }],
         proposed_at_ms: 1,
     }
     .encode_to_vec()
@@ -58,7 +61,10 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 async fn sequential(h: &RaftHandle<Outcome>, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        let (_, outcome) = h.propose(payload(NEXT.fetch_add(1, SeqCst))).await.expect("proposal commits");
+        let (_, outcome) = h
+            .propose(payload(NEXT.fetch_add(1, SeqCst)))
+            .await
+            .expect("proposal commits");
         outcome.expect("the store applies the batch");
     }
     start.elapsed()
@@ -71,8 +77,10 @@ async fn concurrent(h: &RaftHandle<Outcome>, iters: u64) -> Duration {
         let h = h.clone();
         tokio::spawn(async move {
             for _ in 0..iters {
-                let (_, outcome) =
-                    h.propose(payload(NEXT.fetch_add(1, SeqCst))).await.expect("proposal commits");
+                let (_, outcome) = h
+                    .propose(payload(NEXT.fetch_add(1, SeqCst)))
+                    .await
+                    .expect("proposal commits");
                 outcome.expect("the store applies the batch");
             }
         })
@@ -93,7 +101,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let (h, task) = rt.block_on(async {
         let machine = StoreMachine::new(Store::new());
-        raft::start(RaftConfig::new(dir.path(), 1), machine, true).expect("raft starts")
+        raft::start(RaftConfig::new(dir.path(), 1), machine, raft::StartMode::Bootstrap).expect("raft starts")
     });
 
     let mut g = c.benchmark_group("store_path");

@@ -7,11 +7,13 @@
 //!   leader-only controllers, as pure functions.
 //! - `controllers`: the loops that watch the store and write those decisions.
 //! - `control`: the gRPC control API the CLI talks to.
+//! - [`ha`]: several managers in one Raft group: transport, forwarding, leadership.
 
 pub mod allocator;
 pub mod control;
 pub mod controllers;
 pub mod dispatcher;
+pub mod ha;
 pub mod ids;
 pub mod manager;
 mod names;

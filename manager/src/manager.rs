@@ -1,5 +1,7 @@
 //! [`Manager`]: the store, its Raft log and the leader-only controllers of one
-//! manager node, started together and stopped together.
+//! manager node, started together and stopped together. The controllers, the node
+//! monitor and the dispatcher sessions run only while this manager leads (see
+//! `crate::ha`).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -10,16 +12,17 @@ use mini_proto::v1::{
     Cluster, Network, NetworkSpec, Node, NodeRole, NodeSpec, NodeState, NodeStatus, StoreAction,
     StoreBatch, store_action::Action,
 };
-use prost::Message;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::allocator::allocate_network;
 use crate::control::ControlError;
-use crate::controllers::Controllers;
 use crate::dispatcher::Sessions;
+use crate::ha::{
+    self, GrpcTransport, HaProposer, Leadership, Outcomes, Peers, RecordingMachine, SessionsSlot,
+};
 use crate::ids::{new_id, new_secret, now_ms};
-use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
-use crate::store::{ApplyError, ProposeFailed, Proposer, Store, StoreMachine, WriteError};
+use crate::raft::{self, RaftConfig, RaftStatus, StartMode};
+use crate::store::{ApplyError, Proposer, Store, StoreMachine, WriteError};
 
 /// The ingress network's subnet, as Docker's.
 pub const INGRESS_SUBNET: &str = "10.255.0.0/16";
@@ -39,6 +42,12 @@ pub struct ManagerConfig {
     pub heartbeat_period: Duration,
     /// Port of this node's listener (dispatcher and node agent).
     pub agent_port: u16,
+    /// This manager's Raft id (1 for the manager `swarm init` made).
+    pub raft_id: u64,
+    /// Where other managers reach this one (`host:port` of its listener).
+    pub advertise_addr: String,
+    /// The cluster's id (empty before `swarm init` made it).
+    pub cluster_id: String,
 }
 
 /// The settings `swarm init` was given, already validated.
@@ -58,35 +67,26 @@ pub struct InitParams {
     pub gossip_port: u16,
 }
 
-/// Writes batches through the Raft log.
-#[derive(Clone)]
-pub struct RaftProposer {
-    raft: RaftHandle<Result<(), ApplyError>>,
-}
-
-impl Proposer for RaftProposer {
-    async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
-        match self.raft.propose(batch.encode_to_vec()).await {
-            Ok((index, Ok(()))) => Ok(index),
-            Ok((_, Err(err))) => Err(WriteError::Rejected(err)),
-            Err(err) => Err(WriteError::Failed(ProposeFailed {
-                reason: err.to_string(),
-            })),
-        }
-    }
-}
+/// Writes batches through the Raft log: on the leader, or forwarded to it.
+pub type RaftProposer = HaProposer;
 
 /// A running manager.
 pub struct Manager {
     store: Store,
-    proposer: RaftProposer,
+    proposer: HaProposer,
     /// API handlers that read, decide allocations and write hold this, so two
-    /// creates never decide from the same view.
+    /// creates never decide from the same view (on this manager; across managers
+    /// the store's versions refuse a batch decided from a stale view).
     write_lock: Mutex<()>,
-    controllers: Controllers,
-    sessions: Arc<Sessions>,
+    /// Starts and stops the leader-only services.
+    leadership: Leadership,
+    /// The dispatcher sessions of the current leadership.
+    sessions: SessionsSlot,
+    /// The other managers' addresses.
+    peers: Peers,
     agent_port: u16,
-    monitor: tokio::task::JoinHandle<()>,
+    /// Background tasks (address book, transport reports), aborted on shutdown.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Manager {
@@ -95,59 +95,78 @@ impl Manager {
         raft::has_state(&config.state_dir)
     }
 
+    /// The Raft settings: fast failover on a LAN (numbers and reasons in `crate::ha`).
     fn raft_config(config: &ManagerConfig) -> RaftConfig {
         RaftConfig {
             state_dir: config.state_dir.clone(),
-            id: 1,
-            tick_interval: Duration::from_millis(100),
-            election_tick: 10,
-            heartbeat_tick: 2,
+            id: config.raft_id.max(1),
+            tick_interval: ha::TICK,
+            election_tick: ha::ELECTION_TICKS,
+            heartbeat_tick: ha::HEARTBEAT_TICKS,
             snapshot_interval: config.snapshot_interval.max(1),
             keep_after_snapshot: (config.snapshot_interval / 4).max(1),
+            manual_ticks: false,
         }
     }
 
-    fn start(config: &ManagerConfig, bootstrap: bool) -> Result<Manager, ControlError> {
+    fn start(config: &ManagerConfig, mode: StartMode) -> Result<Manager, ControlError> {
         let store = Store::new();
-        let (raft, _task) = raft::start(
-            Self::raft_config(config),
-            StoreMachine::new(store.clone()),
-            bootstrap,
-        )
-        .map_err(|e| {
-            ControlError::Internal(format!(
-                "cannot open the Raft log in {}: {e}",
-                config.state_dir.display()
-            ))
-        })?;
-        let proposer = RaftProposer { raft };
-        let controllers = Controllers::start(store.clone(), proposer.clone());
-        let sessions = Arc::new(Sessions::new(config.heartbeat_period));
-        let monitor = tokio::spawn(monitor_nodes(
-            store.clone(),
-            proposer.clone(),
-            sessions.clone(),
-        ));
+        let peers = Peers::new(config.advertise_addr.clone(), config.cluster_id.clone());
+        let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let outcomes = Outcomes::default();
+        let machine = RecordingMachine {
+            inner: StoreMachine::new(store.clone()),
+            outcomes: outcomes.clone(),
+        };
+        let raft_config = Self::raft_config(config);
+        let transport = GrpcTransport::new(peers.clone(), raft_config.id, reports_tx);
+        let (raft, _task) = raft::start_with_transport(raft_config, machine, mode, transport)
+            .map_err(|e| {
+                ControlError::Internal(format!(
+                    "cannot open the Raft log in {}: {e}",
+                    config.state_dir.display()
+                ))
+            })?;
+        let background = vec![
+            tokio::spawn(ha::forward_reports(reports, raft.clone())),
+            peers.follow_store(store.clone()),
+        ];
+        let proposer = HaProposer::new(raft, store.clone(), peers.clone(), outcomes);
+        let sessions = SessionsSlot::new(config.heartbeat_period);
+        let leadership = Leadership::start(store.clone(), proposer.clone(), sessions.clone());
         Ok(Manager {
             store,
             proposer,
             write_lock: Mutex::new(()),
-            controllers,
+            leadership,
             sessions,
+            peers,
             agent_port: config.agent_port,
-            monitor,
+            background,
         })
     }
 
     /// Resumes the manager whose log is in the state dir.
     pub async fn resume(config: ManagerConfig) -> Result<Manager, ControlError> {
-        Self::start(&config, false)
+        Self::start(&config, StartMode::Resume)
+    }
+
+    /// Starts a manager that joins an existing cluster: its log starts empty and fills from the
+    /// leader (entries, or a snapshot if the leader's log is compacted). `config.raft_id` is the
+    /// id the leader allocated.
+    pub async fn join(config: ManagerConfig) -> Result<Manager, ControlError> {
+        Self::start(
+            &config,
+            StartMode::Join {
+                bootstrap_voter: ha::BOOTSTRAP_RAFT_ID,
+            },
+        )
     }
 
     /// Creates a new cluster with this node as its only manager: the cluster
     /// object, this node, and the ingress network, in one write.
     pub async fn init(config: ManagerConfig, params: InitParams) -> Result<Manager, ControlError> {
-        let manager = Self::start(&config, true)?;
+        let manager = Self::start(&config, StartMode::Bootstrap)?;
         let mut cluster = Cluster {
             id: new_id(),
             meta: None,
@@ -159,7 +178,9 @@ impl Manager {
             manager_token_secret: new_secret(16),
             next_vni: 4097,
             snapshot_interval: config.snapshot_interval,
+            next_raft_id: ha::BOOTSTRAP_RAFT_ID + 1,
         };
+        manager.peers.set_cluster_id(&cluster.id);
         let node = Node {
             id: config.node_id.clone(),
             meta: None,
@@ -174,7 +195,7 @@ impl Manager {
             }),
             hostname: params.hostname,
             role: NodeRole::Manager as i32,
-            raft_id: 1,
+            raft_id: ha::BOOTSTRAP_RAFT_ID,
             agent_addr: format!("{}:{}", params.advertise_addr, config.agent_port),
             gossip_addr: format!("{}:{}", params.advertise_addr, params.gossip_port),
         };
@@ -221,8 +242,24 @@ impl Manager {
     }
 
     /// Writes through the Raft log.
-    pub fn proposer(&self) -> &RaftProposer {
+    pub fn proposer(&self) -> &HaProposer {
         &self.proposer
+    }
+
+    /// The other managers' addresses.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Whether this manager is the Raft leader.
+    pub fn is_leader(&self) -> bool {
+        self.proposer.is_leader()
+    }
+
+    /// The listener address of the leader, if known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let leader = self.raft_status().leader_id;
+        (leader != 0).then(|| self.peers.addr(leader)).flatten()
     }
 
     /// Serializes read-decide-write API calls.
@@ -232,12 +269,12 @@ impl Manager {
 
     /// The Raft node's status.
     pub fn raft_status(&self) -> RaftStatus {
-        self.proposer.raft.status()
+        self.proposer.raft().status()
     }
 
-    /// The live sessions of workers.
-    pub fn sessions(&self) -> &Sessions {
-        &self.sessions
+    /// The live sessions of workers (an empty set unless this manager leads).
+    pub fn sessions(&self) -> Arc<Sessions> {
+        self.sessions.get()
     }
 
     /// Port of this node's listener.
@@ -261,11 +298,13 @@ impl Manager {
         set_node_state(&self.store, &self.proposer, node_id, state, message).await;
     }
 
-    /// Stops the controllers, then the log (flushing it).
+    /// Stops the leader-only services, then the log (flushing it).
     pub async fn shutdown(&self) {
-        self.monitor.abort();
-        self.controllers.stop().await;
-        self.proposer.raft.shutdown().await;
+        self.leadership.stop().await;
+        self.proposer.raft().shutdown().await;
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 
@@ -309,8 +348,8 @@ async fn set_node_state<P: Proposer>(
     }
 }
 
-/// Marks nodes down when their heartbeats stop (every half period).
-async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessions: Arc<Sessions>) {
+/// Marks nodes down when their heartbeats stop (every half period). Leader only.
+pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessions: Arc<Sessions>) {
     let mut tick = tokio::time::interval(sessions.period() / 2);
     loop {
         tick.tick().await;

@@ -28,6 +28,9 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
             "applied_index": info.raft_applied_index,
             "snapshot_index": info.raft_snapshot_index,
             "first_log_index": info.raft_first_log_index,
+            "voters": info.raft_voters,
+            "learners": info.raft_learners,
+            "unreachable_managers": info.unreachable_managers,
         },
     });
     match format {

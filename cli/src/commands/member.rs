@@ -9,6 +9,7 @@ use mini_manager::control::{ControlApi, MemberHooks};
 use mini_proto::v1::Membership;
 use mini_proto::v1::dispatcher_server::DispatcherServer;
 use mini_proto::v1::node_agent_server::NodeAgentServer;
+use mini_proto::v1::raft_transport_server::RaftTransportServer;
 use mini_worker::agent::Worker;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -46,7 +47,11 @@ impl MemberHooks for NodeServices {
             let worker = self.worker.clone();
             let server = tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
-                    .add_service(DispatcherServer::new(api).max_decoding_message_size(64 << 20))
+                    .add_service(
+                        DispatcherServer::new(api.clone()).max_decoding_message_size(64 << 20),
+                    )
+                    // Raft between managers (snapshots can be large).
+                    .add_service(RaftTransportServer::new(api).max_decoding_message_size(256 << 20))
                     .add_service(NodeAgentServer::new(worker))
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                         let _ = stopped.await;

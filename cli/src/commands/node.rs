@@ -57,6 +57,7 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
     let mut client = connect(host).await?;
     let info = client.info(InfoRequest {}).await?.into_inner();
     let is_leader = |id: &str| info.is_manager && id == info.leader_node_id;
+    let unreachable = |id: &str| info.unreachable_managers.iter().any(|u| u == id);
     match cmd {
         NodeCommand::Ls { format } => {
             let mut nodes = client
@@ -67,7 +68,7 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
             nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
             let views: Vec<NodeView> = nodes
                 .iter()
-                .map(|n| NodeView::new(n, is_leader(&n.id)))
+                .map(|n| NodeView::new(n, is_leader(&n.id), unreachable(&n.id)))
                 .collect();
             match format {
                 Format::Json => print_json(&views)?,
@@ -91,7 +92,7 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                     .get_node(GetRequest { name_or_id })
                     .await?
                     .into_inner();
-                views.push(NodeView::new(&n, is_leader(&n.id)));
+                views.push(NodeView::new(&n, is_leader(&n.id), unreachable(&n.id)));
             }
             print_json(&views)?;
         }

@@ -73,7 +73,17 @@ pub(super) async fn swarm_init(
         request.hostname
     };
     let bound = api.listen(listen).await?;
-    let config = manager_config(&api.inner.config, &api.inner.node_id, bound.port());
+    let provisional = Membership {
+        advertise_addr: advertise_addr.to_string(),
+        raft_id: crate::ha::BOOTSTRAP_RAFT_ID,
+        ..Default::default()
+    };
+    let config = manager_config(
+        &api.inner.config,
+        &api.inner.node_id,
+        bound.port(),
+        &provisional,
+    );
     let initialised = async {
         let manager = Manager::init(
             config,
@@ -96,6 +106,7 @@ pub(super) async fn swarm_init(
             managers: vec![local_dial_addr(bound)],
             data_path_port,
             gossip_port: u32::from(api.inner.config.gossip_port),
+            raft_id: crate::ha::BOOTSTRAP_RAFT_ID,
         };
         if let Err(err) = membership::save(&api.inner.config.state_dir, &membership) {
             manager.shutdown().await;
@@ -140,7 +151,25 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
                 .unwrap_or_default()
         })
     };
+    // Only the leader tracks every manager's progress; a follower reports none unreachable.
+    let unreachable_managers = manager.store().view(|t| {
+        t.nodes
+            .values()
+            .filter(|n| n.role() == NodeRole::Manager && n.raft_id != status.id)
+            .filter(|n| {
+                status.role == crate::raft::Role::Leader
+                    && !status
+                        .progress
+                        .iter()
+                        .any(|p| p.id == n.raft_id && p.recent_active)
+            })
+            .map(|n| n.id.clone())
+            .collect()
+    });
     InfoResponse {
+        unreachable_managers,
+        raft_voters: status.voters.clone(),
+        raft_learners: status.learners.clone(),
         node_id: api.inner.node_id.clone(),
         cluster: manager.store().view(|t| t.cluster.clone()),
         is_manager: true,

@@ -32,9 +32,7 @@ impl Dispatcher for ControlApi {
         let role = token::verify(&cluster, &req.token)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         if role == NodeRole::Manager {
-            return Err(Status::unimplemented(
-                "joining as a manager needs the multi-manager Raft group, which this version does not have yet; join as a worker",
-            ));
+            return Ok(Response::new(crate::ha::admit_manager(&manager, req).await?));
         }
         if req.node_id.is_empty() || req.advertise_addr.parse::<std::net::Ipv4Addr>().is_err() {
             return Err(Status::invalid_argument(format!(
@@ -78,7 +76,15 @@ impl Dispatcher for ControlApi {
             role: NodeRole::Worker as i32,
             raft_id: 0,
             agent_addr: format!("{}:{agent_port}", req.advertise_addr),
-            gossip_addr: format!("{}:{}", req.advertise_addr, if req.gossip_port == 0 { 7946 } else { req.gossip_port }),
+            gossip_addr: format!(
+                "{}:{}",
+                req.advertise_addr,
+                if req.gossip_port == 0 {
+                    7946
+                } else {
+                    req.gossip_port
+                }
+            ),
         };
         let batch = StoreBatch {
             actions: vec![StoreAction {
@@ -98,6 +104,7 @@ impl Dispatcher for ControlApi {
             managers: manager.manager_addrs(),
             data_path_port: cluster.data_path_port,
             heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
+            raft_id: 0,
         }))
     }
 
@@ -108,6 +115,13 @@ impl Dispatcher for ControlApi {
         request: Request<SessionRequest>,
     ) -> Result<Response<SessionStream>, Status> {
         let manager = self.manager().await?;
+        if !manager.is_leader() {
+            // The worker moves on to the next manager in its list.
+            return Err(Status::unavailable(format!(
+                "this manager is not the leader; the leader is at {}",
+                manager.leader_addr().unwrap_or_else(|| "(unknown: election running)".into())
+            )));
+        }
         let node_id = request.into_inner().node_id;
         let node = manager
             .store()
@@ -148,7 +162,11 @@ impl Dispatcher for ControlApi {
                             t.nodes
                                 .values()
                                 .filter(|n| n.id != node_id && !n.gossip_addr.is_empty())
-                                .filter(|n| n.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready))
+                                .filter(|n| {
+                                    n.status
+                                        .as_ref()
+                                        .is_some_and(|s| s.state() == NodeState::Ready)
+                                })
                                 .map(|n| n.gossip_addr.clone())
                                 .collect()
                         }),

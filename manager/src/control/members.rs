@@ -139,7 +139,13 @@ pub(super) async fn swarm_join(
             },
             data_path_port: response.data_path_port,
             gossip_port: u32::from(api.inner.config.gossip_port),
+            raft_id: response.raft_id,
         };
+        if membership.role() == NodeRole::Manager {
+            // Raft first (in join mode: the leader sends the log), then the membership file, so
+            // a restart finds the log it resumes.
+            api.start_joined_manager(&membership, bound.port()).await?;
+        }
         membership::save(&api.inner.config.state_dir, &membership)?;
         api.enter(membership).await?;
         Ok::<_, ControlError>(SwarmJoinResponse {
@@ -149,10 +155,38 @@ pub(super) async fn swarm_join(
     }
     .await;
     if joined.is_err() {
+        if let Some(manager) = api.inner.manager.write().await.take() {
+            manager.shutdown().await;
+        }
         api.inner.hooks.stop().await;
         let _ = membership::remove(&api.inner.config.state_dir);
     }
     joined
+}
+
+impl ControlApi {
+    /// Starts this node's manager in join mode with the Raft id the leader gave it.
+    pub(super) async fn start_joined_manager(
+        &self,
+        membership: &Membership,
+        agent_port: u16,
+    ) -> Result<(), ControlError> {
+        if membership.raft_id == 0 {
+            return Err(ControlError::Internal(
+                "the leader admitted this node as a manager without a Raft id".into(),
+            ));
+        }
+        let config = super::manager_config(
+            &self.inner.config,
+            &self.inner.node_id,
+            agent_port,
+            membership,
+        );
+        let manager = Manager::join(config).await?;
+        tracing::info!(raft_id = membership.raft_id, "manager started in join mode");
+        *self.inner.manager.write().await = Some(std::sync::Arc::new(manager));
+        Ok(())
+    }
 }
 
 /// `swarm leave [--force]`.

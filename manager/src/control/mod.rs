@@ -8,6 +8,11 @@
 //! - [`status`]: errors and their gRPC codes.
 //! - `identity`: the node id kept in the state dir.
 //! - `networks`, `services`, `cluster`: the calls, grouped by object.
+//! - `raft_rpc`: the Raft transport service managers serve one another.
+//!
+//! Every call reads from a consistent view: on a follower it first waits until it has applied
+//! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
+//! forwarded to the leader by the proposer.
 
 mod cluster;
 mod dispatch;
@@ -15,6 +20,7 @@ mod identity;
 pub mod members;
 pub mod membership;
 mod networks;
+mod raft_rpc;
 mod remote;
 mod services;
 pub mod status;
@@ -97,7 +103,12 @@ impl ControlApi {
         // own agent dials it), then the manager, then the agent.
         let listen = membership::parse_listen_addr("listen address", &membership.listen_addr)?;
         let bound = api.listen(listen).await?;
-        let manager_config = manager_config(&api.inner.config, &api.inner.node_id, bound.port());
+        let manager_config = manager_config(
+            &api.inner.config,
+            &api.inner.node_id,
+            bound.port(),
+            &membership,
+        );
         if Manager::has_state(&manager_config) {
             tracing::info!(
                 "resuming the manager from {}",
@@ -111,8 +122,15 @@ impl ControlApi {
     }
 
     /// Binds the node's listener, serving this API; returns the bound address.
-    async fn listen(&self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr, ControlError> {
-        self.inner.hooks.listen(addr, self.clone()).await.map_err(ControlError::Internal)
+    async fn listen(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, ControlError> {
+        self.inner
+            .hooks
+            .listen(addr, self.clone())
+            .await
+            .map_err(ControlError::Internal)
     }
 
     /// Starts the agent and records the node as a member of `membership`'s cluster.
@@ -139,6 +157,13 @@ impl ControlApi {
         }
     }
 
+    /// The manager, once it has applied everything the leader had committed when called.
+    async fn consistent(&self) -> Result<Arc<Manager>, ControlError> {
+        let manager = self.manager().await?;
+        manager.proposer().read_barrier().await?;
+        Ok(manager)
+    }
+
     async fn manager(&self) -> Result<Arc<Manager>, ControlError> {
         self.inner.manager.read().await.clone().ok_or_else(|| {
             ControlError::Precondition(
@@ -149,7 +174,14 @@ impl ControlApi {
     }
 }
 
-fn manager_config(config: &DaemonConfig, node_id: &str, agent_port: u16) -> ManagerConfig {
+/// The settings of this node's manager, a member of `membership`'s cluster (whose `raft_id` 0
+/// means the first manager, from before managers could join).
+fn manager_config(
+    config: &DaemonConfig,
+    node_id: &str,
+    agent_port: u16,
+    membership: &mini_proto::v1::Membership,
+) -> ManagerConfig {
     ManagerConfig {
         state_dir: config.state_dir.clone(),
         node_id: node_id.to_string(),
@@ -157,6 +189,9 @@ fn manager_config(config: &DaemonConfig, node_id: &str, agent_port: u16) -> Mana
         snapshot_interval: config.snapshot_interval,
         heartbeat_period: config.heartbeat_period,
         agent_port,
+        raft_id: membership.raft_id.max(crate::ha::BOOTSTRAP_RAFT_ID),
+        advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
+        cluster_id: membership.cluster_id.clone(),
     }
 }
 
@@ -177,12 +212,12 @@ impl Control for ControlApi {
     }
 
     async fn create_network(&self, request: Request<CreateNetworkRequest>) -> Reply<Network> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(networks::create(&manager, request.into_inner()).await)
     }
 
     async fn list_networks(&self, _: Request<ListNetworksRequest>) -> Reply<ListNetworksResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         let networks = manager
             .store()
             .view(|t| t.networks.values().cloned().collect());
@@ -190,7 +225,7 @@ impl Control for ControlApi {
     }
 
     async fn get_network(&self, request: Request<GetRequest>) -> Reply<Network> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         let query = request.into_inner().name_or_id;
         reply(
             manager
@@ -201,22 +236,22 @@ impl Control for ControlApi {
     }
 
     async fn remove_network(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(networks::remove(&manager, &request.into_inner().name_or_id).await)
     }
 
     async fn create_service(&self, request: Request<CreateServiceRequest>) -> Reply<Service> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(services::create(&manager, request.into_inner()).await)
     }
 
     async fn list_services(&self, _: Request<ListServicesRequest>) -> Reply<ListServicesResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(Ok(services::list(&manager)))
     }
 
     async fn get_service(&self, request: Request<GetRequest>) -> Reply<Service> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         let query = request.into_inner().name_or_id;
         reply(
             manager
@@ -227,22 +262,22 @@ impl Control for ControlApi {
     }
 
     async fn scale_service(&self, request: Request<ScaleServiceRequest>) -> Reply<Service> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(services::scale(&manager, request.into_inner()).await)
     }
 
     async fn remove_service(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(services::remove(&manager, &request.into_inner().name_or_id).await)
     }
 
     async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Reply<ListTasksResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(services::tasks(&manager, &request.into_inner().service))
     }
 
     async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Reply<ListNodesResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         let nodes = manager
             .store()
             .view(|t| t.nodes.values().cloned().collect());
@@ -250,17 +285,17 @@ impl Control for ControlApi {
     }
 
     async fn update_node(&self, request: Request<UpdateNodeRequest>) -> Reply<Node> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(members::update_node(&manager, request.into_inner()).await)
     }
 
     async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Reply<RemoveResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(members::remove_node(&manager, request.into_inner()).await)
     }
 
     async fn join_token(&self, request: Request<JoinTokenRequest>) -> Reply<JoinTokenResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(members::join_token(&manager, request.into_inner()).await)
     }
 
@@ -282,22 +317,22 @@ impl Control for ControlApi {
         &self,
         request: Request<ServiceLogsRequest>,
     ) -> Reply<Self::ServiceLogsStream> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(remote::service_logs(&manager, request.into_inner()).await)
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Reply<ExecResponse> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(remote::exec(&manager, request.into_inner()).await)
     }
 
     async fn network_peers(&self, request: Request<GetRequest>) -> Reply<NetworkPeersReport> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         reply(remote::network_peers(&manager, &request.into_inner().name_or_id).await)
     }
 
     async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {
-        let manager = self.manager().await?;
+        let manager = self.consistent().await?;
         let query = request.into_inner().name_or_id;
         reply(
             manager

@@ -40,6 +40,9 @@ pub enum ControlError {
     /// Another node refused the request (its message).
     #[error("{0}")]
     Refused(String),
+    /// No quorum of managers could be reached in time.
+    #[error(transparent)]
+    NoQuorum(#[from] crate::ha::NoQuorum),
 }
 
 impl From<ControlError> for Status {
@@ -60,6 +63,7 @@ impl From<ControlError> for Status {
             ControlError::Internal(_) => Status::internal(message),
             ControlError::Unreachable(_) => Status::unavailable(message),
             ControlError::Refused(_) => Status::failed_precondition(message),
+            ControlError::NoQuorum(_) => Status::unavailable(message),
         }
     }
 }

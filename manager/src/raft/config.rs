@@ -22,6 +22,9 @@ pub struct RaftConfig {
     pub snapshot_interval: u64,
     /// Log entries kept behind a snapshot so slow followers can catch up without a snapshot.
     pub keep_after_snapshot: u64,
+    /// No timer: the clock advances only through [`RaftHandle::tick`](super::RaftHandle::tick)
+    /// (tests with a controllable clock).
+    pub manual_ticks: bool,
 }
 
 impl RaftConfig {
@@ -36,6 +39,7 @@ impl RaftConfig {
             heartbeat_tick: 2,
             snapshot_interval: 10_000,
             keep_after_snapshot: 1_000,
+            manual_ticks: false,
         }
     }
 

@@ -52,8 +52,23 @@ pub struct RaftStatus {
     pub snapshot_index: u64,
     /// Voters of the configuration in force at `applied`.
     pub voters: Vec<u64>,
+    /// Learners (non-voting members catching up) of that configuration.
+    pub learners: Vec<u64>,
+    /// The leader's view of every other member (empty unless this node leads).
+    pub progress: Vec<PeerProgress>,
     /// Whether the loop is still running.
     pub running: bool,
+}
+
+/// How far the leader knows a member to be (raft-rs's progress tracker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The member's Raft id.
+    pub id: u64,
+    /// Highest log index known to be on the member.
+    pub matched: u64,
+    /// Whether the member answered within the last election timeout (check_quorum's view).
+    pub recent_active: bool,
 }
 
 /// The answer channel of a proposal.
@@ -72,6 +87,12 @@ pub(crate) enum Command<O> {
     ConfChange { cc: ConfChangeV2, reply: ConfReply },
     /// A message received from another node.
     Step(Message),
+    /// The transport could not deliver to this member: raft probes it instead of streaming.
+    Unreachable(u64),
+    /// The transport delivered (`true`) or failed to deliver a snapshot to this member.
+    SnapshotSent(u64, bool),
+    /// Advance the logical clock by this many ticks (configs with manual ticks only).
+    Tick(u32),
     /// Stop the loop; answered once sled is flushed.
     Shutdown(oneshot::Sender<()>),
 }
@@ -128,6 +149,22 @@ impl<O: Send + 'static> RaftHandle<O> {
             .send(Command::Step(msg))
             .await
             .map_err(|_| ProposeError::Stopped)
+    }
+
+    /// Tells raft that messages to `id` could not be delivered (raft-rs `report_unreachable`).
+    pub async fn report_unreachable(&self, id: u64) {
+        let _ = self.tx.send(Command::Unreachable(id)).await;
+    }
+
+    /// Tells raft whether a snapshot reached `id` (raft-rs `report_snapshot`).
+    pub async fn report_snapshot(&self, id: u64, delivered: bool) {
+        let _ = self.tx.send(Command::SnapshotSent(id, delivered)).await;
+    }
+
+    /// Advances the node's logical clock by `ticks` (for a [`RaftConfig`](super::RaftConfig)
+    /// with `manual_ticks`: tests drive time themselves).
+    pub async fn tick(&self, ticks: u32) {
+        let _ = self.tx.send(Command::Tick(ticks)).await;
     }
 
     /// The node's current status.

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`StateMachine`]: what the log drives (the store, in the manager).
-//! - [`start`] / [`has_state`]: open or create a node; [`RaftHandle`]: propose, status, shutdown.
+//! - [`start`] / [`has_state`]: open or create a node ([`StartMode`]: bootstrap a new cluster, join
+//!   one, or resume); [`RaftHandle`]: propose, status, reports, shutdown.
 //! - `node`: the Ready loop — tick, step, drain every queued proposal, send messages, install a
 //!   snapshot, apply committed entries, append + fsync before acknowledging, advance.
 //! - `storage`: [`raft::Storage`] on sled, snapshots and log compaction.
@@ -26,6 +27,8 @@ mod transport;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +38,7 @@ use tokio::task::JoinHandle;
 
 pub use config::RaftConfig;
 pub use error::{ProposeError, RaftError};
-pub use handle::{RaftHandle, RaftStatus, Role};
+pub use handle::{PeerProgress, RaftHandle, RaftStatus, Role};
 pub use raft::eraftpb::{ConfChangeV2, ConfState, Message};
 pub use transport::{NoTransport, Transport};
 
@@ -71,6 +74,24 @@ const SLED_DIR: &str = "sled";
 /// Written (and fsynced) once the database holds a complete initial state.
 const MARKER: &str = "initialized";
 
+/// How [`start`] treats a state dir that holds no log yet. A state dir that holds one is always
+/// resumed, whatever the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// Create a new cluster whose only voter is this node.
+    Bootstrap,
+    /// Join an existing cluster: the log starts as the cluster's genesis (the configuration
+    /// `bootstrap_voter` alone, at index 0, as [`StartMode::Bootstrap`] wrote it on the first
+    /// node), and the node waits for the leader's entries or snapshot. It never campaigns until a
+    /// committed configuration change makes it a voter.
+    Join {
+        /// The Raft id the cluster was bootstrapped with.
+        bootstrap_voter: u64,
+    },
+    /// Only resume: an empty state dir is an error ([`RaftError::NoState`]).
+    Resume,
+}
+
 /// Whether `state_dir` already holds a Raft log (the daemon checks this at start-up).
 pub fn has_state(state_dir: &Path) -> bool {
     state_dir.join(RAFT_DIR).join(MARKER).exists()
@@ -80,22 +101,21 @@ pub fn has_state(state_dir: &Path) -> bool {
 pub fn start<S: StateMachine>(
     config: RaftConfig,
     sm: S,
-    bootstrap: bool,
+    mode: StartMode,
 ) -> Result<(RaftHandle<S::Outcome>, RaftTask), RaftError> {
-    start_with_transport(config, sm, bootstrap, NoTransport)
+    start_with_transport(config, sm, mode, NoTransport)
 }
 
 /// Starts the Raft node; must be called inside a tokio runtime.
 ///
 /// If `config.state_dir` holds a log, the node resumes from it: the latest snapshot is restored
-/// into `sm` and every committed entry after it is applied again (`bootstrap` is then ignored).
-/// Otherwise, if `bootstrap` is true, it creates a cluster whose only voter is `config.id`;
-/// otherwise it fails with [`RaftError::NoState`]. A node that is the only voter campaigns at once,
-/// so it leads within one loop round.
+/// into `sm` and every committed entry after it is applied again (`mode` is then ignored).
+/// Otherwise `mode` says what to do (see [`StartMode`]). A node that is the only voter campaigns
+/// at once, so it leads within one loop round.
 pub fn start_with_transport<S: StateMachine, T: Transport>(
     config: RaftConfig,
     mut sm: S,
-    bootstrap: bool,
+    mode: StartMode,
     transport: T,
 ) -> Result<(RaftHandle<S::Outcome>, RaftTask), RaftError> {
     if config.id == 0 {
@@ -103,7 +123,7 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
     }
     let raft_dir = config.state_dir.join(RAFT_DIR);
     let resume = has_state(&config.state_dir);
-    if !resume && !bootstrap {
+    if !resume && mode == StartMode::Resume {
         return Err(RaftError::NoState {
             state_dir: config.state_dir.clone(),
         });
@@ -113,7 +133,19 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
     let mut storage = SledStorage::open(&raft_dir.join(SLED_DIR))?;
     if !resume {
         if !storage.is_initialized() {
-            storage.bootstrap(config.id)?;
+            match mode {
+                StartMode::Bootstrap => storage.bootstrap(config.id)?,
+                StartMode::Join { bootstrap_voter } => {
+                    if bootstrap_voter == config.id {
+                        return Err(RaftError::Config(format!(
+                            "a joining node cannot reuse the bootstrap voter's id {}",
+                            config.id
+                        )));
+                    }
+                    storage.bootstrap(bootstrap_voter)?
+                }
+                StartMode::Resume => unreachable!("checked above"),
+            }
         }
         write_marker(&raft_dir).map_err(io("write marker", raft_dir.join(MARKER)))?;
     }
@@ -150,6 +182,8 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
         last_index: 0,
         snapshot_index: snapshot.index,
         voters: Vec::new(),
+        learners: Vec::new(),
+        progress: Vec::new(),
         running: true,
     });
     let node = Node::new(raw, sm, transport, config, applied, status_tx);

@@ -118,10 +118,11 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     ) -> Result<(), RaftError> {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timer = !self.config.manual_ticks;
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         let result = loop {
             tokio::select! {
-                _ = ticker.tick() => {
+                _ = ticker.tick(), if timer => {
                     self.raw.tick();
                 }
                 cmd = rx.recv() => {
@@ -178,6 +179,20 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             Command::Step(msg) => {
                 if let Err(e) = self.raw.step(msg) {
                     tracing::debug!(error = %e, "raft: dropped a received message");
+                }
+            }
+            Command::Unreachable(id) => self.raw.report_unreachable(id),
+            Command::SnapshotSent(id, delivered) => {
+                let status = if delivered {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(id, status);
+            }
+            Command::Tick(n) => {
+                for _ in 0..n {
+                    self.raw.tick();
                 }
             }
             Command::Shutdown(done) => return Some(done),
@@ -291,10 +306,18 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 self.answers
                     .push(e.remove().waiter.fail(ProposeError::Dropped));
             }
-            let mine = self
-                .pending
-                .remove(&index)
-                .filter(|p| p.term == entry.term && entry.context.as_ref() == p.id.to_be_bytes());
+            // A proposal whose index now holds another entry (a new leader overwrote it) was
+            // not applied: answer it so, instead of dropping its reply channel.
+            let mine = match self.pending.remove(&index) {
+                Some(p) if p.term == entry.term && entry.context.as_ref() == p.id.to_be_bytes() => {
+                    Some(p)
+                }
+                Some(p) => {
+                    self.answers.push(p.waiter.fail(ProposeError::Dropped));
+                    None
+                }
+                None => None,
+            };
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     // Raft's own empty entries (a new leader's no-op) carry no context.
@@ -402,6 +425,22 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     fn publish(&mut self, running: bool) {
         let raft = &self.raw.raft;
         let store = self.raw.store();
+        let progress = if raft.state == StateRole::Leader {
+            let mut p: Vec<_> = raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != raft.id)
+                .map(|(id, pr)| super::PeerProgress {
+                    id: *id,
+                    matched: pr.matched,
+                    recent_active: pr.recent_active,
+                })
+                .collect();
+            p.sort_by_key(|p| p.id);
+            p
+        } else {
+            Vec::new()
+        };
         let status = RaftStatus {
             id: raft.id,
             term: raft.term,
@@ -413,6 +452,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             last_index: raft.raft_log.last_index(),
             snapshot_index: self.snapshot_index,
             voters: self.conf_state.voters.clone(),
+            learners: self.conf_state.learners.clone(),
+            progress,
             running,
         };
         self.status.send_if_modified(|s| {

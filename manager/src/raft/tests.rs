@@ -14,22 +14,22 @@ use super::*;
 type Applied = Vec<(u64, Vec<u8>)>;
 
 #[derive(Default, Clone)]
-struct Seen {
+pub(super) struct Seen {
     applied: Arc<Mutex<Applied>>,
     restores: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Seen {
-    fn applied(&self) -> Vec<(u64, Vec<u8>)> {
+    pub(super) fn applied(&self) -> Vec<(u64, Vec<u8>)> {
         self.applied.lock().unwrap().clone()
     }
-    fn restores(&self) -> Vec<u64> {
+    pub(super) fn restores(&self) -> Vec<u64> {
         self.restores.lock().unwrap().clone()
     }
 }
 
 /// A state machine that records what it applies; its outcome is how many entries it holds.
-struct Recorder(Seen);
+pub(super) struct Recorder(pub(super) Seen);
 
 impl StateMachine for Recorder {
     type Outcome = usize;
@@ -74,7 +74,12 @@ fn config(dir: &std::path::Path) -> RaftConfig {
 
 fn start_recorder(c: RaftConfig, bootstrap: bool) -> (RaftHandle<usize>, RaftTask, Seen) {
     let seen = Seen::default();
-    let (h, t) = start(c, Recorder(seen.clone()), bootstrap).expect("raft starts");
+    let mode = if bootstrap {
+        StartMode::Bootstrap
+    } else {
+        StartMode::Resume
+    };
+    let (h, t) = start(c, Recorder(seen.clone()), mode).expect("raft starts");
     (h, t, seen)
 }
 
@@ -125,7 +130,7 @@ async fn propose_applies_and_answers_with_index_and_outcome() {
 #[tokio::test]
 async fn start_without_state_or_bootstrap_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let err = start(config(dir.path()), Recorder(Seen::default()), false).err();
+    let err = start(config(dir.path()), Recorder(Seen::default()), StartMode::Resume).err();
     assert!(matches!(err, Some(RaftError::NoState { .. })), "{err:?}");
     assert!(!has_state(dir.path()));
 }

@@ -1,0 +1,95 @@
+//! The `RaftTransport` gRPC service a manager serves on its listener: Raft messages from the
+//! other managers, writes forwarded by followers, and the commit index for followers' reads.
+//!
+//! Only members of the same cluster are served (the cluster id must match). Raft messages are
+//! parsed with rust-protobuf 2, which has an open advisory on deeply nested hostile input: the
+//! listener must only be reachable by the cluster's nodes (mutual TLS is still to come).
+
+use mini_proto::v1::{
+    ForwardedOutcome, ForwardedProposal, RaftAck, RaftMessages, ReadIndexRequest,
+    ReadIndexResponse, raft_transport_server::RaftTransport,
+};
+use protobuf::Message as _;
+use tonic::{Request, Response, Status};
+
+use super::ControlApi;
+use crate::ha::NOT_LEADER;
+use crate::manager::Manager;
+use crate::raft::Role;
+
+impl ControlApi {
+    /// The manager, if the caller belongs to its cluster.
+    async fn raft_peer(&self, cluster_id: &str) -> Result<std::sync::Arc<Manager>, Status> {
+        let manager = self
+            .inner
+            .manager
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node is not a manager (yet)"))?;
+        let ours = manager.peers().cluster_id();
+        if !ours.is_empty() && !cluster_id.is_empty() && ours != cluster_id {
+            return Err(Status::permission_denied(format!(
+                "this manager belongs to cluster {ours}, not {cluster_id}"
+            )));
+        }
+        Ok(manager)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for ControlApi {
+    async fn send(&self, request: Request<RaftMessages>) -> Result<Response<RaftAck>, Status> {
+        let batch = request.into_inner();
+        let manager = self.raft_peer(&batch.cluster_id).await?;
+        manager.peers().insert(batch.from_id, &batch.from_addr);
+        let raft = manager.proposer().raft();
+        for bytes in &batch.messages {
+            let msg = raft::eraftpb::Message::parse_from_bytes(bytes)
+                .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
+            raft.step(msg)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ForwardedProposal>,
+    ) -> Result<Response<ForwardedOutcome>, Status> {
+        let forwarded = request.into_inner();
+        let manager = self.raft_peer(&forwarded.cluster_id).await?;
+        if manager.raft_status().role != Role::Leader {
+            return Err(Status::failed_precondition(format!(
+                "{NOT_LEADER} (leader: {})",
+                manager.raft_status().leader_id
+            )));
+        }
+        match manager.proposer().propose_here(forwarded.batch).await {
+            // A refused entry is in the log too; the follower finds the same refusal.
+            Ok((index, refused)) => Ok(Response::new(ForwardedOutcome {
+                index,
+                rejected: refused.map(|e| e.to_string()).unwrap_or_default(),
+            })),
+            Err(failed) => Err(Status::failed_precondition(failed.reason)),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let manager = self.raft_peer(&request.into_inner().cluster_id).await?;
+        let status = manager.raft_status();
+        if status.role != Role::Leader {
+            return Err(Status::failed_precondition(format!(
+                "{NOT_LEADER} (leader: {})",
+                status.leader_id
+            )));
+        }
+        Ok(Response::new(ReadIndexResponse {
+            commit_index: status.commit,
+        }))
+    }
+}

@@ -1,0 +1,114 @@
+//! The leader's side of a manager joining: a Raft id from the cluster's counter and a manager
+//! node in the store. The membership controller (`members`) then adds the id as a learner and
+//! promotes it once it has caught up.
+
+use mini_proto::v1::{
+    Cluster, JoinRequest, JoinResponse, Node, NodeRole, NodeSpec, NodeState, NodeStatus,
+    StoreAction, StoreBatch, dispatcher_client::DispatcherClient, store_action::Action,
+};
+
+use crate::control::ControlError;
+use crate::ids::now_ms;
+use crate::manager::Manager;
+use crate::store::{Proposer, Tables};
+
+/// The next Raft id to hand out, and the cluster object with its counter moved past it. An id is
+/// never reused: the counter only grows, and it starts above every id any node holds.
+pub fn allocate_raft_id(cluster: &Cluster, tables: &Tables) -> (u64, Cluster) {
+    let highest = tables.nodes.values().map(|n| n.raft_id).max().unwrap_or(0);
+    let id = cluster
+        .next_raft_id
+        .max(super::BOOTSTRAP_RAFT_ID + 1)
+        .max(highest + 1);
+    let mut next = cluster.clone();
+    next.next_raft_id = id + 1;
+    (id, next)
+}
+
+/// Admits `req` as a manager. A follower passes the call on to the leader, which gives the node
+/// a new Raft id and records it as a manager; the answer carries the id and every manager's
+/// address.
+pub async fn admit_manager(
+    manager: &Manager,
+    req: JoinRequest,
+) -> Result<JoinResponse, ControlError> {
+    if !manager.proposer().is_leader() {
+        let leader = manager.raft_status().leader_id;
+        let channel = manager.peers().channel_to(leader).ok_or_else(|| {
+            ControlError::Unreachable(format!(
+                "no leader to admit a manager (raft leader id {leader}); try again"
+            ))
+        })?;
+        return DispatcherClient::new(channel)
+            .join(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ControlError::Refused(s.message().to_string()));
+    }
+    if req.node_id.is_empty() || req.advertise_addr.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(ControlError::Invalid(format!(
+            "join needs a node id and an IPv4 advertise address (got {:?})",
+            req.advertise_addr
+        )));
+    }
+    let _writer = manager.write_lock().await;
+    let (cluster, existing) = manager
+        .store()
+        .view(|t| (t.cluster.clone(), t.nodes.get(&req.node_id).cloned()));
+    let cluster = cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+    let (raft_id, next_cluster) = manager.store().view(|t| allocate_raft_id(&cluster, t));
+    let agent_port = manager.agent_port();
+    let node = Node {
+        id: req.node_id.clone(),
+        meta: existing.as_ref().and_then(|n| n.meta),
+        spec: Some(NodeSpec {
+            desired_role: NodeRole::Manager as i32,
+            ..existing
+                .as_ref()
+                .and_then(|n| n.spec.clone())
+                .unwrap_or_default()
+        }),
+        status: Some(NodeStatus {
+            state: NodeState::Ready as i32,
+            message: String::new(),
+            addr: req.advertise_addr.clone(),
+        }),
+        hostname: req.hostname.clone(),
+        role: NodeRole::Manager as i32,
+        raft_id,
+        agent_addr: format!("{}:{agent_port}", req.advertise_addr),
+        gossip_addr: format!(
+            "{}:{}",
+            req.advertise_addr,
+            if req.gossip_port == 0 {
+                7946
+            } else {
+                req.gossip_port
+            }
+        ),
+    };
+    manager.peers().insert(raft_id, &node.agent_addr);
+    let batch = StoreBatch {
+        actions: vec![
+            StoreAction {
+                action: Some(Action::PutCluster(next_cluster)),
+                create: false,
+            },
+            StoreAction {
+                action: Some(Action::PutNode(node)),
+                create: existing.is_none(),
+            },
+        ],
+        proposed_at_ms: now_ms(),
+    };
+    manager.proposer().propose(batch).await?;
+    tracing::info!(node_id = %req.node_id, raft_id, "manager admitted");
+    Ok(JoinResponse {
+        cluster_id: cluster.id,
+        role: NodeRole::Manager as i32,
+        managers: manager.manager_addrs(),
+        data_path_port: cluster.data_path_port,
+        heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
+        raft_id,
+    })
+}

@@ -1,0 +1,156 @@
+//! Leader-only services: started on the leader, stopped when leadership is lost.
+//!
+//! The task watches the Raft status. Once this manager leads *and* has applied every entry up to
+//! its own first entry of the term (so its store holds everything any earlier leader committed),
+//! it starts the controllers (allocator, orchestrator, scheduler, reaper — each begins with a full
+//! reconcile), the node monitor, the Raft membership controller, and a fresh set of dispatcher
+//! sessions (with a reconnect grace, so workers that move over from the old leader are not marked
+//! down). When this manager stops leading, all of them stop and the sessions are replaced by an
+//! empty set: the workers' heartbeats are refused and they reconnect to the new leader.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::HaProposer;
+use crate::controllers::Controllers;
+use crate::dispatcher::Sessions;
+use crate::raft::Role;
+use crate::store::Store;
+
+/// The dispatcher sessions of the current leadership (empty on a follower). Cheap to clone.
+#[derive(Clone)]
+pub struct SessionsSlot {
+    period: Duration,
+    current: Arc<Mutex<Arc<Sessions>>>,
+}
+
+impl SessionsSlot {
+    /// An empty slot; workers get `period` as their heartbeat period.
+    pub fn new(period: Duration) -> Self {
+        SessionsSlot {
+            period,
+            current: Arc::new(Mutex::new(Arc::new(Sessions::new(period)))),
+        }
+    }
+
+    /// The sessions in force.
+    pub fn get(&self) -> Arc<Sessions> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets every session (a new, empty set with a fresh reconnect grace).
+    pub fn reset(&self) -> Arc<Sessions> {
+        let fresh = Arc::new(Sessions::new(self.period));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        fresh
+    }
+}
+
+/// What runs only while this manager leads.
+struct LeaderServices {
+    controllers: Controllers,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LeaderServices {
+    fn start(store: &Store, proposer: &HaProposer, sessions: &SessionsSlot) -> Self {
+        let current = sessions.reset();
+        let controllers = Controllers::start(store.clone(), proposer.clone());
+        let tasks = vec![
+            tokio::spawn(crate::manager::monitor_nodes(
+                store.clone(),
+                proposer.clone(),
+                current,
+            )),
+            tokio::spawn(super::members::run(store.clone(), proposer.clone())),
+        ];
+        LeaderServices { controllers, tasks }
+    }
+
+    async fn stop(self, sessions: &SessionsSlot) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.controllers.stop().await;
+        sessions.reset();
+    }
+}
+
+/// The task that starts and stops the leader-only services.
+pub struct Leadership {
+    stop: watch::Sender<bool>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Leadership {
+    /// Starts watching `proposer`'s Raft node.
+    pub fn start(store: Store, proposer: HaProposer, sessions: SessionsSlot) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(store, proposer, sessions, stopped));
+        Leadership {
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Stops the leader-only services, if running, and the watch.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    proposer: HaProposer,
+    sessions: SessionsSlot,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut status = proposer.raft().subscribe();
+    let mut running: Option<LeaderServices> = None;
+    // (term, index) of the first entry this manager appended as leader.
+    let mut term_start: Option<(u64, u64)> = None;
+    loop {
+        let s = status.borrow_and_update().clone();
+        let leads = s.role == Role::Leader && s.running;
+        if leads {
+            let (term, first) = *term_start.get_or_insert((s.term, s.last_index));
+            if term != s.term {
+                term_start = Some((s.term, s.last_index));
+            }
+            if running.is_none() && s.applied >= first && s.term == term {
+                tracing::info!(
+                    term = s.term,
+                    applied = s.applied,
+                    "leading: starting the leader-only services"
+                );
+                running = Some(LeaderServices::start(&store, &proposer, &sessions));
+            }
+        } else {
+            term_start = None;
+            if let Some(services) = running.take() {
+                tracing::info!(
+                    term = s.term,
+                    leader = s.leader_id,
+                    "no longer leading: stopping the leader-only services"
+                );
+                services.stop(&sessions).await;
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = stopped.changed() => break,
+        }
+    }
+    if let Some(services) = running.take() {
+        services.stop(&sessions).await;
+    }
+}

@@ -1,0 +1,165 @@
+//! The leader-only Raft membership controller.
+//!
+//! The store says who the managers are (nodes with role manager and a Raft id); the Raft
+//! configuration follows it, one change at a time:
+//! 1. a manager whose id is in no configuration is added as a *learner* (it receives the log or a
+//!    snapshot but does not vote, so a slow newcomer never costs the cluster its quorum);
+//! 2. a learner that has caught up (its matched index within [`CATCH_UP_SLACK`] of the commit
+//!    index, and answering) is promoted to *voter*;
+//! 3. an id no manager holds any more (demoted or removed node) is removed.
+//!
+//! Ids come from the cluster's counter and are never reused (see [`super::allocate_raft_id`]).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use mini_proto::v1::NodeRole;
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+
+use super::HaProposer;
+use crate::raft::Role;
+use crate::store::Store;
+
+/// How often the controller compares the store with the configuration.
+const PERIOD: Duration = Duration::from_millis(200);
+/// A learner this close to the commit index counts as caught up.
+pub const CATCH_UP_SLACK: u64 = 16;
+/// Longest one configuration change may take before the controller tries again.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The one change to make next, if any.
+fn next_change(
+    managers: &BTreeSet<u64>,
+    status: &crate::raft::RaftStatus,
+) -> Option<(ConfChangeType, u64)> {
+    let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
+    let learners: BTreeSet<u64> = status.learners.iter().copied().collect();
+    if let Some(&id) = managers
+        .iter()
+        .find(|id| !voters.contains(id) && !learners.contains(id))
+    {
+        return Some((ConfChangeType::AddLearnerNode, id));
+    }
+    for &id in learners.intersection(managers) {
+        let caught_up = status
+            .progress
+            .iter()
+            .any(|p| p.id == id && p.recent_active && p.matched + CATCH_UP_SLACK >= status.commit);
+        if caught_up {
+            return Some((ConfChangeType::AddNode, id));
+        }
+    }
+    voters
+        .union(&learners)
+        .find(|id| !managers.contains(id) && **id != status.id)
+        .map(|&id| (ConfChangeType::RemoveNode, id))
+}
+
+/// Runs until aborted (the leadership task aborts it when this manager stops leading).
+pub async fn run(store: Store, proposer: HaProposer) {
+    let mut tick = tokio::time::interval(PERIOD);
+    loop {
+        tick.tick().await;
+        let status = proposer.raft().status();
+        if status.role != Role::Leader || status.voters.is_empty() {
+            continue;
+        }
+        let managers: BTreeSet<u64> = store.view(|t| {
+            t.nodes
+                .values()
+                .filter(|n| n.role() == NodeRole::Manager && n.raft_id != 0)
+                .map(|n| n.raft_id)
+                .collect()
+        });
+        if managers.is_empty() {
+            continue;
+        }
+        let Some((change_type, id)) = next_change(&managers, &status) else {
+            continue;
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        tracing::info!(?change_type, raft_id = id, "raft membership change");
+        let changed = proposer.raft().propose_conf_change(cc);
+        match tokio::time::timeout(CHANGE_TIMEOUT, changed).await {
+            Ok(Ok((index, conf))) => tracing::info!(
+                index,
+                voters = ?conf.voters,
+                learners = ?conf.learners,
+                "raft membership changed"
+            ),
+            Ok(Err(err)) => tracing::warn!(%err, raft_id = id, "raft membership change failed"),
+            Err(_) => tracing::warn!(raft_id = id, "raft membership change not committed yet"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{PeerProgress, RaftStatus};
+
+    fn status(voters: &[u64], learners: &[u64], progress: &[(u64, u64, bool)]) -> RaftStatus {
+        RaftStatus {
+            id: 1,
+            term: 2,
+            role: Role::Leader,
+            leader_id: 1,
+            applied: 100,
+            commit: 100,
+            first_index: 1,
+            last_index: 100,
+            snapshot_index: 0,
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            progress: progress
+                .iter()
+                .map(|&(id, matched, recent_active)| PeerProgress {
+                    id,
+                    matched,
+                    recent_active,
+                })
+                .collect(),
+            running: true,
+        }
+    }
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_new_manager_is_added_as_learner_first() {
+        let s = status(&[1], &[], &[]);
+        assert_eq!(
+            next_change(&set(&[1, 2]), &s),
+            Some((ConfChangeType::AddLearnerNode, 2))
+        );
+    }
+
+    #[test]
+    fn a_learner_is_promoted_only_once_caught_up_and_active() {
+        let behind = status(&[1], &[2], &[(2, 10, true)]);
+        assert_eq!(next_change(&set(&[1, 2]), &behind), None);
+        let silent = status(&[1], &[2], &[(2, 100, false)]);
+        assert_eq!(next_change(&set(&[1, 2]), &silent), None);
+        let caught_up = status(&[1], &[2], &[(2, 95, true)]);
+        assert_eq!(
+            next_change(&set(&[1, 2]), &caught_up),
+            Some((ConfChangeType::AddNode, 2))
+        );
+    }
+
+    #[test]
+    fn an_id_no_manager_holds_is_removed_but_never_the_leader_itself() {
+        let s = status(&[1, 2, 3], &[], &[]);
+        assert_eq!(
+            next_change(&set(&[1, 2]), &s),
+            Some((ConfChangeType::RemoveNode, 3))
+        );
+        assert_eq!(next_change(&set(&[2, 3]), &s), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Who the other managers are and how to reach them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use mini_proto::v1::NodeRole;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::store::{ObjectKind, Store};
+
+/// The address book of the Raft group: Raft id → listener address (`host:port`), a cached
+/// gRPC channel per address, and when each peer last took a message. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Peers {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// This manager's own listener address, sent with every batch of Raft messages.
+    own_addr: String,
+    /// The cluster id, sent with every batch and checked by the receiver.
+    cluster_id: String,
+    /// Raft id → address, from the store's manager nodes and from received messages.
+    addrs: HashMap<u64, String>,
+    /// Address → channel (tonic reconnects by itself).
+    channels: HashMap<String, Channel>,
+    /// Raft id → last successful delivery.
+    last_ok: HashMap<u64, Instant>,
+}
+
+impl Peers {
+    /// An empty book for a manager whose listener is `own_addr`.
+    pub fn new(own_addr: String, cluster_id: String) -> Self {
+        let peers = Peers::default();
+        {
+            let mut inner = peers.write();
+            inner.own_addr = own_addr;
+            inner.cluster_id = cluster_id;
+        }
+        peers
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This manager's listener address.
+    pub fn own_addr(&self) -> String {
+        self.read().own_addr.clone()
+    }
+
+    /// The cluster id (empty until known).
+    pub fn cluster_id(&self) -> String {
+        self.read().cluster_id.clone()
+    }
+
+    /// Sets the cluster id (once `swarm init` made the cluster).
+    pub fn set_cluster_id(&self, id: &str) {
+        self.write().cluster_id = id.to_string();
+    }
+
+    /// Records where Raft id `id` listens.
+    pub fn insert(&self, id: u64, addr: &str) {
+        if id == 0 || addr.is_empty() {
+            return;
+        }
+        let mut inner = self.write();
+        if inner.addrs.get(&id).map(String::as_str) != Some(addr) {
+            tracing::debug!(raft_id = id, addr, "raft peer address");
+            inner.addrs.insert(id, addr.to_string());
+        }
+    }
+
+    /// Where Raft id `id` listens, if known.
+    pub fn addr(&self, id: u64) -> Option<String> {
+        self.read().addrs.get(&id).cloned()
+    }
+
+    /// A channel to `addr`, made on first use and then shared.
+    pub fn channel(&self, addr: &str) -> Option<Channel> {
+        if let Some(c) = self.read().channels.get(addr) {
+            return Some(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(500))
+            .keep_alive_timeout(Duration::from_secs(1));
+        let channel = endpoint.connect_lazy();
+        self.write()
+            .channels
+            .insert(addr.to_string(), channel.clone());
+        Some(channel)
+    }
+
+    /// A channel to Raft id `id`, if its address is known.
+    pub fn channel_to(&self, id: u64) -> Option<Channel> {
+        self.channel(&self.addr(id)?)
+    }
+
+    /// Records that a message reached `id`.
+    pub fn delivered(&self, id: u64) {
+        self.write().last_ok.insert(id, Instant::now());
+    }
+
+    /// Whether a message reached `id` within `within`.
+    pub fn reached_lately(&self, id: u64, within: Duration) -> bool {
+        self.read()
+            .last_ok
+            .get(&id)
+            .is_some_and(|t| t.elapsed() <= within)
+    }
+
+    /// Fills the book from the store's manager nodes now and after every change of a node.
+    pub fn follow_store(&self, store: Store) -> tokio::task::JoinHandle<()> {
+        let peers = self.clone();
+        let mut events = store.watch();
+        tokio::spawn(async move {
+            loop {
+                store.view(|t| {
+                    if let Some(c) = &t.cluster
+                        && peers.cluster_id().is_empty()
+                    {
+                        peers.set_cluster_id(&c.id);
+                    }
+                    for n in t.nodes.values() {
+                        if n.role() == NodeRole::Manager && n.raft_id != 0 {
+                            peers.insert(n.raft_id, &n.agent_addr);
+                        }
+                    }
+                });
+                loop {
+                    match events.recv().await {
+                        Ok(e) if e.touches(ObjectKind::Node) || e.touches(ObjectKind::Cluster) => {
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! Writes and consistent reads on any manager.
+//!
+//! **Writes.** The leader proposes into its own log. A follower forwards the encoded batch to the
+//! leader (`RaftTransport.Propose`), which proposes it and answers with the entry's index once it
+//! is applied there; the follower then waits until it has applied that index itself, so a caller
+//! reads its own write on any manager. Forwarding the *batch* rather than the whole API call keeps
+//! one code path for every write (API handlers, controllers, the dispatcher) and keeps decisions
+//! where the caller made them; the store's optimistic versions refuse a batch decided from a
+//! stale view, on every manager alike.
+//!
+//! **No quorum.** A proposal has no timeout of its own (an entry in the log may still commit),
+//! so the writer puts one around it: after [`NO_QUORUM_AFTER`] without an answer — no leader
+//! elected, or a leader that cannot commit — the write fails with [`NoQuorum`], which says how
+//! many managers were reachable. The entry may still commit later; the error says so.
+//!
+//! **Retries.** A write is retried (within the deadline) only when it surely did not enter the
+//! log: no leader, "not the leader", a dropped proposal, or a leader that changed while the
+//! forwarded call was in flight. In that last case the first attempt may still commit, so a
+//! retried create can answer "name in use" for the object it created itself — never a lost or
+//! silently doubled write, since names are unique.
+//!
+//! **Reads.** [`HaProposer::read_barrier`] asks the leader for its commit index and waits until
+//! this manager has applied it (a follower), or until the leader has applied its own commit index
+//! (the leader). A leader cut off from its quorum steps down within one election timeout
+//! (check-quorum), which bounds how stale a read on it can be.
+
+use std::time::Duration;
+
+use mini_proto::v1::raft_transport_client::RaftTransportClient;
+use mini_proto::v1::{ForwardedProposal, ReadIndexRequest, StoreBatch};
+use prost::Message as _;
+use tokio::time::Instant;
+
+use super::{NO_QUORUM_AFTER, Outcomes, Peers, REACHABLE_WITHIN};
+use crate::raft::{ProposeError, RaftHandle, RaftStatus, Role};
+use crate::store::{ApplyError, ProposeFailed, Proposer, Store, WriteError};
+
+/// A write or read that found no working quorum within the deadline.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "no quorum: {reachable} of {managers} managers reachable (a majority of {majority} is needed); \
+     the write was not confirmed within {secs:.1} s{maybe}"
+)]
+pub struct NoQuorum {
+    /// Managers this one could reach (itself included).
+    pub reachable: usize,
+    /// Voting managers.
+    pub managers: usize,
+    /// Votes a commit needs.
+    pub majority: usize,
+    /// The deadline, in seconds.
+    pub secs: f64,
+    /// Whether the write may still be applied.
+    maybe: &'static str,
+}
+
+/// Where the error message of a leader that refuses a forwarded write starts.
+pub const NOT_LEADER: &str = "not the raft leader";
+
+/// The writer of every manager (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct HaProposer {
+    raft: RaftHandle<Result<(), ApplyError>>,
+    store: Store,
+    peers: Peers,
+    outcomes: Outcomes,
+}
+
+/// What one attempt at a write came to.
+enum Attempt {
+    Done(Result<u64, WriteError>),
+    /// Surely not in the log: try again once the leader may have changed.
+    Retry,
+}
+
+impl HaProposer {
+    /// The writer of a manager with this Raft node, store and peers.
+    pub fn new(
+        raft: RaftHandle<Result<(), ApplyError>>,
+        store: Store,
+        peers: Peers,
+        outcomes: Outcomes,
+    ) -> Self {
+        HaProposer {
+            raft,
+            store,
+            peers,
+            outcomes,
+        }
+    }
+
+    /// The Raft node.
+    pub fn raft(&self) -> &RaftHandle<Result<(), ApplyError>> {
+        &self.raft
+    }
+
+    /// Whether this manager leads.
+    pub fn is_leader(&self) -> bool {
+        self.raft.status().role == Role::Leader
+    }
+
+    /// How many voters this manager reaches, itself included.
+    pub fn reachable(&self, status: &RaftStatus) -> usize {
+        status
+            .voters
+            .iter()
+            .filter(|&&id| {
+                id == status.id
+                    || status
+                        .progress
+                        .iter()
+                        .any(|p| p.id == id && p.recent_active)
+                    || self.peers.reached_lately(id, REACHABLE_WITHIN)
+            })
+            .count()
+    }
+
+    fn no_quorum(&self, maybe_applied: bool) -> NoQuorum {
+        let status = self.raft.status();
+        let managers = status.voters.len().max(1);
+        NoQuorum {
+            reachable: self.reachable(&status),
+            managers,
+            majority: managers / 2 + 1,
+            secs: NO_QUORUM_AFTER.as_secs_f64(),
+            maybe: if maybe_applied {
+                "; it may still be applied once a quorum is back"
+            } else {
+                ""
+            },
+        }
+    }
+
+    /// Proposes locally; only the leader does (used by the `Propose` RPC: never forwards
+    /// again). Answers the entry's index and the store's refusal, if it refused the batch.
+    pub async fn propose_here(
+        &self,
+        data: Vec<u8>,
+    ) -> Result<(u64, Option<ApplyError>), ProposeFailed> {
+        let deadline = Instant::now() + NO_QUORUM_AFTER;
+        let reason = match tokio::time::timeout_at(deadline, self.raft.propose(data)).await {
+            Err(_) => self.no_quorum(true).to_string(),
+            Ok(Ok((index, outcome))) => return Ok((index, outcome.err())),
+            Ok(Err(ProposeError::NotLeader { leader })) => {
+                format!("{NOT_LEADER} (leader: {leader:?})")
+            }
+            Ok(Err(err)) => err.to_string(),
+        };
+        Err(ProposeFailed { reason })
+    }
+
+    async fn attempt(&self, data: &[u8], deadline: Instant) -> Attempt {
+        let status = self.raft.status();
+        if status.role == Role::Leader {
+            let proposed = tokio::time::timeout_at(deadline, self.raft.propose(data.to_vec()));
+            return match proposed.await {
+                Err(_) => Attempt::Done(Err(failed(self.no_quorum(true).to_string()))),
+                Ok(Ok((index, Ok(())))) => Attempt::Done(Ok(index)),
+                Ok(Ok((_, Err(err)))) => Attempt::Done(Err(WriteError::Rejected(err))),
+                Ok(Err(ProposeError::NotLeader { .. } | ProposeError::Dropped)) => Attempt::Retry,
+                Ok(Err(err)) => Attempt::Done(Err(failed(err.to_string()))),
+            };
+        }
+        let leader = status.leader_id;
+        let Some(channel) = (leader != 0)
+            .then(|| self.peers.channel_to(leader))
+            .flatten()
+        else {
+            self.leader_changed(leader, deadline).await;
+            return Attempt::Retry;
+        };
+        let request = ForwardedProposal {
+            cluster_id: self.peers.cluster_id(),
+            batch: data.to_vec(),
+        };
+        let mut client = RaftTransportClient::new(channel).max_encoding_message_size(64 << 20);
+        let forwarded = tokio::select! {
+            r = tokio::time::timeout_at(deadline, client.propose(request)) => r,
+            () = self.leader_changed(leader, deadline) => {
+                // The old leader may still commit it: see "Retries" in the module docs.
+                return Attempt::Retry;
+            }
+        };
+        match forwarded {
+            Err(_) => Attempt::Done(Err(failed(self.no_quorum(true).to_string()))),
+            Ok(Ok(outcome)) => {
+                let outcome = outcome.into_inner();
+                self.wait_applied(outcome.index, deadline + NO_QUORUM_AFTER)
+                    .await;
+                if outcome.rejected.is_empty() {
+                    Attempt::Done(Ok(outcome.index))
+                } else {
+                    Attempt::Done(Err(match self.outcomes.refusal(outcome.index) {
+                        Some(err) => WriteError::Rejected(err),
+                        None => failed(outcome.rejected),
+                    }))
+                }
+            }
+            Ok(Err(status)) if status.message().starts_with(NOT_LEADER) => {
+                self.leader_changed(leader, deadline).await;
+                Attempt::Retry
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                // The leader cannot be reached; unless it stays the leader, retry elsewhere.
+                self.leader_changed(leader, deadline).await;
+                Attempt::Retry
+            }
+            Ok(Err(status)) => Attempt::Done(Err(failed(status.message().to_string()))),
+        }
+    }
+
+    /// Resolves when this node's idea of the leader differs from `leader` (or at `deadline`,
+    /// or after a short pause, so callers poll).
+    async fn leader_changed(&self, leader: u64, deadline: Instant) {
+        let mut rx = self.raft.subscribe();
+        let pause = Instant::now() + Duration::from_millis(100);
+        let _ = tokio::time::timeout_at(
+            deadline.min(pause),
+            rx.wait_for(|s| s.leader_id != leader || !s.running),
+        )
+        .await;
+    }
+
+    /// Waits until this manager's store has applied `index` (or `deadline`).
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
+        let mut rx = self.raft.subscribe();
+        let caught_up = tokio::time::timeout_at(deadline, rx.wait_for(|s| s.applied >= index));
+        matches!(caught_up.await, Ok(Ok(_))) || self.store.applied_index() >= index
+    }
+
+    /// Waits until this manager has applied everything the leader had committed when called.
+    /// Fails with [`NoQuorum`] when there is no leader to ask within the deadline.
+    pub async fn read_barrier(&self) -> Result<(), NoQuorum> {
+        let deadline = Instant::now() + NO_QUORUM_AFTER;
+        loop {
+            let status = self.raft.status();
+            let commit = if status.role == Role::Leader {
+                Some(status.commit)
+            } else if status.leader_id != 0 {
+                self.ask_commit(status.leader_id, deadline).await
+            } else {
+                None
+            };
+            if let Some(commit) = commit {
+                if self.wait_applied(commit, deadline).await {
+                    return Ok(());
+                }
+            } else {
+                self.leader_changed(status.leader_id, deadline).await;
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_quorum(false));
+            }
+        }
+    }
+
+    async fn ask_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
+        let channel = self.peers.channel_to(leader)?;
+        let request = ReadIndexRequest {
+            cluster_id: self.peers.cluster_id(),
+        };
+        let mut client = RaftTransportClient::new(channel);
+        let call = client.read_index(request);
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, call) => r.ok()?.ok().map(|r| r.into_inner().commit_index),
+            () = self.leader_changed(leader, deadline) => None,
+        }
+    }
+}
+
+fn failed(reason: String) -> WriteError {
+    WriteError::Failed(ProposeFailed { reason })
+}
+
+impl Proposer for HaProposer {
+    async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+        let data = batch.encode_to_vec();
+        let deadline = Instant::now() + NO_QUORUM_AFTER;
+        loop {
+            if let Attempt::Done(result) = self.attempt(&data, deadline).await {
+                return result;
+            }
+            if Instant::now() >= deadline {
+                return Err(failed(self.no_quorum(false).to_string()));
+            }
+        }
+    }
+}

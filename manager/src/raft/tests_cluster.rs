@@ -1,0 +1,352 @@
+//! Three Raft nodes in one process on an in-memory network, with a clock the test drives: the
+//! nodes tick only when the test says so (`manual_ticks`), and the network can cut a node off.
+//! Election, partition of the leader and heal, no split brain, a snapshot to a lagging follower,
+//! and membership changes (learner → voter, removal). After raft-rs's `harness/src/network.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message};
+use tokio::sync::mpsc;
+
+use super::tests::{Recorder, Seen};
+use super::*;
+
+/// The in-memory network: who is running, and who is cut off.
+#[derive(Clone, Default)]
+struct Net {
+    inner: Arc<Mutex<NetState>>,
+}
+
+#[derive(Default)]
+struct NetState {
+    nodes: HashMap<u64, RaftHandle<usize>>,
+    cut: HashSet<u64>,
+}
+
+impl Net {
+    fn set_cut(&self, id: u64, cut: bool) {
+        let mut s = self.inner.lock().unwrap();
+        if cut {
+            s.cut.insert(id);
+        } else {
+            s.cut.remove(&id);
+        }
+    }
+
+    /// A transport for one node: messages go through a queue to a task that delivers them in
+    /// order, unless either end is cut off.
+    fn transport(&self) -> MemTransport {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let net = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                let target = {
+                    let s = net.inner.lock().unwrap();
+                    if s.cut.contains(&msg.from) || s.cut.contains(&msg.to) {
+                        None
+                    } else {
+                        s.nodes.get(&msg.to).cloned()
+                    }
+                };
+                if let Some(h) = target {
+                    let _ = h.step(msg).await;
+                }
+            }
+        });
+        MemTransport(tx)
+    }
+}
+
+struct MemTransport(mpsc::UnboundedSender<Message>);
+
+impl Transport for MemTransport {
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let _ = self.0.send(m);
+        }
+    }
+}
+
+struct TestNode {
+    handle: RaftHandle<usize>,
+    task: RaftTask,
+    seen: Seen,
+    _dir: tempfile::TempDir,
+}
+
+/// The group: nodes by id, the network, and every (term, leader) ever seen.
+struct Group {
+    net: Net,
+    nodes: HashMap<u64, TestNode>,
+    leaders: HashMap<u64, u64>,
+}
+
+fn node_config(dir: &std::path::Path, id: u64) -> RaftConfig {
+    let mut c = RaftConfig::new(dir, id);
+    c.manual_ticks = true;
+    c.snapshot_interval = 8;
+    c.keep_after_snapshot = 2;
+    c
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            net: Net::default(),
+            nodes: HashMap::new(),
+            leaders: HashMap::new(),
+        }
+    }
+
+    fn start(&mut self, id: u64, mode: StartMode) {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Seen::default();
+        let (handle, task) = start_with_transport(
+            node_config(dir.path(), id),
+            Recorder(seen.clone()),
+            mode,
+            self.net.transport(),
+        )
+        .expect("raft starts");
+        self.net
+            .inner
+            .lock()
+            .unwrap()
+            .nodes
+            .insert(id, handle.clone());
+        self.nodes.insert(
+            id,
+            TestNode {
+                handle,
+                task,
+                seen,
+                _dir: dir,
+            },
+        );
+    }
+
+    fn h(&self, id: u64) -> &RaftHandle<usize> {
+        &self.nodes[&id].handle
+    }
+
+    fn statuses(&self) -> Vec<RaftStatus> {
+        let mut s: Vec<_> = self.nodes.values().map(|n| n.handle.status()).collect();
+        s.sort_by_key(|s| s.id);
+        s
+    }
+
+    /// Records leaders and fails on two leaders in one term (Raft §5.2: election safety).
+    fn check_one_leader_per_term(&mut self) {
+        for s in self.statuses() {
+            if s.role == Role::Leader
+                && let Some(other) = self.leaders.insert(s.term, s.id)
+            {
+                assert_eq!(other, s.id, "two leaders in term {}", s.term);
+            }
+        }
+    }
+
+    /// Advances every node's clock one tick at a time until `pred` holds.
+    async fn tick_until(&mut self, what: &str, max_ticks: u32, pred: impl Fn(&Group) -> bool) {
+        for _ in 0..max_ticks {
+            // Let messages flow between ticks.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                self.check_one_leader_per_term();
+                if pred(self) {
+                    return;
+                }
+            }
+            for n in self.nodes.values() {
+                n.handle.tick(1).await;
+            }
+        }
+        panic!(
+            "after {max_ticks} ticks still waiting for {what}; statuses: {:#?}",
+            self.statuses()
+        );
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let leaders: Vec<u64> = self
+            .statuses()
+            .iter()
+            .filter(|s| {
+                s.role == Role::Leader && !self.net.inner.lock().unwrap().cut.contains(&s.id)
+            })
+            .map(|s| s.id)
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    async fn change(&mut self, leader: u64, change: ConfChangeType, id: u64) -> ConfState {
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        let h = self.h(leader).clone();
+        let pending = tokio::spawn(async move { h.propose_conf_change(cc).await });
+        self.tick_until("the conf change to apply", 200, |_| pending.is_finished())
+            .await;
+        pending.await.unwrap().expect("conf change applied").1
+    }
+
+    /// Proposes on `leader` and ticks until it is answered.
+    async fn propose(&mut self, leader: u64, data: &[u8]) -> Result<(u64, usize), ProposeError> {
+        let h = self.h(leader).clone();
+        let data = data.to_vec();
+        let pending = tokio::spawn(async move { h.propose(data).await });
+        self.tick_until("the proposal to be answered", 200, |_| {
+            pending.is_finished()
+        })
+        .await;
+        pending.await.unwrap()
+    }
+
+    /// Node 1 bootstraps; 2 and 3 join as learners and are promoted to voters.
+    async fn three_voters() -> Group {
+        let mut g = Group::new();
+        g.start(1, StartMode::Bootstrap);
+        g.tick_until("node 1 to lead", 50, |g| g.leader() == Some(1))
+            .await;
+        g.propose(1, b"before-join").await.unwrap();
+        for id in [2, 3] {
+            g.start(id, StartMode::Join { bootstrap_voter: 1 });
+            let cs = g.change(1, ConfChangeType::AddLearnerNode, id).await;
+            assert!(cs.learners.contains(&id), "{cs:?}");
+            g.tick_until("the learner to catch up", 200, |g| {
+                g.h(id).status().applied >= g.h(1).status().applied
+            })
+            .await;
+            let cs = g.change(1, ConfChangeType::AddNode, id).await;
+            assert!(
+                cs.voters.contains(&id) && !cs.learners.contains(&id),
+                "{cs:?}"
+            );
+        }
+        g.tick_until("every node to see 3 voters", 200, |g| {
+            g.statuses().iter().all(|s| s.voters == [1, 2, 3])
+        })
+        .await;
+        g
+    }
+
+    async fn stop(self) {
+        for (_, n) in self.nodes {
+            n.handle.shutdown().await;
+            n.task.await.unwrap().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn learners_catch_up_then_vote_and_the_log_is_the_same_everywhere() {
+    let mut g = Group::three_voters().await;
+    let (index, _) = g.propose(1, b"x").await.unwrap();
+    g.tick_until("every node to apply x", 100, |g| {
+        g.statuses().iter().all(|s| s.applied >= index)
+    })
+    .await;
+    let logs: Vec<_> = [1, 2, 3]
+        .iter()
+        .map(|id| g.nodes[id].seen.applied())
+        .collect();
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[0], logs[2]);
+    assert_eq!(logs[0].len(), 2, "before-join and x: {:?}", logs[0]);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_cut_off_leader_is_replaced_steps_down_and_follows_after_heal() {
+    let mut g = Group::three_voters().await;
+    let old = g.leader().unwrap();
+    let old_term = g.h(old).status().term;
+    g.net.set_cut(old, true);
+    // The old leader still thinks it leads for a while; its proposal cannot commit.
+    let stale = {
+        let h = g.h(old).clone();
+        tokio::spawn(async move { h.propose(b"lost".to_vec()).await })
+    };
+    g.tick_until("a new leader among the other two", 200, |g| {
+        g.leader().is_some_and(|l| l != old)
+    })
+    .await;
+    let new = g.leader().unwrap();
+    assert!(g.h(new).status().term > old_term);
+    let (index, _) = g.propose(new, b"after-failover").await.unwrap();
+    g.tick_until("check-quorum to make the old leader step down", 200, |g| {
+        g.h(old).status().role != Role::Leader
+    })
+    .await;
+    assert!(!stale.is_finished(), "a minority leader must not commit");
+
+    g.net.set_cut(old, false);
+    g.tick_until("the old leader to follow and catch up", 300, |g| {
+        let s = g.h(old).status();
+        s.leader_id == new && s.applied >= index
+    })
+    .await;
+    assert_eq!(stale.await.unwrap(), Err(ProposeError::Dropped));
+    let applied = g.nodes[&old].seen.applied();
+    assert!(applied.iter().any(|(_, d)| d == b"after-failover"));
+    assert!(!applied.iter().any(|(_, d)| d == b"lost"));
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_lagging_follower_gets_a_snapshot() {
+    let mut g = Group::three_voters().await;
+    let leader = g.leader().unwrap();
+    let lagging = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    g.net.set_cut(lagging, true);
+    for i in 0..30 {
+        g.propose(leader, format!("e{i}").as_bytes()).await.unwrap();
+    }
+    let s = g.h(leader).status();
+    assert!(s.first_index > 2, "the leader's log was compacted: {s:?}");
+    g.net.set_cut(lagging, false);
+    g.tick_until("the lagging follower to catch up", 300, |g| {
+        g.h(lagging).status().applied >= g.h(leader).status().applied
+    })
+    .await;
+    assert!(
+        !g.nodes[&lagging].seen.restores().is_empty(),
+        "caught up without a snapshot"
+    );
+    assert_eq!(
+        g.nodes[&lagging].seen.applied(),
+        g.nodes[&leader].seen.applied()
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_voter_no_longer_counts_for_quorum() {
+    let mut g = Group::three_voters().await;
+    let leader = g.leader().unwrap();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+    let cs = g
+        .change(leader, ConfChangeType::RemoveNode, others[0])
+        .await;
+    assert_eq!(cs.voters.len(), 2, "{cs:?}");
+    g.net.set_cut(others[0], true);
+    // Two voters left: the leader and others[1] commit on their own.
+    g.propose(leader, b"two-voters").await.unwrap();
+    // Cut the last follower: one of two voters is not a majority.
+    g.net.set_cut(others[1], true);
+    let h = g.h(leader).clone();
+    let pending = tokio::spawn(async move { h.propose(b"no-quorum".to_vec()).await });
+    for _ in 0..30 {
+        for n in g.nodes.values() {
+            n.handle.tick(1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(!pending.is_finished(), "committed without a majority");
+    pending.abort();
+    g.stop().await;
+}
