@@ -11,7 +11,8 @@ use crate::model::{DesiredState, DriverConfig};
 use crate::names;
 use crate::observed::{NsState, Observed};
 use crate::op::Op;
-use crate::plan::plan;
+use crate::plan::plan_with;
+use crate::service::LoadBalancing;
 
 /// Converges a node's kernel networking to a [`DesiredState`].
 ///
@@ -87,18 +88,36 @@ impl<K: Kernel> NetDriver<K> {
         self.config.netns_dir().join(names::overlay_ns(network_id))
     }
 
-    /// Converges the kernel to `desired`, executing only the differences.
+    /// Converges the kernel to `desired` with no load balancing (no service VIPs, no ingress):
+    /// [`NetDriver::apply_with`] and an empty [`LoadBalancing`].
+    pub async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport, Error> {
+        self.apply_with(desired, &LoadBalancing::default()).await
+    }
+
+    /// Path of the ingress sandbox's namespace file (`RUN/netns/ingress_sbox`).
+    pub fn ingress_netns_path(&self) -> PathBuf {
+        self.config.netns_dir().join(crate::plan::INGRESS_SBOX)
+    }
+
+    /// Converges the kernel to `desired` and `lb`, executing only the differences.
+    ///
+    /// A backend change costs one `nft` transaction per local sandbox on that network (and
+    /// no kernel read); see [`crate::lb`].
     ///
     /// On error, the failed operation has been rolled back, earlier ones stay; the next apply
     /// re-reads the kernel and continues from there.
-    pub async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport, Error> {
+    pub async fn apply_with(
+        &self,
+        desired: &DesiredState,
+        lb: &LoadBalancing,
+    ) -> Result<ApplyReport, Error> {
         let mut st = self.state.lock().await;
         let observed_kernel = st.observed.is_none();
         let mut observed = match st.observed.take() {
             Some(o) => o,
             None => self.kernel.observe().await?,
         };
-        let ops = match plan(&self.config, desired, &observed) {
+        let ops = match plan_with(&self.config, desired, lb, &observed) {
             Ok(ops) => ops,
             Err(e) => {
                 st.observed = Some(observed);
@@ -119,7 +138,7 @@ impl<K: Kernel> NetDriver<K> {
                     source: Box::new(e),
                 });
             }
-            exact &= observed.record_peer_op(op);
+            exact &= observed.record_op(op);
         }
         if exact {
             st.observed = Some(observed);
@@ -148,6 +167,7 @@ impl<K: Kernel> NetDriver<K> {
                         neighbours: ns.neighbours.clone(),
                         fdb: ns.fdb.clone(),
                         default_route: None,
+                        lb: None,
                     },
                 })
             })
@@ -164,3 +184,6 @@ impl<K: Kernel> NetDriver<K> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lb_tests;

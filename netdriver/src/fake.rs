@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::kernel::{AtomicCounters, Counters, Kernel};
+use crate::lb::{Flavour, LbTable, LbTarget};
 use crate::model::MacAddr;
 use crate::names::{BRIDGE, GATEWAY_MTU, LOOPBACK, OVERLAY_MTU, VXLAN};
 use crate::nat;
@@ -143,6 +144,19 @@ impl Inner {
                 }
             }
         }
+    }
+
+    fn lb_table(&mut self, ns: &NsRef, flavour: Flavour) -> Result<&mut LbTable, Error> {
+        self.ns_mut(ns)?
+            .lb
+            .as_mut()
+            .filter(|t| t.flavour == Some(flavour))
+            .ok_or_else(|| {
+                fail(
+                    format!("table ip mini_lb ({flavour:?}) in {ns}"),
+                    libc::ENOENT,
+                )
+            })
     }
 
     fn vxlan_ns(&mut self, ns: &str) -> Result<&mut NsState, Error> {
@@ -297,6 +311,33 @@ impl Inner {
             }
             Op::DelFdb { ns, mac } => {
                 self.vxlan_ns(ns)?.fdb.remove(mac);
+            }
+            Op::SetLbTable { ns, spec } => self.ns_mut(ns)?.lb = Some(LbTable::from_spec(spec)),
+            Op::DeleteLbTable { ns } => self.ns_mut(ns)?.lb = None,
+            Op::SetLbEntry {
+                ns,
+                flavour,
+                key,
+                target,
+            } => {
+                let t = self.lb_table(ns, *flavour)?;
+                t.elements.insert(*key, key.chain());
+                t.chains.insert(key.chain(), Some(LbTarget::clone(target)));
+            }
+            Op::DelLbEntry {
+                ns,
+                flavour,
+                key,
+                element,
+                chain,
+            } => {
+                let t = self.lb_table(ns, *flavour)?;
+                // nft fails a batch deleting what does not exist.
+                if (*element && t.elements.remove(key).is_none())
+                    || (*chain && t.chains.remove(&key.chain()).is_none())
+                {
+                    return Err(fail(format!("{key} in {ns}"), libc::ENOENT));
+                }
             }
         }
         Ok(())

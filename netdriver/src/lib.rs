@@ -12,10 +12,16 @@
 //! | sandbox | `RUN/netns/<task id, 12 chars>` | `eth0…` on overlays (MTU 1450, MAC `02:42:<ip>`), last `ethN` on the gateway bridge (MTU 1500) with the default route |
 //! | gateway bridge | host namespace | `mini_gwbridge` (172.18.0.1/16), isolated ports `mgw<task>`, `table ip mini_gwbridge` masquerading egress |
 //! | peers | overlay namespace | `neigh <ip> lladdr <mac> dev vxlan0 nud permanent`, `fdb <mac> dev vxlan0 dst <vtep> self permanent` |
+//! | service VIPs | each task sandbox on the VIP's network | `table ip mini_lb`: `ip daddr vmap @vips` → `dnat to numgen inc mod N map {…}`, or reject when no backend |
+//! | ingress | `RUN/netns/ingress_sbox` (on `ingress` and `mini_gwbridge`) | `table ip mini_lb`: `l4proto . dport` → backends' ingress IPs at the target port, masquerade |
+//! | published ports | host namespace | `table ip mini_lb`: `PUBLISHED` on local addresses → `ingress_sbox`'s gateway-bridge address |
 //!
 //! # Layout
 //!
 //! - [`model`] — the desired state and the configuration (pure data).
+//! - [`service`] — the desired load balancing: service VIPs, ingress, published ports.
+//! - [`lb`] — the `mini_lb` nftables table that balances them, and where it lives (read its
+//!   docs for why VIPs are balanced in each task sandbox).
 //! - [`names`] — names and fixed settings of every object the driver owns.
 //! - [`observed`] — what the kernel holds, as the planner sees it.
 //! - [`op`] — the operations the planner emits and the kernel executes.
@@ -32,6 +38,7 @@ pub mod driver;
 pub mod error;
 pub mod fake;
 pub mod kernel;
+pub mod lb;
 pub mod linux;
 pub mod model;
 pub mod names;
@@ -40,6 +47,7 @@ pub mod netns;
 pub mod observed;
 pub mod op;
 pub mod plan;
+pub mod service;
 
 pub use driver::{ApplyReport, NetDriver, ObservedNetwork};
 pub use error::Error;
@@ -52,3 +60,4 @@ pub use model::{
 };
 pub use observed::{NsState, Observed};
 pub use op::{NsRef, Op};
+pub use service::{Ingress, LoadBalancing, Protocol, PublishedPort, ServiceLb};

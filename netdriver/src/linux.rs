@@ -150,9 +150,20 @@ impl LinuxKernel {
         args: &[&str],
         stdin: Option<String>,
     ) -> Result<(bool, String, String), Error> {
+        self.nft_in(&NsRef::Host, args, stdin).await
+    }
+
+    /// Runs `nft` with `args` (and `stdin`) in namespace `ns`; returns (success, stdout,
+    /// stderr).
+    async fn nft_in(
+        &self,
+        ns: &NsRef,
+        args: &[&str],
+        stdin: Option<String>,
+    ) -> Result<(bool, String, String), Error> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let what = args.join(" ");
-        netns::run_in_async(self.config.host_netns.clone(), move || {
+        netns::run_in_async(self.ns_path(ns), move || {
             let mut child = Command::new("nft")
                 .args(&args)
                 .stdin(Stdio::piped())
@@ -177,21 +188,26 @@ impl LinuxKernel {
         .await
         .map_err(|e| Error::Nft {
             action: what,
-            namespace: NsRef::Host.to_string(),
+            namespace: ns.to_string(),
             detail: e.to_string(),
         })
     }
 
     /// Runs an `nft -f -` batch in the host namespace.
     async fn nft_batch(&self, action: &str, script: String) -> Result<(), Error> {
+        self.nft_batch_in(&NsRef::Host, action, script).await
+    }
+
+    /// Runs an `nft -f -` batch (one transaction) in namespace `ns`.
+    async fn nft_batch_in(&self, ns: &NsRef, action: &str, script: String) -> Result<(), Error> {
         self.counters.write();
-        let (ok, _, stderr) = self.nft(&["-f", "-"], Some(script)).await?;
+        let (ok, _, stderr) = self.nft_in(ns, &["-f", "-"], Some(script)).await?;
         if ok {
             Ok(())
         } else {
             Err(Error::Nft {
                 action: action.to_string(),
-                namespace: NsRef::Host.to_string(),
+                namespace: ns.to_string(),
                 detail: stderr.trim().to_string(),
             })
         }
@@ -199,20 +215,31 @@ impl LinuxKernel {
 
     /// Reads or writes `/proc/sys/net/ipv4/ip_forward` of the host namespace.
     async fn ip_forward(&self, set: bool) -> Result<bool, Error> {
+        self.ip_forward_in(&NsRef::Host, set).await
+    }
+
+    /// Reads or writes `/proc/sys/net/ipv4/ip_forward` of namespace `ns`.
+    async fn ip_forward_in(&self, ns: &NsRef, set: bool) -> Result<bool, Error> {
         const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
         if set {
             self.counters.write();
         } else {
             self.counters.read();
         }
-        netns::run_in_async(self.config.host_netns.clone(), move || {
+        netns::run_in_async(self.ns_path(ns), move || {
             if set {
                 std::fs::write(PATH, "1\n")?;
             }
             Ok(std::fs::read_to_string(PATH)?.trim() == "1")
         })
         .await
-        .map_err(|e| Error::os(PATH, if set { "write" } else { "read" }, e))
+        .map_err(|e| {
+            Error::os(
+                format!("{PATH} in {ns}"),
+                if set { "write" } else { "read" },
+                e,
+            )
+        })
     }
 }
 

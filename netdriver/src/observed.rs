@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::lb::{LbTable, LbTarget};
 use crate::model::{MacAddr, Peer};
-use crate::op::Op;
+use crate::op::{NsRef, Op};
 
 /// The driver-owned part of a node's kernel networking.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct NsState {
     pub fdb: BTreeMap<MacAddr, Ipv4Addr>,
     /// The main table's IPv4 default route.
     pub default_route: Option<DefaultRoute>,
+    /// The `mini_lb` nftables table (VIPs, ingress, published ports), if present. Read in the
+    /// host namespace and in sandboxes, not in overlay namespaces.
+    pub lb: Option<LbTable>,
 }
 
 /// A default route.
@@ -114,13 +118,44 @@ impl NsState {
 }
 
 impl Observed {
-    /// Updates the picture after a peer operation succeeded. Returns false for any other
-    /// operation: its effects (cascades of veth pairs, namespaces) are read back from the kernel.
-    pub(crate) fn record_peer_op(&mut self, op: &Op) -> bool {
+    /// Updates the picture after a peer or `mini_lb` operation succeeded. Returns false for any
+    /// other operation: its effects (cascades of veth pairs, namespaces) are read back from the
+    /// kernel.
+    pub(crate) fn record_op(&mut self, op: &Op) -> bool {
         fn ns_of<'a>(obs: &'a mut Observed, ns: &str) -> Option<&'a mut NsState> {
             obs.namespaces.get_mut(ns).and_then(Option::as_mut)
         }
+        fn lb_ns<'a>(obs: &'a mut Observed, ns: &NsRef) -> Option<&'a mut NsState> {
+            match ns {
+                NsRef::Host => Some(&mut obs.host),
+                NsRef::Named(n) => ns_of(obs, n),
+            }
+        }
         match op {
+            Op::SetLbTable { ns, spec } => {
+                if let Some(st) = lb_ns(self, ns) {
+                    st.lb = Some(LbTable::from_spec(spec));
+                }
+            }
+            Op::DeleteLbTable { ns } => {
+                if let Some(st) = lb_ns(self, ns) {
+                    st.lb = None;
+                }
+            }
+            Op::SetLbEntry {
+                ns, key, target, ..
+            } => {
+                if let Some(t) = lb_ns(self, ns).and_then(|st| st.lb.as_mut()) {
+                    t.elements.insert(*key, key.chain());
+                    t.chains.insert(key.chain(), Some(LbTarget::clone(target)));
+                }
+            }
+            Op::DelLbEntry { ns, key, .. } => {
+                if let Some(t) = lb_ns(self, ns).and_then(|st| st.lb.as_mut()) {
+                    t.elements.remove(key);
+                    t.chains.remove(&key.chain());
+                }
+            }
             Op::SetNeighbour { ns, ip, mac } => {
                 if let Some(st) = ns_of(self, ns) {
                     st.neighbours.insert(*ip, *mac);

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::lb::{Flavour, LbKey, LbSpec, LbTarget};
 use crate::model::MacAddr;
 
 /// Which namespace an operation addresses.
@@ -147,6 +148,44 @@ pub enum Op {
         /// Peer MAC.
         mac: MacAddr,
     },
+    /// Replace (atomically) the whole `mini_lb` table of a namespace. For
+    /// [`Flavour::Ingress`] also sets `ip_forward` there.
+    SetLbTable {
+        /// Where.
+        ns: NsRef,
+        /// The table.
+        spec: LbSpec,
+    },
+    /// Create or replace one entry of an existing `mini_lb` table: its chain's rule (`flush` +
+    /// `add rule`) and its map element, in one transaction.
+    SetLbEntry {
+        /// Where.
+        ns: NsRef,
+        /// The table's flavour (names the map).
+        flavour: Flavour,
+        /// The key.
+        key: LbKey,
+        /// Its new target.
+        target: LbTarget,
+    },
+    /// Delete one entry of a `mini_lb` table: the map element and/or the chain.
+    DelLbEntry {
+        /// Where.
+        ns: NsRef,
+        /// The table's flavour.
+        flavour: Flavour,
+        /// The key.
+        key: LbKey,
+        /// Whether the map element exists.
+        element: bool,
+        /// Whether the chain exists.
+        chain: bool,
+    },
+    /// Delete the `mini_lb` table of a namespace.
+    DeleteLbTable {
+        /// Where.
+        ns: NsRef,
+    },
 }
 
 impl Op {
@@ -158,6 +197,17 @@ impl Op {
                 | Op::DelNeighbour { .. }
                 | Op::SetFdb { .. }
                 | Op::DelFdb { .. }
+        )
+    }
+
+    /// True for operations on `mini_lb` tables.
+    pub fn is_lb_op(&self) -> bool {
+        matches!(
+            self,
+            Op::SetLbTable { .. }
+                | Op::SetLbEntry { .. }
+                | Op::DelLbEntry { .. }
+                | Op::DeleteLbTable { .. }
         )
     }
 }
@@ -191,6 +241,23 @@ impl fmt::Display for Op {
             Op::DelNeighbour { ns, ip } => write!(f, "neigh del {ip} in {ns}"),
             Op::SetFdb { ns, mac, vtep } => write!(f, "fdb {mac} dst {vtep} in {ns}"),
             Op::DelFdb { ns, mac } => write!(f, "fdb del {mac} in {ns}"),
+            Op::SetLbTable { ns, spec } => write!(
+                f,
+                "set nft table ip mini_lb ({:?}, {} entries) in {ns}",
+                spec.flavour,
+                spec.entries.len()
+            ),
+            Op::SetLbEntry {
+                ns, key, target, ..
+            } => {
+                write!(f, "set {key} -> {:?}", target.backends)?;
+                if let Some(p) = target.port {
+                    write!(f, ":{p}")?;
+                }
+                write!(f, " in {ns}")
+            }
+            Op::DelLbEntry { ns, key, .. } => write!(f, "delete {key} in {ns}"),
+            Op::DeleteLbTable { ns } => write!(f, "delete nft table ip mini_lb in {ns}"),
         }
     }
 }

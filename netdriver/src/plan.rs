@@ -2,7 +2,12 @@
 //!
 //! Pure: no I/O, deterministic (maps are ordered). The order of the returned list is: removals
 //! (interfaces and stray ports, then namespaces, then host objects), host objects, overlays
-//! with their peers, peer differences, sandboxes, attachments.
+//! with their peers, peer differences, sandboxes, attachments, then the `mini_lb` tables of
+//! the sandboxes and of the host namespace (see [`balance`]).
+
+mod balance;
+
+pub use balance::INGRESS_SBOX;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -15,6 +20,7 @@ use crate::names::{self, BRIDGE, GATEWAY_MTU, LOOPBACK, OVERLAY_MTU, VXLAN};
 use crate::nat;
 use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed};
 use crate::op::{NsRef, Op};
+use crate::service::LoadBalancing;
 
 /// The desired state, checked and indexed by namespace name.
 struct Wanted<'a> {
@@ -200,8 +206,33 @@ fn kept_gateway_addr(
     (usable && route_ok && port_ok).then_some(a)
 }
 
-/// Computes the operations that take the kernel from `obs` to `desired`.
+/// Computes the operations that take the kernel from `obs` to `desired`, with no load
+/// balancing (no VIPs, no ingress): [`plan_with`] and an empty [`LoadBalancing`].
 pub fn plan(cfg: &DriverConfig, desired: &DesiredState, obs: &Observed) -> Result<Vec<Op>, Error> {
+    plan_with(cfg, desired, &LoadBalancing::default(), obs)
+}
+
+/// Computes the operations that take the kernel from `obs` to `desired` and `lb`.
+pub fn plan_with(
+    cfg: &DriverConfig,
+    desired: &DesiredState,
+    lb: &LoadBalancing,
+    obs: &Observed,
+) -> Result<Vec<Op>, Error> {
+    let (sbox, balance) = balance::validate(desired, lb)?;
+    let with_sbox;
+    let desired = match sbox {
+        Some(sbox) => {
+            let mut sandboxes = desired.sandboxes.clone();
+            sandboxes.push(sbox);
+            with_sbox = DesiredState {
+                networks: desired.networks.clone(),
+                sandboxes,
+            };
+            &with_sbox
+        }
+        None => desired,
+    };
     let wanted = validate(desired)?;
     let gw = &cfg.gateway_bridge;
     let gw_addr = gw.address();
@@ -267,6 +298,8 @@ pub fn plan(cfg: &DriverConfig, desired: &DesiredState, obs: &Observed) -> Resul
 
     let mut link_deletes = Vec::new();
     let mut sandbox_creates = Vec::new();
+    let mut gw_addrs: BTreeMap<&str, Ipv4Addr> =
+        gw_kept.iter().map(|(ns, a)| (*ns, a.addr())).collect();
     let mut attaches = Vec::new();
     for (ns, sb) in &wanted.sandboxes {
         let st = live(obs, ns);
@@ -335,6 +368,7 @@ pub fn plan(cfg: &DriverConfig, desired: &DesiredState, obs: &Observed) -> Resul
                 invalid(format!("gateway subnet {} has no free address", gw.subnet))
             })?;
             let addr = Ipv4Net::new(ip, gw.subnet.prefix_len()).expect("prefix of a valid subnet");
+            gw_addrs.insert(ns, ip);
             attaches.push(Op::AttachGateway {
                 sandbox: ns.clone(),
                 ifname: ifname.clone(),
@@ -448,6 +482,15 @@ pub fn plan(cfg: &DriverConfig, desired: &DesiredState, obs: &Observed) -> Resul
 
     ops.extend(sandbox_creates);
     ops.extend(attaches);
+
+    // Load balancing: each sandbox's table, then the host's (published ports).
+    for (ns, sb) in &wanted.sandboxes {
+        let want = balance.sandbox_spec(ns, sb)?;
+        let have = live(obs, ns).and_then(|s| s.lb.as_ref());
+        balance::diff(&NsRef::Named(ns.clone()), want.as_ref(), have, &mut ops);
+    }
+    let host = balance.host_spec(gw_addrs.get(INGRESS_SBOX).copied());
+    balance::diff(&NsRef::Host, host.as_ref(), obs.host.lb.as_ref(), &mut ops);
     Ok(ops)
 }
 

@@ -19,6 +19,7 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::LinuxKernel;
 use crate::error::Error;
+use crate::lb::{self, LbTable, TABLE};
 use crate::model::MacAddr;
 use crate::names::{self, VXLAN};
 use crate::nat;
@@ -118,6 +119,8 @@ impl LinuxKernel {
                 n == bridge || n.starts_with(names::GATEWAY_PORT_PREFIX)
             })
             .await?;
+        let mut host_state = host_state;
+        host_state.lb = self.read_lb(&NsRef::Host).await?;
         let forwarding = self.ip_forward(false).await?;
         self.counters.read();
         let table = &self.config.gateway_bridge.name;
@@ -141,7 +144,11 @@ impl LinuxKernel {
             let state = if netns::is_netns(&entry.path()) {
                 let ns = NsRef::Named(name.clone());
                 let h = self.handle(&ns).await?;
-                Some(self.read_ns(&h, &ns, |_| true).await?)
+                let mut st = self.read_ns(&h, &ns, |_| true).await?;
+                if !names::is_overlay_ns(&name) {
+                    st.lb = self.read_lb(&ns).await?;
+                }
+                Some(st)
             } else {
                 None
             };
@@ -153,6 +160,26 @@ impl LinuxKernel {
             nat,
             namespaces,
         })
+    }
+
+    /// Reads the `mini_lb` table of a namespace (`None` when it has none).
+    async fn read_lb(&self, ns: &NsRef) -> Result<Option<LbTable>, Error> {
+        self.counters.read();
+        let (ok, out, err) = self
+            .nft_in(ns, &["-j", "list", "table", "ip", TABLE], None)
+            .await?;
+        if !ok {
+            if err.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(Error::Nft {
+                action: format!("list table ip {TABLE}"),
+                namespace: ns.to_string(),
+                detail: err.trim().to_string(),
+            });
+        }
+        // Unparseable output counts as a foreign table: the planner replaces it.
+        Ok(Some(lb::parse_table(&out).unwrap_or_default()))
     }
 
     /// Reads the links accepted by `keep` with their addresses; in namespaces other than the

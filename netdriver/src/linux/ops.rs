@@ -18,6 +18,7 @@ use rtnetlink::{
 
 use super::{LinuxKernel, errno, write_req};
 use crate::error::Error;
+use crate::lb::{self, Flavour, TABLE};
 use crate::model::MacAddr;
 use crate::names::{BRIDGE, GATEWAY_MTU, LINK_GROUP, OVERLAY_MTU, VXLAN};
 use crate::nat;
@@ -177,6 +178,39 @@ impl LinuxKernel {
                 let req = h.neighbours().del(msg).execute();
                 write_req!(self, req, format!("fdb {mac} on {VXLAN} in {ns}"), "RTM_DELNEIGH(AF_BRIDGE)",
                     ignore libc::ENOENT)
+            }
+            Op::SetLbTable { ns, spec } => {
+                if spec.flavour == Flavour::Ingress {
+                    self.ip_forward_in(ns, true).await?;
+                }
+                let action = format!("replace table ip {TABLE} ({:?})", spec.flavour);
+                self.nft_batch_in(ns, &action, lb::replace_script(spec))
+                    .await
+            }
+            Op::SetLbEntry {
+                ns,
+                flavour,
+                key,
+                target,
+            } => {
+                let action = format!("set {key} in table ip {TABLE}");
+                self.nft_batch_in(ns, &action, lb::set_entry_script(*flavour, key, target))
+                    .await
+            }
+            Op::DelLbEntry {
+                ns,
+                flavour,
+                key,
+                element,
+                chain,
+            } => {
+                let action = format!("delete {key} from table ip {TABLE}");
+                let script = lb::del_entry_script(*flavour, key, *element, *chain);
+                self.nft_batch_in(ns, &action, script).await
+            }
+            Op::DeleteLbTable { ns } => {
+                let action = format!("delete table ip {TABLE}");
+                self.nft_batch_in(ns, &action, lb::delete_script()).await
             }
         }
     }

@@ -1,0 +1,403 @@
+//! The load-balancing nftables table, `table ip mini_lb`, rendered for `nft -f -` and parsed
+//! back from `nft -j list table`.
+//!
+//! # Where balancing happens
+//!
+//! Service VIPs are balanced **in every task sandbox**, by a `mini_lb` table in the sandbox's own
+//! namespace (what Docker did before 2018, with nftables instead of IPVS), not in one
+//! load-balancer namespace per network per node (Docker since 2018). Reasons:
+//!
+//! - No extra hop and no SNAT: the client's connection is DNATed in its own `output` hook and
+//!   leaves `eth0` addressed to the backend, so the backend sees the client's real IP and the
+//!   reply returns straight to the client, whose conntrack entry un-NATs it. A shared LB
+//!   namespace would have to SNAT (the backend would otherwise answer the client directly) to a
+//!   per-node LB address that every node must allocate and advertise; the overlay gateway
+//!   address cannot serve, every node's `br0` holds it.
+//! - Nothing shared to fail or to clean: a sandbox's rules die with its namespace.
+//! - The cost: a backend change is written once per local sandbox on that network (one `nft`
+//!   run each, a few ms), and a new sandbox loads every VIP of its networks in one batch.
+//!   Docker moved to LB namespaces because IPVS programming per container was slow; here one
+//!   entry is one small nft transaction, measured in BENCHMARKS.md.
+//!
+//! The routing mesh uses the same table layout twice: in the node's host namespace
+//! ([`Flavour::Publish`]: `PUBLISHED` on any local address → `ingress_sbox`'s gateway-bridge
+//! address, like Docker's `DOCKER-INGRESS`) and in `ingress_sbox` ([`Flavour::Ingress`]:
+//! balanced over the tasks' ingress IPs at `TARGET`, masqueraded so replies come back through
+//! `ingress_sbox`).
+//!
+//! # Layout
+//!
+//! One table per namespace. A base chain dispatches through a verdict map (`vips`, keyed by
+//! destination address, or `ports`, keyed by `l4proto . dport`) to one *entry chain* per
+//! key, named after it (`vip_10_0_1_5`, `tcp_8080`). An entry chain holds one rule,
+//! `dnat to numgen inc mod N map { 0 : b0, … }` (round robin), or, with no backends,
+//! `reject with tcp reset` + `reject` (ICMP port unreachable). `numgen … mod N` carries `N` in
+//! the rule, so a backend change replaces that one entry chain's rule (`flush chain` + `add
+//! rule`, one transaction): nothing else in the table is touched or re-evaluated. Adding or
+//! removing a key is `add/delete element` plus its chain.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+
+use crate::service::Protocol;
+
+/// Name of the table, in every namespace that has one.
+pub const TABLE: &str = "mini_lb";
+
+/// What a table balances, and from which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Flavour {
+    /// Task sandbox: locally generated connections to a VIP (`output`, map `vips`).
+    Vip,
+    /// `ingress_sbox`: arriving connections by protocol and port (`prerouting`, map `ports`),
+    /// masqueraded on the way out.
+    Ingress,
+    /// Host namespace: connections to any local address, arriving or local except loopback
+    /// (`prerouting` and `output`, map `ports`), forwarded to `ingress_sbox`.
+    Publish,
+}
+
+impl Flavour {
+    fn base_chains(self) -> &'static [&'static str] {
+        match self {
+            Flavour::Vip => &["vip_out"],
+            Flavour::Ingress => &["ingress_pre", "ingress_post"],
+            Flavour::Publish => &["publish_pre", "publish_out"],
+        }
+    }
+
+    fn map(self) -> &'static str {
+        match self {
+            Flavour::Vip => "vips",
+            Flavour::Ingress | Flavour::Publish => "ports",
+        }
+    }
+
+    fn from_chains<'a>(names: impl Iterator<Item = &'a str>) -> Option<Flavour> {
+        let names: BTreeSet<&str> = names.collect();
+        [Flavour::Vip, Flavour::Ingress, Flavour::Publish]
+            .into_iter()
+            .find(|f| {
+                names.len() == f.base_chains().len()
+                    && f.base_chains().iter().all(|c| names.contains(c))
+            })
+    }
+}
+
+/// What a verdict-map element matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LbKey {
+    /// Destination address (a VIP), any port.
+    Vip(Ipv4Addr),
+    /// Protocol and destination port (a published port).
+    Port(Protocol, u16),
+}
+
+impl LbKey {
+    /// The entry chain's name.
+    pub fn chain(&self) -> String {
+        match self {
+            LbKey::Vip(ip) => {
+                let [a, b, c, d] = ip.octets();
+                format!("vip_{a}_{b}_{c}_{d}")
+            }
+            LbKey::Port(p, n) => format!("{p}_{n}"),
+        }
+    }
+
+    /// The key parsed back from an entry chain's name.
+    pub fn from_chain(name: &str) -> Option<LbKey> {
+        if let Some(rest) = name.strip_prefix("vip_") {
+            let parts: Vec<u8> = rest
+                .split('_')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let [a, b, c, d] = <[u8; 4]>::try_from(parts).ok()?;
+            let key = LbKey::Vip(Ipv4Addr::new(a, b, c, d));
+            return (key.chain() == name).then_some(key);
+        }
+        let (p, n) = name.split_once('_')?;
+        let key = LbKey::Port(p.parse().ok()?, n.parse().ok()?);
+        (key.chain() == name).then_some(key)
+    }
+
+    fn element(&self) -> String {
+        match self {
+            LbKey::Vip(ip) => ip.to_string(),
+            LbKey::Port(p, n) => format!("{p} . {n}"),
+        }
+    }
+}
+
+impl fmt::Display for LbKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LbKey::Vip(ip) => write!(f, "VIP {ip}"),
+            LbKey::Port(p, n) => write!(f, "port {n}/{p}"),
+        }
+    }
+}
+
+/// Where an entry sends connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LbTarget {
+    /// Backends in round-robin order (the planner sorts them); empty: refuse.
+    pub backends: Vec<Ipv4Addr>,
+    /// New destination port; `None` keeps the packet's.
+    pub port: Option<u16>,
+}
+
+/// The table a namespace should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbSpec {
+    /// Hooks and map.
+    pub flavour: Flavour,
+    /// Entries by key.
+    pub entries: BTreeMap<LbKey, LbTarget>,
+}
+
+/// A `mini_lb` table as read from the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LbTable {
+    /// Recognised from the base chains; `None` when they match no flavour.
+    pub flavour: Option<Flavour>,
+    /// Verdict-map elements: key → the chain they jump to.
+    pub elements: BTreeMap<LbKey, String>,
+    /// Non-base chains by name → their target, `None` when the content is not one we write.
+    pub chains: BTreeMap<String, Option<LbTarget>>,
+}
+
+impl LbTable {
+    /// The table an [`LbSpec`] renders to (what a successful write leaves).
+    pub fn from_spec(spec: &LbSpec) -> LbTable {
+        LbTable {
+            flavour: Some(spec.flavour),
+            elements: spec.entries.keys().map(|k| (*k, k.chain())).collect(),
+            chains: spec
+                .entries
+                .iter()
+                .map(|(k, t)| (k.chain(), Some(t.clone())))
+                .collect(),
+        }
+    }
+}
+
+fn entry_rules(key: &LbKey, t: &LbTarget) -> Vec<String> {
+    if t.backends.is_empty() {
+        return vec![
+            "meta l4proto tcp reject with tcp reset".into(),
+            "reject".into(),
+        ];
+    }
+    let map = t
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{i} : {b}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let proto = match key {
+        LbKey::Port(p, _) if t.port.is_some() => format!("meta l4proto {p} "),
+        _ => String::new(),
+    };
+    let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
+    vec![format!(
+        "{proto}dnat to numgen inc mod {} map {{ {map} }}{port}",
+        t.backends.len()
+    )]
+}
+
+fn base_script(flavour: Flavour) -> String {
+    let comment = format!("mini: {flavour:?} load balancing").to_lowercase();
+    let body = match flavour {
+        Flavour::Vip => "\tmap vips { type ipv4_addr : verdict; }\n\
+             \tchain vip_out { type nat hook output priority -100; policy accept; \
+             ip daddr vmap @vips; }\n"
+            .to_string(),
+        Flavour::Ingress => "\tmap ports { type inet_proto . inet_service : verdict; }\n\
+             \tchain ingress_pre { type nat hook prerouting priority -100; policy accept; \
+             meta l4proto . th dport vmap @ports; }\n\
+             \tchain ingress_post { type nat hook postrouting priority 100; policy accept; \
+             ct status dnat masquerade; }\n"
+            .to_string(),
+        Flavour::Publish => {
+            let rule = "meta l4proto . th dport vmap @ports";
+            format!(
+                "\tmap ports {{ type inet_proto . inet_service : verdict; }}\n\
+                 \tchain publish_pre {{ type nat hook prerouting priority -100; policy accept; \
+                 fib daddr type local {rule}; }}\n\
+                 \tchain publish_out {{ type nat hook output priority -100; policy accept; \
+                 ip daddr != 127.0.0.0/8 fib daddr type local {rule}; }}\n"
+            )
+        }
+    };
+    format!("table ip {TABLE} {{\n\tcomment \"{comment}\"\n{body}}}\n")
+}
+
+/// Lines that create or replace one entry (chain, its rule, the map element).
+fn entry_script(out: &mut String, flavour: Flavour, key: &LbKey, t: &LbTarget) {
+    let chain = key.chain();
+    let _ = writeln!(out, "add chain ip {TABLE} {chain}");
+    let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
+    for r in entry_rules(key, t) {
+        let _ = writeln!(out, "add rule ip {TABLE} {chain} {r}");
+    }
+    let _ = writeln!(
+        out,
+        "add element ip {TABLE} {} {{ {} : goto {chain} }}",
+        flavour.map(),
+        key.element()
+    );
+}
+
+/// A batch that atomically replaces the whole table with `spec`.
+pub fn replace_script(spec: &LbSpec) -> String {
+    let mut out = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
+    out.push_str(&base_script(spec.flavour));
+    for (k, t) in &spec.entries {
+        entry_script(&mut out, spec.flavour, k, t);
+    }
+    out
+}
+
+/// A batch that creates or replaces one entry (the table exists with `flavour`).
+pub fn set_entry_script(flavour: Flavour, key: &LbKey, t: &LbTarget) -> String {
+    let mut out = String::new();
+    entry_script(&mut out, flavour, key, t);
+    out
+}
+
+/// A batch that removes one entry: its map element and/or its chain, as they exist.
+pub fn del_entry_script(flavour: Flavour, key: &LbKey, element: bool, chain: bool) -> String {
+    let mut out = String::new();
+    if element {
+        let _ = writeln!(
+            out,
+            "delete element ip {TABLE} {} {{ {} }}",
+            flavour.map(),
+            key.element()
+        );
+    }
+    if chain {
+        let _ = writeln!(out, "delete chain ip {TABLE} {}", key.chain());
+    }
+    out
+}
+
+/// A batch that deletes the table if it exists.
+pub fn delete_script() -> String {
+    format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")
+}
+
+fn parse_key(v: &Value) -> Option<LbKey> {
+    if let Some(s) = v.as_str() {
+        return s.parse().ok().map(LbKey::Vip);
+    }
+    let c = v.get("concat")?.as_array()?;
+    let p: Protocol = c.first()?.as_str()?.parse().ok()?;
+    let n = u16::try_from(c.get(1)?.as_u64()?).ok()?;
+    Some(LbKey::Port(p, n))
+}
+
+/// The target of an entry chain's rules, if they are exactly what [`entry_rules`] writes.
+fn parse_rules(rules: &[&Value]) -> Option<LbTarget> {
+    let rejects = rules
+        .iter()
+        .filter(|r| {
+            r["expr"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x.get("reject").is_some()))
+        })
+        .count();
+    if rules.len() == 2 && rejects == 2 {
+        return Some(LbTarget::default());
+    }
+    let [rule] = rules else { return None };
+    let dnat = rule["expr"]
+        .as_array()?
+        .iter()
+        .find_map(|x| x.get("dnat"))?;
+    let map = dnat.get("addr")?.get("map")?;
+    let mode = map.get("key")?.get("numgen")?;
+    let pairs = map.get("data")?.get("set")?.as_array()?;
+    let mut backends = BTreeMap::new();
+    for p in pairs {
+        let i = p.get(0)?.as_u64()?;
+        let ip: Ipv4Addr = p.get(1)?.as_str()?.parse().ok()?;
+        backends.insert(i, ip);
+    }
+    let n = backends.len() as u64;
+    if mode.get("mode")?.as_str()? != "inc"
+        || mode.get("mod")?.as_u64()? != n
+        || backends.keys().copied().ne(0..n)
+    {
+        return None;
+    }
+    let port = match dnat.get("port") {
+        Some(p) => Some(u16::try_from(p.as_u64()?).ok()?),
+        None => None,
+    };
+    Some(LbTarget {
+        backends: backends.into_values().collect(),
+        port,
+    })
+}
+
+/// Parses `nft -j list table ip mini_lb`.
+pub fn parse_table(json: &str) -> Option<LbTable> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let items = v.get("nftables")?.as_array()?;
+    let mut chains: BTreeSet<&str> = BTreeSet::new();
+    let mut base: Vec<&str> = Vec::new();
+    let mut rules: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    let mut elements = BTreeMap::new();
+    for it in items {
+        if let Some(c) = it.get("chain") {
+            let name = c.get("name")?.as_str()?;
+            if c.get("hook").is_some() {
+                base.push(name);
+            } else {
+                chains.insert(name);
+            }
+        } else if let Some(r) = it.get("rule") {
+            rules.entry(r.get("chain")?.as_str()?).or_default().push(r);
+        } else if let Some(m) = it.get("map") {
+            for e in m
+                .get("elem")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = parse_key(e.get(0)?);
+                let target = e.get(1)?.get("goto").and_then(|g| g.get("target"));
+                match (key, target.and_then(Value::as_str)) {
+                    (Some(k), Some(t)) => {
+                        elements.insert(k, t.to_string());
+                    }
+                    // An element we did not write: the table is not ours to patch.
+                    _ => return Some(LbTable::default()),
+                }
+            }
+        }
+    }
+    let flavour = Flavour::from_chains(base.iter().copied());
+    let chains = chains
+        .into_iter()
+        .map(|c| {
+            let r = rules.get(c).map(Vec::as_slice).unwrap_or_default();
+            (c.to_string(), parse_rules(r))
+        })
+        .collect();
+    Some(LbTable {
+        flavour,
+        elements,
+        chains,
+    })
+}
+
+#[cfg(test)]
+mod tests;
