@@ -40,6 +40,18 @@ pub enum NodeCommand {
         /// Node hostname or id.
         node: String,
     },
+    /// Make workers managers (they join the Raft group).
+    Promote {
+        /// Node hostnames or ids.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make managers workers (they leave the Raft group; the last manager cannot).
+    Demote {
+        /// Node hostnames or ids.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Remove nodes from the swarm.
     #[command(alias = "remove")]
     Rm {
@@ -121,6 +133,8 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 .await?;
             println!("{node}");
         }
+        NodeCommand::Promote { nodes } => set_role(&mut client, nodes, "manager").await?,
+        NodeCommand::Demote { nodes } => set_role(&mut client, nodes, "worker").await?,
         NodeCommand::Rm { force, nodes } => {
             for name_or_id in nodes {
                 client
@@ -132,6 +146,25 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 println!("{name_or_id}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `node promote` / `node demote`: one role change per node, in order.
+async fn set_role(
+    client: &mut mini_proto::v1::control_client::ControlClient<tonic::transport::Channel>,
+    nodes: Vec<String>,
+    role: &str,
+) -> Result<()> {
+    for node in nodes {
+        client
+            .update_node(UpdateNodeRequest {
+                name_or_id: node.clone(),
+                role: role.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        println!("Node {node} is now a {role}.");
     }
     Ok(())
 }

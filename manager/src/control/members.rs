@@ -187,6 +187,33 @@ impl ControlApi {
         *self.inner.manager.write().await = Some(std::sync::Arc::new(manager));
         Ok(())
     }
+
+    /// `node promote` seen from the promoted node: the leader's first Raft message to
+    /// `raft_id` reaches this worker, which starts its manager in join mode and records its new
+    /// role.
+    pub(super) async fn promoted(&self, raft_id: u64, cluster_id: &str) -> Result<(), ControlError> {
+        let _member = self.inner.member_lock.lock().await;
+        if self.inner.manager.read().await.is_some() {
+            return Ok(());
+        }
+        let Some(mut membership) = self.inner.membership.read().await.clone() else {
+            return Err(ControlError::Precondition("this node is in no cluster".into()));
+        };
+        if membership.cluster_id != cluster_id || raft_id == 0 {
+            return Err(ControlError::Precondition(format!(
+                "raft messages for id {raft_id} of cluster {cluster_id}: this node is a worker of cluster {}",
+                membership.cluster_id
+            )));
+        }
+        let port = parse_listen_addr("listen address", &membership.listen_addr)?.port();
+        membership.role = NodeRole::Manager as i32;
+        membership.raft_id = raft_id;
+        self.start_joined_manager(&membership, port).await?;
+        membership::save(&self.inner.config.state_dir, &membership)?;
+        *self.inner.membership.write().await = Some(membership);
+        tracing::info!(raft_id, "promoted: this node is now a manager");
+        Ok(())
+    }
 }
 
 /// `swarm leave [--force]`.
@@ -255,11 +282,52 @@ pub(super) async fn update_node(
             )));
         }
     }
-    if !request.role.is_empty() {
-        return Err(ControlError::Invalid(
-            "changing a node's role needs the multi-manager Raft group, which this version does not have yet".into(),
-        ));
+    let mut role = node.role();
+    let mut raft_id = node.raft_id;
+    let mut cluster_update = None;
+    match request.role.as_str() {
+        "" => {}
+        "manager" if role == NodeRole::Manager => {}
+        "manager" => {
+            // The membership controller adds the new id as a learner; the node's daemon starts
+            // its manager (in join mode) when the leader's first Raft message reaches it.
+            let (id, cluster) = manager.store().view(|t| {
+                t.cluster
+                    .as_ref()
+                    .map(|c| crate::ha::allocate_raft_id(c, t))
+            })
+            .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+            role = NodeRole::Manager;
+            raft_id = id;
+            cluster_update = Some(cluster);
+        }
+        "worker" if role == NodeRole::Worker => {}
+        "worker" => {
+            let managers = manager
+                .store()
+                .view(|t| t.nodes.values().filter(|n| n.role() == NodeRole::Manager).count());
+            if managers <= 1 {
+                return Err(ControlError::Precondition(format!(
+                    "node {} is the last manager: demoting it would leave the cluster without managers",
+                    node.hostname
+                )));
+            }
+            if node.raft_id == manager.raft_status().leader_id {
+                return Err(ControlError::Precondition(format!(
+                    "node {} is the Raft leader: stop its daemon first so another manager leads, then demote it",
+                    node.hostname
+                )));
+            }
+            role = NodeRole::Worker;
+            raft_id = 0;
+        }
+        other => {
+            return Err(ControlError::Invalid(format!(
+                "invalid role {other:?}: expected manager or worker"
+            )));
+        }
     }
+    spec.desired_role = role as i32;
     for key in &request.label_rm {
         if spec.labels.remove(key).is_none() {
             return Err(ControlError::Invalid(format!(
@@ -271,13 +339,23 @@ pub(super) async fn update_node(
     spec.labels.extend(request.label_add.clone());
     let updated = Node {
         spec: Some(spec),
+        role: role as i32,
+        raft_id,
         ..node.clone()
     };
-    let batch = StoreBatch {
-        actions: vec![StoreAction {
-            action: Some(Action::PutNode(updated)),
+    let mut actions: Vec<StoreAction> = cluster_update
+        .into_iter()
+        .map(|c| StoreAction {
+            action: Some(Action::PutCluster(c)),
             create: false,
-        }],
+        })
+        .collect();
+    actions.push(StoreAction {
+        action: Some(Action::PutNode(updated)),
+        create: false,
+    });
+    let batch = StoreBatch {
+        actions,
         proposed_at_ms: now_ms(),
     };
     manager.proposer().propose(batch).await?;

@@ -41,6 +41,15 @@ impl ControlApi {
 impl RaftTransport for ControlApi {
     async fn send(&self, request: Request<RaftMessages>) -> Result<Response<RaftAck>, Status> {
         let batch = request.into_inner();
+        if self.inner.manager.read().await.is_none() {
+            // A worker the leader is adding to the Raft group (`node promote`).
+            let to = batch
+                .messages
+                .first()
+                .and_then(|b| raft::eraftpb::Message::parse_from_bytes(b).ok())
+                .map_or(0, |m| m.to);
+            self.promoted(to, &batch.cluster_id).await?;
+        }
         let manager = self.raft_peer(&batch.cluster_id).await?;
         manager.peers().insert(batch.from_id, &batch.from_addr);
         let raft = manager.proposer().raft();

@@ -350,3 +350,95 @@ async fn a_removed_voter_no_longer_counts_for_quorum() {
     pending.abort();
     g.stop().await;
 }
+
+/// Commit rate and latency of 3 voters with fsync on, messages delivered in-process (no gRPC).
+/// A measurement, not a check: `cargo test -p mini-manager --release -- --ignored --nocapture
+/// commit_rate_of_three_voters`. Results are in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn commit_rate_of_three_voters() {
+    let net = Net::default();
+    let mut nodes = Vec::new();
+    for (id, mode) in [
+        (1, StartMode::Bootstrap),
+        (2, StartMode::Join { bootstrap_voter: 1 }),
+        (3, StartMode::Join { bootstrap_voter: 1 }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = RaftConfig::new(dir.path(), id);
+        c.tick_interval = Duration::from_millis(50);
+        let (h, t) = start_with_transport(c, Recorder(Seen::default()), mode, net.transport())
+            .expect("raft starts");
+        net.inner.lock().unwrap().nodes.insert(id, h.clone());
+        nodes.push((h, t, dir));
+    }
+    let leader = nodes[0].0.clone();
+    leader
+        .subscribe()
+        .wait_for(|s| s.role == Role::Leader)
+        .await
+        .unwrap();
+    for (id, change) in [
+        (2, ConfChangeType::AddLearnerNode),
+        (3, ConfChangeType::AddLearnerNode),
+        (2, ConfChangeType::AddNode),
+        (3, ConfChangeType::AddNode),
+    ] {
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        leader.propose_conf_change(cc).await.unwrap();
+    }
+    let payload = vec![7u8; 256];
+    // One client, one proposal at a time.
+    let n = 500;
+    let mut latencies = Vec::with_capacity(n);
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        leader.propose(payload.clone()).await.unwrap();
+        latencies.push(t.elapsed());
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    println!(
+        "one client: {rate:.0} commits/s, p50 {:?}, p99 {:?}",
+        latencies[n / 2],
+        latencies[n * 99 / 100]
+    );
+    // Many clients: every proposal queued meanwhile shares the next fsync.
+    for clients in [16, 64, 256] {
+        let per_client = 20_000 / clients;
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (h, p) = (leader.clone(), payload.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut l = Vec::with_capacity(per_client);
+                for _ in 0..per_client {
+                    let t = std::time::Instant::now();
+                    h.propose(p.clone()).await.unwrap();
+                    l.push(t.elapsed());
+                }
+                l
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+        all.sort();
+        println!(
+            "{clients} clients: {rate:.0} commits/s, p50 {:?}, p99 {:?}",
+            all[all.len() / 2],
+            all[all.len() * 99 / 100]
+        );
+    }
+    for (h, t, _dir) in nodes {
+        h.shutdown().await;
+        t.await.unwrap().unwrap();
+    }
+}
