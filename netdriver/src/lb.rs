@@ -30,8 +30,10 @@
 //! One table per namespace. A base chain dispatches through a verdict map (`vips`, keyed by
 //! destination address, or `ports`, keyed by `l4proto . dport`) to one *entry chain* per
 //! key, named after it (`vip_10_0_1_5`, `tcp_8080`). An entry chain holds one rule,
-//! `dnat to numgen inc mod N map { 0 : b0, … }` (round robin), or, with no backends,
-//! `reject with tcp reset` + `reject` (ICMP port unreachable). `numgen … mod N` carries `N` in
+//! `dnat to numgen inc mod N map { 0 : b0, … }` (round robin), or, with no backends, nothing:
+//! a VIP without backends is then in the set `dead`, rejected by a filter chain (TCP reset,
+//! else ICMP port unreachable); a published port without backends reaches `ingress_sbox`
+//! itself, where nothing listens, so its kernel answers with a reset / port unreachable. `numgen … mod N` carries `N` in
 //! the rule, so a backend change replaces that one entry chain's rule (`flush chain` + `add
 //! rule`, one transaction): nothing else in the table is touched or re-evaluated. Adding or
 //! removing a key is `add/delete element` plus its chain.
@@ -63,7 +65,7 @@ pub enum Flavour {
 impl Flavour {
     fn base_chains(self) -> &'static [&'static str] {
         match self {
-            Flavour::Vip => &["vip_out"],
+            Flavour::Vip => &["vip_out", "vip_reject"],
             Flavour::Ingress => &["ingress_pre", "ingress_post"],
             Flavour::Publish => &["publish_pre", "publish_out"],
         }
@@ -188,10 +190,7 @@ impl LbTable {
 
 fn entry_rules(key: &LbKey, t: &LbTarget) -> Vec<String> {
     if t.backends.is_empty() {
-        return vec![
-            "meta l4proto tcp reject with tcp reset".into(),
-            "reject".into(),
-        ];
+        return Vec::new();
     }
     let map = t
         .backends
@@ -215,8 +214,11 @@ fn base_script(flavour: Flavour) -> String {
     let comment = format!("mini: {flavour:?} load balancing").to_lowercase();
     let body = match flavour {
         Flavour::Vip => "\tmap vips { type ipv4_addr : verdict; }\n\
+             \tset dead { type ipv4_addr; }\n\
              \tchain vip_out { type nat hook output priority -100; policy accept; \
-             ip daddr vmap @vips; }\n"
+             ip daddr vmap @vips; }\n\
+             \tchain vip_reject { type filter hook output priority 0; policy accept; \
+             ip daddr @dead meta l4proto tcp reject with tcp reset; ip daddr @dead reject; }\n"
             .to_string(),
         Flavour::Ingress => "\tmap ports { type inet_proto . inet_service : verdict; }\n\
              \tchain ingress_pre { type nat hook prerouting priority -100; policy accept; \
@@ -252,6 +254,24 @@ fn entry_script(out: &mut String, flavour: Flavour, key: &LbKey, t: &LbTarget) {
         flavour.map(),
         key.element()
     );
+    dead_script(out, flavour, key, t.backends.is_empty());
+}
+
+/// VIPs without backends are in the set `dead`, which a filter chain rejects (a `reject` in
+/// the nat chain is not evaluated for locally generated packets on this kernel). `add` then
+/// `delete` removes an element whether or not it exists.
+fn dead_script(out: &mut String, flavour: Flavour, key: &LbKey, dead: bool) {
+    if flavour != Flavour::Vip {
+        return;
+    }
+    let _ = writeln!(out, "add element ip {TABLE} dead {{ {} }}", key.element());
+    if !dead {
+        let _ = writeln!(
+            out,
+            "delete element ip {TABLE} dead {{ {} }}",
+            key.element()
+        );
+    }
 }
 
 /// A batch that atomically replaces the whole table with `spec`.
@@ -285,6 +305,7 @@ pub fn del_entry_script(flavour: Flavour, key: &LbKey, element: bool, chain: boo
     if chain {
         let _ = writeln!(out, "delete chain ip {TABLE} {}", key.chain());
     }
+    dead_script(&mut out, flavour, key, false);
     out
 }
 
@@ -305,15 +326,7 @@ fn parse_key(v: &Value) -> Option<LbKey> {
 
 /// The target of an entry chain's rules, if they are exactly what [`entry_rules`] writes.
 fn parse_rules(rules: &[&Value]) -> Option<LbTarget> {
-    let rejects = rules
-        .iter()
-        .filter(|r| {
-            r["expr"]
-                .as_array()
-                .is_some_and(|e| e.iter().any(|x| x.get("reject").is_some()))
-        })
-        .count();
-    if rules.len() == 2 && rejects == 2 {
+    if rules.is_empty() {
         return Some(LbTarget::default());
     }
     let [rule] = rules else { return None };

@@ -6,11 +6,11 @@ const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_s
  {"map": {"family": "ip", "name": "vips", "table": "mini_lb", "type": "ipv4_addr", "handle": 5, "map": "verdict",
    "elem": [["10.0.1.100", {"goto": {"target": "vip_10_0_1_100"}}], ["10.0.1.101", {"goto": {"target": "vip_10_0_1_101"}}]]}},
  {"chain": {"family": "ip", "table": "mini_lb", "name": "vip_out", "handle": 1, "type": "nat", "hook": "output", "prio": -100, "policy": "accept"}},
+ {"set": {"family": "ip", "name": "dead", "table": "mini_lb", "type": "ipv4_addr", "handle": 6, "elem": ["10.0.1.100"]}},
+ {"chain": {"family": "ip", "table": "mini_lb", "name": "vip_reject", "handle": 9, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}},
  {"chain": {"family": "ip", "table": "mini_lb", "name": "vip_10_0_1_100", "handle": 2}},
  {"chain": {"family": "ip", "table": "mini_lb", "name": "vip_10_0_1_101", "handle": 3}},
  {"rule": {"family": "ip", "table": "mini_lb", "chain": "vip_out", "handle": 6, "expr": [{"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": "@vips"}}]}},
- {"rule": {"family": "ip", "table": "mini_lb", "chain": "vip_10_0_1_100", "handle": 7, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"reject": {"type": "tcp reset"}}]}},
- {"rule": {"family": "ip", "table": "mini_lb", "chain": "vip_10_0_1_100", "handle": 8, "expr": [{"reject": {"type": "icmp", "expr": "port-unreachable"}}]}},
  {"rule": {"family": "ip", "table": "mini_lb", "chain": "vip_10_0_1_101", "handle": 10, "expr": [{"dnat": {"addr": {"map": {"key": {"numgen": {"mode": "inc", "mod": 2, "offset": 0}}, "data": {"set": [[0, "10.0.1.2"], [1, "10.0.1.3"]]}}}}}]}}
 ]}"#;
 
