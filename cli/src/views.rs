@@ -123,6 +123,8 @@ pub struct AttachmentView {
     addr: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     mac: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    vip: String,
 }
 
 /// A published port.
@@ -189,6 +191,7 @@ impl ServiceView {
                     network: names.network(id),
                     addr: String::new(),
                     mac: String::new(),
+                    vip: String::new(),
                 })
                 .collect(),
             endpoint_mode: match endpoint.mode() {
@@ -203,6 +206,7 @@ impl ServiceView {
                     network: names.network(&v.network_id),
                     addr: v.addr.clone(),
                     mac: String::new(),
+                    vip: String::new(),
                 })
                 .collect(),
             ports: endpoint
@@ -286,6 +290,7 @@ impl TaskView {
                     network: names.network(&a.network_id),
                     addr: a.addr.clone(),
                     mac: a.mac.clone(),
+                    vip: a.vip.clone(),
                 })
                 .collect(),
         }

@@ -108,10 +108,17 @@ impl AddressPools {
                         Some(existing) => Ok(existing.clone()),
                         None => {
                             let (ip, prefix) = pools.take(id, service)?;
+                            let vip = service
+                                .vips
+                                .iter()
+                                .find(|v| &v.network_id == id)
+                                .map(|v| v.addr.clone())
+                                .unwrap_or_default();
                             Ok(NetworkAttachment {
                                 network_id: id.clone(),
                                 addr: format!("{ip}/{prefix}"),
                                 mac: mac_for(ip),
+                                vip,
                             })
                         }
                     },

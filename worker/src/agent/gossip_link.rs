@@ -29,7 +29,7 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
                 service_id: task.service_id.clone(),
                 service_name: task.service_name.clone(),
                 task_name: task_hostname(task),
-                vip: None,
+                vip: a.vip.split('/').next().and_then(|v| v.parse().ok()),
                 aliases: Vec::new(),
                 ports: Vec::new(),
                 version: 0,
@@ -65,19 +65,14 @@ pub async fn ensure_started(shared: &Arc<Shared>, peers: &[String]) {
 /// Re-programs peers from the table after every change, until gossip stops.
 async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
     loop {
-        let peers = {
+        let endpoints = {
             let gossip = shared.gossip.read().await;
             let Some(gossip) = gossip.as_ref() else {
                 return;
             };
-            let table = gossip.table();
-            table
-                .live()
-                .filter(|r| r.node_id != shared.node_id)
-                .cloned()
-                .collect::<Vec<_>>()
+            gossip.table().live().cloned().collect::<Vec<_>>()
         };
-        shared.network.set_peers(peers);
+        shared.network.set_endpoints(endpoints);
         if let Err(err) = shared.network.converge().await {
             tracing::warn!(%err, "programming overlay peers failed");
         }

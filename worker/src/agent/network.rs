@@ -1,12 +1,13 @@
 //! The node's desired network state: overlay networks of its tasks, their
 //! sandboxes, and the peers on other nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
+use mini_netdriver::service::{LoadBalancing, ServiceLb};
 use mini_netdriver::{LinuxKernel, MacAddr, NetDriver};
 use mini_proto::v1::{Network, NetworkAttachment, Task};
 
@@ -16,14 +17,16 @@ use crate::gossip::EndpointRecord;
 /// What the driver must converge to, kept up to date by the executor.
 pub struct NodeNetwork {
     driver: NetDriver<LinuxKernel>,
+    /// This node's id: its own endpoints are local, not VXLAN peers.
+    node_id: String,
     state: Mutex<Wanted>,
 }
 
 #[derive(Default)]
 struct Wanted {
     networks: BTreeMap<String, Network>,
-    /// Live endpoints on other nodes, from the gossip table.
-    peers: Vec<EndpointRecord>,
+    /// Live endpoints of every node (this one too), from the gossip table.
+    endpoints: Vec<EndpointRecord>,
     /// Task id → its attachments, for tasks that need a sandbox.
     sandboxes: BTreeMap<String, Vec<NetworkAttachment>>,
 }
@@ -34,9 +37,10 @@ fn parse_addr(addr: &str) -> Option<Ipv4Net> {
 
 impl NodeNetwork {
     /// Wraps the node's driver.
-    pub fn new(driver: NetDriver<LinuxKernel>) -> Self {
+    pub fn new(driver: NetDriver<LinuxKernel>, node_id: String) -> Self {
         NodeNetwork {
             driver,
+            node_id,
             state: Mutex::new(Wanted::default()),
         }
     }
@@ -52,9 +56,12 @@ impl NodeNetwork {
         state.networks = networks.iter().map(|n| (n.id.clone(), n.clone())).collect();
     }
 
-    /// Replaces the remote endpoints (live records of other nodes, from gossip).
-    pub fn set_peers(&self, peers: Vec<EndpointRecord>) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).peers = peers;
+    /// Replaces the known endpoints (the live records of the gossip table).
+    pub fn set_endpoints(&self, endpoints: Vec<EndpointRecord>) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .endpoints = endpoints;
     }
 
     /// Wants a sandbox for `task`.
@@ -79,9 +86,9 @@ impl NodeNetwork {
     pub fn expected_peers(&self, network_id: &str) -> Vec<EndpointRecord> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
-            .peers
+            .endpoints
             .iter()
-            .filter(|p| p.network_id == network_id)
+            .filter(|p| p.network_id == network_id && p.node_id != self.node_id)
             .cloned()
             .collect()
     }
@@ -91,11 +98,45 @@ impl NodeNetwork {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Wanted::default();
     }
 
+    /// Service VIPs of the networks this node's sandboxes are on, balanced
+    /// over the live endpoints (any node) of each service on that network.
+    fn load_balancing(&self, desired: &DesiredState) -> LoadBalancing {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let here: BTreeSet<&str> = desired.networks.iter().map(|n| n.id.as_str()).collect();
+        let mut services: BTreeMap<(String, String), ServiceLb> = BTreeMap::new();
+        for r in state
+            .endpoints
+            .iter()
+            .filter(|r| here.contains(r.network_id.as_str()))
+        {
+            let Some(vip) = r.vip else { continue };
+            let lb = services
+                .entry((r.service_id.clone(), r.network_id.clone()))
+                .or_insert_with(|| ServiceLb {
+                    service_id: r.service_id.clone(),
+                    network_id: r.network_id.clone(),
+                    vip,
+                    backends: Vec::new(),
+                });
+            lb.backends.push(r.ip);
+        }
+        let mut services: Vec<ServiceLb> = services.into_values().collect();
+        for lb in &mut services {
+            lb.backends.sort();
+            lb.backends.dedup();
+        }
+        LoadBalancing {
+            services,
+            ingress: None,
+        }
+    }
+
     /// Converges the kernel to what is wanted now.
     pub async fn converge(&self) -> Result<(), AgentError> {
         let desired = self.desired()?;
+        let lb = self.load_balancing(&desired);
         self.driver
-            .apply(&desired)
+            .apply_with(&desired, &lb)
             .await
             .map_err(|e| AgentError::Network(e.to_string()))?;
         Ok(())
@@ -139,9 +180,9 @@ impl NodeNetwork {
                 AgentError::Network(format!("network {id}: bad gateway {:?}", n.gateway))
             })?;
             let peers = state
-                .peers
+                .endpoints
                 .iter()
-                .filter(|p| p.network_id == *id)
+                .filter(|p| p.network_id == *id && p.node_id != self.node_id)
                 .map(|p| Peer {
                     ip: p.ip,
                     mac: MacAddr(p.mac),

@@ -134,7 +134,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             runtime: Runtime::new(self.config.self_exe.clone()),
-            network: NodeNetwork::new(NetDriver::new(driver_config, kernel)),
+            network: NodeNetwork::new(NetDriver::new(driver_config, kernel), node_id.clone()),
             reporter: Reporter::default(),
             node_id: node_id.clone(),
             vtep,
