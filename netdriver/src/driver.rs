@@ -130,15 +130,24 @@ impl<K: Kernel> NetDriver<K> {
             .map(|n| (names::overlay_ns(&n.id), n.id.clone()))
             .collect();
         let mut exact = true;
-        for op in &ops {
-            tracing::debug!(%op, "netdriver: executing");
-            if let Err(e) = self.kernel.execute(op).await {
-                return Err(Error::Step {
-                    op: op.to_string(),
-                    source: Box::new(e),
-                });
+        // Consecutive `mini_lb` operations address one table each (the planner emits at most
+        // one per namespace in a row for a backend change): they run concurrently, since each
+        // is an `nft` process of its own.
+        for batch in lb_batches(&ops) {
+            let results = futures::future::join_all(batch.iter().map(|op| {
+                tracing::debug!(%op, "netdriver: executing");
+                self.kernel.execute(op)
+            }))
+            .await;
+            for (op, r) in batch.iter().zip(results) {
+                if let Err(e) = r {
+                    return Err(Error::Step {
+                        op: op.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+                exact &= observed.record_op(op);
             }
-            exact &= observed.record_op(op);
         }
         if exact {
             st.observed = Some(observed);
@@ -180,6 +189,44 @@ impl<K: Kernel> NetDriver<K> {
     pub async fn resync(&self) {
         self.state.lock().await.observed = None;
     }
+}
+
+/// Splits a plan into batches that may run concurrently: runs of `mini_lb` operations on
+/// distinct namespaces; every other operation alone, in order.
+fn lb_batches(ops: &[Op]) -> Vec<&[Op]> {
+    let ns_of = |op: &Op| match op {
+        Op::SetLbTable { ns, .. }
+        | Op::SetLbEntry { ns, .. }
+        | Op::DelLbEntry { ns, .. }
+        | Op::DeleteLbTable { ns } => Some(ns.clone()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        let joins = match ns_of(op) {
+            Some(ns) => i > start && seen.insert(ns) && ns_of(&ops[start]).is_some(),
+            None => false,
+        };
+        if !joins && i > start {
+            out.push(&ops[start..i]);
+            start = i;
+            seen.clear();
+            if let Some(ns) = ns_of(op) {
+                seen.insert(ns);
+            }
+        } else if i == start {
+            seen.clear();
+            if let Some(ns) = ns_of(op) {
+                seen.insert(ns);
+            }
+        }
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
 }
 
 #[cfg(test)]

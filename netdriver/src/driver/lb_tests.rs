@@ -429,3 +429,22 @@ async fn invalid_load_balancing_is_rejected_with_reasons() {
     }
     assert_eq!(d.kernel().counters().writes, 0);
 }
+
+#[test]
+fn lb_operations_on_distinct_namespaces_are_batched_together() {
+    let set = |ns: &str| Op::DeleteLbTable {
+        ns: NsRef::Named(ns.into()),
+    };
+    let other = Op::EnableForwarding;
+    let ops = vec![
+        other.clone(),
+        set("a"),
+        set("b"),
+        set("a"),
+        other.clone(),
+        set("c"),
+    ];
+    let sizes: Vec<usize> = super::lb_batches(&ops).iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, [1, 2, 1, 1, 1]);
+    assert!(super::lb_batches(&[]).is_empty());
+}

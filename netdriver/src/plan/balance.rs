@@ -186,12 +186,12 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
         }
         return;
     };
-    let replace = Op::SetLbTable {
+    let replace = || Op::SetLbTable {
         ns: ns.clone(),
         spec: want.clone(),
     };
     let Some(have) = have else {
-        ops.push(replace);
+        ops.push(replace());
         return;
     };
     // Anything we did not write (other flavour, an element jumping elsewhere, a chain with a
@@ -200,7 +200,7 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
         && have.elements.iter().all(|(k, c)| *c == k.chain())
         && have.chains.keys().all(|c| LbKey::from_chain(c).is_some());
     if !sound {
-        ops.push(replace);
+        ops.push(replace());
         return;
     }
     let flavour = want.flavour;
@@ -228,7 +228,7 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
     }
     for (key, t) in &want.entries {
         let ok = have.elements.contains_key(key)
-            && have.chains.get(&key.chain()) == Some(&Some(t.clone()));
+            && have.chains.get(&key.chain()).and_then(Option::as_ref) == Some(t);
         if !ok {
             ops.push(Op::SetLbEntry {
                 ns: ns.clone(),

@@ -1,0 +1,146 @@
+//! VIP programming latency on the real kernel (root required): the time one apply takes to
+//! change one service's backends, with 10 and 1,000 services present, with 1 and 4 local
+//! sandboxes on the network. A plain bench binary: every iteration changes kernel state.
+//!
+//! Run: `cargo bench -p mini-netdriver --bench vip` (as root).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use mini_netdriver::{
+    Attachment, DesiredState, DriverConfig, Kernel, LinuxKernel, LoadBalancing, MacAddr, NetDriver,
+    OverlayNetwork, Sandbox, ServiceLb, plan::plan_with,
+};
+
+const NET: &str = "vipbench00001";
+
+fn ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 2, 0, 0)) + i)
+}
+
+fn desired(sandboxes: usize) -> DesiredState {
+    DesiredState {
+        networks: vec![OverlayNetwork {
+            id: NET.into(),
+            vni: 4097,
+            subnet: "10.2.0.0/16".parse().unwrap(),
+            gateway: ip(1),
+            peers: vec![],
+            pinned: true,
+        }],
+        sandboxes: (0..sandboxes)
+            .map(|i| Sandbox {
+                id: format!("c{i}vipclient000"),
+                attachments: vec![Attachment {
+                    network_id: NET.into(),
+                    addr: ipnet::Ipv4Net::new(ip(10 + i as u32), 16).unwrap(),
+                    mac: MacAddr::for_ip(ip(10 + i as u32)),
+                }],
+            })
+            .collect(),
+    }
+}
+
+/// `n` services, VIPs from 10.2.100.0, 3 backends each from 10.2.200.0.
+fn services(n: usize) -> Vec<ServiceLb> {
+    (0..n as u32)
+        .map(|i| ServiceLb {
+            service_id: format!("svc{i}"),
+            network_id: NET.into(),
+            vip: ip(100 * 256 + i),
+            backends: (0..3).map(|b| ip(200 * 256 + 3 * i + b)).collect(),
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    ms(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+}
+
+async fn run(d: &NetDriver<LinuxKernel>, cfg: &DriverConfig, n: usize, sandboxes: usize) {
+    let state = desired(sandboxes);
+    let mut lb = LoadBalancing {
+        services: services(n),
+        ingress: None,
+    };
+    let t = Instant::now();
+    d.apply_with(&state, &lb).await.unwrap();
+    let setup = t.elapsed();
+    d.apply_with(&state, &lb).await.unwrap(); // settle: plan from memory from here on
+    let rounds = 200;
+    let mut lat = Vec::with_capacity(rounds);
+    let before = d.kernel().counters();
+    for r in 0..rounds {
+        // A task of one service starts (4th backend) or stops (back to 3): one entry changes.
+        let s = &mut lb.services[(r * 7919) % n];
+        if s.backends.len() == 3 {
+            s.backends.push(ip(250 * 256 + (r % 250) as u32));
+        } else {
+            s.backends.pop();
+        }
+        let t = Instant::now();
+        let report = d.apply_with(&state, &lb).await.unwrap();
+        lat.push(t.elapsed());
+        assert_eq!(report.ops.len(), sandboxes, "{:?}", report.ops);
+    }
+    let calls = d.kernel().counters() - before;
+    lat.sort();
+    println!(
+        "{n} services, {sandboxes} local sandbox(es) on the network: setup {:.0} ms; one backend \
+         change p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms; per change {:.1} writes, {:.1} reads",
+        ms(setup),
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99),
+        ms(*lat.last().unwrap()),
+        calls.writes as f64 / rounds as f64,
+        calls.reads as f64 / rounds as f64
+    );
+    // Pure planning cost of one change against the full picture (no kernel).
+    let fake = NetDriver::new(cfg.clone(), mini_netdriver::FakeKernel::new());
+    fake.apply_with(&state, &lb).await.unwrap();
+    let observed = fake.kernel().state();
+    lb.services[0].backends.push(ip(251 * 256));
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(
+            plan_with(cfg, &state, &lb, &observed).unwrap().len(),
+            sandboxes
+        );
+    }
+    println!(
+        "  planning one change (pure): {:.3} ms",
+        ms(t.elapsed()) / 20.0
+    );
+    d.apply(&DesiredState::default()).await.unwrap();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` discovery
+    }
+    let mut lab = common::Lab::new();
+    let host = lab.host("vipbench");
+    let mut cfg = DriverConfig::new(lab.run_dir("vipbench"), Ipv4Addr::new(10, 99, 0, 1));
+    cfg.host_netns = Some(host.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let d = NetDriver::new(cfg.clone(), LinuxKernel::new(cfg.clone()).unwrap());
+        for (n, sandboxes) in [(10, 1), (1000, 1), (10, 4), (1000, 4)] {
+            run(&d, &cfg, n, sandboxes).await;
+        }
+    });
+    drop(rt);
+    drop(lab);
+}
