@@ -15,7 +15,21 @@ pub enum Format {
 /// Prints rows as aligned columns: every column as wide as its widest cell,
 /// three spaces between columns, no trailing spaces.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    print!("{}", render_table(header, rows));
+    write_stdout(&render_table(header, rows));
+}
+
+/// Writes to stdout; a closed pipe (`mini node ls | head -1`) ends the
+/// program quietly instead of panicking.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {err}");
+        std::process::exit(1);
+    }
 }
 
 /// The text [`print_table`] prints.
@@ -45,7 +59,7 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Prints any serializable value as pretty JSON.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    write_stdout(&format!("{}\n", serde_json::to_string_pretty(value)?));
     Ok(())
 }
 

@@ -198,6 +198,7 @@ impl Manager {
             raft_id: ha::BOOTSTRAP_RAFT_ID,
             agent_addr: format!("{}:{}", params.advertise_addr, config.agent_port),
             gossip_addr: format!("{}:{}", params.advertise_addr, params.gossip_port),
+            ingress: None,
         };
         let ingress_spec = NetworkSpec {
             name: "ingress".into(),

@@ -4,8 +4,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use mini_proto::v1::{
     ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
-    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, RestartCondition,
-    RestartPolicy, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task, service_spec::Mode,
+    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, PortConfig,
+    RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task,
+    service_spec::Mode,
 };
 
 use crate::client::connect;
@@ -83,6 +84,9 @@ pub struct CreateArgs {
     /// Placement constraint, e.g. node.hostname==host1 (repeatable).
     #[arg(long = "constraint")]
     constraints: Vec<String>,
+    /// Publish a port on every node: PUBLISHED:TARGET[/tcp|udp] (repeatable).
+    #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
+    publish: Vec<PortConfig>,
     /// Endpoint mode.
     #[arg(long, value_parser = ["vip", "dnsrr"], default_value = "vip")]
     endpoint_mode: String,
@@ -110,6 +114,28 @@ fn parse_replicas(s: &str) -> Result<u64, String> {
         Ok(n) => Ok(n as u64),
         Err(_) => Err(format!("{s:?} is not a number of replicas")),
     }
+}
+
+fn parse_publish(s: &str) -> Result<PortConfig, String> {
+    let (ports, protocol) = match s.split_once('/') {
+        Some((ports, proto)) => (ports, proto.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(format!("{s:?}: protocol {protocol:?} is not tcp or udp"));
+    }
+    let Some((published, target)) = ports.split_once(':') else {
+        return Err(format!("{s:?} is not PUBLISHED:TARGET[/tcp|udp]"));
+    };
+    let port = |p: &str| match p.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: {p:?} is not a port (1-65535)")),
+    };
+    Ok(PortConfig {
+        protocol,
+        published_port: port(published)?,
+        target_port: port(target)?,
+    })
 }
 
 fn parse_scale(s: &str) -> Result<(String, u64), String> {
@@ -164,7 +190,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 constraints: args.constraints,
                 endpoint: Some(EndpointSpec {
                     mode: endpoint_mode as i32,
-                    ports: Vec::new(),
+                    ports: args.publish,
                 }),
                 labels: args
                     .labels

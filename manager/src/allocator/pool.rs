@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use mini_proto::v1::{EndpointMode, Network, NetworkAttachment, Service, Task, VirtualIp};
+use mini_proto::v1::{EndpointMode, Network, NetworkAttachment, Node, Service, Task, VirtualIp};
 
 use super::AllocError;
 use super::address::{addresses_in_use, allocate_address, mac_for, network_subnet, parse_host};
@@ -67,6 +67,23 @@ impl AddressPools {
             })
             .collect();
         Self { pools }
+    }
+
+    /// Marks the nodes' ingress sandbox addresses as taken.
+    pub fn reserve_nodes<'n>(&mut self, nodes: impl IntoIterator<Item = &'n Node>) {
+        for node in nodes {
+            let Some(a) = node.ingress.as_ref() else {
+                continue;
+            };
+            let ip = a
+                .addr
+                .split('/')
+                .next()
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+            if let (Some(pool), Some(ip)) = (self.pools.get_mut(&a.network_id), ip) {
+                pool.in_use.insert(ip);
+            }
+        }
     }
 
     /// Takes the next free address of one network.

@@ -85,6 +85,7 @@ impl Dispatcher for ControlApi {
                     req.gossip_port
                 }
             ),
+            ingress: existing.as_ref().and_then(|n| n.ingress.clone()),
         };
         let batch = StoreBatch {
             actions: vec![StoreAction {

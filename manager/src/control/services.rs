@@ -75,11 +75,23 @@ pub(super) async fn create(
             }
             spec.networks.push(network.id.clone());
         }
+        let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
+        if !ports.is_empty() {
+            check_published_ports(t, &ports, None)?;
+            // Published ports reach the tasks through the ingress network (routing mesh).
+            let ingress = t
+                .networks
+                .values()
+                .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))
+                .ok_or_else(|| ControlError::Precondition("the ingress network is missing; ports cannot be published".into()))?;
+            spec.networks.insert(0, ingress.id.clone());
+        }
         let mut service = Service { id: new_id(), meta: None, spec: Some(spec.clone()), vips: Vec::new() };
         let networks: Vec<_> = t.networks.values().cloned().collect();
         let tasks: Vec<_> = t.tasks.values().cloned().collect();
         let services: Vec<_> = t.services.values().cloned().collect();
         let mut pools = AddressPools::new(&networks, &tasks, &services);
+        pools.reserve_nodes(t.nodes.values());
         service.vips = pools.allocate_vips(&service)?;
         Ok((service, pools.changed_networks()))
     })?;
@@ -227,4 +239,54 @@ pub(super) fn tasks(manager: &Manager, service: &str) -> Result<ListTasksRespons
         };
         Ok(ListTasksResponse { tasks })
     })
+}
+
+/// Refuses invalid published ports and ports another service already publishes.
+fn check_published_ports(
+    tables: &crate::store::Tables,
+    ports: &[mini_proto::v1::PortConfig],
+    except_service: Option<&str>,
+) -> Result<(), ControlError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in ports {
+        if !matches!(p.protocol.as_str(), "tcp" | "udp") {
+            return Err(ControlError::Invalid(format!(
+                "invalid protocol {:?} for published port {}: expected tcp or udp",
+                p.protocol, p.published_port
+            )));
+        }
+        if !(1..=65535).contains(&p.published_port) || !(1..=65535).contains(&p.target_port) {
+            return Err(ControlError::Invalid(format!(
+                "invalid port mapping {}:{}: ports are 1-65535",
+                p.published_port, p.target_port
+            )));
+        }
+        if !seen.insert((p.protocol.clone(), p.published_port)) {
+            return Err(ControlError::Invalid(format!(
+                "port {}/{} is published twice",
+                p.published_port, p.protocol
+            )));
+        }
+        for other in tables
+            .services
+            .values()
+            .filter(|s| Some(s.id.as_str()) != except_service)
+        {
+            let spec = other.spec.as_ref();
+            let clash = spec.and_then(|s| s.endpoint.as_ref()).is_some_and(|e| {
+                e.ports
+                    .iter()
+                    .any(|q| q.protocol == p.protocol && q.published_port == p.published_port)
+            });
+            if clash {
+                return Err(ControlError::Conflict(format!(
+                    "port {}/{} is already published by service {}",
+                    p.published_port,
+                    p.protocol,
+                    spec.map_or("", |s| s.name.as_str())
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Gives new tasks their network addresses, then hands them to the scheduler
 //! (NEW → PENDING).
 
-use mini_proto::v1::{Task, TaskState, TaskStatus, store_action::Action};
+use mini_proto::v1::{NetworkAttachment, Node, Task, TaskState, TaskStatus, store_action::Action};
 
 use super::{Plan, Reconciler, update};
 use crate::allocator::AddressPools;
@@ -12,8 +12,12 @@ pub struct TaskAllocator;
 
 impl Reconciler for TaskAllocator {
     const NAME: &'static str = "allocator";
-    const WATCHES: &'static [ObjectKind] =
-        &[ObjectKind::Task, ObjectKind::Network, ObjectKind::Service];
+    const WATCHES: &'static [ObjectKind] = &[
+        ObjectKind::Task,
+        ObjectKind::Network,
+        ObjectKind::Service,
+        ObjectKind::Node,
+    ];
 
     fn reconcile(&mut self, tables: &Tables, now_ms: i64) -> Plan {
         let new_tasks: Vec<&Task> = tables
@@ -24,13 +28,43 @@ impl Reconciler for TaskAllocator {
                     && t.desired_state() <= TaskState::Running
             })
             .collect();
-        if new_tasks.is_empty() {
+        let ingress = tables
+            .networks
+            .values()
+            .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress));
+        let nodes_without_ingress: Vec<&Node> = match ingress {
+            Some(_) => tables
+                .nodes
+                .values()
+                .filter(|n| n.ingress.is_none())
+                .collect(),
+            None => Vec::new(),
+        };
+        if new_tasks.is_empty() && nodes_without_ingress.is_empty() {
             return Plan::default();
         }
         let networks: Vec<_> = tables.networks.values().cloned().collect();
         let services: Vec<_> = tables.services.values().cloned().collect();
         let mut pools = AddressPools::new(&networks, tables.tasks.values(), &services);
+        pools.reserve_nodes(tables.nodes.values());
         let mut actions = Vec::new();
+        // Every node's ingress sandbox gets an address on the ingress network (routing mesh).
+        if let Some(ingress) = ingress {
+            for node in nodes_without_ingress {
+                let Some(Ok(ip)) = pools.allocate(&ingress.id) else {
+                    continue;
+                };
+                let prefix = ingress.subnet.split('/').nth(1).unwrap_or("16");
+                let mut next = node.clone();
+                next.ingress = Some(NetworkAttachment {
+                    network_id: ingress.id.clone(),
+                    addr: format!("{ip}/{prefix}"),
+                    mac: crate::allocator::mac_for(ip),
+                    vip: String::new(),
+                });
+                actions.push(update(Action::PutNode(next)));
+            }
+        }
         for task in new_tasks {
             let Some(service) = tables.services.get(&task.service_id) else {
                 continue;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mini_proto::v1::{Assignments, Network, Task, TaskState};
+use mini_proto::v1::{Assignments, Network, NetworkAttachment, Task, TaskState};
 
 use crate::store::Tables;
 
@@ -15,6 +15,8 @@ pub struct AssignmentSet {
     pub tasks: BTreeMap<String, Task>,
     /// Networks those tasks use.
     pub networks: Vec<Network>,
+    /// The ingress network and the node's ingress sandbox address, once allocated.
+    pub ingress: Option<(Network, NetworkAttachment)>,
 }
 
 fn observed(t: &Task) -> TaskState {
@@ -48,7 +50,19 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
         .filter_map(|id| tables.networks.get(*id))
         .cloned()
         .collect();
-    AssignmentSet { tasks, networks }
+    let ingress = tables
+        .nodes
+        .get(node_id)
+        .and_then(|n| n.ingress.clone())
+        .and_then(|a| {
+            let network = tables.networks.get(&a.network_id)?.clone();
+            Some((network, a))
+        });
+    AssignmentSet {
+        tasks,
+        networks,
+        ingress,
+    }
 }
 
 impl AssignmentSet {
@@ -61,6 +75,8 @@ impl AssignmentSet {
                 tasks: self.tasks.values().cloned().collect(),
                 removed_tasks: Vec::new(),
                 networks: self.networks.clone(),
+                ingress_network: self.ingress.as_ref().map(|i| i.0.clone()),
+                ingress: self.ingress.as_ref().map(|i| i.1.clone()),
             });
         };
         let version = |t: &Task| t.meta.as_ref().map_or(0, |m| m.version);
@@ -81,7 +97,11 @@ impl AssignmentSet {
             .filter(|id| !self.tasks.contains_key(*id))
             .cloned()
             .collect();
-        if changed.is_empty() && removed.is_empty() && self.networks == previous.networks {
+        if changed.is_empty()
+            && removed.is_empty()
+            && self.networks == previous.networks
+            && self.ingress == previous.ingress
+        {
             return None;
         }
         Some(Assignments {
@@ -89,6 +109,8 @@ impl AssignmentSet {
             tasks: changed,
             removed_tasks: removed,
             networks: self.networks.clone(),
+            ingress_network: self.ingress.as_ref().map(|i| i.0.clone()),
+            ingress: self.ingress.as_ref().map(|i| i.1.clone()),
         })
     }
 }

@@ -86,6 +86,7 @@ pub async fn admit_manager(
                 req.gossip_port
             }
         ),
+        ingress: None,
     };
     manager.peers().insert(raft_id, &node.agent_addr);
     let batch = StoreBatch {

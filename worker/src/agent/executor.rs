@@ -40,6 +40,15 @@ impl Executor {
     /// Applies one assignment message.
     pub async fn apply(self: &Arc<Self>, assignments: Assignments) {
         self.shared.network.set_networks(&assignments.networks);
+        self.shared.network.set_ingress(
+            assignments
+                .ingress_network
+                .clone()
+                .zip(assignments.ingress.clone()),
+        );
+        if let Some(attachment) = assignments.ingress.as_ref() {
+            super::gossip_link::publish_ingress(&self.shared, attachment).await;
+        }
         let (tasks, gone): (Vec<Task>, Vec<String>) = {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             let before: Vec<String> = known.keys().cloned().collect();

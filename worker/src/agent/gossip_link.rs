@@ -9,7 +9,7 @@ use mini_proto::v1::Task;
 
 use super::task::task_hostname;
 use super::worker::Shared;
-use crate::gossip::{EndpointRecord, Gossip, GossipConfig};
+use crate::gossip::{EndpointRecord, Gossip, GossipConfig, Protocol, PublishedPort};
 
 /// The endpoint records of `task`'s attachments on this node (`vtep`).
 pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
@@ -31,7 +31,24 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
                 task_name: task_hostname(task),
                 vip: a.vip.split('/').next().and_then(|v| v.parse().ok()),
                 aliases: Vec::new(),
-                ports: Vec::new(),
+                ports: task
+                    .endpoint
+                    .as_ref()
+                    .map(|e| e.ports.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|p| {
+                        Some(PublishedPort {
+                            protocol: if p.protocol == "udp" {
+                                Protocol::Udp
+                            } else {
+                                Protocol::Tcp
+                            },
+                            published: u16::try_from(p.published_port).ok()?,
+                            target: u16::try_from(p.target_port).ok()?,
+                        })
+                    })
+                    .collect(),
                 version: 0,
                 deleted: false,
             })
@@ -112,5 +129,53 @@ pub async fn withdraw(shared: &Shared, task: &Task) {
 pub async fn stop(shared: &Shared) {
     if let Some(gossip) = shared.gossip.write().await.take() {
         gossip.stop().await;
+    }
+}
+
+/// The endpoint id of a node's ingress sandbox on the ingress network.
+fn ingress_endpoint_id(node_id: &str) -> String {
+    format!("ingress-sbox-{node_id}")
+}
+
+/// Publishes this node's ingress sandbox as an endpoint of the ingress network,
+/// so replies from tasks on other nodes find their way back to it.
+pub async fn publish_ingress(shared: &Shared, attachment: &mini_proto::v1::NetworkAttachment) {
+    let gossip = shared.gossip.read().await;
+    let Some(gossip) = gossip.as_ref() else {
+        return;
+    };
+    let id = ingress_endpoint_id(&shared.node_id);
+    let Ok(net) = attachment.addr.parse::<ipnet::Ipv4Net>() else {
+        return;
+    };
+    let Ok(mac) = attachment.mac.parse::<mini_netdriver::MacAddr>() else {
+        return;
+    };
+    let current = gossip.get(&attachment.network_id, &id);
+    if current
+        .as_ref()
+        .is_some_and(|r| !r.deleted && r.ip == net.addr() && r.vtep == shared.vtep)
+    {
+        return;
+    }
+    let record = EndpointRecord {
+        network_id: attachment.network_id.clone(),
+        endpoint_id: id,
+        node_id: String::new(),
+        vtep: shared.vtep,
+        ip: net.addr(),
+        prefix_len: net.prefix_len(),
+        mac: mac.0,
+        service_id: String::new(),
+        service_name: String::new(),
+        task_name: "ingress_sbox".into(),
+        vip: None,
+        aliases: Vec::new(),
+        ports: Vec::new(),
+        version: 0,
+        deleted: false,
+    };
+    if let Err(err) = gossip.publish(record).await {
+        tracing::warn!(%err, "cannot publish the ingress sandbox endpoint");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
-use mini_netdriver::service::{LoadBalancing, ServiceLb};
+use mini_netdriver::service::{Ingress, LoadBalancing, Protocol, PublishedPort, ServiceLb};
 use mini_netdriver::{LinuxKernel, MacAddr, NetDriver};
 use mini_proto::v1::{Network, NetworkAttachment, Task};
 
@@ -27,6 +27,8 @@ struct Wanted {
     networks: BTreeMap<String, Network>,
     /// Live endpoints of every node (this one too), from the gossip table.
     endpoints: Vec<EndpointRecord>,
+    /// The ingress network and this node's ingress sandbox address on it.
+    ingress: Option<(Network, NetworkAttachment)>,
     /// Task id → its attachments, for tasks that need a sandbox.
     sandboxes: BTreeMap<String, Vec<NetworkAttachment>>,
 }
@@ -54,6 +56,11 @@ impl NodeNetwork {
     pub fn set_networks(&self, networks: &[Network]) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.networks = networks.iter().map(|n| (n.id.clone(), n.clone())).collect();
+    }
+
+    /// Sets the routing mesh: the ingress network and this node's address on it.
+    pub fn set_ingress(&self, ingress: Option<(Network, NetworkAttachment)>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ingress = ingress;
     }
 
     /// Replaces the known endpoints (the live records of the gossip table).
@@ -125,10 +132,45 @@ impl NodeNetwork {
             lb.backends.sort();
             lb.backends.dedup();
         }
-        LoadBalancing {
-            services,
-            ingress: None,
-        }
+        let ingress = state.ingress.as_ref().and_then(|(network, a)| {
+            let addr = parse_addr(&a.addr)?;
+            let mut ports: BTreeMap<(Protocol, u16, u16), Vec<Ipv4Addr>> = BTreeMap::new();
+            for r in state
+                .endpoints
+                .iter()
+                .filter(|r| r.network_id == network.id)
+            {
+                for p in &r.ports {
+                    let protocol = match p.protocol {
+                        crate::gossip::Protocol::Tcp => Protocol::Tcp,
+                        crate::gossip::Protocol::Udp => Protocol::Udp,
+                    };
+                    ports
+                        .entry((protocol, p.published, p.target))
+                        .or_default()
+                        .push(r.ip);
+                }
+            }
+            let ports = ports
+                .into_iter()
+                .map(|((protocol, published, target), mut backends)| {
+                    backends.sort();
+                    backends.dedup();
+                    PublishedPort {
+                        protocol,
+                        published,
+                        backends,
+                        target,
+                    }
+                })
+                .collect();
+            Some(Ingress {
+                network_id: network.id.clone(),
+                addr,
+                ports,
+            })
+        });
+        LoadBalancing { services, ingress }
     }
 
     /// Converges the kernel to what is wanted now.
@@ -170,9 +212,20 @@ impl NodeNetwork {
                 attachments: list,
             });
         }
+        // The ingress network is wanted on every node (for ingress_sbox), pinned.
+        let mut known: BTreeMap<&str, &Network> = state
+            .networks
+            .iter()
+            .map(|(id, n)| (id.as_str(), n))
+            .collect();
+        if let Some((ingress, _)) = &state.ingress {
+            known.insert(ingress.id.as_str(), ingress);
+            used.insert(ingress.id.as_str(), ());
+        }
+        let ingress_id = state.ingress.as_ref().map(|(n, _)| n.id.as_str());
         let mut networks = Vec::new();
         for id in used.keys() {
-            let n = &state.networks[*id];
+            let Some(n) = known.get(*id) else { continue };
             let subnet: Ipv4Net = n.subnet.parse().map_err(|_| {
                 AgentError::Network(format!("network {id}: bad subnet {:?}", n.subnet))
             })?;
@@ -195,7 +248,7 @@ impl NodeNetwork {
                 subnet,
                 gateway,
                 peers,
-                pinned: false,
+                pinned: Some(*id) == ingress_id,
             });
         }
         Ok(DesiredState {
