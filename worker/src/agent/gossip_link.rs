@@ -87,7 +87,9 @@ async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Rece
             let Some(gossip) = gossip.as_ref() else {
                 return;
             };
-            gossip.table().live().cloned().collect::<Vec<_>>()
+            let table = gossip.table();
+            shared.dns.update(&table);
+            table.live().cloned().collect::<Vec<_>>()
         };
         shared.network.set_endpoints(endpoints);
         if let Err(err) = shared.network.converge().await {

@@ -9,10 +9,12 @@
 //! - `task`: one task's life, PREPARING → RUNNING → COMPLETE/FAILED/SHUTDOWN.
 //! - `network`: the node's desired network state for the driver.
 //! - `gossip_link`: endpoint records of local tasks out, VXLAN peers in.
+//! - `dns_link`: the embedded DNS server of each task sandbox.
 //! - `reporter`: batched status reports.
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
 //! - `node_agent`: the gRPC service managers call for logs and exec.
 
+mod dns_link;
 mod executor;
 mod gossip_link;
 mod leftovers;

@@ -76,6 +76,16 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         let _ = shared.network.converge().await;
         return;
     }
+    if let Err(err) = super::dns_link::start(&shared, &task).await {
+        report(failed(
+            "preparing failed",
+            format!("embedded DNS failed: {err}"),
+            0,
+        ));
+        shared.network.remove_sandbox(&id);
+        let _ = shared.network.converge().await;
+        return;
+    }
     report(status(TaskState::Ready, "prepared"));
     let container = task.container.clone().unwrap_or_default();
     let hostname = task_hostname(&task);
@@ -85,7 +95,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         netns: shared.network.driver().sandbox_netns_path(&id),
         args: container.args.clone(),
         env: container.env.clone(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        resolv_conf: crate::dns::task_resolv_conf(&super::dns_link::search_domains()),
         hosts: hosts_file(&task, &hostname),
         dir: shared.task_dir(&id),
     };
@@ -94,6 +104,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         Ok(r) => r,
         Err(err) => {
             report(failed("starting failed", err.to_string(), 127));
+            super::dns_link::stop(&shared, &id).await;
             shared.network.remove_sandbox(&id);
             let _ = shared.network.converge().await;
             return;
@@ -138,6 +149,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         failed("task failed", detail, exit.exit_code())
     };
     // The sandbox goes first: a task reported ended holds no addresses.
+    super::dns_link::stop(&shared, &id).await;
     shared.network.remove_sandbox(&id);
     if let Err(err) = shared.network.converge().await {
         tracing::warn!(task = %id, %err, "removing the task's sandbox failed");

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) vtep: Ipv4Addr,
     /// UDP port of the gossip socket.
     pub(crate) gossip_port: u16,
+    /// The DNS servers of the task sandboxes.
+    pub(crate) dns: super::dns_link::NodeDns,
     /// The gossip agent, once the first session told who to join through.
     pub(crate) gossip: tokio::sync::RwLock<Option<crate::gossip::Gossip>>,
     /// Task id → PID of its init, while it runs.
@@ -143,6 +145,7 @@ impl Worker {
                 .filter(|p| *p != 0)
                 .unwrap_or(7946),
             gossip: tokio::sync::RwLock::new(None),
+            dns: super::dns_link::NodeDns::default(),
             pids: Mutex::new(HashMap::new()),
         });
         // Start-up reconcile: whatever an earlier run left is removed until

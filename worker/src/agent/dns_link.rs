@@ -1,0 +1,85 @@
+//! The embedded DNS of each task sandbox: started when the sandbox exists,
+//! fed from the gossip table, stopped with the task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mini_proto::v1::Task;
+
+use super::worker::Shared;
+use crate::dns::{DnsConfig, DnsServer, HostResolvConf, NameIndex, Names, Zone};
+use crate::gossip::EndpointTable;
+
+/// The node's DNS servers (one per task sandbox) and the name index they share.
+#[derive(Default)]
+pub struct NodeDns {
+    servers: Mutex<HashMap<String, DnsServer>>,
+    names: Mutex<Option<Arc<NameIndex>>>,
+}
+
+impl NodeDns {
+    /// Rebuilds the names from the gossip table and hands them to every server.
+    pub fn update(&self, table: &EndpointTable) {
+        let names = Arc::new(NameIndex::from_table(table));
+        *self.names.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&names));
+        for server in self
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            server.set_names(Arc::clone(&names) as Arc<dyn Names>);
+        }
+    }
+
+    fn names(&self) -> Arc<dyn Names> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        names.unwrap_or_default() as Arc<dyn Names>
+    }
+
+    fn insert(&self, task_id: &str, server: DnsServer) {
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task_id.to_string(), server);
+    }
+
+    fn remove(&self, task_id: &str) -> Option<DnsServer> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id)
+    }
+}
+
+/// Starts the DNS server of `task`'s sandbox at 127.0.0.11:53.
+pub async fn start(shared: &Shared, task: &Task) -> Result<(), String> {
+    let host = HostResolvConf::read("/etc/resolv.conf".as_ref())
+        .unwrap_or_else(|_| HostResolvConf::parse(""));
+    let networks: Vec<String> = task.networks.iter().map(|a| a.network_id.clone()).collect();
+    let config = DnsConfig::new(
+        shared.network.driver().sandbox_netns_path(&task.id),
+        networks,
+    )
+    .with_upstream(host.nameservers)
+    .with_zone(Zone::new().with_search(&host.search));
+    let server = DnsServer::start(config, shared.dns.names())
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.dns.insert(&task.id, server);
+    Ok(())
+}
+
+/// Stops the DNS server of a task's sandbox.
+pub async fn stop(shared: &Shared, task_id: &str) {
+    if let Some(server) = shared.dns.remove(task_id) {
+        server.stop().await;
+    }
+}
+
+/// The search domains of the node, for a task's resolv.conf.
+pub fn search_domains() -> Vec<String> {
+    HostResolvConf::read("/etc/resolv.conf".as_ref())
+        .map(|c| c.search)
+        .unwrap_or_default()
+}
