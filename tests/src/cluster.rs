@@ -227,6 +227,21 @@ impl Cluster {
         format!("10.78.{}.{k}", self.octet)
     }
 
+    /// Runs `cmd` from "outside the cluster": in the bridge namespace that
+    /// joins the hosts, which gets the address 10.78.X.254 on first use.
+    pub fn exec_outside(&self, cmd: &[&str]) -> Output {
+        let bridge = self.bridge_ns.as_deref().expect("bridge namespace");
+        let addr = format!("10.78.{}.254/24", self.octet);
+        let present = Command::new("ip")
+            .args(["-n", bridge, "-br", "addr", "show", "dev", "br0"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&addr));
+        if !present {
+            run_ok("ip", &["-n", bridge, "addr", "add", &addr, "dev", "br0"]);
+        }
+        exec_in_netns(&Path::new("/run/netns").join(bridge), cmd)
+    }
+
     /// Path of host `k`'s network namespace file (for `nsenter --net=`).
     pub fn netns_path(&self, k: usize) -> PathBuf {
         Path::new("/run/netns").join(&self.state(k).ns)

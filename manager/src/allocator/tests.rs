@@ -372,6 +372,7 @@ fn task(id: &str, state: TaskState, desired: TaskState, attachments: &[(&str, &s
                 network_id: (*n).to_owned(),
                 addr: (*a).to_owned(),
                 mac: String::new(),
+                vip: String::new(),
             })
             .collect(),
         ..Task::default()
@@ -457,11 +458,13 @@ fn task_attachments_one_per_service_network_in_order() {
                 network_id: "n2".to_owned(),
                 addr: "10.0.5.2/24".to_owned(),
                 mac: "02:42:0a:00:05:02".to_owned(),
+                vip: String::new(),
             },
             NetworkAttachment {
                 network_id: "n1".to_owned(),
                 addr: "192.168.200.3/24".to_owned(),
                 mac: "02:42:c0:a8:c8:03".to_owned(),
+                vip: String::new(),
             },
         ]
     );

@@ -12,7 +12,7 @@ use crate::ids::{new_id, now_ms};
 use crate::manager::Manager;
 use crate::names::random_service_name;
 use crate::scheduler::parse_constraints;
-use crate::store::Proposer;
+use crate::store::{ApplyError, Proposer, WriteError};
 
 /// Images the built-in runtime can run.
 pub const KNOWN_IMAGES: &[&str] = &["host"];
@@ -26,6 +26,25 @@ fn valid_name(name: &str) -> bool {
 
 /// Validates a service, resolves its networks, allocates its VIPs and stores it.
 pub(super) async fn create(
+    manager: &Manager,
+    request: CreateServiceRequest,
+) -> Result<Service, ControlError> {
+    // A controller may update a network (address cursor) between our read and
+    // our write: the store refuses the stale write; decide again from the new state.
+    let mut attempt = 0;
+    loop {
+        match create_once(manager, request.clone()).await {
+            Err(ControlError::Write(WriteError::Rejected(ApplyError::Stale { .. })))
+                if attempt < 5 =>
+            {
+                attempt += 1
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn create_once(
     manager: &Manager,
     request: CreateServiceRequest,
 ) -> Result<Service, ControlError> {

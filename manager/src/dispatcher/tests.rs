@@ -44,6 +44,7 @@ fn task(id: &str, node: &str, state: TaskState, version: u64, networks: &[&str])
                 network_id: (*n).into(),
                 addr: format!("10.0.0.{}/24", id.len() + version as usize),
                 mac: format!("02:42:{id}"),
+                vip: String::new(),
             })
             .collect(),
         ..Default::default()
