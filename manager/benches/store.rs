@@ -39,6 +39,7 @@ fn payload(v: u64) -> Vec<u8> {
             network_id: "benchnet00000000000000000".into(),
             addr: "10.0.0.2/24".into(),
             mac: "02:42:0a:00:00:02".into(),
+            vip: String::new(),
         }],
         ..Default::default()
     };
@@ -101,7 +102,12 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let (h, task) = rt.block_on(async {
         let machine = StoreMachine::new(Store::new());
-        raft::start(RaftConfig::new(dir.path(), 1), machine, raft::StartMode::Bootstrap).expect("raft starts")
+        raft::start(
+            RaftConfig::new(dir.path(), 1),
+            machine,
+            raft::StartMode::Bootstrap,
+        )
+        .expect("raft starts")
     });
 
     let mut g = c.benchmark_group("store_path");

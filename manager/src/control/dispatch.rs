@@ -32,7 +32,9 @@ impl Dispatcher for ControlApi {
         let role = token::verify(&cluster, &req.token)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         if role == NodeRole::Manager {
-            return Ok(Response::new(crate::ha::admit_manager(&manager, req).await?));
+            return Ok(Response::new(
+                crate::ha::admit_manager(&manager, req).await?,
+            ));
         }
         if req.node_id.is_empty() || req.advertise_addr.parse::<std::net::Ipv4Addr>().is_err() {
             return Err(Status::invalid_argument(format!(
@@ -120,7 +122,9 @@ impl Dispatcher for ControlApi {
             // The worker moves on to the next manager in its list.
             return Err(Status::unavailable(format!(
                 "this manager is not the leader; the leader is at {}",
-                manager.leader_addr().unwrap_or_else(|| "(unknown: election running)".into())
+                manager
+                    .leader_addr()
+                    .unwrap_or_else(|| "(unknown: election running)".into())
             )));
         }
         let node_id = request.into_inner().node_id;

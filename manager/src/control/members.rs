@@ -191,13 +191,19 @@ impl ControlApi {
     /// `node promote` seen from the promoted node: the leader's first Raft message to
     /// `raft_id` reaches this worker, which starts its manager in join mode and records its new
     /// role.
-    pub(super) async fn promoted(&self, raft_id: u64, cluster_id: &str) -> Result<(), ControlError> {
+    pub(super) async fn promoted(
+        &self,
+        raft_id: u64,
+        cluster_id: &str,
+    ) -> Result<(), ControlError> {
         let _member = self.inner.member_lock.lock().await;
         if self.inner.manager.read().await.is_some() {
             return Ok(());
         }
         let Some(mut membership) = self.inner.membership.read().await.clone() else {
-            return Err(ControlError::Precondition("this node is in no cluster".into()));
+            return Err(ControlError::Precondition(
+                "this node is in no cluster".into(),
+            ));
         };
         if membership.cluster_id != cluster_id || raft_id == 0 {
             return Err(ControlError::Precondition(format!(
@@ -291,21 +297,26 @@ pub(super) async fn update_node(
         "manager" => {
             // The membership controller adds the new id as a learner; the node's daemon starts
             // its manager (in join mode) when the leader's first Raft message reaches it.
-            let (id, cluster) = manager.store().view(|t| {
-                t.cluster
-                    .as_ref()
-                    .map(|c| crate::ha::allocate_raft_id(c, t))
-            })
-            .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+            let (id, cluster) = manager
+                .store()
+                .view(|t| {
+                    t.cluster
+                        .as_ref()
+                        .map(|c| crate::ha::allocate_raft_id(c, t))
+                })
+                .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
             role = NodeRole::Manager;
             raft_id = id;
             cluster_update = Some(cluster);
         }
         "worker" if role == NodeRole::Worker => {}
         "worker" => {
-            let managers = manager
-                .store()
-                .view(|t| t.nodes.values().filter(|n| n.role() == NodeRole::Manager).count());
+            let managers = manager.store().view(|t| {
+                t.nodes
+                    .values()
+                    .filter(|n| n.role() == NodeRole::Manager)
+                    .count()
+            });
             if managers <= 1 {
                 return Err(ControlError::Precondition(format!(
                     "node {} is the last manager: demoting it would leave the cluster without managers",

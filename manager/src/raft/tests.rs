@@ -130,7 +130,12 @@ async fn propose_applies_and_answers_with_index_and_outcome() {
 #[tokio::test]
 async fn start_without_state_or_bootstrap_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let err = start(config(dir.path()), Recorder(Seen::default()), StartMode::Resume).err();
+    let err = start(
+        config(dir.path()),
+        Recorder(Seen::default()),
+        StartMode::Resume,
+    )
+    .err();
     assert!(matches!(err, Some(RaftError::NoState { .. })), "{err:?}");
     assert!(!has_state(dir.path()));
 }
