@@ -464,7 +464,8 @@ fn task_attachments_one_per_service_network_in_order() {
                 network_id: "n1".to_owned(),
                 addr: "192.168.200.3/24".to_owned(),
                 mac: "02:42:c0:a8:c8:03".to_owned(),
-                vip: String::new(),
+                // The service's VIP on n1 travels with the attachment.
+                vip: "192.168.200.2/24".to_owned(),
             },
         ]
     );
