@@ -5,29 +5,18 @@ use mini_proto::v1::{
 };
 
 use super::ControlError;
+use super::retry_stale;
 use crate::allocator::{allocate_network, holds_addresses, validate_network_spec};
 use crate::ids::{new_id, now_ms};
 use crate::manager::Manager;
-use crate::store::{ApplyError, Proposer, WriteError};
+use crate::store::Proposer;
 
 /// Validates, allocates (subnet, gateway, VNI) and stores a new network.
 pub(super) async fn create(
     manager: &Manager,
     request: CreateNetworkRequest,
 ) -> Result<Network, ControlError> {
-    // A controller may update a network (address cursor) between our read and
-    // our write: the store refuses the stale write; decide again from the new state.
-    let mut attempt = 0;
-    loop {
-        match create_once(manager, request.clone()).await {
-            Err(ControlError::Write(WriteError::Rejected(ApplyError::Stale { .. })))
-                if attempt < 5 =>
-            {
-                attempt += 1
-            }
-            other => return other,
-        }
-    }
+    retry_stale(|| create_once(manager, request.clone())).await
 }
 
 async fn create_once(

@@ -7,12 +7,13 @@ use mini_proto::v1::{
 };
 
 use super::ControlError;
+use super::retry_stale;
 use crate::allocator::AddressPools;
 use crate::ids::{new_id, now_ms};
 use crate::manager::Manager;
 use crate::names::random_service_name;
 use crate::scheduler::parse_constraints;
-use crate::store::{ApplyError, Proposer, WriteError};
+use crate::store::Proposer;
 
 /// Images the built-in runtime can run.
 pub const KNOWN_IMAGES: &[&str] = &["host"];
@@ -29,19 +30,7 @@ pub(super) async fn create(
     manager: &Manager,
     request: CreateServiceRequest,
 ) -> Result<Service, ControlError> {
-    // A controller may update a network (address cursor) between our read and
-    // our write: the store refuses the stale write; decide again from the new state.
-    let mut attempt = 0;
-    loop {
-        match create_once(manager, request.clone()).await {
-            Err(ControlError::Write(WriteError::Rejected(ApplyError::Stale { .. })))
-                if attempt < 5 =>
-            {
-                attempt += 1
-            }
-            other => return other,
-        }
-    }
+    retry_stale(|| create_once(manager, request.clone())).await
 }
 
 async fn create_once(
