@@ -195,6 +195,25 @@ fn names_vips_and_published_ports_work_on_every_node() {
     );
     assert!(seen.iter().all(|h| h.starts_with("web.")), "{seen:?}");
 
+    // `network inspect --verbose` shows, per node, service -> VIP -> backends.
+    let views = m.ok(&["network", "inspect", "--verbose", "appnet"]).json();
+    for node in views[0]["peers"].as_array().unwrap() {
+        let Some(web) = node["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["service"] == "web"))
+        else {
+            panic!("no web service on {}: {node}", node["node"]);
+        };
+        assert_eq!(web["vip"], vip.as_str(), "{node}");
+        let backends: BTreeSet<String> = web["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(backends, task_ips, "{node}");
+    }
+
     // The published port answers on every node from outside the cluster, balanced.
     let mut from_outside = BTreeSet::new();
     for k in 1..=3 {

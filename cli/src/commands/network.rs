@@ -208,6 +208,16 @@ fn peers_json(report: &mini_proto::v1::NetworkPeersReport) -> serde_json::Value 
                     "consistent": view.consistent,
                     "expected": view.expected.iter().map(entry).collect::<Vec<_>>(),
                     "kernel": view.kernel.iter().map(entry).collect::<Vec<_>>(),
+                    "services": view
+                        .services
+                        .iter()
+                        .map(|s| serde_json::json!({
+                            "service_id": s.service_id,
+                            "service": s.service_name,
+                            "vip": s.vip,
+                            "backends": s.backends,
+                        }))
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect(),

@@ -100,6 +100,34 @@ impl NodeNetwork {
             .collect()
     }
 
+    /// The services with a VIP on `network_id` and the live task IPs behind
+    /// each (service id, name, VIP, backends), as this node balances them.
+    pub fn service_backends(
+        &self,
+        network_id: &str,
+    ) -> Vec<(String, String, Ipv4Addr, Vec<Ipv4Addr>)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut services: BTreeMap<String, (String, Ipv4Addr, Vec<Ipv4Addr>)> = BTreeMap::new();
+        for r in state
+            .endpoints
+            .iter()
+            .filter(|r| r.network_id == network_id)
+        {
+            let Some(vip) = r.vip else { continue };
+            let entry = services
+                .entry(r.service_id.clone())
+                .or_insert_with(|| (r.service_name.clone(), vip, Vec::new()));
+            entry.2.push(r.ip);
+        }
+        services
+            .into_iter()
+            .map(|(id, (name, vip, mut backends))| {
+                backends.sort();
+                (id, name, vip, backends)
+            })
+            .collect()
+    }
+
     /// Wants nothing at all (the agent is stopping).
     pub fn clear(&self) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Wanted::default();

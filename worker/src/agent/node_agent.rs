@@ -5,7 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use mini_proto::v1::{
     ExecRequest, ExecResponse, LogLine, NetworkPeersRequest, NetworkPeersResponse, PeerEntry,
-    TaskLogsRequest, node_agent_server::NodeAgent,
+    ServiceBackends, TaskLogsRequest, node_agent_server::NodeAgent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -121,11 +121,29 @@ impl NodeAgent for Worker {
             Vec::new()
         };
         let consistent = expected.iter().all(|e| e.programmed) && expected.len() == kernel.len();
+        let services = if here.is_some() {
+            shared
+                .network
+                .service_backends(&network_id)
+                .into_iter()
+                .map(
+                    |(service_id, service_name, vip, backends)| ServiceBackends {
+                        service_id,
+                        service_name,
+                        vip: vip.to_string(),
+                        backends: backends.iter().map(ToString::to_string).collect(),
+                    },
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(NetworkPeersResponse {
             present: here.is_some(),
             expected,
             kernel,
             consistent,
+            services,
         }))
     }
 
