@@ -126,8 +126,20 @@ fn overlay_spans_hosts_and_forgets_a_dead_host() {
         "{report}"
     );
 
-    // Host 3 dies with its link: the others drop its endpoints from their kernels.
+    // Host 3 dies with its link: the others drop its endpoints from their kernels,
+    // their service VIP backends and their DNS answers.
     let dead_vtep = cluster.addr(3);
+    let dead_ips: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.1 == "h3")
+        .map(|t| t.2.clone())
+        .collect();
+    assert!(!dead_ips.is_empty(), "no task on h3: {tasks:?}");
+    let asker = tasks
+        .iter()
+        .find(|t| t.1 == "h1")
+        .map(|t| t.0.clone())
+        .expect("a task on h1");
     cluster.kill_host(3);
     let manager = cluster.host(1);
     wait_for(
@@ -147,6 +159,43 @@ fn overlay_spans_hosts_and_forgets_a_dead_host() {
                 Ok(())
             } else {
                 Err(format!("stale: {stale:?}"))
+            }
+        },
+    );
+    wait_for(
+        "h3's tasks to leave the VIP backends and DNS",
+        Duration::from_secs(10),
+        || {
+            let views = manager
+                .ok(&["network", "inspect", "--verbose", "demonet"])
+                .json();
+            let backends: Vec<String> = views[0]["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["node"] == "h1")
+                .flat_map(|n| n["services"].as_array().into_iter().flatten())
+                .flat_map(|s| s["backends"].as_array().into_iter().flatten())
+                .filter_map(|b| b.as_str().map(str::to_string))
+                .collect();
+            let dns = manager
+                .mini(&[
+                    "exec",
+                    &asker,
+                    "busybox",
+                    "nslookup",
+                    "tasks.demo",
+                    "127.0.0.11",
+                ])
+                .stdout;
+            let stale: Vec<&String> = dead_ips
+                .iter()
+                .filter(|ip| backends.contains(ip) || dns.contains(ip.as_str()))
+                .collect();
+            if stale.is_empty() && !backends.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("stale {stale:?}; backends {backends:?}; dns {dns}"))
             }
         },
     );
