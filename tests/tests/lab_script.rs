@@ -148,6 +148,8 @@ fn shellcheck_clean() {
             "shellcheck deploy/lab:\n{}",
             String::from_utf8_lossy(&out.stdout)
         ),
-        Err(e) => eprintln!("shellcheck not installed ({e}); not checked"),
+        Err(e) => {
+            panic!("shellcheck is needed to check deploy/lab ({e}): apt-get install shellcheck")
+        }
     }
 }
