@@ -59,14 +59,7 @@ pub fn service_name(s: &Service) -> &str {
     s.spec.as_ref().map_or("", |s| s.name.as_str())
 }
 
-/// The name `service ps` gives a task: `service.slot` or `service.node`.
-pub fn task_name(t: &Task) -> String {
-    if t.slot > 0 {
-        format!("{}.{}", t.service_name, t.slot)
-    } else {
-        format!("{}.{}", t.service_name, t.node_id)
-    }
-}
+pub use mini_proto::task_name;
 
 fn created(meta: &Option<mini_proto::v1::Meta>) -> (u64, i64, i64) {
     meta.as_ref()

@@ -6,8 +6,11 @@
 //!   snapshot (`StoreSnapshot`).
 //! - `proto/control.proto`: the control API the CLI speaks to a daemon.
 //!
-//! Everything is generated into the single module [`v1`].
+//! Everything is generated into the single module [`v1`]; beside it, small
+//! helpers every crate needs: [`state_name`], [`task_name`], [`node_endpoint`].
 
+mod endpoint;
+mod task_name;
 mod task_state;
 
 /// Generated messages and services of package `mini.v1`.
@@ -20,4 +23,6 @@ pub mod v1 {
     tonic::include_proto!("mini.v1");
 }
 
+pub use endpoint::node_endpoint;
+pub use task_name::task_name;
 pub use task_state::state_name;

@@ -9,7 +9,7 @@ use mini_proto::v1::{
     SwarmJoinResponse, SwarmLeaveRequest, UpdateNodeRequest, dispatcher_client::DispatcherClient,
     store_action::Action,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::membership::{self, parse_listen_addr};
 use super::{ControlApi, ControlError};
@@ -23,12 +23,9 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A gRPC channel to another node's listener (`host:port`).
 pub async fn dial(addr: &str) -> Result<Channel, ControlError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|_| {
-            ControlError::Invalid(format!("invalid address {addr:?}: expected HOST:PORT"))
-        })?
-        .connect_timeout(DIAL_TIMEOUT)
-        .tcp_nodelay(true);
+    let endpoint = mini_proto::node_endpoint(addr, DIAL_TIMEOUT).map_err(|_| {
+        ControlError::Invalid(format!("invalid address {addr:?}: expected HOST:PORT"))
+    })?;
     endpoint
         .connect()
         .await

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use mini_proto::task_name;
 use mini_proto::v1::{
     ExecRequest, ExecResponse, LogLine, NetworkPeersReport, NetworkPeersRequest, NodeNetworkPeers,
     ServiceLogsRequest, Task, TaskLogsRequest, node_agent_client::NodeAgentClient,
@@ -16,14 +17,6 @@ use crate::store::{LookupError, ObjectKind, Tables};
 
 /// A stream of log lines.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
-
-fn task_name(t: &Task) -> String {
-    if t.slot > 0 {
-        format!("{}.{}", t.service_name, t.slot)
-    } else {
-        format!("{}.{}", t.service_name, t.node_id)
-    }
-}
 
 /// A task by id, unique id prefix, or name (`service.slot`: the current one).
 fn find_task<'a>(tables: &'a Tables, query: &str) -> Result<&'a Task, ControlError> {

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mini_proto::v1::NodeRole;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::store::{ObjectKind, Store};
 
@@ -87,10 +87,8 @@ impl Peers {
         if let Some(c) = self.read().channels.get(addr) {
             return Some(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = mini_proto::node_endpoint(addr, Duration::from_millis(500))
             .ok()?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_millis(500))
             .keep_alive_timeout(Duration::from_secs(1));
         let channel = endpoint.connect_lazy();

@@ -8,7 +8,7 @@ use mini_proto::v1::{
     HeartbeatRequest, SessionRequest, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
 };
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::executor::Executor;
 use super::worker::Shared;
@@ -17,10 +17,8 @@ use super::worker::Shared;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 async fn dial(addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
+    mini_proto::node_endpoint(addr, Duration::from_secs(2))
         .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| format!("cannot reach manager {addr}: {e}"))
