@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use mini_proto::v1::{Assignments, Task, TaskState, TaskStatus};
+use mini_proto::v1::{Assignments, Task, TaskState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -122,25 +122,18 @@ impl Executor {
                 // It ran here before this daemon (re)started: it is gone.
                 self.shared.reporter.report(
                     &t.id,
-                    TaskStatus {
-                        state: TaskState::Failed as i32,
-                        timestamp_ms: now_ms(),
-                        message: "task lost".into(),
-                        err: "task lost: the node's daemon restarted while it ran".into(),
-                        exit_code: 0,
-                    },
+                    task::failed(
+                        "task lost",
+                        "task lost: the node's daemon restarted while it ran".into(),
+                        0,
+                    ),
                 );
             }
             (false, true) => self.stop(&t.id),
             (false, false) if observed <= TaskState::Running => {
                 self.shared.reporter.report(
                     &t.id,
-                    TaskStatus {
-                        state: TaskState::Shutdown as i32,
-                        timestamp_ms: now_ms(),
-                        message: "shutdown before start".into(),
-                        ..Default::default()
-                    },
+                    task::status(TaskState::Shutdown, "shutdown before start"),
                 );
             }
             _ => {}
@@ -223,10 +216,4 @@ fn running_here(running: &Mutex<HashMap<String, Running>>, id: &str) -> bool {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .contains_key(id)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

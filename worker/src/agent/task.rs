@@ -15,7 +15,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn status(state: TaskState, message: &str) -> TaskStatus {
+/// A status in `state` stamped now.
+pub(super) fn status(state: TaskState, message: &str) -> TaskStatus {
     TaskStatus {
         state: state as i32,
         timestamp_ms: now_ms(),
@@ -24,7 +25,8 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
     }
 }
 
-fn failed(message: &str, err: String, exit_code: i32) -> TaskStatus {
+/// A FAILED status stamped now, with the error and exit code.
+pub(super) fn failed(message: &str, err: String, exit_code: i32) -> TaskStatus {
     TaskStatus {
         state: TaskState::Failed as i32,
         timestamp_ms: now_ms(),
