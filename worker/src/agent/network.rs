@@ -1,7 +1,7 @@
 //! The node's desired network state: overlay networks of its tasks, their
 //! sandboxes, and the peers on other nodes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
@@ -101,31 +101,10 @@ impl NodeNetwork {
     }
 
     /// The services with a VIP on `network_id` and the live task IPs behind
-    /// each (service id, name, VIP, backends), as this node balances them.
-    pub fn service_backends(
-        &self,
-        network_id: &str,
-    ) -> Vec<(String, String, Ipv4Addr, Vec<Ipv4Addr>)> {
+    /// each, as this node balances them.
+    pub fn service_backends(&self, network_id: &str) -> Vec<VipService> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut services: BTreeMap<String, (String, Ipv4Addr, Vec<Ipv4Addr>)> = BTreeMap::new();
-        for r in state
-            .endpoints
-            .iter()
-            .filter(|r| r.network_id == network_id)
-        {
-            let Some(vip) = r.vip else { continue };
-            let entry = services
-                .entry(r.service_id.clone())
-                .or_insert_with(|| (r.service_name.clone(), vip, Vec::new()));
-            entry.2.push(r.ip);
-        }
-        services
-            .into_iter()
-            .map(|(id, (name, vip, mut backends))| {
-                backends.sort();
-                (id, name, vip, backends)
-            })
-            .collect()
+        vip_services(&state.endpoints, network_id)
     }
 
     /// Wants nothing at all (the agent is stopping).
@@ -137,29 +116,22 @@ impl NodeNetwork {
     /// over the live endpoints (any node) of each service on that network.
     fn load_balancing(&self, desired: &DesiredState) -> LoadBalancing {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let here: BTreeSet<&str> = desired.networks.iter().map(|n| n.id.as_str()).collect();
-        let mut services: BTreeMap<(String, String), ServiceLb> = BTreeMap::new();
-        for r in state
-            .endpoints
+        let mut services: Vec<ServiceLb> = desired
+            .networks
             .iter()
-            .filter(|r| here.contains(r.network_id.as_str()))
-        {
-            let Some(vip) = r.vip else { continue };
-            let lb = services
-                .entry((r.service_id.clone(), r.network_id.clone()))
-                .or_insert_with(|| ServiceLb {
-                    service_id: r.service_id.clone(),
-                    network_id: r.network_id.clone(),
-                    vip,
-                    backends: Vec::new(),
-                });
-            lb.backends.push(r.ip);
-        }
-        let mut services: Vec<ServiceLb> = services.into_values().collect();
-        for lb in &mut services {
-            lb.backends.sort();
-            lb.backends.dedup();
-        }
+            .flat_map(|n| {
+                vip_services(&state.endpoints, &n.id)
+                    .into_iter()
+                    .map(|v| ServiceLb {
+                        service_id: v.service_id,
+                        network_id: n.id.clone(),
+                        vip: v.vip,
+                        backends: v.backends,
+                    })
+            })
+            .collect();
+        services
+            .sort_by(|a, b| (&a.service_id, &a.network_id).cmp(&(&b.service_id, &b.network_id)));
         let ingress = state.ingress.as_ref().and_then(|(network, a)| {
             let addr = parse_addr(&a.addr)?;
             let mut ports: BTreeMap<(Protocol, u16, u16), Vec<Ipv4Addr>> = BTreeMap::new();
@@ -284,4 +256,43 @@ impl NodeNetwork {
             sandboxes,
         })
     }
+}
+
+/// A service with a VIP on one network and its live task IPs there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipService {
+    /// The service.
+    pub service_id: String,
+    /// Its name.
+    pub service_name: String,
+    /// Its VIP on the network.
+    pub vip: Ipv4Addr,
+    /// Live task IPs on the network (any node), sorted.
+    pub backends: Vec<Ipv4Addr>,
+}
+
+/// Groups the live endpoints of `network_id` that carry a VIP by service.
+fn vip_services(endpoints: &[EndpointRecord], network_id: &str) -> Vec<VipService> {
+    let mut services: BTreeMap<&str, VipService> = BTreeMap::new();
+    for r in endpoints.iter().filter(|r| r.network_id == network_id) {
+        let Some(vip) = r.vip else { continue };
+        services
+            .entry(&r.service_id)
+            .or_insert_with(|| VipService {
+                service_id: r.service_id.clone(),
+                service_name: r.service_name.clone(),
+                vip,
+                backends: Vec::new(),
+            })
+            .backends
+            .push(r.ip);
+    }
+    services
+        .into_values()
+        .map(|mut v| {
+            v.backends.sort();
+            v.backends.dedup();
+            v
+        })
+        .collect()
 }

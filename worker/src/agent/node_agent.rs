@@ -126,14 +126,12 @@ impl NodeAgent for Worker {
                 .network
                 .service_backends(&network_id)
                 .into_iter()
-                .map(
-                    |(service_id, service_name, vip, backends)| ServiceBackends {
-                        service_id,
-                        service_name,
-                        vip: vip.to_string(),
-                        backends: backends.iter().map(ToString::to_string).collect(),
-                    },
-                )
+                .map(|v| ServiceBackends {
+                    service_id: v.service_id,
+                    service_name: v.service_name,
+                    vip: v.vip.to_string(),
+                    backends: v.backends.iter().map(ToString::to_string).collect(),
+                })
                 .collect()
         } else {
             Vec::new()
