@@ -16,21 +16,11 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
     task.networks
         .iter()
         .filter_map(|a| {
-            let net: ipnet::Ipv4Net = a.addr.parse().ok()?;
-            let mac: mini_netdriver::MacAddr = a.mac.parse().ok()?;
             Some(EndpointRecord {
-                network_id: a.network_id.clone(),
-                endpoint_id: task.id.clone(),
-                node_id: String::new(),
-                vtep,
-                ip: net.addr(),
-                prefix_len: net.prefix_len(),
-                mac: mac.0,
                 service_id: task.service_id.clone(),
                 service_name: task.service_name.clone(),
                 task_name: task_hostname(task),
                 vip: a.vip.split('/').next().and_then(|v| v.parse().ok()),
-                aliases: Vec::new(),
                 ports: task
                     .endpoint
                     .as_ref()
@@ -49,8 +39,7 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
                         })
                     })
                     .collect(),
-                version: 0,
-                deleted: false,
+                ..endpoint_record(a, &task.id, vtep)?
             })
         })
         .collect()
@@ -147,37 +136,49 @@ pub async fn publish_ingress(shared: &Shared, attachment: &mini_proto::v1::Netwo
         return;
     };
     let id = ingress_endpoint_id(&shared.node_id);
-    let Ok(net) = attachment.addr.parse::<ipnet::Ipv4Net>() else {
-        return;
-    };
-    let Ok(mac) = attachment.mac.parse::<mini_netdriver::MacAddr>() else {
+    let Some(record) = endpoint_record(attachment, &id, shared.vtep) else {
         return;
     };
     let current = gossip.get(&attachment.network_id, &id);
     if current
         .as_ref()
-        .is_some_and(|r| !r.deleted && r.ip == net.addr() && r.vtep == shared.vtep)
+        .is_some_and(|r| !r.deleted && r.ip == record.ip && r.vtep == record.vtep)
     {
         return;
     }
     let record = EndpointRecord {
+        task_name: "ingress_sbox".into(),
+        ..record
+    };
+    if let Err(err) = gossip.publish(record).await {
+        tracing::warn!(%err, "cannot publish the ingress sandbox endpoint");
+    }
+}
+
+/// The record of one attachment of `endpoint_id` on this node (`vtep`), with
+/// no service data; `None` when its address or MAC does not parse.
+fn endpoint_record(
+    attachment: &mini_proto::v1::NetworkAttachment,
+    endpoint_id: &str,
+    vtep: Ipv4Addr,
+) -> Option<EndpointRecord> {
+    let net: ipnet::Ipv4Net = attachment.addr.parse().ok()?;
+    let mac: mini_netdriver::MacAddr = attachment.mac.parse().ok()?;
+    Some(EndpointRecord {
         network_id: attachment.network_id.clone(),
-        endpoint_id: id,
+        endpoint_id: endpoint_id.to_string(),
         node_id: String::new(),
-        vtep: shared.vtep,
+        vtep,
         ip: net.addr(),
         prefix_len: net.prefix_len(),
         mac: mac.0,
         service_id: String::new(),
         service_name: String::new(),
-        task_name: "ingress_sbox".into(),
+        task_name: String::new(),
         vip: None,
         aliases: Vec::new(),
         ports: Vec::new(),
         version: 0,
         deleted: false,
-    };
-    if let Err(err) = gossip.publish(record).await {
-        tracing::warn!(%err, "cannot publish the ingress sandbox endpoint");
-    }
+    })
 }
