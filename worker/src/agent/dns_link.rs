@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use mini_proto::v1::Task;
 
 use super::worker::Shared;
-use crate::dns::{DnsConfig, DnsServer, HostResolvConf, NameIndex, Names, Zone};
+use crate::dns::{DnsConfig, DnsServer, HostResolvConf, NameIndex, Names, Zone, task_resolv_conf};
 use crate::gossip::EndpointTable;
 
 /// The node's DNS servers (one per task sandbox) and the name index they share.
@@ -52,8 +52,10 @@ impl NodeDns {
     }
 }
 
-/// Starts the DNS server of `task`'s sandbox at 127.0.0.11:53.
-pub async fn start(shared: &Shared, task: &Task) -> Result<(), String> {
+/// Starts the DNS server of `task`'s sandbox at 127.0.0.11:53; returns the
+/// contents of the task's own resolv.conf (pointing at it, with the node's
+/// search domains).
+pub async fn start(shared: &Shared, task: &Task) -> Result<String, String> {
     let host = HostResolvConf::read("/etc/resolv.conf".as_ref())
         .unwrap_or_else(|_| HostResolvConf::parse(""));
     let networks: Vec<String> = task.networks.iter().map(|a| a.network_id.clone()).collect();
@@ -67,7 +69,7 @@ pub async fn start(shared: &Shared, task: &Task) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     shared.dns.insert(&task.id, server);
-    Ok(())
+    Ok(task_resolv_conf(&host.search))
 }
 
 /// Stops the DNS server of a task's sandbox.
@@ -75,11 +77,4 @@ pub async fn stop(shared: &Shared, task_id: &str) {
     if let Some(server) = shared.dns.remove(task_id) {
         server.stop().await;
     }
-}
-
-/// The search domains of the node, for a task's resolv.conf.
-pub fn search_domains() -> Vec<String> {
-    HostResolvConf::read("/etc/resolv.conf".as_ref())
-        .map(|c| c.search)
-        .unwrap_or_default()
 }

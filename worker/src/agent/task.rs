@@ -78,16 +78,19 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         let _ = shared.network.converge().await;
         return;
     }
-    if let Err(err) = super::dns_link::start(&shared, &task).await {
-        report(failed(
-            "preparing failed",
-            format!("embedded DNS failed: {err}"),
-            0,
-        ));
-        shared.network.remove_sandbox(&id);
-        let _ = shared.network.converge().await;
-        return;
-    }
+    let resolv_conf = match super::dns_link::start(&shared, &task).await {
+        Ok(resolv_conf) => resolv_conf,
+        Err(err) => {
+            report(failed(
+                "preparing failed",
+                format!("embedded DNS failed: {err}"),
+                0,
+            ));
+            shared.network.remove_sandbox(&id);
+            let _ = shared.network.converge().await;
+            return;
+        }
+    };
     report(status(TaskState::Ready, "prepared"));
     let container = task.container.clone().unwrap_or_default();
     let hostname = task_hostname(&task);
@@ -97,7 +100,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         netns: shared.network.driver().sandbox_netns_path(&id),
         args: container.args.clone(),
         env: container.env.clone(),
-        resolv_conf: crate::dns::task_resolv_conf(&super::dns_link::search_domains()),
+        resolv_conf,
         hosts: hosts_file(&task, &hostname),
         dir: shared.task_dir(&id),
     };
