@@ -101,8 +101,8 @@ impl<K: Kernel> NetDriver<K> {
 
     /// Converges the kernel to `desired` and `lb`, executing only the differences.
     ///
-    /// A backend change costs one `nft` transaction per local sandbox on that network (and
-    /// no kernel read); see [`crate::lb`].
+    /// A backend change costs one nf_tables netlink transaction per local sandbox on that
+    /// network (and no kernel read); see [`crate::lb`].
     ///
     /// On error, the failed operation has been rolled back, earlier ones stay; the next apply
     /// re-reads the kernel and continues from there.
@@ -132,7 +132,7 @@ impl<K: Kernel> NetDriver<K> {
         let mut exact = true;
         // Consecutive `mini_lb` operations address one table each (the planner emits at most
         // one per namespace in a row for a backend change): they run concurrently, since each
-        // is an `nft` process of its own.
+        // is a transaction of its own (a netlink batch, or an `nft` process for a whole table).
         for batch in lb_batches(&ops) {
             let results = futures::future::join_all(batch.iter().map(|op| {
                 tracing::debug!(%op, "netdriver: executing");

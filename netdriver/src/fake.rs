@@ -319,10 +319,13 @@ impl Inner {
                 flavour,
                 key,
                 target,
+                element,
             } => {
                 let t = self.lb_table(ns, *flavour)?;
-                t.elements.insert(*key, key.chain());
-                t.chains.insert(key.chain(), Some(LbTarget::clone(target)));
+                if *element {
+                    t.elements.insert(*key);
+                }
+                t.chains.insert(*key, Some(LbTarget::clone(target)));
             }
             Op::DelLbEntry {
                 ns,
@@ -333,8 +336,8 @@ impl Inner {
             } => {
                 let t = self.lb_table(ns, *flavour)?;
                 // nft fails a batch deleting what does not exist.
-                if (*element && t.elements.remove(key).is_none())
-                    || (*chain && t.chains.remove(&key.chain()).is_none())
+                if (*element && !t.elements.remove(key))
+                    || (*chain && t.chains.remove(key).is_none())
                 {
                     return Err(fail(format!("{key} in {ns}"), libc::ENOENT));
                 }

@@ -14,10 +14,12 @@
 //!   per-node LB address that every node must allocate and advertise; the overlay gateway
 //!   address cannot serve, every node's `br0` holds it.
 //! - Nothing shared to fail or to clean: a sandbox's rules die with its namespace.
-//! - The cost: a backend change is written once per local sandbox on that network (one `nft`
-//!   run each, a few ms), and a new sandbox loads every VIP of its networks in one batch.
-//!   Docker moved to LB namespaces because IPVS programming per container was slow; here one
-//!   entry is one small nft transaction, measured in BENCHMARKS.md.
+//! - The cost: a backend change is written once per local sandbox on that network (one
+//!   nf_tables netlink transaction each on a socket kept open per namespace, well under a
+//!   millisecond, see [`netlink`] and [`crate::nft_batch`]), and a new sandbox loads every VIP
+//!   of its networks in one `nft -f` batch. Docker moved to LB namespaces because IPVS
+//!   programming per container was slow; here one entry is one small transaction, measured in
+//!   BENCHMARKS.md.
 //!
 //! The routing mesh uses the same table layout twice: in the node's host namespace
 //! ([`Flavour::Publish`]: `PUBLISHED` on any local address → `ingress_sbox`'s gateway-bridge
@@ -35,8 +37,9 @@
 //! else ICMP port unreachable); a published port without backends reaches `ingress_sbox`
 //! itself, where nothing listens, so its kernel answers with a reset / port unreachable. `numgen … mod N` carries `N` in
 //! the rule, so a backend change replaces that one entry chain's rule (`flush chain` + `add
-//! rule`, one transaction): nothing else in the table is touched or re-evaluated. Adding or
-//! removing a key is `add/delete element` plus its chain.
+//! rule`, one transaction): nothing else in the table is touched, and the map element is
+//! left alone when it exists (adding a jump makes the kernel re-validate every chain the map
+//! reaches). Adding or removing a key is `add/delete element` plus its chain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
@@ -89,8 +92,9 @@ impl Flavour {
     }
 }
 
-/// What a verdict-map element matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What a verdict-map element matches. Ordered VIPs first (by address), then ports (by
+/// protocol, then number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LbKey {
     /// Destination address (a VIP), any port.
     Vip(Ipv4Addr),
@@ -98,7 +102,29 @@ pub enum LbKey {
     Port(Protocol, u16),
 }
 
+impl Ord for LbKey {
+    /// Compares one integer: planning looks keys up in maps of 1,000s per change, and the
+    /// derived order compares addresses as byte arrays (a `memcmp` call each).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for LbKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl LbKey {
+    /// The order as one integer: an address below 2^32, a port above.
+    fn rank(&self) -> u64 {
+        match self {
+            LbKey::Vip(ip) => u64::from(u32::from(*ip)),
+            LbKey::Port(p, n) => 1 << 40 | u64::from(p.number()) << 16 | u64::from(*n),
+        }
+    }
+
     /// The entry chain's name.
     pub fn chain(&self) -> String {
         match self {
@@ -110,21 +136,23 @@ impl LbKey {
         }
     }
 
-    /// The key parsed back from an entry chain's name.
+    /// The key parsed back from an entry chain's name (exactly as [`LbKey::chain`] writes
+    /// it: no leading zeros, no signs). Allocates nothing: planning calls it per entry.
     pub fn from_chain(name: &str) -> Option<LbKey> {
         if let Some(rest) = name.strip_prefix("vip_") {
-            let parts: Vec<u8> = rest
-                .split('_')
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .ok()?;
-            let [a, b, c, d] = <[u8; 4]>::try_from(parts).ok()?;
-            let key = LbKey::Vip(Ipv4Addr::new(a, b, c, d));
-            return (key.chain() == name).then_some(key);
+            let mut parts = rest.split('_');
+            let mut octets = [0u8; 4];
+            for o in &mut octets {
+                *o = u8::try_from(decimal(parts.next()?)?).ok()?;
+            }
+            return parts
+                .next()
+                .is_none()
+                .then_some(LbKey::Vip(Ipv4Addr::from(octets)));
         }
         let (p, n) = name.split_once('_')?;
-        let key = LbKey::Port(p.parse().ok()?, n.parse().ok()?);
-        (key.chain() == name).then_some(key)
+        let port = u16::try_from(decimal(n)?).ok()?;
+        Some(LbKey::Port(p.parse().ok()?, port))
     }
 
     fn element(&self) -> String {
@@ -133,6 +161,15 @@ impl LbKey {
             LbKey::Port(p, n) => format!("{p} . {n}"),
         }
     }
+}
+
+/// A decimal number written canonically (digits only, no leading zero), as `format!` writes.
+fn decimal(s: &str) -> Option<u32> {
+    let canonical = !s.is_empty()
+        && s.len() <= 9
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 impl fmt::Display for LbKey {
@@ -162,15 +199,20 @@ pub struct LbSpec {
     pub entries: BTreeMap<LbKey, LbTarget>,
 }
 
-/// A `mini_lb` table as read from the kernel.
+/// A `mini_lb` table as read from the kernel, indexed by key so that planning a change does
+/// no string work per entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LbTable {
     /// Recognised from the base chains; `None` when they match no flavour.
     pub flavour: Option<Flavour>,
-    /// Verdict-map elements: key → the chain they jump to.
-    pub elements: BTreeMap<LbKey, String>,
-    /// Non-base chains by name → their target, `None` when the content is not one we write.
-    pub chains: BTreeMap<String, Option<LbTarget>>,
+    /// Verdict-map elements that jump to their key's own entry chain.
+    pub elements: BTreeSet<LbKey>,
+    /// Entry chains (named after a key) → their target, `None` when the content is not one we
+    /// write.
+    pub chains: BTreeMap<LbKey, Option<LbTarget>>,
+    /// Something we do not write is there (an element jumping elsewhere, a chain whose name
+    /// is no key's): the table is replaced, not patched.
+    pub foreign: bool,
 }
 
 impl LbTable {
@@ -178,12 +220,13 @@ impl LbTable {
     pub fn from_spec(spec: &LbSpec) -> LbTable {
         LbTable {
             flavour: Some(spec.flavour),
-            elements: spec.entries.keys().map(|k| (*k, k.chain())).collect(),
+            elements: spec.entries.keys().copied().collect(),
             chains: spec
                 .entries
                 .iter()
-                .map(|(k, t)| (k.chain(), Some(t.clone())))
+                .map(|(k, t)| (*k, Some(t.clone())))
                 .collect(),
+            foreign: false,
         }
     }
 }
@@ -240,20 +283,23 @@ fn base_script(flavour: Flavour) -> String {
     format!("table ip {TABLE} {{\n\tcomment \"{comment}\"\n{body}}}\n")
 }
 
-/// Lines that create or replace one entry (chain, its rule, the map element).
-fn entry_script(out: &mut String, flavour: Flavour, key: &LbKey, t: &LbTarget) {
+/// Lines that create or replace one entry (chain, its rule, the map element unless it exists
+/// already: adding a jump makes the kernel re-validate every chain the map reaches).
+fn entry_script(out: &mut String, flavour: Flavour, key: &LbKey, t: &LbTarget, element: bool) {
     let chain = key.chain();
     let _ = writeln!(out, "add chain ip {TABLE} {chain}");
     let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
     for r in entry_rules(key, t) {
         let _ = writeln!(out, "add rule ip {TABLE} {chain} {r}");
     }
-    let _ = writeln!(
-        out,
-        "add element ip {TABLE} {} {{ {} : goto {chain} }}",
-        flavour.map(),
-        key.element()
-    );
+    if element {
+        let _ = writeln!(
+            out,
+            "add element ip {TABLE} {} {{ {} : goto {chain} }}",
+            flavour.map(),
+            key.element()
+        );
+    }
     dead_script(out, flavour, key, t.backends.is_empty());
 }
 
@@ -279,15 +325,16 @@ pub fn replace_script(spec: &LbSpec) -> String {
     let mut out = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
     out.push_str(&base_script(spec.flavour));
     for (k, t) in &spec.entries {
-        entry_script(&mut out, spec.flavour, k, t);
+        entry_script(&mut out, spec.flavour, k, t, true);
     }
     out
 }
 
-/// A batch that creates or replaces one entry (the table exists with `flavour`).
-pub fn set_entry_script(flavour: Flavour, key: &LbKey, t: &LbTarget) -> String {
+/// A batch that creates or replaces one entry (the table exists with `flavour`); `element`:
+/// add its map element (false when it exists already).
+pub fn set_entry_script(flavour: Flavour, key: &LbKey, t: &LbTarget, element: bool) -> String {
     let mut out = String::new();
-    entry_script(&mut out, flavour, key, t);
+    entry_script(&mut out, flavour, key, t, element);
     out
 }
 
@@ -367,7 +414,7 @@ pub fn parse_table(json: &str) -> Option<LbTable> {
     let mut chains: BTreeSet<&str> = BTreeSet::new();
     let mut base: Vec<&str> = Vec::new();
     let mut rules: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    let mut elements = BTreeMap::new();
+    let mut table = LbTable::default();
     for it in items {
         if let Some(c) = it.get("chain") {
             let name = c.get("name")?.as_str()?;
@@ -388,29 +435,27 @@ pub fn parse_table(json: &str) -> Option<LbTable> {
                 let key = parse_key(e.get(0)?);
                 let target = e.get(1)?.get("goto").and_then(|g| g.get("target"));
                 match (key, target.and_then(Value::as_str)) {
-                    (Some(k), Some(t)) => {
-                        elements.insert(k, t.to_string());
+                    (Some(k), Some(t)) if LbKey::from_chain(t) == Some(k) => {
+                        table.elements.insert(k);
                     }
-                    // An element we did not write: the table is not ours to patch.
-                    _ => return Some(LbTable::default()),
+                    _ => table.foreign = true,
                 }
             }
         }
     }
-    let flavour = Flavour::from_chains(base.iter().copied());
-    let chains = chains
-        .into_iter()
-        .map(|c| {
-            let r = rules.get(c).map(Vec::as_slice).unwrap_or_default();
-            (c.to_string(), parse_rules(r))
-        })
-        .collect();
-    Some(LbTable {
-        flavour,
-        elements,
-        chains,
-    })
+    table.flavour = Flavour::from_chains(base.iter().copied());
+    for c in chains {
+        let Some(key) = LbKey::from_chain(c) else {
+            table.foreign = true;
+            continue;
+        };
+        let r = rules.get(c).map(Vec::as_slice).unwrap_or_default();
+        table.chains.insert(key, parse_rules(r));
+    }
+    Some(table)
 }
+
+pub mod netlink;
 
 #[cfg(test)]
 mod tests;

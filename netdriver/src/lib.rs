@@ -31,6 +31,7 @@
 //! - [`linux`] — [`LinuxKernel`], the real one (rtnetlink, `nft`).
 //! - [`netns`] — namespace files without forking (create, enter on a thread, remove).
 //! - [`nat`] — the nftables ruleset of the gateway bridge.
+//! - [`nft_batch`] — nf_tables transactions over netlink, for changes too frequent to spawn `nft`.
 //! - [`driver`] — [`NetDriver`], which ties planning and a kernel together.
 //! - [`error`] — [`Error`].
 
@@ -44,6 +45,7 @@ pub mod model;
 pub mod names;
 pub mod nat;
 pub mod netns;
+pub mod nft_batch;
 pub mod observed;
 pub mod op;
 pub mod plan;

@@ -1,8 +1,9 @@
 //! [`LinuxKernel`]: the real [`Kernel`], over rtnetlink and `nft`.
 //!
 //! One rtnetlink connection per namespace, opened on a short-lived thread that entered the
-//! namespace (or created it), then driven by tokio; connections are dropped when their
-//! namespace is deleted.
+//! namespace (or created it), then driven by tokio; likewise one nf_tables socket per namespace
+//! for the `mini_lb` entry changes ([`crate::nft_batch::NftSocket`]). Both are dropped when
+//! their namespace is deleted.
 
 mod observe;
 mod ops;
@@ -13,7 +14,7 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::io::FromRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
@@ -23,6 +24,7 @@ use crate::error::Error;
 use crate::kernel::{AtomicCounters, Counters, Kernel};
 use crate::model::DriverConfig;
 use crate::netns;
+use crate::nft_batch::{Batch, NftSocket};
 use crate::observed::Observed;
 use crate::op::{NsRef, Op};
 
@@ -31,6 +33,8 @@ pub struct LinuxKernel {
     config: DriverConfig,
     /// Open rtnetlink connections by namespace. A std mutex: held only to clone or insert.
     handles: Mutex<HashMap<NsRef, Handle>>,
+    /// Open nf_tables sockets by namespace (each used by one batch at a time).
+    nft_sockets: Mutex<HashMap<NsRef, Arc<Mutex<NftSocket>>>>,
     counters: AtomicCounters,
 }
 
@@ -73,6 +77,7 @@ impl LinuxKernel {
         Ok(LinuxKernel {
             config,
             handles: Mutex::new(HashMap::new()),
+            nft_sockets: Mutex::new(HashMap::new()),
             counters: AtomicCounters::default(),
         })
     }
@@ -115,8 +120,33 @@ impl LinuxKernel {
         Ok(self.adopt(ns, socket))
     }
 
+    /// Drops the connections to a namespace that is going away (an open socket would keep
+    /// the namespace alive). Closing the nf_tables socket can wait for an RCU grace period,
+    /// so it is closed off the async threads.
     fn forget(&self, ns: &NsRef) {
         self.handles.lock().expect("handles lock").remove(ns);
+        if let Some(socket) = self
+            .nft_sockets
+            .lock()
+            .expect("nft sockets lock")
+            .remove(ns)
+        {
+            tokio::task::spawn_blocking(move || drop(socket));
+        }
+    }
+
+    /// The nf_tables socket of a namespace, opening it on a thread inside it if needed.
+    async fn nft_socket(&self, ns: &NsRef) -> std::io::Result<Arc<Mutex<NftSocket>>> {
+        if let Some(s) = self.nft_sockets.lock().expect("nft sockets lock").get(ns) {
+            return Ok(s.clone());
+        }
+        let socket = netns::run_in_async(self.ns_path(ns), NftSocket::open).await?;
+        let socket = Arc::new(Mutex::new(socket));
+        self.nft_sockets
+            .lock()
+            .expect("nft sockets lock")
+            .insert(ns.clone(), socket.clone());
+        Ok(socket)
     }
 
     /// Index of the link `name`, if it exists.
@@ -211,6 +241,25 @@ impl LinuxKernel {
                 detail: stderr.trim().to_string(),
             })
         }
+    }
+
+    /// Sends an nf_tables netlink batch (one transaction) in namespace `ns`, on the
+    /// namespace's open socket.
+    async fn netlink_batch_in(&self, ns: &NsRef, action: &str, batch: Batch) -> Result<(), Error> {
+        self.counters.write();
+        let sent = match self.nft_socket(ns).await {
+            Ok(socket) => tokio::task::spawn_blocking(move || {
+                socket.lock().expect("nft socket lock").send(&batch)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(e) => Err(e),
+        };
+        sent.map_err(|e| Error::Nft {
+            action: action.to_string(),
+            namespace: ns.to_string(),
+            detail: e.to_string(),
+        })
     }
 
     /// Reads or writes `/proc/sys/net/ipv4/ip_forward` of the host namespace.

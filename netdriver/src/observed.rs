@@ -143,17 +143,23 @@ impl Observed {
                 }
             }
             Op::SetLbEntry {
-                ns, key, target, ..
+                ns,
+                key,
+                target,
+                element,
+                ..
             } => {
                 if let Some(t) = lb_ns(self, ns).and_then(|st| st.lb.as_mut()) {
-                    t.elements.insert(*key, key.chain());
-                    t.chains.insert(key.chain(), Some(LbTarget::clone(target)));
+                    if *element {
+                        t.elements.insert(*key);
+                    }
+                    t.chains.insert(*key, Some(LbTarget::clone(target)));
                 }
             }
             Op::DelLbEntry { ns, key, .. } => {
                 if let Some(t) = lb_ns(self, ns).and_then(|st| st.lb.as_mut()) {
                     t.elements.remove(key);
-                    t.chains.remove(&key.chain());
+                    t.chains.remove(key);
                 }
             }
             Op::SetNeighbour { ns, ip, mac } => {

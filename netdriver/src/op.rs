@@ -157,7 +157,7 @@ pub enum Op {
         spec: LbSpec,
     },
     /// Create or replace one entry of an existing `mini_lb` table: its chain's rule (`flush` +
-    /// `add rule`) and its map element, in one transaction.
+    /// `add rule`) and, unless it exists, its map element, in one transaction.
     SetLbEntry {
         /// Where.
         ns: NsRef,
@@ -167,6 +167,9 @@ pub enum Op {
         key: LbKey,
         /// Its new target.
         target: LbTarget,
+        /// Add the map element (false: it exists and jumps to this chain already; adding a
+        /// jump makes the kernel re-validate every chain the map reaches).
+        element: bool,
     },
     /// Delete one entry of a `mini_lb` table: the map element and/or the chain.
     DelLbEntry {

@@ -3,7 +3,7 @@
 //! Pure: no I/O, deterministic (maps are ordered). The order of the returned list is: removals
 //! (interfaces and stray ports, then namespaces, then host objects), host objects, overlays
 //! with their peers, peer differences, sandboxes, attachments, then the `mini_lb` tables of
-//! the sandboxes and of the host namespace (see [`balance`]).
+//! the sandboxes and of the host namespace (see the `balance` module).
 
 mod balance;
 
@@ -485,11 +485,11 @@ pub fn plan_with(
 
     // Load balancing: each sandbox's table, then the host's (published ports).
     for (ns, sb) in &wanted.sandboxes {
-        let want = balance.sandbox_spec(ns, sb)?;
+        let want = balance.sandbox_want(ns, sb)?;
         let have = live(obs, ns).and_then(|s| s.lb.as_ref());
         balance::diff(&NsRef::Named(ns.clone()), want.as_ref(), have, &mut ops);
     }
-    let host = balance.host_spec(gw_addrs.get(INGRESS_SBOX).copied());
+    let host = balance.host_want(gw_addrs.get(INGRESS_SBOX).copied());
     balance::diff(&NsRef::Host, host.as_ref(), obs.host.lb.as_ref(), &mut ops);
     Ok(ops)
 }

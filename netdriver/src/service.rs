@@ -74,6 +74,14 @@ impl Protocol {
             Protocol::Udp => "udp",
         }
     }
+
+    /// The IP protocol number (`IPPROTO_TCP`, `IPPROTO_UDP`).
+    pub fn number(&self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
 }
 
 impl fmt::Display for Protocol {

@@ -112,8 +112,8 @@ async fn vip_table_is_created_with_the_sandbox_and_reapply_writes_nothing() {
     let t = table(&d, SB).unwrap();
     assert_eq!(t.flavour, Some(Flavour::Vip));
     // Backends sorted; no backends: an entry that rejects.
-    assert_eq!(t.chains["vip_10_0_1_100"], target(&[3, 5]));
-    assert_eq!(t.chains["vip_10_0_1_101"], target(&[]));
+    assert_eq!(t.chains[&LbKey::Vip(ip(100))], target(&[3, 5]));
+    assert_eq!(t.chains[&LbKey::Vip(ip(101))], target(&[]));
     // No ingress: nothing in the host namespace.
     assert_eq!(table(&d, ""), None);
 
@@ -186,6 +186,8 @@ async fn a_backend_change_touches_only_that_entry_and_reads_nothing() {
                 flavour: Flavour::Vip,
                 key: LbKey::Vip(ip(100)),
                 target: target(&backends).unwrap(),
+                // The map element exists: only the entry chain's rule is rewritten.
+                element: false,
             }]
         );
         assert!(!report.observed_kernel);
@@ -193,7 +195,7 @@ async fn a_backend_change_touches_only_that_entry_and_reads_nothing() {
     let spent = d.kernel().counters() - before;
     assert_eq!((spent.writes, spent.reads), (2, 0));
     assert_eq!(
-        table(&d, SB).unwrap().chains["vip_10_0_1_100"],
+        table(&d, SB).unwrap().chains[&LbKey::Vip(ip(100))],
         target(&[4, 5])
     );
     assert_eq!(table(&d, SB).unwrap().chains.len(), 51);
@@ -265,7 +267,7 @@ async fn ingress_builds_the_sandbox_and_both_tables_and_leaves_nothing() {
     let host = table(&d, "").unwrap();
     assert_eq!(host.flavour, Some(Flavour::Publish));
     assert_eq!(
-        host.chains[&key.chain()],
+        host.chains[&key],
         Some(LbTarget {
             backends: vec![Ipv4Addr::new(172, 18, 0, 2)],
             port: None
@@ -273,7 +275,7 @@ async fn ingress_builds_the_sandbox_and_both_tables_and_leaves_nothing() {
     );
     let sbox = table(&d, "ingress_sbox").unwrap();
     assert_eq!(
-        sbox.chains[&key.chain()],
+        sbox.chains[&key],
         Some(LbTarget {
             backends: vec![Ipv4Addr::new(10, 255, 1, 5), Ipv4Addr::new(10, 255, 1, 6)],
             port: Some(80)
@@ -359,11 +361,10 @@ async fn start_up_reconcile_removes_stray_entries_and_tables() {
             .lb
             .as_mut()
             .unwrap();
-        t.elements
-            .insert(LbKey::Vip(ip(99)), "vip_10_0_1_99".into());
-        t.chains.insert("vip_10_0_1_99".into(), target(&[9]));
-        t.chains.insert("vip_10_0_1_98".into(), None);
-        t.chains.insert("vip_10_0_1_100".into(), target(&[3, 9]));
+        t.elements.insert(LbKey::Vip(ip(99)));
+        t.chains.insert(LbKey::Vip(ip(99)), target(&[9]));
+        t.chains.insert(LbKey::Vip(ip(98)), None);
+        t.chains.insert(LbKey::Vip(ip(100)), target(&[3, 9]));
         st.host.lb = Some(LbTable::default());
     });
     let restarted = NetDriver::new(d.config().clone(), d.kernel().fork());

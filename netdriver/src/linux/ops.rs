@@ -192,10 +192,12 @@ impl LinuxKernel {
                 flavour,
                 key,
                 target,
+                element,
             } => {
                 let action = format!("set {key} in table ip {TABLE}");
-                self.nft_batch_in(ns, &action, lb::set_entry_script(*flavour, key, target))
-                    .await
+                let mut batch = lb::netlink::batch();
+                lb::netlink::set_entry(&mut batch, *flavour, key, target, *element);
+                self.netlink_batch_in(ns, &action, batch).await
             }
             Op::DelLbEntry {
                 ns,
@@ -205,8 +207,9 @@ impl LinuxKernel {
                 chain,
             } => {
                 let action = format!("delete {key} from table ip {TABLE}");
-                let script = lb::del_entry_script(*flavour, key, *element, *chain);
-                self.nft_batch_in(ns, &action, script).await
+                let mut batch = lb::netlink::batch();
+                lb::netlink::del_entry(&mut batch, *flavour, key, *element, *chain);
+                self.netlink_batch_in(ns, &action, batch).await
             }
             Op::DeleteLbTable { ns } => {
                 let action = format!("delete table ip {TABLE}");
@@ -269,6 +272,9 @@ impl LinuxKernel {
         .await
         .map_err(|e| Error::os(path.display().to_string(), "unshare+mount(MS_BIND)", e))?;
         let r = NsRef::Named(ns.to_string());
+        // Connections cached for an earlier namespace of this name (deleted behind the
+        // driver's back) would write into that one.
+        self.forget(&r);
         let h = self.adopt(&r, socket);
         let req = h
             .link()

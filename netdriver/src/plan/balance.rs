@@ -1,7 +1,8 @@
 //! Planning of the `mini_lb` tables: which table each namespace should hold, and the
 //! per-entry differences from what it holds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::error::Error;
@@ -18,11 +19,31 @@ fn invalid(msg: String) -> Error {
     Error::Invalid(msg)
 }
 
+/// Backends sorted and unique; no port without backends (an entry without backends has no
+/// rule, so the kernel holds no port for it either).
 fn target(backends: &[Ipv4Addr], port: Option<u16>) -> LbTarget {
-    let set: BTreeSet<Ipv4Addr> = backends.iter().copied().collect();
+    let mut backends = backends.to_vec();
+    backends.sort_unstable();
+    backends.dedup();
     LbTarget {
-        backends: set.into_iter().collect(),
-        port,
+        port: port.filter(|_| !backends.is_empty()),
+        backends,
+    }
+}
+
+/// The entries a namespace's table should hold, borrowed from the checked state when one
+/// network supplies them all (a change is planned against every local sandbox: no copies).
+pub(super) struct Want<'a> {
+    flavour: Flavour,
+    entries: Cow<'a, BTreeMap<LbKey, LbTarget>>,
+}
+
+impl Want<'_> {
+    fn spec(&self) -> LbSpec {
+        LbSpec {
+            flavour: self.flavour,
+            entries: self.entries.clone().into_owned(),
+        }
     }
 }
 
@@ -48,7 +69,8 @@ pub(super) fn validate(
             .map(|n| n.subnet)
     };
     let mut by_network: BTreeMap<String, BTreeMap<LbKey, LbTarget>> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
+    // Hashed: a plan checks every service of the node (1,000s) for each single change.
+    let mut seen = HashSet::with_capacity(lb.services.len());
     for s in &lb.services {
         let subnet = subnet_of(&s.network_id).ok_or_else(|| {
             invalid(format!(
@@ -68,7 +90,10 @@ pub(super) fn validate(
                 s.service_id, s.vip, subnet, s.network_id
             )));
         }
-        let entries = by_network.entry(s.network_id.clone()).or_default();
+        let entries = match by_network.get_mut(&s.network_id) {
+            Some(entries) => entries,
+            None => by_network.entry(s.network_id.clone()).or_default(),
+        };
         if entries
             .insert(LbKey::Vip(s.vip), target(&s.backends, None))
             .is_some()
@@ -137,49 +162,66 @@ pub(super) fn validate(
 
 impl Balance {
     /// The table a sandbox namespace should hold (`None`: no table).
-    pub(super) fn sandbox_spec(&self, ns: &str, sb: &Sandbox) -> Result<Option<LbSpec>, Error> {
-        if ns == INGRESS_SBOX && self.ingress.is_some() {
-            return Ok(self.ingress.as_ref().map(|(s, _)| s.clone()));
+    pub(super) fn sandbox_want(&self, ns: &str, sb: &Sandbox) -> Result<Option<Want<'_>>, Error> {
+        if ns == INGRESS_SBOX
+            && let Some((spec, _)) = &self.ingress
+        {
+            return Ok(Some(Want {
+                flavour: spec.flavour,
+                entries: Cow::Borrowed(&spec.entries),
+            }));
         }
-        let mut entries = BTreeMap::new();
-        for att in &sb.attachments {
-            for (k, t) in self.by_network.get(&att.network_id).into_iter().flatten() {
-                if entries.insert(*k, t.clone()).is_some() {
-                    return Err(invalid(format!(
-                        "task {}: {k} exists on two of its networks",
-                        sb.id
-                    )));
+        let mut nets = sb
+            .attachments
+            .iter()
+            .filter_map(|att| self.by_network.get(&att.network_id))
+            .filter(|entries| !entries.is_empty());
+        let entries = match (nets.next(), nets.next()) {
+            (None, _) => return Ok(None),
+            (Some(one), None) => Cow::Borrowed(one),
+            (Some(first), Some(second)) => {
+                let mut entries = first.clone();
+                for (k, t) in second.iter().chain(nets.flatten()) {
+                    if entries.insert(*k, t.clone()).is_some() {
+                        return Err(invalid(format!(
+                            "task {}: {k} exists on two of its networks",
+                            sb.id
+                        )));
+                    }
                 }
+                Cow::Owned(entries)
             }
-        }
-        Ok((!entries.is_empty()).then_some(LbSpec {
+        };
+        Ok(Some(Want {
             flavour: Flavour::Vip,
             entries,
         }))
     }
 
     /// The host namespace's table: published ports → `ingress_sbox`'s gateway address.
-    pub(super) fn host_spec(&self, sbox_gw: Option<Ipv4Addr>) -> Option<LbSpec> {
+    pub(super) fn host_want(&self, sbox_gw: Option<Ipv4Addr>) -> Option<Want<'static>> {
         let (_, published) = self.ingress.as_ref()?;
         let to = sbox_gw?;
-        Some(LbSpec {
+        Some(Want {
             flavour: Flavour::Publish,
-            entries: published
-                .iter()
-                .map(|k| {
-                    let t = LbTarget {
-                        backends: vec![to],
-                        port: None,
-                    };
-                    (*k, t)
-                })
-                .collect(),
+            entries: Cow::Owned(
+                published
+                    .iter()
+                    .map(|k| {
+                        let t = LbTarget {
+                            backends: vec![to],
+                            port: None,
+                        };
+                        (*k, t)
+                    })
+                    .collect(),
+            ),
         })
     }
 }
 
 /// The operations that take a namespace's `mini_lb` table from `have` to `want`.
-pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, ops: &mut Vec<Op>) {
+pub(super) fn diff(ns: &NsRef, want: Option<&Want<'_>>, have: Option<&LbTable>, ops: &mut Vec<Op>) {
     let Some(want) = want else {
         if have.is_some() {
             ops.push(Op::DeleteLbTable { ns: ns.clone() });
@@ -188,7 +230,7 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
     };
     let replace = || Op::SetLbTable {
         ns: ns.clone(),
-        spec: want.clone(),
+        spec: want.spec(),
     };
     let Some(have) = have else {
         ops.push(replace());
@@ -196,10 +238,7 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
     };
     // Anything we did not write (other flavour, an element jumping elsewhere, a chain with a
     // foreign name) is repaired by one atomic replace.
-    let sound = have.flavour == Some(want.flavour)
-        && have.elements.iter().all(|(k, c)| *c == k.chain())
-        && have.chains.keys().all(|c| LbKey::from_chain(c).is_some());
-    if !sound {
+    if have.flavour != Some(want.flavour) || have.foreign {
         ops.push(replace());
         return;
     }
@@ -207,15 +246,13 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
     let mut dels: BTreeMap<LbKey, (bool, bool)> = BTreeMap::new();
     for k in have
         .elements
-        .keys()
+        .iter()
         .filter(|k| !want.entries.contains_key(k))
     {
         dels.entry(*k).or_default().0 = true;
     }
-    for c in have.chains.keys() {
-        if let Some(k) = LbKey::from_chain(c).filter(|k| !want.entries.contains_key(k)) {
-            dels.entry(k).or_default().1 = true;
-        }
+    for k in have.chains.keys().filter(|k| !want.entries.contains_key(k)) {
+        dels.entry(*k).or_default().1 = true;
     }
     for (key, (element, chain)) in dels {
         ops.push(Op::DelLbEntry {
@@ -226,15 +263,15 @@ pub(super) fn diff(ns: &NsRef, want: Option<&LbSpec>, have: Option<&LbTable>, op
             chain,
         });
     }
-    for (key, t) in &want.entries {
-        let ok = have.elements.contains_key(key)
-            && have.chains.get(&key.chain()).and_then(Option::as_ref) == Some(t);
-        if !ok {
+    for (key, t) in want.entries.iter() {
+        let element = have.elements.contains(key);
+        if !element || have.chains.get(key).and_then(Option::as_ref) != Some(t) {
             ops.push(Op::SetLbEntry {
                 ns: ns.clone(),
                 flavour,
                 key: *key,
                 target: t.clone(),
+                element: !element,
             });
         }
     }

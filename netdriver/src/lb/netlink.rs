@@ -1,0 +1,296 @@
+//! The per-entry changes of a `mini_lb` table as nf_tables netlink batches
+//! ([`crate::nft_batch`]): message for message what [`super::set_entry_script`] and
+//! [`super::del_entry_script`] make `nft` send, so `nft list table ip mini_lb` shows the same
+//! table whichever path wrote it (and [`super::parse_table`] reads it back the same).
+//!
+//! A backend change is the hot path of service discovery: it happens in every local sandbox on
+//! the service's network each time a task starts or stops anywhere in the cluster.
+
+use std::net::Ipv4Addr;
+
+use crate::nft_batch::{Attrs, Batch, MsgType, NLM_F_APPEND, NLM_F_CREATE};
+
+use super::{Flavour, LbKey, LbTarget, TABLE};
+
+/// `NFPROTO_IPV4`: `table ip`.
+const NFPROTO_IPV4: u8 = 2;
+
+// Attribute numbers from <linux/netfilter/nf_tables.h>.
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_DESC: u16 = 9;
+const NFTA_SET_DESC_SIZE: u16 = 1;
+const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+
+/// `NFT_GOTO` (-4) as the kernel's big-endian u32.
+const NFT_GOTO: u32 = -4i32 as u32;
+/// `NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP`: what `nft` creates for `map { … }`.
+const ANONYMOUS_CONSTANT_MAP: u32 = 0x1 | 0x2 | 0x8;
+/// nft's datatypes (its own numbering, stored by the kernel for nft to print): `integer`
+/// (numgen's output) and `ipv4_addr`.
+const TYPE_INTEGER: u32 = 4;
+const TYPE_IPADDR: u32 = 7;
+/// nft's user data for such a map: key in host byte order, data big endian, data not an
+/// interval (TLVs of `NFTNL_UDATA_SET_KEYBYTEORDER`, `…_DATABYTEORDER`, `…_DATA_INTERVAL`).
+fn anonymous_map_userdata() -> Vec<u8> {
+    let mut out = Vec::with_capacity(18);
+    for (ty, value) in [(0u8, 1u32), (1, 2), (6, 0)] {
+        out.push(ty);
+        out.push(4);
+        out.extend_from_slice(&value.to_ne_bytes());
+    }
+    out
+}
+/// Name the kernel turns into `__map<N>` for an anonymous map.
+const ANONYMOUS_MAP: &str = "__map%d";
+
+/// `NFT_REG_1`, `NFT_REG_2`: the 16-byte registers nft uses for these rules.
+const REG_1: u32 = 1;
+const REG_2: u32 = 2;
+/// `NFT_META_L4PROTO`, `NFT_CMP_EQ`, `NFT_NG_INCREMENTAL`, `NFT_NAT_DNAT`,
+/// `NF_NAT_RANGE_PROTO_SPECIFIED`.
+const META_L4PROTO: u32 = 16;
+const CMP_EQ: u32 = 0;
+const NG_INCREMENTAL: u32 = 0;
+const NAT_DNAT: u32 = 1;
+const NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+
+/// The verdict-map key as the kernel stores it: an address, or `inet_proto . inet_service`
+/// (each field padded to 4 bytes).
+fn key_bytes(key: &LbKey) -> Vec<u8> {
+    match key {
+        LbKey::Vip(ip) => ip.octets().to_vec(),
+        LbKey::Port(p, n) => {
+            let [hi, lo] = n.to_be_bytes();
+            vec![p.number(), 0, 0, 0, hi, lo, 0, 0]
+        }
+    }
+}
+
+/// An empty transaction on `table ip` tables; [`set_entry`] and [`del_entry`] add to it, so
+/// several entries of one namespace change in one transaction.
+pub fn batch() -> Batch {
+    Batch::new(NFPROTO_IPV4)
+}
+
+/// Adds to `b` the messages that create or replace one entry (the table exists with
+/// `flavour`), with its map element when `element` (false: it exists already); see
+/// [`super::set_entry_script`].
+pub fn set_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, t: &LbTarget, element: bool) {
+    let chain = key.chain();
+    b.push(MsgType::NewChain, NLM_F_CREATE, |a| {
+        a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &chain);
+    });
+    flush_chain(b, &chain);
+    if !t.backends.is_empty() {
+        dnat_rule(b, &chain, key, t);
+    }
+    let k = key_bytes(key);
+    if element {
+        b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
+            elements(a, flavour.map(), &[(&k, Some(Data::Goto(&chain)))]);
+        });
+    }
+    dead(b, flavour, &k, t.backends.is_empty());
+}
+
+/// Adds to `b` the messages that remove one entry: its map element and/or its chain, as they
+/// exist; see [`super::del_entry_script`].
+pub fn del_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, element: bool, chain: bool) {
+    let k = key_bytes(key);
+    if element {
+        b.push(MsgType::DelSetElem, 0, |a| {
+            elements(a, flavour.map(), &[(&k, None)]);
+        });
+    }
+    if chain {
+        let name = key.chain();
+        flush_chain(b, &name);
+        b.push(MsgType::DelChain, 0, |a| {
+            a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &name);
+        });
+    }
+    dead(b, flavour, &k, false);
+}
+
+fn flush_chain(b: &mut Batch, chain: &str) {
+    b.push(MsgType::DelRule, 0, |a| {
+        a.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
+    });
+}
+
+/// VIPs without backends are in the set `dead`; adding then deleting removes an element
+/// whether or not it exists (as [`super::dead_script`]).
+fn dead(b: &mut Batch, flavour: Flavour, key: &[u8], dead: bool) {
+    if flavour != Flavour::Vip {
+        return;
+    }
+    b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
+        elements(a, "dead", &[(key, None)]);
+    });
+    if !dead {
+        b.push(MsgType::DelSetElem, 0, |a| {
+            elements(a, "dead", &[(key, None)]);
+        });
+    }
+}
+
+/// What a map element maps to.
+enum Data<'a> {
+    Goto(&'a str),
+    Addr(Ipv4Addr),
+}
+
+/// The attributes of a set-element message on the named set `set`.
+fn elements(a: &mut Attrs<'_>, set: &str, elems: &[(&[u8], Option<Data<'_>>)]) {
+    a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+        .str(NFTA_SET_ELEM_LIST_SET, set);
+    element_list(a, elems);
+}
+
+fn element_list(a: &mut Attrs<'_>, elems: &[(&[u8], Option<Data<'_>>)]) {
+    a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, |a| {
+        for (key, data) in elems {
+            a.nested(NFTA_LIST_ELEM, |a| {
+                a.nested(NFTA_SET_ELEM_KEY, |a| {
+                    a.bytes(NFTA_DATA_VALUE, key);
+                });
+                match data {
+                    None => {}
+                    Some(Data::Addr(ip)) => {
+                        a.nested(NFTA_SET_ELEM_DATA, |a| {
+                            a.bytes(NFTA_DATA_VALUE, &ip.octets());
+                        });
+                    }
+                    Some(Data::Goto(chain)) => {
+                        a.nested(NFTA_SET_ELEM_DATA, |a| {
+                            a.nested(NFTA_DATA_VERDICT, |a| {
+                                a.be32(NFTA_VERDICT_CODE, NFT_GOTO)
+                                    .str(NFTA_VERDICT_CHAIN, chain);
+                            });
+                        });
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `[meta l4proto P] dnat to numgen inc mod N map { 0 : b0, … }[:port]`: an anonymous map
+/// with the backends, then the rule that looks it up.
+fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
+    let n = t.backends.len() as u32;
+    let set_id = b.set_id();
+    b.push(MsgType::NewSet, NLM_F_CREATE, |a| {
+        a.str(NFTA_SET_TABLE, TABLE)
+            .str(NFTA_SET_NAME, ANONYMOUS_MAP)
+            .be32(NFTA_SET_FLAGS, ANONYMOUS_CONSTANT_MAP)
+            .be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER)
+            .be32(NFTA_SET_KEY_LEN, 4)
+            .be32(NFTA_SET_DATA_TYPE, TYPE_IPADDR)
+            .be32(NFTA_SET_DATA_LEN, 4)
+            .be32(NFTA_SET_ID, set_id)
+            .nested(NFTA_SET_DESC, |a| {
+                a.be32(NFTA_SET_DESC_SIZE, n);
+            })
+            .bytes(NFTA_SET_USERDATA, &anonymous_map_userdata());
+    });
+    // numgen writes a host-endian u32; the map's keys are stored the same way.
+    let keys: Vec<[u8; 4]> = (0..n).map(u32::to_ne_bytes).collect();
+    let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
+        .iter()
+        .zip(&t.backends)
+        .map(|(k, ip)| (&k[..], Some(Data::Addr(*ip))))
+        .collect();
+    b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
+        a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+            .str(NFTA_SET_ELEM_LIST_SET, ANONYMOUS_MAP)
+            .be32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
+        element_list(a, &elems);
+    });
+    let proto = match key {
+        LbKey::Port(p, _) if t.port.is_some() => Some(p.number()),
+        _ => None,
+    };
+    b.push(MsgType::NewRule, NLM_F_CREATE | NLM_F_APPEND, |a| {
+        a.str(NFTA_RULE_TABLE, TABLE)
+            .str(NFTA_RULE_CHAIN, chain)
+            .nested(NFTA_RULE_EXPRESSIONS, |a| {
+                if let Some(proto) = proto {
+                    // NFTA_META_KEY, NFTA_META_DREG
+                    expr(a, "meta", |a| {
+                        a.be32(2, META_L4PROTO).be32(1, REG_1);
+                    });
+                    // NFTA_CMP_SREG, NFTA_CMP_OP, NFTA_CMP_DATA
+                    expr(a, "cmp", |a| {
+                        a.be32(1, REG_1).be32(2, CMP_EQ).nested(3, |a| {
+                            a.bytes(NFTA_DATA_VALUE, &[proto]);
+                        });
+                    });
+                }
+                // NFTA_NG_DREG, NFTA_NG_MODULUS, NFTA_NG_TYPE, NFTA_NG_OFFSET
+                expr(a, "numgen", |a| {
+                    a.be32(1, REG_1)
+                        .be32(2, n)
+                        .be32(3, NG_INCREMENTAL)
+                        .be32(4, 0);
+                });
+                // NFTA_LOOKUP_SREG, NFTA_LOOKUP_DREG, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID
+                expr(a, "lookup", |a| {
+                    a.be32(2, REG_1)
+                        .be32(3, REG_1)
+                        .str(1, ANONYMOUS_MAP)
+                        .be32(4, set_id);
+                });
+                if let Some(port) = t.port {
+                    // NFTA_IMMEDIATE_DREG, NFTA_IMMEDIATE_DATA
+                    expr(a, "immediate", |a| {
+                        a.be32(1, REG_2).nested(2, |a| {
+                            a.bytes(NFTA_DATA_VALUE, &port.to_be_bytes());
+                        });
+                    });
+                }
+                // NFTA_NAT_TYPE, NFTA_NAT_FAMILY, NFTA_NAT_REG_ADDR_MIN, then
+                // NFTA_NAT_REG_PROTO_MIN and NFTA_NAT_FLAGS
+                expr(a, "nat", |a| {
+                    a.be32(1, NAT_DNAT)
+                        .be32(2, u32::from(NFPROTO_IPV4))
+                        .be32(3, REG_1);
+                    if t.port.is_some() {
+                        a.be32(5, REG_2).be32(7, NAT_RANGE_PROTO_SPECIFIED);
+                    }
+                });
+            });
+    });
+}
+
+/// One expression of a rule: `NFTA_LIST_ELEM { NFTA_EXPR_NAME, NFTA_EXPR_DATA { … } }`.
+fn expr(a: &mut Attrs<'_>, name: &str, data: impl FnOnce(&mut Attrs<'_>)) {
+    a.nested(NFTA_LIST_ELEM, |a| {
+        a.str(NFTA_EXPR_NAME, name).nested(NFTA_EXPR_DATA, data);
+    });
+}
