@@ -1,4 +1,5 @@
-//! `mini service create | ls | ps | inspect | scale | rm`.
+//! `mini service create | ls | ps | inspect | scale | logs | rm` (`update`: see
+//! [`super::service_update`]).
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -6,7 +7,7 @@ use mini_proto::v1::{
     ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
     ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, PortConfig,
     RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task,
-    service_spec::Mode,
+    UpdateConfig, service_spec::Mode,
 };
 
 use crate::client::connect;
@@ -40,6 +41,8 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Change a service; its tasks are replaced by a rolling update.
+    Update(Box<super::service_update::UpdateArgs>),
     /// Scale replicated services: `SERVICE=REPLICAS`...
     Scale {
         /// `SERVICE=REPLICAS` pairs.
@@ -99,6 +102,12 @@ pub struct CreateArgs {
     /// Label K=V (repeatable).
     #[arg(short = 'l', long = "label", value_parser = parse_env)]
     labels: Vec<String>,
+    /// Tasks replaced at a time by later updates (0: all at once).
+    #[arg(long, default_value_t = 1)]
+    update_parallelism: u64,
+    /// Wait after a replaced task runs before replacing the next ones, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    update_delay_ms: u64,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
     image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
@@ -106,7 +115,7 @@ pub struct CreateArgs {
     command: Vec<String>,
 }
 
-fn parse_replicas(s: &str) -> Result<u64, String> {
+pub(super) fn parse_replicas(s: &str) -> Result<u64, String> {
     match s.parse::<i64>() {
         Ok(n) if n < 0 => Err(format!(
             "{n} is negative: the number of replicas must be 0 or more"
@@ -116,7 +125,7 @@ fn parse_replicas(s: &str) -> Result<u64, String> {
     }
 }
 
-fn parse_publish(s: &str) -> Result<PortConfig, String> {
+pub(super) fn parse_publish(s: &str) -> Result<PortConfig, String> {
     let (ports, protocol) = match s.split_once('/') {
         Some((ports, proto)) => (ports, proto.to_ascii_lowercase()),
         None => (s, "tcp".to_string()),
@@ -148,10 +157,19 @@ fn parse_scale(s: &str) -> Result<(String, u64), String> {
     Ok((name.to_string(), parse_replicas(n)?))
 }
 
-fn parse_env(s: &str) -> Result<String, String> {
+pub(super) fn parse_env(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// `any`, `on-failure` or `none` (clap checked the spelling).
+pub(super) fn restart_condition(s: &str) -> RestartCondition {
+    match s {
+        "on-failure" => RestartCondition::OnFailure,
+        "none" => RestartCondition::None,
+        _ => RestartCondition::Any,
     }
 }
 
@@ -169,11 +187,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
             } else {
                 EndpointMode::Vip
             };
-            let condition = match args.restart_condition.as_str() {
-                "on-failure" => RestartCondition::OnFailure,
-                "none" => RestartCondition::None,
-                _ => RestartCondition::Any,
-            };
+            let condition = restart_condition(&args.restart_condition);
             let spec = ServiceSpec {
                 name: args.name.unwrap_or_default(),
                 container: Some(ContainerSpec {
@@ -198,6 +212,11 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     .filter_map(|l| l.split_once('='))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                update: Some(UpdateConfig {
+                    parallelism: args.update_parallelism,
+                    delay_ms: args.update_delay_ms,
+                }),
+                force_update: 0,
             };
             let service = client
                 .create_service(CreateServiceRequest {
@@ -301,6 +320,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
             }
             print_json(&views)?;
         }
+        ServiceCommand::Update(args) => super::service_update::run(&mut client, *args).await?,
         ServiceCommand::Scale { scales } => {
             for (name_or_id, replicas) in scales {
                 client

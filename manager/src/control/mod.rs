@@ -22,6 +22,7 @@ pub mod membership;
 mod networks;
 mod raft_rpc;
 mod remote;
+mod service_update;
 mod services;
 pub mod status;
 
@@ -35,7 +36,7 @@ use mini_proto::v1::{
     ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node, RemoveNodeRequest,
     RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest, SwarmInitRequest,
     SwarmInitResponse, SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse,
-    UpdateNodeRequest, control_server::Control,
+    UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
 };
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
@@ -283,6 +284,11 @@ impl Control for ControlApi {
     async fn scale_service(&self, request: Request<ScaleServiceRequest>) -> Reply<Service> {
         let manager = self.consistent().await?;
         reply(services::scale(&manager, request.into_inner()).await)
+    }
+
+    async fn update_service(&self, request: Request<UpdateServiceRequest>) -> Reply<Service> {
+        let manager = self.consistent().await?;
+        reply(service_update::update(&manager, request.into_inner()).await)
     }
 
     async fn remove_service(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {

@@ -250,7 +250,7 @@ pub(super) fn tasks(manager: &Manager, service: &str) -> Result<ListTasksRespons
 }
 
 /// Refuses invalid published ports and ports another service already publishes.
-fn check_published_ports(
+pub(super) fn check_published_ports(
     tables: &crate::store::Tables,
     ports: &[mini_proto::v1::PortConfig],
     except_service: Option<&str>,

@@ -14,12 +14,14 @@
 //! - [`replicated`]: slots 1..=replicas.
 //! - [`global`]: one task per fit node.
 //! - `slot`: the decision for one slot, shared by both.
+//! - [`update`]: rolling replacement of tasks made from an older spec.
 
 pub mod global;
 pub mod replicated;
 pub mod restart;
 mod slot;
 pub mod task;
+pub mod update;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +31,7 @@ pub use replicated::reconcile_replicated;
 pub use restart::{Restart, restart_decision, should_restart};
 pub use slot::HISTORY_LIMIT;
 pub use task::{is_active, is_terminal, new_task, observed_state};
+pub use update::is_outdated;
 
 /// One change the orchestrator wants in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +85,12 @@ impl Reconciliation {
                 node_id: node_id.map(str::to_owned),
             });
         }
-        if let Some(at) = out.retry_at {
+        self.check_at(out.retry_at);
+    }
+
+    /// Asks to be reconciled again at `at` (the earliest of all such times wins).
+    fn check_at(&mut self, at: Option<i64>) {
+        if let Some(at) = at {
             self.next_check_ms = Some(self.next_check_ms.map_or(at, |t| t.min(at)));
         }
     }

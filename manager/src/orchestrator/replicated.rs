@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use mini_proto::v1::{Node, NodeAvailability, NodeState, Service, Task, service_spec::Mode};
 
 use super::Reconciliation;
-use super::slot::Slot;
+use super::slot::{Slot, SlotOutcome};
+use super::update::roll;
 
 /// The replica count of a service: `None` for a global service; a service
 /// with no mode set has 1 replica, as in Docker.
@@ -46,7 +47,8 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
 /// restart policy: replaced (it is shut down and kept as history) once
 /// `delay_ms` after its status timestamp has passed — until then
 /// `next_check_ms` says when to look again — or not at all. Slots above
-/// `replicas` (and slot 0) are shut down. Each slot keeps at most
+/// `replicas` (and slot 0) are shut down. Tasks made from an older spec are
+/// replaced by a rolling update ([`super::update`]). Each slot keeps at most
 /// [`HISTORY_LIMIT`](super::HISTORY_LIMIT) stopped tasks; older ones are
 /// removed once they have ended.
 ///
@@ -70,14 +72,25 @@ pub fn reconcile_replicated<'t>(
     for task in tasks {
         slots.entry(task.slot).or_default().push(task);
     }
-    let policy = service.spec.as_ref().and_then(|s| s.restart.as_ref());
-    for (number, tasks) in slots {
-        let slot = Slot {
-            tasks,
-            wanted: (1..=replicas).contains(&number),
-            policy,
-        };
-        result.push_slot(number, None, slot.reconcile(now_ms, node_ok));
+    let spec = service.spec.as_ref();
+    let policy = spec.and_then(|s| s.restart.as_ref());
+    let mut outcomes: Vec<(u64, SlotOutcome)> = slots
+        .into_iter()
+        .map(|(number, tasks)| {
+            let slot = Slot {
+                tasks,
+                wanted: (1..=replicas).contains(&number),
+                policy,
+                spec,
+            };
+            (number, slot.reconcile(now_ms, node_ok))
+        })
+        .collect();
+    let mut views: Vec<&mut SlotOutcome> = outcomes.iter_mut().map(|(_, o)| o).collect();
+    let update_check = roll(&mut views, spec.and_then(|s| s.update.as_ref()), now_ms);
+    for (number, out) in outcomes {
+        result.push_slot(number, None, out);
     }
+    result.check_at(update_check);
     result
 }

@@ -1,10 +1,11 @@
 //! The decision for one slot: the tasks of one replica (replicated services)
 //! or of one node (global services).
 
-use mini_proto::v1::{RestartPolicy, Task, TaskState};
+use mini_proto::v1::{RestartPolicy, ServiceSpec, Task, TaskState};
 
 use super::restart::{Restart, restart_decision};
 use super::task::{age_key, is_active, is_terminal, observed_state};
+use super::update::Kept;
 
 /// How many ended tasks a slot keeps as history (`service ps` `\_` rows).
 pub const HISTORY_LIMIT: usize = 5;
@@ -17,6 +18,8 @@ pub(crate) struct Slot<'a> {
     pub wanted: bool,
     /// The restart policy of the service.
     pub policy: Option<&'a RestartPolicy>,
+    /// The service's spec, which says whether the kept task is outdated.
+    pub spec: Option<&'a ServiceSpec>,
 }
 
 /// What to do with one slot.
@@ -30,6 +33,9 @@ pub(crate) struct SlotOutcome {
     pub create: bool,
     /// When to look again (a delayed restart).
     pub retry_at: Option<i64>,
+    /// The healthy active task the slot keeps (see [`super::update::roll`], which may still
+    /// replace it when it is outdated).
+    pub kept: Option<Kept>,
 }
 
 impl Slot<'_> {
@@ -65,6 +71,7 @@ impl Slot<'_> {
             {
                 shutdown.extend(healthy.iter().filter(|t| t.id != keep.id));
                 shutdown.extend(&ended);
+                out.kept = Some(Kept::of(keep, self.spec));
             } else if !lost.is_empty() {
                 shutdown.extend(&ended);
                 out.create = true;

@@ -57,6 +57,7 @@ pub fn new_task(
         constraints: spec.constraints,
         endpoint: spec.endpoint,
         restart: spec.restart,
+        force_update: spec.force_update,
     };
     task.set_desired_state(TaskState::Running);
     task

@@ -59,7 +59,8 @@ fn ready(id: &str) -> Node {
 }
 
 /// A task of slot `slot` created at `created`, on `node`, observed `state`
-/// at time `at`, with `desired`.
+/// at time `at`, with `desired`; made from the current spec of
+/// [`replicated`] and [`global`] services (not outdated).
 fn task(
     id: &str,
     slot: u64,
@@ -85,7 +86,22 @@ fn task(
         }),
         ..Task::default()
     };
+    let spec = replicated(1).spec.unwrap();
+    t.container = spec.container;
+    t.constraints = spec.constraints;
+    t.restart = spec.restart;
     t.set_desired_state(desired);
+    t
+}
+
+/// `t` as if made from `svc`'s current spec.
+fn made_from(svc: &Service, mut t: Task) -> Task {
+    let spec = svc.spec.clone().unwrap();
+    t.container = spec.container;
+    t.constraints = spec.constraints;
+    t.restart = spec.restart;
+    t.endpoint = spec.endpoint;
+    t.force_update = spec.force_update;
     t
 }
 
@@ -399,7 +415,8 @@ fn tasks_of_a_down_drained_or_removed_node_are_replaced_at_once() {
         running("t3", 3, "removed"),
         running("t4", 4, "paused"),
         running("t5", 5, "lost"),
-    ];
+    ]
+    .map(|t| made_from(&svc, t));
     let r = reconcile_replicated(&svc, &tasks, &nodes, NOW);
     assert_eq!(
         r.actions,
@@ -418,11 +435,14 @@ fn tasks_of_a_down_drained_or_removed_node_are_replaced_at_once() {
     for t in next.iter_mut().take(3) {
         t.set_desired_state(TaskState::Shutdown);
     }
-    next.extend([
-        running("r1", 1, ""),
-        running("r2", 2, ""),
-        running("r3", 3, ""),
-    ]);
+    next.extend(
+        [
+            running("r1", 1, ""),
+            running("r2", 2, ""),
+            running("r3", 3, ""),
+        ]
+        .map(|t| made_from(&svc, t)),
+    );
     next.retain(|t| t.id != "t5");
     assert!(
         reconcile_replicated(&svc, &next, &nodes, NOW)
@@ -550,4 +570,113 @@ fn restart_decision_is_exposed() {
     policy.set_condition(RestartCondition::None);
     assert_eq!(restart_decision(Some(&policy), &t, 5_000), Restart::Never);
     assert!(should_restart(RestartCondition::OnFailure, &t));
+}
+
+/// `svc` with a changed command (what `service update --env-add` or similar does).
+fn changed(mut svc: Service) -> Service {
+    let spec = svc.spec.as_mut().unwrap();
+    spec.container.as_mut().unwrap().env.push("B=2".to_owned());
+    svc
+}
+
+#[test]
+fn a_changed_spec_replaces_tasks_one_at_a_time() {
+    let old = replicated(3);
+    let tasks: Vec<Task> = (1..=3).map(|s| running(&format!("t{s}"), s, "a")).collect();
+    let svc = changed(old);
+    // Default: one at a time, lowest slot first.
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t1"), create(1)]);
+    // While the replacement is not running, nothing else is replaced.
+    let mut next = tasks.clone();
+    next[0].set_desired_state(TaskState::Shutdown);
+    let starting = made_from(
+        &svc,
+        task("n1", 1, "a", TaskState::Starting, TaskState::Running, 5, 5),
+    );
+    next.push(starting);
+    assert!(
+        reconcile_replicated(&svc, &next, &nodes(), NOW)
+            .actions
+            .is_empty()
+    );
+    // Once it runs, the next slot goes.
+    next.last_mut().unwrap().status.as_mut().unwrap().state = TaskState::Running as i32;
+    let r = reconcile_replicated(&svc, &next, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t2"), create(2)]);
+}
+
+#[test]
+fn update_parallelism_and_delay_pace_the_rollout() {
+    let mut svc = changed(replicated(4));
+    svc.spec.as_mut().unwrap().update = Some(mini_proto::v1::UpdateConfig {
+        parallelism: 2,
+        delay_ms: 10_000,
+    });
+    let tasks: Vec<Task> = (1..=4).map(|s| running(&format!("t{s}"), s, "a")).collect();
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
+    assert_eq!(
+        r.actions,
+        [shutdown("t1"), create(1), shutdown("t2"), create(2)]
+    );
+    // The two replacements run since NOW: the rest waits for the delay, and says when.
+    let mut next = tasks.clone();
+    for t in next.iter_mut().take(2) {
+        t.set_desired_state(TaskState::Shutdown);
+    }
+    for s in 1..=2 {
+        next.push(made_from(
+            &svc,
+            task(
+                &format!("n{s}"),
+                s,
+                "a",
+                TaskState::Running,
+                TaskState::Running,
+                NOW,
+                NOW,
+            ),
+        ));
+    }
+    let r = reconcile_replicated(&svc, &next, &nodes(), NOW + 1_000);
+    assert!(r.actions.is_empty(), "{:?}", r.actions);
+    assert_eq!(r.next_check_ms, Some(NOW + 10_000));
+    let r = reconcile_replicated(&svc, &next, &nodes(), NOW + 10_000);
+    assert_eq!(
+        r.actions,
+        [shutdown("t3"), create(3), shutdown("t4"), create(4)]
+    );
+    // Parallelism 0: everything at once.
+    svc.spec.as_mut().unwrap().update = Some(mini_proto::v1::UpdateConfig {
+        parallelism: 0,
+        delay_ms: 0,
+    });
+    assert_eq!(
+        reconcile_replicated(&svc, &tasks, &nodes(), NOW)
+            .actions
+            .len(),
+        8
+    );
+}
+
+#[test]
+fn scaling_is_not_an_update_but_force_is() {
+    let tasks: Vec<Task> = (1..=2).map(|s| running(&format!("t{s}"), s, "a")).collect();
+    // More replicas: new slots only, running tasks untouched.
+    let r = reconcile_replicated(&replicated(3), &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [create(3)]);
+    // A forced update replaces tasks although nothing else changed.
+    let mut forced = replicated(2);
+    forced.spec.as_mut().unwrap().force_update = 1;
+    let r = reconcile_replicated(&forced, &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t1"), create(1)]);
+}
+
+#[test]
+fn a_global_service_is_updated_node_by_node() {
+    let svc = changed(global());
+    let nodes = [ready("a"), ready("b")];
+    let tasks = [running("ta", 0, "a"), running("tb", 0, "b")];
+    let r = reconcile_global(&svc, &tasks, &nodes, NOW);
+    assert_eq!(r.actions, [shutdown("ta"), create_on("a")]);
 }

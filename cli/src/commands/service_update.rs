@@ -1,0 +1,355 @@
+//! `mini service update`: edits a service's spec as Docker's flags say, sends it with the
+//! version it was read at, and (unless `--detach`) waits until the rolling update converged.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mini_proto::v1::{
+    EndpointSpec, GetRequest, ListTasksRequest, PortConfig, RestartCondition, RestartPolicy,
+    ServiceSpec, TaskState, UpdateConfig, UpdateServiceRequest, control_client::ControlClient,
+    service_spec::Mode,
+};
+use tonic::transport::Channel;
+
+use super::service::{parse_env, parse_publish, parse_replicas, restart_condition};
+
+/// How long `service update` waits for the rollout before it gives up (exit 1).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Flags of `service update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Number of tasks (replicated services).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_replicas)]
+    replicas: Option<u64>,
+    /// Publish a port: PUBLISHED:TARGET[/tcp|udp] (repeatable; replaces the same PUBLISHED).
+    #[arg(long = "publish-add", value_parser = parse_publish)]
+    publish_add: Vec<PortConfig>,
+    /// Stop publishing a port: PUBLISHED[:TARGET][/tcp|udp] (repeatable).
+    #[arg(long = "publish-rm", value_parser = parse_published)]
+    publish_rm: Vec<(u32, String)>,
+    /// Add or change an environment variable K=V (repeatable).
+    #[arg(long = "env-add", value_parser = parse_env)]
+    env_add: Vec<String>,
+    /// Remove an environment variable K (repeatable).
+    #[arg(long = "env-rm")]
+    env_rm: Vec<String>,
+    /// Add a placement constraint (repeatable).
+    #[arg(long = "constraint-add")]
+    constraint_add: Vec<String>,
+    /// Remove a placement constraint, written as it was added (repeatable).
+    #[arg(long = "constraint-rm")]
+    constraint_rm: Vec<String>,
+    /// When to restart tasks that end.
+    #[arg(long, value_parser = ["any", "on-failure", "none"])]
+    restart_condition: Option<String>,
+    /// Delay between restarts, in milliseconds.
+    #[arg(long)]
+    restart_delay_ms: Option<u64>,
+    /// Tasks replaced at a time (0: all at once).
+    #[arg(long)]
+    update_parallelism: Option<u64>,
+    /// Wait after a replaced task runs before replacing the next ones, in milliseconds.
+    #[arg(long)]
+    update_delay_ms: Option<u64>,
+    /// Replace every task even if nothing else changed.
+    #[arg(long)]
+    force: bool,
+    /// Return once the update is stored, without waiting for the tasks to be replaced.
+    #[arg(short, long)]
+    detach: bool,
+    /// Service name or id.
+    service: String,
+}
+
+/// `PUBLISHED[:TARGET][/tcp|udp]` → (published, protocol).
+fn parse_published(s: &str) -> Result<(u32, String), String> {
+    let (ports, protocol) = match s.split_once('/') {
+        Some((ports, proto)) => (ports, proto.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(format!("{s:?}: protocol {protocol:?} is not tcp or udp"));
+    }
+    let published = ports.split_once(':').map_or(ports, |(p, _)| p);
+    match published.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok((n, protocol)),
+        _ => Err(format!("{s:?}: {published:?} is not a port (1-65535)")),
+    }
+}
+
+/// Applies the flags to `spec`; refuses removals of what is not there (nothing is sent then).
+fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
+    if let Some(n) = args.replicas {
+        match spec.mode {
+            Some(Mode::Global(_)) => bail!(
+                "service {} is global: --replicas applies to replicated services only",
+                spec.name
+            ),
+            _ => spec.mode = Some(Mode::Replicas(n)),
+        }
+    }
+    let container = spec.container.get_or_insert_with(Default::default);
+    for key in &args.env_rm {
+        let before = container.env.len();
+        container
+            .env
+            .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        if container.env.len() == before {
+            bail!("service {} has no environment variable {key}", spec.name);
+        }
+    }
+    for kv in &args.env_add {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        container
+            .env
+            .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        container.env.push(kv.clone());
+    }
+    for c in &args.constraint_rm {
+        let before = spec.constraints.len();
+        spec.constraints.retain(|x| x != c);
+        if spec.constraints.len() == before {
+            bail!("service {} has no constraint {c:?}", spec.name);
+        }
+    }
+    for c in &args.constraint_add {
+        if !spec.constraints.contains(c) {
+            spec.constraints.push(c.clone());
+        }
+    }
+    let endpoint = spec.endpoint.get_or_insert_with(EndpointSpec::default);
+    for (published, protocol) in &args.publish_rm {
+        let before = endpoint.ports.len();
+        endpoint
+            .ports
+            .retain(|p| !(p.published_port == *published && &p.protocol == protocol));
+        if endpoint.ports.len() == before {
+            bail!(
+                "service {} does not publish port {published}/{protocol}",
+                spec.name
+            );
+        }
+    }
+    for port in &args.publish_add {
+        endpoint
+            .ports
+            .retain(|p| !(p.published_port == port.published_port && p.protocol == port.protocol));
+        endpoint.ports.push(port.clone());
+    }
+    if args.restart_condition.is_some() || args.restart_delay_ms.is_some() {
+        let policy = spec.restart.get_or_insert(RestartPolicy {
+            condition: RestartCondition::Any as i32,
+            delay_ms: 1000,
+        });
+        if let Some(c) = &args.restart_condition {
+            policy.condition = restart_condition(c) as i32;
+        }
+        if let Some(d) = args.restart_delay_ms {
+            policy.delay_ms = d;
+        }
+    }
+    if args.update_parallelism.is_some() || args.update_delay_ms.is_some() {
+        let update = spec.update.get_or_insert(UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+        });
+        if let Some(p) = args.update_parallelism {
+            update.parallelism = p;
+        }
+        if let Some(d) = args.update_delay_ms {
+            update.delay_ms = d;
+        }
+    }
+    if args.force {
+        spec.force_update += 1;
+    }
+    Ok(())
+}
+
+/// Runs `service update`.
+pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Result<()> {
+    let service = client
+        .get_service(GetRequest {
+            name_or_id: args.service.clone(),
+        })
+        .await?
+        .into_inner();
+    let mut spec = service.spec.clone().unwrap_or_default();
+    edit(&mut spec, &args)?;
+    let updated = client
+        .update_service(UpdateServiceRequest {
+            name_or_id: service.id.clone(),
+            version: service.meta.map_or(0, |m| m.version),
+            spec: Some(spec.clone()),
+        })
+        .await?
+        .into_inner();
+    println!("{}", spec.name);
+    if args.detach {
+        return Ok(());
+    }
+    wait_converged(client, &updated.id, &spec).await
+}
+
+/// Waits until every task meant to run is made from `spec` and RUNNING, and there are as
+/// many as the service wants (replicated), printing progress when it changes.
+async fn wait_converged(
+    client: &mut ControlClient<Channel>,
+    service_id: &str,
+    spec: &ServiceSpec,
+) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let mut last = String::new();
+    loop {
+        let tasks = client
+            .list_tasks(ListTasksRequest {
+                service: service_id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .tasks;
+        let meant: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.desired_state() <= TaskState::Running)
+            .collect();
+        let done = meant
+            .iter()
+            .filter(|t| {
+                !mini_manager::orchestrator::is_outdated(t, spec)
+                    && t.status.as_ref().map(|s| s.state()) == Some(TaskState::Running)
+            })
+            .count();
+        let want = match spec.mode {
+            Some(Mode::Replicas(n)) => n as usize,
+            _ => meant.len(),
+        };
+        let progress = format!("{done}/{want} tasks updated and running");
+        if progress != last {
+            println!("progress: {progress}");
+            last = progress.clone();
+        }
+        if done == want && meant.len() == want {
+            println!("verify: service converged");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow::anyhow!(
+                "the update did not converge within {} s ({progress}); see `mini service ps {}`",
+                CONVERGE_TIMEOUT.as_secs(),
+                spec.name
+            ))
+            .context("service update stored, rollout incomplete");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use mini_proto::v1::ContainerSpec;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: UpdateArgs,
+    }
+
+    fn args(flags: &[&str]) -> UpdateArgs {
+        let mut argv = vec!["update"];
+        argv.extend_from_slice(flags);
+        argv.push("web");
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    fn web() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            container: Some(ContainerSpec {
+                image: "host".into(),
+                args: vec!["httpd".into()],
+                env: vec!["A=1".into(), "B=2".into()],
+            }),
+            mode: Some(Mode::Replicas(2)),
+            endpoint: Some(EndpointSpec {
+                mode: 0,
+                ports: vec![PortConfig {
+                    protocol: "tcp".into(),
+                    published_port: 8080,
+                    target_port: 80,
+                }],
+            }),
+            ..ServiceSpec::default()
+        }
+    }
+
+    #[test]
+    fn flags_edit_the_spec_like_docker() {
+        let mut spec = web();
+        edit(
+            &mut spec,
+            &args(&[
+                "--env-add",
+                "A=3",
+                "--env-rm",
+                "B",
+                "--publish-rm",
+                "8080",
+                "--publish-add",
+                "9090:80/udp",
+                "--replicas",
+                "5",
+                "--update-parallelism",
+                "2",
+                "--force",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(spec.container.as_ref().unwrap().env, vec!["A=3"]);
+        let ports = &spec.endpoint.as_ref().unwrap().ports;
+        assert_eq!(ports.len(), 1);
+        assert_eq!(
+            (
+                ports[0].published_port,
+                ports[0].target_port,
+                ports[0].protocol.as_str()
+            ),
+            (9090, 80, "udp")
+        );
+        assert_eq!(spec.mode, Some(Mode::Replicas(5)));
+        assert_eq!(spec.update.unwrap().parallelism, 2);
+        assert_eq!(spec.force_update, 1);
+    }
+
+    #[test]
+    fn removing_what_is_not_there_is_refused() {
+        for (flags, message) in [
+            (
+                &["--publish-rm", "9999"][..],
+                "does not publish port 9999/tcp",
+            ),
+            (
+                &["--publish-rm", "8080/udp"][..],
+                "does not publish port 8080/udp",
+            ),
+            (&["--env-rm", "C"][..], "no environment variable C"),
+            (
+                &["--constraint-rm", "node.role==manager"][..],
+                "no constraint",
+            ),
+        ] {
+            let err = edit(&mut web(), &args(flags)).unwrap_err().to_string();
+            assert!(err.contains(message), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_published_port_can_be_given_with_its_target() {
+        assert_eq!(parse_published("8080:80/UDP"), Ok((8080, "udp".into())));
+        assert!(parse_published("0").is_err());
+        assert!(parse_published("80/sctp").is_err());
+    }
+}

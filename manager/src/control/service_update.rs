@@ -1,0 +1,138 @@
+//! `service update`: a new spec for an existing service. Its tasks made from the old spec are
+//! then replaced by the orchestrator's rolling update (see `orchestrator::update`).
+
+use mini_proto::v1::{
+    Service, ServiceSpec, StoreAction, StoreBatch, UpdateServiceRequest, service_spec::Mode,
+    store_action::Action,
+};
+
+use super::ControlError;
+use super::services::{KNOWN_IMAGES, check_published_ports};
+use crate::allocator::AddressPools;
+use crate::ids::now_ms;
+use crate::manager::Manager;
+use crate::scheduler::parse_constraints;
+use crate::store::{Proposer, Tables};
+
+/// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
+/// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
+/// is refused.
+pub(super) async fn update(
+    manager: &Manager,
+    request: UpdateServiceRequest,
+) -> Result<Service, ControlError> {
+    let mut spec = request
+        .spec
+        .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
+    let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
+    if !KNOWN_IMAGES.contains(&image) {
+        return Err(ControlError::Invalid(format!(
+            "unknown image {image:?}: this node runs the built-in runtime only; known images: {}",
+            KNOWN_IMAGES.join(", ")
+        )));
+    }
+    parse_constraints(&spec.constraints)?;
+
+    let _writer = manager.write_lock().await;
+    let (service, networks) = manager.store().view(|t| {
+        let old = t.service(&request.name_or_id)?.clone();
+        let version = old.meta.map_or(0, |m| m.version);
+        if request.version != 0 && request.version != version {
+            return Err(ControlError::Conflict(format!(
+                "service {} changed since it was read (version {} is now {version}): read it and update again",
+                request.name_or_id, request.version
+            )));
+        }
+        let old_spec = old.spec.clone().unwrap_or_default();
+        check_unchanged(&old_spec, &spec)?;
+        let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
+        check_published_ports(t, &ports, Some(&old.id))?;
+        spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
+        let mut service = Service {
+            spec: Some(spec.clone()),
+            ..old
+        };
+        let networks: Vec<_> = t.networks.values().cloned().collect();
+        let tasks: Vec<_> = t.tasks.values().cloned().collect();
+        let services: Vec<_> = t.services.values().cloned().collect();
+        let mut pools = AddressPools::new(&networks, &tasks, &services);
+        pools.reserve_nodes(t.nodes.values());
+        service.vips = pools.allocate_vips(&service)?;
+        Ok((service, pools.changed_networks()))
+    })?;
+    let mut actions = vec![StoreAction {
+        action: Some(Action::PutService(service.clone())),
+        create: false,
+    }];
+    actions.extend(networks.into_iter().map(|n| StoreAction {
+        action: Some(Action::PutNetwork(n)),
+        create: false,
+    }));
+    manager
+        .proposer()
+        .propose(StoreBatch {
+            actions,
+            proposed_at_ms: now_ms(),
+        })
+        .await?;
+    Ok(manager
+        .store()
+        .view(|t| t.services.get(&service.id).cloned())
+        .unwrap_or(service))
+}
+
+/// What an update may not change: the name, the kind of mode.
+fn check_unchanged(old: &ServiceSpec, new: &ServiceSpec) -> Result<(), ControlError> {
+    if new.name != old.name {
+        return Err(ControlError::Invalid(format!(
+            "renaming a service is not supported ({} → {}): create a new service instead",
+            old.name, new.name
+        )));
+    }
+    let global = |s: &ServiceSpec| matches!(s.mode, Some(Mode::Global(_)));
+    if global(old) != global(new) {
+        return Err(ControlError::Invalid(format!(
+            "service {} cannot change between replicated and global mode: remove it and create it again",
+            old.name
+        )));
+    }
+    Ok(())
+}
+
+/// The service's networks after the update: the same user networks as before (changing them
+/// is not supported), behind the `ingress` network when ports are published.
+fn networks_for(
+    t: &Tables,
+    old: &ServiceSpec,
+    new: &ServiceSpec,
+    publishes: bool,
+) -> Result<Vec<String>, ControlError> {
+    let ingress = t
+        .networks
+        .values()
+        .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))
+        .map(|n| n.id.clone());
+    let user = |s: &ServiceSpec| -> Vec<String> {
+        s.networks
+            .iter()
+            .filter(|id| Some(*id) != ingress.as_ref())
+            .cloned()
+            .collect()
+    };
+    let networks = user(old);
+    if user(new) != networks {
+        return Err(ControlError::Invalid(format!(
+            "changing the networks of service {} is not supported: remove it and create it again",
+            old.name
+        )));
+    }
+    if !publishes {
+        return Ok(networks);
+    }
+    let ingress = ingress.ok_or_else(|| {
+        ControlError::Precondition(
+            "the ingress network is missing; ports cannot be published".into(),
+        )
+    })?;
+    Ok(std::iter::once(ingress).chain(networks).collect())
+}
