@@ -9,7 +9,8 @@
 //! - demoting the leader: leadership moves, the old leader becomes a worker; promoted back;
 //! - a follower's `node ls` shows a killed manager Unreachable (and Reachable once it is back);
 //! - `swarm leave` on a manager is refused without --force, naming the quorum risk; with
-//!   --force the other managers' configuration shrinks to 2 voters and writes still succeed.
+//!   --force the other managers' configuration shrinks to 2 voters and writes still succeed;
+//! - the last manager can neither be demoted nor leave without --force.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -323,4 +324,21 @@ fn managers_are_promoted_demoted_and_leave() {
     );
     let gone = cluster.host(leaver).fails(&["network", "ls"]);
     assert!(gone.contains("not a swarm manager"), "{gone}");
+
+    // Down to one manager: the last one can neither be demoted nor leave without --force.
+    let (last, other) = (remaining[0], remaining[1]);
+    cluster
+        .host(last)
+        .ok(&["node", "demote", &format!("h{other}")]);
+    wait_voters(&cluster, &[last], 1);
+    let err = cluster
+        .host(last)
+        .fails(&["node", "demote", &format!("h{last}")]);
+    assert!(err.contains("last manager"), "{err}");
+    let err = cluster.host(last).fails(&["swarm", "leave"]);
+    assert!(
+        err.contains("last manager") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(voters(&cluster, last).unwrap().len(), 1);
 }
