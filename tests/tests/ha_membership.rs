@@ -7,7 +7,8 @@
 //!   and a restarted h3 comes back as a worker;
 //! - `node promote h3` again: it rejoins with a new Raft id;
 //! - demoting the leader: leadership moves, the old leader becomes a worker; promoted back;
-//! - a follower's `node ls` shows a killed manager Unreachable (and Reachable once it is back);
+//! - a follower's `node ls` shows a killed manager Unreachable; demoted while down, it comes
+//!   back as a worker; promoted again, it shows Reachable;
 //! - `swarm leave` on a manager is refused without --force, naming the quorum risk; with
 //!   --force the other managers' configuration shrinks to 2 voters and writes still succeed;
 //! - the last manager can neither be demoted nor leave without --force.
@@ -283,7 +284,24 @@ fn managers_are_promoted_demoted_and_leave() {
         "down",
         "unreachable",
     );
+    // Demoted while it is down: back up, it finds out from the others and becomes a worker.
+    cluster
+        .host(watcher)
+        .ok(&["node", "demote", &format!("h{victim}")]);
+    wait_voters(&cluster, &[leader, watcher], 2);
     cluster.start_host(victim);
+    wait_not_manager(&cluster, victim);
+    wait_node(
+        &cluster,
+        watcher,
+        &format!("h{victim}"),
+        "worker",
+        "ready",
+        "",
+    );
+    cluster
+        .host(leader)
+        .ok(&["node", "promote", &format!("h{victim}")]);
     wait_node(
         &cluster,
         watcher,

@@ -9,7 +9,9 @@
 //! running; the agent's session already follows the leader.
 //!
 //! A demoted leader first hands leadership over (see the membership controller in
-//! `crate::ha`); it then waits like any other demoted manager.
+//! `crate::ha`); it then waits like any other demoted manager. A manager demoted while it was
+//! down never receives the entries that say so: once it has no leader for a while it asks its
+//! peers, and steps down when the leader's configuration no longer holds it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,9 @@ use crate::store::ObjectKind;
 
 /// How often a demoted manager checks whether the leader has removed it.
 const POLL: Duration = Duration::from_millis(200);
+/// Every this many rounds without a leader, a manager asks its peers whether it is still in the
+/// Raft group.
+const ASK_PEERS_EVERY: u64 = 5;
 
 /// Whether the store no longer counts node `node_id` (running Raft id `own`) as a manager.
 pub(super) fn demoted(manager: &Manager, node_id: &str, own: u64) -> bool {
@@ -54,12 +59,34 @@ impl ControlApi {
         tokio::spawn(async move {
             let own = manager.raft_status().id;
             let mut events = manager.store().watch();
+            let mut rounds = 0u64;
             loop {
                 if !api.is_current(&manager).await {
                     return;
                 }
                 if demoted(&manager, &api.inner.node_id, own) {
-                    break;
+                    tracing::info!(
+                        raft_id = own,
+                        "this node is no manager any more: waiting for its removal from the Raft group"
+                    );
+                    if api.wait_removed(&manager, own).await {
+                        api.step_down(&manager, own).await;
+                    }
+                    return;
+                }
+                // Demoted while away: the leader no longer sends it anything, so the store never
+                // says so. Without a leader for a while, ask the peers whether it is still in.
+                rounds += 1;
+                if rounds.is_multiple_of(ASK_PEERS_EVERY)
+                    && manager.raft_status().leader_id == 0
+                    && manager.proposer().removed_from_group().await
+                {
+                    tracing::info!(
+                        raft_id = own,
+                        "the leader's Raft configuration no longer holds this manager (demoted while away)"
+                    );
+                    api.step_down(&manager, own).await;
+                    return;
                 }
                 tokio::select! {
                     event = events.recv() => match event {
@@ -69,13 +96,6 @@ impl ControlApi {
                     },
                     () = tokio::time::sleep(POLL) => {}
                 }
-            }
-            tracing::info!(
-                raft_id = own,
-                "this node is no manager any more: waiting for its removal from the Raft group"
-            );
-            if api.wait_removed(&manager, own).await {
-                api.step_down(&manager, own).await;
             }
         });
     }
@@ -139,7 +159,10 @@ impl ControlApi {
         if !self.is_current(manager).await {
             return;
         }
-        let managers = manager.manager_addrs();
+        // The store of a manager demoted while away may still list it as a manager.
+        let own_addr = manager.peers().own_addr();
+        let mut managers = manager.manager_addrs();
+        managers.retain(|a| *a != own_addr);
         self.inner.manager.write().await.take();
         manager.shutdown().await;
         let Some(mut record) = self.inner.membership.read().await.clone() else {

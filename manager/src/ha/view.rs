@@ -113,6 +113,28 @@ impl HaProposer {
         }
     }
 
+    /// Whether this manager, once a member of the group, was removed from it: its own
+    /// configuration holds its id but the leader's (found by asking every known peer) does not.
+    /// Ids are never reused, so a removal is final. A manager that just joined and is not a
+    /// member yet is never "removed". Used by a manager that was demoted while it was away:
+    /// the leader never sends it the entries that say so.
+    pub(crate) async fn removed_from_group(&self) -> bool {
+        let status = self.raft().status();
+        let own = status.id;
+        if !status.voters.contains(&own) && !status.learners.contains(&own) {
+            return false;
+        }
+        for id in self.peers().ids() {
+            if id == own {
+                continue;
+            }
+            if let Some(view) = self.view_of(id).await {
+                return !view.contains(own);
+            }
+        }
+        false
+    }
+
     /// The view of the manager with Raft id `leader`, if it answers as the leader within
     /// [`ASK_LEADER_WITHIN`].
     pub(crate) async fn view_of(&self, leader: u64) -> Option<GroupView> {
