@@ -31,6 +31,8 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
             "voters": info.raft_voters,
             "learners": info.raft_learners,
             "unreachable_managers": info.unreachable_managers,
+            // "leader": the leader's view; "local": no leader answered, this manager's own guess.
+            "reachability_from": if info.reachability_local { "local" } else { "leader" },
         },
     });
     match format {

@@ -82,6 +82,11 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 .iter()
                 .map(|n| NodeView::new(n, is_leader(&n.id), unreachable(&n.id)))
                 .collect();
+            if info.reachability_local {
+                eprintln!(
+                    "warning: no Raft leader answered; MANAGER STATUS is this manager's own view"
+                );
+            }
             match format {
                 Format::Json => print_json(&views)?,
                 Format::Table => print_table(

@@ -1,7 +1,6 @@
 //! `swarm init` and `info`.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use mini_proto::v1::{InfoResponse, Membership, NodeRole, SwarmInitRequest, SwarmInitResponse};
 
@@ -112,7 +111,7 @@ pub(super) async fn swarm_init(
             manager.shutdown().await;
             return Err(err);
         }
-        *api.inner.manager.write().await = Some(Arc::new(manager));
+        api.install_manager(manager).await;
         Ok((cluster, membership))
     }
     .await;
@@ -151,18 +150,13 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
                 .unwrap_or_default()
         })
     };
-    // Only the leader tracks every manager's progress; a follower reports none unreachable.
+    // Only the leader tracks every manager's progress: a follower asks it.
+    let view = manager.proposer().group_view().await;
     let unreachable_managers = manager.store().view(|t| {
         t.nodes
             .values()
             .filter(|n| n.role() == NodeRole::Manager && n.raft_id != status.id)
-            .filter(|n| {
-                status.role == crate::raft::Role::Leader
-                    && !status
-                        .progress
-                        .iter()
-                        .any(|p| p.id == n.raft_id && p.recent_active)
-            })
+            .filter(|n| view.unreachable.contains(&n.raft_id))
             .map(|n| n.id.clone())
             .collect()
     });
@@ -177,5 +171,6 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         raft_snapshot_index: status.snapshot_index,
         raft_first_log_index: status.first_index,
         leader_node_id,
+        reachability_local: view.local,
     }
 }

@@ -181,7 +181,7 @@ impl ControlApi {
         );
         let manager = Manager::join(config).await?;
         tracing::info!(raft_id = membership.raft_id, "manager started in join mode");
-        *self.inner.manager.write().await = Some(std::sync::Arc::new(manager));
+        self.install_manager(manager).await;
         Ok(())
     }
 
@@ -208,7 +208,16 @@ impl ControlApi {
                 membership.cluster_id
             )));
         }
+        if raft_id <= membership.raft_id {
+            // Ids are never reused: this is for the id the node held before a demotion.
+            return Err(ControlError::Precondition(format!(
+                "raft messages for id {raft_id}: this node gave up Raft id {} when it was demoted",
+                membership.raft_id
+            )));
+        }
         let port = parse_listen_addr("listen address", &membership.listen_addr)?.port();
+        // The log of the manager this node was before a demotion, if a crash left it.
+        super::demotion::remove_raft_state(&self.inner.config.state_dir)?;
         membership.role = NodeRole::Manager as i32;
         membership.raft_id = raft_id;
         self.start_joined_manager(&membership, port).await?;
@@ -230,12 +239,37 @@ pub(super) async fn swarm_leave(
             "this node is not part of a swarm".into(),
         ));
     };
-    if membership.role() == NodeRole::Manager && !request.force {
-        return Err(ControlError::Precondition(
-            "this node is a manager: leaving would remove the cluster's only Raft member and lose its state; \
-             use `mini swarm leave --force` to do it anyway"
-                .into(),
-        ));
+    let manager = api.inner.manager.read().await.clone();
+    if let Some(manager) = &manager {
+        let managers = manager.store().view(|t| {
+            t.nodes
+                .values()
+                .filter(|n| n.role() == NodeRole::Manager)
+                .count()
+        });
+        let last = managers <= 1;
+        if !request.force {
+            return Err(ControlError::Precondition(if last {
+                "this node is the swarm's last manager: leaving deletes its Raft log, and with it \
+                 the swarm's state; use `mini swarm leave --force` to do it anyway"
+                    .to_string()
+            } else {
+                let quorum = (managers - 1) / 2 + 1;
+                format!(
+                    "this node is a manager: leaving removes it from the Raft group and leaves {} \
+                     managers, which need {quorum} of them reachable to keep a quorum (losing it \
+                     makes the swarm unavailable); demote it first (`mini node demote {}` on \
+                     another manager), or use `mini swarm leave --force` to leave anyway",
+                    managers - 1,
+                    api.inner.config.hostname
+                )
+            }));
+        }
+        if !last {
+            // Out of the Raft group first, so the remaining managers' quorum shrinks; if that
+            // fails nothing has changed.
+            leave_raft_group(api, manager).await?;
+        }
     }
     if membership.role() == NodeRole::Worker {
         // Tell a manager, so the node shows as down at once; best effort.
@@ -254,13 +288,96 @@ pub(super) async fn swarm_leave(
     api.inner.hooks.stop().await;
     if let Some(manager) = api.inner.manager.write().await.take() {
         manager.shutdown().await;
-        let raft_dir = api.inner.config.state_dir.join("raft");
-        std::fs::remove_dir_all(&raft_dir).map_err(|e| {
-            ControlError::Internal(format!("cannot remove {}: {e}", raft_dir.display()))
-        })?;
+        super::demotion::remove_raft_state(&api.inner.config.state_dir)?;
     }
     membership::remove(&api.inner.config.state_dir)?;
     *api.inner.membership.write().await = None;
+    Ok(())
+}
+
+/// How long a leaving manager waits for the leader to take it out of the Raft configuration.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// `swarm leave --force` on a manager that is not the last: records this node as a worker that
+/// left (the membership controller on the leader then removes its Raft id, handing leadership
+/// over first if this node leads) and waits for the removal.
+async fn leave_raft_group(
+    api: &ControlApi,
+    manager: &std::sync::Arc<Manager>,
+) -> Result<(), ControlError> {
+    let own = manager.raft_status().id;
+    let node_id = api.inner.node_id.clone();
+    super::retry_stale(|| async {
+        let _writer = manager.write_lock().await;
+        let node = manager.store().view(|t| t.node(&node_id).cloned())?;
+        let mut spec = node.spec.clone().unwrap_or_default();
+        spec.desired_role = NodeRole::Worker as i32;
+        let mut status = node.status.clone().unwrap_or_default();
+        status.state = NodeState::Down as i32;
+        status.message = "node left the swarm".into();
+        let left = Node {
+            spec: Some(spec),
+            status: Some(status),
+            role: NodeRole::Worker as i32,
+            raft_id: 0,
+            ..node
+        };
+        let batch = StoreBatch {
+            actions: vec![StoreAction {
+                action: Some(Action::PutNode(left)),
+                create: false,
+            }],
+            proposed_at_ms: now_ms(),
+        };
+        manager.proposer().propose(batch).await?;
+        Ok(())
+    })
+    .await
+    .map_err(|err| {
+        ControlError::Precondition(format!(
+            "cannot take this manager out of the Raft group, so it has not left the swarm: {err}"
+        ))
+    })?;
+    match tokio::time::timeout(REMOVAL_WAIT, api.wait_removed(manager, own)).await {
+        Ok(_) => tracing::info!(raft_id = own, "left the Raft group"),
+        // The store already says this node is no manager: the leader finishes the removal.
+        Err(_) => tracing::warn!(
+            raft_id = own,
+            "the leader has not removed this manager from the Raft group yet; leaving anyway"
+        ),
+    }
+    Ok(())
+}
+
+/// Refuses when taking voter `raft_id` out of the Raft group would leave fewer reachable voters
+/// than the quorum of those that remain.
+async fn check_quorum_without(
+    manager: &Manager,
+    raft_id: u64,
+    hostname: &str,
+) -> Result<(), ControlError> {
+    let view = manager.proposer().group_view().await;
+    if !view.voters.contains(&raft_id) {
+        return Ok(());
+    }
+    let remaining: Vec<u64> = view
+        .voters
+        .iter()
+        .copied()
+        .filter(|&v| v != raft_id)
+        .collect();
+    let reachable = remaining
+        .iter()
+        .filter(|v| !view.unreachable.contains(v))
+        .count();
+    let quorum = remaining.len() / 2 + 1;
+    if reachable < quorum {
+        return Err(ControlError::Precondition(format!(
+            "demoting {hostname} would leave {} managers of which only {reachable} are reachable, \
+             and {quorum} are needed for a quorum; bring the unreachable managers back first",
+            remaining.len()
+        )));
+    }
     Ok(())
 }
 
@@ -320,12 +437,8 @@ pub(super) async fn update_node(
                     node.hostname
                 )));
             }
-            if node.raft_id == manager.raft_status().leader_id {
-                return Err(ControlError::Precondition(format!(
-                    "node {} is the Raft leader: stop its daemon first so another manager leads, then demote it",
-                    node.hostname
-                )));
-            }
+            // The leader may be demoted too: it hands leadership over before it is removed.
+            check_quorum_without(manager, node.raft_id, &node.hostname).await?;
             role = NodeRole::Worker;
             raft_id = 0;
         }

@@ -9,12 +9,14 @@
 //! - `identity`: the node id kept in the state dir.
 //! - `networks`, `services`, `cluster`: the calls, grouped by object.
 //! - `raft_rpc`: the Raft transport service managers serve one another.
+//! - `demotion`: a manager the cluster demoted steps down to a worker.
 //!
 //! Every call reads from a consistent view: on a follower it first waits until it has applied
 //! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
 //! forwarded to the leader by the proposer.
 
 mod cluster;
+mod demotion;
 mod dispatch;
 mod identity;
 pub mod members;
@@ -33,10 +35,10 @@ use mini_proto::v1::{
     CreateNetworkRequest, CreateServiceRequest, ExecRequest, ExecResponse, GetRequest, InfoRequest,
     InfoResponse, JoinTokenRequest, JoinTokenResponse, ListNetworksRequest, ListNetworksResponse,
     ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
-    ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node, RemoveNodeRequest,
-    RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest, SwarmInitRequest,
-    SwarmInitResponse, SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse,
-    UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
+    ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node, NodeRole,
+    RemoveNodeRequest, RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest,
+    SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest,
+    SwarmLeaveResponse, UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
 };
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
@@ -110,13 +112,15 @@ impl ControlApi {
             bound.port(),
             &membership,
         );
-        if Manager::has_state(&manager_config) {
+        // A worker's state dir may still hold the log of the manager it was before a
+        // demotion (a crash between the two steps): only a manager resumes it.
+        if membership.role() == NodeRole::Manager && Manager::has_state(&manager_config) {
             tracing::info!(
                 "resuming the manager from {}",
                 api.inner.config.state_dir.display()
             );
-            *api.inner.manager.write().await =
-                Some(Arc::new(Manager::resume(manager_config).await?));
+            api.install_manager(Manager::resume(manager_config).await?)
+                .await;
         }
         api.enter(membership).await?;
         Ok(api)
@@ -165,13 +169,32 @@ impl ControlApi {
         Ok(manager)
     }
 
+    /// Makes `manager` this node's manager and starts watching whether the cluster still
+    /// counts it as one.
+    async fn install_manager(&self, manager: Manager) -> Arc<Manager> {
+        let manager = Arc::new(manager);
+        *self.inner.manager.write().await = Some(manager.clone());
+        self.watch_role(manager.clone());
+        manager
+    }
+
     async fn manager(&self) -> Result<Arc<Manager>, ControlError> {
-        self.inner.manager.read().await.clone().ok_or_else(|| {
-            ControlError::Precondition(
-                "this node is not a swarm manager: run `mini swarm init --advertise-addr IP` first"
-                    .into(),
+        if let Some(manager) = self.inner.manager.read().await.clone() {
+            return Ok(manager);
+        }
+        let message = if self.inner.membership.read().await.is_some() {
+            format!(
+                "this node is not a swarm manager: worker nodes can't be used to view or modify \
+                 cluster state; run this command on a manager node or promote this node to a \
+                 manager (`mini node promote {}` on a manager)",
+                self.inner.config.hostname
             )
-        })
+        } else {
+            "this node is not a swarm manager: run `mini swarm init --advertise-addr IP` to \
+             create a swarm, or `mini swarm join` to join one"
+                .to_string()
+        };
+        Err(ControlError::Precondition(message))
     }
 }
 

@@ -97,8 +97,8 @@ impl RaftTransport for ControlApi {
                 status.leader_id
             )));
         }
-        Ok(Response::new(ReadIndexResponse {
-            commit_index: status.commit,
-        }))
+        Ok(Response::new(
+            crate::ha::GroupView::of_leader(&status).to_response(status.commit),
+        ))
     }
 }

@@ -6,7 +6,9 @@
 //!    snapshot but does not vote, so a slow newcomer never costs the cluster its quorum);
 //! 2. a learner that has caught up (its matched index within [`CATCH_UP_SLACK`] of the commit
 //!    index, and answering) is promoted to *voter*;
-//! 3. an id no manager holds any more (demoted or removed node) is removed.
+//! 3. an id no manager holds any more (demoted or removed node) is removed;
+//! 4. when that id is the leader's own (the leader was demoted, or left), leadership is handed to
+//!    a caught-up voter first; the new leader then removes the old one.
 //!
 //! Ids come from the cluster's counter and are never reused (see [`super::allocate_raft_id`]).
 
@@ -27,8 +29,36 @@ pub const CATCH_UP_SLACK: u64 = 16;
 /// Longest one configuration change may take before the controller tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the controller does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// A configuration change for one id.
+    Conf(ConfChangeType, u64),
+    /// Hand leadership to this voter (the leader itself is no manager any more).
+    TransferLeader(u64),
+}
+
 /// The one change to make next, if any.
-fn next_change(
+fn next_change(managers: &BTreeSet<u64>, status: &crate::raft::RaftStatus) -> Option<Change> {
+    next_conf_change(managers, status)
+        .map(|(t, id)| Change::Conf(t, id))
+        .or_else(|| {
+            if managers.contains(&status.id) {
+                return None;
+            }
+            // Demoted or leaving leader: the most caught-up active voter that stays takes over.
+            status
+                .progress
+                .iter()
+                .filter(|p| p.recent_active && managers.contains(&p.id))
+                .filter(|p| status.voters.contains(&p.id))
+                .max_by_key(|p| p.matched)
+                .map(|p| Change::TransferLeader(p.id))
+        })
+}
+
+/// The one configuration change to make next, if any.
+fn next_conf_change(
     managers: &BTreeSet<u64>,
     status: &crate::raft::RaftStatus,
 ) -> Option<(ConfChangeType, u64)> {
@@ -74,8 +104,16 @@ pub async fn run(store: Store, proposer: HaProposer) {
         if managers.is_empty() {
             continue;
         }
-        let Some((change_type, id)) = next_change(&managers, &status) else {
-            continue;
+        let (change_type, id) = match next_change(&managers, &status) {
+            None => continue,
+            Some(Change::Conf(change_type, id)) => (change_type, id),
+            Some(Change::TransferLeader(id)) => {
+                tracing::info!(to = id, "this manager was demoted: handing leadership over");
+                proposer.raft().transfer_leader(id).await;
+                // Give the transfer an election timeout to complete before trying again.
+                tokio::time::sleep(super::TICK * super::ELECTION_TICKS as u32).await;
+                continue;
+            }
         };
         let mut single = ConfChangeSingle::default();
         single.set_change_type(change_type);
@@ -136,7 +174,7 @@ mod tests {
         let s = status(&[1], &[], &[]);
         assert_eq!(
             next_change(&set(&[1, 2]), &s),
-            Some((ConfChangeType::AddLearnerNode, 2))
+            Some(Change::Conf(ConfChangeType::AddLearnerNode, 2))
         );
     }
 
@@ -149,7 +187,7 @@ mod tests {
         let caught_up = status(&[1], &[2], &[(2, 95, true)]);
         assert_eq!(
             next_change(&set(&[1, 2]), &caught_up),
-            Some((ConfChangeType::AddNode, 2))
+            Some(Change::Conf(ConfChangeType::AddNode, 2))
         );
     }
 
@@ -158,8 +196,28 @@ mod tests {
         let s = status(&[1, 2, 3], &[], &[]);
         assert_eq!(
             next_change(&set(&[1, 2]), &s),
-            Some((ConfChangeType::RemoveNode, 3))
+            Some(Change::Conf(ConfChangeType::RemoveNode, 3))
         );
-        assert_eq!(next_change(&set(&[2, 3]), &s), None);
+        assert_eq!(
+            next_conf_change(&set(&[2, 3]), &s),
+            None,
+            "the leader never removes itself"
+        );
+    }
+
+    #[test]
+    fn a_demoted_leader_hands_over_to_the_most_caught_up_active_voter() {
+        let s = status(&[1, 2, 3], &[], &[(2, 90, true), (3, 99, true)]);
+        assert_eq!(
+            next_change(&set(&[2, 3]), &s),
+            Some(Change::TransferLeader(3))
+        );
+        let one_silent = status(&[1, 2, 3], &[], &[(2, 90, true), (3, 99, false)]);
+        assert_eq!(
+            next_change(&set(&[2, 3]), &one_silent),
+            Some(Change::TransferLeader(2))
+        );
+        let none_active = status(&[1, 2, 3], &[], &[(2, 90, false), (3, 99, false)]);
+        assert_eq!(next_change(&set(&[2, 3]), &none_active), None);
     }
 }

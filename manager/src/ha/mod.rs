@@ -16,6 +16,8 @@
 //! - `members`: the leader-only Raft membership controller: adds managers as learners, promotes
 //!   them to voters once caught up, removes ids no manager holds any more.
 //! - `join`: the leader's side of `swarm join` with a manager token, and of `node promote`.
+//! - `view`: [`GroupView`], the Raft group as the leader sees it (members, who answers), asked
+//!   of the leader by followers.
 //!
 //! # Timing (fast failover on a LAN)
 //! One tick is [`TICK`] = 50 ms. A follower campaigns after [`ELECTION_TICKS`] = 10 ticks without
@@ -32,6 +34,7 @@ mod outcomes;
 mod peers;
 mod proposer;
 mod transport;
+mod view;
 
 use std::time::Duration;
 
@@ -41,6 +44,7 @@ pub use outcomes::{Outcomes, RecordingMachine};
 pub use peers::Peers;
 pub use proposer::{HaProposer, NOT_LEADER, NoQuorum};
 pub use transport::{GrpcTransport, Report, forward_reports};
+pub use view::{ASK_LEADER_WITHIN, GroupView};
 
 /// Wall-clock length of one Raft tick.
 pub const TICK: Duration = Duration::from_millis(50);

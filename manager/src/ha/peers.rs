@@ -98,6 +98,11 @@ impl Peers {
         Some(channel)
     }
 
+    /// The Raft ids whose addresses are known.
+    pub fn ids(&self) -> Vec<u64> {
+        self.read().addrs.keys().copied().collect()
+    }
+
     /// A channel to Raft id `id`, if its address is known.
     pub fn channel_to(&self, id: u64) -> Option<Channel> {
         self.channel(&self.addr(id)?)

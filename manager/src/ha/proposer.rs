@@ -94,6 +94,11 @@ impl HaProposer {
         &self.raft
     }
 
+    /// The address book of the other managers.
+    pub(super) fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     /// Whether this manager leads.
     pub fn is_leader(&self) -> bool {
         self.raft.status().role == Role::Leader

@@ -93,6 +93,8 @@ pub(crate) enum Command<O> {
     SnapshotSent(u64, bool),
     /// Advance the logical clock by this many ticks (configs with manual ticks only).
     Tick(u32),
+    /// Hand leadership to this voter (ignored unless this node leads).
+    TransferLeader(u64),
     /// Stop the loop; answered once sled is flushed.
     Shutdown(oneshot::Sender<()>),
 }
@@ -159,6 +161,13 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// Tells raft whether a snapshot reached `id` (raft-rs `report_snapshot`).
     pub async fn report_snapshot(&self, id: u64, delivered: bool) {
         let _ = self.tx.send(Command::SnapshotSent(id, delivered)).await;
+    }
+
+    /// Asks raft to hand leadership to the voter `id` (raft-rs `transfer_leader`): the leader
+    /// brings it up to date and tells it to campaign at once. Ignored unless this node leads;
+    /// watch [`status`](Self::status) for the outcome.
+    pub async fn transfer_leader(&self, id: u64) {
+        let _ = self.tx.send(Command::TransferLeader(id)).await;
     }
 
     /// Advances the node's logical clock by `ticks` (for a [`RaftConfig`](super::RaftConfig)

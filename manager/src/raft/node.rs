@@ -195,6 +195,11 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                     self.raw.tick();
                 }
             }
+            Command::TransferLeader(id) => {
+                if self.raw.raft.state == StateRole::Leader {
+                    self.raw.transfer_leader(id);
+                }
+            }
             Command::Shutdown(done) => return Some(done),
         }
         None
