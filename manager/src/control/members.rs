@@ -12,7 +12,7 @@ use mini_proto::v1::{
 use tonic::transport::Channel;
 
 use super::membership::{self, parse_listen_addr};
-use super::{ControlApi, ControlError};
+use super::{ControlApi, ControlError, retry_stale};
 use crate::dispatcher::token;
 use crate::ids::{new_secret, now_ms};
 use crate::manager::Manager;
@@ -381,8 +381,16 @@ async fn check_quorum_without(
     Ok(())
 }
 
-/// `node update --availability/--label-add/--label-rm`.
+/// `node update --availability/--label-add/--label-rm`. Retried when the node's record
+/// changed between read and write (the dispatcher writes node status at any time).
 pub(super) async fn update_node(
+    manager: &Manager,
+    request: UpdateNodeRequest,
+) -> Result<Node, ControlError> {
+    retry_stale(|| update_node_once(manager, request.clone())).await
+}
+
+async fn update_node_once(
     manager: &Manager,
     request: UpdateNodeRequest,
 ) -> Result<Node, ControlError> {
