@@ -65,8 +65,13 @@ fn anonymous_map_userdata() -> Vec<u8> {
     }
     out
 }
-/// Name the kernel turns into `__map<N>` for an anonymous map.
-const ANONYMOUS_MAP: &str = "__map%d";
+/// The name of an entry chain's anonymous map. `nft` names them `__map%d`, which makes the
+/// kernel scan every set of the table (1,000s here) to pick a free number; a name of our
+/// own, unique per entry, only needs the kernel's uniqueness check. The map replaced in the
+/// same transaction (its rule was flushed) no longer counts, so the name is reused.
+fn anonymous_map(chain: &str) -> String {
+    format!("__map_{chain}")
+}
 
 /// `NFT_REG_1`, `NFT_REG_2`: the 16-byte registers nft uses for these rules.
 const REG_1: u32 = 1;
@@ -205,9 +210,10 @@ fn element_list(a: &mut Attrs<'_>, elems: &[(&[u8], Option<Data<'_>>)]) {
 fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
     let n = t.backends.len() as u32;
     let set_id = b.set_id();
+    let map = anonymous_map(chain);
     b.push(MsgType::NewSet, NLM_F_CREATE, |a| {
         a.str(NFTA_SET_TABLE, TABLE)
-            .str(NFTA_SET_NAME, ANONYMOUS_MAP)
+            .str(NFTA_SET_NAME, &map)
             .be32(NFTA_SET_FLAGS, ANONYMOUS_CONSTANT_MAP)
             .be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER)
             .be32(NFTA_SET_KEY_LEN, 4)
@@ -228,7 +234,7 @@ fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
         .collect();
     b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
         a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
-            .str(NFTA_SET_ELEM_LIST_SET, ANONYMOUS_MAP)
+            .str(NFTA_SET_ELEM_LIST_SET, &map)
             .be32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
         element_list(a, &elems);
     });
@@ -263,7 +269,7 @@ fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
                 expr(a, "lookup", |a| {
                     a.be32(2, REG_1)
                         .be32(3, REG_1)
-                        .str(1, ANONYMOUS_MAP)
+                        .str(1, &map)
                         .be32(4, set_id);
                 });
                 if let Some(port) = t.port {

@@ -243,36 +243,41 @@ pub(super) fn diff(ns: &NsRef, want: Option<&Want<'_>>, have: Option<&LbTable>, 
         return;
     }
     let flavour = want.flavour;
-    let mut dels: BTreeMap<LbKey, (bool, bool)> = BTreeMap::new();
-    for k in have
-        .elements
-        .iter()
-        .filter(|k| !want.entries.contains_key(k))
-    {
-        dels.entry(*k).or_default().0 = true;
-    }
-    for k in have.chains.keys().filter(|k| !want.entries.contains_key(k)) {
-        dels.entry(*k).or_default().1 = true;
-    }
-    for (key, (element, chain)) in dels {
-        ops.push(Op::DelLbEntry {
-            ns: ns.clone(),
-            flavour,
-            key,
-            element,
-            chain,
-        });
-    }
-    for (key, t) in want.entries.iter() {
-        let element = have.elements.contains(key);
-        if !element || have.chains.get(key).and_then(Option::as_ref) != Some(t) {
-            ops.push(Op::SetLbEntry {
+    // One merge of three sorted key sequences (wanted entries, elements, chains): a change
+    // is planned against every local sandbox's 1,000s of entries, so no lookups per entry.
+    let mut wants = want.entries.iter().peekable();
+    let mut elements = have.elements.iter().peekable();
+    let mut chains = have.chains.iter().peekable();
+    let mut sets = Vec::new();
+    loop {
+        let next = [
+            wants.peek().map(|(k, _)| **k),
+            elements.peek().map(|k| **k),
+            chains.peek().map(|(k, _)| **k),
+        ];
+        let Some(key) = next.into_iter().flatten().min() else {
+            break;
+        };
+        let wanted = wants.next_if(|(k, _)| **k == key).map(|(_, t)| t);
+        let element = elements.next_if(|k| **k == key).is_some();
+        let chain = chains.next_if(|(k, _)| **k == key).map(|(_, t)| t.as_ref());
+        match wanted {
+            None => ops.push(Op::DelLbEntry {
                 ns: ns.clone(),
                 flavour,
-                key: *key,
+                key,
+                element,
+                chain: chain.is_some(),
+            }),
+            Some(t) if !element || chain.flatten() != Some(t) => sets.push(Op::SetLbEntry {
+                ns: ns.clone(),
+                flavour,
+                key,
                 target: t.clone(),
                 element: !element,
-            });
+            }),
+            Some(_) => {}
         }
     }
+    ops.extend(sets);
 }
