@@ -267,10 +267,7 @@ fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
                 });
                 // NFTA_LOOKUP_SREG, NFTA_LOOKUP_DREG, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID
                 expr(a, "lookup", |a| {
-                    a.be32(2, REG_1)
-                        .be32(3, REG_1)
-                        .str(1, &map)
-                        .be32(4, set_id);
+                    a.be32(2, REG_1).be32(3, REG_1).str(1, &map).be32(4, set_id);
                 });
                 if let Some(port) = t.port {
                     // NFTA_IMMEDIATE_DREG, NFTA_IMMEDIATE_DATA
