@@ -204,7 +204,13 @@ pub(super) async fn scale(
 
 /// Removes a service; its tasks are told to go away (desired state REMOVE)
 /// in the same write, and the task reaper deletes them once they are down.
+/// Retried when a task changed between read and write (workers report task
+/// status at any time).
 pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
+    retry_stale(|| remove_once(manager, query)).await
+}
+
+async fn remove_once(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
     let _writer = manager.write_lock().await;
     let (id, tasks) = manager.store().view(|t| {
         let service = t.service(query)?;

@@ -8,7 +8,6 @@ use mini_proto::v1::Task;
 
 use super::worker::Shared;
 use crate::dns::{DnsConfig, DnsServer, HostResolvConf, NameIndex, Names, Zone, task_resolv_conf};
-use crate::gossip::EndpointTable;
 
 /// The node's DNS servers (one per task sandbox) and the name index they share.
 #[derive(Default)]
@@ -18,9 +17,10 @@ pub struct NodeDns {
 }
 
 impl NodeDns {
-    /// Rebuilds the names from the gossip table and hands them to every server.
-    pub fn update(&self, table: &EndpointTable) {
-        let names = Arc::new(NameIndex::from_table(table));
+    /// Hands `names` (built from the gossip table with [`NameIndex::from_table`]) to every
+    /// server.
+    pub fn install(&self, names: NameIndex) {
+        let names = Arc::new(names);
         *self.names.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&names));
         for server in self
             .servers

@@ -9,6 +9,7 @@ use mini_proto::v1::Task;
 
 use super::task::task_hostname;
 use super::worker::Shared;
+use crate::dns::NameIndex;
 use crate::gossip::{EndpointRecord, Gossip, GossipConfig, Protocol, PublishedPort};
 
 /// The endpoint records of `task`'s attachments on this node (`vtep`).
@@ -68,22 +69,26 @@ pub async fn ensure_started(shared: &Arc<Shared>, peers: &[String]) {
     }
 }
 
-/// Re-programs peers from the table after every change, until gossip stops.
+/// Re-programs peers and VIP backends from the table after every change, then answers
+/// names from it, until gossip stops. Names come last: a client that resolves a new service
+/// must find its VIP already balanced in its sandbox (a SYN to a VIP not yet programmed is
+/// lost and retried only after a second).
 async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
     loop {
-        let endpoints = {
+        let (endpoints, names) = {
             let gossip = shared.gossip.read().await;
             let Some(gossip) = gossip.as_ref() else {
                 return;
             };
             let table = gossip.table();
-            shared.dns.update(&table);
-            table.live().cloned().collect::<Vec<_>>()
+            let names = NameIndex::from_table(&table);
+            (table.live().cloned().collect::<Vec<_>>(), names)
         };
         shared.network.set_endpoints(endpoints);
         if let Err(err) = shared.network.converge().await {
             tracing::warn!(%err, "programming overlay peers failed");
         }
+        shared.dns.install(names);
         if changes.changed().await.is_err() {
             return;
         }
