@@ -144,6 +144,13 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     let cluster = Cluster::start(3);
     cluster.init();
     cluster.join_all();
+    // A joined worker is in the swarm, not a manager (as `docker info` puts it).
+    let info = cluster.host(2).ok(&["info", "--format", "json"]).json();
+    assert_eq!(
+        (info["swarm"].as_str(), info["is_manager"].as_bool()),
+        (Some("active"), Some(false)),
+        "{info}"
+    );
     let m = cluster.host(1);
     m.ok(&[
         "network",

@@ -14,7 +14,8 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
     let cluster = info.cluster.unwrap_or_default();
     let value = json!({
         "node_id": info.node_id,
-        "swarm": if info.is_manager { "active" } else { "inactive" },
+        // A daemon in a swarm has a node id, worker or manager (as `docker info` says).
+        "swarm": if info.node_id.is_empty() { "inactive" } else { "active" },
         "is_manager": info.is_manager,
         "cluster": {
             "id": cluster.id,
@@ -57,6 +58,8 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
                 println!("  Snapshot Index: {}", info.raft_snapshot_index);
                 println!("  First Log Index: {}", info.raft_first_log_index);
                 println!("  Snapshot Interval: {}", cluster.snapshot_interval);
+            } else if !info.node_id.is_empty() {
+                println!(" Is Manager: false");
             }
         }
     }
