@@ -262,26 +262,32 @@ impl Cluster {
     /// Joins hosts 2..=N as workers to host 1 and waits until host 1 lists
     /// every node as ready.
     pub fn join_all(&self) {
+        for k in 2..=self.len() {
+            self.join(k, "worker");
+        }
+        self.wait_nodes_ready(self.len());
+    }
+
+    /// Joins host `k` to host 1 with the join token of `role` (`worker` or
+    /// `manager`), advertising its cluster address.
+    pub fn join(&self, k: usize, role: &str) {
         let token = self
             .host(1)
-            .ok(&["swarm", "join-token", "-q", "worker"])
+            .ok(&["swarm", "join-token", "-q", role])
             .stdout
             .trim()
             .to_string();
         let manager = format!("{}:2377", self.addr(1));
-        for k in 2..=self.len() {
-            let addr = self.addr(k);
-            self.host(k).ok(&[
-                "swarm",
-                "join",
-                "--token",
-                &token,
-                "--advertise-addr",
-                &addr,
-                &manager,
-            ]);
-        }
-        self.wait_nodes_ready(self.len());
+        let addr = self.addr(k);
+        self.host(k).ok(&[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            &addr,
+            &manager,
+        ]);
     }
 
     /// Waits until host 1 lists exactly `n` nodes with status `ready`, and
@@ -558,6 +564,47 @@ impl Host<'_> {
     /// Runs `cmd` inside this host's network namespace.
     pub fn exec(&self, cmd: &[&str]) -> Output {
         self.cluster.exec_in_host(self.k, cmd)
+    }
+
+    /// `mini info --format json`, or the error it printed.
+    pub fn info(&self) -> Result<serde_json::Value, String> {
+        let out = self.mini(&["info", "--format", "json"]);
+        if out.success {
+            Ok(out.json())
+        } else {
+            Err(out.stderr)
+        }
+    }
+
+    /// The tasks of `service` meant to run and running (`service ps --format json`).
+    pub fn running_tasks(&self, service: &str) -> Vec<serde_json::Value> {
+        let out = self.mini(&["service", "ps", service, "--format", "json"]);
+        if !out.success {
+            return Vec::new();
+        }
+        out.json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t["desired_state"] == "Running" && t["current_state"] == "Running")
+            .collect()
+    }
+
+    /// Waits until exactly `n` tasks of `service` are meant to run and running; returns them.
+    pub fn wait_running(&self, service: &str, n: usize) -> Vec<serde_json::Value> {
+        wait_for(
+            &format!("{n} running tasks of {service} on host {}", self.k),
+            Duration::from_secs(30),
+            || {
+                let tasks = self.running_tasks(service);
+                if tasks.len() == n {
+                    Ok(tasks)
+                } else {
+                    Err(format!("{} running: {tasks:?}", tasks.len()))
+                }
+            },
+        )
     }
 }
 

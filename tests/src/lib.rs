@@ -7,7 +7,9 @@
 //! - [`cli`]: running the `mini` CLI against a daemon.
 //! - [`wait`]: waiting for a condition with a deadline, reporting what was
 //!   last seen when it expires.
+//! - [`bench`]: percentiles and summaries for the cluster benchmarks.
 
+pub mod bench;
 pub mod binary;
 pub mod cli;
 pub mod cluster;

@@ -16,12 +16,7 @@ const MANAGERS: [usize; 3] = [1, 2, 3];
 const WORKER: usize = 4;
 
 fn info(host: &Host) -> Result<Value, String> {
-    let out = host.mini(&["info", "--format", "json"]);
-    if out.success {
-        Ok(out.json())
-    } else {
-        Err(out.stderr)
-    }
+    host.info()
 }
 
 /// Host index of the node with id `node_id`.
@@ -106,32 +101,8 @@ fn writer(socket: String, stop: Arc<AtomicBool>) -> Written {
 fn managers_fail_over_without_losing_a_write() {
     let mut cluster = Cluster::start(4);
     cluster.init();
-    let token = |role: &str| {
-        cluster
-            .host(1)
-            .ok(&["swarm", "join-token", "-q", role])
-            .stdout
-            .trim()
-            .to_string()
-    };
-    let (manager_token, worker_token) = (token("manager"), token("worker"));
-    let first = format!("{}:2377", cluster.addr(1));
     for k in [2, 3, WORKER] {
-        let t = if k == WORKER {
-            &worker_token
-        } else {
-            &manager_token
-        };
-        let addr = cluster.addr(k);
-        cluster.host(k).ok(&[
-            "swarm",
-            "join",
-            "--token",
-            t,
-            "--advertise-addr",
-            &addr,
-            &first,
-        ]);
+        cluster.join(k, if k == WORKER { "worker" } else { "manager" });
     }
     cluster.wait_nodes_ready(4);
     let leader = wait_for(

@@ -23,12 +23,7 @@ use serde_json::Value;
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn info(host: &Host) -> Result<Value, String> {
-    let out = host.mini(&["info", "--format", "json"]);
-    if out.success {
-        Ok(out.json())
-    } else {
-        Err(out.stderr)
-    }
+    host.info()
 }
 
 fn ids(v: &Value) -> BTreeSet<u64> {

@@ -22,26 +22,6 @@ fn create(host: &Host, args: &[&str]) -> String {
     host.ok(&all).stdout.trim().to_string()
 }
 
-fn wait_running(host: &Host, service: &str, n: usize) {
-    wait_for(
-        &format!("{n} running tasks of {service}"),
-        Duration::from_secs(30),
-        || {
-            let out = host.mini(&["service", "ps", service, "--format", "json"]);
-            let tasks = out.json().as_array().cloned().unwrap_or_default();
-            let running = tasks
-                .iter()
-                .filter(|t| t["current_state"] == "Running" && t["desired_state"] == "Running")
-                .count();
-            if running == n {
-                Ok(())
-            } else {
-                Err(out.stdout)
-            }
-        },
-    );
-}
-
 /// A shell command that GETs `/` from `addr port` and prints the body's last line.
 fn http_get(addr: &str, port: u16) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {addr} {port} | tail -n 1")
@@ -111,8 +91,8 @@ fn names_vips_and_published_ports_work_on_every_node() {
             "100000",
         ],
     );
-    wait_running(&m, "web", 3);
-    wait_running(&m, "client", 1);
+    m.wait_running("web", 3);
+    m.wait_running("client", 1);
 
     // DNS: the service name is its VIP, tasks.<service> every task IP.
     let svc = &m.ok(&["service", "inspect", "web"]).json()[0];
@@ -267,7 +247,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
 
     // Scale down: the removed replicas get no more requests.
     m.ok(&["service", "scale", "web=1"]);
-    wait_running(&m, "web", 1);
+    m.wait_running("web", 1);
     let remaining: String = m
         .ok(&["service", "ps", "web", "--format", "json"])
         .json()
@@ -307,7 +287,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
             "100000",
         ],
     );
-    wait_running(&m, "rr", 2);
+    m.wait_running("rr", 2);
     let rr = &m.ok(&["service", "inspect", "rr"]).json()[0];
     assert!(rr["vips"].as_array().unwrap().is_empty(), "{rr}");
     wait_for(

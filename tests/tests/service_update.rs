@@ -64,14 +64,7 @@ fn publishing_and_withdrawing_a_port_by_update() {
     let mut web = vec!["service", "create", "--name", "web", "--replicas", "2"];
     web.extend_from_slice(WEB);
     m.ok(&web);
-    wait_for("2 running web tasks", Duration::from_secs(30), || {
-        let (running, _) = task_ids(&m, "web");
-        if running.len() == 2 {
-            Ok(())
-        } else {
-            Err(format!("{running:?}"))
-        }
-    });
+    m.wait_running("web", 2);
     let (before, _) = task_ids(&m, "web");
 
     // Publish: the command waits for the rollout, then the port answers on every node.

@@ -1,18 +1,13 @@
 //! `service update`: a new spec for an existing service. Its tasks made from the old spec are
 //! then replaced by the orchestrator's rolling update (see `orchestrator::update`).
 
-use mini_proto::v1::{
-    Service, ServiceSpec, StoreAction, StoreBatch, UpdateServiceRequest, service_spec::Mode,
-    store_action::Action,
-};
+use mini_proto::v1::{Service, ServiceSpec, UpdateServiceRequest, service_spec::Mode};
 
 use super::ControlError;
-use super::services::{KNOWN_IMAGES, check_published_ports};
-use crate::allocator::AddressPools;
-use crate::ids::now_ms;
+use super::services::{check_image, check_published_ports, store, with_vips};
 use crate::manager::Manager;
 use crate::scheduler::parse_constraints;
-use crate::store::{Proposer, Tables};
+use crate::store::Tables;
 
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
 /// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
@@ -24,13 +19,7 @@ pub(super) async fn update(
     let mut spec = request
         .spec
         .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
-    let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
-    if !KNOWN_IMAGES.contains(&image) {
-        return Err(ControlError::Invalid(format!(
-            "unknown image {image:?}: this node runs the built-in runtime only; known images: {}",
-            KNOWN_IMAGES.join(", ")
-        )));
-    }
+    check_image(&spec)?;
     parse_constraints(&spec.constraints)?;
 
     let _writer = manager.write_lock().await;
@@ -48,37 +37,13 @@ pub(super) async fn update(
         let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
         check_published_ports(t, &ports, Some(&old.id))?;
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
-        let mut service = Service {
+        let service = Service {
             spec: Some(spec.clone()),
             ..old
         };
-        let networks: Vec<_> = t.networks.values().cloned().collect();
-        let tasks: Vec<_> = t.tasks.values().cloned().collect();
-        let services: Vec<_> = t.services.values().cloned().collect();
-        let mut pools = AddressPools::new(&networks, &tasks, &services);
-        pools.reserve_nodes(t.nodes.values());
-        service.vips = pools.allocate_vips(&service)?;
-        Ok((service, pools.changed_networks()))
+        with_vips(t, service)
     })?;
-    let mut actions = vec![StoreAction {
-        action: Some(Action::PutService(service.clone())),
-        create: false,
-    }];
-    actions.extend(networks.into_iter().map(|n| StoreAction {
-        action: Some(Action::PutNetwork(n)),
-        create: false,
-    }));
-    manager
-        .proposer()
-        .propose(StoreBatch {
-            actions,
-            proposed_at_ms: now_ms(),
-        })
-        .await?;
-    Ok(manager
-        .store()
-        .view(|t| t.services.get(&service.id).cloned())
-        .unwrap_or(service))
+    store(manager, service, networks, false).await
 }
 
 /// What an update may not change: the name, the kind of mode.

@@ -1,8 +1,8 @@
 //! `service create | ls | scale | rm` and `service ps`.
 
 use mini_proto::v1::{
-    CreateServiceRequest, ListServicesResponse, ListTasksResponse, RemoveResponse,
-    ScaleServiceRequest, Service, ServiceSummary, StoreAction, StoreBatch, TaskState,
+    CreateServiceRequest, ListServicesResponse, ListTasksResponse, Network, RemoveResponse,
+    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, StoreAction, StoreBatch, TaskState,
     service_spec::Mode, store_action::Action,
 };
 
@@ -40,14 +40,7 @@ async fn create_once(
     let mut spec = request
         .spec
         .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
-    let container = spec.container.clone().unwrap_or_default();
-    if !KNOWN_IMAGES.contains(&container.image.as_str()) {
-        return Err(ControlError::Invalid(format!(
-            "unknown image {:?}: this node runs the built-in runtime only; known images: {}",
-            container.image,
-            KNOWN_IMAGES.join(", ")
-        )));
-    }
+    check_image(&spec)?;
     if spec.name.is_empty() {
         spec.name = random_service_name();
     }
@@ -94,18 +87,50 @@ async fn create_once(
                 .ok_or_else(|| ControlError::Precondition("the ingress network is missing; ports cannot be published".into()))?;
             spec.networks.insert(0, ingress.id.clone());
         }
-        let mut service = Service { id: new_id(), meta: None, spec: Some(spec.clone()), vips: Vec::new() };
-        let networks: Vec<_> = t.networks.values().cloned().collect();
-        let tasks: Vec<_> = t.tasks.values().cloned().collect();
-        let services: Vec<_> = t.services.values().cloned().collect();
-        let mut pools = AddressPools::new(&networks, &tasks, &services);
-        pools.reserve_nodes(t.nodes.values());
-        service.vips = pools.allocate_vips(&service)?;
-        Ok((service, pools.changed_networks()))
+        let service = Service { id: new_id(), meta: None, spec: Some(spec.clone()), vips: Vec::new() };
+        with_vips(t, service)
     })?;
+    store(manager, service, networks, true).await
+}
+
+/// The image must be one the built-in runtime runs.
+pub(super) fn check_image(spec: &ServiceSpec) -> Result<(), ControlError> {
+    let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
+    if KNOWN_IMAGES.contains(&image) {
+        return Ok(());
+    }
+    Err(ControlError::Invalid(format!(
+        "unknown image {image:?}: this node runs the built-in runtime only; known images: {}",
+        KNOWN_IMAGES.join(", ")
+    )))
+}
+
+/// `service` with VIPs on its spec's networks (kept where it has one, new ones allocated,
+/// none in dnsrr mode), and the networks whose allocation cursor moved.
+pub(super) fn with_vips(
+    t: &crate::store::Tables,
+    mut service: Service,
+) -> Result<(Service, Vec<Network>), ControlError> {
+    let networks: Vec<_> = t.networks.values().cloned().collect();
+    let tasks: Vec<_> = t.tasks.values().cloned().collect();
+    let services: Vec<_> = t.services.values().cloned().collect();
+    let mut pools = AddressPools::new(&networks, &tasks, &services);
+    pools.reserve_nodes(t.nodes.values());
+    service.vips = pools.allocate_vips(&service)?;
+    Ok((service, pools.changed_networks()))
+}
+
+/// Writes `service` (`create`: as a new one) with the networks whose cursor moved, in one
+/// batch, and returns it as stored.
+pub(super) async fn store(
+    manager: &Manager,
+    service: Service,
+    networks: Vec<Network>,
+    create: bool,
+) -> Result<Service, ControlError> {
     let mut actions = vec![StoreAction {
         action: Some(Action::PutService(service.clone())),
-        create: true,
+        create,
     }];
     actions.extend(networks.into_iter().map(|n| StoreAction {
         action: Some(Action::PutNetwork(n)),

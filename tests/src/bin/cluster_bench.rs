@@ -39,8 +39,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use mini_tests::bench::{round1, summary, wall_ms};
 use mini_tests::cluster::exec_in_netns;
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::{Value, json};
@@ -99,38 +100,6 @@ fn parse_args() -> Args {
     }
     assert!(a.hosts >= 2, "--hosts must be at least 2");
     a
-}
-
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-/// p-th percentile (nearest rank) of `v`.
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-    s[rank.min(s.len()) - 1]
-}
-
-fn summary(v: &[f64]) -> Value {
-    json!({
-        "n": v.len(),
-        "p50": round1(pct(v, 50.0)),
-        "p90": round1(pct(v, 90.0)),
-        "p99": round1(pct(v, 99.0)),
-        "max": round1(pct(v, 100.0)),
-        "min": round1(pct(v, 0.0)),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

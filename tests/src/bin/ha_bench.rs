@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use mini_proto::v1::UpdateNodeRequest;
 use mini_proto::v1::control_client::ControlClient;
+use mini_tests::bench;
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
@@ -79,22 +80,11 @@ fn loadavg() -> String {
 
 /// p-th percentile (nearest rank) of `v`, in ms with one decimal.
 fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-    (s[rank.min(s.len()) - 1] * 10.0).round() / 10.0
+    bench::round1(bench::pct(v, p))
 }
 
 fn info(host: &Host) -> Result<Value, String> {
-    let out = host.mini(&["info", "--format", "json"]);
-    if out.success {
-        Ok(out.json())
-    } else {
-        Err(out.stderr)
-    }
+    host.info()
 }
 
 /// A control client on its own connection to the daemon at `socket` (a path).
@@ -184,24 +174,8 @@ fn main() {
     let load_at_start = loadavg();
     let cluster = Cluster::start(3);
     cluster.init();
-    let token = cluster
-        .host(1)
-        .ok(&["swarm", "join-token", "-q", "manager"])
-        .stdout
-        .trim()
-        .to_string();
-    let first = format!("{}:2377", cluster.addr(1));
     for k in [2, 3] {
-        let addr = cluster.addr(k);
-        cluster.host(k).ok(&[
-            "swarm",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            &addr,
-            &first,
-        ]);
+        cluster.join(k, "manager");
     }
     let node_ids: Vec<String> = (1..=3)
         .map(|k| {

@@ -17,42 +17,17 @@
 //!
 //! `sudo -E MINI_BIN=target/release/mini target/release/mesh_bench --samples 10`
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use mini_tests::{Cluster, Host, wait_for};
+use mini_tests::Cluster;
+use mini_tests::bench::{self, wall_ms};
 use serde_json::{Value, json};
 
 const NETWORK: &str = "meshnet";
 
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-/// p-th percentile (nearest rank) of `v`.
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-    s[rank.min(s.len()) - 1]
-}
-
+/// The bench's summary of `v`, with the samples themselves.
 fn summary(v: &[f64]) -> Value {
-    json!({
-        "n": v.len(),
-        "p50": round1(pct(v, 50.0)),
-        "p90": round1(pct(v, 90.0)),
-        "max": round1(v.iter().copied().fold(f64::NAN, f64::max)),
-        "samples": v.iter().map(|x| round1(*x)).collect::<Vec<_>>(),
-    })
+    let mut out = bench::summary(v);
+    out["samples"] = json!(v.iter().map(|x| bench::round1(*x)).collect::<Vec<_>>());
+    out
 }
 
 fn samples_arg() -> usize {
@@ -102,17 +77,6 @@ fn web_args(name: &str) -> Vec<String> {
     .collect()
 }
 
-fn running_tasks(h: &Host, service: &str) -> Vec<Value> {
-    let out = h.mini(&["service", "ps", service, "--format", "json"]);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| t["desired_state"] == "Running" && t["current_state"] == "Running")
-        .collect()
-}
-
 fn main() {
     let samples = samples_arg();
     let cluster = Cluster::start(3);
@@ -141,17 +105,7 @@ fn main() {
         "sleep",
         "1000000",
     ]);
-    wait_for(
-        "the client task running",
-        std::time::Duration::from_secs(30),
-        || {
-            if running_tasks(&m, "client").len() == 1 {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        },
-    );
+    m.wait_running("client", 1);
 
     let mut create = Vec::new();
     let mut scale = Vec::new();
@@ -168,7 +122,7 @@ fn main() {
             });
         create.push(at - t0);
 
-        let first = running_tasks(&m, &name);
+        let first = m.running_tasks(&name);
         let old = first
             .first()
             .and_then(|t| t["name"].as_str())

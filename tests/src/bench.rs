@@ -1,0 +1,57 @@
+//! Figures shared by the cluster benchmarks (`src/bin/*_bench.rs`): wall clock, percentiles and
+//! the JSON summary of a list of samples.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// Milliseconds since the Unix epoch (the clock daemons and tasks on this machine share).
+pub fn wall_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// `x` with one decimal.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// p-th percentile (nearest rank) of `v`; NaN when `v` is empty.
+pub fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+/// Count, p50, p90, p99, max and min of `v`, one decimal each.
+pub fn summary(v: &[f64]) -> Value {
+    json!({
+        "n": v.len(),
+        "p50": round1(pct(v, 50.0)),
+        "p90": round1(pct(v, 90.0)),
+        "p99": round1(pct(v, 99.0)),
+        "max": round1(pct(v, 100.0)),
+        "min": round1(pct(v, 0.0)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(
+            (pct(&v, 0.0), pct(&v, 50.0), pct(&v, 100.0)),
+            (1.0, 3.0, 5.0)
+        );
+        assert!(pct(&[], 50.0).is_nan());
+        assert_eq!(summary(&v)["p90"], 5.0);
+    }
+}
