@@ -576,6 +576,14 @@ impl Host<'_> {
         }
     }
 
+    /// This host's node id (it must be in a swarm).
+    pub fn node_id(&self) -> String {
+        let info = self
+            .info()
+            .unwrap_or_else(|e| panic!("`mini info` on host {}: {e}", self.k));
+        info["node_id"].as_str().unwrap_or_default().to_string()
+    }
+
     /// The tasks of `service` meant to run and running (`service ps --format json`).
     pub fn running_tasks(&self, service: &str) -> Vec<serde_json::Value> {
         let out = self.mini(&["service", "ps", service, "--format", "json"]);

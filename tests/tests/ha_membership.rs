@@ -147,14 +147,7 @@ fn managers_are_promoted_demoted_and_leave() {
     let mut cluster = Cluster::start(4);
     cluster.init();
     cluster.join_all();
-    let node_ids: Vec<String> = (1..=4)
-        .map(|k| {
-            info(&cluster.host(k)).expect("info")["node_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let node_ids: Vec<String> = (1..=4).map(|k| cluster.host(k).node_id()).collect();
     cluster.host(1).ok(&[
         "service",
         "create",

@@ -177,14 +177,7 @@ fn main() {
     for k in [2, 3] {
         cluster.join(k, "manager");
     }
-    let node_ids: Vec<String> = (1..=3)
-        .map(|k| {
-            info(&cluster.host(k)).expect("info")["node_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let node_ids: Vec<String> = (1..=3).map(|k| cluster.host(k).node_id()).collect();
     let leader = wait_for(
         "3 voters and one leader on every manager",
         Duration::from_secs(60),
