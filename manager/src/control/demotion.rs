@@ -29,6 +29,18 @@ const POLL: Duration = Duration::from_millis(200);
 /// Raft group.
 const ASK_PEERS_EVERY: u64 = 5;
 
+/// How [`ControlApi::wait_removed`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Removal {
+    /// The leader's configuration no longer holds this manager.
+    Removed,
+    /// The store counts this node as a manager again: it only looked demoted while the store
+    /// was behind (a manager that just joined reads old records of its node first).
+    StillManager,
+    /// `manager` stopped being this node's manager meanwhile.
+    Replaced,
+}
+
 /// Whether the store no longer counts node `node_id` (running Raft id `own`) as a manager.
 pub(super) fn demoted(manager: &Manager, node_id: &str, own: u64) -> bool {
     manager.store().view(|t| {
@@ -60,24 +72,37 @@ impl ControlApi {
             let own = manager.raft_status().id;
             let mut events = manager.store().watch();
             let mut rounds = 0u64;
+            // A manager that just joined replays the log from its start: until its own addition
+            // is applied, neither its configuration nor its node record count it yet. Only a
+            // manager that has been in its own configuration can have been demoted.
+            let mut member = false;
             loop {
                 if !api.is_current(&manager).await {
                     return;
                 }
-                if demoted(&manager, &api.inner.node_id, own) {
+                let status = manager.raft_status();
+                member |= status.voters.contains(&own) || status.learners.contains(&own);
+                if member && demoted(&manager, &api.inner.node_id, own) {
                     tracing::info!(
                         raft_id = own,
                         "this node is no manager any more: waiting for its removal from the Raft group"
                     );
-                    if api.wait_removed(&manager, own).await {
-                        api.step_down(&manager, own).await;
+                    match api.wait_removed(&manager, own).await {
+                        Removal::Removed => {
+                            api.step_down(&manager, own).await;
+                            return;
+                        }
+                        Removal::Replaced => return,
+                        Removal::StillManager => {
+                            tracing::info!(raft_id = own, "this node is a manager after all");
+                        }
                     }
-                    return;
                 }
                 // Demoted while away: the leader no longer sends it anything, so the store never
                 // says so. Without a leader for a while, ask the peers whether it is still in.
                 rounds += 1;
-                if rounds.is_multiple_of(ASK_PEERS_EVERY)
+                if member
+                    && rounds.is_multiple_of(ASK_PEERS_EVERY)
                     && manager.raft_status().leader_id == 0
                     && manager.proposer().removed_from_group().await
                 {
@@ -110,14 +135,18 @@ impl ControlApi {
             .is_some_and(|m| Arc::ptr_eq(m, manager))
     }
 
-    /// Waits until the leader's configuration no longer holds `own` (true), or until `manager`
-    /// stopped being this node's manager meanwhile (false).
-    pub(super) async fn wait_removed(&self, manager: &Arc<Manager>, own: u64) -> bool {
+    /// Waits until the leader's configuration no longer holds `own`, the store says this node
+    /// is a manager after all, or `manager` stopped being this node's manager meanwhile.
+    pub(super) async fn wait_removed(&self, manager: &Arc<Manager>, own: u64) -> Removal {
         let mut last_leader = 0;
         let mut logged = std::time::Instant::now();
+        let mut rounds = 0u64;
         loop {
             if !self.is_current(manager).await {
-                return false;
+                return Removal::Replaced;
+            }
+            if !demoted(manager, &self.inner.node_id, own) {
+                return Removal::StillManager;
             }
             let status = manager.raft_status();
             if status.leader_id != 0 && status.leader_id != own {
@@ -125,7 +154,7 @@ impl ControlApi {
             }
             let in_own_conf = status.voters.contains(&own) || status.learners.contains(&own);
             if !in_own_conf && status.applied > 0 {
-                return true;
+                return Removal::Removed;
             }
             // A removed node stops hearing from the leader and soon forgets who leads: ask the
             // last leader it knew.
@@ -140,7 +169,16 @@ impl ControlApi {
                 && view.leader_id != own
                 && !view.contains(own)
             {
-                return true;
+                return Removal::Removed;
+            }
+            // Restarted after it was removed: it never learns of a leader. Ask the peers.
+            rounds += 1;
+            if status.leader_id == 0
+                && last_leader == 0
+                && rounds.is_multiple_of(ASK_PEERS_EVERY)
+                && manager.proposer().removed_from_group().await
+            {
+                return Removal::Removed;
             }
             if logged.elapsed() > Duration::from_secs(10) {
                 tracing::warn!(

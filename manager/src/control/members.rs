@@ -339,7 +339,7 @@ async fn leave_raft_group(
         ))
     })?;
     match tokio::time::timeout(REMOVAL_WAIT, api.wait_removed(manager, own)).await {
-        Ok(_) => tracing::info!(raft_id = own, "left the Raft group"),
+        Ok(how) => tracing::info!(raft_id = own, ?how, "left the Raft group"),
         // The store already says this node is no manager: the leader finishes the removal.
         Err(_) => tracing::warn!(
             raft_id = own,

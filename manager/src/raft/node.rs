@@ -1,6 +1,7 @@
 //! The one task that owns `RawNode` and drives the Ready loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
@@ -80,6 +81,10 @@ pub(crate) struct Node<S: StateMachine, T> {
     snapshot_index: u64,
     /// Where the status is published.
     status: watch::Sender<RaftStatus>,
+    /// When the leader last saw each member active. raft-rs clears its `recent_active` flags at
+    /// every election timeout (check_quorum) and sets them again on the next answer, so a
+    /// snapshot of the flags alone shows healthy members as inactive right after a reset.
+    heard: HashMap<u64, Instant>,
 }
 
 impl<S: StateMachine, T: Transport> Node<S, T> {
@@ -106,6 +111,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             conf_state,
             snapshot_index,
             status,
+            heard: HashMap::new(),
         };
         node.publish(true);
         node
@@ -431,19 +437,32 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         let raft = &self.raw.raft;
         let store = self.raw.store();
         let progress = if raft.state == StateRole::Leader {
+            // Active within the last two election timeouts (one full check_quorum period
+            // whatever the phase of raft-rs's resets).
+            let window = self.config.tick_interval * (2 * self.config.election_tick as u32);
+            let now = Instant::now();
+            let heard = &mut self.heard;
             let mut p: Vec<_> = raft
                 .prs()
                 .iter()
                 .filter(|(id, _)| **id != raft.id)
-                .map(|(id, pr)| super::PeerProgress {
-                    id: *id,
-                    matched: pr.matched,
-                    recent_active: pr.recent_active,
+                .map(|(id, pr)| {
+                    if pr.recent_active {
+                        heard.insert(*id, now);
+                    }
+                    super::PeerProgress {
+                        id: *id,
+                        matched: pr.matched,
+                        recent_active: heard
+                            .get(id)
+                            .is_some_and(|t| now.duration_since(*t) < window),
+                    }
                 })
                 .collect();
             p.sort_by_key(|p| p.id);
             p
         } else {
+            self.heard.clear();
             Vec::new()
         };
         let status = RaftStatus {

@@ -351,6 +351,36 @@ async fn a_removed_voter_no_longer_counts_for_quorum() {
     g.stop().await;
 }
 
+#[tokio::test]
+async fn healthy_members_stay_active_across_check_quorum_resets() {
+    // raft-rs clears its `recent_active` flags at every election timeout; no status the leader
+    // publishes may show a member that answers every heartbeat as inactive (it made `node ls`
+    // flap and `node demote` refuse for lack of a reachable quorum).
+    let g = Group::three_voters().await;
+    let leader = g.leader().unwrap();
+    let mut statuses = g.h(leader).subscribe();
+    let watcher = tokio::spawn(async move {
+        let mut inactive = Vec::new();
+        while statuses.changed().await.is_ok() {
+            let s = statuses.borrow_and_update().clone();
+            if s.role == Role::Leader {
+                inactive.extend(s.progress.iter().filter(|p| !p.recent_active).map(|p| p.id));
+            }
+        }
+        inactive
+    });
+    for _ in 0..60 {
+        for n in g.nodes.values() {
+            n.handle.tick(1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(g.leader(), Some(leader));
+    g.stop().await;
+    let inactive = watcher.await.unwrap();
+    assert!(inactive.is_empty(), "members shown inactive: {inactive:?}");
+}
+
 /// Commit rate and latency of 3 voters with fsync on, messages delivered in-process (no gRPC).
 /// A measurement, not a check: `cargo test -p mini-manager --release -- --ignored --nocapture
 /// commit_rate_of_three_voters`. Results are in BENCHMARKS.md.
