@@ -176,6 +176,11 @@ fn managers_are_promoted_demoted_and_leave() {
         .host(3)
         .ok(&["network", "create", "-d", "overlay", "via-h3"]);
 
+    // A manager cannot be removed before it is demoted; nothing changes.
+    let rm = cluster.host(1).fails(&["node", "rm", "h2"]);
+    assert!(rm.contains("demote it first"), "{rm}");
+    assert_eq!(voters(&cluster, 1).unwrap(), first_voters);
+
     // A plain worker's answer, for comparison.
     let worker_err = cluster.host(4).fails(&["network", "ls"]);
     assert!(

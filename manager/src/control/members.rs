@@ -506,7 +506,8 @@ pub(super) async fn remove_node(
         .view(|t| t.node(&request.name_or_id).cloned())?;
     if node.role() == NodeRole::Manager {
         return Err(ControlError::Precondition(format!(
-            "node {} is a manager: a manager cannot be removed from the cluster",
+            "node {0} is a manager and a member of the Raft group: demote it first \
+             (`mini node demote {0}`), then remove it",
             node.hostname
         )));
     }
