@@ -435,7 +435,9 @@ impl Cluster {
     }
 
     /// PIDs of processes whose network namespace is one this cluster made
-    /// (host namespaces and namespace files under its directory).
+    /// (host namespaces and namespace files under its directory), and of
+    /// task inits whose command line names a directory of this cluster (a
+    /// task whose sandbox file its killed daemon had already removed).
     fn pids_in_namespaces(&self) -> Vec<i32> {
         let mut inodes = HashSet::new();
         for ns in self.resources().namespaces {
@@ -453,6 +455,10 @@ impl Cluster {
             }
         }
         let me = std::process::id() as i32;
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| format!("{}/", d.path().display()).into_bytes());
         let mut pids = Vec::new();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return pids;
@@ -469,7 +475,12 @@ impl Cluster {
                 .strip_prefix("net:[")
                 .and_then(|s| s.strip_suffix(']'))
                 .and_then(|s| s.parse::<u64>().ok());
-            if pid != me && ino.is_some_and(|i| inodes.contains(&i)) {
+            let ours = ino.is_some_and(|i| inodes.contains(&i))
+                || dir.as_ref().is_some_and(|d| {
+                    std::fs::read(entry.path().join("cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg.starts_with(d)))
+                });
+            if pid != me && ours {
                 pids.push(pid);
             }
         }
