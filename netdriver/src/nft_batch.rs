@@ -71,9 +71,9 @@ impl MsgType {
 pub struct Batch {
     buf: Vec<u8>,
     family: u8,
-    /// Sequence number and type of every message that is acknowledged.
+    /// Sequence number and type of every message that is acknowledged (numbered from 1, in
+    /// order).
     sent: Vec<(u32, MsgType)>,
-    next_seq: u32,
     next_set_id: u32,
 }
 
@@ -87,7 +87,6 @@ impl Batch {
             buf,
             family,
             sent: Vec::new(),
-            next_seq: 1,
             next_set_id: 1,
         }
     }
@@ -103,8 +102,7 @@ impl Batch {
     /// Appends one message; `attrs` writes its attributes. Every message asks for an
     /// acknowledgement, so a failure names the message that caused it.
     pub fn push(&mut self, ty: MsgType, flags: u16, attrs: impl FnOnce(&mut Attrs<'_>)) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.next_seq();
         let start = self.buf.len();
         push_header(
             &mut self.buf,
@@ -117,6 +115,10 @@ impl Batch {
         attrs(&mut Attrs { buf: &mut self.buf });
         finish_msg(&mut self.buf, start);
         self.sent.push((seq, ty));
+    }
+
+    fn next_seq(&self) -> u32 {
+        self.sent.len() as u32 + 1
     }
 
     /// How many messages the batch carries (begin and end not counted).
@@ -137,7 +139,7 @@ impl Batch {
             &mut buf,
             BATCH_END,
             NLM_F_REQUEST,
-            self.next_seq,
+            self.next_seq(),
             0,
             SUBSYS_NFTABLES,
         );

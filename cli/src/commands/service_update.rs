@@ -79,6 +79,11 @@ fn parse_published(s: &str) -> Result<(u32, String), String> {
     }
 }
 
+/// The variable name of a `K=V` environment entry.
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
 /// Applies the flags to `spec`; refuses removals of what is not there (nothing is sent then).
 fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     if let Some(n) = args.replicas {
@@ -93,18 +98,14 @@ fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     let container = spec.container.get_or_insert_with(Default::default);
     for key in &args.env_rm {
         let before = container.env.len();
-        container
-            .env
-            .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        container.env.retain(|e| env_key(e) != key);
         if container.env.len() == before {
             bail!("service {} has no environment variable {key}", spec.name);
         }
     }
     for kv in &args.env_add {
-        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-        container
-            .env
-            .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        let key = env_key(kv);
+        container.env.retain(|e| env_key(e) != key);
         container.env.push(kv.clone());
     }
     for c in &args.constraint_rm {
@@ -218,7 +219,7 @@ async fn wait_converged(
             .iter()
             .filter(|t| {
                 !mini_manager::orchestrator::is_outdated(t, spec)
-                    && t.status.as_ref().map(|s| s.state()) == Some(TaskState::Running)
+                    && mini_manager::orchestrator::observed_state(t) == TaskState::Running
             })
             .count();
         let want = match spec.mode {

@@ -81,7 +81,7 @@ impl ControlApi {
                     return;
                 }
                 let status = manager.raft_status();
-                member |= status.voters.contains(&own) || status.learners.contains(&own);
+                member |= status.in_config(own);
                 if member && demoted(&manager, &api.inner.node_id, own) {
                     tracing::info!(
                         raft_id = own,
@@ -152,8 +152,7 @@ impl ControlApi {
             if status.leader_id != 0 && status.leader_id != own {
                 last_leader = status.leader_id;
             }
-            let in_own_conf = status.voters.contains(&own) || status.learners.contains(&own);
-            if !in_own_conf && status.applied > 0 {
+            if !status.in_config(own) && status.applied > 0 {
                 return Removal::Removed;
             }
             // A removed node stops hearing from the leader and soon forgets who leads: ask the

@@ -121,7 +121,7 @@ impl HaProposer {
     pub(crate) async fn removed_from_group(&self) -> bool {
         let status = self.raft().status();
         let own = status.id;
-        if !status.voters.contains(&own) && !status.learners.contains(&own) {
+        if !status.in_config(own) {
             return false;
         }
         for id in self.peers().ids() {

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use mini_proto::v1::{Node, Service, Task, service_spec::Mode};
 
 use super::replicated::node_keeps_tasks;
-use super::slot::{Slot, SlotOutcome};
-use super::update::roll;
+use super::slot::Slot;
 use super::{Action, Reconciliation};
 use crate::scheduler::{Pipeline, parse_constraints};
 
@@ -49,7 +48,7 @@ pub fn reconcile_global<'t>(
             .or_default()
             .push(task);
     }
-    let mut outcomes: Vec<(&str, SlotOutcome)> = Vec::new();
+    let mut outcomes = Vec::new();
     for (node_id, tasks) in per_node {
         let node = by_id.get(node_id).copied();
         let wanted = node.is_some_and(|n| pipeline.as_ref().is_some_and(|p| p.check(n)));
@@ -57,7 +56,6 @@ pub fn reconcile_global<'t>(
         let slot = Slot {
             tasks,
             wanted,
-            policy: spec.restart.as_ref(),
             spec: Some(spec),
         };
         let mut out = slot.reconcile(now_ms, |_| node_keeps_tasks(node));
@@ -70,14 +68,9 @@ pub fn reconcile_global<'t>(
                 .map(|t| t.id.clone())
                 .collect();
         }
-        outcomes.push((node_id, out));
+        outcomes.push((0, Some(node_id), out));
     }
-    let mut views: Vec<&mut SlotOutcome> = outcomes.iter_mut().map(|(_, o)| o).collect();
-    let update_check = roll(&mut views, spec.update.as_ref(), now_ms);
-    for (node_id, out) in outcomes {
-        result.push_slot(0, Some(node_id), out);
-    }
-    result.check_at(update_check);
+    result.push_slots(outcomes, spec.update.as_ref(), now_ms);
     // A created global task names its node; the slot is 0.
     debug_assert!(
         result

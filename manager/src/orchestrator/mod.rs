@@ -68,6 +68,23 @@ pub struct Reconciliation {
 }
 
 impl Reconciliation {
+    /// Writes every slot's outcome (slot number, node of a global task, outcome), after the
+    /// rolling update ([`update::roll`]) chose which outdated tasks are replaced now.
+    fn push_slots(
+        &mut self,
+        mut slots: Vec<(u64, Option<&str>, slot::SlotOutcome)>,
+        config: Option<&mini_proto::v1::UpdateConfig>,
+        now_ms: i64,
+    ) {
+        let mut outcomes: Vec<&mut slot::SlotOutcome> =
+            slots.iter_mut().map(|(_, _, out)| out).collect();
+        let update_check = update::roll(&mut outcomes, config, now_ms);
+        for (slot, node_id, out) in slots {
+            self.push_slot(slot, node_id, out);
+        }
+        self.check_at(update_check);
+    }
+
     fn push_slot(&mut self, slot: u64, node_id: Option<&str>, out: slot::SlotOutcome) {
         self.actions.extend(
             out.shutdown

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use mini_proto::v1::{Node, NodeAvailability, NodeState, Service, Task, service_spec::Mode};
 
 use super::Reconciliation;
-use super::slot::{Slot, SlotOutcome};
-use super::update::roll;
+use super::slot::Slot;
 
 /// The replica count of a service: `None` for a global service; a service
 /// with no mode set has 1 replica, as in Docker.
@@ -73,24 +72,17 @@ pub fn reconcile_replicated<'t>(
         slots.entry(task.slot).or_default().push(task);
     }
     let spec = service.spec.as_ref();
-    let policy = spec.and_then(|s| s.restart.as_ref());
-    let mut outcomes: Vec<(u64, SlotOutcome)> = slots
+    let outcomes = slots
         .into_iter()
         .map(|(number, tasks)| {
             let slot = Slot {
                 tasks,
                 wanted: (1..=replicas).contains(&number),
-                policy,
                 spec,
             };
-            (number, slot.reconcile(now_ms, node_ok))
+            (number, None, slot.reconcile(now_ms, node_ok))
         })
         .collect();
-    let mut views: Vec<&mut SlotOutcome> = outcomes.iter_mut().map(|(_, o)| o).collect();
-    let update_check = roll(&mut views, spec.and_then(|s| s.update.as_ref()), now_ms);
-    for (number, out) in outcomes {
-        result.push_slot(number, None, out);
-    }
-    result.check_at(update_check);
+    result.push_slots(outcomes, spec.and_then(|s| s.update.as_ref()), now_ms);
     result
 }

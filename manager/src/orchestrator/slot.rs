@@ -16,9 +16,7 @@ pub(crate) struct Slot<'a> {
     pub tasks: Vec<&'a Task>,
     /// Whether the slot should have a running task.
     pub wanted: bool,
-    /// The restart policy of the service.
-    pub policy: Option<&'a RestartPolicy>,
-    /// The service's spec, which says whether the kept task is outdated.
+    /// The service's spec: its restart policy, and whether the kept task is outdated.
     pub spec: Option<&'a ServiceSpec>,
 }
 
@@ -39,6 +37,10 @@ pub(crate) struct SlotOutcome {
 }
 
 impl Slot<'_> {
+    fn policy(&self) -> Option<&RestartPolicy> {
+        self.spec.and_then(|s| s.restart.as_ref())
+    }
+
     /// Decides the slot. `node_ok` says whether a task's node can keep running
     /// it (not down, drained or removed); an active task on a node that cannot
     /// is shut down and replaced at once, regardless of the restart policy.
@@ -81,7 +83,7 @@ impl Slot<'_> {
                 .max_by(|a, b| age_key(a).cmp(&age_key(b)))
             {
                 shutdown.extend(ended.iter().filter(|t| t.id != last.id));
-                match restart_decision(self.policy, last, now_ms) {
+                match restart_decision(self.policy(), last, now_ms) {
                     Restart::Now => {
                         shutdown.push(last);
                         out.create = true;
@@ -124,7 +126,7 @@ impl Slot<'_> {
                     TaskState::Complete | TaskState::Failed | TaskState::Rejected
                 ) =>
             {
-                match restart_decision(self.policy, last, now_ms) {
+                match restart_decision(self.policy(), last, now_ms) {
                     Restart::Now => out.create = true,
                     Restart::At(at) => out.retry_at = Some(at),
                     Restart::Never => {}

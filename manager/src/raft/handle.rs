@@ -60,6 +60,13 @@ pub struct RaftStatus {
     pub running: bool,
 }
 
+impl RaftStatus {
+    /// Whether the configuration in force holds `id`, as a voter or a learner.
+    pub fn in_config(&self, id: u64) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+}
+
 /// How far the leader knows a member to be (raft-rs's progress tracker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerProgress {
