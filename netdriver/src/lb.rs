@@ -331,14 +331,17 @@ pub fn replace_script(spec: &LbSpec) -> String {
 }
 
 /// A batch that creates or replaces one entry (the table exists with `flavour`); `element`:
-/// add its map element (false when it exists already).
+/// add its map element (false when it exists already). The driver sends the same change as
+/// [`netlink::set_entry`]; this `nft` rendering is the reference the netlink path is tested
+/// against (`netdriver/tests/lb_netlink.rs`), and what to type to do it by hand.
 pub fn set_entry_script(flavour: Flavour, key: &LbKey, t: &LbTarget, element: bool) -> String {
     let mut out = String::new();
     entry_script(&mut out, flavour, key, t, element);
     out
 }
 
-/// A batch that removes one entry: its map element and/or its chain, as they exist.
+/// A batch that removes one entry: its map element and/or its chain, as they exist. The
+/// `nft` rendering of [`netlink::del_entry`] (see [`set_entry_script`]).
 pub fn del_entry_script(flavour: Flavour, key: &LbKey, element: bool, chain: bool) -> String {
     let mut out = String::new();
     if element {

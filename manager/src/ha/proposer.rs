@@ -111,10 +111,7 @@ impl HaProposer {
             .iter()
             .filter(|&&id| {
                 id == status.id
-                    || status
-                        .progress
-                        .iter()
-                        .any(|p| p.id == id && p.recent_active)
+                    || status.hears_from(id)
                     || self.peers.reached_lately(id, REACHABLE_WITHIN)
             })
             .count()

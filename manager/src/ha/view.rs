@@ -38,12 +38,7 @@ impl GroupView {
     pub fn of_leader(status: &RaftStatus) -> GroupView {
         let unreachable = members(status)
             .filter(|&id| id != status.id)
-            .filter(|&id| {
-                !status
-                    .progress
-                    .iter()
-                    .any(|p| p.id == id && p.recent_active)
-            })
+            .filter(|&id| !status.hears_from(id))
             .collect();
         GroupView {
             leader_id: status.id,

@@ -65,6 +65,12 @@ impl RaftStatus {
     pub fn in_config(&self, id: u64) -> bool {
         self.voters.contains(&id) || self.learners.contains(&id)
     }
+
+    /// Whether this node leads and has heard from member `id` lately (see
+    /// [`PeerProgress::recent_active`]).
+    pub fn hears_from(&self, id: u64) -> bool {
+        self.progress.iter().any(|p| p.id == id && p.recent_active)
+    }
 }
 
 /// How far the leader knows a member to be (raft-rs's progress tracker).
@@ -74,7 +80,8 @@ pub struct PeerProgress {
     pub id: u64,
     /// Highest log index known to be on the member.
     pub matched: u64,
-    /// Whether the member answered within the last election timeout (check_quorum's view).
+    /// Whether the member answered within the last two election timeouts (check_quorum's
+    /// flag, held across raft-rs's resets of it).
     pub recent_active: bool,
 }
 
