@@ -8,12 +8,14 @@
 //! - [`wait`]: waiting for a condition with a deadline, reporting what was
 //!   last seen when it expires.
 //! - [`bench`]: percentiles and summaries for the cluster benchmarks.
+//! - [`web`]: a task answering HTTP with its hostname, and the request for it.
 
 pub mod bench;
 pub mod binary;
 pub mod cli;
 pub mod cluster;
 pub mod wait;
+pub mod web;
 
 pub use cli::Output;
 pub use cluster::{Cluster, Host, Resources};

@@ -5,21 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use mini_tests::web::{HOSTNAME_SERVER as WEB, http_get};
 use mini_tests::{Cluster, Host, wait_for};
-
-/// A web server task answering with its hostname (busybox httpd on a tmpfs private to the
-/// task's mount namespace).
-const WEB: &[&str] = &[
-    "host",
-    "sh",
-    "-c",
-    "mount -t tmpfs web /mnt && hostname > /mnt/index.html && exec busybox httpd -f -p 80 -h /mnt",
-];
-
-/// A shell command that GETs `/` from `addr port` and prints the body's last line.
-fn http_get(addr: &str, port: u16) -> String {
-    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {addr} {port} | tail -n 1")
-}
 
 /// Ids of the tasks meant to run, and of all tasks, of `service`.
 fn task_ids(host: &Host, service: &str) -> (BTreeSet<String>, BTreeSet<String>) {

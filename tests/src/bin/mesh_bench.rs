@@ -19,6 +19,7 @@
 
 use mini_tests::Cluster;
 use mini_tests::bench::{self, wall_ms};
+use mini_tests::web::HOSTNAME_SERVER;
 use serde_json::{Value, json};
 
 const NETWORK: &str = "meshnet";
@@ -57,8 +58,8 @@ fn until_answer(name: &str, want: &str) -> String {
     )
 }
 
-fn web_args(name: &str) -> Vec<String> {
-    [
+fn web_args(name: &str) -> Vec<&str> {
+    let mut args = vec![
         "service",
         "create",
         "--name",
@@ -67,14 +68,9 @@ fn web_args(name: &str) -> Vec<String> {
         NETWORK,
         "--constraint",
         "node.hostname!=h1",
-        "host",
-        "sh",
-        "-c",
-        "mount -t tmpfs web /mnt && hostname > /mnt/index.html && exec busybox httpd -f -p 80 -h /mnt",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    args.extend_from_slice(HOSTNAME_SERVER);
+    args
 }
 
 fn main() {
@@ -112,7 +108,6 @@ fn main() {
     for i in 0..samples {
         let name = format!("w{i}");
         let args = web_args(&name);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let t0 = wall_ms();
         m.ok(&args);
         let out = m.ok(&["exec", "client.1", "sh", "-c", &until_answer(&name, &name)]);
