@@ -310,3 +310,18 @@ fn refusals_are_counted_and_logged_at_most_once_a_second() {
     }
     assert_eq!((r.total, r.quiet), (3, 2));
 }
+
+/// RUSTSEC-2024-0437 (stack overflow on nested unknown groups) names protobuf 3's
+/// `CodedInputStream::skip_group`; raft 0.7 brings protobuf 2.28, whose `skip_group` is a loop
+/// that refuses a group inside a group. deny.toml's exception rests on this test.
+#[test]
+fn deeply_nested_groups_are_refused_without_recursion() {
+    use protobuf::Message as _;
+    // Field 15, wire type 3 (start group), a million times over: 1 MiB.
+    let hostile = vec![(15 << 3) | 3; 1 << 20];
+    assert!(Message::parse_from_bytes(&hostile).is_err());
+    // The same inside a known nested message (an entry of an append).
+    let mut nested = vec![(7 << 3) | 2, 0x80, 0x80, 0x40];
+    nested.extend(vec![(15u8 << 3) | 3; 1 << 20]);
+    assert!(Message::parse_from_bytes(&nested).is_err());
+}
