@@ -77,11 +77,15 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+        // Every directory made here, not only the last one, is 0755 (the umask says 0700).
+        let missing: Vec<&std::path::Path> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .collect();
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for made in missing {
+            std::fs::set_permissions(made, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot set the mode of {}", made.display()))?;
         }
     }
     let hostname = match args.hostname {
