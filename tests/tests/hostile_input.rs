@@ -77,10 +77,19 @@ fn hostile_bytes_on_2377_change_nothing() {
     hb.term = 1000;
     hb.commit = 1_000_000_000;
     let hb = hb.write_to_bytes().unwrap();
+    // A proposal as a raft message: raft-rs would append it to the log.
+    let mut prop = Message::default();
+    prop.set_msg_type(MessageType::MsgPropose);
+    prop.from = 2;
+    prop.to = 1;
+    let mut entry = raft::eraftpb::Entry::default();
+    entry.data = b"forged".to_vec().into();
+    prop.set_entries(vec![entry].into());
+    let prop = prop.write_to_bytes().unwrap();
     // 2. One 200 MiB message.
     // 3. A task id that leads out of the task directory.
     let traversal = format!("../../../h1/run/tasks/{task}");
-    let (heartbeat, huge, huge_took, logs, exec, hwm_before, hwm_after) =
+    let (heartbeat, proposal, huge, huge_took, logs, exec, hwm_before, hwm_after) =
         in_netns(cluster.netns_path(1), move || async move {
             let ch = channel(&addr).await;
             let mut raft =
@@ -91,6 +100,15 @@ fn hostile_bytes_on_2377_change_nothing() {
                     from_id: 2,
                     from_addr: "10.99.99.99:2377".into(),
                     messages: vec![hb],
+                })
+                .await;
+
+            let proposal = raft
+                .send(RaftMessages {
+                    cluster_id: String::new(),
+                    from_id: 2,
+                    from_addr: "10.99.99.99:2377".into(),
+                    messages: vec![prop],
                 })
                 .await;
 
@@ -124,9 +142,18 @@ fn hostile_bytes_on_2377_change_nothing() {
                 .await
                 .map(|_| ());
             (
-                heartbeat, huge, huge_took, logs, exec, hwm_before, hwm_after,
+                heartbeat, proposal, huge, huge_took, logs, exec, hwm_before, hwm_after,
             )
         });
+
+    // The proposal was refused at the door.
+    let err = proposal.expect_err("a raft-level proposal from the network was accepted");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("MsgPropose is never sent between managers"),
+        "{err:?}"
+    );
 
     // The heartbeat was taken in and refused by the Raft loop: the node still leads and writes.
     assert!(heartbeat.is_ok(), "{heartbeat:?}");
