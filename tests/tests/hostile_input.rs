@@ -82,8 +82,10 @@ fn hostile_bytes_on_2377_change_nothing() {
     prop.set_msg_type(MessageType::MsgPropose);
     prop.from = 2;
     prop.to = 1;
-    let mut entry = raft::eraftpb::Entry::default();
-    entry.data = b"forged".to_vec().into();
+    let entry = raft::eraftpb::Entry {
+        data: b"forged".to_vec().into(),
+        ..Default::default()
+    };
     prop.set_entries(vec![entry].into());
     let prop = prop.write_to_bytes().unwrap();
     // 2. One 200 MiB message.
