@@ -35,6 +35,9 @@ pub enum ImageError {
         /// What the registry said.
         detail: String,
     },
+    /// `mini login` with credentials the registry refused (Docker's wording).
+    #[error("{0}")]
+    LoginFailed(String),
     /// The registry could not be reached (after retries).
     #[error("cannot reach registry {registry}: {detail}")]
     Unreachable {

@@ -45,14 +45,16 @@ const LAYER_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.diff.tar",
 ];
 
-/// The registry client of one store.
+/// The registry settings of one store. Each pull gets its own client, so
+/// credentials and tokens of one pull never serve another.
 pub(crate) struct Registry {
-    client: Client,
     mirrors: Vec<String>,
+    /// `host:port` spoken to in plain HTTP (insecure registries, http mirrors).
+    insecure: Vec<String>,
 }
 
 impl Registry {
-    /// A client for `opts`. Registries named insecure (and `http://`
+    /// Settings for `opts`. Registries named insecure (and `http://`
     /// mirrors) are spoken to in plain HTTP; all others in HTTPS.
     pub fn new(opts: RegistryOptions) -> Result<Registry, ImageError> {
         // reqwest is built without a default TLS provider: use ring's.
@@ -66,36 +68,85 @@ impl Registry {
             }
             mirrors.push(host);
         }
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure),
+        Ok(Registry { mirrors, insecure })
+    }
+
+    /// A fresh distribution client.
+    fn client(&self) -> Client {
+        Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(5)),
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: "mini",
             ..ClientConfig::default()
-        };
-        Ok(Registry {
-            client: Client::new(config),
-            mirrors,
         })
     }
 
-    /// Checks `auth` against `registry` (`mini login`): asks for pull access
-    /// to a repository there and reports whether the credentials were taken.
+    /// Checks `auth` against `registry` (`mini login`), as `docker login`
+    /// does: `GET /v2/`, then the challenge it answers with (basic auth, or
+    /// a token from the bearer realm) with the credentials.
     pub async fn login(&self, registry: &str, auth: &RegistryAuth) -> Result<(), ImageError> {
-        let r = OciReference::with_tag(
-            registry.to_string(),
-            "library/hello".into(),
-            "latest".into(),
-        );
-        let oci_auth = OciAuth::Basic(auth.username.clone(), auth.password.clone());
-        match self
-            .client
-            .auth(&r, &oci_auth, oci_client::RegistryOperation::Pull)
+        let host = if registry == DOCKER_HUB {
+            "index.docker.io"
+        } else {
+            registry
+        };
+        let scheme = if self.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!("{scheme}://{host}/v2/");
+        let unreachable = |e: reqwest::Error| ImageError::Unreachable {
+            registry: registry.to_string(),
+            detail: describe_request_error(&e),
+        };
+        let denied = |status: reqwest::StatusCode| {
+            ImageError::LoginFailed(format!(
+                "login attempt to {url} failed with status: {status}"
+            ))
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(unreachable)?;
+        let first = http.get(&url).send().await.map_err(unreachable)?;
+        if first.status().is_success() {
+            return Ok(());
+        }
+        let challenge = first
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let check = if let Some(params) = challenge.strip_prefix("Bearer ") {
+            let param = |name: &str| {
+                params.split(',').find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_string())
+                })
+            };
+            let realm = param("realm").ok_or_else(|| denied(first.status()))?;
+            let realm = match param("service") {
+                Some(s) => format!("{realm}?service={s}"),
+                None => realm,
+            };
+            http.get(realm)
+        } else {
+            http.get(&url)
+        };
+        let answer = check
+            .basic_auth(&auth.username, Some(&auth.password))
+            .send()
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(map_error(e, registry, "")),
+            .map_err(unreachable)?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(denied(answer.status()))
         }
     }
 }
@@ -283,15 +334,14 @@ fn platforms(index: &oci_client::manifest::OciImageIndex) -> String {
 
 /// Fetches the image manifest for linux/amd64 (through an index if need be).
 async fn fetch_manifest(
-    registry: &Registry,
+    client: &Client,
     src: &Source,
     auth: &OciAuth,
     shown: &str,
 ) -> Result<(OciImageManifest, String), ImageError> {
     let get = |r: OciReference| async move {
         with_retries(shown, || async {
-            registry
-                .client
+            client
                 .pull_manifest(&r, auth)
                 .await
                 .map_err(|e| map_error(e, &src.registry, shown))
@@ -329,6 +379,7 @@ pub(crate) async fn pull(
     auth: Option<&RegistryAuth>,
 ) -> Result<ImageRecord, ImageError> {
     let registry = store.registry();
+    let client = registry.client();
     let oci_auth = match auth {
         Some(a) => OciAuth::Basic(a.username.clone(), a.password.clone()),
         None => OciAuth::Anonymous,
@@ -339,8 +390,8 @@ pub(crate) async fn pull(
     for src in sources(registry, r) {
         let result = async {
             let (manifest, manifest_digest) =
-                fetch_manifest(registry, &src, &oci_auth, &shown).await?;
-            pull_from(store, &src, &manifest, &manifest_digest, r).await
+                fetch_manifest(&client, &src, &oci_auth, &shown).await?;
+            pull_from(store, &client, &src, &manifest, &manifest_digest, r).await
         }
         .await;
         match result {
@@ -368,12 +419,12 @@ pub(crate) async fn pull(
 
 async fn pull_from(
     store: &ImageStore,
+    client: &Client,
     src: &Source,
     manifest: &OciImageManifest,
     manifest_digest: &str,
     r: &Reference,
 ) -> Result<ImageRecord, ImageError> {
-    let registry = store.registry();
     let shown = r.familiar_string();
     // The config: small, in memory, checked against its digest.
     let config_digest = manifest.config.digest.clone();
@@ -383,8 +434,7 @@ async fn pull_from(
         Err(_) => {
             let bytes = with_retries(&shown, || async {
                 let mut buf = Vec::new();
-                registry
-                    .client
+                client
                     .pull_blob(&src.reference, &manifest.config, &mut buf)
                     .await
                     .map_err(|e| map_error(e, &src.registry, &shown))?;
@@ -425,7 +475,9 @@ async fn pull_from(
     let mut jobs = Vec::new();
     for ((desc, diff), chain) in manifest.layers.iter().zip(&diff_ids).zip(&chains) {
         let (desc, diff, chain, shown) = (desc.clone(), diff.clone(), chain.clone(), &shown);
-        jobs.push(async move { fetch_layer(store, src, &desc, &diff, &chain, shown).await });
+        jobs.push(
+            async move { fetch_layer(store, client, src, &desc, &diff, &chain, shown).await },
+        );
     }
     let sizes: Vec<Result<u64, ImageError>> = futures::stream::iter(jobs)
         .buffered(PARALLEL_LAYERS)
@@ -458,6 +510,7 @@ async fn pull_from(
 /// Makes sure the layer `chain` is unpacked; returns its unpacked size.
 async fn fetch_layer(
     store: &ImageStore,
+    client: &Client,
     src: &Source,
     desc: &OciDescriptor,
     diff_id: &str,
@@ -474,7 +527,7 @@ async fn fetch_layer(
             .join("tmp")
             .join(format!("partial-{}", short_id(chain)));
         // First attempt: unpack while downloading.
-        match stream_and_unpack(store, src, desc, &partial, diff_id, chain, shown).await {
+        match stream_and_unpack(store, client, src, desc, &partial, diff_id, chain, shown).await {
             Ok(size) => return Ok(size),
             Err(e) if !e.is_temporary() => {
                 let _ = std::fs::remove_file(&partial);
@@ -484,7 +537,8 @@ async fn fetch_layer(
                 tracing::info!(layer = %short_id(&desc.digest), err = %e, "download interrupted; resuming")
             }
         }
-        let resumed = with_retries(shown, || resume(store, src, desc, &partial, shown)).await;
+        let resumed =
+            with_retries(shown, || resume(store, client, src, desc, &partial, shown)).await;
         if let Err(e) = resumed {
             if !e.is_temporary() {
                 let _ = std::fs::remove_file(&partial);
@@ -536,8 +590,10 @@ impl<R: Read> Read for TeeReader<R> {
 
 /// Downloads a layer blob into `partial` while unpacking it; moves both into
 /// the store if the blob digest and diff id match.
+#[allow(clippy::too_many_arguments)]
 async fn stream_and_unpack(
     store: &ImageStore,
+    client: &Client,
     src: &Source,
     desc: &OciDescriptor,
     partial: &Path,
@@ -545,7 +601,6 @@ async fn stream_and_unpack(
     chain: &str,
     shown: &str,
 ) -> Result<u64, ImageError> {
-    let registry = store.registry();
     let file = std::fs::File::create(partial).map_err(|e| ImageError::io(partial, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let (store2, diff, ch, expected) = (
@@ -593,7 +648,7 @@ async fn stream_and_unpack(
             }
             store2.adopt_blob(&partial_path, &expected)?;
             store2.adopt_layer(&tmp, &ch)?;
-            Ok(unpacked.size)
+            Ok(super::store::disk_usage(&store2.layer_path(&ch)))
         })();
         if verdict.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -601,8 +656,7 @@ async fn stream_and_unpack(
         verdict
     });
     let download = async {
-        let mut stream = registry
-            .client
+        let mut stream = client
             .pull_blob_stream(&src.reference, desc)
             .await
             .map_err(|e| map_error(e, &src.registry, shown))?;
@@ -634,16 +688,15 @@ async fn stream_and_unpack(
 /// blob into the store.
 async fn resume(
     store: &ImageStore,
+    client: &Client,
     src: &Source,
     desc: &OciDescriptor,
     partial: &Path,
     shown: &str,
 ) -> Result<(), ImageError> {
     use oci_client::client::BlobResponse;
-    let registry = store.registry();
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
-    let response = registry
-        .client
+    let response = client
         .pull_blob_stream_partial(&src.reference, desc, have, None)
         .await
         .map_err(|e| map_error(e, &src.registry, shown))?;

@@ -56,7 +56,9 @@ pub fn status(err: ImageError) -> Status {
             Status::invalid_argument(msg)
         }
         ImageError::NotFound(_) | ImageError::ManifestUnknown { .. } => Status::not_found(msg),
-        ImageError::AccessDenied { .. } => Status::permission_denied(msg),
+        ImageError::AccessDenied { .. } | ImageError::LoginFailed(_) => {
+            Status::permission_denied(msg)
+        }
         ImageError::InUse { .. }
         | ImageError::InUseForced { .. }
         | ImageError::MultipleRepositories { .. } => Status::failed_precondition(msg),

@@ -484,7 +484,9 @@ impl ImageStore {
             Ok(u.size)
         });
         match result {
-            Ok(size) => self.adopt_layer(&tmp, chain).map(|()| size),
+            Ok(_) => self
+                .adopt_layer(&tmp, chain)
+                .map(|()| disk_usage(&self.layer_path(chain))),
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
                 Err(e)
