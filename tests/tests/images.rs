@@ -43,9 +43,7 @@ fn layer_dirs(state: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn alpine_resolves_through_the_registry_mirror_and_private_registries_need_login() {
-    if skip_without_tools() {
-        return;
-    }
+    need_tools();
     let cluster = Cluster::start_with(
         1,
         &[
@@ -169,9 +167,7 @@ fn alpine_resolves_through_the_registry_mirror_and_private_registries_need_login
 
 #[test]
 fn image_load_of_a_docker_save_tarball_then_ls_save_and_rm() {
-    if skip_without_tools() {
-        return;
-    }
+    need_tools();
     let cluster = Cluster::start(1);
     let h1 = cluster.host(1);
     let archive = cluster.dir().join("web.tar");
