@@ -9,21 +9,19 @@ use std::process::Command;
 use mini_tests::Cluster;
 use mini_tests::registry::{LocalRegistry, build_image};
 
-fn skip_without_tools() -> bool {
+/// The tools these tests drive (`.ci/run` installs them): a missing one is
+/// a failure that says what to install, never a silent pass.
+fn need_tools() {
     for tool in ["docker-registry", "skopeo", "htpasswd", "busybox", "curl"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
             .is_ok_and(|o| o.status.success());
-        if !found {
-            // CI installs them (.ci/run); a developer machine may not have them.
-            eprintln!(
-                "skipped: {tool} is not installed (apt-get install docker-registry skopeo apache2-utils busybox-static curl)"
-            );
-            return true;
-        }
+        assert!(
+            found,
+            "{tool} is not installed: apt-get install docker-registry skopeo apache2-utils busybox-static curl"
+        );
     }
-    false
 }
 
 /// Rows of `image ls --format json`.
