@@ -215,15 +215,22 @@ fn ensure_parents(dest: &Path, parent: &Path) -> Result<(), String> {
                 // A whiteout or a file where a directory is needed: the
                 // directory of this layer replaces it.
                 fs::remove_file(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-                fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                make_dir(&at)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => make_dir(&at)?,
             Err(e) => return Err(format!("{}: {e}", at.display())),
         }
     }
     Ok(())
+}
+
+/// A directory the layer implies but does not list: 0755 as Docker makes
+/// them, whatever the daemon's umask.
+fn make_dir(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir(path)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Removes a file, symlink or whiteout at `path` (tar's overwrite), leaving
