@@ -327,3 +327,33 @@ fn concurrent_resolves_of_a_missing_image_share_one_answer() {
     assert_eq!(a.to_string(), b.to_string());
     assert!(a.to_string().contains("127.0.0.1:9"), "{a}");
 }
+
+#[test]
+fn a_loaded_image_is_used_when_its_registry_cannot_be_reached() {
+    let (_dir, store) = store();
+    let l = layer(&[("bin/app", b"app")]);
+    let cfg = config_for(std::slice::from_ref(&l), "app", "2026-01-01T00:00:00Z");
+    // Nothing listens on 127.0.0.1:9 (loopback only).
+    store
+        .load(
+            &docker_save(&[(
+                std::slice::from_ref(&l),
+                cfg.clone(),
+                &["127.0.0.1:9/team/app:1"],
+            )])[..],
+        )
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pulled = rt
+        .block_on(store.pull("127.0.0.1:9/team/app:1", None))
+        .expect("falls back to the local copy");
+    assert_eq!(pulled.id, sha256_digest(&cfg));
+    let missing = rt.block_on(store.pull("127.0.0.1:9/team/other:1", None));
+    assert!(
+        matches!(missing, Err(ImageError::Unreachable { .. })),
+        "{missing:?}"
+    );
+}
