@@ -21,6 +21,11 @@ pub fn socket_path(host: &str) -> Result<PathBuf> {
 
 /// A control API client connected to the daemon at `host`.
 pub async fn connect(host: &str) -> Result<ControlClient<Channel>> {
+    Ok(ControlClient::new(channel(host).await?).max_decoding_message_size(64 << 20))
+}
+
+/// A channel to the daemon at `host` (any of the services on its socket).
+pub async fn channel(host: &str) -> Result<Channel> {
     let path = socket_path(host)?;
     if !path.exists() {
         bail!(
@@ -37,5 +42,5 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>> {
         }))
         .await
         .with_context(|| format!("cannot reach the mini daemon at {}", path.display()))?;
-    Ok(ControlClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(channel)
 }

@@ -43,6 +43,13 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// Log in to a registry.
+    Login(commands::image::LoginArgs),
+    /// Log out from a registry.
+    Logout(commands::image::LogoutArgs),
     /// Run a command inside a running task's namespaces.
     Exec(commands::exec::ExecArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
@@ -79,6 +86,9 @@ fn main() -> ExitCode {
             Command::Network(cmd) => commands::network::run(&cli.host, cmd).await,
             Command::Service(cmd) => commands::service::run(&cli.host, cmd).await,
             Command::Node(cmd) => commands::node::run(&cli.host, cmd).await,
+            Command::Image(cmd) => commands::image::run(&cli.host, cmd).await,
+            Command::Login(args) => commands::image::login(&cli.host, args).await,
+            Command::Logout(args) => commands::image::logout(args),
             Command::Exec(args) => commands::exec::run(&cli.host, args).await,
             Command::Info { format } => commands::info::run(&cli.host, format).await,
         }

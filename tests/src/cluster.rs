@@ -33,6 +33,10 @@ use crate::binary::mini_binary;
 use crate::cli::{Output, run_mini};
 use crate::wait::wait_for;
 
+/// Stands for [`Cluster::outside_ip`] in daemon flags (`--registry-mirror
+/// http://{outside}:5000`): the address is known only once the cluster is made.
+pub const OUTSIDE: &str = "{outside}";
+
 /// How long a daemon may take to answer its socket.
 const DAEMON_START: Duration = Duration::from_secs(30);
 /// How long the nodes may take to show up as ready after joining.
@@ -227,6 +231,17 @@ impl Cluster {
         format!("10.78.{}.{k}", self.octet)
     }
 
+    /// The address "outside the cluster" (in the bridge namespace, see
+    /// [`Cluster::exec_outside`]); `{outside}` in daemon flags stands for it.
+    pub fn outside_ip(&self) -> String {
+        format!("10.78.{}.254", self.octet)
+    }
+
+    /// Name of the bridge namespace (where [`Cluster::outside_ip`] lives).
+    pub fn bridge_ns(&self) -> &str {
+        self.bridge_ns.as_deref().expect("bridge namespace")
+    }
+
     /// Runs `cmd` from "outside the cluster": in the bridge namespace that
     /// joins the hosts, which gets the address 10.78.X.254 on first use.
     pub fn exec_outside(&self, cmd: &[&str]) -> Output {
@@ -408,7 +423,11 @@ impl Cluster {
             .arg(&socket)
             .arg("--hostname")
             .arg(format!("h{k}"))
-            .args(&self.daemon_args)
+            .args(
+                self.daemon_args
+                    .iter()
+                    .map(|a| a.replace(OUTSIDE, &self.outside_ip())),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -9,11 +9,14 @@
 //!   last seen when it expires.
 //! - [`bench`]: percentiles and summaries for the cluster benchmarks.
 //! - [`web`]: a task answering HTTP with its hostname, and the request for it.
+//! - [`registry`]: the test image (busybox) and a real local registry
+//!   (Debian's `docker-registry`) outside a cluster, via `deploy/registry`.
 
 pub mod bench;
 pub mod binary;
 pub mod cli;
 pub mod cluster;
+pub mod registry;
 pub mod wait;
 pub mod web;
 

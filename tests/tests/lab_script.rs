@@ -141,15 +141,17 @@ fn usage_and_bad_input() {
 
 #[test]
 fn shellcheck_clean() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
-    match Command::new("shellcheck").arg(script).output() {
-        Ok(out) => assert!(
-            out.status.success(),
-            "shellcheck deploy/lab:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        ),
-        Err(e) => {
-            panic!("shellcheck is needed to check deploy/lab ({e}): apt-get install shellcheck")
+    for name in ["lab", "registry"] {
+        let script = format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"));
+        match Command::new("shellcheck").arg(&script).output() {
+            Ok(out) => assert!(
+                out.status.success(),
+                "shellcheck deploy/{name}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            Err(e) => panic!(
+                "shellcheck is needed to check deploy/{name} ({e}): apt-get install shellcheck"
+            ),
         }
     }
 }

@@ -18,7 +18,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::client::socket_path;
 use crate::commands::member::NodeServices;
 use crate::commands::private;
+use mini_proto::v1::images_server::ImagesServer;
 use mini_worker::agent::{Worker, WorkerConfig};
+use mini_worker::image::service::{ImagePeers, ImagesService, PeerChannels};
+use mini_worker::image::{ImageStore, RegistryOptions};
 
 /// Flags of `mini daemon`.
 #[derive(Debug, Args)]
@@ -45,6 +48,12 @@ pub struct DaemonArgs {
     /// Seconds a stopping task gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10)]
     stop_grace_period: u64,
+    /// Preferred Docker Hub mirror (`http://HOST:PORT` or `https://...`; repeatable).
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    registry_mirrors: Vec<String>,
+    /// Registry spoken to in plain HTTP (`HOST:PORT`; repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
     /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -94,11 +103,20 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     };
     let listener = bind(&socket, group.as_ref()).await?;
 
+    let images = ImageStore::open(
+        args.state_dir.join("images"),
+        RegistryOptions {
+            mirrors: args.registry_mirrors.clone(),
+            insecure_registries: args.insecure_registries.clone(),
+        },
+    )
+    .context("cannot open the image store")?;
     let worker = Worker::new(WorkerConfig {
         run_dir: args.run_dir.clone(),
         self_exe: std::env::current_exe().context("cannot find the mini binary")?,
         stop_grace: Duration::from_secs(args.stop_grace_period),
-    });
+    })
+    .with_images(images.clone());
     let fatal = Fatal::default();
     let api = ControlApi::open(
         DaemonConfig {
@@ -126,6 +144,13 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     let served = tonic::transport::Server::builder()
         .add_service(
             ControlServer::new(api.clone()).max_decoding_message_size(mini_proto::MAX_MESSAGE),
+        )
+        .add_service(
+            ImagesServer::new(ImagesService::new(
+                images,
+                Some(Arc::new(ClusterPeers(api.clone()))),
+            ))
+            .max_decoding_message_size(mini_proto::MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
@@ -180,4 +205,38 @@ async fn bind(
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
     Ok(listener)
+}
+
+/// The other nodes of the swarm, as this daemon's manager knows them
+/// (`image load --all-nodes`).
+struct ClusterPeers(ControlApi);
+
+impl ImagePeers for ClusterPeers {
+    fn peers(&self) -> futures::future::BoxFuture<'_, Result<PeerChannels, String>> {
+        Box::pin(async move {
+            use mini_proto::v1::control_server::Control;
+            let nodes = Control::list_nodes(
+                &self.0,
+                tonic::Request::new(mini_proto::v1::ListNodesRequest::default()),
+            )
+            .await
+            .map_err(|s| format!("--all-nodes needs a swarm manager: {}", s.message()))?
+            .into_inner()
+            .nodes;
+            let own = self.0.node_id().to_string();
+            let mut out = Vec::new();
+            for node in nodes.into_iter().filter(|n| n.id != own) {
+                let name = if node.hostname.is_empty() {
+                    node.id.clone()
+                } else {
+                    node.hostname.clone()
+                };
+                let channel = mini_manager::control::members::dial(&node.agent_addr)
+                    .await
+                    .map_err(|e| e.to_string());
+                out.push((name, channel));
+            }
+            Ok(out)
+        })
+    }
 }

@@ -1,7 +1,9 @@
 //! The CLI's verb groups.
 
+pub mod credentials;
 pub mod daemon;
 pub mod exec;
+pub mod image;
 pub mod info;
 pub mod member;
 pub mod network;

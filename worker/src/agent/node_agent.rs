@@ -182,4 +182,19 @@ impl NodeAgent for Worker {
             exit_code: output.exit.exit_code(),
         }))
     }
+
+    async fn image_load(
+        &self,
+        request: Request<tonic::Streaming<mini_proto::v1::ImageLoadChunk>>,
+    ) -> Result<Response<mini_proto::v1::ImageLoadResponse>, Status> {
+        let store = self
+            .images()
+            .ok_or_else(|| Status::failed_precondition("this node has no image store"))?;
+        let (file, _) = crate::image::service::receive_archive(store, request.into_inner()).await?;
+        let loaded = crate::image::service::load_file(store, file).await?;
+        Ok(Response::new(mini_proto::v1::ImageLoadResponse {
+            loaded: crate::image::service::loaded_lines(&loaded),
+            nodes: Vec::new(),
+        }))
+    }
 }

@@ -106,6 +106,8 @@ struct Agent {
 pub struct Worker {
     config: WorkerConfig,
     agent: Arc<tokio::sync::Mutex<Option<Agent>>>,
+    /// The node's image store (`None`: a node without images).
+    images: Option<crate::image::ImageStore>,
 }
 
 impl Worker {
@@ -114,7 +116,19 @@ impl Worker {
         Worker {
             config,
             agent: Arc::new(tokio::sync::Mutex::new(None)),
+            images: None,
         }
+    }
+
+    /// The same worker with the node's image store.
+    pub fn with_images(mut self, images: crate::image::ImageStore) -> Worker {
+        self.images = Some(images);
+        self
+    }
+
+    /// The node's image store, if it has one.
+    pub fn images(&self) -> Option<&crate::image::ImageStore> {
+        self.images.as_ref()
     }
 
     /// Starts the agent of `node_id` in the cluster `membership` describes.
