@@ -62,6 +62,8 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// Time between two rotations of the gossip key (while this node leads).
     pub gossip_key_rotation: std::time::Duration,
+    /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
+    pub fatal: crate::manager::Fatal,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -219,6 +221,7 @@ fn manager_config(
         advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
         cluster_id: membership.cluster_id.clone(),
         gossip_key_rotation: config.gossip_key_rotation,
+        fatal: config.fatal.clone(),
     }
 }
 
