@@ -48,6 +48,8 @@ pub struct ManagerConfig {
     pub advertise_addr: String,
     /// The cluster's id (empty before `swarm init` made it).
     pub cluster_id: String,
+    /// Time between two rotations of the gossip key (while this manager leads).
+    pub gossip_key_rotation: Duration,
     /// Told when the Raft loop dies.
     pub fatal: Fatal,
 }
@@ -196,7 +198,14 @@ impl Manager {
         ];
         let proposer = HaProposer::new(raft, store.clone(), peers.clone(), outcomes);
         let sessions = SessionsSlot::new(config.heartbeat_period);
-        let leadership = Leadership::start(store.clone(), proposer.clone(), sessions.clone());
+        let leadership = Leadership::start(
+            store.clone(),
+            proposer.clone(),
+            sessions.clone(),
+            crate::controllers::ControllerSettings {
+                gossip_key_rotation: config.gossip_key_rotation,
+            },
+        );
         Ok(Manager {
             store,
             proposer,
@@ -242,6 +251,7 @@ impl Manager {
             next_vni: 4097,
             snapshot_interval: config.snapshot_interval,
             next_raft_id: ha::BOOTSTRAP_RAFT_ID + 1,
+            gossip_keys: Some(crate::controllers::gossip_keys::new_key_ring(now_ms())),
         };
         manager.peers.set_cluster_id(&cluster.id);
         let node = Node {

@@ -65,6 +65,7 @@ async fn lifecycle(d: &NetDriver<LinuxKernel>, pinned: bool, rounds: usize) {
     let empty = DesiredState {
         networks: vec![network(vec![], pinned)],
         sandboxes: vec![],
+        members: None,
     };
     d.apply(&empty).await.unwrap();
     let (mut create, mut destroy, mut cycle) = (Vec::new(), Vec::new(), Vec::new());
@@ -74,6 +75,7 @@ async fn lifecycle(d: &NetDriver<LinuxKernel>, pinned: bool, rounds: usize) {
         let want = DesiredState {
             networks: vec![network(vec![], pinned)],
             sandboxes: vec![sandbox(i)],
+            members: None,
         };
         let t0 = Instant::now();
         d.apply(&want).await.unwrap();
@@ -118,6 +120,7 @@ async fn thousand_peers(d: &NetDriver<LinuxKernel>, cfg: &DriverConfig) {
     let base = |p: Vec<Peer>| DesiredState {
         networks: vec![network(p, true)],
         sandboxes: vec![],
+        members: None,
     };
     d.apply(&base(vec![])).await.unwrap();
     d.apply(&base(vec![])).await.unwrap(); // settle: plan from memory from here on

@@ -41,6 +41,7 @@ fn desired(sandboxes: usize) -> DesiredState {
                 }],
             })
             .collect(),
+        members: None,
     }
 }
 

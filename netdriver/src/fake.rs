@@ -314,6 +314,21 @@ impl Inner {
             }
             Op::SetLbTable { ns, spec } => self.ns_mut(ns)?.lb = Some(LbTable::from_spec(spec)),
             Op::DeleteLbTable { ns } => self.ns_mut(ns)?.lb = None,
+            Op::SetFilter { .. } | Op::SetFilterMembers { .. } | Op::DeleteFilter => {
+                if let Op::SetFilterMembers { add, remove } = op {
+                    let table = self
+                        .state
+                        .filter
+                        .as_ref()
+                        .ok_or_else(|| fail("table ip mini_filter".into(), libc::ENOENT))?;
+                    if add.iter().any(|a| table.members.contains(a))
+                        || remove.iter().any(|a| !table.members.contains(a))
+                    {
+                        return Err(fail("set members of mini_filter".into(), libc::EEXIST));
+                    }
+                }
+                self.state.record_op(op);
+            }
             Op::SetLbEntry {
                 ns,
                 flavour,

@@ -15,6 +15,7 @@
 //! | service VIPs | each task sandbox on the VIP's network | `table ip mini_lb`: `ip daddr vmap @vips` → `dnat to numgen inc mod N map {…}`, or reject when no backend |
 //! | ingress | `RUN/netns/ingress_sbox` (on `ingress` and `mini_gwbridge`) | `table ip mini_lb`: `l4proto . dport` → backends' ingress IPs at the target port, masquerade |
 //! | published ports | host namespace | `table ip mini_lb`: `PUBLISHED` on local addresses → `ingress_sbox`'s gateway-bridge address |
+//! | members-only filter | host namespace | `table ip mini_filter`: UDP to the gossip and data-path ports dropped unless from a member |
 //!
 //! # Layout
 //!
@@ -31,6 +32,7 @@
 //! - [`linux`] — [`LinuxKernel`], the real one (rtnetlink, `nft`).
 //! - [`netns`] — namespace files without forking (create, enter on a thread, remove).
 //! - [`nat`] — the nftables ruleset of the gateway bridge.
+//! - [`filter`] — the members-only filter of the gossip and data-path ports (host namespace).
 //! - [`nft_batch`] — nf_tables transactions over netlink, for changes too frequent to spawn `nft`.
 //! - [`driver`] — [`NetDriver`], which ties planning and a kernel together.
 //! - [`error`] — [`Error`].
@@ -38,6 +40,7 @@
 pub mod driver;
 pub mod error;
 pub mod fake;
+pub mod filter;
 pub mod kernel;
 pub mod lb;
 pub mod linux;
@@ -54,6 +57,7 @@ pub mod service;
 pub use driver::{ApplyReport, NetDriver, ObservedNetwork};
 pub use error::Error;
 pub use fake::FakeKernel;
+pub use filter::MemberFilter;
 pub use kernel::{Counters, Kernel};
 pub use linux::LinuxKernel;
 pub use model::{

@@ -142,6 +142,9 @@ pub struct DesiredState {
     pub networks: Vec<OverlayNetwork>,
     /// Task sandboxes on this node.
     pub sandboxes: Vec<Sandbox>,
+    /// The members-only filter of the gossip and data-path ports (`None`: no filter, the node
+    /// is in no cluster).
+    pub members: Option<crate::filter::MemberFilter>,
 }
 
 /// One overlay network.

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::filter::FilterTable;
 use crate::lb::{LbTable, LbTarget};
 use crate::model::{MacAddr, Peer};
 use crate::op::{NsRef, Op};
@@ -19,6 +20,8 @@ pub struct Observed {
     /// Comment of the NAT table (`table ip <gateway bridge name>`) if it exists; it encodes the
     /// rendered parameters, see [`crate::nat::comment`].
     pub nat: Option<String>,
+    /// The members-only filter of the host namespace (`table ip mini_filter`), if present.
+    pub filter: Option<FilterTable>,
     /// Files of `run_dir/netns`, by name; `None` when the file is not a live namespace (a
     /// leftover of a crash between creating the file and mounting it).
     pub namespaces: BTreeMap<String, Option<NsState>>,
@@ -162,6 +165,22 @@ impl Observed {
                     t.chains.remove(key);
                 }
             }
+            Op::SetFilter { filter } => {
+                self.filter = Some(FilterTable {
+                    comment: crate::filter::comment(&filter.ports),
+                    members: filter.members.clone(),
+                    dropped: 0,
+                });
+            }
+            Op::SetFilterMembers { add, remove } => {
+                if let Some(t) = self.filter.as_mut() {
+                    t.members.extend(add.iter().copied());
+                    for a in remove {
+                        t.members.remove(a);
+                    }
+                }
+            }
+            Op::DeleteFilter => self.filter = None,
             Op::SetNeighbour { ns, ip, mac } => {
                 if let Some(st) = ns_of(self, ns) {
                     st.neighbours.insert(*ip, *mac);

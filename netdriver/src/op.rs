@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::filter::MemberFilter;
 use crate::lb::{Flavour, LbKey, LbSpec, LbTarget};
 use crate::model::MacAddr;
 
@@ -189,6 +190,20 @@ pub enum Op {
         /// Where.
         ns: NsRef,
     },
+    /// Replace (atomically) the host's members-only filter ([`crate::filter`]).
+    SetFilter {
+        /// The wanted filter.
+        filter: MemberFilter,
+    },
+    /// Add and delete members of the host's filter, in one transaction.
+    SetFilterMembers {
+        /// Addresses that became members.
+        add: Vec<Ipv4Addr>,
+        /// Addresses that are no longer members.
+        remove: Vec<Ipv4Addr>,
+    },
+    /// Delete the host's members-only filter.
+    DeleteFilter,
 }
 
 impl Op {
@@ -261,6 +276,16 @@ impl fmt::Display for Op {
             }
             Op::DelLbEntry { ns, key, .. } => write!(f, "delete {key} in {ns}"),
             Op::DeleteLbTable { ns } => write!(f, "delete nft table ip mini_lb in {ns}"),
+            Op::SetFilter { filter } => write!(
+                f,
+                "set nft table ip mini_filter (udp {:?} from {} members)",
+                filter.ports,
+                filter.members.len()
+            ),
+            Op::SetFilterMembers { add, remove } => {
+                write!(f, "mini_filter members +{add:?} -{remove:?}")
+            }
+            Op::DeleteFilter => write!(f, "delete nft table ip mini_filter"),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Pure: no I/O, deterministic (maps are ordered). The order of the returned list is: removals
 //! (interfaces and stray ports, then namespaces, then host objects), host objects, overlays
 //! with their peers, peer differences, sandboxes, attachments, then the `mini_lb` tables of
-//! the sandboxes and of the host namespace (see the `balance` module).
+//! the sandboxes and of the host namespace (see the `balance` module). The members-only filter
+//! ([`crate::filter`]) comes before all of them.
 
 mod balance;
 
@@ -17,10 +18,10 @@ use ipnet::Ipv4Net;
 use crate::error::Error;
 use crate::model::{DesiredState, DriverConfig, MacAddr, OverlayNetwork, Sandbox};
 use crate::names::{self, BRIDGE, GATEWAY_MTU, LOOPBACK, OVERLAY_MTU, VXLAN};
-use crate::nat;
 use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed};
 use crate::op::{NsRef, Op};
 use crate::service::LoadBalancing;
+use crate::{filter, nat};
 
 /// The desired state, checked and indexed by namespace name.
 struct Wanted<'a> {
@@ -228,6 +229,7 @@ pub fn plan_with(
             with_sbox = DesiredState {
                 networks: desired.networks.clone(),
                 sandboxes,
+                members: desired.members.clone(),
             };
             &with_sbox
         }
@@ -491,7 +493,12 @@ pub fn plan_with(
     }
     let host = balance.host_want(gw_addrs.get(INGRESS_SBOX).copied());
     balance::diff(&NsRef::Host, host.as_ref(), obs.host.lb.as_ref(), &mut ops);
-    Ok(ops)
+    // The members-only filter first: it depends on nothing else, and it protects the node
+    // even when a later step fails.
+    let mut all = Vec::with_capacity(ops.len() + 1);
+    filter::plan(desired.members.as_ref(), obs.filter.as_ref(), &mut all);
+    all.extend(ops);
+    Ok(all)
 }
 
 /// Neighbour and FDB differences of one overlay namespace: deletions first, then replacements.

@@ -94,6 +94,7 @@ fn desired(h: u8) -> DesiredState {
     DesiredState {
         networks: vec![network(NET, 0, 4097), network(INGRESS, 255, 4096)],
         sandboxes,
+        members: None,
     }
 }
 

@@ -52,6 +52,7 @@ fn desired(task: &str, me: u8, peers: &[(u8, Ipv4Addr)]) -> DesiredState {
                 mac: MacAddr::for_ip(ip(me)),
             }],
         }],
+        members: None,
     }
 }
 

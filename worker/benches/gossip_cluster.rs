@@ -15,7 +15,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use mini_worker::gossip::{EndpointRecord, Gossip, GossipConfig, Protocol, PublishedPort};
+use mini_worker::gossip::{
+    EndpointRecord, Gossip, GossipConfig, GossipKeys, Protocol, PublishedPort,
+};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -42,7 +44,9 @@ fn main() {
 }
 
 async fn start(node: &str, bind: SocketAddr, bootstrap: &[SocketAddr]) -> Gossip {
-    let config = GossipConfig::new(node, bind).with_bootstrap(bootstrap.iter().copied());
+    static KEYS: std::sync::OnceLock<GossipKeys> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| GossipKeys::random(1)).clone();
+    let config = GossipConfig::new(node, bind, keys).with_bootstrap(bootstrap.iter().copied());
     Gossip::start(config).await.expect("start gossip")
 }
 
@@ -68,6 +72,7 @@ fn record(endpoint: &str, i: usize) -> EndpointRecord {
         }],
         version: 0,
         deleted: false,
+        signature: Vec::new(),
     }
 }
 

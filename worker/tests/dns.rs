@@ -103,6 +103,7 @@ fn record(
         ports: Vec::new(),
         version: 1,
         deleted: false,
+        signature: Vec::new(),
     }
 }
 

@@ -54,6 +54,10 @@ pub struct DaemonArgs {
     /// Registry spoken to in plain HTTP (`HOST:PORT`; repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    /// Time between two rotations of the cluster's gossip key while this node is the leading
+    /// manager, e.g. `12h`, `30s`, `500ms` (tests; Docker rotates every 12 hours).
+    #[arg(long, default_value = "12h", value_parser = parse_duration, hide = true)]
+    gossip_key_rotation: Duration,
     /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -61,6 +65,25 @@ pub struct DaemonArgs {
     /// the socket is then root:GROUP 0660 instead of root-only 0600.
     #[arg(long, short = 'G')]
     group: Option<String>,
+}
+
+/// A duration such as `12h`, `90m`, `30s` or `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 12h, 90m, 30s or 500ms");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if d < Duration::from_millis(100) {
+        return Err(format!("{text:?} is too short: at least 100ms"));
+    }
+    Ok(d)
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -115,6 +138,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         run_dir: args.run_dir.clone(),
         self_exe: std::env::current_exe().context("cannot find the mini binary")?,
         stop_grace: Duration::from_secs(args.stop_grace_period),
+        node_key: Some(args.state_dir.join("certificates").join("swarm-node.key")),
     })
     .with_images(images.clone());
     let fatal = Fatal::default();
@@ -125,6 +149,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             snapshot_interval: args.snapshot_interval,
             heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(50)),
             gossip_port: args.gossip_port,
+            gossip_key_rotation: args.gossip_key_rotation,
             fatal: fatal.clone(),
         },
         Arc::new(NodeServices::new(worker)),
@@ -238,5 +263,21 @@ impl ImagePeers for ClusterPeers {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43200)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("12").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("h").is_err() && parse_duration("3d").is_err());
+        assert!(parse_duration("10ms").unwrap_err().contains("too short"));
     }
 }

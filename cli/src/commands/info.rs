@@ -23,6 +23,11 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
             "default_subnet_size": cluster.default_subnet_size,
             "data_path_port": cluster.data_path_port,
             "snapshot_interval": cluster.snapshot_interval,
+            // Ids and ages only: the keys themselves never leave the managers but over sessions.
+            "gossip_keys": cluster.gossip_keys.as_ref().map(|r| r.keys.iter().map(|k| json!({
+                "id": k.id,
+                "created_at_ms": k.created_at_ms,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
         },
         "raft": {
             "leader_node_id": info.leader_node_id,
@@ -52,6 +57,13 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
                     cluster.default_addr_pool, cluster.default_subnet_size
                 );
                 println!(" Data Path Port: {}", cluster.data_path_port);
+                if let Some(key) = cluster.gossip_keys.as_ref().and_then(|r| r.keys.first()) {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    let age = (now_ms - key.created_at_ms).max(0) / 1000;
+                    println!(" Gossip Encryption: key {} (rotated {age} s ago)", key.id);
+                }
                 println!(" Raft:");
                 println!("  Leader: {}", info.leader_node_id);
                 println!("  Applied Index: {}", info.raft_applied_index);

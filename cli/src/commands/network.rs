@@ -157,15 +157,31 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
                     None => ("unknown".to_string(), 0, 0),
                 };
                 all_ok &= matches!(state.as_str(), "ok" | "not here");
+                let gossip = node.view.as_ref().and_then(|v| v.gossip);
                 rows.push(vec![
                     node.hostname.clone(),
                     state,
                     expected.to_string(),
                     kernel.to_string(),
+                    gossip.map_or("-".into(), |g| g.key_id.to_string()),
+                    gossip.map_or("-".into(), |g| {
+                        (g.dropped_unauthenticated + g.dropped_replayed).to_string()
+                    }),
                     node.error.clone(),
                 ]);
             }
-            print_table(&["NODE", "PEERS", "EXPECTED", "IN KERNEL", "ERROR"], &rows);
+            print_table(
+                &[
+                    "NODE",
+                    "PEERS",
+                    "EXPECTED",
+                    "IN KERNEL",
+                    "GOSSIP KEY",
+                    "GOSSIP DROPPED",
+                    "ERROR",
+                ],
+                &rows,
+            );
             if !all_ok {
                 anyhow::bail!(
                     "network {network}: the kernel's peers differ from the live endpoints on some node"
@@ -206,6 +222,12 @@ fn peers_json(report: &mini_proto::v1::NetworkPeersReport) -> serde_json::Value 
                     "error": n.error,
                     "present": view.present,
                     "consistent": view.consistent,
+                    "gossip": view.gossip.map(|g| serde_json::json!({
+                        "key_id": g.key_id,
+                        "packets_received": g.packets_received,
+                        "dropped_unauthenticated": g.dropped_unauthenticated,
+                        "dropped_replayed": g.dropped_replayed,
+                    })),
                     "expected": view.expected.iter().map(entry).collect::<Vec<_>>(),
                     "kernel": view.kernel.iter().map(entry).collect::<Vec<_>>(),
                     "services": view

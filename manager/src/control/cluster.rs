@@ -125,8 +125,19 @@ pub(super) async fn swarm_init(
     api.enter(membership).await?;
     Ok(SwarmInitResponse {
         node_id: api.inner.node_id.clone(),
-        cluster,
+        cluster: cluster.map(without_secret_keys),
     })
+}
+
+/// The cluster as clients see it: the gossip keys' ids and ages, never their bytes (they reach
+/// nodes only over their sessions).
+pub(super) fn without_secret_keys(mut cluster: mini_proto::v1::Cluster) -> mini_proto::v1::Cluster {
+    if let Some(ring) = cluster.gossip_keys.as_mut() {
+        for key in &mut ring.keys {
+            key.key.clear();
+        }
+    }
+    cluster
 }
 
 /// What this daemon is.
@@ -165,7 +176,10 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         raft_voters: status.voters.clone(),
         raft_learners: status.learners.clone(),
         node_id: api.inner.node_id.clone(),
-        cluster: manager.store().view(|t| t.cluster.clone()),
+        cluster: manager
+            .store()
+            .view(|t| t.cluster.clone())
+            .map(without_secret_keys),
         is_manager: true,
         raft_applied_index: status.applied,
         raft_snapshot_index: status.snapshot_index,

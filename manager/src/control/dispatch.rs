@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{ControlApi, ControlError};
-use crate::dispatcher::{apply_status_updates, assignments_for, token};
+use crate::dispatcher::{apply_status_updates, assignments_for, gossip_view, token};
 use crate::ids::now_ms;
 use crate::store::{ObjectKind, Proposer};
 
@@ -147,48 +147,44 @@ impl Dispatcher for ControlApi {
             .unwrap_or_default();
         tokio::spawn(async move {
             let mut previous = None;
-            let mut first = true;
+            let mut previous_gossip = None;
             loop {
                 if !manager.sessions().is_current(&node_id, &session_id) {
                     break;
                 }
-                let set = manager.store().view(|t| assignments_for(t, &node_id));
-                if let Some(assignments) = set
-                    .since(previous.as_ref())
-                    .or_else(|| first.then(Default::default))
-                {
+                let (set, gossip) = manager
+                    .store()
+                    .view(|t| (assignments_for(t, &node_id), gossip_view(t, &node_id)));
+                let changed = set.since(previous.as_ref());
+                // A message also goes out when only the gossip view changed (a rotated key,
+                // a node that joined or left), without assignments.
+                if changed.is_some() || previous_gossip.as_ref() != Some(&gossip) {
                     let message = SessionMessage {
                         session_id: session_id.clone(),
-                        assignments: Some(assignments),
+                        assignments: changed,
                         managers: manager.manager_addrs(),
                         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
                         node_addr: node_addr.clone(),
-                        gossip_peers: manager.store().view(|t| {
-                            t.nodes
-                                .values()
-                                .filter(|n| n.id != node_id && !n.gossip_addr.is_empty())
-                                .filter(|n| {
-                                    n.status
-                                        .as_ref()
-                                        .is_some_and(|s| s.state() == NodeState::Ready)
-                                })
-                                .map(|n| n.gossip_addr.clone())
-                                .collect()
-                        }),
+                        gossip_peers: gossip.peers.clone(),
                         data_path_port: manager
                             .store()
                             .view(|t| t.cluster.as_ref().map_or(4789, |c| c.data_path_port)),
+                        gossip_keys: gossip.keys.clone(),
+                        gossip_members: gossip.members.clone(),
+                        // Node certificates (which bind endpoint records to their owners)
+                        // come with the cluster CA; until then records are not bound.
+                        gossip_certificates: Vec::new(),
                     };
                     if tx.send(Ok(message)).await.is_err() {
                         break;
                     }
                     previous = Some(set);
+                    previous_gossip = Some(gossip);
                 }
-                first = false;
                 tokio::select! {
                     _ = tx.closed() => break,
                     event = events.recv() => match event {
-                        Ok(e) if !(e.touches(ObjectKind::Task) || e.touches(ObjectKind::Network) || e.touches(ObjectKind::Node)) => {}
+                        Ok(e) if !(e.touches(ObjectKind::Task) || e.touches(ObjectKind::Network) || e.touches(ObjectKind::Node) || e.touches(ObjectKind::Cluster)) => {}
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             // Coalesce a burst of changes into one message.
                             while events.try_recv().is_ok() {}
@@ -241,7 +237,7 @@ impl Dispatcher for ControlApi {
         let manager = self.manager().await?;
         let node_id = request.into_inner().node_id;
         manager
-            .mark_node(&node_id, NodeState::Down, "node left the swarm")
+            .mark_node(&node_id, NodeState::Down, crate::dispatcher::LEFT_MESSAGE)
             .await;
         Ok(Response::new(LeaveResponse {}))
     }

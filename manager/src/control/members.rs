@@ -314,7 +314,7 @@ async fn leave_raft_group(
         spec.desired_role = NodeRole::Worker as i32;
         let mut status = node.status.clone().unwrap_or_default();
         status.state = NodeState::Down as i32;
-        status.message = "node left the swarm".into();
+        status.message = crate::dispatcher::LEFT_MESSAGE.into();
         let left = Node {
             spec: Some(spec),
             status: Some(status),

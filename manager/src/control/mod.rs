@@ -60,6 +60,8 @@ pub struct DaemonConfig {
     pub heartbeat_period: std::time::Duration,
     /// UDP port of this node's gossip (SWIM) socket.
     pub gossip_port: u16,
+    /// Time between two rotations of the gossip key (while this node leads).
+    pub gossip_key_rotation: std::time::Duration,
     /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
     pub fatal: crate::manager::Fatal,
 }
@@ -218,6 +220,7 @@ fn manager_config(
         raft_id: membership.raft_id.max(crate::ha::BOOTSTRAP_RAFT_ID),
         advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
         cluster_id: membership.cluster_id.clone(),
+        gossip_key_rotation: config.gossip_key_rotation,
         fatal: config.fatal.clone(),
     }
 }

@@ -11,7 +11,9 @@
 //! - `orchestrator`: keeps each service's tasks matching its spec.
 //! - `scheduler`: binds pending tasks to nodes (PENDING → ASSIGNED).
 //! - `reaper`: deletes tasks that were told to go and are down.
+//! - `gossip_keys`: rotates the cluster's gossip key ring.
 
+pub mod gossip_keys;
 mod orchestrator;
 mod reaper;
 mod scheduler;
@@ -61,11 +63,44 @@ pub struct Controllers {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Settings of the controllers.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// Time between two rotations of the gossip key.
+    pub gossip_key_rotation: Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            gossip_key_rotation: gossip_keys::DEFAULT_ROTATION,
+        }
+    }
+}
+
 impl Controllers {
-    /// Starts every controller on `store`, writing through `proposer`.
+    /// Starts every controller on `store`, writing through `proposer`, with the default
+    /// settings.
     pub fn start<P: Proposer + Clone>(store: Store, proposer: P) -> Controllers {
+        Self::start_with(store, proposer, &ControllerSettings::default())
+    }
+
+    /// Starts every controller on `store`, writing through `proposer`.
+    pub fn start_with<P: Proposer + Clone>(
+        store: Store,
+        proposer: P,
+        settings: &ControllerSettings,
+    ) -> Controllers {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
+            spawn(
+                gossip_keys::GossipKeyRotation {
+                    period: settings.gossip_key_rotation,
+                },
+                store.clone(),
+                proposer.clone(),
+                stopped.clone(),
+            ),
             spawn(
                 task_allocator::TaskAllocator,
                 store.clone(),

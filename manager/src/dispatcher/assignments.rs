@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mini_proto::v1::{Assignments, Network, NetworkAttachment, Task, TaskState};
+use mini_proto::v1::{
+    Assignments, GossipKeyRing, Network, NetworkAttachment, NodeState, Task, TaskState,
+};
 
 use crate::store::Tables;
 
@@ -62,6 +64,53 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
         tasks,
         networks,
         ingress,
+    }
+}
+
+/// The status message of a node that left the swarm (`swarm leave`).
+pub const LEFT_MESSAGE: &str = "node left the swarm";
+
+/// What every session message carries besides assignments: how to gossip, and with whom.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GossipView {
+    /// Gossip addresses (host:port) of the other ready nodes, to join through.
+    pub peers: Vec<String>,
+    /// The cluster's gossip key ring.
+    pub keys: Option<GossipKeyRing>,
+    /// Advertise addresses of every member (all nodes in the store but those that left the
+    /// swarm): the only sources a node accepts gossip and VXLAN datagrams from. A removed node
+    /// is no longer in the store, so it is no longer a member.
+    pub members: Vec<String>,
+}
+
+/// The gossip view handed to `node_id`.
+pub fn gossip_view(tables: &Tables, node_id: &str) -> GossipView {
+    let state =
+        |n: &mini_proto::v1::Node| n.status.as_ref().map_or(NodeState::Unknown, |s| s.state());
+    let peers = tables
+        .nodes
+        .values()
+        .filter(|n| n.id != node_id && !n.gossip_addr.is_empty())
+        .filter(|n| state(n) == NodeState::Ready)
+        .map(|n| n.gossip_addr.clone())
+        .collect();
+    let members: BTreeSet<String> = tables
+        .nodes
+        .values()
+        .filter(|n| {
+            !(state(n) == NodeState::Down
+                && n.status.as_ref().is_some_and(|s| s.message == LEFT_MESSAGE))
+        })
+        .filter_map(|n| {
+            let addr = &n.status.as_ref()?.addr;
+            addr.parse::<std::net::Ipv4Addr>().ok()?;
+            Some(addr.clone())
+        })
+        .collect();
+    GossipView {
+        peers,
+        keys: tables.cluster.as_ref().and_then(|c| c.gossip_keys.clone()),
+        members: members.into_iter().collect(),
     }
 }
 

@@ -270,3 +270,37 @@ fn sessions_expire_after_missed_heartbeats() {
     patient.close("silent", &id);
     assert!(!patient.is_current("silent", &id));
 }
+
+#[test]
+fn the_gossip_view_lists_members_but_not_nodes_that_left() {
+    let mut left = node("gone", "10.0.0.4", NodeState::Down);
+    if let Some(s) = left.status.as_mut() {
+        s.message = LEFT_MESSAGE.into();
+    }
+    let mut me = node("me", "10.0.0.1", NodeState::Ready);
+    me.gossip_addr = "10.0.0.1:7946".into();
+    let mut peer = node("peer", "10.0.0.2", NodeState::Ready);
+    peer.gossip_addr = "10.0.0.2:7946".into();
+    let mut down = node("down", "10.0.0.3", NodeState::Down);
+    down.gossip_addr = "10.0.0.3:7946".into();
+    let mut t = tables(vec![me, peer, down, left], vec![], &[]);
+    t.cluster = Some(mini_proto::v1::Cluster {
+        gossip_keys: Some(crate::controllers::gossip_keys::new_key_ring(1)),
+        ..Default::default()
+    });
+    let view = gossip_view(&t, "me");
+    assert_eq!(
+        view.peers,
+        vec!["10.0.0.2:7946".to_string()],
+        "ready others only"
+    );
+    assert_eq!(
+        view.members,
+        vec!["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+        "a crashed node stays a member (it may come back); one that left does not"
+    );
+    assert_eq!(view.keys.map(|k| k.keys.len()), Some(1));
+    // A removed node is no longer in the store, hence no member.
+    t.nodes.remove("down");
+    assert_eq!(gossip_view(&t, "me").members, vec!["10.0.0.1", "10.0.0.2"]);
+}

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::HaProposer;
-use crate::controllers::Controllers;
+use crate::controllers::{ControllerSettings, Controllers};
 use crate::dispatcher::Sessions;
 use crate::raft::Role;
 use crate::store::Store;
@@ -59,9 +59,14 @@ struct LeaderServices {
 }
 
 impl LeaderServices {
-    fn start(store: &Store, proposer: &HaProposer, sessions: &SessionsSlot) -> Self {
+    fn start(
+        store: &Store,
+        proposer: &HaProposer,
+        sessions: &SessionsSlot,
+        settings: &ControllerSettings,
+    ) -> Self {
         let current = sessions.reset();
-        let controllers = Controllers::start(store.clone(), proposer.clone());
+        let controllers = Controllers::start_with(store.clone(), proposer.clone(), settings);
         let tasks = vec![
             tokio::spawn(crate::manager::monitor_nodes(
                 store.clone(),
@@ -90,9 +95,14 @@ pub struct Leadership {
 
 impl Leadership {
     /// Starts watching `proposer`'s Raft node.
-    pub fn start(store: Store, proposer: HaProposer, sessions: SessionsSlot) -> Self {
+    pub fn start(
+        store: Store,
+        proposer: HaProposer,
+        sessions: SessionsSlot,
+        settings: ControllerSettings,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(store, proposer, sessions, stopped));
+        let task = tokio::spawn(run(store, proposer, sessions, settings, stopped));
         Leadership {
             stop,
             task: tokio::sync::Mutex::new(Some(task)),
@@ -112,6 +122,7 @@ async fn run(
     store: Store,
     proposer: HaProposer,
     sessions: SessionsSlot,
+    settings: ControllerSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut status = proposer.raft().subscribe();
@@ -132,7 +143,9 @@ async fn run(
                     applied = s.applied,
                     "leading: starting the leader-only services"
                 );
-                running = Some(LeaderServices::start(&store, &proposer, &sessions));
+                running = Some(LeaderServices::start(
+                    &store, &proposer, &sessions, &settings,
+                ));
             }
         } else {
             term_start = None;

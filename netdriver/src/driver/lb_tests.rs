@@ -45,6 +45,7 @@ fn desired() -> DesiredState {
                 mac: MacAddr::for_ip(ip(2)),
             }],
         }],
+        members: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn state(peers: Vec<Peer>, sandboxes: Vec<Sandbox>) -> DesiredState {
     DesiredState {
         networks: vec![network(peers)],
         sandboxes,
+        members: None,
     }
 }
 
@@ -377,4 +378,45 @@ async fn observe_reports_peers_by_network() {
             name: "eth0".into()
         }
     );
+}
+
+#[tokio::test]
+async fn the_members_filter_follows_membership_by_element() {
+    use crate::filter::MemberFilter;
+    use crate::op::Op;
+    let d = driver();
+    let ip = |last: u8| std::net::Ipv4Addr::new(10, 99, 0, last);
+    let with = |members: &[u8]| DesiredState {
+        members: Some(MemberFilter {
+            ports: [4789, 7946].into(),
+            members: members.iter().map(|&m| ip(m)).collect(),
+        }),
+        ..state(vec![], vec![])
+    };
+    let first = d.apply(&with(&[1, 2])).await.unwrap();
+    assert!(
+        matches!(first.ops.first(), Some(Op::SetFilter { filter }) if filter.members.len() == 2),
+        "the filter comes first: {:?}",
+        first.ops
+    );
+    assert_eq!(d.apply(&with(&[1, 2])).await.unwrap().ops, vec![]);
+    // A node joins and another is removed: one element update, no kernel read.
+    let change = d.apply(&with(&[1, 3])).await.unwrap();
+    assert!(!change.observed_kernel);
+    assert_eq!(
+        change.ops,
+        vec![Op::SetFilterMembers {
+            add: vec![ip(3)],
+            remove: vec![ip(2)],
+        }]
+    );
+    let table = d.kernel().state().filter.expect("filter table");
+    assert_eq!(table.members, [ip(1), ip(3)].into());
+    // A restarted daemon (fresh driver, same kernel state) keeps the table as it is.
+    d.resync().await;
+    assert_eq!(d.apply(&with(&[1, 3])).await.unwrap().ops, vec![]);
+    // Out of the swarm: the table goes.
+    let leave = d.apply(&state(vec![], vec![])).await.unwrap();
+    assert!(leave.ops.contains(&Op::DeleteFilter), "{:?}", leave.ops);
+    assert_eq!(d.kernel().state().filter, None);
 }

@@ -130,6 +130,7 @@ impl LinuxKernel {
         } else {
             None
         };
+        let filter = self.read_filter().await?;
 
         let mut namespaces = BTreeMap::new();
         let dir = self.config.netns_dir();
@@ -158,8 +159,29 @@ impl LinuxKernel {
             host: host_state,
             forwarding,
             nat,
+            filter,
             namespaces,
         })
+    }
+
+    /// Reads the host's members-only filter (`None` when there is none).
+    pub(crate) async fn read_filter(&self) -> Result<Option<crate::filter::FilterTable>, Error> {
+        self.counters.read();
+        let (ok, out, err) = self
+            .nft(&["-j", "list", "table", "ip", crate::filter::TABLE], None)
+            .await?;
+        if !ok {
+            if err.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(Error::Nft {
+                action: format!("list table ip {}", crate::filter::TABLE),
+                namespace: NsRef::Host.to_string(),
+                detail: err.trim().to_string(),
+            });
+        }
+        // A table it cannot read is replaced whole by the next apply.
+        Ok(Some(crate::filter::parse_json(&out).unwrap_or_default()))
     }
 
     /// Reads the `mini_lb` table of a namespace (`None` when it has none).

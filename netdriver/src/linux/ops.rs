@@ -21,9 +21,9 @@ use crate::error::Error;
 use crate::lb::{self, Flavour, TABLE};
 use crate::model::MacAddr;
 use crate::names::{BRIDGE, GATEWAY_MTU, LINK_GROUP, OVERLAY_MTU, VXLAN};
-use crate::nat;
 use crate::netns;
 use crate::op::{NsRef, Op};
+use crate::{filter, nat};
 
 /// Index of `lo` in every network namespace.
 const LOOPBACK_INDEX: u32 = 1;
@@ -214,6 +214,19 @@ impl LinuxKernel {
             Op::DeleteLbTable { ns } => {
                 let action = format!("delete table ip {TABLE}");
                 self.nft_batch_in(ns, &action, lb::delete_script()).await
+            }
+            Op::SetFilter { filter: f } => {
+                let action = format!("replace table ip {}", filter::TABLE);
+                self.nft_batch(&action, filter::replace_script(f)).await
+            }
+            Op::SetFilterMembers { add, remove } => {
+                let action = format!("update the members of table ip {}", filter::TABLE);
+                self.nft_batch(&action, filter::members_script(add, remove))
+                    .await
+            }
+            Op::DeleteFilter => {
+                let action = format!("delete table ip {}", filter::TABLE);
+                self.nft_batch(&action, filter::delete_script()).await
             }
         }
     }

@@ -5,12 +5,15 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use mini_proto::v1::Task;
+use mini_proto::v1::{GossipKeyRing, GossipNodeCertificate, Task};
 
 use super::task::task_hostname;
 use super::worker::Shared;
 use crate::dns::NameIndex;
-use crate::gossip::{EndpointRecord, Gossip, GossipConfig, Protocol, PublishedPort};
+use crate::gossip::{
+    EcdsaSigner, EndpointRecord, Gossip, GossipConfig, GossipKeys, Protocol, PublishedPort,
+    RecordAuth,
+};
 
 /// The endpoint records of `task`'s attachments on this node (`vtep`).
 pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
@@ -46,16 +49,82 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
         .collect()
 }
 
-/// Starts the node's gossip agent unless it runs already; `peers` are other
-/// nodes' gossip addresses to join through.
-pub async fn ensure_started(shared: &Arc<Shared>, peers: &[String]) {
+/// The gossip key ring a session handed out, if it is usable.
+pub fn keys_from_session(ring: Option<&GossipKeyRing>) -> Option<GossipKeys> {
+    let ring = ring?;
+    match GossipKeys::new(ring.keys.iter().map(|k| (k.id, k.key.as_slice()))) {
+        Ok(keys) => Some(keys),
+        Err(err) => {
+            tracing::error!(%err, "the manager handed out an unusable gossip key ring");
+            None
+        }
+    }
+}
+
+/// Takes the members' certificates a session handed out; returns whether
+/// there were any (then records are bound to their owners).
+pub fn set_certificates(shared: &Shared, certificates: &[GossipNodeCertificate]) -> bool {
+    if certificates.is_empty() {
+        return false;
+    }
+    shared.peer_keys.set_certificates(
+        certificates
+            .iter()
+            .map(|c| (c.node_id.as_str(), c.certificate.as_slice())),
+    );
+    true
+}
+
+/// How this node binds its records to its identity: its node key and the
+/// members' keys, when the managers hand out certificates and the key file
+/// reads. `None` otherwise (records are then neither signed nor checked).
+fn record_auth(shared: &Shared, signed: bool) -> Option<RecordAuth> {
+    if !signed {
+        tracing::info!(
+            "no node certificates from the managers: endpoint records are not bound to their owners"
+        );
+        return None;
+    }
+    let path = shared.config.node_key.as_ref()?;
+    match EcdsaSigner::load(path) {
+        Ok(signer) => Some(RecordAuth {
+            signer: Arc::new(signer),
+            peers: shared.peer_keys.clone(),
+        }),
+        Err(err) => {
+            tracing::error!(%err, "cannot load the node key: endpoint records are not bound to their owners");
+            None
+        }
+    }
+}
+
+/// Starts the node's gossip agent unless it runs already (then it takes the
+/// key ring, which may have been rotated); `peers` are other nodes' gossip
+/// addresses to join through; `signed`: the session handed out the members'
+/// certificates. Without a key ring gossip does not start: it never runs
+/// unsealed.
+pub async fn ensure_started(
+    shared: &Arc<Shared>,
+    peers: &[String],
+    keys: Option<GossipKeys>,
+    signed: bool,
+) {
+    let Some(keys) = keys else {
+        tracing::warn!("the session carried no gossip key ring: gossip not started");
+        return;
+    };
     let mut slot = shared.gossip.write().await;
-    if slot.is_some() {
+    if let Some(gossip) = slot.as_ref() {
+        if let Err(err) = gossip.set_keys(keys).await {
+            tracing::warn!(%err, "cannot hand the gossip agent its new keys");
+        }
         return;
     }
     let bind = SocketAddr::from((shared.vtep, shared.gossip_port));
     let bootstrap: Vec<SocketAddr> = peers.iter().filter_map(|p| p.parse().ok()).collect();
-    let config = GossipConfig::new(shared.node_id.clone(), bind).with_bootstrap(bootstrap);
+    let mut config =
+        GossipConfig::new(shared.node_id.clone(), bind, keys).with_bootstrap(bootstrap);
+    config.records = record_auth(shared, signed);
     match Gossip::start(config).await {
         Ok(gossip) => {
             let changes = gossip.subscribe();
@@ -117,6 +186,35 @@ pub async fn withdraw(shared: &Shared, task: &Task) {
     for a in &task.networks {
         if let Err(err) = gossip.withdraw(&a.network_id, &task.id).await {
             tracing::warn!(task = %task.id, %err, "cannot withdraw an endpoint");
+        }
+    }
+}
+
+/// Keeps the members-only filter (gossip and data-path ports) in step with the
+/// cluster's members, as the session lists them (their advertise addresses).
+pub async fn set_members(shared: &Shared, members: &[String]) {
+    if members.is_empty() {
+        // A manager that does not list members (an older one): keep what we have.
+        return;
+    }
+    let mut addrs: std::collections::BTreeSet<Ipv4Addr> =
+        members.iter().filter_map(|m| m.parse().ok()).collect();
+    addrs.insert(shared.vtep);
+    let filter = mini_netdriver::MemberFilter {
+        ports: [
+            shared.gossip_port,
+            shared.network.driver().config().data_path_port,
+        ]
+        .into(),
+        members: addrs,
+    };
+    if shared.network.set_members(Some(filter)) {
+        tracing::info!(
+            members = members.len(),
+            "members-only filter of the gossip and data-path ports updated"
+        );
+        if let Err(err) = shared.network.converge().await {
+            tracing::warn!(%err, "updating the members-only filter failed");
         }
     }
 }
@@ -185,5 +283,6 @@ fn endpoint_record(
         ports: Vec::new(),
         version: 0,
         deleted: false,
+        signature: Vec::new(),
     })
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use ipnet::Ipv4Net;
 use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
 use mini_netdriver::service::{Ingress, LoadBalancing, Protocol, PublishedPort, ServiceLb};
-use mini_netdriver::{LinuxKernel, MacAddr, NetDriver};
+use mini_netdriver::{LinuxKernel, MacAddr, MemberFilter, NetDriver};
 use mini_proto::v1::{Network, NetworkAttachment, Task};
 
 use crate::agent::worker::AgentError;
@@ -31,6 +31,9 @@ struct Wanted {
     ingress: Option<(Network, NetworkAttachment)>,
     /// Task id → its attachments, for tasks that need a sandbox.
     sandboxes: BTreeMap<String, Vec<NetworkAttachment>>,
+    /// The members-only filter of the gossip and data-path ports, once a session said who
+    /// the members are.
+    members: Option<MemberFilter>,
 }
 
 fn parse_addr(addr: &str) -> Option<Ipv4Net> {
@@ -69,6 +72,15 @@ impl NodeNetwork {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .endpoints = endpoints;
+    }
+
+    /// Sets the addresses allowed to send to the gossip and data-path ports (`None`: no
+    /// filter). Returns whether that changed what is wanted.
+    pub fn set_members(&self, members: Option<MemberFilter>) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = state.members != members;
+        state.members = members;
+        changed
     }
 
     /// Wants a sandbox for `task`.
@@ -254,6 +266,7 @@ impl NodeNetwork {
         Ok(DesiredState {
             networks,
             sandboxes,
+            members: state.members.clone(),
         })
     }
 }

@@ -4,8 +4,8 @@ use std::pin::Pin;
 
 use futures::Stream;
 use mini_proto::v1::{
-    ExecRequest, ExecResponse, LogLine, NetworkPeersRequest, NetworkPeersResponse, PeerEntry,
-    ServiceBackends, TaskLogsRequest, node_agent_server::NodeAgent,
+    ExecRequest, ExecResponse, GossipCounters, LogLine, NetworkPeersRequest, NetworkPeersResponse,
+    PeerEntry, ServiceBackends, TaskLogsRequest, node_agent_server::NodeAgent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -150,12 +150,22 @@ impl NodeAgent for Worker {
         } else {
             Vec::new()
         };
+        let gossip = shared.gossip.read().await.as_ref().map(|g| {
+            let stats = g.stats();
+            GossipCounters {
+                packets_received: stats.packets_received,
+                dropped_unauthenticated: stats.packets_unauthenticated,
+                dropped_replayed: stats.packets_replayed,
+                key_id: g.key_id(),
+            }
+        });
         Ok(Response::new(NetworkPeersResponse {
             present: here.is_some(),
             expected,
             kernel,
             consistent,
             services,
+            gossip,
         }))
     }
 

@@ -132,7 +132,10 @@ async fn session(
             if !m.managers.is_empty() {
                 *managers = m.managers.clone();
             }
-            super::gossip_link::ensure_started(shared, &m.gossip_peers).await;
+            let keys = super::gossip_link::keys_from_session(m.gossip_keys.as_ref());
+            let signed = super::gossip_link::set_certificates(shared, &m.gossip_certificates);
+            super::gossip_link::ensure_started(shared, &m.gossip_peers, keys, signed).await;
+            super::gossip_link::set_members(shared, &m.gossip_members).await;
             if let Some(a) = m.assignments {
                 executor.apply(a).await;
             }

@@ -37,6 +37,10 @@ pub struct WorkerConfig {
     pub self_exe: PathBuf,
     /// Time a stopping task gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// This node's private key (PKCS#8 PEM, `<state-dir>/certificates/swarm-node.key`): it
+    /// signs the endpoint records this node owns, once the managers hand out the members'
+    /// certificates.
+    pub node_key: Option<PathBuf>,
 }
 
 /// What the agent's parts share.
@@ -55,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) dns: super::dns_link::NodeDns,
     /// The gossip agent, once the first session told who to join through.
     pub(crate) gossip: tokio::sync::RwLock<Option<crate::gossip::Gossip>>,
+    /// The members' public keys (from their certificates), which endpoint records are
+    /// checked against.
+    pub(crate) peer_keys: Arc<crate::gossip::PeerKeyMap>,
     /// Task id → PID of its init, while it runs.
     pids: Mutex<HashMap<String, u32>>,
 }
@@ -166,6 +173,7 @@ impl Worker {
                 .filter(|p| *p != 0)
                 .unwrap_or(7946),
             gossip: tokio::sync::RwLock::new(None),
+            peer_keys: Arc::default(),
             dns: super::dns_link::NodeDns::default(),
             pids: Mutex::new(HashMap::new()),
         });

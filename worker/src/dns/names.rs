@@ -135,6 +135,7 @@ pub(crate) mod tests {
             ports: Vec::new(),
             version: 1,
             deleted: false,
+            signature: Vec::new(),
         }
     }
 

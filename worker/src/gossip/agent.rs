@@ -21,9 +21,9 @@ use super::error::GossipError;
 use super::identity::NodeIdentity;
 use super::record::{EndpointRecord, now_micros};
 use super::runtime::{
-    Counters, GossipStats, IoRuntime, KIND_FOCA, KIND_SYNC, MAGIC, TimerQueue, Transport, jitter,
-    new_rng,
+    Counters, GossipStats, IoRuntime, KIND_FOCA, KIND_SYNC, TimerQueue, Transport, jitter, new_rng,
 };
+use super::seal::{GossipKeys, OpenError, Seal};
 use super::state::{Shared, Verdict};
 use super::table::EndpointTable;
 
@@ -44,7 +44,7 @@ pub struct Gossip {
 
 enum Command {
     Publish(
-        EndpointRecord,
+        Box<EndpointRecord>,
         oneshot::Sender<Result<EndpointRecord, GossipError>>,
     ),
     Withdraw(
@@ -52,6 +52,7 @@ enum Command {
         String,
         oneshot::Sender<Result<Option<EndpointRecord>, GossipError>>,
     ),
+    SetKeys(GossipKeys),
     Stop(oneshot::Sender<()>),
 }
 
@@ -78,8 +79,13 @@ impl Gossip {
         let shared = Arc::new(Shared::new(
             config.node_id.clone(),
             config.timings.tombstone_ttl,
+            config.records.clone(),
         ));
         let counters = Arc::new(Counters::default());
+        counters.key_id.store(
+            config.keys.primary_id(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let socket = Arc::new(socket);
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
@@ -97,6 +103,7 @@ impl Gossip {
             shared: shared.clone(),
             transport: Transport::new(
                 socket.clone(),
+                Seal::new(config.keys.clone()),
                 counters.clone(),
                 config.test_drop_probability,
             ),
@@ -138,7 +145,7 @@ impl Gossip {
     /// record as stored. Call it before reporting the task RUNNING.
     pub async fn publish(&self, record: EndpointRecord) -> Result<EndpointRecord, GossipError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Publish(record, tx)).await?;
+        self.send(Command::Publish(Box::new(record), tx)).await?;
         rx.await.map_err(|_| GossipError::Stopped)?
     }
 
@@ -183,9 +190,28 @@ impl Gossip {
         self.shared.lock().members.clone()
     }
 
+    /// Replaces the gossip key ring (the managers rotated it): packets are sealed with its
+    /// first key from now on and opened with any of its keys.
+    pub async fn set_keys(&self, keys: GossipKeys) -> Result<(), GossipError> {
+        self.send(Command::SetKeys(keys)).await
+    }
+
+    /// The id of the key packets are sealed with now.
+    pub fn key_id(&self) -> u32 {
+        self.counters
+            .key_id
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Traffic counters.
     pub fn stats(&self) -> GossipStats {
-        self.counters.snapshot()
+        GossipStats {
+            records_refused: self
+                .shared
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..self.counters.snapshot()
+        }
     }
 
     /// Leaves the cluster gracefully (members learn at once that this node is down and drop
@@ -295,7 +321,7 @@ impl Agent {
                     return;
                 }
                 Event::Command(Some(command)) => self.handle_command(command),
-                Event::Packet(Ok((len, from))) => self.handle_packet(&buf[..len], from),
+                Event::Packet(Ok((len, from))) => self.handle_packet(&mut buf[..len], from),
                 Event::Packet(Err(e)) => tracing::debug!(error = %e, "gossip receive error"),
                 Event::Timers => self.fire_timers(),
                 Event::AntiEntropy => {
@@ -312,10 +338,19 @@ impl Agent {
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Publish(record, reply) => {
-                let _ = reply.send(self.publish(record));
+                let _ = reply.send(self.publish(*record));
             }
             Command::Withdraw(network, endpoint, reply) => {
                 let _ = reply.send(self.withdraw(&network, &endpoint));
+            }
+            Command::SetKeys(keys) => {
+                if self.transport.seal.keys() != &keys {
+                    tracing::info!(?keys, "gossip key ring changed");
+                    self.counters
+                        .key_id
+                        .store(keys.primary_id(), std::sync::atomic::Ordering::Relaxed);
+                    self.transport.seal.set_keys(keys);
+                }
             }
             Command::Stop(_) => {}
         }
@@ -335,8 +370,7 @@ impl Agent {
         record.deleted = false;
         record.validate()?;
         record.version = self.shared.lock().clock.tick(now_micros());
-        self.broadcast(&record)?;
-        Ok(record)
+        self.broadcast(record)
     }
 
     fn withdraw(
@@ -366,12 +400,16 @@ impl Agent {
                 ..known
             }
         };
-        self.broadcast(&tombstone)?;
-        Ok(Some(tombstone))
+        self.broadcast(tombstone).map(Some)
     }
 
-    /// Merges a record this node owns (through foca's handler) and sends it out at once.
-    fn broadcast(&mut self, record: &EndpointRecord) -> Result<(), GossipError> {
+    /// Signs a record this node owns (with a [`RecordAuth`]), merges it (through foca's
+    /// handler) and sends it out at once. Returns the record as stored.
+    fn broadcast(&mut self, record: EndpointRecord) -> Result<EndpointRecord, GossipError> {
+        let record = match &self.shared.auth {
+            Some(auth) => auth.sign(record)?,
+            None => record,
+        };
         self.foca
             .add_broadcast(&record.encode())
             .map_err(|e| GossipError::InvalidRecord {
@@ -380,7 +418,7 @@ impl Agent {
                 reason: e.to_string(),
             })?;
         self.push_broadcasts();
-        Ok(())
+        Ok(record)
     }
 
     /// Sends pending record broadcasts to a few members now instead of at the next gossip round.
@@ -392,14 +430,25 @@ impl Agent {
         }
     }
 
-    fn handle_packet(&mut self, packet: &[u8], from: SocketAddr) {
+    fn handle_packet(&mut self, packet: &mut [u8], from: SocketAddr) {
         Counters::add(&self.counters.packets_received, 1);
         Counters::add(&self.counters.bytes_received, packet.len() as u64);
         if packet.len() > MAX_PACKET_BYTES {
             return self.reject(from, "packet above 1400 bytes");
         }
-        match packet {
-            [MAGIC, KIND_FOCA, payload @ ..] => {
+        let (kind, payload) = match self.transport.seal.open(packet, self.self_addr) {
+            Ok((kind, payload)) => (kind, payload),
+            Err(e) => {
+                let counter = match e {
+                    OpenError::Unauthenticated => &self.counters.packets_unauthenticated,
+                    OpenError::Replayed => &self.counters.packets_replayed,
+                };
+                Counters::add(counter, 1);
+                return self.reject(from, &e.to_string());
+            }
+        };
+        match (kind, payload) {
+            (KIND_FOCA, payload) => {
                 if let Err(e) = self.foca.handle_data(payload, rt!(self)) {
                     match e {
                         foca::Error::Decode(_)
@@ -412,11 +461,11 @@ impl Agent {
                     self.push_broadcasts();
                 }
             }
-            [MAGIC, KIND_SYNC, payload @ ..] => match antientropy::decode(payload) {
+            (KIND_SYNC, payload) => match antientropy::decode(payload) {
                 Ok(message) => self.handle_sync(message, from),
                 Err(e) => self.reject(from, &e.to_string()),
             },
-            _ => self.reject(from, "not a mini gossip packet"),
+            _ => self.reject(from, "unknown gossip packet kind"),
         }
     }
 
@@ -499,6 +548,10 @@ impl Agent {
                         drop(state);
                         self.reject(from, &e.to_string());
                         return;
+                    }
+                    if let Err(why) = shared.check_owner(&record) {
+                        tracing::debug!(%from, why, "anti-entropy record refused");
+                        continue;
                     }
                     let verdict =
                         state.accept_remote(&shared.local_node, record, now, shared.tombstone_ttl);
@@ -598,7 +651,7 @@ impl Agent {
                 version,
                 ..ghost
             };
-            if let Err(e) = self.broadcast(&tombstone) {
+            if let Err(e) = self.broadcast(tombstone) {
                 tracing::debug!(error = %e, "tombstoning a ghost");
             }
         }
@@ -639,7 +692,7 @@ impl Agent {
         };
         for record in own {
             let version = self.shared.lock().clock.tick(now_micros());
-            if let Err(e) = self.broadcast(&EndpointRecord { version, ..record }) {
+            if let Err(e) = self.broadcast(EndpointRecord { version, ..record }) {
                 tracing::debug!(error = %e, "republishing a record");
             }
         }
@@ -665,7 +718,7 @@ impl RejectLog {
             .last_warn
             .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
         {
-            tracing::warn!(%from, why, dropped = self.since_last, "dropped undecodable gossip packets");
+            tracing::warn!(%from, why, dropped = self.since_last, "dropped gossip packets (forged, replayed or undecodable)");
             self.since_last = 0;
             self.last_warn = Some(now);
         }

@@ -54,6 +54,12 @@ impl foca::BroadcastHandler<NodeIdentity> for RecordHandler {
             precedence: (record.version, record.deleted, record.node_id.clone()),
         };
         let shared = &self.shared;
+        if sender.is_some()
+            && let Err(why) = shared.check_owner(&record)
+        {
+            tracing::debug!(from = ?sender, record = ?key, why, "refused record broadcast");
+            return Ok(None);
+        }
         let mut state = shared.lock();
         let verdict = match sender {
             None => state.accept_local(record),

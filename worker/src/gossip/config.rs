@@ -5,6 +5,8 @@ use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
 use super::error::GossipError;
+use super::owner::RecordAuth;
+use super::seal::GossipKeys;
 
 /// The default gossip port, as Docker's (TCP/UDP 7946).
 pub const DEFAULT_PORT: u16 = 7946;
@@ -24,6 +26,12 @@ pub struct GossipConfig {
     /// The address other nodes reach this one at, if it differs from the bound address (NAT).
     /// `None`: the bound address (after binding, so port 0 works).
     pub advertise_addr: Option<SocketAddr>,
+    /// The cluster's gossip key ring: every packet is sealed with it, and only packets that
+    /// open under it are accepted.
+    pub keys: GossipKeys,
+    /// Binds records to their owners (signs this node's records, checks everyone else's);
+    /// `None`: records are not signed and any member's record is accepted.
+    pub records: Option<RecordAuth>,
     /// Gossip addresses to join through (the managers' advertise addresses, port 7946). This
     /// node's own address may be among them. Retried every [`GossipTimings::maintenance_period`]
     /// while the node knows no member.
@@ -37,10 +45,12 @@ pub struct GossipConfig {
 
 impl GossipConfig {
     /// A configuration with the default timings and no bootstrap peers.
-    pub fn new(node_id: impl Into<String>, bind_addr: SocketAddr) -> Self {
+    pub fn new(node_id: impl Into<String>, bind_addr: SocketAddr, keys: GossipKeys) -> Self {
         GossipConfig {
             node_id: node_id.into(),
             bind_addr,
+            keys,
+            records: None,
             advertise_addr: None,
             bootstrap: Vec::new(),
             timings: GossipTimings::default(),
@@ -177,7 +187,7 @@ impl GossipTimings {
             max_transmissions: self.max_transmissions,
             suspect_to_down_after: self.suspect_to_down_after,
             remove_down_after: Some(self.remove_down_after),
-            // foca's packets travel inside our 2-byte envelope.
+            // foca's packets travel inside our sealed envelope.
             max_packet_size: NonZeroUsize::new(MAX_PACKET_BYTES - super::runtime::ENVELOPE_BYTES)
                 .unwrap_or(NonZeroUsize::MIN),
             notify_down_members: true,
@@ -203,7 +213,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_bad_settings_are_all_reported() {
-        let ok = GossipConfig::new("n1", "127.0.0.1:0".parse().unwrap());
+        let ok = GossipConfig::new("n1", "127.0.0.1:0".parse().unwrap(), GossipKeys::random(1));
         ok.validate().unwrap();
         let mut bad = ok.clone();
         bad.node_id.clear();

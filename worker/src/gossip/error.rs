@@ -42,6 +42,9 @@ pub enum GossipError {
         /// This node.
         local: String,
     },
+    /// A gossip key ring is unusable.
+    #[error("invalid gossip key ring: {0}")]
+    Keys(String),
     /// Bytes from the network could not be decoded.
     #[error("undecodable gossip payload: {0}")]
     Decode(String),

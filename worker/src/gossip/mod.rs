@@ -16,13 +16,18 @@
 //! - `state`: what the agent shares with foca's broadcast handler; the acceptance rules.
 //! - `broadcast`: records as foca custom broadcasts.
 //! - `antientropy`: the digest exchange and its messages.
+//! - `owner`: records bound to their owner (signed with its node key), [`RecordAuth`].
+//! - `seal`: sealed datagrams (ChaCha20-Poly1305 under the cluster's key ring, replay window).
 //! - `runtime`: foca's runtime (UDP send path, timer min-heap) and [`GossipStats`].
 //! - `agent`: [`Gossip`], the handle, and the task that owns foca.
 //! - `error`: [`GossipError`].
 //!
-//! Gossip traffic is neither authenticated nor encrypted (foca has no transport security): it
-//! belongs on the cluster's private network. Every input is still treated as hostile: bounded
-//! sizes, validated records, undecodable packets dropped and counted, never a panic.
+//! Every packet is sealed (encrypted and authenticated) under the cluster's gossip key ring,
+//! which the managers keep in Raft and hand to nodes over their sessions; packets that do not
+//! open, and replays, are dropped and counted ([`GossipStats`]). With a [`RecordAuth`], every
+//! record is signed by its owner's node key and records not signed by the node they name are
+//! refused, so even a member cannot speak for another node. Every input is still treated
+//! as hostile: bounded sizes, validated records, never a panic.
 
 mod agent;
 mod antientropy;
@@ -30,8 +35,10 @@ mod broadcast;
 mod config;
 mod error;
 mod identity;
+pub mod owner;
 mod record;
 mod runtime;
+pub mod seal;
 mod state;
 mod table;
 
@@ -42,9 +49,11 @@ pub use agent::Gossip;
 pub use config::{DEFAULT_PORT, GossipConfig, GossipTimings, MAX_PACKET_BYTES};
 pub use error::GossipError;
 pub use identity::NodeIdentity;
+pub use owner::{EcdsaSigner, NodeSigner, PeerKeyMap, PeerKeys, RecordAuth};
 pub use record::{
     EndpointRecord, MAX_ALIASES, MAX_PORTS, MAX_RECORD_BYTES, MAX_STRING_BYTES, Protocol,
     PublishedPort, VersionClock, now_micros,
 };
 pub use runtime::GossipStats;
+pub use seal::GossipKeys;
 pub use table::{DIGEST_BUCKETS, Digest, EndpointTable};

@@ -17,6 +17,8 @@ pub const MAX_STRING_BYTES: usize = 255;
 pub const MAX_ALIASES: usize = 16;
 /// Most published ports a record may carry.
 pub const MAX_PORTS: usize = 32;
+/// Longest signature a record may carry (an ECDSA P-256 signature has 64 bytes).
+pub const MAX_SIGNATURE_BYTES: usize = 128;
 
 /// Transport protocol of a published port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,6 +79,9 @@ pub struct EndpointRecord {
     /// Tombstone: the endpoint is gone. Kept for a while so a late, older broadcast cannot bring
     /// the endpoint back, then reaped.
     pub deleted: bool,
+    /// The owner's signature over the rest of the record (see `RecordAuth`); empty when the
+    /// cluster does not bind records to their owners.
+    pub signature: Vec<u8>,
 }
 
 impl EndpointRecord {
@@ -150,6 +155,9 @@ impl EndpointRecord {
         }
         if self.ports.len() > MAX_PORTS {
             return invalid(format!("more than {MAX_PORTS} published ports"));
+        }
+        if self.signature.len() > MAX_SIGNATURE_BYTES {
+            return invalid(format!("signature above {MAX_SIGNATURE_BYTES} bytes"));
         }
         if self.prefix_len > 32 {
             return invalid(format!("prefix length {} is above 32", self.prefix_len));
@@ -240,6 +248,7 @@ pub(crate) fn sample(network: &str, endpoint: &str, node: &str, version: u64) ->
         }],
         version,
         deleted: false,
+        signature: Vec::new(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! foca's gateway to the world: the UDP send path (with counters and the test drop hook) and
-//! the timer queue.
+//! foca's gateway to the world: the UDP send path (sealing, counters and the test drop hook)
+//! and the timer queue.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -15,14 +15,13 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::identity::NodeIdentity;
+use super::seal::Seal;
 
-/// Bytes of the envelope before every packet: a magic byte and the payload kind.
-pub(crate) const ENVELOPE_BYTES: usize = 2;
-/// First byte of every packet: tells our packets from stray ones cheaply.
-pub(crate) const MAGIC: u8 = 0x6d;
-/// Packet kind: a foca (SWIM) message.
+/// Bytes a packet adds to its payload: the sealed envelope (see [`super::seal`]).
+pub(crate) const ENVELOPE_BYTES: usize = super::seal::OVERHEAD_BYTES;
+/// Packet kind (inside the seal): a foca (SWIM) message.
 pub(crate) const KIND_FOCA: u8 = 1;
-/// Packet kind: an anti-entropy message.
+/// Packet kind (inside the seal): an anti-entropy message.
 pub(crate) const KIND_SYNC: u8 = 2;
 
 /// Traffic counters of one agent (cumulative since start).
@@ -36,8 +35,16 @@ pub struct GossipStats {
     pub packets_received: u64,
     /// UDP payload bytes received.
     pub bytes_received: u64,
-    /// Packets received and dropped because they could not be decoded or were too large.
+    /// Packets received and dropped because they could not be decoded or were too large (the
+    /// two counts below included).
     pub packets_rejected: u64,
+    /// Packets dropped because they did not open under the gossip key ring: forged, corrupted,
+    /// from an outsider, or sealed with a retired key.
+    pub packets_unauthenticated: u64,
+    /// Authentic packets dropped as replays (seen before, or too old).
+    pub packets_replayed: u64,
+    /// Records refused because they were not signed by the node they name as owner.
+    pub records_refused: u64,
     /// Packets dropped by [`test_drop_probability`](super::GossipConfig::test_drop_probability).
     pub packets_dropped_by_test_hook: u64,
 }
@@ -50,7 +57,11 @@ pub(crate) struct Counters {
     pub(crate) packets_received: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) packets_rejected: AtomicU64,
+    pub(crate) packets_unauthenticated: AtomicU64,
+    pub(crate) packets_replayed: AtomicU64,
     dropped_by_test_hook: AtomicU64,
+    /// Id of the sealing key (shown to users; not a traffic counter).
+    pub(crate) key_id: std::sync::atomic::AtomicU32,
 }
 
 impl Counters {
@@ -62,6 +73,9 @@ impl Counters {
             packets_received: get(&self.packets_received),
             bytes_received: get(&self.bytes_received),
             packets_rejected: get(&self.packets_rejected),
+            packets_unauthenticated: get(&self.packets_unauthenticated),
+            packets_replayed: get(&self.packets_replayed),
+            records_refused: 0,
             packets_dropped_by_test_hook: get(&self.dropped_by_test_hook),
         }
     }
@@ -71,9 +85,11 @@ impl Counters {
     }
 }
 
-/// The UDP send path shared by foca and anti-entropy.
+/// The UDP send path shared by foca and anti-entropy; it also holds the seal incoming packets
+/// are opened with.
 pub(crate) struct Transport {
     socket: Arc<UdpSocket>,
+    pub(crate) seal: Seal,
     counters: Arc<Counters>,
     /// See [`GossipConfig::test_drop_probability`](super::GossipConfig::test_drop_probability).
     drop_probability: f64,
@@ -82,9 +98,15 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(socket: Arc<UdpSocket>, counters: Arc<Counters>, drop: f64) -> Self {
+    pub(crate) fn new(
+        socket: Arc<UdpSocket>,
+        seal: Seal,
+        counters: Arc<Counters>,
+        drop: f64,
+    ) -> Self {
         Transport {
             socket,
+            seal,
             counters,
             drop_probability: drop,
             rng: rand10::make_rng(),
@@ -92,16 +114,14 @@ impl Transport {
         }
     }
 
-    /// Sends one packet of `kind`. Never blocks: UDP is lossy anyway, so a full socket buffer
-    /// drops the packet like the network would.
+    /// Seals and sends one packet of `kind`. Never blocks: UDP is lossy anyway, so a full
+    /// socket buffer drops the packet like the network would.
     pub(crate) fn send(&mut self, kind: u8, to: SocketAddr, payload: &[u8]) {
         if self.drop_probability > 0.0 && self.rng.random_bool(self.drop_probability) {
             Counters::add(&self.counters.dropped_by_test_hook, 1);
             return;
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&[MAGIC, kind]);
-        self.buf.extend_from_slice(payload);
+        self.seal.seal(kind, payload, to, &mut self.buf);
         match self.socket.try_send_to(&self.buf, to) {
             Ok(n) => {
                 Counters::add(&self.counters.packets_sent, 1);

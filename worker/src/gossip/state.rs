@@ -4,12 +4,14 @@
 //! [`Gossip`]: super::Gossip
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::identity::NodeIdentity;
+use super::owner::RecordAuth;
 use super::record::{EndpointRecord, VersionClock};
 use super::table::{EndpointTable, is_expired_tombstone};
 
@@ -25,6 +27,10 @@ pub(crate) struct Shared {
     pub(crate) local_node: String,
     /// See [`GossipTimings::tombstone_ttl`](super::GossipTimings::tombstone_ttl).
     pub(crate) tombstone_ttl: Duration,
+    /// Binds records to their owners, if configured.
+    pub(crate) auth: Option<RecordAuth>,
+    /// Records refused because they were not signed by the node they name.
+    pub(crate) refused: AtomicU64,
     inner: Mutex<State>,
 }
 
@@ -59,12 +65,29 @@ pub(crate) enum Verdict {
 }
 
 impl Shared {
-    pub(crate) fn new(local_node: String, tombstone_ttl: Duration) -> Self {
+    pub(crate) fn new(
+        local_node: String,
+        tombstone_ttl: Duration,
+        auth: Option<RecordAuth>,
+    ) -> Self {
         Shared {
             local_node,
             tombstone_ttl,
+            auth,
+            refused: AtomicU64::new(0),
             inner: Mutex::new(State::default()),
         }
+    }
+
+    /// Whether a record from the network may be offered to the table: with a [`RecordAuth`],
+    /// only if it is signed by the node it names as owner (counted when not).
+    pub(crate) fn check_owner(&self, record: &EndpointRecord) -> Result<(), &'static str> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        auth.verify(record).inspect_err(|_| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// Locks the state. A poisoned lock (a panic while holding it) still holds a consistent

@@ -18,8 +18,28 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Key `id` of the test clusters' rings (fixed bytes, so a test can rebuild a rotated ring).
+fn test_key(id: u32) -> [u8; 32] {
+    [id as u8; 32]
+}
+
+/// The key ring of the test clusters.
+fn keys() -> GossipKeys {
+    GossipKeys::new([(1, test_key(1))]).unwrap()
+}
+
 async fn start(node: &str, bind: SocketAddr, bootstrap: &[SocketAddr], drop: f64) -> Gossip {
-    let mut config = GossipConfig::new(node, bind).with_bootstrap(bootstrap.iter().copied());
+    start_with(node, bind, bootstrap, drop, keys()).await
+}
+
+async fn start_with(
+    node: &str,
+    bind: SocketAddr,
+    bootstrap: &[SocketAddr],
+    drop: f64,
+    keys: GossipKeys,
+) -> Gossip {
+    let mut config = GossipConfig::new(node, bind, keys).with_bootstrap(bootstrap.iter().copied());
     config.test_drop_probability = drop;
     Gossip::start(config).await.expect("start gossip")
 }
@@ -289,47 +309,95 @@ async fn a_quick_restart_tombstones_the_endpoints_of_the_previous_life() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_packets_are_dropped_and_counted() {
+async fn forged_and_replayed_packets_are_dropped_counted_and_change_nothing() {
     let nodes = cluster(2, 0.0).await;
+    nodes[1].publish(record("net1", "real", 1)).await.unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let want = [("net1".to_string(), "real".to_string(), "node1".to_string())];
+    wait_all_live("the genuine record", &refs, &want).await;
     let target = nodes[0].local_addr();
+    let before = nodes[0].stats();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut junk: Vec<Vec<u8>> = vec![
-        vec![],
-        vec![0x6d],
-        vec![0x6d, 1],
-        vec![0x6d, 2],
-        vec![0x6d, 9, 1, 2, 3],
-        vec![0xff; 3000],
-        [vec![0x6d, 1], vec![0xff; 1398]].concat(),
-    ];
-    // Pseudo-random bytes behind both valid envelopes (xorshift: no extra dependency).
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for len in [3usize, 17, 64, 200, 700, 1398] {
-        for kind in [1u8, 2] {
-            let mut p = vec![0x6d, kind];
-            for _ in 0..len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                p.push(x as u8);
-            }
-            junk.push(p);
-        }
-    }
-    // A record broadcast whose item is garbage, and a digest of the wrong size.
-    junk.push(vec![0x6d, 2, 0, 1, 0x7f]);
-    for packet in &junk {
+    let mut sent = 0u64;
+    let mut send = |packet: &[u8]| {
         socket.send_to(packet, target).unwrap();
+        sent += 1;
+        // Pace the burst so the receive buffer never overflows (every packet must be counted).
+        if sent.is_multiple_of(25) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    // 2,000 random datagrams (xorshift: no extra dependency), some with a valid-looking header.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..2000 {
+        let len = 1 + (next() % 1400) as usize;
+        let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 && len > 6 {
+            p[..6].copy_from_slice(&[seal::MAGIC, seal::SEALED, 0, 0, 0, 1]);
+        }
+        send(&p);
     }
-    wait_for("the junk counted", CONVERGE_DEADLINE, || {
-        let rejected = nodes[0].stats().packets_rejected;
-        if rejected >= 10 {
+    // Genuine packets of a member (sealed with the cluster's key: a record that would re-point
+    // node1's endpoint), replayed with one flipped bit each: 2,000 more.
+    let mut member = seal::Seal::new(keys());
+    let mut forged = record("net1", "real", 99);
+    forged.node_id = "node1".into();
+    forged.version = u64::MAX / 2;
+    let digest = antientropy::encode_digest(&table::EndpointTable::new().digest(), false);
+    let records = antientropy::encode_records(&[&forged]);
+    let mut genuine = Vec::new();
+    for (kind, payload) in [(2u8, &digest), (2u8, &records[0])] {
+        let mut p = Vec::new();
+        member.seal(kind, payload, target, &mut p);
+        genuine.push(p);
+    }
+    for i in 0..2000usize {
+        let mut p = genuine[i % 2].clone();
+        let bit = i / 2 % (p.len() * 8);
+        p[bit / 8] ^= 1 << (bit % 8);
+        send(&p);
+    }
+    let flipped = 2000u64;
+    wait_for("every forged packet counted", CONVERGE_DEADLINE, || {
+        let s = nodes[0].stats();
+        let unauthenticated = s.packets_unauthenticated - before.packets_unauthenticated;
+        if unauthenticated == 2000 + flipped {
             Ok(())
         } else {
-            Err(format!("{rejected} rejected"))
+            Err(format!(
+                "{unauthenticated} of {} counted: {s:?}",
+                2000 + flipped
+            ))
         }
     })
     .await;
+    // The genuine digest once (accepted: but from a non-member, so ignored), then replayed.
+    let accepted = nodes[0].stats().packets_received;
+    send(&genuine[0]);
+    for _ in 0..10 {
+        send(&genuine[0]);
+    }
+    wait_for("the replays counted", CONVERGE_DEADLINE, || {
+        let s = nodes[0].stats();
+        let replayed = s.packets_replayed - before.packets_replayed;
+        if replayed == 10 && s.packets_received >= accepted + 11 {
+            Ok(())
+        } else {
+            Err(format!("{replayed} replays counted: {s:?}"))
+        }
+    })
+    .await;
+    assert_eq!(live_views(&refs)[0], want, "no forged record got in");
+    assert_eq!(
+        nodes[0].get("net1", "real").unwrap().ip,
+        Ipv4Addr::new(10, 0, 0, 1)
+    );
 
     // Both nodes still work.
     nodes[1]
@@ -340,17 +408,102 @@ async fn garbage_packets_are_dropped_and_counted() {
     wait_all_live(
         "a record after the junk",
         &refs,
-        &[("net1".into(), "after-junk".into(), "node1".into())],
+        &[
+            ("net1".into(), "after-junk".into(), "node1".into()),
+            ("net1".into(), "real".into(), "node1".into()),
+        ],
     )
     .await;
     assert_eq!(nodes[0].members().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_key_cannot_join_or_speak() {
+    let nodes = cluster(2, 0.0).await;
+    let seed = nodes[0].local_addr();
+    let outsider = start_with("intruder", loopback(), &[seed], 0.0, GossipKeys::random(1)).await;
+    outsider.publish(record("net1", "evil", 66)).await.unwrap();
+    let unauthenticated = || nodes[0].stats().packets_unauthenticated;
+    wait_for(
+        "the outsider's announces dropped",
+        CONVERGE_DEADLINE,
+        || {
+            if unauthenticated() >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{} dropped", unauthenticated()))
+            }
+        },
+    )
+    .await;
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        live_views(&refs).iter().all(Vec::is_empty),
+        "{:?}",
+        live_views(&refs)
+    );
+    assert!(
+        nodes.iter().all(|n| n.members().len() == 1),
+        "the outsider is no member"
+    );
+    assert!(outsider.members().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_reaching_nodes_one_by_one_loses_nothing() {
+    let nodes = cluster(3, 0.0).await;
+    let old = keys();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let mut want = Vec::new();
+    // Each step of a rotation (the managers' ring: install key 2, then seal with it) reaches
+    // node0 first; records published meanwhile by node0 and a lagging node spread everywhere.
+    let install = GossipKeys::new([(1, test_key(1)), (2, test_key(2))]).unwrap();
+    let promote = GossipKeys::new([(2, test_key(2)), (1, test_key(1))]).unwrap();
+    for (step, ring) in [("install", &install), ("promote", &promote)] {
+        nodes[0].set_keys(ring.clone()).await.unwrap();
+        for (i, n) in nodes[..2].iter().enumerate() {
+            let endpoint = format!("{step}-{i}");
+            n.publish(record("net1", &endpoint, 10 + i as u8))
+                .await
+                .unwrap();
+            want.push(("net1".to_string(), endpoint, format!("node{i}")));
+        }
+        want.sort();
+        wait_all_live(&format!("records during the {step} step"), &refs, &want).await;
+        for n in &nodes[1..] {
+            n.set_keys(ring.clone()).await.unwrap();
+        }
+    }
+    // The next rotation retires key 1: a node still on it is cut off.
+    let next = GossipKeys::new([(3, test_key(3)), (2, test_key(2))]).unwrap();
+    for n in &nodes[..2] {
+        n.set_keys(next.clone()).await.unwrap();
+    }
+    nodes[2].set_keys(old).await.unwrap();
+    let dropped = nodes[0].stats().packets_unauthenticated;
+    wait_for(
+        "node2, on a retired key, is declared down",
+        CONVERGE_DEADLINE,
+        || {
+            let members: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
+            if members[..2] == [1, 1] {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(nodes[0].stats().packets_unauthenticated > dropped);
+    nodes[2].set_keys(next).await.unwrap();
+    wait_members(&nodes, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_purges_at_once_and_start_reports_bind_errors() {
     let nodes = cluster(3, 0.0).await;
     let taken = nodes[0].local_addr();
-    let err = Gossip::start(GossipConfig::new("dup", taken))
+    let err = Gossip::start(GossipConfig::new("dup", taken, keys()))
         .await
         .err()
         .unwrap();
@@ -381,4 +534,82 @@ async fn a_graceful_stop_purges_at_once_and_start_reports_bind_errors() {
     )
     .await;
     eprintln!("graceful leave purged in {took:?}");
+}
+
+async fn start_signed(
+    node: &str,
+    bootstrap: &[SocketAddr],
+    signer: std::sync::Arc<EcdsaSigner>,
+    peers: std::sync::Arc<PeerKeyMap>,
+) -> Gossip {
+    let mut config =
+        GossipConfig::new(node, loopback(), keys()).with_bootstrap(bootstrap.iter().copied());
+    config.records = Some(RecordAuth { signer, peers });
+    Gossip::start(config).await.expect("start gossip")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_repoint_or_withdraw_another_nodes_endpoint() {
+    use std::sync::Arc;
+    let peers = Arc::new(PeerKeyMap::default());
+    let signers: Vec<Arc<EcdsaSigner>> =
+        (0..3).map(|_| Arc::new(EcdsaSigner::generate())).collect();
+    for (i, s) in signers.iter().enumerate() {
+        peers.insert(&format!("node{i}"), s.public_key());
+    }
+    let first = start_signed("node0", &[], signers[0].clone(), peers.clone()).await;
+    let seed = first.local_addr();
+    let mut nodes = vec![first];
+    for (i, signer) in signers.iter().enumerate().skip(1) {
+        nodes.push(start_signed(&format!("node{i}"), &[seed], signer.clone(), peers.clone()).await);
+    }
+    wait_members(&nodes, 2).await;
+    let genuine = nodes[0].publish(record("net1", "t0", 10)).await.unwrap();
+    assert_eq!(genuine.signature.len(), 64, "records are signed");
+    nodes[2].publish(record("net1", "t2", 12)).await.unwrap();
+    let refs: Vec<&Gossip> = nodes.iter().collect();
+    let want = [
+        ("net1".to_string(), "t0".to_string(), "node0".to_string()),
+        ("net1".to_string(), "t2".to_string(), "node2".to_string()),
+    ];
+    wait_all_live("the signed records", &refs, &want).await;
+
+    // A member (it holds the gossip key and a node key of its own) claims to be node0 and
+    // re-points node0's endpoint to itself, then withdraws it.
+    let evil = start_signed(
+        "node0",
+        &[seed],
+        Arc::new(EcdsaSigner::generate()),
+        peers.clone(),
+    )
+    .await;
+    let mut hijack = record("net1", "t0", 99);
+    hijack.vtep = Ipv4Addr::new(10, 9, 9, 9);
+    evil.publish(hijack).await.unwrap();
+    wait_for("the forged record refused", CONVERGE_DEADLINE, || {
+        let refused: Vec<u64> = nodes[1..]
+            .iter()
+            .map(|n| n.stats().records_refused)
+            .collect();
+        if refused.iter().all(|&r| r > 0) {
+            Ok(())
+        } else {
+            Err(format!("{refused:?}"))
+        }
+    })
+    .await;
+    let _ = evil.withdraw("net1", "t0").await;
+    // Anti-entropy rounds (every ~2 s) offer the forgeries again; give them a few.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &nodes[1..] {
+        let r = n.get("net1", "t0").expect("t0 known");
+        assert!(!r.deleted, "{}: withdrawn by a forger", n.node_id());
+        assert_eq!(
+            (r.ip, r.vtep),
+            (genuine.ip, genuine.vtep),
+            "{}",
+            n.node_id()
+        );
+    }
+    assert_eq!(live_views(&refs[1..]), vec![want.to_vec(), want.to_vec()]);
 }
