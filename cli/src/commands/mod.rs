@@ -7,6 +7,7 @@ pub mod member;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod service_flags;
 pub mod service_update;
 pub mod swarm;
 pub mod task_init;

@@ -5,9 +5,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use mini_proto::v1::{
     ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
-    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, PortConfig,
-    RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task,
-    UpdateConfig, service_spec::Mode,
+    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, Mount,
+    PortConfig, RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest,
+    ServiceSpec, Task, UpdateConfig, service_spec::Mode,
 };
 
 use crate::client::connect;
@@ -72,9 +72,6 @@ pub struct CreateArgs {
     /// Service name (default: generated).
     #[arg(long)]
     name: Option<String>,
-    /// Number of tasks.
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_replicas, conflicts_with = "mode")]
-    replicas: Option<u64>,
     /// Service mode.
     #[arg(long, value_parser = ["replicated", "global"])]
     mode: Option<String>,
@@ -93,21 +90,15 @@ pub struct CreateArgs {
     /// Endpoint mode.
     #[arg(long, value_parser = ["vip", "dnsrr"], default_value = "vip")]
     endpoint_mode: String,
-    /// When to restart tasks that end.
-    #[arg(long, value_parser = ["any", "on-failure", "none"], default_value = "any")]
-    restart_condition: String,
-    /// Delay between restarts, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    restart_delay_ms: u64,
     /// Label K=V (repeatable).
     #[arg(short = 'l', long = "label", value_parser = parse_env)]
     labels: Vec<String>,
-    /// Tasks replaced at a time by later updates (0: all at once).
-    #[arg(long, default_value_t = 1)]
-    update_parallelism: u64,
-    /// Wait after a replaced task runs before replacing the next ones, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    update_delay_ms: u64,
+    /// Mount a volume, bind or tmpfs: type=bind|volume|tmpfs,source=...,target=...[,readonly] (repeatable).
+    #[arg(long = "mount", value_parser = super::service_flags::parse_mount)]
+    mounts: Vec<Mount>,
+    /// Flags shared with `service update`.
+    #[command(flatten)]
+    flags: super::service_flags::SpecFlags,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
     image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
@@ -178,28 +169,30 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     let mut client = connect(host).await?;
     match cmd {
         ServiceCommand::Create(args) => {
-            let mode = match (args.mode.as_deref(), args.replicas) {
-                (Some("global"), _) => Mode::Global(true),
-                (_, replicas) => Mode::Replicas(replicas.unwrap_or(1)),
+            let mode = match args.mode.as_deref() {
+                Some("global") => Mode::Global(true),
+                _ => Mode::Replicas(1),
             };
             let endpoint_mode = if args.endpoint_mode == "dnsrr" {
                 EndpointMode::Dnsrr
             } else {
                 EndpointMode::Vip
             };
-            let condition = restart_condition(&args.restart_condition);
-            let spec = ServiceSpec {
+            // Docker's defaults; the shared flags override them.
+            let mut spec = ServiceSpec {
                 name: args.name.unwrap_or_default(),
                 container: Some(ContainerSpec {
                     image: args.image,
                     args: args.command,
                     env: args.env,
+                    mounts: args.mounts,
+                    ..Default::default()
                 }),
                 mode: Some(mode),
                 networks: Vec::new(),
                 restart: Some(RestartPolicy {
-                    condition: condition as i32,
-                    delay_ms: args.restart_delay_ms,
+                    condition: RestartCondition::Any as i32,
+                    delay_ms: 1000,
                 }),
                 constraints: args.constraints,
                 endpoint: Some(EndpointSpec {
@@ -213,11 +206,12 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 update: Some(UpdateConfig {
-                    parallelism: args.update_parallelism,
-                    delay_ms: args.update_delay_ms,
+                    parallelism: 1,
+                    delay_ms: 0,
                 }),
                 force_update: 0,
             };
+            args.flags.apply(&mut spec)?;
             let service = client
                 .create_service(CreateServiceRequest {
                     spec: Some(spec),

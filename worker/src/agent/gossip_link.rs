@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use mini_netdriver::Kernel;
 use mini_proto::v1::Task;
 
 use super::task::task_hostname;
@@ -48,7 +49,7 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
 
 /// Starts the node's gossip agent unless it runs already; `peers` are other
 /// nodes' gossip addresses to join through.
-pub async fn ensure_started(shared: &Arc<Shared>, peers: &[String]) {
+pub async fn ensure_started<K: Kernel + 'static>(shared: &Arc<Shared<K>>, peers: &[String]) {
     let mut slot = shared.gossip.write().await;
     if slot.is_some() {
         return;
@@ -73,7 +74,10 @@ pub async fn ensure_started(shared: &Arc<Shared>, peers: &[String]) {
 /// names from it, until gossip stops. Names come last: a client that resolves a new service
 /// must find its VIP already balanced in its sandbox (a SYN to a VIP not yet programmed is
 /// lost and retried only after a second).
-async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
+async fn follow_table<K: Kernel + 'static>(
+    shared: Arc<Shared<K>>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
     loop {
         let (endpoints, names) = {
             let gossip = shared.gossip.read().await;
@@ -96,7 +100,7 @@ async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Rece
 }
 
 /// Publishes `task`'s endpoints (before it is reported running).
-pub async fn publish(shared: &Shared, task: &Task) {
+pub async fn publish<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;
@@ -109,7 +113,7 @@ pub async fn publish(shared: &Shared, task: &Task) {
 }
 
 /// Withdraws `task`'s endpoints (before its interfaces go away).
-pub async fn withdraw(shared: &Shared, task: &Task) {
+pub async fn withdraw<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;
@@ -122,7 +126,7 @@ pub async fn withdraw(shared: &Shared, task: &Task) {
 }
 
 /// Leaves the gossip cluster gracefully (others drop this node's endpoints at once).
-pub async fn stop(shared: &Shared) {
+pub async fn stop<K: Kernel + 'static>(shared: &Shared<K>) {
     if let Some(gossip) = shared.gossip.write().await.take() {
         gossip.stop().await;
     }
@@ -135,7 +139,10 @@ fn ingress_endpoint_id(node_id: &str) -> String {
 
 /// Publishes this node's ingress sandbox as an endpoint of the ingress network,
 /// so replies from tasks on other nodes find their way back to it.
-pub async fn publish_ingress(shared: &Shared, attachment: &mini_proto::v1::NetworkAttachment) {
+pub async fn publish_ingress<K: Kernel + 'static>(
+    shared: &Shared<K>,
+    attachment: &mini_proto::v1::NetworkAttachment,
+) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;

@@ -146,18 +146,18 @@ impl NodeAgent for Worker {
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        let shared = self
-            .shared()
+        let executor = self
+            .executor()
             .await
             .ok_or_else(|| Status::unavailable("this node's agent is not running"))?;
         let req = request.into_inner();
-        let pid = shared.pid(&req.task).ok_or_else(|| {
-            Status::not_found(format!("task {} is not running on this node", req.task))
-        })?;
-        let output = shared
-            .runtime
-            .exec(pid, &req.args, &req.env)
+        let output = executor
+            .execs()
+            .exec(&req.task, &req.args, &req.env)
             .await
+            .ok_or_else(|| {
+                Status::not_found(format!("task {} is not running on this node", req.task))
+            })?
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(ExecResponse {
             stdout: output.stdout,
