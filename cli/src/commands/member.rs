@@ -46,13 +46,15 @@ impl MemberHooks for NodeServices {
             let (stop, stopped) = oneshot::channel::<()>();
             let worker = self.worker.clone();
             let server = tokio::spawn(async move {
+                // Every service refuses messages over MAX_MESSAGE from their length prefix;
+                // larger Raft messages (snapshots) come in chunks.
+                let limit = mini_proto::MAX_MESSAGE;
                 let served = tonic::transport::Server::builder()
                     .add_service(
-                        DispatcherServer::new(api.clone()).max_decoding_message_size(64 << 20),
+                        DispatcherServer::new(api.clone()).max_decoding_message_size(limit),
                     )
-                    // Raft between managers (snapshots can be large).
-                    .add_service(RaftTransportServer::new(api).max_decoding_message_size(256 << 20))
-                    .add_service(NodeAgentServer::new(worker))
+                    .add_service(RaftTransportServer::new(api).max_decoding_message_size(limit))
+                    .add_service(NodeAgentServer::new(worker).max_decoding_message_size(limit))
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                         let _ = stopped.await;
                     })

@@ -60,6 +60,8 @@ pub struct DaemonConfig {
     pub heartbeat_period: std::time::Duration,
     /// UDP port of this node's gossip (SWIM) socket.
     pub gossip_port: u16,
+    /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
+    pub fatal: crate::manager::Fatal,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -216,6 +218,7 @@ fn manager_config(
         raft_id: membership.raft_id.max(crate::ha::BOOTSTRAP_RAFT_ID),
         advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
         cluster_id: membership.cluster_id.clone(),
+        fatal: config.fatal.clone(),
     }
 }
 

@@ -186,6 +186,11 @@ pub async fn run<K: Kernel + 'static>(
         report(status(TaskState::Shutdown, "shutdown before start"));
         return;
     }
+    // The executor admits only valid ids; this is the last line before the id becomes paths.
+    let Some(dir) = shared.task_dir(&id) else {
+        report(status(TaskState::Rejected, "invalid task id"));
+        return;
+    };
     report(status(TaskState::Accepted, "accepted"));
     report(status(TaskState::Preparing, "preparing"));
     let container = task.container.clone().unwrap_or_default();
@@ -285,7 +290,7 @@ pub async fn run<K: Kernel + 'static>(
         env: container.env.clone(),
         resolv_conf,
         hosts: hosts_file(&task, &hostname),
-        dir: shared.task_dir(&id),
+        dir,
         stop_signal: container.stop_signal.clone(),
         image,
     };

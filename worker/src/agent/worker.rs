@@ -78,6 +78,11 @@ pub(crate) struct Shared<K: Kernel> {
     pub(crate) gossip: tokio::sync::RwLock<Option<crate::gossip::Gossip>>,
 }
 
+/// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
+pub(crate) fn task_dir(run_dir: &std::path::Path, task_id: &str) -> Option<PathBuf> {
+    mini_proto::is_object_id(task_id).then(|| run_dir.join("tasks").join(task_id))
+}
+
 impl<K: Kernel> Shared<K> {
     /// The parts of an agent for `node_id` at `vtep`, before any session.
     pub(crate) fn new(
@@ -102,8 +107,10 @@ impl<K: Kernel> Shared<K> {
         }
     }
 
-    pub(crate) fn task_dir(&self, task_id: &str) -> PathBuf {
-        self.config.run_dir.join("tasks").join(task_id)
+    /// The directory of task `task_id` (`RUN/tasks/<id>`), or `None` for an id that is not an
+    /// object id ([`mini_proto::is_object_id`]): an id never becomes a path unchecked.
+    pub(crate) fn task_dir(&self, task_id: &str) -> Option<PathBuf> {
+        task_dir(&self.config.run_dir, task_id)
     }
 }
 
@@ -244,5 +251,22 @@ impl Worker {
             .await
             .as_ref()
             .map(|a| Arc::clone(&a.executor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn only_object_ids_become_task_directories() {
+        let run = Path::new("/run/mini");
+        assert_eq!(
+            super::task_dir(run, "zazcrztrp8noilfyignita3tf"),
+            Some(run.join("tasks/zazcrztrp8noilfyignita3tf"))
+        );
+        for bad in ["../../../h1/run/tasks/x", "..", "a/b", "", "/etc", "A"] {
+            assert_eq!(super::task_dir(run, bad), None, "{bad:?}");
+        }
     }
 }
