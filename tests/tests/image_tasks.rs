@@ -252,7 +252,14 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
     let nocmd = wait_error(&m, "nocmd");
     assert!(nocmd.contains("no-such-command"), "{nocmd}");
     // Run options take effect; the log holds the output.
-    m.wait_running("opts", 1);
+    wait_for("the opts task running", PATIENCE, || {
+        let all = tasks(&m, "opts");
+        if all.iter().any(|t| t["current_state"] == "Running") {
+            Ok(())
+        } else {
+            Err(format!("{all:?}"))
+        }
+    });
     let logs = wait_for("the opts task's output", PATIENCE, || {
         let out = m.mini(&["service", "logs", "opts"]);
         if out.stdout.contains("tmpfs-ok") {

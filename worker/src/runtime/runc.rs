@@ -162,9 +162,15 @@ impl RuncRuntime {
         for d in [&paths.upper, &paths.work, &paths.rootfs] {
             std::fs::create_dir_all(d).map_err(dir_error(d))?;
         }
+        // The upper dir is the container's `/`: every user may traverse it
+        // (the daemon's umask keeps its own files private).
+        set_mode(&paths.upper, 0o755).map_err(dir_error(&paths.upper))?;
         for m in image.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
             let d = oci::volume_dir(&image.volumes_dir, &m.source);
-            std::fs::create_dir_all(&d).map_err(dir_error(&d))?;
+            if !d.exists() {
+                std::fs::create_dir_all(&d).map_err(dir_error(&d))?;
+                set_mode(&d, 0o755).map_err(dir_error(&d))?;
+            }
         }
         for (name, contents) in [
             ("resolv.conf", spec.resolv_conf.clone()),
@@ -173,6 +179,8 @@ impl RuncRuntime {
         ] {
             let path = spec.dir.join(name);
             std::fs::write(&path, contents).map_err(dir_error(&path))?;
+            // Bind-mounted into the container: readable by its user, as Docker's.
+            set_mode(&path, 0o644).map_err(dir_error(&path))?;
         }
         let options = oci::overlay_options(&image.image.layers, paths);
         nix::mount::mount(
@@ -352,6 +360,11 @@ fn clean_runc_error(msg: &str) -> String {
         }
     }
     msg.to_string()
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 fn unmount(path: &Path) {
