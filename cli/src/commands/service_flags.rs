@@ -59,12 +59,6 @@ pub struct SpecFlags {
     /// Limit the number of processes (0: no limit).
     #[arg(long)]
     pub limit_pids: Option<i64>,
-    /// Reserve CPUs: a task is placed only on a node with that much unreserved.
-    #[arg(long, value_parser = parse_cpus)]
-    pub reserve_cpu: Option<i64>,
-    /// Reserve memory: a task is placed only on a node with that much unreserved.
-    #[arg(long, value_parser = parse_bytes)]
-    pub reserve_memory: Option<i64>,
     /// Signal to stop the container (e.g. SIGQUIT).
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -153,15 +147,6 @@ impl SpecFlags {
                     bail!("invalid --limit-pids {v}: must be 0 (no limit) or more");
                 }
                 l.pids = v;
-            }
-        }
-        if self.reserve_cpu.is_some() || self.reserve_memory.is_some() {
-            let r = c.reservations.get_or_insert_with(Resources::default);
-            if let Some(v) = self.reserve_cpu {
-                r.nano_cpus = v;
-            }
-            if let Some(v) = self.reserve_memory {
-                r.memory_bytes = v;
             }
         }
         if let Some(s) = &self.stop_signal {
@@ -395,7 +380,6 @@ mod tests {
             user: Some("www".into()),
             limit_memory: Some(64 << 20),
             limit_cpu: Some(500_000_000),
-            reserve_memory: Some(32 << 20),
             stop_signal: Some("SIGQUIT".into()),
             stop_grace_period: Some(2000),
             read_only: Some(true),
@@ -409,7 +393,6 @@ mod tests {
         assert_eq!(c.user, "www");
         assert_eq!(c.limits.unwrap().memory_bytes, 64 << 20);
         assert_eq!(c.limits.unwrap().nano_cpus, 500_000_000);
-        assert_eq!(c.reservations.unwrap().memory_bytes, 32 << 20);
         assert_eq!(
             (c.stop_signal.as_str(), c.stop_grace_period_ms),
             ("SIGQUIT", 2000)

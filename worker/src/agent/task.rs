@@ -180,6 +180,7 @@ pub async fn run<K: Kernel + 'static>(
     mut stop: watch::Receiver<bool>,
 ) {
     let id = task.id.clone();
+    let received = std::time::Instant::now();
     let report = |s: TaskStatus| shared.reporter.report(&id, s);
     let stop_requested = *stop.borrow();
     if stop_requested {
@@ -326,6 +327,12 @@ pub async fn run<K: Kernel + 'static>(
     // Every node learns where the task lives before anyone is told it runs.
     super::gossip_link::publish(&shared, &task).await;
     report(status(TaskState::Running, "started"));
+    tracing::info!(
+        task = %id,
+        runtime = runtime.name(),
+        start_ms = received.elapsed().as_secs_f64() * 1000.0,
+        "task running"
+    );
     let ended = tokio::select! {
         exit = running.wait() => Some(exit),
         _ = stop.wait_for(|s| *s) => None,

@@ -231,6 +231,8 @@ pub struct LogFollower {
     file: Option<tokio::fs::File>,
     buf: Vec<u8>,
     ready: std::collections::VecDeque<LogLine>,
+    /// Bytes at the start of the first file opened that are not yielded.
+    skip: u64,
 }
 
 impl LogFollower {
@@ -242,6 +244,21 @@ impl LogFollower {
             file: None,
             buf: Vec::new(),
             ready: Default::default(),
+            skip: 0,
+        }
+    }
+
+    /// Follows only what is written after now (the live file's current
+    /// end); for a caller that read the earlier lines with [`read_logs`].
+    pub fn from_end(dir: &Path) -> Self {
+        let path = log_path(dir);
+        let skip = std::fs::metadata(&path).map_or(0, |m| m.len());
+        LogFollower {
+            path,
+            file: None,
+            buf: Vec::new(),
+            ready: Default::default(),
+            skip,
         }
     }
 
@@ -255,7 +272,14 @@ impl LogFollower {
             let file = match &mut self.file {
                 Some(file) => file,
                 None => match tokio::fs::File::open(&self.path).await {
-                    Ok(file) => self.file.insert(file),
+                    Ok(mut file) => {
+                        if self.skip > 0 {
+                            use tokio::io::AsyncSeekExt;
+                            let _ = file.seek(std::io::SeekFrom::Start(self.skip)).await;
+                            self.skip = 0;
+                        }
+                        self.file.insert(file)
+                    }
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                         tokio::time::sleep(FOLLOW_POLL).await;
                         continue;
@@ -287,6 +311,7 @@ impl LogFollower {
                 if rotated {
                     self.file = None;
                     self.buf.clear();
+                    self.skip = 0;
                     continue;
                 }
                 tokio::time::sleep(FOLLOW_POLL).await;
