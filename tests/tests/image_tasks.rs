@@ -240,6 +240,16 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
         "busybox",
         "id -u; pwd; touch /ro 2>/dev/null || echo read-only; touch /scratch/x && echo tmpfs-ok; sleep 100000",
     ]);
+    create(&[
+        "--name",
+        "tini",
+        "--init",
+        "--stop-signal",
+        "SIGUSR1",
+        "busybox",
+        "sleep",
+        "100000",
+    ]);
     assert_eq!(wait_error(&m, "hog"), "OOM killed");
     assert_eq!(wait_error(&m, "three"), "task: non-zero exit (3)");
     let bind = wait_error(&m, "badbind");
@@ -277,6 +287,16 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
         m.state_dir().join("volumes/vol1/_data").is_dir(),
         "the named volume was made"
     );
+    // --init: tini is PID 1 and runs the command.
+    let tini = wait_for("the tini task running", PATIENCE, || {
+        let running = m.running_tasks("tini");
+        match running.first() {
+            Some(t) => Ok(t["id"].as_str().unwrap_or_default().to_string()),
+            None => Err(format!("{:?}", tasks(&m, "tini"))),
+        }
+    });
+    let pid1 = exec(&m, &tini, &["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"]);
+    assert_eq!(pid1, "/sbin/docker-init -- sleep 100000");
     // A memory limit below Docker's minimum is refused before anything is made.
     let low = m.fails(&[
         "service",
@@ -289,12 +309,14 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
     ]);
     assert!(low.contains("Minimum memory limit allowed is 6MB"), "{low}");
 
-    let ids: Vec<String> = ["hog", "three", "badbind", "nocmd", "opts"]
+    let ids: Vec<String> = ["hog", "three", "badbind", "nocmd", "opts", "tini"]
         .iter()
         .flat_map(|s| tasks(&m, s))
         .map(|t| container_id(t["id"].as_str().unwrap()))
         .collect();
-    m.ok(&["service", "rm", "hog", "three", "badbind", "nocmd", "opts"]);
+    m.ok(&[
+        "service", "rm", "hog", "three", "badbind", "nocmd", "opts", "tini",
+    ]);
     wait_no_leftovers(&cluster, &ids);
 }
 
