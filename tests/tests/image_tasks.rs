@@ -141,6 +141,25 @@ fn image_replicas_answer_through_the_vip_and_the_mesh_and_leave_nothing() {
     assert!(exec(&m, &client, &["cat", "/etc/resolv.conf"]).contains("nameserver 127.0.0.11"));
     assert_eq!(exec(&m, &client, &["sh", "-c", "echo $GREETING"]), "hi");
     assert_eq!(exec(&m, &client, &["id", "-u"]), "0");
+    // Docker's hardening: no new privileges, a seccomp filter, no mount even as root.
+    let status = exec(&m, &client, &["cat", "/proc/self/status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]),
+        "{status}"
+    );
+    let mount = m.mini(&["exec", &client, "mount", "-t", "tmpfs", "x", "/mnt"]);
+    assert!(
+        !mount.success,
+        "mount inside a container must fail: {mount:?}"
+    );
     assert_eq!(
         exec(&m, &client, &["readlink", "/bin/sh"]),
         "busybox",

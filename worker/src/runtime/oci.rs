@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::image::{self, ImageTask, MIN_MEMORY_LIMIT, MountKind};
@@ -36,6 +37,80 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::Kill,
     Capability::AuditWrite,
 ];
+
+/// The system calls the default seccomp profile refuses (EPERM): those
+/// Docker's default profile leaves out for a container without extra
+/// capabilities (kernel modules, keyrings, clocks, mounts and namespaces,
+/// tracing other processes, BPF, reboot, swap, ...).
+pub const DENIED_SYSCALLS: [&str; 46] = [
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "umount2",
+    "unshare",
+];
+
+/// The default seccomp profile: every system call allowed but
+/// [`DENIED_SYSCALLS`], which fail with EPERM (a deny list covering what
+/// Docker's allow-list profile excludes; runc skips names this kernel lacks).
+pub fn default_seccomp() -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(
+                    DENIED_SYSCALLS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc::EPERM as u32)
+                .build()?,
+        ])
+        .build()
+}
 
 /// The paths a bundle uses, all derived from the task's directory and its
 /// container directory.
@@ -341,6 +416,7 @@ pub fn build_spec(
         .cgroups_path(cgroup_path(container_id))
         .masked_paths(default_linux.masked_paths().clone().unwrap_or_default())
         .readonly_paths(default_linux.readonly_paths().clone().unwrap_or_default())
+        .seccomp(default_seccomp().map_err(oci)?)
         .build()
         .map_err(oci)?;
 
@@ -468,6 +544,13 @@ mod tests {
         assert_eq!(resources["cpu"]["period"], 100_000);
         assert_eq!(resources["pids"]["limit"], 100);
         assert_eq!(json["linux"]["cgroupsPath"], "/mini/cid");
+        let seccomp = &json["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(seccomp["syscalls"][0]["action"], "SCMP_ACT_ERRNO");
+        let denied = seccomp["syscalls"][0]["names"].as_array().unwrap();
+        for name in ["mount", "ptrace", "bpf", "kexec_load", "unshare"] {
+            assert!(denied.contains(&serde_json::json!(name)), "{name}");
+        }
         let mounts = json["mounts"].as_array().unwrap();
         let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).cloned();
         assert_eq!(find("/proc").unwrap()["type"], "proc");
