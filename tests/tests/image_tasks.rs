@@ -269,6 +269,18 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
         "sleep",
         "100000",
     ]);
+    create(&[
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; sleep 100000",
+    ]);
     assert_eq!(wait_error(&m, "hog"), "OOM killed");
     assert_eq!(wait_error(&m, "three"), "task: non-zero exit (3)");
     let bind = wait_error(&m, "badbind");
@@ -316,6 +328,38 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
     });
     let pid1 = exec(&m, &tini, &["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"]);
     assert_eq!(pid1, "/sbin/docker-init -- sleep 100000");
+    // Logs rotate at max-size, keeping max-file files; the newest lines are kept.
+    let chatty = wait_for("chatty's last line logged", PATIENCE, || {
+        let out = m.mini(&["service", "logs", "chatty"]);
+        if out.stdout.contains("line 199") {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "{} {} {:?}",
+                out.stdout,
+                out.stderr,
+                tasks(&m, "chatty")
+            ))
+        }
+    });
+    let chatty_id = tasks(&m, "chatty")[0]["id"].as_str().unwrap().to_string();
+    let task_dir = m.run_dir().join("tasks").join(&chatty_id);
+    let live = task_dir.join("output.log");
+    assert!(std::fs::metadata(&live).unwrap().len() <= 1024);
+    assert!(
+        std::fs::metadata(task_dir.join("output.log.1"))
+            .unwrap()
+            .len()
+            <= 1024
+    );
+    assert!(
+        !task_dir.join("output.log.2").exists(),
+        "max-file=2 keeps two files"
+    );
+    assert!(
+        !chatty.contains("line 0\n"),
+        "the oldest lines were rotated away: {chatty}"
+    );
     // A memory limit below Docker's minimum is refused before anything is made.
     let low = m.fails(&[
         "service",
@@ -328,13 +372,13 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
     ]);
     assert!(low.contains("Minimum memory limit allowed is 6MB"), "{low}");
 
-    let ids: Vec<String> = ["hog", "three", "badbind", "nocmd", "opts", "tini"]
+    let ids: Vec<String> = ["hog", "three", "badbind", "nocmd", "opts", "tini", "chatty"]
         .iter()
         .flat_map(|s| tasks(&m, s))
         .map(|t| container_id(t["id"].as_str().unwrap()))
         .collect();
     m.ok(&[
-        "service", "rm", "hog", "three", "badbind", "nocmd", "opts", "tini",
+        "service", "rm", "hog", "three", "badbind", "nocmd", "opts", "tini", "chatty",
     ]);
     wait_no_leftovers(&cluster, &ids);
 }
