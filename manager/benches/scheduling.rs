@@ -94,6 +94,7 @@ async fn run(tasks: usize, nodes: usize, network: bool) -> serde_like::Report {
                 image: "host".into(),
                 args: vec!["sleep".into(), "1000".into()],
                 env: Vec::new(),
+                ..Default::default()
             }),
             mode: Some(Mode::Replicas(tasks as u64)),
             networks: if network {

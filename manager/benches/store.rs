@@ -34,6 +34,7 @@ fn payload(v: u64) -> Vec<u8> {
             image: "host".into(),
             args: vec!["sleep".into(), "1000".into()],
             env: Vec::new(),
+            ..Default::default()
         }),
         networks: vec![NetworkAttachment {
             network_id: "benchnet00000000000000000".into(),

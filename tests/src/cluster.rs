@@ -652,6 +652,10 @@ impl Drop for Cluster {
         for k in 1..=self.hosts.len() {
             self.kill_daemon(k);
         }
+        // Containers (runc) of killed daemons: their state, cgroups and processes.
+        for host in &self.hosts {
+            crate::image::remove_runc_containers(&host.dir.join("run/runc"));
+        }
         // Tasks whose daemon is gone, and anything else left in our namespaces.
         for _ in 0..50 {
             let pids = self.pids_in_namespaces();

@@ -8,6 +8,8 @@
 //! - [`wait`]: waiting for a condition with a deadline, reporting what was
 //!   last seen when it expires.
 //! - [`bench`]: percentiles and summaries for the cluster benchmarks.
+//! - [`image`]: a busybox image the tests install on hosts, and what runc
+//!   tasks may leave behind.
 //! - [`web`]: a task answering HTTP with its hostname, and the request for it.
 //! - [`registry`]: the test image (busybox) and a real local registry
 //!   (Debian's `docker-registry`) outside a cluster, via `deploy/registry`.
@@ -17,6 +19,7 @@ pub mod binary;
 pub mod cli;
 pub mod cluster;
 pub mod registry;
+pub mod image;
 pub mod wait;
 pub mod web;
 

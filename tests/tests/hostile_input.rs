@@ -132,6 +132,7 @@ fn hostile_bytes_on_2377_change_nothing() {
                 .task_logs(TaskLogsRequest {
                     task_ids: vec![traversal.clone()],
                     follow: false,
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ());

@@ -347,7 +347,10 @@ fn bad_service_input_is_refused_and_changes_nothing() {
             &["service", "create", "--network", "nonet", "host", "true"],
             "no such network",
         ),
-        (&["service", "create", "alpine", "true"], "unknown image"),
+        (
+            &["service", "create", "Alpine", "true"],
+            "repository name must be lowercase",
+        ),
         (
             &[
                 "service",

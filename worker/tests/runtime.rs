@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mini_worker::runtime::{
-    LogFollower, Runtime, RuntimeError, Stream, TaskExit, TaskSpec, read_logs,
+    HostRuntime, LogFollower, RuntimeError, Stream, TaskExit, TaskSpec, read_logs,
 };
 
 const RESOLV: &str = "nameserver 127.0.0.11\noptions ndots:0\n";
@@ -62,7 +62,7 @@ fn run(cmd: &str, args: &[&str]) {
 
 /// A runtime, a sandbox and a task directory.
 struct Fixture {
-    runtime: Runtime,
+    runtime: HostRuntime,
     netns: Netns,
     dir: tempfile::TempDir,
 }
@@ -71,7 +71,7 @@ impl Fixture {
     fn new() -> Self {
         require_root();
         Fixture {
-            runtime: Runtime::new(env!("CARGO_BIN_EXE_mini-task-init").into()),
+            runtime: HostRuntime::new(env!("CARGO_BIN_EXE_mini-task-init").into()),
             netns: Netns::new(),
             dir: tempfile::tempdir().expect("tempdir"),
         }
@@ -87,6 +87,7 @@ impl Fixture {
             resolv_conf: RESOLV.into(),
             hosts: HOSTS.into(),
             dir: self.dir.path().join("task"),
+            ..Default::default()
         }
     }
 

@@ -136,6 +136,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     .context("cannot open the image store")?;
     let worker = Worker::new(WorkerConfig {
         run_dir: args.run_dir.clone(),
+        state_dir: args.state_dir.clone(),
         self_exe: std::env::current_exe().context("cannot find the mini binary")?,
         stop_grace: Duration::from_secs(args.stop_grace_period),
         node_key: Some(args.state_dir.join("certificates").join("swarm-node.key")),

@@ -10,6 +10,7 @@ pub mod network;
 pub mod node;
 pub mod private;
 pub mod service;
+pub mod service_flags;
 pub mod service_update;
 pub mod swarm;
 pub mod task_init;

@@ -5,9 +5,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use mini_proto::v1::{
     ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
-    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, PortConfig,
-    RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task,
-    UpdateConfig, service_spec::Mode,
+    ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, Mount,
+    PortConfig, RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest,
+    ServiceSpec, Task, UpdateConfig, service_spec::Mode,
 };
 
 use crate::client::connect;
@@ -54,6 +54,16 @@ pub enum ServiceCommand {
         /// Keep printing new output.
         #[arg(short, long)]
         follow: bool,
+        /// Only lines since this time: a Unix timestamp (seconds) or a
+        /// duration before now (e.g. 10m, 1h30m).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Number of lines to show from the end of each task's log (`all`).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show timestamps (RFC 3339, nanoseconds, UTC).
+        #[arg(short, long)]
+        timestamps: bool,
         /// Service name or id.
         service: String,
     },
@@ -72,9 +82,6 @@ pub struct CreateArgs {
     /// Service name (default: generated).
     #[arg(long)]
     name: Option<String>,
-    /// Number of tasks.
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_replicas, conflicts_with = "mode")]
-    replicas: Option<u64>,
     /// Service mode.
     #[arg(long, value_parser = ["replicated", "global"])]
     mode: Option<String>,
@@ -93,21 +100,15 @@ pub struct CreateArgs {
     /// Endpoint mode.
     #[arg(long, value_parser = ["vip", "dnsrr"], default_value = "vip")]
     endpoint_mode: String,
-    /// When to restart tasks that end.
-    #[arg(long, value_parser = ["any", "on-failure", "none"], default_value = "any")]
-    restart_condition: String,
-    /// Delay between restarts, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    restart_delay_ms: u64,
     /// Label K=V (repeatable).
     #[arg(short = 'l', long = "label", value_parser = parse_env)]
     labels: Vec<String>,
-    /// Tasks replaced at a time by later updates (0: all at once).
-    #[arg(long, default_value_t = 1)]
-    update_parallelism: u64,
-    /// Wait after a replaced task runs before replacing the next ones, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    update_delay_ms: u64,
+    /// Mount a volume, bind or tmpfs: type=bind|volume|tmpfs,source=...,target=...[,readonly] (repeatable).
+    #[arg(long = "mount", value_parser = super::service_flags::parse_mount)]
+    mounts: Vec<Mount>,
+    /// Flags shared with `service update`.
+    #[command(flatten)]
+    flags: super::service_flags::SpecFlags,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
     image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
@@ -157,6 +158,53 @@ fn parse_scale(s: &str) -> Result<(String, u64), String> {
     Ok((name.to_string(), parse_replicas(n)?))
 }
 
+/// `--since`: Unix seconds, or a duration before now → Unix ms.
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok((secs * 1000.0) as i64);
+    }
+    let ago = super::service_flags::parse_duration_ms(s)
+        .map_err(|_| format!("{s:?} is not a Unix timestamp or a duration (e.g. 10m)"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(now - ago as i64)
+}
+
+/// `--tail`: `all` or a number of lines.
+fn parse_tail(s: &str) -> Result<Option<u64>, String> {
+    if s == "all" {
+        return Ok(None);
+    }
+    s.parse::<u64>()
+        .map(Some)
+        .map_err(|_| format!("{s:?} is not a number of lines or `all`"))
+}
+
+/// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, as `docker logs -t` prints them.
+pub(super) fn rfc3339_ns(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 pub(super) fn parse_env(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
@@ -178,28 +226,30 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     let mut client = connect(host).await?;
     match cmd {
         ServiceCommand::Create(args) => {
-            let mode = match (args.mode.as_deref(), args.replicas) {
-                (Some("global"), _) => Mode::Global(true),
-                (_, replicas) => Mode::Replicas(replicas.unwrap_or(1)),
+            let mode = match args.mode.as_deref() {
+                Some("global") => Mode::Global(true),
+                _ => Mode::Replicas(1),
             };
             let endpoint_mode = if args.endpoint_mode == "dnsrr" {
                 EndpointMode::Dnsrr
             } else {
                 EndpointMode::Vip
             };
-            let condition = restart_condition(&args.restart_condition);
-            let spec = ServiceSpec {
+            // Docker's defaults; the shared flags override them.
+            let mut spec = ServiceSpec {
                 name: args.name.unwrap_or_default(),
                 container: Some(ContainerSpec {
                     image: args.image,
                     args: args.command,
                     env: args.env,
+                    mounts: args.mounts,
+                    ..Default::default()
                 }),
                 mode: Some(mode),
                 networks: Vec::new(),
                 restart: Some(RestartPolicy {
-                    condition: condition as i32,
-                    delay_ms: args.restart_delay_ms,
+                    condition: RestartCondition::Any as i32,
+                    delay_ms: 1000,
                 }),
                 constraints: args.constraints,
                 endpoint: Some(EndpointSpec {
@@ -213,11 +263,12 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 update: Some(UpdateConfig {
-                    parallelism: args.update_parallelism,
-                    delay_ms: args.update_delay_ms,
+                    parallelism: 1,
+                    delay_ms: 0,
                 }),
                 force_update: 0,
             };
+            args.flags.apply(&mut spec)?;
             let service = client
                 .create_service(CreateServiceRequest {
                     spec: Some(spec),
@@ -332,7 +383,13 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 println!("{name_or_id} scaled to {replicas}");
             }
         }
-        ServiceCommand::Logs { follow, service } => {
+        ServiceCommand::Logs {
+            follow,
+            since,
+            tail,
+            timestamps,
+            service,
+        } => {
             let tasks = client
                 .list_tasks(ListTasksRequest {
                     service: service.clone(),
@@ -352,7 +409,12 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 })
                 .collect();
             let mut stream = client
-                .service_logs(ServiceLogsRequest { service, follow })
+                .service_logs(ServiceLogsRequest {
+                    service,
+                    follow,
+                    since_ms: since.unwrap_or(0),
+                    tail: parse_tail(&tail).map_err(anyhow::Error::msg)?,
+                })
                 .await?
                 .into_inner();
             while let Some(line) = stream.message().await? {
@@ -360,10 +422,15 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     .get(&line.task_id)
                     .cloned()
                     .unwrap_or_else(|| line.task_id.clone());
-                if line.stream == "stderr" {
-                    eprintln!("{who}    | {}", line.line);
+                let stamp = if timestamps {
+                    format!("{} ", rfc3339_ns(line.timestamp_ns))
                 } else {
-                    println!("{who}    | {}", line.line);
+                    String::new()
+                };
+                if line.stream == "stderr" {
+                    eprintln!("{who}    | {stamp}{}", line.line);
+                } else {
+                    println!("{who}    | {stamp}{}", line.line);
                 }
             }
         }
@@ -465,6 +532,25 @@ fn ps_rows(tasks: &[Task], names: &Names, now_ms: i64) -> Vec<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_timestamps_and_flags_read_as_docker_writes_them() {
+        assert_eq!(super::rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            super::rfc3339_ns(1_796_338_934_365_000_123),
+            "2026-12-03T23:02:14.365000123Z"
+        );
+        assert_eq!(super::parse_tail("all"), Ok(None));
+        assert_eq!(super::parse_tail("5"), Ok(Some(5)));
+        assert!(super::parse_tail("x").is_err());
+        assert_eq!(super::parse_since("1700000000"), Ok(1_700_000_000_000));
+        let ago = super::parse_since("10m").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!((now - ago - 600_000).abs() < 5_000);
+    }
+
     use super::*;
 
     #[test]

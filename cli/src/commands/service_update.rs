@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    EndpointSpec, GetRequest, ListTasksRequest, PortConfig, RestartCondition, RestartPolicy,
-    ServiceSpec, TaskState, UpdateConfig, UpdateServiceRequest, control_client::ControlClient,
-    service_spec::Mode,
+    EndpointSpec, GetRequest, ListTasksRequest, PortConfig, ServiceSpec, TaskState,
+    UpdateServiceRequest, control_client::ControlClient, service_spec::Mode,
 };
 use tonic::transport::Channel;
 
-use super::service::{parse_env, parse_publish, parse_replicas, restart_condition};
+use super::service::{parse_env, parse_publish};
 
 /// How long `service update` waits for the rollout before it gives up (exit 1).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -20,9 +19,6 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Flags of `service update`.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    /// Number of tasks (replicated services).
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_replicas)]
-    replicas: Option<u64>,
     /// Publish a port: PUBLISHED:TARGET[/tcp|udp] (repeatable; replaces the same PUBLISHED).
     #[arg(long = "publish-add", value_parser = parse_publish)]
     publish_add: Vec<PortConfig>,
@@ -41,18 +37,21 @@ pub struct UpdateArgs {
     /// Remove a placement constraint, written as it was added (repeatable).
     #[arg(long = "constraint-rm")]
     constraint_rm: Vec<String>,
-    /// When to restart tasks that end.
-    #[arg(long, value_parser = ["any", "on-failure", "none"])]
-    restart_condition: Option<String>,
-    /// Delay between restarts, in milliseconds.
+    /// Add or replace a mount: type=bind|volume|tmpfs,source=...,target=...[,readonly] (repeatable).
+    #[arg(long = "mount-add", value_parser = super::service_flags::parse_mount)]
+    mount_add: Vec<mini_proto::v1::Mount>,
+    /// Remove the mount at this target path (repeatable).
+    #[arg(long = "mount-rm")]
+    mount_rm: Vec<String>,
+    /// Image to run from now on.
     #[arg(long)]
-    restart_delay_ms: Option<u64>,
-    /// Tasks replaced at a time (0: all at once).
+    image: Option<String>,
+    /// Command and arguments after the image (words split as a shell would).
     #[arg(long)]
-    update_parallelism: Option<u64>,
-    /// Wait after a replaced task runs before replacing the next ones, in milliseconds.
-    #[arg(long)]
-    update_delay_ms: Option<u64>,
+    args: Option<String>,
+    /// Flags shared with `service create`.
+    #[command(flatten)]
+    flags: super::service_flags::SpecFlags,
     /// Replace every task even if nothing else changed.
     #[arg(long)]
     force: bool,
@@ -86,16 +85,25 @@ fn env_key(entry: &str) -> &str {
 
 /// Applies the flags to `spec`; refuses removals of what is not there (nothing is sent then).
 fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
-    if let Some(n) = args.replicas {
-        match spec.mode {
-            Some(Mode::Global(_)) => bail!(
-                "service {} is global: --replicas applies to replicated services only",
-                spec.name
-            ),
-            _ => spec.mode = Some(Mode::Replicas(n)),
+    args.flags.apply(spec)?;
+    let container = spec.container.get_or_insert_with(Default::default);
+    if let Some(image) = &args.image {
+        container.image = image.clone();
+    }
+    if let Some(a) = &args.args {
+        container.args = super::service_flags::split_words(a)?;
+    }
+    for target in &args.mount_rm {
+        let before = container.mounts.len();
+        container.mounts.retain(|m| &m.target != target);
+        if container.mounts.len() == before {
+            bail!("service {} has no mount at {target}", spec.name);
         }
     }
-    let container = spec.container.get_or_insert_with(Default::default);
+    for m in &args.mount_add {
+        container.mounts.retain(|x| x.target != m.target);
+        container.mounts.push(m.clone());
+    }
     for key in &args.env_rm {
         let before = container.env.len();
         container.env.retain(|e| env_key(e) != key);
@@ -138,30 +146,6 @@ fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
             .ports
             .retain(|p| !(p.published_port == port.published_port && p.protocol == port.protocol));
         endpoint.ports.push(port.clone());
-    }
-    if args.restart_condition.is_some() || args.restart_delay_ms.is_some() {
-        let policy = spec.restart.get_or_insert(RestartPolicy {
-            condition: RestartCondition::Any as i32,
-            delay_ms: 1000,
-        });
-        if let Some(c) = &args.restart_condition {
-            policy.condition = restart_condition(c) as i32;
-        }
-        if let Some(d) = args.restart_delay_ms {
-            policy.delay_ms = d;
-        }
-    }
-    if args.update_parallelism.is_some() || args.update_delay_ms.is_some() {
-        let update = spec.update.get_or_insert(UpdateConfig {
-            parallelism: 1,
-            delay_ms: 0,
-        });
-        if let Some(p) = args.update_parallelism {
-            update.parallelism = p;
-        }
-        if let Some(d) = args.update_delay_ms {
-            update.delay_ms = d;
-        }
     }
     if args.force {
         spec.force_update += 1;
@@ -273,6 +257,7 @@ mod tests {
                 image: "host".into(),
                 args: vec!["httpd".into()],
                 env: vec!["A=1".into(), "B=2".into()],
+                ..Default::default()
             }),
             mode: Some(Mode::Replicas(2)),
             endpoint: Some(EndpointSpec {

@@ -129,6 +129,8 @@ pub(super) async fn service_logs(
             .task_logs(TaskLogsRequest {
                 task_ids,
                 follow: request.follow,
+                since_ms: request.since_ms,
+                tail: request.tail,
             })
             .await
             .map_err(|s| ControlError::Refused(s.message().to_string()))?

@@ -15,8 +15,9 @@ use crate::names::random_service_name;
 use crate::scheduler::parse_constraints;
 use crate::store::Proposer;
 
-/// Images the built-in runtime can run.
-pub const KNOWN_IMAGES: &[&str] = &["host"];
+/// The image of the built-in runtime (the node's own filesystem); every other
+/// name is an image reference run by runc.
+pub const HOST_IMAGE: &str = "host";
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -93,16 +94,66 @@ async fn create_once(
     store(manager, service, networks, true).await
 }
 
-/// The image must be one the built-in runtime runs.
+/// The image must be `host` or a well-formed reference (Docker's grammar:
+/// lowercase repository, optional tag and digest, no spaces).
 pub(super) fn check_image(spec: &ServiceSpec) -> Result<(), ControlError> {
     let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
-    if KNOWN_IMAGES.contains(&image) {
+    if image == HOST_IMAGE {
         return Ok(());
     }
-    Err(ControlError::Invalid(format!(
-        "unknown image {image:?}: this node runs the built-in runtime only; known images: {}",
-        KNOWN_IMAGES.join(", ")
-    )))
+    let invalid =
+        |why: &str| ControlError::Invalid(format!("invalid reference format: {why}: {image:?}"));
+    if image.is_empty() {
+        return Err(invalid("no image given"));
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (repo, tag) = match name[slash..].rfind(':') {
+        Some(i) => (&name[..slash + i], Some(&name[slash + i + 1..])),
+        None => (name, None),
+    };
+    let path = match repo.split_once('/') {
+        // A first component with a dot, a colon or `localhost` names a registry.
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => repo,
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars().all(|ch| {
+                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-')
+            })
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(invalid("repository name must be lowercase"));
+    }
+    if !path.split('/').all(component_ok) {
+        return Err(invalid("bad repository name"));
+    }
+    if let Some(tag) = tag {
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !tag_ok {
+            return Err(invalid("bad tag"));
+        }
+    }
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty() && hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Err(invalid("bad digest"));
+        }
+    }
+    Ok(())
 }
 
 /// `service` with VIPs on its spec's networks (kept where it has one, new ones allocated,
@@ -328,4 +379,55 @@ pub(super) fn check_published_ports(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+    use mini_proto::v1::ContainerSpec;
+
+    fn check(image: &str) -> Result<(), String> {
+        let spec = ServiceSpec {
+            container: Some(ContainerSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        check_image(&spec).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn image_references_follow_dockers_grammar() {
+        for ok in [
+            "host",
+            "alpine",
+            "alpine:3.19",
+            "library/alpine",
+            "registry.local:5000/team/app:1.2",
+            "localhost/app",
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        assert!(
+            check("Alpine")
+                .unwrap_err()
+                .contains("repository name must be lowercase")
+        );
+        for bad in [
+            "",
+            "alpine:",
+            "alpine:bad tag",
+            "a b",
+            "-x",
+            "alpine@sha256:zz",
+            "a//b",
+        ] {
+            assert!(
+                check(bad).unwrap_err().contains("invalid reference format"),
+                "{bad}"
+            );
+        }
+    }
 }

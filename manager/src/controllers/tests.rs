@@ -61,6 +61,7 @@ impl Harness {
                 image: "host".into(),
                 args: vec!["sleep".into(), "1000".into()],
                 env: Vec::new(),
+                ..Default::default()
             }),
             mode: Some(Mode::Replicas(replicas)),
             networks: vec!["net".into()],

@@ -27,6 +27,7 @@ fn service(mode: Mode, condition: RestartCondition, delay_ms: u64) -> Service {
                 image: "host".to_owned(),
                 args: vec!["sleep".to_owned(), "1d".to_owned()],
                 env: vec!["A=1".to_owned()],
+                ..Default::default()
             }),
             mode: Some(mode),
             restart: Some(restart),

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use mini_netdriver::Kernel;
 use mini_proto::v1::Task;
 
 use super::worker::Shared;
@@ -14,9 +15,20 @@ use crate::dns::{DnsConfig, DnsServer, HostResolvConf, NameIndex, Names, Zone, t
 pub struct NodeDns {
     servers: Mutex<HashMap<String, DnsServer>>,
     names: Mutex<Option<Arc<NameIndex>>>,
+    /// No servers are started (agent tests, whose sandboxes are fakes).
+    disabled: bool,
 }
 
 impl NodeDns {
+    /// DNS that starts no servers: tasks still get the resolv.conf.
+    #[cfg(test)]
+    pub fn disabled() -> Self {
+        NodeDns {
+            disabled: true,
+            ..Default::default()
+        }
+    }
+
     /// Hands `names` (built from the gossip table with [`NameIndex::from_table`]) to every
     /// server.
     pub fn install(&self, names: NameIndex) {
@@ -55,9 +67,12 @@ impl NodeDns {
 /// Starts the DNS server of `task`'s sandbox at 127.0.0.11:53; returns the
 /// contents of the task's own resolv.conf (pointing at it, with the node's
 /// search domains).
-pub async fn start(shared: &Shared, task: &Task) -> Result<String, String> {
+pub async fn start<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) -> Result<String, String> {
     let host = HostResolvConf::read("/etc/resolv.conf".as_ref())
         .unwrap_or_else(|_| HostResolvConf::parse(""));
+    if shared.dns.disabled {
+        return Ok(task_resolv_conf(&host.search));
+    }
     let networks: Vec<String> = task.networks.iter().map(|a| a.network_id.clone()).collect();
     let config = DnsConfig::new(
         shared.network.driver().sandbox_netns_path(&task.id),
@@ -73,7 +88,7 @@ pub async fn start(shared: &Shared, task: &Task) -> Result<String, String> {
 }
 
 /// Stops the DNS server of a task's sandbox.
-pub async fn stop(shared: &Shared, task_id: &str) {
+pub async fn stop<K: Kernel + 'static>(shared: &Shared<K>, task_id: &str) {
     if let Some(server) = shared.dns.remove(task_id) {
         server.stop().await;
     }

@@ -3,12 +3,58 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use mini_netdriver::Kernel;
 use mini_proto::v1::{Assignments, Task, TaskState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::task;
 use super::worker::Shared;
+use crate::runtime::{ExecOutput, ExecTarget, RuntimeError, TaskRuntime};
+
+/// The running tasks a command can be executed in (`mini exec`): task id →
+/// its runtime and process.
+#[derive(Default)]
+pub struct ExecTargets {
+    targets: Mutex<HashMap<String, Target>>,
+}
+
+/// A running task's runtime and process.
+type Target = (Arc<dyn TaskRuntime>, ExecTarget);
+
+impl ExecTargets {
+    /// `task_id` runs in `runtime` as `target`.
+    pub fn insert(&self, task_id: &str, runtime: Arc<dyn TaskRuntime>, target: ExecTarget) {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task_id.to_string(), (runtime, target));
+    }
+
+    /// `task_id` no longer runs.
+    pub fn remove(&self, task_id: &str) {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id);
+    }
+
+    /// Runs `args` in the running task `task_id`; `None` if it does not run here.
+    pub async fn exec(
+        &self,
+        task_id: &str,
+        args: &[String],
+        env: &[String],
+    ) -> Option<Result<ExecOutput, RuntimeError>> {
+        let (runtime, target) = self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task_id)
+            .cloned()?;
+        Some(runtime.exec(&target, args, env).await)
+    }
+}
 
 struct Running {
     stop: watch::Sender<bool>,
@@ -16,8 +62,10 @@ struct Running {
 }
 
 /// The tasks this node knows and the ones it runs.
-pub struct Executor {
-    shared: Arc<Shared>,
+pub struct Executor<K: Kernel> {
+    shared: Arc<Shared<K>>,
+    /// The running tasks, for `mini exec`.
+    execs: Arc<ExecTargets>,
     /// The node's current assignment set.
     known: Mutex<BTreeMap<String, Task>>,
     running: Mutex<HashMap<String, Running>>,
@@ -26,11 +74,12 @@ pub struct Executor {
     started: Mutex<std::collections::HashSet<String>>,
 }
 
-impl Executor {
+impl<K: Kernel + 'static> Executor<K> {
     /// An executor with no tasks.
-    pub fn new(shared: Arc<Shared>) -> Arc<Executor> {
+    pub fn new(shared: Arc<Shared<K>>) -> Arc<Executor<K>> {
         Arc::new(Executor {
             shared,
+            execs: Arc::default(),
             known: Mutex::new(BTreeMap::new()),
             running: Mutex::new(HashMap::new()),
             started: Mutex::new(std::collections::HashSet::new()),
@@ -150,6 +199,7 @@ impl Executor {
         let id = t.id.clone();
         let me = Arc::clone(self);
         let shared = Arc::clone(&self.shared);
+        let execs = Arc::clone(&self.execs);
         self.started
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -158,7 +208,7 @@ impl Executor {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let handle = tokio::spawn(async move {
             let task_id = t.id.clone();
-            task::run(t, shared, stopped).await;
+            task::run(t, shared, execs, stopped).await;
             me.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -198,6 +248,11 @@ impl Executor {
         {
             let _ = r.stop.send(true);
         }
+    }
+
+    /// The running tasks, for `mini exec`.
+    pub fn execs(&self) -> &ExecTargets {
+        &self.execs
     }
 
     /// Stops every task and waits for them to end.

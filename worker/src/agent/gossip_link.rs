@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use mini_netdriver::Kernel;
 use mini_proto::v1::{GossipKeyRing, GossipNodeCertificate, Task};
 
 use super::task::task_hostname;
@@ -63,7 +64,7 @@ pub fn keys_from_session(ring: Option<&GossipKeyRing>) -> Option<GossipKeys> {
 
 /// Takes the members' certificates a session handed out; returns whether
 /// there were any (then records are bound to their owners).
-pub fn set_certificates(shared: &Shared, certificates: &[GossipNodeCertificate]) -> bool {
+pub fn set_certificates<K: Kernel>(shared: &Shared<K>, certificates: &[GossipNodeCertificate]) -> bool {
     if certificates.is_empty() {
         return false;
     }
@@ -78,7 +79,7 @@ pub fn set_certificates(shared: &Shared, certificates: &[GossipNodeCertificate])
 /// How this node binds its records to its identity: its node key and the
 /// members' keys, when the managers hand out certificates and the key file
 /// reads. `None` otherwise (records are then neither signed nor checked).
-fn record_auth(shared: &Shared, signed: bool) -> Option<RecordAuth> {
+fn record_auth<K: Kernel>(shared: &Shared<K>, signed: bool) -> Option<RecordAuth> {
     if !signed {
         tracing::info!(
             "no node certificates from the managers: endpoint records are not bound to their owners"
@@ -103,8 +104,8 @@ fn record_auth(shared: &Shared, signed: bool) -> Option<RecordAuth> {
 /// addresses to join through; `signed`: the session handed out the members'
 /// certificates. Without a key ring gossip does not start: it never runs
 /// unsealed.
-pub async fn ensure_started(
-    shared: &Arc<Shared>,
+pub async fn ensure_started<K: Kernel + 'static>(
+    shared: &Arc<Shared<K>>,
     peers: &[String],
     keys: Option<GossipKeys>,
     signed: bool,
@@ -142,7 +143,10 @@ pub async fn ensure_started(
 /// names from it, until gossip stops. Names come last: a client that resolves a new service
 /// must find its VIP already balanced in its sandbox (a SYN to a VIP not yet programmed is
 /// lost and retried only after a second).
-async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
+async fn follow_table<K: Kernel + 'static>(
+    shared: Arc<Shared<K>>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
     loop {
         let (endpoints, names) = {
             let gossip = shared.gossip.read().await;
@@ -165,7 +169,7 @@ async fn follow_table(shared: Arc<Shared>, mut changes: tokio::sync::watch::Rece
 }
 
 /// Publishes `task`'s endpoints (before it is reported running).
-pub async fn publish(shared: &Shared, task: &Task) {
+pub async fn publish<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;
@@ -178,7 +182,7 @@ pub async fn publish(shared: &Shared, task: &Task) {
 }
 
 /// Withdraws `task`'s endpoints (before its interfaces go away).
-pub async fn withdraw(shared: &Shared, task: &Task) {
+pub async fn withdraw<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;
@@ -192,7 +196,7 @@ pub async fn withdraw(shared: &Shared, task: &Task) {
 
 /// Keeps the members-only filter (gossip and data-path ports) in step with the
 /// cluster's members, as the session lists them (their advertise addresses).
-pub async fn set_members(shared: &Shared, members: &[String]) {
+pub async fn set_members<K: Kernel + 'static>(shared: &Shared<K>, members: &[String]) {
     if members.is_empty() {
         // A manager that does not list members (an older one): keep what we have.
         return;
@@ -220,7 +224,7 @@ pub async fn set_members(shared: &Shared, members: &[String]) {
 }
 
 /// Leaves the gossip cluster gracefully (others drop this node's endpoints at once).
-pub async fn stop(shared: &Shared) {
+pub async fn stop<K: Kernel + 'static>(shared: &Shared<K>) {
     if let Some(gossip) = shared.gossip.write().await.take() {
         gossip.stop().await;
     }
@@ -233,7 +237,10 @@ fn ingress_endpoint_id(node_id: &str) -> String {
 
 /// Publishes this node's ingress sandbox as an endpoint of the ingress network,
 /// so replies from tasks on other nodes find their way back to it.
-pub async fn publish_ingress(shared: &Shared, attachment: &mini_proto::v1::NetworkAttachment) {
+pub async fn publish_ingress<K: Kernel + 'static>(
+    shared: &Shared<K>,
+    attachment: &mini_proto::v1::NetworkAttachment,
+) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;

@@ -11,12 +11,14 @@
 //! - `gossip_link`: endpoint records of local tasks out, VXLAN peers in.
 //! - `dns_link`: the embedded DNS server of each task sandbox.
 //! - `reporter`: batched status reports.
+//! - [`images`]: where image tasks get their images ([`images::ImageSource`]).
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
 //! - `node_agent`: the gRPC service managers call for logs and exec.
 
 mod dns_link;
 mod executor;
 mod gossip_link;
+pub mod images;
 mod leftovers;
 mod network;
 mod node_agent;
@@ -25,4 +27,7 @@ mod session;
 mod task;
 pub mod worker;
 
-pub use worker::{Worker, WorkerConfig};
+#[cfg(test)]
+mod tests;
+
+pub use worker::{ImageRuntime, Runtimes, Worker, WorkerConfig};

@@ -8,15 +8,15 @@ use std::sync::Mutex;
 use ipnet::Ipv4Net;
 use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
 use mini_netdriver::service::{Ingress, LoadBalancing, Protocol, PublishedPort, ServiceLb};
-use mini_netdriver::{LinuxKernel, MacAddr, MemberFilter, NetDriver};
+use mini_netdriver::{Kernel, MacAddr, MemberFilter, NetDriver};
 use mini_proto::v1::{Network, NetworkAttachment, Task};
 
 use crate::agent::worker::AgentError;
 use crate::gossip::EndpointRecord;
 
 /// What the driver must converge to, kept up to date by the executor.
-pub struct NodeNetwork {
-    driver: NetDriver<LinuxKernel>,
+pub struct NodeNetwork<K: Kernel> {
+    driver: NetDriver<K>,
     /// This node's id: its own endpoints are local, not VXLAN peers.
     node_id: String,
     state: Mutex<Wanted>,
@@ -40,9 +40,9 @@ fn parse_addr(addr: &str) -> Option<Ipv4Net> {
     addr.parse().ok()
 }
 
-impl NodeNetwork {
+impl<K: Kernel> NodeNetwork<K> {
     /// Wraps the node's driver.
-    pub fn new(driver: NetDriver<LinuxKernel>, node_id: String) -> Self {
+    pub fn new(driver: NetDriver<K>, node_id: String) -> Self {
         NodeNetwork {
             driver,
             node_id,
@@ -51,7 +51,7 @@ impl NodeNetwork {
     }
 
     /// The driver.
-    pub fn driver(&self) -> &NetDriver<LinuxKernel> {
+    pub fn driver(&self) -> &NetDriver<K> {
         &self.driver
     }
 

@@ -45,26 +45,44 @@ impl NodeAgent for Worker {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let (tx, rx) = mpsc::channel(256);
+        let since = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(req.since_ms).unwrap_or(0));
         for (task_id, dir) in dirs {
             let tx = tx.clone();
-            let follow = req.follow;
+            let (follow, tail) = (req.follow, req.tail);
             tokio::spawn(async move {
                 let line = |l: crate::runtime::LogLine| LogLine {
                     task_id: task_id.clone(),
                     task_name: String::new(),
                     node: String::new(),
                     stream: l.stream.as_str().to_string(),
+                    timestamp_ns: l
+                        .time
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
                     line: l.text,
                 };
-                if follow {
-                    let mut follower = LogFollower::new(&dir);
-                    while let Ok(l) = follower.next_line().await {
-                        if tx.send(Ok(line(l))).await.is_err() {
-                            return;
-                        }
+                // What is written from now on, when following: its start is
+                // taken before the past is read, so no line is lost (one
+                // written in between may show twice).
+                let mut follower = follow.then(|| LogFollower::from_end(&dir));
+                let mut past: Vec<crate::runtime::LogLine> = read_logs(&dir)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|l| l.time >= since)
+                    .collect();
+                if let Some(n) = tail {
+                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                    past.drain(..past.len().saturating_sub(n));
+                }
+                for l in past {
+                    if tx.send(Ok(line(l))).await.is_err() {
+                        return;
                     }
-                } else if let Ok(lines) = read_logs(&dir).await {
-                    for l in lines {
+                }
+                if let Some(follower) = follower.as_mut() {
+                    while let Ok(l) = follower.next_line().await {
                         if tx.send(Ok(line(l))).await.is_err() {
                             return;
                         }
@@ -170,21 +188,21 @@ impl NodeAgent for Worker {
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        let shared = self
-            .shared()
+        let executor = self
+            .executor()
             .await
             .ok_or_else(|| Status::unavailable("this node's agent is not running"))?;
         let req = request.into_inner();
         if !mini_proto::is_object_id(&req.task) {
             return Err(invalid_task_id(&req.task));
         }
-        let pid = shared.pid(&req.task).ok_or_else(|| {
-            Status::not_found(format!("task {} is not running on this node", req.task))
-        })?;
-        let output = shared
-            .runtime
-            .exec(pid, &req.args, &req.env)
+        let output = executor
+            .execs()
+            .exec(&req.task, &req.args, &req.env)
             .await
+            .ok_or_else(|| {
+                Status::not_found(format!("task {} is not running on this node", req.task))
+            })?
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(ExecResponse {
             stdout: output.stdout,

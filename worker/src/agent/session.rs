@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mini_netdriver::Kernel;
 use mini_proto::v1::{
     HeartbeatRequest, SessionRequest, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
 };
@@ -25,11 +26,11 @@ async fn dial(addr: &str) -> Result<Channel, String> {
 }
 
 /// Runs sessions until `stop` turns true.
-pub async fn run(
+pub async fn run<K: Kernel + 'static>(
     node_id: String,
     mut managers: Vec<String>,
-    shared: Arc<Shared>,
-    executor: Arc<Executor>,
+    shared: Arc<Shared<K>>,
+    executor: Arc<Executor<K>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -58,11 +59,11 @@ pub async fn run(
 }
 
 /// One session with the manager at `addr`, until it breaks.
-async fn session(
+async fn session<K: Kernel + 'static>(
     node_id: &str,
     addr: &str,
-    shared: &Arc<Shared>,
-    executor: &Arc<Executor>,
+    shared: &Arc<Shared<K>>,
+    executor: &Arc<Executor<K>>,
     managers: &mut Vec<String>,
 ) -> Result<(), String> {
     let channel = dial(addr).await?;

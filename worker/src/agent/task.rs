@@ -2,12 +2,19 @@
 //! COMPLETE | FAILED | SHUTDOWN, reporting each step.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use mini_proto::v1::{Task, TaskState, TaskStatus};
+use mini_netdriver::Kernel;
+use mini_proto::v1::{ContainerSpec, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
+use super::executor::ExecTargets;
 use super::worker::Shared;
-use crate::runtime::{TaskExit, TaskSpec, clamp_hostname};
+use crate::runtime::image::{ImageRootfs, ImageTask, Limits, LogOptions, Mount, MountKind};
+use crate::runtime::{ExecTarget, RuntimeError, TaskExit, TaskSpec, clamp_hostname};
+
+/// The image name of the `host` runtime (the node's own filesystem).
+pub const HOST_IMAGE: &str = "host";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -56,9 +63,124 @@ fn hosts_file(task: &Task, hostname: &str) -> String {
     hosts
 }
 
+/// Parses Docker's size syntax (`10m`, `512k`, `1g`, `100` bytes; `b`
+/// suffix optional), as `--log-opt max-size` takes it.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, unit) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = digits.parse().ok()?;
+    (n >= 0.0).then_some((n * unit as f64) as u64)
+}
+
+/// The log rotation `--log-opt` asks for (Docker's defaults otherwise).
+pub fn log_options(
+    options: &std::collections::HashMap<String, String>,
+) -> Result<LogOptions, String> {
+    let mut log = LogOptions::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "max-size" => {
+                log.max_size = parse_size(value)
+                    .ok_or_else(|| format!("invalid value for log-opt max-size: {value}"))?;
+            }
+            "max-file" => {
+                log.max_file = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("invalid value for log-opt max-file: {value}"))?;
+            }
+            other => return Err(format!("unknown log opt '{other}' for local log driver")),
+        }
+    }
+    Ok(log)
+}
+
+/// The runtime options of an image task, from its container spec.
+fn image_task<K: Kernel>(
+    shared: &Shared<K>,
+    container: &ContainerSpec,
+    image: ImageRootfs,
+    container_id: &str,
+    log: LogOptions,
+) -> Result<ImageTask, String> {
+    let mounts = container
+        .mounts
+        .iter()
+        .map(|m| {
+            let kind = match m.r#type.as_str() {
+                "bind" => MountKind::Bind,
+                "volume" | "" => MountKind::Volume,
+                "tmpfs" => MountKind::Tmpfs,
+                other => {
+                    return Err(format!(
+                        "invalid mount type {other:?}: bind, volume or tmpfs"
+                    ));
+                }
+            };
+            let source = if kind == MountKind::Volume && m.source.is_empty() {
+                // An anonymous volume: Docker names it with 64 random hex digits.
+                hex_id()
+            } else {
+                m.source.clone()
+            };
+            Ok(Mount {
+                kind,
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+                tmpfs_size: m.tmpfs_size,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let limits = container.limits.unwrap_or_default();
+    let nonneg = |v: i64, what: &str| {
+        u64::try_from(v).map_err(|_| format!("invalid {what}: {v} is negative"))
+    };
+    Ok(ImageTask {
+        image,
+        entrypoint: (!container.entrypoint.is_empty()).then(|| container.entrypoint.clone()),
+        user: container.user.clone(),
+        workdir: container.workdir.clone(),
+        mounts,
+        read_only: container.read_only,
+        limits: Limits {
+            nano_cpus: nonneg(limits.nano_cpus, "--limit-cpu")?,
+            memory_bytes: nonneg(limits.memory_bytes, "--limit-memory")?,
+            pids: nonneg(limits.pids, "--limit-pids")?,
+        },
+        init: container.init,
+        volumes_dir: shared.config.state_dir.join("volumes"),
+        container_dir: shared
+            .config
+            .state_dir
+            .join("containers")
+            .join(container_id),
+        log,
+    })
+}
+
+fn hex_id() -> String {
+    use rand10::RngExt;
+    let bytes: [u8; 32] = rand10::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Runs `task` until it ends or `stop` turns true; reports every step.
-pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run<K: Kernel + 'static>(
+    task: Task,
+    shared: Arc<Shared<K>>,
+    execs: Arc<ExecTargets>,
+    mut stop: watch::Receiver<bool>,
+) {
     let id = task.id.clone();
+    let received = std::time::Instant::now();
     let report = |s: TaskStatus| shared.reporter.report(&id, s);
     let stop_requested = *stop.borrow();
     if stop_requested {
@@ -72,6 +194,63 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
     };
     report(status(TaskState::Accepted, "accepted"));
     report(status(TaskState::Preparing, "preparing"));
+    let container = task.container.clone().unwrap_or_default();
+    let is_host = container.image == HOST_IMAGE;
+    // The image first: a task whose image is missing makes nothing.
+    let (runtime, image) = if is_host {
+        (Arc::clone(&shared.runtimes.host), None)
+    } else {
+        let Some(images) = &shared.runtimes.images else {
+            report(failed(
+                "preparing failed",
+                format!(
+                    "this node cannot run image {:?}: runc is not installed (image \"host\" runs without it)",
+                    container.image
+                ),
+                0,
+            ));
+            return;
+        };
+        let image = match images.source.resolve(&container.image).await {
+            Ok(image) => image,
+            Err(err) => {
+                report(failed("preparing failed", err, 0));
+                return;
+            }
+        };
+        if let Err(err) = images.source.hold(&image.id, &id) {
+            report(failed("preparing failed", err, 0));
+            return;
+        }
+        (Arc::clone(&images.runtime), Some(image))
+    };
+    let release = || {
+        if let Some(images) = &shared.runtimes.images
+            && !is_host
+        {
+            images.source.release(&id);
+        }
+    };
+    let log = match log_options(&container.log_options) {
+        Ok(log) => log,
+        Err(err) => {
+            report(failed("preparing failed", err, 0));
+            release();
+            return;
+        }
+    };
+    let container_id = crate::runtime::runc::container_id(&id);
+    let image = match image
+        .map(|image| image_task(&shared, &container, image, &container_id, log))
+        .transpose()
+    {
+        Ok(image) => image,
+        Err(err) => {
+            report(failed("preparing failed", err, 0));
+            release();
+            return;
+        }
+    };
     shared.network.add_sandbox(&task);
     if let Err(err) = shared.network.converge().await {
         report(failed(
@@ -81,6 +260,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         ));
         shared.network.remove_sandbox(&id);
         let _ = shared.network.converge().await;
+        release();
         return;
     }
     let resolv_conf = match super::dns_link::start(&shared, &task).await {
@@ -93,12 +273,16 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
             ));
             shared.network.remove_sandbox(&id);
             let _ = shared.network.converge().await;
+            release();
             return;
         }
     };
     report(status(TaskState::Ready, "prepared"));
-    let container = task.container.clone().unwrap_or_default();
-    let hostname = task_hostname(&task);
+    let hostname = match (&image, container.hostname.as_str()) {
+        (_, h) if !h.is_empty() => clamp_hostname(h),
+        (Some(_), _) => container_id[..12].to_string(),
+        (None, _) => task_hostname(&task),
+    };
     let spec = TaskSpec {
         task_id: id.clone(),
         hostname: hostname.clone(),
@@ -108,22 +292,47 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         resolv_conf,
         hosts: hosts_file(&task, &hostname),
         dir,
+        stop_signal: container.stop_signal.clone(),
+        image,
+    };
+    let grace = match container.stop_grace_period_ms {
+        0 => shared.config.stop_grace,
+        ms => Duration::from_millis(ms),
     };
     report(status(TaskState::Starting, "starting"));
-    let mut running = match shared.runtime.start(&spec).await {
+    let mut running = match runtime.start(&spec).await {
         Ok(r) => r,
         Err(err) => {
-            report(failed("starting failed", err.to_string(), 127));
+            let message = match &err {
+                RuntimeError::StartFailed { message, .. } => message.clone(),
+                RuntimeError::InvalidSpec { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            report(failed("starting failed", message, 127));
             super::dns_link::stop(&shared, &id).await;
             shared.network.remove_sandbox(&id);
             let _ = shared.network.converge().await;
+            release();
             return;
         }
     };
-    shared.set_pid(&id, running.pid());
+    execs.insert(
+        &id,
+        Arc::clone(&runtime),
+        ExecTarget {
+            task_id: id.clone(),
+            pid: running.pid(),
+        },
+    );
     // Every node learns where the task lives before anyone is told it runs.
     super::gossip_link::publish(&shared, &task).await;
     report(status(TaskState::Running, "started"));
+    tracing::info!(
+        task = %id,
+        runtime = runtime.name(),
+        start_ms = received.elapsed().as_secs_f64() * 1000.0,
+        "task running"
+    );
     let ended = tokio::select! {
         exit = running.wait() => Some(exit),
         _ = stop.wait_for(|s| *s) => None,
@@ -133,7 +342,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
     super::gossip_link::withdraw(&shared, &task).await;
     let (exit, stopped) = match ended {
         Some(exit) => (exit, false),
-        None => (running.stop(shared.config.stop_grace).await, true),
+        None => (running.stop(grace).await, true),
     };
     let exit = match exit {
         Ok(exit) => exit,
@@ -142,7 +351,9 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
             TaskExit::Signaled(9)
         }
     };
-    shared.clear_pid(&id);
+    execs.remove(&id);
+    running.remove().await;
+    release();
     let final_status = if stopped {
         let mut s = status(TaskState::Shutdown, "shutdown");
         s.exit_code = exit.exit_code();
@@ -155,6 +366,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         let detail = match exit {
             TaskExit::Exited(code) => format!("task: non-zero exit ({code})"),
             TaskExit::Signaled(sig) => format!("task: killed by signal {sig}"),
+            TaskExit::OomKilled => "OOM killed".to_string(),
         };
         failed("task failed", detail, exit.exit_code())
     };

@@ -1,21 +1,21 @@
 //! [`Worker`]: the node-wide task runtime, network driver and agent.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mini_netdriver::{DriverConfig, LinuxKernel, NetDriver};
+use mini_netdriver::{DriverConfig, Kernel, LinuxKernel, NetDriver};
 use mini_proto::v1::Membership;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::executor::Executor;
+use super::images::{DirImageSource, ImageSource};
 use super::network::NodeNetwork;
 use super::reporter::Reporter;
 use super::session;
-use crate::runtime::Runtime;
+use crate::runtime::{HostRuntime, RuncRuntime, TaskRuntime};
 
 /// What the agent could not do.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,10 @@ pub enum AgentError {
 /// Settings of the node's worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The daemon's run directory (namespaces, task directories).
+    /// The daemon's run directory (namespaces, task directories, runc state).
     pub run_dir: PathBuf,
+    /// The daemon's state directory (images, volumes, containers' writable layers).
+    pub state_dir: PathBuf,
     /// The binary re-executed as each task's init.
     pub self_exe: PathBuf,
     /// Time a stopping task gets between SIGTERM and SIGKILL.
@@ -43,11 +45,30 @@ pub struct WorkerConfig {
     pub node_key: Option<PathBuf>,
 }
 
-/// What the agent's parts share.
-pub(crate) struct Shared {
+/// The runtimes of a node: `host`, and runc with its image source where
+/// runc is installed.
+pub struct Runtimes {
+    /// Runs image `host`.
+    pub host: Arc<dyn TaskRuntime>,
+    /// Runs every other image; `None` on a node without runc.
+    pub images: Option<ImageRuntime>,
+}
+
+/// A runtime for images and where its images come from.
+pub struct ImageRuntime {
+    /// The runtime (runc).
+    pub runtime: Arc<dyn TaskRuntime>,
+    /// The images.
+    pub source: Arc<dyn ImageSource>,
+}
+
+/// What the agent's parts share: the node's identity and its runtimes,
+/// network, DNS, gossip and reporter. Each part keeps its own state; this
+/// holds only handles to the node-wide ones.
+pub(crate) struct Shared<K: Kernel> {
     pub(crate) config: WorkerConfig,
-    pub(crate) runtime: Runtime,
-    pub(crate) network: NodeNetwork,
+    pub(crate) runtimes: Runtimes,
+    pub(crate) network: NodeNetwork<K>,
     pub(crate) reporter: Reporter,
     /// This node's id (owner of the endpoint records it publishes).
     pub(crate) node_id: String,
@@ -62,8 +83,6 @@ pub(crate) struct Shared {
     /// The members' public keys (from their certificates), which endpoint records are
     /// checked against.
     pub(crate) peer_keys: Arc<crate::gossip::PeerKeyMap>,
-    /// Task id → PID of its init, while it runs.
-    pids: Mutex<HashMap<String, u32>>,
 }
 
 /// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
@@ -71,39 +90,60 @@ pub(crate) fn task_dir(run_dir: &std::path::Path, task_id: &str) -> Option<PathB
     mini_proto::is_object_id(task_id).then(|| run_dir.join("tasks").join(task_id))
 }
 
-impl Shared {
+impl<K: Kernel> Shared<K> {
+    /// The parts of an agent for `node_id` at `vtep`, before any session.
+    pub(crate) fn new(
+        config: WorkerConfig,
+        runtimes: Runtimes,
+        network: NodeNetwork<K>,
+        node_id: String,
+        vtep: Ipv4Addr,
+        gossip_port: u16,
+        dns: super::dns_link::NodeDns,
+    ) -> Self {
+        Shared {
+            config,
+            runtimes,
+            network,
+            reporter: Reporter::default(),
+            node_id,
+            vtep,
+            gossip_port,
+            dns,
+            gossip: tokio::sync::RwLock::new(None),
+            peer_keys: Arc::default(),
+        }
+    }
+
     /// The directory of task `task_id` (`RUN/tasks/<id>`), or `None` for an id that is not an
     /// object id ([`mini_proto::is_object_id`]): an id never becomes a path unchecked.
     pub(crate) fn task_dir(&self, task_id: &str) -> Option<PathBuf> {
         task_dir(&self.config.run_dir, task_id)
     }
+}
 
-    pub(crate) fn set_pid(&self, task_id: &str, pid: u32) {
-        self.pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(task_id.to_string(), pid);
-    }
-
-    pub(crate) fn clear_pid(&self, task_id: &str) {
-        self.pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(task_id);
-    }
-
-    pub(crate) fn pid(&self, task_id: &str) -> Option<u32> {
-        self.pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(task_id)
-            .copied()
-    }
+/// The runtimes of this node: `host` always; runc (with images kept as
+/// directories under the state dir) when runc is installed.
+fn node_runtimes(config: &WorkerConfig) -> Runtimes {
+    let host: Arc<dyn TaskRuntime> = Arc::new(HostRuntime::new(config.self_exe.clone()));
+    let images = match RuncRuntime::new(config.self_exe.clone(), config.run_dir.join("runc")) {
+        Ok(runc) => Some(ImageRuntime {
+            runtime: Arc::new(runc),
+            source: Arc::new(DirImageSource::new(
+                config.state_dir.join("images").join("dirs"),
+            )),
+        }),
+        Err(err) => {
+            tracing::warn!(%err, "image tasks cannot run on this node");
+            None
+        }
+    };
+    Runtimes { host, images }
 }
 
 struct Agent {
-    shared: Arc<Shared>,
-    executor: Arc<Executor>,
+    shared: Arc<Shared<LinuxKernel>>,
+    executor: Arc<Executor<LinuxKernel>>,
     stop: watch::Sender<bool>,
     session: JoinHandle<()>,
 }
@@ -161,25 +201,29 @@ impl Worker {
         driver_config.data_path_port = u16::try_from(membership.data_path_port).unwrap_or(4789);
         let kernel = LinuxKernel::new(driver_config.clone())
             .map_err(|e| AgentError::Network(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
-            runtime: Runtime::new(self.config.self_exe.clone()),
-            network: NodeNetwork::new(NetDriver::new(driver_config, kernel), node_id.clone()),
-            reporter: Reporter::default(),
-            node_id: node_id.clone(),
+        let runtimes = node_runtimes(&self.config);
+        let shared = Arc::new(Shared::new(
+            self.config.clone(),
+            runtimes,
+            NodeNetwork::new(NetDriver::new(driver_config, kernel), node_id.clone()),
+            node_id.clone(),
             vtep,
-            gossip_port: u16::try_from(membership.gossip_port)
+            u16::try_from(membership.gossip_port)
                 .ok()
                 .filter(|p| *p != 0)
                 .unwrap_or(7946),
-            gossip: tokio::sync::RwLock::new(None),
-            peer_keys: Arc::default(),
-            dns: super::dns_link::NodeDns::default(),
-            pids: Mutex::new(HashMap::new()),
-        });
+            super::dns_link::NodeDns::default(),
+        ));
         // Start-up reconcile: whatever an earlier run left is removed until
         // the manager says what this node runs.
-        super::leftovers::reap(&self.config.run_dir.join("tasks"));
+        let tasks_dir = self.config.run_dir.join("tasks");
+        if let Ok(runc) = RuncRuntime::new(
+            self.config.self_exe.clone(),
+            self.config.run_dir.join("runc"),
+        ) {
+            runc.reap(&tasks_dir).await;
+        }
+        super::leftovers::reap(&tasks_dir);
         shared.network.converge().await?;
         let executor = Executor::new(Arc::clone(&shared));
         let (stop, stopped) = watch::channel(false);
@@ -215,12 +259,20 @@ impl Worker {
         }
     }
 
-    pub(crate) async fn shared(&self) -> Option<Arc<Shared>> {
+    pub(crate) async fn shared(&self) -> Option<Arc<Shared<LinuxKernel>>> {
         self.agent
             .lock()
             .await
             .as_ref()
             .map(|a| Arc::clone(&a.shared))
+    }
+
+    pub(crate) async fn executor(&self) -> Option<Arc<Executor<LinuxKernel>>> {
+        self.agent
+            .lock()
+            .await
+            .as_ref()
+            .map(|a| Arc::clone(&a.executor))
     }
 }
 

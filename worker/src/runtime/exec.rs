@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use super::init::exec_args;
 use super::spec::merge_env;
-use super::{Runtime, RuntimeError, TaskExit};
+use super::{HostRuntime, RuntimeError, TaskExit};
 
 /// The namespaces an exec enters, in the order it enters them: the mount
 /// namespace last, since entering it changes what paths mean.
@@ -29,7 +29,7 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
-impl Runtime {
+impl HostRuntime {
     /// A command that runs `args` inside the namespaces (net, PID, mount,
     /// UTS, IPC) of the task whose PID 1 is `pid` (in the node's PID
     /// namespace, see [`super::RunningTask::pid`]), with the task's
@@ -93,7 +93,7 @@ impl Runtime {
     }
 
     /// Runs `args` inside the task whose PID 1 is `pid` (see
-    /// [`Runtime::exec_command`]), stdin empty, and collects its output.
+    /// [`HostRuntime::exec_command`]), stdin empty, and collects its output.
     pub async fn exec(
         &self,
         pid: u32,

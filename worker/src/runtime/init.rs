@@ -35,7 +35,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::logs::{LineSplitter, Stream, format_record};
+use super::image::LogOptions;
+use super::logs::{LineSplitter, RotatingLog, Stream, format_record, log_path};
 use super::setup::{self, EXIT_SETUP};
 
 /// The hidden subcommand of the daemon binary that runs [`task_init_main`].
@@ -62,6 +63,23 @@ enum Mode {
     },
     /// Run a command in an existing task's namespaces, output inherited.
     Exec,
+    /// Be the shim of a runc container: run the command (`runc run ...`)
+    /// as is, copy its output into the task's rotated log, report on
+    /// `status_fd`.
+    Shim {
+        status_fd: RawFd,
+        dir: PathBuf,
+        log: LogOptions,
+    },
+}
+
+impl Mode {
+    fn status_fd(&self) -> Option<RawFd> {
+        match self {
+            Mode::Run { status_fd, .. } | Mode::Shim { status_fd, .. } => Some(*status_fd),
+            Mode::Exec => None,
+        }
+    }
 }
 
 /// The arguments after [`INIT_SUBCOMMAND`] for starting a task.
@@ -90,6 +108,26 @@ pub(crate) fn exec_args(args: &[String]) -> Vec<OsString> {
     argv
 }
 
+/// The arguments after [`INIT_SUBCOMMAND`] for the shim of a runc task.
+pub(crate) fn shim_args(
+    status_fd: RawFd,
+    dir: &Path,
+    log: LogOptions,
+    command: &[OsString],
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        INIT_SUBCOMMAND.into(),
+        "shim".into(),
+        status_fd.to_string().into(),
+        dir.into(),
+        log.max_size.to_string().into(),
+        log.max_file.to_string().into(),
+        "--".into(),
+    ];
+    argv.extend(command.iter().cloned());
+    argv
+}
+
 fn parse(args: Vec<OsString>) -> Result<(Mode, Vec<OsString>), String> {
     let split = args
         .iter()
@@ -109,7 +147,29 @@ fn parse(args: Vec<OsString>) -> Result<(Mode, Vec<OsString>), String> {
             hostname: hostname.clone(),
             dir: PathBuf::from(dir),
         },
-        _ => return Err("usage: task-init run FD HOSTNAME DIR -- CMD... | exec -- CMD...".into()),
+        [mode, fd, dir, max_size, max_file] if mode == "shim" => Mode::Shim {
+            status_fd: fd
+                .to_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or("the status fd is not a number")?,
+            dir: PathBuf::from(dir),
+            log: LogOptions {
+                max_size: max_size
+                    .to_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("max-size is not a number")?,
+                max_file: max_file
+                    .to_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("max-file is not a number")?,
+            },
+        },
+        _ => {
+            return Err(
+                "usage: task-init run FD HOSTNAME DIR -- CMD... | exec -- CMD... | shim FD DIR MAX_SIZE MAX_FILE -- CMD..."
+                    .into(),
+            );
+        }
     };
     Ok((mode, command))
 }
@@ -134,10 +194,10 @@ pub fn task_init_main(args: impl IntoIterator<Item = OsString>) -> ! {
 
 /// Reports a failure before the command started, and returns the code to exit with.
 fn fail(mode: &Mode, code: i32, msg: &str) -> i32 {
-    if let Mode::Run { status_fd, .. } = mode {
+    if let Some(status_fd) = mode.status_fd() {
         // SAFETY: the runtime passed this fd open for us; ManuallyDrop-like
         // borrowing: it is only written here, never closed.
-        let fd = unsafe { BorrowedFd::borrow_raw(*status_fd) };
+        let fd = unsafe { BorrowedFd::borrow_raw(status_fd) };
         let _ = nix::unistd::write(fd, format!("err {msg}\n").as_bytes());
     }
     eprintln!("{msg}");
@@ -157,7 +217,7 @@ fn supervise(mode: &Mode, command: &[OsString]) -> i32 {
         Err(e) => return fail(mode, EXIT_SETUP, &format!("cannot create a signalfd: {e}")),
     };
     let pipes = match mode {
-        Mode::Run { .. } => match (
+        Mode::Run { .. } | Mode::Shim { .. } => match (
             nix::unistd::pipe2(OFlag::O_CLOEXEC),
             nix::unistd::pipe2(OFlag::O_CLOEXEC),
         ) {
@@ -197,13 +257,17 @@ fn supervise(mode: &Mode, command: &[OsString]) -> i32 {
         streams.push(Output::new(Stream::Stdout, out_r));
         streams.push(Output::new(Stream::Stderr, err_r));
     }
-    if let Mode::Run { status_fd, .. } = mode {
+    let mut sink = match mode {
+        Mode::Shim { dir, log, .. } => LogSink::rotating(log_path(dir), *log),
+        _ => LogSink::Stdout,
+    };
+    if let Some(status_fd) = mode.status_fd() {
         // SAFETY: the runtime passed this fd open for us and nothing else
         // owns it; closing it here is what lets the runtime see EOF.
-        let status = unsafe { OwnedFd::from_raw_fd(*status_fd) };
+        let status = unsafe { OwnedFd::from_raw_fd(status_fd) };
         let _ = nix::unistd::write(&status, format!("pid {child}\n").as_bytes());
     }
-    let exit = supervise_loop(child, &sfd, &mut streams);
+    let exit = supervise_loop(child, &sfd, &mut streams, &mut sink);
     mirror(exit)
 }
 
@@ -243,6 +307,16 @@ fn command_child(
             let err = setup::exec(command);
             fail(mode, err.exit_code(), &err.to_string())
         }
+        Mode::Shim { status_fd, .. } => {
+            if let Some((out_w, err_w)) = stdio {
+                let _ = nix::unistd::dup2_stdout(&out_w);
+                let _ = nix::unistd::dup2_stderr(&err_w);
+            }
+            // SAFETY: as for `run`: only the fd's flags change.
+            unsafe { libc::fcntl(*status_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            let err = setup::exec(command);
+            fail(mode, err.exit_code(), &err.to_string())
+        }
     };
     std::process::exit(code)
 }
@@ -263,8 +337,8 @@ impl Output {
         }
     }
 
-    /// Reads what is available; closes the stream at EOF.
-    fn pump(&mut self) {
+    /// Reads what is available into `sink`; closes the stream at EOF.
+    fn pump(&mut self, sink: &mut LogSink) {
         let Some(fd) = &self.fd else { return };
         let mut buf = [0u8; 16 * 1024];
         let lines = match nix::unistd::read(fd, &mut buf) {
@@ -275,12 +349,39 @@ impl Output {
             Ok(n) => self.lines.push(&buf[..n]),
         };
         let now = SystemTime::now();
-        let mut out = std::io::stdout().lock();
         for line in lines {
             // A full disk loses log lines, never the task.
-            let _ = out.write_all(&format_record(self.stream, now, &line));
+            sink.write(&format_record(self.stream, now, &line));
         }
-        let _ = out.flush();
+        sink.flush();
+    }
+}
+
+/// Where the init writes log records: its stdout (the log file the runtime
+/// opened, `run`), or a log file it rotates itself (`shim`).
+enum LogSink {
+    Stdout,
+    Rotating(RotatingLog),
+}
+
+impl LogSink {
+    fn rotating(path: PathBuf, options: LogOptions) -> Self {
+        LogSink::Rotating(RotatingLog::open(path, options))
+    }
+
+    fn write(&mut self, record: &[u8]) {
+        match self {
+            LogSink::Stdout => {
+                let _ = std::io::stdout().lock().write_all(record);
+            }
+            LogSink::Rotating(log) => log.write(record),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let LogSink::Stdout = self {
+            let _ = std::io::stdout().lock().flush();
+        }
     }
 }
 
@@ -293,7 +394,7 @@ enum Ended {
 
 /// Forwards signals and copies output until the command is reaped and its
 /// output streams are closed.
-fn supervise_loop(child: Pid, sfd: &SignalFd, streams: &mut [Output]) -> Ended {
+fn supervise_loop(child: Pid, sfd: &SignalFd, streams: &mut [Output], sink: &mut LogSink) -> Ended {
     let mut ended = None;
     loop {
         if let Some(ended) = ended
@@ -335,7 +436,7 @@ fn supervise_loop(child: Pid, sfd: &SignalFd, streams: &mut [Output]) -> Ended {
         }
         for (k, &i) in open.iter().enumerate() {
             if ready[k + 1] {
-                streams[i].pump();
+                streams[i].pump(sink);
             }
         }
     }
@@ -396,7 +497,7 @@ mod tests {
                     (7, OsStr::new("web.1.x"), Path::new("/run/t"))
                 );
             }
-            Mode::Exec => panic!("expected run"),
+            _ => panic!("expected run"),
         }
         assert_eq!(command, ["sh", "-c", "echo --"]);
         let (mode, command) = parse(exec_args(&args)[1..].to_vec()).unwrap();
@@ -404,5 +505,16 @@ mod tests {
         assert_eq!(command, ["sh", "-c", "echo --"]);
         assert!(parse(vec!["run".into(), "--".into(), "x".into()]).is_err());
         assert!(parse(vec!["exec".into(), "--".into()]).is_err());
+        let log = LogOptions {
+            max_size: 1000,
+            max_file: 2,
+        };
+        let runc: Vec<OsString> = vec!["runc".into(), "run".into()];
+        let (mode, command) =
+            parse(shim_args(5, Path::new("/run/t"), log, &runc)[1..].to_vec()).unwrap();
+        assert!(
+            matches!(mode, Mode::Shim { status_fd: 5, ref dir, log: l } if dir == Path::new("/run/t") && l == log)
+        );
+        assert_eq!(command, runc);
     }
 }

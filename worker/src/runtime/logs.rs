@@ -89,6 +89,83 @@ fn parse_record(line: &[u8]) -> Option<LogLine> {
     Some(LogLine { stream, time, text })
 }
 
+/// The path of rotated file `n` (1 = the newest) of the log at `path`.
+fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// A log file rotated as Docker's `json-file` driver rotates: once it would
+/// grow past `max_size`, `output.log` becomes `output.log.1` (older files
+/// move up by one, the oldest beyond `max_file` is deleted) and a new
+/// `output.log` starts.
+pub(crate) struct RotatingLog {
+    path: PathBuf,
+    options: super::image::LogOptions,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl RotatingLog {
+    /// Opens (appends to) the log at `path`.
+    pub(crate) fn open(path: PathBuf, options: super::image::LogOptions) -> Self {
+        let mut log = RotatingLog {
+            path,
+            options,
+            file: None,
+            size: 0,
+        };
+        log.reopen();
+        log
+    }
+
+    fn reopen(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(&self.path)
+            .ok();
+        self.size = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        let keep = self.options.max_file.max(1);
+        if keep == 1 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(rotated_path(&self.path, keep - 1));
+            for n in (1..keep - 1).rev() {
+                let _ =
+                    std::fs::rename(rotated_path(&self.path, n), rotated_path(&self.path, n + 1));
+            }
+            let _ = std::fs::rename(&self.path, rotated_path(&self.path, 1));
+        }
+        self.reopen();
+    }
+
+    /// Appends one record, rotating first if it would not fit.
+    pub(crate) fn write(&mut self, record: &[u8]) {
+        use std::io::Write;
+        let max = self.options.max_size;
+        if max > 0 && self.size > 0 && self.size + record.len() as u64 > max {
+            self.rotate();
+        }
+        if let Some(file) = &mut self.file
+            && file.write_all(record).is_ok()
+        {
+            self.size += record.len() as u64;
+        }
+    }
+}
+
 /// Splits a stream of bytes into lines of at most [`MAX_LINE`] bytes.
 #[derive(Debug, Default)]
 pub(crate) struct LineSplitter {
@@ -120,19 +197,29 @@ impl LineSplitter {
     }
 }
 
-/// Reads every line a task has written so far, in order.
-/// A task that has not written anything yet (no log file) has no lines.
+/// Reads every line a task has written so far and still kept (rotated
+/// files first, oldest first), in order. A task that has not written
+/// anything yet (no log file) has no lines.
 pub async fn read_logs(dir: &Path) -> Result<Vec<LogLine>, RuntimeError> {
-    let path = log_path(dir);
-    let data = match tokio::fs::read(&path).await {
-        Ok(data) => data,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(RuntimeError::Logs { path, source }),
-    };
-    Ok(data
-        .split(|&b| b == b'\n')
-        .filter_map(parse_record)
-        .collect())
+    let live = log_path(dir);
+    let mut rotated = Vec::new();
+    for n in 1.. {
+        let path = rotated_path(&live, n);
+        if tokio::fs::metadata(&path).await.is_err() {
+            break;
+        }
+        rotated.push(path);
+    }
+    let mut lines = Vec::new();
+    for path in rotated.into_iter().rev().chain([live]) {
+        let data = match tokio::fs::read(&path).await {
+            Ok(data) => data,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(RuntimeError::Logs { path, source }),
+        };
+        lines.extend(data.split(|&b| b == b'\n').filter_map(parse_record));
+    }
+    Ok(lines)
 }
 
 /// Follows a task's log like `tail -f`: yields every line from the start of
@@ -144,6 +231,8 @@ pub struct LogFollower {
     file: Option<tokio::fs::File>,
     buf: Vec<u8>,
     ready: std::collections::VecDeque<LogLine>,
+    /// Bytes at the start of the first file opened that are not yielded.
+    skip: u64,
 }
 
 impl LogFollower {
@@ -155,6 +244,21 @@ impl LogFollower {
             file: None,
             buf: Vec::new(),
             ready: Default::default(),
+            skip: 0,
+        }
+    }
+
+    /// Follows only what is written after now (the live file's current
+    /// end); for a caller that read the earlier lines with [`read_logs`].
+    pub fn from_end(dir: &Path) -> Self {
+        let path = log_path(dir);
+        let skip = std::fs::metadata(&path).map_or(0, |m| m.len());
+        LogFollower {
+            path,
+            file: None,
+            buf: Vec::new(),
+            ready: Default::default(),
+            skip,
         }
     }
 
@@ -168,7 +272,14 @@ impl LogFollower {
             let file = match &mut self.file {
                 Some(file) => file,
                 None => match tokio::fs::File::open(&self.path).await {
-                    Ok(file) => self.file.insert(file),
+                    Ok(mut file) => {
+                        if self.skip > 0 {
+                            use tokio::io::AsyncSeekExt;
+                            let _ = file.seek(std::io::SeekFrom::Start(self.skip)).await;
+                            self.skip = 0;
+                        }
+                        self.file.insert(file)
+                    }
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                         tokio::time::sleep(FOLLOW_POLL).await;
                         continue;
@@ -188,6 +299,21 @@ impl LogFollower {
                     source,
                 })?;
             if n == 0 {
+                // Rotated: the path now names a new file; finish the old
+                // one (read to its end above) and go on with the new one.
+                let rotated = match (file.metadata().await, tokio::fs::metadata(&self.path).await) {
+                    (Ok(open), Ok(named)) => {
+                        use std::os::unix::fs::MetadataExt;
+                        open.ino() != named.ino()
+                    }
+                    _ => false,
+                };
+                if rotated {
+                    self.file = None;
+                    self.buf.clear();
+                    self.skip = 0;
+                    continue;
+                }
                 tokio::time::sleep(FOLLOW_POLL).await;
                 continue;
             }
@@ -222,6 +348,50 @@ mod tests {
         );
         assert_eq!(parse_record(b"stdout 1.000000000 ").unwrap().text, "");
         assert_eq!(parse_record(b"garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn logs_rotate_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::runtime::image::LogOptions {
+            max_size: 100,
+            max_file: 3,
+        };
+        let mut log = RotatingLog::open(log_path(dir.path()), options);
+        let time = UNIX_EPOCH + Duration::new(1_700_000_000, 0);
+        for i in 0..20 {
+            log.write(&format_record(
+                Stream::Stdout,
+                time,
+                format!("line {i:02}").as_bytes(),
+            ));
+        }
+        // Each record is 38 bytes: two per file, three files kept.
+        assert!(log_path(dir.path()).exists());
+        assert!(rotated_path(&log_path(dir.path()), 2).exists());
+        assert!(!rotated_path(&log_path(dir.path()), 3).exists());
+        for n in 0..3u32 {
+            let path = if n == 0 {
+                log_path(dir.path())
+            } else {
+                rotated_path(&log_path(dir.path()), n)
+            };
+            assert!(
+                std::fs::metadata(&path).unwrap().len() <= 100,
+                "{}",
+                path.display()
+            );
+        }
+        let texts: Vec<String> = read_logs(dir.path())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(
+            texts,
+            (14..20).map(|i| format!("line {i:02}")).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! The task runtime of image `host`: runs a command from the node's own
+//! The task runtimes behind [`TaskRuntime`]: `runc` for images (see
+//! [`runc`], [`oci`], [`image`]), a recording [`fake`] for tests, and
+//! `host`, described here.
+//!
+//! The runtime of image `host` runs a command from the node's own
 //! filesystem as PID 1 of fresh PID, mount, UTS and IPC namespaces inside
 //! the task's network namespace (the netdriver's sandbox), with its own
 //! hostname, `/etc/resolv.conf`, `/etc/hosts` and a fresh `/proc`; keeps its
@@ -6,7 +10,7 @@
 //!
 //! # How a task starts
 //! The daemon never forks itself or calls `setns` on its own threads. It
-//! spawns its own binary (`Runtime::new(self_exe)`) as
+//! spawns its own binary (`HostRuntime::new(self_exe)`) as
 //! `<exe> task-init run ...` with a `pre_exec` that enters the network
 //! namespace and unshares the others; that init forks the command as PID 1
 //! of the new PID namespace (see [`init`] for the whole protocol). The
@@ -15,20 +19,25 @@
 //!
 //! # Layout
 //! - `spec`: [`TaskSpec`], [`TaskExit`], the task's environment and hostname.
-//! - `spawn`: [`Runtime::start`] and [`RunningTask`] (wait, signal, stop).
+//! - `spawn`: [`HostRuntime::start`] and [`RunningTask`] (wait, signal, stop).
 //! - `init`: the re-executed init: fork, signal forwarding, log shim.
 //! - `setup`: what PID 1 does before `execve`: mounts, hostname, `PATH` lookup.
-//! - `exec`: [`Runtime::exec`], [`Runtime::exec_command`].
+//! - `exec`: [`HostRuntime::exec`], [`HostRuntime::exec_command`].
 //! - `logs`: the log format, [`read_logs`] and [`LogFollower`].
 //! - `error`: [`RuntimeError`].
 
 mod error;
 mod exec;
+pub mod fake;
+pub mod image;
 pub mod init;
 mod logs;
+pub mod oci;
+pub mod runc;
 mod setup;
 mod spawn;
 mod spec;
+mod task_runtime;
 
 use std::path::PathBuf;
 
@@ -36,22 +45,25 @@ pub use error::RuntimeError;
 pub use exec::ExecOutput;
 pub use init::{INIT_SUBCOMMAND, task_init_main};
 pub use logs::{LOG_FILE, LogFollower, LogLine, Stream, log_path, read_logs};
+pub use runc::RuncRuntime;
 pub use spawn::{PID_FILE, RunningTask};
 pub use spec::{DEFAULT_PATH, HOSTNAME_MAX, TaskExit, TaskSpec, clamp_hostname};
+pub use task_runtime::{ExecTarget, TaskHandle, TaskRuntime, parse_signal};
 
-/// Starts tasks and runs commands in them. Cheap to clone; holds no state
-/// about the tasks (each [`RunningTask`] is its own handle).
+/// The runtime of image `host`: starts tasks from the node's filesystem and
+/// runs commands in them. Cheap to clone; holds no state about the tasks
+/// (each [`RunningTask`] is its own handle).
 #[derive(Debug, Clone)]
-pub struct Runtime {
+pub struct HostRuntime {
     /// The binary re-executed as each task's init; it must dispatch
     /// [`INIT_SUBCOMMAND`] to [`task_init_main`].
     self_exe: PathBuf,
 }
 
-impl Runtime {
+impl HostRuntime {
     /// A runtime that re-executes `self_exe` (normally
     /// `std::env::current_exe()` of the daemon) as the tasks' init.
     pub fn new(self_exe: PathBuf) -> Self {
-        Runtime { self_exe }
+        HostRuntime { self_exe }
     }
 }

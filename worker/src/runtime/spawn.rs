@@ -1,4 +1,4 @@
-//! Starting a task ([`Runtime::start`]) and watching or stopping it
+//! Starting a task ([`HostRuntime::start`]) and watching or stopping it
 //! ([`RunningTask`]).
 
 use std::io::Read;
@@ -15,13 +15,13 @@ use super::init::run_args;
 use super::logs::log_path;
 use super::setup::EXIT_SETUP;
 use super::spec::clamp_hostname;
-use super::{Runtime, RuntimeError, TaskExit, TaskSpec};
+use super::{HostRuntime, RuntimeError, TaskExit, TaskSpec};
 
 /// The name of the file, in the task's directory, holding the PID (in the
 /// node's PID namespace) of the task's PID 1.
 pub const PID_FILE: &str = "pid";
 
-impl Runtime {
+impl HostRuntime {
     /// Starts the task: returns once its command runs (the `execve`
     /// succeeded) as PID 1 of fresh PID, mount, UTS and IPC namespaces in
     /// the network namespace `spec.netns`.
@@ -126,6 +126,7 @@ impl Runtime {
             pid: report.pid.unwrap_or(0),
             pidfd: None,
             exit: None,
+            stop_signal: Signal::SIGTERM,
         };
         if report.pid.is_none() || report.error.is_some() {
             let exit = task.wait().await?;
@@ -246,6 +247,8 @@ pub struct RunningTask {
     pidfd: Option<OwnedFd>,
     /// How the task ended, once seen.
     exit: Option<TaskExit>,
+    /// The signal [`RunningTask::stop`] sends first.
+    stop_signal: Signal,
 }
 
 impl RunningTask {
@@ -310,17 +313,38 @@ impl RunningTask {
         })
     }
 
-    /// Stops the task: SIGTERM to its PID 1, then SIGKILL if it has not
-    /// ended after `grace`. Returns once every process of the task is gone.
+    /// The signal [`RunningTask::stop`] sends first (SIGTERM unless set).
+    pub fn stop_signal(&self) -> Signal {
+        self.stop_signal
+    }
+
+    /// Sets the signal [`RunningTask::stop`] sends first (`--stop-signal`).
+    pub fn set_stop_signal(&mut self, signal: Signal) {
+        self.stop_signal = signal;
+    }
+
+    /// Stops the task: its stop signal (SIGTERM unless set) to its PID 1,
+    /// then SIGKILL if it has not ended after `grace`. Returns once every
+    /// process of the task is gone.
     pub async fn stop(&mut self, grace: Duration) -> Result<TaskExit, RuntimeError> {
+        self.stop_with(self.stop_signal, grace).await
+    }
+
+    /// Stops the task: `signal` to its PID 1, then SIGKILL if it has not
+    /// ended after `grace`.
+    pub async fn stop_with(
+        &mut self,
+        signal: Signal,
+        grace: Duration,
+    ) -> Result<TaskExit, RuntimeError> {
         if let Some(exit) = self.exit {
             return Ok(exit);
         }
-        self.signal(Signal::SIGTERM)?;
+        self.signal(signal)?;
         match tokio::time::timeout(grace, self.wait()).await {
             Ok(exit) => exit,
             Err(_) => {
-                tracing::debug!(task = %self.task_id, ?grace, "task ignored SIGTERM; killing it");
+                tracing::debug!(task = %self.task_id, ?grace, %signal, "task ignored its stop signal; killing it");
                 self.signal(Signal::SIGKILL)?;
                 self.wait().await
             }

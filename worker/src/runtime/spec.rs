@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use super::RuntimeError;
+use super::image::ImageTask;
 
 /// The longest hostname the kernel accepts (`HOST_NAME_MAX`).
 pub const HOSTNAME_MAX: usize = 64;
@@ -13,8 +14,8 @@ pub const HOSTNAME_MAX: usize = 64;
 /// The `PATH` a task gets unless its env sets one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Everything the runtime needs to run one task of image `host`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything a runtime needs to run one task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskSpec {
     /// The task's id, used in errors and logs.
     pub task_id: String,
@@ -24,8 +25,9 @@ pub struct TaskSpec {
     /// The network namespace file to run in (the netdriver's sandbox,
     /// `RUN/netns/<task id, 12 chars>`).
     pub netns: PathBuf,
-    /// The command and its arguments, from the node's filesystem; a command
-    /// without `/` is looked up in the task's `PATH`.
+    /// `host`: the command and its arguments, from the node's filesystem (a
+    /// command without `/` is looked up in the task's `PATH`). Image tasks:
+    /// the arguments given after the image (they replace the image's `Cmd`).
     pub args: Vec<String>,
     /// `K=V` entries, on top of the defaults `PATH`, `HOSTNAME` and `HOME=/root`.
     pub env: Vec<String>,
@@ -36,6 +38,10 @@ pub struct TaskSpec {
     /// The per-task directory the runtime owns: the files bind-mounted into
     /// the task, its log and its pid file. Created if missing.
     pub dir: PathBuf,
+    /// Docker's `--stop-signal` (empty: the image's, else SIGTERM).
+    pub stop_signal: String,
+    /// The image and Docker's run options; `None` for the `host` runtime.
+    pub image: Option<ImageTask>,
 }
 
 impl TaskSpec {
@@ -45,7 +51,7 @@ impl TaskSpec {
             task_id: self.task_id.clone(),
             reason,
         };
-        if self.args.is_empty() || self.args[0].is_empty() {
+        if self.image.is_none() && (self.args.is_empty() || self.args[0].is_empty()) {
             return Err(invalid("no command to run: args is empty".into()));
         }
         if let Some(arg) = self.args.iter().find(|a| a.contains('\0')) {
@@ -65,6 +71,24 @@ impl TaskSpec {
             }
         }
         Ok(())
+    }
+
+    /// The signal that stops the task: `--stop-signal`, else the image's
+    /// `StopSignal`; `None` for the default (SIGTERM).
+    pub fn stop_signal(&self) -> Result<Option<nix::sys::signal::Signal>, RuntimeError> {
+        let text = match (&self.stop_signal, &self.image) {
+            (s, _) if !s.is_empty() => s.as_str(),
+            (_, Some(image)) if !image.image.config.stop_signal.is_empty() => {
+                image.image.config.stop_signal.as_str()
+            }
+            _ => return Ok(None),
+        };
+        super::task_runtime::parse_signal(text)
+            .map(Some)
+            .ok_or_else(|| RuntimeError::InvalidSpec {
+                task_id: self.task_id.clone(),
+                reason: format!("invalid stop signal {text:?}"),
+            })
     }
 
     /// The task's environment: the defaults, then `env` (a later entry
@@ -131,6 +155,8 @@ pub enum TaskExit {
     Exited(i32),
     /// The command was killed by this signal number.
     Signaled(i32),
+    /// The kernel's OOM killer killed the task (its memory limit was reached).
+    OomKilled,
 }
 
 impl TaskExit {
@@ -145,6 +171,7 @@ impl TaskExit {
         match self {
             TaskExit::Exited(code) => code,
             TaskExit::Signaled(signal) => 128 + signal,
+            TaskExit::OomKilled => 137,
         }
     }
 }
@@ -164,6 +191,7 @@ impl fmt::Display for TaskExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             TaskExit::Exited(code) => write!(f, "exit code {code}"),
+            TaskExit::OomKilled => write!(f, "OOM killed"),
             TaskExit::Signaled(signal) => match nix::sys::signal::Signal::try_from(signal) {
                 Ok(name) => write!(f, "killed by signal {signal} ({name})"),
                 Err(_) => write!(f, "killed by signal {signal}"),
@@ -186,6 +214,7 @@ mod tests {
             resolv_conf: String::new(),
             hosts: String::new(),
             dir: "/tmp/t1".into(),
+            ..Default::default()
         }
     }
 

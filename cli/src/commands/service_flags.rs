@@ -1,0 +1,428 @@
+//! The service flags `service create` and `service update` share (declared
+//! once, flattened into both), and how they edit a [`ServiceSpec`].
+//! Flags whose names differ between the two, as in Docker (`--env` vs
+//! `--env-add`/`--env-rm`, `--mount` vs `--mount-add`/`--mount-rm`...),
+//! stay with their command.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use mini_proto::v1::{
+    Mount, Resources, RestartCondition, RestartPolicy, ServiceSpec, UpdateConfig,
+    service_spec::Mode,
+};
+
+use super::service::{parse_replicas, restart_condition};
+
+/// Flags of both `service create` and `service update`. Unset flags keep
+/// the spec's value (for `create`: Docker's defaults).
+#[derive(Debug, Default, Args)]
+pub struct SpecFlags {
+    /// Number of tasks (replicated services).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_replicas)]
+    pub replicas: Option<u64>,
+    /// When to restart tasks that end [default: any].
+    #[arg(long, value_parser = ["any", "on-failure", "none"])]
+    pub restart_condition: Option<String>,
+    /// Delay between restarts, in milliseconds [default: 1000].
+    #[arg(long)]
+    pub restart_delay_ms: Option<u64>,
+    /// Tasks replaced at a time by updates (0: all at once) [default: 1].
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Wait after a replaced task runs before replacing the next ones, in milliseconds [default: 0].
+    #[arg(long)]
+    pub update_delay_ms: Option<u64>,
+    /// Overwrite the image's ENTRYPOINT (words split as a shell would, without expansions).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Container hostname [default: the container id's first 12 hex digits].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub read_only: Option<bool>,
+    /// Use an init inside each container to forward signals and reap processes.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub init: Option<bool>,
+    /// Limit CPUs (e.g. 0.5).
+    #[arg(long, value_parser = parse_cpus)]
+    pub limit_cpu: Option<i64>,
+    /// Limit memory (e.g. 64M; at least 6M).
+    #[arg(long, value_parser = parse_bytes)]
+    pub limit_memory: Option<i64>,
+    /// Limit the number of processes (0: no limit).
+    #[arg(long)]
+    pub limit_pids: Option<i64>,
+    /// Signal to stop the container (e.g. SIGQUIT).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Time to wait before force killing a container (e.g. 10s, 1m30s) [default: 10s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub stop_grace_period: Option<u64>,
+    /// Log driver options: max-size=10m, max-file=3 (repeatable).
+    #[arg(long = "log-opt", value_parser = parse_log_opt)]
+    pub log_opt: Vec<(String, String)>,
+}
+
+impl SpecFlags {
+    /// Applies the flags that are set to `spec`.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        if let Some(n) = self.replicas {
+            match spec.mode {
+                Some(Mode::Global(_)) if spec.name.is_empty() => {
+                    bail!(
+                        "--replicas can only be used with replicated mode, not with --mode global"
+                    )
+                }
+                Some(Mode::Global(_)) => bail!(
+                    "service {} is global: --replicas applies to replicated services only",
+                    spec.name
+                ),
+                _ => spec.mode = Some(Mode::Replicas(n)),
+            }
+        }
+        if self.restart_condition.is_some() || self.restart_delay_ms.is_some() {
+            let restart = spec.restart.get_or_insert(RestartPolicy {
+                condition: RestartCondition::Any as i32,
+                delay_ms: 1000,
+            });
+            if let Some(c) = &self.restart_condition {
+                restart.condition = restart_condition(c) as i32;
+            }
+            if let Some(d) = self.restart_delay_ms {
+                restart.delay_ms = d;
+            }
+        }
+        if self.update_parallelism.is_some() || self.update_delay_ms.is_some() {
+            let update = spec.update.get_or_insert(UpdateConfig {
+                parallelism: 1,
+                delay_ms: 0,
+            });
+            if let Some(p) = self.update_parallelism {
+                update.parallelism = p;
+            }
+            if let Some(d) = self.update_delay_ms {
+                update.delay_ms = d;
+            }
+        }
+        let c = spec.container.get_or_insert_with(Default::default);
+        if let Some(e) = &self.entrypoint {
+            c.entrypoint = split_words(e)?;
+        }
+        if let Some(u) = &self.user {
+            c.user = u.clone();
+        }
+        if let Some(w) = &self.workdir {
+            c.workdir = w.clone();
+        }
+        if let Some(h) = &self.hostname {
+            c.hostname = h.clone();
+        }
+        if let Some(r) = self.read_only {
+            c.read_only = r;
+        }
+        if let Some(i) = self.init {
+            c.init = i;
+        }
+        let limits = [self.limit_cpu, self.limit_memory, self.limit_pids];
+        if limits.iter().any(Option::is_some) {
+            let l = c.limits.get_or_insert_with(Resources::default);
+            if let Some(v) = self.limit_cpu {
+                l.nano_cpus = v;
+            }
+            if let Some(v) = self.limit_memory {
+                if v > 0 && v < 6 * 1024 * 1024 {
+                    bail!("invalid --limit-memory: Minimum memory limit allowed is 6MB");
+                }
+                l.memory_bytes = v;
+            }
+            if let Some(v) = self.limit_pids {
+                if v < 0 {
+                    bail!("invalid --limit-pids {v}: must be 0 (no limit) or more");
+                }
+                l.pids = v;
+            }
+        }
+        if let Some(s) = &self.stop_signal {
+            if mini_worker::runtime::parse_signal(s).is_none() {
+                bail!("invalid --stop-signal {s:?}: not a signal name (SIGTERM) or number");
+            }
+            c.stop_signal = s.clone();
+        }
+        if let Some(ms) = self.stop_grace_period {
+            c.stop_grace_period_ms = ms;
+        }
+        for (k, v) in &self.log_opt {
+            c.log_options.insert(k.clone(), v.clone());
+        }
+        Ok(())
+    }
+}
+
+/// `0.5` CPUs → billionths of a CPU.
+pub fn parse_cpus(s: &str) -> Result<i64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * 1e9).round() as i64),
+        _ => Err(format!("{s:?} is not a number of CPUs (e.g. 0.5)")),
+    }
+}
+
+/// Docker's byte sizes: `64M`, `512k`, `1g`, `1024` (bytes), `b` suffix optional.
+pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, unit) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    match digits.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * unit as f64) as i64),
+        _ => Err(format!("{s:?} is not a size (e.g. 64M, 512k, 1g)")),
+    }
+}
+
+/// Go durations as Docker takes them: `10s`, `1m30s`, `500ms`, `2h`.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 10s, 1m30s, 500ms)");
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(0);
+    }
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..end].parse().map_err(|_| bad())?;
+        rest = &rest[end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit_end] {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            _ => return Err(bad()),
+        };
+        total += value * ms;
+        rest = &rest[unit_end..];
+    }
+    Ok(total.round() as u64)
+}
+
+fn parse_log_opt(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k @ ("max-size" | "max-file"), v)) if !v.is_empty() => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        Some((k, _)) if k != "max-size" && k != "max-file" => Err(format!(
+            "unknown log opt '{k}': max-size and max-file are supported"
+        )),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Splits `--entrypoint`'s words as a shell would (quotes and backslashes,
+/// no expansions).
+pub fn split_words(s: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), c) => word.push(c),
+            (_, '\\') => {
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                }
+                in_word = true;
+            }
+            (_, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("invalid --entrypoint {s:?}: unterminated quote");
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// `--mount type=bind,source=/a,target=/b,readonly` (Docker's CSV syntax).
+pub fn parse_mount(s: &str) -> Result<Mount, String> {
+    let mut m = Mount {
+        r#type: "volume".into(),
+        ..Default::default()
+    };
+    for field in s.split(',') {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (field.trim(), None),
+        };
+        match (k, v) {
+            ("type", Some(t @ ("bind" | "volume" | "tmpfs"))) => m.r#type = t.into(),
+            ("type", Some(t)) => {
+                return Err(format!("invalid mount type {t:?}: bind, volume or tmpfs"));
+            }
+            ("source" | "src", Some(v)) => m.source = v.into(),
+            ("target" | "destination" | "dst", Some(v)) => m.target = v.into(),
+            ("readonly" | "ro", None) => m.read_only = true,
+            ("readonly" | "ro", Some(v)) => {
+                m.read_only = matches!(v, "1" | "true");
+                if !matches!(v, "0" | "1" | "true" | "false") {
+                    return Err(format!("invalid value for {k}: {v}"));
+                }
+            }
+            ("tmpfs-size", Some(v)) => {
+                m.tmpfs_size = parse_bytes(v)? as u64;
+            }
+            _ => return Err(format!("unexpected key '{k}' in '{field}'")),
+        }
+    }
+    if m.target.is_empty() {
+        return Err("target is required".into());
+    }
+    if m.r#type == "bind" && m.source.is_empty() {
+        return Err("source is required when type is bind".into());
+    }
+    if m.r#type == "tmpfs" && !m.source.is_empty() {
+        return Err("source must not be specified for type tmpfs".into());
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_as_docker_writes_them() {
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert!(parse_cpus("half").is_err());
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert!(parse_bytes("big").is_err());
+        assert_eq!(parse_duration_ms("10s"), Ok(10_000));
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert!(parse_duration_ms("10").is_err());
+        assert_eq!(
+            split_words(r#"sh -c "echo 'a b'" x\ y"#).unwrap(),
+            vec!["sh", "-c", "echo 'a b'", "x y"]
+        );
+        assert!(split_words("'open").is_err());
+        let m = parse_mount("type=bind,source=/srv,target=/data,readonly").unwrap();
+        assert_eq!(
+            (
+                m.r#type.as_str(),
+                m.source.as_str(),
+                m.target.as_str(),
+                m.read_only
+            ),
+            ("bind", "/srv", "/data", true)
+        );
+        let v = parse_mount("src=cache,dst=/cache").unwrap();
+        assert_eq!((v.r#type.as_str(), v.source.as_str()), ("volume", "cache"));
+        let t = parse_mount("type=tmpfs,target=/tmp,tmpfs-size=1m").unwrap();
+        assert_eq!(t.tmpfs_size, 1 << 20);
+        assert_eq!(
+            parse_mount("type=bind,target=/x").unwrap_err(),
+            "source is required when type is bind"
+        );
+        assert!(parse_mount("type=nfs,target=/x").is_err());
+        assert!(parse_log_opt("max-size=10m").is_ok());
+        assert!(parse_log_opt("compress=true").is_err());
+    }
+
+    #[test]
+    fn flags_edit_the_container_spec() {
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            mode: Some(Mode::Replicas(1)),
+            ..Default::default()
+        };
+        let flags = SpecFlags {
+            replicas: Some(3),
+            entrypoint: Some("/bin/sh -c".into()),
+            user: Some("www".into()),
+            limit_memory: Some(64 << 20),
+            limit_cpu: Some(500_000_000),
+            stop_signal: Some("SIGQUIT".into()),
+            stop_grace_period: Some(2000),
+            read_only: Some(true),
+            log_opt: vec![("max-size".into(), "1m".into())],
+            ..Default::default()
+        };
+        flags.apply(&mut spec).unwrap();
+        let c = spec.container.clone().unwrap();
+        assert_eq!(spec.mode, Some(Mode::Replicas(3)));
+        assert_eq!(c.entrypoint, vec!["/bin/sh", "-c"]);
+        assert_eq!(c.user, "www");
+        assert_eq!(c.limits.unwrap().memory_bytes, 64 << 20);
+        assert_eq!(c.limits.unwrap().nano_cpus, 500_000_000);
+        assert_eq!(
+            (c.stop_signal.as_str(), c.stop_grace_period_ms),
+            ("SIGQUIT", 2000)
+        );
+        assert!(c.read_only);
+        assert_eq!(
+            c.log_options.get("max-size").map(String::as_str),
+            Some("1m")
+        );
+        // Unset flags change nothing.
+        SpecFlags::default().apply(&mut spec).unwrap();
+        assert_eq!(spec.container.clone().unwrap(), c);
+        let low = SpecFlags {
+            limit_memory: Some(1 << 20),
+            ..Default::default()
+        };
+        assert!(
+            low.apply(&mut spec)
+                .unwrap_err()
+                .to_string()
+                .contains("Minimum memory limit allowed is 6MB")
+        );
+        let mut global = ServiceSpec {
+            mode: Some(Mode::Global(true)),
+            ..Default::default()
+        };
+        let replicas = SpecFlags {
+            replicas: Some(2),
+            ..Default::default()
+        };
+        assert!(replicas.apply(&mut global).is_err());
+    }
+}

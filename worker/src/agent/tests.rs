@@ -1,0 +1,308 @@
+//! The agent with a fake kernel and a fake runtime: assignments in, task
+//! states out, sandboxes made and removed, failures reported.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mini_netdriver::{DriverConfig, FakeKernel, NetDriver};
+use mini_proto::v1::{
+    Assignments, ContainerSpec, Network, NetworkAttachment, Task, TaskState, TaskStatus,
+};
+
+use super::dns_link::NodeDns;
+use super::executor::Executor;
+use super::images::DirImageSource;
+use super::network::NodeNetwork;
+use super::worker::{ImageRuntime, Runtimes, Shared, WorkerConfig};
+use crate::runtime::TaskExit;
+use crate::runtime::fake::{FakeCall, FakeRuntime};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    shared: Arc<Shared<FakeKernel>>,
+    executor: Arc<Executor<FakeKernel>>,
+    host: FakeRuntime,
+    images: FakeRuntime,
+    /// The latest status of every task, as reported.
+    seen: std::collections::BTreeMap<String, TaskStatus>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WorkerConfig {
+            run_dir: dir.path().join("run"),
+            state_dir: dir.path().join("state"),
+            self_exe: "/nonexistent/mini".into(),
+            node_key: None,
+            stop_grace: Duration::from_secs(1),
+        };
+        let image_dir = dir.path().join("state/images/dirs/busybox/latest/rootfs");
+        std::fs::create_dir_all(&image_dir).unwrap();
+        let (host, images) = (FakeRuntime::new(), FakeRuntime::new());
+        let runtimes = Runtimes {
+            host: Arc::new(host.clone()),
+            images: Some(ImageRuntime {
+                runtime: Arc::new(images.clone()),
+                source: Arc::new(DirImageSource::new(dir.path().join("state/images/dirs"))),
+            }),
+        };
+        let vtep = Ipv4Addr::new(10, 0, 0, 1);
+        let driver = NetDriver::new(DriverConfig::new(&config.run_dir, vtep), FakeKernel::new());
+        let shared = Arc::new(Shared::new(
+            config,
+            runtimes,
+            NodeNetwork::new(driver, "node1".into()),
+            "node1".into(),
+            vtep,
+            7946,
+            NodeDns::disabled(),
+        ));
+        let executor = Executor::new(Arc::clone(&shared));
+        Fixture {
+            _dir: dir,
+            shared,
+            executor,
+            host,
+            images,
+            seen: Default::default(),
+        }
+    }
+
+    /// Waits until `task_id` is reported in `state`; returns that status.
+    async fn wait_state(&mut self, task_id: &str, state: TaskState) -> TaskStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(s) = self.seen.get(task_id)
+                && s.state() == state
+            {
+                return s.clone();
+            }
+            let batch = tokio::time::timeout_at(deadline, self.shared.reporter.take())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{task_id} never reported {state:?}; last seen: {:?}",
+                        self.seen.get(task_id)
+                    )
+                });
+            for u in batch {
+                self.seen.insert(u.task_id, u.status.unwrap_or_default());
+            }
+        }
+    }
+
+    /// Whether the fake kernel holds `task_id`'s sandbox namespace.
+    fn has_sandbox(&self, task_id: &str) -> bool {
+        let name: String = task_id.chars().take(12).collect();
+        self.shared
+            .network
+            .driver()
+            .kernel()
+            .state()
+            .namespaces
+            .contains_key(&name)
+    }
+}
+
+fn network() -> Network {
+    Network {
+        id: "net1net1net1net1net1net1n".into(),
+        subnet: "10.0.9.0/24".into(),
+        gateway: "10.0.9.1".into(),
+        vni: 4097,
+        ..Default::default()
+    }
+}
+
+fn task(id: &str, image: &str, desired: TaskState) -> Task {
+    let mut t = Task {
+        id: id.into(),
+        service_id: "svc1".into(),
+        service_name: "web".into(),
+        slot: 1,
+        node_id: "node1".into(),
+        container: Some(ContainerSpec {
+            image: image.into(),
+            args: vec!["httpd".into(), "-f".into()],
+            ..Default::default()
+        }),
+        status: Some(TaskStatus {
+            state: TaskState::Assigned as i32,
+            ..Default::default()
+        }),
+        networks: vec![NetworkAttachment {
+            network_id: network().id,
+            addr: "10.0.9.5/24".into(),
+            mac: "02:42:0a:00:09:05".into(),
+            vip: String::new(),
+        }],
+        ..Default::default()
+    };
+    t.set_desired_state(desired);
+    t
+}
+
+fn assign(tasks: Vec<Task>) -> Assignments {
+    Assignments {
+        complete: true,
+        tasks,
+        networks: vec![network()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_image_task_runs_in_its_sandbox_and_stops_on_request() {
+    let mut f = Fixture::new();
+    let id = "task1task1task1task1task1";
+    f.executor
+        .apply(assign(vec![task(id, "busybox", TaskState::Running)]))
+        .await;
+    f.wait_state(id, TaskState::Running).await;
+    assert!(f.has_sandbox(id), "the task runs in a sandbox namespace");
+    assert_eq!(
+        f.images.calls(),
+        vec![FakeCall::Start(
+            id.into(),
+            vec!["httpd".into(), "-f".into()]
+        )]
+    );
+    assert!(
+        f.host.calls().is_empty(),
+        "an image task never reaches the host runtime"
+    );
+    // exec reaches the task's runtime.
+    let out = f
+        .executor
+        .execs()
+        .exec(id, &["echo".into(), "hi".into()], &[])
+        .await
+        .expect("the running task is an exec target")
+        .unwrap();
+    assert_eq!(out.stdout, b"echo hi");
+
+    f.executor
+        .apply(assign(vec![task(id, "busybox", TaskState::Shutdown)]))
+        .await;
+    let status = f.wait_state(id, TaskState::Shutdown).await;
+    assert_eq!(status.exit_code, 128 + 15);
+    assert_eq!(
+        &f.images.calls()[1..],
+        &[
+            FakeCall::Exec(id.into(), vec!["echo".into(), "hi".into()]),
+            FakeCall::Stop(id.into()),
+            FakeCall::Remove(id.into())
+        ]
+    );
+    assert!(!f.has_sandbox(id), "the sandbox goes with the task");
+    assert!(
+        f.executor
+            .execs()
+            .exec(id, &["x".into()], &[])
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn host_tasks_use_the_host_runtime_and_exits_are_worded_as_docker() {
+    let mut f = Fixture::new();
+    let (ok, bad, oom) = (
+        "okokokokokokokokokokokoko",
+        "badbadbadbadbadbadbadbadb",
+        "oomoomoomoomoomoomoomoomo",
+    );
+    f.executor
+        .apply(assign(vec![
+            task(ok, "host", TaskState::Running),
+            task(bad, "host", TaskState::Running),
+            task(oom, "busybox", TaskState::Running),
+        ]))
+        .await;
+    for id in [ok, bad, oom] {
+        f.wait_state(id, TaskState::Running).await;
+    }
+    assert_eq!(f.host.running(), vec![bad.to_string(), ok.to_string()]);
+    assert!(f.host.exit(ok, TaskExit::Exited(0)));
+    assert!(f.host.exit(bad, TaskExit::Exited(1)));
+    assert!(f.images.exit(oom, TaskExit::OomKilled));
+    assert_eq!(f.wait_state(ok, TaskState::Complete).await.exit_code, 0);
+    let failed = f.wait_state(bad, TaskState::Failed).await;
+    assert_eq!(
+        (failed.err.as_str(), failed.exit_code),
+        ("task: non-zero exit (1)", 1)
+    );
+    let killed = f.wait_state(oom, TaskState::Failed).await;
+    assert_eq!((killed.err.as_str(), killed.exit_code), ("OOM killed", 137));
+    for id in [ok, bad, oom] {
+        assert!(!f.has_sandbox(id), "{id}: sandbox removed after the exit");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_task_before_anything_is_made() {
+    let mut f = Fixture::new();
+    let id = "noimgnoimgnoimgnoimgnoimg";
+    f.executor
+        .apply(assign(vec![task(id, "alpine:3.19", TaskState::Running)]))
+        .await;
+    let status = f.wait_state(id, TaskState::Failed).await;
+    assert_eq!(status.err, "No such image: alpine:3.19");
+    assert!(f.images.calls().is_empty());
+    assert!(!f.has_sandbox(id));
+    assert!(
+        f.shared.network.driver().kernel().log().is_empty(),
+        "no kernel operation for a task whose image is missing: {:?}",
+        f.shared.network.driver().kernel().log()
+    );
+}
+
+#[tokio::test]
+async fn a_start_failure_is_reported_and_its_sandbox_removed() {
+    let mut f = Fixture::new();
+    let id = "failfailfailfailfailfailf";
+    f.images.fail_start(
+        id,
+        "invalid mount config for type \"bind\": bind source path does not exist: /nope",
+    );
+    f.executor
+        .apply(assign(vec![task(id, "busybox", TaskState::Running)]))
+        .await;
+    let status = f.wait_state(id, TaskState::Failed).await;
+    assert_eq!(
+        status.err,
+        "invalid mount config for type \"bind\": bind source path does not exist: /nope"
+    );
+    assert!(!f.has_sandbox(id), "no sandbox left after a failed start");
+    assert!(f.images.running().is_empty());
+}
+
+#[tokio::test]
+async fn bad_log_options_fail_the_task_with_dockers_words() {
+    let mut f = Fixture::new();
+    let id = "logoptlogoptlogoptlogoptl";
+    let mut t = task(id, "busybox", TaskState::Running);
+    if let Some(c) = t.container.as_mut() {
+        c.log_options.insert("max-size".into(), "lots".into());
+    }
+    f.executor.apply(assign(vec![t])).await;
+    let status = f.wait_state(id, TaskState::Failed).await;
+    assert_eq!(status.err, "invalid value for log-opt max-size: lots");
+    assert!(f.images.calls().is_empty());
+    assert!(!f.has_sandbox(id));
+}
+
+#[test]
+fn sizes_parse_as_docker_writes_them() {
+    use super::task::parse_size;
+    assert_eq!(parse_size("10m"), Some(10 << 20));
+    assert_eq!(parse_size("512k"), Some(512 << 10));
+    assert_eq!(parse_size("1g"), Some(1 << 30));
+    assert_eq!(parse_size("1.5MB"), Some(3 << 19));
+    assert_eq!(parse_size("100"), Some(100));
+    assert_eq!(parse_size("lots"), None);
+}

@@ -1,0 +1,163 @@
+//! A recording [`TaskRuntime`] for tests: it starts nothing, records every
+//! call, and lets the test end tasks (or make starts fail) at will.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::task_runtime::{ExecTarget, TaskHandle, TaskRuntime};
+use super::{ExecOutput, RuntimeError, TaskExit, TaskSpec};
+
+/// One call the fake saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeCall {
+    /// `start` of this task (its id and args).
+    Start(String, Vec<String>),
+    /// `stop` of this task.
+    Stop(String),
+    /// `remove` of this task.
+    Remove(String),
+    /// `exec` in this task.
+    Exec(String, Vec<String>),
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<FakeCall>,
+    /// Task id → the sender that ends it.
+    running: HashMap<String, watch::Sender<Option<TaskExit>>>,
+    /// Task ids whose start fails, with the error message.
+    fail_start: HashMap<String, String>,
+    next_pid: u32,
+}
+
+/// The recording fake. Cheap to clone (clones share their record).
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeRuntime {
+    /// A fake with no tasks.
+    pub fn new() -> Self {
+        FakeRuntime::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<FakeCall> {
+        self.lock().calls.clone()
+    }
+
+    /// The ids of the tasks running now, sorted.
+    pub fn running(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().running.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Makes the next start of `task_id` fail with `message`.
+    pub fn fail_start(&self, task_id: &str, message: &str) {
+        self.lock()
+            .fail_start
+            .insert(task_id.into(), message.into());
+    }
+
+    /// Ends the running task `task_id` as `exit`; false if it does not run.
+    pub fn exit(&self, task_id: &str, exit: TaskExit) -> bool {
+        match self.lock().running.remove(task_id) {
+            Some(tx) => tx.send(Some(exit)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+struct FakeTask {
+    runtime: FakeRuntime,
+    task_id: String,
+    pid: u32,
+    ended: watch::Receiver<Option<TaskExit>>,
+}
+
+#[tonic::async_trait]
+impl TaskHandle for FakeTask {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn wait(&mut self) -> Result<TaskExit, RuntimeError> {
+        let ended = self
+            .ended
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.unwrap_or(TaskExit::Signaled(9)))
+            .unwrap_or(TaskExit::Signaled(9));
+        Ok(ended)
+    }
+
+    async fn stop(&mut self, _grace: Duration) -> Result<TaskExit, RuntimeError> {
+        self.runtime
+            .lock()
+            .calls
+            .push(FakeCall::Stop(self.task_id.clone()));
+        self.runtime.exit(&self.task_id, TaskExit::Signaled(15));
+        self.wait().await
+    }
+
+    async fn remove(&mut self) {
+        let mut inner = self.runtime.lock();
+        inner.running.remove(&self.task_id);
+        inner.calls.push(FakeCall::Remove(self.task_id.clone()));
+    }
+}
+
+#[tonic::async_trait]
+impl TaskRuntime for FakeRuntime {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn start(&self, spec: &TaskSpec) -> Result<Box<dyn TaskHandle>, RuntimeError> {
+        let mut inner = self.lock();
+        inner
+            .calls
+            .push(FakeCall::Start(spec.task_id.clone(), spec.args.clone()));
+        if let Some(message) = inner.fail_start.remove(&spec.task_id) {
+            return Err(RuntimeError::StartFailed {
+                task_id: spec.task_id.clone(),
+                message,
+                exit: TaskExit::Exited(127),
+            });
+        }
+        inner.next_pid += 1;
+        let (tx, rx) = watch::channel(None);
+        inner.running.insert(spec.task_id.clone(), tx);
+        Ok(Box::new(FakeTask {
+            runtime: self.clone(),
+            task_id: spec.task_id.clone(),
+            pid: 1000 + inner.next_pid,
+            ended: rx,
+        }))
+    }
+
+    async fn exec(
+        &self,
+        target: &ExecTarget,
+        args: &[String],
+        _env: &[String],
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.lock()
+            .calls
+            .push(FakeCall::Exec(target.task_id.clone(), args.to_vec()));
+        Ok(ExecOutput {
+            exit: TaskExit::Exited(0),
+            stdout: args.join(" ").into_bytes(),
+            stderr: Vec::new(),
+        })
+    }
+}
