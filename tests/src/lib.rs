@@ -18,8 +18,8 @@ pub mod bench;
 pub mod binary;
 pub mod cli;
 pub mod cluster;
-pub mod registry;
 pub mod image;
+pub mod registry;
 pub mod wait;
 pub mod web;
 

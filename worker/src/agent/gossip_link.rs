@@ -64,7 +64,10 @@ pub fn keys_from_session(ring: Option<&GossipKeyRing>) -> Option<GossipKeys> {
 
 /// Takes the members' certificates a session handed out; returns whether
 /// there were any (then records are bound to their owners).
-pub fn set_certificates<K: Kernel>(shared: &Shared<K>, certificates: &[GossipNodeCertificate]) -> bool {
+pub fn set_certificates<K: Kernel>(
+    shared: &Shared<K>,
+    certificates: &[GossipNodeCertificate],
+) -> bool {
     if certificates.is_empty() {
         return false;
     }

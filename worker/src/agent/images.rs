@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::image::{ImageError, ImageStore};
 use crate::runtime::image::{ImageConfig, ImageRootfs};
 
 /// Resolves image references for the agent.
@@ -84,6 +85,7 @@ pub fn parse_image_config(text: &str) -> Result<ImageConfig, String> {
         user: s("User"),
         working_dir: s("WorkingDir"),
         stop_signal: s("StopSignal"),
+        ..Default::default()
     })
 }
 
@@ -173,5 +175,55 @@ mod tests {
         assert_eq!(images.held().get("t1"), Some(&image.id));
         images.release("t1");
         assert!(images.held().is_empty());
+    }
+}
+
+/// The node's images: a directory image (`<state>/images/dirs`, see
+/// [`DirImageSource`]) when one of that name exists, otherwise the node's
+/// layer store, which uses its local copy or pulls (through the daemon's
+/// registry mirrors).
+pub struct StoreImageSource {
+    dirs: DirImageSource,
+    store: ImageStore,
+}
+
+impl StoreImageSource {
+    /// Images from `dirs` first, then `store`.
+    pub fn new(dirs: DirImageSource, store: ImageStore) -> Self {
+        StoreImageSource { dirs, store }
+    }
+}
+
+#[tonic::async_trait]
+impl ImageSource for StoreImageSource {
+    async fn resolve(&self, reference: &str) -> Result<ImageRootfs, String> {
+        if let Ok(image) = self.dirs.resolve(reference).await {
+            return Ok(image);
+        }
+        let image = self
+            .store
+            .resolve(reference, None)
+            .await
+            .map_err(|e: ImageError| e.to_string())?;
+        Ok(ImageRootfs {
+            id: image.id,
+            reference: image.reference,
+            layers: image.layers,
+            config: image.config,
+        })
+    }
+
+    fn hold(&self, image_id: &str, task_id: &str) -> Result<(), String> {
+        if image_id.starts_with("dir:") {
+            return self.dirs.hold(image_id, task_id);
+        }
+        self.store
+            .hold(image_id, task_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn release(&self, task_id: &str) {
+        self.dirs.release(task_id);
+        self.store.release(task_id);
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::executor::Executor;
-use super::images::{DirImageSource, ImageSource};
+use super::images::{DirImageSource, ImageSource, StoreImageSource};
 use super::network::NodeNetwork;
 use super::reporter::Reporter;
 use super::session;
@@ -124,14 +124,18 @@ impl<K: Kernel> Shared<K> {
 
 /// The runtimes of this node: `host` always; runc (with images kept as
 /// directories under the state dir) when runc is installed.
-fn node_runtimes(config: &WorkerConfig) -> Runtimes {
+fn node_runtimes(config: &WorkerConfig, store: Option<&crate::image::ImageStore>) -> Runtimes {
     let host: Arc<dyn TaskRuntime> = Arc::new(HostRuntime::new(config.self_exe.clone()));
     let images = match RuncRuntime::new(config.self_exe.clone(), config.run_dir.join("runc")) {
         Ok(runc) => Some(ImageRuntime {
             runtime: Arc::new(runc),
-            source: Arc::new(DirImageSource::new(
-                config.state_dir.join("images").join("dirs"),
-            )),
+            source: {
+                let dirs = DirImageSource::new(config.state_dir.join("images").join("dirs"));
+                match store {
+                    Some(store) => Arc::new(StoreImageSource::new(dirs, store.clone())),
+                    None => Arc::new(dirs),
+                }
+            },
         }),
         Err(err) => {
             tracing::warn!(%err, "image tasks cannot run on this node");
@@ -201,7 +205,7 @@ impl Worker {
         driver_config.data_path_port = u16::try_from(membership.data_path_port).unwrap_or(4789);
         let kernel = LinuxKernel::new(driver_config.clone())
             .map_err(|e| AgentError::Network(e.to_string()))?;
-        let runtimes = node_runtimes(&self.config);
+        let runtimes = node_runtimes(&self.config, self.images.as_ref());
         let shared = Arc::new(Shared::new(
             self.config.clone(),
             runtimes,

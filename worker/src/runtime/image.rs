@@ -4,22 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// The parts of an OCI image config a task uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageConfig {
-    /// `Env`: `K=V` entries.
-    pub env: Vec<String>,
-    /// `Entrypoint`.
-    pub entrypoint: Vec<String>,
-    /// `Cmd`.
-    pub cmd: Vec<String>,
-    /// `User`: `uid`, `uid:gid`, `name` or `name:group`; empty for root.
-    pub user: String,
-    /// `WorkingDir`; empty for `/`.
-    pub working_dir: String,
-    /// `StopSignal`; empty for SIGTERM.
-    pub stop_signal: String,
-}
+/// The parts of an OCI image config a task uses: the image store's one definition.
+pub use crate::image::ImageConfig;
 
 /// An image ready to run: its unpacked layers and its config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
