@@ -132,52 +132,6 @@ impl ImageSource for DirImageSource {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_split_with_the_default_tag() {
-        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
-        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
-        assert_eq!(
-            split_reference("registry.local:5000/team/app"),
-            ("registry.local:5000/team/app", "latest")
-        );
-        assert_eq!(
-            split_reference("registry.local:5000/team/app:1.2"),
-            ("registry.local:5000/team/app", "1.2")
-        );
-    }
-
-    #[tokio::test]
-    async fn directory_images_resolve_with_their_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let images = DirImageSource::new(dir.path().to_path_buf());
-        let image_dir = dir.path().join("busybox/latest");
-        std::fs::create_dir_all(image_dir.join("rootfs/bin")).unwrap();
-        std::fs::write(
-            image_dir.join("config.json"),
-            r#"{"config":{"Env":["PATH=/bin"],"Cmd":["sh"],"WorkingDir":"/tmp"}}"#,
-        )
-        .unwrap();
-        let image = images.resolve("busybox").await.unwrap();
-        assert_eq!(image.reference, "busybox:latest");
-        assert_eq!(image.layers, vec![image_dir.join("rootfs")]);
-        assert_eq!(image.config.cmd, vec!["sh"]);
-        assert_eq!(image.config.working_dir, "/tmp");
-        assert_eq!(
-            images.resolve("alpine:3.19").await.unwrap_err(),
-            "No such image: alpine:3.19"
-        );
-        assert!(images.resolve("../../etc").await.is_err());
-        images.hold(&image.id, "t1").unwrap();
-        assert_eq!(images.held().get("t1"), Some(&image.id));
-        images.release("t1");
-        assert!(images.held().is_empty());
-    }
-}
-
 /// The node's images: a directory image (`<state>/images/dirs`, see
 /// [`DirImageSource`]) when one of that name exists, otherwise the node's
 /// layer store, which uses its local copy or pulls (through the daemon's
@@ -225,5 +179,51 @@ impl ImageSource for StoreImageSource {
     fn release(&self, task_id: &str) {
         self.dirs.release(task_id);
         self.store.release(task_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_with_the_default_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_reference("registry.local:5000/team/app"),
+            ("registry.local:5000/team/app", "latest")
+        );
+        assert_eq!(
+            split_reference("registry.local:5000/team/app:1.2"),
+            ("registry.local:5000/team/app", "1.2")
+        );
+    }
+
+    #[tokio::test]
+    async fn directory_images_resolve_with_their_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = DirImageSource::new(dir.path().to_path_buf());
+        let image_dir = dir.path().join("busybox/latest");
+        std::fs::create_dir_all(image_dir.join("rootfs/bin")).unwrap();
+        std::fs::write(
+            image_dir.join("config.json"),
+            r#"{"config":{"Env":["PATH=/bin"],"Cmd":["sh"],"WorkingDir":"/tmp"}}"#,
+        )
+        .unwrap();
+        let image = images.resolve("busybox").await.unwrap();
+        assert_eq!(image.reference, "busybox:latest");
+        assert_eq!(image.layers, vec![image_dir.join("rootfs")]);
+        assert_eq!(image.config.cmd, vec!["sh"]);
+        assert_eq!(image.config.working_dir, "/tmp");
+        assert_eq!(
+            images.resolve("alpine:3.19").await.unwrap_err(),
+            "No such image: alpine:3.19"
+        );
+        assert!(images.resolve("../../etc").await.is_err());
+        images.hold(&image.id, "t1").unwrap();
+        assert_eq!(images.held().get("t1"), Some(&image.id));
+        images.release("t1");
+        assert!(images.held().is_empty());
     }
 }
