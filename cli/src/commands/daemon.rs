@@ -72,10 +72,12 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     };
     let listener = bind(&socket).await?;
 
+    let trust = mini_proto::tls::Trust::new(&args.state_dir);
     let worker = Worker::new(WorkerConfig {
         run_dir: args.run_dir.clone(),
         self_exe: std::env::current_exe().context("cannot find the mini binary")?,
         stop_grace: Duration::from_secs(args.stop_grace_period),
+        trust: trust.clone(),
     });
     let api = ControlApi::open(
         DaemonConfig {
@@ -84,8 +86,9 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             snapshot_interval: args.snapshot_interval,
             heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(50)),
             gossip_port: args.gossip_port,
+            trust: trust.clone(),
         },
-        Arc::new(NodeServices::new(worker)),
+        Arc::new(NodeServices::new(worker, trust)),
     )
     .await?;
     tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");

@@ -60,6 +60,8 @@ pub struct DaemonConfig {
     pub heartbeat_period: std::time::Duration,
     /// UDP port of this node's gossip (SWIM) socket.
     pub gossip_port: u16,
+    /// The node's TLS identity (files under `state_dir/certificates`).
+    pub trust: mini_proto::tls::Trust,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -102,6 +104,17 @@ impl ControlApi {
         let Some(membership) = membership else {
             return Ok(api);
         };
+        let has_certificate = api.inner.config.trust.load().map_err(|e| {
+            ControlError::Internal(format!("cannot load this node's certificate: {e}"))
+        })?;
+        if !has_certificate {
+            return Err(ControlError::Internal(format!(
+                "this node is a member of a swarm but has no certificate in {} (made by a \
+                 version without TLS?): remove {} and join the swarm again",
+                api.inner.config.trust.dir().display(),
+                api.inner.config.state_dir.join("membership.pb").display()
+            )));
+        }
         // Back in the cluster this node was in: listener first (the manager's
         // own agent dials it), then the manager, then the agent.
         let listen = membership::parse_listen_addr("listen address", &membership.listen_addr)?;
@@ -216,6 +229,7 @@ fn manager_config(
         raft_id: membership.raft_id.max(crate::ha::BOOTSTRAP_RAFT_ID),
         advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
         cluster_id: membership.cluster_id.clone(),
+        trust: config.trust.clone(),
     }
 }
 

@@ -13,6 +13,8 @@
 //! - `reporter`: batched status reports.
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
 //! - `node_agent`: the gRPC service managers call for logs and exec.
+//! - `renewal`: renews the node's certificate in the second half of its life, or at once when
+//!   the cluster changed the node's role.
 
 mod dns_link;
 mod executor;
@@ -20,6 +22,7 @@ mod gossip_link;
 mod leftovers;
 mod network;
 mod node_agent;
+mod renewal;
 mod reporter;
 mod session;
 mod task;

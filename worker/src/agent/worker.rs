@@ -37,6 +37,8 @@ pub struct WorkerConfig {
     pub self_exe: PathBuf,
     /// Time a stopping task gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// The node's TLS identity: the session dials managers with it, renewal replaces it.
+    pub trust: mini_proto::tls::Trust,
 }
 
 /// What the agent's parts share.
@@ -57,6 +59,10 @@ pub(crate) struct Shared {
     pub(crate) gossip: tokio::sync::RwLock<Option<crate::gossip::Gossip>>,
     /// Task id → PID of its init, while it runs.
     pids: Mutex<HashMap<String, u32>>,
+    /// The managers' addresses, as the last session message listed them.
+    pub(crate) managers: Mutex<Vec<String>>,
+    /// Wakes the certificate renewal now (the cluster gave the node another role).
+    pub(crate) renew_now: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -92,6 +98,7 @@ struct Agent {
     executor: Arc<Executor>,
     stop: watch::Sender<bool>,
     session: JoinHandle<()>,
+    renewal: JoinHandle<()>,
 }
 
 /// The node's worker. Cheap to clone.
@@ -147,6 +154,8 @@ impl Worker {
             gossip: tokio::sync::RwLock::new(None),
             dns: super::dns_link::NodeDns::default(),
             pids: Mutex::new(HashMap::new()),
+            managers: Mutex::new(membership.managers.clone()),
+            renew_now: tokio::sync::Notify::new(),
         });
         // Start-up reconcile: whatever an earlier run left is removed until
         // the manager says what this node runs.
@@ -154,6 +163,7 @@ impl Worker {
         shared.network.converge().await?;
         let executor = Executor::new(Arc::clone(&shared));
         let (stop, stopped) = watch::channel(false);
+        let renewal = tokio::spawn(super::renewal::run(Arc::clone(&shared), stopped.clone()));
         let session = tokio::spawn(session::run(
             node_id,
             membership.managers.clone(),
@@ -166,6 +176,7 @@ impl Worker {
             executor,
             stop,
             session,
+            renewal,
         });
         Ok(())
     }
@@ -178,6 +189,7 @@ impl Worker {
         };
         let _ = agent.stop.send(true);
         let _ = agent.session.await;
+        let _ = agent.renewal.await;
         agent.executor.stop_all().await;
         super::gossip_link::stop(&agent.shared).await;
         agent.shared.network.clear();
