@@ -162,19 +162,33 @@ impl Dispatcher for ControlApi {
             .unwrap_or_default();
         tokio::spawn(async move {
             let mut previous = None;
+            let mut previous_trust = None;
             let mut first = true;
             loop {
                 if !manager.sessions().is_current(&node_id, &session_id) {
                     break;
                 }
                 let set = manager.store().view(|t| assignments_for(t, &node_id));
-                if let Some(assignments) = set
+                // The node's role and the deny list: a change of either is news even when the
+                // assignments did not change (the node renews its certificate, its listener
+                // refuses removed nodes).
+                let (role, removed_nodes) = manager.store().view(|t| {
+                    (
+                        t.nodes.get(&node_id).map_or(0, |n| n.role),
+                        t.cluster
+                            .as_ref()
+                            .map(|c| c.removed_nodes.clone())
+                            .unwrap_or_default(),
+                    )
+                });
+                let trust_news = previous_trust.as_ref() != Some(&(role, removed_nodes.clone()));
+                let assignments = set
                     .since(previous.as_ref())
-                    .or_else(|| first.then(Default::default))
-                {
+                    .or_else(|| first.then(Default::default));
+                if assignments.is_some() || trust_news {
                     let message = SessionMessage {
                         session_id: session_id.clone(),
-                        assignments: Some(assignments),
+                        assignments,
                         managers: manager.manager_addrs(),
                         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
                         node_addr: node_addr.clone(),
@@ -193,20 +207,14 @@ impl Dispatcher for ControlApi {
                         data_path_port: manager
                             .store()
                             .view(|t| t.cluster.as_ref().map_or(4789, |c| c.data_path_port)),
-                        removed_nodes: manager.store().view(|t| {
-                            t.cluster
-                                .as_ref()
-                                .map(|c| c.removed_nodes.clone())
-                                .unwrap_or_default()
-                        }),
-                        role: manager
-                            .store()
-                            .view(|t| t.nodes.get(&node_id).map_or(0, |n| n.role)),
+                        removed_nodes: removed_nodes.clone(),
+                        role,
                     };
                     if tx.send(Ok(message)).await.is_err() {
                         break;
                     }
                     previous = Some(set);
+                    previous_trust = Some((role, removed_nodes));
                 }
                 first = false;
                 tokio::select! {
