@@ -336,7 +336,9 @@ impl NodeCa for ControlApi {
         request: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let manager = self.manager().await?;
+        // Read what the leader had committed: a follower that has not applied a promotion yet
+        // must not sign the old role.
+        let manager = self.consistent().await?;
         let csr = request.into_inner().csr;
         // The role is the cluster's (`node promote`/`demote`), the id the certificate's.
         let certificate = super::retry_stale(|| async {

@@ -1,6 +1,7 @@
 //! Certificate renewal: a new key and certificate at a random point between 50 % and 80 % of the
 //! current certificate's life (as Docker's nodes do), or at once when the cluster gave the node
-//! another role. Failures are logged and retried with backoff until the certificate expires.
+//! another role (until a certificate of that role arrives). Failures are logged and retried with
+//! backoff.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,7 +49,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if shared.config.trust.identity().is_none() {
             continue;
         }
+        let wanted = *shared.wanted_role.lock().unwrap_or_else(|e| e.into_inner());
         match renew(&shared).await {
+            Ok(id) if wanted.is_some_and(|role| role != id.role) => {
+                // A manager that had not seen the role change yet: ask again shortly.
+                failures += 1;
+                tracing::warn!(
+                    got = pki::role_ou(id.role),
+                    attempt = failures,
+                    "renewed certificate has the old role; retrying"
+                );
+            }
             Ok(id) => {
                 failures = 0;
                 tracing::info!(

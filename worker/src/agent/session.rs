@@ -142,6 +142,7 @@ async fn session(
                 .trust
                 .set_removed(m.removed_nodes.iter().cloned());
             // A role change (`node promote`/`demote`) takes effect with a new certificate.
+            *shared.wanted_role.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.role());
             let held = shared.config.trust.identity().map(|id| id.role);
             if held.is_some_and(|role| role != m.role()) {
                 shared.renew_now.notify_one();

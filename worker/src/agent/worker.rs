@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) managers: Mutex<Vec<String>>,
     /// Wakes the certificate renewal now (the cluster gave the node another role).
     pub(crate) renew_now: tokio::sync::Notify,
+    /// The role the cluster gives this node, as the last session message said.
+    pub(crate) wanted_role: Mutex<Option<mini_proto::v1::NodeRole>>,
 }
 
 impl Shared {
@@ -156,6 +158,7 @@ impl Worker {
             pids: Mutex::new(HashMap::new()),
             managers: Mutex::new(membership.managers.clone()),
             renew_now: tokio::sync::Notify::new(),
+            wanted_role: Mutex::new(None),
         });
         // Start-up reconcile: whatever an earlier run left is removed until
         // the manager says what this node runs.
