@@ -53,6 +53,68 @@ pub struct ManagerConfig {
     pub cluster_id: String,
     /// This node's TLS identity: how it dials the other managers and nodes.
     pub trust: Trust,
+    /// Told when the Raft loop dies.
+    pub fatal: Fatal,
+}
+
+/// Where a manager reports that its Raft loop died (a panic in raft-rs, a storage error). The
+/// daemon then exits, so that its service manager restarts it, instead of living on as a node
+/// whose log no longer moves (and whose last status still says Leader).
+#[derive(Debug, Clone)]
+pub struct Fatal(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Fatal {
+    fn default() -> Self {
+        Fatal(Arc::new(tokio::sync::watch::Sender::new(None)))
+    }
+}
+
+impl Fatal {
+    /// Records why the node cannot go on (the first reason is kept).
+    pub fn report(&self, reason: String) {
+        self.0.send_if_modified(|r| {
+            let first = r.is_none();
+            if first {
+                *r = Some(reason);
+            }
+            first
+        });
+    }
+
+    /// Resolves with the reason once one was reported.
+    pub async fn wait(&self) -> String {
+        let mut rx = self.0.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as `self`: never reached.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The reason, if one was reported.
+    pub fn reason(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Waits for the Raft loop to end and reports to `fatal` unless it ended because it was told to.
+async fn watch_raft(task: raft::RaftTask, fatal: Fatal) {
+    let reason = match task.await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("the raft node stopped: {e}"),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let text = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            format!("the raft node panicked: {text}")
+        }
+        Err(_) => return,
+    };
+    tracing::error!(%reason, "this manager cannot go on");
+    fatal.report(reason);
 }
 
 /// The settings `swarm init` was given, already validated.
@@ -136,7 +198,7 @@ impl Manager {
         };
         let raft_config = Self::raft_config(config);
         let transport = GrpcTransport::new(peers.clone(), raft_config.id, reports_tx);
-        let (raft, _task) = raft::start_with_transport(raft_config, machine, mode, transport)
+        let (raft, task) = raft::start_with_transport(raft_config, machine, mode, transport)
             .map_err(|e| {
                 ControlError::Internal(format!(
                     "cannot open the Raft log in {}: {e}",
@@ -144,6 +206,7 @@ impl Manager {
                 ))
             })?;
         let background = vec![
+            tokio::spawn(watch_raft(task, config.fatal.clone())),
             tokio::spawn(ha::forward_reports(reports, raft.clone())),
             peers.follow_store(store.clone()),
         ];
@@ -422,5 +485,65 @@ pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessio
             )
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Fatal, watch_raft};
+    use crate::raft::{self, RaftConfig, StartMode, StateMachine};
+
+    /// Panics on the entry `boom`, as raft-rs does on input it cannot handle.
+    struct Fragile;
+
+    impl StateMachine for Fragile {
+        type Outcome = ();
+
+        fn apply(&mut self, _: u64, data: &[u8]) {
+            assert!(data != b"boom", "boom at apply");
+        }
+
+        fn snapshot(&self) -> Vec<u8> {
+            Vec::new()
+        }
+
+        fn restore(&mut self, _: u64, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_raft_loop_is_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RaftConfig::new(dir.path(), 1);
+        let (raft, task) = raft::start(config, Fragile, StartMode::Bootstrap).unwrap();
+        let fatal = Fatal::default();
+        let watcher = tokio::spawn(watch_raft(task, fatal.clone()));
+        raft.propose(b"fine".to_vec()).await.unwrap();
+        assert_eq!(fatal.reason(), None);
+        raft.propose(b"boom".to_vec()).await.unwrap_err();
+        let reason = tokio::time::timeout(Duration::from_secs(10), fatal.wait())
+            .await
+            .expect("the panic was not reported");
+        assert!(
+            reason.contains("the raft node panicked") && reason.contains("boom at apply"),
+            "{reason}"
+        );
+        watcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_is_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RaftConfig::new(dir.path(), 1);
+        let (raft, task) = raft::start(config, Fragile, StartMode::Bootstrap).unwrap();
+        let fatal = Fatal::default();
+        let watcher = tokio::spawn(watch_raft(task, fatal.clone()));
+        raft.propose(b"fine".to_vec()).await.unwrap();
+        raft.shutdown().await;
+        watcher.await.unwrap();
+        assert_eq!(fatal.reason(), None);
     }
 }

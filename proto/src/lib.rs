@@ -16,6 +16,29 @@ mod task_state;
 pub mod tls;
 
 /// Generated messages and services of package `mini.v1`.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn object_ids_are_the_allocators_alphabet_only() {
+        assert!(super::is_object_id("zazcrztrp8noilfyignita3tf"));
+        assert!(super::is_object_id("t1"));
+        for bad in [
+            "",
+            "..",
+            "../../../h1/run/tasks/x",
+            "a/b",
+            "A1",
+            "a.b",
+            "a b",
+            "a\0b",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(!super::is_object_id(bad), "{bad:?}");
+        }
+    }
+}
+
 #[allow(
     missing_docs,
     clippy::large_enum_variant,
@@ -23,6 +46,21 @@ pub mod tls;
 )]
 pub mod v1 {
     tonic::include_proto!("mini.v1");
+}
+
+/// Largest message any `mini` gRPC server decodes (16 MiB). Anything larger is refused from its
+/// 5-byte length prefix, before it is read: a hostile 200 MiB message costs nothing. Raft messages
+/// that could be larger (snapshots) travel in chunks (`RaftTransport.SendChunked`).
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// Whether `id` can be an object id: what the managers' allocator makes (lowercase letters and
+/// digits, 1 to 64 of them). An id that passes is safe as a file name, so a node checks every id
+/// it turns into a path (task directories, logs, sandboxes) with this first.
+pub fn is_object_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 pub use endpoint::node_endpoint;

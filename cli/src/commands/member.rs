@@ -54,15 +54,17 @@ impl MemberHooks for NodeServices {
                 // Mutual TLS on every connection; who may call what is decided by one table
                 // (`mini_proto::tls::authz`) in front of every service.
                 let incoming = trust.incoming(listener);
+                // Every service refuses messages over MAX_MESSAGE from their length prefix;
+                // larger Raft messages (snapshots) come in chunks.
+                let limit = mini_proto::MAX_MESSAGE;
                 let served = tonic::transport::Server::builder()
                     .layer(AuthzLayer::new(trust))
                     .add_service(NodeCaServer::new(api.clone()))
                     .add_service(
-                        DispatcherServer::new(api.clone()).max_decoding_message_size(64 << 20),
+                        DispatcherServer::new(api.clone()).max_decoding_message_size(limit),
                     )
-                    // Raft between managers (snapshots can be large).
-                    .add_service(RaftTransportServer::new(api).max_decoding_message_size(256 << 20))
-                    .add_service(NodeAgentServer::new(worker))
+                    .add_service(RaftTransportServer::new(api).max_decoding_message_size(limit))
+                    .add_service(NodeAgentServer::new(worker).max_decoding_message_size(limit))
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = stopped.await;
                     })

@@ -6,6 +6,7 @@ pub mod info;
 pub mod member;
 pub mod network;
 pub mod node;
+pub mod private;
 pub mod service;
 pub mod service_update;
 pub mod swarm;

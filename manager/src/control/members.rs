@@ -236,9 +236,9 @@ impl ControlApi {
             ));
         };
         if membership.cluster_id != cluster_id || raft_id == 0 {
+            // No cluster id in the answer: a caller must not learn ours from it.
             return Err(ControlError::Precondition(format!(
-                "raft messages for id {raft_id} of cluster {cluster_id}: this node is a worker of cluster {}",
-                membership.cluster_id
+                "raft messages for id {raft_id} of another cluster: this node is a worker"
             )));
         }
         if raft_id <= membership.raft_id {

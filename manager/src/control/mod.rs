@@ -62,6 +62,8 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// The node's TLS identity (files under `state_dir/certificates`).
     pub trust: mini_proto::tls::Trust,
+    /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
+    pub fatal: crate::manager::Fatal,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -230,6 +232,7 @@ fn manager_config(
         advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
         cluster_id: membership.cluster_id.clone(),
         trust: config.trust.clone(),
+        fatal: config.fatal.clone(),
     }
 }
 

@@ -7,14 +7,15 @@
 //! that is why no one else may send them. The cluster id in the messages is checked too.
 
 use mini_proto::v1::{
-    ForwardedOutcome, ForwardedProposal, RaftAck, RaftMessages, ReadIndexRequest,
+    ForwardedOutcome, ForwardedProposal, RaftAck, RaftChunk, RaftMessages, ReadIndexRequest,
     ReadIndexResponse, raft_transport_server::RaftTransport,
 };
 use protobuf::Message as _;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::ControlApi;
 use crate::ha::NOT_LEADER;
+use crate::ha::chunks::{self, ChunkHeader};
 use crate::manager::Manager;
 use crate::raft::Role;
 
@@ -30,11 +31,64 @@ impl ControlApi {
             .ok_or_else(|| Status::failed_precondition("this node is not a manager (yet)"))?;
         let ours = manager.peers().cluster_id();
         if !ours.is_empty() && !cluster_id.is_empty() && ours != cluster_id {
+            // Neither id is named: the caller may not know ours, and must not learn it here.
             return Err(Status::permission_denied(
-                "the message names another cluster than this manager's",
+                "this manager belongs to another cluster",
             ));
         }
         Ok(manager)
+    }
+}
+
+impl ControlApi {
+    /// Steps a batch of encoded raft messages from `from_id`: all of them, or (if one is bad)
+    /// none.
+    async fn step_messages(
+        &self,
+        cluster_id: &str,
+        from_id: u64,
+        from_addr: &str,
+        messages: &[Vec<u8>],
+    ) -> Result<(), Status> {
+        if self.inner.manager.read().await.is_none() {
+            // A worker the leader is adding to the Raft group (`node promote`).
+            let to = messages
+                .first()
+                .and_then(|b| raft::eraftpb::Message::parse_from_bytes(b).ok())
+                .map_or(0, |m| m.to);
+            self.promoted(to, cluster_id).await?;
+        }
+        let manager = self.raft_peer(cluster_id).await?;
+        let raft = manager.proposer().raft();
+        // Every message is checked before any is stepped: a batch with one bad message changes
+        // nothing.
+        let own_id = raft.status().id;
+        let msgs = messages
+            .iter()
+            .map(|bytes| {
+                let msg = raft::eraftpb::Message::parse_from_bytes(bytes)
+                    .map_err(|e| format!("not a raft message: {e}"))?;
+                if msg.from != from_id {
+                    return Err(format!(
+                        "message from raft id {} in a batch from {from_id}",
+                        msg.from
+                    ));
+                }
+                crate::raft::guard::check_message(&msg, own_id)?;
+                Ok(msg)
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|reason| {
+                crate::raft::guard::note_refused_batch(from_id, &reason);
+                Status::invalid_argument(format!("bad raft message: {reason}"))
+            })?;
+        manager.peers().insert(from_id, from_addr);
+        for msg in msgs {
+            raft.step(msg)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -42,25 +96,43 @@ impl ControlApi {
 impl RaftTransport for ControlApi {
     async fn send(&self, request: Request<RaftMessages>) -> Result<Response<RaftAck>, Status> {
         let batch = request.into_inner();
-        if self.inner.manager.read().await.is_none() {
-            // A worker the leader is adding to the Raft group (`node promote`).
-            let to = batch
-                .messages
-                .first()
-                .and_then(|b| raft::eraftpb::Message::parse_from_bytes(b).ok())
-                .map_or(0, |m| m.to);
-            self.promoted(to, &batch.cluster_id).await?;
-        }
-        let manager = self.raft_peer(&batch.cluster_id).await?;
-        manager.peers().insert(batch.from_id, &batch.from_addr);
-        let raft = manager.proposer().raft();
-        for bytes in &batch.messages {
-            let msg = raft::eraftpb::Message::parse_from_bytes(bytes)
-                .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
-            raft.step(msg)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-        }
+        self.step_messages(
+            &batch.cluster_id,
+            batch.from_id,
+            &batch.from_addr,
+            &batch.messages,
+        )
+        .await?;
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn send_chunked(
+        &self,
+        request: Request<Streaming<RaftChunk>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        // A manager of another cluster is refused from the first chunk.
+        let ours = match self.inner.manager.read().await.as_ref() {
+            Some(m) => m.peers().cluster_id(),
+            None => String::new(),
+        };
+        let admit = |h: &ChunkHeader| {
+            if !ours.is_empty() && !h.cluster_id.is_empty() && ours != h.cluster_id {
+                Err(Status::permission_denied(
+                    "this manager belongs to another cluster",
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let (from, message) = chunks::reassemble(
+            request.into_inner(),
+            chunks::MAX_CHUNKED,
+            &chunks::RECEIVING,
+            admit,
+        )
+        .await?;
+        self.step_messages(&from.cluster_id, from.from_id, &from.from_addr, &[message])
+            .await?;
         Ok(Response::new(RaftAck {}))
     }
 

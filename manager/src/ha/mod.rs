@@ -27,6 +27,7 @@
 //! after one election timeout. Expected failover after a leader's death: 0.5–1.0 s to notice,
 //! plus one pre-vote and one vote round trip and an fsync (a few ms on a LAN).
 
+pub mod chunks;
 mod join;
 mod leadership;
 mod members;

@@ -60,4 +60,8 @@ impl StateMachine for RecordingMachine {
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
         self.inner.restore(index, data)
     }
+
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        self.inner.check_snapshot(data)
+    }
 }

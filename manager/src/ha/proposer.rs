@@ -175,7 +175,8 @@ impl HaProposer {
             cluster_id: self.peers.cluster_id(),
             batch: data.to_vec(),
         };
-        let mut client = RaftTransportClient::new(channel).max_encoding_message_size(64 << 20);
+        let mut client =
+            RaftTransportClient::new(channel).max_encoding_message_size(mini_proto::MAX_MESSAGE);
         let forwarded = tokio::select! {
             r = tokio::time::timeout_at(deadline, client.propose(request)) => r,
             () = self.leader_changed(leader, deadline) => {

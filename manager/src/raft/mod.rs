@@ -19,6 +19,7 @@
 
 mod config;
 mod error;
+pub(crate) mod guard;
 mod handle;
 mod logger;
 mod node;
@@ -61,6 +62,14 @@ pub trait StateMachine: Send + 'static {
 
     /// Replaces the whole state with a snapshot taken at `index`.
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+
+    /// Whether [`restore`](Self::restore) would accept `data`, without changing anything. The
+    /// loop asks before it steps a snapshot another node sent: a snapshot that cannot be
+    /// restored is refused instead of stopping the node.
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        let _ = data;
+        Ok(())
+    }
 }
 
 /// What the loop task returns when it ends: `Ok` after a shutdown, the error that stopped it

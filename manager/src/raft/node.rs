@@ -8,6 +8,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Snaps
 use raft::{RawNode, StateRole, Storage as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::guard::{Local, Refusals};
 use super::handle::{Command, ConfReply, ProposeReply, RaftStatus};
 use super::storage::SledStorage;
 use super::{ProposeError, RaftConfig, RaftError, StateMachine, Transport};
@@ -85,6 +86,8 @@ pub(crate) struct Node<S: StateMachine, T> {
     /// every election timeout (check_quorum) and sets them again on the next answer, so a
     /// snapshot of the flags alone shows healthy members as inactive right after a reset.
     heard: HashMap<u64, Instant>,
+    /// Messages from other nodes refused by the guard (logged at most once a second).
+    refused: Refusals,
 }
 
 impl<S: StateMachine, T: Transport> Node<S, T> {
@@ -112,6 +115,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             snapshot_index,
             status,
             heard: HashMap::new(),
+            refused: Refusals::default(),
         };
         node.publish(true);
         node
@@ -182,11 +186,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             Command::ConfChange { cc, reply } => self.propose(Waiter::Conf(reply), |raw, ctx| {
                 raw.propose_conf_change(ctx, cc)
             }),
-            Command::Step(msg) => {
-                if let Err(e) = self.raw.step(msg) {
-                    tracing::debug!(error = %e, "raft: dropped a received message");
-                }
-            }
+            Command::Step(msg) => self.step(msg),
             Command::Unreachable(id) => self.raw.report_unreachable(id),
             Command::SnapshotSent(id, delivered) => {
                 let status = if delivered {
@@ -209,6 +209,29 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             Command::Shutdown(done) => return Some(done),
         }
         None
+    }
+
+    /// Steps a message from another node, unless [`guard`](super::guard) refuses it (raft-rs
+    /// would panic on it, or no manager sends it) or it carries a snapshot the state machine
+    /// could not restore (the loop would stop on it).
+    fn step(&mut self, msg: raft::eraftpb::Message) {
+        let checked = super::guard::check_message(&msg, self.raw.raft.id)
+            .and_then(|()| super::guard::check_in_state(&msg, &Local::of(&self.raw.raft)))
+            .and_then(|()| match msg.snapshot.as_ref() {
+                Some(snap) => self
+                    .sm
+                    .check_snapshot(&snap.data)
+                    .map_err(|e| format!("snapshot data cannot be restored: {e}")),
+                None => Ok(()),
+            });
+        if let Err(reason) = checked {
+            self.refused
+                .note(msg.from, &format!("{:?}", msg.get_msg_type()), &reason);
+            return;
+        }
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(error = %e, "raft: dropped a received message");
+        }
     }
 
     /// Appends a proposal if this node leads; answers at once otherwise.

@@ -50,20 +50,29 @@ impl StateMachine for Recorder {
         out
     }
 
-    fn restore(&mut self, index: u64, mut data: &[u8]) -> Result<(), String> {
-        let mut applied = Vec::new();
-        while !data.is_empty() {
-            let (head, rest) = data.split_at_checked(12).ok_or("truncated snapshot")?;
-            let i = u64::from_be_bytes(head[..8].try_into().unwrap());
-            let len = u32::from_be_bytes(head[8..].try_into().unwrap()) as usize;
-            let (d, rest) = rest.split_at_checked(len).ok_or("truncated snapshot")?;
-            applied.push((i, d.to_vec()));
-            data = rest;
-        }
-        *self.0.applied.lock().unwrap() = applied;
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+        *self.0.applied.lock().unwrap() = parse_recorded(data)?;
         self.0.restores.lock().unwrap().push(index);
         Ok(())
     }
+
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        parse_recorded(data).map(drop)
+    }
+}
+
+/// Decodes a [`Recorder`] snapshot.
+fn parse_recorded(mut data: &[u8]) -> Result<Applied, String> {
+    let mut applied = Vec::new();
+    while !data.is_empty() {
+        let (head, rest) = data.split_at_checked(12).ok_or("truncated snapshot")?;
+        let i = u64::from_be_bytes(head[..8].try_into().unwrap());
+        let len = u32::from_be_bytes(head[8..].try_into().unwrap()) as usize;
+        let (d, rest) = rest.split_at_checked(len).ok_or("truncated snapshot")?;
+        applied.push((i, d.to_vec()));
+        data = rest;
+    }
+    Ok(applied)
 }
 
 fn config(dir: &std::path::Path) -> RaftConfig {
@@ -125,6 +134,49 @@ async fn propose_applies_and_answers_with_index_and_outcome() {
         h.propose(b"late".to_vec()).await,
         Err(ProposeError::Stopped)
     );
+}
+
+/// Messages raft-rs cannot survive, stepped into a running leader: refused, and the node goes
+/// on leading and applying.
+#[tokio::test]
+async fn hostile_messages_leave_the_loop_running() {
+    use raft::eraftpb::{MessageType, Snapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t, seen) = start_recorder(config(dir.path()), true);
+    h.propose(b"before".to_vec()).await.unwrap();
+    let term = h.status().term;
+
+    let mut heartbeat = Message::default();
+    heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+    heartbeat.from = 2;
+    heartbeat.to = 1;
+    heartbeat.term = 1000;
+    heartbeat.commit = 1_000_000_000;
+    h.step(heartbeat).await.unwrap();
+
+    // A snapshot raft-rs would take, whose data the state machine cannot restore: stepped, it
+    // would stop the loop.
+    let mut snapshot = Message::default();
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    snapshot.from = 2;
+    snapshot.to = 1;
+    snapshot.term = 1000;
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = 100;
+    snap.mut_metadata().term = 1000;
+    snap.mut_metadata()
+        .set_conf_state(ConfState::from((vec![1, 2], vec![])));
+    snap.data = b"xx".to_vec().into();
+    snapshot.set_snapshot(snap);
+    h.step(snapshot).await.unwrap();
+
+    let (index, _) = h.propose(b"after".to_vec()).await.unwrap();
+    let status = h.status();
+    assert!(status.running && status.role == Role::Leader, "{status:?}");
+    assert_eq!(status.term, term);
+    assert_eq!(seen.restores(), Vec::<u64>::new());
+    assert_eq!(seen.applied().last(), Some(&(index, b"after".to_vec())));
+    stop(h, t).await;
 }
 
 #[tokio::test]

@@ -31,4 +31,11 @@ impl StateMachine for StoreMachine {
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
         self.0.restore(index, data).map_err(|e| e.to_string())
     }
+
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        use prost::Message as _;
+        mini_proto::v1::StoreSnapshot::decode(data)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }

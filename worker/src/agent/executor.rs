@@ -59,6 +59,11 @@ impl Executor {
                 known.remove(id);
             }
             for t in assignments.tasks {
+                // Its id would become paths (task dir, logs, sandbox): only valid ids get in.
+                if !mini_proto::is_object_id(&t.id) {
+                    tracing::warn!(task_id = ?t.id, "ignoring an assigned task with an invalid id");
+                    continue;
+                }
                 known.insert(t.id.clone(), t);
             }
             let gone = before
@@ -172,7 +177,9 @@ impl Executor {
 
     /// Removes the directory of a task that ended and was deleted.
     fn remove_files(&self, id: &str) {
-        let dir = self.shared.task_dir(id);
+        let Some(dir) = self.shared.task_dir(id) else {
+            return;
+        };
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

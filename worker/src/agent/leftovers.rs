@@ -39,6 +39,16 @@ pub fn reap(tasks_dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
+        // Only task directories: a name that is not a task id, or a link, is not ours.
+        let is_task_dir = entry.file_type().is_ok_and(|t| t.is_dir())
+            && entry
+                .file_name()
+                .to_str()
+                .is_some_and(mini_proto::is_object_id);
+        if !is_task_dir {
+            tracing::warn!(path = %entry.path().display(), "not a task directory: left alone");
+            continue;
+        }
         let dir = entry.path();
         let pid: Option<i32> = std::fs::read_to_string(dir.join(PID_FILE))
             .ok()
@@ -51,5 +61,31 @@ pub fn reap(tasks_dir: &Path) {
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), %err, "cannot remove a task directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_task_directories_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let tasks = root.path().join("tasks");
+        let outside = root.path().join("precious");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("file"), "x").unwrap();
+        std::fs::create_dir_all(tasks.join("abc123")).unwrap();
+        std::fs::write(tasks.join("abc123/pid"), "not a pid").unwrap();
+        std::fs::create_dir_all(tasks.join("Not_A_Task")).unwrap();
+        std::fs::write(tasks.join("notadir"), "x").unwrap();
+        // A link named like a task leads out of the tasks directory.
+        std::os::unix::fs::symlink(&outside, tasks.join("def456")).unwrap();
+
+        super::reap(&tasks);
+
+        assert!(!tasks.join("abc123").exists());
+        assert!(tasks.join("Not_A_Task").is_dir());
+        assert!(tasks.join("notadir").is_file());
+        assert!(tasks.join("def456").is_symlink());
+        assert!(outside.join("file").is_file());
     }
 }

@@ -16,6 +16,13 @@ use crate::runtime::{LogFollower, read_logs};
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
 
+/// The refusal of an id that is not an object id (it would become a path).
+fn invalid_task_id(id: &str) -> Status {
+    Status::invalid_argument(format!(
+        "invalid task id {id:?}: task ids are lowercase letters and digits"
+    ))
+}
+
 #[tonic::async_trait]
 impl NodeAgent for Worker {
     type TaskLogsStream = LogStream;
@@ -29,9 +36,16 @@ impl NodeAgent for Worker {
             .await
             .ok_or_else(|| Status::unavailable("this node's agent is not running"))?;
         let req = request.into_inner();
+        let dirs = req
+            .task_ids
+            .into_iter()
+            .map(|id| match shared.task_dir(&id) {
+                Some(dir) => Ok((id, dir)),
+                None => Err(invalid_task_id(&id)),
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
         let (tx, rx) = mpsc::channel(256);
-        for task_id in req.task_ids {
-            let dir = shared.task_dir(&task_id);
+        for (task_id, dir) in dirs {
             let tx = tx.clone();
             let follow = req.follow;
             tokio::spawn(async move {
@@ -151,6 +165,9 @@ impl NodeAgent for Worker {
             .await
             .ok_or_else(|| Status::unavailable("this node's agent is not running"))?;
         let req = request.into_inner();
+        if !mini_proto::is_object_id(&req.task) {
+            return Err(invalid_task_id(&req.task));
+        }
         let pid = shared.pid(&req.task).ok_or_else(|| {
             Status::not_found(format!("task {} is not running on this node", req.task))
         })?;

@@ -65,6 +65,11 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         report(status(TaskState::Shutdown, "shutdown before start"));
         return;
     }
+    // The executor admits only valid ids; this is the last line before the id becomes paths.
+    let Some(dir) = shared.task_dir(&id) else {
+        report(status(TaskState::Rejected, "invalid task id"));
+        return;
+    };
     report(status(TaskState::Accepted, "accepted"));
     report(status(TaskState::Preparing, "preparing"));
     shared.network.add_sandbox(&task);
@@ -102,7 +107,7 @@ pub async fn run(task: Task, shared: Arc<Shared>, mut stop: watch::Receiver<bool
         env: container.env.clone(),
         resolv_conf,
         hosts: hosts_file(&task, &hostname),
-        dir: shared.task_dir(&id),
+        dir,
     };
     report(status(TaskState::Starting, "starting"));
     let mut running = match shared.runtime.start(&spec).await {

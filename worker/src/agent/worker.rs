@@ -67,9 +67,16 @@ pub(crate) struct Shared {
     pub(crate) wanted_role: Mutex<Option<mini_proto::v1::NodeRole>>,
 }
 
+/// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
+pub(crate) fn task_dir(run_dir: &std::path::Path, task_id: &str) -> Option<PathBuf> {
+    mini_proto::is_object_id(task_id).then(|| run_dir.join("tasks").join(task_id))
+}
+
 impl Shared {
-    pub(crate) fn task_dir(&self, task_id: &str) -> PathBuf {
-        self.config.run_dir.join("tasks").join(task_id)
+    /// The directory of task `task_id` (`RUN/tasks/<id>`), or `None` for an id that is not an
+    /// object id ([`mini_proto::is_object_id`]): an id never becomes a path unchecked.
+    pub(crate) fn task_dir(&self, task_id: &str) -> Option<PathBuf> {
+        task_dir(&self.config.run_dir, task_id)
     }
 
     pub(crate) fn set_pid(&self, task_id: &str, pid: u32) {
@@ -207,5 +214,22 @@ impl Worker {
             .await
             .as_ref()
             .map(|a| Arc::clone(&a.shared))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn only_object_ids_become_task_directories() {
+        let run = Path::new("/run/mini");
+        assert_eq!(
+            super::task_dir(run, "zazcrztrp8noilfyignita3tf"),
+            Some(run.join("tasks/zazcrztrp8noilfyignita3tf"))
+        );
+        for bad in ["../../../h1/run/tasks/x", "..", "a/b", "", "/etc", "A"] {
+            assert_eq!(super::task_dir(run, bad), None, "{bad:?}");
+        }
     }
 }

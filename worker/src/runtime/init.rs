@@ -120,6 +120,8 @@ fn parse(args: Vec<OsString>) -> Result<(Mode, Vec<OsString>), String> {
 /// Must be called first thing in `main`, before any thread is started (in
 /// particular before a tokio runtime is built): it forks.
 pub fn task_init_main(args: impl IntoIterator<Item = OsString>) -> ! {
+    // The daemon runs with umask 077 (its files are private); a task gets Docker's 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let code = match parse(args.into_iter().collect()) {
         Ok((mode, command)) => supervise(&mode, &command),
         Err(msg) => {

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -51,6 +51,11 @@ impl Runtime {
         ] {
             let path = spec.dir.join(name);
             tokio::fs::write(&path, contents)
+                .await
+                .map_err(dir_error(&path))?;
+            // Mounted on the task's /etc: readable by every user there, as under Docker,
+            // whatever the daemon's umask.
+            tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
                 .await
                 .map_err(dir_error(&path))?;
         }
