@@ -47,6 +47,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/mini.v1.RaftTransport/Send", Access::Manager),
     ("/mini.v1.RaftTransport/Propose", Access::Manager),
     ("/mini.v1.RaftTransport/ReadIndex", Access::Manager),
+    ("/mini.v1.RaftTransport/SendChunked", Access::Manager),
     ("/mini.v1.NodeAgent/TaskLogs", Access::Manager),
     ("/mini.v1.NodeAgent/Exec", Access::Manager),
     ("/mini.v1.NodeAgent/NetworkPeers", Access::Manager),
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn the_table_covers_every_method_of_the_listener() {
         let methods = served_methods();
-        assert!(methods.len() >= 13, "parsed {methods:?}");
+        assert!(methods.len() >= 14, "parsed {methods:?}");
         for m in &methods {
             assert!(access(m).is_some(), "{m} has no entry in the table");
         }
