@@ -14,6 +14,9 @@ use mini_proto::v1::{
 };
 use tokio::sync::{Mutex, MutexGuard};
 
+use mini_proto::tls::Trust;
+use mini_proto::tls::pki::{self, RootCa};
+
 use crate::allocator::allocate_network;
 use crate::control::ControlError;
 use crate::dispatcher::Sessions;
@@ -50,6 +53,8 @@ pub struct ManagerConfig {
     pub cluster_id: String,
     /// Time between two rotations of the gossip key (while this manager leads).
     pub gossip_key_rotation: Duration,
+    /// This node's TLS identity: how it dials the other managers and nodes.
+    pub trust: Trust,
     /// Told when the Raft loop dies.
     pub fatal: Fatal,
 }
@@ -129,6 +134,12 @@ pub struct InitParams {
     pub data_path_port: u32,
     /// UDP port of this node's gossip socket.
     pub gossip_port: u16,
+    /// The new cluster's id.
+    pub cluster_id: String,
+    /// The new cluster's root CA.
+    pub ca: RootCa,
+    /// This node's certificate (DER), signed by `ca`.
+    pub node_cert: Vec<u8>,
 }
 
 /// Writes batches through the Raft log: on the leader, or forwarded to it.
@@ -149,6 +160,7 @@ pub struct Manager {
     /// The other managers' addresses.
     peers: Peers,
     agent_port: u16,
+    trust: Trust,
     /// Background tasks (address book, transport reports), aborted on shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -175,7 +187,11 @@ impl Manager {
 
     fn start(config: &ManagerConfig, mode: StartMode) -> Result<Manager, ControlError> {
         let store = Store::new();
-        let peers = Peers::new(config.advertise_addr.clone(), config.cluster_id.clone());
+        let peers = Peers::new(
+            config.advertise_addr.clone(),
+            config.cluster_id.clone(),
+            config.trust.clone(),
+        );
         let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
         let outcomes = Outcomes::default();
         let machine = RecordingMachine {
@@ -214,6 +230,7 @@ impl Manager {
             sessions,
             peers,
             agent_port: config.agent_port,
+            trust: config.trust.clone(),
             background,
         })
     }
@@ -240,18 +257,22 @@ impl Manager {
     pub async fn init(config: ManagerConfig, params: InitParams) -> Result<Manager, ControlError> {
         let manager = Self::start(&config, StartMode::Bootstrap)?;
         let mut cluster = Cluster {
-            id: new_id(),
+            id: params.cluster_id,
             meta: None,
             default_addr_pool: params.default_addr_pool,
             default_subnet_size: params.default_subnet_size,
             data_path_port: params.data_path_port,
-            ca_digest: new_secret(32),
+            ca_digest: pki::digest_base36(&pki::ca_digest(&params.ca.cert_der)),
             worker_token_secret: new_secret(16),
             manager_token_secret: new_secret(16),
             next_vni: 4097,
             snapshot_interval: config.snapshot_interval,
             next_raft_id: ha::BOOTSTRAP_RAFT_ID + 1,
             gossip_keys: Some(crate::controllers::gossip_keys::new_key_ring(now_ms())),
+            ca_cert: params.ca.cert_der,
+            ca_key: params.ca.key_der,
+            node_cert_expiry_ms: 0,
+            removed_nodes: Vec::new(),
         };
         manager.peers.set_cluster_id(&cluster.id);
         let node = Node {
@@ -272,6 +293,7 @@ impl Manager {
             agent_addr: format!("{}:{}", params.advertise_addr, config.agent_port),
             gossip_addr: format!("{}:{}", params.advertise_addr, params.gossip_port),
             ingress: None,
+            certificate: params.node_cert,
         };
         let ingress_spec = NetworkSpec {
             name: "ingress".into(),
@@ -351,6 +373,11 @@ impl Manager {
         self.sessions.get()
     }
 
+    /// This node's TLS identity.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     /// Port of this node's listener.
     pub fn agent_port(&self) -> u16 {
         self.agent_port
@@ -422,13 +449,43 @@ async fn set_node_state<P: Proposer>(
     }
 }
 
+/// Why a node whose certificate expired shows as down (`node inspect`).
+pub const CERT_EXPIRED: &str =
+    "node certificate expired: the node cannot authenticate; run `mini swarm leave` and join again";
+
 /// Marks nodes down when their heartbeats stop (every half period). Leader only.
 pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessions: Arc<Sessions>) {
     let mut tick = tokio::time::interval(sessions.period() / 2);
     loop {
         tick.tick().await;
+        let expired_certs: Vec<String> = store.view(|t| {
+            let now = std::time::SystemTime::now();
+            t.nodes
+                .values()
+                .filter(|n| {
+                    !n.certificate.is_empty()
+                        && pki::identity_of(&n.certificate).is_ok_and(|id| id.expired_at(now))
+                        && n.status.as_ref().is_none_or(|s| {
+                            s.state() != NodeState::Down || s.message != CERT_EXPIRED
+                        })
+                })
+                .map(|n| n.id.clone())
+                .collect()
+        });
+        for node_id in expired_certs {
+            set_node_state(&store, &proposer, &node_id, NodeState::Down, CERT_EXPIRED).await;
+        }
         let expired = store.view(|t| sessions.expired(t));
         for node_id in expired {
+            let cert_expired = store.view(|t| {
+                t.nodes
+                    .get(&node_id)
+                    .and_then(|n| n.status.as_ref())
+                    .is_some_and(|s| s.message == CERT_EXPIRED)
+            });
+            if cert_expired {
+                continue;
+            }
             set_node_state(
                 &store,
                 &proposer,

@@ -7,11 +7,13 @@
 //! - `proto/control.proto`: the control API the CLI speaks to a daemon.
 //!
 //! Everything is generated into the single module [`v1`]; beside it, small
-//! helpers every crate needs: [`state_name`], [`task_name`], [`node_endpoint`].
+//! helpers every crate needs: [`state_name`], [`task_name`], [`node_endpoint`], and [`tls`]
+//! (the cluster CA, mutual TLS and authorization of the node listener).
 
 mod endpoint;
 mod task_name;
 mod task_state;
+pub mod tls;
 
 /// Generated messages and services of package `mini.v1`.
 #[cfg(test)]

@@ -134,12 +134,14 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         },
     )
     .context("cannot open the image store")?;
+    let trust = mini_proto::tls::Trust::new(&args.state_dir);
     let worker = Worker::new(WorkerConfig {
         run_dir: args.run_dir.clone(),
         state_dir: args.state_dir.clone(),
         self_exe: std::env::current_exe().context("cannot find the mini binary")?,
         stop_grace: Duration::from_secs(args.stop_grace_period),
-        node_key: Some(args.state_dir.join("certificates").join("swarm-node.key")),
+        node_key: Some(trust.key_path()),
+        trust: trust.clone(),
     })
     .with_images(images.clone());
     let fatal = Fatal::default();
@@ -151,9 +153,10 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(50)),
             gossip_port: args.gossip_port,
             gossip_key_rotation: args.gossip_key_rotation,
+            trust: trust.clone(),
             fatal: fatal.clone(),
         },
-        Arc::new(NodeServices::new(worker)),
+        Arc::new(NodeServices::new(worker, trust.clone())),
     )
     .await?;
     tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");
@@ -174,7 +177,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         .add_service(
             ImagesServer::new(ImagesService::new(
                 images,
-                Some(Arc::new(ClusterPeers(api.clone()))),
+                Some(Arc::new(ClusterPeers(api.clone(), trust.clone()))),
             ))
             .max_decoding_message_size(mini_proto::MAX_MESSAGE),
         )
@@ -235,7 +238,7 @@ async fn bind(
 
 /// The other nodes of the swarm, as this daemon's manager knows them
 /// (`image load --all-nodes`).
-struct ClusterPeers(ControlApi);
+struct ClusterPeers(ControlApi, mini_proto::tls::Trust);
 
 impl ImagePeers for ClusterPeers {
     fn peers(&self) -> futures::future::BoxFuture<'_, Result<PeerChannels, String>> {
@@ -257,9 +260,13 @@ impl ImagePeers for ClusterPeers {
                 } else {
                     node.hostname.clone()
                 };
-                let channel = mini_manager::control::members::dial(&node.agent_addr)
-                    .await
-                    .map_err(|e| e.to_string());
+                let channel = mini_manager::control::members::dial(
+                    &self.1,
+                    &node.agent_addr,
+                    mini_proto::tls::Peer::Node(node.id.clone()),
+                )
+                .await
+                .map_err(|e| e.to_string());
                 out.push((name, channel));
             }
             Ok(out)

@@ -6,27 +6,31 @@ use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use mini_manager::control::{ControlApi, MemberHooks};
+use mini_proto::tls::{AuthzLayer, Trust};
 use mini_proto::v1::Membership;
 use mini_proto::v1::dispatcher_server::DispatcherServer;
 use mini_proto::v1::node_agent_server::NodeAgentServer;
+use mini_proto::v1::node_ca_server::NodeCaServer;
 use mini_proto::v1::raft_transport_server::RaftTransportServer;
 use mini_worker::agent::Worker;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// The listener and worker of this node.
 pub struct NodeServices {
     worker: Worker,
+    trust: Trust,
     listener: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl NodeServices {
-    /// Services around `worker`; nothing runs until the node is in a cluster.
-    pub fn new(worker: Worker) -> Self {
+    /// Services around `worker`, with this node's TLS identity `trust`; nothing runs until the
+    /// node is in a cluster.
+    pub fn new(worker: Worker, trust: Trust) -> Self {
         NodeServices {
             worker,
+            trust,
             listener: Mutex::new(None),
         }
     }
@@ -45,17 +49,23 @@ impl MemberHooks for NodeServices {
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let (stop, stopped) = oneshot::channel::<()>();
             let worker = self.worker.clone();
+            let trust = self.trust.clone();
             let server = tokio::spawn(async move {
+                // Mutual TLS on every connection; who may call what is decided by one table
+                // (`mini_proto::tls::authz`) in front of every service.
+                let incoming = trust.incoming(listener);
                 // Every service refuses messages over MAX_MESSAGE from their length prefix;
                 // larger Raft messages (snapshots) come in chunks.
                 let limit = mini_proto::MAX_MESSAGE;
                 let served = tonic::transport::Server::builder()
+                    .layer(AuthzLayer::new(trust))
+                    .add_service(NodeCaServer::new(api.clone()))
                     .add_service(
                         DispatcherServer::new(api.clone()).max_decoding_message_size(limit),
                     )
                     .add_service(RaftTransportServer::new(api).max_decoding_message_size(limit))
                     .add_service(NodeAgentServer::new(worker).max_decoding_message_size(limit))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    .serve_with_incoming_shutdown(incoming, async {
                         let _ = stopped.await;
                     })
                     .await;

@@ -4,6 +4,9 @@ use std::net::Ipv4Addr;
 
 use mini_proto::v1::{InfoResponse, Membership, NodeRole, SwarmInitRequest, SwarmInitResponse};
 
+use mini_proto::tls::Credentials;
+use mini_proto::tls::pki;
+
 use super::members::local_dial_addr;
 use super::membership::{self, parse_listen_addr};
 use super::{ControlApi, ControlError, manager_config};
@@ -71,7 +74,36 @@ pub(super) async fn swarm_init(
     } else {
         request.hostname
     };
-    let bound = api.listen(listen).await?;
+    // The cluster's CA and this node's certificate, before the listener needs them. The key
+    // is made here and never leaves the node; the CA signs its request like anyone else's.
+    let cluster_id = crate::ids::new_id();
+    let ca = pki::new_root_ca().map_err(|e| ControlError::Internal(e.to_string()))?;
+    let (key_der, csr) =
+        pki::new_node_key(&api.inner.node_id).map_err(|e| ControlError::Internal(e.to_string()))?;
+    let node_cert = pki::sign_node_csr(
+        &ca,
+        &csr,
+        &api.inner.node_id,
+        NodeRole::Manager,
+        &cluster_id,
+        pki::DEFAULT_CERT_EXPIRY,
+    )
+    .map_err(|e| ControlError::Internal(e.to_string()))?;
+    let trust = api.inner.config.trust.clone();
+    trust
+        .install(Credentials {
+            ca_der: ca.cert_der.clone(),
+            cert_der: node_cert.clone(),
+            key_der,
+        })
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
+    let bound = match api.listen(listen).await {
+        Ok(bound) => bound,
+        Err(err) => {
+            trust.clear();
+            return Err(err);
+        }
+    };
     let provisional = Membership {
         advertise_addr: advertise_addr.to_string(),
         raft_id: crate::ha::BOOTSTRAP_RAFT_ID,
@@ -93,6 +125,9 @@ pub(super) async fn swarm_init(
                 default_subnet_size: subnet_size,
                 data_path_port,
                 gossip_port: api.inner.config.gossip_port,
+                cluster_id,
+                ca,
+                node_cert,
             },
         )
         .await?;
@@ -119,6 +154,7 @@ pub(super) async fn swarm_init(
         Ok(done) => done,
         Err(err) => {
             api.inner.hooks.stop().await;
+            trust.clear();
             return Err(err);
         }
     };
@@ -129,9 +165,10 @@ pub(super) async fn swarm_init(
     })
 }
 
-/// The cluster as clients see it: the gossip keys' ids and ages, never their bytes (they reach
-/// nodes only over their sessions).
+/// The cluster as clients see it: without the root CA's private key, and with the gossip keys'
+/// ids and ages, never their bytes (they reach nodes only over their sessions).
 pub(super) fn without_secret_keys(mut cluster: mini_proto::v1::Cluster) -> mini_proto::v1::Cluster {
+    cluster.ca_key.clear();
     if let Some(ring) = cluster.gossip_keys.as_mut() {
         for key in &mut ring.keys {
             key.key.clear();

@@ -13,9 +13,17 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use mini_proto::tls::Caller;
+use mini_proto::v1::{
+    Cluster, GetRootCaCertificateRequest, GetRootCaCertificateResponse,
+    IssueNodeCertificateRequest, IssueNodeCertificateResponse, node_ca_server::NodeCa,
+};
+
 use super::{ControlApi, ControlError};
+use crate::dispatcher::ca::issue_certificate;
 use crate::dispatcher::{apply_status_updates, assignments_for, gossip_view, token};
 use crate::ids::now_ms;
+use crate::manager::Manager;
 use crate::store::{ObjectKind, Proposer};
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
@@ -31,6 +39,7 @@ impl Dispatcher for ControlApi {
             .ok_or_else(|| Status::unavailable("no cluster"))?;
         let role = token::verify(&cluster, &req.token)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
+        check_joiner(&manager, &cluster, &req)?;
         if role == NodeRole::Manager {
             return Ok(Response::new(
                 crate::ha::admit_manager(&manager, req).await?,
@@ -56,6 +65,7 @@ impl Dispatcher for ControlApi {
         if hostname_taken {
             tracing::warn!(hostname = %req.hostname, "a second live node joins with the same hostname");
         }
+        let certificate = issue_certificate(&cluster, &req.csr, &req.node_id, NodeRole::Worker)?;
         let agent_port = manager.agent_port();
         let node = Node {
             id: req.node_id.clone(),
@@ -88,6 +98,7 @@ impl Dispatcher for ControlApi {
                 }
             ),
             ingress: existing.as_ref().and_then(|n| n.ingress.clone()),
+            certificate: certificate.clone(),
         };
         let batch = StoreBatch {
             actions: vec![StoreAction {
@@ -108,6 +119,8 @@ impl Dispatcher for ControlApi {
             data_path_port: cluster.data_path_port,
             heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
             raft_id: 0,
+            certificate,
+            root_ca: cluster.ca_cert,
         }))
     }
 
@@ -127,7 +140,9 @@ impl Dispatcher for ControlApi {
                     .unwrap_or_else(|| "(unknown: election running)".into())
             )));
         }
-        let node_id = request.into_inner().node_id;
+        let caller = Caller::of(&request)?;
+        caller.acting_as(&request.get_ref().node_id)?;
+        let node_id = caller.node_id;
         let node = manager
             .store()
             .view(|t| t.nodes.get(&node_id).cloned())
@@ -148,6 +163,8 @@ impl Dispatcher for ControlApi {
         tokio::spawn(async move {
             let mut previous = None;
             let mut previous_gossip = None;
+            let mut previous_trust = None;
+            let mut first = true;
             loop {
                 if !manager.sessions().is_current(&node_id, &session_id) {
                     break;
@@ -155,13 +172,29 @@ impl Dispatcher for ControlApi {
                 let (set, gossip) = manager
                     .store()
                     .view(|t| (assignments_for(t, &node_id), gossip_view(t, &node_id)));
-                let changed = set.since(previous.as_ref());
+                // The node's role and the deny list: a change of either is news even when the
+                // assignments did not change (the node renews its certificate, its listener
+                // refuses removed nodes).
+                let (role, removed_nodes) = manager.store().view(|t| {
+                    (
+                        t.nodes.get(&node_id).map_or(0, |n| n.role),
+                        t.cluster
+                            .as_ref()
+                            .map(|c| c.removed_nodes.clone())
+                            .unwrap_or_default(),
+                    )
+                });
+                let trust_news = previous_trust.as_ref() != Some(&(role, removed_nodes.clone()));
+                let assignments = set
+                    .since(previous.as_ref())
+                    .or_else(|| first.then(Default::default));
                 // A message also goes out when only the gossip view changed (a rotated key,
-                // a node that joined or left), without assignments.
-                if changed.is_some() || previous_gossip.as_ref() != Some(&gossip) {
+                // a node that joined or left, a renewed certificate), without assignments.
+                if assignments.is_some() || trust_news || previous_gossip.as_ref() != Some(&gossip)
+                {
                     let message = SessionMessage {
                         session_id: session_id.clone(),
-                        assignments: changed,
+                        assignments,
                         managers: manager.manager_addrs(),
                         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
                         node_addr: node_addr.clone(),
@@ -171,15 +204,18 @@ impl Dispatcher for ControlApi {
                             .view(|t| t.cluster.as_ref().map_or(4789, |c| c.data_path_port)),
                         gossip_keys: gossip.keys.clone(),
                         gossip_members: gossip.members.clone(),
-                        // Node certificates (which bind endpoint records to their owners)
-                        // come with the cluster CA; until then records are not bound.
-                        gossip_certificates: Vec::new(),
+                        // The members' certificates bind endpoint records to their owners.
+                        gossip_certificates: gossip.certificates.clone(),
+                        removed_nodes: removed_nodes.clone(),
+                        role,
                     };
                     if tx.send(Ok(message)).await.is_err() {
                         break;
                     }
                     previous = Some(set);
                     previous_gossip = Some(gossip);
+                    previous_trust = Some((role, removed_nodes));
+                    first = false;
                 }
                 tokio::select! {
                     _ = tx.closed() => break,
@@ -203,9 +239,14 @@ impl Dispatcher for ControlApi {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.acting_as(&request.get_ref().node_id)?;
         let manager = self.manager().await?;
         let req = request.into_inner();
-        if !manager.sessions().heartbeat(&req.node_id, &req.session_id) {
+        if !manager
+            .sessions()
+            .heartbeat(&caller.node_id, &req.session_id)
+        {
             return Err(Status::not_found("unknown session: open a new one"));
         }
         Ok(Response::new(HeartbeatResponse {
@@ -217,12 +258,14 @@ impl Dispatcher for ControlApi {
         &self,
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.acting_as(&request.get_ref().node_id)?;
         let manager = self.manager().await?;
         let req = request.into_inner();
         apply_status_updates(
             manager.store(),
             manager.proposer(),
-            &req.node_id,
+            &caller.node_id,
             &req.updates,
         )
         .await
@@ -234,11 +277,99 @@ impl Dispatcher for ControlApi {
         &self,
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.acting_as(&request.get_ref().node_id)?;
+        let node_id = caller.node_id;
         let manager = self.manager().await?;
-        let node_id = request.into_inner().node_id;
         manager
             .mark_node(&node_id, NodeState::Down, crate::dispatcher::LEFT_MESSAGE)
             .await;
         Ok(Response::new(LeaveResponse {}))
+    }
+}
+
+/// Refuses a joiner whose node id was removed from the cluster or belongs to a node that is up:
+/// a token admits a new node, it never hands out another node's identity.
+fn check_joiner(manager: &Manager, cluster: &Cluster, req: &JoinRequest) -> Result<(), Status> {
+    if req.csr.is_empty() {
+        return Err(Status::invalid_argument(
+            "join needs a certificate signing request: this client is too old for this swarm",
+        ));
+    }
+    if cluster.removed_nodes.contains(&req.node_id) {
+        return Err(Status::permission_denied(
+            "this node was removed from the swarm: run `mini swarm leave` on it, then join again",
+        ));
+    }
+    let up = manager.store().view(|t| {
+        t.nodes.get(&req.node_id).is_some_and(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.state() != NodeState::Down)
+        })
+    });
+    if up {
+        return Err(Status::already_exists(
+            "a node with this id is already part of the swarm and up",
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl NodeCa for ControlApi {
+    async fn get_root_ca_certificate(
+        &self,
+        _: Request<GetRootCaCertificateRequest>,
+    ) -> Result<Response<GetRootCaCertificateResponse>, Status> {
+        let manager = self.manager().await?;
+        let certificate = manager
+            .store()
+            .view(|t| t.cluster.as_ref().map(|c| c.ca_cert.clone()))
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Status::unavailable("no root CA yet"))?;
+        Ok(Response::new(GetRootCaCertificateResponse { certificate }))
+    }
+
+    async fn issue_node_certificate(
+        &self,
+        request: Request<IssueNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        // Read what the leader had committed: a follower that has not applied a promotion yet
+        // must not sign the old role.
+        let manager = self.consistent().await?;
+        let csr = request.into_inner().csr;
+        // The role is the cluster's (`node promote`/`demote`), the id the certificate's.
+        let certificate = super::retry_stale(|| async {
+            let _writer = manager.write_lock().await;
+            let (cluster, node) = manager
+                .store()
+                .view(|t| (t.cluster.clone(), t.nodes.get(&caller.node_id).cloned()));
+            let cluster =
+                cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+            let node = node.ok_or_else(|| {
+                ControlError::Precondition("this node is not part of the swarm".into())
+            })?;
+            let certificate = issue_certificate(&cluster, &csr, &node.id, node.role())?;
+            let batch = StoreBatch {
+                actions: vec![StoreAction {
+                    action: Some(Action::PutNode(Node {
+                        certificate: certificate.clone(),
+                        ..node
+                    })),
+                    create: false,
+                }],
+                proposed_at_ms: now_ms(),
+            };
+            manager.proposer().propose(batch).await?;
+            Ok((certificate, cluster.ca_cert))
+        })
+        .await?;
+        tracing::info!(node_id = %caller.node_id, "node certificate issued");
+        Ok(Response::new(IssueNodeCertificateResponse {
+            certificate: certificate.0,
+            root_ca: certificate.1,
+        }))
     }
 }

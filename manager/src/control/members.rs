@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mini_proto::tls::{self, Credentials, Peer, PinError, Trust, pki};
 use mini_proto::v1::{
     JoinRequest, JoinTokenRequest, JoinTokenResponse, Membership, Node, NodeAvailability, NodeRole,
     NodeState, RemoveNodeRequest, RemoveResponse, StoreAction, StoreBatch, SwarmJoinRequest,
@@ -21,15 +22,14 @@ use crate::store::Proposer;
 /// How long dialing another node may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A gRPC channel to another node's listener (`host:port`).
-pub async fn dial(addr: &str) -> Result<Channel, ControlError> {
+/// A mutual-TLS gRPC channel to another node's listener (`host:port`), expecting `peer` there.
+pub async fn dial(trust: &Trust, addr: &str, peer: Peer) -> Result<Channel, ControlError> {
     let endpoint = mini_proto::node_endpoint(addr, DIAL_TIMEOUT).map_err(|_| {
         ControlError::Invalid(format!("invalid address {addr:?}: expected HOST:PORT"))
     })?;
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| ControlError::Unreachable(format!("cannot reach {addr}: {e}")))
+    trust.connect(endpoint, peer).await.map_err(|e| {
+        ControlError::Unreachable(format!("cannot reach {addr}: {}", tls::error_chain(&e)))
+    })
 }
 
 /// The address the node's own agent dials to reach its own listener.
@@ -104,26 +104,58 @@ pub(super) async fn swarm_join(
     } else {
         format!("{}:2377", request.remote_addr)
     };
+    let (digest, _) =
+        token::parse(&request.token).map_err(|e| ControlError::Invalid(e.to_string()))?;
     let _member = api.inner.member_lock.lock().await;
     if api.inner.membership.read().await.is_some() {
         return Err(ControlError::Precondition(
             "this node is already part of a swarm; run `mini swarm leave` first".into(),
         ));
     }
-    let bound = api.listen(listen).await?;
+    let trust = api.inner.config.trust.clone();
+    let node_id = api.inner.node_id.clone();
     let joined = async {
-        let mut client = DispatcherClient::new(dial(&remote).await?);
-        let response = client
+        // The manager's CA, checked against the token's digest, before anything secret is sent.
+        let (ca_der, channel) = tls::pinned_manager_channel(&remote, &digest, DIAL_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                PinError::Mismatch => ControlError::Refused(tls::CA_MISMATCH.into()),
+                other => ControlError::Unreachable(other.to_string()),
+            })?;
+        // The key stays here; only the request for a certificate leaves.
+        let (key_der, csr) =
+            pki::new_node_key(&node_id).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let response = DispatcherClient::new(channel)
             .join(JoinRequest {
                 token: request.token.clone(),
-                node_id: api.inner.node_id.clone(),
+                node_id: node_id.clone(),
                 hostname: api.inner.config.hostname.clone(),
                 advertise_addr: advertise.to_string(),
                 gossip_port: u32::from(api.inner.config.gossip_port),
+                csr,
             })
             .await
             .map_err(|s| ControlError::Refused(s.message().to_string()))?
             .into_inner();
+        let issued = pki::identity_of(&response.certificate)
+            .ok()
+            .filter(|id| id.node_id == node_id && id.cluster_id == response.cluster_id)
+            .filter(|_| pki::issued_by(&response.certificate, &ca_der));
+        if issued.is_none() {
+            return Err(ControlError::Refused(
+                "the manager answered the join with a certificate that is not this node's or not \
+                 signed by the pinned CA"
+                    .into(),
+            ));
+        }
+        trust
+            .install(Credentials {
+                ca_der,
+                cert_der: response.certificate.clone(),
+                key_der,
+            })
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let bound = api.listen(listen).await?;
         let membership = Membership {
             cluster_id: response.cluster_id.clone(),
             role: response.role,
@@ -156,6 +188,7 @@ pub(super) async fn swarm_join(
             manager.shutdown().await;
         }
         api.inner.hooks.stop().await;
+        trust.clear();
         let _ = membership::remove(&api.inner.config.state_dir);
     }
     joined
@@ -274,7 +307,7 @@ pub(super) async fn swarm_leave(
     if membership.role() == NodeRole::Worker {
         // Tell a manager, so the node shows as down at once; best effort.
         for addr in &membership.managers {
-            if let Ok(channel) = dial(addr).await {
+            if let Ok(channel) = dial(&api.inner.config.trust, addr, Peer::Manager).await {
                 let mut client = DispatcherClient::new(channel);
                 let request = mini_proto::v1::LeaveRequest {
                     node_id: api.inner.node_id.clone(),
@@ -291,6 +324,7 @@ pub(super) async fn swarm_leave(
         super::demotion::remove_raft_state(&api.inner.config.state_dir)?;
     }
     membership::remove(&api.inner.config.state_dir)?;
+    api.inner.config.trust.clear();
     *api.inner.membership.write().await = None;
     Ok(())
 }
@@ -521,11 +555,26 @@ pub(super) async fn remove_node(
             node.hostname
         )));
     }
+    // The node's certificate is refused from now on, on every listener (the deny list travels
+    // with the cluster object to the managers and in sessions to the workers).
+    let mut cluster = manager
+        .store()
+        .view(|t| t.cluster.clone())
+        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+    if !cluster.removed_nodes.contains(&node.id) {
+        cluster.removed_nodes.push(node.id.clone());
+    }
     let batch = StoreBatch {
-        actions: vec![StoreAction {
-            action: Some(Action::RemoveNode(node.id.clone())),
-            create: false,
-        }],
+        actions: vec![
+            StoreAction {
+                action: Some(Action::PutCluster(cluster)),
+                create: false,
+            },
+            StoreAction {
+                action: Some(Action::RemoveNode(node.id.clone())),
+                create: false,
+            },
+        ],
         proposed_at_ms: now_ms(),
     };
     manager.proposer().propose(batch).await?;

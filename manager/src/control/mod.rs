@@ -62,6 +62,8 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// Time between two rotations of the gossip key (while this node leads).
     pub gossip_key_rotation: std::time::Duration,
+    /// The node's TLS identity (files under `state_dir/certificates`).
+    pub trust: mini_proto::tls::Trust,
     /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
     pub fatal: crate::manager::Fatal,
 }
@@ -106,6 +108,17 @@ impl ControlApi {
         let Some(membership) = membership else {
             return Ok(api);
         };
+        let has_certificate = api.inner.config.trust.load().map_err(|e| {
+            ControlError::Internal(format!("cannot load this node's certificate: {e}"))
+        })?;
+        if !has_certificate {
+            return Err(ControlError::Internal(format!(
+                "this node is a member of a swarm but has no certificate in {} (made by a \
+                 version without TLS?): remove {} and join the swarm again",
+                api.inner.config.trust.dir().display(),
+                api.inner.config.state_dir.join("membership.pb").display()
+            )));
+        }
         // Back in the cluster this node was in: listener first (the manager's
         // own agent dials it), then the manager, then the agent.
         let listen = membership::parse_listen_addr("listen address", &membership.listen_addr)?;
@@ -221,6 +234,7 @@ fn manager_config(
         advertise_addr: format!("{}:{agent_port}", membership.advertise_addr),
         cluster_id: membership.cluster_id.clone(),
         gossip_key_rotation: config.gossip_key_rotation,
+        trust: config.trust.clone(),
         fatal: config.fatal.clone(),
     }
 }

@@ -1,9 +1,10 @@
 //! The `RaftTransport` gRPC service a manager serves on its listener: Raft messages from the
 //! other managers, writes forwarded by followers, and the commit index for followers' reads.
 //!
-//! Only members of the same cluster are served (the cluster id must match). Raft messages are
-//! parsed with rust-protobuf 2, which has an open advisory on deeply nested hostile input: the
-//! listener must only be reachable by the cluster's nodes (mutual TLS is still to come).
+//! Only managers of the same cluster reach these calls: the listener's authorization
+//! (`mini_proto::tls::authz`) requires a manager certificate of this cluster's CA. Raft messages
+//! are parsed with rust-protobuf 2, which has an open advisory on deeply nested hostile input:
+//! that is why no one else may send them. The cluster id in the messages is checked too.
 
 use mini_proto::v1::{
     ForwardedOutcome, ForwardedProposal, RaftAck, RaftChunk, RaftMessages, ReadIndexRequest,

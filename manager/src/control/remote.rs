@@ -14,6 +14,7 @@ use super::ControlError;
 use super::members::dial;
 use crate::manager::Manager;
 use crate::store::{LookupError, ObjectKind, Tables};
+use mini_proto::tls::Peer;
 
 /// A stream of log lines.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
@@ -79,9 +80,10 @@ pub(super) async fn exec(
             .get(&task.node_id)
             .map(|n| n.agent_addr.clone())
             .unwrap_or_default();
-        Ok((task.id.clone(), addr))
+        Ok((task.id.clone(), (addr, task.node_id.clone())))
     })?;
-    let mut client = NodeAgentClient::new(dial(&addr).await?);
+    let (addr, node_id) = addr;
+    let mut client = NodeAgentClient::new(dial(manager.trust(), &addr, Peer::Node(node_id)).await?);
     let forwarded = ExecRequest {
         task: task_id,
         ..request
@@ -100,7 +102,8 @@ pub(super) async fn service_logs(
 ) -> Result<LogStream, ControlError> {
     let by_node = manager.store().view(|t| {
         let service = t.service(&request.service)?;
-        let mut by_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut by_node: std::collections::BTreeMap<(String, String), Vec<String>> =
+            Default::default();
         for task in t
             .tasks_of_service(&service.id)
             .filter(|t| !t.node_id.is_empty())
@@ -110,13 +113,16 @@ pub(super) async fn service_logs(
                 .get(&task.node_id)
                 .map(|n| n.agent_addr.clone())
                 .unwrap_or_default();
-            by_node.entry(addr).or_default().push(task.id.clone());
+            by_node
+                .entry((addr, task.node_id.clone()))
+                .or_default()
+                .push(task.id.clone());
         }
         Ok::<_, ControlError>(by_node)
     })?;
     let mut streams: Vec<LogStream> = Vec::new();
-    for (addr, task_ids) in by_node {
-        let channel = match dial(&addr).await {
+    for ((addr, node_id), task_ids) in by_node {
+        let channel = match dial(manager.trust(), &addr, Peer::Node(node_id)).await {
             Ok(c) => c,
             Err(err) if request.follow => return Err(err),
             Err(err) => {
@@ -168,7 +174,13 @@ pub(super) async fn network_peers(
         let network_id = network_id.clone();
         async move {
             let view = async {
-                let mut client = NodeAgentClient::new(dial(&node.agent_addr).await?);
+                let channel = dial(
+                    manager.trust(),
+                    &node.agent_addr,
+                    Peer::Node(node.id.clone()),
+                )
+                .await?;
+                let mut client = NodeAgentClient::new(channel);
                 let response = client
                     .network_peers(NetworkPeersRequest { network_id })
                     .await

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mini_proto::v1::{
-    Assignments, GossipKeyRing, Network, NetworkAttachment, NodeState, Task, TaskState,
+    Assignments, GossipKeyRing, GossipNodeCertificate, Network, NetworkAttachment, NodeState, Task,
+    TaskState,
 };
 
 use crate::store::Tables;
@@ -81,6 +82,9 @@ pub struct GossipView {
     /// swarm): the only sources a node accepts gossip and VXLAN datagrams from. A removed node
     /// is no longer in the store, so it is no longer a member.
     pub members: Vec<String>,
+    /// Every member's certificate (DER, from its node record): endpoint records are accepted
+    /// only when signed by the key of the node they name as owner.
+    pub certificates: Vec<GossipNodeCertificate>,
 }
 
 /// The gossip view handed to `node_id`.
@@ -111,6 +115,15 @@ pub fn gossip_view(tables: &Tables, node_id: &str) -> GossipView {
         peers,
         keys: tables.cluster.as_ref().and_then(|c| c.gossip_keys.clone()),
         members: members.into_iter().collect(),
+        certificates: tables
+            .nodes
+            .values()
+            .filter(|n| !n.certificate.is_empty())
+            .map(|n| GossipNodeCertificate {
+                node_id: n.id.clone(),
+                certificate: n.certificate.clone(),
+            })
+            .collect(),
     }
 }
 

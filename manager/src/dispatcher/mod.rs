@@ -8,11 +8,13 @@
 //!
 //! # Layout
 //! - `token`: join tokens (`SWMTKN-1-<ca digest>-<secret>`).
+//! - `ca`: signing node certificates with the cluster's root CA.
 //! - `sessions`: live sessions and heartbeats, the node monitor.
 //! - `assignments`: what a node must run, and the increments between two sets.
 //! - `status`: applying task status reports (forward moves only).
 
 mod assignments;
+pub mod ca;
 mod sessions;
 mod status;
 pub mod token;

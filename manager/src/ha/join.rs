@@ -57,6 +57,12 @@ pub async fn admit_manager(
         .view(|t| (t.cluster.clone(), t.nodes.get(&req.node_id).cloned()));
     let cluster = cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
     let (raft_id, next_cluster) = manager.store().view(|t| allocate_raft_id(&cluster, t));
+    let certificate = crate::dispatcher::ca::issue_certificate(
+        &cluster,
+        &req.csr,
+        &req.node_id,
+        NodeRole::Manager,
+    )?;
     let agent_port = manager.agent_port();
     let node = Node {
         id: req.node_id.clone(),
@@ -87,6 +93,7 @@ pub async fn admit_manager(
             }
         ),
         ingress: None,
+        certificate: certificate.clone(),
     };
     manager.peers().insert(raft_id, &node.agent_addr);
     let batch = StoreBatch {
@@ -111,5 +118,7 @@ pub async fn admit_manager(
         data_path_port: cluster.data_path_port,
         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
         raft_id,
+        certificate,
+        root_ca: cluster.ca_cert,
     })
 }

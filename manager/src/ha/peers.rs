@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mini_proto::tls::{Peer, Trust};
 use mini_proto::v1::NodeRole;
 use tonic::transport::Channel;
 
@@ -11,9 +12,11 @@ use crate::store::{ObjectKind, Store};
 
 /// The address book of the Raft group: Raft id → listener address (`host:port`), a cached
 /// gRPC channel per address, and when each peer last took a message. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Peers {
     inner: Arc<RwLock<Inner>>,
+    /// This node's TLS identity, which every channel presents.
+    trust: Trust,
 }
 
 #[derive(Default)]
@@ -31,9 +34,12 @@ struct Inner {
 }
 
 impl Peers {
-    /// An empty book for a manager whose listener is `own_addr`.
-    pub fn new(own_addr: String, cluster_id: String) -> Self {
-        let peers = Peers::default();
+    /// An empty book for a manager whose listener is `own_addr`, dialing with `trust`.
+    pub fn new(own_addr: String, cluster_id: String, trust: Trust) -> Self {
+        let peers = Peers {
+            inner: Arc::default(),
+            trust,
+        };
         {
             let mut inner = peers.write();
             inner.own_addr = own_addr;
@@ -91,7 +97,7 @@ impl Peers {
             .ok()?
             .http2_keep_alive_interval(Duration::from_millis(500))
             .keep_alive_timeout(Duration::from_secs(1));
-        let channel = endpoint.connect_lazy();
+        let channel = self.trust.connect_lazy(endpoint, Peer::Manager);
         self.write()
             .channels
             .insert(addr.to_string(), channel.clone());
@@ -121,7 +127,8 @@ impl Peers {
             .is_some_and(|t| t.elapsed() <= within)
     }
 
-    /// Fills the book from the store's manager nodes now and after every change of a node.
+    /// Fills the book from the store's manager nodes now and after every change of a node, and
+    /// keeps the listener's deny list in step with the cluster's removed nodes.
     pub fn follow_store(&self, store: Store) -> tokio::task::JoinHandle<()> {
         let peers = self.clone();
         let mut events = store.watch();
@@ -132,6 +139,9 @@ impl Peers {
                         && peers.cluster_id().is_empty()
                     {
                         peers.set_cluster_id(&c.id);
+                    }
+                    if let Some(c) = &t.cluster {
+                        peers.trust.set_removed(c.removed_nodes.iter().cloned());
                     }
                     for n in t.nodes.values() {
                         if n.role() == NodeRole::Manager && n.raft_id != 0 {

@@ -14,6 +14,8 @@
 //! - [`images`]: where image tasks get their images ([`images::ImageSource`]).
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
 //! - `node_agent`: the gRPC service managers call for logs and exec.
+//! - `renewal`: renews the node's certificate in the second half of its life, or at once when
+//!   the cluster changed the node's role.
 
 mod dns_link;
 mod executor;
@@ -22,6 +24,7 @@ pub mod images;
 mod leftovers;
 mod network;
 mod node_agent;
+mod renewal;
 mod reporter;
 mod session;
 mod task;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mini_netdriver::Kernel;
+use mini_proto::tls::{Peer, Trust, error_chain};
 use mini_proto::v1::{
     HeartbeatRequest, SessionRequest, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
 };
@@ -17,12 +18,14 @@ use super::worker::Shared;
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-async fn dial(addr: &str) -> Result<Channel, String> {
-    mini_proto::node_endpoint(addr, Duration::from_secs(2))
-        .map_err(|e| e.to_string())?
-        .connect()
+/// A mutual-TLS channel to the manager at `addr`, with this node's certificate.
+pub(crate) async fn dial(trust: &Trust, addr: &str) -> Result<Channel, String> {
+    let endpoint =
+        mini_proto::node_endpoint(addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    trust
+        .connect(endpoint, Peer::Manager)
         .await
-        .map_err(|e| format!("cannot reach manager {addr}: {e}"))
+        .map_err(|e| format!("cannot reach manager {addr}: {}", error_chain(&e)))
 }
 
 /// Runs sessions until `stop` turns true.
@@ -66,7 +69,7 @@ async fn session<K: Kernel + 'static>(
     executor: &Arc<Executor<K>>,
     managers: &mut Vec<String>,
 ) -> Result<(), String> {
-    let channel = dial(addr).await?;
+    let channel = dial(&shared.config.trust, addr).await?;
     let mut client = DispatcherClient::new(channel);
     let mut stream = client
         .session(SessionRequest {
@@ -132,6 +135,18 @@ async fn session<K: Kernel + 'static>(
             };
             if !m.managers.is_empty() {
                 *managers = m.managers.clone();
+                *shared.managers.lock().unwrap_or_else(|e| e.into_inner()) = m.managers.clone();
+            }
+            // The deny list this node's listener (its node agent) enforces.
+            shared
+                .config
+                .trust
+                .set_removed(m.removed_nodes.iter().cloned());
+            // A role change (`node promote`/`demote`) takes effect with a new certificate.
+            *shared.wanted_role.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.role());
+            let held = shared.config.trust.identity().map(|id| id.role);
+            if held.is_some_and(|role| role != m.role()) {
+                shared.renew_now.notify_one();
             }
             let keys = super::gossip_link::keys_from_session(m.gossip_keys.as_ref());
             let signed = super::gossip_link::set_certificates(shared, &m.gossip_certificates);

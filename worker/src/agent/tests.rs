@@ -38,6 +38,7 @@ impl Fixture {
             state_dir: dir.path().join("state"),
             self_exe: "/nonexistent/mini".into(),
             node_key: None,
+            trust: mini_proto::tls::Trust::new(&dir.path().join("state")),
             stop_grace: Duration::from_secs(1),
         };
         let image_dir = dir.path().join("state/images/dirs/busybox/latest/rootfs");

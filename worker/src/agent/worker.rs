@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mini_netdriver::{DriverConfig, Kernel, LinuxKernel, NetDriver};
@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     /// signs the endpoint records this node owns, once the managers hand out the members'
     /// certificates.
     pub node_key: Option<PathBuf>,
+    /// The node's TLS identity: the session dials managers with it, renewal replaces it.
+    pub trust: mini_proto::tls::Trust,
 }
 
 /// The runtimes of a node: `host`, and runc with its image source where
@@ -83,6 +85,12 @@ pub(crate) struct Shared<K: Kernel> {
     /// The members' public keys (from their certificates), which endpoint records are
     /// checked against.
     pub(crate) peer_keys: Arc<crate::gossip::PeerKeyMap>,
+    /// The managers' addresses, as the last session message listed them.
+    pub(crate) managers: Mutex<Vec<String>>,
+    /// Wakes the certificate renewal now (the cluster gave the node another role).
+    pub(crate) renew_now: tokio::sync::Notify,
+    /// The role the cluster gives this node, as the last session message said.
+    pub(crate) wanted_role: Mutex<Option<mini_proto::v1::NodeRole>>,
 }
 
 /// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
@@ -112,6 +120,9 @@ impl<K: Kernel> Shared<K> {
             dns,
             gossip: tokio::sync::RwLock::new(None),
             peer_keys: Arc::default(),
+            managers: Mutex::new(Vec::new()),
+            renew_now: tokio::sync::Notify::new(),
+            wanted_role: Mutex::new(None),
         }
     }
 
@@ -150,6 +161,7 @@ struct Agent {
     executor: Arc<Executor<LinuxKernel>>,
     stop: watch::Sender<bool>,
     session: JoinHandle<()>,
+    renewal: JoinHandle<()>,
 }
 
 /// The node's worker. Cheap to clone.
@@ -218,6 +230,7 @@ impl Worker {
                 .unwrap_or(7946),
             super::dns_link::NodeDns::default(),
         ));
+        *shared.managers.lock().unwrap_or_else(|e| e.into_inner()) = membership.managers.clone();
         // Start-up reconcile: whatever an earlier run left is removed until
         // the manager says what this node runs.
         let tasks_dir = self.config.run_dir.join("tasks");
@@ -231,6 +244,7 @@ impl Worker {
         shared.network.converge().await?;
         let executor = Executor::new(Arc::clone(&shared));
         let (stop, stopped) = watch::channel(false);
+        let renewal = tokio::spawn(super::renewal::run(Arc::clone(&shared), stopped.clone()));
         let session = tokio::spawn(session::run(
             node_id,
             membership.managers.clone(),
@@ -243,6 +257,7 @@ impl Worker {
             executor,
             stop,
             session,
+            renewal,
         });
         Ok(())
     }
@@ -255,6 +270,7 @@ impl Worker {
         };
         let _ = agent.stop.send(true);
         let _ = agent.session.await;
+        let _ = agent.renewal.await;
         agent.executor.stop_all().await;
         super::gossip_link::stop(&agent.shared).await;
         agent.shared.network.clear();
