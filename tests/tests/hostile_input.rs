@@ -45,11 +45,20 @@ fn status_kb(pid: i32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-async fn channel(addr: &str) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}:2377"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+/// A mutual-TLS channel to `addr`'s listener with the identity kept in `state_dir` (a manager's:
+/// the hostile bytes come from a peer that holds a valid manager certificate, a compromised or
+/// buggy manager, since nothing else gets past the authorization table).
+async fn channel(addr: &str, state_dir: &std::path::Path) -> tonic::transport::Channel {
+    let endpoint = mini_proto::node_endpoint(&format!("{addr}:2377"), Duration::from_secs(5))
+        .expect("endpoint");
+    let trust = mini_proto::tls::Trust::new(state_dir);
+    assert!(
+        trust.load().expect("read the manager's certificates"),
+        "no certificate under {}",
+        state_dir.display()
+    );
+    trust
+        .connect(endpoint, mini_proto::tls::Peer::Manager)
         .await
         .expect("connect to the node listener")
 }
@@ -68,6 +77,7 @@ fn hostile_bytes_on_2377_change_nothing() {
         .to_string();
     let pid = cluster.daemon_pid(1).unwrap();
     let addr = h1.addr();
+    let state_dir = h1.state_dir();
 
     // 1. The heartbeat that made raft-rs panic: term 1000, commit 10^9.
     let mut hb = Message::default();
@@ -93,7 +103,7 @@ fn hostile_bytes_on_2377_change_nothing() {
     let traversal = format!("../../../h1/run/tasks/{task}");
     let (heartbeat, proposal, huge, huge_took, logs, exec, hwm_before, hwm_after) =
         in_netns(cluster.netns_path(1), move || async move {
-            let ch = channel(&addr).await;
+            let ch = channel(&addr, &state_dir).await;
             let mut raft =
                 RaftTransportClient::new(ch.clone()).max_encoding_message_size(usize::MAX);
             let heartbeat = raft

@@ -175,16 +175,25 @@ impl Dispatcher for ControlApi {
                 // The node's role and the deny list: a change of either is news even when the
                 // assignments did not change (the node renews its certificate, its listener
                 // refuses removed nodes).
-                let (role, removed_nodes) = manager.store().view(|t| {
+                let (role, removed_nodes, stale_certificate) = manager.store().view(|t| {
+                    let node = t.nodes.get(&node_id);
                     (
-                        t.nodes.get(&node_id).map_or(0, |n| n.role),
+                        node.map_or(0, |n| n.role),
                         t.cluster
                             .as_ref()
                             .map(|c| c.removed_nodes.clone())
                             .unwrap_or_default(),
+                        // The node's certificate is not of its role yet: say the role again
+                        // every period until its renewal lands (a failed attempt retries).
+                        node.is_some_and(|n| {
+                            !n.certificate.is_empty()
+                                && mini_proto::tls::pki::identity_of(&n.certificate)
+                                    .is_ok_and(|id| id.role as i32 != n.role)
+                        }),
                     )
                 });
-                let trust_news = previous_trust.as_ref() != Some(&(role, removed_nodes.clone()));
+                let trust_news = stale_certificate
+                    || previous_trust.as_ref() != Some(&(role, removed_nodes.clone()));
                 let assignments = set
                     .since(previous.as_ref())
                     .or_else(|| first.then(Default::default));
