@@ -21,7 +21,9 @@ use mini_proto::v1::{
 
 use super::{ControlApi, ControlError};
 use crate::dispatcher::ca::issue_certificate;
-use crate::dispatcher::{apply_status_updates, assignments_for, gossip_view, token};
+use crate::dispatcher::{
+    TrustView, apply_status_updates, assignments_for, gossip_view, token, trust_view,
+};
 use crate::ids::now_ms;
 use crate::manager::Manager;
 use crate::store::{ObjectKind, Proposer};
@@ -169,31 +171,20 @@ impl Dispatcher for ControlApi {
                 if !manager.sessions().is_current(&node_id, &session_id) {
                     break;
                 }
-                let (set, gossip) = manager
-                    .store()
-                    .view(|t| (assignments_for(t, &node_id), gossip_view(t, &node_id)));
-                // The node's role and the deny list: a change of either is news even when the
-                // assignments did not change (the node renews its certificate, its listener
-                // refuses removed nodes).
-                let (role, removed_nodes, stale_certificate) = manager.store().view(|t| {
-                    let node = t.nodes.get(&node_id);
+                // One read of the store per message: what the node runs, how it gossips, what
+                // it must know about trust, and the data-path port.
+                let (set, gossip, trust, data_path_port) = manager.store().view(|t| {
                     (
-                        node.map_or(0, |n| n.role),
-                        t.cluster
-                            .as_ref()
-                            .map(|c| c.removed_nodes.clone())
-                            .unwrap_or_default(),
-                        // The node's certificate is not of its role yet: say the role again
-                        // every period until its renewal lands (a failed attempt retries).
-                        node.is_some_and(|n| {
-                            !n.certificate.is_empty()
-                                && mini_proto::tls::pki::identity_of(&n.certificate)
-                                    .is_ok_and(|id| id.role as i32 != n.role)
-                        }),
+                        assignments_for(t, &node_id),
+                        gossip_view(t, &node_id),
+                        trust_view(t, &node_id),
+                        t.cluster.as_ref().map_or(4789, |c| c.data_path_port),
                     )
                 });
-                let trust_news = stale_certificate
-                    || previous_trust.as_ref() != Some(&(role, removed_nodes.clone()));
+                let trust_news = trust.stale_certificate
+                    || previous_trust.as_ref().is_none_or(|p: &TrustView| {
+                        (p.role, &p.removed_nodes) != (trust.role, &trust.removed_nodes)
+                    });
                 let assignments = set
                     .since(previous.as_ref())
                     .or_else(|| first.then(Default::default));
@@ -208,22 +199,20 @@ impl Dispatcher for ControlApi {
                         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
                         node_addr: node_addr.clone(),
                         gossip_peers: gossip.peers.clone(),
-                        data_path_port: manager
-                            .store()
-                            .view(|t| t.cluster.as_ref().map_or(4789, |c| c.data_path_port)),
+                        data_path_port,
                         gossip_keys: gossip.keys.clone(),
                         gossip_members: gossip.members.clone(),
                         // The members' certificates bind endpoint records to their owners.
                         gossip_certificates: gossip.certificates.clone(),
-                        removed_nodes: removed_nodes.clone(),
-                        role,
+                        removed_nodes: trust.removed_nodes.clone(),
+                        role: trust.role,
                     };
                     if tx.send(Ok(message)).await.is_err() {
                         break;
                     }
                     previous = Some(set);
                     previous_gossip = Some(gossip);
-                    previous_trust = Some((role, removed_nodes));
+                    previous_trust = Some(trust);
                     first = false;
                 }
                 tokio::select! {

@@ -68,6 +68,38 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
     }
 }
 
+/// What a session message says about trust: the node's role and the deny list. A change of
+/// either is news even when the assignments did not change (the node renews its certificate,
+/// its listener refuses removed nodes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustView {
+    /// The role the cluster gives the node (`NodeRole` as i32).
+    pub role: i32,
+    /// Ids of removed nodes, whose certificates every listener refuses.
+    pub removed_nodes: Vec<String>,
+    /// The node's stored certificate is of another role: the role is said again every period
+    /// until the renewal lands (a failed attempt is retried).
+    pub stale_certificate: bool,
+}
+
+/// The trust view handed to `node_id`.
+pub fn trust_view(tables: &Tables, node_id: &str) -> TrustView {
+    let node = tables.nodes.get(node_id);
+    TrustView {
+        role: node.map_or(0, |n| n.role),
+        removed_nodes: tables
+            .cluster
+            .as_ref()
+            .map(|c| c.removed_nodes.clone())
+            .unwrap_or_default(),
+        stale_certificate: node.is_some_and(|n| {
+            !n.certificate.is_empty()
+                && mini_proto::tls::pki::identity_of(&n.certificate)
+                    .is_ok_and(|id| id.role as i32 != n.role)
+        }),
+    }
+}
+
 /// The status message of a node that left the swarm (`swarm leave`).
 pub const LEFT_MESSAGE: &str = "node left the swarm";
 

@@ -19,7 +19,9 @@ mod sessions;
 mod status;
 pub mod token;
 
-pub use assignments::{AssignmentSet, GossipView, LEFT_MESSAGE, assignments_for, gossip_view};
+pub use assignments::{
+    AssignmentSet, GossipView, LEFT_MESSAGE, TrustView, assignments_for, gossip_view, trust_view,
+};
 pub use sessions::{MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions};
 pub use status::apply_status_updates;
 
