@@ -28,7 +28,10 @@ struct Inner {
     /// Raft id → address, from the store's manager nodes and from received messages.
     addrs: HashMap<u64, String>,
     /// Address → channel (tonic reconnects by itself).
-    channels: HashMap<String, Channel>,
+    /// Channels by address, with the certificate generation they were made with
+    /// ([`mini_proto::tls::Trust::generation`]): a renewed certificate (e.g. a promoted node's
+    /// manager certificate) is presented only on new connections.
+    channels: HashMap<String, (u64, Channel)>,
     /// Raft id → last successful delivery.
     last_ok: HashMap<u64, Instant>,
 }
@@ -88,9 +91,16 @@ impl Peers {
         self.read().addrs.get(&id).cloned()
     }
 
-    /// A channel to `addr`, made on first use and then shared.
+    /// A channel to `addr`, made on first use and then shared until this node's certificate
+    /// changes.
     pub fn channel(&self, addr: &str) -> Option<Channel> {
-        if let Some(c) = self.read().channels.get(addr) {
+        let generation = self.trust.generation();
+        if let Some((_, c)) = self
+            .read()
+            .channels
+            .get(addr)
+            .filter(|(made_with, _)| *made_with == generation)
+        {
             return Some(c.clone());
         }
         let endpoint = mini_proto::node_endpoint(addr, Duration::from_millis(500))
@@ -100,7 +110,7 @@ impl Peers {
         let channel = self.trust.connect_lazy(endpoint, Peer::Manager);
         self.write()
             .channels
-            .insert(addr.to_string(), channel.clone());
+            .insert(addr.to_string(), (generation, channel.clone()));
         Some(channel)
     }
 

@@ -119,6 +119,9 @@ pub struct Trust {
     dir: Arc<PathBuf>,
     state: Arc<RwLock<State>>,
     log: Arc<RateLimitedLog>,
+    /// Bumped whenever the identity changes: a connection made with an older certificate keeps
+    /// presenting it, so long-lived channels compare this to know when to dial anew.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -191,6 +194,7 @@ impl Trust {
             dir: Arc::new(state_dir.join("certificates")),
             state: Arc::default(),
             log: Arc::new(RateLimitedLog::new()),
+            generation: Arc::default(),
         }
     }
 
@@ -278,6 +282,8 @@ impl Trust {
             client,
             server,
         }));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -317,6 +323,12 @@ impl Trust {
     /// This node's credentials, if it has any.
     pub fn credentials(&self) -> Option<Credentials> {
         self.read().loaded.as_ref().map(|l| l.creds.clone())
+    }
+
+    /// Changes whenever this node's certificate does ([`Trust::install`], [`Trust::load`]):
+    /// connections made before a change present the old certificate until they are dropped.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Who this node's certificate names.
