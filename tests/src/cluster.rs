@@ -646,11 +646,45 @@ impl Host<'_> {
     }
 }
 
+/// Lines of each daemon log printed when a test fails.
+const LOG_TAIL_LINES: usize = 80;
+
+impl Cluster {
+    /// After a failure: copies every host's daemon log to `$TMPDIR/mini-failed-logs/<dir>/` and
+    /// prints the last lines of each, so a failed CI run shows what the daemons saw.
+    fn keep_logs(&self) {
+        let Some(dir) = self.dir.as_ref() else { return };
+        let name = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let keep = std::env::temp_dir().join("mini-failed-logs").join(name);
+        let _ = std::fs::create_dir_all(&keep);
+        for (i, host) in self.hosts.iter().enumerate() {
+            let log = std::fs::read_to_string(host.dir.join("daemon.log")).unwrap_or_default();
+            let _ = std::fs::write(keep.join(format!("h{}.log", i + 1)), &log);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- last {} lines of h{}'s daemon log (whole log: {}) ---\n{}",
+                tail.len(),
+                i + 1,
+                keep.join(format!("h{}.log", i + 1)).display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Never panic here: this may run while a test is already panicking.
         for k in 1..=self.hosts.len() {
             self.kill_daemon(k);
+        }
+        if std::thread::panicking() {
+            self.keep_logs();
         }
         // Containers (runc) of killed daemons: their state, cgroups and processes.
         for host in &self.hosts {

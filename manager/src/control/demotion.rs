@@ -12,6 +12,12 @@
 //! `crate::ha`); it then waits like any other demoted manager. A manager demoted while it was
 //! down never receives the entries that say so: once it has no leader for a while it asks its
 //! peers, and steps down when the leader's configuration no longer holds it.
+//!
+//! A worker certificate installed while the manager runs settles it too: the CA signs one only
+//! when the committed store no longer counts this node as a manager, and once the node holds
+//! it no other manager accepts its Raft calls — it could neither take part in the group nor ask
+//! the leader whether it was removed. Quorum is not at stake: `node demote` refuses when the
+//! voters left would lack one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +45,15 @@ pub(super) enum Removal {
     StillManager,
     /// `manager` stopped being this node's manager meanwhile.
     Replaced,
+}
+
+/// Whether this node was given a worker certificate after `generation` (the trust generation
+/// when its manager started): see the module docs.
+fn worker_certificate_since(trust: &mini_proto::tls::Trust, generation: u64) -> bool {
+    trust.generation() != generation
+        && trust
+            .identity()
+            .is_some_and(|id| id.role == NodeRole::Worker)
 }
 
 /// Whether the store no longer counts node `node_id` (running Raft id `own`) as a manager.
@@ -70,6 +85,7 @@ impl ControlApi {
         let api = self.clone();
         tokio::spawn(async move {
             let own = manager.raft_status().id;
+            let generation = api.inner.config.trust.generation();
             let mut events = manager.store().watch();
             let mut rounds = 0u64;
             // A manager that just joined replays the log from its start: until its own addition
@@ -87,7 +103,7 @@ impl ControlApi {
                         raft_id = own,
                         "this node is no manager any more: waiting for its removal from the Raft group"
                     );
-                    match api.wait_removed(&manager, own).await {
+                    match api.wait_removed(&manager, own, generation).await {
                         Removal::Removed => {
                             api.step_down(&manager, own).await;
                             return;
@@ -104,7 +120,8 @@ impl ControlApi {
                 if member
                     && rounds.is_multiple_of(ASK_PEERS_EVERY)
                     && manager.raft_status().leader_id == 0
-                    && manager.proposer().removed_from_group().await
+                    && (worker_certificate_since(&api.inner.config.trust, generation)
+                        || manager.proposer().removed_from_group().await)
                 {
                     tracing::info!(
                         raft_id = own,
@@ -136,8 +153,14 @@ impl ControlApi {
     }
 
     /// Waits until the leader's configuration no longer holds `own`, the store says this node
-    /// is a manager after all, or `manager` stopped being this node's manager meanwhile.
-    pub(super) async fn wait_removed(&self, manager: &Arc<Manager>, own: u64) -> Removal {
+    /// is a manager after all, or `manager` stopped being this node's manager meanwhile. A
+    /// worker certificate installed since trust generation `generation` counts as removed.
+    pub(super) async fn wait_removed(
+        &self,
+        manager: &Arc<Manager>,
+        own: u64,
+        generation: u64,
+    ) -> Removal {
         let mut last_leader = 0;
         let mut logged = std::time::Instant::now();
         let mut rounds = 0u64;
@@ -153,6 +176,13 @@ impl ControlApi {
                 last_leader = status.leader_id;
             }
             if !status.in_config(own) && status.applied > 0 {
+                return Removal::Removed;
+            }
+            if worker_certificate_since(&self.inner.config.trust, generation) {
+                tracing::info!(
+                    raft_id = own,
+                    "this node holds a worker certificate now: no manager accepts its Raft calls"
+                );
                 return Removal::Removed;
             }
             // A removed node stops hearing from the leader and soon forgets who leads: ask the

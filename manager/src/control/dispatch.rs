@@ -173,11 +173,12 @@ impl Dispatcher for ControlApi {
                 }
                 // One read of the store per message: what the node runs, how it gossips, what
                 // it must know about trust, and the data-path port.
+                let raft = manager.raft_status();
                 let (set, gossip, trust, data_path_port) = manager.store().view(|t| {
                     (
                         assignments_for(t, &node_id),
                         gossip_view(t, &node_id),
-                        trust_view(t, &node_id),
+                        trust_view(t, &node_id, &raft),
                         t.cluster.as_ref().map_or(4789, |c| c.data_path_port),
                     )
                 });
@@ -349,7 +350,8 @@ impl NodeCa for ControlApi {
             let node = node.ok_or_else(|| {
                 ControlError::Precondition("this node is not part of the swarm".into())
             })?;
-            let certificate = issue_certificate(&cluster, &csr, &node.id, node.role())?;
+            let role = crate::dispatcher::ca::role_in_force(&node, &manager.raft_status());
+            let certificate = issue_certificate(&cluster, &csr, &node.id, role)?;
             let batch = StoreBatch {
                 actions: vec![StoreAction {
                     action: Some(Action::PutNode(Node {

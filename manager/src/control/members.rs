@@ -340,6 +340,7 @@ async fn leave_raft_group(
     manager: &std::sync::Arc<Manager>,
 ) -> Result<(), ControlError> {
     let own = manager.raft_status().id;
+    let generation = api.inner.config.trust.generation();
     let node_id = api.inner.node_id.clone();
     super::retry_stale(|| async {
         let _writer = manager.write_lock().await;
@@ -353,7 +354,7 @@ async fn leave_raft_group(
             spec: Some(spec),
             status: Some(status),
             role: NodeRole::Worker as i32,
-            raft_id: 0,
+            // Kept until the leader removes it from the configuration (see `role_in_force`).
             ..node
         };
         let batch = StoreBatch {
@@ -372,7 +373,7 @@ async fn leave_raft_group(
             "cannot take this manager out of the Raft group, so it has not left the swarm: {err}"
         ))
     })?;
-    match tokio::time::timeout(REMOVAL_WAIT, api.wait_removed(manager, own)).await {
+    match tokio::time::timeout(REMOVAL_WAIT, api.wait_removed(manager, own, generation)).await {
         Ok(how) => tracing::info!(raft_id = own, ?how, "left the Raft group"),
         // The store already says this node is no manager: the leader finishes the removal.
         Err(_) => tracing::warn!(
@@ -481,8 +482,9 @@ async fn update_node_once(
             }
             // The leader may be demoted too: it hands leadership over before it is removed.
             check_quorum_without(manager, node.raft_id, &node.hostname).await?;
+            // The Raft id stays on the record: until the leader has removed it from the
+            // configuration, the node's certificate keeps the manager role (`role_in_force`).
             role = NodeRole::Worker;
-            raft_id = 0;
         }
         other => {
             return Err(ControlError::Invalid(format!(

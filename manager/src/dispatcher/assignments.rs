@@ -82,11 +82,13 @@ pub struct TrustView {
     pub stale_certificate: bool,
 }
 
-/// The trust view handed to `node_id`.
-pub fn trust_view(tables: &Tables, node_id: &str) -> TrustView {
+/// The trust view handed to `node_id`; `raft` tells whether a demoted manager's Raft id is
+/// still in the configuration (see [`super::ca::role_in_force`]).
+pub fn trust_view(tables: &Tables, node_id: &str, raft: &crate::raft::RaftStatus) -> TrustView {
     let node = tables.nodes.get(node_id);
+    let role = node.map_or(0, |n| super::ca::role_in_force(n, raft) as i32);
     TrustView {
-        role: node.map_or(0, |n| n.role),
+        role,
         removed_nodes: tables
             .cluster
             .as_ref()
@@ -95,7 +97,7 @@ pub fn trust_view(tables: &Tables, node_id: &str) -> TrustView {
         stale_certificate: node.is_some_and(|n| {
             !n.certificate.is_empty()
                 && mini_proto::tls::pki::identity_of(&n.certificate)
-                    .is_ok_and(|id| id.role as i32 != n.role)
+                    .is_ok_and(|id| id.role as i32 != role)
         }),
     }
 }
