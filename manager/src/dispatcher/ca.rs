@@ -58,24 +58,9 @@ pub fn issue_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::Role;
 
     fn raft_with(voters: Vec<u64>, learners: Vec<u64>) -> RaftStatus {
-        RaftStatus {
-            id: 1,
-            term: 2,
-            role: Role::Leader,
-            leader_id: 1,
-            applied: 10,
-            commit: 10,
-            first_index: 1,
-            last_index: 10,
-            snapshot_index: 0,
-            voters,
-            learners,
-            progress: Vec::new(),
-            running: true,
-        }
+        RaftStatus::test_leader(10, &voters, &learners, &[])
     }
 
     fn node(role: NodeRole, raft_id: u64) -> Node {

@@ -138,31 +138,10 @@ pub async fn run(store: Store, proposer: HaProposer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{PeerProgress, RaftStatus};
+    use crate::raft::RaftStatus;
 
     fn status(voters: &[u64], learners: &[u64], progress: &[(u64, u64, bool)]) -> RaftStatus {
-        RaftStatus {
-            id: 1,
-            term: 2,
-            role: Role::Leader,
-            leader_id: 1,
-            applied: 100,
-            commit: 100,
-            first_index: 1,
-            last_index: 100,
-            snapshot_index: 0,
-            voters: voters.to_vec(),
-            learners: learners.to_vec(),
-            progress: progress
-                .iter()
-                .map(|&(id, matched, recent_active)| PeerProgress {
-                    id,
-                    matched,
-                    recent_active,
-                })
-                .collect(),
-            running: true,
-        }
+        RaftStatus::test_leader(100, voters, learners, progress)
     }
 
     fn set(ids: &[u64]) -> BTreeSet<u64> {

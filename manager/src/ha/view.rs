@@ -152,32 +152,11 @@ impl HaProposer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::PeerProgress;
 
     #[test]
     fn the_leader_counts_members_without_recent_answers_as_unreachable() {
-        let status = RaftStatus {
-            id: 1,
-            term: 3,
-            role: Role::Leader,
-            leader_id: 1,
-            applied: 10,
-            commit: 10,
-            first_index: 1,
-            last_index: 10,
-            snapshot_index: 0,
-            voters: vec![1, 2, 3],
-            learners: vec![4],
-            progress: [(2, true), (3, false), (4, false)]
-                .into_iter()
-                .map(|(id, recent_active)| PeerProgress {
-                    id,
-                    matched: 10,
-                    recent_active,
-                })
-                .collect(),
-            running: true,
-        };
+        let progress = [(2, 10, true), (3, 10, false), (4, 10, false)];
+        let status = RaftStatus::test_leader(10, &[1, 2, 3], &[4], &progress);
         let view = GroupView::of_leader(&status);
         assert_eq!(view.unreachable, BTreeSet::from([3, 4]));
         assert!(!view.local);

@@ -61,6 +61,39 @@ pub struct RaftStatus {
 }
 
 impl RaftStatus {
+    /// For tests: the status of leader 1 at index `index`, with these members and peer
+    /// progress `(id, matched, recent_active)`.
+    #[cfg(test)]
+    pub(crate) fn test_leader(
+        index: u64,
+        voters: &[u64],
+        learners: &[u64],
+        progress: &[(u64, u64, bool)],
+    ) -> RaftStatus {
+        RaftStatus {
+            id: 1,
+            term: 2,
+            role: Role::Leader,
+            leader_id: 1,
+            applied: index,
+            commit: index,
+            first_index: 1,
+            last_index: index,
+            snapshot_index: 0,
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            progress: progress
+                .iter()
+                .map(|&(id, matched, recent_active)| PeerProgress {
+                    id,
+                    matched,
+                    recent_active,
+                })
+                .collect(),
+            running: true,
+        }
+    }
+
     /// Whether the configuration in force holds `id`, as a voter or a learner.
     pub fn in_config(&self, id: u64) -> bool {
         self.voters.contains(&id) || self.learners.contains(&id)
