@@ -118,6 +118,9 @@ struct Loaded {
 struct State {
     loaded: Option<Arc<Loaded>>,
     removed: Arc<HashSet<String>>,
+    /// The roots the cluster said to trust last ([`Trust::set_roots`]): a renewal installed
+    /// after it keeps them, even if its answer was made before they changed.
+    cluster_roots: Option<Vec<Vec<u8>>>,
 }
 
 /// Who a client expects at the other end.
@@ -150,6 +153,9 @@ pub struct Trust {
     /// Bumped whenever the identity changes: a connection made with an older certificate keeps
     /// presenting it, so long-lived channels compare this to know when to dial anew.
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Held while the certificate files are written and the identity replaced: renewals and
+    /// root changes arrive from different tasks.
+    files: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -233,7 +239,12 @@ impl Trust {
             state: Arc::default(),
             log: Arc::new(RateLimitedLog::new()),
             generation: Arc::default(),
+            files: Arc::default(),
         }
+    }
+
+    fn files_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The certificates directory.
@@ -334,9 +345,23 @@ impl Trust {
 
     /// Makes `creds` this node's identity and writes them (PEM; the key 0600, written to a new
     /// file that replaces the old one, so it is never readable by others).
-    pub fn install(&self, creds: Credentials) -> Result<(), TlsError> {
+    pub fn install(&self, mut creds: Credentials) -> Result<(), TlsError> {
+        let _files = self.files_lock();
         // Checked first: bad material is refused before anything is written.
         let identity = pki::identity_of(&creds.cert_der)?;
+        if let Some(roots) = self.read().cluster_roots.clone() {
+            let mut roots = roots.into_iter();
+            if let Some(ca_der) = roots.next() {
+                let said = Credentials {
+                    ca_der,
+                    extra_roots: roots.collect(),
+                    ..creds.clone()
+                };
+                if said.chains() {
+                    creds = said;
+                }
+            }
+        }
         let dir = self.dir.as_path();
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -375,9 +400,13 @@ impl Trust {
     /// nothing better) and said at WARN: other nodes refuse it until it is renewed or the
     /// node joins again.
     pub fn set_roots(&self, roots: Vec<Vec<u8>>) -> Result<(), TlsError> {
+        let _files = self.files_lock();
         let Some(loaded) = self.read().loaded.clone() else {
             return Err(TlsError::NoCredentials);
         };
+        if !roots.is_empty() {
+            self.write().cluster_roots = Some(roots.clone());
+        }
         let mut roots = roots.into_iter();
         let Some(ca_der) = roots.next() else {
             return Ok(());
@@ -409,6 +438,7 @@ impl Trust {
 
     /// Forgets the identity and removes its files (the node left the swarm).
     pub fn clear(&self) {
+        let _files = self.files_lock();
         *self.write() = State::default();
         for path in [self.cert_path(), self.key_path(), self.ca_path()] {
             let _ = std::fs::remove_file(path);
