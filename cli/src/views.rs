@@ -308,6 +308,12 @@ pub struct NodeView {
     manager_status: &'static str,
     address: String,
     labels: std::collections::BTreeMap<String, String>,
+    /// Why the node is in its state (e.g. why it is down), as Docker's `Status.Message`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+    /// When the node's current certificate expires (UTC).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    certificate_expiry: String,
 }
 
 impl NodeView {
@@ -344,6 +350,10 @@ impl NodeView {
             },
             address: status.addr,
             labels: spec.labels.into_iter().collect(),
+            message: status.message,
+            certificate_expiry: mini_proto::tls::pki::identity_of(&n.certificate)
+                .map(|id| mini_proto::tls::pki::format_utc(id.not_after))
+                .unwrap_or_default(),
         }
     }
 

@@ -273,6 +273,7 @@ impl Manager {
             ca_key: params.ca.key_der,
             node_cert_expiry_ms: 0,
             removed_nodes: Vec::new(),
+            ca_rotation: None,
         };
         manager.peers.set_cluster_id(&cluster.id);
         let node = Node {
@@ -449,31 +450,60 @@ async fn set_node_state<P: Proposer>(
     }
 }
 
-/// Why a node whose certificate expired shows as down (`node inspect`).
-pub const CERT_EXPIRED: &str =
-    "node certificate expired: the node cannot authenticate; run `mini swarm leave` and join again";
+/// Why a node whose certificate expired shows as down (`node inspect`): the start of the
+/// message, which goes on with the time and what to do.
+pub const CERT_EXPIRED: &str = "node certificate expired";
+
+/// Why a node whose certificate a dropped root signed shows as down.
+pub const CERT_OLD_ROOT: &str = "node certificate is signed by a root CA the swarm no longer trusts (rotated while the node was down): the node cannot authenticate; run `mini swarm leave --force` on it, then join again";
+
+/// Why `node`'s certificate cannot authenticate at `now`, if it cannot.
+fn certificate_problem(
+    cluster: Option<&mini_proto::v1::Cluster>,
+    node: &mini_proto::v1::Node,
+    now: std::time::SystemTime,
+) -> Option<String> {
+    if node.certificate.is_empty() {
+        return None;
+    }
+    let id = pki::identity_of(&node.certificate).ok()?;
+    if id.expired_at(now) {
+        return Some(format!(
+            "{CERT_EXPIRED} at {}: the node cannot authenticate; run `mini swarm leave --force` on it, then join again",
+            pki::format_utc(id.not_after)
+        ));
+    }
+    let cluster = cluster?;
+    let roots = crate::dispatcher::ca::trusted_roots(cluster);
+    let intermediates = crate::dispatcher::ca::intermediates(cluster);
+    let intermediates: Vec<&[u8]> = intermediates.iter().map(Vec::as_slice).collect();
+    if !roots.is_empty() && !pki::chains_to(&node.certificate, &intermediates, &roots) {
+        return Some(CERT_OLD_ROOT.to_string());
+    }
+    None
+}
 
 /// Marks nodes down when their heartbeats stop (every half period). Leader only.
 pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessions: Arc<Sessions>) {
     let mut tick = tokio::time::interval(sessions.period() / 2);
     loop {
         tick.tick().await;
-        let expired_certs: Vec<String> = store.view(|t| {
+        let expired_certs: Vec<(String, String)> = store.view(|t| {
             let now = std::time::SystemTime::now();
             t.nodes
                 .values()
-                .filter(|n| {
-                    !n.certificate.is_empty()
-                        && pki::identity_of(&n.certificate).is_ok_and(|id| id.expired_at(now))
-                        && n.status.as_ref().is_none_or(|s| {
-                            s.state() != NodeState::Down || s.message != CERT_EXPIRED
-                        })
+                .filter_map(|n| {
+                    let problem = certificate_problem(t.cluster.as_ref(), n, now)?;
+                    n.status
+                        .as_ref()
+                        .is_none_or(|s| s.state() != NodeState::Down || s.message != problem)
+                        .then(|| (n.id.clone(), problem))
                 })
-                .map(|n| n.id.clone())
                 .collect()
         });
-        for node_id in expired_certs {
-            set_node_state(&store, &proposer, &node_id, NodeState::Down, CERT_EXPIRED).await;
+        for (node_id, problem) in expired_certs {
+            tracing::warn!(node_id, "{problem}");
+            set_node_state(&store, &proposer, &node_id, NodeState::Down, &problem).await;
         }
         let expired = store.view(|t| sessions.expired(t));
         for node_id in expired {
@@ -481,7 +511,9 @@ pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessio
                 t.nodes
                     .get(&node_id)
                     .and_then(|n| n.status.as_ref())
-                    .is_some_and(|s| s.message == CERT_EXPIRED)
+                    .is_some_and(|s| {
+                        s.message.starts_with(CERT_EXPIRED) || s.message == CERT_OLD_ROOT
+                    })
             });
             if cert_expired {
                 continue;

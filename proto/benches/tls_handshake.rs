@@ -17,6 +17,7 @@ fn creds(ca: &mini_proto::tls::pki::RootCa, node: &str, role: NodeRole) -> Crede
         ca_der: ca.cert_der.clone(),
         cert_der,
         key_der,
+        ..Default::default()
     }
 }
 

@@ -58,6 +58,10 @@ pub struct DaemonArgs {
     /// manager, e.g. `12h`, `30s`, `500ms` (tests; Docker rotates every 12 hours).
     #[arg(long, default_value = "12h", value_parser = parse_duration, hide = true)]
     gossip_key_rotation: Duration,
+    /// Shortest node certificate lifetime `swarm update --cert-expiry` accepts while this node
+    /// is a manager (tests; Docker's minimum is 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, hide = true)]
+    min_cert_expiry: Duration,
     /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -153,6 +157,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(50)),
             gossip_port: args.gossip_port,
             gossip_key_rotation: args.gossip_key_rotation,
+            min_cert_expiry: args.min_cert_expiry,
             trust: trust.clone(),
             fatal: fatal.clone(),
         },

@@ -1,5 +1,7 @@
 //! `mini info`: what the daemon is and, as a manager, its cluster and log.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use mini_proto::v1::InfoRequest;
 use serde_json::json;
@@ -12,6 +14,10 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
     let mut client = connect(host).await?;
     let info = client.info(InfoRequest {}).await?.into_inner();
     let cluster = info.cluster.unwrap_or_default();
+    let cert_expiry = match cluster.node_cert_expiry_ms {
+        0 => mini_proto::tls::pki::DEFAULT_CERT_EXPIRY,
+        ms => Duration::from_millis(ms),
+    };
     let value = json!({
         "node_id": info.node_id,
         // A daemon in a swarm has a node id, worker or manager (as `docker info` says).
@@ -28,6 +34,11 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
                 "id": k.id,
                 "created_at_ms": k.created_at_ms,
             })).collect::<Vec<_>>()).unwrap_or_default(),
+        },
+        "ca_config": {
+            "node_cert_expiry_ms": cert_expiry.as_millis() as u64,
+            "expiry_duration": human_duration(cert_expiry),
+            "root_rotation_in_progress": cluster.ca_rotation.is_some(),
         },
         "raft": {
             "leader_node_id": info.leader_node_id,
@@ -64,6 +75,12 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
                     let age = (now_ms - key.created_at_ms).max(0) / 1000;
                     println!(" Gossip Encryption: key {} (rotated {age} s ago)", key.id);
                 }
+                println!(" CA Configuration:");
+                println!("  Expiry Duration: {}", human_duration(cert_expiry));
+                println!(
+                    "  Root Rotation In Progress: {}",
+                    cluster.ca_rotation.is_some()
+                );
                 println!(" Raft:");
                 println!("  Leader: {}", info.leader_node_id);
                 println!("  Applied Index: {}", info.raft_applied_index);
@@ -76,4 +93,41 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A duration as Docker's `docker info` writes it (go-units' `HumanDuration`): `3 months`,
+/// `4 weeks`, `2 days`, `5 hours`.
+pub fn human_duration(d: Duration) -> String {
+    let seconds = d.as_secs();
+    let minutes = seconds / 60;
+    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
+    match () {
+        _ if seconds < 1 => "Less than a second".into(),
+        _ if seconds == 1 => "1 second".into(),
+        _ if seconds < 60 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", seconds / 3600 / 24 / 365),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_expiry_reads_as_docker_info_writes_it() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(human_duration(h(2160)), "3 months");
+        assert_eq!(human_duration(h(720)), "4 weeks");
+        assert_eq!(human_duration(h(1)), "About an hour");
+        assert_eq!(human_duration(h(24)), "24 hours");
+        assert_eq!(human_duration(h(72)), "3 days");
+        assert_eq!(human_duration(Duration::from_secs(40)), "40 seconds");
+    }
 }

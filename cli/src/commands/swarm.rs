@@ -1,8 +1,14 @@
-//! `mini swarm init | join-token | join | leave`.
+//! `mini swarm init | join-token | join | leave | update | ca`.
+
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
-use mini_proto::v1::{JoinTokenRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest};
+use mini_proto::tls::pki;
+use mini_proto::v1::{
+    JoinTokenRequest, SwarmCaRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest,
+    SwarmUpdateRequest,
+};
 
 use crate::client::connect;
 
@@ -59,6 +65,35 @@ pub enum SwarmCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Update the swarm's settings.
+    Update {
+        /// Validity period for node certificates, e.g. 720h, 2160h (default 90 days; at least
+        /// 1h).
+        #[arg(long, value_parser = super::service_flags::parse_duration_ms)]
+        cert_expiry: Option<u64>,
+    },
+    /// Display and rotate the root CA.
+    Ca {
+        /// Rotate the swarm CA: a new root, every node gets a certificate of it, then
+        /// certificates of the old root are refused and join tokens change.
+        #[arg(long)]
+        rotate: bool,
+        /// Exit immediately instead of waiting for the rotation to finish.
+        #[arg(short, long)]
+        detach: bool,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+/// The digest Docker prints for a root: `sha256:<hex>`.
+fn root_digest(der: &[u8]) -> String {
+    let hex: String = pki::ca_digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// Runs a swarm subcommand against the daemon at `host`.
@@ -144,6 +179,76 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
         SwarmCommand::Leave { force } => {
             client.swarm_leave(SwarmLeaveRequest { force }).await?;
             println!("Node left the swarm.");
+        }
+        SwarmCommand::Update { cert_expiry } => {
+            if cert_expiry.is_none() {
+                anyhow::bail!("nothing to update: give a setting such as --cert-expiry 720h");
+            }
+            client
+                .swarm_update(SwarmUpdateRequest {
+                    node_cert_expiry_ms: cert_expiry,
+                })
+                .await?;
+            println!("Swarm updated.");
+        }
+        SwarmCommand::Ca {
+            rotate,
+            detach,
+            quiet,
+        } => {
+            let first = client
+                .swarm_ca(SwarmCaRequest { rotate })
+                .await?
+                .into_inner();
+            if !rotate || detach {
+                if !first.rotating_to.is_empty() && !quiet {
+                    eprintln!(
+                        "Root CA rotation in progress: {} out of {} nodes have rotated their certificates",
+                        first.rotated_nodes, first.total_nodes
+                    );
+                }
+                print!("{}", pki::certificate_pem(&first.root_ca));
+                return Ok(());
+            }
+            // The root rotated to: done once it is the cluster's root.
+            let target = if first.rotating_to.is_empty() {
+                first.root_ca.clone()
+            } else {
+                first.rotating_to.clone()
+            };
+            if !quiet {
+                println!("desired root digest: {}", root_digest(&target));
+            }
+            let mut last = None;
+            let mut status = first;
+            loop {
+                let progress = (status.rotated_nodes, status.total_nodes);
+                let done = status.root_ca == target && status.rotating_to.is_empty();
+                if !quiet && (last != Some(progress) || done) {
+                    let (n, m) = if done {
+                        (progress.1, progress.1)
+                    } else {
+                        progress
+                    };
+                    println!("Progress: {n} out of {m} nodes have rotated their certificates");
+                    last = Some(progress);
+                }
+                if done {
+                    break;
+                }
+                if status.root_ca != target && status.rotating_to != target {
+                    anyhow::bail!(
+                        "the root CA rotation was replaced by another one (desired root digest {})",
+                        root_digest(&status.rotating_to)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                status = client
+                    .swarm_ca(SwarmCaRequest { rotate: false })
+                    .await?
+                    .into_inner();
+            }
+            print!("{}", pki::certificate_pem(&status.root_ca));
         }
     }
     Ok(())

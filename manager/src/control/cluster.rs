@@ -95,6 +95,7 @@ pub(super) async fn swarm_init(
             ca_der: ca.cert_der.clone(),
             cert_der: node_cert.clone(),
             key_der,
+            ..Default::default()
         })
         .map_err(|e| ControlError::Internal(e.to_string()))?;
     let bound = match api.listen(listen).await {

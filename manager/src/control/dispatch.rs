@@ -115,13 +115,15 @@ impl Dispatcher for ControlApi {
             .await
             .map_err(ControlError::from)?;
         Ok(Response::new(JoinResponse {
-            cluster_id: cluster.id,
+            cluster_id: cluster.id.clone(),
             role: role as i32,
             managers: manager.manager_addrs(),
             data_path_port: cluster.data_path_port,
             heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
             raft_id: 0,
             certificate,
+            intermediates: crate::dispatcher::ca::intermediates(&cluster),
+            trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
             root_ca: cluster.ca_cert,
         }))
     }
@@ -184,7 +186,8 @@ impl Dispatcher for ControlApi {
                 });
                 let trust_news = trust.stale_certificate
                     || previous_trust.as_ref().is_none_or(|p: &TrustView| {
-                        (p.role, &p.removed_nodes) != (trust.role, &trust.removed_nodes)
+                        (p.role, &p.removed_nodes, &p.trusted_roots)
+                            != (trust.role, &trust.removed_nodes, &trust.trusted_roots)
                     });
                 let assignments = set
                     .since(previous.as_ref())
@@ -207,6 +210,8 @@ impl Dispatcher for ControlApi {
                         gossip_certificates: gossip.certificates.clone(),
                         removed_nodes: trust.removed_nodes.clone(),
                         role: trust.role,
+                        trusted_roots: trust.trusted_roots.clone(),
+                        signing_ca: trust.signing_ca.clone(),
                     };
                     if tx.send(Ok(message)).await.is_err() {
                         break;
@@ -363,13 +368,16 @@ impl NodeCa for ControlApi {
                 proposed_at_ms: now_ms(),
             };
             manager.proposer().propose(batch).await?;
-            Ok((certificate, cluster.ca_cert))
+            Ok((certificate, cluster))
         })
         .await?;
+        let (certificate, cluster) = certificate;
         tracing::info!(node_id = %caller.node_id, "node certificate issued");
         Ok(Response::new(IssueNodeCertificateResponse {
-            certificate: certificate.0,
-            root_ca: certificate.1,
+            certificate,
+            intermediates: crate::dispatcher::ca::intermediates(&cluster),
+            trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
+            root_ca: cluster.ca_cert,
         }))
     }
 }

@@ -140,7 +140,15 @@ pub(super) async fn swarm_join(
         let issued = pki::identity_of(&response.certificate)
             .ok()
             .filter(|id| id.node_id == node_id && id.cluster_id == response.cluster_id)
-            .filter(|_| pki::issued_by(&response.certificate, &ca_der));
+            .filter(|_| {
+                let intermediates: Vec<&[u8]> =
+                    response.intermediates.iter().map(Vec::as_slice).collect();
+                pki::chains_to(
+                    &response.certificate,
+                    &intermediates,
+                    std::slice::from_ref(&ca_der),
+                )
+            });
         if issued.is_none() {
             return Err(ControlError::Refused(
                 "the manager answered the join with a certificate that is not this node's or not \
@@ -150,9 +158,18 @@ pub(super) async fn swarm_join(
         }
         trust
             .install(Credentials {
+                // The roots the pinned manager says to trust besides the pinned one (the new
+                // root during a root CA rotation).
+                extra_roots: response
+                    .trusted_roots
+                    .iter()
+                    .filter(|r| **r != ca_der)
+                    .cloned()
+                    .collect(),
                 ca_der,
                 cert_der: response.certificate.clone(),
                 key_der,
+                intermediates: response.intermediates.clone(),
             })
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         let bound = api.listen(listen).await?;

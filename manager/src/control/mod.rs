@@ -15,6 +15,7 @@
 //! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
 //! forwarded to the leader by the proposer.
 
+mod ca_rotation;
 mod cluster;
 mod demotion;
 mod dispatch;
@@ -32,13 +33,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mini_proto::v1::{
-    CreateNetworkRequest, CreateServiceRequest, ExecRequest, ExecResponse, GetRequest, InfoRequest,
-    InfoResponse, JoinTokenRequest, JoinTokenResponse, ListNetworksRequest, ListNetworksResponse,
-    ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
-    ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node, NodeRole,
-    RemoveNodeRequest, RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest,
-    SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmJoinResponse, SwarmLeaveRequest,
-    SwarmLeaveResponse, UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
+    Cluster, CreateNetworkRequest, CreateServiceRequest, ExecRequest, ExecResponse, GetRequest,
+    InfoRequest, InfoResponse, JoinTokenRequest, JoinTokenResponse, ListNetworksRequest,
+    ListNetworksResponse, ListNodesRequest, ListNodesResponse, ListServicesRequest,
+    ListServicesResponse, ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node,
+    NodeRole, RemoveNodeRequest, RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest,
+    SwarmCaRequest, SwarmCaResponse, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest,
+    SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse, SwarmUpdateRequest,
+    UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
 };
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
@@ -62,6 +64,9 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// Time between two rotations of the gossip key (while this node leads).
     pub gossip_key_rotation: std::time::Duration,
+    /// Shortest node certificate lifetime `swarm update --cert-expiry` accepts (Docker's 1h;
+    /// shorter in tests).
+    pub min_cert_expiry: std::time::Duration,
     /// The node's TLS identity (files under `state_dir/certificates`).
     pub trust: mini_proto::tls::Trust,
     /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
@@ -285,6 +290,23 @@ impl Control for ControlApi {
 
     async fn info(&self, _: Request<InfoRequest>) -> Reply<InfoResponse> {
         reply(Ok(cluster::info(self).await))
+    }
+
+    async fn swarm_update(&self, request: Request<SwarmUpdateRequest>) -> Reply<Cluster> {
+        let manager = self.consistent().await?;
+        reply(
+            ca_rotation::swarm_update(
+                &manager,
+                request.into_inner(),
+                self.inner.config.min_cert_expiry,
+            )
+            .await,
+        )
+    }
+
+    async fn swarm_ca(&self, request: Request<SwarmCaRequest>) -> Reply<SwarmCaResponse> {
+        let manager = self.consistent().await?;
+        reply(ca_rotation::swarm_ca(&manager, request.into_inner()).await)
     }
 
     async fn create_network(&self, request: Request<CreateNetworkRequest>) -> Reply<Network> {

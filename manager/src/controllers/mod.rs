@@ -12,10 +12,12 @@
 //! - `scheduler`: binds pending tasks to nodes (PENDING → ASSIGNED).
 //! - `reaper`: deletes tasks that were told to go and are down.
 //! - `gossip_keys`: rotates the cluster's gossip key ring.
+//! - `root_rotation`: ends a root CA rotation once every node has a certificate of the new root.
 
 pub mod gossip_keys;
 mod orchestrator;
 mod reaper;
+mod root_rotation;
 mod scheduler;
 mod task_allocator;
 
@@ -115,6 +117,12 @@ impl Controllers {
             ),
             spawn(
                 scheduler::Scheduler,
+                store.clone(),
+                proposer.clone(),
+                stopped.clone(),
+            ),
+            spawn(
+                root_rotation::RootRotation,
                 store.clone(),
                 proposer.clone(),
                 stopped.clone(),

@@ -80,6 +80,10 @@ pub struct TrustView {
     /// The node's stored certificate is of another role: the role is said again every period
     /// until the renewal lands (a failed attempt is retried).
     pub stale_certificate: bool,
+    /// Every root the node must trust (DER).
+    pub trusted_roots: Vec<Vec<u8>>,
+    /// The root that signs certificates now (DER).
+    pub signing_ca: Vec<u8>,
 }
 
 /// The trust view handed to `node_id`; `raft` tells whether a demoted manager's Raft id is
@@ -87,18 +91,32 @@ pub struct TrustView {
 pub fn trust_view(tables: &Tables, node_id: &str, raft: &crate::raft::RaftStatus) -> TrustView {
     let node = tables.nodes.get(node_id);
     let role = node.map_or(0, |n| super::ca::role_in_force(n, raft) as i32);
+    let signing_ca = tables
+        .cluster
+        .as_ref()
+        .map(|c| super::ca::signing_ca(c).cert_der)
+        .unwrap_or_default();
     TrustView {
+        trusted_roots: tables
+            .cluster
+            .as_ref()
+            .map(super::ca::trusted_roots)
+            .unwrap_or_default(),
         role,
         removed_nodes: tables
             .cluster
             .as_ref()
             .map(|c| c.removed_nodes.clone())
             .unwrap_or_default(),
+        // Of another role, or not of the signing root (a root CA rotation).
         stale_certificate: node.is_some_and(|n| {
             !n.certificate.is_empty()
-                && mini_proto::tls::pki::identity_of(&n.certificate)
+                && (mini_proto::tls::pki::identity_of(&n.certificate)
                     .is_ok_and(|id| id.role as i32 != role)
+                    || (!signing_ca.is_empty()
+                        && !mini_proto::tls::pki::issued_by(&n.certificate, &signing_ca)))
         }),
+        signing_ca,
     }
 }
 

@@ -3,18 +3,126 @@
 use std::time::Duration;
 
 use mini_proto::tls::pki::{self, PkiError, RootCa};
-use mini_proto::v1::{Cluster, Node, NodeRole};
+use mini_proto::v1::{Cluster, Node, NodeRole, NodeState};
 
 use crate::raft::RaftStatus;
 
 use crate::control::ControlError;
 
-/// The lifetime of node certificates `cluster` asks for (`swarm update --cert-expiry`).
+/// The lifetime of node certificates `cluster` asks for (`swarm update --cert-expiry`, checked
+/// against the minimum when it was set).
 pub fn cert_lifetime(cluster: &Cluster) -> Duration {
     match cluster.node_cert_expiry_ms {
         0 => pki::DEFAULT_CERT_EXPIRY,
-        ms => Duration::from_millis(ms).max(pki::MIN_CERT_EXPIRY),
+        ms => Duration::from_millis(ms),
     }
+}
+
+/// The root that signs certificates now: the new root while a rotation is under way.
+pub fn signing_ca(cluster: &Cluster) -> RootCa {
+    match &cluster.ca_rotation {
+        Some(r) => RootCa {
+            cert_der: r.ca_cert.clone(),
+            key_der: r.ca_key.clone(),
+        },
+        None => RootCa {
+            cert_der: cluster.ca_cert.clone(),
+            key_der: cluster.ca_key.clone(),
+        },
+    }
+}
+
+/// What a certificate of the signing root is presented with: the new root cross-signed by the
+/// old one while a rotation is under way (nodes that trust only the old root accept it).
+pub fn intermediates(cluster: &Cluster) -> Vec<Vec<u8>> {
+    cluster
+        .ca_rotation
+        .iter()
+        .map(|r| r.cross_signed_ca_cert.clone())
+        .collect()
+}
+
+/// Every root nodes must trust: the cluster's, and the new one while a rotation is under way.
+pub fn trusted_roots(cluster: &Cluster) -> Vec<Vec<u8>> {
+    std::iter::once(cluster.ca_cert.clone())
+        .chain(cluster.ca_rotation.iter().map(|r| r.ca_cert.clone()))
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// How far a root rotation is: (nodes whose stored certificate the signing root issued, nodes
+/// counted). Nodes that are down are not counted: they cannot renew, and once the rotation
+/// ends their old certificate is refused (they join again, as in Docker).
+pub fn rotation_progress<'a>(
+    cluster: &Cluster,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> (u32, u32) {
+    let signing = signing_ca(cluster).cert_der;
+    let mut rotated = 0;
+    let mut total = 0;
+    for node in nodes {
+        if node
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Down)
+        {
+            continue;
+        }
+        total += 1;
+        if pki::issued_by(&node.certificate, &signing) {
+            rotated += 1;
+        }
+    }
+    (rotated, total)
+}
+
+/// The cluster once a root rotation is done — every node counted by [`rotation_progress`] has
+/// a certificate of the new root — with the new root in force and the old one dropped (join
+/// tokens then carry the new root's digest); `None` while there is no rotation or it is not
+/// done.
+pub fn finish_rotation<'a>(
+    cluster: &Cluster,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> Option<Cluster> {
+    let rotation = cluster.ca_rotation.as_ref()?;
+    let (rotated, total) = rotation_progress(cluster, nodes);
+    if rotated < total {
+        return None;
+    }
+    Some(Cluster {
+        ca_cert: rotation.ca_cert.clone(),
+        ca_key: rotation.ca_key.clone(),
+        ca_digest: pki::digest_base36(&pki::ca_digest(&rotation.ca_cert)),
+        ca_rotation: None,
+        ..cluster.clone()
+    })
+}
+
+/// The cluster with a root rotation started (`swarm ca --rotate`): a new root, and its
+/// certificate cross-signed by the current one. A rotation already under way is kept.
+pub fn start_rotation(cluster: &Cluster) -> Result<Option<Cluster>, ControlError> {
+    if cluster.ca_rotation.is_some() {
+        return Ok(None);
+    }
+    if cluster.ca_key.is_empty() {
+        return Err(ControlError::Precondition(
+            "this cluster has no root CA key (made by a version without TLS)".into(),
+        ));
+    }
+    let old = RootCa {
+        cert_der: cluster.ca_cert.clone(),
+        key_der: cluster.ca_key.clone(),
+    };
+    let (new, cross) =
+        pki::new_rotation_root(&old).map_err(|e| ControlError::Internal(e.to_string()))?;
+    Ok(Some(Cluster {
+        ca_rotation: Some(mini_proto::v1::RootCaRotation {
+            ca_cert: new.cert_der,
+            ca_key: new.key_der,
+            cross_signed_ca_cert: cross,
+        }),
+        ..cluster.clone()
+    }))
 }
 
 /// The role a node's certificate must carry: its role in the store, except that a demoted
@@ -43,10 +151,7 @@ pub fn issue_certificate(
             "this cluster has no root CA (made by a version without TLS)".into(),
         ));
     }
-    let ca = RootCa {
-        cert_der: cluster.ca_cert.clone(),
-        key_der: cluster.ca_key.clone(),
-    };
+    let ca = signing_ca(cluster);
     pki::sign_node_csr(&ca, csr, node_id, role, &cluster.id, cert_lifetime(cluster)).map_err(|e| {
         match e {
             PkiError::Csr(_) => ControlError::Invalid(e.to_string()),
@@ -70,6 +175,81 @@ mod tests {
             raft_id,
             ..Default::default()
         }
+    }
+
+    fn with_cert(id: &str, cert: Vec<u8>, state: NodeState) -> Node {
+        Node {
+            id: id.into(),
+            certificate: cert,
+            status: Some(mini_proto::v1::NodeStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn issue(cluster: &Cluster, id: &str) -> Vec<u8> {
+        let (_key, csr) = pki::new_node_key(id).unwrap();
+        issue_certificate(cluster, &csr, id, NodeRole::Worker).unwrap()
+    }
+
+    #[test]
+    fn a_rotation_ends_when_every_node_not_down_has_a_certificate_of_the_new_root() {
+        let ca = pki::new_root_ca().unwrap();
+        let cluster = Cluster {
+            id: "c".into(),
+            ca_cert: ca.cert_der.clone(),
+            ca_key: ca.key_der.clone(),
+            ca_digest: pki::digest_base36(&pki::ca_digest(&ca.cert_der)),
+            ..Default::default()
+        };
+        let old_a = issue(&cluster, "a");
+        let old_b = issue(&cluster, "b");
+        let old_down = issue(&cluster, "down");
+        assert!(finish_rotation(&cluster, &[]).is_none(), "no rotation");
+        assert_eq!(trusted_roots(&cluster), vec![ca.cert_der.clone()]);
+
+        let rotating = start_rotation(&cluster).unwrap().unwrap();
+        assert!(
+            start_rotation(&rotating).unwrap().is_none(),
+            "a rotation under way is kept"
+        );
+        let new_root = rotating.ca_rotation.as_ref().unwrap().ca_cert.clone();
+        assert_eq!(
+            trusted_roots(&rotating),
+            vec![ca.cert_der.clone(), new_root.clone()]
+        );
+        assert_eq!(intermediates(&rotating).len(), 1);
+        let new_a = issue(&rotating, "a");
+        assert!(pki::issued_by(&new_a, &new_root), "the new root signs");
+        let new_b = issue(&rotating, "b");
+
+        let down = with_cert("down", old_down, NodeState::Down);
+        let half = [
+            with_cert("a", new_a.clone(), NodeState::Ready),
+            with_cert("b", old_b, NodeState::Ready),
+            down.clone(),
+        ];
+        assert_eq!(rotation_progress(&rotating, &half), (1, 2));
+        assert!(finish_rotation(&rotating, &half).is_none());
+
+        let all = [
+            with_cert("a", new_a, NodeState::Ready),
+            with_cert("b", new_b, NodeState::Ready),
+            down,
+        ];
+        assert_eq!(rotation_progress(&rotating, &all), (2, 2));
+        let done = finish_rotation(&rotating, &all).expect("done: the down node is not waited for");
+        assert_eq!(done.ca_cert, new_root);
+        assert!(done.ca_rotation.is_none());
+        assert_ne!(
+            done.ca_digest, cluster.ca_digest,
+            "join tokens change digest"
+        );
+        assert_eq!(trusted_roots(&done), vec![new_root]);
+        assert!(intermediates(&done).is_empty());
+        let _ = old_a;
     }
 
     #[test]

@@ -112,13 +112,15 @@ pub async fn admit_manager(
     manager.proposer().propose(batch).await?;
     tracing::info!(node_id = %req.node_id, raft_id, "manager admitted");
     Ok(JoinResponse {
-        cluster_id: cluster.id,
+        cluster_id: cluster.id.clone(),
         role: NodeRole::Manager as i32,
         managers: manager.manager_addrs(),
         data_path_port: cluster.data_path_port,
         heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
         raft_id,
         certificate,
+        intermediates: crate::dispatcher::ca::intermediates(&cluster),
+        trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
         root_ca: cluster.ca_cert,
     })
 }

@@ -152,6 +152,13 @@ impl Peers {
                     }
                     if let Some(c) = &t.cluster {
                         peers.trust.set_removed(c.removed_nodes.iter().cloned());
+                        // The roots this manager's listener trusts follow a root CA rotation.
+                        if let Err(err) = peers
+                            .trust
+                            .set_roots(crate::dispatcher::ca::trusted_roots(c))
+                        {
+                            tracing::warn!(%err, "cannot update the trusted root CAs");
+                        }
                     }
                     for n in t.nodes.values() {
                         if n.role() == NodeRole::Manager && n.raft_id != 0 {

@@ -95,8 +95,8 @@ impl Caller {
 /// What the checks compare against: the cluster's CA, this cluster's id, the removed nodes.
 #[derive(Debug, Clone)]
 pub struct Authority {
-    /// Root CA certificate (DER).
-    pub ca_der: Vec<u8>,
+    /// Root CA certificates (DER): one, or two during a root CA rotation.
+    pub roots: Vec<Vec<u8>>,
     /// The cluster id node certificates must carry (O).
     pub cluster_id: String,
     /// Ids of removed nodes.
@@ -144,10 +144,22 @@ pub fn authorize(
     authority: Option<&Authority>,
     now: SystemTime,
 ) -> Result<Option<Caller>, Refusal> {
+    authorize_chain(path, leaf, &[], authority, now)
+}
+
+/// [`authorize`] for a peer that presented `leaf` followed by `intermediates` (the
+/// cross-signed root of a root CA rotation).
+pub fn authorize_chain(
+    path: &str,
+    leaf: Option<&[u8]>,
+    intermediates: &[&[u8]],
+    authority: Option<&Authority>,
+    now: SystemTime,
+) -> Result<Option<Caller>, Refusal> {
     let Some(access) = access(path) else {
         return Err(Refusal::denied("unknown method"));
     };
-    let caller = verify(leaf, authority, now);
+    let caller = verify(leaf, intermediates, authority, now);
     match (access, caller) {
         (Access::Open, Ok(caller)) => Ok(Some(caller)),
         (Access::Open, Err(_)) => Ok(None),
@@ -161,6 +173,7 @@ pub fn authorize(
 
 fn verify(
     leaf: Option<&[u8]>,
+    intermediates: &[&[u8]],
     authority: Option<&Authority>,
     now: SystemTime,
 ) -> Result<Caller, Refusal> {
@@ -168,7 +181,7 @@ fn verify(
     let authority = authority.ok_or(Refusal::unauthenticated(
         "this node is in no swarm and accepts no certificate",
     ))?;
-    if !pki::issued_by(leaf, &authority.ca_der) {
+    if !pki::chains_to(leaf, intermediates, &authority.roots) {
         return Err(Refusal::unauthenticated(
             "the certificate is not signed by this cluster's CA",
         ));
@@ -256,9 +269,19 @@ where
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let certs = info.as_ref().and_then(|i| i.peer_certs());
         let leaf = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
+        let intermediates: Vec<&[u8]> = certs
+            .as_ref()
+            .map(|c| c.iter().skip(1).map(|c| c.as_ref()).collect())
+            .unwrap_or_default();
         let authority = self.trust.authority();
         let path = request.uri().path().to_string();
-        match authorize(&path, leaf, authority.as_ref(), SystemTime::now()) {
+        match authorize_chain(
+            &path,
+            leaf,
+            &intermediates,
+            authority.as_ref(),
+            SystemTime::now(),
+        ) {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
@@ -333,7 +356,7 @@ mod tests {
         let ca = new_root_ca().unwrap();
         let other_ca = new_root_ca().unwrap();
         let authority = Authority {
-            ca_der: ca.cert_der.clone(),
+            roots: vec![ca.cert_der.clone()],
             cluster_id: "c1".into(),
             removed: Arc::new(["gone".to_string()].into_iter().collect()),
         };
@@ -404,10 +427,43 @@ mod tests {
     }
 
     #[test]
+    fn during_a_root_rotation_both_roots_are_accepted_and_after_it_only_the_new_one() {
+        use crate::tls::pki::new_rotation_root;
+        let old = new_root_ca().unwrap();
+        let (new, cross) = new_rotation_root(&old).unwrap();
+        let with_roots = |roots: Vec<Vec<u8>>| Authority {
+            roots,
+            cluster_id: "c1".into(),
+            removed: Arc::default(),
+        };
+        let rotated = cert(&new, "w1", NodeRole::Worker, "c1");
+        let not_rotated = cert(&old, "w2", NodeRole::Worker, "c1");
+        let path = "/mini.v1.Dispatcher/Heartbeat";
+        let now = SystemTime::now();
+        let call = |leaf: &[u8], chain: &[&[u8]], a: &Authority| {
+            authorize_chain(path, Some(leaf), chain, Some(a), now).map(|c| c.map(|c| c.node_id))
+        };
+        // A node that still trusts only the old root accepts the new root's certificates
+        // presented with the cross-signed root.
+        let old_only = with_roots(vec![old.cert_der.clone()]);
+        assert_eq!(call(&rotated, &[&cross], &old_only), Ok(Some("w1".into())));
+        assert!(call(&rotated, &[], &old_only).is_err());
+        // During the rotation, both.
+        let both = with_roots(vec![old.cert_der.clone(), new.cert_der.clone()]);
+        assert!(call(&rotated, &[&cross], &both).is_ok());
+        assert!(call(&not_rotated, &[], &both).is_ok());
+        // After it, certificates of the old root are refused, even with the cross-signed root.
+        let new_only = with_roots(vec![new.cert_der.clone()]);
+        assert!(call(&rotated, &[&cross], &new_only).is_ok());
+        let refusal = call(&not_rotated, &[&cross], &new_only).unwrap_err();
+        assert_eq!(refusal.code, Code::Unauthenticated);
+    }
+
+    #[test]
     fn refusals_name_no_cluster_and_expired_certificates_are_refused() {
         let ca = new_root_ca().unwrap();
         let authority = Authority {
-            ca_der: ca.cert_der.clone(),
+            roots: vec![ca.cert_der.clone()],
             cluster_id: "secretclusterid".into(),
             removed: Arc::default(),
         };

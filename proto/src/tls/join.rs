@@ -34,24 +34,30 @@ pub enum PinError {
     Mismatch,
 }
 
+/// A server's certificate and the intermediates it sent after it (DER).
+type Presented = (Vec<u8>, Vec<Vec<u8>>);
+
 /// Accepts any server certificate (recording the chain) but still checks the handshake
 /// signature: used only to fetch the CA certificate, which is then checked against the token.
 #[derive(Debug)]
 struct Recording {
     provider: Arc<rustls::crypto::CryptoProvider>,
-    seen: Mutex<Option<Vec<u8>>>,
+    seen: Mutex<Option<Presented>>,
 }
 
 impl ServerCertVerifier for Recording {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.to_vec());
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+            end_entity.to_vec(),
+            intermediates.iter().map(|c| c.to_vec()).collect(),
+        ));
         Ok(ServerCertVerified::assertion())
     }
 
@@ -131,13 +137,16 @@ pub async fn pinned_manager_channel(
     if &pki::ca_digest(&ca_der) != digest {
         return Err(PinError::Mismatch);
     }
-    let presented = recording
+    let (presented, intermediates) = recording
         .seen
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
         .unwrap_or_default();
-    if !pki::issued_by(&presented, &ca_der) {
+    // During a root CA rotation the manager's certificate comes from the new root, presented
+    // with that root cross-signed by the pinned one.
+    let intermediates: Vec<&[u8]> = intermediates.iter().map(Vec::as_slice).collect();
+    if !pki::chains_to(&presented, &intermediates, std::slice::from_ref(&ca_der)) {
         return Err(PinError::Mismatch);
     }
     let pinned = Arc::new(client_config(&ca_der, None).map_err(|e| unreachable(e.to_string()))?);

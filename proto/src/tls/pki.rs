@@ -82,12 +82,17 @@ fn offset(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
 
-/// Makes a new root CA (ECDSA P-256, valid 20 years).
-pub fn new_root_ca() -> Result<RootCa, PkiError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+fn root_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, CA_CN);
+    // A name of its own for every root: during a rotation two roots are trusted at once, and
+    // a certificate's issuer name must say which one signed it.
+    let tag: [u8; 6] = rand::random();
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, format!("{CA_CN}-{tag}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -98,10 +103,46 @@ pub fn new_root_ca() -> Result<RootCa, PkiError> {
     params.not_before = offset(now - CLOCK_SKEW);
     params.not_after = offset(now + CA_EXPIRY);
     params.serial_number = Some(random_serial());
-    let cert = params.self_signed(&key)?;
+    params
+}
+
+/// Makes a new root CA (ECDSA P-256, valid 20 years).
+pub fn new_root_ca() -> Result<RootCa, PkiError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = root_params().self_signed(&key)?;
     Ok(RootCa {
         cert_der: cert.der().to_vec(),
         key_der: key.serialize_der(),
+    })
+}
+
+/// Makes the root a rotation moves to (`swarm ca --rotate`) and its certificate cross-signed
+/// by `old`: the same name and key as the new root, issued by the old one. A certificate of
+/// the new root presented with it is accepted by nodes that trust only the old root.
+pub fn new_rotation_root(old: &RootCa) -> Result<(RootCa, Vec<u8>), PkiError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let params = root_params();
+    let cert = params.self_signed(&key)?;
+    let old_key = KeyPair::try_from(old.key_der.as_slice())?;
+    let old_issuer = Issuer::from_ca_cert_der(&old.cert_der.clone().into(), old_key)?;
+    let cross = params.signed_by(&key, &old_issuer)?;
+    Ok((
+        RootCa {
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        },
+        cross.der().to_vec(),
+    ))
+}
+
+/// Whether `cert_der` leads to one of `roots` (DER): signed by a root, or by one of
+/// `intermediates` that a root signed (the cross-signed root of a rotation).
+pub fn chains_to(cert_der: &[u8], intermediates: &[&[u8]], roots: &[Vec<u8>]) -> bool {
+    roots.iter().any(|root| {
+        issued_by(cert_der, root)
+            || intermediates
+                .iter()
+                .any(|i| issued_by(cert_der, i) && issued_by(i, root))
     })
 }
 
@@ -245,6 +286,25 @@ pub fn identity_of(cert_der: &[u8]) -> Result<CertIdentity, PkiError> {
     })
 }
 
+/// A certificate (DER) as PEM text.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// A time as `2026-12-04T01:22:33Z` (UTC).
+pub fn format_utc(t: SystemTime) -> String {
+    let t = offset(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Whether `cert_der` carries a valid signature of the CA `ca_der`.
 pub fn issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
@@ -361,6 +421,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(identity_of(&manager).unwrap().role, NodeRole::Manager);
+    }
+
+    #[test]
+    fn a_certificate_of_the_new_root_chains_to_the_old_one_through_the_cross_signed_root() {
+        let old = new_root_ca().unwrap();
+        let (new, cross) = new_rotation_root(&old).unwrap();
+        assert_ne!(ca_digest(&old.cert_der), ca_digest(&new.cert_der));
+        let (_key, csr) = new_node_key("n").unwrap();
+        let cert = sign_node_csr(&new, &csr, "n", NodeRole::Worker, "c", MIN_CERT_EXPIRY).unwrap();
+        let old_roots = vec![old.cert_der.clone()];
+        let new_roots = vec![new.cert_der.clone()];
+        assert!(
+            issued_by(&cross, &old.cert_der),
+            "cross-signed by the old root"
+        );
+        assert!(
+            issued_by(&cert, &cross),
+            "the cross-signed root has the new key and name"
+        );
+        assert!(chains_to(&cert, &[&cross], &old_roots));
+        assert!(
+            !chains_to(&cert, &[], &old_roots),
+            "not without the cross-signed root"
+        );
+        assert!(chains_to(&cert, &[], &new_roots));
+        assert!(chains_to(&cert, &[&cross], &new_roots));
+        // At the end, a certificate of the old root leads nowhere for a node trusting the new one.
+        let old_cert =
+            sign_node_csr(&old, &csr, "n", NodeRole::Worker, "c", MIN_CERT_EXPIRY).unwrap();
+        assert!(!chains_to(&old_cert, &[&cross], &new_roots));
+        assert!(chains_to(&old_cert, &[], &old_roots));
+        // A certificate cross-signed by another root does not help.
+        let stranger = new_root_ca().unwrap();
+        let (_, foreign_cross) = new_rotation_root(&stranger).unwrap();
+        assert!(!chains_to(&cert, &[&foreign_cross], &old_roots));
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl From<rustls::Error> for TlsError {
 }
 
 /// A node's TLS material, all DER.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Credentials {
     /// The cluster's root CA certificate.
     pub ca_der: Vec<u8>,
@@ -70,6 +70,34 @@ pub struct Credentials {
     pub cert_der: Vec<u8>,
     /// This node's PKCS#8 private key.
     pub key_der: Vec<u8>,
+    /// Certificates presented after `cert_der`, between it and a root (the cross-signed new
+    /// root during a root CA rotation).
+    pub intermediates: Vec<Vec<u8>>,
+    /// Roots trusted besides `ca_der` (the new root during a root CA rotation).
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+impl Credentials {
+    /// Every root these credentials trust: `ca_der` first.
+    pub fn roots(&self) -> Vec<Vec<u8>> {
+        std::iter::once(self.ca_der.clone())
+            .chain(self.extra_roots.iter().cloned())
+            .collect()
+    }
+
+    /// Whether the node's certificate leads to one of the trusted roots.
+    pub fn chains(&self) -> bool {
+        let intermediates: Vec<&[u8]> = self.intermediates.iter().map(Vec::as_slice).collect();
+        pki::chains_to(&self.cert_der, &intermediates, &self.roots())
+    }
+
+    /// The certificate chain presented: the node's certificate, then the intermediates.
+    fn chain(&self) -> Vec<CertificateDer<'static>> {
+        std::iter::once(&self.cert_der)
+            .chain(&self.intermediates)
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -90,6 +118,9 @@ struct Loaded {
 struct State {
     loaded: Option<Arc<Loaded>>,
     removed: Arc<HashSet<String>>,
+    /// The roots the cluster said to trust last ([`Trust::set_roots`]): a renewal installed
+    /// after it keeps them, even if its answer was made before they changed.
+    cluster_roots: Option<Vec<Vec<u8>>>,
 }
 
 /// Who a client expects at the other end.
@@ -122,6 +153,9 @@ pub struct Trust {
     /// Bumped whenever the identity changes: a connection made with an older certificate keeps
     /// presenting it, so long-lived channels compare this to know when to dial anew.
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Held while the certificate files are written and the identity replaced: renewals and
+    /// root changes arrive from different tasks.
+    files: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -137,9 +171,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn roots(ca_der: &[u8]) -> Result<RootCertStore, TlsError> {
+fn roots(ca_ders: &[Vec<u8>]) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    for der in ca_ders {
+        roots.add(CertificateDer::from(der.clone()))?;
+    }
     Ok(roots)
 }
 
@@ -155,7 +191,7 @@ pub fn client_config(
 ) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_der)?);
+        .with_root_certificates(roots(&[ca_der.to_vec()])?);
     let mut config = match identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(vec![CertificateDer::from(cert.to_vec())], private_key(key))?,
@@ -165,11 +201,22 @@ pub fn client_config(
     Ok(config)
 }
 
+/// The client configuration of a node with `creds`: every root they trust, presenting the
+/// node's certificate chain.
+fn node_client_config(creds: &Credentials) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(&creds.roots())?)
+        .with_client_auth_cert(creds.chain(), private_key(&creds.key_der))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// The TLS 1.3 server configuration of a node's listener: its certificate; client certificates
 /// of `ca_der` asked for, checked when given, optional (see [`super::authz`]).
 pub fn server_config(creds: &Credentials) -> Result<ServerConfig, TlsError> {
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots(&creds.ca_der)?),
+        Arc::new(roots(&creds.roots())?),
         provider(),
     )
     .allow_unauthenticated()
@@ -178,10 +225,7 @@ pub fn server_config(creds: &Credentials) -> Result<ServerConfig, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from(creds.cert_der.clone())],
-            private_key(&creds.key_der),
-        )?;
+        .with_single_cert(creds.chain(), private_key(&creds.key_der))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -195,7 +239,12 @@ impl Trust {
             state: Arc::default(),
             log: Arc::new(RateLimitedLog::new()),
             generation: Arc::default(),
+            files: Arc::default(),
         }
+    }
+
+    fn files_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The certificates directory.
@@ -228,14 +277,14 @@ impl Trust {
 
     /// Loads the files, if present; `Ok(false)` when there are none.
     pub fn load(&self) -> Result<bool, TlsError> {
-        let read = |path: PathBuf, label: &str| -> Result<Option<Vec<u8>>, TlsError> {
+        let read = |path: PathBuf, label: &str| -> Result<Option<Vec<Vec<u8>>>, TlsError> {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    let block = pem::parse(text.as_bytes()).map_err(|e| TlsError::File {
+                    let blocks = pem::parse_many(text.as_bytes()).map_err(|e| TlsError::File {
                         path: path.clone(),
                         source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
                     })?;
-                    if block.tag() != label {
+                    if blocks.is_empty() || blocks.iter().any(|b| b.tag() != label) {
                         return Err(TlsError::File {
                             path,
                             source: io::Error::new(
@@ -244,7 +293,9 @@ impl Trust {
                             ),
                         });
                     }
-                    Ok(Some(block.into_contents()))
+                    Ok(Some(
+                        blocks.into_iter().map(|b| b.into_contents()).collect(),
+                    ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(source) => Err(TlsError::File { path, source }),
@@ -253,28 +304,33 @@ impl Trust {
         let ca = read(self.ca_path(), "CERTIFICATE")?;
         let cert = read(self.cert_path(), "CERTIFICATE")?;
         let key = read(self.key_path(), "PRIVATE KEY")?;
-        let (Some(ca_der), Some(cert_der), Some(key_der)) = (ca, cert, key) else {
+        let (Some(mut roots), Some(mut chain), Some(mut key)) = (ca, cert, key) else {
             return Ok(false);
         };
+        let ca_der = roots.remove(0);
+        let cert_der = chain.remove(0);
         self.set(Credentials {
             ca_der,
             cert_der,
-            key_der,
+            key_der: key.remove(0),
+            intermediates: chain,
+            extra_roots: roots,
         })?;
         Ok(true)
     }
 
     fn set(&self, creds: Credentials) -> Result<(), TlsError> {
         let identity = pki::identity_of(&creds.cert_der)?;
-        if !pki::issued_by(&creds.cert_der, &creds.ca_der) {
+        if !creds.chains() {
             return Err(TlsError::Config(
                 "the node certificate is not signed by the root CA".into(),
             ));
         }
-        let client = Arc::new(client_config(
-            &creds.ca_der,
-            Some((&creds.cert_der, &creds.key_der)),
-        )?);
+        self.set_unchecked(creds, identity)
+    }
+
+    fn set_unchecked(&self, creds: Credentials, identity: CertIdentity) -> Result<(), TlsError> {
+        let client = Arc::new(node_client_config(&creds)?);
         let server = Arc::new(server_config(&creds)?);
         self.write().loaded = Some(Arc::new(Loaded {
             creds,
@@ -289,9 +345,23 @@ impl Trust {
 
     /// Makes `creds` this node's identity and writes them (PEM; the key 0600, written to a new
     /// file that replaces the old one, so it is never readable by others).
-    pub fn install(&self, creds: Credentials) -> Result<(), TlsError> {
+    pub fn install(&self, mut creds: Credentials) -> Result<(), TlsError> {
+        let _files = self.files_lock();
         // Checked first: bad material is refused before anything is written.
         let identity = pki::identity_of(&creds.cert_der)?;
+        if let Some(roots) = self.read().cluster_roots.clone() {
+            let mut roots = roots.into_iter();
+            if let Some(ca_der) = roots.next() {
+                let said = Credentials {
+                    ca_der,
+                    extra_roots: roots.collect(),
+                    ..creds.clone()
+                };
+                if said.chains() {
+                    creds = said;
+                }
+            }
+        }
         let dir = self.dir.as_path();
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -299,9 +369,21 @@ impl Trust {
         };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         set_mode(dir, 0o700).map_err(io_err(dir))?;
-        write_pem(&self.ca_path(), "CERTIFICATE", &creds.ca_der)?;
-        write_pem(&self.key_path(), "PRIVATE KEY", &creds.key_der)?;
-        write_pem(&self.cert_path(), "CERTIFICATE", &creds.cert_der)?;
+        if !creds.chains() {
+            return Err(TlsError::Config(
+                "the node certificate is not signed by the root CA".into(),
+            ));
+        }
+        write_pem(&self.ca_path(), "CERTIFICATE", &creds.roots())?;
+        write_pem(
+            &self.key_path(),
+            "PRIVATE KEY",
+            std::slice::from_ref(&creds.key_der),
+        )?;
+        let chain: Vec<Vec<u8>> = std::iter::once(creds.cert_der.clone())
+            .chain(creds.intermediates.iter().cloned())
+            .collect();
+        write_pem(&self.cert_path(), "CERTIFICATE", &chain)?;
         self.set(creds)?;
         tracing::info!(
             node_id = %identity.node_id,
@@ -312,8 +394,51 @@ impl Trust {
         Ok(())
     }
 
+    /// Makes `roots` (DER, the cluster's root first) the roots this node trusts, keeping its
+    /// certificate, and writes them to the root CA file. Nothing changes when they are the
+    /// roots already trusted. A certificate no trusted root leads to is kept (the node can do
+    /// nothing better) and said at WARN: other nodes refuse it until it is renewed or the
+    /// node joins again.
+    pub fn set_roots(&self, roots: Vec<Vec<u8>>) -> Result<(), TlsError> {
+        let _files = self.files_lock();
+        let Some(loaded) = self.read().loaded.clone() else {
+            return Err(TlsError::NoCredentials);
+        };
+        if !roots.is_empty() {
+            self.write().cluster_roots = Some(roots.clone());
+        }
+        let mut roots = roots.into_iter();
+        let Some(ca_der) = roots.next() else {
+            return Ok(());
+        };
+        let creds = Credentials {
+            ca_der,
+            extra_roots: roots.collect(),
+            ..loaded.creds.clone()
+        };
+        if creds.roots() == loaded.creds.roots() {
+            return Ok(());
+        }
+        if !creds.chains() {
+            tracing::warn!(
+                "this node's certificate is not signed by any root CA the swarm trusts now; \
+                 it is refused until renewed: if it cannot be, run `mini swarm leave --force` \
+                 and join again"
+            );
+        }
+        write_pem(&self.ca_path(), "CERTIFICATE", &creds.roots())?;
+        let identity = loaded.identity.clone();
+        self.set_unchecked(creds, identity)?;
+        tracing::info!(
+            roots = self.credentials().map_or(0, |c| c.roots().len()),
+            "trusted root CAs changed"
+        );
+        Ok(())
+    }
+
     /// Forgets the identity and removes its files (the node left the swarm).
     pub fn clear(&self) {
+        let _files = self.files_lock();
         *self.write() = State::default();
         for path in [self.cert_path(), self.key_path(), self.ca_path()] {
             let _ = std::fs::remove_file(path);
@@ -355,7 +480,7 @@ impl Trust {
         let state = self.read();
         let loaded = state.loaded.as_ref()?;
         Some(super::authz::Authority {
-            ca_der: loaded.creds.ca_der.clone(),
+            roots: loaded.creds.roots(),
             cluster_id: loaded.identity.cluster_id.clone(),
             removed: state.removed.clone(),
         })
@@ -515,11 +640,13 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Writes `der` as PEM to `path` through a 0600 temporary file, fsynced, renamed over it.
-fn write_pem(path: &Path, tag: &str, der: &[u8]) -> Result<(), TlsError> {
+/// Writes `ders` as PEM blocks to `path` through a 0600 temporary file, fsynced, renamed over
+/// it.
+fn write_pem(path: &Path, tag: &str, ders: &[Vec<u8>]) -> Result<(), TlsError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
-    let text = pem::encode(&pem::Pem::new(tag, der.to_vec()));
+    let blocks: Vec<pem::Pem> = ders.iter().map(|d| pem::Pem::new(tag, d.clone())).collect();
+    let text = pem::encode_many(&blocks);
     let tmp = path.with_extension("tmp");
     let write = || -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);

@@ -20,15 +20,28 @@ use mini_netdriver::Kernel;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// When to renew a certificate: at a random point in the second half of its life (50-80 %).
+/// Its life starts when it was issued: the not-before time is backdated by [`pki::CLOCK_SKEW`].
 pub(crate) fn renewal_delay(id: &CertIdentity, now: SystemTime) -> Duration {
-    let life = id
-        .not_after
-        .duration_since(id.not_before)
-        .unwrap_or_default();
     let mut rng: rand10::rngs::StdRng = rand10::make_rng();
-    let fraction = rng.random_range(0.5..0.8);
-    let at = id.not_before + life.mul_f64(fraction);
-    at.duration_since(now).unwrap_or_default()
+    renewal_at(id, rng.random_range(0.5..0.8))
+        .duration_since(now)
+        .unwrap_or_default()
+}
+
+fn renewal_at(id: &CertIdentity, fraction: f64) -> SystemTime {
+    let issued = (id.not_before + pki::CLOCK_SKEW).min(id.not_after);
+    let life = id.not_after.duration_since(issued).unwrap_or_default();
+    issued + life.mul_f64(fraction)
+}
+
+/// What the node logs when its certificate expired: it cannot authenticate any more, and only
+/// joining again gives it a new one (as in Docker).
+fn expired_message(id: &CertIdentity) -> String {
+    format!(
+        "this node's certificate expired at {}: the managers refuse it and it cannot be renewed; \
+         run `mini swarm leave --force` on this node, then `mini swarm join` with a join token",
+        pki::format_utc(id.not_after)
+    )
 }
 
 /// Renews the node's certificate when due, until `stop` turns true.
@@ -74,7 +87,14 @@ pub(crate) async fn run<K: Kernel + 'static>(
             }
             Err(err) => {
                 failures += 1;
-                tracing::warn!(%err, attempt = failures, "node certificate renewal failed; retrying");
+                match shared.config.trust.identity() {
+                    Some(id) if id.expired_at(SystemTime::now()) => {
+                        tracing::error!(%err, attempt = failures, "{}", expired_message(&id));
+                    }
+                    _ => {
+                        tracing::warn!(%err, attempt = failures, "node certificate renewal failed; retrying")
+                    }
+                }
             }
         }
     }
@@ -108,7 +128,13 @@ async fn renew<K: Kernel>(shared: &Shared<K>) -> Result<CertIdentity, String> {
             }
         };
         let id = pki::identity_of(&response.certificate).map_err(|e| e.to_string())?;
-        if id.node_id != shared.node_id || !pki::issued_by(&response.certificate, &response.root_ca)
+        let mut roots = response.trusted_roots.clone();
+        if roots.is_empty() {
+            roots.push(response.root_ca.clone());
+        }
+        let intermediates: Vec<&[u8]> = response.intermediates.iter().map(Vec::as_slice).collect();
+        if id.node_id != shared.node_id
+            || !pki::chains_to(&response.certificate, &intermediates, &roots)
         {
             return Err(format!(
                 "{addr} issued a certificate that is not this node's"
@@ -118,12 +144,49 @@ async fn renew<K: Kernel>(shared: &Shared<K>) -> Result<CertIdentity, String> {
             .config
             .trust
             .install(Credentials {
+                extra_roots: roots
+                    .into_iter()
+                    .filter(|r| *r != response.root_ca)
+                    .collect(),
                 ca_der: response.root_ca,
                 cert_der: response.certificate,
                 key_der,
+                intermediates: response.intermediates,
             })
             .map_err(|e| error_chain(&e))?;
         return Ok(id);
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mini_proto::v1::NodeRole;
+
+    #[test]
+    fn renewal_falls_in_the_second_half_of_the_life_counted_from_issuance() {
+        // Issued now with a 40 s life: not-before is backdated by the clock skew allowance.
+        let issued = SystemTime::now();
+        let id = CertIdentity {
+            node_id: "n".into(),
+            role: NodeRole::Worker,
+            cluster_id: "c".into(),
+            not_before: issued - pki::CLOCK_SKEW,
+            not_after: issued + Duration::from_secs(40),
+        };
+        assert_eq!(renewal_at(&id, 0.5), issued + Duration::from_secs(20));
+        assert_eq!(renewal_at(&id, 0.8), issued + Duration::from_secs(32));
+        let delay = renewal_delay(&id, issued);
+        assert!(
+            delay >= Duration::from_secs(20) && delay <= Duration::from_secs(32),
+            "{delay:?}"
+        );
+        // An expired certificate is due at once.
+        assert_eq!(
+            renewal_delay(&id, issued + Duration::from_secs(60)),
+            Duration::ZERO
+        );
+        assert!(expired_message(&id).contains("mini swarm leave --force"));
+    }
 }

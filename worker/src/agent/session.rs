@@ -144,8 +144,18 @@ async fn session<K: Kernel + 'static>(
                 .set_removed(m.removed_nodes.iter().cloned());
             // A role change (`node promote`/`demote`) takes effect with a new certificate.
             *shared.wanted_role.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.role());
-            let held = shared.config.trust.identity().map(|id| id.role);
-            if held.is_some_and(|role| role != m.role()) {
+            // A root CA rotation: trust the roots the cluster trusts now, and renew at once a
+            // certificate that the signing root did not issue.
+            if let Err(err) = shared.config.trust.set_roots(m.trusted_roots.clone()) {
+                tracing::warn!(%err, "cannot update the trusted root CAs");
+            }
+            let held = shared.config.trust.credentials();
+            let held_role = shared.config.trust.identity().map(|id| id.role);
+            let other_root = !m.signing_ca.is_empty()
+                && held
+                    .as_ref()
+                    .is_some_and(|c| !mini_proto::tls::pki::issued_by(&c.cert_der, &m.signing_ca));
+            if held_role.is_some_and(|role| role != m.role()) || other_root {
                 shared.renew_now.notify_one();
             }
             let keys = super::gossip_link::keys_from_session(m.gossip_keys.as_ref());

@@ -1,0 +1,151 @@
+//! `swarm update` (cluster-wide settings) and `swarm ca` (the root CA and its rotation).
+
+use std::time::Duration;
+
+use mini_proto::v1::{
+    Cluster, StoreAction, StoreBatch, SwarmCaRequest, SwarmCaResponse, SwarmUpdateRequest,
+    store_action::Action,
+};
+
+use super::ControlError;
+use crate::dispatcher::ca;
+use crate::ids::now_ms;
+use crate::manager::Manager;
+use crate::store::Proposer;
+
+/// Writes `cluster` (read under the manager's write lock).
+async fn put_cluster(manager: &Manager, cluster: Cluster) -> Result<(), ControlError> {
+    let batch = StoreBatch {
+        actions: vec![StoreAction {
+            action: Some(Action::PutCluster(cluster)),
+            create: false,
+        }],
+        proposed_at_ms: now_ms(),
+    };
+    manager.proposer().propose(batch).await?;
+    Ok(())
+}
+
+fn cluster_of(manager: &Manager) -> Result<Cluster, ControlError> {
+    manager
+        .store()
+        .view(|t| t.cluster.clone())
+        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))
+}
+
+/// A duration as Go prints it (Docker's wording): `1h0m0s`, `2160h0m0s`, `30s`.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let ms = d.subsec_millis();
+    let frac = if ms == 0 {
+        String::new()
+    } else {
+        format!(".{ms:03}").trim_end_matches('0').to_string()
+    };
+    match (h, m) {
+        (0, 0) => format!("{s}{frac}s"),
+        (0, _) => format!("{m}m{s}{frac}s"),
+        _ => format!("{h}h{m}m{s}{frac}s"),
+    }
+}
+
+/// Checks a `--cert-expiry` against the shortest lifetime the managers accept.
+pub fn check_cert_expiry(ms: u64, minimum: Duration) -> Result<(), ControlError> {
+    let asked = Duration::from_millis(ms);
+    if asked < minimum {
+        return Err(ControlError::Invalid(format!(
+            "invalid --cert-expiry {}: the minimum certificate expiry time is {}",
+            go_duration(asked),
+            go_duration(minimum)
+        )));
+    }
+    Ok(())
+}
+
+/// `swarm update`.
+pub(super) async fn swarm_update(
+    manager: &Manager,
+    request: SwarmUpdateRequest,
+    min_cert_expiry: Duration,
+) -> Result<Cluster, ControlError> {
+    if let Some(ms) = request.node_cert_expiry_ms {
+        check_cert_expiry(ms, min_cert_expiry)?;
+    }
+    let _writer = manager.write_lock().await;
+    let mut cluster = cluster_of(manager)?;
+    if let Some(ms) = request.node_cert_expiry_ms {
+        cluster.node_cert_expiry_ms = ms;
+    }
+    put_cluster(manager, cluster.clone()).await?;
+    tracing::info!(
+        cert_expiry = %go_duration(ca::cert_lifetime(&cluster)),
+        "swarm updated"
+    );
+    Ok(super::cluster::without_secret_keys(cluster))
+}
+
+/// `swarm ca [--rotate]`.
+pub(super) async fn swarm_ca(
+    manager: &Manager,
+    request: SwarmCaRequest,
+) -> Result<SwarmCaResponse, ControlError> {
+    if request.rotate {
+        let _writer = manager.write_lock().await;
+        let cluster = cluster_of(manager)?;
+        if let Some(next) = ca::start_rotation(&cluster)? {
+            put_cluster(manager, next).await?;
+            tracing::info!(
+                "root CA rotation started: every node gets a certificate of the new root"
+            );
+        }
+    }
+    let (cluster, progress) = manager.store().view(|t| {
+        let cluster = t.cluster.clone();
+        let progress = cluster
+            .as_ref()
+            .map(|c| ca::rotation_progress(c, t.nodes.values()));
+        (cluster, progress)
+    });
+    let cluster = cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+    let (rotated_nodes, total_nodes) = progress.unwrap_or_default();
+    Ok(SwarmCaResponse {
+        root_ca: cluster.ca_cert.clone(),
+        rotating_to: cluster
+            .ca_rotation
+            .as_ref()
+            .map(|r| r.ca_cert.clone())
+            .unwrap_or_default(),
+        rotated_nodes,
+        total_nodes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_docker_prints_them() {
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(2160 * 3600)), "2160h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(0)), "0s");
+    }
+
+    #[test]
+    fn a_cert_expiry_below_the_minimum_is_refused_with_the_minimum() {
+        let hour = Duration::from_secs(3600);
+        assert!(check_cert_expiry(720 * 3600 * 1000, hour).is_ok());
+        assert!(check_cert_expiry(3600 * 1000, hour).is_ok());
+        let err = check_cert_expiry(30 * 60 * 1000, hour)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("30m0s") && err.contains("minimum certificate expiry time is 1h0m0s"),
+            "{err}"
+        );
+        assert!(check_cert_expiry(0, hour).is_err());
+    }
+}
