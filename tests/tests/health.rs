@@ -274,3 +274,68 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&["service", "rm", "good", "bad", "client"]);
     mark("done");
 }
+
+#[test]
+fn probes_past_their_timeout_are_killed() {
+    let cluster = Cluster::start(1);
+    cluster.init();
+    install_busybox(&cluster.host(1).state_dir());
+    let m = cluster.host(1);
+    // Each probe hangs: it times out after 1 s, the next starts 200 ms later.
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 4321",
+        "--health-timeout",
+        "1s",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1000",
+        "busybox",
+        "sleep",
+        "100000",
+    ]);
+    let task = wait_for("slow starting", PATIENCE, || {
+        let all = tasks(&m, "slow");
+        match all.iter().find(|t| t["current_state"] == "Starting") {
+            Some(t) => Ok(t["id"].as_str().unwrap_or_default().to_string()),
+            None => Err(format!("{all:?}")),
+        }
+    });
+    // Over several probe periods at most one probe runs at a time: a timed-out probe is
+    // killed, not left behind in the container.
+    let count = || {
+        let out = m.mini(&["exec", &task, "ps", "-o", "args"]);
+        assert!(out.success, "ps in the task: {out:?}");
+        out.stdout
+            .lines()
+            .filter(|l| l.trim() == "sleep 4321")
+            .count()
+    };
+    let window = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while window.elapsed() < Duration::from_secs(6) {
+        seen.push(count());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        seen.iter().all(|n| *n <= 1),
+        "timed-out probes pile up in the container: {seen:?}"
+    );
+    assert!(
+        seen.contains(&1),
+        "no probe was ever seen running: {seen:?}"
+    );
+    let all = tasks(&m, "slow");
+    let t = all.iter().find(|t| t["id"] == task.as_str()).unwrap();
+    assert_eq!(
+        (&t["current_state"], &t["health"]),
+        (&Value::from("Starting"), &Value::from("starting")),
+        "a task whose probes time out never turns healthy: {t}"
+    );
+    m.ok(&["service", "rm", "slow"]);
+}
