@@ -301,9 +301,16 @@ fn probes_past_their_timeout_are_killed() {
     ]);
     let task = wait_for("slow starting", PATIENCE, || {
         let all = tasks(&m, "slow");
-        match all.iter().find(|t| t["current_state"] == "Starting") {
-            Some(t) => Ok(t["id"].as_str().unwrap_or_default().to_string()),
-            None => Err(format!("{all:?}")),
+        let Some(t) = all.iter().find(|t| t["current_state"] == "Starting") else {
+            return Err(format!("{all:?}"));
+        };
+        // STARTING is reported just before the container starts: wait until it runs.
+        let id = t["id"].as_str().unwrap_or_default().to_string();
+        let out = m.mini(&["exec", &id, "true"]);
+        if out.success {
+            Ok(id)
+        } else {
+            Err(format!("exec: {}", out.stderr))
         }
     });
     // Over several probe periods at most one probe runs at a time: a timed-out probe is
