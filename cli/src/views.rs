@@ -146,6 +146,8 @@ pub struct ServiceView {
     vips: Vec<AttachmentView>,
     ports: Vec<PortView>,
     constraints: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<HealthcheckView>,
     restart_condition: &'static str,
     restart_delay_ms: u64,
     update_parallelism: u64,
@@ -173,6 +175,7 @@ impl ServiceView {
         ServiceView {
             id: s.id.clone(),
             name: spec.name,
+            healthcheck: container.healthcheck.as_ref().map(HealthcheckView::from),
             image: container.image,
             args: container.args,
             env: container.env,
@@ -233,6 +236,42 @@ impl ServiceView {
     }
 }
 
+/// A service's health check as `docker service inspect` shows it (`Healthcheck`: Docker's
+/// keys, durations in nanoseconds, unset fields left out).
+#[derive(Serialize)]
+pub struct HealthcheckView {
+    #[serde(rename = "Test", skip_serializing_if = "Vec::is_empty")]
+    test: Vec<String>,
+    #[serde(rename = "Interval", skip_serializing_if = "is_zero")]
+    interval: u64,
+    #[serde(rename = "Timeout", skip_serializing_if = "is_zero")]
+    timeout: u64,
+    #[serde(rename = "StartPeriod", skip_serializing_if = "is_zero")]
+    start_period: u64,
+    #[serde(rename = "Retries", skip_serializing_if = "is_zero_i32")]
+    retries: i32,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+impl From<&mini_proto::v1::HealthConfig> for HealthcheckView {
+    fn from(h: &mini_proto::v1::HealthConfig) -> Self {
+        HealthcheckView {
+            test: h.test.clone(),
+            interval: h.interval_ns,
+            timeout: h.timeout_ns,
+            start_period: h.start_period_ns,
+            retries: h.retries,
+        }
+    }
+}
+
 /// A task as shown by `service ps --format json`.
 #[derive(Serialize)]
 pub struct TaskView {
@@ -249,6 +288,9 @@ pub struct TaskView {
     since_ms: i64,
     message: String,
     error: String,
+    /// The container's health when it has a check: `starting`, `healthy`, `unhealthy`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    health: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
     networks: Vec<AttachmentView>,
@@ -280,6 +322,7 @@ impl TaskView {
             since_ms: status.timestamp_ms,
             message: status.message,
             error: status.err,
+            health: status.health,
             exit_code: matches!(state, TaskState::Complete | TaskState::Failed)
                 .then_some(status.exit_code),
             networks: t

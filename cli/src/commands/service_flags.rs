@@ -7,7 +7,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    Mount, Resources, RestartCondition, RestartPolicy, ServiceSpec, UpdateConfig,
+    HealthConfig, Mount, Resources, RestartCondition, RestartPolicy, ServiceSpec, UpdateConfig,
     service_spec::Mode,
 };
 
@@ -68,11 +68,89 @@ pub struct SpecFlags {
     /// Log driver options: max-size=10m, max-file=3 (repeatable).
     #[arg(long = "log-opt", value_parser = parse_log_opt)]
     pub log_opt: Vec<(String, String)>,
+    /// Command to run to check health (run with /bin/sh -c inside the container).
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) [default: 30s].
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_positive_duration_ns)]
+    pub health_interval: Option<u64>,
+    /// Maximum time to allow one check to run (ms|s|m|h) [default: 30s].
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_positive_duration_ns)]
+    pub health_timeout: Option<u64>,
+    /// Consecutive failures needed to report unhealthy [default: 3].
+    #[arg(long, allow_negative_numbers = true)]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before counting retries towards
+    /// unstable (ms|s|m|h) [default: 0s].
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_positive_duration_ns)]
+    pub health_start_period: Option<u64>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    pub no_healthcheck: bool,
 }
 
 impl SpecFlags {
-    /// Applies the flags that are set to `spec`.
+    /// Whether any `--health-*` flag is set.
+    fn health_settings(&self) -> bool {
+        self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+    }
+
+    /// The health check after the `--health-*` and `--no-healthcheck` flags, as Docker's
+    /// `service update` edits it: each flag set replaces its field, `--health-cmd ""` goes
+    /// back to the image's command, `--no-healthcheck` disables any check (alone only).
+    /// `Ok(None)`: the flags change nothing.
+    fn healthcheck(&self, current: Option<&HealthConfig>) -> Result<Option<HealthConfig>> {
+        if !self.no_healthcheck && !self.health_settings() {
+            return Ok(None);
+        }
+        if self.no_healthcheck {
+            if self.health_settings() {
+                bail!("--no-healthcheck conflicts with --health-* options");
+            }
+            return Ok(Some(HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }));
+        }
+        let mut hc = current.cloned().unwrap_or_default();
+        if hc.test.first().is_some_and(|t| t == "NONE") {
+            hc.test.clear();
+        }
+        if let Some(ns) = self.health_interval {
+            hc.interval_ns = ns;
+        }
+        if let Some(ns) = self.health_timeout {
+            hc.timeout_ns = ns;
+        }
+        if let Some(ns) = self.health_start_period {
+            hc.start_period_ns = ns;
+        }
+        if let Some(r) = self.health_retries {
+            if r < 0 {
+                bail!("--health-retries cannot be negative");
+            }
+            hc.retries = i32::try_from(r)
+                .map_err(|_| anyhow::anyhow!("--health-retries {r} is too large"))?;
+        }
+        if let Some(cmd) = &self.health_cmd {
+            hc.test = if cmd.is_empty() {
+                Vec::new()
+            } else {
+                vec!["CMD-SHELL".into(), cmd.clone()]
+            };
+        }
+        Ok(Some(hc))
+    }
+
+    /// Applies the flags that are set to `spec`; on error `spec` may be half edited (the
+    /// callers send nothing then).
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        let healthcheck =
+            self.healthcheck(spec.container.as_ref().and_then(|c| c.healthcheck.as_ref()))?;
         if let Some(n) = self.replicas {
             match spec.mode {
                 Some(Mode::Global(_)) if spec.name.is_empty() => {
@@ -161,6 +239,9 @@ impl SpecFlags {
         for (k, v) in &self.log_opt {
             c.log_options.insert(k.clone(), v.clone());
         }
+        if let Some(hc) = healthcheck {
+            c.healthcheck = Some(hc);
+        }
         Ok(())
     }
 }
@@ -188,6 +269,65 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * unit as f64) as i64),
         _ => Err(format!("{s:?} is not a size (e.g. 64M, 512k, 1g)")),
     }
+}
+
+/// A Go duration in nanoseconds that must not be negative (Docker's `PositiveDurationOpt`).
+pub fn parse_positive_duration_ns(s: &str) -> Result<u64, String> {
+    if s.trim().starts_with('-') {
+        return Err("duration cannot be negative".into());
+    }
+    parse_duration_ns(s)
+}
+
+/// Go durations in nanoseconds: `10s`, `1m30s`, `500ms`, `250us`, `2h`.
+fn parse_duration_ns(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 10s, 1m30s, 500ms)");
+    let mut total: u128 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(0);
+    }
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number = &rest[..end];
+        rest = &rest[end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit: u128 = match &rest[..unit_end] {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_end..];
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return Err(bad());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let mut part = whole.checked_mul(unit).ok_or_else(bad)?;
+        let mut scale = unit;
+        for digit in frac.chars() {
+            let d = digit.to_digit(10).ok_or_else(bad)? as u128;
+            scale /= 10;
+            part += d * scale;
+        }
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    u64::try_from(total).map_err(|_| bad())
 }
 
 /// Go durations as Docker takes them: `10s`, `1m30s`, `500ms`, `2h`.
@@ -365,6 +505,88 @@ mod tests {
         assert!(parse_mount("type=nfs,target=/x").is_err());
         assert!(parse_log_opt("max-size=10m").is_ok());
         assert!(parse_log_opt("compress=true").is_err());
+    }
+
+    #[test]
+    fn health_flags_edit_the_check_as_docker_does() {
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            ..Default::default()
+        };
+        let hc = |spec: &ServiceSpec| spec.container.clone().unwrap().healthcheck.unwrap();
+        SpecFlags {
+            health_cmd: Some("curl -f localhost || exit 1".into()),
+            health_interval: Some(5_000_000_000),
+            health_retries: Some(2),
+            ..Default::default()
+        }
+        .apply(&mut spec)
+        .unwrap();
+        assert_eq!(
+            hc(&spec),
+            HealthConfig {
+                test: vec!["CMD-SHELL".into(), "curl -f localhost || exit 1".into()],
+                interval_ns: 5_000_000_000,
+                retries: 2,
+                ..Default::default()
+            }
+        );
+        // An update changes only the fields it names.
+        SpecFlags {
+            health_timeout: Some(1_500_000_000),
+            ..Default::default()
+        }
+        .apply(&mut spec)
+        .unwrap();
+        let h = hc(&spec);
+        assert_eq!(
+            (h.test.len(), h.interval_ns, h.timeout_ns, h.retries),
+            (2, 5_000_000_000, 1_500_000_000, 2)
+        );
+        // --no-healthcheck alone disables it; with --health-* it is refused.
+        let conflict = SpecFlags {
+            no_healthcheck: true,
+            health_retries: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            conflict.apply(&mut spec.clone()).unwrap_err().to_string(),
+            "--no-healthcheck conflicts with --health-* options"
+        );
+        SpecFlags {
+            no_healthcheck: true,
+            ..Default::default()
+        }
+        .apply(&mut spec)
+        .unwrap();
+        assert_eq!(hc(&spec).test, ["NONE"]);
+        // A --health-* flag after NONE goes back to the image's command.
+        SpecFlags {
+            health_start_period: Some(1_000_000_000),
+            ..Default::default()
+        }
+        .apply(&mut spec)
+        .unwrap();
+        assert_eq!(
+            (hc(&spec).test.len(), hc(&spec).start_period_ns),
+            (0, 1_000_000_000)
+        );
+        let negative = SpecFlags {
+            health_retries: Some(-1),
+            ..Default::default()
+        };
+        assert_eq!(
+            negative.apply(&mut spec.clone()).unwrap_err().to_string(),
+            "--health-retries cannot be negative"
+        );
+        assert_eq!(
+            parse_positive_duration_ns("-1s").unwrap_err(),
+            "duration cannot be negative"
+        );
+        assert_eq!(parse_positive_duration_ns("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_positive_duration_ns("1m30s"), Ok(90_000_000_000));
+        assert_eq!(parse_positive_duration_ns("250us"), Ok(250_000));
+        assert!(parse_positive_duration_ns("5").is_err());
     }
 
     #[test]

@@ -65,10 +65,12 @@ pub(super) async fn exec(
     }
     let (task_id, addr) = manager.store().view(|t| {
         let task = find_task(t, &request.task)?;
-        let running = task
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state() == mini_proto::v1::TaskState::Running);
+        // A STARTING task with a health status runs its container while its check has not
+        // passed yet: `docker exec` enters such a container too.
+        let running = task.status.as_ref().is_some_and(|s| {
+            s.state() == mini_proto::v1::TaskState::Running
+                || (s.state() == mini_proto::v1::TaskState::Starting && !s.health.is_empty())
+        });
         if !running {
             return Err(ControlError::Precondition(format!(
                 "task {} is not running",

@@ -4,7 +4,7 @@
 use mini_proto::v1::{Service, ServiceSpec, UpdateServiceRequest, service_spec::Mode};
 
 use super::ControlError;
-use super::services::{check_image, check_published_ports, store, with_vips};
+use super::services::{check_healthcheck, check_image, check_published_ports, store, with_vips};
 use crate::manager::Manager;
 use crate::scheduler::parse_constraints;
 use crate::store::Tables;
@@ -20,6 +20,7 @@ pub(super) async fn update(
         .spec
         .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
     check_image(&spec)?;
+    check_healthcheck(&spec)?;
     parse_constraints(&spec.constraints)?;
 
     let _writer = manager.write_lock().await;

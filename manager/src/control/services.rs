@@ -42,6 +42,7 @@ async fn create_once(
         .spec
         .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
     check_image(&spec)?;
+    check_healthcheck(&spec)?;
     if spec.name.is_empty() {
         spec.name = random_service_name();
     }
@@ -154,6 +155,44 @@ pub(super) fn check_image(spec: &ServiceSpec) -> Result<(), ControlError> {
         }
     }
     Ok(())
+}
+
+/// The shortest health check interval, timeout or start period (swarmkit's `minimumDuration`).
+const MIN_HEALTH_DURATION_NS: u64 = 1_000_000;
+
+/// A health check as swarmkit's `validateHealthCheck` checks it, with its wording: durations
+/// of 0 (the image's or Docker's default) or at least 1ms, retries not negative, and a test
+/// of `NONE`, `CMD …` or `CMD-SHELL …`.
+pub(super) fn check_healthcheck(spec: &ServiceSpec) -> Result<(), ControlError> {
+    let Some(hc) = spec.container.as_ref().and_then(|c| c.healthcheck.as_ref()) else {
+        return Ok(());
+    };
+    for (what, ns) in [
+        ("Interval", hc.interval_ns),
+        ("Timeout", hc.timeout_ns),
+        ("StartPeriod", hc.start_period_ns),
+    ] {
+        if ns != 0 && ns < MIN_HEALTH_DURATION_NS {
+            return Err(ControlError::Invalid(format!(
+                "ContainerSpec: {what} in HealthConfig cannot be less than 1ms"
+            )));
+        }
+    }
+    if hc.retries < 0 {
+        return Err(ControlError::Invalid(
+            "ContainerSpec: Retries in HealthConfig cannot be negative".into(),
+        ));
+    }
+    match hc.test.first().map(String::as_str) {
+        None | Some("NONE") => Ok(()),
+        Some("CMD" | "CMD-SHELL") if hc.test.len() > 1 => Ok(()),
+        Some(kind @ ("CMD" | "CMD-SHELL")) => Err(ControlError::Invalid(format!(
+            "ContainerSpec: HealthConfig test {kind} has no command"
+        ))),
+        Some(other) => Err(ControlError::Invalid(format!(
+            "ContainerSpec: unknown healthcheck type {other:?} (expected CMD, CMD-SHELL or NONE)"
+        ))),
+    }
 }
 
 /// `service` with VIPs on its spec's networks (kept where it has one, new ones allocated,
@@ -395,6 +434,70 @@ mod image_tests {
             ..Default::default()
         };
         check_image(&spec).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn health_checks_are_checked_with_swarmkits_words() {
+        use mini_proto::v1::HealthConfig;
+        let check = |hc: HealthConfig| {
+            let spec = ServiceSpec {
+                container: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    healthcheck: Some(hc),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            check_healthcheck(&spec).map_err(|e| e.to_string())
+        };
+        let cmd = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            check(HealthConfig {
+                test: cmd(&["CMD-SHELL", "true"]),
+                interval_ns: 1_000_000,
+                retries: 3,
+                ..Default::default()
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            check(HealthConfig {
+                test: cmd(&["NONE"]),
+                ..Default::default()
+            }),
+            Ok(())
+        );
+        assert!(
+            check(HealthConfig {
+                interval_ns: 999_999,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .contains("ContainerSpec: Interval in HealthConfig cannot be less than 1ms")
+        );
+        assert!(
+            check(HealthConfig {
+                timeout_ns: 1,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .contains("Timeout in HealthConfig cannot be less than 1ms")
+        );
+        assert!(
+            check(HealthConfig {
+                retries: -1,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .contains("ContainerSpec: Retries in HealthConfig cannot be negative")
+        );
+        assert!(
+            check(HealthConfig {
+                test: cmd(&["CMD"]),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl Harness {
                 message: "reported by the test".into(),
                 err: String::new(),
                 exit_code,
+                ..Default::default()
             }),
         };
         apply_status_updates(&self.store, &self.proposer, &task.node_id, &[update])

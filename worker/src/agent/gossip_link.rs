@@ -17,10 +17,19 @@ use crate::gossip::{
 };
 
 /// The endpoint records of `task`'s attachments on this node (`vtep`).
-pub fn records_for(task: &Task, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
+///
+/// `bound`: the task serves its service (Docker's service binding): its records carry the
+/// service, the task's name, the VIP and the published ports, so peers put it in DNS and in
+/// the VIP's and the routing mesh's backends. Unbound (a task whose health check has not
+/// passed yet), they carry only where the task lives (address, MAC, VTEP): it is reachable on
+/// the overlay, answers no name and takes no balanced traffic.
+pub fn records_for(task: &Task, vtep: Ipv4Addr, bound: bool) -> Vec<EndpointRecord> {
     task.networks
         .iter()
         .filter_map(|a| {
+            if !bound {
+                return endpoint_record(a, &task.id, vtep);
+            }
             Some(EndpointRecord {
                 service_id: task.service_id.clone(),
                 service_name: task.service_name.clone(),
@@ -171,13 +180,14 @@ async fn follow_table<K: Kernel + 'static>(
     }
 }
 
-/// Publishes `task`'s endpoints (before it is reported running).
-pub async fn publish<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) {
+/// Publishes `task`'s endpoints (before it is reported running), bound to its service or
+/// not (see [`records_for`]); publishing again replaces the earlier records.
+pub async fn publish<K: Kernel + 'static>(shared: &Shared<K>, task: &Task, bound: bool) {
     let gossip = shared.gossip.read().await;
     let Some(gossip) = gossip.as_ref() else {
         return;
     };
-    for record in records_for(task, shared.vtep) {
+    for record in records_for(task, shared.vtep, bound) {
         if let Err(err) = gossip.publish(record).await {
             tracing::warn!(task = %task.id, %err, "cannot publish an endpoint");
         }

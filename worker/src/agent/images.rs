@@ -62,31 +62,10 @@ impl DirImageSource {
     }
 }
 
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Reads the parts of an OCI image config a task uses.
+/// Reads the parts of an OCI image config a task uses (Env, Entrypoint, Cmd, User,
+/// WorkingDir, StopSignal, Healthcheck...).
 pub fn parse_image_config(text: &str) -> Result<ImageConfig, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("invalid image config: {e}"))?;
-    let c = &v["config"];
-    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    Ok(ImageConfig {
-        env: strings(&c["Env"]),
-        entrypoint: strings(&c["Entrypoint"]),
-        cmd: strings(&c["Cmd"]),
-        user: s("User"),
-        working_dir: s("WorkingDir"),
-        stop_signal: s("StopSignal"),
-        ..Default::default()
-    })
+    crate::image::parse_config_section(text)
 }
 
 #[tonic::async_trait]

@@ -34,6 +34,12 @@ impl Reporter {
         }
     }
 
+    /// Takes whatever is queued now, without waiting.
+    #[cfg(test)]
+    pub fn take_now(&self) -> Vec<TaskStatusUpdate> {
+        self.drain()
+    }
+
     fn drain(&self) -> Vec<TaskStatusUpdate> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
             .into_iter()

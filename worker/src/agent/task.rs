@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::executor::ExecTargets;
 use super::worker::Shared;
+use crate::runtime::health::{self, Health, HealthCheck, HealthState, UNHEALTHY_ERROR};
 use crate::runtime::image::{ImageRootfs, ImageTask, Limits, LogOptions, Mount, MountKind};
 use crate::runtime::{ExecTarget, RuntimeError, TaskExit, TaskSpec, clamp_hostname};
 
@@ -32,6 +33,21 @@ pub(super) fn status(state: TaskState, message: &str) -> TaskStatus {
     }
 }
 
+/// `status` with the container's health (`starting`, `healthy`, `unhealthy`).
+fn with_health(mut status: TaskStatus, health: Health) -> TaskStatus {
+    status.health = health.as_str().into();
+    status
+}
+
+/// Aborts the health monitor when the task's life ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A FAILED status stamped now, with the error and exit code.
 pub(super) fn failed(message: &str, err: String, exit_code: i32) -> TaskStatus {
     TaskStatus {
@@ -40,6 +56,7 @@ pub(super) fn failed(message: &str, err: String, exit_code: i32) -> TaskStatus {
         message: message.into(),
         err,
         exit_code,
+        ..Default::default()
     }
 }
 
@@ -172,6 +189,15 @@ fn hex_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn log_running(id: &str, runtime: &str, received: std::time::Instant) {
+    tracing::info!(
+        task = %id,
+        runtime,
+        start_ms = received.elapsed().as_secs_f64() * 1000.0,
+        "task running"
+    );
+}
+
 /// Runs `task` until it ends or `stop` turns true; reports every step.
 pub async fn run<K: Kernel + 'static>(
     task: Task,
@@ -251,6 +277,20 @@ pub async fn run<K: Kernel + 'static>(
             return;
         }
     };
+    // The health check: the service's flags over the image's HEALTHCHECK.
+    let health_check = match HealthCheck::resolve(
+        container.healthcheck.as_ref(),
+        image
+            .as_ref()
+            .and_then(|i| i.image.config.healthcheck.as_ref()),
+    ) {
+        Ok(check) => check,
+        Err(err) => {
+            report(failed("preparing failed", err, 0));
+            release();
+            return;
+        }
+    };
     shared.network.add_sandbox(&task);
     if let Err(err) = shared.network.converge().await {
         report(failed(
@@ -299,7 +339,11 @@ pub async fn run<K: Kernel + 'static>(
         0 => shared.config.stop_grace,
         ms => Duration::from_millis(ms),
     };
-    report(status(TaskState::Starting, "starting"));
+    let starting = status(TaskState::Starting, "starting");
+    report(match health_check {
+        Some(_) => with_health(starting, Health::Starting),
+        None => starting,
+    });
     let mut running = match runtime.start(&spec).await {
         Ok(r) => r,
         Err(err) => {
@@ -316,33 +360,76 @@ pub async fn run<K: Kernel + 'static>(
             return;
         }
     };
-    execs.insert(
-        &id,
-        Arc::clone(&runtime),
-        ExecTarget {
-            task_id: id.clone(),
-            pid: running.pid(),
-        },
-    );
+    let target = ExecTarget {
+        task_id: id.clone(),
+        pid: running.pid(),
+    };
+    execs.insert(&id, Arc::clone(&runtime), target.clone());
+    // A task with a health check stays STARTING, reachable on its networks but out of DNS and
+    // the VIP's backends, until a probe passes (Docker's swarm executor does the same).
+    let (health_tx, mut health_rx) = tokio::sync::watch::channel(HealthState::new());
+    let _monitor = health_check.clone().map(|check| {
+        AbortOnDrop(tokio::spawn(health::monitor(
+            Arc::clone(&runtime),
+            target,
+            check,
+            tokio::time::Instant::now(),
+            health_tx,
+        )))
+    });
+    let mut bound = health_check.is_none();
     // Every node learns where the task lives before anyone is told it runs.
-    super::gossip_link::publish(&shared, &task).await;
-    report(status(TaskState::Running, "started"));
-    tracing::info!(
-        task = %id,
-        runtime = runtime.name(),
-        start_ms = received.elapsed().as_secs_f64() * 1000.0,
-        "task running"
-    );
-    let ended = tokio::select! {
-        exit = running.wait() => Some(exit),
-        _ = stop.wait_for(|s| *s) => None,
+    super::gossip_link::publish(&shared, &task, bound).await;
+    if bound {
+        report(status(TaskState::Running, "started"));
+        log_running(&id, runtime.name(), received);
+    }
+    let mut unhealthy: Option<HealthState> = None;
+    let mut monitoring = health_check.is_some();
+    let ended = loop {
+        let changed = tokio::select! {
+            exit = running.wait() => break Some(exit),
+            _ = stop.wait_for(|s| *s) => break None,
+            changed = health_rx.changed(), if monitoring => changed,
+        };
+        if changed.is_err() {
+            // The monitor ended (it never does on its own): the task keeps running.
+            tracing::warn!(task = %id, "the health monitor stopped");
+            monitoring = false;
+            continue;
+        }
+        let state = health_rx.borrow_and_update().clone();
+        match state.status {
+            Health::Healthy if !bound => {
+                super::gossip_link::publish(&shared, &task, true).await;
+                bound = true;
+                report(with_health(
+                    status(TaskState::Running, "started"),
+                    Health::Healthy,
+                ));
+                log_running(&id, runtime.name(), received);
+            }
+            Health::Unhealthy => {
+                let last = state.log.back();
+                tracing::warn!(
+                    task = %id,
+                    failing_streak = state.failing_streak,
+                    exit_code = last.map(|r| r.exit_code),
+                    output = %last.map_or("", |r| r.output.trim_end()),
+                    "task unhealthy: stopping it"
+                );
+                unhealthy = Some(state);
+                break None;
+            }
+            Health::Healthy | Health::Starting => {}
+        }
     };
     // The tombstone goes out before the task stops answering, so peers stop
     // sending to it first.
     super::gossip_link::withdraw(&shared, &task).await;
     let (exit, stopped) = match ended {
         Some(exit) => (exit, false),
-        None => (running.stop(grace).await, true),
+        None => (running.stop(grace).await, unhealthy.is_none()),
     };
     let exit = match exit {
         Ok(exit) => exit,
@@ -354,7 +441,16 @@ pub async fn run<K: Kernel + 'static>(
     execs.remove(&id);
     running.remove().await;
     release();
-    let final_status = if stopped {
+    let final_status = if unhealthy.is_some() {
+        // swarmkit's wording: the exit of the stopped container, caused by its health.
+        let code = exit.exit_code();
+        let err = if code == 0 {
+            UNHEALTHY_ERROR.to_string()
+        } else {
+            format!("task: non-zero exit ({code}): {UNHEALTHY_ERROR}")
+        };
+        with_health(failed("task failed", err, code), Health::Unhealthy)
+    } else if stopped {
         let mut s = status(TaskState::Shutdown, "shutdown");
         s.exit_code = exit.exit_code();
         s

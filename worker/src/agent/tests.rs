@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use mini_netdriver::{DriverConfig, FakeKernel, NetDriver};
 use mini_proto::v1::{
-    Assignments, ContainerSpec, Network, NetworkAttachment, Task, TaskState, TaskStatus,
+    Assignments, ContainerSpec, HealthConfig, Network, NetworkAttachment, Task, TaskState,
+    TaskStatus,
 };
 
 use super::dns_link::NodeDns;
@@ -15,8 +16,9 @@ use super::executor::Executor;
 use super::images::DirImageSource;
 use super::network::NodeNetwork;
 use super::worker::{ImageRuntime, Runtimes, Shared, WorkerConfig};
+use crate::gossip::{EndpointRecord, Gossip, GossipConfig, GossipKeys};
 use crate::runtime::TaskExit;
-use crate::runtime::fake::{FakeCall, FakeRuntime};
+use crate::runtime::fake::{FakeCall, FakeExec, FakeRuntime};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -94,6 +96,22 @@ impl Fixture {
                 self.seen.insert(u.task_id, u.status.unwrap_or_default());
             }
         }
+    }
+
+    /// Starts the node's gossip agent on loopback, so published endpoints can be read back.
+    async fn start_gossip(&self) {
+        let config = GossipConfig::new(
+            "node1",
+            "127.0.0.1:0".parse().unwrap(),
+            GossipKeys::random(1),
+        );
+        *self.shared.gossip.write().await = Some(Gossip::start(config).await.unwrap());
+    }
+
+    /// The endpoint record this node publishes for `task_id` on the test network.
+    async fn record(&self, task_id: &str) -> Option<EndpointRecord> {
+        let gossip = self.shared.gossip.read().await;
+        gossip.as_ref()?.get(&network().id, task_id)
     }
 
     /// Whether the fake kernel holds `task_id`'s sandbox namespace.
@@ -306,4 +324,136 @@ fn sizes_parse_as_docker_writes_them() {
     assert_eq!(parse_size("1.5MB"), Some(3 << 19));
     assert_eq!(parse_size("100"), Some(100));
     assert_eq!(parse_size("lots"), None);
+}
+
+/// A task of service `web` with a VIP whose health check runs every 20 ms.
+fn checked_task(id: &str, retries: i32) -> Task {
+    let mut t = task(id, "busybox", TaskState::Running);
+    t.networks[0].vip = "10.0.9.2/24".into();
+    if let Some(c) = t.container.as_mut() {
+        c.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "wget -q localhost".into()],
+            interval_ns: 20_000_000,
+            retries,
+            ..Default::default()
+        });
+    }
+    t
+}
+
+#[tokio::test]
+async fn a_starting_task_is_reachable_but_unpublished_until_its_check_passes() {
+    let mut f = Fixture::new();
+    f.start_gossip().await;
+    let id = "startstartstartstartstart";
+    f.images.script_exec(id, [FakeExec::Exit(1)]);
+    f.executor.apply(assign(vec![checked_task(id, 1000)])).await;
+    let starting = f.wait_state(id, TaskState::Starting).await;
+    assert_eq!(starting.health, "starting");
+    // Probes fail: it stays STARTING, its record carries where it lives and nothing else.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while f
+        .images
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, FakeCall::Exec(..)))
+        .count()
+        < 3
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no probes ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unbound = f
+        .record(id)
+        .await
+        .expect("the starting task is on the overlay");
+    assert_eq!(unbound.ip, Ipv4Addr::new(10, 0, 9, 5));
+    assert_eq!(
+        (
+            unbound.service_name.as_str(),
+            unbound.task_name.as_str(),
+            unbound.vip,
+            unbound.deleted
+        ),
+        ("", "", None, false),
+        "a starting task is in no name and behind no VIP"
+    );
+    assert_eq!(
+        f.images.calls().get(1),
+        Some(&FakeCall::Exec(
+            id.into(),
+            vec!["/bin/sh".into(), "-c".into(), "wget -q localhost".into()]
+        ))
+    );
+    for u in f.shared.reporter.take_now() {
+        f.seen.insert(u.task_id, u.status.unwrap_or_default());
+    }
+    assert_eq!(
+        f.seen.get(id).map(TaskStatus::state),
+        Some(TaskState::Starting),
+        "still STARTING while its checks fail"
+    );
+    // The check passes: RUNNING, healthy, and bound to its service.
+    f.images.script_exec(id, [FakeExec::Exit(0)]);
+    let running = f.wait_state(id, TaskState::Running).await;
+    assert_eq!(running.health, "healthy");
+    let bound = f.record(id).await.unwrap();
+    assert_eq!(
+        (bound.service_name.as_str(), bound.vip),
+        ("web", Some(Ipv4Addr::new(10, 0, 9, 2)))
+    );
+    assert!(bound.task_name.starts_with("web.1."));
+}
+
+#[tokio::test]
+async fn an_unhealthy_task_is_stopped_withdrawn_and_reported_failed_as_swarmkit_words_it() {
+    let mut f = Fixture::new();
+    f.start_gossip().await;
+    let id = "sicksicksicksicksicksicks";
+    f.images
+        .script_exec(id, [FakeExec::Exit(0), FakeExec::Exit(1)]);
+    f.executor.apply(assign(vec![checked_task(id, 2)])).await;
+    assert_eq!(f.wait_state(id, TaskState::Running).await.health, "healthy");
+    let failed = f.wait_state(id, TaskState::Failed).await;
+    // The fake ends a stopped task with SIGTERM: 128 + 15.
+    assert_eq!(
+        (
+            failed.err.as_str(),
+            failed.exit_code,
+            failed.health.as_str()
+        ),
+        (
+            "task: non-zero exit (143): dockerexec: unhealthy container",
+            143,
+            "unhealthy"
+        )
+    );
+    assert!(f.images.calls().contains(&FakeCall::Stop(id.into())));
+    assert!(f.images.running().is_empty());
+    assert!(!f.has_sandbox(id), "the sandbox goes with the task");
+    assert!(
+        f.record(id).await.is_none_or(|r| r.deleted),
+        "the unhealthy task's endpoint is withdrawn"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_health_check_fails_the_task_before_anything_is_made() {
+    let mut f = Fixture::new();
+    let id = "badhcbadhcbadhcbadhcbadhc";
+    let mut t = checked_task(id, 1);
+    if let Some(c) = t.container.as_mut() {
+        c.healthcheck = Some(HealthConfig {
+            test: vec!["HTTP".into(), "/".into()],
+            ..Default::default()
+        });
+    }
+    f.executor.apply(assign(vec![t])).await;
+    let status = f.wait_state(id, TaskState::Failed).await;
+    assert_eq!(
+        status.err,
+        "unknown healthcheck type \"HTTP\" (expected CMD, CMD-SHELL or NONE)"
+    );
+    assert!(f.images.calls().is_empty());
+    assert!(!f.has_sandbox(id));
 }

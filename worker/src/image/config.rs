@@ -132,9 +132,34 @@ impl ConfigFile {
 
     /// The part a task uses.
     pub fn image_config(&self) -> ImageConfig {
-        let Some(c) = &self.config else {
-            return ImageConfig::default();
-        };
+        self.config
+            .as_ref()
+            .map(RawConfig::image_config)
+            .unwrap_or_default()
+    }
+}
+
+/// The task's part of an image config JSON that need not name its layers (the `config.json`
+/// of a directory image): `{"config": {"Env": [...], "Healthcheck": {...}, ...}}`.
+pub fn parse_config_section(text: &str) -> Result<ImageConfig, String> {
+    #[derive(Deserialize)]
+    struct Section {
+        #[serde(default)]
+        config: Option<RawConfig>,
+    }
+    let section: Section =
+        serde_json::from_str(text).map_err(|e| format!("invalid image config: {e}"))?;
+    Ok(section
+        .config
+        .as_ref()
+        .map(RawConfig::image_config)
+        .unwrap_or_default())
+}
+
+impl RawConfig {
+    fn image_config(&self) -> ImageConfig {
+        let c = self;
+        // Docker keeps the durations in nanoseconds; 0 means "inherit / default".
         let nanos = |n: Option<u64>| n.filter(|n| *n > 0).map(Duration::from_nanos);
         ImageConfig {
             env: c.env.clone().unwrap_or_default(),
@@ -190,6 +215,56 @@ mod tests {
         assert_eq!(h.retries, Some(2));
         assert_eq!(c.exposed_ports, ["53/udp", "80/tcp"]);
         assert_eq!(c.labels.get("a").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn healthchecks_parse_as_docker_writes_them() {
+        let c = parse_config_section(
+            r#"{"config":{"Healthcheck":{"Test":["CMD","/bin/check","-q"],
+                "Interval":2000000000,"Timeout":500000000,"StartPeriod":10000000000,"Retries":5}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.healthcheck,
+            Some(Healthcheck {
+                test: vec!["CMD".into(), "/bin/check".into(), "-q".into()],
+                interval: Some(Duration::from_secs(2)),
+                timeout: Some(Duration::from_millis(500)),
+                start_period: Some(Duration::from_secs(10)),
+                retries: Some(5),
+            })
+        );
+        // `docker build` writes 0 for unset durations and retries: they mean "default".
+        let zeros = parse_config_section(
+            r#"{"config":{"Healthcheck":{"Test":["NONE"],"Interval":0,"Timeout":0,"StartPeriod":0,"Retries":0}}}"#,
+        )
+        .unwrap()
+        .healthcheck
+        .unwrap();
+        assert_eq!(zeros.test, ["NONE"]);
+        assert_eq!(
+            (
+                zeros.interval,
+                zeros.timeout,
+                zeros.start_period,
+                zeros.retries
+            ),
+            (None, None, None, None)
+        );
+        // No Healthcheck, or one with no Test: no check.
+        assert_eq!(
+            parse_config_section(r#"{"config":{}}"#)
+                .unwrap()
+                .healthcheck,
+            None
+        );
+        assert_eq!(
+            parse_config_section(r#"{"config":{"Healthcheck":{"Interval":1}}}"#)
+                .unwrap()
+                .healthcheck,
+            None
+        );
+        assert!(parse_config_section("{").is_err());
     }
 
     #[test]

@@ -23,8 +23,19 @@ pub enum FakeCall {
     Exec(String, Vec<String>),
 }
 
+/// What a scripted `exec` in the fake does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeExec {
+    /// Ends at once with this exit code (its stdout is the command line).
+    Exit(i32),
+    /// Never ends.
+    Hang,
+}
+
 #[derive(Default)]
 struct Inner {
+    /// Task id → what its next execs do, in order; the last one repeats.
+    exec_script: HashMap<String, std::collections::VecDeque<FakeExec>>,
     calls: Vec<FakeCall>,
     /// Task id → the sender that ends it.
     running: HashMap<String, watch::Sender<Option<TaskExit>>>,
@@ -66,6 +77,14 @@ impl FakeRuntime {
         self.lock()
             .fail_start
             .insert(task_id.into(), message.into());
+    }
+
+    /// Scripts the execs in `task_id`: each exec takes the next entry, the last one repeats
+    /// (unscripted tasks' execs end with 0).
+    pub fn script_exec(&self, task_id: &str, script: impl IntoIterator<Item = FakeExec>) {
+        self.lock()
+            .exec_script
+            .insert(task_id.into(), script.into_iter().collect());
     }
 
     /// Ends the running task `task_id` as `exit`; false if it does not run.
@@ -151,11 +170,24 @@ impl TaskRuntime for FakeRuntime {
         args: &[String],
         _env: &[String],
     ) -> Result<ExecOutput, RuntimeError> {
-        self.lock()
-            .calls
-            .push(FakeCall::Exec(target.task_id.clone(), args.to_vec()));
+        let next = {
+            let mut inner = self.lock();
+            inner
+                .calls
+                .push(FakeCall::Exec(target.task_id.clone(), args.to_vec()));
+            match inner.exec_script.get_mut(&target.task_id) {
+                Some(script) if script.len() > 1 => script.pop_front(),
+                Some(script) => script.front().copied(),
+                None => None,
+            }
+            .unwrap_or(FakeExec::Exit(0))
+        };
+        let code = match next {
+            FakeExec::Exit(code) => code,
+            FakeExec::Hang => std::future::pending().await,
+        };
         Ok(ExecOutput {
-            exit: TaskExit::Exited(0),
+            exit: TaskExit::Exited(code),
             stdout: args.join(" ").into_bytes(),
             stderr: Vec::new(),
         })

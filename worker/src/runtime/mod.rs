@@ -24,11 +24,13 @@
 //! - `setup`: what PID 1 does before `execve`: mounts, hostname, `PATH` lookup.
 //! - `exec`: [`HostRuntime::exec`], [`HostRuntime::exec_command`].
 //! - `logs`: the log format, [`read_logs`] and [`LogFollower`].
+//! - [`health`]: health checks (which check, the probe state machine, the monitor).
 //! - `error`: [`RuntimeError`].
 
 mod error;
 mod exec;
 pub mod fake;
+pub mod health;
 pub mod image;
 pub mod init;
 mod logs;

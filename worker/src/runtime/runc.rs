@@ -551,8 +551,12 @@ impl TaskRuntime for RuncRuntime {
         env: &[String],
     ) -> Result<ExecOutput, RuntimeError> {
         let id = container_id(&target.task_id);
+        let guard = ExecGuard::new(&self.root);
         let mut cmd = self.runc_command();
         cmd.arg("exec");
+        if let Some(pid_file) = &guard.pid_file {
+            cmd.arg("--pid-file").arg(pid_file);
+        }
         for e in env {
             cmd.arg("--env").arg(e);
         }
@@ -566,6 +570,7 @@ impl TaskRuntime for RuncRuntime {
                 pid: target.pid,
                 source,
             })?;
+        guard.done();
         let mut stderr = output.stderr;
         // runc's own complaint (e.g. a missing executable) reads as Docker's.
         if output.status.code() == Some(255) || output.status.code() == Some(1) {
@@ -586,6 +591,55 @@ impl TaskRuntime for RuncRuntime {
             stdout: output.stdout,
             stderr,
         })
+    }
+}
+
+/// The process of a `runc exec` whose caller gave up on it (a health probe past its timeout):
+/// killing `runc exec` leaves the process running in the container, so it is killed by the
+/// PID runc wrote, unless the exec ended.
+struct ExecGuard {
+    /// `RUN/runc-exec/<random>.pid`; `None` when that directory cannot be made.
+    pid_file: Option<PathBuf>,
+    ended: bool,
+}
+
+impl ExecGuard {
+    fn new(root: &Path) -> ExecGuard {
+        let dir = root
+            .parent()
+            .map_or_else(|| root.join("exec"), |run| run.join("runc-exec"));
+        let pid_file = std::fs::create_dir_all(&dir).ok().map(|()| {
+            let name: [u8; 12] = rand10::random();
+            dir.join(format!("{}.pid", hex::encode(name)))
+        });
+        ExecGuard {
+            pid_file,
+            ended: false,
+        }
+    }
+
+    /// The exec ended by itself: nothing to kill.
+    fn done(mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        let Some(pid_file) = &self.pid_file else {
+            return;
+        };
+        if !self.ended
+            && let Ok(text) = std::fs::read_to_string(pid_file)
+            && let Ok(pid) = text.trim().parse::<i32>()
+            && pid > 1
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_file(pid_file);
     }
 }
 
