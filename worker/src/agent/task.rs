@@ -211,7 +211,8 @@ pub async fn run<K: Kernel + 'static>(
             ));
             return;
         };
-        let image = match images.source.resolve(&container.image).await {
+        let auth = task.registry_auth.as_ref();
+        let image = match images.source.resolve(&container.image, auth).await {
             Ok(image) => image,
             Err(err) => {
                 report(failed("preparing failed", err, 0));
