@@ -98,7 +98,19 @@ async fn ping_crosses_vxlan_egress_is_masqueraded_and_teardown_leaves_nothing() 
     let sb_a = da.sandbox_netns_path(task_a);
     let ov_a = da.overlay_netns_path(NET);
 
-    // A ping crosses the VXLAN.
+    // A ping crosses the VXLAN. The first one may be lost while the new links come up on a
+    // loaded machine: wait (with a deadline) for a first answer, then every ping must cross.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (ok, out) = try_sh(&sb_a, "ping -c 1 -W 1 10.0.9.3");
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ping answered across the VXLAN within 10 s; last: {out}"
+        );
+    }
     let out = sh(&sb_a, "ping -c 2 -W 2 10.0.9.3");
     assert!(out.contains("2 received"), "{out}");
     // It really went through the underlay as VXLAN: the vxlan0 of B received packets.

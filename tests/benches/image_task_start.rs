@@ -12,7 +12,11 @@
 //! 2. Burst: 30 tasks at once over 3 hosts: p50/p99 under load, and the wall
 //!    time from `service create` until all run.
 //!
-//! The same is measured for image `host` for comparison. Prints one JSON object.
+//! 3. Dense: 50 image tasks on h2 — the daemon's resident memory (VmRSS) and
+//!    the disk each extra task uses (its container dir: upper and work dirs,
+//!    bundle, `config.json`; the image's layers are shared).
+//!
+//! 1 and 2 are measured for image `host` too, for comparison. Prints one JSON object.
 //!
 //! `sudo -E cargo bench -p mini-tests --bench image_task_start`
 
@@ -106,6 +110,70 @@ fn measure(cluster: &Cluster, image: &[&str], runtime: &str, tag: &str) -> Value
     })
 }
 
+/// VmRSS of process `pid`, in MiB.
+fn rss_mib(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (kib / 1024.0 * 10.0).round() / 10.0
+}
+
+/// Disk used under `dir` in KiB (`du -skx`: the task rootfs mounts are not followed).
+fn du_kib(dir: &std::path::Path) -> f64 {
+    let out = std::process::Command::new("du")
+        .arg("-skx")
+        .arg(dir)
+        .output()
+        .expect("du");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// 50 busybox tasks on h2: the worker daemon's VmRSS and the disk per task.
+fn dense(cluster: &Cluster) -> Value {
+    let m = cluster.host(1);
+    let h2 = cluster.host(2);
+    let pid = cluster.daemon_pid(2).expect("h2's daemon");
+    let idle_rss = rss_mib(pid);
+    let state = h2.state_dir();
+    let state_before = du_kib(&state);
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "dense",
+        "--replicas",
+        "50",
+        "--constraint",
+        "node.hostname==h2",
+        "busybox",
+        "sleep",
+        "100000",
+    ]);
+    wait_n(&m, "dense", 50);
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = rss_mib(pid);
+    let manager_rss = cluster.daemon_pid(1).map(rss_mib);
+    let containers = du_kib(&state.join("containers"));
+    let state_after = du_kib(&state);
+    m.ok(&["service", "rm", "dense"]);
+    json!({
+        "tasks": 50,
+        "worker_vmrss_idle_mib": idle_rss,
+        "worker_vmrss_with_50_mib": rss,
+        "manager_vmrss_mib": manager_rss,
+        "containers_dir_kib_per_task": (containers / 50.0 * 10.0).round() / 10.0,
+        "state_dir_growth_kib_per_task": ((state_after - state_before) / 50.0 * 10.0).round() / 10.0,
+    })
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("image_task_start: needs root (namespaces, mounts, runc); skipped");
@@ -117,6 +185,7 @@ fn main() {
     for k in 1..=3 {
         install_busybox(&cluster.host(k).state_dir());
     }
+    let dense = dense(&cluster);
     let image = measure(&cluster, &["busybox", "sleep", "100000"], "runc", "img");
     let host = measure(&cluster, &["host", "sleep", "100000"], "host", "host");
     println!(
@@ -127,6 +196,7 @@ fn main() {
             "binary": mini_tests::binary::mini_binary().display().to_string(),
             "runc": image,
             "host": host,
+            "dense_image_tasks_on_h2": dense,
         })
     );
 }

@@ -177,7 +177,12 @@ fn image_replicas_answer_through_the_vip_and_the_mesh_and_leave_nothing() {
         if seen.len() >= 2 {
             Ok(())
         } else {
-            Err(format!("{seen:?} {}", out.stderr))
+            // What the client's container sees, to tell a routing fault from a slow start.
+            let net = m.mini(&["exec", &client, "sh", "-c", "ip -br addr; ip route"]);
+            Err(format!(
+                "{seen:?} {}\nclient's network: {}",
+                out.stderr, net.stdout
+            ))
         }
     });
     let expected: BTreeSet<String> = web_tasks

@@ -182,6 +182,25 @@ fn outsiders_and_workers_are_refused_and_change_nothing() {
     );
     eprintln!("removed node refused after {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(&removed_certs);
+
+    // As in Docker, the removed node leaves and joins again: it comes back as a new node.
+    cluster.host(3).ok(&["swarm", "leave"]);
+    cluster.join(3, "worker");
+    let rejoined = cluster.host(3).node_id();
+    assert_ne!(rejoined, victim, "the node came back with its removed id");
+    wait_for(
+        "h3 back as a new Ready node",
+        Duration::from_secs(30),
+        || {
+            let out = manager.mini(&["node", "ls", "--format", "json"]);
+            let ready = out.json().as_array().is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n["id"] == rejoined.as_str() && n["status"] == "ready")
+            });
+            if ready { Ok(()) } else { Err(out.stdout) }
+        },
+    );
 }
 
 #[test]

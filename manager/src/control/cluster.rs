@@ -79,11 +79,11 @@ pub(super) async fn swarm_init(
     let cluster_id = crate::ids::new_id();
     let ca = pki::new_root_ca().map_err(|e| ControlError::Internal(e.to_string()))?;
     let (key_der, csr) =
-        pki::new_node_key(&api.inner.node_id).map_err(|e| ControlError::Internal(e.to_string()))?;
+        pki::new_node_key(&api.node_id()).map_err(|e| ControlError::Internal(e.to_string()))?;
     let node_cert = pki::sign_node_csr(
         &ca,
         &csr,
-        &api.inner.node_id,
+        &api.node_id(),
         NodeRole::Manager,
         &cluster_id,
         pki::DEFAULT_CERT_EXPIRY,
@@ -111,7 +111,7 @@ pub(super) async fn swarm_init(
     };
     let config = manager_config(
         &api.inner.config,
-        &api.inner.node_id,
+        &api.node_id(),
         bound.port(),
         &provisional,
     );
@@ -160,7 +160,7 @@ pub(super) async fn swarm_init(
     };
     api.enter(membership).await?;
     Ok(SwarmInitResponse {
-        node_id: api.inner.node_id.clone(),
+        node_id: api.node_id(),
         cluster: cluster.map(without_secret_keys),
     })
 }
@@ -182,7 +182,7 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
     let manager = api.inner.manager.read().await.clone();
     let Some(manager) = manager else {
         return InfoResponse {
-            node_id: api.inner.node_id.clone(),
+            node_id: api.node_id(),
             ..Default::default()
         };
     };
@@ -212,7 +212,7 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         unreachable_managers,
         raft_voters: status.voters.clone(),
         raft_learners: status.learners.clone(),
-        node_id: api.inner.node_id.clone(),
+        node_id: api.node_id(),
         cluster: manager
             .store()
             .view(|t| t.cluster.clone())

@@ -98,7 +98,7 @@ impl ControlApi {
                 }
                 let status = manager.raft_status();
                 member |= status.in_config(own);
-                if member && demoted(&manager, &api.inner.node_id, own) {
+                if member && demoted(&manager, &api.node_id(), own) {
                     tracing::info!(
                         raft_id = own,
                         "this node is no manager any more: waiting for its removal from the Raft group"
@@ -168,7 +168,7 @@ impl ControlApi {
             if !self.is_current(manager).await {
                 return Removal::Replaced;
             }
-            if !demoted(manager, &self.inner.node_id, own) {
+            if !demoted(manager, &self.node_id(), own) {
                 return Removal::StillManager;
             }
             let status = manager.raft_status();

@@ -113,7 +113,7 @@ pub(super) async fn swarm_join(
         ));
     }
     let trust = api.inner.config.trust.clone();
-    let node_id = api.inner.node_id.clone();
+    let node_id = api.node_id();
     let joined = async {
         // The manager's CA, checked against the token's digest, before anything secret is sent.
         let (ca_der, channel) = tls::pinned_manager_channel(&remote, &digest, DIAL_TIMEOUT)
@@ -178,7 +178,7 @@ pub(super) async fn swarm_join(
         membership::save(&api.inner.config.state_dir, &membership)?;
         api.enter(membership).await?;
         Ok::<_, ControlError>(SwarmJoinResponse {
-            node_id: api.inner.node_id.clone(),
+            node_id: api.node_id(),
             cluster_id: response.cluster_id,
         })
     }
@@ -206,12 +206,8 @@ impl ControlApi {
                 "the leader admitted this node as a manager without a Raft id".into(),
             ));
         }
-        let config = super::manager_config(
-            &self.inner.config,
-            &self.inner.node_id,
-            agent_port,
-            membership,
-        );
+        let config =
+            super::manager_config(&self.inner.config, &self.node_id(), agent_port, membership);
         let manager = Manager::join(config).await?;
         tracing::info!(raft_id = membership.raft_id, "manager started in join mode");
         self.install_manager(manager).await;
@@ -310,7 +306,7 @@ pub(super) async fn swarm_leave(
             if let Ok(channel) = dial(&api.inner.config.trust, addr, Peer::Manager).await {
                 let mut client = DispatcherClient::new(channel);
                 let request = mini_proto::v1::LeaveRequest {
-                    node_id: api.inner.node_id.clone(),
+                    node_id: api.node_id(),
                 };
                 if client.leave(request).await.is_ok() {
                     break;
@@ -326,6 +322,7 @@ pub(super) async fn swarm_leave(
     membership::remove(&api.inner.config.state_dir)?;
     api.inner.config.trust.clear();
     *api.inner.membership.write().await = None;
+    api.renew_node_id()?;
     Ok(())
 }
 
@@ -341,7 +338,7 @@ async fn leave_raft_group(
 ) -> Result<(), ControlError> {
     let own = manager.raft_status().id;
     let generation = api.inner.config.trust.generation();
-    let node_id = api.inner.node_id.clone();
+    let node_id = api.node_id();
     super::retry_stale(|| async {
         let _writer = manager.write_lock().await;
         let node = manager.store().view(|t| t.node(&node_id).cloned())?;

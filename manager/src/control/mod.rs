@@ -76,7 +76,9 @@ pub struct ControlApi {
 
 struct Inner {
     config: DaemonConfig,
-    node_id: String,
+    /// Made on first start; a new one after `swarm leave` (as Docker: a node that leaves and
+    /// joins again is a new node, so a removed node can come back).
+    node_id: std::sync::RwLock<String>,
     hooks: Arc<dyn MemberHooks>,
     /// Held by init, join and leave: one membership change at a time.
     member_lock: tokio::sync::Mutex<()>,
@@ -98,7 +100,7 @@ impl ControlApi {
         let api = ControlApi {
             inner: Arc::new(Inner {
                 config,
-                node_id,
+                node_id: std::sync::RwLock::new(node_id),
                 hooks,
                 member_lock: tokio::sync::Mutex::new(()),
                 membership: RwLock::new(None),
@@ -123,12 +125,8 @@ impl ControlApi {
         // own agent dials it), then the manager, then the agent.
         let listen = membership::parse_listen_addr("listen address", &membership.listen_addr)?;
         let bound = api.listen(listen).await?;
-        let manager_config = manager_config(
-            &api.inner.config,
-            &api.inner.node_id,
-            bound.port(),
-            &membership,
-        );
+        let manager_config =
+            manager_config(&api.inner.config, &api.node_id(), bound.port(), &membership);
         // A worker's state dir may still hold the log of the manager it was before a
         // demotion (a crash between the two steps): only a manager resumes it.
         if membership.role() == NodeRole::Manager && Manager::has_state(&manager_config) {
@@ -159,7 +157,7 @@ impl ControlApi {
     async fn enter(&self, membership: mini_proto::v1::Membership) -> Result<(), ControlError> {
         self.inner
             .hooks
-            .start_agent(self.inner.node_id.clone(), membership.clone())
+            .start_agent(self.node_id(), membership.clone())
             .await
             .map_err(ControlError::Internal)?;
         *self.inner.membership.write().await = Some(membership);
@@ -167,8 +165,23 @@ impl ControlApi {
     }
 
     /// This node's id.
-    pub fn node_id(&self) -> &str {
-        &self.inner.node_id
+    pub fn node_id(&self) -> String {
+        self.inner
+            .node_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A new node id, after `swarm leave` (see [`identity::renew_node_id`]).
+    fn renew_node_id(&self) -> Result<(), ControlError> {
+        let id = identity::renew_node_id(&self.inner.config.state_dir)?;
+        *self
+            .inner
+            .node_id
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = id;
+        Ok(())
     }
 
     /// Stops the agent and listener, then the manager, if any, flushing its log.

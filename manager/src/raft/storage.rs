@@ -81,13 +81,32 @@ fn u64_at(what: &'static str, bytes: &[u8], at: usize) -> Result<u64, RaftError>
         })
 }
 
+/// How long [`open_db`] waits for the database's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the sled database in `dir`. Its file lock is released only when sled's background
+/// flusher of an earlier handle (a Raft node just stopped in this process, or a daemon still
+/// exiting) lets go, which may take a moment on a loaded machine: a held lock is retried for
+/// up to [`LOCK_WAIT`] before it is an error.
+fn open_db(dir: &Path) -> Result<sled::Db, RaftError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.map_err(RaftError::sled("open")),
+        }
+    }
+}
+
 impl SledStorage {
     /// Opens (or creates) the database in `dir` and loads the cached state.
     pub fn open(dir: &Path) -> Result<Self, RaftError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(RaftError::sled("open"))?;
+        let db = open_db(dir)?;
         let log = db.open_tree("log").map_err(RaftError::sled("open log"))?;
         let meta = db.open_tree("meta").map_err(RaftError::sled("open meta"))?;
         let get = |key: &[u8]| meta.get(key).map_err(RaftError::sled("read meta"));
