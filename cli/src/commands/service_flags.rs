@@ -141,6 +141,11 @@ impl SpecFlags {
         let c = spec.container.get_or_insert_with(Default::default);
         if let Some(e) = &self.entrypoint {
             c.entrypoint = split_words(e)?;
+            if c.entrypoint.is_empty() {
+                // `--entrypoint ""` clears the image's entrypoint: stored as
+                // `[""]`, as `docker run` sends it (empty means the image's).
+                c.entrypoint = vec![String::new()];
+            }
         }
         if let Some(u) = &self.user {
             c.user = u.clone();
@@ -478,6 +483,14 @@ mod tests {
         let c = spec.container.clone().unwrap();
         assert_eq!(spec.mode, Some(Mode::Replicas(3)));
         assert_eq!(c.entrypoint, vec!["/bin/sh", "-c"]);
+        let mut cleared = spec.clone();
+        SpecFlags {
+            entrypoint: Some(String::new()),
+            ..Default::default()
+        }
+        .apply(&mut cleared)
+        .unwrap();
+        assert_eq!(cleared.container.unwrap().entrypoint, vec![""]);
         assert_eq!(c.user, "www");
         assert_eq!(c.limits.unwrap().memory_bytes, 64 << 20);
         assert_eq!(c.limits.unwrap().nano_cpus, 500_000_000);

@@ -145,7 +145,7 @@ fn image_task<K: Kernel>(
     };
     Ok(ImageTask {
         image,
-        entrypoint: (!container.entrypoint.is_empty()).then(|| container.entrypoint.clone()),
+        entrypoint: crate::runtime::image::entrypoint_override(&container.entrypoint),
         user: container.user.clone(),
         workdir: container.workdir.clone(),
         mounts,
