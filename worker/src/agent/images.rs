@@ -69,33 +69,6 @@ impl DirImageSource {
     }
 }
 
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Reads the parts of an OCI image config a task uses.
-pub fn parse_image_config(text: &str) -> Result<ImageConfig, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("invalid image config: {e}"))?;
-    let c = &v["config"];
-    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    Ok(ImageConfig {
-        env: strings(&c["Env"]),
-        entrypoint: strings(&c["Entrypoint"]),
-        cmd: strings(&c["Cmd"]),
-        user: s("User"),
-        working_dir: s("WorkingDir"),
-        stop_signal: s("StopSignal"),
-        ..Default::default()
-    })
-}
-
 #[tonic::async_trait]
 impl ImageSource for DirImageSource {
     async fn resolve(
@@ -115,7 +88,8 @@ impl ImageSource for DirImageSource {
             return Err(format!("No such image: {name}:{tag}"));
         }
         let config = match tokio::fs::read_to_string(dir.join("config.json")).await {
-            Ok(text) => parse_image_config(&text)?,
+            Ok(text) => crate::image::parse_run_config(text.as_bytes())
+                .map_err(|e| format!("invalid config of {name}:{tag}: {e}"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ImageConfig::default(),
             Err(e) => return Err(format!("cannot read the config of {name}:{tag}: {e}")),
         };

@@ -58,7 +58,19 @@ pub(crate) struct ConfigFile {
     pub created: Option<String>,
     #[serde(default)]
     pub config: Option<RawConfig>,
+    /// Absent in a directory image's `config.json`; [`ConfigFile::parse`]
+    /// refuses a missing one.
+    #[serde(default)]
     pub rootfs: RootFs,
+}
+
+/// The run settings of a directory image's `config.json` (an OCI image
+/// config whose `rootfs` may be left out), read as pulled and loaded images'
+/// configs are.
+pub fn parse_run_config(bytes: &[u8]) -> Result<ImageConfig, ImageError> {
+    let file: ConfigFile = serde_json::from_slice(bytes)
+        .map_err(|e| ImageError::invalid("image config", e.to_string()))?;
+    Ok(file.image_config())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -166,6 +178,20 @@ impl ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_image_config_needs_no_rootfs_but_a_blob_does() {
+        let json = br#"{"config":{"Cmd":["sh"],"WorkingDir":"/tmp","Env":null}}"#;
+        let c = parse_run_config(json).unwrap();
+        assert_eq!(
+            (c.cmd.as_slice(), c.working_dir.as_str()),
+            (&["sh".to_string()][..], "/tmp")
+        );
+        assert!(c.env.is_empty());
+        assert!(parse_run_config(b"{").is_err());
+        let err = ConfigFile::parse(json).unwrap_err().to_string();
+        assert!(err.contains("expected \"layers\""), "{err}");
+    }
 
     #[test]
     fn docker_config_fields_reach_the_task() {
