@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // Secrets: their Debug (lib.rs) leaves the password out of logs.
+    config.skip_debug(["mini.v1.ImageRegistryAuth"]);
     let protos = [
         "proto/objects.proto",
         "proto/control.proto",

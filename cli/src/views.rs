@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use mini_proto::state_name;
 use mini_proto::v1::{
-    EndpointMode, Network, Node, NodeAvailability, NodeRole, NodeState, RestartCondition, Service,
-    Task, TaskState, service_spec::Mode,
+    EndpointMode, Network, Node, NodeAvailability, NodeRole, NodeState, Resources,
+    RestartCondition, Service, Task, TaskState, service_spec::Mode,
 };
 use serde::Serialize;
 
@@ -128,6 +128,47 @@ pub struct PortView {
     target_port: u32,
 }
 
+/// CPUs and memory with Docker's names: a node's capacity (`node inspect`),
+/// a service's limits or reservations (`service inspect`).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourcesView {
+    /// Billionths of a CPU.
+    #[serde(rename = "NanoCPUs")]
+    nano_cpus: i64,
+    /// Bytes.
+    #[serde(rename = "MemoryBytes")]
+    memory_bytes: i64,
+    /// The most processes at once (limits only; absent when unset).
+    #[serde(rename = "Pids", skip_serializing_if = "is_zero")]
+    pids: i64,
+}
+
+/// For `skip_serializing_if`: a number left at zero (unset).
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+impl ResourcesView {
+    /// The view of `r`, or `None` when it sets nothing (as Docker leaves it out).
+    pub fn of(r: Option<Resources>) -> Option<Self> {
+        let r = r?;
+        (r.nano_cpus != 0 || r.memory_bytes != 0 || r.pids != 0).then_some(ResourcesView {
+            nano_cpus: r.nano_cpus,
+            memory_bytes: r.memory_bytes,
+            pids: r.pids,
+        })
+    }
+}
+
+/// `--limit-*` and `--reserve-*` of a service, as Docker's `Resources`.
+#[derive(Serialize)]
+pub struct ServiceResourcesView {
+    #[serde(rename = "Limits", skip_serializing_if = "Option::is_none")]
+    limits: Option<ResourcesView>,
+    #[serde(rename = "Reservations", skip_serializing_if = "Option::is_none")]
+    reservations: Option<ResourcesView>,
+}
+
 /// A service as shown by `service inspect` and `service ls --format json`.
 #[derive(Serialize)]
 pub struct ServiceView {
@@ -148,6 +189,9 @@ pub struct ServiceView {
     constraints: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<HealthcheckView>,
+    /// Docker's `Resources` (`Limits`, `Reservations`); absent when neither is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<ServiceResourcesView>,
     restart_condition: &'static str,
     restart_delay_ms: u64,
     update_parallelism: u64,
@@ -218,6 +262,14 @@ impl ServiceView {
                 })
                 .collect(),
             constraints: spec.constraints,
+            resources: {
+                let limits = ResourcesView::of(container.limits);
+                let reservations = ResourcesView::of(container.reservations);
+                (limits.is_some() || reservations.is_some()).then_some(ServiceResourcesView {
+                    limits,
+                    reservations,
+                })
+            },
             restart_condition: match restart.condition() {
                 RestartCondition::Any => "any",
                 RestartCondition::OnFailure => "on-failure",
@@ -248,16 +300,8 @@ pub struct HealthcheckView {
     timeout: u64,
     #[serde(rename = "StartPeriod", skip_serializing_if = "is_zero")]
     start_period: u64,
-    #[serde(rename = "Retries", skip_serializing_if = "is_zero_i32")]
+    #[serde(rename = "Retries", skip_serializing_if = "is_zero")]
     retries: i32,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_i32(n: &i32) -> bool {
-    *n == 0
 }
 
 impl From<&mini_proto::v1::HealthConfig> for HealthcheckView {
@@ -357,6 +401,10 @@ pub struct NodeView {
     /// When the node's current certificate expires (UTC).
     #[serde(skip_serializing_if = "String::is_empty")]
     certificate_expiry: String,
+    /// What the node offers tasks, as Docker's `Description.Resources`
+    /// (absent until the node reported it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<ResourcesView>,
 }
 
 impl NodeView {
@@ -397,6 +445,7 @@ impl NodeView {
             certificate_expiry: mini_proto::tls::pki::identity_of(&n.certificate)
                 .map(|id| mini_proto::tls::pki::format_utc(id.not_after))
                 .unwrap_or_default(),
+            resources: ResourcesView::of(n.resources),
         }
     }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mini_proto::v1::{
-    Cluster, Network, NetworkSpec, Node, NodeRole, NodeSpec, NodeState, NodeStatus, StoreAction,
-    StoreBatch, store_action::Action,
+    Cluster, Network, NetworkSpec, Node, NodeRole, NodeSpec, NodeState, NodeStatus, Resources,
+    StoreAction, StoreBatch, store_action::Action,
 };
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -295,6 +295,8 @@ impl Manager {
             gossip_addr: format!("{}:{}", params.advertise_addr, params.gossip_port),
             ingress: None,
             certificate: params.node_cert,
+            // Reported when the node's session opens.
+            resources: None,
         };
         let ingress_spec = NetworkSpec {
             name: "ingress".into(),
@@ -398,6 +400,35 @@ impl Manager {
     /// Sets a node's state (ready/down) unless it already has it.
     pub async fn mark_node(&self, node_id: &str, state: NodeState, message: &str) {
         set_node_state(&self.store, &self.proposer, node_id, state, message).await;
+    }
+
+    /// Records the capacity a node reported when its session opened (nothing
+    /// is written when it is unchanged).
+    pub async fn record_resources(&self, node_id: &str, resources: Resources) {
+        for _ in 0..5 {
+            let Some(mut node) = self.store.view(|t| t.nodes.get(node_id).cloned()) else {
+                return;
+            };
+            if node.resources == Some(resources) {
+                return;
+            }
+            node.resources = Some(resources);
+            let batch = StoreBatch {
+                actions: vec![StoreAction {
+                    action: Some(Action::PutNode(node)),
+                    create: false,
+                }],
+                proposed_at_ms: now_ms(),
+            };
+            match self.proposer.propose(batch).await {
+                Ok(_) => return,
+                Err(WriteError::Rejected(ApplyError::Stale { .. })) => continue,
+                Err(err) => {
+                    tracing::warn!(node_id, %err, "cannot record node resources");
+                    return;
+                }
+            }
+        }
     }
 
     /// Stops the leader-only services, then the log (flushing it).

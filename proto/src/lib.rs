@@ -46,6 +46,16 @@ mod tests {
 )]
 pub mod v1 {
     tonic::include_proto!("mini.v1");
+
+    impl std::fmt::Debug for ImageRegistryAuth {
+        /// The user name only: a password never reaches a log.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ImageRegistryAuth")
+                .field("username", &self.username)
+                .field("password", &"<redacted>")
+                .finish()
+        }
+    }
 }
 
 /// Largest message any `mini` gRPC server decodes (16 MiB). Anything larger is refused from its

@@ -269,10 +269,12 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 force_update: 0,
             };
             args.flags.apply(&mut spec)?;
+            let registry_auth = args.flags.registry_auth(&spec)?;
             let service = client
                 .create_service(CreateServiceRequest {
                     spec: Some(spec),
                     networks: args.networks,
+                    registry_auth,
                 })
                 .await?
                 .into_inner();

@@ -4,13 +4,16 @@
 //! `--env-add`/`--env-rm`, `--mount` vs `--mount-add`/`--mount-rm`...),
 //! stay with their command.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    HealthConfig, Mount, Resources, RestartCondition, RestartPolicy, ServiceSpec, UpdateConfig,
-    service_spec::Mode,
+    HealthConfig, ImageRegistryAuth, Mount, Resources, RestartCondition, RestartPolicy,
+    ServiceSpec, UpdateConfig, service_spec::Mode,
 };
 
+use mini_worker::image::Reference;
+
+use super::credentials::Credentials;
 use super::service::{parse_replicas, restart_condition};
 
 /// Flags of both `service create` and `service update`. Unset flags keep
@@ -59,6 +62,12 @@ pub struct SpecFlags {
     /// Limit the number of processes (0: no limit).
     #[arg(long)]
     pub limit_pids: Option<i64>,
+    /// Reserve CPUs (e.g. 0.5): the task goes only to a node with that much unreserved.
+    #[arg(long, value_parser = parse_cpus)]
+    pub reserve_cpu: Option<i64>,
+    /// Reserve memory (e.g. 64MiB, 64m): the task goes only to a node with that much unreserved.
+    #[arg(long, value_parser = parse_bytes)]
+    pub reserve_memory: Option<i64>,
     /// Signal to stop the container (e.g. SIGQUIT).
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -87,9 +96,27 @@ pub struct SpecFlags {
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long)]
     pub no_healthcheck: bool,
+    /// Send registry authentication details (from `mini login`) to swarm agents.
+    #[arg(long)]
+    pub with_registry_auth: bool,
 }
 
 impl SpecFlags {
+    /// With `--with-registry-auth`: the credentials `mini login` stored for
+    /// the registry of `spec`'s image (none stored: none sent, as Docker).
+    pub fn registry_auth(&self, spec: &ServiceSpec) -> Result<Option<ImageRegistryAuth>> {
+        if !self.with_registry_auth {
+            return Ok(None);
+        }
+        let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
+        if image == "host" {
+            return Ok(None);
+        }
+        let reference = Reference::parse_normalized(image)
+            .with_context(|| format!("invalid image reference {image:?}"))?;
+        Ok(Credentials::load()?.get(&reference.domain))
+    }
+
     /// Whether any `--health-*` flag is set.
     fn health_settings(&self) -> bool {
         self.health_cmd.is_some()
@@ -192,6 +219,11 @@ impl SpecFlags {
         let c = spec.container.get_or_insert_with(Default::default);
         if let Some(e) = &self.entrypoint {
             c.entrypoint = split_words(e)?;
+            if c.entrypoint.is_empty() {
+                // `--entrypoint ""` clears the image's entrypoint: stored as
+                // `[""]`, as `docker run` sends it (empty means the image's).
+                c.entrypoint = vec![String::new()];
+            }
         }
         if let Some(u) = &self.user {
             c.user = u.clone();
@@ -227,6 +259,15 @@ impl SpecFlags {
                 l.pids = v;
             }
         }
+        if self.reserve_cpu.is_some() || self.reserve_memory.is_some() {
+            let r = c.reservations.get_or_insert_with(Resources::default);
+            if let Some(v) = self.reserve_cpu {
+                r.nano_cpus = v;
+            }
+            if let Some(v) = self.reserve_memory {
+                r.memory_bytes = v;
+            }
+        }
         if let Some(s) = &self.stop_signal {
             if mini_worker::runtime::parse_signal(s).is_none() {
                 bail!("invalid --stop-signal {s:?}: not a signal name (SIGTERM) or number");
@@ -254,21 +295,43 @@ pub fn parse_cpus(s: &str) -> Result<i64, String> {
     }
 }
 
-/// Docker's byte sizes: `64M`, `512k`, `1g`, `1024` (bytes), `b` suffix optional.
+/// Docker's memory sizes (go-units' `RAMInBytes`): a number, an optional
+/// space, then an optional unit `k`, `m`, `g`, `t` or `p` (powers of 1024, any
+/// case) followed by an optional `b` or `ib`, or just `b`: `64MiB`, `64m`,
+/// `64MB`, `1.5g`, `512 KiB`, `1024`.
 pub fn parse_bytes(s: &str) -> Result<i64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (digits, unit) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
+    let bad =
+        || format!("invalid size {s:?}: expected a number and a unit, e.g. 64MiB, 64m, 512k, 1g");
+    let split = s
+        .rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
+        .ok_or_else(bad)?;
+    let (number, suffix) = if s.as_bytes()[split] == b' ' {
+        (&s[..split], &s[split + 1..])
+    } else {
+        (&s[..=split], &s[split + 1..])
     };
-    match digits.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * unit as f64) as i64),
-        _ => Err(format!("{s:?} is not a size (e.g. 64M, 512k, 1g)")),
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    if !(value >= 0.0 && value.is_finite()) {
+        return Err(bad());
     }
+    let suffix = suffix.to_ascii_lowercase();
+    let unit: i64 = match suffix.as_bytes() {
+        [] | [b'b'] => 1,
+        [u] | [u, b'b'] | [u, b'i', b'b'] => match u {
+            b'k' => 1 << 10,
+            b'm' => 1 << 20,
+            b'g' => 1 << 30,
+            b't' => 1 << 40,
+            b'p' => 1 << 50,
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    let bytes = value * unit as f64;
+    if bytes >= i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
 }
 
 /// A Go duration in nanoseconds that must not be negative (Docker's `PositiveDurationOpt`).
@@ -475,6 +538,34 @@ mod tests {
         assert_eq!(parse_bytes("512k"), Ok(512 << 10));
         assert_eq!(parse_bytes("1g"), Ok(1 << 30));
         assert!(parse_bytes("big").is_err());
+        // go-units' RAMInBytes table, as `docker service create --reserve-memory` parses.
+        for (text, bytes) in [
+            ("32", 32),
+            ("32b", 32),
+            ("32B", 32),
+            ("32k", 32 << 10),
+            ("32K", 32 << 10),
+            ("32kb", 32 << 10),
+            ("32Kb", 32 << 10),
+            ("32Mb", 32 << 20),
+            ("32Gb", 32 << 30),
+            ("32Tb", 32 << 40),
+            ("8Pb", 8 << 50),
+            ("32KiB", 32 << 10),
+            ("64MiB", 64 << 20),
+            ("64m", 64 << 20),
+            ("32 mb", 32 << 20),
+            ("32.3", 32),
+            ("0.3", 0),
+            ("1.5g", 3 << 29),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for text in [
+            "", "hello", "-32", " 32 ", "32m b", "32bm", "32mib ", "32ib", "32mbb", "32x", "1e40g",
+        ] {
+            assert!(parse_bytes(text).is_err(), "{text:?} parsed");
+        }
         assert_eq!(parse_duration_ms("10s"), Ok(10_000));
         assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
         assert_eq!(parse_duration_ms("500ms"), Ok(500));
@@ -602,6 +693,8 @@ mod tests {
             user: Some("www".into()),
             limit_memory: Some(64 << 20),
             limit_cpu: Some(500_000_000),
+            reserve_cpu: Some(250_000_000),
+            reserve_memory: Some(32 << 20),
             stop_signal: Some("SIGQUIT".into()),
             stop_grace_period: Some(2000),
             read_only: Some(true),
@@ -612,9 +705,19 @@ mod tests {
         let c = spec.container.clone().unwrap();
         assert_eq!(spec.mode, Some(Mode::Replicas(3)));
         assert_eq!(c.entrypoint, vec!["/bin/sh", "-c"]);
+        let mut cleared = spec.clone();
+        SpecFlags {
+            entrypoint: Some(String::new()),
+            ..Default::default()
+        }
+        .apply(&mut cleared)
+        .unwrap();
+        assert_eq!(cleared.container.unwrap().entrypoint, vec![""]);
         assert_eq!(c.user, "www");
         assert_eq!(c.limits.unwrap().memory_bytes, 64 << 20);
         assert_eq!(c.limits.unwrap().nano_cpus, 500_000_000);
+        let r = c.reservations.unwrap();
+        assert_eq!((r.nano_cpus, r.memory_bytes), (250_000_000, 32 << 20));
         assert_eq!(
             (c.stop_signal.as_str(), c.stop_grace_period_ms),
             ("SIGQUIT", 2000)

@@ -163,11 +163,13 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         .into_inner();
     let mut spec = service.spec.clone().unwrap_or_default();
     edit(&mut spec, &args)?;
+    let registry_auth = args.flags.registry_auth(&spec)?;
     let updated = client
         .update_service(UpdateServiceRequest {
             name_or_id: service.id.clone(),
             version: service.meta.map_or(0, |m| m.version),
             spec: Some(spec.clone()),
+            registry_auth,
         })
         .await?
         .into_inner();

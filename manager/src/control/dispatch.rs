@@ -101,6 +101,8 @@ impl Dispatcher for ControlApi {
             ),
             ingress: existing.as_ref().and_then(|n| n.ingress.clone()),
             certificate: certificate.clone(),
+            // Reported when the node's session opens.
+            resources: existing.as_ref().and_then(|n| n.resources),
         };
         let batch = StoreBatch {
             actions: vec![StoreAction {
@@ -155,7 +157,11 @@ impl Dispatcher for ControlApi {
                     "node {node_id} is not part of this cluster; join it first"
                 ))
             })?;
+        let resources = request.get_ref().resources;
         let session_id = manager.sessions().open(&node_id);
+        if let Some(resources) = resources {
+            manager.record_resources(&node_id, resources).await;
+        }
         manager.mark_node(&node_id, NodeState::Ready, "").await;
         let (tx, rx) = mpsc::channel(16);
         let mut events = manager.store().watch();

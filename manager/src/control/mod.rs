@@ -278,6 +278,13 @@ where
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// A service as the control API shows it: without its registry credentials
+/// (`--with-registry-auth`), which only the nodes running its tasks receive.
+fn public(mut service: Service) -> Service {
+    service.registry_auth = None;
+    service
+}
+
 fn reply<T>(result: Result<T, ControlError>) -> Reply<T> {
     result.map(Response::new).map_err(Status::from)
 }
@@ -340,12 +347,20 @@ impl Control for ControlApi {
 
     async fn create_service(&self, request: Request<CreateServiceRequest>) -> Reply<Service> {
         let manager = self.consistent().await?;
-        reply(services::create(&manager, request.into_inner()).await)
+        reply(
+            services::create(&manager, request.into_inner())
+                .await
+                .map(public),
+        )
     }
 
     async fn list_services(&self, _: Request<ListServicesRequest>) -> Reply<ListServicesResponse> {
         let manager = self.consistent().await?;
-        reply(Ok(services::list(&manager)))
+        let mut list = services::list(&manager);
+        for summary in &mut list.services {
+            summary.service = summary.service.take().map(public);
+        }
+        reply(Ok(list))
     }
 
     async fn get_service(&self, request: Request<GetRequest>) -> Reply<Service> {
@@ -355,18 +370,27 @@ impl Control for ControlApi {
             manager
                 .store()
                 .view(|t| t.service(&query).cloned())
+                .map(public)
                 .map_err(ControlError::from),
         )
     }
 
     async fn scale_service(&self, request: Request<ScaleServiceRequest>) -> Reply<Service> {
         let manager = self.consistent().await?;
-        reply(services::scale(&manager, request.into_inner()).await)
+        reply(
+            services::scale(&manager, request.into_inner())
+                .await
+                .map(public),
+        )
     }
 
     async fn update_service(&self, request: Request<UpdateServiceRequest>) -> Reply<Service> {
         let manager = self.consistent().await?;
-        reply(service_update::update(&manager, request.into_inner()).await)
+        reply(
+            service_update::update(&manager, request.into_inner())
+                .await
+                .map(public),
+        )
     }
 
     async fn remove_service(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {

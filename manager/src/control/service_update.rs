@@ -38,8 +38,11 @@ pub(super) async fn update(
         let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
         check_published_ports(t, &ports, Some(&old.id))?;
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
+        // --with-registry-auth replaces the credentials; without it they stay.
+        let registry_auth = request.registry_auth.clone().or(old.registry_auth.clone());
         let service = Service {
             spec: Some(spec.clone()),
+            registry_auth,
             ..old
         };
         with_vips(t, service)

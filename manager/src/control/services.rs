@@ -89,7 +89,13 @@ async fn create_once(
                 .ok_or_else(|| ControlError::Precondition("the ingress network is missing; ports cannot be published".into()))?;
             spec.networks.insert(0, ingress.id.clone());
         }
-        let service = Service { id: new_id(), meta: None, spec: Some(spec.clone()), vips: Vec::new() };
+        let service = Service {
+            id: new_id(),
+            meta: None,
+            spec: Some(spec.clone()),
+            vips: Vec::new(),
+            registry_auth: request.registry_auth.clone(),
+        };
         with_vips(t, service)
     })?;
     store(manager, service, networks, true).await

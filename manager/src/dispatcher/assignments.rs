@@ -40,7 +40,18 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
         .tasks
         .values()
         .filter(|t| t.node_id == node_id && observed(t) >= TaskState::Assigned)
-        .map(|t| (t.id.clone(), t.clone()))
+        .map(|t| {
+            let mut task = t.clone();
+            // The service's registry credentials go to this node, over its
+            // mutual-TLS session, for the tasks it is to run.
+            if live_on_node(t) {
+                task.registry_auth = tables
+                    .services
+                    .get(&t.service_id)
+                    .and_then(|s| s.registry_auth.clone());
+            }
+            (t.id.clone(), task)
+        })
         .collect();
     let network_ids: BTreeSet<&str> = tasks
         .values()

@@ -94,6 +94,8 @@ pub async fn admit_manager(
         ),
         ingress: None,
         certificate: certificate.clone(),
+        // Reported when the node's session opens.
+        resources: existing.as_ref().and_then(|n| n.resources),
     };
     manager.peers().insert(raft_id, &node.agent_addr);
     let batch = StoreBatch {

@@ -58,6 +58,8 @@ pub fn new_task(
         endpoint: spec.endpoint,
         restart: spec.restart,
         force_update: spec.force_update,
+        // Only the dispatcher sets it, in the assignments of the task's node.
+        registry_auth: None,
     };
     task.set_desired_state(TaskState::Running);
     task

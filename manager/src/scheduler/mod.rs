@@ -2,7 +2,8 @@
 //! none fits.
 //!
 //! Like swarmkit's scheduler: filters first (the node is ready, its
-//! availability is active, it satisfies the task's constraints), then spread
+//! availability is active, its capacity less what its tasks reserve holds the
+//! task's reservations, it satisfies the task's constraints), then spread
 //! (fewest tasks of the service, then fewest tasks, then node id). Everything
 //! here is pure; the scheduler loop reads pending tasks and nodes from the
 //! store and writes the [`Decision`]s back.
@@ -24,6 +25,8 @@ mod tests;
 pub use constraint::{
     Constraint, ConstraintError, ConstraintKey, Operator, parse_constraint, parse_constraints,
 };
-pub use filter::{AvailabilityFilter, ConstraintFilter, Filter, Pipeline, ReadyFilter};
+pub use filter::{
+    AvailabilityFilter, ConstraintFilter, Filter, Pipeline, ReadyFilter, ResourceFilter,
+};
 pub use place::{Decision, place};
-pub use spread::{Spread, occupies_node};
+pub use spread::{Spread, occupies_node, reservations};

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mini_proto::v1::{Node, Task, TaskState};
+use mini_proto::v1::{Node, Resources, Task, TaskState};
 
 /// Whether a task occupies its node for spreading: bound to a node, not ended,
 /// and not told to stop.
@@ -14,19 +14,30 @@ pub fn occupies_node(task: &Task) -> bool {
         && task.desired_state() <= TaskState::Running
 }
 
-/// Task counts per node, overall and per service. Nodes are kept in id order,
-/// so the index of a node is its rank in the tie-break.
+/// What a task reserves of its node (`--reserve-cpu`, `--reserve-memory`).
+pub fn reservations(task: &Task) -> Resources {
+    task.container
+        .as_ref()
+        .and_then(|c| c.reservations)
+        .unwrap_or_default()
+}
+
+/// Task counts per node, overall and per service, and the resources the
+/// node's tasks reserve. Nodes are kept in id order, so the index of a node
+/// is its rank in the tie-break.
 #[derive(Debug, Clone)]
 pub struct Spread<'a> {
     nodes: Vec<&'a Node>,
     index: HashMap<&'a str, usize>,
     total: Vec<u32>,
+    reserved: Vec<Resources>,
     per_service: HashMap<String, Vec<u32>>,
 }
 
 impl<'a> Spread<'a> {
-    /// Counts the tasks of `tasks` that occupy one of `nodes`, leaving out the
-    /// tasks whose id is in `skip` (the ones being placed now).
+    /// Counts the tasks of `tasks` that occupy one of `nodes` (and adds up
+    /// their reservations), leaving out the tasks whose id is in `skip` (the
+    /// ones being placed now).
     pub fn new<'t>(
         nodes: &'a [Node],
         tasks: impl IntoIterator<Item = &'t Task>,
@@ -41,6 +52,7 @@ impl<'a> Spread<'a> {
             .collect();
         let mut spread = Self {
             total: vec![0; sorted.len()],
+            reserved: vec![Resources::default(); sorted.len()],
             nodes: sorted,
             index,
             per_service: HashMap::new(),
@@ -50,7 +62,7 @@ impl<'a> Spread<'a> {
             .filter(|t| occupies_node(t) && !skip.contains(t.id.as_str()))
         {
             if let Some(i) = spread.index_of(&task.node_id) {
-                spread.add(&task.service_id, i);
+                spread.add(task, i);
             }
         }
         spread
@@ -66,8 +78,24 @@ impl<'a> Spread<'a> {
         self.index.get(node_id).copied()
     }
 
-    /// Counts one more task of `service_id` on node `node`.
-    pub fn add(&mut self, service_id: &str, node: usize) {
+    /// What the tasks on node `node` reserve.
+    pub fn reserved(&self, node: usize) -> &Resources {
+        &self.reserved[node]
+    }
+
+    /// Every node with what its tasks reserve, in id order.
+    pub fn nodes_reserved(&self) -> impl Iterator<Item = (&'a Node, &Resources)> + '_ {
+        self.nodes.iter().copied().zip(&self.reserved)
+    }
+
+    /// Counts `task` (one more task of its service, and its reservations) on
+    /// node `node`.
+    pub fn add(&mut self, task: &Task, node: usize) {
+        let service_id = task.service_id.as_str();
+        let r = reservations(task);
+        let reserved = &mut self.reserved[node];
+        reserved.nano_cpus = reserved.nano_cpus.saturating_add(r.nano_cpus);
+        reserved.memory_bytes = reserved.memory_bytes.saturating_add(r.memory_bytes);
         self.total[node] += 1;
         let per = match self.per_service.get_mut(service_id) {
             Some(per) => per,

@@ -3,10 +3,45 @@
 use std::collections::HashMap;
 
 use mini_proto::v1::{
-    Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus, Task, TaskState, TaskStatus,
+    ContainerSpec, Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus, Resources,
+    Task, TaskState, TaskStatus,
 };
 
 use super::*;
+
+/// Nothing reserved.
+const NONE: Resources = Resources {
+    nano_cpus: 0,
+    memory_bytes: 0,
+    pids: 0,
+};
+
+const GIB: i64 = 1 << 30;
+const CPU: i64 = 1_000_000_000;
+
+/// A ready node offering `cpus` CPUs and `gib` GiB of memory.
+fn sized(id: &str, cpus: i64, gib: i64) -> Node {
+    let mut n = ready(id);
+    n.resources = Some(Resources {
+        nano_cpus: cpus * CPU,
+        memory_bytes: gib * GIB,
+        pids: 0,
+    });
+    n
+}
+
+/// `task` reserving `nano_cpus` and `memory_bytes`.
+fn reserving(mut task: Task, nano_cpus: i64, memory_bytes: i64) -> Task {
+    task.container = Some(ContainerSpec {
+        reservations: Some(Resources {
+            nano_cpus,
+            memory_bytes,
+            pids: 0,
+        }),
+        ..ContainerSpec::default()
+    });
+    task
+}
 
 fn node(
     id: &str,
@@ -175,18 +210,22 @@ fn filters_check_and_explain() {
     let drained = node("x", NodeState::Ready, NodeAvailability::Drain, &[]);
     let paused = node("p", NodeState::Ready, NodeAvailability::Pause, &[]);
     let ok = ready("ok");
-    assert!(ReadyFilter.check(&ok) && !ReadyFilter.check(&down) && ReadyFilter.check(&drained));
     assert!(
-        AvailabilityFilter.check(&ok)
-            && !AvailabilityFilter.check(&drained)
-            && !AvailabilityFilter.check(&paused)
+        ReadyFilter.check(&ok, &NONE)
+            && !ReadyFilter.check(&down, &NONE)
+            && ReadyFilter.check(&drained, &NONE)
     );
     assert!(
-        AvailabilityFilter.check(&Node::default()),
+        AvailabilityFilter.check(&ok, &NONE)
+            && !AvailabilityFilter.check(&drained, &NONE)
+            && !AvailabilityFilter.check(&paused, &NONE)
+    );
+    assert!(
+        AvailabilityFilter.check(&Node::default(), &NONE),
         "no spec means active"
     );
     assert!(
-        !ReadyFilter.check(&Node::default()),
+        !ReadyFilter.check(&Node::default(), &NONE),
         "no status means not ready"
     );
     assert_eq!(ReadyFilter.explain(1), "1 node not ready");
@@ -419,4 +458,140 @@ fn a_batch_counts_toward_later_services_too() {
             node_id: "b".to_owned(),
         }
     );
+}
+
+#[test]
+fn resource_filter_fits_reservations_into_what_is_left() {
+    let f = ResourceFilter(Resources {
+        nano_cpus: CPU / 2,
+        memory_bytes: GIB,
+        pids: 0,
+    });
+    let n = sized("a", 1, 2);
+    assert!(f.check(&n, &NONE));
+    let half_used = Resources {
+        nano_cpus: CPU / 2,
+        memory_bytes: GIB,
+        pids: 0,
+    };
+    assert!(f.check(&n, &half_used), "exactly full still fits");
+    let more = Resources {
+        nano_cpus: CPU / 2 + 1,
+        ..half_used
+    };
+    assert!(!f.check(&n, &more), "one nano-CPU too many");
+    assert!(
+        !f.check(&ready("old"), &NONE),
+        "a node that reported no capacity has none (swarmkit)"
+    );
+    assert_eq!(f.explain(1), "insufficient resources on 1 node");
+    assert_eq!(f.explain(3), "insufficient resources on 3 nodes");
+}
+
+#[test]
+fn a_reservation_larger_than_every_node_stays_pending_with_dockers_reason() {
+    let nodes = [sized("a", 2, 4), sized("b", 2, 4)];
+    let big = reserving(pending("t1", "web", &[]), 0, 64 * GIB);
+    let d = place(
+        std::slice::from_ref(&big),
+        &nodes,
+        std::slice::from_ref(&big),
+    );
+    assert_eq!(
+        reason(&d[0]),
+        "no suitable node (insufficient resources on 2 nodes)"
+    );
+    let cpus = reserving(pending("t2", "web", &[]), 3 * CPU, 0);
+    let d = place(std::slice::from_ref(&cpus), &nodes, &[]);
+    assert_eq!(
+        reason(&d[0]),
+        "no suitable node (insufficient resources on 2 nodes)"
+    );
+    // Each node is charged to its first failing filter, in swarmkit's order.
+    let mixed = [
+        sized("a", 2, 4),
+        node("d", NodeState::Down, NodeAvailability::Active, &[]),
+        sized("c", 2, 4),
+    ];
+    let constrained = reserving(pending("t3", "web", &["node.hostname==host-a"]), 0, 8 * GIB);
+    let d = place(&[constrained], &mixed, &[]);
+    assert_eq!(
+        reason(&d[0]),
+        "no suitable node (1 node not ready; insufficient resources on 2 nodes)"
+    );
+}
+
+#[test]
+fn reservations_of_running_and_newly_placed_tasks_add_up() {
+    let nodes = [sized("a", 2, 4), sized("b", 2, 4)];
+    // a already runs a task reserving 3 GiB; b runs one reserving nothing.
+    let existing = [
+        reserving(running("r1", "db", "a"), 0, 3 * GIB),
+        running("r2", "db", "b"),
+    ];
+    // Three 2-GiB tasks: b takes two (a has 1 GiB left), the third fits nowhere.
+    let batch: Vec<Task> = (0..3)
+        .map(|i| reserving(pending(&format!("t{i}"), "web", &[]), 0, 2 * GIB))
+        .collect();
+    let all: Vec<&Task> = existing.iter().chain(&batch).collect();
+    let d = place(&batch, &nodes, all);
+    assert_eq!(
+        d[0],
+        Decision::Assigned {
+            task_id: "t0".into(),
+            node_id: "b".into()
+        }
+    );
+    assert_eq!(
+        d[1],
+        Decision::Assigned {
+            task_id: "t1".into(),
+            node_id: "b".into()
+        }
+    );
+    assert_eq!(
+        reason(&d[2]),
+        "no suitable node (insufficient resources on 2 nodes)"
+    );
+    // A task that ended or is being stopped frees its reservation.
+    let mut ended = reserving(running("r1", "db", "a"), 0, 3 * GIB);
+    ended.status.as_mut().unwrap().set_state(TaskState::Failed);
+    let mut stopping = reserving(running("r3", "db", "b"), 0, 3 * GIB);
+    stopping.set_desired_state(TaskState::Shutdown);
+    let batch = [
+        reserving(pending("u1", "web", &[]), 0, 4 * GIB),
+        reserving(pending("u2", "web", &[]), 0, 4 * GIB),
+    ];
+    let all: Vec<&Task> = [&ended, &stopping].into_iter().chain(&batch).collect();
+    assert_eq!(per_node(&place(&batch, &nodes, all)).len(), 2);
+    // CPUs count the same way: 0.5 CPU tasks, 4 per 2-CPU node.
+    let batch: Vec<Task> = (0..9)
+        .map(|i| reserving(pending(&format!("c{i}"), "web", &[]), CPU / 2, 0))
+        .collect();
+    let d = place(&batch, &nodes, &batch);
+    assert_eq!(
+        per_node(&d[..8]),
+        HashMap::from([("a".into(), 4), ("b".into(), 4)])
+    );
+    assert_eq!(
+        reason(&d[8]),
+        "no suitable node (insufficient resources on 2 nodes)"
+    );
+}
+
+#[test]
+fn a_global_task_without_room_on_its_node_stays_pending() {
+    let nodes = [sized("a", 1, 1)];
+    let existing = reserving(running("r1", "db", "a"), CPU, 0);
+    let mut global = reserving(pending("g1", "agent", &[]), CPU / 10, 0);
+    global.node_id = "a".into();
+    let d = place(std::slice::from_ref(&global), &nodes, [&existing, &global]);
+    assert_eq!(
+        reason(&d[0]),
+        "no suitable node (insufficient resources on 1 node)"
+    );
+    // Tasks without reservations still go anywhere.
+    let plain = pending("p1", "web", &[]);
+    let d = place(std::slice::from_ref(&plain), &nodes, [&existing]);
+    assert!(matches!(d[0], Decision::Assigned { .. }), "{d:?}");
 }

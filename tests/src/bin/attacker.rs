@@ -197,7 +197,8 @@ async fn main() {
     call!(
         "/mini.v1.Dispatcher/Session",
         d.session(SessionRequest {
-            node_id: victim.clone()
+            node_id: victim.clone(),
+            resources: None,
         })
     );
     call!(

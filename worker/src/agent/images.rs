@@ -11,15 +11,22 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::image::{ImageError, ImageStore};
+use mini_proto::v1::ImageRegistryAuth;
+
+use crate::image::{ImageError, ImageStore, RegistryAuth};
 use crate::runtime::image::{ImageConfig, ImageRootfs};
 
 /// Resolves image references for the agent.
 #[tonic::async_trait]
 pub trait ImageSource: Send + Sync {
-    /// The image `reference` names, ready to run; the error is the task's
-    /// error text (e.g. `No such image: busybox:latest`).
-    async fn resolve(&self, reference: &str) -> Result<ImageRootfs, String>;
+    /// The image `reference` names, ready to run, pulled with `auth` (the
+    /// service's `--with-registry-auth` credentials) when it must be pulled;
+    /// the error is the task's error text (e.g. `No such image: busybox:latest`).
+    async fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&ImageRegistryAuth>,
+    ) -> Result<ImageRootfs, String>;
 
     /// Marks `image_id` as used by `task_id` (it must not be removed).
     fn hold(&self, image_id: &str, task_id: &str) -> Result<(), String>;
@@ -62,15 +69,13 @@ impl DirImageSource {
     }
 }
 
-/// Reads the parts of an OCI image config a task uses (Env, Entrypoint, Cmd, User,
-/// WorkingDir, StopSignal, Healthcheck...).
-pub fn parse_image_config(text: &str) -> Result<ImageConfig, String> {
-    crate::image::parse_config_section(text)
-}
-
 #[tonic::async_trait]
 impl ImageSource for DirImageSource {
-    async fn resolve(&self, reference: &str) -> Result<ImageRootfs, String> {
+    async fn resolve(
+        &self,
+        reference: &str,
+        _auth: Option<&ImageRegistryAuth>,
+    ) -> Result<ImageRootfs, String> {
         let (name, tag) = split_reference(reference);
         let valid =
             |s: &str| !s.is_empty() && !s.split('/').any(|p| p.is_empty() || p == "." || p == "..");
@@ -83,7 +88,8 @@ impl ImageSource for DirImageSource {
             return Err(format!("No such image: {name}:{tag}"));
         }
         let config = match tokio::fs::read_to_string(dir.join("config.json")).await {
-            Ok(text) => parse_image_config(&text)?,
+            Ok(text) => crate::image::parse_run_config(text.as_bytes())
+                .map_err(|e| format!("invalid config of {name}:{tag}: {e}"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ImageConfig::default(),
             Err(e) => return Err(format!("cannot read the config of {name}:{tag}: {e}")),
         };
@@ -129,13 +135,23 @@ impl StoreImageSource {
 
 #[tonic::async_trait]
 impl ImageSource for StoreImageSource {
-    async fn resolve(&self, reference: &str) -> Result<ImageRootfs, String> {
-        if let Ok(image) = self.dirs.resolve(reference).await {
+    async fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&ImageRegistryAuth>,
+    ) -> Result<ImageRootfs, String> {
+        if let Ok(image) = self.dirs.resolve(reference, None).await {
             return Ok(image);
         }
+        let auth = auth
+            .filter(|a| !a.username.is_empty())
+            .map(|a| RegistryAuth {
+                username: a.username.clone(),
+                password: a.password.clone(),
+            });
         let image = self
             .store
-            .resolve(reference, None)
+            .resolve(reference, auth.as_ref())
             .await
             .map_err(|e: ImageError| e.to_string())?;
         Ok(ImageRootfs {
@@ -190,16 +206,16 @@ mod tests {
             r#"{"config":{"Env":["PATH=/bin"],"Cmd":["sh"],"WorkingDir":"/tmp"}}"#,
         )
         .unwrap();
-        let image = images.resolve("busybox").await.unwrap();
+        let image = images.resolve("busybox", None).await.unwrap();
         assert_eq!(image.reference, "busybox:latest");
         assert_eq!(image.layers, vec![image_dir.join("rootfs")]);
         assert_eq!(image.config.cmd, vec!["sh"]);
         assert_eq!(image.config.working_dir, "/tmp");
         assert_eq!(
-            images.resolve("alpine:3.19").await.unwrap_err(),
+            images.resolve("alpine:3.19", None).await.unwrap_err(),
             "No such image: alpine:3.19"
         );
-        assert!(images.resolve("../../etc").await.is_err());
+        assert!(images.resolve("../../etc", None).await.is_err());
         images.hold(&image.id, "t1").unwrap();
         assert_eq!(images.held().get("t1"), Some(&image.id));
         images.release("t1");

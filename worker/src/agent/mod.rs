@@ -12,11 +12,13 @@
 //! - `dns_link`: the embedded DNS server of each task sandbox.
 //! - `reporter`: batched status reports.
 //! - [`images`]: where image tasks get their images ([`images::ImageSource`]).
+//! - [`capacity`]: the CPUs and memory the node offers tasks (reported at session open).
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
 //! - `node_agent`: the gRPC service managers call for logs and exec.
 //! - `renewal`: renews the node's certificate in the second half of its life, or at once when
 //!   the cluster changed the node's role.
 
+pub mod capacity;
 mod dns_link;
 mod executor;
 mod gossip_link;

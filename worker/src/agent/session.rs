@@ -74,6 +74,7 @@ async fn session<K: Kernel + 'static>(
     let mut stream = client
         .session(SessionRequest {
             node_id: node_id.to_string(),
+            resources: Some(super::capacity::node_capacity()),
         })
         .await
         .map_err(|s| s.message().to_string())?

@@ -162,7 +162,7 @@ fn image_task<K: Kernel>(
     };
     Ok(ImageTask {
         image,
-        entrypoint: (!container.entrypoint.is_empty()).then(|| container.entrypoint.clone()),
+        entrypoint: crate::runtime::image::entrypoint_override(&container.entrypoint),
         user: container.user.clone(),
         workdir: container.workdir.clone(),
         mounts,
@@ -237,7 +237,8 @@ pub async fn run<K: Kernel + 'static>(
             ));
             return;
         };
-        let image = match images.source.resolve(&container.image).await {
+        let auth = task.registry_auth.as_ref();
+        let image = match images.source.resolve(&container.image, auth).await {
             Ok(image) => image,
             Err(err) => {
                 report(failed("preparing failed", err, 0));

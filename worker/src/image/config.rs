@@ -58,7 +58,19 @@ pub(crate) struct ConfigFile {
     pub created: Option<String>,
     #[serde(default)]
     pub config: Option<RawConfig>,
+    /// Absent in a directory image's `config.json`; [`ConfigFile::parse`]
+    /// refuses a missing one.
+    #[serde(default)]
     pub rootfs: RootFs,
+}
+
+/// The run settings of a directory image's `config.json` (an OCI image
+/// config whose `rootfs` may be left out), read as pulled and loaded images'
+/// configs are.
+pub fn parse_run_config(bytes: &[u8]) -> Result<ImageConfig, ImageError> {
+    let file: ConfigFile = serde_json::from_slice(bytes)
+        .map_err(|e| ImageError::invalid("image config", e.to_string()))?;
+    Ok(file.image_config())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -139,23 +151,6 @@ impl ConfigFile {
     }
 }
 
-/// The task's part of an image config JSON that need not name its layers (the `config.json`
-/// of a directory image): `{"config": {"Env": [...], "Healthcheck": {...}, ...}}`.
-pub fn parse_config_section(text: &str) -> Result<ImageConfig, String> {
-    #[derive(Deserialize)]
-    struct Section {
-        #[serde(default)]
-        config: Option<RawConfig>,
-    }
-    let section: Section =
-        serde_json::from_str(text).map_err(|e| format!("invalid image config: {e}"))?;
-    Ok(section
-        .config
-        .as_ref()
-        .map(RawConfig::image_config)
-        .unwrap_or_default())
-}
-
 impl RawConfig {
     fn image_config(&self) -> ImageConfig {
         let c = self;
@@ -193,6 +188,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_directory_image_config_needs_no_rootfs_but_a_blob_does() {
+        let json = br#"{"config":{"Cmd":["sh"],"WorkingDir":"/tmp","Env":null}}"#;
+        let c = parse_run_config(json).unwrap();
+        assert_eq!(
+            (c.cmd.as_slice(), c.working_dir.as_str()),
+            (&["sh".to_string()][..], "/tmp")
+        );
+        assert!(c.env.is_empty());
+        assert!(parse_run_config(b"{").is_err());
+        let err = ConfigFile::parse(json).unwrap_err().to_string();
+        assert!(err.contains("expected \"layers\""), "{err}");
+    }
+
+    #[test]
     fn docker_config_fields_reach_the_task() {
         let json = br#"{"architecture":"amd64","os":"linux",
             "config":{"Env":["PATH=/bin","A=1"],"Entrypoint":["/init"],"Cmd":["sh"],
@@ -219,9 +228,10 @@ mod tests {
 
     #[test]
     fn healthchecks_parse_as_docker_writes_them() {
-        let c = parse_config_section(
+        let c = parse_run_config(
             r#"{"config":{"Healthcheck":{"Test":["CMD","/bin/check","-q"],
-                "Interval":2000000000,"Timeout":500000000,"StartPeriod":10000000000,"Retries":5}}}"#,
+                "Interval":2000000000,"Timeout":500000000,"StartPeriod":10000000000,"Retries":5}}}"#
+                .as_bytes(),
         )
         .unwrap();
         assert_eq!(
@@ -235,8 +245,8 @@ mod tests {
             })
         );
         // `docker build` writes 0 for unset durations and retries: they mean "default".
-        let zeros = parse_config_section(
-            r#"{"config":{"Healthcheck":{"Test":["NONE"],"Interval":0,"Timeout":0,"StartPeriod":0,"Retries":0}}}"#,
+        let zeros = parse_run_config(
+            r#"{"config":{"Healthcheck":{"Test":["NONE"],"Interval":0,"Timeout":0,"StartPeriod":0,"Retries":0}}}"#.as_bytes(),
         )
         .unwrap()
         .healthcheck
@@ -253,18 +263,18 @@ mod tests {
         );
         // No Healthcheck, or one with no Test: no check.
         assert_eq!(
-            parse_config_section(r#"{"config":{}}"#)
+            parse_run_config(r#"{"config":{}}"#.as_bytes())
                 .unwrap()
                 .healthcheck,
             None
         );
         assert_eq!(
-            parse_config_section(r#"{"config":{"Healthcheck":{"Interval":1}}}"#)
+            parse_run_config(r#"{"config":{"Healthcheck":{"Interval":1}}}"#.as_bytes())
                 .unwrap()
                 .healthcheck,
             None
         );
-        assert!(parse_config_section("{").is_err());
+        assert!(parse_run_config("{".as_bytes()).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod unpack;
 use std::path::PathBuf;
 
 pub use archive::{LoadedImage, save_images};
-pub use config::{Healthcheck, ImageConfig, parse_config_section};
+pub use config::{Healthcheck, ImageConfig, parse_run_config};
 pub use error::ImageError;
 pub use reference::{Reference, ReferenceError};
 pub use store::{ImageRecord, ImageStore, Removal};

@@ -108,6 +108,17 @@ pub struct ImageTask {
     pub log: LogOptions,
 }
 
+/// The `--entrypoint` of a container spec as [`ImageTask::entrypoint`] takes
+/// it: empty keeps the image's; `[""]` (what `--entrypoint ""` stores, as
+/// `docker run` sends it) clears it; anything else replaces it.
+pub fn entrypoint_override(spec: &[String]) -> Option<Vec<String>> {
+    match spec {
+        [] => None,
+        [only] if only.is_empty() => Some(Vec::new()),
+        words => Some(words.to_vec()),
+    }
+}
+
 /// The command a container runs, merged as Docker merges it: the
 /// entrypoint (`--entrypoint`, else the image's), then the arguments given
 /// after the image (else the image's `Cmd`, unless `--entrypoint` was
@@ -350,6 +361,26 @@ mod tests {
             let got = merge_command(&config, entrypoint.as_deref(), &args);
             assert_eq!(got, want, "case {i}: {config:?} {entrypoint:?} {args:?}");
         }
+    }
+
+    /// What `--entrypoint` stores in the container spec, merged: nothing keeps
+    /// the image's, `[""]` (`--entrypoint ""`) clears it and the image's CMD.
+    #[test]
+    fn entrypoint_of_the_spec_merges_as_docker_does() {
+        let config = ImageConfig {
+            entrypoint: v(&["/bin/ep"]),
+            cmd: v(&["-x"]),
+            ..Default::default()
+        };
+        let merged = |spec: &[&str], args: &[&str]| {
+            merge_command(&config, entrypoint_override(&v(spec)).as_deref(), &v(args))
+        };
+        assert_eq!(merged(&[], &[]), Ok(v(&["/bin/ep", "-x"])));
+        assert_eq!(merged(&[], &["-y"]), Ok(v(&["/bin/ep", "-y"])));
+        assert_eq!(merged(&[""], &["id", "-u"]), Ok(v(&["id", "-u"])));
+        assert_eq!(merged(&[""], &[]), Err("no command specified".into()));
+        assert_eq!(merged(&["sh", "-c"], &["id"]), Ok(v(&["sh", "-c", "id"])));
+        assert_eq!(merged(&["sh"], &[]), Ok(v(&["sh"])));
     }
 
     #[test]
