@@ -17,6 +17,8 @@ use super::worker::Shared;
 
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often a session checks whether the node's certificate changed.
+const RENEWAL_POLL: Duration = Duration::from_millis(250);
 
 /// A mutual-TLS channel to the manager at `addr`, with this node's certificate.
 pub(crate) async fn dial(trust: &Trust, addr: &str) -> Result<Channel, String> {
@@ -47,7 +49,12 @@ pub async fn run<K: Kernel + 'static>(
         tokio::select! {
             result = session(&node_id, &addr, &shared, &executor, &mut managers) => {
                 match result {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                    // Ended for a new certificate: back to the same manager at once.
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        next -= 1;
+                        continue;
+                    }
                     Err(err) => tracing::warn!(manager = %addr, %err, "session ended"),
                 }
             }
@@ -69,6 +76,8 @@ async fn session<K: Kernel + 'static>(
     executor: &Arc<Executor<K>>,
     managers: &mut Vec<String>,
 ) -> Result<(), String> {
+    // The certificate this connection presents; a renewed one needs a new connection.
+    let generation = shared.config.trust.generation();
     let channel = dial(&shared.config.trust, addr).await?;
     let mut client = DispatcherClient::new(channel);
     let mut stream = client
@@ -173,10 +182,26 @@ async fn session<K: Kernel + 'static>(
             };
         }
     };
+    // TLS authenticates a connection once, at its handshake: after a renewal (or a root CA
+    // change) this one would keep presenting the old certificate until it expires and every
+    // call is refused. Reopen the session on a new connection instead; the dispatcher keeps
+    // the node Ready across the reconnection (`RECONNECT_GRACE`).
+    let renewed = async {
+        loop {
+            tokio::time::sleep(RENEWAL_POLL).await;
+            if shared.config.trust.generation() != generation {
+                return;
+            }
+        }
+    };
     let reason = tokio::select! {
         r = heartbeat => r,
         r = reports => r,
         r = assignments => r,
+        () = renewed => {
+            tracing::info!(manager = %addr, "node certificate changed: reopening the session with it");
+            return Ok(());
+        }
     };
     Err(reason)
 }
