@@ -173,15 +173,27 @@ fn cert_expiry_is_honoured_nodes_renew_by_themselves_and_an_expired_node_must_re
         "an expired certificate cannot authenticate"
     );
 
-    // Docker's way out: leave, and join again.
+    // Docker's way out: leave, and join again — as a new node (a new id; the old entry stays
+    // Down until `node rm`, as in Docker).
+    let old_id = worker.node_id();
     worker.ok(&["swarm", "leave", "--force"]);
     cluster.join(2, "worker");
+    let new_id = worker.node_id();
+    assert_ne!(
+        new_id, old_id,
+        "a node that left and joined again is a new node"
+    );
     wait_for("the rejoined worker Ready", Duration::from_secs(60), || {
-        let status = statuses(&manager);
-        if status.values().filter(|s| *s == "ready").count() == 2 {
+        let nodes = manager.ok(&["node", "ls", "--format", "json"]).json();
+        let ready = nodes.as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["id"] == new_id.as_str() && n["status"] == "ready")
+        });
+        if ready {
             Ok(())
         } else {
-            Err(format!("{status:?}"))
+            Err(nodes.to_string())
         }
     });
 }
