@@ -614,6 +614,16 @@ impl Host<'_> {
         info["node_id"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Every task of `service`, history included (`service ps --format json`); fails the test
+    /// when the command fails.
+    pub fn tasks(&self, service: &str) -> Vec<serde_json::Value> {
+        self.ok(&["service", "ps", service, "--format", "json"])
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The tasks of `service` meant to run and running (`service ps --format json`).
     pub fn running_tasks(&self, service: &str) -> Vec<serde_json::Value> {
         let out = self.mini(&["service", "ps", service, "--format", "json"]);

@@ -18,14 +18,6 @@ use serde_json::Value;
 /// Long enough for a slow, loaded CI machine; a healthy run needs a fraction.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn tasks(h: &Host, service: &str) -> Vec<Value> {
-    h.ok(&["service", "ps", service, "--format", "json"])
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn field<'a>(t: &'a Value, key: &str) -> &'a str {
     t[key].as_str().unwrap_or_default()
 }
@@ -67,7 +59,7 @@ fn wait_running(h: &Host, service: &str, n: usize, not_on: &[&str]) -> Vec<Value
         &format!("{n} running tasks of {service}, none on {not_on:?}"),
         DEADLINE,
         || {
-            let all = tasks(h, service);
+            let all = h.tasks(service);
             let live = live(&all);
             let ok = live.len() == n
                 && live.iter().all(|t| {
@@ -271,7 +263,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
         &format!("{slot_name} to be replaced after its process was killed"),
         DEADLINE,
         || {
-            let all = tasks(&m, "web");
+            let all = m.tasks("web");
             let old = all.iter().find(|t| t["id"] == victim["id"]);
             let new = live(&all).into_iter().find(|t| {
                 field(t, "name") == slot_name
@@ -311,7 +303,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
         "exit 3",
     ]);
     let failed = wait_for("once.1 to fail with exit code 3", DEADLINE, || {
-        let all = tasks(&m, "once");
+        let all = m.tasks("once");
         match all.as_slice() {
             [t] if field(t, "current_state") == "Failed" => Ok(t.clone()),
             _ => Err(summary(&all)),
@@ -321,7 +313,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     // Not replaced: still the only task a while later (the orchestrator
     // reacts within milliseconds; this gives it well over that).
     std::thread::sleep(Duration::from_millis(1500));
-    let all = tasks(&m, "once");
+    let all = m.tasks("once");
     assert_eq!(all.len(), 1, "once was replaced: {}", summary(&all));
 
     // Constraints: only on h2; unsatisfiable → pending, with the reason.
@@ -352,7 +344,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
         "1000",
     ]);
     let pending = wait_for("nowhere.1 to be pending with a reason", DEADLINE, || {
-        let all = tasks(&m, "nowhere");
+        let all = m.tasks("nowhere");
         match all.as_slice() {
             [t] if field(t, "current_state") == "Pending"
                 && field(t, "message").contains("no suitable node") =>
@@ -400,7 +392,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     let mut ids = BTreeSet::new();
     let mut pids = Vec::new();
     for service in ["web", "once", "pinned", "nowhere", "talk"] {
-        for t in tasks(&m, service) {
+        for t in m.tasks(service) {
             ids.insert(field(&t, "id").to_string());
             if field(&t, "current_state") == "Running" {
                 pids.push(task_pid(&cluster, &t));

@@ -28,14 +28,6 @@ fn need_tools() {
     }
 }
 
-fn tasks(h: &Host, service: &str) -> Vec<Value> {
-    h.ok(&["service", "ps", service, "--format", "json"])
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn field<'a>(t: &'a Value, key: &str) -> &'a str {
     t[key].as_str().unwrap_or_default()
 }
@@ -58,7 +50,7 @@ fn summary(all: &[Value]) -> String {
 
 fn wait_running_on(h: &Host, service: &str, node: &str) {
     wait_for(&format!("{service} running on {node}"), PATIENCE, || {
-        let all = tasks(h, service);
+        let all = h.tasks(service);
         if all.iter().any(|t| {
             field(t, "desired_state") == "Running"
                 && field(t, "current_state") == "Running"
@@ -121,7 +113,7 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
         ],
     );
     let error = wait_for("anon's pull to fail on h2", PATIENCE, || {
-        let all = tasks(&m, "anon");
+        let all = m.tasks("anon");
         match all.iter().find(|t| !field(t, "error").is_empty()) {
             Some(t) => Ok(field(t, "error").to_string()),
             None => Err(summary(&all)),
@@ -137,7 +129,7 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
         &["--with-registry-auth", "--restart-condition", "none"],
     );
     let early = wait_for("early's pull to fail on h2", PATIENCE, || {
-        let all = tasks(&m, "early");
+        let all = m.tasks("early");
         match all.iter().find(|t| !field(t, "error").is_empty()) {
             Some(t) => Ok(field(t, "error").to_string()),
             None => Err(summary(&all)),

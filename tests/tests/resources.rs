@@ -11,14 +11,6 @@ use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn tasks(h: &Host, service: &str) -> Vec<Value> {
-    h.ok(&["service", "ps", service, "--format", "json"])
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn field<'a>(t: &'a Value, key: &str) -> &'a str {
     t[key].as_str().unwrap_or_default()
 }
@@ -43,7 +35,7 @@ fn summary(all: &[Value]) -> String {
 
 /// The tasks of `service` meant to run (not history).
 fn live(h: &Host, service: &str) -> Vec<Value> {
-    tasks(h, service)
+    h.tasks(service)
         .into_iter()
         .filter(|t| field(t, "desired_state") == "Running")
         .collect()
@@ -88,7 +80,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
         "100000",
     ]);
     let pending = wait_for("greedy.1 pending for want of resources", DEADLINE, || {
-        let all = tasks(&m, "greedy");
+        let all = m.tasks("greedy");
         match all.as_slice() {
             [t] if field(t, "current_state") == "Pending"
                 && field(t, "message")
@@ -160,7 +152,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
             if running.len() == 2 && waiting.len() == 1 && nodes == ["h1", "h2"] {
                 Ok(all.clone())
             } else {
-                Err(summary(&tasks(&m, "greedy")))
+                Err(summary(&m.tasks("greedy")))
             }
         },
     );
@@ -204,7 +196,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
         if all.len() == 2 && all.iter().all(|t| field(t, "current_state") == "Running") {
             Ok(())
         } else {
-            Err(summary(&tasks(&m, "greedy")))
+            Err(summary(&m.tasks("greedy")))
         }
     });
 }
