@@ -200,11 +200,7 @@ fn cert_expiry_is_honoured_nodes_renew_by_themselves_and_an_expired_node_must_re
 
 /// (task id, hostname, overlay IP) of the service's running tasks.
 fn running(h: &Host, service: &str) -> Vec<(String, String, String)> {
-    h.ok(&["service", "ps", service, "--format", "json"])
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    h.tasks(service)
         .iter()
         .filter(|t| t["current_state"] == "Running" && t["desired_state"] == "Running")
         .map(|t| {

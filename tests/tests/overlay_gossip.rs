@@ -8,11 +8,7 @@ use serde_json::Value;
 
 /// (task name, node hostname, overlay IP, task id) of the service's running tasks.
 fn running(host: &Host, service: &str) -> Vec<(String, String, String, String)> {
-    let out = host.ok(&["service", "ps", service, "--format", "json"]);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    host.tasks(service)
         .iter()
         .filter(|t| t["current_state"] == "Running" && t["desired_state"] == "Running")
         .map(|t| {

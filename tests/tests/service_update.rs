@@ -10,10 +10,7 @@ use mini_tests::{Cluster, Host, wait_for};
 
 /// Ids of the tasks meant to run, and of all tasks, of `service`.
 fn task_ids(host: &Host, service: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let tasks = host
-        .ok(&["service", "ps", service, "--format", "json"])
-        .json();
-    let all: Vec<serde_json::Value> = tasks.as_array().cloned().unwrap_or_default();
+    let all = host.tasks(service);
     let id = |t: &serde_json::Value| t["id"].as_str().unwrap_or_default().to_string();
     let running = all
         .iter()
