@@ -40,6 +40,9 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(commands::service::ServiceCommand),
+    /// Manage stacks (services and networks from compose files).
+    #[command(subcommand)]
+    Stack(commands::stack::StackCommand),
     /// Manage nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::Swarm(cmd) => commands::swarm::run(&cli.host, cmd).await,
             Command::Network(cmd) => commands::network::run(&cli.host, cmd).await,
             Command::Service(cmd) => commands::service::run(&cli.host, cmd).await,
+            Command::Stack(cmd) => commands::stack::run(&cli.host, cmd).await,
             Command::Node(cmd) => commands::node::run(&cli.host, cmd).await,
             Command::Image(cmd) => commands::image::run(&cli.host, cmd).await,
             Command::Login(args) => commands::image::login(&cli.host, args).await,

@@ -80,6 +80,9 @@ pub struct NetworkView {
     internal: bool,
     ingress: bool,
     labels: std::collections::BTreeMap<String, String>,
+    /// `--container-label` (a compose service's `labels:`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    container_labels: std::collections::BTreeMap<String, String>,
     version: u64,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -101,6 +104,7 @@ impl From<&Network> for NetworkView {
             internal: spec.internal,
             ingress: spec.ingress,
             labels: spec.labels.into_iter().collect(),
+            container_labels: container.labels.into_iter().collect(),
             version,
             created_at_ms,
             updated_at_ms,

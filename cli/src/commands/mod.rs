@@ -12,6 +12,7 @@ pub mod private;
 pub mod service;
 pub mod service_flags;
 pub mod service_update;
+pub mod stack;
 pub mod swarm;
 pub mod task_init;
 

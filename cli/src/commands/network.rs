@@ -67,7 +67,7 @@ pub enum NetworkCommand {
 }
 
 /// Why a driver option (`--opt`) is refused.
-fn refused_opt(opt: &str) -> String {
+pub(super) fn refused_opt(opt: &str) -> String {
     let key = opt.split('=').next().unwrap_or(opt);
     if key == "encrypted" {
         "--opt encrypted is not supported: the overlay data path (VXLAN) cannot be encrypted \

@@ -10,6 +10,9 @@ use mini_proto::v1::{
     ServiceSpec, Task, UpdateConfig, service_spec::Mode,
 };
 
+use mini_proto::v1::control_client::ControlClient;
+use tonic::transport::Channel;
+
 use crate::client::connect;
 use crate::output::{Format, ago, print_json, print_table};
 use crate::views::{Names, ServiceView, TaskView, capitalize, service_name, short, task_name};
@@ -76,44 +79,101 @@ pub enum ServiceCommand {
     },
 }
 
-/// Flags of `service create`.
-#[derive(Debug, Args)]
+/// Flags of `service create`; also what a compose file's service is translated into
+/// (`stack deploy`), so that both build the spec with [`CreateArgs::spec`].
+#[derive(Debug, Default, Args)]
 pub struct CreateArgs {
     /// Service name (default: generated).
     #[arg(long)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// Service mode.
     #[arg(long, value_parser = ["replicated", "global"])]
-    mode: Option<String>,
+    pub mode: Option<String>,
     /// Network to attach to (repeatable; name or id).
     #[arg(long = "network")]
-    networks: Vec<String>,
+    pub networks: Vec<String>,
     /// Environment variable K=V (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
-    env: Vec<String>,
+    pub env: Vec<String>,
     /// Placement constraint, e.g. node.hostname==host1 (repeatable).
     #[arg(long = "constraint")]
-    constraints: Vec<String>,
+    pub constraints: Vec<String>,
     /// Publish a port on every node: PUBLISHED:TARGET[/tcp|udp] (repeatable).
     #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
-    publish: Vec<PortConfig>,
+    pub publish: Vec<PortConfig>,
     /// Endpoint mode.
     #[arg(long, value_parser = ["vip", "dnsrr"], default_value = "vip")]
-    endpoint_mode: String,
+    pub endpoint_mode: String,
     /// Label K=V (repeatable).
     #[arg(short = 'l', long = "label", value_parser = parse_env)]
-    labels: Vec<String>,
+    pub labels: Vec<String>,
+    /// Container label K=V (repeatable).
+    #[arg(long = "container-label", value_parser = parse_env)]
+    pub container_labels: Vec<String>,
     /// Mount a volume, bind or tmpfs: type=bind|volume|tmpfs,source=...,target=...[,readonly] (repeatable).
     #[arg(long = "mount", value_parser = super::service_flags::parse_mount)]
-    mounts: Vec<Mount>,
+    pub mounts: Vec<Mount>,
     /// Flags shared with `service update`.
     #[command(flatten)]
-    flags: super::service_flags::SpecFlags,
+    pub flags: super::service_flags::SpecFlags,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
-    image: String,
+    pub image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    pub command: Vec<String>,
+}
+
+impl CreateArgs {
+    /// The spec of the service these flags create: Docker's defaults, then the flags.
+    pub fn spec(&self) -> Result<ServiceSpec> {
+        let mode = match self.mode.as_deref() {
+            Some("global") => Mode::Global(true),
+            _ => Mode::Replicas(1),
+        };
+        let endpoint_mode = if self.endpoint_mode == "dnsrr" {
+            EndpointMode::Dnsrr
+        } else {
+            EndpointMode::Vip
+        };
+        let mut spec = ServiceSpec {
+            name: self.name.clone().unwrap_or_default(),
+            container: Some(ContainerSpec {
+                image: self.image.clone(),
+                args: self.command.clone(),
+                env: self.env.clone(),
+                mounts: self.mounts.clone(),
+                labels: pairs(&self.container_labels),
+                ..Default::default()
+            }),
+            mode: Some(mode),
+            networks: Vec::new(),
+            restart: Some(RestartPolicy {
+                condition: RestartCondition::Any as i32,
+                delay_ms: 1000,
+            }),
+            constraints: self.constraints.clone(),
+            endpoint: Some(EndpointSpec {
+                mode: endpoint_mode as i32,
+                ports: self.publish.clone(),
+            }),
+            labels: pairs(&self.labels),
+            update: Some(UpdateConfig {
+                parallelism: 1,
+                delay_ms: 0,
+            }),
+            force_update: 0,
+        };
+        self.flags.apply(&mut spec)?;
+        Ok(spec)
+    }
+}
+
+/// `K=V` strings (checked by [`parse_env`]) as a map.
+fn pairs(kvs: &[String]) -> std::collections::HashMap<String, String> {
+    kvs.iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub(super) fn parse_replicas(s: &str) -> Result<u64, String> {
@@ -226,49 +286,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     let mut client = connect(host).await?;
     match cmd {
         ServiceCommand::Create(args) => {
-            let mode = match args.mode.as_deref() {
-                Some("global") => Mode::Global(true),
-                _ => Mode::Replicas(1),
-            };
-            let endpoint_mode = if args.endpoint_mode == "dnsrr" {
-                EndpointMode::Dnsrr
-            } else {
-                EndpointMode::Vip
-            };
-            // Docker's defaults; the shared flags override them.
-            let mut spec = ServiceSpec {
-                name: args.name.unwrap_or_default(),
-                container: Some(ContainerSpec {
-                    image: args.image,
-                    args: args.command,
-                    env: args.env,
-                    mounts: args.mounts,
-                    ..Default::default()
-                }),
-                mode: Some(mode),
-                networks: Vec::new(),
-                restart: Some(RestartPolicy {
-                    condition: RestartCondition::Any as i32,
-                    delay_ms: 1000,
-                }),
-                constraints: args.constraints,
-                endpoint: Some(EndpointSpec {
-                    mode: endpoint_mode as i32,
-                    ports: args.publish,
-                }),
-                labels: args
-                    .labels
-                    .iter()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                update: Some(UpdateConfig {
-                    parallelism: 1,
-                    delay_ms: 0,
-                }),
-                force_update: 0,
-            };
-            args.flags.apply(&mut spec)?;
+            let spec = args.spec()?;
             let registry_auth = args.flags.registry_auth(&spec)?;
             let service = client
                 .create_service(CreateServiceRequest {
@@ -280,54 +298,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 .into_inner();
             println!("{}", service.id);
         }
-        ServiceCommand::Ls { format } => {
-            let mut services = client
-                .list_services(ListServicesRequest {})
-                .await?
-                .into_inner()
-                .services;
-            services.sort_by(|a, b| {
-                let name = |s: &mini_proto::v1::ServiceSummary| {
-                    s.service.as_ref().map(|s| service_name(s).to_string())
-                };
-                name(a).cmp(&name(b))
-            });
-            let names = names(&mut client).await?;
-            let views: Vec<(ServiceView, String)> = services
-                .iter()
-                .filter_map(|s| {
-                    let svc = s.service.as_ref()?;
-                    let replicas = format!("{}/{}", s.running, s.desired);
-                    Some((ServiceView::new(svc, Some(s.running), &names), replicas))
-                })
-                .collect();
-            match format {
-                Format::Json => print_json(&views.iter().map(|(v, _)| v).collect::<Vec<_>>())?,
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = services
-                        .iter()
-                        .zip(&views)
-                        .filter_map(|(s, (_, replicas))| {
-                            let svc = s.service.as_ref()?;
-                            let spec = svc.spec.clone().unwrap_or_default();
-                            let mode = match spec.mode {
-                                Some(Mode::Global(_)) => "global",
-                                _ => "replicated",
-                            };
-                            let image = spec.container.map(|c| c.image).unwrap_or_default();
-                            Some(vec![
-                                short(&svc.id).to_string(),
-                                spec.name,
-                                mode.into(),
-                                replicas.clone(),
-                                image,
-                            ])
-                        })
-                        .collect();
-                    print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE"], &rows);
-                }
-            }
-        }
+        ServiceCommand::Ls { format } => print_services(&mut client, format, &|_| true).await?,
         ServiceCommand::Ps { services, format } => {
             let names = names(&mut client).await?;
             let mut tasks = Vec::new();
@@ -450,9 +421,64 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     Ok(())
 }
 
-async fn names(
-    client: &mut mini_proto::v1::control_client::ControlClient<tonic::transport::Channel>,
-) -> Result<Names> {
+/// `service ls`'s output for the services `keep` accepts (`stack services`: a stack's).
+pub(super) async fn print_services(
+    client: &mut ControlClient<Channel>,
+    format: Format,
+    keep: &dyn Fn(&mini_proto::v1::Service) -> bool,
+) -> Result<()> {
+    let mut services = client
+        .list_services(ListServicesRequest {})
+        .await?
+        .into_inner()
+        .services;
+    services.retain(|s| s.service.as_ref().is_some_and(keep));
+    services.sort_by(|a, b| {
+        let name = |s: &mini_proto::v1::ServiceSummary| {
+            s.service.as_ref().map(|s| service_name(s).to_string())
+        };
+        name(a).cmp(&name(b))
+    });
+    let names = names(client).await?;
+    let views: Vec<(ServiceView, String)> = services
+        .iter()
+        .filter_map(|s| {
+            let svc = s.service.as_ref()?;
+            let replicas = format!("{}/{}", s.running, s.desired);
+            Some((ServiceView::new(svc, Some(s.running), &names), replicas))
+        })
+        .collect();
+    match format {
+        Format::Json => print_json(&views.iter().map(|(v, _)| v).collect::<Vec<_>>())?,
+        Format::Table => {
+            let rows: Vec<Vec<String>> = services
+                .iter()
+                .zip(&views)
+                .filter_map(|(s, (_, replicas))| {
+                    let svc = s.service.as_ref()?;
+                    let spec = svc.spec.clone().unwrap_or_default();
+                    let mode = match spec.mode {
+                        Some(Mode::Global(_)) => "global",
+                        _ => "replicated",
+                    };
+                    let image = spec.container.map(|c| c.image).unwrap_or_default();
+                    Some(vec![
+                        short(&svc.id).to_string(),
+                        spec.name,
+                        mode.into(),
+                        replicas.clone(),
+                        image,
+                    ])
+                })
+                .collect();
+            print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE"], &rows);
+        }
+    }
+    Ok(())
+}
+
+/// Names of networks and nodes, for the views.
+pub(super) async fn names(client: &mut ControlClient<Channel>) -> Result<Names> {
     let networks = client
         .list_networks(ListNetworksRequest {})
         .await?
@@ -468,7 +494,7 @@ async fn names(
 
 /// Orders tasks as `service ps` shows them: by slot (or node), the current
 /// task first, then its history newest first.
-fn order_for_ps(tasks: &mut [Task]) {
+pub(super) fn order_for_ps(tasks: &mut [Task]) {
     let desired_running = |t: &Task| t.desired_state <= mini_proto::v1::TaskState::Running as i32;
     let since = |t: &Task| t.status.as_ref().map_or(0, |s| s.timestamp_ms);
     tasks.sort_by(|a, b| {
@@ -487,7 +513,7 @@ fn order_for_ps(tasks: &mut [Task]) {
 
 /// Table rows of `service ps`: history rows (same name as the row above) are
 /// shown as ` \_ name`, as Docker does.
-fn ps_rows(tasks: &[Task], names: &Names, now_ms: i64) -> Vec<Vec<String>> {
+pub(super) fn ps_rows(tasks: &[Task], names: &Names, now_ms: i64) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let mut previous: Option<String> = None;
     for t in tasks {

@@ -99,6 +99,12 @@ pub struct SpecFlags {
     /// Send registry authentication details (from `mini login`) to swarm agents.
     #[arg(long)]
     pub with_registry_auth: bool,
+
+    // --- stacks: fields set by compose translation only (no flag) ---
+    /// A compose file's `healthcheck.test` as written (`["CMD", ...]`, `["CMD-SHELL", ...]`):
+    /// replaces the check's command like `--health-cmd` (which is always `CMD-SHELL`).
+    #[arg(skip)]
+    pub health_test: Option<Vec<String>>,
 }
 
 impl SpecFlags {
@@ -120,6 +126,7 @@ impl SpecFlags {
     /// Whether any `--health-*` flag is set.
     fn health_settings(&self) -> bool {
         self.health_cmd.is_some()
+            || self.health_test.is_some()
             || self.health_interval.is_some()
             || self.health_timeout.is_some()
             || self.health_retries.is_some()
@@ -169,6 +176,9 @@ impl SpecFlags {
             } else {
                 vec!["CMD-SHELL".into(), cmd.clone()]
             };
+        }
+        if let Some(test) = &self.health_test {
+            hc.test = test.clone();
         }
         Ok(Some(hc))
     }
@@ -343,7 +353,7 @@ pub fn parse_positive_duration_ns(s: &str) -> Result<u64, String> {
 }
 
 /// Go durations in nanoseconds: `10s`, `1m30s`, `500ms`, `250us`, `2h`.
-fn parse_duration_ns(s: &str) -> Result<u64, String> {
+pub fn parse_duration_ns(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a duration (e.g. 10s, 1m30s, 500ms)");
     let mut total: u128 = 0;
     let mut rest = s.trim();
@@ -428,7 +438,8 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     Ok(total.round() as u64)
 }
 
-fn parse_log_opt(s: &str) -> Result<(String, String), String> {
+/// `--log-opt KEY=VALUE`: `max-size` or `max-file`.
+pub fn parse_log_opt(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k @ ("max-size" | "max-file"), v)) if !v.is_empty() => {
             Ok((k.to_string(), v.to_string()))

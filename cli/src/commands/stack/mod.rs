@@ -1,0 +1,495 @@
+//! `mini stack deploy | ls | services | ps | rm`: services, networks (and, once they exist,
+//! secrets and configs) described by compose files, named `<stack>_<name>` and labelled
+//! `com.docker.stack.namespace=<stack>`, as `docker stack` does.
+//!
+//! - [`compose`]: the compose file format as typed structs.
+//! - [`load`]: reading, interpolating and merging compose files.
+//! - [`translate`]: compose services → the specs `service create` builds.
+//! - here: the commands, talking to the daemon over the existing control API (stack
+//!   membership is the namespace label, filtered client-side).
+
+pub mod compose;
+pub mod load;
+pub mod translate;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use clap::Subcommand;
+use mini_proto::v1::{
+    CreateNetworkRequest, CreateServiceRequest, GetRequest, ListNetworksRequest,
+    ListServicesRequest, ListTasksRequest, Network, Service, ServiceSpec, UpdateServiceRequest,
+    control_client::ControlClient, service_spec::Mode,
+};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::client::connect;
+use crate::output::{Format, print_json, print_table};
+use crate::views::TaskView;
+use translate::{NAMESPACE_LABEL, Stack};
+
+/// Stack subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Deploy a new stack or update an existing stack.
+    #[command(alias = "up")]
+    Deploy {
+        /// Path to a compose file, or "-" to read from stdin (repeatable: later files
+        /// override earlier ones).
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_file: Vec<String>,
+        /// Prune services that are no longer referenced.
+        #[arg(long)]
+        prune: bool,
+        /// Send registry authentication details (from `mini login`) to swarm agents.
+        #[arg(long)]
+        with_registry_auth: bool,
+        /// Stack name.
+        stack: String,
+    },
+    /// List stacks.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the services in the stack.
+    Services {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Stack name.
+        stack: String,
+    },
+    /// List the tasks in the stack.
+    Ps {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Stack name.
+        stack: String,
+    },
+    /// Remove one or more stacks.
+    #[command(aliases = ["remove", "down"])]
+    Rm {
+        /// Stack names.
+        #[arg(required = true)]
+        stacks: Vec<String>,
+    },
+}
+
+/// How long `stack rm` retries removing a network whose tasks are still shutting down.
+const NETWORK_RM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a stack subcommand against the daemon at `host`.
+pub async fn run(host: &str, cmd: StackCommand) -> Result<()> {
+    match cmd {
+        StackCommand::Deploy {
+            compose_file,
+            prune,
+            with_registry_auth,
+            stack,
+        } => {
+            let env = |k: &str| std::env::var(k).ok();
+            let sources = compose_file
+                .iter()
+                .map(|p| load::Source::read(p))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| anyhow!(e))?;
+            let loaded = load::load(&sources, &env).map_err(|e| anyhow!(e))?;
+            let plan = translate::translate(&loaded.file, &stack, &loaded.dir, &env)
+                .map_err(|e| anyhow!(e))?;
+            for w in loaded.warnings.iter().chain(&plan.warnings) {
+                eprintln!("WARNING: {w}");
+            }
+            let mut client = connect(host).await?;
+            deploy(&mut client, &plan, prune, with_registry_auth).await
+        }
+        StackCommand::Ls { format } => {
+            let mut client = connect(host).await?;
+            let mut stacks: BTreeMap<String, usize> = BTreeMap::new();
+            for s in services(&mut client).await? {
+                if let Some(name) = stack_of_service(&s) {
+                    *stacks.entry(name.to_string()).or_default() += 1;
+                }
+            }
+            #[derive(Serialize)]
+            struct StackView {
+                name: String,
+                services: usize,
+            }
+            match format {
+                Format::Json => print_json(
+                    &stacks
+                        .into_iter()
+                        .map(|(name, services)| StackView { name, services })
+                        .collect::<Vec<_>>(),
+                )?,
+                Format::Table => print_table(
+                    &["NAME", "SERVICES"],
+                    &stacks
+                        .into_iter()
+                        .map(|(n, c)| vec![n, c.to_string()])
+                        .collect::<Vec<_>>(),
+                ),
+            }
+            Ok(())
+        }
+        StackCommand::Services { format, stack } => {
+            let mut client = connect(host).await?;
+            let members = of_stack(services(&mut client).await?, &stack);
+            if members.is_empty() {
+                bail!("Nothing found in stack: {stack}");
+            }
+            super::service::print_services(&mut client, format, &|s| {
+                stack_of_service(s) == Some(stack.as_str())
+            })
+            .await
+        }
+        StackCommand::Ps { format, stack } => {
+            let mut client = connect(host).await?;
+            let members = of_stack(services(&mut client).await?, &stack);
+            if members.is_empty() {
+                bail!("Nothing found in stack: {stack}");
+            }
+            let names = super::service::names(&mut client).await?;
+            let mut tasks = Vec::new();
+            for s in &members {
+                let mut of_service = client
+                    .list_tasks(ListTasksRequest {
+                        service: s.id.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .tasks;
+                super::service::order_for_ps(&mut of_service);
+                tasks.extend(of_service);
+            }
+            match format {
+                Format::Json => print_json(
+                    &tasks
+                        .iter()
+                        .map(|t| TaskView::new(t, &names))
+                        .collect::<Vec<_>>(),
+                )?,
+                Format::Table => print_table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "IMAGE",
+                        "NODE",
+                        "DESIRED STATE",
+                        "CURRENT STATE",
+                        "ERROR",
+                    ],
+                    &super::service::ps_rows(&tasks, &names, mini_manager::ids::now_ms()),
+                ),
+            }
+            Ok(())
+        }
+        StackCommand::Rm { stacks } => {
+            let mut client = connect(host).await?;
+            let mut failed = false;
+            for stack in stacks {
+                if let Err(err) = remove(&mut client, &stack).await {
+                    eprintln!("error: {}", super::describe(&err));
+                    failed = true;
+                }
+            }
+            if failed {
+                bail!("not every stack was removed completely (see above)");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The stack a service belongs to (its namespace label).
+fn stack_of_service(s: &Service) -> Option<&str> {
+    s.spec
+        .as_ref()
+        .and_then(|spec| spec.labels.get(NAMESPACE_LABEL))
+        .map(String::as_str)
+}
+
+/// The stack a network belongs to (its namespace label).
+fn stack_of_network(n: &Network) -> Option<&str> {
+    n.spec
+        .as_ref()
+        .and_then(|spec| spec.labels.get(NAMESPACE_LABEL))
+        .map(String::as_str)
+}
+
+/// Every service.
+async fn services(client: &mut ControlClient<Channel>) -> Result<Vec<Service>> {
+    Ok(client
+        .list_services(ListServicesRequest {})
+        .await?
+        .into_inner()
+        .services
+        .into_iter()
+        .filter_map(|s| s.service)
+        .collect())
+}
+
+/// The services of `stack`, by name.
+fn of_stack(services: Vec<Service>, stack: &str) -> Vec<Service> {
+    let mut members: Vec<Service> = services
+        .into_iter()
+        .filter(|s| stack_of_service(s) == Some(stack))
+        .collect();
+    members.sort_by(|a, b| spec_name(a).cmp(spec_name(b)));
+    members
+}
+
+fn spec_name(s: &Service) -> &str {
+    s.spec.as_ref().map_or("", |x| x.name.as_str())
+}
+
+/// What a deploy does to one service.
+enum Step {
+    /// Create it.
+    Create,
+    /// Replace its spec (a rolling update); the service's id and version.
+    Update(String, u64, Box<ServiceSpec>),
+    /// Nothing changed.
+    Keep,
+}
+
+/// Creates what is missing, updates the services whose spec changed, and with `prune`
+/// removes the stack's services no longer in the file. Everything that can be checked is
+/// checked before the first change; a failure later says what was done before it.
+async fn deploy(
+    client: &mut ControlClient<Channel>,
+    plan: &Stack,
+    prune: bool,
+    with_registry_auth: bool,
+) -> Result<()> {
+    let networks = client
+        .list_networks(ListNetworksRequest {})
+        .await?
+        .into_inner()
+        .networks;
+    let ingress: Vec<String> = networks
+        .iter()
+        .filter(|n| n.spec.as_ref().is_some_and(|s| s.ingress))
+        .map(|n| n.id.clone())
+        .collect();
+    let by_name: BTreeMap<&str, &Network> = networks
+        .iter()
+        .filter_map(|n| Some((n.spec.as_ref()?.name.as_str(), n)))
+        .collect();
+    let mut to_create = Vec::new();
+    for n in &plan.networks {
+        match by_name.get(n.spec.name.as_str()) {
+            Some(_) => {}
+            None if n.external => bail!(
+                "network {:?} is declared as external, but could not be found. You need to create a swarm-scoped network before the stack is deployed",
+                n.spec.name
+            ),
+            None => to_create.push(n),
+        }
+    }
+
+    let existing = services(client).await?;
+    let mut steps = Vec::new();
+    for s in &plan.services {
+        let Some(old) = existing.iter().find(|e| spec_name(e) == s.spec.name) else {
+            steps.push(Step::Create);
+            continue;
+        };
+        let old_spec = old.spec.clone().unwrap_or_default();
+        let user_networks: Vec<&str> = old_spec
+            .networks
+            .iter()
+            .filter(|id| !ingress.contains(id))
+            .map(String::as_str)
+            .collect();
+        let wanted: Vec<&str> = s
+            .networks
+            .iter()
+            .map(|name| by_name.get(name.as_str()).map_or("", |n| n.id.as_str()))
+            .collect();
+        if user_networks != wanted {
+            bail!(
+                "service {} is attached to other networks than the compose file gives it; changing a service's networks is not supported: remove the service (or the stack) and deploy again",
+                s.spec.name
+            );
+        }
+        let global = |spec: &ServiceSpec| matches!(spec.mode, Some(Mode::Global(_)));
+        if global(&old_spec) != global(&s.spec) {
+            bail!(
+                "service {} cannot change between replicated and global mode: remove the service (or the stack) and deploy again",
+                s.spec.name
+            );
+        }
+        let mut candidate = s.spec.clone();
+        candidate.networks = old_spec.networks.clone();
+        candidate.force_update = old_spec.force_update;
+        if candidate == old_spec {
+            steps.push(Step::Keep);
+        } else {
+            steps.push(Step::Update(
+                old.id.clone(),
+                old.meta.as_ref().map_or(0, |m| m.version),
+                Box::new(candidate),
+            ));
+        }
+    }
+    let obsolete: Vec<&Service> = if prune {
+        existing
+            .iter()
+            .filter(|e| stack_of_service(e) == Some(plan.name.as_str()))
+            .filter(|e| !plan.services.iter().any(|s| s.spec.name == spec_name(e)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let mut done: Vec<String> = Vec::new();
+    let result = async {
+        for n in to_create {
+            println!("Creating network {}", n.spec.name);
+            client
+                .create_network(CreateNetworkRequest {
+                    spec: Some(n.spec.clone()),
+                })
+                .await
+                .map_err(|e| anyhow!("cannot create network {}: {}", n.spec.name, e.message()))?;
+            done.push(format!("created network {}", n.spec.name));
+        }
+        let auth = crate::commands::service_flags::SpecFlags {
+            with_registry_auth,
+            ..Default::default()
+        };
+        for (s, step) in plan.services.iter().zip(steps) {
+            let registry_auth = auth.registry_auth(&s.spec)?;
+            match step {
+                Step::Keep => {}
+                Step::Create => {
+                    println!("Creating service {}", s.spec.name);
+                    client
+                        .create_service(CreateServiceRequest {
+                            spec: Some(s.spec.clone()),
+                            networks: s.networks.clone(),
+                            registry_auth,
+                        })
+                        .await
+                        .map_err(|e| {
+                            anyhow!("cannot create service {}: {}", s.spec.name, e.message())
+                        })?;
+                    done.push(format!("created service {}", s.spec.name));
+                }
+                Step::Update(id, version, spec) => {
+                    println!("Updating service {} (id: {id})", s.spec.name);
+                    client
+                        .update_service(UpdateServiceRequest {
+                            name_or_id: id.clone(),
+                            version,
+                            spec: Some(*spec),
+                            registry_auth,
+                        })
+                        .await
+                        .map_err(|e| {
+                            anyhow!("cannot update service {}: {}", s.spec.name, e.message())
+                        })?;
+                    done.push(format!("updated service {}", s.spec.name));
+                }
+            }
+        }
+        for old in obsolete {
+            let name = spec_name(old);
+            println!("Removing service {name}");
+            client
+                .remove_service(GetRequest {
+                    name_or_id: old.id.clone(),
+                })
+                .await
+                .map_err(|e| anyhow!("cannot remove service {name}: {}", e.message()))?;
+            done.push(format!("removed service {name}"));
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    result.map_err(|err| {
+        if done.is_empty() {
+            err.context(format!("stack {}: nothing was changed", plan.name))
+        } else {
+            err.context(format!(
+                "stack {} is half deployed; done before the failure: {}",
+                plan.name,
+                done.join(", ")
+            ))
+        }
+    })
+}
+
+/// Removes the services, then the networks, labelled as `stack`'s.
+async fn remove(client: &mut ControlClient<Channel>, stack: &str) -> Result<()> {
+    let members = of_stack(services(client).await?, stack);
+    let networks: Vec<Network> = client
+        .list_networks(ListNetworksRequest {})
+        .await?
+        .into_inner()
+        .networks
+        .into_iter()
+        .filter(|n| stack_of_network(n) == Some(stack))
+        .collect();
+    if members.is_empty() && networks.is_empty() {
+        bail!("Nothing found in stack: {stack}");
+    }
+    let mut errors = Vec::new();
+    for s in &members {
+        println!("Removing service {}", spec_name(s));
+        if let Err(e) = client
+            .remove_service(GetRequest {
+                name_or_id: s.id.clone(),
+            })
+            .await
+        {
+            errors.push(format!(
+                "cannot remove service {}: {}",
+                spec_name(s),
+                e.message()
+            ));
+        }
+    }
+    for n in &networks {
+        let name = n.spec.as_ref().map_or("", |s| s.name.as_str());
+        println!("Removing network {name}");
+        // The tasks of the removed services are shutting down: their addresses are freed
+        // when they are gone; retry until then.
+        let deadline = Instant::now() + NETWORK_RM_TIMEOUT;
+        loop {
+            match client
+                .remove_network(GetRequest {
+                    name_or_id: n.id.clone(),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.message().contains("shutting down") => {
+                    if Instant::now() > deadline {
+                        errors.push(format!("cannot remove network {name}: {}", e.message()));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    errors.push(format!("cannot remove network {name}: {}", e.message()));
+                    break;
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("stack {stack}: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
