@@ -80,9 +80,6 @@ pub struct NetworkView {
     internal: bool,
     ingress: bool,
     labels: std::collections::BTreeMap<String, String>,
-    /// `--container-label` (a compose service's `labels:`).
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    container_labels: std::collections::BTreeMap<String, String>,
     version: u64,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -104,7 +101,6 @@ impl From<&Network> for NetworkView {
             internal: spec.internal,
             ingress: spec.ingress,
             labels: spec.labels.into_iter().collect(),
-            container_labels: container.labels.into_iter().collect(),
             version,
             created_at_ms,
             updated_at_ms,
@@ -202,6 +198,9 @@ pub struct ServiceView {
     update_delay_ms: u64,
     force_update: u64,
     labels: std::collections::BTreeMap<String, String>,
+    /// `--container-label` (a compose service's `labels:`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    container_labels: std::collections::BTreeMap<String, String>,
     version: u64,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -285,6 +284,7 @@ impl ServiceView {
             update_delay_ms: spec.update.map_or(0, |u| u.delay_ms),
             force_update: spec.force_update,
             labels: spec.labels.into_iter().collect(),
+            container_labels: container.labels.into_iter().collect(),
             version,
             created_at_ms,
             updated_at_ms,
