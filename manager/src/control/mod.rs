@@ -298,25 +298,6 @@ fn manager_config(
     }
 }
 
-/// Runs a read-decide-write step again (a few times) when the store refused
-/// its write because a controller changed an object it read meanwhile (e.g.
-/// a network's address cursor): the step decides again from the new state.
-async fn retry_stale<T, F, Fut>(mut step: F) -> Result<T, ControlError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ControlError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match step().await {
-            Err(ControlError::Write(crate::store::WriteError::Rejected(
-                crate::store::ApplyError::Stale { .. },
-            ))) if attempt < 5 => attempt += 1,
-            other => return other,
-        }
-    }
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 
 /// A service as the control API shows it: without its registry credentials
