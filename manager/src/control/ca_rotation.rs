@@ -105,15 +105,11 @@ pub(super) async fn swarm_ca(
             );
         }
     }
-    let (cluster, progress) = manager.store().view(|t| {
-        let cluster = t.cluster.clone();
-        let progress = cluster
-            .as_ref()
-            .map(|c| ca::rotation_progress(c, t.nodes.values()));
-        (cluster, progress)
-    });
-    let cluster = cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-    let (rotated_nodes, total_nodes) = progress.unwrap_or_default();
+    let (cluster, (rotated_nodes, total_nodes)) = manager.store().view(|t| {
+        let cluster = t.cluster()?.clone();
+        let progress = ca::rotation_progress(&cluster, t.nodes.values());
+        Ok::<_, ControlError>((cluster, progress))
+    })?;
     Ok(SwarmCaResponse {
         root_ca: cluster.ca_cert.clone(),
         rotating_to: cluster

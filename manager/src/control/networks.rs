@@ -35,10 +35,7 @@ pub(super) async fn create(
                     spec.name, existing.id
                 )));
             }
-            let mut cluster = t
-                .cluster
-                .clone()
-                .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+            let mut cluster = t.cluster()?.clone();
             let existing: Vec<Network> = t.networks.values().cloned().collect();
             let allocation = allocate_network(&spec, &cluster, &existing)?;
             cluster.next_vni = cluster.next_vni.max(allocation.vni + 1);
