@@ -1,7 +1,7 @@
 //! `mini stack deploy | ls | services | ps | rm` on a 2-host lab (issue #14 item 1): a stack of
 //! three services from a compose file (one publishing a port, one global), an unchanged
 //! redeploy that changes nothing, a change that rolls only the service it touches, `--prune`,
-//! and `stack rm` that removes the stack's services and networks and leaves another stack
+//! services reaching each other by their compose names, and `stack rm` that removes the stack's services and networks and leaves another stack
 //! alone. Root only.
 
 use std::collections::BTreeSet;
@@ -21,6 +21,7 @@ services:
     command: ["sh", "-c", "mount -t tmpfs web /mnt && hostname > /mnt/index.html && exec busybox httpd -f -p 80 -h /mnt"]
     ports:
       - "8090:80"
+    stop_grace_period: 1s
     deploy:
       replicas: 2
       update_config:
@@ -28,6 +29,7 @@ services:
   api:
     image: host
     command: sleep 100000
+    stop_grace_period: 1s
     environment:
       LEVEL: "1"
     labels:
@@ -39,6 +41,7 @@ services:
             r#"  agent:
     image: host
     command: ["sleep", "100000"]
+    stop_grace_period: 1s
     deploy:
       mode: global
 "#,
@@ -77,6 +80,20 @@ fn running_ids(m: &Host, service: &str) -> BTreeSet<String> {
     m.running_tasks(service)
         .iter()
         .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The addresses `name` resolves to inside task `client` (busybox nslookup on the embedded DNS).
+fn lookup(host: &Host, client: &str, name: &str) -> BTreeSet<String> {
+    let out = host.mini(&["exec", client, "busybox", "nslookup", name, "127.0.0.11"]);
+    let answers = out.stdout.split_once("Name:").map_or("", |(_, rest)| rest);
+    answers
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("Address:")
+                .map(|a| a.trim().to_string())
+        })
         .collect()
 }
 
@@ -171,6 +188,26 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
             },
         );
     }
+
+    // Services reach each other by their compose names (Docker's alias on the stack's
+    // network): `web` is app_web's VIP, and answers HTTP.
+    wait_for(
+        "api resolving web to app_web's address",
+        Duration::from_secs(30),
+        || {
+            let web = lookup(&m, "app_api.1", "web");
+            let full = lookup(&m, "app_api.1", "app_web");
+            let body = m.mini(&["exec", "app_api.1", "sh", "-c", &http_get("web", 80)]);
+            if !web.is_empty() && web == full && !body.stdout.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "web → {web:?}, app_web → {full:?}, GET → {:?}",
+                    body.stdout
+                ))
+            }
+        },
+    );
 
     // An unchanged redeploy changes nothing.
     let names = ["app_agent", "app_api", "app_web"];

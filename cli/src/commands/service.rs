@@ -107,6 +107,10 @@ pub struct CreateArgs {
     /// Label K=V (repeatable).
     #[arg(short = 'l', long = "label", value_parser = parse_env)]
     pub labels: Vec<String>,
+    /// More DNS names of the service on its networks (set by `stack deploy`: the compose
+    /// service's short name and its network aliases; no flag).
+    #[arg(skip)]
+    pub aliases: Vec<String>,
     /// Container label K=V (repeatable).
     #[arg(long = "container-label", value_parser = parse_env)]
     pub container_labels: Vec<String>,
@@ -162,6 +166,7 @@ impl CreateArgs {
                 delay_ms: 0,
             }),
             force_update: 0,
+            aliases: self.aliases.clone(),
         };
         self.flags.apply(&mut spec)?;
         Ok(spec)

@@ -58,6 +58,7 @@ pub fn new_task(
         endpoint: spec.endpoint,
         restart: spec.restart,
         force_update: spec.force_update,
+        aliases: spec.aliases,
         // Only the dispatcher sets it, in the assignments of the task's node.
         registry_auth: None,
     };

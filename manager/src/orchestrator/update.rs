@@ -16,6 +16,7 @@ pub fn is_outdated(task: &Task, spec: &ServiceSpec) -> bool {
         || task.endpoint != spec.endpoint
         || task.restart != spec.restart
         || task.force_update != spec.force_update
+        || task.aliases != spec.aliases
 }
 
 /// The active task a slot keeps, as the update sees it.

@@ -34,6 +34,7 @@ pub fn records_for(task: &Task, vtep: Ipv4Addr, bound: bool) -> Vec<EndpointReco
                 service_id: task.service_id.clone(),
                 service_name: task.service_name.clone(),
                 task_name: task_hostname(task),
+                aliases: task.aliases.clone(),
                 vip: a.vip.split('/').next().and_then(|v| v.parse().ok()),
                 ports: task
                     .endpoint

@@ -27,7 +27,8 @@ pub trait Names: Send + Sync + 'static {
 ///    `dnsrr`) resolves to every task IP instead;
 /// 2. `tasks.<service>`: every task IP of the service;
 /// 3. `<task name>` (`service.slot.taskid`): the task's IP;
-/// 4. an alias of a task: the IPs of every task carrying it.
+/// 4. an alias: the VIPs of the services carrying it (a service alias, as Docker's), the IPs
+///    of the tasks carrying it when their service has no VIP.
 #[derive(Clone, Debug, Default)]
 pub struct NameIndex {
     /// One map per kind, in lookup order; name → (network, address) pairs.
@@ -67,7 +68,12 @@ impl NameIndex {
                 index.add(TASK, r.task_name.to_ascii_lowercase(), net, r.ip);
             }
             for alias in r.aliases.iter().filter(|a| !a.is_empty()) {
-                index.add(ALIAS, alias.to_ascii_lowercase(), net, r.ip);
+                index.add(
+                    ALIAS,
+                    alias.to_ascii_lowercase(),
+                    net,
+                    r.vip.unwrap_or(r.ip),
+                );
             }
         }
         for ((net, service), (vips, ips)) in services {
@@ -240,5 +246,23 @@ pub(crate) mod tests {
         t.merge(elsewhere);
         let idx = NameIndex::from_table(&t);
         assert_eq!(idx.lookup(&["n3".into()], "web"), ips(&[[10, 0, 3, 50]]));
+    }
+
+    #[test]
+    fn a_service_alias_answers_with_the_services_vip() {
+        // A stack's service `app_web` carries its compose name `web` as an alias.
+        let mut t = EndpointTable::new();
+        for (task, ip) in [
+            ("app_web.1.a", [10, 0, 4, 3]),
+            ("app_web.2.b", [10, 0, 4, 4]),
+        ] {
+            let mut r = record("n4", "app_web", task, ip, Some([10, 0, 4, 2]));
+            r.aliases = vec!["web".into()];
+            t.merge(r);
+        }
+        let idx = NameIndex::from_table(&t);
+        let n4 = ["n4".to_string()];
+        assert_eq!(idx.lookup(&n4, "web"), ips(&[[10, 0, 4, 2]]));
+        assert_eq!(idx.lookup(&n4, "web"), idx.lookup(&n4, "app_web"));
     }
 }

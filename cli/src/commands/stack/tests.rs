@@ -79,6 +79,7 @@ fn the_specifications_illustrative_example_parses_and_translates() {
     }
     let web = service(&stack, "app_frontend");
     assert_eq!(web.networks, ["app_back-tier", "app_front-tier"]);
+    assert_eq!(web.spec.aliases, ["frontend"]);
     let ports = &web.spec.endpoint.as_ref().unwrap().ports;
     assert_eq!((ports[0].published_port, ports[0].target_port), (443, 8043));
     assert_eq!(web.spec.labels[NAMESPACE_LABEL], "app");
@@ -691,11 +692,12 @@ networks:
     assert_eq!(own.spec.subnet, "10.9.0.0/24");
     assert_eq!(own.spec.labels["team"], "a");
     assert_eq!(own.spec.labels[NAMESPACE_LABEL], "app");
+    // The short name, then the aliases of the file; on every network of the service.
+    assert_eq!(web.spec.aliases, ["web", "www"]);
     assert!(
-        stack
-            .warnings
-            .iter()
-            .any(|w| w.contains("aliases (www) are not supported yet")),
+        stack.warnings.iter().any(
+            |w| w.contains("aliases (www): mini gives a service's aliases on all its networks")
+        ),
         "{:?}",
         stack.warnings
     );

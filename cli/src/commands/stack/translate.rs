@@ -380,6 +380,16 @@ fn network(file: &ComposeFile, stack: &str, key: &str) -> Result<StackNetwork, S
     })
 }
 
+/// Whether `alias` may be a DNS name (at most 16 per service, 255 bytes each: what the
+/// endpoint records carry).
+fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= 255
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Single-quotes `word` for [`crate::commands::service_flags::split_words`].
 fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
@@ -753,6 +763,8 @@ fn service_spec(
         }
     }
 
+    // Docker gives a stack's service its short name as an alias on its networks.
+    args.aliases.push(key.to_string());
     let mut networks = Vec::new();
     let mut entries = match &s.networks {
         Some(n) => n.entries(),
@@ -767,9 +779,19 @@ fn service_spec(
     let entries: Vec<(String, _)> = named.into_iter().map(|(_, k, s)| (k, s)).collect();
     for (net_key, settings) in &entries {
         let n = network(file, stack, net_key)?;
-        if !settings.aliases.is_empty() {
+        for alias in &settings.aliases {
+            if !valid_alias(alias) {
+                return Err(format!(
+                    "networks.{net_key}.aliases: {alias:?} is not a DNS name (letters, digits, '-', '_', '.')"
+                ));
+            }
+            if !args.aliases.contains(alias) {
+                args.aliases.push(alias.clone());
+            }
+        }
+        if !settings.aliases.is_empty() && entries.len() > 1 {
             warn(format!(
-                "networks.{net_key}.aliases ({}) are not supported yet: only the service's name {stack}_{key} resolves",
+                "networks.{net_key}.aliases ({}): mini gives a service's aliases on all its networks",
                 settings.aliases.join(", ")
             ));
         }
@@ -1053,6 +1075,12 @@ fn service_spec(
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
 
+    if args.aliases.len() > 16 {
+        return Err(format!(
+            "{} network aliases: at most 16 (the service's name {key} included)",
+            args.aliases.len()
+        ));
+    }
     let spec = args.spec().map_err(|e| format!("{e:#}"))?;
     Ok((
         StackService {
