@@ -65,6 +65,7 @@ async fn create_once(
                 spec.name, existing.id
             )));
         }
+        super::secrets::resolve_references(t, &mut spec)?;
         spec.networks.clear();
         for query in &request.networks {
             let network = t.network(query)?;
