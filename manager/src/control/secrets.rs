@@ -71,6 +71,8 @@ fn users(t: &Tables, uses: impl Fn(&ServiceSpec) -> bool) -> Vec<String> {
         .filter_map(|s| s.spec.as_ref())
         .filter(|spec| uses(spec))
         .map(|spec| spec.name.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
