@@ -7,13 +7,13 @@
 
 use mini_proto::v1::{
     Config, ConfigReference, ConfigSpec, FileTarget, RemoveResponse, Secret, SecretReference,
-    SecretSpec, ServiceSpec, StoreAction, StoreBatch, store_action::Action,
+    SecretSpec, ServiceSpec, store_action::Action,
 };
 
 use super::ControlError;
-use crate::ids::{new_id, now_ms};
+use crate::ids::new_id;
 use crate::manager::Manager;
-use crate::store::{Proposer, Tables};
+use crate::store::{Tables, create_action, update_action};
 
 /// The largest secret or config value Docker accepts is just under 500 KiB (swarmkit's
 /// `MaxSecretSize`: a value of this size or more is refused).
@@ -85,20 +85,6 @@ fn in_use(kind: &str, name: &str, services: &[String]) -> ControlError {
     ))
 }
 
-async fn propose(manager: &Manager, action: Action, create: bool) -> Result<(), ControlError> {
-    manager
-        .proposer()
-        .propose(StoreBatch {
-            actions: vec![StoreAction {
-                action: Some(action),
-                create,
-            }],
-            proposed_at_ms: now_ms(),
-        })
-        .await?;
-    Ok(())
-}
-
 /// Stores a new secret; returns it without its value.
 pub(super) async fn create_secret(
     manager: &Manager,
@@ -106,30 +92,31 @@ pub(super) async fn create_secret(
 ) -> Result<Secret, ControlError> {
     let spec = spec.ok_or_else(|| ControlError::Invalid("secret spec missing".into()))?;
     validate("secret", &spec.name, &spec.data)?;
-    let _writer = manager.write_lock().await;
-    manager.store().view(|t| {
-        if t.secrets
-            .values()
-            .any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name))
-        {
-            return Err(ControlError::Conflict(format!(
-                "secret {} already exists",
-                spec.name
-            )));
-        }
-        Ok(())
-    })?;
-    let secret = Secret {
-        id: new_id(),
-        meta: None,
-        spec: Some(spec),
-    };
-    propose(manager, Action::PutSecret(secret.clone()), true).await?;
-    let stored = manager
+    let id = new_id();
+    manager
+        .write(|t| {
+            if t.secrets
+                .values()
+                .any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "secret {} already exists",
+                    spec.name
+                )));
+            }
+            let secret = Secret {
+                id: id.clone(),
+                meta: None,
+                spec: Some(spec.clone()),
+            };
+            Ok((vec![create_action(Action::PutSecret(secret))], ()))
+        })
+        .await?;
+    manager
         .store()
-        .view(|t| t.secrets.get(&secret.id).cloned())
-        .unwrap_or(secret);
-    Ok(public_secret(stored))
+        .view(|t| t.secrets.get(&id).cloned())
+        .map(public_secret)
+        .ok_or_else(|| ControlError::Internal(format!("secret {id} missing after its creation")))
 }
 
 /// Stores a new config.
@@ -139,29 +126,30 @@ pub(super) async fn create_config(
 ) -> Result<Config, ControlError> {
     let spec = spec.ok_or_else(|| ControlError::Invalid("config spec missing".into()))?;
     validate("config", &spec.name, &spec.data)?;
-    let _writer = manager.write_lock().await;
-    manager.store().view(|t| {
-        if t.configs
-            .values()
-            .any(|c| c.spec.as_ref().is_some_and(|x| x.name == spec.name))
-        {
-            return Err(ControlError::Conflict(format!(
-                "config {} already exists",
-                spec.name
-            )));
-        }
-        Ok(())
-    })?;
-    let config = Config {
-        id: new_id(),
-        meta: None,
-        spec: Some(spec),
-    };
-    propose(manager, Action::PutConfig(config.clone()), true).await?;
-    Ok(manager
+    let id = new_id();
+    manager
+        .write(|t| {
+            if t.configs
+                .values()
+                .any(|c| c.spec.as_ref().is_some_and(|x| x.name == spec.name))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "config {} already exists",
+                    spec.name
+                )));
+            }
+            let config = Config {
+                id: id.clone(),
+                meta: None,
+                spec: Some(spec.clone()),
+            };
+            Ok((vec![create_action(Action::PutConfig(config))], ()))
+        })
+        .await?;
+    manager
         .store()
-        .view(|t| t.configs.get(&config.id).cloned())
-        .unwrap_or(config))
+        .view(|t| t.configs.get(&id).cloned())
+        .ok_or_else(|| ControlError::Internal(format!("config {id} missing after its creation")))
 }
 
 /// Removes a secret no service uses.
@@ -169,22 +157,25 @@ pub(super) async fn remove_secret(
     manager: &Manager,
     query: &str,
 ) -> Result<RemoveResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let id = manager.store().view(|t| {
-        let secret = t.secret(query)?;
-        let name = secret.spec.as_ref().map_or("", |s| s.name.as_str());
-        let services = users(t, |spec| {
-            spec.container
-                .as_ref()
-                .is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == secret.id))
-        });
-        if !services.is_empty() {
-            return Err(in_use("secret", name, &services));
-        }
-        Ok(secret.id.clone())
-    })?;
-    propose(manager, Action::RemoveSecret(id.clone()), false).await?;
-    Ok(RemoveResponse { id })
+    manager
+        .write(|t| {
+            let secret = t.secret(query)?;
+            let name = secret.spec.as_ref().map_or("", |s| s.name.as_str());
+            let services = users(t, |spec| {
+                spec.container
+                    .as_ref()
+                    .is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == secret.id))
+            });
+            if !services.is_empty() {
+                return Err(in_use("secret", name, &services));
+            }
+            let id = secret.id.clone();
+            Ok((
+                vec![update_action(Action::RemoveSecret(id.clone()))],
+                RemoveResponse { id },
+            ))
+        })
+        .await
 }
 
 /// Removes a config no service uses.
@@ -192,22 +183,25 @@ pub(super) async fn remove_config(
     manager: &Manager,
     query: &str,
 ) -> Result<RemoveResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let id = manager.store().view(|t| {
-        let config = t.config(query)?;
-        let name = config.spec.as_ref().map_or("", |s| s.name.as_str());
-        let services = users(t, |spec| {
-            spec.container
-                .as_ref()
-                .is_some_and(|c| c.configs.iter().any(|r| r.config_id == config.id))
-        });
-        if !services.is_empty() {
-            return Err(in_use("config", name, &services));
-        }
-        Ok(config.id.clone())
-    })?;
-    propose(manager, Action::RemoveConfig(id.clone()), false).await?;
-    Ok(RemoveResponse { id })
+    manager
+        .write(|t| {
+            let config = t.config(query)?;
+            let name = config.spec.as_ref().map_or("", |s| s.name.as_str());
+            let services = users(t, |spec| {
+                spec.container
+                    .as_ref()
+                    .is_some_and(|c| c.configs.iter().any(|r| r.config_id == config.id))
+            });
+            if !services.is_empty() {
+                return Err(in_use("config", name, &services));
+            }
+            let id = config.id.clone();
+            Ok((
+                vec![update_action(Action::RemoveConfig(id.clone()))],
+                RemoveResponse { id },
+            ))
+        })
+        .await
 }
 
 /// Checks a file target's owner and mode; fills Docker's defaults (`0`, `0`, 0444) and the
