@@ -37,6 +37,7 @@ pub(super) async fn update(
         }
         let old_spec = old.spec.clone().unwrap_or_default();
         check_unchanged(&old_spec, &spec)?;
+        super::secrets::resolve_references(t, &mut spec)?;
         let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
         check_published_ports(t, &ports, Some(&old.id))?;
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;

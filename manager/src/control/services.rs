@@ -57,6 +57,7 @@ pub(super) async fn create(
                 spec.name, existing.id
             )));
         }
+        super::secrets::resolve_references(t, &mut spec)?;
         spec.networks.clear();
         for query in &request.networks {
             let network = t.network(query)?;
