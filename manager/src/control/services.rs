@@ -53,6 +53,7 @@ async fn create_once(
         )));
     }
     parse_constraints(&spec.constraints)?;
+    super::service_update::check_update_configs(&spec)?;
     if spec.mode.is_none() {
         spec.mode = Some(Mode::Replicas(1));
     }
@@ -95,6 +96,8 @@ async fn create_once(
             spec: Some(spec.clone()),
             vips: Vec::new(),
             registry_auth: request.registry_auth.clone(),
+            previous_spec: None,
+            update_status: None,
         };
         with_vips(t, service)
     })?;

@@ -613,6 +613,7 @@ fn update_parallelism_and_delay_pace_the_rollout() {
     svc.spec.as_mut().unwrap().update = Some(mini_proto::v1::UpdateConfig {
         parallelism: 2,
         delay_ms: 10_000,
+        ..docker_default()
     });
     let tasks: Vec<Task> = (1..=4).map(|s| running(&format!("t{s}"), s, "a")).collect();
     let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
@@ -651,6 +652,7 @@ fn update_parallelism_and_delay_pace_the_rollout() {
     svc.spec.as_mut().unwrap().update = Some(mini_proto::v1::UpdateConfig {
         parallelism: 0,
         delay_ms: 0,
+        ..docker_default()
     });
     assert_eq!(
         reconcile_replicated(&svc, &tasks, &nodes(), NOW)
