@@ -10,6 +10,7 @@
 //! - [`ha`]: several managers in one Raft group: transport, forwarding, leadership.
 
 pub mod allocator;
+mod autolock;
 pub mod control;
 pub mod controllers;
 pub mod dispatcher;

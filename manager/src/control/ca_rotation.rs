@@ -77,6 +77,9 @@ pub(super) async fn swarm_update(
     if let Some(ms) = request.node_cert_expiry_ms {
         cluster.node_cert_expiry_ms = ms;
     }
+    if let Some(on) = request.autolock {
+        super::autolock::set(&mut cluster, on);
+    }
     put_cluster(manager, cluster.clone()).await?;
     tracing::info!(
         cert_expiry = %go_duration(ca::cert_lifetime(&cluster)),

@@ -316,6 +316,12 @@ pub(super) async fn swarm_leave(
             // fails nothing has changed.
             leave_raft_group(api, manager).await?;
         }
+    } else if api.is_locked() && !request.force {
+        return Err(ControlError::Precondition(
+            "this node is a locked manager (autolock): unlock it with `mini swarm unlock`, or \
+             use `mini swarm leave --force` to leave anyway (its Raft log is deleted)"
+                .into(),
+        ));
     }
     if membership.role() == NodeRole::Worker {
         // Tell a manager, so the node shows as down at once; best effort.
@@ -335,6 +341,12 @@ pub(super) async fn swarm_leave(
     if let Some(manager) = api.inner.manager.write().await.take() {
         manager.shutdown().await;
         super::demotion::remove_raft_state(&api.inner.config.state_dir)?;
+    }
+    if api.is_locked() {
+        super::demotion::remove_raft_state(&api.inner.config.state_dir)?;
+        api.inner
+            .locked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
     membership::remove(&api.inner.config.state_dir)?;
     api.inner.config.trust.clear();
