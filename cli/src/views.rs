@@ -588,6 +588,9 @@ pub struct TaskView {
     service: String,
     slot: u64,
     image: String,
+    /// The command's arguments the task was made with (its spec's, at the time).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
     node_id: String,
     node: String,
     desired_state: &'static str,
@@ -618,6 +621,10 @@ impl TaskView {
                 .container
                 .as_ref()
                 .map_or(String::new(), |c| c.image.clone()),
+            args: t
+                .container
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.args.clone()),
             node_id: t.node_id.clone(),
             node: if t.node_id.is_empty() {
                 String::new()
