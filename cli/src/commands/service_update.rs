@@ -172,6 +172,9 @@ fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
 /// Runs `service update`.
 pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Result<()> {
     if args.rollback {
+        if changes_something(&args) {
+            bail!("other flags may not be combined with --rollback");
+        }
         return rollback(
             client,
             RollbackArgs {
@@ -205,6 +208,17 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         return Ok(());
     }
     wait_rollout(client, &updated.id, false).await
+}
+
+/// Whether the flags ask for any change of the spec (Docker refuses them with `--rollback`).
+fn changes_something(args: &UpdateArgs) -> bool {
+    let base = ServiceSpec {
+        container: Some(Default::default()),
+        endpoint: Some(EndpointSpec::default()),
+        ..Default::default()
+    };
+    let mut probe = base.clone();
+    edit(&mut probe, args).is_err() || probe != base || args.flags.with_registry_auth
 }
 
 /// Runs `service rollback` (and `service update --rollback`): back to the previous spec.
@@ -470,6 +484,14 @@ mod tests {
             assert!(Cli::try_parse_from(argv).is_err(), "{flags:?} accepted");
         }
         assert!(args(&["--rollback"]).rollback);
+        assert!(!changes_something(&args(&["--rollback", "--detach"])));
+        for flags in [
+            &["--rollback", "--env-add", "A=1"][..],
+            &["--rollback", "--update-delay", "1s"][..],
+            &["--rollback", "--force"][..],
+        ] {
+            assert!(changes_something(&args(flags)), "{flags:?}");
+        }
     }
 
     #[test]
