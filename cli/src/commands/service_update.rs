@@ -184,25 +184,40 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         )
         .await;
     }
-    let service = client
-        .get_service(GetRequest {
-            name_or_id: args.service.clone(),
-        })
-        .await?
-        .into_inner();
-    let mut spec = service.spec.clone().unwrap_or_default();
-    edit(&mut spec, &args)?;
-    let registry_auth = args.flags.registry_auth(&spec)?;
-    let updated = client
-        .update_service(UpdateServiceRequest {
-            name_or_id: service.id.clone(),
-            version: service.meta.map_or(0, |m| m.version),
-            spec: Some(spec.clone()),
-            registry_auth,
-            rollback: false,
-        })
-        .await?
-        .into_inner();
+    // The spec is edited from the version read; when the service changed meanwhile (the
+    // orchestrator records its update's progress in it), it is read and edited again.
+    let mut attempt = 0;
+    let (updated, spec) = loop {
+        let service = client
+            .get_service(GetRequest {
+                name_or_id: args.service.clone(),
+            })
+            .await?
+            .into_inner();
+        let mut spec = service.spec.clone().unwrap_or_default();
+        edit(&mut spec, &args)?;
+        let registry_auth = args.flags.registry_auth(&spec)?;
+        let result = client
+            .update_service(UpdateServiceRequest {
+                name_or_id: service.id.clone(),
+                version: service.meta.map_or(0, |m| m.version),
+                spec: Some(spec.clone()),
+                registry_auth,
+                rollback: false,
+            })
+            .await;
+        match result {
+            Ok(updated) => break (updated.into_inner(), spec),
+            Err(status)
+                if attempt < 5
+                    && status.code() == tonic::Code::AlreadyExists
+                    && status.message().contains("changed since it was read") =>
+            {
+                attempt += 1;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
     println!("{}", spec.name);
     if args.detach {
         return Ok(());
@@ -232,7 +247,9 @@ pub async fn rollback(client: &mut ControlClient<Channel>, args: RollbackArgs) -
     let updated = client
         .update_service(UpdateServiceRequest {
             name_or_id: service.id.clone(),
-            version: service.meta.map_or(0, |m| m.version),
+            // Nothing is edited from what was read: no version check (the orchestrator may
+            // have recorded its update's progress since).
+            version: 0,
             spec: None,
             registry_auth: None,
             rollback: true,

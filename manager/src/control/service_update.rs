@@ -16,7 +16,16 @@ use crate::store::Tables;
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
 /// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
 /// is refused.
+/// Retried when the service changed between read and write (the orchestrator writes a
+/// service's UpdateStatus at any time).
 pub(super) async fn update(
+    manager: &Manager,
+    request: UpdateServiceRequest,
+) -> Result<Service, ControlError> {
+    super::retry_stale(|| update_once(manager, request.clone())).await
+}
+
+async fn update_once(
     manager: &Manager,
     request: UpdateServiceRequest,
 ) -> Result<Service, ControlError> {

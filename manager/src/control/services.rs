@@ -291,8 +291,16 @@ pub(super) fn list(manager: &Manager) -> ListServicesResponse {
     })
 }
 
-/// Sets the replica count of a replicated service.
+/// Sets the replica count of a replicated service. Retried when the service changed between
+/// read and write (the orchestrator records an update's progress in it).
 pub(super) async fn scale(
+    manager: &Manager,
+    request: ScaleServiceRequest,
+) -> Result<Service, ControlError> {
+    retry_stale(|| scale_once(manager, request.clone())).await
+}
+
+async fn scale_once(
     manager: &Manager,
     request: ScaleServiceRequest,
 ) -> Result<Service, ControlError> {
