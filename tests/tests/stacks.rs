@@ -1,7 +1,7 @@
 //! `mini stack deploy | ls | services | ps | rm` on a 2-host lab (issue #14 item 1): a stack of
 //! three services from a compose file (one publishing a port, one global), an unchanged
 //! redeploy that changes nothing, a change that rolls only the service it touches, `--prune`,
-//! services reaching each other by their compose names, and `stack rm` that removes the stack's services and networks and leaves another stack
+//! a secret from a file in the task, services reaching each other by their compose names, and `stack rm` that removes the stack's services and networks and leaves another stack
 //! alone. Root only.
 
 use std::collections::BTreeSet;
@@ -34,6 +34,8 @@ services:
       LEVEL: "1"
     labels:
       role: backend
+    secrets:
+      - db_pass
 "#,
     );
     if with_agent {
@@ -47,6 +49,12 @@ services:
 "#,
         );
     }
+    yml.push_str(
+        r#"secrets:
+  db_pass:
+    file: ./db_pass.txt
+"#,
+    );
     yml
 }
 
@@ -126,6 +134,7 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
     cluster.join_all();
     let m = cluster.host(1);
     let dir = cluster.dir();
+    write(dir, "db_pass.txt", "s3cret-stack-value");
     let app = write(dir, "app.yml", &app_yml(true));
     let app_no_agent = write(dir, "app-no-agent.yml", &app_yml(false));
     let change = write(dir, "change.yml", CHANGE_YML);
@@ -156,6 +165,7 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
     // Deploy: Docker's lines, objects named and labelled as Docker does.
     let out = m.ok(&["stack", "deploy", "-c", &app, "app"]);
     for line in [
+        "Creating secret app_db_pass",
         "Creating network app_default",
         "Creating service app_agent",
         "Creating service app_api",
@@ -188,6 +198,10 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
             },
         );
     }
+
+    // The stack's secret is in api's task, named after its compose key.
+    let secret = m.ok(&["exec", "app_api.1", "cat", "/run/secrets/db_pass"]);
+    assert_eq!(secret.stdout, "s3cret-stack-value");
 
     // Services reach each other by their compose names (Docker's alias on the stack's
     // network): `web` is app_web's VIP, and answers HTTP.
@@ -333,6 +347,7 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
     for line in [
         "Removing service app_api",
         "Removing service app_web",
+        "Removing secret app_db_pass",
         "Removing network app_default",
     ] {
         assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
@@ -361,6 +376,8 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
     });
     let ls = m.ok(&["stack", "ls"]).stdout;
     assert!(!ls.contains("app"), "{ls}");
+    let secrets = m.ok(&["secret", "ls"]).stdout;
+    assert!(!secrets.contains("app_db_pass"), "{secrets}");
     assert!(
         m.fails(&["stack", "rm", "app"])
             .contains("Nothing found in stack: app")

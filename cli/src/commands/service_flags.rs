@@ -7,8 +7,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    HealthConfig, ImageRegistryAuth, Mount, Resources, RestartCondition, RestartPolicy,
-    ServiceSpec, UpdateConfig, service_spec::Mode,
+    ConfigReference, FileTarget, HealthConfig, ImageRegistryAuth, Mount, Resources,
+    RestartCondition, RestartPolicy, SecretReference, ServiceSpec, UpdateConfig,
+    UpdateFailureAction, UpdateOrder, service_spec::Mode,
 };
 
 use mini_worker::image::Reference;
@@ -26,15 +27,53 @@ pub struct SpecFlags {
     /// When to restart tasks that end [default: any].
     #[arg(long, value_parser = ["any", "on-failure", "none"])]
     pub restart_condition: Option<String>,
-    /// Delay between restarts, in milliseconds [default: 1000].
+    // ---- Restart policy, update and rollback policies (rollout) ----
+    /// Delay between restart attempts (ns|us|ms|s|m|h) [default: 1s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (0: no limit) [default: 0].
     #[arg(long)]
-    pub restart_delay_ms: Option<u64>,
-    /// Tasks replaced at a time by updates (0: all at once) [default: 1].
+    pub restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h; 0: every restart) [default: 0s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub restart_window: Option<u64>,
+    /// Maximum number of tasks updated simultaneously (0 to update all at once) [default: 1].
     #[arg(long)]
     pub update_parallelism: Option<u64>,
-    /// Wait after a replaced task runs before replacing the next ones, in milliseconds [default: 0].
+    /// Delay between updates (ns|us|ms|s|m|h) [default: 0s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub update_delay: Option<u64>,
+    /// Action on update failure ("pause", "continue", "rollback") [default: pause].
+    #[arg(long, value_parser = ["pause", "continue", "rollback"])]
+    pub update_failure_action: Option<String>,
+    /// Duration after each task update to monitor for failure (ns|us|ms|s|m|h) [default: 5s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub update_monitor: Option<u64>,
+    /// Failure rate to tolerate during an update (0 to 1) [default: 0].
+    #[arg(long, value_parser = parse_failure_ratio)]
+    pub update_max_failure_ratio: Option<f32>,
+    /// Update order ("start-first", "stop-first") [default: stop-first].
+    #[arg(long, value_parser = ["start-first", "stop-first"])]
+    pub update_order: Option<String>,
+    /// Maximum number of tasks rolled back simultaneously (0 to roll back all at once) [default: 1].
     #[arg(long)]
-    pub update_delay_ms: Option<u64>,
+    pub rollback_parallelism: Option<u64>,
+    /// Delay between task rollbacks (ns|us|ms|s|m|h) [default: 0s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub rollback_delay: Option<u64>,
+    /// Action on rollback failure ("pause", "continue") [default: pause].
+    #[arg(long, value_parser = ["pause", "continue"])]
+    pub rollback_failure_action: Option<String>,
+    /// Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h) [default: 5s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub rollback_monitor: Option<u64>,
+    /// Failure rate to tolerate during a rollback (0 to 1) [default: 0].
+    #[arg(long, value_parser = parse_failure_ratio)]
+    pub rollback_max_failure_ratio: Option<f32>,
+    /// Rollback order ("start-first", "stop-first") [default: stop-first].
+    #[arg(long, value_parser = ["start-first", "stop-first"])]
+    pub rollback_order: Option<String>,
+    // ---- end of the rollout block ----
     /// Overwrite the image's ENTRYPOINT (words split as a shell would, without expansions).
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -183,6 +222,52 @@ impl SpecFlags {
         Ok(Some(hc))
     }
 
+    /// The restart policy, `--update-*` and `--rollback-*` flags: each group that has a flag
+    /// set starts from what the spec has (else Docker's defaults) and changes what is named.
+    fn apply_rollout(&self, spec: &mut ServiceSpec) -> Result<()> {
+        if self.restart_condition.is_some()
+            || self.restart_delay.is_some()
+            || self.restart_max_attempts.is_some()
+            || self.restart_window.is_some()
+        {
+            let restart = spec.restart.get_or_insert_with(default_restart_policy);
+            if let Some(c) = &self.restart_condition {
+                restart.condition = restart_condition(c) as i32;
+            }
+            if let Some(d) = self.restart_delay {
+                restart.delay_ms = d;
+            }
+            if let Some(n) = self.restart_max_attempts {
+                restart.max_attempts = n;
+            }
+            if let Some(w) = self.restart_window {
+                restart.window_ms = w;
+            }
+        }
+        let update = RolloutFlags {
+            parallelism: self.update_parallelism,
+            delay_ms: self.update_delay,
+            failure_action: self.update_failure_action.as_deref(),
+            monitor_ms: self.update_monitor,
+            max_failure_ratio: self.update_max_failure_ratio,
+            order: self.update_order.as_deref(),
+        };
+        update.apply(&mut spec.update)?;
+        let rollback = RolloutFlags {
+            parallelism: self.rollback_parallelism,
+            delay_ms: self.rollback_delay,
+            failure_action: self.rollback_failure_action.as_deref(),
+            monitor_ms: self.rollback_monitor,
+            max_failure_ratio: self.rollback_max_failure_ratio,
+            order: self.rollback_order.as_deref(),
+        };
+        if rollback.failure_action == Some("rollback") {
+            bail!("invalid --rollback-failure-action \"rollback\": pause or continue");
+        }
+        rollback.apply(&mut spec.rollback)?;
+        Ok(())
+    }
+
     /// Applies the flags that are set to `spec`; on error `spec` may be half edited (the
     /// callers send nothing then).
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
@@ -202,30 +287,7 @@ impl SpecFlags {
                 _ => spec.mode = Some(Mode::Replicas(n)),
             }
         }
-        if self.restart_condition.is_some() || self.restart_delay_ms.is_some() {
-            let restart = spec.restart.get_or_insert(RestartPolicy {
-                condition: RestartCondition::Any as i32,
-                delay_ms: 1000,
-            });
-            if let Some(c) = &self.restart_condition {
-                restart.condition = restart_condition(c) as i32;
-            }
-            if let Some(d) = self.restart_delay_ms {
-                restart.delay_ms = d;
-            }
-        }
-        if self.update_parallelism.is_some() || self.update_delay_ms.is_some() {
-            let update = spec.update.get_or_insert(UpdateConfig {
-                parallelism: 1,
-                delay_ms: 0,
-            });
-            if let Some(p) = self.update_parallelism {
-                update.parallelism = p;
-            }
-            if let Some(d) = self.update_delay_ms {
-                update.delay_ms = d;
-            }
-        }
+        self.apply_rollout(spec)?;
         let c = spec.container.get_or_insert_with(Default::default);
         if let Some(e) = &self.entrypoint {
             c.entrypoint = split_words(e)?;
@@ -294,6 +356,295 @@ impl SpecFlags {
             c.healthcheck = Some(hc);
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets and configs (`--secret`, `--config` on create; `--secret-add`, `--secret-rm`,
+// `--config-add`, `--config-rm` on update, as Docker names them). The flags only name the
+// objects: the manager resolves names into ids and fills Docker's defaults (secret target
+// `/run/secrets/<source>`, config target `/<source>`, uid and gid 0, mode 0444). Compose
+// files (`secrets:`/`configs:` of a service) build the same references with
+// [`secret_reference`] / [`config_reference`] and edit a spec with [`edit_secrets`].
+// ---------------------------------------------------------------------------------------
+
+/// `service create --secret` and `--config`.
+#[derive(Debug, Default, Args)]
+pub struct SecretCreateFlags {
+    /// Give the service access to a secret: NAME, or source=NAME[,target=FILE][,uid=UID][,gid=GID][,mode=MODE] (repeatable).
+    #[arg(long = "secret", value_parser = parse_secret)]
+    pub secret: Vec<SecretReference>,
+    /// Give the service access to a config: NAME, or source=NAME[,target=PATH][,uid=UID][,gid=GID][,mode=MODE] (repeatable).
+    #[arg(long = "config", value_parser = parse_config)]
+    pub config: Vec<ConfigReference>,
+}
+
+impl SecretCreateFlags {
+    /// Adds the references to `spec` (as `--secret-add`/`--config-add` would).
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        edit_secrets(spec, &self.secret, &[], &self.config, &[])
+    }
+}
+
+/// `service update --secret-add/--secret-rm/--config-add/--config-rm`.
+#[derive(Debug, Default, Args)]
+pub struct SecretUpdateFlags {
+    /// Add or update a secret on a service: NAME or source=NAME[,target=...][,uid=][,gid=][,mode=] (repeatable).
+    #[arg(long = "secret-add", value_parser = parse_secret)]
+    pub secret_add: Vec<SecretReference>,
+    /// Remove a secret, by name (repeatable).
+    #[arg(long = "secret-rm")]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config file on a service: NAME or source=NAME[,target=...][,uid=][,gid=][,mode=] (repeatable).
+    #[arg(long = "config-add", value_parser = parse_config)]
+    pub config_add: Vec<ConfigReference>,
+    /// Remove a configuration file, by name (repeatable).
+    #[arg(long = "config-rm")]
+    pub config_rm: Vec<String>,
+}
+
+impl SecretUpdateFlags {
+    /// Removes, then adds, the references the flags name.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        edit_secrets(
+            spec,
+            &self.secret_add,
+            &self.secret_rm,
+            &self.config_add,
+            &self.config_rm,
+        )
+    }
+}
+
+/// The fields of Docker's `--secret`/`--config` value: `NAME`, or CSV `source=...,target=...`.
+fn parse_file_reference(kind: &str, s: &str) -> Result<(String, FileTarget), String> {
+    let mut source = String::new();
+    let mut file = FileTarget::default();
+    if !s.contains('=') {
+        if s.is_empty() {
+            return Err(format!("invalid {kind}: empty"));
+        }
+        return Ok((s.to_string(), file));
+    }
+    for field in s.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(format!("invalid field '{field}' must be a key=value pair"));
+        };
+        let (key, value) = (key.trim().to_ascii_lowercase(), value.trim());
+        match key.as_str() {
+            "source" | "src" => source = value.to_string(),
+            "target" => file.name = value.to_string(),
+            "uid" => file.uid = value.to_string(),
+            "gid" => file.gid = value.to_string(),
+            "mode" => {
+                // Docker parses with base 0: `0444` is octal, `0x124` hex, `292` decimal.
+                let parsed = if let Some(hex) = value.strip_prefix("0x") {
+                    u32::from_str_radix(hex, 16)
+                } else if let Some(oct) = value.strip_prefix("0o") {
+                    u32::from_str_radix(oct, 8)
+                } else if value.len() > 1 && value.starts_with('0') {
+                    u32::from_str_radix(&value[1..], 8)
+                } else {
+                    value.parse()
+                };
+                file.mode = parsed.map_err(|_| format!("invalid mode specified: {value:?}"))?;
+                if file.mode > 0o7777 {
+                    return Err(format!("invalid mode specified: {value:?}"));
+                }
+            }
+            _ => return Err(format!("invalid field key {key}")),
+        }
+    }
+    if source.is_empty() {
+        return Err(format!("source is required for a {kind}"));
+    }
+    for (what, id) in [("uid", &file.uid), ("gid", &file.gid)] {
+        if !id.is_empty() && id.parse::<u32>().is_err() {
+            return Err(format!("invalid {what} {id:?}: a number is needed"));
+        }
+    }
+    Ok((source, file))
+}
+
+/// The file target as sent: `None` when nothing was given (the manager's defaults).
+fn file_or_default(file: FileTarget) -> Option<FileTarget> {
+    (file != FileTarget::default()).then_some(file)
+}
+
+/// Parses a `--secret`/`--secret-add` value into a reference by name.
+pub fn parse_secret(s: &str) -> Result<SecretReference, String> {
+    let (source, file) = parse_file_reference("secret", s)?;
+    Ok(secret_reference(&source, file))
+}
+
+/// Parses a `--config`/`--config-add` value into a reference by name.
+pub fn parse_config(s: &str) -> Result<ConfigReference, String> {
+    let (source, file) = parse_file_reference("config", s)?;
+    Ok(config_reference(&source, file))
+}
+
+/// A reference to the secret `name` (empty fields of `file`: the manager's defaults).
+pub fn secret_reference(name: &str, file: FileTarget) -> SecretReference {
+    SecretReference {
+        secret_id: String::new(),
+        secret_name: name.to_string(),
+        file: file_or_default(file),
+    }
+}
+
+/// A reference to the config `name` (empty fields of `file`: the manager's defaults).
+pub fn config_reference(name: &str, file: FileTarget) -> ConfigReference {
+    ConfigReference {
+        config_id: String::new(),
+        config_name: name.to_string(),
+        file: file_or_default(file),
+    }
+}
+
+/// The target a reference will have, for matching an added one with an existing one
+/// (`None`: the default, decided by the manager from the name).
+fn target_of(name: &str, file: &Option<FileTarget>) -> String {
+    file.as_ref()
+        .map(|f| f.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Edits `spec`'s references: removes the secrets and configs named in `*_rm` (by name or
+/// id; one that is not there is an error), then adds `*_add`, each replacing a reference
+/// to the same object or with the same target.
+pub fn edit_secrets(
+    spec: &mut ServiceSpec,
+    secret_add: &[SecretReference],
+    secret_rm: &[String],
+    config_add: &[ConfigReference],
+    config_rm: &[String],
+) -> Result<()> {
+    let service = spec.name.clone();
+    let c = spec.container.get_or_insert_with(Default::default);
+    for name in secret_rm {
+        let before = c.secrets.len();
+        c.secrets
+            .retain(|r| &r.secret_name != name && &r.secret_id != name);
+        if c.secrets.len() == before {
+            bail!("service {service} does not use secret {name}");
+        }
+    }
+    for add in secret_add {
+        let target = target_of(&add.secret_name, &add.file);
+        c.secrets.retain(|r| {
+            r.secret_name != add.secret_name && target_of(&r.secret_name, &r.file) != target
+        });
+        c.secrets.push(add.clone());
+    }
+    for name in config_rm {
+        let before = c.configs.len();
+        c.configs
+            .retain(|r| &r.config_name != name && &r.config_id != name);
+        if c.configs.len() == before {
+            bail!("service {service} does not use config {name}");
+        }
+    }
+    for add in config_add {
+        let target = target_of(&add.config_name, &add.file);
+        c.configs.retain(|r| {
+            r.config_name != add.config_name && target_of(&r.config_name, &r.file) != target
+        });
+        c.configs.push(add.clone());
+    }
+    Ok(())
+}
+
+/// Docker's restart policy for a new service: condition any; this project restarts after 1 s.
+pub fn default_restart_policy() -> RestartPolicy {
+    RestartPolicy {
+        condition: RestartCondition::Any as i32,
+        delay_ms: 1000,
+        max_attempts: 0,
+        window_ms: 0,
+    }
+}
+
+/// Docker's update (and rollback) config for a new service: parallelism 1, no delay, pause
+/// on failure, monitor 5 s, max failure ratio 0, stop-first.
+pub fn default_update_config() -> UpdateConfig {
+    mini_manager::orchestrator::update::docker_default()
+}
+
+/// One group of `--update-*` or `--rollback-*` flags (plain fields: the compose translation
+/// fills it too).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RolloutFlags<'a> {
+    /// Tasks replaced at a time (0: all).
+    pub parallelism: Option<u64>,
+    /// Delay between batches, in milliseconds.
+    pub delay_ms: Option<u64>,
+    /// `pause`, `continue` or `rollback`.
+    pub failure_action: Option<&'a str>,
+    /// Monitor window, in milliseconds.
+    pub monitor_ms: Option<u64>,
+    /// Failure ratio tolerated (0 to 1).
+    pub max_failure_ratio: Option<f32>,
+    /// `stop-first` or `start-first`.
+    pub order: Option<&'a str>,
+}
+
+impl RolloutFlags<'_> {
+    /// Whether any field is set.
+    pub fn any(&self) -> bool {
+        self.parallelism.is_some()
+            || self.delay_ms.is_some()
+            || self.failure_action.is_some()
+            || self.monitor_ms.is_some()
+            || self.max_failure_ratio.is_some()
+            || self.order.is_some()
+    }
+
+    /// Writes the set fields into `config` (created with Docker's defaults when unset).
+    pub fn apply(&self, config: &mut Option<UpdateConfig>) -> Result<()> {
+        if !self.any() {
+            return Ok(());
+        }
+        let c = config.get_or_insert_with(default_update_config);
+        if let Some(p) = self.parallelism {
+            c.parallelism = p;
+        }
+        if let Some(d) = self.delay_ms {
+            c.delay_ms = d;
+        }
+        if let Some(a) = self.failure_action {
+            c.failure_action = match a {
+                "pause" => UpdateFailureAction::Pause,
+                "continue" => UpdateFailureAction::Continue,
+                "rollback" => UpdateFailureAction::Rollback,
+                other => bail!("invalid failure action {other:?}: pause, continue or rollback"),
+            } as i32;
+        }
+        if let Some(m) = self.monitor_ms {
+            c.monitor_ms = m;
+        }
+        if let Some(r) = self.max_failure_ratio {
+            parse_failure_ratio(&r.to_string()).map_err(anyhow::Error::msg)?;
+            c.max_failure_ratio = r;
+        }
+        if let Some(o) = self.order {
+            c.order = match o {
+                "stop-first" => UpdateOrder::StopFirst,
+                "start-first" => UpdateOrder::StartFirst,
+                other => bail!("invalid update order {other:?}: stop-first or start-first"),
+            } as i32;
+        }
+        Ok(())
+    }
+}
+
+/// `--update-max-failure-ratio`: a number from 0 to 1.
+pub fn parse_failure_ratio(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "invalid failure ratio {s:?}: a number from 0 to 1 (e.g. 0.2)"
+        )),
     }
 }
 
@@ -760,5 +1111,91 @@ mod tests {
             ..Default::default()
         };
         assert!(replicas.apply(&mut global).is_err());
+    }
+
+    #[test]
+    fn secret_flags_parse_as_docker_does() {
+        let short = parse_secret("db_pass").unwrap();
+        assert_eq!(short.secret_name, "db_pass");
+        assert_eq!(short.file, None);
+        let long = parse_secret("source=db_pass,target=db,uid=33,gid=44,mode=0400").unwrap();
+        let f = long.file.clone().unwrap();
+        assert_eq!(
+            (
+                long.secret_name.as_str(),
+                f.name.as_str(),
+                f.uid.as_str(),
+                f.gid.as_str(),
+                f.mode
+            ),
+            ("db_pass", "db", "33", "44", 0o400)
+        );
+        // Base 0, as Docker's strconv.ParseUint(v, 0, 32).
+        assert_eq!(
+            parse_secret("src=a,mode=292").unwrap().file.unwrap().mode,
+            0o444
+        );
+        assert_eq!(
+            parse_secret("target=x").unwrap_err(),
+            "source is required for a secret"
+        );
+        assert!(parse_secret("source=a,mode=rw").is_err());
+        assert!(parse_secret("source=a,uid=www").is_err());
+        assert_eq!(
+            parse_secret("source=a,color=red").unwrap_err(),
+            "invalid field key color"
+        );
+        let c = parse_config("source=site,target=/etc/nginx/nginx.conf").unwrap();
+        assert_eq!(c.config_name, "site");
+        assert_eq!(c.file.unwrap().name, "/etc/nginx/nginx.conf");
+    }
+
+    #[test]
+    fn secret_add_and_rm_edit_the_references() {
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            ..Default::default()
+        };
+        SecretCreateFlags {
+            secret: vec![
+                parse_secret("a").unwrap(),
+                parse_secret("source=b,target=bee").unwrap(),
+            ],
+            config: vec![parse_config("conf").unwrap()],
+        }
+        .apply(&mut spec)
+        .unwrap();
+        let names = |spec: &ServiceSpec| -> Vec<String> {
+            let c = spec.container.clone().unwrap();
+            c.secrets
+                .iter()
+                .map(|r| r.secret_name.clone())
+                .chain(
+                    c.configs
+                        .iter()
+                        .map(|r| format!("config:{}", r.config_name)),
+                )
+                .collect()
+        };
+        assert_eq!(names(&spec), ["a", "b", "config:conf"]);
+        // A resolved reference (with an id) is removed by name or by id.
+        spec.container.as_mut().unwrap().secrets[0].secret_id = "id-of-a".into();
+        let update = SecretUpdateFlags {
+            secret_rm: vec!["id-of-a".into()],
+            secret_add: vec![parse_secret("source=c,target=bee").unwrap()],
+            config_rm: vec!["conf".into()],
+            ..Default::default()
+        };
+        update.apply(&mut spec).unwrap();
+        // c took over b's target: b is replaced.
+        assert_eq!(names(&spec), ["c"]);
+        let missing = SecretUpdateFlags {
+            secret_rm: vec!["zzz".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            missing.apply(&mut spec).unwrap_err().to_string(),
+            "service web does not use secret zzz"
+        );
     }
 }

@@ -61,6 +61,7 @@ pub fn new_task(
         aliases: spec.aliases,
         // Only the dispatcher sets it, in the assignments of the task's node.
         registry_auth: None,
+        running_since_ms: 0,
     };
     task.set_desired_state(TaskState::Running);
     task

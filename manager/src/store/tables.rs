@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mini_proto::v1::{Cluster, Network, Node, Service, StoreSnapshot, Task};
+use mini_proto::v1::{Cluster, Config, Network, Node, Secret, Service, StoreSnapshot, Task};
 
 use super::ObjectKind;
 
@@ -19,6 +19,10 @@ pub struct Tables {
     pub services: BTreeMap<String, Service>,
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
+    /// Secrets by id.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Configs by id.
+    pub configs: BTreeMap<String, Config>,
 }
 
 /// A name or id that matches no object, or more than one.
@@ -107,6 +111,20 @@ impl Tables {
         })
     }
 
+    /// A secret by id, name or unique id prefix.
+    pub fn secret(&self, query: &str) -> Result<&Secret, LookupError> {
+        lookup(ObjectKind::Secret, &self.secrets, query, |s| {
+            s.spec.as_ref().map_or("", |s| s.name.as_str())
+        })
+    }
+
+    /// A config by id, name or unique id prefix.
+    pub fn config(&self, query: &str) -> Result<&Config, LookupError> {
+        lookup(ObjectKind::Config, &self.configs, query, |c| {
+            c.spec.as_ref().map_or("", |s| s.name.as_str())
+        })
+    }
+
     /// A node by id, hostname or unique id prefix.
     pub fn node(&self, query: &str) -> Result<&Node, LookupError> {
         lookup(ObjectKind::Node, &self.nodes, query, |n| {
@@ -132,6 +150,8 @@ impl Tables {
             networks: self.networks.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
+            secrets: self.secrets.values().cloned().collect(),
+            configs: self.configs.values().cloned().collect(),
         }
     }
 
@@ -156,6 +176,16 @@ impl Tables {
                 .collect(),
             tasks: snapshot
                 .tasks
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            secrets: snapshot
+                .secrets
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            configs: snapshot
+                .configs
                 .into_iter()
                 .map(|o| (o.id.clone(), o))
                 .collect(),

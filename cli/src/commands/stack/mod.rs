@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 use mini_proto::v1::{
-    CreateNetworkRequest, CreateServiceRequest, GetRequest, ListNetworksRequest,
-    ListServicesRequest, ListTasksRequest, Network, Service, ServiceSpec, UpdateServiceRequest,
-    control_client::ControlClient, service_spec::Mode,
+    ConfigSpec, CreateConfigRequest, CreateNetworkRequest, CreateSecretRequest,
+    CreateServiceRequest, GetRequest, ListConfigsRequest, ListNetworksRequest, ListSecretsRequest,
+    ListServicesRequest, ListTasksRequest, Network, SecretSpec, Service, ServiceSpec,
+    UpdateServiceRequest, control_client::ControlClient, service_spec::Mode,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -294,6 +295,39 @@ async fn deploy(
         }
     }
 
+    // Secrets and configs: the external ones must exist; the others are created when
+    // missing (an existing one is kept: their values cannot change, as in Docker).
+    let secrets: Vec<String> = client
+        .list_secrets(ListSecretsRequest {})
+        .await?
+        .into_inner()
+        .secrets
+        .into_iter()
+        .filter_map(|s| Some(s.spec?.name))
+        .collect();
+    let configs: Vec<String> = client
+        .list_configs(ListConfigsRequest {})
+        .await?
+        .into_inner()
+        .configs
+        .into_iter()
+        .filter_map(|c| Some(c.spec?.name))
+        .collect();
+    let mut secrets_to_create = Vec::new();
+    let mut configs_to_create = Vec::new();
+    for (kind, objects, existing, to_create) in [
+        ("secret", &plan.secrets, &secrets, &mut secrets_to_create),
+        ("config", &plan.configs, &configs, &mut configs_to_create),
+    ] {
+        for o in objects {
+            match (existing.contains(&o.name), o.external) {
+                (true, _) => {}
+                (false, true) => bail!("{kind} not found: {} (declared as external)", o.name),
+                (false, false) => to_create.push(o),
+            }
+        }
+    }
+
     let existing = services(client).await?;
     let mut steps = Vec::new();
     for s in &plan.services {
@@ -329,6 +363,7 @@ async fn deploy(
         let mut candidate = s.spec.clone();
         candidate.networks = old_spec.networks.clone();
         candidate.force_update = old_spec.force_update;
+        same_reference_ids(&mut candidate, &old_spec);
         if candidate == old_spec {
             steps.push(Step::Keep);
         } else {
@@ -351,6 +386,34 @@ async fn deploy(
 
     let mut done: Vec<String> = Vec::new();
     let result = async {
+        for o in secrets_to_create {
+            println!("Creating secret {}", o.name);
+            client
+                .create_secret(CreateSecretRequest {
+                    spec: Some(SecretSpec {
+                        name: o.name.clone(),
+                        labels: o.labels.clone().into_iter().collect(),
+                        data: o.data.clone(),
+                    }),
+                })
+                .await
+                .map_err(|e| anyhow!("cannot create secret {}: {}", o.name, e.message()))?;
+            done.push(format!("created secret {}", o.name));
+        }
+        for o in configs_to_create {
+            println!("Creating config {}", o.name);
+            client
+                .create_config(CreateConfigRequest {
+                    spec: Some(ConfigSpec {
+                        name: o.name.clone(),
+                        labels: o.labels.clone().into_iter().collect(),
+                        data: o.data.clone(),
+                    }),
+                })
+                .await
+                .map_err(|e| anyhow!("cannot create config {}: {}", o.name, e.message()))?;
+            done.push(format!("created config {}", o.name));
+        }
         for n in to_create {
             println!("Creating network {}", n.spec.name);
             client
@@ -391,6 +454,7 @@ async fn deploy(
                             version,
                             spec: Some(*spec),
                             registry_auth,
+                            rollback: false,
                         })
                         .await
                         .map_err(|e| {
@@ -427,7 +491,25 @@ async fn deploy(
     })
 }
 
-/// Removes the services, then the networks, labelled as `stack`'s.
+/// Gives `candidate`'s secret and config references the ids the manager resolved in `old`
+/// (the file names them only), so that an unchanged file compares equal.
+fn same_reference_ids(candidate: &mut ServiceSpec, old: &ServiceSpec) {
+    let (Some(c), Some(o)) = (candidate.container.as_mut(), old.container.as_ref()) else {
+        return;
+    };
+    for r in &mut c.secrets {
+        if let Some(x) = o.secrets.iter().find(|x| x.secret_name == r.secret_name) {
+            r.secret_id = x.secret_id.clone();
+        }
+    }
+    for r in &mut c.configs {
+        if let Some(x) = o.configs.iter().find(|x| x.config_name == r.config_name) {
+            r.config_id = x.config_id.clone();
+        }
+    }
+}
+
+/// Removes the services, then the secrets, configs and networks, labelled as `stack`'s.
 async fn remove(client: &mut ControlClient<Channel>, stack: &str) -> Result<()> {
     let members = of_stack(services(client).await?, stack);
     let networks: Vec<Network> = client
@@ -438,7 +520,31 @@ async fn remove(client: &mut ControlClient<Channel>, stack: &str) -> Result<()> 
         .into_iter()
         .filter(|n| stack_of_network(n) == Some(stack))
         .collect();
-    if members.is_empty() && networks.is_empty() {
+    let secrets: Vec<(String, String)> = client
+        .list_secrets(ListSecretsRequest {})
+        .await?
+        .into_inner()
+        .secrets
+        .into_iter()
+        .filter_map(|s| {
+            let spec = s.spec?;
+            (spec.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(stack))
+                .then_some((s.id, spec.name))
+        })
+        .collect();
+    let configs: Vec<(String, String)> = client
+        .list_configs(ListConfigsRequest {})
+        .await?
+        .into_inner()
+        .configs
+        .into_iter()
+        .filter_map(|c| {
+            let spec = c.spec?;
+            (spec.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(stack))
+                .then_some((c.id, spec.name))
+        })
+        .collect();
+    if members.is_empty() && networks.is_empty() && secrets.is_empty() && configs.is_empty() {
         bail!("Nothing found in stack: {stack}");
     }
     let mut errors = Vec::new();
@@ -455,6 +561,28 @@ async fn remove(client: &mut ControlClient<Channel>, stack: &str) -> Result<()> 
                 spec_name(s),
                 e.message()
             ));
+        }
+    }
+    for (id, name) in &secrets {
+        println!("Removing secret {name}");
+        if let Err(e) = client
+            .remove_secret(GetRequest {
+                name_or_id: id.clone(),
+            })
+            .await
+        {
+            errors.push(format!("cannot remove secret {name}: {}", e.message()));
+        }
+    }
+    for (id, name) in &configs {
+        println!("Removing config {name}");
+        if let Err(e) = client
+            .remove_config(GetRequest {
+                name_or_id: id.clone(),
+            })
+            .await
+        {
+            errors.push(format!("cannot remove config {name}: {}", e.message()));
         }
     }
     for n in &networks {

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use mini_proto::v1::{EndpointMode, RestartCondition, service_spec::Mode};
+use mini_proto::v1::{
+    EndpointMode, RestartCondition, UpdateFailureAction, UpdateOrder, service_spec::Mode,
+};
 
 use super::compose::{EnvFile, EnvFiles, FileRef, PortEntry, StringOrList, VolumeEntry};
 use super::load::{Loaded, Source, interpolate, load};
@@ -92,15 +94,19 @@ fn the_specifications_illustrative_example_parses_and_translates() {
     );
     // What mini does not do is said, not dropped.
     let all = stack.warnings.join("\n");
-    for expected in [
-        "driver \"flocker\"",
-        "driver_opts",
-        "secret server-certificate",
-        "config httpd-config",
-        "service frontend: secrets (server-certificate)",
-    ] {
+    for expected in ["driver \"flocker\"", "driver_opts"] {
         assert!(all.contains(expected), "no warning about {expected}: {all}");
     }
+    // External secrets and configs keep their names; the files are named after the keys.
+    let c = web.spec.container.as_ref().unwrap();
+    assert_eq!(c.secrets[0].secret_name, "server-certificate");
+    assert_eq!(
+        c.secrets[0].file.as_ref().unwrap().name,
+        "server-certificate"
+    );
+    assert_eq!(c.configs[0].config_name, "httpd-config");
+    assert_eq!(c.configs[0].file.as_ref().unwrap().name, "/httpd-config");
+    assert!(stack.secrets[0].external && stack.configs[0].external);
 }
 
 #[test]
@@ -135,20 +141,24 @@ fn the_specifications_deploy_examples_translate_to_service_specs() {
     assert_eq!((res.nano_cpus, res.memory_bytes), (250_000_000, 20 << 20));
     let restart = redis.spec.restart.unwrap();
     assert_eq!(
-        (restart.condition(), restart.delay_ms),
-        (RestartCondition::OnFailure, 5000)
+        (
+            restart.condition(),
+            restart.delay_ms,
+            restart.max_attempts,
+            restart.window_ms
+        ),
+        (RestartCondition::OnFailure, 5000, 3, 120_000)
     );
     let update = redis.spec.update.unwrap();
-    assert_eq!((update.parallelism, update.delay_ms), (2, 10_000));
+    assert_eq!(
+        (update.parallelism, update.delay_ms, update.order()),
+        (2, 10_000, UpdateOrder::StopFirst)
+    );
     let all = stack.warnings.join("\n");
-    for expected in [
-        "service frontend: deploy.placement.preferences",
-        "service redis: deploy.restart_policy.max_attempts",
-        "service redis: deploy.restart_policy.window",
-        "service redis: deploy.update_config: order",
-    ] {
-        assert!(all.contains(expected), "no warning about {expected}: {all}");
-    }
+    assert!(
+        all.contains("service frontend: deploy.placement.preferences"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -264,6 +274,22 @@ fn the_specifications_service_examples_translate_to_service_specs() {
         ]
     );
     assert_eq!(c.mounts[2].tmpfs_size, 64 << 20);
+    // The secret's long syntax; the secret is the stack's, read from its file.
+    let r = &c.secrets[0];
+    let f = r.file.as_ref().unwrap();
+    assert_eq!(
+        (
+            r.secret_name.as_str(),
+            f.name.as_str(),
+            f.uid.as_str(),
+            f.gid.as_str(),
+            f.mode
+        ),
+        ("app_server-certificate", "server.cert", "103", "103", 0o440)
+    );
+    assert_eq!(stack.secrets[0].name, "app_server-certificate");
+    assert_eq!(stack.secrets[0].data, b"not a real certificate\n");
+    assert_eq!(stack.secrets[0].labels[NAMESPACE_LABEL], "app");
     let quiet = service(&stack, "app_quiet");
     assert_eq!(
         quiet
@@ -420,6 +446,14 @@ services:
       - /srv/b:/data
     deploy:
       replicas: 4
+      update_config:
+        failure_action: rollback
+        monitor: 10s
+        max_failure_ratio: 0.2
+        order: start-first
+      rollback_config:
+        parallelism: 0
+        failure_action: continue
   db:
     image: host
 networks:
@@ -453,6 +487,26 @@ networks:
     assert_eq!(c.mounts.len(), 1);
     assert_eq!(c.mounts[0].source, "/srv/b");
     assert_eq!(web.spec.mode, Some(Mode::Replicas(4)));
+    let u = web.spec.update.unwrap();
+    assert_eq!(
+        (
+            u.failure_action(),
+            u.monitor_ms,
+            u.max_failure_ratio,
+            u.order()
+        ),
+        (
+            UpdateFailureAction::Rollback,
+            10_000,
+            0.2,
+            UpdateOrder::StartFirst
+        )
+    );
+    let r = web.spec.rollback.unwrap();
+    assert_eq!(
+        (r.parallelism, r.failure_action()),
+        (0, UpdateFailureAction::Continue)
+    );
     assert_eq!(web.spec.labels["tier"], "front");
     // api had no networks and gets the default one.
     assert_eq!(service(&stack, "app_api").networks, ["app_default"]);

@@ -8,17 +8,17 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mini_proto::v1::{Mount, NetworkSpec, PortConfig, ServiceSpec};
+use mini_proto::v1::{FileTarget, Mount, NetworkSpec, PortConfig, ServiceSpec};
 
 use super::compose::{
-    ComposeFile, EnvFile, EnvFiles, FileRef, PortEntry, Service, StringOrList, UpdateConfig,
-    VolumeEntry,
+    ComposeFile, EnvFile, EnvFiles, FileObjectDef, FileRef, PortEntry, Scalar, Service,
+    StringOrList, VolumeEntry,
 };
 use super::load::Lookup;
 use crate::commands::service::{CreateArgs, parse_publish};
 use crate::commands::service_flags::{
-    SpecFlags, parse_bytes, parse_cpus, parse_duration_ms, parse_log_opt,
-    parse_positive_duration_ns,
+    SpecFlags, config_reference, parse_bytes, parse_cpus, parse_duration_ms, parse_failure_ratio,
+    parse_log_opt, parse_positive_duration_ns, secret_reference,
 };
 
 /// The label Docker puts on every object of a stack: its value is the stack's name.
@@ -33,10 +33,42 @@ pub struct Stack {
     pub name: String,
     /// The networks its services use, in order of name.
     pub networks: Vec<StackNetwork>,
+    /// Its secrets (all declared ones, as Docker creates them), in order of key.
+    pub secrets: Vec<StackObject>,
+    /// Its configs, in order of key.
+    pub configs: Vec<StackObject>,
     /// Its services, in order of name.
     pub services: Vec<StackService>,
     /// Keys named as unsupported or ignored.
     pub warnings: Vec<String>,
+}
+
+/// A secret or config of the stack.
+#[derive(Clone, PartialEq)]
+pub struct StackObject {
+    /// The compose file's key.
+    pub key: String,
+    /// Its real name: `<stack>_<key>` unless `name:` is given.
+    pub name: String,
+    /// Declared `external`: must exist; neither created nor removed.
+    pub external: bool,
+    /// The value (from `file:`, `environment:` or `content:`); empty when external.
+    pub data: Vec<u8>,
+    /// Labels, the namespace label included.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The value stays out of debug output (it may be a secret).
+impl std::fmt::Debug for StackObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackObject")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("external", &self.external)
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .field("labels", &self.labels)
+            .finish()
+    }
 }
 
 /// A network of the stack.
@@ -276,18 +308,116 @@ pub fn translate(
             ));
         }
     }
-    for (kind, defs) in [("secret", &file.secrets), ("config", &file.configs)] {
-        for key in defs.keys() {
-            warnings.push(format!(
-                "{kind} {key}: {kind}s are not supported yet (issue #14 item 2); it is not created"
-            ));
+    let mut objects = [Vec::new(), Vec::new()];
+    for (i, (kind, defs)) in [("secret", &file.secrets), ("config", &file.configs)]
+        .into_iter()
+        .enumerate()
+    {
+        for (key, def) in defs {
+            objects[i].push(
+                file_object(kind, name, key, def, dir, env)
+                    .map_err(|e| format!("{kind} {key}: {e}"))?,
+            );
         }
     }
+    let [secrets, configs] = objects;
     Ok(Stack {
         name: name.to_string(),
         networks: used_networks.into_values().collect(),
+        secrets,
+        configs,
         services,
         warnings,
+    })
+}
+
+/// The real name of the top-level secret or config `key` and whether it is external.
+fn object_name(
+    kind: &str,
+    stack: &str,
+    key: &str,
+    def: &FileObjectDef,
+) -> Result<(String, bool), String> {
+    let (external, legacy) = match &def.external {
+        Some(e) => e.resolve(&format!("{kind} {key}: external"))?,
+        None => (false, None),
+    };
+    let name = def.name.clone().or(legacy).unwrap_or_else(|| {
+        if external {
+            key.to_string()
+        } else {
+            format!("{stack}_{key}")
+        }
+    });
+    Ok((name, external))
+}
+
+/// A top-level secret or config with its value read.
+fn file_object(
+    kind: &str,
+    stack: &str,
+    key: &str,
+    def: &FileObjectDef,
+    dir: &Path,
+    env: Lookup<'_>,
+) -> Result<StackObject, String> {
+    let (name, external) = object_name(kind, stack, key, def)?;
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(l) = &def.labels {
+        for (k, v) in l.pairs() {
+            labels.insert(k, v.unwrap_or_default());
+        }
+    }
+    labels.insert(NAMESPACE_LABEL.into(), stack.into());
+    if def.driver.is_some() || def.driver_opts.is_some() {
+        return Err("driver and driver_opts are not supported".into());
+    }
+    if def.template_driver.is_some() {
+        return Err("template_driver is not supported".into());
+    }
+    let sources = [
+        def.file.is_some(),
+        def.environment.is_some(),
+        def.content.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if external {
+        if sources > 0 {
+            return Err("an external one takes no file, environment or content".into());
+        }
+        return Ok(StackObject {
+            key: key.into(),
+            name,
+            external,
+            data: Vec::new(),
+            labels,
+        });
+    }
+    let data = match (&def.file, &def.environment, &def.content) {
+        (Some(f), None, None) => {
+            let path = dir.join(f);
+            std::fs::read(&path).map_err(|e| format!("file {}: {e}", path.display()))?
+        }
+        (None, Some(var), None) => env(var)
+            .ok_or_else(|| format!("environment variable {var} is not set"))?
+            .into_bytes(),
+        (None, None, Some(c)) if kind == "config" => c.clone().into_bytes(),
+        (None, None, Some(_)) => return Err("content is for configs only".into()),
+        _ if sources == 0 => {
+            return Err(
+                "needs file:, environment: (or content: for a config), or external: true".into(),
+            );
+        }
+        _ => return Err("give only one of file:, environment: and content:".into()),
+    };
+    Ok(StackObject {
+        key: key.into(),
+        name,
+        external,
+        data,
+        labels,
     })
 }
 
@@ -630,30 +760,51 @@ fn mount(
     }
 }
 
-/// Names the set keys of an `update_config`/`rollback_config` mini does not apply yet.
-fn unapplied_update_keys(u: &UpdateConfig, rollback: bool) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if rollback {
-        if u.parallelism.is_some() {
-            keys.push("parallelism");
-        }
-        if u.delay.is_some() {
-            keys.push("delay");
-        }
+/// A file mode as YAML gives it: `0440` (octal, as YAML 1.1 reads a leading 0 — serde_yaml
+/// gives the digits), `0o440`, or a decimal number (`288`).
+fn file_mode(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let mode = if let Some(o) = t.strip_prefix("0o") {
+        u32::from_str_radix(o, 8).ok()?
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8).ok()?
+    } else {
+        t.parse().ok()?
+    };
+    (mode <= 0o7777).then_some(mode)
+}
+
+/// A compose duration (`10s`, `1m30s`) in milliseconds; `what` names the key in the error.
+fn duration_ms(what: &str, v: &Option<String>) -> Result<Option<u64>, String> {
+    v.as_deref()
+        .map(parse_duration_ms)
+        .transpose()
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// `v` when it is one of `allowed`.
+fn one_of(
+    what: &str,
+    key: &str,
+    v: &Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>, String> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some(x) if allowed.contains(&x) => Ok(Some(x.to_string())),
+        Some(x) => Err(format!(
+            "{what}.{key}: {x:?} is not one of {}",
+            allowed.join(", ")
+        )),
     }
-    if u.failure_action.is_some() {
-        keys.push("failure_action");
-    }
-    if u.monitor.is_some() {
-        keys.push("monitor");
-    }
-    if u.max_failure_ratio.is_some() {
-        keys.push("max_failure_ratio");
-    }
-    if u.order.is_some() {
-        keys.push("order");
-    }
-    keys
+}
+
+/// A failure ratio (0 to 1).
+fn ratio(what: &str, v: &Option<Scalar>) -> Result<Option<f32>, String> {
+    v.as_ref()
+        .map(|r| parse_failure_ratio(&r.0))
+        .transpose()
+        .map_err(|e| format!("{what}.max_failure_ratio: {e}"))
 }
 
 /// The spec of one compose service, and the networks it uses.
@@ -813,25 +964,47 @@ fn service_spec(
     ] {
         for r in refs {
             let source = r.source();
-            if !defs.contains_key(source) {
+            let Some(def) = defs.get(source) else {
                 return Err(format!(
                     "{kind}s: undefined {kind} {source:?} (declare it under the top-level {kind}s:)"
                 ));
-            }
+            };
+            let (real, _) = object_name(kind, stack, source, def)?;
+            // Docker's defaults: the file is named after the compose key (secrets under
+            // /run/secrets, configs at /<key>), owned by 0:0, mode 0444.
+            let mut target = FileTarget {
+                name: if kind == "secret" {
+                    source.to_string()
+                } else {
+                    format!("/{source}")
+                },
+                uid: "0".into(),
+                gid: "0".into(),
+                mode: 0o444,
+            };
             if let FileRef::Long(l) = r {
-                for (what, v) in [("uid", &l.uid), ("gid", &l.gid)] {
+                if let Some(t) = &l.target {
+                    target.name = t.clone();
+                }
+                for (what, v, field) in [
+                    ("uid", &l.uid, &mut target.uid),
+                    ("gid", &l.gid, &mut target.gid),
+                ] {
                     if let Some(v) = v {
-                        v.u64(&format!("{kind}s: {source}: {what}"))?;
+                        *field = v.u64(&format!("{kind}s: {source}: {what}"))?.to_string();
                     }
                 }
+                if let Some(m) = &l.mode {
+                    target.mode = file_mode(&m.0).ok_or_else(|| {
+                        format!("{kind}s: {source}: mode {:?} is not a file mode", m.0)
+                    })?;
+                }
             }
-        }
-        if !refs.is_empty() {
-            let names: Vec<&str> = refs.iter().map(FileRef::source).collect();
-            warn(format!(
-                "{kind}s ({}) are not supported yet (issue #14 item 2): the tasks get none",
-                names.join(", ")
-            ));
+            if kind == "secret" {
+                args.secrets.secret.push(secret_reference(&real, target));
+            } else {
+                args.secrets.config.push(config_reference(&real, target));
+            }
         }
     }
 
@@ -1016,46 +1189,46 @@ fn service_spec(
                     ));
                 }
             }
-            if let Some(delay) = &rp.delay {
-                args.flags.restart_delay_ms = Some(
-                    parse_duration_ms(delay)
-                        .map_err(|e| format!("deploy.restart_policy.delay: {e}"))?,
-                );
-            }
+            args.flags.restart_delay = duration_ms("deploy.restart_policy.delay", &rp.delay)?;
             if let Some(m) = &rp.max_attempts {
-                m.u64("deploy.restart_policy.max_attempts")?;
-                warn("deploy.restart_policy.max_attempts is not supported yet; ignored".into());
+                args.flags.restart_max_attempts =
+                    Some(m.u64("deploy.restart_policy.max_attempts")?);
             }
-            if rp.window.is_some() {
-                warn("deploy.restart_policy.window is not supported yet; ignored".into());
-            }
+            args.flags.restart_window = duration_ms("deploy.restart_policy.window", &rp.window)?;
         }
         if let Some(u) = &d.update_config {
+            let what = "deploy.update_config";
             if let Some(p) = &u.parallelism {
-                args.flags.update_parallelism = Some(p.u64("deploy.update_config.parallelism")?);
+                args.flags.update_parallelism = Some(p.u64(&format!("{what}.parallelism"))?);
             }
-            if let Some(delay) = &u.delay {
-                args.flags.update_delay_ms = Some(
-                    parse_duration_ms(delay)
-                        .map_err(|e| format!("deploy.update_config.delay: {e}"))?,
-                );
-            }
-            let keys = unapplied_update_keys(u, false);
-            if !keys.is_empty() {
-                warn(format!(
-                    "deploy.update_config: {} not supported yet (issue #14 item 3); ignored",
-                    keys.join(", ")
-                ));
-            }
+            args.flags.update_delay = duration_ms(&format!("{what}.delay"), &u.delay)?;
+            args.flags.update_failure_action = one_of(
+                what,
+                "failure_action",
+                &u.failure_action,
+                &["pause", "continue", "rollback"],
+            )?;
+            args.flags.update_monitor = duration_ms(&format!("{what}.monitor"), &u.monitor)?;
+            args.flags.update_max_failure_ratio = ratio(what, &u.max_failure_ratio)?;
+            args.flags.update_order =
+                one_of(what, "order", &u.order, &["stop-first", "start-first"])?;
         }
         if let Some(u) = &d.rollback_config {
-            let keys = unapplied_update_keys(u, true);
-            if !keys.is_empty() {
-                warn(format!(
-                    "deploy.rollback_config: {} not supported yet (issue #14 item 3); ignored",
-                    keys.join(", ")
-                ));
+            let what = "deploy.rollback_config";
+            if let Some(p) = &u.parallelism {
+                args.flags.rollback_parallelism = Some(p.u64(&format!("{what}.parallelism"))?);
             }
+            args.flags.rollback_delay = duration_ms(&format!("{what}.delay"), &u.delay)?;
+            args.flags.rollback_failure_action = one_of(
+                what,
+                "failure_action",
+                &u.failure_action,
+                &["pause", "continue"],
+            )?;
+            args.flags.rollback_monitor = duration_ms(&format!("{what}.monitor"), &u.monitor)?;
+            args.flags.rollback_max_failure_ratio = ratio(what, &u.max_failure_ratio)?;
+            args.flags.rollback_order =
+                one_of(what, "order", &u.order, &["stop-first", "start-first"])?;
         }
         if let Some(p) = &d.placement {
             args.constraints = p.constraints.clone();
