@@ -103,6 +103,7 @@ impl Dispatcher for ControlApi {
             certificate: certificate.clone(),
             // Reported when the node's session opens.
             resources: existing.as_ref().and_then(|n| n.resources),
+            description: existing.as_ref().and_then(|n| n.description.clone()),
         };
         let batch = StoreBatch {
             actions: vec![StoreAction {
@@ -158,10 +159,11 @@ impl Dispatcher for ControlApi {
                 ))
             })?;
         let resources = request.get_ref().resources;
+        let description = request.get_ref().description.clone();
         let session_id = manager.sessions().open(&node_id);
-        if let Some(resources) = resources {
-            manager.record_resources(&node_id, resources).await;
-        }
+        manager
+            .record_node_report(&node_id, resources, description)
+            .await;
         manager.mark_node(&node_id, NodeState::Ready, "").await;
         let (tx, rx) = mpsc::channel(16);
         let mut events = manager.store().watch();

@@ -510,7 +510,7 @@ async fn update_node_once(
     for key in &request.label_rm {
         if spec.labels.remove(key).is_none() {
             return Err(ControlError::Invalid(format!(
-                "node {} has no label {key:?}",
+                "key {key} doesn't exist in node's labels (node {})",
                 node.hostname
             )));
         }

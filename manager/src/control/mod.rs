@@ -23,6 +23,7 @@ mod identity;
 pub mod members;
 pub mod membership;
 mod networks;
+mod placement;
 mod raft_rpc;
 mod remote;
 mod service_update;

@@ -6,7 +6,6 @@ use mini_proto::v1::{Service, ServiceSpec, UpdateServiceRequest, service_spec::M
 use super::ControlError;
 use super::services::{check_healthcheck, check_image, check_published_ports, store, with_vips};
 use crate::manager::Manager;
-use crate::scheduler::parse_constraints;
 use crate::store::Tables;
 
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
@@ -21,7 +20,7 @@ pub(super) async fn update(
         .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
     check_image(&spec)?;
     check_healthcheck(&spec)?;
-    parse_constraints(&spec.constraints)?;
+    super::placement::check(&spec)?;
 
     let _writer = manager.write_lock().await;
     let (service, networks) = manager.store().view(|t| {
@@ -40,9 +39,11 @@ pub(super) async fn update(
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
         // --with-registry-auth replaces the credentials; without it they stay.
         let registry_auth = request.registry_auth.clone().or(old.registry_auth.clone());
+        let job_status = super::placement::updated_job_status(&old, &spec, crate::ids::now_ms());
         let service = Service {
             spec: Some(spec.clone()),
             registry_auth,
+            job_status,
             ..old
         };
         with_vips(t, service)
@@ -58,11 +59,18 @@ fn check_unchanged(old: &ServiceSpec, new: &ServiceSpec) -> Result<(), ControlEr
             old.name, new.name
         )));
     }
-    let global = |s: &ServiceSpec| matches!(s.mode, Some(Mode::Global(_)));
-    if global(old) != global(new) {
+    let kind = |s: &ServiceSpec| match s.mode {
+        Some(Mode::Global(_)) => "global",
+        Some(Mode::ReplicatedJob(_)) => "replicated-job",
+        Some(Mode::GlobalJob(_)) => "global-job",
+        Some(Mode::Replicas(_)) | None => "replicated",
+    };
+    if kind(old) != kind(new) {
         return Err(ControlError::Invalid(format!(
-            "service {} cannot change between replicated and global mode: remove it and create it again",
-            old.name
+            "service {} cannot change from {} to {} mode: remove it and create it again",
+            old.name,
+            kind(old),
+            kind(new)
         )));
     }
     Ok(())

@@ -12,7 +12,6 @@ use crate::allocator::AddressPools;
 use crate::ids::{new_id, now_ms};
 use crate::manager::Manager;
 use crate::names::random_service_name;
-use crate::scheduler::parse_constraints;
 use crate::store::Proposer;
 
 /// The image of the built-in runtime (the node's own filesystem); every other
@@ -52,7 +51,7 @@ async fn create_once(
             spec.name
         )));
     }
-    parse_constraints(&spec.constraints)?;
+    super::placement::check(&spec)?;
     if spec.mode.is_none() {
         spec.mode = Some(Mode::Replicas(1));
     }
@@ -95,6 +94,7 @@ async fn create_once(
             spec: Some(spec.clone()),
             vips: Vec::new(),
             registry_auth: request.registry_auth.clone(),
+            job_status: super::placement::new_job_status(&spec, now_ms()),
         };
         with_vips(t, service)
     })?;
@@ -272,15 +272,19 @@ pub(super) fn list(manager: &Manager) -> ListServicesResponse {
                                 .is_some_and(|st| st.state() == TaskState::Running)
                     })
                     .count() as u64;
-                let desired = match s.spec.as_ref().and_then(|spec| spec.mode) {
-                    Some(Mode::Global(_)) => ready_nodes,
-                    Some(Mode::Replicas(n)) => n,
-                    None => 1,
+                let (desired, completed) = match s.spec.as_ref().and_then(|spec| spec.mode) {
+                    Some(Mode::Global(_)) => (ready_nodes, 0),
+                    Some(Mode::Replicas(n)) => (n, 0),
+                    Some(Mode::ReplicatedJob(_) | Mode::GlobalJob(_)) => {
+                        super::placement::job_counts(s, tasks.iter().copied())
+                    }
+                    None => (1, 0),
                 };
                 ServiceSummary {
                     service: Some(s.clone()),
                     running,
                     desired,
+                    completed,
                 }
             })
             .collect();
@@ -298,15 +302,26 @@ pub(super) async fn scale(
         .store()
         .view(|t| t.service(&request.name_or_id).cloned())?;
     let mut spec = service.spec.clone().unwrap_or_default();
-    if matches!(spec.mode, Some(Mode::Global(_))) {
-        return Err(ControlError::Invalid(format!(
-            "service {} is global: scale applies to replicated services only",
-            spec.name
-        )));
+    match &mut spec.mode {
+        Some(Mode::Replicas(n)) => *n = request.replicas,
+        None => spec.mode = Some(Mode::Replicas(request.replicas)),
+        // As Docker: scaling a replicated job sets its total completions (and,
+        // as every change of a job, runs it again).
+        Some(Mode::ReplicatedJob(job)) => {
+            job.total_completions = request.replicas;
+            job.max_concurrent = job.max_concurrent.min(request.replicas.max(1));
+        }
+        Some(Mode::Global(_) | Mode::GlobalJob(_)) => {
+            return Err(ControlError::Invalid(format!(
+                "service {}: scale can only be used with replicated or replicated-job mode",
+                spec.name
+            )));
+        }
     }
-    spec.mode = Some(Mode::Replicas(request.replicas));
+    let job_status = super::placement::updated_job_status(&service, &spec, now_ms());
     let updated = Service {
         spec: Some(spec),
+        job_status,
         ..service.clone()
     };
     let batch = StoreBatch {

@@ -96,6 +96,7 @@ pub async fn admit_manager(
         certificate: certificate.clone(),
         // Reported when the node's session opens.
         resources: existing.as_ref().and_then(|n| n.resources),
+        description: existing.as_ref().and_then(|n| n.description.clone()),
     };
     manager.peers().insert(raft_id, &node.agent_addr);
     let batch = StoreBatch {

@@ -7,12 +7,12 @@ use mini_proto::v1::{Node, NodeAvailability, NodeState, Service, Task, service_s
 use super::Reconciliation;
 use super::slot::Slot;
 
-/// The replica count of a service: `None` for a global service; a service
-/// with no mode set has 1 replica, as in Docker.
+/// The replica count of a service: `None` for a global service or a job; a
+/// service with no mode set has 1 replica, as in Docker.
 pub fn replicas(service: &Service) -> Option<u64> {
     match service.spec.as_ref().and_then(|s| s.mode) {
         Some(Mode::Replicas(n)) => Some(n),
-        Some(Mode::Global(_)) => None,
+        Some(Mode::Global(_) | Mode::ReplicatedJob(_) | Mode::GlobalJob(_)) => None,
         None => Some(1),
     }
 }
@@ -51,8 +51,9 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
 /// [`HISTORY_LIMIT`](super::HISTORY_LIMIT) stopped tasks; older ones are
 /// removed once they have ended.
 ///
-/// A global service gets an empty result: use
-/// [`reconcile_global`](super::reconcile_global).
+/// A global service or a job gets an empty result: use
+/// [`reconcile_global`](super::reconcile_global) or
+/// [`reconcile_job`](super::reconcile_job).
 pub fn reconcile_replicated<'t>(
     service: &Service,
     tasks: impl IntoIterator<Item = &'t Task>,
