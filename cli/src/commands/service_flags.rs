@@ -872,4 +872,114 @@ mod tests {
         };
         assert!(replicas.apply(&mut global).is_err());
     }
+
+    #[test]
+    fn modes_and_placement_build_the_spec_as_docker_does() {
+        assert_eq!(
+            service_mode("replicated", Some(3), None).unwrap(),
+            Mode::Replicas(3)
+        );
+        assert_eq!(
+            service_mode("replicated-job", Some(3), None).unwrap(),
+            Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 3,
+                total_completions: 3,
+            })
+        );
+        assert_eq!(
+            service_mode("replicated-job", None, Some(2)).unwrap(),
+            Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 1,
+            })
+        );
+        assert_eq!(
+            service_mode("global-job", None, None).unwrap(),
+            Mode::GlobalJob(GlobalJob {})
+        );
+        assert_eq!(
+            service_mode("global", Some(2), None)
+                .unwrap_err()
+                .to_string(),
+            "--replicas can only be used with replicated or replicated-job mode"
+        );
+        assert_eq!(
+            service_mode("replicated", None, Some(2))
+                .unwrap_err()
+                .to_string(),
+            "--max-concurrent can only be used with replicated-job mode"
+        );
+
+        // --replicas on a replicated job sets its completions; --max-concurrent its concurrency.
+        let mut job = ServiceSpec {
+            name: "batch".into(),
+            mode: Some(service_mode("replicated-job", Some(1), None).unwrap()),
+            ..Default::default()
+        };
+        SpecFlags {
+            replicas: Some(5),
+            max_concurrent: Some(2),
+            ..Default::default()
+        }
+        .apply(&mut job)
+        .unwrap();
+        assert_eq!(
+            job.mode,
+            Some(Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 5,
+            }))
+        );
+        let mut web = ServiceSpec {
+            name: "web".into(),
+            mode: Some(Mode::Replicas(4)),
+            ..Default::default()
+        };
+        SpecFlags {
+            replicas_max_per_node: Some(1),
+            ..Default::default()
+        }
+        .apply(&mut web)
+        .unwrap();
+        assert_eq!(web.max_replicas_per_node, 1);
+        assert!(
+            SpecFlags {
+                max_concurrent: Some(1),
+                ..Default::default()
+            }
+            .apply(&mut web)
+            .is_err()
+        );
+
+        Placement {
+            constraint_add: vec!["node.labels.zone==east".into()],
+            pref_add: vec!["spread=node.labels.zone".into()],
+            ..Default::default()
+        }
+        .apply(&mut web)
+        .unwrap();
+        assert_eq!(web.constraints, ["node.labels.zone==east"]);
+        assert_eq!(web.placement_preferences[0].spread, "node.labels.zone");
+        let err = Placement {
+            pref_rm: vec!["spread=node.labels.rack".into()],
+            ..Default::default()
+        }
+        .apply(&mut web.clone())
+        .unwrap_err();
+        assert!(err.to_string().contains("no placement preference"), "{err}");
+        Placement {
+            pref_rm: vec!["spread=node.labels.zone".into()],
+            constraint_rm: vec!["node.labels.zone==east".into()],
+            ..Default::default()
+        }
+        .apply(&mut web)
+        .unwrap();
+        assert!(web.placement_preferences.is_empty() && web.constraints.is_empty());
+        assert!(
+            parse_placement_pref("binpack=node.labels.zone")
+                .unwrap_err()
+                .contains("only spread is supported")
+        );
+        assert!(parse_placement_pref("spread=").is_err());
+    }
 }
