@@ -10,9 +10,11 @@
 //! - [`ha`]: several managers in one Raft group: transport, forwarding, leadership.
 
 pub mod allocator;
+mod autolock;
 pub mod control;
 pub mod controllers;
 pub mod dispatcher;
+pub mod error;
 pub mod ha;
 pub mod ids;
 pub mod manager;

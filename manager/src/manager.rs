@@ -12,14 +12,14 @@ use mini_proto::v1::{
     Cluster, Network, NetworkSpec, Node, NodeRole, NodeSpec, NodeState, NodeStatus, Resources,
     StoreAction, StoreBatch, store_action::Action,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 use mini_proto::tls::Trust;
 use mini_proto::tls::pki::{self, RootCa};
 
 use crate::allocator::allocate_network;
-use crate::control::ControlError;
 use crate::dispatcher::Sessions;
+use crate::error::ControlError;
 use crate::ha::{
     self, GrpcTransport, HaProposer, Leadership, Outcomes, Peers, RecordingMachine, SessionsSlot,
 };
@@ -57,6 +57,9 @@ pub struct ManagerConfig {
     pub trust: Trust,
     /// Told when the Raft loop dies.
     pub fatal: Fatal,
+    /// The swarm's unlock key, when this manager's store key is sealed by it (autolock): given
+    /// by `swarm unlock`, or by `swarm init --autolock` for the key it makes.
+    pub unlock_key: Option<raft::UnlockKey>,
 }
 
 /// Where a manager reports that its Raft loop died (a panic in raft-rs, a storage error). The
@@ -140,6 +143,8 @@ pub struct InitParams {
     pub ca: RootCa,
     /// This node's certificate (DER), signed by `ca`.
     pub node_cert: Vec<u8>,
+    /// `swarm init --autolock`: the new swarm's unlock key.
+    pub unlock_key: Option<raft::UnlockKey>,
 }
 
 /// Writes batches through the Raft log: on the leader, or forwarded to it.
@@ -182,6 +187,7 @@ impl Manager {
             snapshot_interval: config.snapshot_interval.max(1),
             keep_after_snapshot: (config.snapshot_interval / 4).max(1),
             manual_ticks: false,
+            data_key: None,
         }
     }
 
@@ -198,7 +204,23 @@ impl Manager {
             inner: StoreMachine::new(store.clone()),
             outcomes: outcomes.clone(),
         };
-        let raft_config = Self::raft_config(config);
+        let raft_dir = raft::raft_dir(&config.state_dir);
+        let data_key = raft::keys::open_data_key(&raft_dir, config.unlock_key.as_ref()).map_err(
+            |e| match e {
+                raft::RaftError::Key(key) => ControlError::Precondition(key.to_string()),
+                e => ControlError::Internal(format!(
+                    "cannot open the Raft store's key in {}: {e}",
+                    raft_dir.display()
+                )),
+            },
+        )?;
+        let sealed_with = if raft::keys::is_sealed(&raft_dir) {
+            config.unlock_key.clone()
+        } else {
+            None
+        };
+        let mut raft_config = Self::raft_config(config);
+        raft_config.data_key = Some(data_key.clone());
         let transport = GrpcTransport::new(peers.clone(), raft_config.id, reports_tx);
         let (raft, task) = raft::start_with_transport(raft_config, machine, mode, transport)
             .map_err(|e| {
@@ -211,6 +233,7 @@ impl Manager {
             tokio::spawn(watch_raft(task, config.fatal.clone())),
             tokio::spawn(ha::forward_reports(reports, raft.clone())),
             peers.follow_store(store.clone()),
+            crate::autolock::follow(store.clone(), raft_dir, data_key, sealed_with),
         ];
         let proposer = HaProposer::new(raft, store.clone(), peers.clone(), outcomes);
         let sessions = SessionsSlot::new(config.heartbeat_period);
@@ -274,6 +297,12 @@ impl Manager {
             node_cert_expiry_ms: 0,
             removed_nodes: Vec::new(),
             ca_rotation: None,
+            autolock: params.unlock_key.is_some(),
+            unlock_key: params
+                .unlock_key
+                .as_ref()
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default(),
         };
         manager.peers.set_cluster_id(&cluster.id);
         let node = Node {
@@ -362,9 +391,16 @@ impl Manager {
         (leader != 0).then(|| self.peers.addr(leader)).flatten()
     }
 
-    /// Serializes read-decide-write API calls.
-    pub async fn write_lock(&self) -> MutexGuard<'_, ()> {
-        self.write_lock.lock().await
+    /// Reads, checks and writes: runs `decide` on a consistent view of the store and writes
+    /// the actions it returns as one batch (decided again when an object it read changed
+    /// meanwhile; see [`crate::store::read_check_write`]). One such step runs at a time on this
+    /// manager, so two calls never allocate from the same view.
+    pub async fn write<T>(
+        &self,
+        decide: impl FnMut(&crate::store::Tables) -> Result<(Vec<StoreAction>, T), ControlError>,
+    ) -> Result<T, ControlError> {
+        let _writer = self.write_lock.lock().await;
+        crate::store::read_check_write(&self.store, &self.proposer, decide).await
     }
 
     /// The Raft node's status.

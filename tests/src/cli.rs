@@ -35,6 +35,28 @@ pub fn run_mini(host: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("cannot run mini");
+    output(out)
+}
+
+/// Runs `mini ARGS…` against the daemon at `host` with `input` on its standard input.
+pub fn run_mini_with_input(host: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(mini_binary())
+        .args(args)
+        .env("MINI_HOST", host)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run mini");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A command that exits before reading everything closes the pipe: not an error here.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    output(child.wait_with_output().expect("cannot wait for mini"))
+}
+
+fn output(out: std::process::Output) -> Output {
     Output {
         success: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -560,6 +560,11 @@ impl Host<'_> {
         run_mini(&self.socket(), args)
     }
 
+    /// Runs `mini ARGS…` against this host's daemon with `input` on its standard input.
+    pub fn mini_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        crate::cli::run_mini_with_input(&self.socket(), args, input)
+    }
+
     /// Runs `mini ARGS…` and panics, showing stderr and the daemon's log,
     /// unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Output {

@@ -21,7 +21,14 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
     let value = json!({
         "node_id": info.node_id,
         // A daemon in a swarm has a node id, worker or manager (as `docker info` says).
-        "swarm": if info.node_id.is_empty() { "inactive" } else { "active" },
+        "swarm": if info.locked {
+            "locked"
+        } else if info.node_id.is_empty() {
+            "inactive"
+        } else {
+            "active"
+        },
+        "autolock_managers": cluster.autolock,
         "is_manager": info.is_manager,
         "cluster": {
             "id": cluster.id,
@@ -81,6 +88,7 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
                     "  Root Rotation In Progress: {}",
                     cluster.ca_rotation.is_some()
                 );
+                println!(" Autolock Managers: {}", cluster.autolock);
                 println!(" Raft:");
                 println!("  Leader: {}", info.leader_node_id);
                 println!("  Applied Index: {}", info.raft_applied_index);

@@ -1,4 +1,4 @@
-//! `mini swarm init | join-token | join | leave | update | ca`.
+//! `mini swarm init | join-token | join | leave | update | ca | unlock-key | unlock`.
 
 use std::time::Duration;
 
@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use mini_proto::tls::pki;
 use mini_proto::v1::{
-    JoinTokenRequest, SwarmCaRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest,
-    SwarmUpdateRequest,
+    InfoRequest, JoinTokenRequest, SwarmCaRequest, SwarmInitRequest, SwarmJoinRequest,
+    SwarmLeaveRequest, SwarmUnlockKeyRequest, SwarmUnlockRequest, SwarmUpdateRequest,
 };
 
 use crate::client::connect;
@@ -32,6 +32,9 @@ pub enum SwarmCommand {
         /// Address the node's listener binds (IP:PORT).
         #[arg(long, default_value = "0.0.0.0:2377")]
         listen_addr: String,
+        /// Enable manager autolocking (requiring an unlock key to start a stopped manager).
+        #[arg(long)]
+        autolock: bool,
     },
     /// Print the token a node uses to join as a worker or a manager.
     JoinToken {
@@ -71,7 +74,21 @@ pub enum SwarmCommand {
         /// 1h).
         #[arg(long, value_parser = super::service_flags::parse_duration_ms)]
         cert_expiry: Option<u64>,
+        /// Change manager autolocking setting (true|false).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        autolock: Option<bool>,
     },
+    /// Manage the unlock key.
+    UnlockKey {
+        /// Only display the key.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate the unlock key.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Unlock a swarm manager (the key is read from standard input).
+    Unlock,
     /// Display and rotate the root CA.
     Ca {
         /// Rotate the swarm CA: a new root, every node gets a certificate of it, then
@@ -96,6 +113,17 @@ fn root_digest(der: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// Docker's words around an unlock key.
+fn print_unlock_key(key: &str) {
+    println!("To unlock a swarm manager after it restarts, run the `mini swarm unlock`");
+    println!("command and provide the following key:");
+    println!();
+    println!("    {key}");
+    println!();
+    println!("Please remember to store this key in a password manager, since without it you");
+    println!("will not be able to restart the manager.");
+}
+
 /// Runs a swarm subcommand against the daemon at `host`.
 pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
     let mut client = connect(host).await?;
@@ -106,6 +134,7 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             default_addr_pool_mask_length,
             data_path_port,
             listen_addr,
+            autolock,
         } => {
             let response = client
                 .swarm_init(SwarmInitRequest {
@@ -115,6 +144,7 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
                     data_path_port,
                     hostname: String::new(),
                     listen_addr,
+                    autolock,
                 })
                 .await?
                 .into_inner();
@@ -136,6 +166,14 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
                 "    mini swarm join --token {} --advertise-addr <IP> {}",
                 token.token, token.manager_addr
             );
+            println!();
+            println!(
+                "To add a manager to this swarm, run 'mini swarm join-token manager' and follow the instructions."
+            );
+            if !response.unlock_key.is_empty() {
+                println!();
+                print_unlock_key(&response.unlock_key);
+            }
         }
         SwarmCommand::JoinToken {
             role,
@@ -180,16 +218,62 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             client.swarm_leave(SwarmLeaveRequest { force }).await?;
             println!("Node left the swarm.");
         }
-        SwarmCommand::Update { cert_expiry } => {
-            if cert_expiry.is_none() {
-                anyhow::bail!("nothing to update: give a setting such as --cert-expiry 720h");
+        SwarmCommand::Update {
+            cert_expiry,
+            autolock,
+        } => {
+            if cert_expiry.is_none() && autolock.is_none() {
+                anyhow::bail!(
+                    "nothing to update: give a setting such as --cert-expiry 720h or --autolock=true"
+                );
             }
+            let before = client.info(InfoRequest {}).await?.into_inner();
+            let was_locked = before.cluster.is_some_and(|c| c.autolock);
             client
                 .swarm_update(SwarmUpdateRequest {
                     node_cert_expiry_ms: cert_expiry,
+                    autolock,
                 })
                 .await?;
             println!("Swarm updated.");
+            if autolock == Some(true) && !was_locked {
+                let key = client
+                    .swarm_unlock_key(SwarmUnlockKeyRequest { rotate: false })
+                    .await?
+                    .into_inner();
+                print_unlock_key(&key.unlock_key);
+            }
+        }
+        SwarmCommand::UnlockKey { quiet, rotate } => {
+            let key = client
+                .swarm_unlock_key(SwarmUnlockKeyRequest { rotate })
+                .await?
+                .into_inner();
+            if key.unlock_key.is_empty() {
+                anyhow::bail!("no unlock key is set");
+            }
+            if quiet {
+                println!("{}", key.unlock_key);
+            } else {
+                if rotate {
+                    println!("Successfully rotated manager unlock key.");
+                    println!();
+                }
+                print_unlock_key(&key.unlock_key);
+            }
+        }
+        SwarmCommand::Unlock => {
+            use std::io::IsTerminal as _;
+            if std::io::stdin().is_terminal() {
+                eprint!("Please enter unlock key: ");
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            client
+                .swarm_unlock(SwarmUnlockRequest {
+                    unlock_key: line.trim().to_string(),
+                })
+                .await?;
         }
         SwarmCommand::Ca {
             rotate,

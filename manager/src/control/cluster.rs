@@ -10,7 +10,7 @@ use mini_proto::tls::pki;
 use super::members::local_dial_addr;
 use super::membership::{self, parse_listen_addr};
 use super::{ControlApi, ControlError, manager_config};
-use crate::manager::{InitParams, Manager};
+use crate::manager::{InitParams, Manager, ManagerConfig};
 
 /// Makes this daemon the first manager of a new cluster.
 pub(super) async fn swarm_init(
@@ -110,12 +110,16 @@ pub(super) async fn swarm_init(
         raft_id: crate::ha::BOOTSTRAP_RAFT_ID,
         ..Default::default()
     };
-    let config = manager_config(
-        &api.inner.config,
-        &api.node_id(),
-        bound.port(),
-        &provisional,
-    );
+    let unlock_key = request.autolock.then(crate::raft::UnlockKey::generate);
+    let config = ManagerConfig {
+        unlock_key: unlock_key.clone(),
+        ..manager_config(
+            &api.inner.config,
+            &api.node_id(),
+            bound.port(),
+            &provisional,
+        )
+    };
     let initialised = async {
         let manager = Manager::init(
             config,
@@ -129,6 +133,7 @@ pub(super) async fn swarm_init(
                 cluster_id,
                 ca,
                 node_cert,
+                unlock_key: unlock_key.clone(),
             },
         )
         .await?;
@@ -163,6 +168,7 @@ pub(super) async fn swarm_init(
     Ok(SwarmInitResponse {
         node_id: api.node_id(),
         cluster: cluster.map(without_secret_keys),
+        unlock_key: unlock_key.map(|k| k.to_text()).unwrap_or_default(),
     })
 }
 
@@ -170,6 +176,7 @@ pub(super) async fn swarm_init(
 /// ids and ages, never their bytes (they reach nodes only over their sessions).
 pub(super) fn without_secret_keys(mut cluster: mini_proto::v1::Cluster) -> mini_proto::v1::Cluster {
     cluster.ca_key.clear();
+    cluster.unlock_key.clear();
     if let Some(ring) = cluster.gossip_keys.as_mut() {
         for key in &mut ring.keys {
             key.key.clear();
@@ -180,6 +187,13 @@ pub(super) fn without_secret_keys(mut cluster: mini_proto::v1::Cluster) -> mini_
 
 /// What this daemon is.
 pub(super) async fn info(api: &ControlApi) -> InfoResponse {
+    if api.is_locked() {
+        return InfoResponse {
+            node_id: api.node_id(),
+            locked: true,
+            ..Default::default()
+        };
+    }
     let manager = api.inner.manager.read().await.clone();
     let Some(manager) = manager else {
         return InfoResponse {
@@ -224,5 +238,6 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         raft_first_log_index: status.first_index,
         leader_node_id,
         reachability_local: view.local,
+        locked: false,
     }
 }

@@ -15,6 +15,7 @@
 //! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
 //! forwarded to the leader by the proposer.
 
+mod autolock;
 mod ca_rotation;
 mod cluster;
 mod demotion;
@@ -40,7 +41,8 @@ use mini_proto::v1::{
     ListServicesResponse, ListTasksRequest, ListTasksResponse, Network, NetworkPeersReport, Node,
     NodeRole, RemoveNodeRequest, RemoveResponse, ScaleServiceRequest, Service, ServiceLogsRequest,
     SwarmCaRequest, SwarmCaResponse, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest,
-    SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse, SwarmUpdateRequest,
+    SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse, SwarmUnlockKeyRequest,
+    SwarmUnlockKeyResponse, SwarmUnlockRequest, SwarmUnlockResponse, SwarmUpdateRequest,
     UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
 };
 use tokio::sync::RwLock;
@@ -92,6 +94,9 @@ struct Inner {
     membership: RwLock<Option<mini_proto::v1::Membership>>,
     /// `None` until `swarm init` (or a resumed Raft log) makes this a manager.
     manager: RwLock<Option<Arc<Manager>>>,
+    /// A manager whose Raft store key is sealed (autolock) waits here, not started, until
+    /// `swarm unlock` gives the key.
+    locked: std::sync::atomic::AtomicBool,
 }
 
 impl ControlApi {
@@ -111,11 +116,40 @@ impl ControlApi {
                 member_lock: tokio::sync::Mutex::new(()),
                 membership: RwLock::new(None),
                 manager: RwLock::new(None),
+                locked: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let Some(membership) = membership else {
             return Ok(api);
         };
+        if autolock::is_locked(&api.inner.config.state_dir, &membership) {
+            tracing::warn!(
+                "this manager's Raft store is locked (autolock): it serves nothing until \
+                 `mini swarm unlock` is given the unlock key"
+            );
+            api.inner
+                .locked
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            *api.inner.membership.write().await = Some(membership);
+            return Ok(api);
+        }
+        api.resume(membership, None).await?;
+        Ok(api)
+    }
+
+    /// Whether this manager waits for `swarm unlock`.
+    fn is_locked(&self) -> bool {
+        self.inner.locked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Starts this node again as the member of `membership` it was (manager with `unlock_key`
+    /// when its store is sealed).
+    async fn resume(
+        &self,
+        membership: mini_proto::v1::Membership,
+        unlock_key: Option<crate::raft::UnlockKey>,
+    ) -> Result<(), ControlError> {
+        let api = self;
         let has_certificate = api.inner.config.trust.load().map_err(|e| {
             ControlError::Internal(format!("cannot load this node's certificate: {e}"))
         })?;
@@ -140,11 +174,14 @@ impl ControlApi {
                 "resuming the manager from {}",
                 api.inner.config.state_dir.display()
             );
+            let manager_config = ManagerConfig {
+                unlock_key,
+                ..manager_config
+            };
             api.install_manager(Manager::resume(manager_config).await?)
                 .await;
         }
-        api.enter(membership).await?;
-        Ok(api)
+        api.enter(membership).await
     }
 
     /// Binds the node's listener, serving this API; returns the bound address.
@@ -215,6 +252,9 @@ impl ControlApi {
     }
 
     async fn manager(&self) -> Result<Arc<Manager>, ControlError> {
+        if self.is_locked() {
+            return Err(ControlError::Precondition(autolock::LOCKED.into()));
+        }
         if let Some(manager) = self.inner.manager.read().await.clone() {
             return Ok(manager);
         }
@@ -255,25 +295,7 @@ fn manager_config(
         gossip_key_rotation: config.gossip_key_rotation,
         trust: config.trust.clone(),
         fatal: config.fatal.clone(),
-    }
-}
-
-/// Runs a read-decide-write step again (a few times) when the store refused
-/// its write because a controller changed an object it read meanwhile (e.g.
-/// a network's address cursor): the step decides again from the new state.
-async fn retry_stale<T, F, Fut>(mut step: F) -> Result<T, ControlError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ControlError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match step().await {
-            Err(ControlError::Write(crate::store::WriteError::Rejected(
-                crate::store::ApplyError::Stale { .. },
-            ))) if attempt < 5 => attempt += 1,
-            other => return other,
-        }
+        unlock_key: None,
     }
 }
 
@@ -310,6 +332,21 @@ impl Control for ControlApi {
             )
             .await,
         )
+    }
+
+    async fn swarm_unlock_key(
+        &self,
+        request: Request<SwarmUnlockKeyRequest>,
+    ) -> Reply<SwarmUnlockKeyResponse> {
+        let manager = self.consistent().await?;
+        reply(autolock::unlock_key(&manager, request.into_inner()).await)
+    }
+
+    async fn swarm_unlock(
+        &self,
+        request: Request<SwarmUnlockRequest>,
+    ) -> Reply<SwarmUnlockResponse> {
+        reply(autolock::unlock(self, request.into_inner()).await)
     }
 
     async fn swarm_ca(&self, request: Request<SwarmCaRequest>) -> Reply<SwarmCaResponse> {

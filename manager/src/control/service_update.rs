@@ -4,7 +4,9 @@
 use mini_proto::v1::{Service, ServiceSpec, UpdateServiceRequest, service_spec::Mode};
 
 use super::ControlError;
-use super::services::{check_healthcheck, check_image, check_published_ports, store, with_vips};
+use super::services::{
+    check_healthcheck, check_image, check_published_ports, service_actions, stored, with_vips,
+};
 use crate::manager::Manager;
 use crate::store::Tables;
 
@@ -15,15 +17,15 @@ pub(super) async fn update(
     manager: &Manager,
     request: UpdateServiceRequest,
 ) -> Result<Service, ControlError> {
-    let mut spec = request
+    let spec = request
         .spec
         .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
     check_image(&spec)?;
     check_healthcheck(&spec)?;
     super::placement::check(&spec)?;
 
-    let _writer = manager.write_lock().await;
-    let (service, networks) = manager.store().view(|t| {
+    let id = manager.write(|t| {
+        let mut spec = spec.clone();
         let old = t.service(&request.name_or_id)?.clone();
         let version = old.meta.map_or(0, |m| m.version);
         if request.version != 0 && request.version != version {
@@ -46,9 +48,11 @@ pub(super) async fn update(
             job_status,
             ..old
         };
-        with_vips(t, service)
-    })?;
-    store(manager, service, networks, false).await
+        let (service, networks) = with_vips(t, service)?;
+        Ok((service_actions(&service, networks, false), service.id))
+    })
+    .await?;
+    stored(manager, &id)
 }
 
 /// What an update may not change: the name, the kind of mode.

@@ -2,17 +2,16 @@
 
 use mini_proto::v1::{
     CreateServiceRequest, ListServicesResponse, ListTasksResponse, Network, RemoveResponse,
-    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, StoreAction, StoreBatch, TaskState,
+    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, StoreAction, TaskState,
     service_spec::Mode, store_action::Action,
 };
 
 use super::ControlError;
-use super::retry_stale;
 use crate::allocator::AddressPools;
 use crate::ids::{new_id, now_ms};
 use crate::manager::Manager;
 use crate::names::random_service_name;
-use crate::store::Proposer;
+use crate::store::{create_action, update_action};
 
 /// The image of the built-in runtime (the node's own filesystem); every other
 /// name is an image reference run by runc.
@@ -27,13 +26,6 @@ fn valid_name(name: &str) -> bool {
 
 /// Validates a service, resolves its networks, allocates its VIPs and stores it.
 pub(super) async fn create(
-    manager: &Manager,
-    request: CreateServiceRequest,
-) -> Result<Service, ControlError> {
-    retry_stale(|| create_once(manager, request.clone())).await
-}
-
-async fn create_once(
     manager: &Manager,
     request: CreateServiceRequest,
 ) -> Result<Service, ControlError> {
@@ -56,8 +48,8 @@ async fn create_once(
         spec.mode = Some(Mode::Replicas(1));
     }
 
-    let _writer = manager.write_lock().await;
-    let (service, networks) = manager.store().view(|t| {
+    let id = manager.write(|t| {
+        let mut spec = spec.clone();
         if let Some(existing) = t.services.values().find(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
             return Err(ControlError::Conflict(format!(
                 "service with name {} already exists ({})",
@@ -96,9 +88,11 @@ async fn create_once(
             registry_auth: request.registry_auth.clone(),
             job_status: super::placement::new_job_status(&spec, now_ms()),
         };
-        with_vips(t, service)
-    })?;
-    store(manager, service, networks, true).await
+        let (service, networks) = with_vips(t, service)?;
+        Ok((service_actions(&service, networks, true), service.id))
+    })
+    .await?;
+    stored(manager, &id)
 }
 
 /// The image must be `host` or a well-formed reference (Docker's grammar:
@@ -216,33 +210,30 @@ pub(super) fn with_vips(
     Ok((service, pools.changed_networks()))
 }
 
-/// Writes `service` (`create`: as a new one) with the networks whose cursor moved, in one
-/// batch, and returns it as stored.
-pub(super) async fn store(
-    manager: &Manager,
-    service: Service,
+/// The actions that write `service` (`create`: as a new one) with the networks whose
+/// allocation cursor moved.
+pub(super) fn service_actions(
+    service: &Service,
     networks: Vec<Network>,
     create: bool,
-) -> Result<Service, ControlError> {
-    let mut actions = vec![StoreAction {
-        action: Some(Action::PutService(service.clone())),
-        create,
+) -> Vec<StoreAction> {
+    let put = Action::PutService(service.clone());
+    let mut actions = vec![if create {
+        create_action(put)
+    } else {
+        update_action(put)
     }];
-    actions.extend(networks.into_iter().map(|n| StoreAction {
-        action: Some(Action::PutNetwork(n)),
-        create: false,
-    }));
-    manager
-        .proposer()
-        .propose(StoreBatch {
-            actions,
-            proposed_at_ms: now_ms(),
-        })
-        .await?;
-    Ok(manager
-        .store()
-        .view(|t| t.services.get(&service.id).cloned())
-        .unwrap_or(service))
+    actions.extend(
+        networks
+            .into_iter()
+            .map(|n| update_action(Action::PutNetwork(n))),
+    );
+    actions
+}
+
+/// The service `id` as stored.
+pub(super) fn stored(manager: &Manager, id: &str) -> Result<Service, ControlError> {
+    Ok(manager.store().view(|t| t.service(id).cloned())?)
 }
 
 /// Every service with its running and desired task counts.
@@ -297,45 +288,39 @@ pub(super) async fn scale(
     manager: &Manager,
     request: ScaleServiceRequest,
 ) -> Result<Service, ControlError> {
-    let _writer = manager.write_lock().await;
-    let service = manager
-        .store()
-        .view(|t| t.service(&request.name_or_id).cloned())?;
-    let mut spec = service.spec.clone().unwrap_or_default();
-    match &mut spec.mode {
-        Some(Mode::Replicas(n)) => *n = request.replicas,
-        None => spec.mode = Some(Mode::Replicas(request.replicas)),
-        // As Docker: scaling a replicated job sets its total completions (and,
-        // as every change of a job, runs it again).
-        Some(Mode::ReplicatedJob(job)) => {
-            job.total_completions = request.replicas;
-            job.max_concurrent = job.max_concurrent.min(request.replicas.max(1));
-        }
-        Some(Mode::Global(_) | Mode::GlobalJob(_)) => {
-            return Err(ControlError::Invalid(format!(
-                "service {}: scale can only be used with replicated or replicated-job mode",
-                spec.name
-            )));
-        }
-    }
-    let job_status = super::placement::updated_job_status(&service, &spec, now_ms());
-    let updated = Service {
-        spec: Some(spec),
-        job_status,
-        ..service.clone()
-    };
-    let batch = StoreBatch {
-        actions: vec![StoreAction {
-            action: Some(Action::PutService(updated)),
-            create: false,
-        }],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    Ok(manager
-        .store()
-        .view(|t| t.services.get(&service.id).cloned())
-        .unwrap_or(service))
+    let id = manager
+        .write(|t| {
+            let service = t.service(&request.name_or_id)?;
+            let mut spec = service.spec.clone().unwrap_or_default();
+            match &mut spec.mode {
+                Some(Mode::Replicas(n)) => *n = request.replicas,
+                None => spec.mode = Some(Mode::Replicas(request.replicas)),
+                // As Docker: scaling a replicated job sets its total completions (and, as
+                // every change of a job, runs it again).
+                Some(Mode::ReplicatedJob(job)) => {
+                    job.total_completions = request.replicas;
+                    job.max_concurrent = job.max_concurrent.min(request.replicas.max(1));
+                }
+                Some(Mode::Global(_) | Mode::GlobalJob(_)) => {
+                    return Err(ControlError::Invalid(format!(
+                        "service {}: scale can only be used with replicated or replicated-job mode",
+                        spec.name
+                    )));
+                }
+            }
+            let job_status = super::placement::updated_job_status(service, &spec, now_ms());
+            let updated = Service {
+                spec: Some(spec),
+                job_status,
+                ..service.clone()
+            };
+            Ok((
+                vec![update_action(Action::PutService(updated))],
+                service.id.clone(),
+            ))
+        })
+        .await?;
+    stored(manager, &id)
 }
 
 /// Removes a service; its tasks are told to go away (desired state REMOVE)
@@ -343,39 +328,27 @@ pub(super) async fn scale(
 /// Retried when a task changed between read and write (workers report task
 /// status at any time).
 pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
-    retry_stale(|| remove_once(manager, query)).await
-}
-
-async fn remove_once(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let (id, tasks) = manager.store().view(|t| {
-        let service = t.service(query)?;
-        let tasks: Vec<_> = t
-            .tasks_of_service(&service.id)
-            .filter(|task| task.desired_state() < TaskState::Remove)
-            .cloned()
-            .collect();
-        Ok::<_, ControlError>((service.id.clone(), tasks))
-    })?;
-    let mut actions = vec![StoreAction {
-        action: Some(Action::RemoveService(id.clone())),
-        create: false,
-    }];
-    actions.extend(tasks.into_iter().map(|mut task| {
-        task.desired_state = TaskState::Remove as i32;
-        StoreAction {
-            action: Some(Action::PutTask(task)),
-            create: false,
-        }
-    }));
     manager
-        .proposer()
-        .propose(StoreBatch {
-            actions,
-            proposed_at_ms: now_ms(),
+        .write(|t| {
+            let service = t.service(query)?;
+            let mut actions = vec![update_action(Action::RemoveService(service.id.clone()))];
+            actions.extend(
+                t.tasks_of_service(&service.id)
+                    .filter(|task| task.desired_state() < TaskState::Remove)
+                    .map(|task| {
+                        let mut task = task.clone();
+                        task.desired_state = TaskState::Remove as i32;
+                        update_action(Action::PutTask(task))
+                    }),
+            );
+            Ok((
+                actions,
+                RemoveResponse {
+                    id: service.id.clone(),
+                },
+            ))
         })
-        .await?;
-    Ok(RemoveResponse { id })
+        .await
 }
 
 /// The tasks of one service (by name or id), or of all services.

@@ -25,6 +25,9 @@ pub struct RaftConfig {
     /// No timer: the clock advances only through [`RaftHandle::tick`](super::RaftHandle::tick)
     /// (tests with a controllable clock).
     pub manual_ticks: bool,
+    /// The key that encrypts the log and snapshots at rest; `None`: the key file in the state
+    /// dir, made (in the clear) on first start (see [`keys`](super::keys)).
+    pub data_key: Option<super::DataKey>,
 }
 
 impl RaftConfig {
@@ -40,6 +43,7 @@ impl RaftConfig {
             snapshot_interval: 10_000,
             keep_after_snapshot: 1_000,
             manual_ticks: false,
+            data_key: None,
         }
     }
 

@@ -53,6 +53,10 @@ pub enum RaftError {
     /// The configuration is unusable.
     #[error("invalid raft config: {0}")]
     Config(String),
+    /// The store's data encryption key could not be opened (locked, wrong unlock key, or a
+    /// record that fails authentication).
+    #[error("{0}")]
+    Key(#[from] super::keys::KeyError),
 }
 
 impl RaftError {

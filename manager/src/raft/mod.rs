@@ -21,6 +21,7 @@ mod config;
 mod error;
 pub(crate) mod guard;
 mod handle;
+pub mod keys;
 mod logger;
 mod node;
 mod storage;
@@ -40,6 +41,7 @@ use tokio::task::JoinHandle;
 pub use config::RaftConfig;
 pub use error::{ProposeError, RaftError};
 pub use handle::{PeerProgress, RaftHandle, RaftStatus, Role};
+pub use keys::{DataKey, KeyError, UnlockKey};
 pub use raft::eraftpb::{ConfChangeV2, ConfState, Message};
 pub use transport::{NoTransport, Transport};
 
@@ -101,6 +103,11 @@ pub enum StartMode {
     Resume,
 }
 
+/// The directory of the Raft log (and its data encryption key) in a manager's state dir.
+pub fn raft_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(RAFT_DIR)
+}
+
 /// Whether `state_dir` already holds a Raft log (the daemon checks this at start-up).
 pub fn has_state(state_dir: &Path) -> bool {
     state_dir.join(RAFT_DIR).join(MARKER).exists()
@@ -139,7 +146,11 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
     }
     let io = |op: &'static str, path: PathBuf| move |source| RaftError::Io { op, path, source };
     std::fs::create_dir_all(&raft_dir).map_err(io("create", raft_dir.clone()))?;
-    let mut storage = SledStorage::open(&raft_dir.join(SLED_DIR))?;
+    let data_key = match config.data_key.clone() {
+        Some(key) => key,
+        None => keys::open_data_key(&raft_dir, None)?,
+    };
+    let mut storage = SledStorage::open(&raft_dir.join(SLED_DIR), data_key)?;
     if !resume {
         if !storage.is_initialized() {
             match mode {

@@ -7,6 +7,9 @@
 //!   `truncated` (index and term of the last compacted entry, 16 bytes), `applied` (8 bytes) and
 //!   `conf_state` (the conf state at `applied`).
 //!
+//! The `data` and `context` of every entry and the snapshot data are encrypted with the manager's
+//! [`DataKey`] (see [`keys`](super::keys)); indexes, terms and Raft's own metadata are not secret.
+//!
 //! The log holds the entries `truncated.index + 1 ..= last_index`. Writes that must stay
 //! consistent across the two trees are ordered (meta first, flushed, then log deletions), so a
 //! crash between them leaves at worst stale entries below `truncated`, which are ignored.
@@ -19,6 +22,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::RaftError;
+use super::keys::DataKey;
 
 const HARD_STATE: &[u8] = b"hard_state";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
@@ -46,6 +50,8 @@ pub struct SledStorage {
     /// Highest index a leader asked a snapshot for that we could not serve yet (0: none). Raft-rs
     /// retries; the node loop takes a snapshot when it sees this.
     snapshot_wanted: AtomicU64,
+    /// Encrypts entry payloads and snapshots at rest.
+    key: DataKey,
 }
 
 fn be(index: u64) -> [u8; 8] {
@@ -104,8 +110,9 @@ fn open_db(dir: &Path) -> Result<sled::Db, RaftError> {
 }
 
 impl SledStorage {
-    /// Opens (or creates) the database in `dir` and loads the cached state.
-    pub fn open(dir: &Path) -> Result<Self, RaftError> {
+    /// Opens (or creates) the database in `dir` and loads the cached state; `key` encrypts
+    /// what is written and decrypts what is read.
+    pub fn open(dir: &Path, key: DataKey) -> Result<Self, RaftError> {
         let db = open_db(dir)?;
         let log = db.open_tree("log").map_err(RaftError::sled("open log"))?;
         let meta = db.open_tree("meta").map_err(RaftError::sled("open meta"))?;
@@ -135,6 +142,7 @@ impl SledStorage {
             truncated,
             last_index: last_key.max(truncated.0),
             snapshot_wanted: AtomicU64::new(0),
+            key,
         })
     }
 
@@ -186,7 +194,7 @@ impl SledStorage {
         }
         let mut batch = sled::Batch::default();
         for e in entries {
-            batch.insert(&be(e.index), encode("entry", e)?);
+            batch.insert(&be(e.index), self.seal_entry(e)?);
         }
         for stale in last.index + 1..=self.last_index {
             batch.remove(&be(stale));
@@ -244,12 +252,14 @@ impl SledStorage {
 
     /// The data of the latest snapshot (empty before the first one).
     pub fn snapshot_data(&self) -> Result<Vec<u8>, RaftError> {
-        Ok(self
+        match self
             .meta
             .get(SNAPSHOT_DATA)
             .map_err(RaftError::sled("read snapshot"))?
-            .map(|v| v.to_vec())
-            .unwrap_or_default())
+        {
+            Some(sealed) => Ok(self.key.open(&sealed)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// First index still in the log.
@@ -317,7 +327,7 @@ impl SledStorage {
     ) -> Result<(), RaftError> {
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, encode("snapshot metadata", meta)?);
-        batch.insert(SNAPSHOT_DATA, data);
+        batch.insert(SNAPSHOT_DATA, self.key.seal(data));
         let mut t = [0u8; 16];
         t[..8].copy_from_slice(&be(truncated.0));
         t[8..].copy_from_slice(&be(truncated.1));
@@ -343,9 +353,34 @@ impl SledStorage {
         Ok(())
     }
 
-    fn read_entry(&self, index: u64) -> raft::Result<Entry> {
+    /// An entry as stored: its payload (`data`, `context`) encrypted.
+    fn seal_entry(&self, e: &Entry) -> Result<Vec<u8>, RaftError> {
+        let mut stored = e.clone();
+        if !e.data.is_empty() {
+            stored.data = self.key.seal(&e.data).into();
+        }
+        if !e.context.is_empty() {
+            stored.context = self.key.seal(&e.context).into();
+        }
+        encode("entry", &stored)
+    }
+
+    /// An entry read back, its payload decrypted.
+    fn open_entry(&self, stored: &[u8]) -> raft::Result<Entry> {
+        let mut e = Entry::parse_from_bytes(stored)?;
+        if !e.data.is_empty() {
+            e.data = self.key.open(&e.data).map_err(other)?.into();
+        }
+        if !e.context.is_empty() {
+            e.context = self.key.open(&e.context).map_err(other)?.into();
+        }
+        Ok(e)
+    }
+
+    /// The term of the stored entry at `index` (no decryption needed).
+    fn read_term(&self, index: u64) -> raft::Result<u64> {
         match self.log.get(be(index)).map_err(other)? {
-            Some(v) => Entry::parse_from_bytes(&v).map_err(raft::Error::from),
+            Some(v) => Ok(Entry::parse_from_bytes(&v)?.term),
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
     }
@@ -379,7 +414,7 @@ impl raft::Storage for SledStorage {
         let mut size = 0u64;
         for item in self.log.range(be(low)..be(high)) {
             let (_, v) = item.map_err(other)?;
-            let e = Entry::parse_from_bytes(&v)?;
+            let e = self.open_entry(&v)?;
             size += u64::from(e.compute_size());
             if !out.is_empty() && size > max_size {
                 break;
@@ -405,7 +440,7 @@ impl raft::Storage for SledStorage {
         if idx > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        Ok(self.read_entry(idx)?.term)
+        self.read_term(idx)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -428,13 +463,7 @@ impl raft::Storage for SledStorage {
         }
         let mut snap = Snapshot::default();
         snap.set_metadata(self.snapshot_meta.clone());
-        snap.data = self
-            .meta
-            .get(SNAPSHOT_DATA)
-            .map_err(other)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default()
-            .into();
+        snap.data = self.snapshot_data().map_err(other)?.into();
         Ok(snap)
     }
 }

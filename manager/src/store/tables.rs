@@ -42,6 +42,10 @@ pub enum LookupError {
         /// How many matched.
         count: usize,
     },
+    /// The store has no cluster object (the swarm is not initialised, or this manager has not
+    /// caught up yet).
+    #[error("the cluster object is missing: this manager has not caught up with the swarm yet")]
+    NoCluster,
 }
 
 /// Finds one object by exact id, then exact name, then unique id prefix
@@ -84,6 +88,11 @@ fn lookup<'a, T>(
 }
 
 impl Tables {
+    /// The cluster object.
+    pub fn cluster(&self) -> Result<&Cluster, LookupError> {
+        self.cluster.as_ref().ok_or(LookupError::NoCluster)
+    }
+
     /// A network by id, name or unique id prefix.
     pub fn network(&self, query: &str) -> Result<&Network, LookupError> {
         lookup(ObjectKind::Network, &self.networks, query, |n| {
