@@ -12,6 +12,7 @@ use mini_proto::v1::{
 };
 
 mod jobs;
+mod placement;
 
 use super::Controllers;
 use crate::dispatcher::apply_status_updates;

@@ -21,9 +21,10 @@ use mini_proto::v1::{
     service_spec::Mode,
 };
 
-use super::replicated::node_keeps_tasks;
+use super::replicated::{node_keeps_task, node_keeps_tasks};
+use super::slot::HISTORY_LIMIT;
 use super::slot::{Slot, SlotOutcome};
-use super::task::{is_active, observed_state};
+use super::task::{age_key, is_active, is_terminal, observed_state};
 use super::{Action, Reconciliation};
 use crate::scheduler::{Pipeline, parse_constraints};
 
@@ -83,19 +84,36 @@ pub fn reconcile_job<'t>(
     let iteration = job_iteration(service);
     let spec = job_spec(spec);
     let by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let node_ok =
-        |t: &Task| t.node_id.is_empty() || node_keeps_tasks(by_id.get(t.node_id.as_str()).copied());
+    let node_ok = |t: &Task| {
+        t.node_id.is_empty() || node_keeps_task(t, by_id.get(t.node_id.as_str()).copied())
+    };
 
-    // Tasks of an older iteration still running are stopped: the job runs again.
+    // Tasks of an older iteration still meant to run are stopped: the job runs
+    // again. Their history is kept up to HISTORY_LIMIT per slot (or node).
     let mut current = Vec::new();
+    let mut older: BTreeMap<(u64, &str), Vec<&Task>> = BTreeMap::new();
     for task in tasks {
         if task.job_iteration == iteration {
             current.push(task);
-        } else if is_active(task) {
+        } else if task.desired_state() <= TaskState::Running {
             result.actions.push(Action::Shutdown {
                 task_id: task.id.clone(),
             });
+        } else if is_terminal(observed_state(task)) {
+            older
+                .entry((task.slot, task.node_id.as_str()))
+                .or_default()
+                .push(task);
         }
+    }
+    for mut history in older.into_values() {
+        history.sort_by(|a, b| age_key(a).cmp(&age_key(b)));
+        let excess = history.len().saturating_sub(HISTORY_LIMIT);
+        result
+            .actions
+            .extend(history[..excess].iter().map(|t| Action::Remove {
+                task_id: t.id.clone(),
+            }));
     }
     let mut slots: Vec<(u64, Option<&str>, SlotOutcome, Vec<&Task>)> = Vec::new();
     match spec.mode {

@@ -34,11 +34,25 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
     })
 }
 
+/// Whether `task`'s node can keep it: [`node_keeps_tasks`], and the node still
+/// satisfies the task's constraints (swarmkit's constraint enforcer: a task
+/// whose node lost a label it needs is replaced on a node that has it).
+/// Unparsable constraints (refused at create, so only in old data) are not
+/// enforced.
+pub(crate) fn node_keeps_task(task: &Task, node: Option<&Node>) -> bool {
+    node_keeps_tasks(node)
+        && node.is_none_or(|n| {
+            crate::scheduler::parse_constraints(&task.constraints)
+                .map_or(true, |cs| cs.iter().all(|c| c.matches(n)))
+        })
+}
+
 /// Decides what a replicated service needs.
 ///
 /// `tasks` are the service's tasks (every state, history included); `nodes`
 /// are ALL nodes of the cluster: a task bound to a node that is DOWN,
-/// drained, or not in `nodes` (removed) is shut down and replaced at once.
+/// drained, not in `nodes` (removed) or no longer satisfying the task's
+/// constraints is shut down and replaced at once.
 ///
 /// Per slot 1..=replicas: keep the newest active task (shut down any other);
 /// with none, create one. A task that ended on its own while meant to run
@@ -65,8 +79,9 @@ pub fn reconcile_replicated<'t>(
         return result;
     };
     let nodes: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let node_ok =
-        |t: &Task| t.node_id.is_empty() || node_keeps_tasks(nodes.get(t.node_id.as_str()).copied());
+    let node_ok = |t: &Task| {
+        t.node_id.is_empty() || node_keeps_task(t, nodes.get(t.node_id.as_str()).copied())
+    };
 
     let mut slots: BTreeMap<u64, Vec<&Task>> = (1..=replicas).map(|s| (s, Vec::new())).collect();
     for task in tasks {

@@ -182,5 +182,29 @@ async fn an_update_runs_the_job_again() {
     let second = complete_started(&h, "migrate", 1).await;
     assert_eq!(second[0].job_iteration, 1);
     assert_ne!(second[0].id, first[0].id);
+    // Many runs later the history stays bounded (older iterations are pruned).
+    for iteration in 2..=8 {
+        let mut svc = h.store.view(|t| t.services["svc-migrate"].clone());
+        svc.job_status = Some(JobStatus {
+            job_iteration: iteration,
+            last_execution_ms: now_ms(),
+        });
+        write(&h.proposer, vec![update(Action::PutService(svc))]).await;
+        let run = complete_started(&h, "migrate", 1).await;
+        assert_eq!(run[0].job_iteration, iteration);
+    }
+    h.wait("the history of older runs pruned", |t| {
+        let all = tasks_of(t, "migrate");
+        let kept = all
+            .iter()
+            .filter(|t| t.desired_state() < TaskState::Remove)
+            .count();
+        if kept <= crate::orchestrator::HISTORY_LIMIT + 1 {
+            Ok(())
+        } else {
+            Err(describe(t, "migrate"))
+        }
+    })
+    .await;
     h.controllers.stop().await;
 }
