@@ -143,6 +143,9 @@ impl<'a> Spread<'a> {
         candidates: &[usize],
         preferences: &[PlacementPreference],
     ) -> Option<usize> {
+        if preferences.is_empty() {
+            return self.pick(service_id, candidates);
+        }
         let mut candidates = candidates.to_vec();
         for pref in preferences {
             // Keyed by (no label, value): labelled groups in value order, then the unlabelled;
