@@ -88,8 +88,8 @@ pub struct CreateArgs {
     #[arg(long)]
     name: Option<String>,
     /// Service mode.
-    #[arg(long, value_parser = ["replicated", "global"])]
-    mode: Option<String>,
+    #[arg(long, value_parser = ["replicated", "global", "replicated-job", "global-job"], default_value = "replicated")]
+    mode: String,
     /// Network to attach to (repeatable; name or id).
     #[arg(long = "network")]
     networks: Vec<String>,
@@ -99,6 +99,9 @@ pub struct CreateArgs {
     /// Placement constraint, e.g. node.hostname==host1 (repeatable).
     #[arg(long = "constraint")]
     constraints: Vec<String>,
+    /// Placement preference, spread=node.labels.zone (repeatable).
+    #[arg(long = "placement-pref")]
+    placement_prefs: Vec<String>,
     /// Publish a port on every node: PUBLISHED:TARGET[/tcp|udp] (repeatable).
     #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
     publish: Vec<PortConfig>,
@@ -234,9 +237,15 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     let mut client = connect(host).await?;
     match cmd {
         ServiceCommand::Create(args) => {
-            let mode = match args.mode.as_deref() {
-                Some("global") => Mode::Global(true),
-                _ => Mode::Replicas(1),
+            let mode = super::service_flags::service_mode(
+                &args.mode,
+                args.flags.replicas,
+                args.flags.max_concurrent,
+            )?;
+            // Jobs run to completion: a task that exits 0 is done, one that fails is retried.
+            let restart_condition = match mode {
+                Mode::ReplicatedJob(_) | Mode::GlobalJob(_) => RestartCondition::OnFailure,
+                _ => RestartCondition::Any,
             };
             let endpoint_mode = if args.endpoint_mode == "dnsrr" {
                 EndpointMode::Dnsrr
@@ -255,8 +264,11 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 }),
                 mode: Some(mode),
                 networks: Vec::new(),
-                restart: Some(super::service_flags::default_restart_policy()),
-                constraints: args.constraints,
+                restart: Some(mini_proto::v1::RestartPolicy {
+                    condition: restart_condition as i32,
+                    ..super::service_flags::default_restart_policy()
+                }),
+                constraints: Vec::new(),
                 endpoint: Some(EndpointSpec {
                     mode: endpoint_mode as i32,
                     ports: args.publish,
@@ -270,7 +282,14 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 update: Some(super::service_flags::default_update_config()),
                 rollback: Some(super::service_flags::default_update_config()),
                 force_update: 0,
+                ..Default::default()
             };
+            super::service_flags::Placement {
+                constraint_add: args.constraints,
+                pref_add: args.placement_prefs,
+                ..Default::default()
+            }
+            .apply(&mut spec)?;
             args.flags.apply(&mut spec)?;
             args.secrets.apply(&mut spec)?;
             let registry_auth = args.flags.registry_auth(&spec)?;
@@ -301,7 +320,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 .iter()
                 .filter_map(|s| {
                     let svc = s.service.as_ref()?;
-                    let replicas = format!("{}/{}", s.running, s.desired);
+                    let replicas = replicas_column(svc, s);
                     Some((ServiceView::new(svc, Some(s.running), &names), replicas))
                 })
                 .collect();
@@ -316,6 +335,8 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                             let spec = svc.spec.clone().unwrap_or_default();
                             let mode = match spec.mode {
                                 Some(Mode::Global(_)) => "global",
+                                Some(Mode::ReplicatedJob(_)) => "replicated job",
+                                Some(Mode::GlobalJob(_)) => "global job",
                                 _ => "replicated",
                             };
                             let image = spec.container.map(|c| c.image).unwrap_or_default();
@@ -461,6 +482,37 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The REPLICAS column of `service ls`, as Docker writes it: `running/desired`, with
+/// `(max N per node)` when the service has a limit, and for jobs the progress
+/// `(completed/total completed)`.
+fn replicas_column(
+    service: &mini_proto::v1::Service,
+    s: &mini_proto::v1::ServiceSummary,
+) -> String {
+    let spec = service.spec.clone().unwrap_or_default();
+    match spec.mode {
+        Some(Mode::ReplicatedJob(job)) => {
+            let (_, total) = mini_manager::orchestrator::job_counts(&job);
+            format!(
+                "{}/{} ({}/{} completed)",
+                s.running, s.desired, s.completed, total
+            )
+        }
+        Some(Mode::GlobalJob(_)) => format!(
+            "{}/{} ({}/{} completed)",
+            s.running,
+            s.desired,
+            s.completed,
+            s.desired + s.completed
+        ),
+        _ if spec.max_replicas_per_node > 0 => format!(
+            "{}/{} (max {} per node)",
+            s.running, s.desired, spec.max_replicas_per_node
+        ),
+        _ => format!("{}/{}", s.running, s.desired),
+    }
 }
 
 async fn names(

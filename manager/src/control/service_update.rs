@@ -12,7 +12,6 @@ use super::services::{
 };
 use crate::ids::now_ms;
 use crate::manager::Manager;
-use crate::scheduler::parse_constraints;
 use crate::store::Tables;
 
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
@@ -81,11 +80,13 @@ pub(super) async fn update(
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
         // --with-registry-auth replaces the credentials; without it they stay.
         let registry_auth = request.registry_auth.clone().or(old.registry_auth.clone());
+        let job_status = super::placement::updated_job_status(&old, &spec, crate::ids::now_ms());
         let service = Service {
             spec: Some(spec.clone()),
             registry_auth,
             previous_spec,
             update_status,
+            job_status,
             ..old
         };
         let (service, networks) = with_vips(t, service)?;
@@ -100,7 +101,7 @@ pub(super) async fn update(
 fn check_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     check_image(spec)?;
     check_healthcheck(spec)?;
-    parse_constraints(&spec.constraints)?;
+    super::placement::check(spec)?;
     check_update_configs(spec)
 }
 
@@ -132,11 +133,18 @@ fn check_unchanged(old: &ServiceSpec, new: &ServiceSpec) -> Result<(), ControlEr
             old.name, new.name
         )));
     }
-    let global = |s: &ServiceSpec| matches!(s.mode, Some(Mode::Global(_)));
-    if global(old) != global(new) {
+    let kind = |s: &ServiceSpec| match s.mode {
+        Some(Mode::Global(_)) => "global",
+        Some(Mode::ReplicatedJob(_)) => "replicated-job",
+        Some(Mode::GlobalJob(_)) => "global-job",
+        Some(Mode::Replicas(_)) | None => "replicated",
+    };
+    if kind(old) != kind(new) {
         return Err(ControlError::Invalid(format!(
-            "service {} cannot change between replicated and global mode: remove it and create it again",
-            old.name
+            "service {} cannot change from {} to {} mode: remove it and create it again",
+            old.name,
+            kind(old),
+            kind(new)
         )));
     }
     Ok(())
