@@ -7,7 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     // Secrets: their Debug (lib.rs) leaves the password out of logs.
-    config.skip_debug(["mini.v1.ImageRegistryAuth"]);
+    config.skip_debug(["mini.v1.ImageRegistryAuth", "mini.v1.SecretSpec"]);
     let protos = [
         "proto/objects.proto",
         "proto/control.proto",

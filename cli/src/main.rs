@@ -43,6 +43,12 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
+    /// Manage swarm secrets.
+    #[command(subcommand)]
+    Secret(commands::secret::ObjectCommand),
+    /// Manage swarm configs.
+    #[command(subcommand)]
+    Config(commands::secret::ObjectCommand),
     /// Manage images.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -86,6 +92,12 @@ fn main() -> ExitCode {
             Command::Network(cmd) => commands::network::run(&cli.host, cmd).await,
             Command::Service(cmd) => commands::service::run(&cli.host, cmd).await,
             Command::Node(cmd) => commands::node::run(&cli.host, cmd).await,
+            Command::Secret(cmd) => {
+                commands::secret::run(&cli.host, commands::secret::Kind::Secret, cmd).await
+            }
+            Command::Config(cmd) => {
+                commands::secret::run(&cli.host, commands::secret::Kind::Config, cmd).await
+            }
             Command::Image(cmd) => commands::image::run(&cli.host, cmd).await,
             Command::Login(args) => commands::image::login(&cli.host, args).await,
             Command::Logout(args) => commands::image::logout(args),

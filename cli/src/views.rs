@@ -194,6 +194,12 @@ pub struct ServiceView {
     /// Docker's `Resources` (`Limits`, `Reservations`); absent when neither is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<ServiceResourcesView>,
+    /// Docker's `Secrets`: which secrets the tasks get, and as which files (never values).
+    #[serde(rename = "Secrets", skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretRefView>,
+    /// Docker's `Configs`.
+    #[serde(rename = "Configs", skip_serializing_if = "Vec::is_empty")]
+    configs: Vec<ConfigRefView>,
     restart_condition: &'static str,
     /// Docker's `RestartPolicy` (durations in nanoseconds).
     #[serde(rename = "RestartPolicy")]
@@ -283,6 +289,24 @@ impl ServiceView {
                     reservations,
                 })
             },
+            secrets: container
+                .secrets
+                .iter()
+                .map(|r| SecretRefView {
+                    file: FileView::from(&r.file),
+                    secret_id: r.secret_id.clone(),
+                    secret_name: r.secret_name.clone(),
+                })
+                .collect(),
+            configs: container
+                .configs
+                .iter()
+                .map(|r| ConfigRefView {
+                    file: FileView::from(&r.file),
+                    config_id: r.config_id.clone(),
+                    config_name: r.config_name.clone(),
+                })
+                .collect(),
             restart_condition: restart_condition_name(restart.condition()),
             restart_policy: RestartPolicyView::from(&restart),
             // Unset: Docker's defaults.
@@ -304,6 +328,53 @@ impl ServiceView {
             updated_at_ms,
         }
     }
+}
+
+/// Docker's `File` of a secret or config reference.
+#[derive(Serialize)]
+pub struct FileView {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "UID")]
+    uid: String,
+    #[serde(rename = "GID")]
+    gid: String,
+    #[serde(rename = "Mode")]
+    mode: u32,
+}
+
+impl From<&Option<mini_proto::v1::FileTarget>> for FileView {
+    fn from(f: &Option<mini_proto::v1::FileTarget>) -> Self {
+        let f = f.clone().unwrap_or_default();
+        FileView {
+            name: f.name,
+            uid: f.uid,
+            gid: f.gid,
+            mode: f.mode,
+        }
+    }
+}
+
+/// One of a service's secrets as `docker service inspect` shows it.
+#[derive(Serialize)]
+pub struct SecretRefView {
+    #[serde(rename = "File")]
+    file: FileView,
+    #[serde(rename = "SecretID")]
+    secret_id: String,
+    #[serde(rename = "SecretName")]
+    secret_name: String,
+}
+
+/// One of a service's configs as `docker service inspect` shows it.
+#[derive(Serialize)]
+pub struct ConfigRefView {
+    #[serde(rename = "File")]
+    file: FileView,
+    #[serde(rename = "ConfigID")]
+    config_id: String,
+    #[serde(rename = "ConfigName")]
+    config_name: String,
 }
 
 /// A restart policy as `docker service inspect` shows it.

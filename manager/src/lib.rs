@@ -14,6 +14,7 @@ mod autolock;
 pub mod control;
 pub mod controllers;
 pub mod dispatcher;
+pub mod error;
 pub mod ha;
 pub mod ids;
 pub mod manager;

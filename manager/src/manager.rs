@@ -12,14 +12,14 @@ use mini_proto::v1::{
     Cluster, Network, NetworkSpec, Node, NodeRole, NodeSpec, NodeState, NodeStatus, Resources,
     StoreAction, StoreBatch, store_action::Action,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 use mini_proto::tls::Trust;
 use mini_proto::tls::pki::{self, RootCa};
 
 use crate::allocator::allocate_network;
-use crate::control::ControlError;
 use crate::dispatcher::Sessions;
+use crate::error::ControlError;
 use crate::ha::{
     self, GrpcTransport, HaProposer, Leadership, Outcomes, Peers, RecordingMachine, SessionsSlot,
 };
@@ -390,9 +390,16 @@ impl Manager {
         (leader != 0).then(|| self.peers.addr(leader)).flatten()
     }
 
-    /// Serializes read-decide-write API calls.
-    pub async fn write_lock(&self) -> MutexGuard<'_, ()> {
-        self.write_lock.lock().await
+    /// Reads, checks and writes: runs `decide` on a consistent view of the store and writes
+    /// the actions it returns as one batch (decided again when an object it read changed
+    /// meanwhile; see [`crate::store::read_check_write`]). One such step runs at a time on this
+    /// manager, so two calls never allocate from the same view.
+    pub async fn write<T>(
+        &self,
+        decide: impl FnMut(&crate::store::Tables) -> Result<(Vec<StoreAction>, T), ControlError>,
+    ) -> Result<T, ControlError> {
+        let _writer = self.write_lock.lock().await;
+        crate::store::read_check_write(&self.store, &self.proposer, decide).await
     }
 
     /// The Raft node's status.

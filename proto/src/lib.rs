@@ -56,6 +56,20 @@ pub mod v1 {
                 .finish()
         }
     }
+
+    impl std::fmt::Debug for SecretSpec {
+        /// Name, labels and the value's length: a secret's value never reaches a log.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SecretSpec")
+                .field("name", &self.name)
+                .field("labels", &self.labels)
+                .field(
+                    "data",
+                    &format_args!("<{} bytes redacted>", self.data.len()),
+                )
+                .finish()
+        }
+    }
 }
 
 /// Largest message any `mini` gRPC server decodes (16 MiB). Anything larger is refused from its

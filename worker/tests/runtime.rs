@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mini_worker::runtime::{
-    HostRuntime, LogFollower, RuntimeError, Stream, TaskExit, TaskSpec, read_logs,
+    HostRuntime, LogFollower, RuntimeError, Stream, TaskExit, TaskFile, TaskSpec, read_logs,
 };
 
 const RESOLV: &str = "nameserver 127.0.0.11\noptions ndots:0\n";
@@ -428,4 +428,63 @@ async fn dropping_a_running_task_kills_it() {
     assert!(alive(pid));
     drop(task);
     wait_until("the dropped task to die", || !alive(pid)).await;
+}
+
+#[tokio::test]
+async fn files_are_bound_read_only_without_touching_the_nodes_filesystem() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let sources = fx.dir.path().join("sources");
+    std::fs::create_dir_all(&sources).unwrap();
+    let secret = sources.join("secret-0");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    std::os::unix::fs::chown(&secret, Some(33), Some(44)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let config = sources.join("config-0");
+    std::fs::write(&config, "listen 80;").unwrap();
+    let secret_target = format!("/run/secrets/mini-rt-{}", fx.netns.name);
+    let config_target = format!("/etc/mini-rt-{}/site.conf", fx.netns.name);
+    let had_run_secrets = Path::new("/run/secrets").exists();
+    let script = format!(
+        "cat {secret_target}; echo; stat -c '%a %u %g' {secret_target}; cat {config_target}; echo; \
+         (echo x > {secret_target}) 2>/dev/null && echo writable || echo read-only"
+    );
+    let mut spec = fx.spec(&["sh", "-c", &script]);
+    spec.files = vec![
+        TaskFile {
+            source: secret.clone(),
+            target: secret_target.clone(),
+        },
+        TaskFile {
+            source: config.clone(),
+            target: config_target.clone(),
+        },
+    ];
+    let mut task = fx.runtime.start(&spec).await.expect("start");
+    assert_eq!(task.wait().await.unwrap(), TaskExit::Exited(0));
+    let lines = fx.output().await;
+    assert_eq!(
+        stdout_lines(&lines),
+        ["s3cr3t-value", "400 33 44", "listen 80;", "read-only"],
+        "all output: {lines:?}"
+    );
+    // The node's filesystem got none of the targets, and no mount is left.
+    assert!(!Path::new(&secret_target).exists());
+    assert!(!Path::new(&config_target).parent().unwrap().exists());
+    assert_eq!(Path::new("/run/secrets").exists(), had_run_secrets);
+    assert_eq!(task_mounts(fx.dir.path()), Vec::<String>::new());
+    // A target the host runtime cannot make without writing to / is refused clearly.
+    let mut at_root = fx.spec(&["true"]);
+    at_root.files = vec![TaskFile {
+        source: config,
+        target: format!("/mini-rt-{}", fx.netns.name),
+    }];
+    let Err(err) = fx.runtime.start(&at_root).await else {
+        panic!("a file at / was placed");
+    };
+    assert!(
+        err.to_string()
+            .contains("inside an existing directory other than /"),
+        "{err}"
+    );
 }

@@ -9,6 +9,7 @@ pub mod member;
 pub mod network;
 pub mod node;
 pub mod private;
+pub mod secret;
 pub mod service;
 pub mod service_flags;
 pub mod service_update;

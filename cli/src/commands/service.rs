@@ -114,6 +114,9 @@ pub struct CreateArgs {
     /// Flags shared with `service update`.
     #[command(flatten)]
     flags: super::service_flags::SpecFlags,
+    /// `--secret`, `--config`.
+    #[command(flatten)]
+    secrets: super::service_flags::SecretCreateFlags,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
     image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
@@ -269,6 +272,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 force_update: 0,
             };
             args.flags.apply(&mut spec)?;
+            args.secrets.apply(&mut spec)?;
             let registry_auth = args.flags.registry_auth(&spec)?;
             let service = client
                 .create_service(CreateServiceRequest {

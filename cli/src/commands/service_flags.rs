@@ -7,8 +7,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    HealthConfig, ImageRegistryAuth, Mount, Resources, RestartCondition, RestartPolicy,
-    ServiceSpec, UpdateConfig, UpdateFailureAction, UpdateOrder, service_spec::Mode,
+    ConfigReference, FileTarget, HealthConfig, ImageRegistryAuth, Mount, Resources,
+    RestartCondition, RestartPolicy, SecretReference, ServiceSpec, UpdateConfig,
+    UpdateFailureAction, UpdateOrder, service_spec::Mode,
 };
 
 use mini_worker::image::Reference;
@@ -439,6 +440,202 @@ pub fn parse_failure_ratio(s: &str) -> Result<f32, String> {
             "invalid failure ratio {s:?}: a number from 0 to 1 (e.g. 0.2)"
         )),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets and configs (`--secret`, `--config` on create; `--secret-add`, `--secret-rm`,
+// `--config-add`, `--config-rm` on update, as Docker names them). The flags only name the
+// objects: the manager resolves names into ids and fills Docker's defaults (secret target
+// `/run/secrets/<source>`, config target `/<source>`, uid and gid 0, mode 0444). Compose
+// files (`secrets:`/`configs:` of a service) build the same references with
+// [`secret_reference`] / [`config_reference`] and edit a spec with [`edit_secrets`].
+// ---------------------------------------------------------------------------------------
+
+/// `service create --secret` and `--config`.
+#[derive(Debug, Default, Args)]
+pub struct SecretCreateFlags {
+    /// Give the service access to a secret: NAME, or source=NAME[,target=FILE][,uid=UID][,gid=GID][,mode=MODE] (repeatable).
+    #[arg(long = "secret", value_parser = parse_secret)]
+    pub secret: Vec<SecretReference>,
+    /// Give the service access to a config: NAME, or source=NAME[,target=PATH][,uid=UID][,gid=GID][,mode=MODE] (repeatable).
+    #[arg(long = "config", value_parser = parse_config)]
+    pub config: Vec<ConfigReference>,
+}
+
+impl SecretCreateFlags {
+    /// Adds the references to `spec` (as `--secret-add`/`--config-add` would).
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        edit_secrets(spec, &self.secret, &[], &self.config, &[])
+    }
+}
+
+/// `service update --secret-add/--secret-rm/--config-add/--config-rm`.
+#[derive(Debug, Default, Args)]
+pub struct SecretUpdateFlags {
+    /// Add or update a secret on a service: NAME or source=NAME[,target=...][,uid=][,gid=][,mode=] (repeatable).
+    #[arg(long = "secret-add", value_parser = parse_secret)]
+    pub secret_add: Vec<SecretReference>,
+    /// Remove a secret, by name (repeatable).
+    #[arg(long = "secret-rm")]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config file on a service: NAME or source=NAME[,target=...][,uid=][,gid=][,mode=] (repeatable).
+    #[arg(long = "config-add", value_parser = parse_config)]
+    pub config_add: Vec<ConfigReference>,
+    /// Remove a configuration file, by name (repeatable).
+    #[arg(long = "config-rm")]
+    pub config_rm: Vec<String>,
+}
+
+impl SecretUpdateFlags {
+    /// Removes, then adds, the references the flags name.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        edit_secrets(
+            spec,
+            &self.secret_add,
+            &self.secret_rm,
+            &self.config_add,
+            &self.config_rm,
+        )
+    }
+}
+
+/// The fields of Docker's `--secret`/`--config` value: `NAME`, or CSV `source=...,target=...`.
+fn parse_file_reference(kind: &str, s: &str) -> Result<(String, FileTarget), String> {
+    let mut source = String::new();
+    let mut file = FileTarget::default();
+    if !s.contains('=') {
+        if s.is_empty() {
+            return Err(format!("invalid {kind}: empty"));
+        }
+        return Ok((s.to_string(), file));
+    }
+    for field in s.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(format!("invalid field '{field}' must be a key=value pair"));
+        };
+        let (key, value) = (key.trim().to_ascii_lowercase(), value.trim());
+        match key.as_str() {
+            "source" | "src" => source = value.to_string(),
+            "target" => file.name = value.to_string(),
+            "uid" => file.uid = value.to_string(),
+            "gid" => file.gid = value.to_string(),
+            "mode" => {
+                // Docker parses with base 0: `0444` is octal, `0x124` hex, `292` decimal.
+                let parsed = if let Some(hex) = value.strip_prefix("0x") {
+                    u32::from_str_radix(hex, 16)
+                } else if let Some(oct) = value.strip_prefix("0o") {
+                    u32::from_str_radix(oct, 8)
+                } else if value.len() > 1 && value.starts_with('0') {
+                    u32::from_str_radix(&value[1..], 8)
+                } else {
+                    value.parse()
+                };
+                file.mode = parsed.map_err(|_| format!("invalid mode specified: {value:?}"))?;
+                if file.mode > 0o7777 {
+                    return Err(format!("invalid mode specified: {value:?}"));
+                }
+            }
+            _ => return Err(format!("invalid field key {key}")),
+        }
+    }
+    if source.is_empty() {
+        return Err(format!("source is required for a {kind}"));
+    }
+    for (what, id) in [("uid", &file.uid), ("gid", &file.gid)] {
+        if !id.is_empty() && id.parse::<u32>().is_err() {
+            return Err(format!("invalid {what} {id:?}: a number is needed"));
+        }
+    }
+    Ok((source, file))
+}
+
+/// The file target as sent: `None` when nothing was given (the manager's defaults).
+fn file_or_default(file: FileTarget) -> Option<FileTarget> {
+    (file != FileTarget::default()).then_some(file)
+}
+
+/// Parses a `--secret`/`--secret-add` value into a reference by name.
+pub fn parse_secret(s: &str) -> Result<SecretReference, String> {
+    let (source, file) = parse_file_reference("secret", s)?;
+    Ok(secret_reference(&source, file))
+}
+
+/// Parses a `--config`/`--config-add` value into a reference by name.
+pub fn parse_config(s: &str) -> Result<ConfigReference, String> {
+    let (source, file) = parse_file_reference("config", s)?;
+    Ok(config_reference(&source, file))
+}
+
+/// A reference to the secret `name` (empty fields of `file`: the manager's defaults).
+pub fn secret_reference(name: &str, file: FileTarget) -> SecretReference {
+    SecretReference {
+        secret_id: String::new(),
+        secret_name: name.to_string(),
+        file: file_or_default(file),
+    }
+}
+
+/// A reference to the config `name` (empty fields of `file`: the manager's defaults).
+pub fn config_reference(name: &str, file: FileTarget) -> ConfigReference {
+    ConfigReference {
+        config_id: String::new(),
+        config_name: name.to_string(),
+        file: file_or_default(file),
+    }
+}
+
+/// The target a reference will have, for matching an added one with an existing one
+/// (`None`: the default, decided by the manager from the name).
+fn target_of(name: &str, file: &Option<FileTarget>) -> String {
+    file.as_ref()
+        .map(|f| f.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Edits `spec`'s references: removes the secrets and configs named in `*_rm` (by name or
+/// id; one that is not there is an error), then adds `*_add`, each replacing a reference
+/// to the same object or with the same target.
+pub fn edit_secrets(
+    spec: &mut ServiceSpec,
+    secret_add: &[SecretReference],
+    secret_rm: &[String],
+    config_add: &[ConfigReference],
+    config_rm: &[String],
+) -> Result<()> {
+    let service = spec.name.clone();
+    let c = spec.container.get_or_insert_with(Default::default);
+    for name in secret_rm {
+        let before = c.secrets.len();
+        c.secrets
+            .retain(|r| &r.secret_name != name && &r.secret_id != name);
+        if c.secrets.len() == before {
+            bail!("service {service} does not use secret {name}");
+        }
+    }
+    for add in secret_add {
+        let target = target_of(&add.secret_name, &add.file);
+        c.secrets.retain(|r| {
+            r.secret_name != add.secret_name && target_of(&r.secret_name, &r.file) != target
+        });
+        c.secrets.push(add.clone());
+    }
+    for name in config_rm {
+        let before = c.configs.len();
+        c.configs
+            .retain(|r| &r.config_name != name && &r.config_id != name);
+        if c.configs.len() == before {
+            bail!("service {service} does not use config {name}");
+        }
+    }
+    for add in config_add {
+        let target = target_of(&add.config_name, &add.file);
+        c.configs.retain(|r| {
+            r.config_name != add.config_name && target_of(&r.config_name, &r.file) != target
+        });
+        c.configs.push(add.clone());
+    }
+    Ok(())
 }
 
 /// `0.5` CPUs → billionths of a CPU.
@@ -903,5 +1100,91 @@ mod tests {
             ..Default::default()
         };
         assert!(replicas.apply(&mut global).is_err());
+    }
+
+    #[test]
+    fn secret_flags_parse_as_docker_does() {
+        let short = parse_secret("db_pass").unwrap();
+        assert_eq!(short.secret_name, "db_pass");
+        assert_eq!(short.file, None);
+        let long = parse_secret("source=db_pass,target=db,uid=33,gid=44,mode=0400").unwrap();
+        let f = long.file.clone().unwrap();
+        assert_eq!(
+            (
+                long.secret_name.as_str(),
+                f.name.as_str(),
+                f.uid.as_str(),
+                f.gid.as_str(),
+                f.mode
+            ),
+            ("db_pass", "db", "33", "44", 0o400)
+        );
+        // Base 0, as Docker's strconv.ParseUint(v, 0, 32).
+        assert_eq!(
+            parse_secret("src=a,mode=292").unwrap().file.unwrap().mode,
+            0o444
+        );
+        assert_eq!(
+            parse_secret("target=x").unwrap_err(),
+            "source is required for a secret"
+        );
+        assert!(parse_secret("source=a,mode=rw").is_err());
+        assert!(parse_secret("source=a,uid=www").is_err());
+        assert_eq!(
+            parse_secret("source=a,color=red").unwrap_err(),
+            "invalid field key color"
+        );
+        let c = parse_config("source=site,target=/etc/nginx/nginx.conf").unwrap();
+        assert_eq!(c.config_name, "site");
+        assert_eq!(c.file.unwrap().name, "/etc/nginx/nginx.conf");
+    }
+
+    #[test]
+    fn secret_add_and_rm_edit_the_references() {
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            ..Default::default()
+        };
+        SecretCreateFlags {
+            secret: vec![
+                parse_secret("a").unwrap(),
+                parse_secret("source=b,target=bee").unwrap(),
+            ],
+            config: vec![parse_config("conf").unwrap()],
+        }
+        .apply(&mut spec)
+        .unwrap();
+        let names = |spec: &ServiceSpec| -> Vec<String> {
+            let c = spec.container.clone().unwrap();
+            c.secrets
+                .iter()
+                .map(|r| r.secret_name.clone())
+                .chain(
+                    c.configs
+                        .iter()
+                        .map(|r| format!("config:{}", r.config_name)),
+                )
+                .collect()
+        };
+        assert_eq!(names(&spec), ["a", "b", "config:conf"]);
+        // A resolved reference (with an id) is removed by name or by id.
+        spec.container.as_mut().unwrap().secrets[0].secret_id = "id-of-a".into();
+        let update = SecretUpdateFlags {
+            secret_rm: vec!["id-of-a".into()],
+            secret_add: vec![parse_secret("source=c,target=bee").unwrap()],
+            config_rm: vec!["conf".into()],
+            ..Default::default()
+        };
+        update.apply(&mut spec).unwrap();
+        // c took over b's target: b is replaced.
+        assert_eq!(names(&spec), ["c"]);
+        let missing = SecretUpdateFlags {
+            secret_rm: vec!["zzz".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            missing.apply(&mut spec).unwrap_err().to_string(),
+            "service web does not use secret zzz"
+        );
     }
 }

@@ -65,6 +65,9 @@ pub struct UpdateArgs {
     /// Flags shared with `service create`.
     #[command(flatten)]
     flags: super::service_flags::SpecFlags,
+    /// `--secret-add`, `--secret-rm`, `--config-add`, `--config-rm`.
+    #[command(flatten)]
+    secrets: super::service_flags::SecretUpdateFlags,
     /// Replace every task even if nothing else changed.
     #[arg(long)]
     force: bool,
@@ -102,6 +105,7 @@ fn env_key(entry: &str) -> &str {
 /// Applies the flags to `spec`; refuses removals of what is not there (nothing is sent then).
 fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     args.flags.apply(spec)?;
+    args.secrets.apply(spec)?;
     let container = spec.container.get_or_insert_with(Default::default);
     if let Some(image) = &args.image {
         container.image = image.clone();

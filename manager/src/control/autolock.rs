@@ -1,15 +1,14 @@
 //! `swarm init --autolock`, `swarm update --autolock`, `swarm unlock-key` and `swarm unlock`.
 
 use mini_proto::v1::{
-    Cluster, Membership, NodeRole, StoreAction, StoreBatch, SwarmUnlockKeyRequest,
-    SwarmUnlockKeyResponse, SwarmUnlockRequest, SwarmUnlockResponse, store_action::Action,
+    Cluster, Membership, NodeRole, SwarmUnlockKeyRequest, SwarmUnlockKeyResponse,
+    SwarmUnlockRequest, SwarmUnlockResponse, store_action::Action,
 };
 
 use super::{ControlApi, ControlError};
-use crate::ids::now_ms;
 use crate::manager::Manager;
 use crate::raft::{self, KeyError, RaftError, UnlockKey, keys};
-use crate::store::Proposer as _;
+use crate::store::update_action;
 
 /// Docker's answer to every call a locked manager cannot serve.
 pub(super) const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be \
@@ -48,30 +47,27 @@ pub(super) async fn unlock_key(
     manager: &Manager,
     request: SwarmUnlockKeyRequest,
 ) -> Result<SwarmUnlockKeyResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let mut cluster = manager
-        .store()
-        .view(|t| t.cluster.clone())
-        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-    if !cluster.autolock {
-        return Err(ControlError::Precondition(
-            "no unlock key is set: autolock is off (turn it on with `mini swarm update \
-             --autolock=true`)"
-                .into(),
-        ));
-    }
+    let cluster = manager
+        .write(|t| {
+            let mut cluster = t.cluster()?.clone();
+            if !cluster.autolock {
+                return Err(ControlError::Precondition(
+                    "no unlock key is set: autolock is off (turn it on with `mini swarm update \
+                     --autolock=true`)"
+                        .into(),
+                ));
+            }
+            if !request.rotate {
+                return Ok((Vec::new(), cluster));
+            }
+            cluster.unlock_key = UnlockKey::generate().as_bytes().to_vec();
+            Ok((
+                vec![update_action(Action::PutCluster(cluster.clone()))],
+                cluster,
+            ))
+        })
+        .await?;
     if request.rotate {
-        cluster.unlock_key = UnlockKey::generate().as_bytes().to_vec();
-        manager
-            .proposer()
-            .propose(StoreBatch {
-                actions: vec![StoreAction {
-                    action: Some(Action::PutCluster(cluster.clone())),
-                    create: false,
-                }],
-                proposed_at_ms: now_ms(),
-            })
-            .await?;
         tracing::info!("the swarm's unlock key was rotated");
     }
     Ok(SwarmUnlockKeyResponse {

@@ -3,34 +3,29 @@
 use std::time::Duration;
 
 use mini_proto::v1::{
-    Cluster, StoreAction, StoreBatch, SwarmCaRequest, SwarmCaResponse, SwarmUpdateRequest,
-    store_action::Action,
+    Cluster, SwarmCaRequest, SwarmCaResponse, SwarmUpdateRequest, store_action::Action,
 };
 
 use super::ControlError;
 use crate::dispatcher::ca;
-use crate::ids::now_ms;
 use crate::manager::Manager;
-use crate::store::Proposer;
+use crate::store::update_action;
 
-/// Writes `cluster` (read under the manager's write lock).
-async fn put_cluster(manager: &Manager, cluster: Cluster) -> Result<(), ControlError> {
-    let batch = StoreBatch {
-        actions: vec![StoreAction {
-            action: Some(Action::PutCluster(cluster)),
-            create: false,
-        }],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    Ok(())
-}
-
-fn cluster_of(manager: &Manager) -> Result<Cluster, ControlError> {
+/// Changes the cluster object with `change` (which may refuse), writes it and returns it.
+async fn change_cluster(
+    manager: &Manager,
+    mut change: impl FnMut(&mut Cluster) -> Result<(), ControlError>,
+) -> Result<Cluster, ControlError> {
     manager
-        .store()
-        .view(|t| t.cluster.clone())
-        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))
+        .write(|t| {
+            let mut cluster = t.cluster()?.clone();
+            change(&mut cluster)?;
+            Ok((
+                vec![update_action(Action::PutCluster(cluster.clone()))],
+                cluster,
+            ))
+        })
+        .await
 }
 
 /// A duration as Go prints it (Docker's wording): `1h0m0s`, `2160h0m0s`, `30s`.
@@ -72,15 +67,16 @@ pub(super) async fn swarm_update(
     if let Some(ms) = request.node_cert_expiry_ms {
         check_cert_expiry(ms, min_cert_expiry)?;
     }
-    let _writer = manager.write_lock().await;
-    let mut cluster = cluster_of(manager)?;
-    if let Some(ms) = request.node_cert_expiry_ms {
-        cluster.node_cert_expiry_ms = ms;
-    }
-    if let Some(on) = request.autolock {
-        super::autolock::set(&mut cluster, on);
-    }
-    put_cluster(manager, cluster.clone()).await?;
+    let cluster = change_cluster(manager, |cluster| {
+        if let Some(ms) = request.node_cert_expiry_ms {
+            cluster.node_cert_expiry_ms = ms;
+        }
+        if let Some(on) = request.autolock {
+            super::autolock::set(cluster, on);
+        }
+        Ok(())
+    })
+    .await?;
     tracing::info!(
         cert_expiry = %go_duration(ca::cert_lifetime(&cluster)),
         "swarm updated"
@@ -94,24 +90,26 @@ pub(super) async fn swarm_ca(
     request: SwarmCaRequest,
 ) -> Result<SwarmCaResponse, ControlError> {
     if request.rotate {
-        let _writer = manager.write_lock().await;
-        let cluster = cluster_of(manager)?;
-        if let Some(next) = ca::start_rotation(&cluster)? {
-            put_cluster(manager, next).await?;
+        let started = manager
+            .write(|t| {
+                let cluster = t.cluster()?;
+                Ok::<_, ControlError>(match ca::start_rotation(cluster)? {
+                    Some(next) => (vec![update_action(Action::PutCluster(next))], true),
+                    None => (Vec::new(), false),
+                })
+            })
+            .await?;
+        if started {
             tracing::info!(
                 "root CA rotation started: every node gets a certificate of the new root"
             );
         }
     }
-    let (cluster, progress) = manager.store().view(|t| {
-        let cluster = t.cluster.clone();
-        let progress = cluster
-            .as_ref()
-            .map(|c| ca::rotation_progress(c, t.nodes.values()));
-        (cluster, progress)
-    });
-    let cluster = cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-    let (rotated_nodes, total_nodes) = progress.unwrap_or_default();
+    let (cluster, (rotated_nodes, total_nodes)) = manager.store().view(|t| {
+        let cluster = t.cluster()?.clone();
+        let progress = ca::rotation_progress(&cluster, t.nodes.values());
+        Ok::<_, ControlError>((cluster, progress))
+    })?;
     Ok(SwarmCaResponse {
         root_ca: cluster.ca_cert.clone(),
         rotating_to: cluster

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use futures::Stream;
 use mini_proto::v1::{
     HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest, LeaveResponse,
-    Node, NodeRole, NodeSpec, NodeState, NodeStatus, SessionMessage, SessionRequest, StoreAction,
-    StoreBatch, UpdateTaskStatusRequest, UpdateTaskStatusResponse, dispatcher_server::Dispatcher,
+    Node, NodeRole, NodeSpec, NodeState, NodeStatus, SessionMessage, SessionRequest,
+    UpdateTaskStatusRequest, UpdateTaskStatusResponse, dispatcher_server::Dispatcher,
     store_action::Action,
 };
 use tokio::sync::mpsc;
@@ -24,9 +24,8 @@ use crate::dispatcher::ca::issue_certificate;
 use crate::dispatcher::{
     TrustView, apply_status_updates, assignments_for, gossip_view, token, trust_view,
 };
-use crate::ids::now_ms;
 use crate::manager::Manager;
-use crate::store::{ObjectKind, Proposer};
+use crate::store::{ObjectKind, create_action, update_action};
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
@@ -53,69 +52,31 @@ impl Dispatcher for ControlApi {
                 req.advertise_addr
             )));
         }
-        let _writer = manager.write_lock().await;
-        let existing = manager.store().view(|t| t.nodes.get(&req.node_id).cloned());
-        let hostname_taken = manager.store().view(|t| {
-            t.nodes.values().any(|n| {
-                n.id != req.node_id
-                    && n.hostname == req.hostname
-                    && n.status
-                        .as_ref()
-                        .is_some_and(|s| s.state() != NodeState::Down)
-            })
-        });
-        if hostname_taken {
-            tracing::warn!(hostname = %req.hostname, "a second live node joins with the same hostname");
-        }
         let certificate = issue_certificate(&cluster, &req.csr, &req.node_id, NodeRole::Worker)?;
         let agent_port = manager.agent_port();
-        let node = Node {
-            id: req.node_id.clone(),
-            meta: existing.as_ref().and_then(|n| n.meta),
-            spec: Some(
-                existing
-                    .as_ref()
-                    .and_then(|n| n.spec.clone())
-                    .unwrap_or(NodeSpec {
-                        desired_role: NodeRole::Worker as i32,
-                        ..Default::default()
-                    }),
-            ),
-            status: Some(NodeStatus {
-                state: NodeState::Ready as i32,
-                message: String::new(),
-                addr: req.advertise_addr.clone(),
-            }),
-            hostname: req.hostname.clone(),
-            role: NodeRole::Worker as i32,
-            raft_id: 0,
-            agent_addr: format!("{}:{agent_port}", req.advertise_addr),
-            gossip_addr: format!(
-                "{}:{}",
-                req.advertise_addr,
-                if req.gossip_port == 0 {
-                    7946
-                } else {
-                    req.gossip_port
-                }
-            ),
-            ingress: existing.as_ref().and_then(|n| n.ingress.clone()),
-            certificate: certificate.clone(),
-            // Reported when the node's session opens.
-            resources: existing.as_ref().and_then(|n| n.resources),
-        };
-        let batch = StoreBatch {
-            actions: vec![StoreAction {
-                action: Some(Action::PutNode(node)),
-                create: existing.is_none(),
-            }],
-            proposed_at_ms: now_ms(),
-        };
         manager
-            .proposer()
-            .propose(batch)
-            .await
-            .map_err(ControlError::from)?;
+            .write(|t| {
+                let existing = t.nodes.get(&req.node_id);
+                let hostname_taken = t.nodes.values().any(|n| {
+                    n.id != req.node_id
+                        && n.hostname == req.hostname
+                        && n.status
+                            .as_ref()
+                            .is_some_and(|s| s.state() != NodeState::Down)
+                });
+                if hostname_taken {
+                    tracing::warn!(hostname = %req.hostname, "a second live node joins with the same hostname");
+                }
+                let node = joined_node(&req, existing, agent_port, certificate.clone());
+                let put = Action::PutNode(node);
+                let action = if existing.is_none() {
+                    create_action(put)
+                } else {
+                    update_action(put)
+                };
+                Ok((vec![action], ()))
+            })
+            .await?;
         Ok(Response::new(JoinResponse {
             cluster_id: cluster.id.clone(),
             role: role as i32,
@@ -351,32 +312,24 @@ impl NodeCa for ControlApi {
         let manager = self.consistent().await?;
         let csr = request.into_inner().csr;
         // The role is the cluster's (`node promote`/`demote`), the id the certificate's.
-        let certificate = super::retry_stale(|| async {
-            let _writer = manager.write_lock().await;
-            let (cluster, node) = manager
-                .store()
-                .view(|t| (t.cluster.clone(), t.nodes.get(&caller.node_id).cloned()));
-            let cluster =
-                cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-            let node = node.ok_or_else(|| {
-                ControlError::Precondition("this node is not part of the swarm".into())
-            })?;
-            let role = crate::dispatcher::ca::role_in_force(&node, &manager.raft_status());
-            let certificate = issue_certificate(&cluster, &csr, &node.id, role)?;
-            let batch = StoreBatch {
-                actions: vec![StoreAction {
-                    action: Some(Action::PutNode(Node {
-                        certificate: certificate.clone(),
-                        ..node
-                    })),
-                    create: false,
-                }],
-                proposed_at_ms: now_ms(),
-            };
-            manager.proposer().propose(batch).await?;
-            Ok((certificate, cluster))
-        })
-        .await?;
+        let certificate = manager
+            .write(|t| {
+                let cluster = t.cluster()?.clone();
+                let node = t.nodes.get(&caller.node_id).ok_or_else(|| {
+                    ControlError::Precondition("this node is not part of the swarm".into())
+                })?;
+                let role = crate::dispatcher::ca::role_in_force(node, &manager.raft_status());
+                let certificate = issue_certificate(&cluster, &csr, &node.id, role)?;
+                let issued = Node {
+                    certificate: certificate.clone(),
+                    ..node.clone()
+                };
+                Ok((
+                    vec![update_action(Action::PutNode(issued))],
+                    (certificate, cluster),
+                ))
+            })
+            .await?;
         let (certificate, cluster) = certificate;
         tracing::info!(node_id = %caller.node_id, "node certificate issued");
         Ok(Response::new(IssueNodeCertificateResponse {
@@ -385,5 +338,49 @@ impl NodeCa for ControlApi {
             trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
             root_ca: cluster.ca_cert,
         }))
+    }
+}
+
+/// The record of a worker that joined with `req` (`existing`: its record from an earlier join).
+fn joined_node(
+    req: &JoinRequest,
+    existing: Option<&Node>,
+    agent_port: u16,
+    certificate: Vec<u8>,
+) -> Node {
+    Node {
+        id: req.node_id.clone(),
+        meta: existing.and_then(|n| n.meta),
+        spec: Some(
+            existing
+                .as_ref()
+                .and_then(|n| n.spec.clone())
+                .unwrap_or(NodeSpec {
+                    desired_role: NodeRole::Worker as i32,
+                    ..Default::default()
+                }),
+        ),
+        status: Some(NodeStatus {
+            state: NodeState::Ready as i32,
+            message: String::new(),
+            addr: req.advertise_addr.clone(),
+        }),
+        hostname: req.hostname.clone(),
+        role: NodeRole::Worker as i32,
+        raft_id: 0,
+        agent_addr: format!("{}:{agent_port}", req.advertise_addr),
+        gossip_addr: format!(
+            "{}:{}",
+            req.advertise_addr,
+            if req.gossip_port == 0 {
+                7946
+            } else {
+                req.gossip_port
+            }
+        ),
+        ingress: existing.and_then(|n| n.ingress.clone()),
+        certificate,
+        // Reported when the node's session opens.
+        resources: existing.and_then(|n| n.resources),
     }
 }

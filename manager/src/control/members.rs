@@ -5,19 +5,19 @@ use std::time::Duration;
 
 use mini_proto::tls::{self, Credentials, Peer, PinError, Trust, pki};
 use mini_proto::v1::{
-    JoinRequest, JoinTokenRequest, JoinTokenResponse, Membership, Node, NodeAvailability, NodeRole,
-    NodeState, RemoveNodeRequest, RemoveResponse, StoreAction, StoreBatch, SwarmJoinRequest,
+    Cluster, JoinRequest, JoinTokenRequest, JoinTokenResponse, Membership, Node, NodeAvailability,
+    NodeRole, NodeState, RemoveNodeRequest, RemoveResponse, StoreAction, SwarmJoinRequest,
     SwarmJoinResponse, SwarmLeaveRequest, UpdateNodeRequest, dispatcher_client::DispatcherClient,
     store_action::Action,
 };
 use tonic::transport::Channel;
 
 use super::membership::{self, parse_listen_addr};
-use super::{ControlApi, ControlError, retry_stale};
+use super::{ControlApi, ControlError};
 use crate::dispatcher::token;
-use crate::ids::{new_secret, now_ms};
+use crate::ids::new_secret;
 use crate::manager::Manager;
-use crate::store::Proposer;
+use crate::store::{Tables, update_action};
 
 /// How long dialing another node may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,25 +55,22 @@ pub(super) async fn join_token(
             )));
         }
     };
-    let _writer = manager.write_lock().await;
-    let mut cluster = manager
-        .store()
-        .view(|t| t.cluster.clone())
-        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-    if request.rotate {
-        match role {
-            NodeRole::Worker => cluster.worker_token_secret = new_secret(16),
-            NodeRole::Manager => cluster.manager_token_secret = new_secret(16),
-        }
-        let batch = StoreBatch {
-            actions: vec![StoreAction {
-                action: Some(Action::PutCluster(cluster.clone())),
-                create: false,
-            }],
-            proposed_at_ms: now_ms(),
-        };
-        manager.proposer().propose(batch).await?;
-    }
+    let cluster = manager
+        .write(|t| {
+            let mut cluster = t.cluster()?.clone();
+            if !request.rotate {
+                return Ok::<_, ControlError>((Vec::new(), cluster));
+            }
+            match role {
+                NodeRole::Worker => cluster.worker_token_secret = new_secret(16),
+                NodeRole::Manager => cluster.manager_token_secret = new_secret(16),
+            }
+            Ok((
+                vec![update_action(Action::PutCluster(cluster.clone()))],
+                cluster,
+            ))
+        })
+        .await?;
     let manager_addr = manager.store().view(|t| {
         t.nodes
             .values()
@@ -368,32 +365,24 @@ async fn leave_raft_group(
     let own = manager.raft_status().id;
     let generation = api.inner.config.trust.generation();
     let node_id = api.node_id();
-    super::retry_stale(|| async {
-        let _writer = manager.write_lock().await;
-        let node = manager.store().view(|t| t.node(&node_id).cloned())?;
-        let mut spec = node.spec.clone().unwrap_or_default();
-        spec.desired_role = NodeRole::Worker as i32;
-        let mut status = node.status.clone().unwrap_or_default();
-        status.state = NodeState::Down as i32;
-        status.message = crate::dispatcher::LEFT_MESSAGE.into();
-        let left = Node {
-            spec: Some(spec),
-            status: Some(status),
-            role: NodeRole::Worker as i32,
-            // Kept until the leader removes it from the configuration (see `role_in_force`).
-            ..node
-        };
-        let batch = StoreBatch {
-            actions: vec![StoreAction {
-                action: Some(Action::PutNode(left)),
-                create: false,
-            }],
-            proposed_at_ms: now_ms(),
-        };
-        manager.proposer().propose(batch).await?;
-        Ok(())
-    })
-    .await
+    manager
+        .write(|t| {
+            let node = t.node(&node_id)?.clone();
+            let mut spec = node.spec.clone().unwrap_or_default();
+            spec.desired_role = NodeRole::Worker as i32;
+            let mut status = node.status.clone().unwrap_or_default();
+            status.state = NodeState::Down as i32;
+            status.message = crate::dispatcher::LEFT_MESSAGE.into();
+            let left = Node {
+                spec: Some(spec),
+                status: Some(status),
+                role: NodeRole::Worker as i32,
+                // Kept until the leader removes it from the configuration (see `role_in_force`).
+                ..node
+            };
+            Ok::<_, ControlError>((vec![update_action(Action::PutNode(left))], ()))
+        })
+        .await
     .map_err(|err| {
         ControlError::Precondition(format!(
             "cannot take this manager out of the Raft group, so it has not left the swarm: {err}"
@@ -442,23 +431,46 @@ async fn check_quorum_without(
     Ok(())
 }
 
-/// `node update --availability/--label-add/--label-rm`. Retried when the node's record
-/// changed between read and write (the dispatcher writes node status at any time).
+/// `node update --availability/--role/--label-add/--label-rm`. Decided again when the node's
+/// record changed between read and write (the dispatcher writes node status at any time).
 pub(super) async fn update_node(
     manager: &Manager,
     request: UpdateNodeRequest,
 ) -> Result<Node, ControlError> {
-    retry_stale(|| update_node_once(manager, request.clone())).await
+    let (node, managers) = manager.store().view(|t| {
+        let managers = t
+            .nodes
+            .values()
+            .filter(|n| n.role() == NodeRole::Manager)
+            .count();
+        t.node(&request.name_or_id).cloned().map(|n| (n, managers))
+    })?;
+    // (Demoting the last manager is refused below, with its own reason.)
+    if request.role == "worker" && node.role() == NodeRole::Manager && managers > 1 {
+        // The leader may be demoted too: it hands leadership over before it is removed.
+        check_quorum_without(manager, node.raft_id, &node.hostname).await?;
+    }
+    let id = manager
+        .write(|t| {
+            let node = t.node(&node.id)?;
+            let (updated, cluster) = updated_node(t, node, &request)?;
+            let mut actions: Vec<StoreAction> = cluster
+                .into_iter()
+                .map(|c| update_action(Action::PutCluster(c)))
+                .collect();
+            actions.push(update_action(Action::PutNode(updated)));
+            Ok((actions, node.id.clone()))
+        })
+        .await?;
+    Ok(manager.store().view(|t| t.node(&id).cloned())?)
 }
 
-async fn update_node_once(
-    manager: &Manager,
-    request: UpdateNodeRequest,
-) -> Result<Node, ControlError> {
-    let _writer = manager.write_lock().await;
-    let node = manager
-        .store()
-        .view(|t| t.node(&request.name_or_id).cloned())?;
+/// `node` changed as `request` asks, and the cluster object when a promotion took a Raft id.
+fn updated_node(
+    t: &Tables,
+    node: &Node,
+    request: &UpdateNodeRequest,
+) -> Result<(Node, Option<Cluster>), ControlError> {
     let mut spec = node.spec.clone().unwrap_or_default();
     match request.availability.as_str() {
         "" => {}
@@ -480,34 +492,24 @@ async fn update_node_once(
         "manager" => {
             // The membership controller adds the new id as a learner; the node's daemon starts
             // its manager (in join mode) when the leader's first Raft message reaches it.
-            let (id, cluster) = manager
-                .store()
-                .view(|t| {
-                    t.cluster
-                        .as_ref()
-                        .map(|c| crate::ha::allocate_raft_id(c, t))
-                })
-                .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
+            let (id, cluster) = crate::ha::allocate_raft_id(t.cluster()?, t);
             role = NodeRole::Manager;
             raft_id = id;
             cluster_update = Some(cluster);
         }
         "worker" if role == NodeRole::Worker => {}
         "worker" => {
-            let managers = manager.store().view(|t| {
-                t.nodes
-                    .values()
-                    .filter(|n| n.role() == NodeRole::Manager)
-                    .count()
-            });
+            let managers = t
+                .nodes
+                .values()
+                .filter(|n| n.role() == NodeRole::Manager)
+                .count();
             if managers <= 1 {
                 return Err(ControlError::Precondition(format!(
                     "node {} is the last manager: demoting it would leave the cluster without managers",
                     node.hostname
                 )));
             }
-            // The leader may be demoted too: it hands leadership over before it is removed.
-            check_quorum_without(manager, node.raft_id, &node.hostname).await?;
             // The Raft id stays on the record: until the leader has removed it from the
             // configuration, the node's certificate keeps the manager role (`role_in_force`).
             role = NodeRole::Worker;
@@ -534,26 +536,7 @@ async fn update_node_once(
         raft_id,
         ..node.clone()
     };
-    let mut actions: Vec<StoreAction> = cluster_update
-        .into_iter()
-        .map(|c| StoreAction {
-            action: Some(Action::PutCluster(c)),
-            create: false,
-        })
-        .collect();
-    actions.push(StoreAction {
-        action: Some(Action::PutNode(updated)),
-        create: false,
-    });
-    let batch = StoreBatch {
-        actions,
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    Ok(manager
-        .store()
-        .view(|t| t.nodes.get(&node.id).cloned())
-        .unwrap_or(node))
+    Ok((updated, cluster_update))
 }
 
 /// `node rm [--force]`: a node that is still up needs --force; a manager
@@ -562,49 +545,37 @@ pub(super) async fn remove_node(
     manager: &Manager,
     request: RemoveNodeRequest,
 ) -> Result<RemoveResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let node = manager
-        .store()
-        .view(|t| t.node(&request.name_or_id).cloned())?;
-    if node.role() == NodeRole::Manager {
-        return Err(ControlError::Precondition(format!(
-            "node {0} is a manager and a member of the Raft group: demote it first \
-             (`mini node demote {0}`), then remove it",
-            node.hostname
-        )));
-    }
-    let up = node
-        .status
-        .as_ref()
-        .is_some_and(|s| s.state() == NodeState::Ready);
-    if up && !request.force {
-        return Err(ControlError::Precondition(format!(
-            "node {} is not down and can't be removed; stop it (`mini swarm leave` on it) or use --force",
-            node.hostname
-        )));
-    }
-    // The node's certificate is refused from now on, on every listener (the deny list travels
-    // with the cluster object to the managers and in sessions to the workers).
-    let mut cluster = manager
-        .store()
-        .view(|t| t.cluster.clone())
-        .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-    if !cluster.removed_nodes.contains(&node.id) {
-        cluster.removed_nodes.push(node.id.clone());
-    }
-    let batch = StoreBatch {
-        actions: vec![
-            StoreAction {
-                action: Some(Action::PutCluster(cluster)),
-                create: false,
-            },
-            StoreAction {
-                action: Some(Action::RemoveNode(node.id.clone())),
-                create: false,
-            },
-        ],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    Ok(RemoveResponse { id: node.id })
+    manager
+        .write(|t| {
+            let node = t.node(&request.name_or_id)?;
+            if node.role() == NodeRole::Manager {
+                return Err(ControlError::Precondition(format!(
+                    "node {0} is a manager and a member of the Raft group: demote it first \
+                     (`mini node demote {0}`), then remove it",
+                    node.hostname
+                )));
+            }
+            let up = node
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state() == NodeState::Ready);
+            if up && !request.force {
+                return Err(ControlError::Precondition(format!(
+                    "node {} is not down and can't be removed; stop it (`mini swarm leave` on it) or use --force",
+                    node.hostname
+                )));
+            }
+            // The node's certificate is refused from now on, on every listener (the deny list
+            // travels with the cluster object to the managers and in sessions to the workers).
+            let mut cluster = t.cluster()?.clone();
+            if !cluster.removed_nodes.contains(&node.id) {
+                cluster.removed_nodes.push(node.id.clone());
+            }
+            let actions = vec![
+                update_action(Action::PutCluster(cluster)),
+                update_action(Action::RemoveNode(node.id.clone())),
+            ];
+            Ok((actions, RemoveResponse { id: node.id.clone() }))
+        })
+        .await
 }

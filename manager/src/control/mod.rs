@@ -26,6 +26,7 @@ pub mod membership;
 mod networks;
 mod raft_rpc;
 mod remote;
+pub mod secrets;
 mod service_update;
 mod services;
 pub mod status;
@@ -43,6 +44,10 @@ use mini_proto::v1::{
     SwarmJoinResponse, SwarmLeaveRequest, SwarmLeaveResponse, SwarmUnlockKeyRequest,
     SwarmUnlockKeyResponse, SwarmUnlockRequest, SwarmUnlockResponse, SwarmUpdateRequest,
     UpdateNodeRequest, UpdateServiceRequest, control_server::Control,
+};
+use mini_proto::v1::{
+    Config, CreateConfigRequest, CreateSecretRequest, ListConfigsRequest, ListConfigsResponse,
+    ListSecretsRequest, ListSecretsResponse, Secret,
 };
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
@@ -298,25 +303,6 @@ fn manager_config(
     }
 }
 
-/// Runs a read-decide-write step again (a few times) when the store refused
-/// its write because a controller changed an object it read meanwhile (e.g.
-/// a network's address cursor): the step decides again from the new state.
-async fn retry_stale<T, F, Fut>(mut step: F) -> Result<T, ControlError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ControlError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match step().await {
-            Err(ControlError::Write(crate::store::WriteError::Rejected(
-                crate::store::ApplyError::Stale { .. },
-            ))) if attempt < 5 => attempt += 1,
-            other => return other,
-        }
-    }
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 
 /// A service as the control API shows it: without its registry credentials
@@ -512,6 +498,69 @@ impl Control for ControlApi {
     async fn network_peers(&self, request: Request<GetRequest>) -> Reply<NetworkPeersReport> {
         let manager = self.consistent().await?;
         reply(remote::network_peers(&manager, &request.into_inner().name_or_id).await)
+    }
+
+    async fn create_secret(&self, request: Request<CreateSecretRequest>) -> Reply<Secret> {
+        let manager = self.consistent().await?;
+        reply(secrets::create_secret(&manager, request.into_inner().spec).await)
+    }
+
+    async fn list_secrets(&self, _: Request<ListSecretsRequest>) -> Reply<ListSecretsResponse> {
+        let manager = self.consistent().await?;
+        let secrets = manager.store().view(|t| {
+            t.secrets
+                .values()
+                .cloned()
+                .map(secrets::public_secret)
+                .collect()
+        });
+        reply(Ok(ListSecretsResponse { secrets }))
+    }
+
+    async fn get_secret(&self, request: Request<GetRequest>) -> Reply<Secret> {
+        let manager = self.consistent().await?;
+        let query = request.into_inner().name_or_id;
+        reply(
+            manager
+                .store()
+                .view(|t| t.secret(&query).cloned())
+                .map(secrets::public_secret)
+                .map_err(ControlError::from),
+        )
+    }
+
+    async fn remove_secret(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
+        let manager = self.consistent().await?;
+        reply(secrets::remove_secret(&manager, &request.into_inner().name_or_id).await)
+    }
+
+    async fn create_config(&self, request: Request<CreateConfigRequest>) -> Reply<Config> {
+        let manager = self.consistent().await?;
+        reply(secrets::create_config(&manager, request.into_inner().spec).await)
+    }
+
+    async fn list_configs(&self, _: Request<ListConfigsRequest>) -> Reply<ListConfigsResponse> {
+        let manager = self.consistent().await?;
+        let configs = manager
+            .store()
+            .view(|t| t.configs.values().cloned().collect());
+        reply(Ok(ListConfigsResponse { configs }))
+    }
+
+    async fn get_config(&self, request: Request<GetRequest>) -> Reply<Config> {
+        let manager = self.consistent().await?;
+        let query = request.into_inner().name_or_id;
+        reply(
+            manager
+                .store()
+                .view(|t| t.config(&query).cloned())
+                .map_err(ControlError::from),
+        )
+    }
+
+    async fn remove_config(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
+        let manager = self.consistent().await?;
+        reply(secrets::remove_config(&manager, &request.into_inner().name_or_id).await)
     }
 
     async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {

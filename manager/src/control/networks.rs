@@ -1,25 +1,15 @@
 //! `network create` and `network rm`.
 
-use mini_proto::v1::{
-    CreateNetworkRequest, Network, RemoveResponse, StoreAction, StoreBatch, store_action::Action,
-};
+use mini_proto::v1::{CreateNetworkRequest, Network, RemoveResponse, store_action::Action};
 
 use super::ControlError;
-use super::retry_stale;
 use crate::allocator::{allocate_network, holds_addresses, validate_network_spec};
-use crate::ids::{new_id, now_ms};
+use crate::ids::new_id;
 use crate::manager::Manager;
-use crate::store::Proposer;
+use crate::store::{create_action, update_action};
 
 /// Validates, allocates (subnet, gateway, VNI) and stores a new network.
 pub(super) async fn create(
-    manager: &Manager,
-    request: CreateNetworkRequest,
-) -> Result<Network, ControlError> {
-    retry_stale(|| create_once(manager, request.clone())).await
-}
-
-async fn create_once(
     manager: &Manager,
     request: CreateNetworkRequest,
 ) -> Result<Network, ControlError> {
@@ -35,49 +25,36 @@ async fn create_once(
         ));
     }
     validate_network_spec(&spec)?;
-    // Allocation reads the store and writes what it decided: one writer at a time.
-    let _writer = manager.write_lock().await;
-    let (network, cluster) = manager.store().view(|t| {
-        if let Ok(existing) = t.network(&spec.name)
-            && existing.spec.as_ref().is_some_and(|s| s.name == spec.name)
-        {
-            return Err(ControlError::Conflict(format!(
-                "network with name {} already exists ({})",
-                spec.name, existing.id
-            )));
-        }
-        let mut cluster = t
-            .cluster
-            .clone()
-            .ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-        let existing: Vec<Network> = t.networks.values().cloned().collect();
-        let allocation = allocate_network(&spec, &cluster, &existing)?;
-        cluster.next_vni = cluster.next_vni.max(allocation.vni + 1);
-        let network = Network {
-            id: new_id(),
-            meta: None,
-            spec: Some(spec.clone()),
-            subnet: allocation.subnet.to_string(),
-            gateway: allocation.gateway.to_string(),
-            vni: allocation.vni,
-            last_allocated: String::new(),
-        };
-        Ok((network, cluster))
-    })?;
-    let batch = StoreBatch {
-        actions: vec![
-            StoreAction {
-                action: Some(Action::PutNetwork(network.clone())),
-                create: true,
-            },
-            StoreAction {
-                action: Some(Action::PutCluster(cluster)),
-                create: false,
-            },
-        ],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
+    let network = manager
+        .write(|t| {
+            if let Ok(existing) = t.network(&spec.name)
+                && existing.spec.as_ref().is_some_and(|s| s.name == spec.name)
+            {
+                return Err(ControlError::Conflict(format!(
+                    "network with name {} already exists ({})",
+                    spec.name, existing.id
+                )));
+            }
+            let mut cluster = t.cluster()?.clone();
+            let existing: Vec<Network> = t.networks.values().cloned().collect();
+            let allocation = allocate_network(&spec, &cluster, &existing)?;
+            cluster.next_vni = cluster.next_vni.max(allocation.vni + 1);
+            let network = Network {
+                id: new_id(),
+                meta: None,
+                spec: Some(spec.clone()),
+                subnet: allocation.subnet.to_string(),
+                gateway: allocation.gateway.to_string(),
+                vni: allocation.vni,
+                last_allocated: String::new(),
+            };
+            let actions = vec![
+                create_action(Action::PutNetwork(network.clone())),
+                update_action(Action::PutCluster(cluster)),
+            ];
+            Ok((actions, network))
+        })
+        .await?;
     Ok(manager
         .store()
         .view(|t| t.networks.get(&network.id).cloned())
@@ -86,8 +63,7 @@ async fn create_once(
 
 /// Removes a network no service uses and no task holds an address on.
 pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let id = manager.store().view(|t| {
+    manager.write(|t| {
         let network = t.network(query)?;
         let name = network.spec.as_ref().map_or("", |s| s.name.as_str());
         let users: Vec<&str> = t
@@ -112,15 +88,8 @@ pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveRespo
                 "network {name} still has {holders} task(s) attached that are shutting down; try again shortly"
             )));
         }
-        Ok(network.id.clone())
-    })?;
-    let batch = StoreBatch {
-        actions: vec![StoreAction {
-            action: Some(Action::RemoveNetwork(id.clone())),
-            create: false,
-        }],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    Ok(RemoveResponse { id })
+        let id = network.id.clone();
+        Ok((vec![update_action(Action::RemoveNetwork(id.clone()))], RemoveResponse { id }))
+    })
+    .await
 }

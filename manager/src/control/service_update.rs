@@ -7,7 +7,9 @@ use mini_proto::v1::{
 };
 
 use super::ControlError;
-use super::services::{check_healthcheck, check_image, check_published_ports, store, with_vips};
+use super::services::{
+    check_healthcheck, check_image, check_published_ports, service_actions, stored, with_vips,
+};
 use crate::ids::now_ms;
 use crate::manager::Manager;
 use crate::scheduler::parse_constraints;
@@ -16,16 +18,13 @@ use crate::store::Tables;
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
 /// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
 /// is refused.
-/// Retried when the service changed between read and write (the orchestrator writes a
-/// service's UpdateStatus at any time).
+///
+/// With `request.rollback` (`service rollback`), the spec goes back to the previous one and
+/// the current one becomes the previous (a second rollback goes forward again), as swarmkit
+/// does; the update status says ROLLBACK_STARTED ("manually requested rollback"). Any other
+/// update resets the update status: the orchestrator starts a new rollout (resuming a paused
+/// one).
 pub(super) async fn update(
-    manager: &Manager,
-    request: UpdateServiceRequest,
-) -> Result<Service, ControlError> {
-    super::retry_stale(|| update_once(manager, request.clone())).await
-}
-
-async fn update_once(
     manager: &Manager,
     request: UpdateServiceRequest,
 ) -> Result<Service, ControlError> {
@@ -40,8 +39,7 @@ async fn update_once(
         Some(spec)
     };
 
-    let _writer = manager.write_lock().await;
-    let (service, networks) = manager.store().view(|t| {
+    let id = manager.write(|t| {
         let old = t.service(&request.name_or_id)?.clone();
         let version = old.meta.map_or(0, |m| m.version);
         if request.version != 0 && request.version != version {
@@ -51,10 +49,9 @@ async fn update_once(
             )));
         }
         let old_spec = old.spec.clone().unwrap_or_default();
-        // A rollback goes back to the previous spec, and the current one becomes the
-        // previous (a second rollback goes forward again), as swarmkit does.
         let (mut spec, previous_spec, update_status) = match requested.clone() {
-            Some(spec) => {
+            Some(mut spec) => {
+                super::secrets::resolve_references(t, &mut spec)?;
                 // An unchanged spec (`service update` resuming a paused update) keeps the
                 // previous spec to roll back to.
                 let previous = if spec == old_spec {
@@ -93,9 +90,11 @@ async fn update_once(
             update_status,
             ..old
         };
-        with_vips(t, service)
-    })?;
-    store(manager, service, networks, false).await
+        let (service, networks) = with_vips(t, service)?;
+        Ok((service_actions(&service, networks, false), service.id))
+    })
+    .await?;
+    stored(manager, &id)
 }
 
 /// Refuses a spec the manager cannot run: image reference, health check, constraints, update

@@ -2,18 +2,17 @@
 
 use mini_proto::v1::{
     CreateServiceRequest, ListServicesResponse, ListTasksResponse, Network, RemoveResponse,
-    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, StoreAction, StoreBatch, TaskState,
+    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, StoreAction, TaskState,
     service_spec::Mode, store_action::Action,
 };
 
 use super::ControlError;
-use super::retry_stale;
 use crate::allocator::AddressPools;
-use crate::ids::{new_id, now_ms};
+use crate::ids::new_id;
 use crate::manager::Manager;
 use crate::names::random_service_name;
 use crate::scheduler::parse_constraints;
-use crate::store::Proposer;
+use crate::store::{create_action, update_action};
 
 /// The image of the built-in runtime (the node's own filesystem); every other
 /// name is an image reference run by runc.
@@ -28,13 +27,6 @@ fn valid_name(name: &str) -> bool {
 
 /// Validates a service, resolves its networks, allocates its VIPs and stores it.
 pub(super) async fn create(
-    manager: &Manager,
-    request: CreateServiceRequest,
-) -> Result<Service, ControlError> {
-    retry_stale(|| create_once(manager, request.clone())).await
-}
-
-async fn create_once(
     manager: &Manager,
     request: CreateServiceRequest,
 ) -> Result<Service, ControlError> {
@@ -58,14 +50,15 @@ async fn create_once(
         spec.mode = Some(Mode::Replicas(1));
     }
 
-    let _writer = manager.write_lock().await;
-    let (service, networks) = manager.store().view(|t| {
+    let id = manager.write(|t| {
+        let mut spec = spec.clone();
         if let Some(existing) = t.services.values().find(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
             return Err(ControlError::Conflict(format!(
                 "service with name {} already exists ({})",
                 spec.name, existing.id
             )));
         }
+        super::secrets::resolve_references(t, &mut spec)?;
         spec.networks.clear();
         for query in &request.networks {
             let network = t.network(query)?;
@@ -99,9 +92,11 @@ async fn create_once(
             previous_spec: None,
             update_status: None,
         };
-        with_vips(t, service)
-    })?;
-    store(manager, service, networks, true).await
+        let (service, networks) = with_vips(t, service)?;
+        Ok((service_actions(&service, networks, true), service.id))
+    })
+    .await?;
+    stored(manager, &id)
 }
 
 /// The image must be `host` or a well-formed reference (Docker's grammar:
@@ -219,33 +214,30 @@ pub(super) fn with_vips(
     Ok((service, pools.changed_networks()))
 }
 
-/// Writes `service` (`create`: as a new one) with the networks whose cursor moved, in one
-/// batch, and returns it as stored.
-pub(super) async fn store(
-    manager: &Manager,
-    service: Service,
+/// The actions that write `service` (`create`: as a new one) with the networks whose
+/// allocation cursor moved.
+pub(super) fn service_actions(
+    service: &Service,
     networks: Vec<Network>,
     create: bool,
-) -> Result<Service, ControlError> {
-    let mut actions = vec![StoreAction {
-        action: Some(Action::PutService(service.clone())),
-        create,
+) -> Vec<StoreAction> {
+    let put = Action::PutService(service.clone());
+    let mut actions = vec![if create {
+        create_action(put)
+    } else {
+        update_action(put)
     }];
-    actions.extend(networks.into_iter().map(|n| StoreAction {
-        action: Some(Action::PutNetwork(n)),
-        create: false,
-    }));
-    manager
-        .proposer()
-        .propose(StoreBatch {
-            actions,
-            proposed_at_ms: now_ms(),
-        })
-        .await?;
-    Ok(manager
-        .store()
-        .view(|t| t.services.get(&service.id).cloned())
-        .unwrap_or(service))
+    actions.extend(
+        networks
+            .into_iter()
+            .map(|n| update_action(Action::PutNetwork(n))),
+    );
+    actions
+}
+
+/// The service `id` as stored.
+pub(super) fn stored(manager: &Manager, id: &str) -> Result<Service, ControlError> {
+    Ok(manager.store().view(|t| t.service(id).cloned())?)
 }
 
 /// Every service with its running and desired task counts.
@@ -291,47 +283,34 @@ pub(super) fn list(manager: &Manager) -> ListServicesResponse {
     })
 }
 
-/// Sets the replica count of a replicated service. Retried when the service changed between
-/// read and write (the orchestrator records an update's progress in it).
+/// Sets the replica count of a replicated service (retried when the orchestrator wrote the
+/// service meanwhile, as every read-check-write).
 pub(super) async fn scale(
     manager: &Manager,
     request: ScaleServiceRequest,
 ) -> Result<Service, ControlError> {
-    retry_stale(|| scale_once(manager, request.clone())).await
-}
-
-async fn scale_once(
-    manager: &Manager,
-    request: ScaleServiceRequest,
-) -> Result<Service, ControlError> {
-    let _writer = manager.write_lock().await;
-    let service = manager
-        .store()
-        .view(|t| t.service(&request.name_or_id).cloned())?;
-    let mut spec = service.spec.clone().unwrap_or_default();
-    if matches!(spec.mode, Some(Mode::Global(_))) {
-        return Err(ControlError::Invalid(format!(
-            "service {} is global: scale applies to replicated services only",
-            spec.name
-        )));
-    }
-    spec.mode = Some(Mode::Replicas(request.replicas));
-    let updated = Service {
-        spec: Some(spec),
-        ..service.clone()
-    };
-    let batch = StoreBatch {
-        actions: vec![StoreAction {
-            action: Some(Action::PutService(updated)),
-            create: false,
-        }],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    Ok(manager
-        .store()
-        .view(|t| t.services.get(&service.id).cloned())
-        .unwrap_or(service))
+    let id = manager
+        .write(|t| {
+            let service = t.service(&request.name_or_id)?;
+            let mut spec = service.spec.clone().unwrap_or_default();
+            if matches!(spec.mode, Some(Mode::Global(_))) {
+                return Err(ControlError::Invalid(format!(
+                    "service {} is global: scale applies to replicated services only",
+                    spec.name
+                )));
+            }
+            spec.mode = Some(Mode::Replicas(request.replicas));
+            let updated = Service {
+                spec: Some(spec),
+                ..service.clone()
+            };
+            Ok((
+                vec![update_action(Action::PutService(updated))],
+                service.id.clone(),
+            ))
+        })
+        .await?;
+    stored(manager, &id)
 }
 
 /// Removes a service; its tasks are told to go away (desired state REMOVE)
@@ -339,39 +318,27 @@ async fn scale_once(
 /// Retried when a task changed between read and write (workers report task
 /// status at any time).
 pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
-    retry_stale(|| remove_once(manager, query)).await
-}
-
-async fn remove_once(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
-    let _writer = manager.write_lock().await;
-    let (id, tasks) = manager.store().view(|t| {
-        let service = t.service(query)?;
-        let tasks: Vec<_> = t
-            .tasks_of_service(&service.id)
-            .filter(|task| task.desired_state() < TaskState::Remove)
-            .cloned()
-            .collect();
-        Ok::<_, ControlError>((service.id.clone(), tasks))
-    })?;
-    let mut actions = vec![StoreAction {
-        action: Some(Action::RemoveService(id.clone())),
-        create: false,
-    }];
-    actions.extend(tasks.into_iter().map(|mut task| {
-        task.desired_state = TaskState::Remove as i32;
-        StoreAction {
-            action: Some(Action::PutTask(task)),
-            create: false,
-        }
-    }));
     manager
-        .proposer()
-        .propose(StoreBatch {
-            actions,
-            proposed_at_ms: now_ms(),
+        .write(|t| {
+            let service = t.service(query)?;
+            let mut actions = vec![update_action(Action::RemoveService(service.id.clone()))];
+            actions.extend(
+                t.tasks_of_service(&service.id)
+                    .filter(|task| task.desired_state() < TaskState::Remove)
+                    .map(|task| {
+                        let mut task = task.clone();
+                        task.desired_state = TaskState::Remove as i32;
+                        update_action(Action::PutTask(task))
+                    }),
+            );
+            Ok((
+                actions,
+                RemoveResponse {
+                    id: service.id.clone(),
+                },
+            ))
         })
-        .await?;
-    Ok(RemoveResponse { id })
+        .await
 }
 
 /// The tasks of one service (by name or id), or of all services.

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mini_proto::v1::{
-    Assignments, GossipKeyRing, GossipNodeCertificate, Network, NetworkAttachment, NodeState, Task,
-    TaskState,
+    Assignments, Config, GossipKeyRing, GossipNodeCertificate, Network, NetworkAttachment,
+    NodeState, Secret, Task, TaskState,
 };
 
 use crate::store::Tables;
@@ -20,6 +20,10 @@ pub struct AssignmentSet {
     pub networks: Vec<Network>,
     /// The ingress network and the node's ingress sandbox address, once allocated.
     pub ingress: Option<(Network, NetworkAttachment)>,
+    /// The secrets (with their values) the node's live tasks use, and no other.
+    pub secrets: Vec<Secret>,
+    /// The configs the node's live tasks use.
+    pub configs: Vec<Config>,
 }
 
 fn observed(t: &Task) -> TaskState {
@@ -72,10 +76,37 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
             let network = tables.networks.get(&a.network_id)?.clone();
             Some((network, a))
         });
+    // Secrets and configs: only those a task the node may be running uses, so a node never
+    // holds the value of a secret none of its tasks needs (swarmkit's rule).
+    let live: Vec<&Task> = tasks.values().filter(|t| live_on_node(t)).collect();
+    let secret_ids: BTreeSet<&str> = live
+        .iter()
+        .filter_map(|t| t.container.as_ref())
+        .flat_map(|c| &c.secrets)
+        .map(|r| r.secret_id.as_str())
+        .collect();
+    let config_ids: BTreeSet<&str> = live
+        .iter()
+        .filter_map(|t| t.container.as_ref())
+        .flat_map(|c| &c.configs)
+        .map(|r| r.config_id.as_str())
+        .collect();
+    let secrets = secret_ids
+        .iter()
+        .filter_map(|id| tables.secrets.get(*id))
+        .cloned()
+        .collect();
+    let configs = config_ids
+        .iter()
+        .filter_map(|id| tables.configs.get(*id))
+        .cloned()
+        .collect();
     AssignmentSet {
         tasks,
         networks,
         ingress,
+        secrets,
+        configs,
     }
 }
 
@@ -202,6 +233,8 @@ impl AssignmentSet {
                 networks: self.networks.clone(),
                 ingress_network: self.ingress.as_ref().map(|i| i.0.clone()),
                 ingress: self.ingress.as_ref().map(|i| i.1.clone()),
+                secrets: self.secrets.clone(),
+                configs: self.configs.clone(),
             });
         };
         let version = |t: &Task| t.meta.as_ref().map_or(0, |m| m.version);
@@ -226,6 +259,8 @@ impl AssignmentSet {
             && removed.is_empty()
             && self.networks == previous.networks
             && self.ingress == previous.ingress
+            && self.secrets == previous.secrets
+            && self.configs == previous.configs
         {
             return None;
         }
@@ -236,6 +271,8 @@ impl AssignmentSet {
             networks: self.networks.clone(),
             ingress_network: self.ingress.as_ref().map(|i| i.0.clone()),
             ingress: self.ingress.as_ref().map(|i| i.1.clone()),
+            secrets: self.secrets.clone(),
+            configs: self.configs.clone(),
         })
     }
 }

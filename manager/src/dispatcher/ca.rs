@@ -7,7 +7,7 @@ use mini_proto::v1::{Cluster, Node, NodeRole, NodeState};
 
 use crate::raft::RaftStatus;
 
-use crate::control::ControlError;
+use crate::error::ControlError;
 
 /// The lifetime of node certificates `cluster` asks for (`swarm update --cert-expiry`, checked
 /// against the minimum when it was set).

@@ -347,3 +347,76 @@ async fn the_first_running_report_opens_the_monitor_window() {
         .unwrap();
     assert_eq!(since(&store), 500);
 }
+
+fn secret(id: &str, value: &str) -> mini_proto::v1::Secret {
+    mini_proto::v1::Secret {
+        id: id.into(),
+        meta: None,
+        spec: Some(mini_proto::v1::SecretSpec {
+            name: format!("name-{id}"),
+            data: value.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn using_secret(mut t: Task, secret_id: &str) -> Task {
+    t.container = Some(mini_proto::v1::ContainerSpec {
+        secrets: vec![mini_proto::v1::SecretReference {
+            secret_id: secret_id.into(),
+            ..Default::default()
+        }],
+        configs: vec![mini_proto::v1::ConfigReference {
+            config_id: "cfg".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    t
+}
+
+#[test]
+fn secrets_go_only_to_nodes_with_a_live_task_using_them() {
+    let mut ended = using_secret(task("ended", "c", TaskState::Failed, 3, &[]), "s2");
+    ended.set_desired_state(TaskState::Shutdown);
+    let mut t = tables(
+        three_nodes(),
+        vec![
+            using_secret(task("web1", "a", TaskState::Running, 1, &[]), "s1"),
+            task("plain", "b", TaskState::Running, 2, &[]),
+            ended,
+        ],
+        &[],
+    );
+    for s in [secret("s1", "hunter2"), secret("s2", "other")] {
+        t.secrets.insert(s.id.clone(), s);
+    }
+    t.configs.insert(
+        "cfg".into(),
+        mini_proto::v1::Config {
+            id: "cfg".into(),
+            ..Default::default()
+        },
+    );
+    let a = assignments_for(&t, "a");
+    let ids: Vec<&str> = a.secrets.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["s1"], "only the secret its running task uses");
+    assert_eq!(a.secrets[0].spec.as_ref().unwrap().data, b"hunter2");
+    assert_eq!(a.configs.len(), 1);
+    let first = a.since(None).unwrap();
+    assert_eq!(first.secrets.len(), 1);
+    // b runs a task without secrets; c's only user of s2 has ended: nothing.
+    for node in ["b", "c"] {
+        let set = assignments_for(&t, node);
+        assert!(set.secrets.is_empty() && set.configs.is_empty(), "{node}");
+        assert!(set.since(None).unwrap().secrets.is_empty(), "{node}");
+    }
+    // When a's task ends, the next message drops the secret.
+    let mut done = t.clone();
+    let web1 = done.tasks.get_mut("web1").unwrap();
+    web1.status.as_mut().unwrap().state = TaskState::Shutdown as i32;
+    web1.meta.as_mut().unwrap().version = 7;
+    let after = assignments_for(&done, "a");
+    let inc = after.since(Some(&a)).expect("an increment");
+    assert!(inc.secrets.is_empty() && inc.configs.is_empty());
+}

@@ -4,13 +4,12 @@
 
 use mini_proto::v1::{
     Cluster, JoinRequest, JoinResponse, Node, NodeRole, NodeSpec, NodeState, NodeStatus,
-    StoreAction, StoreBatch, dispatcher_client::DispatcherClient, store_action::Action,
+    dispatcher_client::DispatcherClient, store_action::Action,
 };
 
-use crate::control::ControlError;
-use crate::ids::now_ms;
+use crate::error::ControlError;
 use crate::manager::Manager;
-use crate::store::{Proposer, Tables};
+use crate::store::{Tables, create_action, update_action};
 
 /// The next Raft id to hand out, and the cluster object with its counter moved past it. An id is
 /// never reused: the counter only grows, and it starts above every id any node holds.
@@ -51,28 +50,62 @@ pub async fn admit_manager(
             req.advertise_addr
         )));
     }
-    let _writer = manager.write_lock().await;
-    let (cluster, existing) = manager
-        .store()
-        .view(|t| (t.cluster.clone(), t.nodes.get(&req.node_id).cloned()));
-    let cluster = cluster.ok_or_else(|| ControlError::Internal("cluster object missing".into()))?;
-    let (raft_id, next_cluster) = manager.store().view(|t| allocate_raft_id(&cluster, t));
-    let certificate = crate::dispatcher::ca::issue_certificate(
-        &cluster,
-        &req.csr,
-        &req.node_id,
-        NodeRole::Manager,
-    )?;
     let agent_port = manager.agent_port();
-    let node = Node {
+    let (raft_id, certificate, cluster) = manager
+        .write(|t| {
+            let cluster = t.cluster()?.clone();
+            let existing = t.nodes.get(&req.node_id);
+            let (raft_id, next_cluster) = allocate_raft_id(&cluster, t);
+            let certificate = crate::dispatcher::ca::issue_certificate(
+                &cluster,
+                &req.csr,
+                &req.node_id,
+                NodeRole::Manager,
+            )?;
+            let node = admitted_node(&req, existing, raft_id, agent_port, certificate.clone());
+            manager.peers().insert(raft_id, &node.agent_addr);
+            let put = Action::PutNode(node);
+            let actions = vec![
+                update_action(Action::PutCluster(next_cluster)),
+                if existing.is_none() {
+                    create_action(put)
+                } else {
+                    update_action(put)
+                },
+            ];
+            Ok((actions, (raft_id, certificate, cluster)))
+        })
+        .await?;
+    tracing::info!(node_id = %req.node_id, raft_id, "manager admitted");
+    Ok(JoinResponse {
+        cluster_id: cluster.id.clone(),
+        role: NodeRole::Manager as i32,
+        managers: manager.manager_addrs(),
+        data_path_port: cluster.data_path_port,
+        heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
+        raft_id,
+        certificate,
+        intermediates: crate::dispatcher::ca::intermediates(&cluster),
+        trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
+        root_ca: cluster.ca_cert,
+    })
+}
+
+/// The record of a manager admitted with `req` and Raft id `raft_id` (`existing`: its record
+/// from an earlier join).
+fn admitted_node(
+    req: &JoinRequest,
+    existing: Option<&Node>,
+    raft_id: u64,
+    agent_port: u16,
+    certificate: Vec<u8>,
+) -> Node {
+    Node {
         id: req.node_id.clone(),
-        meta: existing.as_ref().and_then(|n| n.meta),
+        meta: existing.and_then(|n| n.meta),
         spec: Some(NodeSpec {
             desired_role: NodeRole::Manager as i32,
-            ..existing
-                .as_ref()
-                .and_then(|n| n.spec.clone())
-                .unwrap_or_default()
+            ..existing.and_then(|n| n.spec.clone()).unwrap_or_default()
         }),
         status: Some(NodeStatus {
             state: NodeState::Ready as i32,
@@ -93,36 +126,8 @@ pub async fn admit_manager(
             }
         ),
         ingress: None,
-        certificate: certificate.clone(),
-        // Reported when the node's session opens.
-        resources: existing.as_ref().and_then(|n| n.resources),
-    };
-    manager.peers().insert(raft_id, &node.agent_addr);
-    let batch = StoreBatch {
-        actions: vec![
-            StoreAction {
-                action: Some(Action::PutCluster(next_cluster)),
-                create: false,
-            },
-            StoreAction {
-                action: Some(Action::PutNode(node)),
-                create: existing.is_none(),
-            },
-        ],
-        proposed_at_ms: now_ms(),
-    };
-    manager.proposer().propose(batch).await?;
-    tracing::info!(node_id = %req.node_id, raft_id, "manager admitted");
-    Ok(JoinResponse {
-        cluster_id: cluster.id.clone(),
-        role: NodeRole::Manager as i32,
-        managers: manager.manager_addrs(),
-        data_path_port: cluster.data_path_port,
-        heartbeat_period_ms: manager.sessions().period().as_millis() as u64,
-        raft_id,
         certificate,
-        intermediates: crate::dispatcher::ca::intermediates(&cluster),
-        trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
-        root_ca: cluster.ca_cert,
-    })
+        // Reported when the node's session opens.
+        resources: existing.and_then(|n| n.resources),
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use mini_proto::v1::{
-    Cluster, Meta, Network, Node, Service, StoreBatch, Task, store_action::Action,
+    Cluster, Config, Meta, Network, Node, Secret, Service, StoreBatch, Task, store_action::Action,
 };
 
 use super::{ApplyError, Change, ObjectKind, Tables};
@@ -22,6 +22,8 @@ enum Undo {
     Network(String, Option<Network>),
     Service(String, Option<Service>),
     Task(String, Option<Task>),
+    Secret(String, Option<Secret>),
+    Config(String, Option<Config>),
 }
 
 /// What the store needs to know of each kind of keyed object.
@@ -79,6 +81,14 @@ object!(Service, Service, services, |s| s
     .as_ref()
     .map(|s| s.name.as_str()));
 object!(Task, Task, tasks, |_| None);
+object!(Secret, Secret, secrets, |s| s
+    .spec
+    .as_ref()
+    .map(|s| s.name.as_str()));
+object!(Config, Config, configs, |c| c
+    .spec
+    .as_ref()
+    .map(|s| s.name.as_str()));
 
 /// Applies `batch` at Raft index `index`. On error the tables are unchanged.
 pub(super) fn apply_batch(
@@ -131,6 +141,24 @@ pub(super) fn apply_batch(
                 batch.proposed_at_ms,
                 &mut undo,
             ),
+            Some(Action::PutSecret(o)) => put(
+                tables,
+                o,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::PutConfig(o)) => put(
+                tables,
+                o,
+                action.create,
+                index,
+                batch.proposed_at_ms,
+                &mut undo,
+            ),
+            Some(Action::RemoveSecret(id)) => remove::<Secret>(tables, id, &mut undo),
+            Some(Action::RemoveConfig(id)) => remove::<Config>(tables, id, &mut undo),
             Some(Action::RemoveNode(id)) => remove::<Node>(tables, id, &mut undo),
             Some(Action::RemoveNetwork(id)) => remove::<Network>(tables, id, &mut undo),
             Some(Action::RemoveService(id)) => remove::<Service>(tables, id, &mut undo),
@@ -287,6 +315,8 @@ fn roll_back(tables: &mut Tables, undo: Vec<Undo>) {
             Undo::Network(id, p) => restore(&mut tables.networks, id, p),
             Undo::Service(id, p) => restore(&mut tables.services, id, p),
             Undo::Task(id, p) => restore(&mut tables.tasks, id, p),
+            Undo::Secret(id, p) => restore(&mut tables.secrets, id, p),
+            Undo::Config(id, p) => restore(&mut tables.configs, id, p),
         }
     }
 }

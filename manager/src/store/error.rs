@@ -15,6 +15,10 @@ pub enum ObjectKind {
     Service,
     /// A task.
     Task,
+    /// A secret.
+    Secret,
+    /// A config.
+    Config,
 }
 
 impl fmt::Display for ObjectKind {
@@ -25,6 +29,8 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Network => "network",
             ObjectKind::Service => "service",
             ObjectKind::Task => "task",
+            ObjectKind::Secret => "secret",
+            ObjectKind::Config => "config",
         })
     }
 }

@@ -16,6 +16,7 @@ mod handle;
 mod machine;
 mod proposer;
 mod tables;
+mod write;
 
 pub use error::{ApplyError, ObjectKind};
 pub use event::{Change, StoreEvent};
@@ -23,6 +24,7 @@ pub use handle::Store;
 pub use machine::StoreMachine;
 pub use proposer::{LocalProposer, ProposeFailed, Proposer, WriteError};
 pub use tables::{LookupError, Tables};
+pub use write::{STALE_RETRIES, create_action, read_check_write, update_action};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mini_proto::v1::{Cluster, Network, Node, Service, StoreSnapshot, Task};
+use mini_proto::v1::{Cluster, Config, Network, Node, Secret, Service, StoreSnapshot, Task};
 
 use super::ObjectKind;
 
@@ -19,6 +19,10 @@ pub struct Tables {
     pub services: BTreeMap<String, Service>,
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
+    /// Secrets by id.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Configs by id.
+    pub configs: BTreeMap<String, Config>,
 }
 
 /// A name or id that matches no object, or more than one.
@@ -42,6 +46,10 @@ pub enum LookupError {
         /// How many matched.
         count: usize,
     },
+    /// The store has no cluster object (the swarm is not initialised, or this manager has not
+    /// caught up yet).
+    #[error("the cluster object is missing: this manager has not caught up with the swarm yet")]
+    NoCluster,
 }
 
 /// Finds one object by exact id, then exact name, then unique id prefix
@@ -84,6 +92,11 @@ fn lookup<'a, T>(
 }
 
 impl Tables {
+    /// The cluster object.
+    pub fn cluster(&self) -> Result<&Cluster, LookupError> {
+        self.cluster.as_ref().ok_or(LookupError::NoCluster)
+    }
+
     /// A network by id, name or unique id prefix.
     pub fn network(&self, query: &str) -> Result<&Network, LookupError> {
         lookup(ObjectKind::Network, &self.networks, query, |n| {
@@ -95,6 +108,20 @@ impl Tables {
     pub fn service(&self, query: &str) -> Result<&Service, LookupError> {
         lookup(ObjectKind::Service, &self.services, query, |s| {
             s.spec.as_ref().map_or("", |s| s.name.as_str())
+        })
+    }
+
+    /// A secret by id, name or unique id prefix.
+    pub fn secret(&self, query: &str) -> Result<&Secret, LookupError> {
+        lookup(ObjectKind::Secret, &self.secrets, query, |s| {
+            s.spec.as_ref().map_or("", |s| s.name.as_str())
+        })
+    }
+
+    /// A config by id, name or unique id prefix.
+    pub fn config(&self, query: &str) -> Result<&Config, LookupError> {
+        lookup(ObjectKind::Config, &self.configs, query, |c| {
+            c.spec.as_ref().map_or("", |s| s.name.as_str())
         })
     }
 
@@ -123,6 +150,8 @@ impl Tables {
             networks: self.networks.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
+            secrets: self.secrets.values().cloned().collect(),
+            configs: self.configs.values().cloned().collect(),
         }
     }
 
@@ -147,6 +176,16 @@ impl Tables {
                 .collect(),
             tasks: snapshot
                 .tasks
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            secrets: snapshot
+                .secrets
+                .into_iter()
+                .map(|o| (o.id.clone(), o))
+                .collect(),
+            configs: snapshot
+                .configs
                 .into_iter()
                 .map(|o| (o.id.clone(), o))
                 .collect(),

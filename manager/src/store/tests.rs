@@ -243,3 +243,65 @@ async fn local_proposer_applies_in_order() {
         .unwrap();
     assert_eq!((i1, i3), (1, 3));
 }
+
+#[test]
+fn secrets_and_configs_apply_keep_unique_names_and_survive_snapshots() {
+    use mini_proto::v1::{Config, ConfigSpec, Secret, SecretSpec};
+    let secret = |id: &str, name: &str| Secret {
+        id: id.into(),
+        meta: None,
+        spec: Some(SecretSpec {
+            name: name.into(),
+            data: b"v".to_vec(),
+            ..Default::default()
+        }),
+    };
+    let store = Store::new();
+    store
+        .apply(
+            3,
+            &batch(vec![
+                create(Action::PutSecret(secret("s1", "db"))),
+                create(Action::PutConfig(Config {
+                    id: "c1".into(),
+                    meta: None,
+                    spec: Some(ConfigSpec {
+                        name: "db".into(),
+                        data: b"x".to_vec(),
+                        ..Default::default()
+                    }),
+                })),
+            ]),
+        )
+        .unwrap();
+    // A second secret named db is refused (a config may share the name).
+    let err = store
+        .apply(
+            4,
+            &batch(vec![create(Action::PutSecret(secret("s2", "db")))]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApplyError::NameTaken {
+                kind: ObjectKind::Secret,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        store.view(|t| t.secret("db").map(|s| s.id.clone())),
+        Ok("s1".into())
+    );
+    let (index, bytes) = store.snapshot();
+    let restored = Store::new();
+    restored.restore(index, &bytes).unwrap();
+    assert_eq!(restored.view(|t| t.clone()), store.view(|t| t.clone()));
+    assert_eq!(restored.view(|t| t.configs.len()), 1);
+    store
+        .apply(5, &batch(vec![update(Action::RemoveSecret("s1".into()))]))
+        .unwrap();
+    assert!(store.view(|t| t.secrets.is_empty()));
+}

@@ -88,6 +88,10 @@ impl<K: Kernel + 'static> Executor<K> {
 
     /// Applies one assignment message.
     pub async fn apply(self: &Arc<Self>, assignments: Assignments) {
+        // First: a task in this message may use a secret that comes with it.
+        self.shared
+            .secrets
+            .replace(&assignments.secrets, &assignments.configs);
         self.shared.network.set_networks(&assignments.networks);
         self.shared.network.set_ingress(
             assignments
@@ -230,6 +234,8 @@ impl<K: Kernel + 'static> Executor<K> {
         let Some(dir) = self.shared.task_dir(id) else {
             return;
         };
+        // Never descend into a secrets tmpfs (normally unmounted when the task ended).
+        super::secrets::release(&dir.join(super::secrets::MOUNT_DIR));
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

@@ -58,6 +58,8 @@ pub fn reap(tasks_dir: &Path) {
             // Killing a PID namespace's first process ends every process in it.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // The task's secrets tmpfs goes first (remove_dir_all would empty it, then fail).
+        super::secrets::release(&dir.join(super::secrets::MOUNT_DIR));
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), %err, "cannot remove a task directory");
         }

@@ -11,6 +11,7 @@
 //! - `gossip_link`: endpoint records of local tasks out, VXLAN peers in.
 //! - `dns_link`: the embedded DNS server of each task sandbox.
 //! - `reporter`: batched status reports.
+//! - [`secrets`]: secret and config values in memory, and each task's secrets tmpfs.
 //! - [`images`]: where image tasks get their images ([`images::ImageSource`]).
 //! - [`capacity`]: the CPUs and memory the node offers tasks (reported at session open).
 //! - `leftovers`: killing tasks an earlier, killed daemon left running.
@@ -28,6 +29,7 @@ mod network;
 mod node_agent;
 mod renewal;
 mod reporter;
+pub mod secrets;
 mod session;
 mod task;
 pub mod worker;

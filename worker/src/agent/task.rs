@@ -278,6 +278,16 @@ pub async fn run<K: Kernel + 'static>(
             return;
         }
     };
+    // Secrets and configs: files on a tmpfs of the task's own, unmounted when `files` drops
+    // (whichever way this function returns).
+    let files = match super::secrets::prepare(&dir, &container, &shared.secrets) {
+        Ok(files) => files,
+        Err(err) => {
+            report(failed("preparing failed", err, 0));
+            release();
+            return;
+        }
+    };
     // The health check: the service's flags over the image's HEALTHCHECK.
     let health_check = match HealthCheck::resolve(
         container.healthcheck.as_ref(),
@@ -335,6 +345,7 @@ pub async fn run<K: Kernel + 'static>(
         dir,
         stop_signal: container.stop_signal.clone(),
         image,
+        files: files.as_ref().map(|f| f.files.clone()).unwrap_or_default(),
     };
     let grace = match container.stop_grace_period_ms {
         0 => shared.config.stop_grace,

@@ -91,6 +91,8 @@ pub(crate) struct Shared<K: Kernel> {
     pub(crate) renew_now: tokio::sync::Notify,
     /// The role the cluster gives this node, as the last session message said.
     pub(crate) wanted_role: Mutex<Option<mini_proto::v1::NodeRole>>,
+    /// The secrets and configs of the node's tasks (in memory only).
+    pub(crate) secrets: super::secrets::SecretStore,
 }
 
 /// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
@@ -123,6 +125,7 @@ impl<K: Kernel> Shared<K> {
             managers: Mutex::new(Vec::new()),
             renew_now: tokio::sync::Notify::new(),
             wanted_role: Mutex::new(None),
+            secrets: super::secrets::SecretStore::default(),
         }
     }
 

@@ -49,7 +49,10 @@ pub use init::{INIT_SUBCOMMAND, task_init_main};
 pub use logs::{LOG_FILE, LogFollower, LogLine, Stream, log_path, read_logs};
 pub use runc::RuncRuntime;
 pub use spawn::{PID_FILE, RunningTask};
-pub use spec::{DEFAULT_PATH, HOSTNAME_MAX, TaskExit, TaskSpec, clamp_hostname};
+pub use spec::{
+    DEFAULT_PATH, FILES_LIST, HOSTNAME_MAX, TaskExit, TaskFile, TaskSpec, clamp_hostname,
+    decode_files, encode_files,
+};
 pub use task_runtime::{ExecTarget, TaskHandle, TaskRuntime, parse_signal};
 
 /// The runtime of image `host`: starts tasks from the node's filesystem and

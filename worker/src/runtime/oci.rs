@@ -331,6 +331,10 @@ pub fn build_spec(
     ] {
         mounts.push(bind(&spec.dir.join(name), target, false).map_err(oci)?);
     }
+    // Secrets and configs: read-only binds of files on the task's tmpfs (Docker's way).
+    for f in &spec.files {
+        mounts.push(bind(&f.source, &f.target, true).map_err(oci)?);
+    }
     if image.init
         && let Some(init) = init_binary
     {

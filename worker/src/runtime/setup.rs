@@ -29,6 +29,95 @@ pub(crate) const ETC_FILES: [(&str, &str, bool); 3] = [
     ("hostname", "/etc/hostname", false),
 ];
 
+/// The directory, in a `host` task's directory, where its init mounts a tmpfs private to the
+/// task's mount namespace: the upper layers of the overlays that make missing file targets
+/// (so nothing is ever created on the node's own filesystem).
+pub(crate) const SCRATCH_DIR: &str = "scratch";
+
+/// An open file or directory (`O_PATH`), to bind-mount from `/proc/self/fd/N` after overlays
+/// may have hidden its path.
+fn open_path(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+fn fd_path(file: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Makes `target` an (empty) file the task sees, without touching the node's filesystem: the
+/// deepest existing ancestor gets an overlay whose upper layer is on the scratch tmpfs.
+/// `n` numbers the overlays.
+fn make_target(scratch: &Path, target: &Path, n: usize) -> Result<(), String> {
+    let mut ancestor = target.parent();
+    while let Some(a) = ancestor
+        && !a.exists()
+    {
+        ancestor = a.parent();
+    }
+    let ancestor = ancestor.unwrap_or(Path::new("/"));
+    let shown = ancestor.to_string_lossy();
+    if ancestor == Path::new("/") || !ancestor.is_dir() || shown.contains([',', ':']) {
+        return Err(format!(
+            "cannot place a file at {} in a host task: the host runtime creates files only \
+             inside an existing directory other than / (give a target such as /run/secrets/NAME \
+             or /etc/NAME)",
+            target.display()
+        ));
+    }
+    let upper = scratch.join(format!("upper{n}"));
+    let work = scratch.join(format!("work{n}"));
+    for d in [&upper, &work] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let options = format!(
+        "lowerdir={shown},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        ancestor,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| format!("cannot make {} writable for the task: {e}", shown))?;
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::File::create(target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    Ok(())
+}
+
+/// Binds `source` (an open file) read-only on `target`.
+fn bind_read_only(source: &std::fs::File, target: &Path) -> Result<(), String> {
+    let from = fd_path(source);
+    mount(
+        Some(&from),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot bind-mount a file on {}: {e}", target.display()))?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make {} read-only: {e}", target.display()))
+}
+
 /// Prepares the task's private view of the node: mounts and hostname.
 /// Returns the message for the task's error on failure.
 pub(crate) fn prepare(hostname: &OsStr, dir: &Path) -> Result<(), String> {
@@ -49,19 +138,48 @@ pub(crate) fn prepare(hostname: &OsStr, dir: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("cannot mount /proc for the task: {e}"))?;
+    // Every source is opened before an overlay (for a secret's or config's target) may hide
+    // the task directory's path.
+    let mut etc = Vec::new();
     for (name, target, required) in ETC_FILES {
         if !required && !Path::new(target).exists() {
             continue;
         }
-        let source = dir.join(name);
+        etc.push((open_path(&dir.join(name))?, target));
+    }
+    let files =
+        super::spec::decode_files(&std::fs::read(dir.join(super::FILES_LIST)).unwrap_or_default());
+    if !files.is_empty() {
+        let sources = files
+            .iter()
+            .map(|f| open_path(&f.source))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scratch = dir.join(SCRATCH_DIR);
         mount(
-            Some(&source),
-            target,
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0700"),
+        )
+        .map_err(|e| format!("cannot mount the task's scratch tmpfs: {e}"))?;
+        for (n, (file, source)) in files.iter().zip(&sources).enumerate() {
+            let target = Path::new(&file.target);
+            if !target.is_file() {
+                make_target(&scratch, target, n)?;
+            }
+            bind_read_only(source, target)?;
+        }
+    }
+    for (source, target) in &etc {
+        mount(
+            Some(&fd_path(source)),
+            *target,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| format!("cannot bind-mount {} on {target}: {e}", source.display()))?;
+        .map_err(|e| format!("cannot bind-mount the task's {target}: {e}"))?;
     }
     nix::unistd::sethostname(hostname)
         .map_err(|e| format!("cannot set the hostname {hostname:?}: {e}"))?;

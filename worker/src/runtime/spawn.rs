@@ -59,6 +59,17 @@ impl HostRuntime {
                 .await
                 .map_err(dir_error(&path))?;
         }
+        // The files the init binds (secrets, configs): their paths, never their contents.
+        let list = spec.dir.join(super::FILES_LIST);
+        tokio::fs::write(&list, super::encode_files(&spec.files))
+            .await
+            .map_err(dir_error(&list))?;
+        let scratch = spec.dir.join(super::setup::SCRATCH_DIR);
+        if !spec.files.is_empty() {
+            tokio::fs::create_dir_all(&scratch)
+                .await
+                .map_err(dir_error(&scratch))?;
+        }
         let log = log_path(&spec.dir);
         let log_file = std::fs::OpenOptions::new()
             .append(true)

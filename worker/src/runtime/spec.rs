@@ -42,6 +42,52 @@ pub struct TaskSpec {
     pub stop_signal: String,
     /// The image and Docker's run options; `None` for the `host` runtime.
     pub image: Option<ImageTask>,
+    /// Files bind-mounted read-only into the task: its secrets and configs (sources on the
+    /// task's tmpfs, see `agent::secrets`).
+    pub files: Vec<TaskFile>,
+}
+
+/// One file the runtime binds read-only into a task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFile {
+    /// The file on the node (on a tmpfs: it may hold a secret).
+    pub source: PathBuf,
+    /// The absolute path inside the task.
+    pub target: String,
+}
+
+/// The name, in a `host` task's directory, of the list of [`TaskFile`]s its init binds
+/// (NUL-separated source and target pairs; paths only, never contents).
+pub const FILES_LIST: &str = "files.list";
+
+/// Encodes `files` as [`FILES_LIST`] holds them.
+pub fn encode_files(files: &[TaskFile]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for f in files {
+        out.extend_from_slice(f.source.as_os_str().as_bytes());
+        out.push(0);
+        out.extend_from_slice(f.target.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Decodes [`encode_files`]' bytes.
+pub fn decode_files(bytes: &[u8]) -> Vec<TaskFile> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut parts = bytes.split(|b| *b == 0);
+    let mut files = Vec::new();
+    while let (Some(source), Some(target)) = (parts.next(), parts.next()) {
+        if source.is_empty() {
+            break;
+        }
+        files.push(TaskFile {
+            source: PathBuf::from(std::ffi::OsStr::from_bytes(source)),
+            target: String::from_utf8_lossy(target).into_owned(),
+        });
+    }
+    files
 }
 
 impl TaskSpec {
@@ -59,6 +105,18 @@ impl TaskSpec {
         }
         if self.hostname.is_empty() {
             return Err(invalid("the hostname is empty".into()));
+        }
+        for f in &self.files {
+            let bad = !f.target.starts_with('/')
+                || f.target == "/"
+                || f.target.contains('\0')
+                || f.target.split('/').any(|c| c == "." || c == "..");
+            if bad {
+                return Err(invalid(format!(
+                    "file target {:?} must be an absolute path without '.' or '..'",
+                    f.target
+                )));
+            }
         }
         for entry in &self.env {
             match entry.split_once('=') {

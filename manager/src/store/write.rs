@@ -1,0 +1,172 @@
+//! Read, check, write: the one way a caller changes the store from what it read.
+//!
+//! A caller decides from a consistent view (validation, conflicts, allocations), then proposes
+//! what it decided as one batch. Puts carry the version of the object they were decided from,
+//! so the deterministic apply refuses a batch decided from a view that has since changed
+//! ([`ApplyError::Stale`]); the caller then simply decides again on the new state.
+
+use mini_proto::v1::{StoreAction, StoreBatch, store_action::Action};
+
+use super::{ApplyError, Proposer, Store, Tables, WriteError};
+
+/// How many times a step is decided again after the store refused it as stale.
+pub const STALE_RETRIES: usize = 5;
+
+/// An action that creates an object which must not exist yet.
+pub fn create_action(action: Action) -> StoreAction {
+    StoreAction {
+        action: Some(action),
+        create: true,
+    }
+}
+
+/// An action that replaces an existing object (checked against the version it carries) or
+/// removes one.
+pub fn update_action(action: Action) -> StoreAction {
+    StoreAction {
+        action: Some(action),
+        create: false,
+    }
+}
+
+/// Runs `decide` on a consistent view of `store`, proposes the actions it returns as one batch
+/// and returns its answer once the batch is applied. When the store refuses the batch because an
+/// object changed since the view (a stale version), `decide` runs again on the new state, up to
+/// [`STALE_RETRIES`] times. Nothing is proposed when `decide` fails or decides no action.
+pub async fn read_check_write<P, T, E>(
+    store: &Store,
+    proposer: &P,
+    mut decide: impl FnMut(&Tables) -> Result<(Vec<StoreAction>, T), E>,
+) -> Result<T, E>
+where
+    P: Proposer,
+    E: From<WriteError>,
+{
+    let mut attempt = 0;
+    loop {
+        let (actions, answer) = store.view(&mut decide)?;
+        if actions.is_empty() {
+            return Ok(answer);
+        }
+        let batch = StoreBatch {
+            actions,
+            proposed_at_ms: crate::ids::now_ms(),
+        };
+        match proposer.propose(batch).await {
+            Ok(_) => return Ok(answer),
+            Err(WriteError::Rejected(ApplyError::Stale { .. })) if attempt < STALE_RETRIES => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mini_proto::v1::{Network, NetworkSpec};
+
+    use super::*;
+    use crate::error::ControlError;
+    use crate::store::LocalProposer;
+
+    fn network(name: &str, subnet: &str) -> Network {
+        Network {
+            id: "n1".into(),
+            spec: Some(NetworkSpec {
+                name: name.into(),
+                driver: "overlay".into(),
+                ..Default::default()
+            }),
+            subnet: subnet.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Applies a competing write before the first batch it is given, as another manager's
+    /// call landing between a view and its write would.
+    struct Racing {
+        store: Store,
+        inner: LocalProposer,
+        raced: AtomicUsize,
+    }
+
+    impl Proposer for Racing {
+        async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+            if self.raced.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut current = self.store.view(|t| t.networks["n1"].clone());
+                current.subnet = "10.9.0.0/24".into();
+                self.inner
+                    .propose(StoreBatch {
+                        actions: vec![update_action(Action::PutNetwork(current))],
+                        proposed_at_ms: 1,
+                    })
+                    .await?;
+            }
+            self.inner.propose(batch).await
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stale_decision_is_made_again_on_the_new_state() {
+        let store = Store::new();
+        let proposer = Racing {
+            store: store.clone(),
+            inner: LocalProposer::new(store.clone()),
+            raced: AtomicUsize::new(0),
+        };
+        proposer
+            .inner
+            .propose(StoreBatch {
+                actions: vec![create_action(Action::PutNetwork(network(
+                    "front",
+                    "10.1.0.0/24",
+                )))],
+                proposed_at_ms: 1,
+            })
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let renamed: Result<String, WriteError> = read_check_write(&store, &proposer, |t| {
+            let mut n = t.networks["n1"].clone();
+            seen.push(n.subnet.clone());
+            n.spec.as_mut().unwrap().name = "back".into();
+            Ok((
+                vec![update_action(Action::PutNetwork(n))],
+                "done".to_string(),
+            ))
+        })
+        .await;
+        assert_eq!(renamed.unwrap(), "done");
+        assert_eq!(
+            seen,
+            ["10.1.0.0/24", "10.9.0.0/24"],
+            "decided twice, the second time on the new state"
+        );
+        let n = store.view(|t| t.networks["n1"].clone());
+        assert_eq!(
+            (n.spec.unwrap().name.as_str(), n.subnet.as_str()),
+            ("back", "10.9.0.0/24")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn nothing_is_written_when_the_check_fails_or_decides_nothing() {
+        let store = Store::new();
+        let proposer = LocalProposer::new(store.clone());
+        let refused: Result<(), ControlError> = read_check_write(&store, &proposer, |_| {
+            Err(ControlError::Conflict("name taken".into()))
+        })
+        .await;
+        assert!(
+            matches!(refused, Err(ControlError::Conflict(_))),
+            "{refused:?}"
+        );
+        let nothing: Result<u8, WriteError> =
+            read_check_write(&store, &proposer, |_| Ok((Vec::new(), 7))).await;
+        assert_eq!(nothing.unwrap(), 7);
+        assert_eq!(store.applied_index(), 0, "no batch was proposed");
+    }
+}
