@@ -355,28 +355,6 @@ impl From<&Option<mini_proto::v1::FileTarget>> for FileView {
     }
 }
 
-/// One of a service's secrets as `docker service inspect` shows it.
-#[derive(Serialize)]
-pub struct SecretRefView {
-    #[serde(rename = "File")]
-    file: FileView,
-    #[serde(rename = "SecretID")]
-    secret_id: String,
-    #[serde(rename = "SecretName")]
-    secret_name: String,
-}
-
-/// One of a service's configs as `docker service inspect` shows it.
-#[derive(Serialize)]
-pub struct ConfigRefView {
-    #[serde(rename = "File")]
-    file: FileView,
-    #[serde(rename = "ConfigID")]
-    config_id: String,
-    #[serde(rename = "ConfigName")]
-    config_name: String,
-}
-
 /// A restart policy as `docker service inspect` shows it.
 #[derive(Serialize)]
 pub struct RestartPolicyView {
@@ -401,6 +379,28 @@ impl From<&RestartPolicy> for RestartPolicyView {
             window: r.window_ms.saturating_mul(1_000_000),
         }
     }
+}
+
+/// One of a service's secrets as `docker service inspect` shows it.
+#[derive(Serialize)]
+pub struct SecretRefView {
+    #[serde(rename = "File")]
+    file: FileView,
+    #[serde(rename = "SecretID")]
+    secret_id: String,
+    #[serde(rename = "SecretName")]
+    secret_name: String,
+}
+
+/// One of a service's configs as `docker service inspect` shows it.
+#[derive(Serialize)]
+pub struct ConfigRefView {
+    #[serde(rename = "File")]
+    file: FileView,
+    #[serde(rename = "ConfigID")]
+    config_id: String,
+    #[serde(rename = "ConfigName")]
+    config_name: String,
 }
 
 fn restart_condition_name(c: RestartCondition) -> &'static str {

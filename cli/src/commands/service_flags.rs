@@ -349,99 +349,6 @@ impl SpecFlags {
     }
 }
 
-/// Docker's restart policy for a new service: condition any; this project restarts after 1 s.
-pub fn default_restart_policy() -> RestartPolicy {
-    RestartPolicy {
-        condition: RestartCondition::Any as i32,
-        delay_ms: 1000,
-        max_attempts: 0,
-        window_ms: 0,
-    }
-}
-
-/// Docker's update (and rollback) config for a new service: parallelism 1, no delay, pause
-/// on failure, monitor 5 s, max failure ratio 0, stop-first.
-pub fn default_update_config() -> UpdateConfig {
-    mini_manager::orchestrator::update::docker_default()
-}
-
-/// One group of `--update-*` or `--rollback-*` flags (plain fields: the compose translation
-/// fills it too).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RolloutFlags<'a> {
-    /// Tasks replaced at a time (0: all).
-    pub parallelism: Option<u64>,
-    /// Delay between batches, in milliseconds.
-    pub delay_ms: Option<u64>,
-    /// `pause`, `continue` or `rollback`.
-    pub failure_action: Option<&'a str>,
-    /// Monitor window, in milliseconds.
-    pub monitor_ms: Option<u64>,
-    /// Failure ratio tolerated (0 to 1).
-    pub max_failure_ratio: Option<f32>,
-    /// `stop-first` or `start-first`.
-    pub order: Option<&'a str>,
-}
-
-impl RolloutFlags<'_> {
-    /// Whether any field is set.
-    pub fn any(&self) -> bool {
-        self.parallelism.is_some()
-            || self.delay_ms.is_some()
-            || self.failure_action.is_some()
-            || self.monitor_ms.is_some()
-            || self.max_failure_ratio.is_some()
-            || self.order.is_some()
-    }
-
-    /// Writes the set fields into `config` (created with Docker's defaults when unset).
-    pub fn apply(&self, config: &mut Option<UpdateConfig>) -> Result<()> {
-        if !self.any() {
-            return Ok(());
-        }
-        let c = config.get_or_insert_with(default_update_config);
-        if let Some(p) = self.parallelism {
-            c.parallelism = p;
-        }
-        if let Some(d) = self.delay_ms {
-            c.delay_ms = d;
-        }
-        if let Some(a) = self.failure_action {
-            c.failure_action = match a {
-                "pause" => UpdateFailureAction::Pause,
-                "continue" => UpdateFailureAction::Continue,
-                "rollback" => UpdateFailureAction::Rollback,
-                other => bail!("invalid failure action {other:?}: pause, continue or rollback"),
-            } as i32;
-        }
-        if let Some(m) = self.monitor_ms {
-            c.monitor_ms = m;
-        }
-        if let Some(r) = self.max_failure_ratio {
-            parse_failure_ratio(&r.to_string()).map_err(anyhow::Error::msg)?;
-            c.max_failure_ratio = r;
-        }
-        if let Some(o) = self.order {
-            c.order = match o {
-                "stop-first" => UpdateOrder::StopFirst,
-                "start-first" => UpdateOrder::StartFirst,
-                other => bail!("invalid update order {other:?}: stop-first or start-first"),
-            } as i32;
-        }
-        Ok(())
-    }
-}
-
-/// `--update-max-failure-ratio`: a number from 0 to 1.
-pub fn parse_failure_ratio(s: &str) -> Result<f32, String> {
-    match s.trim().parse::<f32>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!(
-            "invalid failure ratio {s:?}: a number from 0 to 1 (e.g. 0.2)"
-        )),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Secrets and configs (`--secret`, `--config` on create; `--secret-add`, `--secret-rm`,
 // `--config-add`, `--config-rm` on update, as Docker names them). The flags only name the
@@ -636,6 +543,99 @@ pub fn edit_secrets(
         c.configs.push(add.clone());
     }
     Ok(())
+}
+
+/// Docker's restart policy for a new service: condition any; this project restarts after 1 s.
+pub fn default_restart_policy() -> RestartPolicy {
+    RestartPolicy {
+        condition: RestartCondition::Any as i32,
+        delay_ms: 1000,
+        max_attempts: 0,
+        window_ms: 0,
+    }
+}
+
+/// Docker's update (and rollback) config for a new service: parallelism 1, no delay, pause
+/// on failure, monitor 5 s, max failure ratio 0, stop-first.
+pub fn default_update_config() -> UpdateConfig {
+    mini_manager::orchestrator::update::docker_default()
+}
+
+/// One group of `--update-*` or `--rollback-*` flags (plain fields: the compose translation
+/// fills it too).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RolloutFlags<'a> {
+    /// Tasks replaced at a time (0: all).
+    pub parallelism: Option<u64>,
+    /// Delay between batches, in milliseconds.
+    pub delay_ms: Option<u64>,
+    /// `pause`, `continue` or `rollback`.
+    pub failure_action: Option<&'a str>,
+    /// Monitor window, in milliseconds.
+    pub monitor_ms: Option<u64>,
+    /// Failure ratio tolerated (0 to 1).
+    pub max_failure_ratio: Option<f32>,
+    /// `stop-first` or `start-first`.
+    pub order: Option<&'a str>,
+}
+
+impl RolloutFlags<'_> {
+    /// Whether any field is set.
+    pub fn any(&self) -> bool {
+        self.parallelism.is_some()
+            || self.delay_ms.is_some()
+            || self.failure_action.is_some()
+            || self.monitor_ms.is_some()
+            || self.max_failure_ratio.is_some()
+            || self.order.is_some()
+    }
+
+    /// Writes the set fields into `config` (created with Docker's defaults when unset).
+    pub fn apply(&self, config: &mut Option<UpdateConfig>) -> Result<()> {
+        if !self.any() {
+            return Ok(());
+        }
+        let c = config.get_or_insert_with(default_update_config);
+        if let Some(p) = self.parallelism {
+            c.parallelism = p;
+        }
+        if let Some(d) = self.delay_ms {
+            c.delay_ms = d;
+        }
+        if let Some(a) = self.failure_action {
+            c.failure_action = match a {
+                "pause" => UpdateFailureAction::Pause,
+                "continue" => UpdateFailureAction::Continue,
+                "rollback" => UpdateFailureAction::Rollback,
+                other => bail!("invalid failure action {other:?}: pause, continue or rollback"),
+            } as i32;
+        }
+        if let Some(m) = self.monitor_ms {
+            c.monitor_ms = m;
+        }
+        if let Some(r) = self.max_failure_ratio {
+            parse_failure_ratio(&r.to_string()).map_err(anyhow::Error::msg)?;
+            c.max_failure_ratio = r;
+        }
+        if let Some(o) = self.order {
+            c.order = match o {
+                "stop-first" => UpdateOrder::StopFirst,
+                "start-first" => UpdateOrder::StartFirst,
+                other => bail!("invalid update order {other:?}: stop-first or start-first"),
+            } as i32;
+        }
+        Ok(())
+    }
+}
+
+/// `--update-max-failure-ratio`: a number from 0 to 1.
+pub fn parse_failure_ratio(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "invalid failure ratio {s:?}: a number from 0 to 1 (e.g. 0.2)"
+        )),
+    }
 }
 
 /// `0.5` CPUs → billionths of a CPU.

@@ -283,8 +283,8 @@ pub(super) fn list(manager: &Manager) -> ListServicesResponse {
     })
 }
 
-/// Sets the replica count of a replicated service (retried when the orchestrator wrote the
-/// service meanwhile, as every read-check-write).
+/// Sets the replica count of a replicated service. Retried when the service changed between
+/// read and write (the orchestrator records an update's progress in it).
 pub(super) async fn scale(
     manager: &Manager,
     request: ScaleServiceRequest,
