@@ -17,8 +17,12 @@ use crate::store::Tables;
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
 /// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
 /// is refused.
-/// Retried when the service changed between read and write (the orchestrator writes a
-/// service's UpdateStatus at any time).
+///
+/// With `request.rollback` (`service rollback`), the spec goes back to the previous one and
+/// the current one becomes the previous (a second rollback goes forward again), as swarmkit
+/// does; the update status says ROLLBACK_STARTED ("manually requested rollback"). Any other
+/// update resets the update status: the orchestrator starts a new rollout (resuming a paused
+/// one).
 pub(super) async fn update(
     manager: &Manager,
     request: UpdateServiceRequest,
@@ -44,10 +48,9 @@ pub(super) async fn update(
             )));
         }
         let old_spec = old.spec.clone().unwrap_or_default();
-        // A rollback goes back to the previous spec, and the current one becomes the
-        // previous (a second rollback goes forward again), as swarmkit does.
         let (mut spec, previous_spec, update_status) = match requested.clone() {
-            Some(spec) => {
+            Some(mut spec) => {
+                super::secrets::resolve_references(t, &mut spec)?;
                 // An unchanged spec (`service update` resuming a paused update) keeps the
                 // previous spec to roll back to.
                 let previous = if spec == old_spec {
@@ -74,7 +77,6 @@ pub(super) async fn update(
             }
         };
         check_unchanged(&old_spec, &spec)?;
-        super::secrets::resolve_references(t, &mut spec)?;
         let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
         check_published_ports(t, &ports, Some(&old.id))?;
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
