@@ -437,10 +437,16 @@ pub(super) async fn update_node(
     manager: &Manager,
     request: UpdateNodeRequest,
 ) -> Result<Node, ControlError> {
-    let node = manager
-        .store()
-        .view(|t| t.node(&request.name_or_id).cloned())?;
-    if request.role == "worker" && node.role() == NodeRole::Manager {
+    let (node, managers) = manager.store().view(|t| {
+        let managers = t
+            .nodes
+            .values()
+            .filter(|n| n.role() == NodeRole::Manager)
+            .count();
+        t.node(&request.name_or_id).cloned().map(|n| (n, managers))
+    })?;
+    // (Demoting the last manager is refused below, with its own reason.)
+    if request.role == "worker" && node.role() == NodeRole::Manager && managers > 1 {
         // The leader may be demoted too: it hands leadership over before it is removed.
         check_quorum_without(manager, node.raft_id, &node.hostname).await?;
     }
