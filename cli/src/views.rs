@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 
+use mini_manager::orchestrator::docker_default;
 use mini_proto::state_name;
 use mini_proto::v1::{
     EndpointMode, Network, Node, NodeAvailability, NodeRole, NodeState, Resources,
-    RestartCondition, Service, Task, TaskState, service_spec::Mode,
+    RestartCondition, RestartPolicy, Service, Task, TaskState, UpdateConfig, UpdateFailureAction,
+    UpdateOrder, UpdateState, UpdateStatus, service_spec::Mode,
 };
 use serde::Serialize;
 
@@ -199,9 +201,20 @@ pub struct ServiceView {
     #[serde(rename = "Configs", skip_serializing_if = "Vec::is_empty")]
     configs: Vec<ConfigRefView>,
     restart_condition: &'static str,
-    restart_delay_ms: u64,
-    update_parallelism: u64,
-    update_delay_ms: u64,
+    /// Docker's `RestartPolicy` (durations in nanoseconds).
+    #[serde(rename = "RestartPolicy")]
+    restart_policy: RestartPolicyView,
+    /// Docker's `UpdateConfig` and `RollbackConfig` (unset: Docker's defaults).
+    #[serde(rename = "UpdateConfig")]
+    update_config: UpdateConfigView,
+    #[serde(rename = "RollbackConfig")]
+    rollback_config: UpdateConfigView,
+    /// Docker's `UpdateStatus`; absent before the first update.
+    #[serde(rename = "UpdateStatus", skip_serializing_if = "Option::is_none")]
+    update_status: Option<UpdateStatusView>,
+    /// The spec before the latest update (what `service rollback` goes back to).
+    #[serde(rename = "PreviousSpec", skip_serializing_if = "Option::is_none")]
+    previous_spec: Option<Box<ServiceView>>,
     force_update: u64,
     labels: std::collections::BTreeMap<String, String>,
     version: u64,
@@ -294,15 +307,20 @@ impl ServiceView {
                     config_name: r.config_name.clone(),
                 })
                 .collect(),
-            restart_condition: match restart.condition() {
-                RestartCondition::Any => "any",
-                RestartCondition::OnFailure => "on-failure",
-                RestartCondition::None => "none",
-            },
-            restart_delay_ms: restart.delay_ms,
-            // Unset: Docker's defaults, one task at a time without delay.
-            update_parallelism: spec.update.map_or(1, |u| u.parallelism),
-            update_delay_ms: spec.update.map_or(0, |u| u.delay_ms),
+            restart_condition: restart_condition_name(restart.condition()),
+            restart_policy: RestartPolicyView::from(&restart),
+            // Unset: Docker's defaults.
+            update_config: UpdateConfigView::from(&spec.update.unwrap_or_else(docker_default)),
+            rollback_config: UpdateConfigView::from(&spec.rollback.unwrap_or_else(docker_default)),
+            update_status: s.update_status.as_ref().map(UpdateStatusView::from),
+            previous_spec: s.previous_spec.as_ref().map(|p| {
+                let previous = Service {
+                    id: s.id.clone(),
+                    spec: Some(p.clone()),
+                    ..Service::default()
+                };
+                Box::new(ServiceView::new(&previous, None, names))
+            }),
             force_update: spec.force_update,
             labels: spec.labels.into_iter().collect(),
             version,
@@ -337,6 +355,32 @@ impl From<&Option<mini_proto::v1::FileTarget>> for FileView {
     }
 }
 
+/// A restart policy as `docker service inspect` shows it.
+#[derive(Serialize)]
+pub struct RestartPolicyView {
+    #[serde(rename = "Condition")]
+    condition: &'static str,
+    /// Nanoseconds.
+    #[serde(rename = "Delay")]
+    delay: u64,
+    #[serde(rename = "MaxAttempts")]
+    max_attempts: u64,
+    /// Nanoseconds.
+    #[serde(rename = "Window")]
+    window: u64,
+}
+
+impl From<&RestartPolicy> for RestartPolicyView {
+    fn from(r: &RestartPolicy) -> Self {
+        RestartPolicyView {
+            condition: restart_condition_name(r.condition()),
+            delay: r.delay_ms.saturating_mul(1_000_000),
+            max_attempts: r.max_attempts,
+            window: r.window_ms.saturating_mul(1_000_000),
+        }
+    }
+}
+
 /// One of a service's secrets as `docker service inspect` shows it.
 #[derive(Serialize)]
 pub struct SecretRefView {
@@ -357,6 +401,240 @@ pub struct ConfigRefView {
     config_id: String,
     #[serde(rename = "ConfigName")]
     config_name: String,
+}
+
+fn restart_condition_name(c: RestartCondition) -> &'static str {
+    match c {
+        RestartCondition::Any => "any",
+        RestartCondition::OnFailure => "on-failure",
+        RestartCondition::None => "none",
+    }
+}
+
+/// An update or rollback config as `docker service inspect` shows it (durations in
+/// nanoseconds).
+#[derive(Serialize)]
+pub struct UpdateConfigView {
+    #[serde(rename = "Parallelism")]
+    parallelism: u64,
+    #[serde(rename = "Delay", skip_serializing_if = "is_zero")]
+    delay: u64,
+    #[serde(rename = "FailureAction")]
+    failure_action: &'static str,
+    #[serde(rename = "Monitor")]
+    monitor: u64,
+    #[serde(rename = "MaxFailureRatio")]
+    max_failure_ratio: f32,
+    #[serde(rename = "Order")]
+    order: &'static str,
+}
+
+/// Docker's word for a failure action.
+pub fn failure_action_name(a: UpdateFailureAction) -> &'static str {
+    match a {
+        UpdateFailureAction::Pause => "pause",
+        UpdateFailureAction::Continue => "continue",
+        UpdateFailureAction::Rollback => "rollback",
+    }
+}
+
+/// Docker's word for an update order.
+pub fn order_name(o: UpdateOrder) -> &'static str {
+    match o {
+        UpdateOrder::StopFirst => "stop-first",
+        UpdateOrder::StartFirst => "start-first",
+    }
+}
+
+impl From<&UpdateConfig> for UpdateConfigView {
+    fn from(c: &UpdateConfig) -> Self {
+        UpdateConfigView {
+            parallelism: c.parallelism,
+            delay: c.delay_ms.saturating_mul(1_000_000),
+            failure_action: failure_action_name(c.failure_action()),
+            monitor: c.monitor_ms.saturating_mul(1_000_000),
+            max_failure_ratio: c.max_failure_ratio,
+            order: order_name(c.order()),
+        }
+    }
+}
+
+/// A service's update status as `docker service inspect` shows it (times in RFC 3339).
+#[derive(Serialize)]
+pub struct UpdateStatusView {
+    #[serde(rename = "State")]
+    state: &'static str,
+    #[serde(rename = "StartedAt", skip_serializing_if = "String::is_empty")]
+    started_at: String,
+    #[serde(rename = "CompletedAt", skip_serializing_if = "String::is_empty")]
+    completed_at: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+impl From<&UpdateStatus> for UpdateStatusView {
+    fn from(u: &UpdateStatus) -> Self {
+        let time = |ms: i64| {
+            if ms == 0 {
+                String::new()
+            } else {
+                crate::commands::service::rfc3339_ns(ms.saturating_mul(1_000_000))
+            }
+        };
+        UpdateStatusView {
+            state: update_state_name(u.state()),
+            started_at: time(u.started_at_ms),
+            completed_at: time(u.completed_at_ms),
+            message: u.message.clone(),
+        }
+    }
+}
+
+/// A duration in milliseconds as Go prints one (`5s`, `1m30s`, `500ms`, `0s`).
+pub fn go_duration_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
+    let secs = ms % 60_000;
+    let s = if secs.is_multiple_of(1000) {
+        format!("{}s", secs / 1000)
+    } else {
+        format!("{}s", (secs as f64 / 1000.0))
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
+/// `service inspect --pretty`: Docker's human-readable layout, with the update status and
+/// the update and rollback configs.
+pub fn pretty_service(s: &Service, names: &Names) -> String {
+    use std::fmt::Write as _;
+    let spec = s.spec.clone().unwrap_or_default();
+    let container = spec.container.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "ID:\t\t{}", s.id);
+    let _ = writeln!(out, "Name:\t\t{}", spec.name);
+    if !spec.labels.is_empty() {
+        let _ = writeln!(out, "Labels:");
+        let labels: std::collections::BTreeMap<_, _> = spec.labels.iter().collect();
+        for (k, v) in labels {
+            let _ = writeln!(out, " {k}={v}");
+        }
+    }
+    match spec.mode {
+        Some(Mode::Global(_)) => {
+            let _ = writeln!(out, "Service Mode:\tGlobal");
+        }
+        Some(Mode::Replicas(n)) => {
+            let _ = writeln!(out, "Service Mode:\tReplicated\n Replicas:\t{n}");
+        }
+        None => {
+            let _ = writeln!(out, "Service Mode:\tReplicated\n Replicas:\t1");
+        }
+    }
+    if let Some(u) = &s.update_status {
+        let _ = writeln!(out, "UpdateStatus:");
+        let _ = writeln!(out, " State:\t\t{}", update_state_name(u.state()));
+        if u.started_at_ms != 0 {
+            let started = crate::output::ago(u.started_at_ms, mini_manager::ids::now_ms());
+            let _ = writeln!(out, " Started:\t{started}");
+        }
+        if u.completed_at_ms != 0 {
+            let done = crate::output::ago(u.completed_at_ms, mini_manager::ids::now_ms());
+            let _ = writeln!(out, " Completed:\t{done}");
+        }
+        let _ = writeln!(out, " Message:\t{}", u.message);
+    }
+    if !spec.constraints.is_empty() {
+        let _ = writeln!(out, "Placement:\n Constraints:\t{:?}", spec.constraints);
+    } else {
+        let _ = writeln!(out, "Placement:");
+    }
+    for (title, verb, config) in [
+        ("UpdateConfig", "Update", spec.update),
+        ("RollbackConfig", "Rollback", spec.rollback),
+    ] {
+        let c = config.unwrap_or_else(docker_default);
+        let _ = writeln!(out, "{title}:\n Parallelism:\t{}", c.parallelism);
+        if c.delay_ms != 0 {
+            let _ = writeln!(out, " Delay:\t\t{}", go_duration_ms(c.delay_ms));
+        }
+        let _ = writeln!(
+            out,
+            " On failure:\t{}",
+            failure_action_name(c.failure_action())
+        );
+        let _ = writeln!(out, " Monitoring Period: {}", go_duration_ms(c.monitor_ms));
+        let _ = writeln!(out, " Max failure ratio: {}", c.max_failure_ratio);
+        let _ = writeln!(out, " {verb} order:      {}", order_name(c.order()));
+    }
+    let _ = writeln!(out, "ContainerSpec:\n Image:\t\t{}", container.image);
+    if !container.args.is_empty() {
+        let _ = writeln!(out, " Args:\t\t{}", container.args.join(" "));
+    }
+    if !container.env.is_empty() {
+        let _ = writeln!(out, " Env:\t\t{}", container.env.join(" "));
+    }
+    // Docker's template: each secret's and config's target and source (never a value).
+    if !container.secrets.is_empty() {
+        let _ = writeln!(out, " Secrets:");
+        for r in &container.secrets {
+            let target = r.file.as_ref().map_or("", |f| f.name.as_str());
+            let _ = writeln!(out, "  Target:\t{target}\n   Source:\t{}", r.secret_name);
+        }
+    }
+    if !container.configs.is_empty() {
+        let _ = writeln!(out, " Configs:");
+        for r in &container.configs {
+            let target = r.file.as_ref().map_or("", |f| f.name.as_str());
+            let _ = writeln!(out, "  Target:\t{target}\n   Source:\t{}", r.config_name);
+        }
+    }
+    let restart = spec.restart.unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "RestartPolicy:\n Condition:\t{}\n Delay:\t\t{}\n Max attempts:\t{}\n Window:\t{}",
+        restart_condition_name(restart.condition()),
+        go_duration_ms(restart.delay_ms),
+        restart.max_attempts,
+        go_duration_ms(restart.window_ms)
+    );
+    if !spec.networks.is_empty() {
+        let nets: Vec<String> = spec.networks.iter().map(|n| names.network(n)).collect();
+        let _ = writeln!(out, "Networks:\t{}", nets.join(" "));
+    }
+    let endpoint = spec.endpoint.unwrap_or_default();
+    let _ = write!(
+        out,
+        "Endpoint Mode:\t{}",
+        match endpoint.mode() {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    );
+    if !endpoint.ports.is_empty() {
+        let _ = write!(out, "\nPorts:");
+        for p in &endpoint.ports {
+            let _ = write!(
+                out,
+                "\n PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = ingress",
+                p.published_port, p.protocol, p.target_port
+            );
+        }
+    }
+    out
+}
+
+/// Docker's word for an update state.
+pub fn update_state_name(state: UpdateState) -> &'static str {
+    mini_manager::orchestrator::update::state_name(state)
 }
 
 /// A service's health check as `docker service inspect` shows it (`Healthcheck`: Docker's
@@ -396,6 +674,9 @@ pub struct TaskView {
     service: String,
     slot: u64,
     image: String,
+    /// The command's arguments the task was made with (its spec's, at the time).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
     node_id: String,
     node: String,
     desired_state: &'static str,
@@ -426,6 +707,10 @@ impl TaskView {
                 .container
                 .as_ref()
                 .map_or(String::new(), |c| c.image.clone()),
+            args: t
+                .container
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.args.clone()),
             node_id: t.node_id.clone(),
             node: if t.node_id.is_empty() {
                 String::new()
@@ -543,4 +828,59 @@ pub fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mini_proto::v1::{
+        ConfigReference, ContainerSpec, FileTarget, SecretReference, ServiceSpec,
+    };
+
+    #[test]
+    fn inspect_shows_secret_references_never_values() {
+        let file = |name: &str| FileTarget {
+            name: name.into(),
+            uid: "33".into(),
+            gid: "0".into(),
+            mode: 0o400,
+        };
+        let service = Service {
+            id: "svc".into(),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                container: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    secrets: vec![SecretReference {
+                        secret_id: "sid".into(),
+                        secret_name: "db_pass".into(),
+                        file: Some(file("db")),
+                    }],
+                    configs: vec![ConfigReference {
+                        config_id: "cid".into(),
+                        config_name: "site".into(),
+                        file: Some(file("/site")),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let names = Names::new(&[], &[]);
+        let pretty = pretty_service(&service, &names);
+        assert!(
+            pretty.contains(" Secrets:\n  Target:\tdb\n   Source:\tdb_pass\n"),
+            "{pretty}"
+        );
+        assert!(
+            pretty.contains(" Configs:\n  Target:\t/site\n   Source:\tsite\n"),
+            "{pretty}"
+        );
+        let json = serde_json::to_value(ServiceView::new(&service, None, &names)).unwrap();
+        assert_eq!(json["Secrets"][0]["SecretID"], "sid");
+        assert_eq!(json["Secrets"][0]["File"]["UID"], "33");
+        assert_eq!(json["Secrets"][0]["File"]["Mode"], 0o400);
+        assert_eq!(json["Configs"][0]["ConfigName"], "site");
+    }
 }

@@ -124,15 +124,10 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
     };
 
     // Without credentials the worker's pull is refused, in Docker's words.
-    // (It retries: `--restart-delay-ms` keeps the retries few.)
+    // (It retries: `--restart-delay` keeps the retries few.)
     create(
         "anon",
-        &[
-            "--restart-condition",
-            "on-failure",
-            "--restart-delay-ms",
-            "2000",
-        ],
+        &["--restart-condition", "on-failure", "--restart-delay", "2s"],
     );
     let error = wait_for("anon's pull to fail on h2", PATIENCE, || {
         let all = m.tasks("anon");

@@ -54,7 +54,7 @@ fn publishing_and_withdrawing_a_port_by_update() {
     // Publish: the command waits for the rollout, then the port answers on every node.
     let out = m.ok(&["service", "update", "--publish-add", "8081:80", "web"]);
     assert!(
-        out.stdout.contains("verify: service converged"),
+        out.stdout.contains("verify: Service converged"),
         "{}",
         out.stdout
     );
@@ -109,7 +109,7 @@ fn publishing_and_withdrawing_a_port_by_update() {
     // Withdraw: the port stops answering everywhere and leaves no nft element behind.
     let out = m.ok(&["service", "update", "--publish-rm", "8081", "web"]);
     assert!(
-        out.stdout.contains("verify: service converged"),
+        out.stdout.contains("verify: Service converged"),
         "{}",
         out.stdout
     );

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use mini_proto::v1::{
     ContainerSpec, CreateServiceRequest, EndpointMode, EndpointSpec, GetRequest,
     ListNetworksRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest, Mount,
-    PortConfig, RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceLogsRequest,
-    ServiceSpec, Task, UpdateConfig, service_spec::Mode,
+    PortConfig, RestartCondition, ScaleServiceRequest, ServiceLogsRequest, ServiceSpec, Task,
+    service_spec::Mode,
 };
 
 use crate::client::connect;
@@ -37,12 +37,17 @@ pub enum ServiceCommand {
     },
     /// Show services in detail (JSON).
     Inspect {
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
         /// Service names or ids.
         #[arg(required = true)]
         services: Vec<String>,
     },
     /// Change a service; its tasks are replaced by a rolling update.
     Update(Box<super::service_update::UpdateArgs>),
+    /// Revert changes to a service's configuration (back to its previous spec).
+    Rollback(super::service_update::RollbackArgs),
     /// Scale replicated services: `SERVICE=REPLICAS`...
     Scale {
         /// `SERVICE=REPLICAS` pairs.
@@ -185,7 +190,7 @@ fn parse_tail(s: &str) -> Result<Option<u64>, String> {
 }
 
 /// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, as `docker logs -t` prints them.
-pub(super) fn rfc3339_ns(ns: i64) -> String {
+pub(crate) fn rfc3339_ns(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
@@ -250,10 +255,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 }),
                 mode: Some(mode),
                 networks: Vec::new(),
-                restart: Some(RestartPolicy {
-                    condition: RestartCondition::Any as i32,
-                    delay_ms: 1000,
-                }),
+                restart: Some(super::service_flags::default_restart_policy()),
                 constraints: args.constraints,
                 endpoint: Some(EndpointSpec {
                     mode: endpoint_mode as i32,
@@ -265,10 +267,8 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     .filter_map(|l| l.split_once('='))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-                update: Some(UpdateConfig {
-                    parallelism: 1,
-                    delay_ms: 0,
-                }),
+                update: Some(super::service_flags::default_update_config()),
+                rollback: Some(super::service_flags::default_update_config()),
                 force_update: 0,
             };
             args.flags.apply(&mut spec)?;
@@ -365,19 +365,28 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 ),
             }
         }
-        ServiceCommand::Inspect { services } => {
+        ServiceCommand::Inspect { pretty, services } => {
             let names = names(&mut client).await?;
             let mut views = Vec::new();
+            let mut text = Vec::new();
             for name_or_id in services {
                 let s = client
                     .get_service(GetRequest { name_or_id })
                     .await?
                     .into_inner();
+                text.push(crate::views::pretty_service(&s, &names));
                 views.push(ServiceView::new(&s, None, &names));
             }
-            print_json(&views)?;
+            if pretty {
+                println!("{}", text.join("\n\n"));
+            } else {
+                print_json(&views)?;
+            }
         }
         ServiceCommand::Update(args) => super::service_update::run(&mut client, *args).await?,
+        ServiceCommand::Rollback(args) => {
+            super::service_update::rollback(&mut client, args).await?
+        }
         ServiceCommand::Scale { scales } => {
             for (name_or_id, replicas) in scales {
                 client

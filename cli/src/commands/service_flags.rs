@@ -9,7 +9,7 @@ use clap::Args;
 use mini_proto::v1::{
     ConfigReference, FileTarget, HealthConfig, ImageRegistryAuth, Mount, Resources,
     RestartCondition, RestartPolicy, SecretReference, ServiceSpec, UpdateConfig,
-    service_spec::Mode,
+    UpdateFailureAction, UpdateOrder, service_spec::Mode,
 };
 
 use mini_worker::image::Reference;
@@ -27,15 +27,53 @@ pub struct SpecFlags {
     /// When to restart tasks that end [default: any].
     #[arg(long, value_parser = ["any", "on-failure", "none"])]
     pub restart_condition: Option<String>,
-    /// Delay between restarts, in milliseconds [default: 1000].
+    // ---- Restart policy, update and rollback policies (rollout) ----
+    /// Delay between restart attempts (ns|us|ms|s|m|h) [default: 1s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (0: no limit) [default: 0].
     #[arg(long)]
-    pub restart_delay_ms: Option<u64>,
-    /// Tasks replaced at a time by updates (0: all at once) [default: 1].
+    pub restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h; 0: every restart) [default: 0s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub restart_window: Option<u64>,
+    /// Maximum number of tasks updated simultaneously (0 to update all at once) [default: 1].
     #[arg(long)]
     pub update_parallelism: Option<u64>,
-    /// Wait after a replaced task runs before replacing the next ones, in milliseconds [default: 0].
+    /// Delay between updates (ns|us|ms|s|m|h) [default: 0s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub update_delay: Option<u64>,
+    /// Action on update failure ("pause", "continue", "rollback") [default: pause].
+    #[arg(long, value_parser = ["pause", "continue", "rollback"])]
+    pub update_failure_action: Option<String>,
+    /// Duration after each task update to monitor for failure (ns|us|ms|s|m|h) [default: 5s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub update_monitor: Option<u64>,
+    /// Failure rate to tolerate during an update (0 to 1) [default: 0].
+    #[arg(long, value_parser = parse_failure_ratio)]
+    pub update_max_failure_ratio: Option<f32>,
+    /// Update order ("start-first", "stop-first") [default: stop-first].
+    #[arg(long, value_parser = ["start-first", "stop-first"])]
+    pub update_order: Option<String>,
+    /// Maximum number of tasks rolled back simultaneously (0 to roll back all at once) [default: 1].
     #[arg(long)]
-    pub update_delay_ms: Option<u64>,
+    pub rollback_parallelism: Option<u64>,
+    /// Delay between task rollbacks (ns|us|ms|s|m|h) [default: 0s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub rollback_delay: Option<u64>,
+    /// Action on rollback failure ("pause", "continue") [default: pause].
+    #[arg(long, value_parser = ["pause", "continue"])]
+    pub rollback_failure_action: Option<String>,
+    /// Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h) [default: 5s].
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub rollback_monitor: Option<u64>,
+    /// Failure rate to tolerate during a rollback (0 to 1) [default: 0].
+    #[arg(long, value_parser = parse_failure_ratio)]
+    pub rollback_max_failure_ratio: Option<f32>,
+    /// Rollback order ("start-first", "stop-first") [default: stop-first].
+    #[arg(long, value_parser = ["start-first", "stop-first"])]
+    pub rollback_order: Option<String>,
+    // ---- end of the rollout block ----
     /// Overwrite the image's ENTRYPOINT (words split as a shell would, without expansions).
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -174,6 +212,52 @@ impl SpecFlags {
         Ok(Some(hc))
     }
 
+    /// The restart policy, `--update-*` and `--rollback-*` flags: each group that has a flag
+    /// set starts from what the spec has (else Docker's defaults) and changes what is named.
+    fn apply_rollout(&self, spec: &mut ServiceSpec) -> Result<()> {
+        if self.restart_condition.is_some()
+            || self.restart_delay.is_some()
+            || self.restart_max_attempts.is_some()
+            || self.restart_window.is_some()
+        {
+            let restart = spec.restart.get_or_insert_with(default_restart_policy);
+            if let Some(c) = &self.restart_condition {
+                restart.condition = restart_condition(c) as i32;
+            }
+            if let Some(d) = self.restart_delay {
+                restart.delay_ms = d;
+            }
+            if let Some(n) = self.restart_max_attempts {
+                restart.max_attempts = n;
+            }
+            if let Some(w) = self.restart_window {
+                restart.window_ms = w;
+            }
+        }
+        let update = RolloutFlags {
+            parallelism: self.update_parallelism,
+            delay_ms: self.update_delay,
+            failure_action: self.update_failure_action.as_deref(),
+            monitor_ms: self.update_monitor,
+            max_failure_ratio: self.update_max_failure_ratio,
+            order: self.update_order.as_deref(),
+        };
+        update.apply(&mut spec.update)?;
+        let rollback = RolloutFlags {
+            parallelism: self.rollback_parallelism,
+            delay_ms: self.rollback_delay,
+            failure_action: self.rollback_failure_action.as_deref(),
+            monitor_ms: self.rollback_monitor,
+            max_failure_ratio: self.rollback_max_failure_ratio,
+            order: self.rollback_order.as_deref(),
+        };
+        if rollback.failure_action == Some("rollback") {
+            bail!("invalid --rollback-failure-action \"rollback\": pause or continue");
+        }
+        rollback.apply(&mut spec.rollback)?;
+        Ok(())
+    }
+
     /// Applies the flags that are set to `spec`; on error `spec` may be half edited (the
     /// callers send nothing then).
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
@@ -193,30 +277,7 @@ impl SpecFlags {
                 _ => spec.mode = Some(Mode::Replicas(n)),
             }
         }
-        if self.restart_condition.is_some() || self.restart_delay_ms.is_some() {
-            let restart = spec.restart.get_or_insert(RestartPolicy {
-                condition: RestartCondition::Any as i32,
-                delay_ms: 1000,
-            });
-            if let Some(c) = &self.restart_condition {
-                restart.condition = restart_condition(c) as i32;
-            }
-            if let Some(d) = self.restart_delay_ms {
-                restart.delay_ms = d;
-            }
-        }
-        if self.update_parallelism.is_some() || self.update_delay_ms.is_some() {
-            let update = spec.update.get_or_insert(UpdateConfig {
-                parallelism: 1,
-                delay_ms: 0,
-            });
-            if let Some(p) = self.update_parallelism {
-                update.parallelism = p;
-            }
-            if let Some(d) = self.update_delay_ms {
-                update.delay_ms = d;
-            }
-        }
+        self.apply_rollout(spec)?;
         let c = spec.container.get_or_insert_with(Default::default);
         if let Some(e) = &self.entrypoint {
             c.entrypoint = split_words(e)?;
@@ -482,6 +543,99 @@ pub fn edit_secrets(
         c.configs.push(add.clone());
     }
     Ok(())
+}
+
+/// Docker's restart policy for a new service: condition any; this project restarts after 1 s.
+pub fn default_restart_policy() -> RestartPolicy {
+    RestartPolicy {
+        condition: RestartCondition::Any as i32,
+        delay_ms: 1000,
+        max_attempts: 0,
+        window_ms: 0,
+    }
+}
+
+/// Docker's update (and rollback) config for a new service: parallelism 1, no delay, pause
+/// on failure, monitor 5 s, max failure ratio 0, stop-first.
+pub fn default_update_config() -> UpdateConfig {
+    mini_manager::orchestrator::update::docker_default()
+}
+
+/// One group of `--update-*` or `--rollback-*` flags (plain fields: the compose translation
+/// fills it too).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RolloutFlags<'a> {
+    /// Tasks replaced at a time (0: all).
+    pub parallelism: Option<u64>,
+    /// Delay between batches, in milliseconds.
+    pub delay_ms: Option<u64>,
+    /// `pause`, `continue` or `rollback`.
+    pub failure_action: Option<&'a str>,
+    /// Monitor window, in milliseconds.
+    pub monitor_ms: Option<u64>,
+    /// Failure ratio tolerated (0 to 1).
+    pub max_failure_ratio: Option<f32>,
+    /// `stop-first` or `start-first`.
+    pub order: Option<&'a str>,
+}
+
+impl RolloutFlags<'_> {
+    /// Whether any field is set.
+    pub fn any(&self) -> bool {
+        self.parallelism.is_some()
+            || self.delay_ms.is_some()
+            || self.failure_action.is_some()
+            || self.monitor_ms.is_some()
+            || self.max_failure_ratio.is_some()
+            || self.order.is_some()
+    }
+
+    /// Writes the set fields into `config` (created with Docker's defaults when unset).
+    pub fn apply(&self, config: &mut Option<UpdateConfig>) -> Result<()> {
+        if !self.any() {
+            return Ok(());
+        }
+        let c = config.get_or_insert_with(default_update_config);
+        if let Some(p) = self.parallelism {
+            c.parallelism = p;
+        }
+        if let Some(d) = self.delay_ms {
+            c.delay_ms = d;
+        }
+        if let Some(a) = self.failure_action {
+            c.failure_action = match a {
+                "pause" => UpdateFailureAction::Pause,
+                "continue" => UpdateFailureAction::Continue,
+                "rollback" => UpdateFailureAction::Rollback,
+                other => bail!("invalid failure action {other:?}: pause, continue or rollback"),
+            } as i32;
+        }
+        if let Some(m) = self.monitor_ms {
+            c.monitor_ms = m;
+        }
+        if let Some(r) = self.max_failure_ratio {
+            parse_failure_ratio(&r.to_string()).map_err(anyhow::Error::msg)?;
+            c.max_failure_ratio = r;
+        }
+        if let Some(o) = self.order {
+            c.order = match o {
+                "stop-first" => UpdateOrder::StopFirst,
+                "start-first" => UpdateOrder::StartFirst,
+                other => bail!("invalid update order {other:?}: stop-first or start-first"),
+            } as i32;
+        }
+        Ok(())
+    }
+}
+
+/// `--update-max-failure-ratio`: a number from 0 to 1.
+pub fn parse_failure_ratio(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "invalid failure ratio {s:?}: a number from 0 to 1 (e.g. 0.2)"
+        )),
+    }
 }
 
 /// `0.5` CPUs → billionths of a CPU.

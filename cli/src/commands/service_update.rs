@@ -1,20 +1,33 @@
-//! `mini service update`: edits a service's spec as Docker's flags say, sends it with the
-//! version it was read at, and (unless `--detach`) waits until the rolling update converged.
+//! `mini service update` and `mini service rollback`: edits a service's spec as Docker's
+//! flags say (or goes back to the previous spec), sends it with the version it was read at,
+//! and (unless `--detach`) follows the rolling update until it converged, paused or rolled
+//! back, as `docker service update` does.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use mini_proto::v1::{
     EndpointSpec, GetRequest, ListTasksRequest, PortConfig, ServiceSpec, TaskState,
-    UpdateServiceRequest, control_client::ControlClient, service_spec::Mode,
+    UpdateServiceRequest, UpdateState, control_client::ControlClient, service_spec::Mode,
 };
 use tonic::transport::Channel;
 
 use super::service::{parse_env, parse_publish};
 
-/// How long `service update` waits for the rollout before it gives up (exit 1).
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the wait goes on while nothing changes (no task moves, the update's state stays)
+/// before it gives up; any progress starts it again.
+const STALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Flags of `service rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short, long)]
+    detach: bool,
+    /// Service name or id.
+    service: String,
+}
 
 /// Flags of `service update`.
 #[derive(Debug, Args)]
@@ -58,6 +71,9 @@ pub struct UpdateArgs {
     /// Replace every task even if nothing else changed.
     #[arg(long)]
     force: bool,
+    /// Rollback to previous specification.
+    #[arg(long)]
+    rollback: bool,
     /// Return once the update is stored, without waiting for the tasks to be replaced.
     #[arg(short, long)]
     detach: bool,
@@ -159,41 +175,137 @@ fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
 
 /// Runs `service update`.
 pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Result<()> {
+    if args.rollback {
+        if changes_something(&args) {
+            bail!("other flags may not be combined with --rollback");
+        }
+        return rollback(
+            client,
+            RollbackArgs {
+                detach: args.detach,
+                service: args.service,
+            },
+        )
+        .await;
+    }
+    // The spec is edited from the version read; when the service changed meanwhile (the
+    // orchestrator records its update's progress in it), it is read and edited again.
+    let mut attempt = 0;
+    let (updated, spec) = loop {
+        let service = client
+            .get_service(GetRequest {
+                name_or_id: args.service.clone(),
+            })
+            .await?
+            .into_inner();
+        let mut spec = service.spec.clone().unwrap_or_default();
+        edit(&mut spec, &args)?;
+        let registry_auth = args.flags.registry_auth(&spec)?;
+        let result = client
+            .update_service(UpdateServiceRequest {
+                name_or_id: service.id.clone(),
+                version: service.meta.map_or(0, |m| m.version),
+                spec: Some(spec.clone()),
+                registry_auth,
+                rollback: false,
+            })
+            .await;
+        match result {
+            Ok(updated) => break (updated.into_inner(), spec),
+            Err(status)
+                if attempt < 5
+                    && status.code() == tonic::Code::AlreadyExists
+                    && status.message().contains("changed since it was read") =>
+            {
+                attempt += 1;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
+    println!("{}", spec.name);
+    if args.detach {
+        return Ok(());
+    }
+    wait_rollout(client, &updated.id, false).await
+}
+
+/// Whether the flags ask for any change of the spec (Docker refuses them with `--rollback`).
+fn changes_something(args: &UpdateArgs) -> bool {
+    let base = ServiceSpec {
+        container: Some(Default::default()),
+        endpoint: Some(EndpointSpec::default()),
+        ..Default::default()
+    };
+    let mut probe = base.clone();
+    edit(&mut probe, args).is_err() || probe != base || args.flags.with_registry_auth
+}
+
+/// Runs `service rollback` (and `service update --rollback`): back to the previous spec.
+pub async fn rollback(client: &mut ControlClient<Channel>, args: RollbackArgs) -> Result<()> {
     let service = client
         .get_service(GetRequest {
             name_or_id: args.service.clone(),
         })
         .await?
         .into_inner();
-    let mut spec = service.spec.clone().unwrap_or_default();
-    edit(&mut spec, &args)?;
-    let registry_auth = args.flags.registry_auth(&spec)?;
     let updated = client
         .update_service(UpdateServiceRequest {
             name_or_id: service.id.clone(),
-            version: service.meta.map_or(0, |m| m.version),
-            spec: Some(spec.clone()),
-            registry_auth,
+            // Nothing is edited from what was read: no version check (the orchestrator may
+            // have recorded its update's progress since).
+            version: 0,
+            spec: None,
+            registry_auth: None,
+            rollback: true,
         })
         .await?
         .into_inner();
-    println!("{}", spec.name);
+    println!("{}", crate::views::service_name(&updated));
     if args.detach {
         return Ok(());
     }
-    wait_converged(client, &updated.id, &spec).await
+    wait_rollout(client, &updated.id, true).await
 }
 
-/// Waits until every task meant to run is made from `spec` and RUNNING, and there are as
-/// many as the service wants (replicated), printing progress when it changes.
-async fn wait_converged(
+/// Follows the rollout of the service until every task meant to run is made from its
+/// current spec and RUNNING, there are as many as it wants, and the orchestrator marked the
+/// update completed, printing progress when it changes. A paused update or rollback, and an
+/// update the orchestrator rolled back (`rollback_requested` false), end with an error that
+/// carries the update status' message, as Docker's. Gives up only after [`STALL_TIMEOUT`]
+/// without any change.
+async fn wait_rollout(
     client: &mut ControlClient<Channel>,
     service_id: &str,
-    spec: &ServiceSpec,
+    rollback_requested: bool,
 ) -> Result<()> {
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
     let mut last = String::new();
+    let mut changed_at = Instant::now();
+    let mut rollback_shown = false;
     loop {
+        let service = client
+            .get_service(GetRequest {
+                name_or_id: service_id.to_string(),
+            })
+            .await?
+            .into_inner();
+        let spec = service.spec.clone().unwrap_or_default();
+        let status = service.update_status.clone().unwrap_or_default();
+        let state = status.state();
+        match state {
+            UpdateState::Paused => bail!("service update paused: {}", status.message),
+            UpdateState::RollbackPaused => bail!("service rollback paused: {}", status.message),
+            UpdateState::RollbackStarted if !rollback_shown => {
+                println!("rollback: {}", status.message);
+                rollback_shown = true;
+            }
+            UpdateState::RollbackCompleted if !rollback_requested => {
+                if !rollback_shown {
+                    println!("rollback: update rolled back");
+                }
+                bail!("service rolled back: {}", status.message)
+            }
+            _ => {}
+        }
         let tasks = client
             .list_tasks(ListTasksRequest {
                 service: service_id.to_string(),
@@ -208,7 +320,7 @@ async fn wait_converged(
         let done = meant
             .iter()
             .filter(|t| {
-                !mini_manager::orchestrator::is_outdated(t, spec)
+                !mini_manager::orchestrator::is_outdated(t, &spec)
                     && mini_manager::orchestrator::observed_state(t) == TaskState::Running
             })
             .count();
@@ -216,22 +328,38 @@ async fn wait_converged(
             Some(Mode::Replicas(n)) => n as usize,
             _ => meant.len(),
         };
-        let progress = format!("{done}/{want} tasks updated and running");
-        if progress != last {
-            println!("progress: {progress}");
-            last = progress.clone();
+        let verb = if state == UpdateState::RollbackStarted || rollback_requested {
+            "rolled back"
+        } else {
+            "updated"
+        };
+        let progress = format!("{done}/{want} tasks {verb} and running");
+        let seen = format!("{progress} {state:?}");
+        if seen != last {
+            if !last.starts_with(&progress) {
+                println!("progress: {progress}");
+            }
+            last = seen;
+            changed_at = Instant::now();
         }
-        if done == want && meant.len() == want {
-            println!("verify: service converged");
+        let converged = done == want && meant.len() == want;
+        // Converged tasks are enough when no update was needed (UNKNOWN: nothing to roll);
+        // during an update the orchestrator completes it after the monitor window.
+        let finished = matches!(
+            state,
+            UpdateState::Unknown | UpdateState::Completed | UpdateState::RollbackCompleted
+        );
+        if converged && finished {
+            println!("verify: Service converged");
             return Ok(());
         }
-        if Instant::now() > deadline {
-            return Err(anyhow::anyhow!(
-                "the update did not converge within {} s ({progress}); see `mini service ps {}`",
-                CONVERGE_TIMEOUT.as_secs(),
+        if changed_at.elapsed() > STALL_TIMEOUT {
+            bail!(
+                "the rollout made no progress for {} s ({progress}, update {}); see `mini service ps {}`",
+                STALL_TIMEOUT.as_secs(),
+                crate::views::update_state_name(state),
                 spec.name
-            ))
-            .context("service update stored, rollout incomplete");
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -314,6 +442,77 @@ mod tests {
         assert_eq!(spec.mode, Some(Mode::Replicas(5)));
         assert_eq!(spec.update.unwrap().parallelism, 2);
         assert_eq!(spec.force_update, 1);
+    }
+
+    #[test]
+    fn update_and_rollback_flags_take_dockers_names_and_durations() {
+        use mini_proto::v1::{UpdateFailureAction, UpdateOrder};
+        let mut spec = web();
+        edit(
+            &mut spec,
+            &args(&[
+                "--update-delay",
+                "1m30s",
+                "--update-failure-action",
+                "rollback",
+                "--update-monitor",
+                "10s",
+                "--update-max-failure-ratio",
+                "0.25",
+                "--update-order",
+                "start-first",
+                "--rollback-parallelism",
+                "0",
+                "--rollback-monitor",
+                "500ms",
+                "--restart-delay",
+                "2s",
+                "--restart-max-attempts",
+                "3",
+                "--restart-window",
+                "1m",
+            ]),
+        )
+        .unwrap();
+        let u = spec.update.unwrap();
+        assert_eq!(
+            (u.parallelism, u.delay_ms, u.monitor_ms, u.max_failure_ratio),
+            (1, 90_000, 10_000, 0.25),
+            "unset fields keep Docker's defaults"
+        );
+        assert_eq!(u.failure_action(), UpdateFailureAction::Rollback);
+        assert_eq!(u.order(), UpdateOrder::StartFirst);
+        let r = spec.rollback.unwrap();
+        assert_eq!((r.parallelism, r.monitor_ms), (0, 500));
+        assert_eq!(r.failure_action(), UpdateFailureAction::Pause);
+        let restart = spec.restart.unwrap();
+        assert_eq!(
+            (restart.delay_ms, restart.max_attempts, restart.window_ms),
+            (2000, 3, 60_000)
+        );
+        // Bad values are refused by the parser, naming what is expected.
+        for flags in [
+            &["--update-max-failure-ratio", "1.5"][..],
+            &["--update-failure-action", "retry"][..],
+            &["--update-order", "random"][..],
+            &["--update-delay", "10"][..],
+            &["--rollback-failure-action", "rollback"][..],
+            &["--update-delay-ms", "10"][..],
+        ] {
+            let mut argv = vec!["update"];
+            argv.extend_from_slice(flags);
+            argv.push("web");
+            assert!(Cli::try_parse_from(argv).is_err(), "{flags:?} accepted");
+        }
+        assert!(args(&["--rollback"]).rollback);
+        assert!(!changes_something(&args(&["--rollback", "--detach"])));
+        for flags in [
+            &["--rollback", "--env-add", "A=1"][..],
+            &["--rollback", "--update-delay", "1s"][..],
+            &["--rollback", "--force"][..],
+        ] {
+            assert!(changes_something(&args(flags)), "{flags:?}");
+        }
     }
 
     #[test]

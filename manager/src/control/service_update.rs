@@ -1,12 +1,16 @@
 //! `service update`: a new spec for an existing service. Its tasks made from the old spec are
 //! then replaced by the orchestrator's rolling update (see `orchestrator::update`).
 
-use mini_proto::v1::{Service, ServiceSpec, UpdateServiceRequest, service_spec::Mode};
+use mini_proto::v1::{
+    Service, ServiceSpec, UpdateFailureAction, UpdateServiceRequest, UpdateState, UpdateStatus,
+    service_spec::Mode,
+};
 
 use super::ControlError;
 use super::services::{
     check_healthcheck, check_image, check_published_ports, service_actions, stored, with_vips,
 };
+use crate::ids::now_ms;
 use crate::manager::Manager;
 use crate::scheduler::parse_constraints;
 use crate::store::Tables;
@@ -14,19 +18,24 @@ use crate::store::Tables;
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
 /// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
 /// is refused.
+/// Retried when the service changed between read and write (the orchestrator writes a
+/// service's UpdateStatus at any time).
 pub(super) async fn update(
     manager: &Manager,
     request: UpdateServiceRequest,
 ) -> Result<Service, ControlError> {
-    let spec = request
-        .spec
-        .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
-    check_image(&spec)?;
-    check_healthcheck(&spec)?;
-    parse_constraints(&spec.constraints)?;
+    let requested = if request.rollback {
+        None
+    } else {
+        let spec = request
+            .spec
+            .clone()
+            .ok_or_else(|| ControlError::Invalid("service spec missing".into()))?;
+        check_spec(&spec)?;
+        Some(spec)
+    };
 
     let id = manager.write(|t| {
-        let mut spec = spec.clone();
         let old = t.service(&request.name_or_id)?.clone();
         let version = old.meta.map_or(0, |m| m.version);
         if request.version != 0 && request.version != version {
@@ -36,6 +45,35 @@ pub(super) async fn update(
             )));
         }
         let old_spec = old.spec.clone().unwrap_or_default();
+        // A rollback goes back to the previous spec, and the current one becomes the
+        // previous (a second rollback goes forward again), as swarmkit does.
+        let (mut spec, previous_spec, update_status) = match requested.clone() {
+            Some(spec) => {
+                // An unchanged spec (`service update` resuming a paused update) keeps the
+                // previous spec to roll back to.
+                let previous = if spec == old_spec {
+                    old.previous_spec.clone()
+                } else {
+                    Some(old_spec.clone())
+                };
+                (spec, previous, None)
+            }
+            None => {
+                let previous = old.previous_spec.clone().ok_or_else(|| {
+                    ControlError::Precondition(format!(
+                        "service {} does not have a previous spec",
+                        old_spec.name
+                    ))
+                })?;
+                let status = UpdateStatus {
+                    state: UpdateState::RollbackStarted as i32,
+                    started_at_ms: now_ms(),
+                    completed_at_ms: 0,
+                    message: "manually requested rollback".into(),
+                };
+                (previous, Some(old_spec.clone()), Some(status))
+            }
+        };
         check_unchanged(&old_spec, &spec)?;
         super::secrets::resolve_references(t, &mut spec)?;
         let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
@@ -46,6 +84,8 @@ pub(super) async fn update(
         let service = Service {
             spec: Some(spec.clone()),
             registry_auth,
+            previous_spec,
+            update_status,
             ..old
         };
         let (service, networks) = with_vips(t, service)?;
@@ -53,6 +93,35 @@ pub(super) async fn update(
     })
     .await?;
     stored(manager, &id)
+}
+
+/// Refuses a spec the manager cannot run: image reference, health check, constraints, update
+/// and rollback configs.
+fn check_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
+    check_image(spec)?;
+    check_healthcheck(spec)?;
+    parse_constraints(&spec.constraints)?;
+    check_update_configs(spec)
+}
+
+/// Refuses update and rollback configs out of range (a failure ratio outside 0..=1, a rollback
+/// whose failure action is rollback), with swarmkit's reasons.
+pub(super) fn check_update_configs(spec: &ServiceSpec) -> Result<(), ControlError> {
+    for (what, config) in [("update", spec.update), ("rollback", spec.rollback)] {
+        let Some(c) = config else { continue };
+        if !(0.0..=1.0).contains(&c.max_failure_ratio) {
+            return Err(ControlError::Invalid(format!(
+                "TaskSpec: {what} max failure ratio {} must be between 0 and 1",
+                c.max_failure_ratio
+            )));
+        }
+        if what == "rollback" && c.failure_action() == UpdateFailureAction::Rollback {
+            return Err(ControlError::Invalid(
+                "rollback failure action cannot be rollback: pause or continue".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What an update may not change: the name, the kind of mode.

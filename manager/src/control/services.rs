@@ -45,6 +45,7 @@ pub(super) async fn create(
         )));
     }
     parse_constraints(&spec.constraints)?;
+    super::service_update::check_update_configs(&spec)?;
     if spec.mode.is_none() {
         spec.mode = Some(Mode::Replicas(1));
     }
@@ -88,6 +89,8 @@ pub(super) async fn create(
             spec: Some(spec.clone()),
             vips: Vec::new(),
             registry_auth: request.registry_auth.clone(),
+            previous_spec: None,
+            update_status: None,
         };
         let (service, networks) = with_vips(t, service)?;
         Ok((service_actions(&service, networks, true), service.id))
@@ -280,7 +283,8 @@ pub(super) fn list(manager: &Manager) -> ListServicesResponse {
     })
 }
 
-/// Sets the replica count of a replicated service.
+/// Sets the replica count of a replicated service. Retried when the service changed between
+/// read and write (the orchestrator records an update's progress in it).
 pub(super) async fn scale(
     manager: &Manager,
     request: ScaleServiceRequest,

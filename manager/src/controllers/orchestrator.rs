@@ -30,6 +30,11 @@ impl Reconciler for Orchestrator {
             if let Some(at) = decision.next_check_ms {
                 plan.wake_at_ms = Some(plan.wake_at_ms.map_or(at, |w: i64| w.min(at)));
             }
+            // The update's new state (or the rolled back spec) goes with the task changes;
+            // when the service changed meanwhile the batch is refused and decided again.
+            if let Some(changed) = decision.service {
+                plan.actions.push(update(Action::PutService(changed)));
+            }
             for action in decision.actions {
                 if let Some(a) = store_action(service, tables, action, now_ms) {
                     plan.actions.push(a);

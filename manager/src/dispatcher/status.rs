@@ -33,6 +33,12 @@ pub async fn apply_status_updates<P: Proposer>(
                         return None;
                     }
                     let mut next = task.clone();
+                    if status.state() == mini_proto::v1::TaskState::Running
+                        && next.running_since_ms == 0
+                    {
+                        // The start of a rolling update's monitor window.
+                        next.running_since_ms = status.timestamp_ms;
+                    }
                     next.status = Some(status);
                     Some(StoreAction {
                         action: Some(Action::PutTask(next)),

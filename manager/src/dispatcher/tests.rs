@@ -377,3 +377,46 @@ fn secrets_go_only_to_nodes_with_a_live_task_using_them() {
     let inc = after.since(Some(&a)).expect("an increment");
     assert!(inc.secrets.is_empty() && inc.configs.is_empty());
 }
+
+#[tokio::test]
+async fn the_first_running_report_opens_the_monitor_window() {
+    let store = Store::new();
+    let proposer = LocalProposer::new(store.clone());
+    write(
+        &proposer,
+        Action::PutNode(node("a", "10.78.0.1", NodeState::Ready)),
+        true,
+    )
+    .await;
+    write(
+        &proposer,
+        Action::PutTask(task("t1", "a", TaskState::Starting, 0, &[])),
+        true,
+    )
+    .await;
+    let since = |store: &Store| store.view(|t| t.tasks["t1"].running_since_ms);
+    assert_eq!(since(&store), 0);
+    let at = |state: TaskState, ms: i64| {
+        let mut u = update("t1", state, "");
+        u.status.as_mut().unwrap().timestamp_ms = ms;
+        u
+    };
+    apply_status_updates(&store, &proposer, "a", &[at(TaskState::Running, 500)])
+        .await
+        .unwrap();
+    assert_eq!(
+        since(&store),
+        500,
+        "the worker's time of the RUNNING report"
+    );
+    // A later report while running (health) and the end keep the start.
+    let mut healthy = at(TaskState::Running, 900);
+    healthy.status.as_mut().unwrap().health = "healthy".into();
+    apply_status_updates(&store, &proposer, "a", &[healthy])
+        .await
+        .unwrap();
+    apply_status_updates(&store, &proposer, "a", &[at(TaskState::Failed, 1_500)])
+        .await
+        .unwrap();
+    assert_eq!(since(&store), 500);
+}

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mini_proto::v1::{Node, Service, Task, service_spec::Mode};
+use mini_proto::v1::{Node, Service, Task, UpdateOrder, service_spec::Mode};
 
 use super::replicated::node_keeps_tasks;
 use super::slot::Slot;
@@ -40,9 +40,11 @@ pub fn reconcile_global<'t>(
         .map(|c| Pipeline::new(&c));
     let by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
 
+    let tasks: Vec<&Task> = tasks.into_iter().collect();
+    let start_first = super::effective_config(service).order() == UpdateOrder::StartFirst;
     let mut per_node: BTreeMap<&str, Vec<&Task>> =
         nodes.iter().map(|n| (n.id.as_str(), Vec::new())).collect();
-    for task in tasks {
+    for task in tasks.iter().copied() {
         per_node
             .entry(task.node_id.as_str())
             .or_default()
@@ -57,6 +59,7 @@ pub fn reconcile_global<'t>(
             tasks,
             wanted,
             spec: Some(spec),
+            start_first,
         };
         let mut out = slot.reconcile(now_ms, |_| node_keeps_tasks(node));
         if gone {
@@ -70,7 +73,7 @@ pub fn reconcile_global<'t>(
         }
         outcomes.push((0, Some(node_id), out));
     }
-    result.push_slots(outcomes, spec.update.as_ref(), now_ms);
+    result.push_slots(outcomes, service, &tasks, now_ms);
     // A created global task names its node; the slot is 0.
     debug_assert!(
         result

@@ -31,7 +31,7 @@ pub use replicated::reconcile_replicated;
 pub use restart::{Restart, restart_decision, should_restart};
 pub use slot::HISTORY_LIMIT;
 pub use task::{is_active, is_terminal, new_task, observed_state};
-pub use update::is_outdated;
+pub use update::{docker_default, effective_config, is_outdated};
 
 /// One change the orchestrator wants in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,31 +58,41 @@ pub enum Action {
 }
 
 /// The result of reconciling one service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reconciliation {
     /// What to write, slot by slot: shutdowns, removals, then the new task.
     pub actions: Vec<Action>,
     /// When a delayed restart becomes due: reconcile the service again then
     /// (the earliest one; `None` when nothing waits).
     pub next_check_ms: Option<i64>,
+    /// The service to write back first: its update started, paused, completed or rolled back
+    /// (see [`update`]).
+    pub service: Option<mini_proto::v1::Service>,
 }
 
 impl Reconciliation {
     /// Writes every slot's outcome (slot number, node of a global task, outcome), after the
-    /// rolling update ([`update::roll`]) chose which outdated tasks are replaced now.
+    /// rolling update ([`update`]) chose which outdated tasks are replaced now. `tasks` are
+    /// all the service's tasks. When the update rolls the service back, only the service is
+    /// written: the outcomes were made for the spec being left.
     fn push_slots(
         &mut self,
         mut slots: Vec<(u64, Option<&str>, slot::SlotOutcome)>,
-        config: Option<&mini_proto::v1::UpdateConfig>,
+        service: &mini_proto::v1::Service,
+        tasks: &[&mini_proto::v1::Task],
         now_ms: i64,
     ) {
         let mut outcomes: Vec<&mut slot::SlotOutcome> =
             slots.iter_mut().map(|(_, _, out)| out).collect();
-        let update_check = update::roll(&mut outcomes, config, now_ms);
+        let plan = update::plan(service, tasks, &mut outcomes, now_ms);
+        self.service = plan.service;
+        if plan.rolled_back {
+            return;
+        }
         for (slot, node_id, out) in slots {
             self.push_slot(slot, node_id, out);
         }
-        self.check_at(update_check);
+        self.check_at(plan.next_check);
     }
 
     fn push_slot(&mut self, slot: u64, node_id: Option<&str>, out: slot::SlotOutcome) {

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mini_proto::v1::{Node, NodeAvailability, NodeState, Service, Task, service_spec::Mode};
+use mini_proto::v1::{
+    Node, NodeAvailability, NodeState, Service, Task, UpdateOrder, service_spec::Mode,
+};
 
 use super::Reconciliation;
 use super::slot::Slot;
@@ -67,11 +69,13 @@ pub fn reconcile_replicated<'t>(
     let node_ok =
         |t: &Task| t.node_id.is_empty() || node_keeps_tasks(nodes.get(t.node_id.as_str()).copied());
 
+    let tasks: Vec<&Task> = tasks.into_iter().collect();
     let mut slots: BTreeMap<u64, Vec<&Task>> = (1..=replicas).map(|s| (s, Vec::new())).collect();
-    for task in tasks {
+    for task in &tasks {
         slots.entry(task.slot).or_default().push(task);
     }
     let spec = service.spec.as_ref();
+    let start_first = super::effective_config(service).order() == UpdateOrder::StartFirst;
     let outcomes = slots
         .into_iter()
         .map(|(number, tasks)| {
@@ -79,10 +83,11 @@ pub fn reconcile_replicated<'t>(
                 tasks,
                 wanted: (1..=replicas).contains(&number),
                 spec,
+                start_first,
             };
             (number, None, slot.reconcile(now_ms, node_ok))
         })
         .collect();
-    result.push_slots(outcomes, spec.and_then(|s| s.update.as_ref()), now_ms);
+    result.push_slots(outcomes, service, &tasks, now_ms);
     result
 }

@@ -18,6 +18,9 @@ pub(crate) struct Slot<'a> {
     pub wanted: bool,
     /// The service's spec: its restart policy, and whether the kept task is outdated.
     pub spec: Option<&'a ServiceSpec>,
+    /// The rollout's order is start-first: an outdated task keeps running while its
+    /// replacement starts.
+    pub start_first: bool,
 }
 
 /// What to do with one slot.
@@ -31,9 +34,13 @@ pub(crate) struct SlotOutcome {
     pub create: bool,
     /// When to look again (a delayed restart).
     pub retry_at: Option<i64>,
-    /// The healthy active task the slot keeps (see [`super::update::roll`], which may still
-    /// replace it when it is outdated).
+    /// The healthy active task the slot keeps (the rolling update may still replace it when
+    /// it is outdated).
     pub kept: Option<Kept>,
+    /// Outdated tasks left running until their start-first replacement (`kept`) runs.
+    pub spared: Vec<String>,
+    /// Whether the slot should have a running task.
+    pub wanted: bool,
 }
 
 impl Slot<'_> {
@@ -45,7 +52,10 @@ impl Slot<'_> {
     /// it (not down, drained or removed); an active task on a node that cannot
     /// is shut down and replaced at once, regardless of the restart policy.
     pub fn reconcile(&self, now_ms: i64, node_ok: impl Fn(&Task) -> bool) -> SlotOutcome {
-        let mut out = SlotOutcome::default();
+        let mut out = SlotOutcome {
+            wanted: self.wanted,
+            ..SlotOutcome::default()
+        };
         let mut shutdown: Vec<&Task> = Vec::new();
         let active: Vec<&Task> = self
             .tasks
@@ -71,9 +81,23 @@ impl Slot<'_> {
                 .copied()
                 .max_by(|a, b| age_key(a).cmp(&age_key(b)))
             {
-                shutdown.extend(healthy.iter().filter(|t| t.id != keep.id));
+                let kept = Kept::of(keep, self.spec);
+                // Start-first: the outdated tasks run on until their replacement runs.
+                let spare = |t: &Task| {
+                    self.start_first
+                        && !kept.outdated
+                        && kept.state < TaskState::Running
+                        && self.spec.is_some_and(|s| super::update::is_outdated(t, s))
+                };
+                for t in healthy.iter().copied().filter(|t| t.id != keep.id) {
+                    if spare(t) {
+                        out.spared.push(t.id.clone());
+                    } else {
+                        shutdown.push(t);
+                    }
+                }
                 shutdown.extend(&ended);
-                out.kept = Some(Kept::of(keep, self.spec));
+                out.kept = Some(kept);
             } else if !lost.is_empty() {
                 shutdown.extend(&ended);
                 out.create = true;
@@ -83,7 +107,7 @@ impl Slot<'_> {
                 .max_by(|a, b| age_key(a).cmp(&age_key(b)))
             {
                 shutdown.extend(ended.iter().filter(|t| t.id != last.id));
-                match restart_decision(self.policy(), last, now_ms) {
+                match self.restart(last, now_ms) {
                     Restart::Now => {
                         shutdown.push(last);
                         out.create = true;
@@ -108,6 +132,36 @@ impl Slot<'_> {
         out
     }
 
+    /// The restart policy's decision for `last`, the slot's newest ended task: with
+    /// `max_attempts`, the slot's earlier tasks that ended on their own (each was restarted)
+    /// within the window count as attempts. Only the history a slot keeps
+    /// ([`HISTORY_LIMIT`]) is remembered.
+    fn restart(&self, last: &Task, now_ms: i64) -> Restart {
+        let policy = self.policy().copied().unwrap_or_default();
+        if policy.max_attempts > 0 {
+            let window_start = match policy.window_ms {
+                0 => i64::MIN,
+                w => now_ms.saturating_sub(i64::try_from(w).unwrap_or(i64::MAX)),
+            };
+            let attempts = self
+                .tasks
+                .iter()
+                .filter(|t| t.id != last.id)
+                .filter(|t| {
+                    matches!(
+                        observed_state(t),
+                        TaskState::Complete | TaskState::Failed | TaskState::Rejected
+                    )
+                })
+                .filter(|t| t.status.as_ref().map_or(0, |s| s.timestamp_ms) >= window_start)
+                .count() as u64;
+            if attempts >= policy.max_attempts {
+                return Restart::Never;
+            }
+        }
+        restart_decision(self.policy(), last, now_ms)
+    }
+
     /// A wanted slot with neither an active task nor an unacknowledged ended
     /// one: the newest task says why. A task that ended on its own (COMPLETE,
     /// FAILED, REJECTED) and that the policy did not restart keeps the slot
@@ -126,7 +180,7 @@ impl Slot<'_> {
                     TaskState::Complete | TaskState::Failed | TaskState::Rejected
                 ) =>
             {
-                match restart_decision(self.policy(), last, now_ms) {
+                match self.restart(last, now_ms) {
                     Restart::Now => out.create = true,
                     Restart::At(at) => out.retry_at = Some(at),
                     Restart::Never => {}

@@ -60,6 +60,7 @@ pub fn new_task(
         force_update: spec.force_update,
         // Only the dispatcher sets it, in the assignments of the task's node.
         registry_auth: None,
+        running_since_ms: 0,
     };
     task.set_desired_state(TaskState::Running);
     task

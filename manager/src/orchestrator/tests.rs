@@ -613,6 +613,7 @@ fn update_parallelism_and_delay_pace_the_rollout() {
     svc.spec.as_mut().unwrap().update = Some(mini_proto::v1::UpdateConfig {
         parallelism: 2,
         delay_ms: 10_000,
+        ..docker_default()
     });
     let tasks: Vec<Task> = (1..=4).map(|s| running(&format!("t{s}"), s, "a")).collect();
     let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
@@ -651,6 +652,7 @@ fn update_parallelism_and_delay_pace_the_rollout() {
     svc.spec.as_mut().unwrap().update = Some(mini_proto::v1::UpdateConfig {
         parallelism: 0,
         delay_ms: 0,
+        ..docker_default()
     });
     assert_eq!(
         reconcile_replicated(&svc, &tasks, &nodes(), NOW)
@@ -680,4 +682,391 @@ fn a_global_service_is_updated_node_by_node() {
     let tasks = [running("ta", 0, "a"), running("tb", 0, "b")];
     let r = reconcile_global(&svc, &tasks, &nodes, NOW);
     assert_eq!(r.actions, [shutdown("ta"), create_on("a")]);
+}
+
+// ---- Rolling update policies: monitor, failure ratio and action, order, rollback ----
+
+use mini_proto::v1::{UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateState, UpdateStatus};
+
+/// `replicated(n)` changed by an update (its previous spec kept), with `config`, and the
+/// update in `state` since `started` (none: not started yet).
+fn updated(n: u64, config: UpdateConfig, state: Option<(UpdateState, i64)>) -> Service {
+    let old = replicated(n);
+    let mut svc = changed(old.clone());
+    svc.previous_spec = old.spec;
+    svc.spec.as_mut().unwrap().update = Some(config);
+    svc.update_status = state.map(|(state, started)| UpdateStatus {
+        state: state as i32,
+        started_at_ms: started,
+        message: "update in progress".into(),
+        ..UpdateStatus::default()
+    });
+    svc
+}
+
+/// A task of `slot` made from `svc`'s current spec, created at `created`, observed `state`
+/// at `at`, first RUNNING at `ran` (0: never).
+fn new_of(
+    svc: &Service,
+    id: &str,
+    slot: u64,
+    state: TaskState,
+    created: i64,
+    at: i64,
+    ran: i64,
+) -> Task {
+    let mut t = made_from(
+        svc,
+        task(id, slot, "a", state, TaskState::Running, created, at),
+    );
+    t.running_since_ms = ran;
+    t
+}
+
+fn old_running(n: u64) -> Vec<Task> {
+    (1..=n).map(|s| running(&format!("t{s}"), s, "a")).collect()
+}
+
+fn status_of(r: &Reconciliation) -> Option<(UpdateState, String)> {
+    r.service
+        .as_ref()
+        .and_then(|s| s.update_status.as_ref())
+        .map(|u| (u.state(), u.message.clone()))
+}
+
+fn stopped(mut t: Task) -> Task {
+    t.set_desired_state(TaskState::Shutdown);
+    t
+}
+
+#[test]
+fn an_update_starts_waits_for_running_tasks_and_completes_after_the_monitor_window() {
+    let config = docker_default();
+    let svc = updated(2, config, None);
+    let r = reconcile_replicated(&svc, &old_running(2), &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t1"), create(1)]);
+    let u = r.service.unwrap().update_status.unwrap();
+    assert_eq!(
+        (u.state(), u.started_at_ms, u.message.as_str()),
+        (UpdateState::Updating, NOW, "update in progress")
+    );
+
+    let svc = updated(2, config, Some((UpdateState::Updating, NOW)));
+    let mut tasks = old_running(2);
+    tasks[0] = stopped(tasks[0].clone());
+    // Starting (a health check not passed yet): the next slot waits.
+    let mut starting = new_of(&svc, "n1", 1, TaskState::Starting, NOW, NOW + 50, 0);
+    starting.status.as_mut().unwrap().health = "starting".into();
+    tasks.push(starting);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 100);
+    assert!(r.actions.is_empty() && r.service.is_none(), "{r:?}");
+    // Running (healthy): the next slot goes.
+    tasks[2] = new_of(&svc, "n1", 1, TaskState::Running, NOW, NOW + 200, NOW + 200);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 300);
+    assert_eq!(r.actions, [shutdown("t2"), create(2)]);
+    assert!(r.service.is_none());
+
+    tasks[1] = stopped(tasks[1].clone());
+    tasks.push(new_of(
+        &svc,
+        "n2",
+        2,
+        TaskState::Running,
+        NOW + 300,
+        NOW + 1_000,
+        NOW + 1_000,
+    ));
+    // Every slot runs the new spec: complete once the last one ran for the 5 s monitor.
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 2_000);
+    assert!(r.actions.is_empty() && r.service.is_none(), "{r:?}");
+    assert_eq!(r.next_check_ms, Some(NOW + 6_000));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 6_000);
+    let u = r.service.unwrap().update_status.unwrap();
+    assert_eq!(
+        (u.state(), u.message.as_str(), u.completed_at_ms),
+        (UpdateState::Completed, "update completed", NOW + 6_000)
+    );
+}
+
+#[test]
+fn a_task_failing_within_the_monitor_window_pauses_the_update() {
+    let svc = updated(2, docker_default(), Some((UpdateState::Updating, NOW)));
+    let mut tasks = old_running(2);
+    tasks[0] = stopped(tasks[0].clone());
+    // Ran at NOW+500, failed its health check 4 s later: within the 5 s window.
+    let mut failed = new_of(
+        &svc,
+        "n1",
+        1,
+        TaskState::Failed,
+        NOW,
+        NOW + 4_500,
+        NOW + 500,
+    );
+    failed.status.as_mut().unwrap().health = "unhealthy".into();
+    tasks.push(failed);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 5_000);
+    assert_eq!(
+        status_of(&r),
+        Some((
+            UpdateState::Paused,
+            "update paused due to failure or early termination of task n1".into()
+        ))
+    );
+    assert!(
+        !r.actions.contains(&shutdown("t2")),
+        "the remaining old task is untouched: {:?}",
+        r.actions
+    );
+    // Once paused, nothing more is replaced (the failed slot still follows its restart
+    // policy).
+    let mut paused = svc.clone();
+    paused.update_status = r.service.unwrap().update_status;
+    let r = reconcile_replicated(&paused, &tasks, &nodes(), NOW + 6_000);
+    assert_eq!(r.actions, [shutdown("n1"), create(1)]);
+    assert!(r.service.is_none());
+}
+
+#[test]
+fn a_task_ending_after_the_monitor_window_is_not_a_failure_of_the_update() {
+    let svc = updated(2, docker_default(), Some((UpdateState::Updating, NOW)));
+    let mut tasks = old_running(2);
+    tasks[0] = stopped(tasks[0].clone());
+    // Ran at NOW+500, exited 6 s later: after the 5 s window; a task that never ran counts.
+    tasks.push(new_of(
+        &svc,
+        "n1",
+        1,
+        TaskState::Failed,
+        NOW,
+        NOW + 6_500,
+        NOW + 500,
+    ));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 7_000);
+    assert!(status_of(&r).is_none(), "{r:?}");
+    tasks[2] = new_of(&svc, "n1", 1, TaskState::Rejected, NOW, NOW + 6_500, 0);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 7_000);
+    assert_eq!(status_of(&r).map(|s| s.0), Some(UpdateState::Paused));
+}
+
+#[test]
+fn failures_up_to_the_max_failure_ratio_are_tolerated() {
+    let config = UpdateConfig {
+        parallelism: 0,
+        max_failure_ratio: 0.5,
+        ..docker_default()
+    };
+    let svc = updated(4, config, Some((UpdateState::Updating, NOW)));
+    let mut tasks: Vec<Task> = old_running(4).into_iter().map(stopped).collect();
+    let fail = |id: &str, slot: u64, at: i64| {
+        new_of(&svc, id, slot, TaskState::Failed, NOW, at, NOW + 100)
+    };
+    tasks.push(fail("n1", 1, NOW + 1_000));
+    tasks.push(fail("n2", 2, NOW + 2_000));
+    tasks.push(new_of(
+        &svc,
+        "n3",
+        3,
+        TaskState::Running,
+        NOW,
+        NOW + 100,
+        NOW + 100,
+    ));
+    tasks.push(new_of(
+        &svc,
+        "n4",
+        4,
+        TaskState::Running,
+        NOW,
+        NOW + 100,
+        NOW + 100,
+    ));
+    // 2 of 4 failed: 0.5 is not above the ratio.
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 2_500);
+    assert!(status_of(&r).is_none(), "{r:?}");
+    // The third failure takes it above: it is the one named.
+    tasks[6] = fail("n3", 3, NOW + 3_000);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 3_500);
+    assert_eq!(
+        status_of(&r),
+        Some((
+            UpdateState::Paused,
+            "update paused due to failure or early termination of task n3".into()
+        ))
+    );
+}
+
+#[test]
+fn failure_action_continue_keeps_rolling() {
+    let config = UpdateConfig {
+        parallelism: 2,
+        failure_action: UpdateFailureAction::Continue as i32,
+        ..docker_default()
+    };
+    let svc = updated(3, config, Some((UpdateState::Updating, NOW)));
+    let mut tasks = old_running(3);
+    tasks[0] = stopped(tasks[0].clone());
+    tasks.push(new_of(&svc, "n1", 1, TaskState::Failed, NOW, NOW + 100, 0));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 200);
+    assert!(status_of(&r).is_none(), "{r:?}");
+    // Slot 1 restarts (one of the two at a time), slot 2 is replaced.
+    assert_eq!(
+        r.actions,
+        [shutdown("n1"), create(1), shutdown("t2"), create(2)]
+    );
+}
+
+#[test]
+fn failure_action_rollback_redeploys_the_previous_spec_with_the_rollback_config() {
+    let config = UpdateConfig {
+        failure_action: UpdateFailureAction::Rollback as i32,
+        ..docker_default()
+    };
+    let mut svc = updated(2, config, Some((UpdateState::Updating, NOW)));
+    // The rollback follows the rollback config of the spec it goes back to, as swarmkit.
+    svc.previous_spec.as_mut().unwrap().rollback = Some(UpdateConfig {
+        monitor_ms: 1_000,
+        ..docker_default()
+    });
+    let old_spec = svc.previous_spec.clone();
+    let mut tasks = old_running(2);
+    tasks[0] = stopped(tasks[0].clone());
+    tasks.push(new_of(&svc, "n1", 1, TaskState::Failed, NOW, NOW + 100, 0));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 200);
+    assert!(
+        r.actions.is_empty(),
+        "nothing of the spec being left is written: {:?}",
+        r.actions
+    );
+    let back = r.service.clone().unwrap();
+    let u = back.update_status.clone().unwrap();
+    assert_eq!(
+        (u.state(), u.message.as_str(), u.started_at_ms),
+        (
+            UpdateState::RollbackStarted,
+            "update rolled back due to failure or early termination of task n1",
+            NOW + 200
+        )
+    );
+    assert_eq!(
+        back.spec.as_ref().map(|s| &s.container),
+        old_spec.as_ref().map(|s| &s.container)
+    );
+    assert_eq!(
+        back.previous_spec, None,
+        "as swarmkit: the failed spec is not kept"
+    );
+
+    // The rollback replaces the failed spec's task with one of the old spec.
+    let r = reconcile_replicated(&back, &tasks, &nodes(), NOW + 300);
+    assert_eq!(r.actions, [shutdown("n1"), create(1)]);
+    // Done once every task runs the old spec for the rollback's monitor window (1 s).
+    let mut tasks: Vec<Task> = vec![
+        stopped(tasks[0].clone()),
+        tasks[1].clone(),
+        stopped(tasks[2].clone()),
+        new_of(
+            &back,
+            "r1",
+            1,
+            TaskState::Running,
+            NOW + 300,
+            NOW + 400,
+            NOW + 400,
+        ),
+    ];
+    let r = reconcile_replicated(&back, &tasks, &nodes(), NOW + 1_000);
+    assert_eq!(r.next_check_ms, Some(NOW + 1_400));
+    let r = reconcile_replicated(&back, &tasks, &nodes(), NOW + 1_400);
+    assert_eq!(
+        status_of(&r),
+        Some((UpdateState::RollbackCompleted, "rollback completed".into()))
+    );
+    // A rollback is never rolled back: a failure while rolling back pauses it.
+    let mut rolling = back.clone();
+    rolling.spec.as_mut().unwrap().rollback = Some(UpdateConfig {
+        failure_action: UpdateFailureAction::Rollback as i32,
+        ..docker_default()
+    });
+    tasks[3] = new_of(
+        &rolling,
+        "r1",
+        1,
+        TaskState::Failed,
+        NOW + 300,
+        NOW + 500,
+        0,
+    );
+    let r = reconcile_replicated(&rolling, &tasks, &nodes(), NOW + 600);
+    assert_eq!(
+        status_of(&r),
+        Some((
+            UpdateState::RollbackPaused,
+            "rollback paused due to failure or early termination of task r1".into()
+        ))
+    );
+    assert!(r.service.unwrap().spec.is_some());
+}
+
+#[test]
+fn start_first_starts_the_new_task_before_stopping_the_old_one() {
+    let config = UpdateConfig {
+        order: UpdateOrder::StartFirst as i32,
+        ..docker_default()
+    };
+    let svc = updated(2, config, Some((UpdateState::Updating, NOW)));
+    let mut tasks = old_running(2);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [create(1)], "t1 keeps running");
+    tasks.push(new_of(&svc, "n1", 1, TaskState::Starting, NOW, NOW + 10, 0));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 20);
+    assert!(
+        r.actions.is_empty(),
+        "both run while n1 starts: {:?}",
+        r.actions
+    );
+    tasks[2] = new_of(&svc, "n1", 1, TaskState::Running, NOW, NOW + 30, NOW + 30);
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW + 40);
+    assert_eq!(r.actions, [shutdown("t1"), create(2)]);
+    // Stop-first (the default) stops the old task in the same step.
+    let svc = updated(2, docker_default(), Some((UpdateState::Updating, NOW)));
+    let r = reconcile_replicated(&svc, &old_running(2), &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("t1"), create(1)]);
+}
+
+#[test]
+fn restart_max_attempts_counts_the_restarts_within_the_window() {
+    let mut svc = service(Mode::Replicas(1), RestartCondition::Any, 0);
+    let restart = svc.spec.as_mut().unwrap().restart.as_mut().unwrap();
+    restart.max_attempts = 2;
+    let earlier =
+        |id: &str, at: i64| task(id, 1, "a", TaskState::Failed, TaskState::Shutdown, at, at);
+    let tasks = [
+        earlier("f1", NOW - 50_000),
+        earlier("f2", NOW - 2_000),
+        task(
+            "f3",
+            1,
+            "a",
+            TaskState::Failed,
+            TaskState::Running,
+            NOW - 1_000,
+            NOW - 1_000,
+        ),
+    ]
+    .map(|t| made_from(&svc, t));
+    // Two restarts made already: f3 is not replaced.
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("f3")]);
+    // In a 10 s window only f2's restart counts: one more is allowed.
+    svc.spec
+        .as_mut()
+        .unwrap()
+        .restart
+        .as_mut()
+        .unwrap()
+        .window_ms = 10_000;
+    let tasks = tasks.map(|t| made_from(&svc, t));
+    let r = reconcile_replicated(&svc, &tasks, &nodes(), NOW);
+    assert_eq!(r.actions, [shutdown("f3"), create(1)]);
 }

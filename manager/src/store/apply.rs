@@ -14,6 +14,8 @@ use mini_proto::v1::{
 use super::{ApplyError, Change, ObjectKind, Tables};
 
 /// The previous value of one object touched by a batch, to roll it back.
+// Short-lived (one batch's apply); a service (with its previous spec) is the large one.
+#[allow(clippy::large_enum_variant)]
 enum Undo {
     Cluster(Option<Cluster>),
     Node(String, Option<Node>),
