@@ -644,6 +644,21 @@ pub fn pretty_service(s: &Service, names: &Names) -> String {
     if !container.env.is_empty() {
         let _ = writeln!(out, " Env:\t\t{}", container.env.join(" "));
     }
+    // Docker's template: each secret's and config's target and source (never a value).
+    if !container.secrets.is_empty() {
+        let _ = writeln!(out, " Secrets:");
+        for r in &container.secrets {
+            let target = r.file.as_ref().map_or("", |f| f.name.as_str());
+            let _ = writeln!(out, "  Target:\t{target}\n   Source:\t{}", r.secret_name);
+        }
+    }
+    if !container.configs.is_empty() {
+        let _ = writeln!(out, " Configs:");
+        for r in &container.configs {
+            let target = r.file.as_ref().map_or("", |f| f.name.as_str());
+            let _ = writeln!(out, "  Target:\t{target}\n   Source:\t{}", r.config_name);
+        }
+    }
     let restart = spec.restart.unwrap_or_default();
     let _ = writeln!(
         out,
@@ -966,4 +981,59 @@ pub fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mini_proto::v1::{
+        ConfigReference, ContainerSpec, FileTarget, SecretReference, ServiceSpec,
+    };
+
+    #[test]
+    fn inspect_shows_secret_references_never_values() {
+        let file = |name: &str| FileTarget {
+            name: name.into(),
+            uid: "33".into(),
+            gid: "0".into(),
+            mode: 0o400,
+        };
+        let service = Service {
+            id: "svc".into(),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                container: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    secrets: vec![SecretReference {
+                        secret_id: "sid".into(),
+                        secret_name: "db_pass".into(),
+                        file: Some(file("db")),
+                    }],
+                    configs: vec![ConfigReference {
+                        config_id: "cid".into(),
+                        config_name: "site".into(),
+                        file: Some(file("/site")),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let names = Names::new(&[], &[]);
+        let pretty = pretty_service(&service, &names);
+        assert!(
+            pretty.contains(" Secrets:\n  Target:\tdb\n   Source:\tdb_pass\n"),
+            "{pretty}"
+        );
+        assert!(
+            pretty.contains(" Configs:\n  Target:\t/site\n   Source:\tsite\n"),
+            "{pretty}"
+        );
+        let json = serde_json::to_value(ServiceView::new(&service, None, &names)).unwrap();
+        assert_eq!(json["Secrets"][0]["SecretID"], "sid");
+        assert_eq!(json["Secrets"][0]["File"]["UID"], "33");
+        assert_eq!(json["Secrets"][0]["File"]["Mode"], 0o400);
+        assert_eq!(json["Configs"][0]["ConfigName"], "site");
+    }
 }
