@@ -189,6 +189,17 @@ pub struct ServiceView {
     vips: Vec<AttachmentView>,
     ports: Vec<PortView>,
     constraints: Vec<String>,
+    /// Docker's `Placement` (constraints, spread preferences, replicas per node).
+    #[serde(rename = "Placement")]
+    placement: PlacementView,
+    /// Replicated job: tasks at once and completions wanted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_completions: Option<u64>,
+    /// Jobs: the iteration (bumped by every update) the job runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_iteration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<HealthcheckView>,
     /// Docker's `Resources` (`Limits`, `Reservations`); absent when neither is set.
@@ -236,7 +247,30 @@ impl ServiceView {
         let (mode, replicas) = match spec.mode {
             Some(Mode::Global(_)) => ("global", None),
             Some(Mode::Replicas(n)) => ("replicated", Some(n)),
+            Some(Mode::ReplicatedJob(_)) => ("replicated-job", None),
+            Some(Mode::GlobalJob(_)) => ("global-job", None),
             None => ("replicated", Some(1)),
+        };
+        let (max_concurrent, total_completions) = match spec.mode {
+            Some(Mode::ReplicatedJob(job)) => {
+                let (concurrent, total) = mini_manager::orchestrator::job_counts(&job);
+                (Some(concurrent), Some(total))
+            }
+            _ => (None, None),
+        };
+        let job_iteration = s.job_status.as_ref().map(|j| j.job_iteration);
+        let placement = PlacementView {
+            constraints: spec.constraints.clone(),
+            preferences: spec
+                .placement_preferences
+                .iter()
+                .map(|p| PreferenceView {
+                    spread: SpreadView {
+                        spread_descriptor: p.spread.clone(),
+                    },
+                })
+                .collect(),
+            max_replicas: spec.max_replicas_per_node,
         };
         ServiceView {
             id: s.id.clone(),
@@ -284,6 +318,10 @@ impl ServiceView {
                 })
                 .collect(),
             constraints: spec.constraints,
+            placement,
+            max_concurrent,
+            total_completions,
+            job_iteration,
             resources: {
                 let limits = ResourcesView::of(container.limits);
                 let reservations = ResourcesView::of(container.reservations);
@@ -539,6 +577,16 @@ pub fn pretty_service(s: &Service, names: &Names) -> String {
         Some(Mode::Replicas(n)) => {
             let _ = writeln!(out, "Service Mode:\tReplicated\n Replicas:\t{n}");
         }
+        Some(Mode::ReplicatedJob(job)) => {
+            let _ = writeln!(
+                out,
+                "Service Mode:\tReplicatedJob\n Max Concurrent:\t{}\n Total Completions:\t{}",
+                job.max_concurrent, job.total_completions
+            );
+        }
+        Some(Mode::GlobalJob(_)) => {
+            let _ = writeln!(out, "Service Mode:\tGlobalJob");
+        }
         None => {
             let _ = writeln!(out, "Service Mode:\tReplicated\n Replicas:\t1");
         }
@@ -556,10 +604,24 @@ pub fn pretty_service(s: &Service, names: &Names) -> String {
         }
         let _ = writeln!(out, " Message:\t{}", u.message);
     }
+    let _ = writeln!(out, "Placement:");
     if !spec.constraints.is_empty() {
-        let _ = writeln!(out, "Placement:\n Constraints:\t{:?}", spec.constraints);
-    } else {
-        let _ = writeln!(out, "Placement:");
+        let _ = writeln!(out, " Constraints:\t{:?}", spec.constraints);
+    }
+    if !spec.placement_preferences.is_empty() {
+        let prefs: Vec<String> = spec
+            .placement_preferences
+            .iter()
+            .map(|p| format!("spread={}", p.spread))
+            .collect();
+        let _ = writeln!(out, " Preferences:\t{prefs:?}");
+    }
+    if spec.max_replicas_per_node != 0 {
+        let _ = writeln!(
+            out,
+            " Max Replicas Per Node:\t{}",
+            spec.max_replicas_per_node
+        );
     }
     for (title, verb, config) in [
         ("UpdateConfig", "Update", spec.update),
@@ -585,6 +647,21 @@ pub fn pretty_service(s: &Service, names: &Names) -> String {
     }
     if !container.env.is_empty() {
         let _ = writeln!(out, " Env:\t\t{}", container.env.join(" "));
+    }
+    // Docker's template: each secret's and config's target and source (never a value).
+    if !container.secrets.is_empty() {
+        let _ = writeln!(out, " Secrets:");
+        for r in &container.secrets {
+            let target = r.file.as_ref().map_or("", |f| f.name.as_str());
+            let _ = writeln!(out, "  Target:\t{target}\n   Source:\t{}", r.secret_name);
+        }
+    }
+    if !container.configs.is_empty() {
+        let _ = writeln!(out, " Configs:");
+        for r in &container.configs {
+            let target = r.file.as_ref().map_or("", |f| f.name.as_str());
+            let _ = writeln!(out, "  Target:\t{target}\n   Source:\t{}", r.config_name);
+        }
     }
     let restart = spec.restart.unwrap_or_default();
     let _ = writeln!(
@@ -624,6 +701,31 @@ pub fn pretty_service(s: &Service, names: &Names) -> String {
 /// Docker's word for an update state.
 pub fn update_state_name(state: UpdateState) -> &'static str {
     mini_manager::orchestrator::update::state_name(state)
+}
+
+/// A service's placement as `docker service inspect` shows it (`Placement`).
+#[derive(Serialize)]
+pub struct PlacementView {
+    #[serde(rename = "Constraints", skip_serializing_if = "Vec::is_empty")]
+    constraints: Vec<String>,
+    #[serde(rename = "Preferences", skip_serializing_if = "Vec::is_empty")]
+    preferences: Vec<PreferenceView>,
+    #[serde(rename = "MaxReplicas", skip_serializing_if = "is_zero")]
+    max_replicas: u64,
+}
+
+/// One placement preference (`{"Spread": {"SpreadDescriptor": "node.labels.zone"}}`).
+#[derive(Serialize)]
+pub struct PreferenceView {
+    #[serde(rename = "Spread")]
+    spread: SpreadView,
+}
+
+/// The label a preference spreads over.
+#[derive(Serialize)]
+pub struct SpreadView {
+    #[serde(rename = "SpreadDescriptor")]
+    spread_descriptor: String,
 }
 
 /// A service's health check as `docker service inspect` shows it (`Healthcheck`: Docker's
@@ -750,6 +852,52 @@ pub struct NodeView {
     /// (absent until the node reported it).
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<ResourcesView>,
+    /// Docker's `Spec` (labels from `node update --label-add`, role, availability).
+    #[serde(rename = "Spec")]
+    spec: NodeSpecView,
+    /// Docker's `Description` (what the node reported: platform, engine labels).
+    #[serde(rename = "Description")]
+    description: NodeDescriptionView,
+}
+
+/// A node's spec as `docker node inspect` shows it.
+#[derive(Serialize)]
+pub struct NodeSpecView {
+    #[serde(rename = "Labels")]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(rename = "Role")]
+    role: &'static str,
+    #[serde(rename = "Availability")]
+    availability: &'static str,
+}
+
+/// What a node reported of itself, as `docker node inspect` shows it.
+#[derive(Serialize)]
+pub struct NodeDescriptionView {
+    #[serde(rename = "Hostname")]
+    hostname: String,
+    #[serde(rename = "Platform")]
+    platform: PlatformView,
+    #[serde(rename = "Resources", skip_serializing_if = "Option::is_none")]
+    resources: Option<ResourcesView>,
+    #[serde(rename = "Engine")]
+    engine: EngineView,
+}
+
+/// A node's platform (`Architecture` as `uname -m` prints it, `OS`).
+#[derive(Serialize)]
+pub struct PlatformView {
+    #[serde(rename = "Architecture")]
+    architecture: String,
+    #[serde(rename = "OS")]
+    os: String,
+}
+
+/// A node's engine (`mini daemon --label`).
+#[derive(Serialize)]
+pub struct EngineView {
+    #[serde(rename = "Labels")]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeView {
@@ -759,25 +907,29 @@ impl NodeView {
         let spec = n.spec.clone().unwrap_or_default();
         let status = n.status.clone().unwrap_or_default();
         let role = n.role();
+        let description = n.description.clone().unwrap_or_default();
+        let platform = description.platform.unwrap_or_default();
+        let availability = match spec.availability() {
+            NodeAvailability::Active => "active",
+            NodeAvailability::Pause => "pause",
+            NodeAvailability::Drain => "drain",
+        };
+        let role_name = if role == NodeRole::Manager {
+            "manager"
+        } else {
+            "worker"
+        };
         NodeView {
             id: n.id.clone(),
             hostname: n.hostname.clone(),
-            role: if role == NodeRole::Manager {
-                "manager"
-            } else {
-                "worker"
-            },
+            role: role_name,
             status: match status.state() {
                 NodeState::Ready => "ready",
                 NodeState::Down => "down",
                 NodeState::Disconnected => "disconnected",
                 NodeState::Unknown => "unknown",
             },
-            availability: match spec.availability() {
-                NodeAvailability::Active => "active",
-                NodeAvailability::Pause => "pause",
-                NodeAvailability::Drain => "drain",
-            },
+            availability,
             manager_status: match (role, leader) {
                 (NodeRole::Manager, true) => "leader",
                 (NodeRole::Manager, false) if unreachable => "unreachable",
@@ -785,7 +937,23 @@ impl NodeView {
                 _ => "",
             },
             address: status.addr,
-            labels: spec.labels.into_iter().collect(),
+            labels: spec.labels.clone().into_iter().collect(),
+            spec: NodeSpecView {
+                labels: spec.labels.into_iter().collect(),
+                role: role_name,
+                availability,
+            },
+            description: NodeDescriptionView {
+                hostname: n.hostname.clone(),
+                platform: PlatformView {
+                    architecture: platform.architecture,
+                    os: platform.os,
+                },
+                resources: ResourcesView::of(n.resources),
+                engine: EngineView {
+                    labels: description.engine_labels.into_iter().collect(),
+                },
+            },
             message: status.message,
             certificate_expiry: mini_proto::tls::pki::identity_of(&n.certificate)
                 .map(|id| mini_proto::tls::pki::format_utc(id.not_after))
@@ -817,4 +985,59 @@ pub fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mini_proto::v1::{
+        ConfigReference, ContainerSpec, FileTarget, SecretReference, ServiceSpec,
+    };
+
+    #[test]
+    fn inspect_shows_secret_references_never_values() {
+        let file = |name: &str| FileTarget {
+            name: name.into(),
+            uid: "33".into(),
+            gid: "0".into(),
+            mode: 0o400,
+        };
+        let service = Service {
+            id: "svc".into(),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                container: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    secrets: vec![SecretReference {
+                        secret_id: "sid".into(),
+                        secret_name: "db_pass".into(),
+                        file: Some(file("db")),
+                    }],
+                    configs: vec![ConfigReference {
+                        config_id: "cid".into(),
+                        config_name: "site".into(),
+                        file: Some(file("/site")),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let names = Names::new(&[], &[]);
+        let pretty = pretty_service(&service, &names);
+        assert!(
+            pretty.contains(" Secrets:\n  Target:\tdb\n   Source:\tdb_pass\n"),
+            "{pretty}"
+        );
+        assert!(
+            pretty.contains(" Configs:\n  Target:\t/site\n   Source:\tsite\n"),
+            "{pretty}"
+        );
+        let json = serde_json::to_value(ServiceView::new(&service, None, &names)).unwrap();
+        assert_eq!(json["Secrets"][0]["SecretID"], "sid");
+        assert_eq!(json["Secrets"][0]["File"]["UID"], "33");
+        assert_eq!(json["Secrets"][0]["File"]["Mode"], 0o400);
+        assert_eq!(json["Configs"][0]["ConfigName"], "site");
+    }
 }

@@ -326,6 +326,7 @@ impl Manager {
             certificate: params.node_cert,
             // Reported when the node's session opens.
             resources: None,
+            description: None,
         };
         let ingress_spec = NetworkSpec {
             name: "ingress".into(),
@@ -441,14 +442,33 @@ impl Manager {
     /// Records the capacity a node reported when its session opened (nothing
     /// is written when it is unchanged).
     pub async fn record_resources(&self, node_id: &str, resources: Resources) {
+        self.record_node_report(node_id, Some(resources), None)
+            .await;
+    }
+
+    /// Records what a node reported of itself when its session opened: its
+    /// capacity and its description (platform, engine labels). Nothing is
+    /// written when neither changed.
+    pub async fn record_node_report(
+        &self,
+        node_id: &str,
+        resources: Option<Resources>,
+        description: Option<mini_proto::v1::NodeDescription>,
+    ) {
         for _ in 0..5 {
             let Some(mut node) = self.store.view(|t| t.nodes.get(node_id).cloned()) else {
                 return;
             };
-            if node.resources == Some(resources) {
+            let before = node.clone();
+            if resources.is_some() {
+                node.resources = resources;
+            }
+            if description.is_some() {
+                node.description = description.clone();
+            }
+            if node == before {
                 return;
             }
-            node.resources = Some(resources);
             let batch = StoreBatch {
                 actions: vec![StoreAction {
                     action: Some(Action::PutNode(node)),
@@ -460,7 +480,7 @@ impl Manager {
                 Ok(_) => return,
                 Err(WriteError::Rejected(ApplyError::Stale { .. })) => continue,
                 Err(err) => {
-                    tracing::warn!(node_id, %err, "cannot record node resources");
+                    tracing::warn!(node_id, %err, "cannot record what the node reported");
                     return;
                 }
             }

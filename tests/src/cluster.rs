@@ -37,6 +37,10 @@ use crate::wait::wait_for;
 /// http://{outside}:5000`): the address is known only once the cluster is made.
 pub const OUTSIDE: &str = "{outside}";
 
+/// Stands for the host's number in daemon flags (`--label rack=r{k}`), so each host can
+/// be told apart.
+pub const HOST_INDEX: &str = "{k}";
+
 /// How long a daemon may take to answer its socket.
 const DAEMON_START: Duration = Duration::from_secs(30);
 /// How long the nodes may take to show up as ready after joining.
@@ -423,11 +427,10 @@ impl Cluster {
             .arg(&socket)
             .arg("--hostname")
             .arg(format!("h{k}"))
-            .args(
-                self.daemon_args
-                    .iter()
-                    .map(|a| a.replace(OUTSIDE, &self.outside_ip())),
-            )
+            .args(self.daemon_args.iter().map(|a| {
+                a.replace(OUTSIDE, &self.outside_ip())
+                    .replace(HOST_INDEX, &k.to_string())
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

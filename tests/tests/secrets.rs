@@ -100,7 +100,7 @@ fn id_of(t: &Value) -> String {
 #[test]
 fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
     need_tools();
-    let cluster = Cluster::start(3);
+    let mut cluster = Cluster::start(3);
     for k in 1..=cluster.len() {
         install_busybox(&cluster.host(k).state_dir());
     }
@@ -275,6 +275,35 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
         let found = files_holding(&host_dir, VALUE.as_bytes());
         assert!(found.is_empty(), "h{k} wrote the secret to {found:?}");
     }
+
+    // A worker daemon killed while its task holds the secret: restarted, it unmounts the
+    // secrets of the task it lost.
+    let lost = web[0].clone();
+    let node = lost["node"].as_str().unwrap_or_default().to_string();
+    let k: usize = node.trim_start_matches('h').parse().expect("hostname hN");
+    let lost_dir = cluster.host(k).run_dir().join("tasks").join(id_of(&lost));
+    assert!(
+        mini_tests::cluster::mounts_under(&lost_dir)
+            .iter()
+            .any(|p| p.ends_with("secrets")),
+        "task {} has no secrets tmpfs",
+        id_of(&lost)
+    );
+    cluster.restart_host(k);
+    wait_for(
+        &format!("{node} unmounted the lost task's secrets"),
+        PATIENCE,
+        || {
+            let left = mini_tests::cluster::mounts_under(&lost_dir);
+            if left.is_empty() && !lost_dir.exists() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    let m = cluster.host(1);
+    m.wait_running("web", 2);
 
     // Removal is refused while services use them, naming the services.
     let in_use = m.fails(&["secret", "rm", "db_pass"]);

@@ -62,6 +62,10 @@ pub struct DaemonArgs {
     /// is a manager (tests; Docker's minimum is 1h).
     #[arg(long, default_value = "1h", value_parser = parse_duration, hide = true)]
     min_cert_expiry: Duration,
+    /// Engine label KEY=VALUE or KEY (repeatable): reported to the managers, matched by
+    /// `engine.labels.KEY` constraints.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -146,6 +150,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         stop_grace: Duration::from_secs(args.stop_grace_period),
         node_key: Some(trust.key_path()),
         trust: trust.clone(),
+        engine_labels: args.labels.iter().cloned().collect(),
     })
     .with_images(images.clone());
     let fatal = Fatal::default();
@@ -277,6 +282,15 @@ impl ImagePeers for ClusterPeers {
             Ok(out)
         })
     }
+}
+
+/// `--label KEY=VALUE` or `--label KEY` (empty value), as `dockerd --label`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    if k.is_empty() || k.contains(char::is_whitespace) {
+        return Err(format!("invalid label {s:?}: expected KEY=VALUE or KEY"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum NodeCommand {
     },
     /// Show nodes in detail (JSON).
     Inspect {
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
         /// Node hostnames or ids.
         #[arg(required = true)]
         nodes: Vec<String>,
@@ -31,7 +34,7 @@ pub enum NodeCommand {
         /// active, pause or drain.
         #[arg(long, value_parser = ["active", "pause", "drain"])]
         availability: Option<String>,
-        /// Add or change a label K=V (repeatable).
+        /// Add or change a node label, KEY=VALUE or KEY (repeatable).
         #[arg(long = "label-add")]
         label_add: Vec<String>,
         /// Remove a label (repeatable).
@@ -102,16 +105,22 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 ),
             }
         }
-        NodeCommand::Inspect { nodes } => {
+        NodeCommand::Inspect { pretty, nodes } => {
             let mut views = Vec::new();
+            let mut texts = Vec::new();
             for name_or_id in nodes {
                 let n = client
                     .get_node(GetRequest { name_or_id })
                     .await?
                     .into_inner();
+                texts.push(pretty_node(&n, is_leader(&n.id), unreachable(&n.id)));
                 views.push(NodeView::new(&n, is_leader(&n.id), unreachable(&n.id)));
             }
-            print_json(&views)?;
+            if pretty {
+                print!("{}", texts.join("\n"));
+            } else {
+                print_json(&views)?;
+            }
         }
         NodeCommand::Update {
             availability,
@@ -153,6 +162,89 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `node inspect --pretty`: Docker's human-friendly layout.
+fn pretty_node(n: &mini_proto::v1::Node, leader: bool, unreachable: bool) -> String {
+    use std::fmt::Write;
+    let view = serde_json::to_value(NodeView::new(n, leader, unreachable)).unwrap_or_default();
+    let field = |k: &str| view[k].as_str().unwrap_or_default().to_string();
+    let labels = |m: &serde_json::Value| -> Vec<String> {
+        m.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| match v.as_str().unwrap_or_default() {
+                        "" => format!(" - {k}"),
+                        v => format!(" - {k}={v}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "ID:\t\t\t{}", n.id);
+    let node_labels = labels(&view["Spec"]["Labels"]);
+    if !node_labels.is_empty() {
+        let _ = writeln!(out, "Labels:\n{}", node_labels.join("\n"));
+    }
+    let _ = writeln!(out, "Hostname:\t\t{}", n.hostname);
+    let _ = writeln!(out, "Status:");
+    let _ = writeln!(
+        out,
+        " State:\t\t\t{}",
+        crate::views::capitalize(&field("status"))
+    );
+    if !field("message").is_empty() {
+        let _ = writeln!(out, " Message:\t\t{}", field("message"));
+    }
+    let _ = writeln!(
+        out,
+        " Availability:\t\t{}",
+        crate::views::capitalize(&field("availability"))
+    );
+    if !field("address").is_empty() {
+        let _ = writeln!(out, " Address:\t\t{}", field("address"));
+    }
+    if !field("manager_status").is_empty() {
+        let _ = writeln!(out, "Manager Status:");
+        let _ = writeln!(out, " Address:\t\t{}", n.agent_addr);
+        let reach = if unreachable {
+            "Unreachable"
+        } else {
+            "Reachable"
+        };
+        let _ = writeln!(out, " Raft Status:\t\t{reach}");
+        let _ = writeln!(out, " Leader:\t\t{}", if leader { "Yes" } else { "No" });
+    }
+    let platform = &view["Description"]["Platform"];
+    let _ = writeln!(out, "Platform:");
+    let _ = writeln!(
+        out,
+        " Operating System:\t{}",
+        platform["OS"].as_str().unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        " Architecture:\t\t{}",
+        platform["Architecture"].as_str().unwrap_or_default()
+    );
+    let resources = n.resources.unwrap_or_default();
+    let _ = writeln!(out, "Resources:");
+    let _ = writeln!(out, " CPUs:\t\t\t{}", resources.nano_cpus as f64 / 1e9);
+    let _ = writeln!(
+        out,
+        " Memory:\t\t{:.4} GiB",
+        resources.memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    let engine_labels = labels(&view["Description"]["Engine"]["Labels"]);
+    if !engine_labels.is_empty() {
+        let _ = writeln!(out, "Engine Labels:\n{}", engine_labels.join("\n"));
+    }
+    if !field("certificate_expiry").is_empty() {
+        let _ = writeln!(out, "TLS Info:");
+        let _ = writeln!(out, " Certificate Expiry:\t{}", field("certificate_expiry"));
+    }
+    out
 }
 
 /// `node promote` / `node demote`: one role change per node, in order.

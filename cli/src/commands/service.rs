@@ -92,8 +92,8 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Service mode.
-    #[arg(long, value_parser = ["replicated", "global"])]
-    pub mode: Option<String>,
+    #[arg(long, value_parser = ["replicated", "global", "replicated-job", "global-job"], default_value = "replicated")]
+    pub mode: String,
     /// Network to attach to (repeatable; name or id).
     #[arg(long = "network")]
     pub networks: Vec<String>,
@@ -103,6 +103,9 @@ pub struct CreateArgs {
     /// Placement constraint, e.g. node.hostname==host1 (repeatable).
     #[arg(long = "constraint")]
     pub constraints: Vec<String>,
+    /// Placement preference, spread=node.labels.zone (repeatable).
+    #[arg(long = "placement-pref")]
+    pub placement_prefs: Vec<String>,
     /// Publish a port on every node: PUBLISHED:TARGET[/tcp|udp] (repeatable).
     #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
     pub publish: Vec<PortConfig>,
@@ -138,9 +141,15 @@ pub struct CreateArgs {
 impl CreateArgs {
     /// The spec of the service these flags create: Docker's defaults, then the flags.
     pub fn spec(&self) -> Result<ServiceSpec> {
-        let mode = match self.mode.as_deref() {
-            Some("global") => Mode::Global(true),
-            _ => Mode::Replicas(1),
+        let mode = super::service_flags::service_mode(
+            &self.mode,
+            self.flags.replicas,
+            self.flags.max_concurrent,
+        )?;
+        // Jobs run to completion: a task that exits 0 is done, one that fails is retried.
+        let restart_condition = match mode {
+            Mode::ReplicatedJob(_) | Mode::GlobalJob(_) => RestartCondition::OnFailure,
+            _ => RestartCondition::Any,
         };
         let endpoint_mode = if self.endpoint_mode == "dnsrr" {
             EndpointMode::Dnsrr
@@ -159,8 +168,11 @@ impl CreateArgs {
             }),
             mode: Some(mode),
             networks: Vec::new(),
-            restart: Some(super::service_flags::default_restart_policy()),
-            constraints: self.constraints.clone(),
+            restart: Some(mini_proto::v1::RestartPolicy {
+                condition: restart_condition as i32,
+                ..super::service_flags::default_restart_policy()
+            }),
+            constraints: Vec::new(),
             endpoint: Some(EndpointSpec {
                 mode: endpoint_mode as i32,
                 ports: self.publish.clone(),
@@ -170,7 +182,14 @@ impl CreateArgs {
             rollback: Some(super::service_flags::default_update_config()),
             force_update: 0,
             aliases: self.aliases.clone(),
+            ..Default::default()
         };
+        super::service_flags::Placement {
+            constraint_add: self.constraints.clone(),
+            pref_add: self.placement_prefs.clone(),
+            ..Default::default()
+        }
+        .apply(&mut spec)?;
         self.flags.apply(&mut spec)?;
         self.secrets.apply(&mut spec)?;
         Ok(spec)
@@ -439,6 +458,37 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     Ok(())
 }
 
+/// The REPLICAS column of `service ls`, as Docker writes it: `running/desired`, with
+/// `(max N per node)` when the service has a limit, and for jobs the progress
+/// `(completed/total completed)`.
+fn replicas_column(
+    service: &mini_proto::v1::Service,
+    s: &mini_proto::v1::ServiceSummary,
+) -> String {
+    let spec = service.spec.clone().unwrap_or_default();
+    match spec.mode {
+        Some(Mode::ReplicatedJob(job)) => {
+            let (_, total) = mini_manager::orchestrator::job_counts(&job);
+            format!(
+                "{}/{} ({}/{} completed)",
+                s.running, s.desired, s.completed, total
+            )
+        }
+        Some(Mode::GlobalJob(_)) => format!(
+            "{}/{} ({}/{} completed)",
+            s.running,
+            s.desired,
+            s.completed,
+            s.desired + s.completed
+        ),
+        _ if spec.max_replicas_per_node > 0 => format!(
+            "{}/{} (max {} per node)",
+            s.running, s.desired, spec.max_replicas_per_node
+        ),
+        _ => format!("{}/{}", s.running, s.desired),
+    }
+}
+
 /// `service ls`'s output for the services `keep` accepts (`stack services`: a stack's).
 pub(super) async fn print_services(
     client: &mut ControlClient<Channel>,
@@ -462,7 +512,7 @@ pub(super) async fn print_services(
         .iter()
         .filter_map(|s| {
             let svc = s.service.as_ref()?;
-            let replicas = format!("{}/{}", s.running, s.desired);
+            let replicas = replicas_column(svc, s);
             Some((ServiceView::new(svc, Some(s.running), &names), replicas))
         })
         .collect();
@@ -477,6 +527,8 @@ pub(super) async fn print_services(
                     let spec = svc.spec.clone().unwrap_or_default();
                     let mode = match spec.mode {
                         Some(Mode::Global(_)) => "global",
+                        Some(Mode::ReplicatedJob(_)) => "replicated job",
+                        Some(Mode::GlobalJob(_)) => "global job",
                         _ => "replicated",
                     };
                     let image = spec.container.map(|c| c.image).unwrap_or_default();

@@ -7,9 +7,10 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    ConfigReference, FileTarget, HealthConfig, ImageRegistryAuth, Mount, Resources,
-    RestartCondition, RestartPolicy, SecretReference, ServiceSpec, UpdateConfig,
-    UpdateFailureAction, UpdateOrder, service_spec::Mode,
+    ConfigReference, FileTarget, GlobalJob, HealthConfig, ImageRegistryAuth, Mount,
+    PlacementPreference, ReplicatedJob, Resources, RestartCondition, RestartPolicy,
+    SecretReference, ServiceSpec, UpdateConfig, UpdateFailureAction, UpdateOrder,
+    service_spec::Mode,
 };
 
 use mini_worker::image::Reference;
@@ -144,6 +145,115 @@ pub struct SpecFlags {
     /// replaces the check's command like `--health-cmd` (which is always `CMD-SHELL`).
     #[arg(skip)]
     pub health_test: Option<Vec<String>>,
+
+    // --- Placement and jobs (placement helper). `--constraint`/`--placement-pref` (create)
+    // and their `-add`/`-rm` forms (update) differ by command, so they live with their
+    // command and reach the spec through [`Placement`]; these two are the same on both.
+    /// Maximum number of tasks per node (0 = unlimited).
+    #[arg(
+        long = "replicas-max-per-node",
+        visible_alias = "max-replicas-per-node"
+    )]
+    pub replicas_max_per_node: Option<u64>,
+    /// Number of job tasks to run concurrently (replicated-job mode) [default: --replicas].
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
+}
+
+/// Placement edits, as plain fields (no clap): `service create --constraint`/`--placement-pref`
+/// fill the `_add` lists, `service update` all four, and a compose file's `deploy.placement`
+/// maps onto the `_add` lists too. Removals must name what is there.
+#[derive(Debug, Default, Clone)]
+pub struct Placement {
+    /// Constraints to add (`node.labels.zone==east`); checked by the manager.
+    pub constraint_add: Vec<String>,
+    /// Constraints to remove, written as they were added.
+    pub constraint_rm: Vec<String>,
+    /// Preferences to add, `spread=node.labels.zone`.
+    pub pref_add: Vec<String>,
+    /// Preferences to remove, `spread=node.labels.zone`.
+    pub pref_rm: Vec<String>,
+}
+
+impl Placement {
+    /// Applies the edits to `spec` (removals first, then additions; nothing added twice).
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        for c in &self.constraint_rm {
+            let before = spec.constraints.len();
+            spec.constraints.retain(|x| x != c);
+            if spec.constraints.len() == before {
+                bail!("service {} has no constraint {c:?}", spec.name);
+            }
+        }
+        for c in &self.constraint_add {
+            if !spec.constraints.contains(c) {
+                spec.constraints.push(c.clone());
+            }
+        }
+        for p in &self.pref_rm {
+            let pref = parse_placement_pref(p).map_err(anyhow::Error::msg)?;
+            let before = spec.placement_preferences.len();
+            spec.placement_preferences.retain(|x| x != &pref);
+            if spec.placement_preferences.len() == before {
+                bail!("service {} has no placement preference {p:?}", spec.name);
+            }
+        }
+        for p in &self.pref_add {
+            let pref = parse_placement_pref(p).map_err(anyhow::Error::msg)?;
+            if !spec.placement_preferences.contains(&pref) {
+                spec.placement_preferences.push(pref);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `spread=node.labels.zone` (Docker's `--placement-pref`; spread is the only strategy).
+pub fn parse_placement_pref(s: &str) -> Result<PlacementPreference, String> {
+    match s.split_once('=') {
+        Some(("spread", descriptor)) if !descriptor.is_empty() => Ok(PlacementPreference {
+            spread: descriptor.to_owned(),
+        }),
+        Some((strategy, _)) if strategy != "spread" => Err(format!(
+            "invalid placement preference {s:?}: unsupported strategy {strategy:?} (only spread is supported)"
+        )),
+        _ => Err(format!(
+            "invalid placement preference {s:?}: expected spread=<label>, e.g. spread=node.labels.zone"
+        )),
+    }
+}
+
+/// The mode of a new service from `--mode` (`replicated`, `global`, `replicated-job`,
+/// `global-job`), `--replicas` and `--max-concurrent`, as Docker builds it: a replicated job
+/// runs `--replicas` completions (default 1), `--max-concurrent` at a time (default: the
+/// replicas). `--replicas` with a global mode and `--max-concurrent` without replicated-job
+/// are refused.
+pub fn service_mode(
+    mode: &str,
+    replicas: Option<u64>,
+    max_concurrent: Option<u64>,
+) -> Result<Mode> {
+    if max_concurrent.is_some() && mode != "replicated-job" {
+        bail!("--max-concurrent can only be used with replicated-job mode");
+    }
+    Ok(match mode {
+        "replicated" => Mode::Replicas(replicas.unwrap_or(1)),
+        "global" | "global-job" if replicas.is_some() => {
+            bail!("--replicas can only be used with replicated or replicated-job mode")
+        }
+        "global" => Mode::Global(true),
+        "global-job" => Mode::GlobalJob(GlobalJob {}),
+        "replicated-job" => {
+            let total = replicas.unwrap_or(1);
+            Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: max_concurrent.unwrap_or(total),
+                total_completions: total,
+            })
+        }
+        other => bail!(
+            "invalid mode {other:?}: expected replicated, global, replicated-job or global-job"
+        ),
+    })
 }
 
 impl SpecFlags {
@@ -274,17 +384,30 @@ impl SpecFlags {
         let healthcheck =
             self.healthcheck(spec.container.as_ref().and_then(|c| c.healthcheck.as_ref()))?;
         if let Some(n) = self.replicas {
-            match spec.mode {
-                Some(Mode::Global(_)) if spec.name.is_empty() => {
-                    bail!(
-                        "--replicas can only be used with replicated mode, not with --mode global"
-                    )
+            match &mut spec.mode {
+                Some(Mode::Global(_) | Mode::GlobalJob(_)) if spec.name.is_empty() => {
+                    bail!("--replicas can only be used with replicated or replicated-job mode")
                 }
-                Some(Mode::Global(_)) => bail!(
-                    "service {} is global: --replicas applies to replicated services only",
+                Some(Mode::Global(_) | Mode::GlobalJob(_)) => bail!(
+                    "service {} is global: --replicas can only be used with replicated or replicated-job mode",
                     spec.name
                 ),
+                Some(Mode::ReplicatedJob(job)) => job.total_completions = n,
                 _ => spec.mode = Some(Mode::Replicas(n)),
+            }
+        }
+        if let Some(n) = self.max_concurrent {
+            match &mut spec.mode {
+                Some(Mode::ReplicatedJob(job)) => job.max_concurrent = n,
+                _ => bail!("--max-concurrent can only be used with replicated-job mode"),
+            }
+        }
+        if let Some(n) = self.replicas_max_per_node {
+            match spec.mode {
+                Some(Mode::Global(_) | Mode::GlobalJob(_)) => {
+                    bail!("--replicas-max-per-node can only be used with replicated mode")
+                }
+                _ => spec.max_replicas_per_node = n,
             }
         }
         self.apply_rollout(spec)?;
@@ -1197,5 +1320,115 @@ mod tests {
             missing.apply(&mut spec).unwrap_err().to_string(),
             "service web does not use secret zzz"
         );
+    }
+
+    #[test]
+    fn modes_and_placement_build_the_spec_as_docker_does() {
+        assert_eq!(
+            service_mode("replicated", Some(3), None).unwrap(),
+            Mode::Replicas(3)
+        );
+        assert_eq!(
+            service_mode("replicated-job", Some(3), None).unwrap(),
+            Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 3,
+                total_completions: 3,
+            })
+        );
+        assert_eq!(
+            service_mode("replicated-job", None, Some(2)).unwrap(),
+            Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 1,
+            })
+        );
+        assert_eq!(
+            service_mode("global-job", None, None).unwrap(),
+            Mode::GlobalJob(GlobalJob {})
+        );
+        assert_eq!(
+            service_mode("global", Some(2), None)
+                .unwrap_err()
+                .to_string(),
+            "--replicas can only be used with replicated or replicated-job mode"
+        );
+        assert_eq!(
+            service_mode("replicated", None, Some(2))
+                .unwrap_err()
+                .to_string(),
+            "--max-concurrent can only be used with replicated-job mode"
+        );
+
+        // --replicas on a replicated job sets its completions; --max-concurrent its concurrency.
+        let mut job = ServiceSpec {
+            name: "batch".into(),
+            mode: Some(service_mode("replicated-job", Some(1), None).unwrap()),
+            ..Default::default()
+        };
+        SpecFlags {
+            replicas: Some(5),
+            max_concurrent: Some(2),
+            ..Default::default()
+        }
+        .apply(&mut job)
+        .unwrap();
+        assert_eq!(
+            job.mode,
+            Some(Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 5,
+            }))
+        );
+        let mut web = ServiceSpec {
+            name: "web".into(),
+            mode: Some(Mode::Replicas(4)),
+            ..Default::default()
+        };
+        SpecFlags {
+            replicas_max_per_node: Some(1),
+            ..Default::default()
+        }
+        .apply(&mut web)
+        .unwrap();
+        assert_eq!(web.max_replicas_per_node, 1);
+        assert!(
+            SpecFlags {
+                max_concurrent: Some(1),
+                ..Default::default()
+            }
+            .apply(&mut web)
+            .is_err()
+        );
+
+        Placement {
+            constraint_add: vec!["node.labels.zone==east".into()],
+            pref_add: vec!["spread=node.labels.zone".into()],
+            ..Default::default()
+        }
+        .apply(&mut web)
+        .unwrap();
+        assert_eq!(web.constraints, ["node.labels.zone==east"]);
+        assert_eq!(web.placement_preferences[0].spread, "node.labels.zone");
+        let err = Placement {
+            pref_rm: vec!["spread=node.labels.rack".into()],
+            ..Default::default()
+        }
+        .apply(&mut web.clone())
+        .unwrap_err();
+        assert!(err.to_string().contains("no placement preference"), "{err}");
+        Placement {
+            pref_rm: vec!["spread=node.labels.zone".into()],
+            constraint_rm: vec!["node.labels.zone==east".into()],
+            ..Default::default()
+        }
+        .apply(&mut web)
+        .unwrap();
+        assert!(web.placement_preferences.is_empty() && web.constraints.is_empty());
+        assert!(
+            parse_placement_pref("binpack=node.labels.zone")
+                .unwrap_err()
+                .contains("only spread is supported")
+        );
+        assert!(parse_placement_pref("spread=").is_err());
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use mini_proto::v1::{
     EndpointSpec, GetRequest, ListTasksRequest, PortConfig, ServiceSpec, TaskState,
@@ -50,6 +50,12 @@ pub struct UpdateArgs {
     /// Remove a placement constraint, written as it was added (repeatable).
     #[arg(long = "constraint-rm")]
     constraint_rm: Vec<String>,
+    /// Add a placement preference, spread=node.labels.zone (repeatable).
+    #[arg(long = "placement-pref-add")]
+    placement_pref_add: Vec<String>,
+    /// Remove a placement preference, spread=node.labels.zone (repeatable).
+    #[arg(long = "placement-pref-rm")]
+    placement_pref_rm: Vec<String>,
     /// Add or replace a mount: type=bind|volume|tmpfs,source=...,target=...[,readonly] (repeatable).
     #[arg(long = "mount-add", value_parser = super::service_flags::parse_mount)]
     mount_add: Vec<mini_proto::v1::Mount>,
@@ -136,18 +142,13 @@ fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
         container.env.retain(|e| env_key(e) != key);
         container.env.push(kv.clone());
     }
-    for c in &args.constraint_rm {
-        let before = spec.constraints.len();
-        spec.constraints.retain(|x| x != c);
-        if spec.constraints.len() == before {
-            bail!("service {} has no constraint {c:?}", spec.name);
-        }
+    super::service_flags::Placement {
+        constraint_add: args.constraint_add.clone(),
+        constraint_rm: args.constraint_rm.clone(),
+        pref_add: args.placement_pref_add.clone(),
+        pref_rm: args.placement_pref_rm.clone(),
     }
-    for c in &args.constraint_add {
-        if !spec.constraints.contains(c) {
-            spec.constraints.push(c.clone());
-        }
-    }
+    .apply(spec)?;
     let endpoint = spec.endpoint.get_or_insert_with(EndpointSpec::default);
     for (published, protocol) in &args.publish_rm {
         let before = endpoint.ports.len();
@@ -226,6 +227,9 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
     if args.detach {
         return Ok(());
     }
+    if mini_manager::orchestrator::is_job(&spec) {
+        return wait_job(client, &updated).await;
+    }
     wait_rollout(client, &updated.id, false).await
 }
 
@@ -265,6 +269,66 @@ pub async fn rollback(client: &mut ControlClient<Channel>, args: RollbackArgs) -
         return Ok(());
     }
     wait_rollout(client, &updated.id, true).await
+}
+
+/// Waits until the job's new iteration completed: `total_completions` tasks (a replicated
+/// job) or the task of every node it runs on (a global job) COMPLETE.
+async fn wait_job(
+    client: &mut ControlClient<Channel>,
+    service: &mini_proto::v1::Service,
+) -> Result<()> {
+    let iteration = mini_manager::orchestrator::job_iteration(service);
+    let spec = service.spec.clone().unwrap_or_default();
+    let deadline = Instant::now() + STALL_TIMEOUT;
+    let mut last = String::new();
+    loop {
+        let tasks = client
+            .list_tasks(ListTasksRequest {
+                service: service.id.clone(),
+            })
+            .await?
+            .into_inner()
+            .tasks;
+        let of_iteration: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.job_iteration == iteration)
+            .collect();
+        let completed = of_iteration
+            .iter()
+            .filter(|t| mini_manager::orchestrator::observed_state(t) == TaskState::Complete)
+            .count();
+        let want = match spec.mode {
+            Some(Mode::ReplicatedJob(job)) => {
+                mini_manager::orchestrator::job_counts(&job).1 as usize
+            }
+            _ => of_iteration
+                .iter()
+                .filter(|t| {
+                    mini_manager::orchestrator::is_active(t)
+                        || mini_manager::orchestrator::observed_state(t) == TaskState::Complete
+                })
+                .count()
+                .max(1),
+        };
+        let progress = format!("{completed}/{want} tasks completed");
+        if progress != last {
+            println!("progress: {progress}");
+            last = progress.clone();
+        }
+        if completed >= want {
+            println!("verify: job complete");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow::anyhow!(
+                "the job did not complete within {} s ({progress}); see `mini service ps {}`",
+                STALL_TIMEOUT.as_secs(),
+                spec.name
+            ))
+            .context("service update stored, job incomplete");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Follows the rollout of the service until every task meant to run is made from its

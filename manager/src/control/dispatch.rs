@@ -119,10 +119,11 @@ impl Dispatcher for ControlApi {
                 ))
             })?;
         let resources = request.get_ref().resources;
+        let description = request.get_ref().description.clone();
         let session_id = manager.sessions().open(&node_id);
-        if let Some(resources) = resources {
-            manager.record_resources(&node_id, resources).await;
-        }
+        manager
+            .record_node_report(&node_id, resources, description)
+            .await;
         manager.mark_node(&node_id, NodeState::Ready, "").await;
         let (tx, rx) = mpsc::channel(16);
         let mut events = manager.store().watch();
@@ -382,5 +383,6 @@ fn joined_node(
         certificate,
         // Reported when the node's session opens.
         resources: existing.and_then(|n| n.resources),
+        description: existing.and_then(|n| n.description.clone()),
     }
 }

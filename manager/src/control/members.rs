@@ -524,7 +524,7 @@ fn updated_node(
     for key in &request.label_rm {
         if spec.labels.remove(key).is_none() {
             return Err(ControlError::Invalid(format!(
-                "node {} has no label {key:?}",
+                "key {key} doesn't exist in node's labels (node {})",
                 node.hostname
             )));
         }

@@ -24,6 +24,7 @@ mod identity;
 pub mod members;
 pub mod membership;
 mod networks;
+mod placement;
 mod raft_rpc;
 mod remote;
 pub mod secrets;

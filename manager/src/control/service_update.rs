@@ -12,14 +12,17 @@ use super::services::{
 };
 use crate::ids::now_ms;
 use crate::manager::Manager;
-use crate::scheduler::parse_constraints;
 use crate::store::Tables;
 
 /// Validates the new spec against the service, reallocates its VIPs (an `ingress` VIP when
 /// ports are published now, none in dnsrr mode) and stores it; nothing changes when anything
 /// is refused.
-/// Retried when the service changed between read and write (the orchestrator writes a
-/// service's UpdateStatus at any time).
+///
+/// With `request.rollback` (`service rollback`), the spec goes back to the previous one and
+/// the current one becomes the previous (a second rollback goes forward again), as swarmkit
+/// does; the update status says ROLLBACK_STARTED ("manually requested rollback"). Any other
+/// update resets the update status: the orchestrator starts a new rollout (resuming a paused
+/// one).
 pub(super) async fn update(
     manager: &Manager,
     request: UpdateServiceRequest,
@@ -45,10 +48,9 @@ pub(super) async fn update(
             )));
         }
         let old_spec = old.spec.clone().unwrap_or_default();
-        // A rollback goes back to the previous spec, and the current one becomes the
-        // previous (a second rollback goes forward again), as swarmkit does.
         let (mut spec, previous_spec, update_status) = match requested.clone() {
-            Some(spec) => {
+            Some(mut spec) => {
+                super::secrets::resolve_references(t, &mut spec)?;
                 // An unchanged spec (`service update` resuming a paused update) keeps the
                 // previous spec to roll back to.
                 let previous = if spec == old_spec {
@@ -75,17 +77,18 @@ pub(super) async fn update(
             }
         };
         check_unchanged(&old_spec, &spec)?;
-        super::secrets::resolve_references(t, &mut spec)?;
         let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
         check_published_ports(t, &ports, Some(&old.id))?;
         spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
         // --with-registry-auth replaces the credentials; without it they stay.
         let registry_auth = request.registry_auth.clone().or(old.registry_auth.clone());
+        let job_status = super::placement::updated_job_status(&old, &spec, crate::ids::now_ms());
         let service = Service {
             spec: Some(spec.clone()),
             registry_auth,
             previous_spec,
             update_status,
+            job_status,
             ..old
         };
         let (service, networks) = with_vips(t, service)?;
@@ -100,7 +103,7 @@ pub(super) async fn update(
 fn check_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
     check_image(spec)?;
     check_healthcheck(spec)?;
-    parse_constraints(&spec.constraints)?;
+    super::placement::check(spec)?;
     check_update_configs(spec)
 }
 
@@ -132,11 +135,18 @@ fn check_unchanged(old: &ServiceSpec, new: &ServiceSpec) -> Result<(), ControlEr
             old.name, new.name
         )));
     }
-    let global = |s: &ServiceSpec| matches!(s.mode, Some(Mode::Global(_)));
-    if global(old) != global(new) {
+    let kind = |s: &ServiceSpec| match s.mode {
+        Some(Mode::Global(_)) => "global",
+        Some(Mode::ReplicatedJob(_)) => "replicated-job",
+        Some(Mode::GlobalJob(_)) => "global-job",
+        Some(Mode::Replicas(_)) | None => "replicated",
+    };
+    if kind(old) != kind(new) {
         return Err(ControlError::Invalid(format!(
-            "service {} cannot change between replicated and global mode: remove it and create it again",
-            old.name
+            "service {} cannot change from {} to {} mode: remove it and create it again",
+            old.name,
+            kind(old),
+            kind(new)
         )));
     }
     Ok(())

@@ -8,10 +8,9 @@ use mini_proto::v1::{
 
 use super::ControlError;
 use crate::allocator::AddressPools;
-use crate::ids::new_id;
+use crate::ids::{new_id, now_ms};
 use crate::manager::Manager;
 use crate::names::random_service_name;
-use crate::scheduler::parse_constraints;
 use crate::store::{create_action, update_action};
 
 /// The image of the built-in runtime (the node's own filesystem); every other
@@ -44,7 +43,7 @@ pub(super) async fn create(
             spec.name
         )));
     }
-    parse_constraints(&spec.constraints)?;
+    super::placement::check(&spec)?;
     super::service_update::check_update_configs(&spec)?;
     if spec.mode.is_none() {
         spec.mode = Some(Mode::Replicas(1));
@@ -91,6 +90,7 @@ pub(super) async fn create(
             registry_auth: request.registry_auth.clone(),
             previous_spec: None,
             update_status: None,
+            job_status: super::placement::new_job_status(&spec, now_ms()),
         };
         let (service, networks) = with_vips(t, service)?;
         Ok((service_actions(&service, networks, true), service.id))
@@ -267,15 +267,19 @@ pub(super) fn list(manager: &Manager) -> ListServicesResponse {
                                 .is_some_and(|st| st.state() == TaskState::Running)
                     })
                     .count() as u64;
-                let desired = match s.spec.as_ref().and_then(|spec| spec.mode) {
-                    Some(Mode::Global(_)) => ready_nodes,
-                    Some(Mode::Replicas(n)) => n,
-                    None => 1,
+                let (desired, completed) = match s.spec.as_ref().and_then(|spec| spec.mode) {
+                    Some(Mode::Global(_)) => (ready_nodes, 0),
+                    Some(Mode::Replicas(n)) => (n, 0),
+                    Some(Mode::ReplicatedJob(_) | Mode::GlobalJob(_)) => {
+                        super::placement::job_counts(s, tasks.iter().copied())
+                    }
+                    None => (1, 0),
                 };
                 ServiceSummary {
                     service: Some(s.clone()),
                     running,
                     desired,
+                    completed,
                 }
             })
             .collect();
@@ -293,15 +297,26 @@ pub(super) async fn scale(
         .write(|t| {
             let service = t.service(&request.name_or_id)?;
             let mut spec = service.spec.clone().unwrap_or_default();
-            if matches!(spec.mode, Some(Mode::Global(_))) {
-                return Err(ControlError::Invalid(format!(
-                    "service {} is global: scale applies to replicated services only",
-                    spec.name
-                )));
+            match &mut spec.mode {
+                Some(Mode::Replicas(n)) => *n = request.replicas,
+                None => spec.mode = Some(Mode::Replicas(request.replicas)),
+                // As Docker: scaling a replicated job sets its total completions (and, as
+                // every change of a job, runs it again).
+                Some(Mode::ReplicatedJob(job)) => {
+                    job.total_completions = request.replicas;
+                    job.max_concurrent = job.max_concurrent.min(request.replicas.max(1));
+                }
+                Some(Mode::Global(_) | Mode::GlobalJob(_)) => {
+                    return Err(ControlError::Invalid(format!(
+                        "service {}: scale can only be used with replicated or replicated-job mode",
+                        spec.name
+                    )));
+                }
             }
-            spec.mode = Some(Mode::Replicas(request.replicas));
+            let job_status = super::placement::updated_job_status(service, &spec, now_ms());
             let updated = Service {
                 spec: Some(spec),
+                job_status,
                 ..service.clone()
             };
             Ok((

@@ -8,7 +8,7 @@ use crate::ids::new_id;
 use crate::orchestrator::{self as decide, new_task};
 use crate::store::{ObjectKind, Tables};
 
-/// The orchestrator loop (replicated and global services).
+/// The orchestrator loop (replicated and global services, jobs).
 pub struct Orchestrator;
 
 impl Reconciler for Orchestrator {
@@ -25,6 +25,9 @@ impl Reconciler for Orchestrator {
                 .filter(|t| t.desired_state() < TaskState::Remove);
             let decision = match service.spec.as_ref().and_then(|s| s.mode) {
                 Some(Mode::Global(_)) => decide::reconcile_global(service, tasks, &nodes, now_ms),
+                Some(Mode::ReplicatedJob(_) | Mode::GlobalJob(_)) => {
+                    decide::reconcile_job(service, tasks, &nodes, now_ms)
+                }
                 _ => decide::reconcile_replicated(service, tasks, &nodes, now_ms),
             };
             if let Some(at) = decision.next_check_ms {
@@ -62,6 +65,11 @@ fn store_action(
         decide::Action::Shutdown { task_id } => {
             let mut task = tables.tasks.get(&task_id)?.clone();
             task.desired_state = TaskState::Shutdown as i32;
+            Some(update(Action::PutTask(task)))
+        }
+        decide::Action::Complete { task_id } => {
+            let mut task = tables.tasks.get(&task_id)?.clone();
+            task.desired_state = TaskState::Complete as i32;
             Some(update(Action::PutTask(task)))
         }
         decide::Action::Remove { task_id } => {

@@ -11,6 +11,9 @@ use mini_proto::v1::{
     Task, TaskState, TaskStatus, TaskStatusUpdate, service_spec::Mode, store_action::Action,
 };
 
+mod jobs;
+mod placement;
+
 use super::Controllers;
 use crate::dispatcher::apply_status_updates;
 use crate::ids::now_ms;

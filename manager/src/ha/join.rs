@@ -129,5 +129,6 @@ fn admitted_node(
         certificate,
         // Reported when the node's session opens.
         resources: existing.and_then(|n| n.resources),
+        description: existing.and_then(|n| n.description.clone()),
     }
 }

@@ -13,10 +13,12 @@
 //! - [`restart`]: the restart policy.
 //! - [`replicated`]: slots 1..=replicas.
 //! - [`global`]: one task per fit node.
+//! - [`job`]: replicated and global jobs (tasks that run to completion).
 //! - `slot`: the decision for one slot, shared by both.
 //! - [`update`]: rolling replacement of tasks made from an older spec.
 
 pub mod global;
+pub mod job;
 pub mod replicated;
 pub mod restart;
 mod slot;
@@ -27,6 +29,7 @@ pub mod update;
 mod tests;
 
 pub use global::reconcile_global;
+pub use job::{is_job, job_counts, job_iteration, reconcile_job};
 pub use replicated::reconcile_replicated;
 pub use restart::{Restart, restart_decision, should_restart};
 pub use slot::HISTORY_LIMIT;
@@ -47,6 +50,12 @@ pub enum Action {
     },
     /// Set the task's desired state to SHUTDOWN; it stays as history.
     Shutdown {
+        /// The task.
+        task_id: String,
+    },
+    /// Set a job task that completed to desired state COMPLETE: it is done
+    /// and stays as history.
+    Complete {
         /// The task.
         task_id: String,
     },

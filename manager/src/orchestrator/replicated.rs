@@ -9,12 +9,12 @@ use mini_proto::v1::{
 use super::Reconciliation;
 use super::slot::Slot;
 
-/// The replica count of a service: `None` for a global service; a service
-/// with no mode set has 1 replica, as in Docker.
+/// The replica count of a service: `None` for a global service or a job; a
+/// service with no mode set has 1 replica, as in Docker.
 pub fn replicas(service: &Service) -> Option<u64> {
     match service.spec.as_ref().and_then(|s| s.mode) {
         Some(Mode::Replicas(n)) => Some(n),
-        Some(Mode::Global(_)) => None,
+        Some(Mode::Global(_) | Mode::ReplicatedJob(_) | Mode::GlobalJob(_)) => None,
         None => Some(1),
     }
 }
@@ -36,11 +36,25 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
     })
 }
 
+/// Whether `task`'s node can keep it: [`node_keeps_tasks`], and the node still
+/// satisfies the task's constraints (swarmkit's constraint enforcer: a task
+/// whose node lost a label it needs is replaced on a node that has it).
+/// Unparsable constraints (refused at create, so only in old data) are not
+/// enforced.
+pub(crate) fn node_keeps_task(task: &Task, node: Option<&Node>) -> bool {
+    node_keeps_tasks(node)
+        && node.is_none_or(|n| {
+            crate::scheduler::parse_constraints(&task.constraints)
+                .map_or(true, |cs| cs.iter().all(|c| c.matches(n)))
+        })
+}
+
 /// Decides what a replicated service needs.
 ///
 /// `tasks` are the service's tasks (every state, history included); `nodes`
 /// are ALL nodes of the cluster: a task bound to a node that is DOWN,
-/// drained, or not in `nodes` (removed) is shut down and replaced at once.
+/// drained, not in `nodes` (removed) or no longer satisfying the task's
+/// constraints is shut down and replaced at once.
 ///
 /// Per slot 1..=replicas: keep the newest active task (shut down any other);
 /// with none, create one. A task that ended on its own while meant to run
@@ -53,8 +67,9 @@ pub fn node_keeps_tasks(node: Option<&Node>) -> bool {
 /// [`HISTORY_LIMIT`](super::HISTORY_LIMIT) stopped tasks; older ones are
 /// removed once they have ended.
 ///
-/// A global service gets an empty result: use
-/// [`reconcile_global`](super::reconcile_global).
+/// A global service or a job gets an empty result: use
+/// [`reconcile_global`](super::reconcile_global) or
+/// [`reconcile_job`](super::reconcile_job).
 pub fn reconcile_replicated<'t>(
     service: &Service,
     tasks: impl IntoIterator<Item = &'t Task>,
@@ -66,8 +81,9 @@ pub fn reconcile_replicated<'t>(
         return result;
     };
     let nodes: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let node_ok =
-        |t: &Task| t.node_id.is_empty() || node_keeps_tasks(nodes.get(t.node_id.as_str()).copied());
+    let node_ok = |t: &Task| {
+        t.node_id.is_empty() || node_keeps_task(t, nodes.get(t.node_id.as_str()).copied())
+    };
 
     let tasks: Vec<&Task> = tasks.into_iter().collect();
     let mut slots: BTreeMap<u64, Vec<&Task>> = (1..=replicas).map(|s| (s, Vec::new())).collect();

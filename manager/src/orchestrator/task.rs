@@ -21,8 +21,9 @@ pub fn is_active(task: &Task) -> bool {
 }
 
 /// Builds a new task for `slot` (0 for a global task) of `service`, from the
-/// service's current spec: container, constraints, endpoint and restart
-/// policy, `service_version = service.meta.version`. It starts in state NEW
+/// service's current spec: container, constraints, placement preferences,
+/// replicas limit, endpoint and restart policy, the job iteration,
+/// `service_version = service.meta.version`. It starts in state NEW
 /// with desired state RUNNING; a global task is created already bound to
 /// `node_id`. Networks are left empty for the allocator.
 pub fn new_task(
@@ -62,6 +63,9 @@ pub fn new_task(
         // Only the dispatcher sets it, in the assignments of the task's node.
         registry_auth: None,
         running_since_ms: 0,
+        placement_preferences: spec.placement_preferences,
+        max_replicas_per_node: spec.max_replicas_per_node,
+        job_iteration: service.job_status.as_ref().map_or(0, |j| j.job_iteration),
     };
     task.set_desired_state(TaskState::Running);
     task

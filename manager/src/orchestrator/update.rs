@@ -36,10 +36,12 @@ pub fn docker_default() -> UpdateConfig {
 }
 
 /// Whether `task` was made from an older version of its service's task template: container,
-/// placement constraints, endpoint (published ports), restart policy, or a forced update.
+/// placement (constraints, preferences, replicas per node), endpoint (published ports), restart policy, or a forced update.
 pub fn is_outdated(task: &Task, spec: &ServiceSpec) -> bool {
     task.container != spec.container
         || task.constraints != spec.constraints
+        || task.placement_preferences != spec.placement_preferences
+        || task.max_replicas_per_node != spec.max_replicas_per_node
         || task.endpoint != spec.endpoint
         || task.restart != spec.restart
         || task.force_update != spec.force_update

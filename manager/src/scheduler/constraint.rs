@@ -1,5 +1,6 @@
 //! Placement constraints: `node.id==x`, `node.hostname!=y`,
-//! `node.role==manager`, `node.labels.zone==east`.
+//! `node.role==manager`, `node.platform.os==linux`, `node.platform.arch==x86_64`,
+//! `node.labels.zone==east`, `engine.labels.disk==ssd`.
 
 use std::fmt;
 
@@ -14,8 +15,14 @@ pub enum ConstraintKey {
     Hostname,
     /// `node.role` (`manager` or `worker`)
     Role,
-    /// `node.labels.<name>`: a label of the node's spec.
+    /// `node.platform.os` (`linux`), as the node reports it.
+    PlatformOs,
+    /// `node.platform.arch` (`x86_64`, as `uname -m` prints it), as the node reports it.
+    PlatformArch,
+    /// `node.labels.<name>`: a label of the node's spec (`node update --label-add`).
     Label(String),
+    /// `engine.labels.<name>`: a label of the node's daemon (`mini daemon --label`).
+    EngineLabel(String),
 }
 
 /// How a constraint compares.
@@ -59,7 +66,7 @@ pub enum ConstraintError {
     },
     /// A key other than the supported ones.
     #[error(
-        "invalid constraint {expr:?}: unknown key {key:?}; use node.id, node.hostname, node.role or node.labels.<name>"
+        "invalid constraint {expr:?}: unknown key {key:?}; use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<name> or engine.labels.<name>"
     )]
     UnknownKey {
         /// The expression as given.
@@ -129,18 +136,27 @@ pub fn parse_constraint(expr: &str) -> Result<Constraint, ConstraintError> {
             }
             ConstraintKey::Role
         }
-        _ => match lower.strip_prefix("node.labels.") {
+        "node.platform.os" => ConstraintKey::PlatformOs,
+        "node.platform.arch" => ConstraintKey::PlatformArch,
+        _ => {
             // Label names keep their case; only the prefix is case-insensitive.
-            Some(name) if !name.is_empty() => {
-                ConstraintKey::Label(key[key.len() - name.len()..].to_owned())
-            }
-            _ => {
+            let name = |prefix: &str| {
+                lower
+                    .strip_prefix(prefix)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| key[key.len() - n.len()..].to_owned())
+            };
+            if let Some(name) = name("node.labels.") {
+                ConstraintKey::Label(name)
+            } else if let Some(name) = name("engine.labels.") {
+                ConstraintKey::EngineLabel(name)
+            } else {
                 return Err(ConstraintError::UnknownKey {
                     expr: expr.to_owned(),
                     key: key.to_owned(),
                 });
             }
-        },
+        }
     };
     Ok(Constraint {
         key,
@@ -155,8 +171,11 @@ pub fn parse_constraints<S: AsRef<str>>(exprs: &[S]) -> Result<Vec<Constraint>, 
 }
 
 impl Constraint {
-    /// Whether `node` satisfies the constraint. A missing label satisfies only `!=`.
+    /// Whether `node` satisfies the constraint. A missing label (or platform the
+    /// node did not report) satisfies only `!=`, as in swarmkit.
     pub fn matches(&self, node: &Node) -> bool {
+        let description = node.description.as_ref();
+        let platform = description.and_then(|d| d.platform.as_ref());
         let actual: Option<&str> = match &self.key {
             ConstraintKey::NodeId => Some(&node.id),
             ConstraintKey::Hostname => Some(&node.hostname),
@@ -168,6 +187,11 @@ impl Constraint {
                 .spec
                 .as_ref()
                 .and_then(|s| s.labels.get(name))
+                .map(String::as_str),
+            ConstraintKey::PlatformOs => platform.map(|p| p.os.as_str()),
+            ConstraintKey::PlatformArch => platform.map(|p| p.architecture.as_str()),
+            ConstraintKey::EngineLabel(name) => description
+                .and_then(|d| d.engine_labels.get(name))
                 .map(String::as_str),
         };
         let equal = actual.is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
@@ -184,7 +208,10 @@ impl fmt::Display for Constraint {
             ConstraintKey::NodeId => f.write_str("node.id")?,
             ConstraintKey::Hostname => f.write_str("node.hostname")?,
             ConstraintKey::Role => f.write_str("node.role")?,
+            ConstraintKey::PlatformOs => f.write_str("node.platform.os")?,
+            ConstraintKey::PlatformArch => f.write_str("node.platform.arch")?,
             ConstraintKey::Label(name) => write!(f, "node.labels.{name}")?,
+            ConstraintKey::EngineLabel(name) => write!(f, "engine.labels.{name}")?,
         }
         let op = match self.op {
             Operator::Eq => "==",

@@ -4,7 +4,8 @@
 //! Like swarmkit's scheduler: filters first (the node is ready, its
 //! availability is active, its capacity less what its tasks reserve holds the
 //! task's reservations, it satisfies the task's constraints), then spread
-//! (fewest tasks of the service, then fewest tasks, then node id). Everything
+//! (placement preferences first, then fewest tasks of the service, then fewest
+//! tasks, then node id). Everything
 //! here is pure; the scheduler loop reads pending tasks and nodes from the
 //! store and writes the [`Decision`]s back.
 //!
@@ -21,12 +22,15 @@ pub mod spread;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_placement;
 
 pub use constraint::{
     Constraint, ConstraintError, ConstraintKey, Operator, parse_constraint, parse_constraints,
 };
 pub use filter::{
-    AvailabilityFilter, ConstraintFilter, Filter, Pipeline, ReadyFilter, ResourceFilter,
+    AvailabilityFilter, ConstraintFilter, Filter, Load, MaxReplicasFilter, Pipeline, ReadyFilter,
+    ResourceFilter,
 };
 pub use place::{Decision, place};
-pub use spread::{Spread, occupies_node, reservations};
+pub use spread::{Spread, check_spread_descriptor, occupies_node, reservations, spread_value};

@@ -27,15 +27,15 @@ pub enum Decision {
     },
 }
 
-/// The filters of a group of tasks sharing the same constraints and
-/// reservations, and the nodes (indices into the spread's id-ordered list)
-/// that pass them when empty.
+/// The filters of a group of tasks sharing the same constraints,
+/// reservations and replicas limit, and the nodes (indices into the spread's
+/// id-ordered list) that pass them when empty.
 struct Group {
     pipeline: Pipeline,
     fit: Vec<usize>,
-    /// Whether the tasks reserve resources: then a node of `fit` must still
-    /// have room for each of them.
-    reserves: bool,
+    /// Whether the tasks reserve resources or limit their replicas per node:
+    /// then a node of `fit` must still have room for each of them.
+    load_dependent: bool,
 }
 
 /// Places `pending` tasks on `nodes`. `tasks` is every task of the cluster,
@@ -53,13 +53,21 @@ pub fn place<'t>(
 ) -> Vec<Decision> {
     let skip: HashSet<&str> = pending.iter().map(|t| t.id.as_str()).collect();
     let mut spread = Spread::new(nodes, tasks, &skip);
-    let mut groups: HashMap<(&[String], i64, i64), Result<Group, String>> = HashMap::new();
+    type Key<'k> = (&'k [String], i64, i64, u64);
+    let mut groups: HashMap<Key<'_>, Result<Group, String>> = HashMap::new();
     let mut decisions = Vec::with_capacity(pending.len());
     for task in pending {
         let r = reservations(task);
+        let max = task.max_replicas_per_node;
         let group = groups
-            .entry((task.constraints.as_slice(), r.nano_cpus, r.memory_bytes))
-            .or_insert_with(|| make_group(&task.constraints, r, &spread));
+            .entry((
+                task.constraints.as_slice(),
+                r.nano_cpus,
+                r.memory_bytes,
+                max,
+            ))
+            .or_insert_with(|| make_group(&task.constraints, r, max, &spread));
+        let service = task.service_id.as_str();
         let decision = match group {
             Err(reason) => Err(reason.clone()),
             Ok(group) if !task.node_id.is_empty() => match spread.index_of(&task.node_id) {
@@ -70,16 +78,17 @@ pub fn place<'t>(
                 Some(i)
                     if group
                         .pipeline
-                        .check_reserved(spread.nodes()[i], spread.reserved(i)) =>
+                        .check_load(spread.nodes()[i], &spread.load(service, i)) =>
                 {
                     Ok(i)
                 }
                 Some(i) => Err(group
                     .pipeline
-                    .explain([(spread.nodes()[i], spread.reserved(i))])),
+                    .explain_load([(spread.nodes()[i], spread.load(service, i))])),
             },
             Ok(group) => {
-                let picked = if group.reserves {
+                let prefs = &task.placement_preferences;
+                let picked = if group.load_dependent {
                     let room: Vec<usize> = group
                         .fit
                         .iter()
@@ -87,14 +96,14 @@ pub fn place<'t>(
                         .filter(|&i| {
                             group
                                 .pipeline
-                                .check_reserved(spread.nodes()[i], spread.reserved(i))
+                                .check_load(spread.nodes()[i], &spread.load(service, i))
                         })
                         .collect();
-                    spread.pick(&task.service_id, &room)
+                    spread.pick_preferred(service, &room, prefs)
                 } else {
-                    spread.pick(&task.service_id, &group.fit)
+                    spread.pick_preferred(service, &group.fit, prefs)
                 };
-                picked.ok_or_else(|| group.pipeline.explain(spread.nodes_reserved()))
+                picked.ok_or_else(|| group.pipeline.explain_load(spread.nodes_load(service)))
             }
         };
         decisions.push(match decision {
@@ -117,16 +126,19 @@ pub fn place<'t>(
 fn make_group(
     constraints: &[String],
     reservations: Resources,
+    max_replicas_per_node: u64,
     spread: &Spread<'_>,
 ) -> Result<Group, String> {
     let constraints = parse_constraints(constraints).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::with_reservations(&constraints, Some(reservations));
+    let pipeline = Pipeline::for_task(&constraints, Some(reservations), max_replicas_per_node);
     let fit = (0..spread.nodes().len())
         .filter(|&i| pipeline.check(spread.nodes()[i]))
         .collect();
     Ok(Group {
         pipeline,
         fit,
-        reserves: reservations.nano_cpus > 0 || reservations.memory_bytes > 0,
+        load_dependent: reservations.nano_cpus > 0
+            || reservations.memory_bytes > 0
+            || max_replicas_per_node > 0,
     })
 }

@@ -148,11 +148,11 @@ fn bad_constraints_say_what_is_right() {
     let e = |s: &str| parse_constraint(s).unwrap_err().to_string();
     assert_eq!(
         e("node.zone==east"),
-        "invalid constraint \"node.zone==east\": unknown key \"node.zone\"; use node.id, node.hostname, node.role or node.labels.<name>"
+        "invalid constraint \"node.zone==east\": unknown key \"node.zone\"; use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<name> or engine.labels.<name>"
     );
     assert_eq!(
         e("node.labels.==x"),
-        "invalid constraint \"node.labels.==x\": unknown key \"node.labels.\"; use node.id, node.hostname, node.role or node.labels.<name>"
+        "invalid constraint \"node.labels.==x\": unknown key \"node.labels.\"; use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<name> or engine.labels.<name>"
     );
     assert_eq!(
         e("node.id=abc"),
@@ -233,10 +233,18 @@ fn filters_check_and_explain() {
         AvailabilityFilter.explain(3),
         "3 nodes not available for new tasks"
     );
-    let c = ConstraintFilter(parse_constraint("node.labels.zone==east").unwrap());
+    let c = ConstraintFilter(vec![parse_constraint("node.labels.zone==east").unwrap()]);
     assert_eq!(
         c.explain(2),
-        "2 nodes did not satisfy constraint node.labels.zone==east"
+        "scheduling constraints not satisfied on 2 nodes"
+    );
+    assert_eq!(
+        c.explain(1),
+        "scheduling constraints not satisfied on 1 node"
+    );
+    assert_eq!(
+        MaxReplicasFilter(1).explain(3),
+        "max replicas per node limit exceed"
     );
 }
 
@@ -366,7 +374,7 @@ fn unplaceable_reasons_aggregate_per_filter() {
     let batch = [pending("t", "web", &["node.labels.zone==east"])];
     assert_eq!(
         reason(&place(&batch, &nodes, &[])[0]),
-        "no suitable node (3 nodes not available for new tasks; 2 nodes did not satisfy constraint node.labels.zone==east)"
+        "no suitable node (3 nodes not available for new tasks; scheduling constraints not satisfied on 2 nodes)"
     );
 
     let nodes = [
@@ -392,7 +400,7 @@ fn unplaceable_reasons_aggregate_per_filter() {
     )];
     assert_eq!(
         reason(&place(&batch, &nodes, &[])[0]),
-        "no suitable node (1 node not ready; 1 node not available for new tasks; 2 nodes did not satisfy constraint node.labels.disk==ssd)"
+        "no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not ready; 1 node not available for new tasks)"
     );
 
     assert_eq!(
@@ -407,7 +415,7 @@ fn unplaceable_reasons_aggregate_per_filter() {
                 &[]
             )[0]
         ),
-        "invalid constraint \"node.zone==x\": unknown key \"node.zone\"; use node.id, node.hostname, node.role or node.labels.<name>"
+        "invalid constraint \"node.zone==x\": unknown key \"node.zone\"; use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<name> or engine.labels.<name>"
     );
 }
 
@@ -441,7 +449,7 @@ fn global_tasks_are_checked_on_their_node_only() {
     );
     assert_eq!(
         reason(&d[3]),
-        "no suitable node (1 node did not satisfy constraint node.role==manager)"
+        "no suitable node (scheduling constraints not satisfied on 1 node)"
     );
 }
 
@@ -507,7 +515,8 @@ fn a_reservation_larger_than_every_node_stays_pending_with_dockers_reason() {
         reason(&d[0]),
         "no suitable node (insufficient resources on 2 nodes)"
     );
-    // Each node is charged to its first failing filter, in swarmkit's order.
+    // Each node is charged to its first failing filter, in swarmkit's order; the reasons
+    // come from the most nodes to the fewest, as swarmkit sorts them.
     let mixed = [
         sized("a", 2, 4),
         node("d", NodeState::Down, NodeAvailability::Active, &[]),
@@ -517,7 +526,7 @@ fn a_reservation_larger_than_every_node_stays_pending_with_dockers_reason() {
     let d = place(&[constrained], &mixed, &[]);
     assert_eq!(
         reason(&d[0]),
-        "no suitable node (1 node not ready; insufficient resources on 2 nodes)"
+        "no suitable node (insufficient resources on 2 nodes; 1 node not ready)"
     );
 }
 

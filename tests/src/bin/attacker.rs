@@ -199,6 +199,7 @@ async fn main() {
         d.session(SessionRequest {
             node_id: victim.clone(),
             resources: None,
+            description: None,
         })
     );
     call!(

@@ -1,7 +1,23 @@
 //! What this node offers tasks: its CPUs and memory, as Docker reports them in
-//! a node's description (`runtime.NumCPU()` billionths and `MemTotal`).
+//! a node's description (`runtime.NumCPU()` billionths and `MemTotal`), and
+//! what it says of itself: platform and engine labels.
 
-use mini_proto::v1::Resources;
+use std::collections::HashMap;
+
+use mini_proto::v1::{NodeDescription, Platform, Resources};
+
+/// The node's description: its platform as Docker names it (`linux`, and the
+/// architecture as `uname -m` prints it: `x86_64`, `aarch64`) and the
+/// daemon's `--label`s.
+pub fn node_description(engine_labels: &HashMap<String, String>) -> NodeDescription {
+    NodeDescription {
+        platform: Some(Platform {
+            os: std::env::consts::OS.to_owned(),
+            architecture: std::env::consts::ARCH.to_owned(),
+        }),
+        engine_labels: engine_labels.clone(),
+    }
+}
 
 /// The node's capacity: every CPU this process may run on and the memory
 /// `/proc/meminfo` reports as `MemTotal`. Unknown parts are 0 (the scheduler

@@ -84,6 +84,9 @@ async fn session<K: Kernel + 'static>(
         .session(SessionRequest {
             node_id: node_id.to_string(),
             resources: Some(super::capacity::node_capacity()),
+            description: Some(super::capacity::node_description(
+                &shared.config.engine_labels,
+            )),
         })
         .await
         .map_err(|s| s.message().to_string())?

@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub node_key: Option<PathBuf>,
     /// The node's TLS identity: the session dials managers with it, renewal replaces it.
     pub trust: mini_proto::tls::Trust,
+    /// `mini daemon --label k=v`: reported to the managers when a session opens
+    /// (`engine.labels.*` constraints, Docker's `Description.Engine.Labels`).
+    pub engine_labels: std::collections::HashMap<String, String>,
 }
 
 /// The runtimes of a node: `host`, and runc with its image source where

@@ -585,6 +585,34 @@ mod tests {
     }
 
     #[test]
+    fn secrets_and_configs_are_read_only_binds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spec, image) = task(dir.path());
+        let source = dir.path().join("task/secrets/secret-0");
+        spec.files = vec![super::super::TaskFile {
+            source: source.clone(),
+            target: "/run/secrets/db".into(),
+        }];
+        let (command, user) = check(&spec, &image, None).unwrap();
+        let paths = BundlePaths::new(&spec.dir, &image.container_dir);
+        let oci = build_spec(&spec, &image, command, &user, &paths, "cid", None, true).unwrap();
+        let json = serde_json::to_value(&oci).unwrap();
+        let mounts = json["mounts"].as_array().unwrap();
+        let secret = mounts
+            .iter()
+            .find(|m| m["destination"] == "/run/secrets/db")
+            .expect("the secret is mounted");
+        assert_eq!(secret["type"], "bind");
+        assert_eq!(secret["source"], source.display().to_string());
+        assert!(
+            secret["options"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("ro"))
+        );
+    }
+
+    #[test]
     fn init_runs_the_command_under_tini() {
         let dir = tempfile::tempdir().unwrap();
         let (spec, mut image) = task(dir.path());

@@ -155,10 +155,11 @@ fn the_specifications_deploy_examples_translate_to_service_specs() {
         (2, 10_000, UpdateOrder::StopFirst)
     );
     let all = stack.warnings.join("\n");
-    assert!(
-        all.contains("service frontend: deploy.placement.preferences"),
-        "{all}"
+    assert_eq!(
+        front.spec.placement_preferences[0].spread,
+        "node.labels.zone"
     );
+    assert!(!all.contains("placement"), "{all}");
 }
 
 #[test]
@@ -669,11 +670,11 @@ fn bad_services_are_refused_with_what_was_wrong() {
         ),
         (
             "services:\n  web:\n    image: host\n    deploy:\n      mode: global\n      replicas: 2\n",
-            "deploy.replicas can only be used with replicated mode",
+            "deploy.replicas can only be used with replicated or replicated-job mode",
         ),
         (
-            "services:\n  web:\n    image: host\n    deploy:\n      mode: replicated-job\n",
-            "deploy.mode replicated-job is not supported yet",
+            "services:\n  web:\n    image: host\n    deploy:\n      mode: once\n",
+            "deploy.mode \"once\" is not one of replicated, global, replicated-job, global-job",
         ),
         (
             "services:\n  web:\n    image: host\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      disable: true\n",
@@ -755,4 +756,58 @@ networks:
         "{:?}",
         stack.warnings
     );
+}
+
+#[test]
+fn jobs_and_placement_keys_reach_the_spec() {
+    let stack = stack_of(
+        &[text(
+            "app.yml",
+            r#"
+services:
+  migrate:
+    image: host
+    command: ["true"]
+    deploy:
+      mode: replicated-job
+      replicas: 3
+  sweep:
+    image: host
+    deploy:
+      mode: global-job
+  web:
+    image: host
+    deploy:
+      replicas: 4
+      placement:
+        constraints: [node.labels.zone!=west]
+        preferences:
+          - spread: node.labels.rack
+        max_replicas_per_node: 2
+"#,
+        )],
+        &vars(&[]),
+    )
+    .unwrap();
+    let migrate = service(&stack, "app_migrate");
+    match migrate.spec.mode {
+        Some(Mode::ReplicatedJob(j)) => {
+            assert_eq!((j.total_completions, j.max_concurrent), (3, 3))
+        }
+        ref other => panic!("{other:?}"),
+    }
+    // Jobs are retried on failure only, as Docker's.
+    assert_eq!(
+        migrate.spec.restart.unwrap().condition(),
+        RestartCondition::OnFailure
+    );
+    assert!(matches!(
+        service(&stack, "app_sweep").spec.mode,
+        Some(Mode::GlobalJob(_))
+    ));
+    let web = &service(&stack, "app_web").spec;
+    assert_eq!(web.constraints, ["node.labels.zone!=west"]);
+    assert_eq!(web.placement_preferences[0].spread, "node.labels.rack");
+    assert_eq!(web.max_replicas_per_node, 2);
+    assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
 }

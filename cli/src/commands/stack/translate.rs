@@ -826,6 +826,7 @@ fn service_spec(
         name: Some(format!("{stack}_{key}")),
         image: image.clone(),
         endpoint_mode: "vip".into(),
+        mode: "replicated".into(),
         flags: SpecFlags::default(),
         ..Default::default()
     };
@@ -1102,12 +1103,9 @@ fn service_spec(
     let mut service_labels: BTreeMap<String, String> = BTreeMap::new();
     if let Some(d) = &s.deploy {
         match d.mode.as_deref() {
-            None | Some("replicated") => {}
-            Some("global") => args.mode = Some("global".into()),
-            Some(job @ ("replicated-job" | "global-job")) => {
-                return Err(format!(
-                    "deploy.mode {job} is not supported yet (issue #14 item 5)"
-                ));
+            None => {}
+            Some(m @ ("replicated" | "global" | "replicated-job" | "global-job")) => {
+                args.mode = m.to_string()
             }
             Some(other) => {
                 return Err(format!(
@@ -1116,8 +1114,11 @@ fn service_spec(
             }
         }
         if let Some(r) = &d.replicas {
-            if args.mode.as_deref() == Some("global") {
-                return Err("deploy.replicas can only be used with replicated mode".into());
+            if args.mode.starts_with("global") {
+                return Err(
+                    "deploy.replicas can only be used with replicated or replicated-job mode"
+                        .into(),
+                );
             }
             args.flags.replicas = Some(r.u64("deploy.replicas")?);
         }
@@ -1232,12 +1233,15 @@ fn service_spec(
         }
         if let Some(p) = &d.placement {
             args.constraints = p.constraints.clone();
-            if !p.preferences.is_empty() {
-                warn("deploy.placement.preferences are not supported yet (issue #14 item 4); ignored".into());
+            for pref in &p.preferences {
+                for (strategy, descriptor) in pref {
+                    args.placement_prefs
+                        .push(format!("{strategy}={descriptor}"));
+                }
             }
             if let Some(m) = &p.max_replicas_per_node {
-                m.u64("deploy.placement.max_replicas_per_node")?;
-                warn("deploy.placement.max_replicas_per_node is not supported yet (issue #14 item 4); ignored".into());
+                args.flags.replicas_max_per_node =
+                    Some(m.u64("deploy.placement.max_replicas_per_node")?);
             }
         }
     }
