@@ -383,3 +383,169 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
             .contains("Nothing found in stack: app")
     );
 }
+
+/// The 4-service stack of issue #14's test: web (published port, healthcheck), api (a secret and
+/// a config), a job and a global service.
+const FULL_YML: &str = r#"version: "3.8"
+services:
+  web:
+    image: host
+    command: ["sh", "-c", "mount -t tmpfs web /mnt && hostname > /mnt/index.html && exec busybox httpd -f -p 80 -h /mnt"]
+    ports:
+      - "8091:80"
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 1s
+      retries: 2
+    deploy:
+      replicas: 2
+      update_config:
+        parallelism: 1
+        monitor: 3s
+        failure_action: rollback
+  api:
+    image: host
+    command: sleep 100000
+    stop_grace_period: 1s
+    secrets:
+      - source: token
+        target: api_token
+        mode: 0400
+    configs:
+      - source: site
+        target: /etc/mini-stack-site.conf
+  migrate:
+    image: host
+    command: ["sh", "-c", "exit 0"]
+    deploy:
+      mode: replicated-job
+      replicas: 2
+  agent:
+    image: host
+    command: ["sleep", "100000"]
+    stop_grace_period: 1s
+    deploy:
+      mode: global
+secrets:
+  token:
+    file: ./token.txt
+configs:
+  site:
+    file: ./site.conf
+"#;
+
+fn update_state(m: &Host, service: &str) -> String {
+    m.ok(&["service", "inspect", service]).json()[0]["UpdateStatus"]["State"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_full_stack_runs_its_job_rolls_back_a_failing_update_and_is_removed() {
+    let cluster = Cluster::start(2);
+    cluster.init();
+    cluster.join_all();
+    let m = cluster.host(1);
+    let dir = cluster.dir();
+    write(dir, "token.txt", "tok-4f2a-stack");
+    write(dir, "site.conf", "listen 8091\n");
+    let full = write(dir, "full.yml", FULL_YML);
+
+    let out = m.ok(&["stack", "deploy", "-c", &full, "full"]);
+    for line in [
+        "Creating secret full_token",
+        "Creating config full_site",
+        "Creating service full_web",
+        "Creating service full_migrate",
+    ] {
+        assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
+    }
+    m.wait_running("full_web", 2);
+    m.wait_running("full_api", 1);
+    m.wait_running("full_agent", 2);
+    // The job runs to completion, twice, and is not run again.
+    wait_for(
+        "full_migrate's 2 completions",
+        Duration::from_secs(60),
+        || {
+            let tasks = m.tasks("full_migrate");
+            let complete = tasks
+                .iter()
+                .filter(|t| t["current_state"] == "Complete")
+                .count();
+            if complete == 2 && tasks.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{tasks:?}"))
+            }
+        },
+    );
+    // The secret and the config are in api's task, as the file asked.
+    let token = m.ok(&["exec", "full_api.1", "cat", "/run/secrets/api_token"]);
+    assert_eq!(token.stdout, "tok-4f2a-stack");
+    let mode = m.ok(&[
+        "exec",
+        "full_api.1",
+        "stat",
+        "-c",
+        "%a",
+        "/run/secrets/api_token",
+    ]);
+    assert_eq!(mode.stdout.trim(), "400");
+    let site = m.ok(&["exec", "full_api.1", "cat", "/etc/mini-stack-site.conf"]);
+    assert_eq!(site.stdout, "listen 8091\n");
+    let inspect = m.ok(&["secret", "inspect", "full_token"]).stdout;
+    assert!(!inspect.contains("tok-4f2a-stack"), "{inspect}");
+    let web = &m.ok(&["service", "inspect", "full_web"]).json()[0];
+    assert_eq!(web["healthcheck"]["Test"][0], "CMD", "{web}");
+
+    // A web whose new tasks exit at once: the update fails and is rolled back automatically.
+    let before: BTreeSet<String> = running_ids(&m, "full_web");
+    let broken = write(
+        dir,
+        "broken.yml",
+        "services:\n  web:\n    command: [\"sh\", \"-c\", \"exit 3\"]\n",
+    );
+    let out = m.ok(&["stack", "deploy", "-c", &full, "-c", &broken, "full"]);
+    assert!(
+        out.stdout.contains("Updating service full_web"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("full_api"), "{}", out.stdout);
+    wait_for(
+        "full_web's update rolled back",
+        Duration::from_secs(120),
+        || {
+            let state = update_state(&m, "full_web");
+            if state == "rollback_completed" {
+                Ok(())
+            } else {
+                Err(state)
+            }
+        },
+    );
+    let web = &m.ok(&["service", "inspect", "full_web"]).json()[0];
+    assert!(web["args"].to_string().contains("httpd"), "{web}");
+    m.wait_running("full_web", 2);
+    let after = running_ids(&m, "full_web");
+    assert_eq!(after.len(), 2, "{before:?} → {after:?}");
+
+    // rm leaves nothing of the stack.
+    let out = m.ok(&["stack", "rm", "full"]);
+    assert!(
+        out.stdout.contains("Removing config full_site"),
+        "{}",
+        out.stdout
+    );
+    assert!(service_names(&m).is_empty(), "{:?}", service_names(&m));
+    assert!(!network_names(&m).contains("full_default"));
+    let secrets = m.ok(&["secret", "ls"]).stdout;
+    let configs = m.ok(&["config", "ls"]).stdout;
+    assert!(
+        !secrets.contains("full_") && !configs.contains("full_"),
+        "{secrets}{configs}"
+    );
+}
