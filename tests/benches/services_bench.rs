@@ -150,9 +150,9 @@ fn delivery_ms(h: &Host, name: &str, extra: &[&str], path: &str) -> f64 {
         "the task's clock in its logs",
         Duration::from_secs(60),
         || {
-            let out = h.ok(&["service", "logs", "--raw", name]).stdout;
+            let out = h.ok(&["service", "logs", name]).stdout;
             out.lines()
-                .find_map(|l| l.trim().parse::<i128>().ok())
+                .find_map(|l| l.split_whitespace().last()?.parse::<i128>().ok())
                 .ok_or(out)
         },
     );
