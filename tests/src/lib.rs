@@ -7,6 +7,8 @@
 //! - [`cli`]: running the `mini` CLI against a daemon.
 //! - [`wait`]: waiting for a condition with a deadline, reporting what was
 //!   last seen when it expires.
+//! - [`check`]: tools a test needs, task summaries for failure messages, files that hold a
+//!   value that must not be on disk.
 //! - [`bench`]: percentiles and summaries for the cluster benchmarks.
 //! - [`image`]: a busybox image the tests install on hosts, and what runc
 //!   tasks may leave behind.
@@ -16,6 +18,7 @@
 
 pub mod bench;
 pub mod binary;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod image;

@@ -8,9 +8,10 @@
 //!   old one;
 //! - `--autolock=false`: a restarted manager starts without a key.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use mini_tests::check::files_holding;
 use mini_tests::{Cluster, Host, wait_for};
 
 /// A value only the service's spec holds.
@@ -18,31 +19,9 @@ const MARKER: &str = "at-rest-marker-7f3a9c";
 /// Docker's answer on a locked manager.
 const LOCKED: &str = "Swarm is encrypted and needs to be unlocked";
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// Files of host `h`'s Raft store that hold `needle`.
-fn raft_files_holding(h: &Host, needle: &str) -> Vec<String> {
-    files_under(&h.state_dir().join("raft"))
-        .into_iter()
-        .filter(|f| {
-            std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
-        .map(|f| f.display().to_string())
-        .collect()
+fn raft_files_holding(h: &Host, needle: &str) -> Vec<PathBuf> {
+    files_holding(&h.state_dir().join("raft"), needle.as_bytes())
 }
 
 /// The first line of host `h`'s key file kind: "plain" or "sealed".

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mini_tests::check::{field, summary};
 use mini_tests::cluster::{exec_in_netns, mounts_under};
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::Value;
@@ -18,38 +19,12 @@ use serde_json::Value;
 /// Long enough for a slow, loaded CI machine; a healthy run needs a fraction.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn field<'a>(t: &'a Value, key: &str) -> &'a str {
-    t[key].as_str().unwrap_or_default()
-}
-
 /// Tasks meant to run (not history).
 fn live(all: &[Value]) -> Vec<Value> {
     all.iter()
         .filter(|t| field(t, "desired_state") == "Running")
         .cloned()
         .collect()
-}
-
-/// Compact "name@node state" lines of `all`, for failure messages.
-fn summary(all: &[Value]) -> String {
-    all.iter()
-        .map(|t| {
-            format!(
-                "{}({})@{} {}/{} {:?}",
-                field(t, "name"),
-                &field(t, "id")[..12.min(field(t, "id").len())],
-                field(t, "node"),
-                field(t, "desired_state"),
-                field(t, "current_state"),
-                if field(t, "error").is_empty() {
-                    field(t, "message")
-                } else {
-                    field(t, "error")
-                },
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Waits until `service` has exactly `n` tasks meant to run, all RUNNING,

@@ -7,22 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use mini_tests::Cluster;
+use mini_tests::check::need_tools;
 use mini_tests::registry::{LocalRegistry, build_image};
-
-/// The tools these tests drive (`.ci/run` installs them): a missing one is
-/// a failure that says what to install, never a silent pass.
-fn need_tools() {
-    for tool in ["docker-registry", "skopeo", "htpasswd", "busybox", "curl"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "{tool} is not installed: apt-get install docker-registry skopeo apache2-utils busybox-static curl"
-        );
-    }
-}
 
 /// Rows of `image ls --format json`.
 fn images(host: &mini_tests::Host<'_>) -> Vec<serde_json::Value> {
@@ -41,7 +27,10 @@ fn layer_dirs(state: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn alpine_resolves_through_the_registry_mirror_and_private_registries_need_login() {
-    need_tools();
+    need_tools(
+        &["docker-registry", "skopeo", "htpasswd", "busybox", "curl"],
+        "docker-registry skopeo apache2-utils busybox-static curl",
+    );
     let cluster = Cluster::start_with(
         1,
         &[
@@ -165,7 +154,10 @@ fn alpine_resolves_through_the_registry_mirror_and_private_registries_need_login
 
 #[test]
 fn image_load_of_a_docker_save_tarball_then_ls_save_and_rm() {
-    need_tools();
+    need_tools(
+        &["docker-registry", "skopeo", "htpasswd", "busybox", "curl"],
+        "docker-registry skopeo apache2-utils busybox-static curl",
+    );
     let cluster = Cluster::start(1);
     let h1 = cluster.host(1);
     let archive = cluster.dir().join("web.tar");

@@ -10,33 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use mini_tests::check::{field, summary};
 use mini_tests::cluster::HOST_INDEX;
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn field<'a>(t: &'a Value, key: &str) -> &'a str {
-    t[key].as_str().unwrap_or_default()
-}
-
-/// "name@node desired/current message" of every task, for failure messages.
-fn summary(all: &[Value]) -> String {
-    all.iter()
-        .map(|t| {
-            format!(
-                "{}@{} {}/{} {:?}{:?}",
-                field(t, "name"),
-                field(t, "node"),
-                field(t, "desired_state"),
-                field(t, "current_state"),
-                field(t, "message"),
-                field(t, "error"),
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 /// Running tasks of `service` per node hostname, once there are exactly `n` of them and no
 /// other task of the service is meant to run.

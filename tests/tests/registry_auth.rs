@@ -8,67 +8,12 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use mini_tests::check::{field, files_holding, need_tools, summary};
 use mini_tests::registry::{LocalRegistry, build_image};
 use mini_tests::{Cluster, Host, wait_for};
-use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(90);
 const PASSWORD: &str = "s3cret-p4ss";
-
-fn need_tools() {
-    for tool in ["docker-registry", "skopeo", "htpasswd", "busybox", "runc"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "{tool} is not installed: apt-get install docker-registry skopeo apache2-utils busybox-static runc"
-        );
-    }
-}
-
-/// Files under `dir` whose bytes contain `needle`.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            found.extend(files_holding(&path, needle));
-        } else if meta.is_file()
-            && std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
-}
-
-fn field<'a>(t: &'a Value, key: &str) -> &'a str {
-    t[key].as_str().unwrap_or_default()
-}
-
-fn summary(all: &[Value]) -> String {
-    all.iter()
-        .map(|t| {
-            format!(
-                "{}@{} {}/{} {:?}",
-                field(t, "name"),
-                field(t, "node"),
-                field(t, "desired_state"),
-                field(t, "current_state"),
-                field(t, "error"),
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 fn wait_running_on(h: &Host, service: &str, node: &str) {
     wait_for(&format!("{service} running on {node}"), PATIENCE, || {
@@ -87,7 +32,10 @@ fn wait_running_on(h: &Host, service: &str, node: &str) {
 
 #[test]
 fn registry_credentials_reach_only_the_node_that_pulls() {
-    need_tools();
+    need_tools(
+        &["docker-registry", "skopeo", "htpasswd", "busybox", "runc"],
+        "docker-registry skopeo apache2-utils busybox-static runc",
+    );
     let cluster = Cluster::start_with(2, &["--insecure-registry", "{outside}:5001"]);
     let private = LocalRegistry::start(&cluster, 5001, Some(&format!("alice:{PASSWORD}")));
     let archive = cluster.dir().join("app.tar");
@@ -203,6 +151,7 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
         // workers keep the credentials in memory.
         let state_dir = cluster.host(k).state_dir();
         let on_disk = files_holding(&state_dir, PASSWORD.as_bytes());
+        let on_disk: Vec<_> = on_disk.iter().map(|p| p.display().to_string()).collect();
         assert!(
             on_disk.is_empty(),
             "h{k}'s state dir holds the password: {on_disk:?}"

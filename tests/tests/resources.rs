@@ -6,32 +6,11 @@
 
 use std::time::Duration;
 
+use mini_tests::check::{field, summary};
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn field<'a>(t: &'a Value, key: &str) -> &'a str {
-    t[key].as_str().unwrap_or_default()
-}
-
-/// "name@node desired/current message" of every task, for failure messages.
-fn summary(all: &[Value]) -> String {
-    all.iter()
-        .map(|t| {
-            format!(
-                "{}@{} {}/{} {:?}{:?}",
-                field(t, "name"),
-                field(t, "node"),
-                field(t, "desired_state"),
-                field(t, "current_state"),
-                field(t, "message"),
-                field(t, "error"),
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 /// The tasks of `service` meant to run (not history).
 fn live(h: &Host, service: &str) -> Vec<Value> {

@@ -6,10 +6,11 @@
 //! after the services are gone.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use mini_tests::check::{files_holding, need_tools};
 use mini_tests::image::install_busybox;
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::Value;
@@ -18,19 +19,6 @@ const PATIENCE: Duration = Duration::from_secs(90);
 /// The secret's value: searched for everywhere it must not be.
 const VALUE: &str = "pa55-9f3c1e7b-never-on-disk";
 const CONFIG: &str = "server_name example.test;\n";
-
-fn need_tools() {
-    for tool in ["busybox", "runc"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "{tool} is not installed: apt-get install busybox-static runc"
-        );
-    }
-}
 
 /// `mini ARGS…` with `input` on STDIN.
 fn mini_with_stdin(h: &Host, args: &[&str], input: &str) -> std::process::Output {
@@ -59,47 +47,13 @@ fn exec(m: &Host, task: &str, cmd: &[&str]) -> (bool, String) {
     (out.success, out.stdout)
 }
 
-/// Every regular file under `dir` whose contents hold `needle`, not descending into other
-/// filesystems (the tasks' tmpfs mounts, container root filesystems).
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let mut found = Vec::new();
-    let Ok(root) = std::fs::symlink_metadata(dir) else {
-        return found;
-    };
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.dev() != root.dev() {
-                continue;
-            }
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file()
-                && std::fs::read(&path)
-                    .is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 fn id_of(t: &Value) -> String {
     t["id"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
 fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
-    need_tools();
+    need_tools(&["busybox", "runc"], "busybox-static runc");
     let mut cluster = Cluster::start(3);
     for k in 1..=cluster.len() {
         install_busybox(&cluster.host(k).state_dir());
