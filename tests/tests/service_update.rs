@@ -133,3 +133,121 @@ fn publishing_and_withdrawing_a_port_by_update() {
     let rules = cluster.exec_in_host(2, &["nft", "list", "ruleset"]).stdout;
     assert!(rules.contains("8082"), "{rules}");
 }
+
+/// The network ids of a task's attachments.
+fn task_networks(t: &serde_json::Value) -> BTreeSet<String> {
+    t["networks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| n["network"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `service update --network-add/--network-rm` replaces the tasks by ones on the new
+/// networks; bad edits are refused and change nothing; labels are edited in place.
+#[test]
+fn networks_and_labels_change_by_update() {
+    let cluster = Cluster::start(2);
+    cluster.init();
+    cluster.join_all();
+    let m = cluster.host(1);
+    m.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.31.0.0/24",
+        "front",
+    ]);
+    m.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.32.0.0/24",
+        "back",
+    ]);
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "app",
+        "--replicas",
+        "2",
+        "--network",
+        "front",
+        "--stop-grace-period",
+        "1s",
+        "host",
+        "sleep",
+        "1d",
+    ]);
+    m.wait_running("app", 2);
+
+    // Refused, nothing changes: a network it is not on, one it is on, the ingress network.
+    let version = m.ok(&["service", "inspect", "app"]).json()[0]["version"].clone();
+    let err = m.fails(&["service", "update", "--network-rm", "back", "app"]);
+    assert!(err.contains("not attached to network back"), "{err}");
+    let err = m.fails(&["service", "update", "--network-add", "front", "app"]);
+    assert!(err.contains("already attached to network front"), "{err}");
+    let err = m.fails(&["service", "update", "--network-add", "ingress", "app"]);
+    assert!(err.contains("ingress"), "{err}");
+    let err = m.fails(&["service", "update", "--network-add", "nowhere", "app"]);
+    assert!(err.contains("nowhere"), "{err}");
+    assert_eq!(
+        m.ok(&["service", "inspect", "app"]).json()[0]["version"],
+        version
+    );
+
+    // Move from front to back: every running task ends up on back only, with a back address.
+    m.ok(&[
+        "service",
+        "update",
+        "--network-add",
+        "back",
+        "--network-rm",
+        "front",
+        "app",
+    ]);
+    let want: BTreeSet<String> = ["back".to_string()].into();
+    wait_for("app's tasks on back only", Duration::from_secs(60), || {
+        let running = m.running_tasks("app");
+        let on: Vec<BTreeSet<String>> = running.iter().map(task_networks).collect();
+        if running.len() == 2 && on.iter().all(|n| *n == want) {
+            Ok(())
+        } else {
+            Err(format!("{on:?}"))
+        }
+    });
+    for t in m.running_tasks("app") {
+        let addr = t["networks"][0]["addr"].as_str().unwrap_or_default();
+        assert!(addr.starts_with("10.32.0."), "{t}");
+    }
+    // front has no user left: it can be removed.
+    wait_for("network rm front", Duration::from_secs(30), || {
+        let out = m.mini(&["network", "rm", "front"]);
+        if out.success { Ok(()) } else { Err(out.stderr) }
+    });
+
+    // Labels: service and container labels are edited.
+    m.ok(&[
+        "service",
+        "update",
+        "--label-add",
+        "team=db",
+        "--container-label-add",
+        "log=json",
+        "app",
+    ]);
+    let app = &m.ok(&["service", "inspect", "app"]).json()[0];
+    assert_eq!(app["labels"]["team"], "db", "{app}");
+    assert_eq!(app["container_labels"]["log"], "json", "{app}");
+    m.ok(&["service", "update", "--label-rm", "team", "app"]);
+    let app = &m.ok(&["service", "inspect", "app"]).json()[0];
+    assert!(app["labels"].get("team").is_none(), "{app}");
+}

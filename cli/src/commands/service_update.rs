@@ -62,6 +62,24 @@ pub struct UpdateArgs {
     /// Remove the mount at this target path (repeatable).
     #[arg(long = "mount-rm")]
     mount_rm: Vec<String>,
+    /// Attach the service to a network (repeatable): its tasks are replaced by ones on it.
+    #[arg(long = "network-add")]
+    network_add: Vec<String>,
+    /// Detach the service from a network (repeatable).
+    #[arg(long = "network-rm")]
+    network_rm: Vec<String>,
+    /// Add or change a service label K=V (repeatable).
+    #[arg(long = "label-add", value_parser = parse_env)]
+    label_add: Vec<String>,
+    /// Remove a service label (repeatable).
+    #[arg(long = "label-rm")]
+    label_rm: Vec<String>,
+    /// Add or change a container label K=V (repeatable).
+    #[arg(long = "container-label-add", value_parser = parse_env)]
+    container_label_add: Vec<String>,
+    /// Remove a container label (repeatable).
+    #[arg(long = "container-label-rm")]
+    container_label_rm: Vec<String>,
     /// Image to run from now on.
     #[arg(long)]
     image: Option<String>,
@@ -103,6 +121,72 @@ fn parse_published(s: &str) -> Result<(u32, String), String> {
     }
 }
 
+/// `--label-add K=V` / `--label-rm K` (removing a label that is not there is not an error, as
+/// in Docker).
+fn edit_labels(
+    labels: &mut std::collections::HashMap<String, String>,
+    add: &[String],
+    rm: &[String],
+) {
+    for key in rm {
+        labels.remove(key);
+    }
+    for entry in add {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+}
+
+/// `--network-add` / `--network-rm`: `networks` are the names or ids given, `ids` the ids they
+/// resolved to (in the same order).
+fn edit_networks(
+    spec: &mut ServiceSpec,
+    add: &[(String, String)],
+    rm: &[(String, String)],
+) -> Result<()> {
+    for (name, id) in rm {
+        let before = spec.networks.len();
+        spec.networks.retain(|n| n != id);
+        if spec.networks.len() == before {
+            bail!("service {} is not attached to network {name}", spec.name);
+        }
+    }
+    for (name, id) in add {
+        if spec.networks.contains(id) {
+            bail!(
+                "service {} is already attached to network {name}",
+                spec.name
+            );
+        }
+        spec.networks.push(id.clone());
+    }
+    Ok(())
+}
+
+/// The id of each network named, as (name, id).
+async fn resolve_networks(
+    client: &mut ControlClient<Channel>,
+    names: &[String],
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for name in names {
+        let network = client
+            .get_network(GetRequest {
+                name_or_id: name.clone(),
+            })
+            .await?
+            .into_inner();
+        if network.spec.as_ref().is_some_and(|s| s.ingress) {
+            bail!(
+                "the ingress network is attached by publishing ports (--publish-add), not with \
+                 --network-add or --network-rm"
+            );
+        }
+        out.push((name.clone(), network.id));
+    }
+    Ok(out)
+}
+
 /// The variable name of a `K=V` environment entry.
 fn env_key(entry: &str) -> &str {
     entry.split_once('=').map_or(entry, |(k, _)| k)
@@ -112,7 +196,13 @@ fn env_key(entry: &str) -> &str {
 fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     args.flags.apply(spec)?;
     args.secrets.apply(spec)?;
+    edit_labels(&mut spec.labels, &args.label_add, &args.label_rm);
     let container = spec.container.get_or_insert_with(Default::default);
+    edit_labels(
+        &mut container.labels,
+        &args.container_label_add,
+        &args.container_label_rm,
+    );
     if let Some(image) = &args.image {
         container.image = image.clone();
     }
@@ -189,6 +279,8 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         )
         .await;
     }
+    let network_add = resolve_networks(client, &args.network_add).await?;
+    let network_rm = resolve_networks(client, &args.network_rm).await?;
     // The spec is edited from the version read; when the service changed meanwhile (the
     // orchestrator records its update's progress in it), it is read and edited again.
     let mut attempt = 0;
@@ -201,6 +293,7 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
             .into_inner();
         let mut spec = service.spec.clone().unwrap_or_default();
         edit(&mut spec, &args)?;
+        edit_networks(&mut spec, &network_add, &network_rm)?;
         let registry_auth = args.flags.registry_auth(&spec)?;
         let result = client
             .update_service(UpdateServiceRequest {
@@ -599,6 +692,47 @@ mod tests {
             let err = edit(&mut web(), &args(flags)).unwrap_err().to_string();
             assert!(err.contains(message), "{flags:?}: {err}");
         }
+    }
+
+    #[test]
+    fn networks_and_labels_are_edited_as_docker_does() {
+        let mut spec = web();
+        spec.networks = vec!["id-a".into()];
+        let add = [("b".to_string(), "id-b".to_string())];
+        let rm = [("a".to_string(), "id-a".to_string())];
+        edit_networks(&mut spec, &add, &rm).unwrap();
+        assert_eq!(spec.networks, ["id-b"]);
+        let err = edit_networks(&mut spec, &add, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service web is already attached to network b"
+        );
+        let err = edit_networks(&mut spec, &[], &rm).unwrap_err();
+        assert_eq!(err.to_string(), "service web is not attached to network a");
+
+        let mut labels = std::collections::HashMap::from([("tier".to_string(), "1".to_string())]);
+        edit_labels(
+            &mut labels,
+            &["tier=2".to_string(), "canary".to_string()],
+            &["gone".to_string()],
+        );
+        assert_eq!(labels["tier"], "2");
+        assert_eq!(labels["canary"], "");
+        edit_labels(&mut labels, &[], &["canary".to_string()]);
+        assert!(!labels.contains_key("canary"));
+        let mut spec = web();
+        edit(
+            &mut spec,
+            &args(&[
+                "--label-add",
+                "team=db",
+                "--container-label-add",
+                "log=json",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(spec.labels["team"], "db");
+        assert_eq!(spec.container.unwrap().labels["log"], "json");
     }
 
     #[test]

@@ -152,8 +152,8 @@ fn check_unchanged(old: &ServiceSpec, new: &ServiceSpec) -> Result<(), ControlEr
     Ok(())
 }
 
-/// The service's networks after the update: the same user networks as before (changing them
-/// is not supported), behind the `ingress` network when ports are published.
+/// The service's networks after the update: the user networks the new spec names (checked),
+/// behind the `ingress` network when ports are published.
 fn networks_for(
     t: &Tables,
     old: &ServiceSpec,
@@ -172,12 +172,26 @@ fn networks_for(
             .cloned()
             .collect()
     };
-    let networks = user(old);
-    if user(new) != networks {
-        return Err(ControlError::Invalid(format!(
-            "changing the networks of service {} is not supported: remove it and create it again",
-            old.name
-        )));
+    // `--network-add/--network-rm`: the new list may differ; each network must exist, be an
+    // overlay network and not be the ingress network (attached by publishing ports).
+    let networks = user(new);
+    for (i, id) in networks.iter().enumerate() {
+        let network = t
+            .networks
+            .get(id)
+            .ok_or_else(|| ControlError::Invalid(format!("no such network: {id}")))?;
+        let spec = network.spec.clone().unwrap_or_default();
+        if spec.ingress {
+            return Err(ControlError::Invalid(
+                "the ingress network is attached by publishing ports (--publish-add), not with --network-add".into(),
+            ));
+        }
+        if networks[..i].contains(id) {
+            return Err(ControlError::Invalid(format!(
+                "service {} is already attached to network {}",
+                old.name, spec.name
+            )));
+        }
     }
     if !publishes {
         return Ok(networks);

@@ -55,6 +55,7 @@ pub fn new_task(
         desired_state: 0,
         networks: Vec::new(),
         service_version: service.meta.map_or(0, |m| m.version),
+        spec_networks: spec.networks,
         constraints: spec.constraints,
         endpoint: spec.endpoint,
         restart: spec.restart,

@@ -46,6 +46,7 @@ pub fn is_outdated(task: &Task, spec: &ServiceSpec) -> bool {
         || task.restart != spec.restart
         || task.force_update != spec.force_update
         || task.aliases != spec.aliases
+        || task.spec_networks != spec.networks
 }
 
 /// Docker's words for an update state (`updating`, `paused`, `completed`,
