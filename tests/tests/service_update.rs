@@ -250,4 +250,15 @@ fn networks_and_labels_change_by_update() {
     m.ok(&["service", "update", "--label-rm", "team", "app"]);
     let app = &m.ok(&["service", "inspect", "app"]).json()[0];
     assert!(app["labels"].get("team").is_none(), "{app}");
+
+    // The endpoint mode: dnsrr has no VIP; back to vip gets one on back.
+    m.ok(&["service", "update", "--endpoint-mode", "dnsrr", "app"]);
+    let app = &m.ok(&["service", "inspect", "app"]).json()[0];
+    assert_eq!(app["endpoint_mode"], "dnsrr", "{app}");
+    assert!(app["vips"].as_array().is_none_or(Vec::is_empty), "{app}");
+    m.ok(&["service", "update", "--endpoint-mode", "vip", "app"]);
+    let app = &m.ok(&["service", "inspect", "app"]).json()[0];
+    let vip = app["vips"][0]["addr"].as_str().unwrap_or_default();
+    assert!(vip.starts_with("10.32.0."), "{app}");
+    m.wait_running("app", 2);
 }

@@ -80,6 +80,9 @@ pub struct UpdateArgs {
     /// Remove a container label (repeatable).
     #[arg(long = "container-label-rm")]
     container_label_rm: Vec<String>,
+    /// Endpoint mode: vip (a virtual IP in front of the tasks) or dnsrr (DNS round robin).
+    #[arg(long, value_parser = ["vip", "dnsrr"])]
+    endpoint_mode: Option<String>,
     /// Image to run from now on.
     #[arg(long)]
     image: Option<String>,
@@ -197,6 +200,14 @@ fn edit(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     args.flags.apply(spec)?;
     args.secrets.apply(spec)?;
     edit_labels(&mut spec.labels, &args.label_add, &args.label_rm);
+    if let Some(mode) = &args.endpoint_mode {
+        let endpoint = spec.endpoint.get_or_insert_with(Default::default);
+        endpoint.set_mode(if mode == "dnsrr" {
+            mini_proto::v1::EndpointMode::Dnsrr
+        } else {
+            mini_proto::v1::EndpointMode::Vip
+        });
+    }
     let container = spec.container.get_or_insert_with(Default::default);
     edit_labels(
         &mut container.labels,
@@ -733,6 +744,12 @@ mod tests {
         .unwrap();
         assert_eq!(spec.labels["team"], "db");
         assert_eq!(spec.container.unwrap().labels["log"], "json");
+        let mut spec = web();
+        edit(&mut spec, &args(&["--endpoint-mode", "dnsrr"])).unwrap();
+        assert_eq!(
+            spec.endpoint.unwrap().mode(),
+            mini_proto::v1::EndpointMode::Dnsrr
+        );
     }
 
     #[test]
