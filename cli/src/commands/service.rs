@@ -339,26 +339,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 order_for_ps(&mut of_service);
                 tasks.extend(of_service);
             }
-            match format {
-                Format::Json => print_json(
-                    &tasks
-                        .iter()
-                        .map(|t| TaskView::new(t, &names))
-                        .collect::<Vec<_>>(),
-                )?,
-                Format::Table => print_table(
-                    &[
-                        "ID",
-                        "NAME",
-                        "IMAGE",
-                        "NODE",
-                        "DESIRED STATE",
-                        "CURRENT STATE",
-                        "ERROR",
-                    ],
-                    &ps_rows(&tasks, &names, mini_manager::ids::now_ms()),
-                ),
-            }
+            print_tasks(&tasks, &names, format)?;
         }
         ServiceCommand::Inspect { pretty, services } => {
             let names = names(&mut client).await?;
@@ -564,6 +545,31 @@ pub(super) async fn names(client: &mut ControlClient<Channel>) -> Result<Names> 
 
 /// Orders tasks as `service ps` shows them: by slot (or node), the current
 /// task first, then its history newest first.
+/// Prints tasks as `service ps` (and `stack ps`) does: Docker's columns, or JSON.
+pub(super) fn print_tasks(tasks: &[Task], names: &Names, format: Format) -> Result<()> {
+    match format {
+        Format::Json => print_json(
+            &tasks
+                .iter()
+                .map(|t| TaskView::new(t, names))
+                .collect::<Vec<_>>(),
+        )?,
+        Format::Table => print_table(
+            &[
+                "ID",
+                "NAME",
+                "IMAGE",
+                "NODE",
+                "DESIRED STATE",
+                "CURRENT STATE",
+                "ERROR",
+            ],
+            &ps_rows(tasks, names, mini_manager::ids::now_ms()),
+        ),
+    }
+    Ok(())
+}
+
 pub(super) fn order_for_ps(tasks: &mut [Task]) {
     let desired_running = |t: &Task| t.desired_state <= mini_proto::v1::TaskState::Running as i32;
     let since = |t: &Task| t.status.as_ref().map_or(0, |s| s.timestamp_ms);

@@ -28,7 +28,6 @@ use tonic::transport::Channel;
 
 use crate::client::connect;
 use crate::output::{Format, print_json, print_table};
-use crate::views::TaskView;
 use translate::{NAMESPACE_LABEL, Stack};
 
 /// Stack subcommands.
@@ -169,26 +168,7 @@ pub async fn run(host: &str, cmd: StackCommand) -> Result<()> {
                 super::service::order_for_ps(&mut of_service);
                 tasks.extend(of_service);
             }
-            match format {
-                Format::Json => print_json(
-                    &tasks
-                        .iter()
-                        .map(|t| TaskView::new(t, &names))
-                        .collect::<Vec<_>>(),
-                )?,
-                Format::Table => print_table(
-                    &[
-                        "ID",
-                        "NAME",
-                        "IMAGE",
-                        "NODE",
-                        "DESIRED STATE",
-                        "CURRENT STATE",
-                        "ERROR",
-                    ],
-                    &super::service::ps_rows(&tasks, &names, mini_manager::ids::now_ms()),
-                ),
-            }
+            super::service::print_tasks(&tasks, &names, format)?;
             Ok(())
         }
         StackCommand::Rm { stacks } => {
