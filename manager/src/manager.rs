@@ -25,7 +25,7 @@ use crate::ha::{
 };
 use crate::ids::{new_id, new_secret, now_ms};
 use crate::raft::{self, RaftConfig, RaftStatus, StartMode};
-use crate::store::{ApplyError, Proposer, Store, StoreMachine, WriteError};
+use crate::store::{ApplyError, Proposer, Store, StoreMachine, WriteError, create_action};
 
 /// The ingress network's subnet, as Docker's.
 pub const INGRESS_SUBNET: &str = "10.255.0.0/16";
@@ -205,7 +205,7 @@ impl Manager {
             outcomes: outcomes.clone(),
         };
         let raft_dir = raft::raft_dir(&config.state_dir);
-        let data_key = raft::keys::open_data_key(&raft_dir, config.unlock_key.as_ref()).map_err(
+        let opened = raft::keys::open_data_key(&raft_dir, config.unlock_key.as_ref()).map_err(
             |e| match e {
                 raft::RaftError::Key(key) => ControlError::Precondition(key.to_string()),
                 e => ControlError::Internal(format!(
@@ -214,13 +214,8 @@ impl Manager {
                 )),
             },
         )?;
-        let sealed_with = if raft::keys::is_sealed(&raft_dir) {
-            config.unlock_key.clone()
-        } else {
-            None
-        };
         let mut raft_config = Self::raft_config(config);
-        raft_config.data_key = Some(data_key.clone());
+        raft_config.data_key = Some(opened.key.clone());
         let transport = GrpcTransport::new(peers.clone(), raft_config.id, reports_tx);
         let (raft, task) = raft::start_with_transport(raft_config, machine, mode, transport)
             .map_err(|e| {
@@ -233,7 +228,7 @@ impl Manager {
             tokio::spawn(watch_raft(task, config.fatal.clone())),
             tokio::spawn(ha::forward_reports(reports, raft.clone())),
             peers.follow_store(store.clone()),
-            crate::autolock::follow(store.clone(), raft_dir, data_key, sealed_with),
+            crate::autolock::follow(store.clone(), raft_dir, opened.key, opened.sealed_with),
         ];
         let proposer = HaProposer::new(raft, store.clone(), peers.clone(), outcomes);
         let sessions = SessionsSlot::new(config.heartbeat_period);
@@ -346,15 +341,11 @@ impl Manager {
             vni: allocation.vni,
             last_allocated: String::new(),
         };
-        let create = |action| StoreAction {
-            action: Some(action),
-            create: true,
-        };
         let batch = StoreBatch {
             actions: vec![
-                create(Action::PutCluster(cluster)),
-                create(Action::PutNode(node)),
-                create(Action::PutNetwork(ingress)),
+                create_action(Action::PutCluster(cluster)),
+                create_action(Action::PutNode(node)),
+                create_action(Action::PutNetwork(ingress)),
             ],
             proposed_at_ms: now_ms(),
         };

@@ -5,9 +5,8 @@ use std::pin::Pin;
 use futures::Stream;
 use mini_proto::v1::{
     HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest, LeaveResponse,
-    Node, NodeRole, NodeSpec, NodeState, NodeStatus, SessionMessage, SessionRequest,
-    UpdateTaskStatusRequest, UpdateTaskStatusResponse, dispatcher_server::Dispatcher,
-    store_action::Action,
+    Node, NodeRole, NodeState, SessionMessage, SessionRequest, UpdateTaskStatusRequest,
+    UpdateTaskStatusResponse, dispatcher_server::Dispatcher, store_action::Action,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -67,7 +66,14 @@ impl Dispatcher for ControlApi {
                 if hostname_taken {
                     tracing::warn!(hostname = %req.hostname, "a second live node joins with the same hostname");
                 }
-                let node = joined_node(&req, existing, agent_port, certificate.clone());
+                let node = crate::ha::joined_node(
+                    &req,
+                    existing,
+                    NodeRole::Worker,
+                    0,
+                    agent_port,
+                    certificate.clone(),
+                );
                 let put = Action::PutNode(node);
                 let action = if existing.is_none() {
                     create_action(put)
@@ -339,50 +345,5 @@ impl NodeCa for ControlApi {
             trusted_roots: crate::dispatcher::ca::trusted_roots(&cluster),
             root_ca: cluster.ca_cert,
         }))
-    }
-}
-
-/// The record of a worker that joined with `req` (`existing`: its record from an earlier join).
-fn joined_node(
-    req: &JoinRequest,
-    existing: Option<&Node>,
-    agent_port: u16,
-    certificate: Vec<u8>,
-) -> Node {
-    Node {
-        id: req.node_id.clone(),
-        meta: existing.and_then(|n| n.meta),
-        spec: Some(
-            existing
-                .as_ref()
-                .and_then(|n| n.spec.clone())
-                .unwrap_or(NodeSpec {
-                    desired_role: NodeRole::Worker as i32,
-                    ..Default::default()
-                }),
-        ),
-        status: Some(NodeStatus {
-            state: NodeState::Ready as i32,
-            message: String::new(),
-            addr: req.advertise_addr.clone(),
-        }),
-        hostname: req.hostname.clone(),
-        role: NodeRole::Worker as i32,
-        raft_id: 0,
-        agent_addr: format!("{}:{agent_port}", req.advertise_addr),
-        gossip_addr: format!(
-            "{}:{}",
-            req.advertise_addr,
-            if req.gossip_port == 0 {
-                7946
-            } else {
-                req.gossip_port
-            }
-        ),
-        ingress: existing.and_then(|n| n.ingress.clone()),
-        certificate,
-        // Reported when the node's session opens.
-        resources: existing.and_then(|n| n.resources),
-        description: existing.and_then(|n| n.description.clone()),
     }
 }

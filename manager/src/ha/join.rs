@@ -62,7 +62,14 @@ pub async fn admit_manager(
                 &req.node_id,
                 NodeRole::Manager,
             )?;
-            let node = admitted_node(&req, existing, raft_id, agent_port, certificate.clone());
+            let node = joined_node(
+                &req,
+                existing,
+                NodeRole::Manager,
+                raft_id,
+                agent_port,
+                certificate.clone(),
+            );
             manager.peers().insert(raft_id, &node.agent_addr);
             let put = Action::PutNode(node);
             let actions = vec![
@@ -91,41 +98,54 @@ pub async fn admit_manager(
     })
 }
 
-/// The record of a manager admitted with `req` and Raft id `raft_id` (`existing`: its record
-/// from an earlier join).
-fn admitted_node(
+/// The record of a node that joined with `req` as `role` (`raft_id` 0 for a worker).
+/// `existing` is its record from an earlier join: its version, resources and description are
+/// kept until its session reports them again; a worker also keeps its spec (availability,
+/// labels) and ingress attachment, a manager its spec with the manager role.
+pub fn joined_node(
     req: &JoinRequest,
     existing: Option<&Node>,
+    role: NodeRole,
     raft_id: u64,
     agent_port: u16,
     certificate: Vec<u8>,
 ) -> Node {
+    let (spec, ingress) = match role {
+        NodeRole::Manager => (
+            NodeSpec {
+                desired_role: NodeRole::Manager as i32,
+                ..existing.and_then(|n| n.spec.clone()).unwrap_or_default()
+            },
+            None,
+        ),
+        NodeRole::Worker => (
+            existing.and_then(|n| n.spec.clone()).unwrap_or(NodeSpec {
+                desired_role: NodeRole::Worker as i32,
+                ..Default::default()
+            }),
+            existing.and_then(|n| n.ingress.clone()),
+        ),
+    };
+    let gossip_port = if req.gossip_port == 0 {
+        7946
+    } else {
+        req.gossip_port
+    };
     Node {
         id: req.node_id.clone(),
         meta: existing.and_then(|n| n.meta),
-        spec: Some(NodeSpec {
-            desired_role: NodeRole::Manager as i32,
-            ..existing.and_then(|n| n.spec.clone()).unwrap_or_default()
-        }),
+        spec: Some(spec),
         status: Some(NodeStatus {
             state: NodeState::Ready as i32,
             message: String::new(),
             addr: req.advertise_addr.clone(),
         }),
         hostname: req.hostname.clone(),
-        role: NodeRole::Manager as i32,
+        role: role as i32,
         raft_id,
         agent_addr: format!("{}:{agent_port}", req.advertise_addr),
-        gossip_addr: format!(
-            "{}:{}",
-            req.advertise_addr,
-            if req.gossip_port == 0 {
-                7946
-            } else {
-                req.gossip_port
-            }
-        ),
-        ingress: None,
+        gossip_addr: format!("{}:{gossip_port}", req.advertise_addr),
+        ingress,
         certificate,
         // Reported when the node's session opens.
         resources: existing.and_then(|n| n.resources),

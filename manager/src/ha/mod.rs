@@ -39,7 +39,7 @@ mod view;
 
 use std::time::Duration;
 
-pub use join::{admit_manager, allocate_raft_id};
+pub use join::{admit_manager, allocate_raft_id, joined_node};
 pub use leadership::{Leadership, SessionsSlot};
 pub use outcomes::{Outcomes, RecordingMachine};
 pub use peers::Peers;

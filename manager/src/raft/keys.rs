@@ -275,23 +275,42 @@ pub fn is_sealed(raft_dir: &Path) -> bool {
     matches!(read_dek(raft_dir), Ok(Some(Stored::Sealed(_))))
 }
 
-/// The manager's DEK from `raft_dir`, made (in the clear) if there is none yet. A sealed key
-/// needs `unlock`: [`KeyError::Locked`] without it, [`KeyError::WrongKey`] with another key.
-pub fn open_data_key(raft_dir: &Path, unlock: Option<&UnlockKey>) -> Result<DataKey, RaftError> {
+/// A manager's data key as its file holds it.
+#[derive(Debug, Clone)]
+pub struct OpenedKey {
+    /// The key.
+    pub key: DataKey,
+    /// The unlock key the file is sealed with (`None`: stored in the clear).
+    pub sealed_with: Option<UnlockKey>,
+}
+
+/// The manager's DEK from `raft_dir`, made if there is none yet (sealed with `unlock` when
+/// given, else in the clear). A sealed key needs `unlock`: [`KeyError::Locked`] without it,
+/// [`KeyError::WrongKey`] with another key.
+pub fn open_data_key(raft_dir: &Path, unlock: Option<&UnlockKey>) -> Result<OpenedKey, RaftError> {
     match read_dek(raft_dir)? {
-        Some(Stored::Plain(raw)) => Ok(DataKey::from_raw(raw)),
+        Some(Stored::Plain(raw)) => Ok(OpenedKey {
+            key: DataKey::from_raw(raw),
+            sealed_with: None,
+        }),
         Some(Stored::Sealed(sealed)) => {
             let unlock = unlock.ok_or(RaftError::Key(KeyError::Locked))?;
             let raw = open_with(&unlock.sealing_key(), &sealed)
                 .map_err(|_| RaftError::Key(KeyError::WrongKey))?;
             let raw: [u8; 32] = raw.try_into().map_err(|_| corrupt("key is not 32 bytes"))?;
-            Ok(DataKey::from_raw(raw))
+            Ok(OpenedKey {
+                key: DataKey::from_raw(raw),
+                sealed_with: Some(unlock.clone()),
+            })
         }
         None => {
             std::fs::create_dir_all(raft_dir).map_err(io("create", raft_dir))?;
             let key = DataKey::generate();
             write_dek(raft_dir, &key, unlock)?;
-            Ok(key)
+            Ok(OpenedKey {
+                key,
+                sealed_with: unlock.cloned(),
+            })
         }
     }
 }
@@ -343,7 +362,7 @@ mod tests {
     fn the_dek_file_is_private_and_sealed_only_with_autolock() {
         let dir = tempfile::tempdir().unwrap();
         let raft = dir.path().join("raft");
-        let key = open_data_key(&raft, None).unwrap();
+        let key = open_data_key(&raft, None).unwrap().key;
         let mode = std::fs::metadata(raft.join(DEK_FILE))
             .unwrap()
             .permissions()
@@ -351,11 +370,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert!(!is_sealed(&raft));
         let sealed = key.seal(b"secret");
-        // Reopened: the same key.
-        assert_eq!(
-            open_data_key(&raft, None).unwrap().open(&sealed).unwrap(),
-            b"secret"
-        );
+        // Reopened: the same key, in the clear.
+        let opened = open_data_key(&raft, None).unwrap();
+        assert!(opened.sealed_with.is_none());
+        assert_eq!(opened.key.open(&sealed).unwrap(), b"secret");
 
         let unlock = UnlockKey::generate();
         reseal(&raft, &key, Some(&unlock)).unwrap();
@@ -365,7 +383,8 @@ mod tests {
         let err = open_data_key(&raft, Some(&UnlockKey::generate())).unwrap_err();
         assert!(matches!(err, RaftError::Key(KeyError::WrongKey)), "{err}");
         let reopened = open_data_key(&raft, Some(&unlock)).unwrap();
-        assert_eq!(reopened.open(&sealed).unwrap(), b"secret");
+        assert_eq!(reopened.sealed_with, Some(unlock.clone()));
+        assert_eq!(reopened.key.open(&sealed).unwrap(), b"secret");
         // The raw key is not in the sealed file.
         let file = std::fs::read_to_string(raft.join(DEK_FILE)).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode(*key.raw);
@@ -374,7 +393,11 @@ mod tests {
         reseal(&raft, &key, None).unwrap();
         assert!(!is_sealed(&raft));
         assert_eq!(
-            open_data_key(&raft, None).unwrap().open(&sealed).unwrap(),
+            open_data_key(&raft, None)
+                .unwrap()
+                .key
+                .open(&sealed)
+                .unwrap(),
             b"secret"
         );
     }

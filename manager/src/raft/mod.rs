@@ -148,7 +148,7 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
     std::fs::create_dir_all(&raft_dir).map_err(io("create", raft_dir.clone()))?;
     let data_key = match config.data_key.clone() {
         Some(key) => key,
-        None => keys::open_data_key(&raft_dir, None)?,
+        None => keys::open_data_key(&raft_dir, None)?.key,
     };
     let mut storage = SledStorage::open(&raft_dir.join(SLED_DIR), data_key)?;
     if !resume {

@@ -18,19 +18,7 @@ fn network(id: &str, name: &str) -> Network {
     }
 }
 
-fn create(action: Action) -> StoreAction {
-    StoreAction {
-        action: Some(action),
-        create: true,
-    }
-}
-
-fn update(action: Action) -> StoreAction {
-    StoreAction {
-        action: Some(action),
-        create: false,
-    }
-}
+use super::{create_action as create, update_action as update};
 
 fn batch(actions: Vec<StoreAction>) -> StoreBatch {
     StoreBatch {
