@@ -560,6 +560,22 @@ impl Host<'_> {
         run_mini(&self.socket(), args)
     }
 
+    /// The addresses `name` resolves to inside task `task` (busybox nslookup on the embedded
+    /// DNS server, 127.0.0.11); empty when it resolves to nothing.
+    pub fn lookup(&self, task: &str, name: &str) -> std::collections::BTreeSet<String> {
+        let out = self.mini(&["exec", task, "busybox", "nslookup", name, "127.0.0.11"]);
+        // busybox prints the server first, then a "Name:"/"Address:" block per answer.
+        let answers = out.stdout.split_once("Name:").map_or("", |(_, rest)| rest);
+        answers
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("Address:")
+                    .map(|a| a.trim().to_string())
+            })
+            .collect()
+    }
+
     /// Runs `mini ARGS…` against this host's daemon with `input` on its standard input.
     pub fn mini_with_input(&self, args: &[&str], input: &[u8]) -> Output {
         crate::cli::run_mini_with_input(&self.socket(), args, input)

@@ -22,20 +22,6 @@ fn tasks(host: &Host, service: &str) -> Vec<Value> {
     out.json().as_array().cloned().unwrap_or_default()
 }
 
-/// The addresses `name` resolves to inside task `client` (the embedded DNS server).
-fn lookup(host: &Host, client: &str, name: &str) -> BTreeSet<String> {
-    let out = host.mini(&["exec", client, "busybox", "nslookup", name, "127.0.0.11"]);
-    let answers = out.stdout.split_once("Name:").map_or("", |(_, rest)| rest);
-    answers
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("Address:")
-                .map(|a| a.trim().to_string())
-        })
-        .collect()
-}
-
 /// The task's address on its first network, without the prefix.
 fn task_ip(task: &Value) -> String {
     task["networks"][0]["addr"]
@@ -197,7 +183,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     assert_eq!(good["health"], "healthy", "{good}");
     let good_ip = task_ip(&good);
     wait_for("tasks.good resolving to the healthy task", PATIENCE, || {
-        let got = lookup(&m, "client.1", "tasks.good");
+        let got = m.lookup("client.1", "tasks.good");
         if got == BTreeSet::from([good_ip.clone()]) {
             Ok(())
         } else {
@@ -240,7 +226,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
             bad_ips.insert(task_ip(t));
         }
         // Never in DNS nor behind the VIP, whichever of its tasks is starting now.
-        let names = lookup(&m, "client.1", "tasks.bad");
+        let names = m.lookup("client.1", "tasks.bad");
         assert!(
             names.is_empty(),
             "tasks.bad resolves to {names:?} though no task ever passed its check: {all:?}"
@@ -264,11 +250,11 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     assert!(
         !bad_ips
             .iter()
-            .any(|ip| lookup(&m, "client.1", "tasks.bad").contains(ip)),
+            .any(|ip| m.lookup("client.1", "tasks.bad").contains(ip)),
         "no bad task ever resolves"
     );
     assert!(
-        lookup(&m, "client.1", "tasks.good").contains(&good_ip),
+        m.lookup("client.1", "tasks.good").contains(&good_ip),
         "the healthy task stays in DNS"
     );
     m.ok(&["service", "rm", "good", "bad", "client"]);

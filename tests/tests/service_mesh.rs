@@ -25,20 +25,6 @@ fn answers(host: &Host, client: &str, addr: &str, port: u16, tries: usize) -> Ve
         .collect()
 }
 
-fn lookup(host: &Host, client: &str, name: &str) -> BTreeSet<String> {
-    let out = host.mini(&["exec", client, "busybox", "nslookup", name, "127.0.0.11"]);
-    // busybox prints the server first, then a "Name:"/"Address:" block per answer.
-    let answers = out.stdout.split_once("Name:").map_or("", |(_, rest)| rest);
-    answers
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("Address:")
-                .map(|a| a.trim().to_string())
-        })
-        .collect()
-}
-
 #[test]
 fn names_vips_and_published_ports_work_on_every_node() {
     let cluster = Cluster::start(3);
@@ -112,7 +98,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
         .collect();
     assert_eq!(task_ips.len(), 3);
     wait_for("web to resolve to its VIP", Duration::from_secs(10), || {
-        let got = lookup(&m, "client.1", "web");
+        let got = m.lookup("client.1", "web");
         if got == BTreeSet::from([vip.clone()]) {
             Ok(())
         } else {
@@ -123,7 +109,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
         "tasks.web to resolve to every task",
         Duration::from_secs(10),
         || {
-            let got = lookup(&m, "client.1", "tasks.web");
+            let got = m.lookup("client.1", "tasks.web");
             if got == task_ips {
                 Ok(())
             } else {
@@ -281,7 +267,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
         "rr to resolve to its 2 task IPs",
         Duration::from_secs(10),
         || {
-            let got = lookup(&m, "client.1", "rr");
+            let got = m.lookup("client.1", "rr");
             if got.len() == 2 && !got.contains(&vip) {
                 Ok(())
             } else {

@@ -91,20 +91,6 @@ fn running_ids(m: &Host, service: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The addresses `name` resolves to inside task `client` (busybox nslookup on the embedded DNS).
-fn lookup(host: &Host, client: &str, name: &str) -> BTreeSet<String> {
-    let out = host.mini(&["exec", client, "busybox", "nslookup", name, "127.0.0.11"]);
-    let answers = out.stdout.split_once("Name:").map_or("", |(_, rest)| rest);
-    answers
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("Address:")
-                .map(|a| a.trim().to_string())
-        })
-        .collect()
-}
-
 /// Names of every service.
 fn service_names(m: &Host) -> BTreeSet<String> {
     m.ok(&["service", "ls", "--format", "json"])
@@ -209,8 +195,8 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
         "api resolving web to app_web's address",
         Duration::from_secs(30),
         || {
-            let web = lookup(&m, "app_api.1", "web");
-            let full = lookup(&m, "app_api.1", "app_web");
+            let web = m.lookup("app_api.1", "web");
+            let full = m.lookup("app_api.1", "app_web");
             let body = m.mini(&["exec", "app_api.1", "sh", "-c", &http_get("web", 80)]);
             if !web.is_empty() && web == full && !body.stdout.trim().is_empty() {
                 Ok(())
