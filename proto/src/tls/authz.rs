@@ -413,17 +413,25 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            authorize(
-                "/mini.v1.Control/ListNodes",
-                Some(&manager),
-                Some(&authority),
-                now
-            )
-            .unwrap_err()
-            .code,
-            Code::PermissionDenied
-        );
+        // The control API is served on the daemon's local socket only: none of its methods,
+        // old or new (autolock, secrets, configs), is reachable on the node listener, even
+        // with a manager's certificate.
+        for method in [
+            "/mini.v1.Control/ListNodes",
+            "/mini.v1.Control/SwarmUnlock",
+            "/mini.v1.Control/SwarmUnlockKey",
+            "/mini.v1.Control/CreateSecret",
+            "/mini.v1.Control/GetSecret",
+            "/mini.v1.Control/CreateConfig",
+        ] {
+            assert_eq!(
+                authorize(method, Some(&manager), Some(&authority), now)
+                    .unwrap_err()
+                    .code,
+                Code::PermissionDenied,
+                "{method}"
+            );
+        }
     }
 
     #[test]
