@@ -337,6 +337,26 @@ async fn stop_of_a_task_that_handles_sigterm_does_not_wait_for_the_grace() {
 }
 
 #[tokio::test]
+async fn stop_of_a_pid_1_without_a_handler_does_not_wait_for_the_grace() {
+    let fx = Fixture::new();
+    // `sleep` as PID 1 of its namespace: the kernel would drop its SIGTERM.
+    let mut task = fx
+        .runtime
+        .start(&fx.spec(&["sleep", "1000"]))
+        .await
+        .unwrap();
+    let pid = task.pid();
+    let started = Instant::now();
+    let exit = task.stop(Duration::from_secs(30)).await.unwrap();
+    let took = started.elapsed();
+    // Reads as SIGTERM's default action (143), not as a kill at the end of the grace.
+    assert_eq!(exit, TaskExit::Signaled(15), "after {took:?}");
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    assert!(!alive(pid), "the task's process {pid} is still alive");
+    assert_eq!(task_mounts(fx.dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn exec_runs_inside_the_task() {
     let fx = Fixture::new();
     let spec = fx.spec(&["sleep", "1000"]);

@@ -20,6 +20,7 @@
 //! # Layout
 //! - `spec`: [`TaskSpec`], [`TaskExit`], the task's environment and hostname.
 //! - `spawn`: [`HostRuntime::start`] and [`RunningTask`] (wait, signal, stop).
+//! - `stop`: how a stop signal reaches a task's PID 1 (which drops signals it has no handler for).
 //! - `init`: the re-executed init: fork, signal forwarding, log shim.
 //! - `setup`: what PID 1 does before `execve`: mounts, hostname, `PATH` lookup.
 //! - `exec`: [`HostRuntime::exec`], [`HostRuntime::exec_command`].
@@ -39,6 +40,7 @@ pub mod runc;
 mod setup;
 mod spawn;
 mod spec;
+mod stop;
 mod task_runtime;
 
 use std::path::PathBuf;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::Signal;
 use sha2::Digest;
 
 use super::image::{ImageTask, LogOptions, MountKind};
@@ -449,14 +450,16 @@ impl TaskHandle for RuncTask {
         if let Some(exit) = self.exit {
             return Ok(exit);
         }
-        let signal = if self.stop_signal.is_empty() {
-            "TERM".to_string()
-        } else {
-            self.stop_signal.clone()
+        let signal = match self.stop_signal.as_str() {
+            "" => Signal::SIGTERM,
+            name => super::parse_signal(name).unwrap_or(Signal::SIGTERM),
         };
-        self.runtime.runc_quiet(&["kill", &self.id, &signal]).await;
+        let delivery = super::stop::delivery(self.pid, signal);
+        let sent = delivery.sent();
+        let name = sent.as_str().trim_start_matches("SIG");
+        self.runtime.runc_quiet(&["kill", &self.id, name]).await;
         match tokio::time::timeout(grace, self.wait()).await {
-            Ok(exit) => exit,
+            Ok(exit) => exit.map(|exit| delivery.exit_as_sent(exit)),
             Err(_) => {
                 tracing::debug!(task = %self.task_id, ?grace, "container ignored its stop signal; killing it");
                 self.runtime.runc_quiet(&["kill", &self.id, "KILL"]).await;

@@ -342,7 +342,8 @@ impl RunningTask {
     }
 
     /// Stops the task: `signal` to its PID 1, then SIGKILL if it has not
-    /// ended after `grace`.
+    /// ended after `grace`. A PID 1 with no handler for `signal` ends at
+    /// once, as any other process would (see the `stop` module).
     pub async fn stop_with(
         &mut self,
         signal: Signal,
@@ -351,9 +352,10 @@ impl RunningTask {
         if let Some(exit) = self.exit {
             return Ok(exit);
         }
-        self.signal(signal)?;
+        let delivery = super::stop::delivery(self.pid, signal);
+        self.signal(delivery.sent())?;
         match tokio::time::timeout(grace, self.wait()).await {
-            Ok(exit) => exit,
+            Ok(exit) => exit.map(|exit| delivery.exit_as_sent(exit)),
             Err(_) => {
                 tracing::debug!(task = %self.task_id, ?grace, %signal, "task ignored its stop signal; killing it");
                 self.signal(Signal::SIGKILL)?;

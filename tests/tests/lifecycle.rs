@@ -1,0 +1,163 @@
+//! Stopping tasks and daemons as a Docker user expects: the stop signal
+//! reaches the task's process (also a PID 1 with no handler for it, such as
+//! `sleep`), so a stop does not wait out `--stop-grace-period`.
+//! Each test runs its own cluster (root only).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mini_tests::image::install_busybox;
+use mini_tests::{Cluster, Host, wait_for};
+
+/// Generous: the machine is shared and slow; every stop here has a 60 s grace period, so a
+/// stop seen within this deadline is one the grace period did not end.
+const PATIENCE: Duration = Duration::from_secs(40);
+
+/// The PIDs of the processes whose command line is exactly `args`.
+fn pids_of(args: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == want) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for the user; its status says `Z`.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// Waits until the process running `args` is gone; returns how long that took from `since`.
+fn wait_gone(what: &str, pid: u32, since: Instant) -> Duration {
+    wait_for(what, PATIENCE, || {
+        if alive(pid) {
+            Err(format!(
+                "process {pid} still alive after {:?}",
+                since.elapsed()
+            ))
+        } else {
+            Ok(since.elapsed())
+        }
+    })
+}
+
+/// Waits until exactly one process runs `args`; returns its PID.
+fn wait_one(args: &[&str]) -> u32 {
+    wait_for(
+        &format!("one process running {args:?}"),
+        PATIENCE,
+        || match pids_of(args)[..] {
+            [pid] => Ok(pid),
+            ref pids => Err(format!("{pids:?}")),
+        },
+    )
+}
+
+fn create(host: &Host, name: &str, rest: &[&str]) {
+    let mut args = vec![
+        "service",
+        "create",
+        "--name",
+        name,
+        "--stop-grace-period",
+        "60s",
+    ];
+    args.extend_from_slice(rest);
+    host.ok(&args);
+    host.wait_running(name, 1);
+}
+
+#[test]
+fn a_task_that_traps_sigterm_gets_it_on_update_and_rm() {
+    let cluster = Cluster::start(1);
+    cluster.init();
+    let host = cluster.host(1);
+    let dir = cluster.dir().join("trap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ready, trapped) = (dir.join("ready"), dir.join("trapped"));
+    let script = format!(
+        "trap 'echo TERM >> {t}; exit 0' TERM; echo up >> {r}; while :; do sleep 0.2; done",
+        t = trapped.display(),
+        r = ready.display()
+    );
+    create(&host, "trapper", &["host", "sh", "-c", &script]);
+    let wait_ready = |n: usize| {
+        wait_for(&format!("{n} trap(s) set"), PATIENCE, || {
+            (lines(&ready) >= n)
+                .then_some(())
+                .ok_or(format!("{} ready", lines(&ready)))
+        })
+    };
+    wait_ready(1);
+    let first = wait_one(&["sh", "-c", &script]);
+
+    // An update replaces the task: the old one gets SIGTERM, runs its trap and ends.
+    let since = Instant::now();
+    host.ok(&[
+        "service",
+        "update",
+        "--detach",
+        "--env-add",
+        "MODE=2",
+        "trapper",
+    ]);
+    let took = wait_gone("the old task to end after its SIGTERM", first, since);
+    assert_eq!(lines(&trapped), 1, "the old task's trap did not run");
+    eprintln!("update: task with a TERM trap ended {took:?} after `service update`");
+    host.wait_running("trapper", 1);
+    wait_ready(2);
+    let second = wait_one(&["sh", "-c", &script]);
+    assert_ne!(first, second);
+
+    // `service rm`: the same.
+    let since = Instant::now();
+    host.ok(&["service", "rm", "trapper"]);
+    let took = wait_gone("the task to end after its SIGTERM", second, since);
+    assert_eq!(lines(&trapped), 2, "the second task's trap did not run");
+    eprintln!("rm: task with a TERM trap ended {took:?} after `service rm`");
+}
+
+#[test]
+fn a_plain_sleep_stops_well_before_its_grace_period() {
+    let cluster = Cluster::start(1);
+    cluster.init();
+    install_busybox(&cluster.host(1).state_dir());
+    let host = cluster.host(1);
+    // `sleep` is PID 1 of its task and has no SIGTERM handler: the kernel would drop the signal.
+    let host_sleep = ["sleep", "731001"];
+    let image_sleep = ["sleep", "731002"];
+    create(&host, "hostsleep", &["host", host_sleep[0], host_sleep[1]]);
+    create(
+        &host,
+        "imagesleep",
+        &["busybox", image_sleep[0], image_sleep[1]],
+    );
+    for (service, args) in [("hostsleep", host_sleep), ("imagesleep", image_sleep)] {
+        let pid = wait_one(&args);
+        let since = Instant::now();
+        host.ok(&["service", "rm", service]);
+        let took = wait_gone(&format!("{service}'s task to end"), pid, since);
+        eprintln!("rm: {service} (no TERM handler, grace 60s) ended {took:?} after `service rm`");
+    }
+}
