@@ -360,6 +360,28 @@ impl Cluster {
         }
     }
 
+    /// Sends SIGTERM to host `k`'s daemon and waits for it to exit; returns how long that took.
+    /// Past `deadline`, SIGKILLs it and panics with what was seen.
+    pub fn terminate_host(&mut self, k: usize, deadline: Duration) -> Duration {
+        let mut child = self.hosts[k - 1]
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("host {k}'s daemon does not run"));
+        let since = std::time::Instant::now();
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return since.elapsed();
+            }
+            if since.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("host {k}'s daemon still ran {deadline:?} after SIGTERM (killed it)");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts host `k`'s daemon again on the same state dir (after
     /// [`Cluster::stop_host`] or [`Cluster::kill_host`]) and waits until it serves.
     pub fn start_host(&mut self, k: usize) {

@@ -99,6 +99,11 @@ fn up_status_down_leaves_nothing() {
     assert!(status.stdout.contains("running (pid"), "{}", status.stdout);
     assert!(status.stdout.contains("Leader"), "{}", status.stdout);
 
+    // The daemon exits on SIGTERM (within 2 s): down never has to SIGKILL it.
+    let down = lab(&["down", "--purge"]);
+    assert!(down.success, "down failed: {}", down.stderr);
+    let said = format!("{}{}", down.stdout, down.stderr);
+    assert!(!said.contains("SIGKILL"), "down had to SIGKILL: {said}");
     drop(guard);
     assert_eq!(lab_namespaces(), Vec::<String>::new());
     assert_eq!(lab_mounts(), Vec::<String>::new());

@@ -1,6 +1,7 @@
 //! Stopping tasks and daemons as a Docker user expects: the stop signal
 //! reaches the task's process (also a PID 1 with no handler for it, such as
-//! `sleep`), so a stop does not wait out `--stop-grace-period`.
+//! `sleep`), so a stop does not wait out `--stop-grace-period`; the daemon
+//! exits soon after SIGTERM and leaves its tasks running (live-restore).
 //! Each test runs its own cluster (root only).
 
 use std::path::Path;
@@ -160,4 +161,30 @@ fn a_plain_sleep_stops_well_before_its_grace_period() {
         let took = wait_gone(&format!("{service}'s task to end"), pid, since);
         eprintln!("rm: {service} (no TERM handler, grace 60s) ended {took:?} after `service rm`");
     }
+}
+
+#[test]
+fn the_daemon_exits_soon_after_sigterm_and_leaves_its_tasks_running() {
+    let mut cluster = Cluster::start(1);
+    cluster.init();
+    let sleep = ["sleep", "731003"];
+    let pid = {
+        let host = cluster.host(1);
+        create(&host, "sleeper", &["host", sleep[0], sleep[1]]);
+        wait_one(&sleep)
+    };
+    // A call in flight while the daemon stops: a log stream that never ends by itself.
+    let mut follower = std::process::Command::new(mini_tests::binary::mini_binary())
+        .args(["service", "logs", "-f", "sleeper"])
+        .env("MINI_HOST", cluster.host(1).socket())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mini service logs -f");
+    std::thread::sleep(Duration::from_millis(300));
+    let took = cluster.terminate_host(1, PATIENCE);
+    eprintln!("daemon: exited {took:?} after SIGTERM (one task, one `service logs -f` open)");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(alive(pid), "the task's process {pid} died with the daemon");
 }

@@ -171,16 +171,19 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     .await?;
     tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");
 
-    let shutdown = async {
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let fatal_wait = fatal.clone();
+    let shutdown = async move {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         tokio::select! {
-            _ = term.recv() => tracing::info!("shutting down"),
-            _ = int.recv() => tracing::info!("shutting down"),
-            reason = fatal.wait() => tracing::error!(%reason, "shutting down: the manager cannot go on"),
+            _ = term.recv() => tracing::info!("shutting down (tasks keep running)"),
+            _ = int.recv() => tracing::info!("shutting down (tasks keep running)"),
+            reason = fatal_wait.wait() => tracing::error!(%reason, "shutting down: the manager cannot go on"),
         }
+        let _ = stopping_tx.send(true);
     };
-    let served = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(
             ControlServer::new(api.clone()).max_decoding_message_size(mini_proto::MAX_MESSAGE),
         )
@@ -191,8 +194,17 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             ))
             .max_decoding_message_size(mini_proto::MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    // Calls in flight when the daemon stops (`service logs -f`, a waiting `service update`)
+    // get a moment to end, then are cut: the daemon exits within 2 s of SIGTERM.
+    let served = tokio::select! {
+        served = server => served,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(crate::commands::member::CALLS_PATIENCE).await;
+        } => Ok(()),
+    };
+    let stopping_since = std::time::Instant::now();
     if let Some(reason) = fatal.reason() {
         // The Raft loop is gone: a clean shutdown may wait on it, so it gets a deadline.
         let stopped = tokio::time::timeout(Duration::from_secs(15), api.shutdown()).await;
@@ -204,6 +216,10 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     }
     api.shutdown().await;
     let _ = std::fs::remove_file(&socket);
+    tracing::info!(
+        took_ms = stopping_since.elapsed().as_millis() as u64,
+        "daemon stopped"
+    );
     served.context("control API server failed")?;
     Ok(())
 }

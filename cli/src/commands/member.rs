@@ -34,7 +34,30 @@ impl NodeServices {
             listener: Mutex::new(None),
         }
     }
+
+    /// Stops the node listener: no new calls; calls in flight (worker
+    /// sessions, Raft streams) get [`CALLS_PATIENCE`] to end, then are cut.
+    async fn stop_listener(&self) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stop, mut server)) = listener {
+            let _ = stop.send(());
+            if tokio::time::timeout(CALLS_PATIENCE, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+                let _ = server.await;
+            }
+        }
+    }
 }
+
+/// How long a stopping listener lets the calls in flight end by themselves.
+pub const CALLS_PATIENCE: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl MemberHooks for NodeServices {
     fn listen(
@@ -102,15 +125,14 @@ impl MemberHooks for NodeServices {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.worker.stop().await;
-            let listener = self
-                .listener
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some((stop, server)) = listener {
-                let _ = stop.send(());
-                let _ = server.await;
-            }
+            self.stop_listener().await;
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.worker.detach().await;
+            self.stop_listener().await;
         })
     }
 }

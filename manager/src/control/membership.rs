@@ -29,6 +29,12 @@ pub trait MemberHooks: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), String>>;
     /// Stops the agent (stopping its tasks) and the listener.
     fn stop(&self) -> BoxFuture<'_, ()>;
+    /// Stops the agent and the listener of a daemon that exits, leaving its
+    /// tasks running for the next daemon to adopt (live-restore). By default,
+    /// [`MemberHooks::stop`].
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.stop()
+    }
 }
 
 fn path(state_dir: &Path) -> PathBuf {

@@ -232,9 +232,11 @@ impl ControlApi {
         Ok(())
     }
 
-    /// Stops the agent and listener, then the manager, if any, flushing its log.
+    /// Stops the agent (leaving its tasks running, see
+    /// [`MemberHooks::shutdown`]) and listener, then the manager, if any,
+    /// flushing its log.
     pub async fn shutdown(&self) {
-        self.inner.hooks.stop().await;
+        self.inner.hooks.shutdown().await;
         if let Some(manager) = self.inner.manager.write().await.take() {
             manager.shutdown().await;
         }

@@ -56,6 +56,9 @@ impl ExecTargets {
     }
 }
 
+/// How long [`Executor::detach_all`] waits for the task controllers to let go.
+const DETACH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 struct Running {
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
@@ -72,6 +75,8 @@ pub struct Executor<K: Kernel> {
     /// Tasks this executor started (running or ended): their outcome is
     /// reported by their controller, never guessed from the assignment.
     started: Mutex<std::collections::HashSet<String>>,
+    /// Turns true when the daemon exits: running tasks are left running.
+    detach: watch::Sender<bool>,
 }
 
 impl<K: Kernel + 'static> Executor<K> {
@@ -83,6 +88,7 @@ impl<K: Kernel + 'static> Executor<K> {
             known: Mutex::new(BTreeMap::new()),
             running: Mutex::new(HashMap::new()),
             started: Mutex::new(std::collections::HashSet::new()),
+            detach: watch::Sender::new(false),
         })
     }
 
@@ -204,6 +210,7 @@ impl<K: Kernel + 'static> Executor<K> {
         let me = Arc::clone(self);
         let shared = Arc::clone(&self.shared);
         let execs = Arc::clone(&self.execs);
+        let detach = self.detach.subscribe();
         self.started
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -212,7 +219,7 @@ impl<K: Kernel + 'static> Executor<K> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let handle = tokio::spawn(async move {
             let task_id = t.id.clone();
-            task::run(t, shared, execs, stopped).await;
+            task::run(t, shared, execs, stopped, detach).await;
             me.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -259,6 +266,27 @@ impl<K: Kernel + 'static> Executor<K> {
     /// The running tasks, for `mini exec`.
     pub fn execs(&self) -> &ExecTargets {
         &self.execs
+    }
+
+    /// Leaves every task running (the daemon exits): their controllers
+    /// return without stopping them; one still preparing is given up
+    /// after [`DETACH_PATIENCE`].
+    pub async fn detach_all(&self) {
+        let _ = self.detach.send(true);
+        let all: Vec<Running> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        let deadline = tokio::time::Instant::now() + DETACH_PATIENCE;
+        for r in all {
+            let abort = r.handle.abort_handle();
+            if tokio::time::timeout_at(deadline, r.handle).await.is_err() {
+                abort.abort();
+            }
+        }
     }
 
     /// Stops every task and waits for them to end.

@@ -199,11 +199,14 @@ fn log_running(id: &str, runtime: &str, received: std::time::Instant) {
 }
 
 /// Runs `task` until it ends or `stop` turns true; reports every step.
+/// When `detach` turns true while the task runs, returns at once and leaves
+/// the task running, with its sandbox and files (the daemon exits).
 pub async fn run<K: Kernel + 'static>(
     task: Task,
     shared: Arc<Shared<K>>,
     execs: Arc<ExecTargets>,
     mut stop: watch::Receiver<bool>,
+    mut detach: watch::Receiver<bool>,
 ) {
     let id = task.id.clone();
     let received = std::time::Instant::now();
@@ -402,6 +405,13 @@ pub async fn run<K: Kernel + 'static>(
         let changed = tokio::select! {
             exit = running.wait() => break Some(exit),
             _ = stop.wait_for(|s| *s) => break None,
+            _ = detach.wait_for(|d| *d) => {
+                tracing::info!(task = %id, pid = running.pid(), "daemon exiting: the task keeps running");
+                running.detach();
+                // Its secrets stay mounted for it; a restarted daemon releases them.
+                std::mem::forget(files);
+                return;
+            }
             changed = health_rx.changed(), if monitoring => changed,
         };
         if changed.is_err() {

@@ -458,3 +458,29 @@ async fn an_invalid_health_check_fails_the_task_before_anything_is_made() {
     assert!(f.images.calls().is_empty());
     assert!(!f.has_sandbox(id));
 }
+
+#[tokio::test]
+async fn a_daemon_that_exits_leaves_its_tasks_and_sandboxes_in_place() {
+    let mut f = Fixture::new();
+    let id = "task4task4task4task4task4";
+    f.executor
+        .apply(assign(vec![task(id, "host", TaskState::Running)]))
+        .await;
+    f.wait_state(id, TaskState::Running).await;
+    tokio::time::timeout(PATIENCE, f.executor.detach_all())
+        .await
+        .expect("detach_all returns");
+    // Neither stopped nor removed: left running, with its sandbox.
+    assert_eq!(
+        &f.host.calls()[1..],
+        &[FakeCall::Detach(id.into())],
+        "{:?}",
+        f.host.calls()
+    );
+    assert_eq!(f.host.running(), vec![id.to_string()]);
+    assert!(f.has_sandbox(id), "the sandbox stays for the task");
+    // Nothing was reported after RUNNING (the next daemon reports what became of it).
+    assert_eq!(f.seen[id].state(), TaskState::Running);
+    let late = tokio::time::timeout(Duration::from_millis(200), f.shared.reporter.take()).await;
+    assert!(late.is_err(), "reported after detaching: {late:?}");
+}

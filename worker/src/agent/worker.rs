@@ -285,6 +285,22 @@ impl Worker {
         }
     }
 
+    /// Detaches the agent for a daemon that exits (Docker's live-restore):
+    /// ends the session and the certificate renewal, leaves the gossip
+    /// cluster, and leaves every task running with its sandbox and the
+    /// node's networks, for the next daemon to adopt. `swarm leave` uses
+    /// [`Worker::stop`] instead.
+    pub async fn detach(&self) {
+        let Some(agent) = self.agent.lock().await.take() else {
+            return;
+        };
+        let _ = agent.stop.send(true);
+        let _ = agent.session.await;
+        let _ = agent.renewal.await;
+        agent.executor.detach_all().await;
+        super::gossip_link::stop(&agent.shared).await;
+    }
+
     pub(crate) async fn shared(&self) -> Option<Arc<Shared<LinuxKernel>>> {
         self.agent
             .lock()

@@ -21,6 +21,8 @@ pub enum FakeCall {
     Remove(String),
     /// `exec` in this task.
     Exec(String, Vec<String>),
+    /// `detach` of this task (left running).
+    Detach(String),
 }
 
 /// What a scripted `exec` in the fake does.
@@ -132,6 +134,13 @@ impl TaskHandle for FakeTask {
         let mut inner = self.runtime.lock();
         inner.running.remove(&self.task_id);
         inner.calls.push(FakeCall::Remove(self.task_id.clone()));
+    }
+
+    fn detach(&mut self) {
+        self.runtime
+            .lock()
+            .calls
+            .push(FakeCall::Detach(self.task_id.clone()));
     }
 }
 

@@ -482,6 +482,11 @@ impl TaskHandle for RuncTask {
         let _ = std::fs::remove_file(self.paths.bundle.with_file_name(CONTAINER_FILE));
         self.removed = true;
     }
+
+    fn detach(&mut self) {
+        // The container and its shim run on; runc's state finds it again.
+        self.removed = true;
+    }
 }
 
 impl Drop for RuncTask {

@@ -138,6 +138,7 @@ impl HostRuntime {
             pidfd: None,
             exit: None,
             stop_signal: Signal::SIGTERM,
+            detached: false,
         };
         if report.pid.is_none() || report.error.is_some() {
             let exit = task.wait().await?;
@@ -244,7 +245,8 @@ fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> std::io::Result<()> {
 }
 
 /// A started task. Dropping it without [`RunningTask::wait`] or
-/// [`RunningTask::stop`] having seen the end kills the task (SIGKILL).
+/// [`RunningTask::stop`] having seen the end kills the task (SIGKILL),
+/// unless it was [detached](RunningTask::detach).
 #[derive(Debug)]
 pub struct RunningTask {
     task_id: String,
@@ -260,6 +262,8 @@ pub struct RunningTask {
     exit: Option<TaskExit>,
     /// The signal [`RunningTask::stop`] sends first.
     stop_signal: Signal,
+    /// Left running on purpose ([`RunningTask::detach`]): not killed on drop.
+    detached: bool,
 }
 
 impl RunningTask {
@@ -324,6 +328,12 @@ impl RunningTask {
         })
     }
 
+    /// Lets the task run on after this handle is dropped (the daemon exits
+    /// and leaves its tasks running).
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
     /// The signal [`RunningTask::stop`] sends first (SIGTERM unless set).
     pub fn stop_signal(&self) -> Signal {
         self.stop_signal
@@ -367,7 +377,7 @@ impl RunningTask {
 
 impl Drop for RunningTask {
     fn drop(&mut self) {
-        if self.exit.is_none() {
+        if self.exit.is_none() && !self.detached {
             let _ = self.signal(Signal::SIGKILL);
             let _ = self.init.start_kill();
         }

@@ -33,6 +33,11 @@ pub trait TaskHandle: Send + Sync {
     /// Removes what the ended task leaves behind (root filesystem mount,
     /// bundle, runtime state, cgroup). Idempotent.
     async fn remove(&mut self);
+
+    /// Lets the task run on without this handle (the daemon exits; a
+    /// restarted daemon adopts the task, as Docker's live-restore): dropping
+    /// the handle afterwards neither kills nor removes anything.
+    fn detach(&mut self);
 }
 
 /// Starts tasks and runs commands inside them.
@@ -71,6 +76,10 @@ impl TaskHandle for RunningTask {
     }
 
     async fn remove(&mut self) {}
+
+    fn detach(&mut self) {
+        RunningTask::detach(self);
+    }
 }
 
 #[tonic::async_trait]
