@@ -188,3 +188,93 @@ fn the_daemon_exits_soon_after_sigterm_and_leaves_its_tasks_running() {
     let _ = follower.wait();
     assert!(alive(pid), "the task's process {pid} died with the daemon");
 }
+
+/// The ids of `service`'s tasks meant to run, with their current states.
+fn live_tasks(host: &Host, service: &str) -> Vec<(String, String)> {
+    host.tasks(service)
+        .iter()
+        .filter(|t| t["desired_state"] == "Running")
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["current_state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tasks_survive_a_daemon_restart_and_are_adopted() {
+    let mut cluster = Cluster::start(1);
+    cluster.init();
+    install_busybox(&cluster.host(1).state_dir());
+    let host_sleep = ["sleep", "731005"];
+    let image_sleep = ["sleep", "731006"];
+    let before = {
+        let host = cluster.host(1);
+        host.ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--attachable",
+            "backend",
+        ]);
+        create(
+            &host,
+            "hsleep",
+            &["--network", "backend", "host", host_sleep[0], host_sleep[1]],
+        );
+        create(
+            &host,
+            "isleep",
+            &["busybox", image_sleep[0], image_sleep[1]],
+        );
+        let ids: Vec<Vec<(String, String)>> = ["hsleep", "isleep"]
+            .iter()
+            .map(|s| live_tasks(&host, s))
+            .collect();
+        (ids, wait_one(&host_sleep), wait_one(&image_sleep))
+    };
+    let (ids, host_pid, image_pid) = before;
+    // SIGTERM: the daemon exits, the tasks run on.
+    let took = cluster.terminate_host(1, PATIENCE);
+    assert!(
+        alive(host_pid) && alive(image_pid),
+        "a task died with the daemon"
+    );
+    eprintln!("live-restore: daemon exited {took:?} after SIGTERM, tasks still running");
+
+    cluster.start_host(1);
+    let host = cluster.host(1);
+    wait_for("both tasks adopted", PATIENCE, || {
+        let log = host.log();
+        let adopted = log.matches("adopting a running task").count()
+            + log.matches("adopting a running container").count();
+        (adopted >= 2)
+            .then_some(())
+            .ok_or(format!("{adopted} adopted so far"))
+    });
+    // The same tasks, running, with the same processes: neither restarted nor replaced.
+    for (service, want) in ["hsleep", "isleep"].iter().zip(&ids) {
+        wait_for(&format!("{service} running as before"), PATIENCE, || {
+            let now = live_tasks(&host, service);
+            (now == *want)
+                .then_some(())
+                .ok_or(format!("{now:?}, before {want:?}"))
+        });
+    }
+    assert_eq!(pids_of(&host_sleep), vec![host_pid]);
+    assert_eq!(pids_of(&image_sleep), vec![image_pid]);
+    // Still the node's task: exec reaches it, and its sandbox kept its overlay and DNS.
+    let names = host.lookup("hsleep.1", "hsleep");
+    assert!(
+        !names.is_empty(),
+        "hsleep does not resolve inside its adopted task"
+    );
+    // And it stops as any task.
+    let since = Instant::now();
+    host.ok(&["service", "rm", "hsleep", "isleep"]);
+    wait_gone("the adopted host task to end", host_pid, since);
+    wait_gone("the adopted image task to end", image_pid, since);
+}

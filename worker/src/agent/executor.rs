@@ -1,6 +1,7 @@
 //! Turns assignment messages into running and stopped tasks.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use mini_netdriver::Kernel;
@@ -158,10 +159,53 @@ impl<K: Kernel + 'static> Executor<K> {
         for t in tasks {
             self.reconcile(t);
         }
+        // Left running by the previous daemon but no longer this node's: removed.
+        if assignments.complete {
+            self.discard_unadopted().await;
+        }
         // Peers may have changed even when no task did.
         if let Err(err) = self.shared.network.converge().await {
             tracing::warn!(%err, "network update failed");
         }
+    }
+
+    /// Kills and removes the tasks the previous daemon left running that were
+    /// not adopted (no longer this node's, or the node leaves the swarm).
+    pub async fn discard_unadopted(&self) {
+        let unwanted: Vec<PathBuf> = std::mem::take(
+            &mut *self
+                .shared
+                .adoptable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_values()
+        .collect();
+        for dir in unwanted {
+            self.discard(dir).await;
+        }
+    }
+
+    /// Kills and removes a task the previous daemon left running that this
+    /// node no longer runs.
+    async fn discard(&self, dir: PathBuf) {
+        tracing::info!(task_dir = %dir.display(), "removing a task the previous daemon left running");
+        if let Ok(runc) = crate::runtime::RuncRuntime::new(
+            self.shared.config.self_exe.clone(),
+            self.shared.config.run_dir.join("runc"),
+        ) {
+            runc.reap_dir(&dir).await;
+        }
+        super::leftovers::reap_dir(&dir);
+    }
+
+    /// Takes `task_id` out of the tasks left by the previous daemon; its directory if it was one.
+    fn take_adoptable(&self, task_id: &str) -> Option<PathBuf> {
+        self.shared
+            .adoptable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id)
     }
 
     fn reconcile(self: &Arc<Self>, t: Task) {
@@ -181,17 +225,31 @@ impl<K: Kernel + 'static> Executor<K> {
             // Ended here already: its controller reported how (the manager
             // may not have applied that report yet).
             (_, false) if started_here => {}
-            (true, false) if observed == TaskState::Assigned => self.start(t),
+            (true, false) if observed == TaskState::Assigned => self.start(t, false),
             (true, false) if observed > TaskState::Assigned && observed <= TaskState::Running => {
-                // It ran here before this daemon (re)started: it is gone.
-                self.shared.reporter.report(
-                    &t.id,
-                    task::failed(
+                // It ran here before this daemon (re)started.
+                if self.take_adoptable(&t.id).is_some() {
+                    // Still running: adopted, sandbox included (declared before any converge).
+                    self.shared.network.add_sandbox(&t);
+                    self.start(t, true);
+                    return;
+                }
+                let away = self
+                    .shared
+                    .ended_away
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&t.id);
+                let status = match away {
+                    // It ended while no daemon ran: as it ended.
+                    Some(exit) => task::ended_status(exit),
+                    None => task::failed(
                         "task lost",
                         "task lost: the node's daemon restarted while it ran".into(),
                         0,
                     ),
-                );
+                };
+                self.shared.reporter.report(&t.id, status);
             }
             (false, true) => self.stop(&t.id),
             (false, false) if observed <= TaskState::Running => {
@@ -204,7 +262,9 @@ impl<K: Kernel + 'static> Executor<K> {
         }
     }
 
-    fn start(self: &Arc<Self>, t: Task) {
+    /// Starts `t`'s controller; with `adopt`, it adopts the task the previous daemon left
+    /// running instead of starting it.
+    fn start(self: &Arc<Self>, t: Task, adopt: bool) {
         let (stop, stopped) = watch::channel(false);
         let id = t.id.clone();
         let me = Arc::clone(self);
@@ -219,7 +279,7 @@ impl<K: Kernel + 'static> Executor<K> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let handle = tokio::spawn(async move {
             let task_id = t.id.clone();
-            task::run(t, shared, execs, stopped, detach).await;
+            task::run(t, shared, execs, stopped, detach, adopt).await;
             me.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -33,12 +33,59 @@ fn is_task_init_child(pid: i32) -> bool {
     nspid_is_1 && parent_is_init
 }
 
-/// Kills what earlier runs left in `tasks_dir` and removes their directories.
-pub fn reap(tasks_dir: &Path) {
+/// The task directories in `tasks_dir` whose task an earlier daemon left
+/// running (its recorded processes still run): task id → directory.
+pub fn survivors(tasks_dir: &Path) -> std::collections::BTreeMap<String, std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(tasks_dir) else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let id = e
+                .file_name()
+                .to_str()
+                .filter(|n| mini_proto::is_object_id(n))?
+                .to_string();
+            crate::runtime::adopt::Record::load_alive(&e.path()).map(|_| (id, e.path()))
+        })
+        .collect()
+}
+
+/// How the tasks in `tasks_dir` that ended while no daemon ran ended, as their
+/// supervisors wrote it: task id → exit.
+pub fn ended(tasks_dir: &Path) -> std::collections::HashMap<String, crate::runtime::TaskExit> {
+    let Ok(entries) = std::fs::read_dir(tasks_dir) else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let id = e
+                .file_name()
+                .to_str()
+                .filter(|n| mini_proto::is_object_id(n))?
+                .to_string();
+            crate::runtime::adopt::read_exit(&e.path()).map(|exit| (id, exit))
+        })
+        .collect()
+}
+
+/// Kills what earlier runs left in `tasks_dir` and removes their directories,
+/// except the tasks in `keep` (to be adopted).
+pub fn reap(tasks_dir: &Path, keep: &std::collections::BTreeMap<String, std::path::PathBuf>) {
     let Ok(entries) = std::fs::read_dir(tasks_dir) else {
         return;
     };
     for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| keep.contains_key(n))
+        {
+            continue;
+        }
         // Only task directories: a name that is not a task id, or a link, is not ours.
         let is_task_dir = entry.file_type().is_ok_and(|t| t.is_dir())
             && entry
@@ -49,7 +96,14 @@ pub fn reap(tasks_dir: &Path) {
             tracing::warn!(path = %entry.path().display(), "not a task directory: left alone");
             continue;
         }
-        let dir = entry.path();
+        reap_dir(&entry.path());
+    }
+}
+
+/// Kills the task an earlier run left in `dir` (a task directory) and removes the directory.
+pub fn reap_dir(dir: &Path) {
+    {
+        let dir = dir.to_path_buf();
         let pid: Option<i32> = std::fs::read_to_string(dir.join(PID_FILE))
             .ok()
             .and_then(|p| p.trim().parse().ok());
@@ -82,7 +136,7 @@ mod tests {
         // A link named like a task leads out of the tasks directory.
         std::os::unix::fs::symlink(&outside, tasks.join("def456")).unwrap();
 
-        super::reap(&tasks);
+        super::reap(&tasks, &Default::default());
 
         assert!(!tasks.join("abc123").exists());
         assert!(tasks.join("Not_A_Task").is_dir());

@@ -200,17 +200,25 @@ fn log_running(id: &str, runtime: &str, received: std::time::Instant) {
 
 /// Runs `task` until it ends or `stop` turns true; reports every step.
 /// When `detach` turns true while the task runs, returns at once and leaves
-/// the task running, with its sandbox and files (the daemon exits).
+/// the task running, with its sandbox and files (the daemon exits). With
+/// `adopt`, the task is the one the previous daemon left running: it is
+/// adopted, not started (its sandbox and files are kept as they are).
 pub async fn run<K: Kernel + 'static>(
     task: Task,
     shared: Arc<Shared<K>>,
     execs: Arc<ExecTargets>,
     mut stop: watch::Receiver<bool>,
     mut detach: watch::Receiver<bool>,
+    adopt: bool,
 ) {
     let id = task.id.clone();
     let received = std::time::Instant::now();
-    let report = |s: TaskStatus| shared.reporter.report(&id, s);
+    // An adopted task was RUNNING: the steps before that are not reported again.
+    let report = |s: TaskStatus| {
+        if !(adopt && s.state() < TaskState::Running) {
+            shared.reporter.report(&id, s)
+        }
+    };
     let stop_requested = *stop.borrow();
     if stop_requested {
         report(status(TaskState::Shutdown, "shutdown before start"));
@@ -283,7 +291,12 @@ pub async fn run<K: Kernel + 'static>(
     };
     // Secrets and configs: files on a tmpfs of the task's own, unmounted when `files` drops
     // (whichever way this function returns).
-    let files = match super::secrets::prepare(&dir, &container, &shared.secrets) {
+    // An adopted task's files are mounted already (released with its directory).
+    let prepared = match adopt {
+        true => Ok(None),
+        false => super::secrets::prepare(&dir, &container, &shared.secrets),
+    };
+    let files = match prepared {
         Ok(files) => files,
         Err(err) => {
             report(failed("preparing failed", err, 0));
@@ -359,7 +372,18 @@ pub async fn run<K: Kernel + 'static>(
         Some(_) => with_health(starting, Health::Starting),
         None => starting,
     });
-    let mut running = match runtime.start(&spec).await {
+    let started = match adopt {
+        false => runtime.start(&spec).await,
+        true => runtime
+            .adopt(&spec)
+            .await
+            .ok_or_else(|| RuntimeError::StartFailed {
+                task_id: id.clone(),
+                message: "task lost: it ended while the node's daemon was down".into(),
+                exit: TaskExit::Signaled(9),
+            }),
+    };
+    let mut running = match started {
         Ok(r) => r,
         Err(err) => {
             let message = match &err {
@@ -476,7 +500,21 @@ pub async fn run<K: Kernel + 'static>(
         let mut s = status(TaskState::Shutdown, "shutdown");
         s.exit_code = exit.exit_code();
         s
-    } else if exit.success() {
+    } else {
+        ended_status(exit)
+    };
+    // The sandbox goes first: a task reported ended holds no addresses.
+    super::dns_link::stop(&shared, &id).await;
+    shared.network.remove_sandbox(&id);
+    if let Err(err) = shared.network.converge().await {
+        tracing::warn!(task = %id, %err, "removing the task's sandbox failed");
+    }
+    report(final_status);
+}
+
+/// The status of a task that ended by itself as `exit` says: COMPLETE, or FAILED with why.
+pub(super) fn ended_status(exit: TaskExit) -> TaskStatus {
+    if exit.success() {
         let mut s = status(TaskState::Complete, "finished");
         s.exit_code = 0;
         s
@@ -487,12 +525,5 @@ pub async fn run<K: Kernel + 'static>(
             TaskExit::OomKilled => "OOM killed".to_string(),
         };
         failed("task failed", detail, exit.exit_code())
-    };
-    // The sandbox goes first: a task reported ended holds no addresses.
-    super::dns_link::stop(&shared, &id).await;
-    shared.network.remove_sandbox(&id);
-    if let Err(err) = shared.network.converge().await {
-        tracing::warn!(task = %id, %err, "removing the task's sandbox failed");
     }
-    report(final_status);
 }

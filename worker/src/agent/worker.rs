@@ -96,6 +96,11 @@ pub(crate) struct Shared<K: Kernel> {
     pub(crate) wanted_role: Mutex<Option<mini_proto::v1::NodeRole>>,
     /// The secrets and configs of the node's tasks (in memory only).
     pub(crate) secrets: super::secrets::SecretStore,
+    /// Tasks an earlier daemon left running (live-restore), adopted when the
+    /// managers assign them: task id → task directory.
+    pub(crate) adoptable: Mutex<std::collections::BTreeMap<String, PathBuf>>,
+    /// How the tasks that ended while no daemon ran ended: task id → exit.
+    pub(crate) ended_away: Mutex<std::collections::HashMap<String, crate::runtime::TaskExit>>,
 }
 
 /// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
@@ -129,6 +134,8 @@ impl<K: Kernel> Shared<K> {
             renew_now: tokio::sync::Notify::new(),
             wanted_role: Mutex::new(None),
             secrets: super::secrets::SecretStore::default(),
+            adoptable: Mutex::default(),
+            ended_away: Mutex::default(),
         }
     }
 
@@ -237,17 +244,32 @@ impl Worker {
             super::dns_link::NodeDns::default(),
         ));
         *shared.managers.lock().unwrap_or_else(|e| e.into_inner()) = membership.managers.clone();
-        // Start-up reconcile: whatever an earlier run left is removed until
-        // the manager says what this node runs.
+        // Start-up reconcile: the tasks an earlier run left running are kept, with their
+        // sandboxes, for adoption (live-restore); whatever else it left is removed until the
+        // manager says what this node runs.
         let tasks_dir = self.config.run_dir.join("tasks");
+        let survivors = super::leftovers::survivors(&tasks_dir);
+        let mut ended = super::leftovers::ended(&tasks_dir);
+        ended.retain(|id, _| !survivors.contains_key(id));
         if let Ok(runc) = RuncRuntime::new(
             self.config.self_exe.clone(),
             self.config.run_dir.join("runc"),
         ) {
-            runc.reap(&tasks_dir).await;
+            let keep: Vec<PathBuf> = survivors.values().cloned().collect();
+            runc.reap(&tasks_dir, &keep).await;
         }
-        super::leftovers::reap(&tasks_dir);
-        shared.network.converge().await?;
+        super::leftovers::reap(&tasks_dir, &survivors);
+        if survivors.is_empty() {
+            shared.network.converge().await?;
+        } else {
+            // The first assignment says which to keep; their sandboxes stay until then.
+            tracing::info!(
+                tasks = survivors.len(),
+                "tasks left running by the previous daemon: adopting those still assigned"
+            );
+        }
+        *shared.adoptable.lock().unwrap_or_else(|e| e.into_inner()) = survivors;
+        *shared.ended_away.lock().unwrap_or_else(|e| e.into_inner()) = ended;
         let executor = Executor::new(Arc::clone(&shared));
         let (stop, stopped) = watch::channel(false);
         let renewal = tokio::spawn(super::renewal::run(Arc::clone(&shared), stopped.clone()));
@@ -278,6 +300,7 @@ impl Worker {
         let _ = agent.session.await;
         let _ = agent.renewal.await;
         agent.executor.stop_all().await;
+        agent.executor.discard_unadopted().await;
         super::gossip_link::stop(&agent.shared).await;
         agent.shared.network.clear();
         if let Err(err) = agent.shared.network.converge().await {

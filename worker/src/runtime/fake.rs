@@ -23,6 +23,8 @@ pub enum FakeCall {
     Exec(String, Vec<String>),
     /// `detach` of this task (left running).
     Detach(String),
+    /// `adopt` of this task, and whether it was found running.
+    Adopt(String, bool),
 }
 
 /// What a scripted `exec` in the fake does.
@@ -170,6 +172,22 @@ impl TaskRuntime for FakeRuntime {
             task_id: spec.task_id.clone(),
             pid: 1000 + inner.next_pid,
             ended: rx,
+        }))
+    }
+
+    async fn adopt(&self, spec: &TaskSpec) -> Option<Box<dyn TaskHandle>> {
+        let mut inner = self.lock();
+        let ended = inner.running.get(&spec.task_id).map(|tx| tx.subscribe());
+        inner
+            .calls
+            .push(FakeCall::Adopt(spec.task_id.clone(), ended.is_some()));
+        let ended = ended?;
+        inner.next_pid += 1;
+        Some(Box::new(FakeTask {
+            runtime: self.clone(),
+            task_id: spec.task_id.clone(),
+            pid: 1000 + inner.next_pid,
+            ended,
         }))
     }
 

@@ -35,6 +35,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::TaskExit;
 use super::image::LogOptions;
 use super::logs::{LineSplitter, RotatingLog, Stream, format_record, log_path};
 use super::setup::{self, EXIT_SETUP};
@@ -268,6 +269,14 @@ fn supervise(mode: &Mode, command: &[OsString]) -> i32 {
         let _ = nix::unistd::write(&status, format!("pid {child}\n").as_bytes());
     }
     let exit = supervise_loop(child, &sfd, &mut streams, &mut sink);
+    // For a daemon that is not our parent (it restarted and adopted the task).
+    if let Mode::Run { dir, .. } | Mode::Shim { dir, .. } = mode {
+        let ended = match exit {
+            Ended::Code(code) => TaskExit::Exited(code),
+            Ended::Signal(sig) => TaskExit::Signaled(sig as i32),
+        };
+        super::adopt::write_exit(dir, ended);
+    }
     mirror(exit)
 }
 

@@ -19,6 +19,7 @@
 //!
 //! # Layout
 //! - `spec`: [`TaskSpec`], [`TaskExit`], the task's environment and hostname.
+//! - [`adopt`]: live-restore: the record of a task's processes, its exit file.
 //! - `spawn`: [`HostRuntime::start`] and [`RunningTask`] (wait, signal, stop).
 //! - `stop`: how a stop signal reaches a task's PID 1 (which drops signals it has no handler for).
 //! - `init`: the re-executed init: fork, signal forwarding, log shim.
@@ -28,6 +29,7 @@
 //! - [`health`]: health checks (which check, the probe state machine, the monitor).
 //! - `error`: [`RuntimeError`].
 
+pub mod adopt;
 mod error;
 mod exec;
 pub mod fake;

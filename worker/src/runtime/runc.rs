@@ -26,6 +26,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::Signal;
 use sha2::Digest;
 
+use super::adopt::{Record, Supervisor};
 use super::image::{ImageTask, LogOptions, MountKind};
 use super::init::shim_args;
 use super::oci::{self, BundlePaths};
@@ -78,6 +79,33 @@ impl RuncRuntime {
         })
     }
 
+    /// The container an earlier daemon started for `spec` and left running,
+    /// if its shim and first process still run as recorded.
+    fn adopt_task(&self, spec: &TaskSpec) -> Option<RuncTask> {
+        let image = spec.image.as_ref()?;
+        let record = Record::load_alive(&spec.dir)?;
+        let shim = Supervisor::adopt(&record, &spec.dir)?;
+        let stop_signal = spec
+            .stop_signal()
+            .ok()
+            .flatten()
+            .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+            .unwrap_or_default();
+        tracing::info!(task = %spec.task_id, pid = record.pid, "adopting a running container");
+        Some(RuncTask {
+            runtime: self.clone(),
+            task_id: spec.task_id.clone(),
+            id: container_id(&spec.task_id),
+            shim,
+            pid: record.pid,
+            paths: BundlePaths::new(&spec.dir, &image.container_dir),
+            container_dir: image.container_dir.clone(),
+            stop_signal,
+            exit: None,
+            removed: false,
+        })
+    }
+
     fn runc_command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.runc);
         cmd.arg("--root").arg(&self.root);
@@ -113,20 +141,31 @@ impl RuncRuntime {
 
     /// Kills and removes the containers an earlier daemon left in
     /// `tasks_dir` (found by their `container` files), with their mounts,
-    /// state and writable layers. The task directories themselves are the
+    /// state and writable layers, except those of the task directories in
+    /// `keep` (to be adopted). The task directories themselves are the
     /// caller's.
-    pub async fn reap(&self, tasks_dir: &Path) {
+    pub async fn reap(&self, tasks_dir: &Path, keep: &[PathBuf]) {
         let Ok(entries) = std::fs::read_dir(tasks_dir) else {
             return;
         };
         for entry in entries.flatten() {
-            let dir = entry.path();
+            if !keep.contains(&entry.path()) {
+                self.reap_dir(&entry.path()).await;
+            }
+        }
+    }
+
+    /// Kills and removes the container an earlier daemon left in task
+    /// directory `dir`, if any (the directory itself is the caller's).
+    pub async fn reap_dir(&self, dir: &Path) {
+        {
+            let dir = dir.to_path_buf();
             let Ok(text) = std::fs::read_to_string(dir.join(CONTAINER_FILE)) else {
-                continue;
+                return;
             };
             let mut lines = text.lines();
             let (Some(id), Some(container_dir)) = (lines.next(), lines.next()) else {
-                continue;
+                return;
             };
             tracing::info!(container = %id, task_dir = %dir.display(), "removing a container left by an earlier daemon");
             self.runc_quiet(&["kill", id, "KILL"]).await;
@@ -388,7 +427,7 @@ pub struct RuncTask {
     runtime: RuncRuntime,
     task_id: String,
     id: String,
-    shim: tokio::process::Child,
+    shim: Supervisor,
     pid: u32,
     paths: BundlePaths,
     container_dir: PathBuf,
@@ -429,7 +468,7 @@ impl TaskHandle for RuncTask {
         if let Some(exit) = self.exit {
             return Ok(exit);
         }
-        let status = self
+        let mut exit = self
             .shim
             .wait()
             .await
@@ -438,7 +477,6 @@ impl TaskHandle for RuncTask {
                 action: "wait for the container",
                 source,
             })?;
-        let mut exit = TaskExit::from(status);
         if !exit.success() && self.oom_killed() {
             exit = TaskExit::OomKilled;
         }
@@ -529,11 +567,17 @@ impl TaskRuntime for RuncRuntime {
         match started {
             Ok((shim, pid)) => {
                 tracing::debug!(task = %spec.task_id, container = %id, pid, "container started");
+                // For a restarted daemon to find the container again (live-restore).
+                if let Some(record) = shim.id().and_then(|shim| Record::of(shim, pid))
+                    && let Err(err) = record.save(&spec.dir)
+                {
+                    tracing::warn!(task = %spec.task_id, %err, "cannot record the container's processes");
+                }
                 Ok(Box::new(RuncTask {
                     runtime: self.clone(),
                     task_id: spec.task_id.clone(),
                     id,
-                    shim,
+                    shim: Supervisor::Child(shim),
                     pid,
                     paths,
                     container_dir: image.container_dir.clone(),
@@ -550,6 +594,11 @@ impl TaskRuntime for RuncRuntime {
                 Err(err)
             }
         }
+    }
+
+    async fn adopt(&self, spec: &TaskSpec) -> Option<Box<dyn TaskHandle>> {
+        self.adopt_task(spec)
+            .map(|task| Box::new(task) as Box<dyn TaskHandle>)
     }
 
     async fn exec(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 
+use super::adopt::{Record, Supervisor};
 use super::init::run_args;
 use super::logs::log_path;
 use super::setup::EXIT_SETUP;
@@ -133,7 +134,7 @@ impl HostRuntime {
         let report = read_status(status_r).await;
         let mut task = RunningTask {
             task_id: task_id.clone(),
-            init: child,
+            init: Supervisor::Child(child),
             pid: report.pid.unwrap_or(0),
             pidfd: None,
             exit: None,
@@ -160,8 +161,31 @@ impl HostRuntime {
         tokio::fs::write(&pid_file, format!("{}\n", task.pid))
             .await
             .map_err(dir_error(&pid_file))?;
+        // For a restarted daemon to find the task again (live-restore).
+        if let Some(record) = init_pid.and_then(|init| Record::of(init, task.pid)) {
+            let path = spec.dir.join(super::adopt::RECORD_FILE);
+            record.save(&spec.dir).map_err(dir_error(&path))?;
+        }
         tracing::debug!(task = %task_id, pid = task.pid, "task started");
         Ok(task)
+    }
+
+    /// The task an earlier daemon started in `dir` and left running, if its
+    /// init and command still run as recorded (see [`super::adopt`]).
+    pub fn adopt(&self, task_id: &str, dir: &Path) -> Option<RunningTask> {
+        let record = Record::load_alive(dir)?;
+        let init = Supervisor::adopt(&record, dir)?;
+        let pidfd = open_pidfd_of_child_of(record.pid, record.supervisor)?;
+        tracing::info!(task = %task_id, pid = record.pid, "adopting a running task");
+        Some(RunningTask {
+            task_id: task_id.to_string(),
+            init,
+            pid: record.pid,
+            pidfd: Some(pidfd),
+            exit: None,
+            stop_signal: Signal::SIGTERM,
+            detached: false,
+        })
     }
 
     fn spawn_error(&self, task_id: &str, source: std::io::Error) -> RuntimeError {
@@ -250,9 +274,9 @@ fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct RunningTask {
     task_id: String,
-    /// The task's init (the re-executed daemon binary), our child: its
-    /// exit means the whole task is gone.
-    init: tokio::process::Child,
+    /// The task's init (the re-executed daemon binary), our child or
+    /// adopted: its exit means the whole task is gone.
+    init: Supervisor,
     /// PID 1 of the task's PID namespace, in the node's PID namespace.
     pid: u32,
     /// A pidfd for `pid`, so that signals never reach a reused PID; `None`
@@ -284,7 +308,7 @@ impl RunningTask {
         if let Some(exit) = self.exit {
             return Ok(exit);
         }
-        let status = self
+        let exit = self
             .init
             .wait()
             .await
@@ -293,7 +317,6 @@ impl RunningTask {
                 action: "wait for the task",
                 source,
             })?;
-        let exit = TaskExit::from(status);
         self.exit = Some(exit);
         Ok(exit)
     }
@@ -379,7 +402,7 @@ impl Drop for RunningTask {
     fn drop(&mut self) {
         if self.exit.is_none() && !self.detached {
             let _ = self.signal(Signal::SIGKILL);
-            let _ = self.init.start_kill();
+            self.init.start_kill();
         }
     }
 }

@@ -50,6 +50,11 @@ pub trait TaskRuntime: Send + Sync {
     /// task is left (no mount, no process, no state).
     async fn start(&self, spec: &TaskSpec) -> Result<Box<dyn TaskHandle>, RuntimeError>;
 
+    /// Finds again the task `spec` describes that an earlier daemon started
+    /// and left running (live-restore); `None` if it no longer runs as that
+    /// daemon recorded it.
+    async fn adopt(&self, spec: &TaskSpec) -> Option<Box<dyn TaskHandle>>;
+
     /// Runs `args` inside the running task `target` with the task's
     /// environment plus `env`, collecting its output.
     async fn exec(
@@ -94,6 +99,14 @@ impl TaskRuntime for HostRuntime {
             task.set_stop_signal(signal);
         }
         Ok(Box::new(task))
+    }
+
+    async fn adopt(&self, spec: &TaskSpec) -> Option<Box<dyn TaskHandle>> {
+        let mut task = HostRuntime::adopt(self, &spec.task_id, &spec.dir)?;
+        if let Ok(Some(signal)) = spec.stop_signal() {
+            task.set_stop_signal(signal);
+        }
+        Some(Box::new(task))
     }
 
     async fn exec(
