@@ -2,6 +2,7 @@
 
 pub mod credentials;
 pub mod daemon;
+pub mod docs;
 pub mod exec;
 pub mod image;
 pub mod info;
@@ -16,6 +17,7 @@ pub mod service_update;
 pub mod stack;
 pub mod swarm;
 pub mod task_init;
+pub mod version;
 
 /// The message shown for a failed command: a gRPC status shows only the
 /// daemon's message, everything else its whole context chain. Only a status made on this

@@ -178,6 +178,7 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         return InfoResponse {
             node_id: api.node_id(),
             locked: true,
+            engine: Some(super::engine_version()),
             ..Default::default()
         };
     }
@@ -187,6 +188,7 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         let joined = api.inner.membership.read().await.is_some();
         return InfoResponse {
             node_id: if joined { api.node_id() } else { String::new() },
+            engine: Some(super::engine_version()),
             ..Default::default()
         };
     };
@@ -228,5 +230,6 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         leader_node_id,
         reachability_local: view.local,
         locked: false,
+        engine: Some(super::engine_version()),
     }
 }
