@@ -168,3 +168,58 @@ fn install_puts_completions_and_man_pages_in_place() {
     let words = String::from_utf8_lossy(&out.stdout);
     assert!(words.split_whitespace().any(|w| w == "create"), "{words}");
 }
+
+#[test]
+fn network_aliases_given_with_the_long_syntax_resolve() {
+    let cluster = Cluster::start(1);
+    cluster.init();
+    let host = cluster.host(1);
+    host.ok(&["network", "create", "-d", "overlay", "backend"]);
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--network",
+        "name=backend,alias=db,alias=db2",
+        "host",
+        "sleep",
+        "1d",
+    ]);
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        "client",
+        "--network",
+        "backend",
+        "host",
+        "sleep",
+        "1d",
+    ]);
+    let bad = host.fails(&[
+        "service",
+        "create",
+        "--network",
+        "alias=x",
+        "host",
+        "sleep",
+        "1d",
+    ]);
+    assert!(bad.contains("name= is required"), "{bad}");
+    let (web, db, db2) = wait_for(
+        "web, db and db2 to resolve in client.1",
+        std::time::Duration::from_secs(90),
+        || {
+            let names = ["web", "db", "db2"].map(|n| host.lookup("client.1", n));
+            if names.iter().all(|a| !a.is_empty()) {
+                let [a, b, c] = names;
+                Ok((a, b, c))
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    );
+    assert_eq!(web, db, "db is web's alias");
+    assert_eq!(web, db2, "db2 is web's alias");
+}

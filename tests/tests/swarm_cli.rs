@@ -148,7 +148,13 @@ fn init_creates_ingress_and_first_network_gets_vni_4097() {
     assert_eq!(demonet["id"], id.stdout.trim());
 
     // Next network without --subnet: the first free /24 of 10.0.0.0/8.
-    daemon.ok(&["network", "create", "--attachable", "backend"]);
+    // Without -d: an overlay network, and the CLI says so (Docker's default is a local bridge).
+    let made = daemon.ok(&["network", "create", "--attachable", "backend"]);
+    assert!(
+        made.stderr.contains("backend: an overlay network"),
+        "{}",
+        made.stderr
+    );
     let backend = &daemon.ok(&["network", "inspect", "backend"]).json()[0];
     assert_eq!(backend["subnet"], "10.0.0.0/24");
     assert_eq!(backend["vni"], 4098);

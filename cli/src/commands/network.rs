@@ -13,9 +13,11 @@ use crate::views::{NetworkView, network_name, short};
 pub enum NetworkCommand {
     /// Create a network.
     Create {
-        /// Driver to manage the network.
-        #[arg(short = 'd', long = "driver", default_value = "overlay")]
-        driver: String,
+        /// Driver to manage the network: overlay (swarm scope). Without it mini makes an
+        /// overlay network and says so (Docker's default, bridge, is a local network mini does
+        /// not make).
+        #[arg(short = 'd', long = "driver")]
+        driver: Option<String>,
         /// Subnet in CIDR form (default: the next free one from the cluster's pool).
         #[arg(long)]
         subnet: Option<String>,
@@ -95,9 +97,10 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
             if let Some(first) = opt.first() {
                 anyhow::bail!("{}", refused_opt(first));
             }
+            let named_driver = driver.is_some();
             let spec = NetworkSpec {
-                name,
-                driver,
+                name: name.clone(),
+                driver: driver.unwrap_or_else(|| "overlay".into()),
                 subnet: subnet.unwrap_or_default(),
                 gateway: gateway.unwrap_or_default(),
                 attachable,
@@ -108,6 +111,12 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
                 .create_network(CreateNetworkRequest { spec: Some(spec) })
                 .await?
                 .into_inner();
+            if !named_driver {
+                eprintln!(
+                    "{name}: an overlay network (scope swarm), mini's only driver; Docker's \
+                     default without -d would be a local bridge. Say -d overlay to silence this."
+                );
+            }
             println!("{}", network.id);
         }
         NetworkCommand::Ls { format } => {

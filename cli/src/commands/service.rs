@@ -94,8 +94,9 @@ pub struct CreateArgs {
     /// Service mode.
     #[arg(long, value_parser = ["replicated", "global", "replicated-job", "global-job"], default_value = "replicated")]
     pub mode: String,
-    /// Network to attach to (repeatable; name or id).
-    #[arg(long = "network")]
+    /// Network to attach to (repeatable): NAME, or name=NAME,alias=ALIAS[,alias=...] (the
+    /// aliases resolve to the service on its networks).
+    #[arg(long = "network", value_parser = super::service_flags::parse_network)]
     pub networks: Vec<String>,
     /// Environment variable K=V (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
@@ -181,7 +182,15 @@ impl CreateArgs {
             update: Some(super::service_flags::default_update_config()),
             rollback: Some(super::service_flags::default_update_config()),
             force_update: 0,
-            aliases: self.aliases.clone(),
+            aliases: {
+                let mut aliases = self.aliases.clone();
+                for a in super::service_flags::split_networks(&self.networks).1 {
+                    if !aliases.contains(&a) {
+                        aliases.push(a);
+                    }
+                }
+                aliases
+            },
             ..Default::default()
         };
         super::service_flags::Placement {
@@ -319,7 +328,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
             let service = client
                 .create_service(CreateServiceRequest {
                     spec: Some(spec),
-                    networks: args.networks,
+                    networks: super::service_flags::split_networks(&args.networks).0,
                     registry_auth,
                 })
                 .await?

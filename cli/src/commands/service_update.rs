@@ -62,8 +62,9 @@ pub struct UpdateArgs {
     /// Remove the mount at this target path (repeatable).
     #[arg(long = "mount-rm")]
     mount_rm: Vec<String>,
-    /// Attach the service to a network (repeatable): its tasks are replaced by ones on it.
-    #[arg(long = "network-add")]
+    /// Attach the service to a network (repeatable): NAME or name=NAME,alias=ALIAS; its tasks
+    /// are replaced by ones on it.
+    #[arg(long = "network-add", value_parser = super::service_flags::parse_network)]
     network_add: Vec<String>,
     /// Detach the service from a network (repeatable).
     #[arg(long = "network-rm")]
@@ -290,7 +291,8 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         )
         .await;
     }
-    let network_add = resolve_networks(client, &args.network_add).await?;
+    let (network_add, alias_add) = super::service_flags::split_networks(&args.network_add);
+    let network_add = resolve_networks(client, &network_add).await?;
     let network_rm = resolve_networks(client, &args.network_rm).await?;
     // The spec is edited from the version read; when the service changed meanwhile (the
     // orchestrator records its update's progress in it), it is read and edited again.
@@ -305,6 +307,11 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         let mut spec = service.spec.clone().unwrap_or_default();
         edit(&mut spec, &args)?;
         edit_networks(&mut spec, &network_add, &network_rm)?;
+        for alias in &alias_add {
+            if !spec.aliases.contains(alias) {
+                spec.aliases.push(alias.clone());
+            }
+        }
         let registry_auth = args.flags.registry_auth(&spec)?;
         let result = client
             .update_service(UpdateServiceRequest {
