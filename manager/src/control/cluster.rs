@@ -183,15 +183,34 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         };
     }
     let manager = api.inner.manager.read().await.clone();
+    let membership = api.inner.membership.read().await.clone();
+    let (node_addr, manager_addrs) = membership
+        .as_ref()
+        .map(|m| (m.advertise_addr.clone(), m.managers.clone()))
+        .unwrap_or_default();
     let Some(manager) = manager else {
         // A worker has a node id once it joined; a daemon in no swarm has none to show.
-        let joined = api.inner.membership.read().await.is_some();
         return InfoResponse {
-            node_id: if joined { api.node_id() } else { String::new() },
+            node_id: if membership.is_some() {
+                api.node_id()
+            } else {
+                String::new()
+            },
             engine: Some(super::engine_version()),
+            node_addr,
+            manager_addrs,
             ..Default::default()
         };
     };
+    let (nodes, managers, manager_addrs) = manager.store().view(|t| {
+        let managers: Vec<String> = t
+            .nodes
+            .values()
+            .filter(|n| n.role() == NodeRole::Manager)
+            .map(|n| n.agent_addr.clone())
+            .collect();
+        (t.nodes.len() as u64, managers.len() as u64, managers)
+    });
     let status = manager.raft_status();
     let leader_node_id = if status.leader_id == 0 {
         String::new()
@@ -231,5 +250,10 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         reachability_local: view.local,
         locked: false,
         engine: Some(super::engine_version()),
+        nodes,
+        managers,
+        node_addr,
+        manager_addrs,
+        heartbeat_period_ms: api.inner.config.heartbeat_period.as_millis() as u64,
     }
 }
