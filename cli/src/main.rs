@@ -6,10 +6,15 @@
 //! - `client`: dialing the daemon's socket.
 //! - `views`: the JSON shapes and table cells of each object.
 //! - `output`: tables, JSON and "x minutes ago".
+//! - `format`, `template`, `rows`: Docker's `-q`, `--filter`, `--format` (Go templates) and
+//!   `--no-trunc` of every `ls`/`ps`, over one row model per object kind.
 
 mod client;
 mod commands;
+mod format;
 mod output;
+mod rows;
+mod template;
 mod views;
 
 use std::process::ExitCode;
@@ -59,13 +64,16 @@ enum Command {
     Login(commands::image::LoginArgs),
     /// Log out from a registry.
     Logout(commands::image::LogoutArgs),
+    /// Return low-level information on swarm objects (services, networks, nodes, secrets,
+    /// configs, tasks).
+    Inspect(commands::inspect::InspectArgs),
     /// Run a command inside a running task's namespaces.
     Exec(commands::exec::ExecArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
     Info {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: output::Format,
+        /// Format output: 'json', or a Go template over the JSON ('{{.node_id}}').
+        #[arg(short, long)]
+        format: Option<String>,
     },
 }
 
@@ -105,6 +113,7 @@ fn main() -> ExitCode {
             Command::Image(cmd) => commands::image::run(&cli.host, cmd).await,
             Command::Login(args) => commands::image::login(&cli.host, args).await,
             Command::Logout(args) => commands::image::logout(args),
+            Command::Inspect(args) => commands::inspect::run(&cli.host, args).await,
             Command::Exec(args) => commands::exec::run(&cli.host, args).await,
             Command::Info { format } => commands::info::run(&cli.host, format).await,
         }
@@ -112,6 +121,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(verbatim) = err.downcast_ref::<format::Verbatim>() {
+                // Docker's own wording ("Error response from daemon: Invalid filter 'x'").
+                eprintln!("{verbatim}");
+                return ExitCode::FAILURE;
+            }
             eprintln!("error: {}", commands::describe(&err));
             ExitCode::FAILURE
         }

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod exec;
 pub mod image;
 pub mod info;
+pub mod inspect;
 pub mod member;
 pub mod network;
 pub mod node;
