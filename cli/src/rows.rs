@@ -5,8 +5,8 @@
 use std::cmp::Ordering;
 
 use mini_proto::v1::{
-    Network, Node, NodeAvailability, NodeRole, NodeState, PortConfig, Service, ServiceSummary,
-    Task, TaskState, service_spec::Mode,
+    Network, Node, NodeAvailability, NodeRole, NodeState, PortConfig, Service, ServiceSpec,
+    ServiceSummary, Task, TaskState, service_spec::Mode,
 };
 use serde_json::{Value, json};
 
@@ -68,7 +68,8 @@ fn mode_key(s: &Service) -> &'static str {
 
 /// Whether `s` passes `service ls`'s filters (id and name prefixes, labels, mode).
 pub fn service_matches(f: &Filters, s: &Service) -> bool {
-    let spec = s.spec.clone().unwrap_or_default();
+    let default = ServiceSpec::default();
+    let spec = s.spec.as_ref().unwrap_or(&default);
     f.prefix("id", &s.id)
         && f.prefix("name", &spec.name)
         && f.labels("label", |k| spec.labels.get(k).map(String::as_str))
@@ -88,8 +89,17 @@ pub fn service_filters(args: &[String]) -> Result<Filters, Verbatim> {
 /// Published ports as Docker's PORTS column writes them: `*:8080->80/tcp`, runs of
 /// consecutive ports joined (`*:8080-8081->80-81/tcp`).
 pub fn ports_column(ports: &[PortConfig]) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
     let mut ports: Vec<&PortConfig> = ports.iter().collect();
-    ports.sort_by_key(|p| (p.protocol.clone(), p.published_port, p.target_port));
+    ports.sort_by(|a, b| {
+        (&a.protocol, a.published_port, a.target_port).cmp(&(
+            &b.protocol,
+            b.published_port,
+            b.target_port,
+        ))
+    });
     let mut groups: Vec<(u32, u32, u32, u32, String)> = Vec::new();
     for p in ports {
         if let Some(last) = groups.last_mut()
@@ -127,11 +137,10 @@ pub fn ports_column(ports: &[PortConfig]) -> String {
 
 /// The REPLICAS column: `running/desired`, with `(max N per node)` when the service has a
 /// limit, and for jobs the progress `(completed/total completed)`.
-fn replicas_column(service: &Service, s: &ServiceSummary) -> String {
-    let spec = service.spec.clone().unwrap_or_default();
-    match spec.mode {
+fn replicas_column(spec: &ServiceSpec, s: &ServiceSummary) -> String {
+    match &spec.mode {
         Some(Mode::ReplicatedJob(job)) => {
-            let (_, total) = mini_manager::orchestrator::job_counts(&job);
+            let (_, total) = mini_manager::orchestrator::job_counts(job);
             format!(
                 "{}/{} ({}/{} completed)",
                 s.running, s.desired, s.completed, total
@@ -168,22 +177,29 @@ pub fn service_listing(services: &[ServiceSummary], f: &Filters, no_trunc: bool)
     let rows = kept
         .into_iter()
         .map(|(svc, summary)| {
-            let spec = svc.spec.clone().unwrap_or_default();
+            let default = ServiceSpec::default();
+            let spec = svc.spec.as_ref().unwrap_or(&default);
             let mode = match spec.mode {
                 Some(Mode::Global(_)) => "global",
                 Some(Mode::ReplicatedJob(_)) => "replicated job",
                 Some(Mode::GlobalJob(_)) => "global job",
                 _ => "replicated",
             };
-            let ports = spec.endpoint.map(|e| e.ports).unwrap_or_default();
-            json!({
-                "ID": trunc_id(&svc.id, no_trunc),
-                "Name": spec.name,
-                "Mode": mode,
-                "Replicas": replicas_column(svc, summary),
-                "Image": spec.container.map(|c| c.image).unwrap_or_default(),
-                "Ports": ports_column(&ports),
-            })
+            let ports = spec.endpoint.as_ref().map_or(&[][..], |e| &e.ports[..]);
+            let mut row = serde_json::Map::new();
+            row.insert("ID".into(), trunc_id(&svc.id, no_trunc).into());
+            row.insert("Name".into(), spec.name.clone().into());
+            row.insert("Mode".into(), mode.into());
+            row.insert("Replicas".into(), replicas_column(spec, summary).into());
+            row.insert(
+                "Image".into(),
+                spec.container
+                    .as_ref()
+                    .map_or("", |c| c.image.as_str())
+                    .into(),
+            );
+            row.insert("Ports".into(), ports_column(ports).into());
+            Value::Object(row)
         })
         .collect();
     Listing {
