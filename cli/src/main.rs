@@ -6,10 +6,15 @@
 //! - `client`: dialing the daemon's socket.
 //! - `views`: the JSON shapes and table cells of each object.
 //! - `output`: tables, JSON and "x minutes ago".
+//! - `format`, `template`, `rows`: Docker's `-q`, `--filter`, `--format` (Go templates) and
+//!   `--no-trunc` of every `ls`/`ps`, over one row model per object kind.
 
 mod client;
 mod commands;
+mod format;
 mod output;
+mod rows;
+mod template;
 mod unsupported;
 mod views;
 
@@ -74,13 +79,16 @@ enum Command {
     Login(commands::image::LoginArgs),
     /// Log out from a registry.
     Logout(commands::image::LogoutArgs),
+    /// Return low-level information on swarm objects (services, networks, nodes, secrets,
+    /// configs, tasks).
+    Inspect(commands::inspect::InspectArgs),
     /// Run a command inside a running task's namespaces.
     Exec(commands::exec::ExecArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
     Info {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: output::Format,
+        /// Format output: 'json', or a Go template over the JSON ('{{.node_id}}').
+        #[arg(short, long)]
+        format: Option<String>,
     },
     /// Show the client's and the daemon's version.
     Version {
@@ -173,6 +181,7 @@ fn main() -> ExitCode {
             Command::Image(cmd) => commands::image::run(&host, cmd).await,
             Command::Login(args) => commands::image::login(&host, args).await,
             Command::Logout(args) => commands::image::logout(args),
+            Command::Inspect(args) => commands::inspect::run(&host, args).await,
             Command::Exec(args) => commands::exec::run(&host, args).await,
             Command::Info { format } => commands::info::run(&host, format).await,
             Command::Version { format } => commands::version::run(&host, format.is_some()).await,
@@ -188,6 +197,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(verbatim) = err.downcast_ref::<format::Verbatim>() {
+                // Docker's own wording ("Error response from daemon: Invalid filter 'x'").
+                eprintln!("{verbatim}");
+                return ExitCode::FAILURE;
+            }
             eprintln!("error: {}", commands::describe(&err));
             ExitCode::FAILURE
         }

@@ -35,11 +35,12 @@ fn wait_all_running(h: &Host, n: usize) {
         &format!("{n} running tasks"),
         Duration::from_secs(300),
         || {
-            let out = h.ok(&["service", "ls", "--format", "json"]).json();
+            // REPLICAS is `running/desired`.
+            let out = h.ok(&["service", "ls", "--format", "{{.Replicas}}"]).stdout;
             let running: u64 = out
-                .as_array()
-                .map(|a| a.iter().map(|s| s["running"].as_u64().unwrap_or(0)).sum())
-                .unwrap_or(0);
+                .lines()
+                .filter_map(|l| l.split('/').next()?.parse::<u64>().ok())
+                .sum();
             if running as usize >= n {
                 Ok(())
             } else {

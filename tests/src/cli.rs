@@ -27,6 +27,40 @@ impl Output {
     }
 }
 
+/// The inspect views of what a listing command lists, as one JSON array (what `mini
+/// inspect --type KIND $(mini LIST -q --no-trunc)` prints): `list` is the listing (`["service",
+/// "ps", "web"]`), `kind` the object type (`task`, `service`, `node`, `network`, `secret`).
+/// `ls`/`ps --format json` print Docker's few columns; tests that need an object's addresses,
+/// states or ids read its inspect view. `mini` runs one command. An object gone between the
+/// two commands (a task history pruned) is retried, twice.
+pub fn listed_views(mini: &dyn Fn(&[&str]) -> Output, list: &[&str], kind: &str) -> Output {
+    let mut last = None;
+    for _ in 0..3 {
+        let mut args = list.to_vec();
+        args.extend(["-q", "--no-trunc"]);
+        let ids = mini(&args);
+        if !ids.success {
+            return ids;
+        }
+        let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+        if ids.is_empty() {
+            return Output {
+                success: true,
+                stdout: "[]".into(),
+                stderr: String::new(),
+            };
+        }
+        let mut args = vec!["inspect", "--type", kind];
+        args.extend(ids);
+        let out = mini(&args);
+        if out.success || !out.stderr.contains("No such object") {
+            return out;
+        }
+        last = Some(out);
+    }
+    last.expect("three attempts")
+}
+
 /// Runs `mini ARGS…` against the daemon at `host` (`unix://…`).
 pub fn run_mini(host: &str, args: &[&str]) -> Output {
     let out = Command::new(mini_binary())

@@ -57,7 +57,7 @@ fn wait_ready_from(h: &Host, n: usize) {
         &format!("{n} ready nodes in `node ls` on host {}", h.index()),
         Duration::from_secs(60),
         || {
-            let out = h.mini(&["node", "ls", "--format", "json"]);
+            let out = h.listed(&["node", "ls"], "node");
             if !out.success {
                 return Err(out.stderr);
             }

@@ -411,7 +411,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
                 .filter(|p| process_exists(**p))
                 .map(|p| format!("pid {p}")),
         );
-        let listed = m.ok(&["service", "ls", "--format", "json"]).json();
+        let listed = m.ok_listed(&["service", "ls"], "service").json();
         if listed.as_array().is_some_and(|a| !a.is_empty()) {
             seen.push(format!("services {listed}"));
         }
@@ -453,10 +453,7 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
         err.contains("invalid join token") && err.contains("join-token"),
         "unclear refusal: {err}"
     );
-    let nodes = cluster
-        .host(1)
-        .ok(&["node", "ls", "--format", "json"])
-        .json();
+    let nodes = cluster.host(1).ok_listed(&["node", "ls"], "node").json();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
     cluster.join_all();
 
@@ -508,7 +505,7 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
     cluster.kill_host(3);
     let m = cluster.host(1);
     wait_for("h3 to be down in node ls", DEADLINE, || {
-        let nodes = m.ok(&["node", "ls", "--format", "json"]).json();
+        let nodes = m.ok_listed(&["node", "ls"], "node").json();
         let h3 = nodes
             .as_array()
             .and_then(|a| a.iter().find(|n| n["hostname"] == "h3"))

@@ -15,7 +15,7 @@ const PATIENCE: Duration = Duration::from_secs(90);
 
 /// Every task of `service` (all states), from `service ps`.
 fn tasks(host: &Host, service: &str) -> Vec<Value> {
-    let out = host.mini(&["service", "ps", service, "--format", "json"]);
+    let out = host.listed(&["service", "ps", service], "task");
     if !out.success {
         return Vec::new();
     }
@@ -97,7 +97,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
         tiny.contains("Interval in HealthConfig cannot be less than 1ms"),
         "{tiny}"
     );
-    let listed = m.ok(&["service", "ls", "--format", "json"]).stdout;
+    let listed = m.ok_listed(&["service", "ls"], "service").stdout;
     assert!(
         !listed.contains("conflict") && !listed.contains("tiny"),
         "refused services must not exist: {listed}"

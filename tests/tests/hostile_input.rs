@@ -184,7 +184,7 @@ fn hostile_bytes_on_2377_change_nothing() {
             }
         },
     );
-    let nodes = h1.ok(&["node", "ls", "--format", "json"]).json();
+    let nodes = h1.ok_listed(&["node", "ls"], "node").json();
     assert_eq!(nodes[0]["manager_status"], "leader", "{nodes}");
     h1.ok(&["network", "create", "-d", "overlay", "after-attack"]);
     assert!(

@@ -26,7 +26,7 @@ fn install_everywhere(cluster: &Cluster) {
 
 /// The tasks of `service` (all states), from `service ps`.
 fn tasks(host: &Host, service: &str) -> Vec<Value> {
-    let out = host.mini(&["service", "ps", service, "--format", "json"]);
+    let out = host.listed(&["service", "ps", service], "task");
     if !out.success {
         return Vec::new();
     }

@@ -144,10 +144,16 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
             }
         },
     );
-    // The table shows the ERROR column cut at 60 characters, as Docker does without --no-trunc.
+    // The table shows the ERROR column cut at 30 characters, as Docker does without
+    // --no-trunc; with it, the whole reason.
     let table = m.ok(&["service", "ps", "zoned"]).stdout;
     assert!(
-        table.contains("\"no suitable node (scheduling constraints not satisfied on…\""),
+        table.contains("\"no suitable node (scheduling …\""),
+        "{table}"
+    );
+    let table = m.ok(&["service", "ps", "--no-trunc", "zoned"]).stdout;
+    assert!(
+        table.contains("\"no suitable node (scheduling constraints not satisfied on"),
         "{table}"
     );
     m.ok(&["node", "update", "--label-add", "zone=east", "h2"]);

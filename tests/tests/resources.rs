@@ -70,7 +70,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
             _ => Err(summary(&all)),
         }
     });
-    let table = m.ok(&["service", "ps", "greedy"]).stdout;
+    let table = m.ok(&["service", "ps", "--no-trunc", "greedy"]).stdout;
     assert!(
         table.contains("insufficient resources on 2 nodes"),
         "{pending}\n{table}"

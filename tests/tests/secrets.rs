@@ -92,7 +92,7 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
         "{ls}"
     );
     assert_eq!(m.ok(&["config", "ls", "-q"]).stdout.lines().count(), 1);
-    let listed = m.ok(&["secret", "ls", "--format", "json"]).json();
+    let listed = m.ok_listed(&["secret", "ls"], "secret").json();
     assert_eq!(listed[0]["Spec"]["Name"], "db_pass");
     assert!(!listed.to_string().contains(VALUE), "{listed}");
 

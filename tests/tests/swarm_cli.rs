@@ -17,7 +17,7 @@ fn init(daemon: &Daemon) {
 
 fn networks(daemon: &Daemon) -> Vec<Value> {
     daemon
-        .ok(&["network", "ls", "--format", "json"])
+        .ok_listed(&["network", "ls"], "network")
         .json()
         .as_array()
         .cloned()
@@ -26,7 +26,7 @@ fn networks(daemon: &Daemon) -> Vec<Value> {
 
 fn services(daemon: &Daemon) -> Vec<Value> {
     daemon
-        .ok(&["service", "ls", "--format", "json"])
+        .ok_listed(&["service", "ls"], "service")
         .json()
         .as_array()
         .cloned()
@@ -35,7 +35,7 @@ fn services(daemon: &Daemon) -> Vec<Value> {
 
 fn tasks(daemon: &Daemon, service: &str) -> Vec<Value> {
     daemon
-        .ok(&["service", "ps", service, "--format", "json"])
+        .ok_listed(&["service", "ps", service], "task")
         .json()
         .as_array()
         .cloned()

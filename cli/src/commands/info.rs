@@ -7,10 +7,10 @@ use mini_proto::v1::InfoRequest;
 use serde_json::json;
 
 use crate::client::connect;
-use crate::output::{Format, print_json};
+use crate::output::write_stdout;
 
 /// Prints the daemon's node id, cluster settings and Raft log position.
-pub async fn run(host: &str, format: Format) -> Result<()> {
+pub async fn run(host: &str, format: Option<String>) -> Result<()> {
     let mut client = connect(host).await?;
     let info = client.info(InfoRequest {}).await?.into_inner();
     let cluster = info.cluster.clone().unwrap_or_default();
@@ -63,9 +63,16 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
             "reachability_from": if info.reachability_local { "local" } else { "leader" },
         },
     });
-    match format {
-        Format::Json => print_json(&value)?,
-        Format::Table => crate::output::write_stdout(&swarm_section(&info, &cluster, cert_expiry)),
+    match format.as_deref().map(str::trim) {
+        Some("json") => write_stdout(&format!("{}\n", serde_json::to_string(&value)?)),
+        Some(template) if !template.is_empty() && template != "table" => {
+            // A Go template over the JSON (`{{.raft.leader_node_id}}`).
+            write_stdout(&crate::format::render_inspect(
+                std::slice::from_ref(&value),
+                Some(template),
+            )?)
+        }
+        _ => write_stdout(&swarm_section(&info, &cluster, cert_expiry)),
     }
     Ok(())
 }
@@ -147,22 +154,7 @@ fn swarm_section(
 /// A duration as Docker's `docker info` writes it (go-units' `HumanDuration`): `3 months`,
 /// `4 weeks`, `2 days`, `5 hours`.
 pub fn human_duration(d: Duration) -> String {
-    let seconds = d.as_secs();
-    let minutes = seconds / 60;
-    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
-    match () {
-        _ if seconds < 1 => "Less than a second".into(),
-        _ if seconds == 1 => "1 second".into(),
-        _ if seconds < 60 => format!("{seconds} seconds"),
-        _ if minutes == 1 => "About a minute".into(),
-        _ if minutes < 60 => format!("{minutes} minutes"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", seconds / 3600 / 24 / 365),
-    }
+    crate::output::human_duration(d.as_millis().min(i64::MAX as u128) as i64)
 }
 
 #[cfg(test)]

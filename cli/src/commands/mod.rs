@@ -6,6 +6,7 @@ pub mod docs;
 pub mod exec;
 pub mod image;
 pub mod info;
+pub mod inspect;
 pub mod member;
 pub mod network;
 pub mod node;

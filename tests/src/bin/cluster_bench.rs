@@ -295,7 +295,7 @@ fn sandboxes(cluster: &Cluster, k: usize) -> BTreeSet<String> {
 
 /// Running tasks of `service` as JSON.
 fn running(h: &Host, service: &str) -> Vec<Value> {
-    let out = h.ok(&["service", "ps", service, "--format", "json"]).json();
+    let out = h.ok_listed(&["service", "ps", service], "task").json();
     out.as_array()
         .cloned()
         .unwrap_or_default()
