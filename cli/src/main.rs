@@ -10,6 +10,7 @@
 mod client;
 mod commands;
 mod output;
+mod progress;
 mod views;
 
 use std::process::ExitCode;
