@@ -15,6 +15,7 @@
 //! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
 //! forwarded to the leader by the proposer.
 
+mod advertise;
 mod autolock;
 mod ca_rotation;
 mod cluster;
