@@ -62,6 +62,9 @@ enum Command {
     Logout(commands::image::LogoutArgs),
     /// Run a command inside a running task's namespaces.
     Exec(commands::exec::ExecArgs),
+    /// Get real time events from the swarm (services, nodes, networks, secrets, configs,
+    /// tasks).
+    Events(commands::events::EventsArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
     Info {
         /// Output format.
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
             Command::Login(args) => commands::image::login(&cli.host, args).await,
             Command::Logout(args) => commands::image::logout(args),
             Command::Exec(args) => commands::exec::run(&cli.host, args).await,
+            Command::Events(args) => commands::events::run(&cli.host, args).await,
             Command::Info { format } => commands::info::run(&cli.host, format).await,
         }
     });

@@ -492,7 +492,14 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
         .filter(|t| field(t, "node") == "h2")
         .map(|t| task_pid(&cluster, t))
         .collect();
-    m.ok(&["node", "update", "--detach", "--availability", "drain", "h2"]);
+    m.ok(&[
+        "node",
+        "update",
+        "--detach",
+        "--availability",
+        "drain",
+        "h2",
+    ]);
     let app = wait_running(&m, "app", 6, &["h2"]);
     assert_eq!(
         per_node(&app),

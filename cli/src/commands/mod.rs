@@ -2,6 +2,7 @@
 
 pub mod credentials;
 pub mod daemon;
+pub mod events;
 pub mod exec;
 pub mod image;
 pub mod info;
