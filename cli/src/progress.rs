@@ -606,7 +606,8 @@ pub async fn service(
                 rollback = true;
             }
             UpdateState::RollbackCompleted => {
-                if converged_at.is_none() && wait == Wait::Update {
+                // `service update` whose update the swarm rolled back: it ends in an error.
+                if wait == Wait::Update {
                     rolled_back = Some(status.message.clone());
                 }
                 rollback = true;
