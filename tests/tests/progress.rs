@@ -103,6 +103,41 @@ fn service_create_and_scale_wait_until_tasks_run_and_say_what_is_stuck() {
     );
     assert_eq!(m.running_tasks("web").len(), 3);
 
+    // A job: waited for until its completions are done.
+    let out = m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "once",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "2",
+        "host",
+        "true",
+    ]);
+    assert!(
+        out.stdout.contains("job progress: 2 out of 2 complete\n")
+            && out.stdout.ends_with("job complete\n"),
+        "{}",
+        out.stdout
+    );
+
+    // A drain waits until no task is left on the node.
+    let out = m.ok(&["node", "update", "--availability", "drain", "h2"]);
+    assert!(
+        out.stdout.ends_with("verify: Node drained\n"),
+        "{}",
+        out.stdout
+    );
+    let left: Vec<Value> = m
+        .tasks("web")
+        .into_iter()
+        .filter(|t| t["node"] == "h2" && t["current_state"] == "Running")
+        .collect();
+    assert!(left.is_empty(), "still on h2 after the drain: {left:?}");
+    m.ok(&["node", "update", "--availability", "active", "h2"]);
+
     // Tasks no node can take: the wait goes on (no timeout) and says why, per slot.
     for (name, flags, reason) in [
         (
