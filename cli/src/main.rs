@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod format;
 mod output;
+mod progress;
 mod rows;
 mod template;
 mod unsupported;
@@ -84,6 +85,9 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Run a command inside a running task's namespaces.
     Exec(commands::exec::ExecArgs),
+    /// Get real time events from the swarm (services, nodes, networks, secrets, configs,
+    /// tasks).
+    Events(commands::events::EventsArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
     Info {
         /// Format output: 'json', or a Go template over the JSON ('{{.node_id}}').
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
             Command::Logout(args) => commands::image::logout(args),
             Command::Inspect(args) => commands::inspect::run(&host, args).await,
             Command::Exec(args) => commands::exec::run(&host, args).await,
+            Command::Events(args) => commands::events::run(&host, args).await,
             Command::Info { format } => commands::info::run(&host, format).await,
             Command::Version { format } => commands::version::run(&host, format.is_some()).await,
             Command::Completion { shell } => {

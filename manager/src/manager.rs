@@ -168,6 +168,8 @@ pub struct Manager {
     trust: Trust,
     /// Background tasks (address book, transport reports), aborted on shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The events derived from this manager's store (`mini events`).
+    events: crate::events::EventHub,
 }
 
 impl Manager {
@@ -224,7 +226,25 @@ impl Manager {
                     config.state_dir.display()
                 ))
             })?;
+        let events = crate::events::EventHub::new();
+        let leader_of = {
+            let (raft, store) = (raft.clone(), store.clone());
+            move || {
+                let leader = raft.status().leader_id;
+                (leader != 0)
+                    .then(|| {
+                        store.view(|t| {
+                            t.nodes
+                                .values()
+                                .find(|n| n.raft_id == leader)
+                                .map(|n| n.id.clone())
+                        })
+                    })
+                    .flatten()
+            }
+        };
         let background = vec![
+            events.follow(store.clone(), leader_of),
             tokio::spawn(watch_raft(task, config.fatal.clone())),
             tokio::spawn(ha::forward_reports(reports, raft.clone())),
             peers.follow_store(store.clone()),
@@ -250,6 +270,7 @@ impl Manager {
             agent_port: config.agent_port,
             trust: config.trust.clone(),
             background,
+            events,
         })
     }
 
@@ -397,6 +418,11 @@ impl Manager {
     /// The Raft node's status.
     pub fn raft_status(&self) -> RaftStatus {
         self.proposer.raft().status()
+    }
+
+    /// The events this manager derived from its store (`mini events`).
+    pub fn events(&self) -> &crate::events::EventHub {
+        &self.events
     }
 
     /// The live sessions of workers (an empty set unless this manager leads).

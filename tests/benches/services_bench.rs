@@ -88,6 +88,7 @@ fn rolling_update(cluster: &Cluster) -> serde_json::Value {
     h.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "roll",
         "--replicas",
@@ -142,7 +143,7 @@ fn rolling_update(cluster: &Cluster) -> serde_json::Value {
 /// task prints its clock (ns) once `cat` of `path` succeeds.
 fn delivery_ms(h: &Host, name: &str, extra: &[&str], path: &str) -> f64 {
     let script = format!("cat {path} >/dev/null && date +%s%N; exec sleep 1d");
-    let mut args = vec!["service", "create", "--name", name];
+    let mut args = vec!["service", "create", "--detach", "--name", name];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["host", "sh", "-c", &script]);
     let t0 = now_ns();

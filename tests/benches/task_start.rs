@@ -83,6 +83,7 @@ fn main() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "start",
         "--replicas",
@@ -105,6 +106,7 @@ fn main() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "fifty",
         "--replicas",

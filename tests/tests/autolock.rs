@@ -83,6 +83,7 @@ fn autolock_locks_restarted_managers_until_unlocked() {
     h1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "vault",
         "--env",

@@ -263,6 +263,7 @@ fn ca_rotation_keeps_tasks_and_connectivity_and_ends_the_old_root() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "pinger",
         "--mode",

@@ -133,6 +133,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--replicas",
@@ -211,7 +212,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     }
 
     // 6 replicas: two per host.
-    m.ok(&["service", "scale", "web=6"]);
+    m.ok(&["service", "scale", "--detach", "web=6"]);
     let web = wait_running(&m, "web", 6, &[]);
     let spread = per_node(&web);
     assert_eq!(
@@ -268,6 +269,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "once",
         "--restart-condition",
@@ -295,6 +297,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "pinned",
         "--replicas",
@@ -310,6 +313,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "nowhere",
         "--constraint",
@@ -336,6 +340,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "talk",
         "--replicas",
@@ -461,6 +466,7 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--replicas",
@@ -483,7 +489,14 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
         .filter(|t| field(t, "node") == "h2")
         .map(|t| task_pid(&cluster, t))
         .collect();
-    m.ok(&["node", "update", "--availability", "drain", "h2"]);
+    m.ok(&[
+        "node",
+        "update",
+        "--detach",
+        "--availability",
+        "drain",
+        "h2",
+    ]);
     let app = wait_running(&m, "app", 6, &["h2"]);
     assert_eq!(
         per_node(&app),

@@ -143,6 +143,7 @@ fn managers_fail_over_without_losing_a_write() {
     cluster.host(follower).ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--replicas",

@@ -149,6 +149,7 @@ fn managers_are_promoted_demoted_and_leave() {
     cluster.host(1).ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--constraint",

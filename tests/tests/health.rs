@@ -67,6 +67,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     let conflict = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "conflict",
         "--no-healthcheck",
@@ -83,6 +84,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     let tiny = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "tiny",
         "--health-interval",
@@ -107,6 +109,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "client",
         "--network",
@@ -119,6 +122,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "good",
         "--network",
@@ -138,6 +142,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "bad",
         "--network",
@@ -271,6 +276,7 @@ fn probes_past_their_timeout_are_killed() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "slow",
         "--health-cmd",

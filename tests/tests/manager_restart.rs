@@ -41,6 +41,7 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
         manager.ok(&[
             "service",
             "create",
+            "--detach",
             "--name",
             "app",
             "--replicas",
@@ -117,7 +118,7 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
         );
     }
     // The session is live again: a new task on h2 gets started.
-    manager.ok(&["service", "scale", "app=3"]);
+    manager.ok(&["service", "scale", "--detach", "app=3"]);
     wait_for(
         "a third app task running on h2",
         Duration::from_secs(20),

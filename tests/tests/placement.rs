@@ -86,6 +86,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "racked",
         "--replicas",
@@ -105,6 +106,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     let err = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "bad",
         "--constraint",
@@ -122,6 +124,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "zoned",
         "--constraint",
@@ -177,6 +180,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "spread",
         "--replicas",
@@ -201,6 +205,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "capped",
         "--replicas",
@@ -240,6 +245,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "batch",
         "--mode",
@@ -291,6 +297,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "sweep",
         "--mode",
@@ -309,7 +316,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     );
 
     // What Docker refuses.
-    let err = m.fails(&["service", "scale", "sweep=2"]);
+    let err = m.fails(&["service", "scale", "--detach", "sweep=2"]);
     assert!(
         err.contains("scale can only be used with replicated or replicated-job mode"),
         "{err}"
@@ -317,6 +324,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     let err = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "nope",
         "--max-concurrent",

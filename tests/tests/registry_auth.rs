@@ -60,6 +60,7 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
         let mut args = vec![
             "service",
             "create",
+            "--detach",
             "--name",
             name,
             "--constraint",

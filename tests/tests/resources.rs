@@ -50,6 +50,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "greedy",
         "--reserve-memory",
@@ -150,10 +151,11 @@ fn reservations_are_fitted_into_what_nodes_report() {
     );
 
     // Scaling down frees a node's reservation; no reservation places anywhere.
-    m.ok(&["service", "scale", "greedy=2"]);
+    m.ok(&["service", "scale", "--detach", "greedy=2"]);
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "modest",
         "--replicas",

@@ -9,7 +9,7 @@ use mini_tests::web::{HOSTNAME_SERVER as WEB, http_get};
 use mini_tests::{Cluster, Host, wait_for};
 
 fn create(host: &Host, args: &[&str]) -> String {
-    let mut all = vec!["service", "create"];
+    let mut all = vec!["service", "create", "--detach"];
     all.extend_from_slice(args);
     host.ok(&all).stdout.trim().to_string()
 }
@@ -205,6 +205,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
     let clash = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "other",
         "--publish",
@@ -219,7 +220,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
     );
 
     // Scale down: the removed replicas get no more requests.
-    m.ok(&["service", "scale", "web=1"]);
+    m.ok(&["service", "scale", "--detach", "web=1"]);
     m.wait_running("web", 1);
     let remaining: String = m
         .ok_listed(&["service", "ps", "web"], "task")

@@ -245,6 +245,7 @@ fn services_get_tasks_vips_and_scale() {
     let out = daemon.ok(&[
         "service",
         "create",
+        "--detach",
         "--replicas",
         "2",
         "--network",
@@ -320,9 +321,9 @@ fn services_get_tasks_vips_and_scale() {
         "{table}"
     );
 
-    daemon.ok(&["service", "scale", "demoservice=4"]);
+    daemon.ok(&["service", "scale", "--detach", "demoservice=4"]);
     wait_running(&daemon, "demoservice", 4);
-    daemon.ok(&["service", "scale", "demoservice=1"]);
+    daemon.ok(&["service", "scale", "--detach", "demoservice=1"]);
     let live = wait_running(&daemon, "demoservice", 1);
     assert_eq!(live[0]["name"], "demoservice.1");
     let ls = services(&daemon);
@@ -356,6 +357,7 @@ fn bad_service_input_is_refused_and_changes_nothing() {
     daemon.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--network",
@@ -368,25 +370,44 @@ fn bad_service_input_is_refused_and_changes_nothing() {
     let before = everything(&daemon);
     let cases: &[(&[&str], &str)] = &[
         (
-            &["service", "create", "--replicas", "-1", "host", "true"],
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--replicas",
+                "-1",
+                "host",
+                "true",
+            ],
             "negative",
         ),
         (
-            &["service", "create", "--name", "web", "host", "true"],
+            &[
+                "service", "create", "--detach", "--name", "web", "host", "true",
+            ],
             "already exists",
         ),
         (
-            &["service", "create", "--network", "nonet", "host", "true"],
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--network",
+                "nonet",
+                "host",
+                "true",
+            ],
             "no such network",
         ),
         (
-            &["service", "create", "Alpine", "true"],
+            &["service", "create", "--detach", "Alpine", "true"],
             "repository name must be lowercase",
         ),
         (
             &[
                 "service",
                 "create",
+                "--detach",
                 "--constraint",
                 "node.color==red",
                 "host",
@@ -396,8 +417,11 @@ fn bad_service_input_is_refused_and_changes_nothing() {
         ),
         (&["service", "inspect", "nosvc"], "no such service"),
         (&["service", "rm", "nosvc"], "no such service"),
-        (&["service", "scale", "nosvc=2"], "no such service"),
-        (&["service", "scale", "web=-3"], "negative"),
+        (
+            &["service", "scale", "--detach", "nosvc=2"],
+            "no such service",
+        ),
+        (&["service", "scale", "--detach", "web=-3"], "negative"),
         (&["network", "rm", "demonet"], "in use by service web"),
     ];
     for (args, expected) in cases {
@@ -431,6 +455,7 @@ fn kill_9_and_restart_keep_every_acknowledged_object() {
         daemon.ok(&[
             "service",
             "create",
+            "--detach",
             "--replicas",
             "3",
             "--network",

@@ -57,6 +57,7 @@ fn outsiders_and_workers_are_refused_and_change_nothing() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--replicas",

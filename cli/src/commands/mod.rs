@@ -3,6 +3,7 @@
 pub mod credentials;
 pub mod daemon;
 pub mod docs;
+pub mod events;
 pub mod exec;
 pub mod image;
 pub mod info;

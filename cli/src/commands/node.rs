@@ -49,6 +49,10 @@ pub enum NodeCommand {
         /// Remove a label (repeatable).
         #[arg(long = "label-rm")]
         label_rm: Vec<String>,
+        /// With `--availability drain`: exit immediately instead of waiting until the node's
+        /// tasks moved off it.
+        #[arg(short, long)]
+        detach: bool,
         /// Node hostname or id.
         node: String,
     },
@@ -169,6 +173,7 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
             availability,
             label_add,
             label_rm,
+            detach,
             node,
         } => {
             let mut labels = std::collections::HashMap::new();
@@ -179,7 +184,8 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 }
                 labels.insert(k.to_string(), v.to_string());
             }
-            client
+            let drain = availability.as_deref() == Some("drain");
+            let updated = client
                 .update_node(UpdateNodeRequest {
                     name_or_id: node.clone(),
                     availability: availability.unwrap_or_default(),
@@ -187,8 +193,12 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                     label_rm,
                     role: String::new(),
                 })
-                .await?;
+                .await?
+                .into_inner();
             println!("{node}");
+            if drain && !detach {
+                crate::progress::drain(&mut client, &updated.id).await?;
+            }
         }
         NodeCommand::Promote { nodes } => set_role(&mut client, nodes, "manager").await?,
         NodeCommand::Demote { nodes } => set_role(&mut client, nodes, "worker").await?,

@@ -52,6 +52,9 @@ pub enum ServiceCommand {
     Rollback(super::service_update::RollbackArgs),
     /// Scale replicated services: `SERVICE=REPLICAS`...
     Scale {
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long)]
+        detach: bool,
         /// `SERVICE=REPLICAS` pairs.
         #[arg(required = true, value_parser = parse_scale)]
         scales: Vec<(String, u64)>,
@@ -131,6 +134,9 @@ pub struct CreateArgs {
     /// `--secret`, `--config`.
     #[command(flatten)]
     pub secrets: super::service_flags::SecretCreateFlags,
+    /// `--detach`, `--quiet`.
+    #[command(flatten)]
+    pub wait: super::service_flags::WaitFlags,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
     pub image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
@@ -333,6 +339,15 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 .await?
                 .into_inner();
             println!("{}", service.id);
+            if !args.wait.detach {
+                crate::progress::service(
+                    &mut client,
+                    &service.id,
+                    crate::progress::Wait::Converge,
+                    args.wait.quiet,
+                )
+                .await?;
+            }
         }
         ServiceCommand::Ls(list) => print_services(&mut client, &list, &|_| true).await?,
         ServiceCommand::Ps { services, list } => {
@@ -376,15 +391,30 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
         ServiceCommand::Rollback(args) => {
             super::service_update::rollback(&mut client, args).await?
         }
-        ServiceCommand::Scale { scales } => {
+        ServiceCommand::Scale { detach, scales } => {
+            // As Docker: every service is scaled, then each is waited for in turn.
+            let mut scaled = Vec::new();
             for (name_or_id, replicas) in scales {
-                client
+                let service = client
                     .scale_service(ScaleServiceRequest {
                         name_or_id: name_or_id.clone(),
                         replicas,
                     })
-                    .await?;
+                    .await?
+                    .into_inner();
                 println!("{name_or_id} scaled to {replicas}");
+                scaled.push(service.id);
+            }
+            if !detach {
+                for id in scaled {
+                    crate::progress::service(
+                        &mut client,
+                        &id,
+                        crate::progress::Wait::Converge,
+                        false,
+                    )
+                    .await?;
+                }
             }
         }
         ServiceCommand::Logs {

@@ -1011,6 +1011,21 @@ pub fn parse_mount(s: &str) -> Result<Mount, String> {
     Ok(m)
 }
 
+// --- Waiting for convergence (issue #15, progress): `--detach` and `--quiet` of `service
+// create`, `update` and `rollback` (see `crate::progress`).
+
+/// `-d/--detach` and `-q/--quiet`: whether the command waits for the service to converge and
+/// whether it shows the progress while it waits.
+#[derive(Debug, Default, Clone, Copy, Args)]
+pub struct WaitFlags {
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

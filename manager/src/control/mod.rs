@@ -21,6 +21,7 @@ mod ca_rotation;
 mod cluster;
 mod demotion;
 mod dispatch;
+mod events;
 mod identity;
 pub mod members;
 pub mod membership;
@@ -584,6 +585,17 @@ impl Control for ControlApi {
     async fn remove_config(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
         let manager = self.consistent().await?;
         reply(secrets::remove_config(&manager, &request.into_inner().name_or_id).await)
+    }
+
+    type EventsStream = events::EventStream;
+
+    async fn events(
+        &self,
+        request: Request<mini_proto::v1::EventsRequest>,
+    ) -> Reply<Self::EventsStream> {
+        // No read barrier: the stream is this manager's own view, as it applies the log.
+        let manager = self.manager().await?;
+        reply(events::events(&manager, request.into_inner()))
     }
 
     async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {
