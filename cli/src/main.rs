@@ -9,6 +9,7 @@
 
 mod client;
 mod commands;
+mod metrics;
 mod output;
 mod views;
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod ha;
 pub mod ids;
 pub mod manager;
+pub mod metrics;
 mod names;
 pub mod orchestrator;
 pub mod raft;

@@ -142,6 +142,7 @@ impl<K: Kernel + 'static> Executor<K> {
         // Deleted from the cluster: its files (logs) go too, once it ended.
         for id in gone {
             if !running_here(&self.running, &id) {
+                self.shared.config.metrics.forget_task(&id);
                 self.remove_files(&id);
             }
         }
@@ -223,6 +224,7 @@ impl<K: Kernel + 'static> Executor<K> {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(&task_id);
             if deleted {
+                me.shared.config.metrics.forget_task(&task_id);
                 me.remove_files(&task_id);
             }
         });
