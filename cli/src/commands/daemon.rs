@@ -14,6 +14,7 @@ use mini_proto::v1::control_server::ControlServer;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
+use tracing::Instrument;
 
 use crate::client::socket_path;
 use crate::commands::member::NodeServices;
@@ -130,20 +131,59 @@ fn init_logging(level: LogLevel, format: LogFormat) -> Result<()> {
             .with_context(|| format!("invalid RUST_LOG {env:?}"))?,
         _ => tracing_subscriber::EnvFilter::new(level_filter(level)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => builder
+            .with_writer(|| NodeIdWriter {
+                inner: std::io::stderr(),
+                first: true,
+            })
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .init(),
     }
     Ok(())
+}
+
+/// This node's id, once the daemon knows it: every JSON log line carries it (work spawned on
+/// other tasks does not inherit the daemon's root span, so a span alone would not say it).
+static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Writes one JSON log line (the formatter writes each line in one `write_all` on a writer of
+/// its own) with `"node_id":"…"` as its first field once [`NODE_ID`] is set.
+struct NodeIdWriter<W> {
+    inner: W,
+    first: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for NodeIdWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let first = std::mem::replace(&mut self.first, false);
+        match (first, NODE_ID.get(), buf.strip_prefix(b"{")) {
+            (true, Some(id), Some(rest)) => {
+                let mut line = Vec::with_capacity(buf.len() + id.len() + 16);
+                line.extend_from_slice(b"{\"node_id\":");
+                // An object id is [a-z0-9]: nothing to escape, but say it as JSON anyway.
+                line.extend_from_slice(serde_json::to_string(id)?.as_bytes());
+                if rest.first() != Some(&b'}') {
+                    line.push(b',');
+                }
+                line.extend_from_slice(rest);
+                self.inner.write_all(&line)?;
+                Ok(buf.len())
+            }
+            _ => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A duration such as `12h`, `90m`, `30s` or `500ms`.
@@ -168,6 +208,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     init_logging(args.log_level, args.log_format)?;
+    // The daemon's root span: its node id is recorded once known.
+    let root = tracing::info_span!("daemon", node_id = tracing::field::Empty);
+    serve(host, args).instrument(root).await
+}
+
+/// The daemon's work, in its root span.
+async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     // Bound first: a taken port stops the daemon before it changes anything.
     let metrics = Arc::new(crate::metrics::NodeMetrics::new());
     let metrics_listener = match args.metrics_addr {
@@ -241,6 +288,8 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         Arc::new(NodeServices::new(worker, trust.clone())),
     )
     .await?;
+    let _ = NODE_ID.set(api.node_id().to_string());
+    tracing::Span::current().record("node_id", api.node_id());
     tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");
     let metrics_server = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {

@@ -211,9 +211,16 @@ impl<K: Kernel + 'static> Executor<K> {
             .insert(id.clone());
         // Held while spawning, so the task cannot remove its entry before it exists.
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // Every line of the task's work (start, stop, health) says which task and service.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %t.id,
+            service_id = %t.service_id,
+            service = %t.service_name
+        );
         let handle = tokio::spawn(async move {
             let task_id = t.id.clone();
-            task::run(t, shared, execs, stopped).await;
+            tracing::Instrument::instrument(task::run(t, shared, execs, stopped), span).await;
             me.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
