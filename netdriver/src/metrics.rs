@@ -40,14 +40,46 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let metrics = Metrics {
             operations: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(op_histogram),
             vip_programming: Histogram::new(op_buckets()),
+        };
+        // Every kind shows from the first scrape, at 0 (a rate over a series that appears only
+        // with its first failure would miss that failure).
+        for kind in OP_KINDS {
+            metrics.operations.get_or_create(&[("op", kind)]);
+            metrics.failures.get_or_create(&[("op", kind)]);
         }
+        metrics
     }
 }
+
+/// Every value of [`op_kind`].
+pub const OP_KINDS: [&str; 21] = [
+    "enable_forwarding",
+    "create_gateway_bridge",
+    "set_nat",
+    "delete_nat",
+    "create_overlay",
+    "create_sandbox",
+    "delete_namespace",
+    "delete_link",
+    "attach_overlay",
+    "attach_gateway",
+    "set_neighbour",
+    "delete_neighbour",
+    "set_fdb",
+    "delete_fdb",
+    "set_lb_table",
+    "set_lb_entry",
+    "delete_lb_entry",
+    "delete_lb_table",
+    "set_filter",
+    "set_filter_members",
+    "delete_filter",
+];
 
 impl Metrics {
     /// Registers the driver's families in `registry`.
@@ -129,10 +161,25 @@ mod tests {
         for line in [
             "mini_netdriver_operations_total{op=\"create_sandbox\"} 2\n",
             "mini_netdriver_operation_failures_total{op=\"create_sandbox\"} 1\n",
+            "mini_netdriver_operation_failures_total{op=\"set_fdb\"} 0\n",
             "mini_netdriver_operation_duration_seconds_count{op=\"create_sandbox\"} 2\n",
             "mini_netdriver_operation_duration_seconds_bucket{op=\"create_sandbox\",le=\"0.0032\"} 1\n",
         ] {
             assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let kinds: std::collections::BTreeSet<&str> = OP_KINDS.into_iter().collect();
+        assert_eq!(kinds.len(), OP_KINDS.len());
+        for op in [
+            Op::EnableForwarding,
+            Op::DeleteFilter,
+            Op::CreateSandbox { ns: "x".into() },
+            Op::DeleteNat { name: "x".into() },
+        ] {
+            assert!(kinds.contains(op_kind(&op)), "{op}");
         }
     }
 
