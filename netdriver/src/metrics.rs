@@ -49,8 +49,8 @@ impl Default for Metrics {
         // Every kind shows from the first scrape, at 0 (a rate over a series that appears only
         // with its first failure would miss that failure).
         for kind in OP_KINDS {
-            metrics.operations.get_or_create(&[("op", kind)]);
-            metrics.failures.get_or_create(&[("op", kind)]);
+            let _ = metrics.operations.get_or_create(&[("op", kind)]);
+            let _ = metrics.failures.get_or_create(&[("op", kind)]);
         }
         metrics
     }
