@@ -90,7 +90,6 @@ mod tests {
                 ImageRegistryAuth {
                     username: "me".into(),
                     password: SECRET.into(),
-                    ..Default::default()
                 }
             ),
             format!(
