@@ -15,6 +15,9 @@ mod task_name;
 mod task_state;
 pub mod tls;
 
+/// The control API's version, as `mini version` prints it (Docker's "API version").
+pub const API_VERSION: &str = "1.0";
+
 /// Generated messages and services of package `mini.v1`.
 #[cfg(test)]
 mod tests {

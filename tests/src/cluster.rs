@@ -288,7 +288,9 @@ impl Cluster {
     }
 
     /// Joins host `k` to host 1 with the join token of `role` (`worker` or
-    /// `manager`), advertising its cluster address.
+    /// `manager`) without `--advertise-addr`: as Docker does, the daemon advertises its
+    /// address on the route to the manager (host `k`'s cluster address), and says which role
+    /// it joined as.
     pub fn join(&self, k: usize, role: &str) {
         let token = self
             .host(1)
@@ -297,16 +299,15 @@ impl Cluster {
             .trim()
             .to_string();
         let manager = format!("{}:2377", self.addr(1));
-        let addr = self.addr(k);
-        self.host(k).ok(&[
-            "swarm",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            &addr,
-            &manager,
-        ]);
+        let out = self
+            .host(k)
+            .ok(&["swarm", "join", "--token", &token, &manager]);
+        assert!(
+            out.stdout
+                .contains(&format!("This node joined a swarm as a {role}.")),
+            "host {k} joined with a {role} token and said: {}",
+            out.stdout
+        );
     }
 
     /// Waits until host 1 lists exactly `n` nodes with status `ready`, and

@@ -95,6 +95,32 @@ fn commands_before_init_say_what_to_do() {
 }
 
 #[test]
+fn join_infers_the_advertise_address_and_names_an_unreachable_manager() {
+    let cluster = Cluster::start(2);
+    cluster.init();
+    let token = cluster
+        .host(1)
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .stdout;
+    // Nothing listens on that port: the daemon says which manager it could not reach, not that
+    // the CLI could not reach its own daemon.
+    let nowhere = format!("{}:2399", cluster.addr(1));
+    let err = cluster
+        .host(2)
+        .fails(&["swarm", "join", "--token", token.trim(), &nowhere]);
+    assert!(
+        err.contains(&format!("cannot reach the manager at {nowhere}")),
+        "{err}"
+    );
+    assert!(!err.contains("mini daemon"), "{err}");
+    // No --advertise-addr (the harness's join): the address on the route to the manager.
+    cluster.join(2, "worker");
+    cluster.wait_nodes_ready(2);
+    let h2 = cluster.host(1).ok(&["node", "inspect", "h2"]).json();
+    assert_eq!(h2[0]["address"], cluster.addr(2), "{h2}");
+}
+
+#[test]
 fn init_creates_ingress_and_first_network_gets_vni_4097() {
     let cluster = Cluster::start(1);
     let daemon = cluster.host(1);

@@ -17,20 +17,7 @@ pub(super) async fn swarm_init(
     api: &ControlApi,
     request: SwarmInitRequest,
 ) -> Result<SwarmInitResponse, ControlError> {
-    let advertise_addr: Ipv4Addr = request.advertise_addr.parse().map_err(|_| {
-        ControlError::Invalid(format!(
-            "invalid --advertise-addr {:?}: expected an IPv4 address of this host, e.g. 192.168.10.6",
-            request.advertise_addr
-        ))
-    })?;
-    if advertise_addr.is_unspecified()
-        || advertise_addr.is_loopback()
-        || advertise_addr.is_multicast()
-    {
-        return Err(ControlError::Invalid(format!(
-            "invalid --advertise-addr {advertise_addr}: other nodes must be able to reach it; give a unicast address of this host"
-        )));
-    }
+    let advertise_addr: Ipv4Addr = super::advertise::for_init(&request.advertise_addr)?;
     let data_path_port = match request.data_path_port {
         0 => 4789,
         p @ 1024..=65535 => p,
@@ -191,13 +178,17 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         return InfoResponse {
             node_id: api.node_id(),
             locked: true,
+            engine: Some(super::engine_version()),
             ..Default::default()
         };
     }
     let manager = api.inner.manager.read().await.clone();
     let Some(manager) = manager else {
+        // A worker has a node id once it joined; a daemon in no swarm has none to show.
+        let joined = api.inner.membership.read().await.is_some();
         return InfoResponse {
-            node_id: api.node_id(),
+            node_id: if joined { api.node_id() } else { String::new() },
+            engine: Some(super::engine_version()),
             ..Default::default()
         };
     };
@@ -239,5 +230,6 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         leader_node_id,
         reachability_local: view.local,
         locked: false,
+        engine: Some(super::engine_version()),
     }
 }

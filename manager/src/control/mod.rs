@@ -15,6 +15,7 @@
 //! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
 //! forwarded to the leader by the proposer.
 
+mod advertise;
 mod autolock;
 mod ca_rotation;
 mod cluster;
@@ -56,6 +57,27 @@ use tonic::{Request, Response, Status};
 use crate::manager::{Manager, ManagerConfig};
 pub use membership::MemberHooks;
 pub use status::ControlError;
+
+/// What this daemon's binary is built from, told once at start by the binary (the library
+/// cannot know its git commit); `info` answers with it.
+static ENGINE: std::sync::OnceLock<mini_proto::v1::EngineVersion> = std::sync::OnceLock::new();
+
+/// Records what the running binary is built from (first call wins).
+pub fn set_engine_version(engine: mini_proto::v1::EngineVersion) {
+    let _ = ENGINE.set(engine);
+}
+
+/// What [`set_engine_version`] recorded, or this crate's version alone.
+pub(crate) fn engine_version() -> mini_proto::v1::EngineVersion {
+    ENGINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| mini_proto::v1::EngineVersion {
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: mini_proto::API_VERSION.into(),
+            ..Default::default()
+        })
+}
 
 /// What a daemon needs to know to serve the control API.
 #[derive(Debug, Clone)]
