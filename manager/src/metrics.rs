@@ -486,4 +486,62 @@ mod tests {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
     }
+
+    /// Scrape cost at 1,000 tasks (BENCHMARKS.md, #15): fills a store with 1,000 tasks of 10
+    /// services in a spread of states and times the encode of the manager's families. Run with
+    /// `cargo test -p mini-manager --lib scrape_cost -- --ignored --nocapture` (debug build).
+    #[test]
+    #[ignore = "a measurement, not a check: run by hand for BENCHMARKS.md"]
+    fn scrape_cost_at_1000_tasks() {
+        use prost::Message;
+        let mut tables = Tables::default();
+        let states = [
+            (TaskState::Running, TaskState::Running),
+            (TaskState::Running, TaskState::Running),
+            (TaskState::Running, TaskState::Running),
+            (TaskState::Running, TaskState::Starting),
+            (TaskState::Running, TaskState::Assigned),
+            (TaskState::Shutdown, TaskState::Shutdown),
+            (TaskState::Shutdown, TaskState::Failed),
+            (TaskState::Running, TaskState::Pending),
+        ];
+        for i in 0..1000 {
+            let (desired, observed) = states[i % states.len()];
+            let mut t = task(&format!("task{i:05}"), desired, observed, 0, 0);
+            t.service_id = format!("svc{}", i % 10);
+            tables.tasks.insert(t.id.clone(), t);
+        }
+        let store = Store::new();
+        store
+            .restore(1, &tables.to_snapshot().encode_to_vec())
+            .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::with_prefix("mini");
+        metrics.register(&mut registry);
+        for i in 0..1000 {
+            metrics.proposal_duration.observe(f64::from(i) / 1000.0);
+            metrics.scheduling_latency.observe(f64::from(i) / 100.0);
+        }
+        let (_tx, raft) = watch::channel(RaftStatus::test_leader(1000, &[1], &[], &[]));
+        *metrics.source.lock().unwrap() = Some(Source {
+            store,
+            raft,
+            sessions: SessionsSlot::new(std::time::Duration::from_secs(1)),
+        });
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..200 {
+            let started = Instant::now();
+            let text = encode(&registry);
+            times.push(started.elapsed());
+            size = text.len();
+            assert!(text.contains("mini_store_objects{kind=\"task\"} 1000\n"));
+        }
+        times.sort();
+        eprintln!(
+            "manager families, 1000 tasks: {size} bytes; encode p50 {:?}, p90 {:?}, max {:?} \
+             (200 scrapes)",
+            times[100], times[180], times[199]
+        );
+    }
 }
