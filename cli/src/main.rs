@@ -12,6 +12,7 @@
 mod client;
 mod commands;
 mod format;
+mod metrics;
 mod output;
 mod progress;
 mod rows;

@@ -20,6 +20,7 @@ pub mod events;
 pub mod ha;
 pub mod ids;
 pub mod manager;
+pub mod metrics;
 mod names;
 pub mod orchestrator;
 pub mod raft;

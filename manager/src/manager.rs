@@ -60,6 +60,8 @@ pub struct ManagerConfig {
     /// The swarm's unlock key, when this manager's store key is sealed by it (autolock): given
     /// by `swarm unlock`, or by `swarm init --autolock` for the key it makes.
     pub unlock_key: Option<raft::UnlockKey>,
+    /// Where the manager's metrics go.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a manager reports that its Raft loop died (a panic in raft-rs, a storage error). The
@@ -202,9 +204,12 @@ impl Manager {
         );
         let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
         let outcomes = Outcomes::default();
-        let machine = RecordingMachine {
-            inner: StoreMachine::new(store.clone()),
-            outcomes: outcomes.clone(),
+        let machine = crate::metrics::TimedMachine {
+            inner: RecordingMachine {
+                inner: StoreMachine::new(store.clone()),
+                outcomes: outcomes.clone(),
+            },
+            metrics: config.metrics.clone(),
         };
         let raft_dir = raft::raft_dir(&config.state_dir);
         let opened = raft::keys::open_data_key(&raft_dir, config.unlock_key.as_ref()).map_err(
@@ -250,8 +255,16 @@ impl Manager {
             peers.follow_store(store.clone()),
             crate::autolock::follow(store.clone(), raft_dir, opened.key, opened.sealed_with),
         ];
-        let proposer = HaProposer::new(raft, store.clone(), peers.clone(), outcomes);
-        let sessions = SessionsSlot::new(config.heartbeat_period);
+        let proposer = HaProposer::new(raft.clone(), store.clone(), peers.clone(), outcomes)
+            .with_metrics(config.metrics.clone());
+        let sessions = SessionsSlot::new(config.heartbeat_period)
+            .counting_heartbeats(config.metrics.heartbeats.clone());
+        let mut background = background;
+        background.push(
+            config
+                .metrics
+                .follow(store.clone(), raft.subscribe(), sessions.clone()),
+        );
         let leadership = Leadership::start(
             store.clone(),
             proposer.clone(),

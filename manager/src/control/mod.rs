@@ -102,6 +102,8 @@ pub struct DaemonConfig {
     pub trust: mini_proto::tls::Trust,
     /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
     pub fatal: crate::manager::Fatal,
+    /// Where the manager's metrics go (`mini daemon --metrics-addr`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -324,6 +326,7 @@ fn manager_config(
         trust: config.trust.clone(),
         fatal: config.fatal.clone(),
         unlock_key: None,
+        metrics: config.metrics.clone(),
     }
 }
 
