@@ -6,67 +6,143 @@
 //! - `client`: dialing the daemon's socket.
 //! - `views`: the JSON shapes and table cells of each object.
 //! - `output`: tables, JSON and "x minutes ago".
+//! - `format`, `template`, `rows`: Docker's `-q`, `--filter`, `--format` (Go templates) and
+//!   `--no-trunc` of every `ls`/`ps`, over one row model per object kind.
 
 mod client;
 mod commands;
+mod format;
+mod metrics;
 mod output;
+mod progress;
+mod rows;
+mod template;
+mod unsupported;
 mod views;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// A Docker-Swarm-mode-style container orchestrator.
 #[derive(Debug, Parser)]
 #[command(name = "mini", version, about, propagate_version = true)]
 struct Cli {
-    /// Daemon socket to talk to (or serve on, for `mini daemon`).
-    #[arg(long, global = true, env = "MINI_HOST", default_value = client::DEFAULT_HOST)]
-    host: String,
+    /// Daemon socket to talk to (or serve on, for `mini daemon`) [env: MINI_HOST]
+    /// [default: unix:///run/mini/mini.sock].
+    // Read from the environment by hand: with clap's `env`, usage lines would list a `--host`
+    // the user never typed.
+    #[arg(long, global = true, value_name = "HOST")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// `--host`, else `MINI_HOST`, else the default socket.
+    fn host(&self) -> String {
+        self.host
+            .clone()
+            .or_else(|| std::env::var("MINI_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| client::DEFAULT_HOST.to_string())
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: serve the control API, and become a manager after `swarm init`.
     Daemon(commands::daemon::DaemonArgs),
-    /// Manage the swarm (init).
+    /// Manage the swarm: init, join, join-token, leave, update, ca, unlock, unlock-key.
     #[command(subcommand)]
     Swarm(commands::swarm::SwarmCommand),
-    /// Manage networks.
+    /// Manage networks: create, ls, inspect, rm.
     #[command(subcommand)]
     Network(commands::network::NetworkCommand),
-    /// Manage services.
+    /// Manage services: create, ls, ps, inspect, logs, scale, update, rollback, rm.
     #[command(subcommand)]
     Service(commands::service::ServiceCommand),
-    /// Manage stacks (services and networks from compose files).
+    /// Manage stacks (services, networks, secrets and configs from compose files): deploy, ls,
+    /// services, ps, rm.
     #[command(subcommand)]
     Stack(commands::stack::StackCommand),
-    /// Manage nodes.
+    /// Manage nodes: ls, ps, inspect, update, promote, demote, rm.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
-    /// Manage swarm secrets.
+    /// Manage swarm secrets: create, ls, inspect, rm.
     #[command(subcommand)]
     Secret(commands::secret::ObjectCommand),
-    /// Manage swarm configs.
+    /// Manage swarm configs: create, ls, inspect, rm.
     #[command(subcommand)]
     Config(commands::secret::ObjectCommand),
-    /// Manage images.
+    /// Manage images: pull, ls, inspect, load, save, rm, prune.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
     /// Log in to a registry.
     Login(commands::image::LoginArgs),
     /// Log out from a registry.
     Logout(commands::image::LogoutArgs),
+    /// Return low-level information on swarm objects (services, networks, nodes, secrets,
+    /// configs, tasks).
+    Inspect(commands::inspect::InspectArgs),
     /// Run a command inside a running task's namespaces.
     Exec(commands::exec::ExecArgs),
+    /// Get real time events from the swarm (services, nodes, networks, secrets, configs,
+    /// tasks).
+    Events(commands::events::EventsArgs),
     /// Show what the daemon is: node id, cluster, Raft log position.
     Info {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: output::Format,
+        /// Format output: 'json', or a Go template over the JSON ('{{.node_id}}').
+        #[arg(short, long)]
+        format: Option<String>,
     },
+    /// Show the client's and the daemon's version.
+    Version {
+        /// Output format: `json` prints one JSON object.
+        #[arg(short, long, value_parser = ["json"])]
+        format: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: commands::docs::Shell,
+    },
+    /// Write the man pages (mini.1, mini-service-create.1, ...) into a directory.
+    #[command(hide = true)]
+    ManPages {
+        /// Where to write them.
+        dir: std::path::PathBuf,
+    },
+}
+
+/// Parses the command line; a Docker flag `mini` does not implement is named as such.
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            if err.kind() == clap::error::ErrorKind::UnknownArgument
+                && let Some(clap::error::ContextValue::String(bad)) =
+                    err.get(clap::error::ContextKind::InvalidArg)
+            {
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                if let Some(refusal) = unsupported::refusal(&Cli::command(), &args, bad) {
+                    eprintln!("error: {refusal}");
+                    std::process::exit(2);
+                }
+            }
+            err.exit()
+        }
+    }
+}
+
+/// A client writing into a closed pipe (`mini service logs -f web | head -1`) ends quietly by
+/// SIGPIPE, as other Unix tools (and Docker's CLI) do; Rust ignores SIGPIPE by default, which
+/// turns every later `println!` into a panic. The daemon keeps ignoring it (its sockets report
+/// EPIPE as an error).
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: restores the default disposition before any thread is started; no handler runs.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn main() -> ExitCode {
@@ -77,7 +153,12 @@ fn main() -> ExitCode {
     {
         commands::task_init::run();
     }
-    let cli = Cli::parse();
+    let cli = parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        default_sigpipe();
+    }
+    mini_manager::control::set_engine_version(commands::version::this_binary());
+    let host = cli.host();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,28 +171,43 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Daemon(args) => commands::daemon::run(&cli.host, args).await,
-            Command::Swarm(cmd) => commands::swarm::run(&cli.host, cmd).await,
-            Command::Network(cmd) => commands::network::run(&cli.host, cmd).await,
-            Command::Service(cmd) => commands::service::run(&cli.host, cmd).await,
-            Command::Stack(cmd) => commands::stack::run(&cli.host, cmd).await,
-            Command::Node(cmd) => commands::node::run(&cli.host, cmd).await,
+            Command::Daemon(args) => commands::daemon::run(&host, args).await,
+            Command::Swarm(cmd) => commands::swarm::run(&host, cmd).await,
+            Command::Network(cmd) => commands::network::run(&host, cmd).await,
+            Command::Service(cmd) => commands::service::run(&host, cmd).await,
+            Command::Stack(cmd) => commands::stack::run(&host, cmd).await,
+            Command::Node(cmd) => commands::node::run(&host, cmd).await,
             Command::Secret(cmd) => {
-                commands::secret::run(&cli.host, commands::secret::Kind::Secret, cmd).await
+                commands::secret::run(&host, commands::secret::Kind::Secret, cmd).await
             }
             Command::Config(cmd) => {
-                commands::secret::run(&cli.host, commands::secret::Kind::Config, cmd).await
+                commands::secret::run(&host, commands::secret::Kind::Config, cmd).await
             }
-            Command::Image(cmd) => commands::image::run(&cli.host, cmd).await,
-            Command::Login(args) => commands::image::login(&cli.host, args).await,
+            Command::Image(cmd) => commands::image::run(&host, cmd).await,
+            Command::Login(args) => commands::image::login(&host, args).await,
             Command::Logout(args) => commands::image::logout(args),
-            Command::Exec(args) => commands::exec::run(&cli.host, args).await,
-            Command::Info { format } => commands::info::run(&cli.host, format).await,
+            Command::Inspect(args) => commands::inspect::run(&host, args).await,
+            Command::Exec(args) => commands::exec::run(&host, args).await,
+            Command::Events(args) => commands::events::run(&host, args).await,
+            Command::Info { format } => commands::info::run(&host, format).await,
+            Command::Version { format } => commands::version::run(&host, format.is_some()).await,
+            Command::Completion { shell } => {
+                commands::docs::completion(Cli::command(), shell);
+                Ok(())
+            }
+            Command::ManPages { dir } => commands::docs::man_pages(Cli::command(), &dir).map(|n| {
+                println!("{n} man pages written to {}", dir.display());
+            }),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(verbatim) = err.downcast_ref::<format::Verbatim>() {
+                // Docker's own wording ("Error response from daemon: Invalid filter 'x'").
+                eprintln!("{verbatim}");
+                return ExitCode::FAILURE;
+            }
             eprintln!("error: {}", commands::describe(&err));
             ExitCode::FAILURE
         }

@@ -893,9 +893,11 @@ pub struct PlatformView {
     os: String,
 }
 
-/// A node's engine (`mini daemon --label`).
+/// A node's engine (`mini daemon --label`, the daemon's version).
 #[derive(Serialize)]
 pub struct EngineView {
+    #[serde(rename = "EngineVersion")]
+    engine_version: String,
     #[serde(rename = "Labels")]
     labels: std::collections::BTreeMap<String, String>,
 }
@@ -951,6 +953,7 @@ impl NodeView {
                 },
                 resources: ResourcesView::of(n.resources),
                 engine: EngineView {
+                    engine_version: description.engine_version.clone(),
                     labels: description.engine_labels.into_iter().collect(),
                 },
             },
@@ -960,18 +963,6 @@ impl NodeView {
                 .unwrap_or_default(),
             resources: ResourcesView::of(n.resources),
         }
-    }
-
-    /// Cells of `node ls`.
-    pub fn row(&self) -> Vec<String> {
-        vec![
-            short(&self.id).to_string(),
-            self.hostname.clone(),
-            capitalize(self.status),
-            capitalize(self.availability),
-            capitalize(self.manager_status),
-            self.address.clone(),
-        ]
     }
 }
 

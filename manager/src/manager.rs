@@ -60,6 +60,8 @@ pub struct ManagerConfig {
     /// The swarm's unlock key, when this manager's store key is sealed by it (autolock): given
     /// by `swarm unlock`, or by `swarm init --autolock` for the key it makes.
     pub unlock_key: Option<raft::UnlockKey>,
+    /// Where the manager's metrics go.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a manager reports that its Raft loop died (a panic in raft-rs, a storage error). The
@@ -168,6 +170,8 @@ pub struct Manager {
     trust: Trust,
     /// Background tasks (address book, transport reports), aborted on shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The events derived from this manager's store (`mini events`).
+    events: crate::events::EventHub,
 }
 
 impl Manager {
@@ -200,9 +204,12 @@ impl Manager {
         );
         let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
         let outcomes = Outcomes::default();
-        let machine = RecordingMachine {
-            inner: StoreMachine::new(store.clone()),
-            outcomes: outcomes.clone(),
+        let machine = crate::metrics::TimedMachine {
+            inner: RecordingMachine {
+                inner: StoreMachine::new(store.clone()),
+                outcomes: outcomes.clone(),
+            },
+            metrics: config.metrics.clone(),
         };
         let raft_dir = raft::raft_dir(&config.state_dir);
         let opened = raft::keys::open_data_key(&raft_dir, config.unlock_key.as_ref()).map_err(
@@ -224,14 +231,40 @@ impl Manager {
                     config.state_dir.display()
                 ))
             })?;
+        let events = crate::events::EventHub::new();
+        let leader_of = {
+            let (raft, store) = (raft.clone(), store.clone());
+            move || {
+                let leader = raft.status().leader_id;
+                (leader != 0)
+                    .then(|| {
+                        store.view(|t| {
+                            t.nodes
+                                .values()
+                                .find(|n| n.raft_id == leader)
+                                .map(|n| n.id.clone())
+                        })
+                    })
+                    .flatten()
+            }
+        };
         let background = vec![
+            events.follow(store.clone(), leader_of),
             tokio::spawn(watch_raft(task, config.fatal.clone())),
             tokio::spawn(ha::forward_reports(reports, raft.clone())),
             peers.follow_store(store.clone()),
             crate::autolock::follow(store.clone(), raft_dir, opened.key, opened.sealed_with),
         ];
-        let proposer = HaProposer::new(raft, store.clone(), peers.clone(), outcomes);
-        let sessions = SessionsSlot::new(config.heartbeat_period);
+        let proposer = HaProposer::new(raft.clone(), store.clone(), peers.clone(), outcomes)
+            .with_metrics(config.metrics.clone());
+        let sessions = SessionsSlot::new(config.heartbeat_period)
+            .counting_heartbeats(config.metrics.heartbeats.clone());
+        let mut background = background;
+        background.push(
+            config
+                .metrics
+                .follow(store.clone(), raft.subscribe(), sessions.clone()),
+        );
         let leadership = Leadership::start(
             store.clone(),
             proposer.clone(),
@@ -250,6 +283,7 @@ impl Manager {
             agent_port: config.agent_port,
             trust: config.trust.clone(),
             background,
+            events,
         })
     }
 
@@ -397,6 +431,11 @@ impl Manager {
     /// The Raft node's status.
     pub fn raft_status(&self) -> RaftStatus {
         self.proposer.raft().status()
+    }
+
+    /// The events this manager derived from its store (`mini events`).
+    pub fn events(&self) -> &crate::events::EventHub {
+        &self.events
     }
 
     /// The live sessions of workers (an empty set unless this manager leads).

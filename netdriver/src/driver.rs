@@ -27,6 +27,8 @@ pub struct NetDriver<K> {
     config: DriverConfig,
     kernel: K,
     state: Mutex<State>,
+    /// Operations, failures and latencies (`mini_netdriver_*`).
+    metrics: crate::metrics::Metrics,
 }
 
 #[derive(Default)]
@@ -64,7 +66,14 @@ impl<K: Kernel> NetDriver<K> {
             config,
             kernel,
             state: Mutex::new(State::default()),
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Records operations, failures and latencies into `metrics` (the daemon's registered set).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The configuration.
@@ -134,11 +143,21 @@ impl<K: Kernel> NetDriver<K> {
         // one per namespace in a row for a backend change): they run concurrently, since each
         // is a transaction of its own (a netlink batch, or an `nft` process for a whole table).
         for batch in lb_batches(&ops) {
-            let results = futures::future::join_all(batch.iter().map(|op| {
+            let batch_started = std::time::Instant::now();
+            let results = futures::future::join_all(batch.iter().map(|op| async move {
                 tracing::debug!(%op, "netdriver: executing");
-                self.kernel.execute(op)
+                let started = std::time::Instant::now();
+                let result = self.kernel.execute(op).await;
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.record(op, seconds, result.is_ok());
+                result
             }))
             .await;
+            if batch.iter().any(Op::is_lb_op) {
+                self.metrics
+                    .vip_programming
+                    .observe(batch_started.elapsed().as_secs_f64());
+            }
             for (op, r) in batch.iter().zip(results) {
                 if let Err(e) = r {
                     return Err(Error::Step {

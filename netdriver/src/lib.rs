@@ -44,6 +44,7 @@ pub mod filter;
 pub mod kernel;
 pub mod lb;
 pub mod linux;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nat;
@@ -60,6 +61,7 @@ pub use fake::FakeKernel;
 pub use filter::MemberFilter;
 pub use kernel::{Counters, Kernel};
 pub use linux::LinuxKernel;
+pub use metrics::Metrics;
 pub use model::{
     Attachment, DesiredState, DriverConfig, GatewayBridgeConfig, MacAddr, OverlayNetwork, Peer,
     Sandbox,

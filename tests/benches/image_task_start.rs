@@ -68,6 +68,7 @@ fn measure(cluster: &Cluster, image: &[&str], runtime: &str, tag: &str) -> Value
     let mut create = vec![
         "service",
         "create",
+        "--detach",
         "--name",
         &seq,
         "--replicas",
@@ -79,7 +80,7 @@ fn measure(cluster: &Cluster, image: &[&str], runtime: &str, tag: &str) -> Value
     m.ok(&create);
     let before = start_times(&cluster.host(2).log(), runtime).len();
     for n in 1..=30usize {
-        m.ok(&["service", "scale", &format!("{seq}={n}")]);
+        m.ok(&["service", "scale", "--detach", &format!("{seq}={n}")]);
         wait_n(&m, &seq, n);
     }
     let sequential: Vec<f64> = start_times(&cluster.host(2).log(), runtime)[before..].to_vec();
@@ -90,7 +91,15 @@ fn measure(cluster: &Cluster, image: &[&str], runtime: &str, tag: &str) -> Value
     let logs_before: Vec<usize> = (1..=3)
         .map(|k| start_times(&cluster.host(k).log(), runtime).len())
         .collect();
-    let mut create = vec!["service", "create", "--name", &burst, "--replicas", "30"];
+    let mut create = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &burst,
+        "--replicas",
+        "30",
+    ];
     create.extend_from_slice(image);
     let t0 = Instant::now();
     m.ok(&create);
@@ -147,6 +156,7 @@ fn dense(cluster: &Cluster) -> Value {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "dense",
         "--replicas",

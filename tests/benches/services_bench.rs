@@ -35,11 +35,12 @@ fn wait_all_running(h: &Host, n: usize) {
         &format!("{n} running tasks"),
         Duration::from_secs(300),
         || {
-            let out = h.ok(&["service", "ls", "--format", "json"]).json();
+            // REPLICAS is `running/desired`.
+            let out = h.ok(&["service", "ls", "--format", "{{.Replicas}}"]).stdout;
             let running: u64 = out
-                .as_array()
-                .map(|a| a.iter().map(|s| s["running"].as_u64().unwrap_or(0)).sum())
-                .unwrap_or(0);
+                .lines()
+                .filter_map(|l| l.split('/').next()?.parse::<u64>().ok())
+                .sum();
             if running as usize >= n {
                 Ok(())
             } else {
@@ -87,6 +88,7 @@ fn rolling_update(cluster: &Cluster) -> serde_json::Value {
     h.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "roll",
         "--replicas",
@@ -141,7 +143,7 @@ fn rolling_update(cluster: &Cluster) -> serde_json::Value {
 /// task prints its clock (ns) once `cat` of `path` succeeds.
 fn delivery_ms(h: &Host, name: &str, extra: &[&str], path: &str) -> f64 {
     let script = format!("cat {path} >/dev/null && date +%s%N; exec sleep 1d");
-    let mut args = vec!["service", "create", "--name", name];
+    let mut args = vec!["service", "create", "--detach", "--name", name];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["host", "sh", "-c", &script]);
     let t0 = now_ns();

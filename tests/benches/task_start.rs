@@ -45,7 +45,7 @@ fn wait_running(h: &Host, service: &str, n: usize) -> Vec<Value> {
         &format!("{n} running tasks of {service}"),
         Duration::from_secs(120),
         || {
-            let out = h.ok(&["service", "ps", service, "--format", "json"]).json();
+            let out = h.ok_listed(&["service", "ps", service], "task").json();
             let all = out.as_array().cloned().unwrap_or_default();
             let running: Vec<Value> = all
                 .iter()
@@ -83,6 +83,7 @@ fn main() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "start",
         "--replicas",
@@ -105,6 +106,7 @@ fn main() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "fifty",
         "--replicas",

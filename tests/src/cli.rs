@@ -27,6 +27,40 @@ impl Output {
     }
 }
 
+/// The inspect views of what a listing command lists, as one JSON array (what `mini
+/// inspect --type KIND $(mini LIST -q --no-trunc)` prints): `list` is the listing (`["service",
+/// "ps", "web"]`), `kind` the object type (`task`, `service`, `node`, `network`, `secret`).
+/// `ls`/`ps --format json` print Docker's few columns; tests that need an object's addresses,
+/// states or ids read its inspect view. `mini` runs one command. An object gone between the
+/// two commands (a task history pruned) is retried, twice.
+pub fn listed_views(mini: &dyn Fn(&[&str]) -> Output, list: &[&str], kind: &str) -> Output {
+    let mut last = None;
+    for _ in 0..3 {
+        let mut args = list.to_vec();
+        args.extend(["-q", "--no-trunc"]);
+        let ids = mini(&args);
+        if !ids.success {
+            return ids;
+        }
+        let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+        if ids.is_empty() {
+            return Output {
+                success: true,
+                stdout: "[]".into(),
+                stderr: String::new(),
+            };
+        }
+        let mut args = vec!["inspect", "--type", kind];
+        args.extend(ids);
+        let out = mini(&args);
+        if out.success || !out.stderr.contains("No such object") {
+            return out;
+        }
+        last = Some(out);
+    }
+    last.expect("three attempts")
+}
+
 /// Runs `mini ARGS…` against the daemon at `host` (`unix://…`).
 pub fn run_mini(host: &str, args: &[&str]) -> Output {
     let out = Command::new(mini_binary())
@@ -61,5 +95,64 @@ fn output(out: std::process::Output) -> Output {
         success: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `mini` command left running (`mini events`, a `service create` that waits): its stdout
+/// lines are collected as they come; it is killed by its PID when dropped.
+pub struct Spawned {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts `mini ARGS…` against the daemon at `host` with stdout piped (not a terminal).
+pub fn spawn_mini(host: &str, args: &[&str]) -> Spawned {
+    use std::io::BufRead as _;
+    let mut child = Command::new(mini_binary())
+        .args(args)
+        .env("MINI_HOST", host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run mini");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    Spawned { child, lines }
+}
+
+impl Spawned {
+    /// The lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited (and with what success), without waiting.
+    pub fn exited(&mut self) -> Option<bool> {
+        self.child.try_wait().ok().flatten().map(|s| s.success())
+    }
+
+    /// Kills the process (by its PID) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

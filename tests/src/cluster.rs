@@ -288,7 +288,9 @@ impl Cluster {
     }
 
     /// Joins host `k` to host 1 with the join token of `role` (`worker` or
-    /// `manager`), advertising its cluster address.
+    /// `manager`) without `--advertise-addr`: as Docker does, the daemon advertises its
+    /// address on the route to the manager (host `k`'s cluster address), and says which role
+    /// it joined as.
     pub fn join(&self, k: usize, role: &str) {
         let token = self
             .host(1)
@@ -297,26 +299,25 @@ impl Cluster {
             .trim()
             .to_string();
         let manager = format!("{}:2377", self.addr(1));
-        let addr = self.addr(k);
-        self.host(k).ok(&[
-            "swarm",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            &addr,
-            &manager,
-        ]);
+        let out = self
+            .host(k)
+            .ok(&["swarm", "join", "--token", &token, &manager]);
+        assert!(
+            out.stdout
+                .contains(&format!("This node joined a swarm as a {role}.")),
+            "host {k} joined with a {role} token and said: {}",
+            out.stdout
+        );
     }
 
     /// Waits until host 1 lists exactly `n` nodes with status `ready`, and
-    /// returns `node ls --format json`.
+    /// returns their inspect views.
     pub fn wait_nodes_ready(&self, n: usize) -> serde_json::Value {
         wait_for(
             &format!("{n} ready nodes in `node ls` on host 1"),
             NODES_READY,
             || {
-                let out = self.host(1).mini(&["node", "ls", "--format", "json"]);
+                let out = self.host(1).listed(&["node", "ls"], "node");
                 if !out.success {
                     return Err(out.stderr);
                 }
@@ -660,19 +661,38 @@ impl Host<'_> {
         info["node_id"].as_str().unwrap_or_default().to_string()
     }
 
-    /// Every task of `service`, history included (`service ps --format json`); fails the test
-    /// when the command fails.
+    /// The inspect views of what `list` lists (see [`crate::cli::listed_views`]): a JSON array
+    /// in `stdout`.
+    pub fn listed(&self, list: &[&str], kind: &str) -> Output {
+        crate::cli::listed_views(&|args| self.mini(args), list, kind)
+    }
+
+    /// [`Host::listed`], failing the test when a command fails.
+    pub fn ok_listed(&self, list: &[&str], kind: &str) -> Output {
+        let out = self.listed(list, kind);
+        assert!(
+            out.success,
+            "`mini {} -q` / inspect failed on host {}: {}",
+            list.join(" "),
+            self.k,
+            out.stderr
+        );
+        out
+    }
+
+    /// Every task of `service`, history included (the inspect view of each task `service ps`
+    /// lists); fails the test when the command fails.
     pub fn tasks(&self, service: &str) -> Vec<serde_json::Value> {
-        self.ok(&["service", "ps", service, "--format", "json"])
+        self.ok_listed(&["service", "ps", service], "task")
             .json()
             .as_array()
             .cloned()
             .unwrap_or_default()
     }
 
-    /// The tasks of `service` meant to run and running (`service ps --format json`).
+    /// The tasks of `service` meant to run and running.
     pub fn running_tasks(&self, service: &str) -> Vec<serde_json::Value> {
-        let out = self.mini(&["service", "ps", service, "--format", "json"]);
+        let out = self.listed(&["service", "ps", service], "task");
         if !out.success {
             return Vec::new();
         }

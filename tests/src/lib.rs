@@ -26,6 +26,6 @@ pub mod registry;
 pub mod wait;
 pub mod web;
 
-pub use cli::Output;
+pub use cli::{Output, Spawned, spawn_mini};
 pub use cluster::{Cluster, Host, Resources};
 pub use wait::wait_for;

@@ -57,7 +57,7 @@ fn wait_ready_from(h: &Host, n: usize) {
         &format!("{n} ready nodes in `node ls` on host {}", h.index()),
         Duration::from_secs(60),
         || {
-            let out = h.mini(&["node", "ls", "--format", "json"]);
+            let out = h.listed(&["node", "ls"], "node");
             if !out.success {
                 return Err(out.stderr);
             }
@@ -83,6 +83,7 @@ fn autolock_locks_restarted_managers_until_unlocked() {
     h1.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "vault",
         "--env",

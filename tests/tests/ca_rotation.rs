@@ -44,7 +44,7 @@ fn lifetime(cert: &[u8]) -> Duration {
 
 /// `node ls`: hostname → status.
 fn statuses(h: &Host) -> BTreeMap<String, String> {
-    h.ok(&["node", "ls", "--format", "json"])
+    h.ok_listed(&["node", "ls"], "node")
         .json()
         .as_array()
         .cloned()
@@ -184,7 +184,7 @@ fn cert_expiry_is_honoured_nodes_renew_by_themselves_and_an_expired_node_must_re
         "a node that left and joined again is a new node"
     );
     wait_for("the rejoined worker Ready", Duration::from_secs(60), || {
-        let nodes = manager.ok(&["node", "ls", "--format", "json"]).json();
+        let nodes = manager.ok_listed(&["node", "ls"], "node").json();
         let ready = nodes.as_array().is_some_and(|nodes| {
             nodes
                 .iter()
@@ -263,6 +263,7 @@ fn ca_rotation_keeps_tasks_and_connectivity_and_ends_the_old_root() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "pinger",
         "--mode",

@@ -133,6 +133,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--replicas",
@@ -211,7 +212,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     }
 
     // 6 replicas: two per host.
-    m.ok(&["service", "scale", "web=6"]);
+    m.ok(&["service", "scale", "--detach", "web=6"]);
     let web = wait_running(&m, "web", 6, &[]);
     let spread = per_node(&web);
     assert_eq!(
@@ -268,6 +269,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "once",
         "--restart-condition",
@@ -295,6 +297,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "pinned",
         "--replicas",
@@ -310,6 +313,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "nowhere",
         "--constraint",
@@ -336,6 +340,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "talk",
         "--replicas",
@@ -411,7 +416,7 @@ fn tasks_spread_run_in_sandboxes_talk_fail_and_clean_up() {
                 .filter(|p| process_exists(**p))
                 .map(|p| format!("pid {p}")),
         );
-        let listed = m.ok(&["service", "ls", "--format", "json"]).json();
+        let listed = m.ok_listed(&["service", "ls"], "service").json();
         if listed.as_array().is_some_and(|a| !a.is_empty()) {
             seen.push(format!("services {listed}"));
         }
@@ -453,10 +458,7 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
         err.contains("invalid join token") && err.contains("join-token"),
         "unclear refusal: {err}"
     );
-    let nodes = cluster
-        .host(1)
-        .ok(&["node", "ls", "--format", "json"])
-        .json();
+    let nodes = cluster.host(1).ok_listed(&["node", "ls"], "node").json();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
     cluster.join_all();
 
@@ -464,6 +466,7 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--replicas",
@@ -486,7 +489,14 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
         .filter(|t| field(t, "node") == "h2")
         .map(|t| task_pid(&cluster, t))
         .collect();
-    m.ok(&["node", "update", "--availability", "drain", "h2"]);
+    m.ok(&[
+        "node",
+        "update",
+        "--detach",
+        "--availability",
+        "drain",
+        "h2",
+    ]);
     let app = wait_running(&m, "app", 6, &["h2"]);
     assert_eq!(
         per_node(&app),
@@ -508,7 +518,7 @@ fn wrong_token_refused_drain_and_node_loss_move_tasks() {
     cluster.kill_host(3);
     let m = cluster.host(1);
     wait_for("h3 to be down in node ls", DEADLINE, || {
-        let nodes = m.ok(&["node", "ls", "--format", "json"]).json();
+        let nodes = m.ok_listed(&["node", "ls"], "node").json();
         let h3 = nodes
             .as_array()
             .and_then(|a| a.iter().find(|n| n["hostname"] == "h3"))

@@ -301,6 +301,7 @@ fn only_members_speak_gossip_and_vxlan() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "secret-web",
         "--replicas",
@@ -316,7 +317,7 @@ fn only_members_speak_gossip_and_vxlan() {
 
     // 1. A capture of 7946 while endpoints come and go shows no endpoint data in the clear.
     let capture = Capture::start(&cluster, 2, 7946, "h2-gossip");
-    manager.ok(&["service", "scale", "secret-web=5"]);
+    manager.ok(&["service", "scale", "--detach", "secret-web=5"]);
     let tasks = running(&manager, "secret-web", 5);
     wait_consistent(&manager, "secnet");
     wait_for(
@@ -512,7 +513,7 @@ fn only_members_speak_gossip_and_vxlan() {
         "info shows key ids, not keys: {}",
         info["cluster"]["gossip_keys"]
     );
-    manager.ok(&["service", "scale", "secret-web=6"]);
+    manager.ok(&["service", "scale", "--detach", "secret-web=6"]);
     running(&manager, "secret-web", 6);
     wait_consistent(&manager, "secnet");
     eprintln!("gossip key rotated to {key_id}; the overlay still converges");
@@ -545,6 +546,7 @@ fn idle_gossip_bandwidth_per_node() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "idle",
         "--replicas",

@@ -38,7 +38,7 @@ fn leader_seen_by(cluster: &Cluster, k: usize) -> Result<usize, String> {
 }
 
 fn task_ids(host: &Host, service: &str) -> Result<Vec<String>, String> {
-    let out = host.mini(&["service", "ps", service, "--format", "json"]);
+    let out = host.listed(&["service", "ps", service], "task");
     if !out.success {
         return Err(out.stderr);
     }
@@ -57,7 +57,7 @@ fn task_ids(host: &Host, service: &str) -> Result<Vec<String>, String> {
 }
 
 fn networks(host: &Host) -> Result<Vec<String>, String> {
-    let out = host.mini(&["network", "ls", "--format", "json"]);
+    let out = host.listed(&["network", "ls"], "network");
     if !out.success {
         return Err(out.stderr);
     }
@@ -122,7 +122,7 @@ fn managers_fail_over_without_losing_a_write() {
     );
     let nodes = cluster
         .host(leader)
-        .ok(&["node", "ls", "--format", "json"])
+        .ok_listed(&["node", "ls"], "node")
         .json();
     let statuses: Vec<&str> = nodes
         .as_array()
@@ -143,6 +143,7 @@ fn managers_fail_over_without_losing_a_write() {
     cluster.host(follower).ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--replicas",

@@ -77,7 +77,7 @@ fn leader_host(cluster: &Cluster, node_ids: &[String], k: usize) -> Result<usize
 
 /// `node ls` on host `k`, by hostname: (role, status, manager status).
 fn node_ls(cluster: &Cluster, k: usize) -> Result<Vec<(String, String, String, String)>, String> {
-    let out = cluster.host(k).mini(&["node", "ls", "--format", "json"]);
+    let out = cluster.host(k).listed(&["node", "ls"], "node");
     if !out.success {
         return Err(out.stderr);
     }
@@ -112,9 +112,7 @@ fn wait_node(cluster: &Cluster, k: usize, hostname: &str, role: &str, status: &s
 
 /// The id of the one running task of `service`, as host `k` lists it.
 fn running_task(cluster: &Cluster, k: usize, service: &str) -> Result<String, String> {
-    let out = cluster
-        .host(k)
-        .mini(&["service", "ps", service, "--format", "json"]);
+    let out = cluster.host(k).listed(&["service", "ps", service], "task");
     if !out.success {
         return Err(out.stderr);
     }
@@ -151,6 +149,7 @@ fn managers_are_promoted_demoted_and_leave() {
     cluster.host(1).ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--constraint",

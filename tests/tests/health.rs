@@ -15,7 +15,7 @@ const PATIENCE: Duration = Duration::from_secs(90);
 
 /// Every task of `service` (all states), from `service ps`.
 fn tasks(host: &Host, service: &str) -> Vec<Value> {
-    let out = host.mini(&["service", "ps", service, "--format", "json"]);
+    let out = host.listed(&["service", "ps", service], "task");
     if !out.success {
         return Vec::new();
     }
@@ -67,6 +67,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     let conflict = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "conflict",
         "--no-healthcheck",
@@ -83,6 +84,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     let tiny = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "tiny",
         "--health-interval",
@@ -97,7 +99,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
         tiny.contains("Interval in HealthConfig cannot be less than 1ms"),
         "{tiny}"
     );
-    let listed = m.ok(&["service", "ls", "--format", "json"]).stdout;
+    let listed = m.ok_listed(&["service", "ls"], "service").stdout;
     assert!(
         !listed.contains("conflict") && !listed.contains("tiny"),
         "refused services must not exist: {listed}"
@@ -107,6 +109,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "client",
         "--network",
@@ -119,6 +122,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "good",
         "--network",
@@ -138,6 +142,7 @@ fn unhealthy_tasks_stay_out_of_dns_and_the_vip_and_are_replaced() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "bad",
         "--network",
@@ -271,6 +276,7 @@ fn probes_past_their_timeout_are_killed() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "slow",
         "--health-cmd",

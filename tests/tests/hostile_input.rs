@@ -69,7 +69,7 @@ fn hostile_bytes_on_2377_change_nothing() {
     let h1 = cluster.host(1);
     h1.ok(&["swarm", "init", "--advertise-addr", &h1.addr()]);
     h1.ok(&[
-        "service", "create", "--name", "sleeper", "host", "sleep", "1000",
+        "service", "create", "--detach", "--name", "sleeper", "host", "sleep", "1000",
     ]);
     let task = h1.wait_running("sleeper", 1)[0]["id"]
         .as_str()
@@ -184,7 +184,7 @@ fn hostile_bytes_on_2377_change_nothing() {
             }
         },
     );
-    let nodes = h1.ok(&["node", "ls", "--format", "json"]).json();
+    let nodes = h1.ok_listed(&["node", "ls"], "node").json();
     assert_eq!(nodes[0]["manager_status"], "leader", "{nodes}");
     h1.ok(&["network", "create", "-d", "overlay", "after-attack"]);
     assert!(

@@ -26,7 +26,7 @@ fn install_everywhere(cluster: &Cluster) {
 
 /// The tasks of `service` (all states), from `service ps`.
 fn tasks(host: &Host, service: &str) -> Vec<Value> {
-    let out = host.mini(&["service", "ps", service, "--format", "json"]);
+    let out = host.listed(&["service", "ps", service], "task");
     if !out.success {
         return Vec::new();
     }
@@ -94,6 +94,7 @@ fn image_replicas_answer_through_the_vip_and_the_mesh_and_leave_nothing() {
     let mut web = vec![
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--replicas",
@@ -108,6 +109,7 @@ fn image_replicas_answer_through_the_vip_and_the_mesh_and_leave_nothing() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "client",
         "--network",
@@ -222,7 +224,13 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
     install_everywhere(&cluster);
     let m = cluster.host(1);
     let create = |args: &[&str]| {
-        let mut all = vec!["service", "create", "--restart-condition", "none"];
+        let mut all = vec![
+            "service",
+            "create",
+            "--detach",
+            "--restart-condition",
+            "none",
+        ];
         all.extend_from_slice(args);
         m.ok(&all);
     };
@@ -369,6 +377,7 @@ fn limits_exits_and_bad_input_are_reported_as_docker_words_them() {
     let low = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--limit-memory",
         "4M",
         "busybox",
@@ -398,6 +407,7 @@ fn a_restarted_daemon_removes_the_containers_it_left_and_runs_new_ones() {
         m.ok(&[
             "service",
             "create",
+            "--detach",
             "--name",
             "sleeper",
             "--replicas",

@@ -10,13 +10,13 @@ use mini_tests::Cluster;
 use mini_tests::check::need_tools;
 use mini_tests::registry::{LocalRegistry, build_image};
 
-/// Rows of `image ls --format json`.
+/// Rows of `image ls --format json` (one JSON object per line, as Docker prints them).
 fn images(host: &mini_tests::Host<'_>) -> Vec<serde_json::Value> {
     host.ok(&["image", "ls", "--format", "json"])
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
 }
 
 fn layer_dirs(state: &Path) -> Vec<std::path::PathBuf> {
@@ -68,7 +68,7 @@ fn alpine_resolves_through_the_registry_mirror_and_private_registries_need_login
     assert_eq!(rows[0]["ID"], id.trim_start_matches("sha256:")[..12]);
     let table = h1.ok(&["image", "ls"]).stdout;
     assert!(
-        table.starts_with("REPOSITORY   TAG      IMAGE ID       CREATED"),
+        table.starts_with("REPOSITORY   TAG       IMAGE ID       CREATED"),
         "{table}"
     );
 

@@ -1,9 +1,8 @@
-//! `deploy/lab` for real (root only): up, a second up refused, status, down,
+//! `deploy/lab` for real (root only): up, a second up refused, status, env, down,
 //! down again, and nothing left — namespaces, mounts, processes, directories.
 //!
-//! The lab uses fixed names (`mini-lab-*`, `/run/mini-lab`), so this test
-//! refuses to run — failing, not skipping — while a lab is already up rather
-//! than tear down someone's lab.
+//! The test's lab has a name of its own (`MINI_LAB_NAME=mlab<pid>`): a user's lab
+//! (`mini-lab-*`, `/run/mini-lab`) may run beside it and is never touched.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,10 +10,16 @@ use std::process::{Command, Stdio};
 use mini_tests::Output;
 use mini_tests::binary::mini_binary;
 
+/// This test process's lab name.
+fn name() -> String {
+    format!("mlab{}", std::process::id())
+}
+
 fn lab(args: &[&str]) -> Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
     let out = Command::new(script)
         .args(args)
+        .env("MINI_LAB_NAME", name())
         .env("MINI_BIN", mini_binary())
         .env("MINI_LAB_TIMEOUT", "60")
         .env_remove("MINI_HOST")
@@ -33,7 +38,7 @@ fn lab_namespaces() -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("mini-lab-"))
+                .filter(|n| n.starts_with(&format!("{}-", name())))
                 .collect()
         })
         .unwrap_or_default()
@@ -43,7 +48,7 @@ fn lab_mounts() -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("mini-lab"))
+        .filter(|l| l.contains(&name()))
         .map(str::to_string)
         .collect()
 }
@@ -66,9 +71,11 @@ fn up_status_down_leaves_nothing() {
         nix::unistd::geteuid().is_root(),
         "this test needs root: deploy/lab creates network namespaces"
     );
+    let run = format!("/run/{}", name());
     assert!(
-        !Path::new("/run/mini-lab").exists() && lab_namespaces().is_empty(),
-        "a lab is already running (namespaces {:?}); run `deploy/lab down` first",
+        !Path::new(&run).exists() && lab_namespaces().is_empty(),
+        "a lab named {} is already running (namespaces {:?})",
+        name(),
         lab_namespaces()
     );
     // A single host needs no join; the multi-host path is exercised by the
@@ -78,12 +85,32 @@ fn up_status_down_leaves_nothing() {
     assert!(up.success, "up failed: {}{}", up.stdout, up.stderr);
     assert!(up.stdout.contains("lab-h1"), "{}", up.stdout);
     assert!(
-        up.stdout
-            .contains("export MINI_HOST=unix:///run/mini-lab/h1.sock"),
+        up.stdout.contains("eval \"$(deploy/lab env)\""),
         "{}",
         up.stdout
     );
-    let pid: i32 = std::fs::read_to_string("/run/mini-lab/h1.pid")
+    // The one line the lab prints puts `mini` on the PATH and points it at h1.
+    let env = lab(&["env"]);
+    assert!(env.success, "{}", env.stderr);
+    assert!(
+        env.stdout
+            .contains(&format!("export MINI_HOST=unix://{run}/h1.sock")),
+        "{}",
+        env.stdout
+    );
+    let shell = Command::new("bash")
+        .args(["-c", &format!("{}\nmini node ls", env.stdout)])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env_remove("MINI_HOST")
+        .output()
+        .expect("bash");
+    let nodes = String::from_utf8_lossy(&shell.stdout);
+    assert!(
+        shell.status.success() && nodes.contains("lab-h1"),
+        "mini node ls after eval of `deploy/lab env`: {nodes}{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    let pid: i32 = std::fs::read_to_string(format!("{run}/h1.pid"))
         .expect("pid file")
         .trim()
         .parse()
@@ -111,8 +138,8 @@ fn up_status_down_leaves_nothing() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "daemon {pid} still runs"
     );
-    assert!(!Path::new("/run/mini-lab").exists());
-    assert!(!Path::new("/var/lib/mini-lab").exists());
+    assert!(!Path::new(&run).exists());
+    assert!(!Path::new(&format!("/var/lib/{}", name())).exists());
 
     let twice = lab(&["down"]);
     assert!(
@@ -146,7 +173,7 @@ fn usage_and_bad_input() {
 
 #[test]
 fn shellcheck_clean() {
-    for name in ["lab", "registry"] {
+    for name in ["lab", "registry", "install"] {
         let script = format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"));
         match Command::new("shellcheck").arg(&script).output() {
             Ok(out) => assert!(

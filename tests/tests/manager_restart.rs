@@ -7,7 +7,7 @@ use mini_tests::{Cluster, Host, wait_for};
 use serde_json::Value;
 
 fn running_tasks(host: &Host, service: &str) -> Result<Vec<Value>, String> {
-    let out = host.mini(&["service", "ps", service, "--format", "json"]);
+    let out = host.listed(&["service", "ps", service], "task");
     if !out.success {
         return Err(out.stderr);
     }
@@ -41,6 +41,7 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
         manager.ok(&[
             "service",
             "create",
+            "--detach",
             "--name",
             "app",
             "--replicas",
@@ -86,7 +87,7 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
         "h2 ready again after the manager restart",
         Duration::from_secs(20),
         || {
-            let nodes = manager.mini(&["node", "ls", "--format", "json"]);
+            let nodes = manager.listed(&["node", "ls"], "node");
             let ready = nodes.success
                 && nodes.json().as_array().is_some_and(|n| {
                     n.iter()
@@ -117,12 +118,12 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
         );
     }
     // The session is live again: a new task on h2 gets started.
-    manager.ok(&["service", "scale", "app=3"]);
+    manager.ok(&["service", "scale", "--detach", "app=3"]);
     wait_for(
         "a third app task running on h2",
         Duration::from_secs(20),
         || {
-            let out = manager.mini(&["service", "ps", "app", "--format", "json"]);
+            let out = manager.listed(&["service", "ps", "app"], "task");
             let tasks = out.json().as_array().cloned().unwrap_or_default();
             let running = tasks
                 .iter()
@@ -139,7 +140,7 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
     // node without a session is marked down 3 heartbeats (3 x 500 ms) plus the
     // 3 s reconnect grace after the manager starts.
     std::thread::sleep(Duration::from_millis(3 * 500 + 3_000 + 1_000));
-    let nodes = manager.ok(&["node", "ls", "--format", "json"]).json();
+    let nodes = manager.ok_listed(&["node", "ls"], "node").json();
     assert!(
         nodes
             .as_array()
@@ -148,9 +149,7 @@ fn workers_keep_their_tasks_across_a_manager_restart() {
             .all(|n| n["status"] == "ready"),
         "a node went down after the restart: {nodes}"
     );
-    let tasks = manager
-        .ok(&["service", "ps", "app", "--format", "json"])
-        .json();
+    let tasks = manager.ok_listed(&["service", "ps", "app"], "task").json();
     for id in &before_ids {
         let task = tasks
             .as_array()

@@ -95,6 +95,7 @@ fn overlay_spans_hosts_and_forgets_a_dead_host() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "demo",
         "--replicas",
@@ -113,7 +114,7 @@ fn overlay_spans_hosts_and_forgets_a_dead_host() {
     wait_consistent(&manager, "demonet");
 
     // Scale up: the new tasks are reachable from every other task.
-    manager.ok(&["service", "scale", "demo=6"]);
+    manager.ok(&["service", "scale", "--detach", "demo=6"]);
     let tasks = wait_running(&manager, "demo", 6);
     all_pairs_ping(&cluster, &tasks);
     let report = wait_consistent(&manager, "demonet");

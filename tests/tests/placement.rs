@@ -86,6 +86,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "racked",
         "--replicas",
@@ -105,6 +106,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     let err = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "bad",
         "--constraint",
@@ -122,6 +124,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "zoned",
         "--constraint",
@@ -144,10 +147,16 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
             }
         },
     );
-    // The table shows the ERROR column cut at 60 characters, as Docker does without --no-trunc.
+    // The table shows the ERROR column cut at 30 characters, as Docker does without
+    // --no-trunc; with it, the whole reason.
     let table = m.ok(&["service", "ps", "zoned"]).stdout;
     assert!(
-        table.contains("\"no suitable node (scheduling constraints not satisfied on…\""),
+        table.contains("\"no suitable node (scheduling …\""),
+        "{table}"
+    );
+    let table = m.ok(&["service", "ps", "--no-trunc", "zoned"]).stdout;
+    assert!(
+        table.contains("\"no suitable node (scheduling constraints not satisfied on"),
         "{table}"
     );
     m.ok(&["node", "update", "--label-add", "zone=east", "h2"]);
@@ -171,6 +180,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "spread",
         "--replicas",
@@ -195,6 +205,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "capped",
         "--replicas",
@@ -234,6 +245,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "batch",
         "--mode",
@@ -285,6 +297,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "sweep",
         "--mode",
@@ -303,7 +316,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     );
 
     // What Docker refuses.
-    let err = m.fails(&["service", "scale", "sweep=2"]);
+    let err = m.fails(&["service", "scale", "--detach", "sweep=2"]);
     assert!(
         err.contains("scale can only be used with replicated or replicated-job mode"),
         "{err}"
@@ -311,6 +324,7 @@ fn labels_constraints_preferences_and_jobs_place_tasks_as_swarm_does() {
     let err = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "nope",
         "--max-concurrent",

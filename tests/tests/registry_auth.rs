@@ -60,6 +60,7 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
         let mut args = vec![
             "service",
             "create",
+            "--detach",
             "--name",
             name,
             "--constraint",
@@ -136,9 +137,7 @@ fn registry_credentials_reach_only_the_node_that_pulls() {
             "service inspect shows the password: {text}"
         );
     }
-    let ps = m
-        .ok(&["service", "ps", "private", "--format", "json"])
-        .stdout;
+    let ps = m.ok_listed(&["service", "ps", "private"], "task").stdout;
     assert!(!ps.contains(PASSWORD), "{ps}");
     for k in 1..=2 {
         let log = cluster.host(k).log();

@@ -50,6 +50,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "greedy",
         "--reserve-memory",
@@ -70,7 +71,7 @@ fn reservations_are_fitted_into_what_nodes_report() {
             _ => Err(summary(&all)),
         }
     });
-    let table = m.ok(&["service", "ps", "greedy"]).stdout;
+    let table = m.ok(&["service", "ps", "--no-trunc", "greedy"]).stdout;
     assert!(
         table.contains("insufficient resources on 2 nodes"),
         "{pending}\n{table}"
@@ -150,10 +151,11 @@ fn reservations_are_fitted_into_what_nodes_report() {
     );
 
     // Scaling down frees a node's reservation; no reservation places anywhere.
-    m.ok(&["service", "scale", "greedy=2"]);
+    m.ok(&["service", "scale", "--detach", "greedy=2"]);
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "modest",
         "--replicas",

@@ -67,6 +67,7 @@ fn failing_updates_are_rolled_back_or_paused() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "back",
         "--replicas",
@@ -117,6 +118,7 @@ fn failing_updates_are_rolled_back_or_paused() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "hold",
         "--replicas",
@@ -168,6 +170,7 @@ fn failing_updates_are_rolled_back_or_paused() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "sick",
         "--replicas",
@@ -222,6 +225,7 @@ fn service_rollback_and_start_first() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--replicas",
@@ -286,6 +290,7 @@ fn service_rollback_and_start_first() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "first",
         "--update-order",

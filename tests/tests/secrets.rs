@@ -92,7 +92,7 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
         "{ls}"
     );
     assert_eq!(m.ok(&["config", "ls", "-q"]).stdout.lines().count(), 1);
-    let listed = m.ok(&["secret", "ls", "--format", "json"]).json();
+    let listed = m.ok_listed(&["secret", "ls"], "secret").json();
     assert_eq!(listed[0]["Spec"]["Name"], "db_pass");
     assert!(!listed.to_string().contains(VALUE), "{listed}");
 
@@ -119,7 +119,8 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
 
     // A service naming an unknown secret is refused; nothing is made.
     let unknown = m.fails(&[
-        "service", "create", "--name", "nope", "--secret", "missing", "host", "sleep", "1000",
+        "service", "create", "--detach", "--name", "nope", "--secret", "missing", "host", "sleep",
+        "1000",
     ]);
     assert!(unknown.contains("no such secret: missing"), "{unknown}");
     assert!(!m.mini(&["service", "inspect", "nope"]).success);
@@ -129,6 +130,7 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--replicas",
@@ -146,6 +148,7 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "hostapp",
         "--secret",

@@ -9,7 +9,7 @@ use mini_tests::web::{HOSTNAME_SERVER as WEB, http_get};
 use mini_tests::{Cluster, Host, wait_for};
 
 fn create(host: &Host, args: &[&str]) -> String {
-    let mut all = vec!["service", "create"];
+    let mut all = vec!["service", "create", "--detach"];
     all.extend_from_slice(args);
     host.ok(&all).stdout.trim().to_string()
 }
@@ -82,7 +82,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
         .to_string();
     assert_eq!(svc["ports"][0]["published_port"], 8080);
     let task_ips: BTreeSet<String> = m
-        .ok(&["service", "ps", "web", "--format", "json"])
+        .ok_listed(&["service", "ps", "web"], "task")
         .json()
         .as_array()
         .unwrap()
@@ -205,6 +205,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
     let clash = m.fails(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "other",
         "--publish",
@@ -219,10 +220,10 @@ fn names_vips_and_published_ports_work_on_every_node() {
     );
 
     // Scale down: the removed replicas get no more requests.
-    m.ok(&["service", "scale", "web=1"]);
+    m.ok(&["service", "scale", "--detach", "web=1"]);
     m.wait_running("web", 1);
     let remaining: String = m
-        .ok(&["service", "ps", "web", "--format", "json"])
+        .ok_listed(&["service", "ps", "web"], "task")
         .json()
         .as_array()
         .unwrap()
@@ -278,9 +279,7 @@ fn names_vips_and_published_ports_work_on_every_node() {
 
     // service rm leaves no VIP rule in the client's sandbox and no published port on the hosts.
     m.ok(&["service", "rm", "web"]);
-    let client_task = m
-        .ok(&["service", "ps", "client", "--format", "json"])
-        .json()[0]["id"]
+    let client_task = m.ok_listed(&["service", "ps", "client"], "task").json()[0]["id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -45,7 +45,15 @@ fn publishing_and_withdrawing_a_port_by_update() {
     cluster.init();
     cluster.join_all();
     let m = cluster.host(1);
-    let mut web = vec!["service", "create", "--name", "web", "--replicas", "2"];
+    let mut web = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+    ];
     web.extend_from_slice(WEB);
     m.ok(&web);
     m.wait_running("web", 2);
@@ -79,6 +87,7 @@ fn publishing_and_withdrawing_a_port_by_update() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "other",
         "--publish",
@@ -175,6 +184,7 @@ fn networks_and_labels_change_by_update() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "app",
         "--replicas",

@@ -93,7 +93,7 @@ fn running_ids(m: &Host, service: &str) -> BTreeSet<String> {
 
 /// Names of every service.
 fn service_names(m: &Host) -> BTreeSet<String> {
-    m.ok(&["service", "ls", "--format", "json"])
+    m.ok_listed(&["service", "ls"], "service")
         .json()
         .as_array()
         .unwrap()
@@ -104,7 +104,7 @@ fn service_names(m: &Host) -> BTreeSet<String> {
 
 /// Names of every network.
 fn network_names(m: &Host) -> BTreeSet<String> {
-    m.ok(&["network", "ls", "--format", "json"])
+    m.ok_listed(&["network", "ls"], "network")
         .json()
         .as_array()
         .unwrap()
@@ -284,7 +284,7 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
         "{ls}"
     );
     let services: Vec<String> = m
-        .ok(&["stack", "services", "app", "--format", "json"])
+        .ok_listed(&["stack", "services", "app"], "service")
         .json()
         .as_array()
         .unwrap()
@@ -348,7 +348,7 @@ fn a_stack_is_deployed_updated_pruned_and_removed() {
     assert_eq!(m.running_tasks("other_solo").len(), 1);
     wait_for("app's tasks gone", Duration::from_secs(30), || {
         let left: Vec<serde_json::Value> = m
-            .ok(&["service", "ps", "other_solo", "--format", "json"])
+            .ok_listed(&["service", "ps", "other_solo"], "task")
             .json()
             .as_array()
             .cloned()

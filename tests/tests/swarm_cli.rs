@@ -17,7 +17,7 @@ fn init(daemon: &Daemon) {
 
 fn networks(daemon: &Daemon) -> Vec<Value> {
     daemon
-        .ok(&["network", "ls", "--format", "json"])
+        .ok_listed(&["network", "ls"], "network")
         .json()
         .as_array()
         .cloned()
@@ -26,7 +26,7 @@ fn networks(daemon: &Daemon) -> Vec<Value> {
 
 fn services(daemon: &Daemon) -> Vec<Value> {
     daemon
-        .ok(&["service", "ls", "--format", "json"])
+        .ok_listed(&["service", "ls"], "service")
         .json()
         .as_array()
         .cloned()
@@ -35,7 +35,7 @@ fn services(daemon: &Daemon) -> Vec<Value> {
 
 fn tasks(daemon: &Daemon, service: &str) -> Vec<Value> {
     daemon
-        .ok(&["service", "ps", service, "--format", "json"])
+        .ok_listed(&["service", "ps", service], "task")
         .json()
         .as_array()
         .cloned()
@@ -95,6 +95,32 @@ fn commands_before_init_say_what_to_do() {
 }
 
 #[test]
+fn join_infers_the_advertise_address_and_names_an_unreachable_manager() {
+    let cluster = Cluster::start(2);
+    cluster.init();
+    let token = cluster
+        .host(1)
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .stdout;
+    // Nothing listens on that port: the daemon says which manager it could not reach, not that
+    // the CLI could not reach its own daemon.
+    let nowhere = format!("{}:2399", cluster.addr(1));
+    let err = cluster
+        .host(2)
+        .fails(&["swarm", "join", "--token", token.trim(), &nowhere]);
+    assert!(
+        err.contains(&format!("cannot reach the manager at {nowhere}")),
+        "{err}"
+    );
+    assert!(!err.contains("mini daemon"), "{err}");
+    // No --advertise-addr (the harness's join): the address on the route to the manager.
+    cluster.join(2, "worker");
+    cluster.wait_nodes_ready(2);
+    let h2 = cluster.host(1).ok(&["node", "inspect", "h2"]).json();
+    assert_eq!(h2[0]["address"], cluster.addr(2), "{h2}");
+}
+
+#[test]
 fn init_creates_ingress_and_first_network_gets_vni_4097() {
     let cluster = Cluster::start(1);
     let daemon = cluster.host(1);
@@ -122,7 +148,13 @@ fn init_creates_ingress_and_first_network_gets_vni_4097() {
     assert_eq!(demonet["id"], id.stdout.trim());
 
     // Next network without --subnet: the first free /24 of 10.0.0.0/8.
-    daemon.ok(&["network", "create", "--attachable", "backend"]);
+    // Without -d: an overlay network, and the CLI says so (Docker's default is a local bridge).
+    let made = daemon.ok(&["network", "create", "--attachable", "backend"]);
+    assert!(
+        made.stderr.contains("backend: an overlay network"),
+        "{}",
+        made.stderr
+    );
     let backend = &daemon.ok(&["network", "inspect", "backend"]).json()[0];
     assert_eq!(backend["subnet"], "10.0.0.0/24");
     assert_eq!(backend["vni"], 4098);
@@ -213,6 +245,7 @@ fn services_get_tasks_vips_and_scale() {
     let out = daemon.ok(&[
         "service",
         "create",
+        "--detach",
         "--replicas",
         "2",
         "--network",
@@ -288,9 +321,9 @@ fn services_get_tasks_vips_and_scale() {
         "{table}"
     );
 
-    daemon.ok(&["service", "scale", "demoservice=4"]);
+    daemon.ok(&["service", "scale", "--detach", "demoservice=4"]);
     wait_running(&daemon, "demoservice", 4);
-    daemon.ok(&["service", "scale", "demoservice=1"]);
+    daemon.ok(&["service", "scale", "--detach", "demoservice=1"]);
     let live = wait_running(&daemon, "demoservice", 1);
     assert_eq!(live[0]["name"], "demoservice.1");
     let ls = services(&daemon);
@@ -324,6 +357,7 @@ fn bad_service_input_is_refused_and_changes_nothing() {
     daemon.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--network",
@@ -336,25 +370,44 @@ fn bad_service_input_is_refused_and_changes_nothing() {
     let before = everything(&daemon);
     let cases: &[(&[&str], &str)] = &[
         (
-            &["service", "create", "--replicas", "-1", "host", "true"],
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--replicas",
+                "-1",
+                "host",
+                "true",
+            ],
             "negative",
         ),
         (
-            &["service", "create", "--name", "web", "host", "true"],
+            &[
+                "service", "create", "--detach", "--name", "web", "host", "true",
+            ],
             "already exists",
         ),
         (
-            &["service", "create", "--network", "nonet", "host", "true"],
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--network",
+                "nonet",
+                "host",
+                "true",
+            ],
             "no such network",
         ),
         (
-            &["service", "create", "Alpine", "true"],
+            &["service", "create", "--detach", "Alpine", "true"],
             "repository name must be lowercase",
         ),
         (
             &[
                 "service",
                 "create",
+                "--detach",
                 "--constraint",
                 "node.color==red",
                 "host",
@@ -364,8 +417,11 @@ fn bad_service_input_is_refused_and_changes_nothing() {
         ),
         (&["service", "inspect", "nosvc"], "no such service"),
         (&["service", "rm", "nosvc"], "no such service"),
-        (&["service", "scale", "nosvc=2"], "no such service"),
-        (&["service", "scale", "web=-3"], "negative"),
+        (
+            &["service", "scale", "--detach", "nosvc=2"],
+            "no such service",
+        ),
+        (&["service", "scale", "--detach", "web=-3"], "negative"),
         (&["network", "rm", "demonet"], "in use by service web"),
     ];
     for (args, expected) in cases {
@@ -399,6 +455,7 @@ fn kill_9_and_restart_keep_every_acknowledged_object() {
         daemon.ok(&[
             "service",
             "create",
+            "--detach",
             "--replicas",
             "3",
             "--network",

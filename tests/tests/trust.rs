@@ -38,9 +38,9 @@ fn attack(cluster: &Cluster, from: Option<usize>, args: &[&str]) -> BTreeMap<Str
 
 /// What a user sees of the cluster: nodes (id, role, status, hostname), services and tasks.
 fn everything(h: &Host) -> String {
-    let nodes = h.ok(&["node", "ls", "--format", "json"]).json();
-    let services = h.ok(&["service", "ls", "--format", "json"]).json();
-    let tasks = h.ok(&["service", "ps", "web", "--format", "json"]).json();
+    let nodes = h.ok_listed(&["node", "ls"], "node").json();
+    let services = h.ok_listed(&["service", "ls"], "service").json();
+    let tasks = h.ok_listed(&["service", "ps", "web"], "task").json();
     serde_json::to_string(&(nodes, services, tasks)).unwrap()
 }
 
@@ -57,6 +57,7 @@ fn outsiders_and_workers_are_refused_and_change_nothing() {
     manager.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "web",
         "--replicas",
@@ -192,7 +193,7 @@ fn outsiders_and_workers_are_refused_and_change_nothing() {
         "h3 back as a new Ready node",
         Duration::from_secs(30),
         || {
-            let out = manager.mini(&["node", "ls", "--format", "json"]);
+            let out = manager.listed(&["node", "ls"], "node");
             let ready = out.json().as_array().is_some_and(|nodes| {
                 nodes
                     .iter()

@@ -12,4 +12,5 @@ pub mod agent;
 pub mod dns;
 pub mod gossip;
 pub mod image;
+pub mod metrics;
 pub mod runtime;

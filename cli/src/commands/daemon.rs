@@ -14,6 +14,7 @@ use mini_proto::v1::control_server::ControlServer;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
+use tracing::Instrument;
 
 use crate::client::socket_path;
 use crate::commands::member::NodeServices;
@@ -66,13 +67,123 @@ pub struct DaemonArgs {
     /// `engine.labels.KEY` constraints.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// Log filter (tracing's env-filter syntax; RUST_LOG overrides).
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    // Metrics and logs (issue #15).
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (as dockerd's
+    /// `--metrics-addr`, e.g. 127.0.0.1:9323). Off by default. Not authenticated (it holds no
+    /// secrets): bind it to loopback or a trusted network.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Log level, as dockerd's. RUST_LOG, when set, takes precedence (tracing's env-filter
+    /// syntax, e.g. `RUST_LOG=mini_manager=debug`).
+    #[arg(long, short = 'l', value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+    /// Log format: `text` (human readable) or `json` (one JSON object per line, with the
+    /// node, service and task ids of the span it comes from).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Group that may use the control socket besides root (as Docker's `docker` group):
     /// the socket is then root:GROUP 0660 instead of root-only 0600.
     #[arg(long, short = 'G')]
     group: Option<String>,
+}
+
+/// `--log-level`: dockerd's levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogLevel {
+    /// Everything, debug details included.
+    Debug,
+    /// Normal operation (the default).
+    Info,
+    /// Only what may need attention.
+    Warn,
+    /// Only errors.
+    Error,
+    /// Only errors that stop the daemon (tracing has no fatal level: same as `error`).
+    Fatal,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The tracing filter for a `--log-level`. At `debug`, the libraries underneath (HTTP/2, TLS,
+/// the Raft log's store) stay at `info`: their debug output drowns the daemon's own.
+fn level_filter(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => {
+            "debug,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info,sled=info,reqwest=info"
+        }
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error | LogLevel::Fatal => "error",
+    }
+}
+
+/// Installs the log subscriber: RUST_LOG (when set and not empty) wins over `--log-level`.
+fn init_logging(level: LogLevel, format: LogFormat) -> Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&env)
+            .with_context(|| format!("invalid RUST_LOG {env:?}"))?,
+        _ => tracing_subscriber::EnvFilter::new(level_filter(level)),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .with_writer(|| NodeIdWriter {
+                inner: std::io::stderr(),
+                first: true,
+            })
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    Ok(())
+}
+
+/// This node's id, once the daemon knows it: every JSON log line carries it (work spawned on
+/// other tasks does not inherit the daemon's root span, so a span alone would not say it).
+static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Writes one JSON log line (the formatter writes each line in one `write_all` on a writer of
+/// its own) with `"node_id":"…"` as its first field once [`NODE_ID`] is set.
+struct NodeIdWriter<W> {
+    inner: W,
+    first: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for NodeIdWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let first = std::mem::replace(&mut self.first, false);
+        match (first, NODE_ID.get(), buf.strip_prefix(b"{")) {
+            (true, Some(id), Some(rest)) => {
+                let mut line = Vec::with_capacity(buf.len() + id.len() + 16);
+                line.extend_from_slice(b"{\"node_id\":");
+                // An object id is [a-z0-9]: nothing to escape, but say it as JSON anyway.
+                line.extend_from_slice(serde_json::to_string(id)?.as_bytes());
+                if rest.first() != Some(&b'}') {
+                    line.push(b',');
+                }
+                line.extend_from_slice(rest);
+                self.inner.write_all(&line)?;
+                Ok(buf.len())
+            }
+            _ => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A duration such as `12h`, `90m`, `30s` or `500ms`.
@@ -96,14 +207,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
-        .context("invalid --log-level")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_level, args.log_format)?;
+    // The daemon's root span: its node id is recorded once known.
+    let root = tracing::info_span!("daemon", node_id = tracing::field::Empty);
+    serve(host, args).instrument(root).await
+}
+
+/// The daemon's work, in its root span.
+async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
+    // Bound first: a taken port stops the daemon before it changes anything.
+    let metrics = Arc::new(crate::metrics::NodeMetrics::new());
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
 
     // Everything the daemon creates is private unless it says otherwise: the state dir holds
     // the join-token secrets and the Raft log.
@@ -151,6 +268,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         node_key: Some(trust.key_path()),
         trust: trust.clone(),
         engine_labels: args.labels.iter().cloned().collect(),
+        metrics: metrics.worker.clone(),
     })
     .with_images(images.clone());
     let fatal = Fatal::default();
@@ -165,11 +283,20 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             min_cert_expiry: args.min_cert_expiry,
             trust: trust.clone(),
             fatal: fatal.clone(),
+            metrics: metrics.manager.clone(),
         },
         Arc::new(NodeServices::new(worker, trust.clone())),
     )
     .await?;
+    let _ = NODE_ID.set(api.node_id().to_string());
+    tracing::Span::current().record("node_id", api.node_id());
     tracing::info!(socket = %socket.display(), node_id = %api.node_id(), "mini daemon serving");
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
+        }
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone()))
+    });
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let fatal_wait = fatal.clone();
@@ -213,6 +340,9 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
             tracing::warn!("shutdown did not finish within 15 s");
         }
         bail!("{reason}; the daemon exits so that its service manager (systemd) restarts it");
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     api.shutdown().await;
     let _ = std::fs::remove_file(&socket);

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use super::credentials::Credentials;
 use crate::client::channel;
-use crate::output::{Format, print_json, print_table, write_stdout};
+use crate::output::{print_json, write_stdout};
 
 /// `mini image ...`.
 #[derive(Debug, Subcommand)]
@@ -85,9 +85,9 @@ pub struct LsArgs {
     /// Don't truncate output.
     #[arg(long)]
     no_trunc: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    /// Format output: 'table', 'table TEMPLATE', 'json' or a Go template ('{{.ID}}').
+    #[arg(long)]
+    format: Option<String>,
     /// Only images of this repository (`alpine`, `alpine:3.19`).
     repository: Option<String>,
 }
@@ -285,48 +285,41 @@ async fn ls(host: &str, args: LsArgs) -> Result<()> {
         write_stdout(&seen.iter().map(|s| format!("{s}\n")).collect::<String>());
         return Ok(());
     }
-    match args.format {
-        Format::Json => {
-            let values: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(repo, tag, digest, image)| {
-                    serde_json::json!({
-                        "Repository": repo, "Tag": tag, "Digest": digest,
-                        "ID": id_of(&image.id),
-                        "CreatedAt": image.created,
-                        "CreatedSince": created_since(&image.created, now_ms),
-                        "Size": human_size(image.size),
-                        "Containers": image.containers,
-                    })
-                })
-                .collect();
-            print_json(&values)
-        }
-        Format::Table => {
-            let mut header = vec!["REPOSITORY", "TAG"];
-            if args.digests {
-                header.push("DIGEST");
-            }
-            header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|(repo, tag, digest, image)| {
-                    let mut row = vec![repo.clone(), tag.clone()];
-                    if args.digests {
-                        row.push(digest.clone());
-                    }
-                    row.extend([
-                        id_of(&image.id),
-                        created_since(&image.created, now_ms),
-                        human_size(image.size),
-                    ]);
-                    row
-                })
-                .collect();
-            print_table(&header, &table);
-            Ok(())
-        }
-    }
+    let rows = rows
+        .iter()
+        .map(|(repo, tag, digest, image)| {
+            serde_json::json!({
+                "Repository": repo, "Tag": tag, "Digest": digest,
+                "ID": id_of(&image.id),
+                "CreatedAt": image.created,
+                "CreatedSince": created_since(&image.created, now_ms),
+                "Size": human_size(image.size),
+                "Containers": image.containers.to_string(),
+            })
+        })
+        .collect();
+    let listing = crate::format::Listing {
+        headers: &[
+            ("Repository", "REPOSITORY"),
+            ("Tag", "TAG"),
+            ("Digest", "DIGEST"),
+            ("ID", "IMAGE ID"),
+            ("CreatedAt", "CREATED AT"),
+            ("CreatedSince", "CREATED"),
+            ("Size", "SIZE"),
+            ("Containers", "CONTAINERS"),
+        ],
+        default_table: if args.digests {
+            "{{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        } else {
+            "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        },
+        id_field: "ID",
+        rows,
+    };
+    let shape = crate::format::shape(args.format.as_deref(), false, &listing);
+    write_stdout(&crate::format::render_rows(&listing, &shape)?);
+    Ok(())
 }
 
 fn familiar(name: &str) -> String {
@@ -544,29 +537,8 @@ fn registry_key(server: Option<&str>) -> String {
 /// `CREATED` as Docker shows it ("2 weeks ago"); "N/A" without a date.
 fn created_since(rfc3339: &str, now_ms: i64) -> String {
     match parse_rfc3339_ms(rfc3339) {
-        Some(ms) => format!(
-            "{} ago",
-            human_duration(((now_ms - ms).max(0) / 1000) as u64)
-        ),
+        Some(ms) => format!("{} ago", crate::output::human_duration(now_ms - ms)),
         None => "N/A".into(),
-    }
-}
-
-/// go-units' `HumanDuration`.
-fn human_duration(secs: u64) -> String {
-    let (mins, hours) = (secs / 60, (secs as f64 / 3600.0).round() as u64);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{secs} seconds"),
-        _ if mins == 1 => "About a minute".into(),
-        _ if mins < 60 => format!("{mins} minutes"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", hours / 24 / 365),
     }
 }
 
@@ -639,13 +611,6 @@ mod tests {
         assert_eq!(human_size(7_800_000), "7.8MB");
         assert_eq!(human_size(1_234_567), "1.23MB");
         assert_eq!(human_size(123_456), "123kB");
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(90), "About a minute");
-        assert_eq!(human_duration(3 * 3600), "3 hours");
-        assert_eq!(human_duration(3 * 86_400), "3 days");
-        assert_eq!(human_duration(21 * 86_400), "3 weeks");
-        assert_eq!(human_duration(90 * 86_400), "3 months");
-        assert_eq!(human_duration(3 * 365 * 86_400), "3 years");
     }
 
     #[test]

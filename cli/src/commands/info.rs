@@ -7,13 +7,13 @@ use mini_proto::v1::InfoRequest;
 use serde_json::json;
 
 use crate::client::connect;
-use crate::output::{Format, print_json};
+use crate::output::write_stdout;
 
 /// Prints the daemon's node id, cluster settings and Raft log position.
-pub async fn run(host: &str, format: Format) -> Result<()> {
+pub async fn run(host: &str, format: Option<String>) -> Result<()> {
     let mut client = connect(host).await?;
     let info = client.info(InfoRequest {}).await?.into_inner();
-    let cluster = info.cluster.unwrap_or_default();
+    let cluster = info.cluster.clone().unwrap_or_default();
     let cert_expiry = match cluster.node_cert_expiry_ms {
         0 => mini_proto::tls::pki::DEFAULT_CERT_EXPIRY,
         ms => Duration::from_millis(ms),
@@ -29,6 +29,10 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
             "active"
         },
         "autolock_managers": cluster.autolock,
+        "nodes": info.nodes,
+        "managers": info.managers,
+        "node_addr": info.node_addr,
+        "manager_addrs": info.manager_addrs,
         "is_manager": info.is_manager,
         "cluster": {
             "id": cluster.id,
@@ -59,74 +63,138 @@ pub async fn run(host: &str, format: Format) -> Result<()> {
             "reachability_from": if info.reachability_local { "local" } else { "leader" },
         },
     });
-    match format {
-        Format::Json => print_json(&value)?,
-        Format::Table => {
-            println!("Node ID: {}", value["node_id"].as_str().unwrap_or_default());
-            println!("Swarm: {}", value["swarm"].as_str().unwrap_or_default());
-            if info.is_manager {
-                println!(
-                    " Cluster ID: {}",
-                    value["cluster"]["id"].as_str().unwrap_or_default()
-                );
-                println!(" Is Manager: true");
-                println!(
-                    " Default Address Pool: {} (subnets /{})",
-                    cluster.default_addr_pool, cluster.default_subnet_size
-                );
-                println!(" Data Path Port: {}", cluster.data_path_port);
-                if let Some(key) = cluster.gossip_keys.as_ref().and_then(|r| r.keys.first()) {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64);
-                    let age = (now_ms - key.created_at_ms).max(0) / 1000;
-                    println!(" Gossip Encryption: key {} (rotated {age} s ago)", key.id);
-                }
-                println!(" CA Configuration:");
-                println!("  Expiry Duration: {}", human_duration(cert_expiry));
-                println!(
-                    "  Root Rotation In Progress: {}",
-                    cluster.ca_rotation.is_some()
-                );
-                println!(" Autolock Managers: {}", cluster.autolock);
-                println!(" Raft:");
-                println!("  Leader: {}", info.leader_node_id);
-                println!("  Applied Index: {}", info.raft_applied_index);
-                println!("  Snapshot Index: {}", info.raft_snapshot_index);
-                println!("  First Log Index: {}", info.raft_first_log_index);
-                println!("  Snapshot Interval: {}", cluster.snapshot_interval);
-            } else if !info.node_id.is_empty() {
-                println!(" Is Manager: false");
-            }
+    match format.as_deref().map(str::trim) {
+        Some("json") => write_stdout(&format!("{}\n", serde_json::to_string(&value)?)),
+        Some(template) if !template.is_empty() && template != "table" => {
+            // A Go template over the JSON (`{{.raft.leader_node_id}}`).
+            write_stdout(&crate::format::render_inspect(
+                std::slice::from_ref(&value),
+                Some(template),
+            )?)
         }
+        _ => write_stdout(&swarm_section(&info, &cluster, cert_expiry)),
     }
     Ok(())
+}
+
+/// The `Swarm:` section as `docker info` prints it (with mini's Raft position and gossip key
+/// besides).
+fn swarm_section(
+    info: &mini_proto::v1::InfoResponse,
+    cluster: &mini_proto::v1::Cluster,
+    cert_expiry: Duration,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let state = if info.locked {
+        "locked"
+    } else if info.node_id.is_empty() {
+        "inactive"
+    } else {
+        "active"
+    };
+    let _ = writeln!(out, "Swarm: {state}");
+    if info.node_id.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, " NodeID: {}", info.node_id);
+    if info.locked {
+        let _ = writeln!(out, " Error: this node is locked: run `mini swarm unlock`");
+        return out;
+    }
+    let _ = writeln!(out, " Is Manager: {}", info.is_manager);
+    if info.is_manager {
+        let _ = writeln!(out, " ClusterID: {}", cluster.id);
+        let _ = writeln!(out, " Managers: {}", info.managers);
+        let _ = writeln!(out, " Nodes: {}", info.nodes);
+        let _ = writeln!(out, " Default Address Pool: {}", cluster.default_addr_pool);
+        let _ = writeln!(out, " SubnetSize: {}", cluster.default_subnet_size);
+        let _ = writeln!(out, " Data Path Port: {}", cluster.data_path_port);
+        let _ = writeln!(out, " Raft:");
+        let _ = writeln!(out, "  Snapshot Interval: {}", cluster.snapshot_interval);
+        let _ = writeln!(out, "  Leader: {}", info.leader_node_id);
+        let _ = writeln!(out, "  Applied Index: {}", info.raft_applied_index);
+        let _ = writeln!(out, "  Snapshot Index: {}", info.raft_snapshot_index);
+        let _ = writeln!(out, "  First Log Index: {}", info.raft_first_log_index);
+        let _ = writeln!(out, " Dispatcher:");
+        let _ = writeln!(
+            out,
+            "  Heartbeat Period: {}",
+            human_duration(Duration::from_millis(info.heartbeat_period_ms))
+        );
+        let _ = writeln!(out, " CA Configuration:");
+        let _ = writeln!(out, "  Expiry Duration: {}", human_duration(cert_expiry));
+        if let Some(key) = cluster.gossip_keys.as_ref().and_then(|r| r.keys.first()) {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let age = Duration::from_secs(((now_ms - key.created_at_ms).max(0) / 1000) as u64);
+            let _ = writeln!(
+                out,
+                " Gossip Encryption: key {} (rotated {} ago)",
+                key.id,
+                human_duration(age)
+            );
+        }
+        let _ = writeln!(out, " Autolock Managers: {}", cluster.autolock);
+        let _ = writeln!(
+            out,
+            " Root Rotation In Progress: {}",
+            cluster.ca_rotation.is_some()
+        );
+    }
+    let _ = writeln!(out, " Node Address: {}", info.node_addr);
+    let _ = writeln!(out, " Manager Addresses:");
+    for addr in &info.manager_addrs {
+        let _ = writeln!(out, "  {addr}");
+    }
+    out
 }
 
 /// A duration as Docker's `docker info` writes it (go-units' `HumanDuration`): `3 months`,
 /// `4 weeks`, `2 days`, `5 hours`.
 pub fn human_duration(d: Duration) -> String {
-    let seconds = d.as_secs();
-    let minutes = seconds / 60;
-    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
-    match () {
-        _ if seconds < 1 => "Less than a second".into(),
-        _ if seconds == 1 => "1 second".into(),
-        _ if seconds < 60 => format!("{seconds} seconds"),
-        _ if minutes == 1 => "About a minute".into(),
-        _ if minutes < 60 => format!("{minutes} minutes"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", seconds / 3600 / 24 / 365),
-    }
+    crate::output::human_duration(d.as_millis().min(i64::MAX as u128) as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swarm_section_reads_as_docker_info() {
+        let inactive = mini_proto::v1::InfoResponse::default();
+        let cluster = mini_proto::v1::Cluster::default();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(swarm_section(&inactive, &cluster, day), "Swarm: inactive\n");
+        let worker = mini_proto::v1::InfoResponse {
+            node_id: "n2".into(),
+            node_addr: "10.0.0.2".into(),
+            manager_addrs: vec!["10.0.0.1:2377".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            swarm_section(&worker, &cluster, day),
+            "Swarm: active\n NodeID: n2\n Is Manager: false\n Node Address: 10.0.0.2\n Manager Addresses:\n  10.0.0.1:2377\n"
+        );
+        let manager = mini_proto::v1::InfoResponse {
+            is_manager: true,
+            nodes: 3,
+            managers: 1,
+            heartbeat_period_ms: 5000,
+            ..worker
+        };
+        let text = swarm_section(&manager, &cluster, day * 90);
+        for line in [
+            " Managers: 1\n",
+            " Nodes: 3\n",
+            " Dispatcher:\n  Heartbeat Period: 5 seconds\n",
+            " CA Configuration:\n  Expiry Duration: 3 months\n",
+            " Autolock Managers: false\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+    }
 
     #[test]
     fn cert_expiry_reads_as_docker_info_writes_it() {

@@ -5,17 +5,20 @@ use clap::Subcommand;
 use mini_proto::v1::{CreateNetworkRequest, GetRequest, ListNetworksRequest, NetworkSpec};
 
 use crate::client::connect;
-use crate::output::{Format, print_json, print_table};
-use crate::views::{NetworkView, network_name, short};
+use crate::format::{ListArgs, print_inspect, print_rows};
+use crate::output::print_table;
+use crate::views::NetworkView;
 
 /// Network subcommands.
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// Create a network.
     Create {
-        /// Driver to manage the network.
-        #[arg(short = 'd', long = "driver", default_value = "overlay")]
-        driver: String,
+        /// Driver to manage the network: overlay (swarm scope). Without it mini makes an
+        /// overlay network and says so (Docker's default, bridge, is a local network mini does
+        /// not make).
+        #[arg(short = 'd', long = "driver")]
+        driver: Option<String>,
         /// Subnet in CIDR form (default: the next free one from the cluster's pool).
         #[arg(long)]
         subnet: Option<String>,
@@ -37,13 +40,12 @@ pub enum NetworkCommand {
     },
     /// List networks.
     #[command(alias = "list")]
-    Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(ListArgs),
     /// Show networks in detail (JSON).
     Inspect {
+        /// Format output using a Go template ('{{.subnet}}'), or 'json'.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Also show every node's peers table and what its kernel holds.
         #[arg(short, long)]
         verbose: bool,
@@ -95,9 +97,10 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
             if let Some(first) = opt.first() {
                 anyhow::bail!("{}", refused_opt(first));
             }
+            let named_driver = driver.is_some();
             let spec = NetworkSpec {
-                name,
-                driver,
+                name: name.clone(),
+                driver: driver.unwrap_or_else(|| "overlay".into()),
                 subnet: subnet.unwrap_or_default(),
                 gateway: gateway.unwrap_or_default(),
                 attachable,
@@ -108,38 +111,31 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
                 .create_network(CreateNetworkRequest { spec: Some(spec) })
                 .await?
                 .into_inner();
+            if !named_driver {
+                eprintln!(
+                    "{name}: an overlay network (scope swarm), mini's only driver; Docker's \
+                     default without -d would be a local bridge. Say -d overlay to silence this."
+                );
+            }
             println!("{}", network.id);
         }
-        NetworkCommand::Ls { format } => {
-            let mut networks = client
+        NetworkCommand::Ls(list) => {
+            let filters = crate::rows::network_filters(&list.filter)?;
+            let networks = client
                 .list_networks(ListNetworksRequest {})
                 .await?
                 .into_inner()
                 .networks;
-            networks.sort_by(|a, b| network_name(a).cmp(network_name(b)));
-            match format {
-                Format::Json => {
-                    print_json(&networks.iter().map(NetworkView::from).collect::<Vec<_>>())?
-                }
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = networks
-                        .iter()
-                        .map(|n| {
-                            let spec = n.spec.clone().unwrap_or_default();
-                            vec![
-                                short(&n.id).to_string(),
-                                spec.name,
-                                spec.driver,
-                                "swarm".into(),
-                                n.subnet.clone(),
-                            ]
-                        })
-                        .collect();
-                    print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows);
-                }
-            }
+            print_rows(
+                &crate::rows::network_listing(&networks, &filters, list.no_trunc),
+                &list,
+            )?;
         }
-        NetworkCommand::Inspect { verbose, networks } => {
+        NetworkCommand::Inspect {
+            format,
+            verbose,
+            networks,
+        } => {
             let mut views = Vec::new();
             for name_or_id in networks {
                 let n = client
@@ -158,7 +154,7 @@ pub async fn run(host: &str, cmd: NetworkCommand) -> Result<()> {
                 }
                 views.push(view);
             }
-            print_json(&views)?;
+            print_inspect(&views, format.as_deref())?;
         }
         NetworkCommand::Check { network } => {
             let report = client

@@ -1,13 +1,14 @@
-//! `mini node ls | inspect | update | rm`.
+//! `mini node ls | ps | inspect | update | promote | demote | rm`.
 
 use anyhow::Result;
 use clap::Subcommand;
 use mini_proto::v1::{
-    GetRequest, InfoRequest, ListNodesRequest, RemoveNodeRequest, UpdateNodeRequest,
+    GetRequest, InfoRequest, ListNodesRequest, ListTasksRequest, RemoveNodeRequest,
+    UpdateNodeRequest,
 };
 
 use crate::client::connect;
-use crate::output::{Format, print_json, print_table};
+use crate::format::{ListArgs, print_inspect, print_rows};
 use crate::views::NodeView;
 
 /// Node subcommands.
@@ -15,16 +16,24 @@ use crate::views::NodeView;
 pub enum NodeCommand {
     /// List nodes.
     #[command(alias = "list")]
-    Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+    Ls(ListArgs),
+    /// List tasks running on one or more nodes, defaults to the current node.
+    Ps {
+        /// Node hostnames or ids (`self`: this node).
+        #[arg(default_value = "self")]
+        nodes: Vec<String>,
+        /// `-q`, `--filter`, `--format`, `--no-trunc`.
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Show nodes in detail (JSON).
     Inspect {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a Go template ('{{.hostname}}'), or 'json'.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Node hostnames or ids.
         #[arg(required = true)]
         nodes: Vec<String>,
@@ -40,6 +49,10 @@ pub enum NodeCommand {
         /// Remove a label (repeatable).
         #[arg(long = "label-rm")]
         label_rm: Vec<String>,
+        /// With `--availability drain`: exit immediately instead of waiting until the node's
+        /// tasks moved off it.
+        #[arg(short, long)]
+        detach: bool,
         /// Node hostname or id.
         node: String,
     },
@@ -74,41 +87,75 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
     let is_leader = |id: &str| info.is_manager && id == info.leader_node_id;
     let unreachable = |id: &str| info.unreachable_managers.iter().any(|u| u == id);
     match cmd {
-        NodeCommand::Ls { format } => {
-            let mut nodes = client
+        NodeCommand::Ls(list) => {
+            let filters = crate::rows::node_filters(&list.filter)?;
+            let nodes = client
                 .list_nodes(ListNodesRequest {})
                 .await?
                 .into_inner()
                 .nodes;
-            nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-            let views: Vec<NodeView> = nodes
-                .iter()
-                .map(|n| NodeView::new(n, is_leader(&n.id), unreachable(&n.id)))
-                .collect();
             if info.reachability_local {
                 eprintln!(
                     "warning: no Raft leader answered; MANAGER STATUS is this manager's own view"
                 );
             }
-            match format {
-                Format::Json => print_json(&views)?,
-                Format::Table => print_table(
-                    &[
-                        "ID",
-                        "HOSTNAME",
-                        "STATUS",
-                        "AVAILABILITY",
-                        "MANAGER STATUS",
-                        "ADDRESS",
-                    ],
-                    &views.iter().map(NodeView::row).collect::<Vec<_>>(),
-                ),
-            }
+            let leader = if info.is_manager {
+                info.leader_node_id.as_str()
+            } else {
+                ""
+            };
+            let listing = crate::rows::node_listing(
+                &nodes,
+                &filters,
+                &info.node_id,
+                leader,
+                &info.unreachable_managers,
+            );
+            print_rows(&listing, &list)?;
         }
-        NodeCommand::Inspect { pretty, nodes } => {
+        NodeCommand::Ps { nodes, list } => {
+            let filters = crate::rows::task_filters(&list.filter)?;
+            let mut ids = Vec::new();
+            for name_or_id in nodes {
+                let name_or_id = if name_or_id == "self" {
+                    info.node_id.clone()
+                } else {
+                    name_or_id
+                };
+                ids.push(
+                    client
+                        .get_node(GetRequest { name_or_id })
+                        .await?
+                        .into_inner()
+                        .id,
+                );
+            }
+            let names = super::service::names(&mut client).await?;
+            let tasks: Vec<_> = client
+                .list_tasks(ListTasksRequest {
+                    service: String::new(),
+                })
+                .await?
+                .into_inner()
+                .tasks
+                .into_iter()
+                .filter(|t| ids.contains(&t.node_id))
+                .collect();
+            super::service::print_tasks(&mut client, tasks, &names, &filters, &list).await?;
+        }
+        NodeCommand::Inspect {
+            pretty,
+            format,
+            nodes,
+        } => {
             let mut views = Vec::new();
             let mut texts = Vec::new();
             for name_or_id in nodes {
+                let name_or_id = if name_or_id == "self" {
+                    info.node_id.clone()
+                } else {
+                    name_or_id
+                };
                 let n = client
                     .get_node(GetRequest { name_or_id })
                     .await?
@@ -116,16 +163,17 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 texts.push(pretty_node(&n, is_leader(&n.id), unreachable(&n.id)));
                 views.push(NodeView::new(&n, is_leader(&n.id), unreachable(&n.id)));
             }
-            if pretty {
+            if pretty && format.is_none() {
                 print!("{}", texts.join("\n"));
             } else {
-                print_json(&views)?;
+                print_inspect(&views, format.as_deref())?;
             }
         }
         NodeCommand::Update {
             availability,
             label_add,
             label_rm,
+            detach,
             node,
         } => {
             let mut labels = std::collections::HashMap::new();
@@ -136,7 +184,8 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                 }
                 labels.insert(k.to_string(), v.to_string());
             }
-            client
+            let drain = availability.as_deref() == Some("drain");
+            let updated = client
                 .update_node(UpdateNodeRequest {
                     name_or_id: node.clone(),
                     availability: availability.unwrap_or_default(),
@@ -144,8 +193,12 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                     label_rm,
                     role: String::new(),
                 })
-                .await?;
+                .await?
+                .into_inner();
             println!("{node}");
+            if drain && !detach {
+                crate::progress::drain(&mut client, &updated.id).await?;
+            }
         }
         NodeCommand::Promote { nodes } => set_role(&mut client, nodes, "manager").await?,
         NodeCommand::Demote { nodes } => set_role(&mut client, nodes, "worker").await?,

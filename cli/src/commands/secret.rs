@@ -15,7 +15,8 @@ use mini_proto::v1::{
 use serde::Serialize;
 
 use crate::client::connect;
-use crate::output::{Format, ago, print_json, print_table, write_stdout};
+use crate::format::{ListArgs, print_inspect, print_rows};
+use crate::output::write_stdout;
 
 /// The subcommands of `secret` and `config` (the same for both).
 #[derive(Debug, Subcommand)]
@@ -32,19 +33,15 @@ pub enum ObjectCommand {
     },
     /// List them.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(ListArgs),
     /// Display detailed information on one or more of them (JSON).
     Inspect {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a Go template ('{{.Spec.Name}}'), or 'json'.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Names or ids.
         #[arg(required = true)]
         names: Vec<String>,
@@ -206,6 +203,16 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A secret as `secret inspect` shows it (never its value).
+pub fn secret_view(s: mini_proto::v1::Secret) -> impl Serialize {
+    ObjectView::new(Kind::Secret, &Object::from(s))
+}
+
+/// A config as `config inspect` shows it (its data in base64).
+pub fn config_view(c: mini_proto::v1::Config) -> impl Serialize {
+    ObjectView::new(Kind::Config, &Object::from(c))
+}
+
 /// `inspect --pretty`, as Docker prints it.
 fn pretty(kind: Kind, o: &Object) -> String {
     let meta = o.meta.unwrap_or_default();
@@ -261,8 +268,8 @@ pub async fn run(host: &str, kind: Kind, cmd: ObjectCommand) -> Result<()> {
             };
             println!("{id}");
         }
-        ObjectCommand::Ls { quiet, format } => {
-            let mut objects: Vec<Object> = match kind {
+        ObjectCommand::Ls(list) => {
+            let objects: Vec<Object> = match kind {
                 Kind::Secret => client
                     .list_secrets(ListSecretsRequest {})
                     .await?
@@ -280,44 +287,29 @@ pub async fn run(host: &str, kind: Kind, cmd: ObjectCommand) -> Result<()> {
                     .map(Object::from)
                     .collect(),
             };
-            objects.sort_by(|a, b| a.name.cmp(&b.name));
-            if quiet {
-                let ids: String = objects.iter().map(|o| format!("{}\n", o.id)).collect();
-                write_stdout(&ids);
-                return Ok(());
-            }
-            match format {
-                Format::Json => print_json(
-                    &objects
-                        .iter()
-                        .map(|o| ObjectView::new(kind, o))
-                        .collect::<Vec<_>>(),
-                )?,
-                Format::Table => {
-                    let now = now_ms();
-                    let rows: Vec<Vec<String>> = objects
-                        .iter()
-                        .map(|o| {
-                            let meta = o.meta.unwrap_or_default();
-                            let mut row = vec![o.id.clone(), o.name.clone()];
-                            if kind == Kind::Secret {
-                                row.push(String::new());
-                            }
-                            row.push(ago(meta.created_at_ms, now));
-                            row.push(ago(meta.updated_at_ms, now));
-                            row
-                        })
-                        .collect();
-                    match kind {
-                        Kind::Secret => {
-                            print_table(&["ID", "NAME", "DRIVER", "CREATED", "UPDATED"], &rows)
-                        }
-                        Kind::Config => print_table(&["ID", "NAME", "CREATED", "UPDATED"], &rows),
+            let filters = crate::format::Filters::parse(&list.filter, crate::rows::OBJECT_FILTERS)?;
+            let rows: Vec<crate::rows::ObjectRow> = objects
+                .iter()
+                .map(|o| {
+                    let meta = o.meta.unwrap_or_default();
+                    crate::rows::ObjectRow {
+                        id: &o.id,
+                        name: &o.name,
+                        labels: &o.labels,
+                        created_ms: meta.created_at_ms,
+                        updated_ms: meta.updated_at_ms,
                     }
-                }
-            }
+                })
+                .collect();
+            let listing =
+                crate::rows::object_listing(&rows, &filters, kind == Kind::Secret, now_ms());
+            print_rows(&listing, &list)?;
         }
-        ObjectCommand::Inspect { pretty: p, names } => {
+        ObjectCommand::Inspect {
+            pretty: p,
+            format,
+            names,
+        } => {
             let mut objects = Vec::new();
             for name_or_id in names {
                 let request = GetRequest { name_or_id };
@@ -326,16 +318,13 @@ pub async fn run(host: &str, kind: Kind, cmd: ObjectCommand) -> Result<()> {
                     Kind::Config => Object::from(client.get_config(request).await?.into_inner()),
                 });
             }
-            if p {
+            if p && format.is_none() {
                 let text: Vec<String> = objects.iter().map(|o| pretty(kind, o)).collect();
                 write_stdout(&text.join("\n\n"));
             } else {
-                print_json(
-                    &objects
-                        .iter()
-                        .map(|o| ObjectView::new(kind, o))
-                        .collect::<Vec<_>>(),
-                )?;
+                let views: Vec<ObjectView> =
+                    objects.iter().map(|o| ObjectView::new(kind, o)).collect();
+                print_inspect(&views, format.as_deref())?;
             }
         }
         ObjectCommand::Rm { names } => {

@@ -14,8 +14,8 @@ use mini_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
 
 use crate::client::connect;
-use crate::output::{Format, ago, print_json, print_table};
-use crate::views::{Names, ServiceView, TaskView, capitalize, service_name, short, task_name};
+use crate::format::{ListArgs, print_inspect, print_rows};
+use crate::views::{Names, ServiceView, short, task_name};
 
 /// Service subcommands.
 #[derive(Debug, Subcommand)]
@@ -24,25 +24,24 @@ pub enum ServiceCommand {
     Create(Box<CreateArgs>),
     /// List services.
     #[command(alias = "list")]
-    Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// List the tasks of services.
+    Ls(ListArgs),
+    /// List the tasks of one or more services.
     Ps {
         /// Service names or ids.
         #[arg(required = true)]
         services: Vec<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// `-q`, `--filter`, `--format`, `--no-trunc`.
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Show services in detail (JSON).
     Inspect {
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
+        /// Format output using a Go template ('{{.name}}'), or 'json'.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Service names or ids.
         #[arg(required = true)]
         services: Vec<String>,
@@ -53,6 +52,9 @@ pub enum ServiceCommand {
     Rollback(super::service_update::RollbackArgs),
     /// Scale replicated services: `SERVICE=REPLICAS`...
     Scale {
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long)]
+        detach: bool,
         /// `SERVICE=REPLICAS` pairs.
         #[arg(required = true, value_parser = parse_scale)]
         scales: Vec<(String, u64)>,
@@ -94,8 +96,9 @@ pub struct CreateArgs {
     /// Service mode.
     #[arg(long, value_parser = ["replicated", "global", "replicated-job", "global-job"], default_value = "replicated")]
     pub mode: String,
-    /// Network to attach to (repeatable; name or id).
-    #[arg(long = "network")]
+    /// Network to attach to (repeatable): NAME, or name=NAME,alias=ALIAS[,alias=...] (the
+    /// aliases resolve to the service on its networks).
+    #[arg(long = "network", value_parser = super::service_flags::parse_network)]
     pub networks: Vec<String>,
     /// Environment variable K=V (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
@@ -131,6 +134,9 @@ pub struct CreateArgs {
     /// `--secret`, `--config`.
     #[command(flatten)]
     pub secrets: super::service_flags::SecretCreateFlags,
+    /// `--detach`, `--quiet`.
+    #[command(flatten)]
+    pub wait: super::service_flags::WaitFlags,
     /// Image to run (`host`: the node's own filesystem in fresh namespaces).
     pub image: String,
     /// Command and arguments, passed verbatim (also ones starting with `-`).
@@ -181,7 +187,15 @@ impl CreateArgs {
             update: Some(super::service_flags::default_update_config()),
             rollback: Some(super::service_flags::default_update_config()),
             force_update: 0,
-            aliases: self.aliases.clone(),
+            aliases: {
+                let mut aliases = self.aliases.clone();
+                for a in super::service_flags::split_networks(&self.networks).1 {
+                    if !aliases.contains(&a) {
+                        aliases.push(a);
+                    }
+                }
+                aliases
+            },
             ..Default::default()
         };
         super::service_flags::Placement {
@@ -319,29 +333,43 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
             let service = client
                 .create_service(CreateServiceRequest {
                     spec: Some(spec),
-                    networks: args.networks,
+                    networks: super::service_flags::split_networks(&args.networks).0,
                     registry_auth,
                 })
                 .await?
                 .into_inner();
             println!("{}", service.id);
+            if !args.wait.detach {
+                crate::progress::service(
+                    &mut client,
+                    &service.id,
+                    crate::progress::Wait::Converge,
+                    args.wait.quiet,
+                )
+                .await?;
+            }
         }
-        ServiceCommand::Ls { format } => print_services(&mut client, format, &|_| true).await?,
-        ServiceCommand::Ps { services, format } => {
+        ServiceCommand::Ls(list) => print_services(&mut client, &list, &|_| true).await?,
+        ServiceCommand::Ps { services, list } => {
+            let filters = crate::rows::task_filters(&list.filter)?;
             let names = names(&mut client).await?;
             let mut tasks = Vec::new();
             for service in services {
-                let mut of_service = client
-                    .list_tasks(ListTasksRequest { service })
-                    .await?
-                    .into_inner()
-                    .tasks;
-                order_for_ps(&mut of_service);
-                tasks.extend(of_service);
+                tasks.extend(
+                    client
+                        .list_tasks(ListTasksRequest { service })
+                        .await?
+                        .into_inner()
+                        .tasks,
+                );
             }
-            print_tasks(&tasks, &names, format)?;
+            print_tasks(&mut client, tasks, &names, &filters, &list).await?;
         }
-        ServiceCommand::Inspect { pretty, services } => {
+        ServiceCommand::Inspect {
+            pretty,
+            format,
+            services,
+        } => {
             let names = names(&mut client).await?;
             let mut views = Vec::new();
             let mut text = Vec::new();
@@ -353,25 +381,40 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                 text.push(crate::views::pretty_service(&s, &names));
                 views.push(ServiceView::new(&s, None, &names));
             }
-            if pretty {
+            if pretty && format.is_none() {
                 println!("{}", text.join("\n\n"));
             } else {
-                print_json(&views)?;
+                print_inspect(&views, format.as_deref())?;
             }
         }
         ServiceCommand::Update(args) => super::service_update::run(&mut client, *args).await?,
         ServiceCommand::Rollback(args) => {
             super::service_update::rollback(&mut client, args).await?
         }
-        ServiceCommand::Scale { scales } => {
+        ServiceCommand::Scale { detach, scales } => {
+            // As Docker: every service is scaled, then each is waited for in turn.
+            let mut scaled = Vec::new();
             for (name_or_id, replicas) in scales {
-                client
+                let service = client
                     .scale_service(ScaleServiceRequest {
                         name_or_id: name_or_id.clone(),
                         replicas,
                     })
-                    .await?;
+                    .await?
+                    .into_inner();
                 println!("{name_or_id} scaled to {replicas}");
+                scaled.push(service.id);
+            }
+            if !detach {
+                for id in scaled {
+                    crate::progress::service(
+                        &mut client,
+                        &id,
+                        crate::progress::Wait::Converge,
+                        false,
+                    )
+                    .await?;
+                }
             }
         }
         ServiceCommand::Logs {
@@ -439,93 +482,23 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     Ok(())
 }
 
-/// The REPLICAS column of `service ls`, as Docker writes it: `running/desired`, with
-/// `(max N per node)` when the service has a limit, and for jobs the progress
-/// `(completed/total completed)`.
-fn replicas_column(
-    service: &mini_proto::v1::Service,
-    s: &mini_proto::v1::ServiceSummary,
-) -> String {
-    let spec = service.spec.clone().unwrap_or_default();
-    match spec.mode {
-        Some(Mode::ReplicatedJob(job)) => {
-            let (_, total) = mini_manager::orchestrator::job_counts(&job);
-            format!(
-                "{}/{} ({}/{} completed)",
-                s.running, s.desired, s.completed, total
-            )
-        }
-        Some(Mode::GlobalJob(_)) => format!(
-            "{}/{} ({}/{} completed)",
-            s.running,
-            s.desired,
-            s.completed,
-            s.desired + s.completed
-        ),
-        _ if spec.max_replicas_per_node > 0 => format!(
-            "{}/{} (max {} per node)",
-            s.running, s.desired, spec.max_replicas_per_node
-        ),
-        _ => format!("{}/{}", s.running, s.desired),
-    }
-}
-
 /// `service ls`'s output for the services `keep` accepts (`stack services`: a stack's).
 pub(super) async fn print_services(
     client: &mut ControlClient<Channel>,
-    format: Format,
+    list: &ListArgs,
     keep: &dyn Fn(&mini_proto::v1::Service) -> bool,
 ) -> Result<()> {
+    let filters = crate::rows::service_filters(&list.filter)?;
     let mut services = client
         .list_services(ListServicesRequest {})
         .await?
         .into_inner()
         .services;
     services.retain(|s| s.service.as_ref().is_some_and(keep));
-    services.sort_by(|a, b| {
-        let name = |s: &mini_proto::v1::ServiceSummary| {
-            s.service.as_ref().map(|s| service_name(s).to_string())
-        };
-        name(a).cmp(&name(b))
-    });
-    let names = names(client).await?;
-    let views: Vec<(ServiceView, String)> = services
-        .iter()
-        .filter_map(|s| {
-            let svc = s.service.as_ref()?;
-            let replicas = replicas_column(svc, s);
-            Some((ServiceView::new(svc, Some(s.running), &names), replicas))
-        })
-        .collect();
-    match format {
-        Format::Json => print_json(&views.iter().map(|(v, _)| v).collect::<Vec<_>>())?,
-        Format::Table => {
-            let rows: Vec<Vec<String>> = services
-                .iter()
-                .zip(&views)
-                .filter_map(|(s, (_, replicas))| {
-                    let svc = s.service.as_ref()?;
-                    let spec = svc.spec.clone().unwrap_or_default();
-                    let mode = match spec.mode {
-                        Some(Mode::Global(_)) => "global",
-                        Some(Mode::ReplicatedJob(_)) => "replicated job",
-                        Some(Mode::GlobalJob(_)) => "global job",
-                        _ => "replicated",
-                    };
-                    let image = spec.container.map(|c| c.image).unwrap_or_default();
-                    Some(vec![
-                        short(&svc.id).to_string(),
-                        spec.name,
-                        mode.into(),
-                        replicas.clone(),
-                        image,
-                    ])
-                })
-                .collect();
-            print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE"], &rows);
-        }
-    }
-    Ok(())
+    print_rows(
+        &crate::rows::service_listing(&services, &filters, list.no_trunc),
+        list,
+    )
 }
 
 /// Names of networks and nodes, for the views.
@@ -543,95 +516,29 @@ pub(super) async fn names(client: &mut ControlClient<Channel>) -> Result<Names> 
     Ok(Names::new(&networks, &nodes))
 }
 
-/// Orders tasks as `service ps` shows them: by slot (or node), the current
-/// task first, then its history newest first.
-/// Prints tasks as `service ps` (and `stack ps`) does: Docker's columns, or JSON.
-pub(super) fn print_tasks(tasks: &[Task], names: &Names, format: Format) -> Result<()> {
-    match format {
-        Format::Json => print_json(
-            &tasks
-                .iter()
-                .map(|t| TaskView::new(t, names))
-                .collect::<Vec<_>>(),
-        )?,
-        Format::Table => print_table(
-            &[
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-            ],
-            &ps_rows(tasks, names, mini_manager::ids::now_ms()),
-        ),
-    }
-    Ok(())
-}
-
-pub(super) fn order_for_ps(tasks: &mut [Task]) {
-    let desired_running = |t: &Task| t.desired_state <= mini_proto::v1::TaskState::Running as i32;
-    let since = |t: &Task| t.status.as_ref().map_or(0, |s| s.timestamp_ms);
-    tasks.sort_by(|a, b| {
-        (
-            task_name(a),
-            !desired_running(a),
-            std::cmp::Reverse(since(a)),
-        )
-            .cmp(&(
-                task_name(b),
-                !desired_running(b),
-                std::cmp::Reverse(since(b)),
-            ))
-    });
-}
-
-/// Table rows of `service ps`: history rows (same name as the row above) are
-/// shown as ` \_ name`, as Docker does.
-pub(super) fn ps_rows(tasks: &[Task], names: &Names, now_ms: i64) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut previous: Option<String> = None;
-    for t in tasks {
-        let view = serde_json::to_value(TaskView::new(t, names)).unwrap_or_default();
-        let field = |k: &str| {
-            view.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let name = task_name(t);
-        let shown_name = if previous.as_deref() == Some(name.as_str()) {
-            format!(" \\_ {name}")
-        } else {
-            name.clone()
-        };
-        previous = Some(name);
-        let since = t.status.as_ref().map_or(0, |s| s.timestamp_ms);
-        let mut error = field("error");
-        if error.is_empty()
-            && t.status
-                .as_ref()
-                .is_some_and(|s| s.state() == mini_proto::v1::TaskState::Pending)
-        {
-            error = field("message");
-        }
-        if error.chars().count() > 60 {
-            error = format!("\"{}…\"", error.chars().take(57).collect::<String>());
-        } else if !error.is_empty() {
-            error = format!("\"{error}\"");
-        }
-        rows.push(vec![
-            short(&t.id).to_string(),
-            shown_name,
-            field("image"),
-            field("node"),
-            capitalize(&field("desired_state")),
-            format!("{} {}", field("current_state"), ago(since, now_ms)),
-            error,
-        ]);
-    }
-    rows
+/// Prints tasks as `service ps` (and `node ps`, `stack ps`) does: filtered, in Docker's
+/// order, with Docker's columns.
+pub(super) async fn print_tasks(
+    client: &mut ControlClient<Channel>,
+    mut tasks: Vec<Task>,
+    names: &Names,
+    filters: &crate::format::Filters,
+    list: &ListArgs,
+) -> Result<()> {
+    let local = if filters.get("node").iter().any(|n| n == "self") {
+        client
+            .info(mini_proto::v1::InfoRequest {})
+            .await?
+            .into_inner()
+            .node_id
+    } else {
+        String::new()
+    };
+    tasks.retain(|t| crate::rows::task_matches(filters, t, names, &local));
+    crate::rows::order_tasks(&mut tasks);
+    let listing =
+        crate::rows::task_listing(&tasks, names, mini_manager::ids::now_ms(), list.no_trunc);
+    print_rows(&listing, list)
 }
 
 #[cfg(test)]
@@ -663,32 +570,5 @@ mod tests {
         assert!(parse_replicas("-1").unwrap_err().contains("negative"));
         assert!(parse_scale("web").unwrap_err().contains("SERVICE=REPLICAS"));
         assert_eq!(parse_scale("web=5"), Ok(("web".into(), 5)));
-    }
-
-    #[test]
-    fn history_rows_are_marked() {
-        use mini_proto::v1::{TaskState, TaskStatus};
-        let task = |id: &str, desired: TaskState, state: TaskState, at: i64| Task {
-            id: id.into(),
-            service_name: "demoservice".into(),
-            slot: 1,
-            desired_state: desired as i32,
-            status: Some(TaskStatus {
-                state: state as i32,
-                timestamp_ms: at,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let mut tasks = vec![
-            task("old", TaskState::Shutdown, TaskState::Failed, 1_000),
-            task("new", TaskState::Running, TaskState::Assigned, 2_000),
-        ];
-        order_for_ps(&mut tasks);
-        let rows = ps_rows(&tasks, &Names::default(), 3_000);
-        assert_eq!(rows[0][1], "demoservice.1");
-        assert_eq!(rows[1][1], " \\_ demoservice.1");
-        assert_eq!(rows[1][4], "Shutdown");
-        assert_eq!(rows[1][5], "Failed 2 seconds ago");
     }
 }

@@ -1011,6 +1011,21 @@ pub fn parse_mount(s: &str) -> Result<Mount, String> {
     Ok(m)
 }
 
+// --- Waiting for convergence (issue #15, progress): `--detach` and `--quiet` of `service
+// create`, `update` and `rollback` (see `crate::progress`).
+
+/// `-d/--detach` and `-q/--quiet`: whether the command waits for the service to converge and
+/// whether it shows the progress while it waits.
+#[derive(Debug, Default, Clone, Copy, Args)]
+pub struct WaitFlags {
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1430,5 +1445,120 @@ mod tests {
                 .contains("only spread is supported")
         );
         assert!(parse_placement_pref("spread=").is_err());
+    }
+}
+
+// ---- `--network` / `--network-add` long syntax (lead) ----
+
+/// `--network` as Docker takes it: `NAME`, or `name=NAME,alias=A[,alias=B]`. Returns the
+/// network (name or id) and the aliases. Driver options and link-local addresses are refused.
+pub fn network_attachment(value: &str) -> Result<(String, Vec<String>), String> {
+    if !value.contains('=') {
+        return Ok((value.to_string(), Vec::new()));
+    }
+    let mut name = None;
+    let mut aliases = Vec::new();
+    for field in value.split(',') {
+        let (key, val) = field
+            .split_once('=')
+            .ok_or_else(|| format!("invalid field {field:?}: must be a key=value pair"))?;
+        match key.trim().to_ascii_lowercase().as_str() {
+            "name" | "target" => name = Some(val.to_string()),
+            "alias" => {
+                let valid = !val.is_empty()
+                    && val.len() <= 255
+                    && val
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !valid {
+                    return Err(format!(
+                        "invalid alias {val:?}: a DNS name (letters, digits, '-', '_', '.')"
+                    ));
+                }
+                if !aliases.iter().any(|a| a == val) {
+                    aliases.push(val.to_string());
+                }
+            }
+            "driver-opt" | "link-local-ip" | "ip" | "ipv4-address" => {
+                return Err(format!("not supported by mini: --network {key}=..."));
+            }
+            other => {
+                return Err(format!(
+                    "invalid field key {other:?} in --network {value:?}"
+                ));
+            }
+        }
+    }
+    match name {
+        Some(n) if !n.is_empty() => Ok((n, aliases)),
+        _ => Err(format!("--network {value:?}: name= is required")),
+    }
+}
+
+/// Value parser of `--network`: checks the syntax, keeps the text.
+pub fn parse_network(value: &str) -> Result<String, String> {
+    network_attachment(value).map(|_| value.to_string())
+}
+
+/// Splits `--network` values into the networks and the aliases they give (a service's aliases
+/// hold on all its networks in mini).
+pub fn split_networks(values: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut networks = Vec::new();
+    let mut aliases: Vec<String> = Vec::new();
+    for value in values {
+        // parse_network checked every value.
+        if let Ok((network, more)) = network_attachment(value) {
+            networks.push(network);
+            for a in more {
+                if !aliases.contains(&a) {
+                    aliases.push(a);
+                }
+            }
+        }
+    }
+    (networks, aliases)
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[test]
+    fn network_long_syntax_gives_aliases() {
+        assert_eq!(
+            network_attachment("backend").unwrap(),
+            ("backend".into(), vec![])
+        );
+        assert_eq!(
+            network_attachment("name=backend,alias=db,alias=pg").unwrap(),
+            ("backend".into(), vec!["db".into(), "pg".into()])
+        );
+        assert!(
+            network_attachment("alias=db")
+                .unwrap_err()
+                .contains("name= is required")
+        );
+        assert!(
+            network_attachment("name=n,alias=a b")
+                .unwrap_err()
+                .contains("invalid alias")
+        );
+        assert!(
+            network_attachment("name=n,driver-opt=x=y")
+                .unwrap_err()
+                .contains("not supported by mini")
+        );
+        assert!(
+            network_attachment("name=n,colour=red")
+                .unwrap_err()
+                .contains("colour")
+        );
+        let (nets, aliases) = split_networks(&[
+            "a".into(),
+            "name=b,alias=x".into(),
+            "name=c,alias=x,alias=y".into(),
+        ]);
+        assert_eq!(nets, ["a", "b", "c"]);
+        assert_eq!(aliases, ["x", "y"]);
     }
 }

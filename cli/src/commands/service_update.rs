@@ -3,28 +3,24 @@
 //! and (unless `--detach`) follows the rolling update until it converged, paused or rolled
 //! back, as `docker service update` does.
 
-use std::time::{Duration, Instant};
-
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use mini_proto::v1::{
-    EndpointSpec, GetRequest, ListTasksRequest, PortConfig, ServiceSpec, TaskState,
-    UpdateServiceRequest, UpdateState, control_client::ControlClient, service_spec::Mode,
+    EndpointSpec, GetRequest, PortConfig, ServiceSpec, UpdateServiceRequest,
+    control_client::ControlClient,
 };
 use tonic::transport::Channel;
 
 use super::service::{parse_env, parse_publish};
-
-/// How long the wait goes on while nothing changes (no task moves, the update's state stays)
-/// before it gives up; any progress starts it again.
-const STALL_TIMEOUT: Duration = Duration::from_secs(300);
+use super::service_flags::WaitFlags;
+use crate::progress::Wait;
 
 /// Flags of `service rollback`.
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Exit immediately instead of waiting for the service to converge.
-    #[arg(short, long)]
-    detach: bool,
+    /// `--detach`, `--quiet`.
+    #[command(flatten)]
+    wait: WaitFlags,
     /// Service name or id.
     service: String,
 }
@@ -62,8 +58,9 @@ pub struct UpdateArgs {
     /// Remove the mount at this target path (repeatable).
     #[arg(long = "mount-rm")]
     mount_rm: Vec<String>,
-    /// Attach the service to a network (repeatable): its tasks are replaced by ones on it.
-    #[arg(long = "network-add")]
+    /// Attach the service to a network (repeatable): NAME or name=NAME,alias=ALIAS; its tasks
+    /// are replaced by ones on it.
+    #[arg(long = "network-add", value_parser = super::service_flags::parse_network)]
     network_add: Vec<String>,
     /// Detach the service from a network (repeatable).
     #[arg(long = "network-rm")]
@@ -101,9 +98,9 @@ pub struct UpdateArgs {
     /// Rollback to previous specification.
     #[arg(long)]
     rollback: bool,
-    /// Return once the update is stored, without waiting for the tasks to be replaced.
-    #[arg(short, long)]
-    detach: bool,
+    /// `--detach` (return once the update is stored), `--quiet`.
+    #[command(flatten)]
+    wait: WaitFlags,
     /// Service name or id.
     service: String,
 }
@@ -284,13 +281,14 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         return rollback(
             client,
             RollbackArgs {
-                detach: args.detach,
+                wait: args.wait,
                 service: args.service,
             },
         )
         .await;
     }
-    let network_add = resolve_networks(client, &args.network_add).await?;
+    let (network_add, alias_add) = super::service_flags::split_networks(&args.network_add);
+    let network_add = resolve_networks(client, &network_add).await?;
     let network_rm = resolve_networks(client, &args.network_rm).await?;
     // The spec is edited from the version read; when the service changed meanwhile (the
     // orchestrator records its update's progress in it), it is read and edited again.
@@ -305,6 +303,11 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         let mut spec = service.spec.clone().unwrap_or_default();
         edit(&mut spec, &args)?;
         edit_networks(&mut spec, &network_add, &network_rm)?;
+        for alias in &alias_add {
+            if !spec.aliases.contains(alias) {
+                spec.aliases.push(alias.clone());
+            }
+        }
         let registry_auth = args.flags.registry_auth(&spec)?;
         let result = client
             .update_service(UpdateServiceRequest {
@@ -328,13 +331,10 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
         }
     };
     println!("{}", spec.name);
-    if args.detach {
+    if args.wait.detach {
         return Ok(());
     }
-    if mini_manager::orchestrator::is_job(&spec) {
-        return wait_job(client, &updated).await;
-    }
-    wait_rollout(client, &updated.id, false).await
+    crate::progress::service(client, &updated.id, Wait::Update, args.wait.quiet).await
 }
 
 /// Whether the flags ask for any change of the spec (Docker refuses them with `--rollback`).
@@ -369,175 +369,17 @@ pub async fn rollback(client: &mut ControlClient<Channel>, args: RollbackArgs) -
         .await?
         .into_inner();
     println!("{}", crate::views::service_name(&updated));
-    if args.detach {
+    if args.wait.detach {
         return Ok(());
     }
-    wait_rollout(client, &updated.id, true).await
-}
-
-/// Waits until the job's new iteration completed: `total_completions` tasks (a replicated
-/// job) or the task of every node it runs on (a global job) COMPLETE.
-async fn wait_job(
-    client: &mut ControlClient<Channel>,
-    service: &mini_proto::v1::Service,
-) -> Result<()> {
-    let iteration = mini_manager::orchestrator::job_iteration(service);
-    let spec = service.spec.clone().unwrap_or_default();
-    let deadline = Instant::now() + STALL_TIMEOUT;
-    let mut last = String::new();
-    loop {
-        let tasks = client
-            .list_tasks(ListTasksRequest {
-                service: service.id.clone(),
-            })
-            .await?
-            .into_inner()
-            .tasks;
-        let of_iteration: Vec<_> = tasks
-            .iter()
-            .filter(|t| t.job_iteration == iteration)
-            .collect();
-        let completed = of_iteration
-            .iter()
-            .filter(|t| mini_manager::orchestrator::observed_state(t) == TaskState::Complete)
-            .count();
-        let want = match spec.mode {
-            Some(Mode::ReplicatedJob(job)) => {
-                mini_manager::orchestrator::job_counts(&job).1 as usize
-            }
-            _ => of_iteration
-                .iter()
-                .filter(|t| {
-                    mini_manager::orchestrator::is_active(t)
-                        || mini_manager::orchestrator::observed_state(t) == TaskState::Complete
-                })
-                .count()
-                .max(1),
-        };
-        let progress = format!("{completed}/{want} tasks completed");
-        if progress != last {
-            println!("progress: {progress}");
-            last = progress.clone();
-        }
-        if completed >= want {
-            println!("verify: job complete");
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(anyhow::anyhow!(
-                "the job did not complete within {} s ({progress}); see `mini service ps {}`",
-                STALL_TIMEOUT.as_secs(),
-                spec.name
-            ))
-            .context("service update stored, job incomplete");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Follows the rollout of the service until every task meant to run is made from its
-/// current spec and RUNNING, there are as many as it wants, and the orchestrator marked the
-/// update completed, printing progress when it changes. A paused update or rollback, and an
-/// update the orchestrator rolled back (`rollback_requested` false), end with an error that
-/// carries the update status' message, as Docker's. Gives up only after [`STALL_TIMEOUT`]
-/// without any change.
-async fn wait_rollout(
-    client: &mut ControlClient<Channel>,
-    service_id: &str,
-    rollback_requested: bool,
-) -> Result<()> {
-    let mut last = String::new();
-    let mut changed_at = Instant::now();
-    let mut rollback_shown = false;
-    loop {
-        let service = client
-            .get_service(GetRequest {
-                name_or_id: service_id.to_string(),
-            })
-            .await?
-            .into_inner();
-        let spec = service.spec.clone().unwrap_or_default();
-        let status = service.update_status.clone().unwrap_or_default();
-        let state = status.state();
-        match state {
-            UpdateState::Paused => bail!("service update paused: {}", status.message),
-            UpdateState::RollbackPaused => bail!("service rollback paused: {}", status.message),
-            UpdateState::RollbackStarted if !rollback_shown => {
-                println!("rollback: {}", status.message);
-                rollback_shown = true;
-            }
-            UpdateState::RollbackCompleted if !rollback_requested => {
-                if !rollback_shown {
-                    println!("rollback: update rolled back");
-                }
-                bail!("service rolled back: {}", status.message)
-            }
-            _ => {}
-        }
-        let tasks = client
-            .list_tasks(ListTasksRequest {
-                service: service_id.to_string(),
-            })
-            .await?
-            .into_inner()
-            .tasks;
-        let meant: Vec<_> = tasks
-            .iter()
-            .filter(|t| t.desired_state() <= TaskState::Running)
-            .collect();
-        let done = meant
-            .iter()
-            .filter(|t| {
-                !mini_manager::orchestrator::is_outdated(t, &spec)
-                    && mini_manager::orchestrator::observed_state(t) == TaskState::Running
-            })
-            .count();
-        let want = match spec.mode {
-            Some(Mode::Replicas(n)) => n as usize,
-            _ => meant.len(),
-        };
-        let verb = if state == UpdateState::RollbackStarted || rollback_requested {
-            "rolled back"
-        } else {
-            "updated"
-        };
-        let progress = format!("{done}/{want} tasks {verb} and running");
-        let seen = format!("{progress} {state:?}");
-        if seen != last {
-            if !last.starts_with(&progress) {
-                println!("progress: {progress}");
-            }
-            last = seen;
-            changed_at = Instant::now();
-        }
-        let converged = done == want && meant.len() == want;
-        // Converged tasks are enough when no update was needed (UNKNOWN: nothing to roll);
-        // during an update the orchestrator completes it after the monitor window.
-        let finished = matches!(
-            state,
-            UpdateState::Unknown | UpdateState::Completed | UpdateState::RollbackCompleted
-        );
-        if converged && finished {
-            println!("verify: Service converged");
-            return Ok(());
-        }
-        if changed_at.elapsed() > STALL_TIMEOUT {
-            bail!(
-                "the rollout made no progress for {} s ({progress}, update {}); see `mini service ps {}`",
-                STALL_TIMEOUT.as_secs(),
-                crate::views::update_state_name(state),
-                spec.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::progress::service(client, &updated.id, Wait::Rollback, args.wait.quiet).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-    use mini_proto::v1::ContainerSpec;
+    use mini_proto::v1::{ContainerSpec, service_spec::Mode};
 
     #[derive(Parser)]
     struct Cli {
@@ -673,7 +515,11 @@ mod tests {
             assert!(Cli::try_parse_from(argv).is_err(), "{flags:?} accepted");
         }
         assert!(args(&["--rollback"]).rollback);
-        assert!(!changes_something(&args(&["--rollback", "--detach"])));
+        assert!(!changes_something(&args(&[
+            "--rollback",
+            "--detach",
+            "--quiet"
+        ])));
         for flags in [
             &["--rollback", "--env-add", "A=1"][..],
             &["--rollback", "--update-delay", "1s"][..],

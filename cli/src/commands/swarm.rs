@@ -17,8 +17,9 @@ use crate::client::connect;
 pub enum SwarmCommand {
     /// Make this daemon the first manager of a new swarm.
     Init {
-        /// Address other nodes reach this one at (an IPv4 address of this host).
-        #[arg(long)]
+        /// Address other nodes reach this one at: an IPv4 address or an interface name
+        /// (default: the host's only non-loopback IPv4 address).
+        #[arg(long, default_value = "")]
         advertise_addr: String,
         /// Pool from which overlay subnets are taken.
         #[arg(long, default_value = "10.0.0.0/8")]
@@ -53,8 +54,9 @@ pub enum SwarmCommand {
         /// Join token from `mini swarm join-token`.
         #[arg(long)]
         token: String,
-        /// Address other nodes reach this one at.
-        #[arg(long)]
+        /// Address other nodes reach this one at: an IPv4 address or an interface name
+        /// (default: this host's address on the route to the manager).
+        #[arg(long, default_value = "")]
         advertise_addr: String,
         /// Address the node's listener binds (IP:PORT).
         #[arg(long, default_value = "0.0.0.0:2377")]
@@ -163,7 +165,7 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             println!("To add a worker to this swarm, run the following command:");
             println!();
             println!(
-                "    mini swarm join --token {} --advertise-addr <IP> {}",
+                "    mini swarm join --token {} {}",
                 token.token, token.manager_addr
             );
             println!();
@@ -193,7 +195,7 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
                 println!("To add a {role} to this swarm, run the following command:");
                 println!();
                 println!(
-                    "    mini swarm join --token {} --advertise-addr <IP> {}",
+                    "    mini swarm join --token {} {}",
                     token.token, token.manager_addr
                 );
             }
@@ -204,15 +206,20 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             listen_addr,
             remote,
         } => {
-            client
+            let joined = client
                 .swarm_join(SwarmJoinRequest {
                     token,
                     remote_addr: remote,
                     advertise_addr,
                     listen_addr,
                 })
-                .await?;
-            println!("This node joined a swarm as a worker.");
+                .await?
+                .into_inner();
+            let role = match joined.role() {
+                mini_proto::v1::NodeRole::Manager => "manager",
+                _ => "worker",
+            };
+            println!("This node joined a swarm as a {role}.");
         }
         SwarmCommand::Leave { force } => {
             client.swarm_leave(SwarmLeaveRequest { force }).await?;

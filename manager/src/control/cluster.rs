@@ -17,20 +17,7 @@ pub(super) async fn swarm_init(
     api: &ControlApi,
     request: SwarmInitRequest,
 ) -> Result<SwarmInitResponse, ControlError> {
-    let advertise_addr: Ipv4Addr = request.advertise_addr.parse().map_err(|_| {
-        ControlError::Invalid(format!(
-            "invalid --advertise-addr {:?}: expected an IPv4 address of this host, e.g. 192.168.10.6",
-            request.advertise_addr
-        ))
-    })?;
-    if advertise_addr.is_unspecified()
-        || advertise_addr.is_loopback()
-        || advertise_addr.is_multicast()
-    {
-        return Err(ControlError::Invalid(format!(
-            "invalid --advertise-addr {advertise_addr}: other nodes must be able to reach it; give a unicast address of this host"
-        )));
-    }
+    let advertise_addr: Ipv4Addr = super::advertise::for_init(&request.advertise_addr)?;
     let data_path_port = match request.data_path_port {
         0 => 4789,
         p @ 1024..=65535 => p,
@@ -191,16 +178,39 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         return InfoResponse {
             node_id: api.node_id(),
             locked: true,
+            engine: Some(super::engine_version()),
             ..Default::default()
         };
     }
     let manager = api.inner.manager.read().await.clone();
+    let membership = api.inner.membership.read().await.clone();
+    let (node_addr, manager_addrs) = membership
+        .as_ref()
+        .map(|m| (m.advertise_addr.clone(), m.managers.clone()))
+        .unwrap_or_default();
     let Some(manager) = manager else {
+        // A worker has a node id once it joined; a daemon in no swarm has none to show.
         return InfoResponse {
-            node_id: api.node_id(),
+            node_id: if membership.is_some() {
+                api.node_id()
+            } else {
+                String::new()
+            },
+            engine: Some(super::engine_version()),
+            node_addr,
+            manager_addrs,
             ..Default::default()
         };
     };
+    let (nodes, managers, manager_addrs) = manager.store().view(|t| {
+        let managers: Vec<String> = t
+            .nodes
+            .values()
+            .filter(|n| n.role() == NodeRole::Manager)
+            .map(|n| n.agent_addr.clone())
+            .collect();
+        (t.nodes.len() as u64, managers.len() as u64, managers)
+    });
     let status = manager.raft_status();
     let leader_node_id = if status.leader_id == 0 {
         String::new()
@@ -239,5 +249,11 @@ pub(super) async fn info(api: &ControlApi) -> InfoResponse {
         leader_node_id,
         reachability_local: view.local,
         locked: false,
+        engine: Some(super::engine_version()),
+        nodes,
+        managers,
+        node_addr,
+        manager_addrs,
+        heartbeat_period_ms: api.inner.config.heartbeat_period.as_millis() as u64,
     }
 }

@@ -89,18 +89,23 @@ pub(super) async fn swarm_join(
     api: &ControlApi,
     request: SwarmJoinRequest,
 ) -> Result<SwarmJoinResponse, ControlError> {
-    let advertise: std::net::Ipv4Addr = request.advertise_addr.parse().map_err(|_| {
-        ControlError::Invalid(format!(
-            "invalid --advertise-addr {:?}: expected an IPv4 address of this host",
-            request.advertise_addr
-        ))
-    })?;
     let listen = parse_listen_addr("--listen-addr", &request.listen_addr)?;
     let remote = if request.remote_addr.contains(':') {
         request.remote_addr.clone()
     } else {
         format!("{}:2377", request.remote_addr)
     };
+    let remote_socket = tokio::net::lookup_host(&remote)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.find(std::net::SocketAddr::is_ipv4))
+        .ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "invalid manager address {:?}: expected IP:PORT (port 2377 when omitted)",
+                request.remote_addr
+            ))
+        })?;
+    let advertise = super::advertise::for_join(&request.advertise_addr, remote_socket)?;
     let (digest, _) =
         token::parse(&request.token).map_err(|e| ControlError::Invalid(e.to_string()))?;
     let _member = api.inner.member_lock.lock().await;
@@ -194,6 +199,8 @@ pub(super) async fn swarm_join(
         Ok::<_, ControlError>(SwarmJoinResponse {
             node_id: api.node_id(),
             cluster_id: response.cluster_id,
+            role: response.role,
+            advertise_addr: advertise.to_string(),
         })
     }
     .await;

@@ -15,11 +15,13 @@
 //! what the leader had committed (see [`crate::ha::HaProposer::read_barrier`]); writes are
 //! forwarded to the leader by the proposer.
 
+mod advertise;
 mod autolock;
 mod ca_rotation;
 mod cluster;
 mod demotion;
 mod dispatch;
+mod events;
 mod identity;
 pub mod members;
 pub mod membership;
@@ -57,6 +59,27 @@ use crate::manager::{Manager, ManagerConfig};
 pub use membership::MemberHooks;
 pub use status::ControlError;
 
+/// What this daemon's binary is built from, told once at start by the binary (the library
+/// cannot know its git commit); `info` answers with it.
+static ENGINE: std::sync::OnceLock<mini_proto::v1::EngineVersion> = std::sync::OnceLock::new();
+
+/// Records what the running binary is built from (first call wins).
+pub fn set_engine_version(engine: mini_proto::v1::EngineVersion) {
+    let _ = ENGINE.set(engine);
+}
+
+/// What [`set_engine_version`] recorded, or this crate's version alone.
+pub(crate) fn engine_version() -> mini_proto::v1::EngineVersion {
+    ENGINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| mini_proto::v1::EngineVersion {
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: mini_proto::API_VERSION.into(),
+            ..Default::default()
+        })
+}
+
 /// What a daemon needs to know to serve the control API.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -79,6 +102,8 @@ pub struct DaemonConfig {
     pub trust: mini_proto::tls::Trust,
     /// Told when a manager's Raft loop dies: the daemon waits on it and exits.
     pub fatal: crate::manager::Fatal,
+    /// Where the manager's metrics go (`mini daemon --metrics-addr`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The control API of one daemon. Cheap to clone.
@@ -303,6 +328,7 @@ fn manager_config(
         trust: config.trust.clone(),
         fatal: config.fatal.clone(),
         unlock_key: None,
+        metrics: config.metrics.clone(),
     }
 }
 
@@ -564,6 +590,17 @@ impl Control for ControlApi {
     async fn remove_config(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
         let manager = self.consistent().await?;
         reply(secrets::remove_config(&manager, &request.into_inner().name_or_id).await)
+    }
+
+    type EventsStream = events::EventStream;
+
+    async fn events(
+        &self,
+        request: Request<mini_proto::v1::EventsRequest>,
+    ) -> Reply<Self::EventsStream> {
+        // No read barrier: the stream is this manager's own view, as it applies the log.
+        let manager = self.manager().await?;
+        reply(events::events(&manager, request.into_inner()))
     }
 
     async fn get_node(&self, request: Request<GetRequest>) -> Reply<Node> {

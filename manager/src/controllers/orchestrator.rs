@@ -20,6 +20,13 @@ impl Reconciler for Orchestrator {
         let nodes: Vec<Node> = tables.nodes.values().cloned().collect();
         let mut plan = Plan::default();
         for service in tables.services.values() {
+            // What is logged while deciding for this service says which one it is.
+            let _span = tracing::debug_span!(
+                "service",
+                service_id = %service.id,
+                service = %service.spec.as_ref().map_or("", |s| s.name.as_str())
+            )
+            .entered();
             let tasks = tables
                 .tasks_of_service(&service.id)
                 .filter(|t| t.desired_state() < TaskState::Remove);
@@ -35,7 +42,16 @@ impl Reconciler for Orchestrator {
             }
             // The update's new state (or the rolled back spec) goes with the task changes;
             // when the service changed meanwhile the batch is refused and decided again.
+            if !decision.actions.is_empty() {
+                tracing::debug!(
+                    changes = decision.actions.len(),
+                    "orchestrator: the service's tasks need changes"
+                );
+            }
             if let Some(changed) = decision.service {
+                if let Some(state) = changed.update_status.as_ref().map(|u| u.state()) {
+                    tracing::debug!(?state, "orchestrator: the service's update moved on");
+                }
                 plan.actions.push(update(Action::PutService(changed)));
             }
             for action in decision.actions {

@@ -34,6 +34,8 @@ impl Reconciler for Scheduler {
                     let Some(task) = tables.tasks.get(&task_id) else {
                         continue;
                     };
+                    let _span = task_span(task).entered();
+                    tracing::debug!(%node_id, "scheduler: assigning the task");
                     let mut next = task.clone();
                     next.node_id = node_id;
                     next.status = Some(TaskStatus {
@@ -51,6 +53,8 @@ impl Reconciler for Scheduler {
                     if task.status.as_ref().is_some_and(|s| s.message == reason) {
                         continue;
                     }
+                    let _span = task_span(task).entered();
+                    tracing::debug!(%reason, "scheduler: the task cannot be placed");
                     let mut next = task.clone();
                     let mut status = task.status.clone().unwrap_or_default();
                     status.message = reason;
@@ -64,4 +68,14 @@ impl Reconciler for Scheduler {
             wake_at_ms: None,
         }
     }
+}
+
+/// The span of the scheduler's work on one task: its lines say which task and service.
+fn task_span(task: &Task) -> tracing::Span {
+    tracing::debug_span!(
+        "task",
+        task_id = %task.id,
+        service_id = %task.service_id,
+        service = %task.service_name
+    )
 }

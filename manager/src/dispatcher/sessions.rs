@@ -27,6 +27,8 @@ pub struct Sessions {
     period: Duration,
     started: Instant,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Counts the heartbeats received (`mini_dispatcher_heartbeats_received_total`).
+    heartbeats: prometheus_client::metrics::counter::Counter,
 }
 
 impl Sessions {
@@ -36,7 +38,32 @@ impl Sessions {
             period,
             started: Instant::now(),
             sessions: Mutex::new(HashMap::new()),
+            heartbeats: Default::default(),
         }
+    }
+
+    /// Counts every heartbeat received into `counter`.
+    pub fn counting_heartbeats(
+        self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Sessions {
+            heartbeats: counter,
+            ..self
+        }
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The heartbeat period.
@@ -67,6 +94,7 @@ impl Sessions {
     /// Records a heartbeat; false when the session is unknown (the worker must
     /// open a new session).
     pub fn heartbeat(&self, node_id: &str, session_id: &str) -> bool {
+        self.heartbeats.inc();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         match sessions.get_mut(node_id) {
             Some(s) if s.id == session_id => {

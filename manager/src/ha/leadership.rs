@@ -25,6 +25,8 @@ use crate::store::Store;
 pub struct SessionsSlot {
     period: Duration,
     current: Arc<Mutex<Arc<Sessions>>>,
+    /// Counts the heartbeats of every session set this slot holds.
+    heartbeats: prometheus_client::metrics::counter::Counter,
 }
 
 impl SessionsSlot {
@@ -33,6 +35,20 @@ impl SessionsSlot {
         SessionsSlot {
             period,
             current: Arc::new(Mutex::new(Arc::new(Sessions::new(period)))),
+            heartbeats: Default::default(),
+        }
+    }
+
+    /// Counts the heartbeats of this slot's sessions (from now on) into `counter`.
+    pub fn counting_heartbeats(
+        self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        let sessions = Sessions::new(self.period).counting_heartbeats(counter.clone());
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
+        SessionsSlot {
+            heartbeats: counter,
+            ..self
         }
     }
 
@@ -46,7 +62,8 @@ impl SessionsSlot {
 
     /// Forgets every session (a new, empty set with a fresh reconnect grace).
     pub fn reset(&self) -> Arc<Sessions> {
-        let fresh = Arc::new(Sessions::new(self.period));
+        let fresh =
+            Arc::new(Sessions::new(self.period).counting_heartbeats(self.heartbeats.clone()));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         fresh
     }

@@ -24,6 +24,7 @@
 //! (the leader). A leader cut off from its quorum steps down within one election timeout
 //! (check-quorum), which bounds how stale a read on it can be.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mini_proto::v1::raft_transport_client::RaftTransportClient;
@@ -64,6 +65,8 @@ pub struct HaProposer {
     store: Store,
     peers: Peers,
     outcomes: Outcomes,
+    /// Proposal latency and failures.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What one attempt at a write came to.
@@ -86,7 +89,14 @@ impl HaProposer {
             store,
             peers,
             outcomes,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Times proposals and counts failed ones into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The Raft node.
@@ -277,6 +287,20 @@ fn failed(reason: String) -> WriteError {
 
 impl Proposer for HaProposer {
     async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+        let started = Instant::now();
+        let result = self.propose_once(batch).await;
+        self.metrics
+            .proposal_duration
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.proposals_failed.inc();
+        }
+        result
+    }
+}
+
+impl HaProposer {
+    async fn propose_once(&self, batch: StoreBatch) -> Result<u64, WriteError> {
         let data = batch.encode_to_vec();
         let deadline = Instant::now() + NO_QUORUM_AFTER;
         loop {

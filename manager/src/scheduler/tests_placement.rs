@@ -34,6 +34,7 @@ fn labelled(id: &str, labels: &[(&str, &str)], engine: &[(&str, &str)]) -> Node 
                 architecture: "x86_64".into(),
             }),
             engine_labels: map(engine),
+            ..NodeDescription::default()
         }),
         ..Node::default()
     }

@@ -414,7 +414,7 @@ mod tests {
             }
         }
         // The control API is served on the daemon's local socket only: none of its methods,
-        // old or new (autolock, secrets, configs), is reachable on the node listener, even
+        // old or new (autolock, secrets, configs, events), is reachable on the node listener, even
         // with a manager's certificate.
         for method in [
             "/mini.v1.Control/ListNodes",
@@ -423,6 +423,7 @@ mod tests {
             "/mini.v1.Control/CreateSecret",
             "/mini.v1.Control/GetSecret",
             "/mini.v1.Control/CreateConfig",
+            "/mini.v1.Control/Events",
         ] {
             assert_eq!(
                 authorize(method, Some(&manager), Some(&authority), now)

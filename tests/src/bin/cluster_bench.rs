@@ -295,7 +295,7 @@ fn sandboxes(cluster: &Cluster, k: usize) -> BTreeSet<String> {
 
 /// Running tasks of `service` as JSON.
 fn running(h: &Host, service: &str) -> Vec<Value> {
-    let out = h.ok(&["service", "ps", service, "--format", "json"]).json();
+    let out = h.ok_listed(&["service", "ps", service], "task").json();
     out.as_array()
         .cloned()
         .unwrap_or_default()
@@ -489,7 +489,11 @@ fn propagate_one(
     let service = format!("p-h{a}");
     let spec = format!("{service}={}", count[a - 1]);
     let t_cmd = wall_ms();
-    retry_conflict(&cluster.host(1), conflicts, &["service", "scale", &spec]);
+    retry_conflict(
+        &cluster.host(1),
+        conflicts,
+        &["service", "scale", "--detach", &spec],
+    );
     let mut t_sandbox = None;
     let mut diagnosis: Option<Vec<Value>> = None;
     let mut seen: HashMap<usize, (f64, Endpoint)> = HashMap::new();
@@ -633,6 +637,7 @@ fn main() {
             &[
                 "service",
                 "create",
+                "--detach",
                 "--name",
                 &format!("p-h{k}"),
                 "--replicas",
@@ -704,7 +709,7 @@ fn main() {
             *c = want;
             specs.push(format!("p-h{}={want}", i + 1));
         }
-        let mut cmd = vec!["service", "scale"];
+        let mut cmd = vec!["service", "scale", "--detach"];
         cmd.extend(specs.iter().map(String::as_str));
         retry_conflict(&m, &mut conflicts, &cmd);
         for k in 1..=n {

@@ -62,6 +62,7 @@ fn web_args(name: &str) -> Vec<&str> {
     let mut args = vec![
         "service",
         "create",
+        "--detach",
         "--name",
         name,
         "--network",
@@ -91,6 +92,7 @@ fn main() {
     m.ok(&[
         "service",
         "create",
+        "--detach",
         "--name",
         "client",
         "--network",
@@ -124,7 +126,7 @@ fn main() {
             .unwrap_or_default()
             .to_string();
         let t0 = wall_ms();
-        m.ok(&["service", "scale", &format!("{name}=2")]);
+        m.ok(&["service", "scale", "--detach", &format!("{name}=2")]);
         // The new replica is slot 2: its hostname is `<name>.2.<task id>`.
         let out = m.ok(&[
             "exec",

@@ -8,7 +8,7 @@ use mini_proto::v1::{NodeDescription, Platform, Resources};
 
 /// The node's description: its platform as Docker names it (`linux`, and the
 /// architecture as `uname -m` prints it: `x86_64`, `aarch64`) and the
-/// daemon's `--label`s.
+/// daemon's `--label`s and version.
 pub fn node_description(engine_labels: &HashMap<String, String>) -> NodeDescription {
     NodeDescription {
         platform: Some(Platform {
@@ -16,6 +16,8 @@ pub fn node_description(engine_labels: &HashMap<String, String>) -> NodeDescript
             architecture: std::env::consts::ARCH.to_owned(),
         }),
         engine_labels: engine_labels.clone(),
+        // The workspace's version: the daemon and the `mini` binary are one crate version.
+        engine_version: env!("CARGO_PKG_VERSION").to_owned(),
     }
 }
 

@@ -79,7 +79,8 @@ pub async fn start<K: Kernel + 'static>(shared: &Shared<K>, task: &Task) -> Resu
         networks,
     )
     .with_upstream(host.nameservers)
-    .with_zone(Zone::new().with_search(&host.search));
+    .with_zone(Zone::new().with_search(&host.search))
+    .with_metrics(shared.config.metrics.dns.clone());
     let server = DnsServer::start(config, shared.dns.names())
         .await
         .map_err(|e| e.to_string())?;

@@ -149,6 +149,7 @@ impl<K: Kernel + 'static> Executor<K> {
         // Deleted from the cluster: its files (logs) go too, once it ended.
         for id in gone {
             if !running_here(&self.running, &id) {
+                self.shared.config.metrics.forget_task(&id);
                 self.remove_files(&id);
             }
         }
@@ -277,9 +278,20 @@ impl<K: Kernel + 'static> Executor<K> {
             .insert(id.clone());
         // Held while spawning, so the task cannot remove its entry before it exists.
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // Every line of the task's work (start, stop, health) says which task and service.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %t.id,
+            service_id = %t.service_id,
+            service = %t.service_name
+        );
         let handle = tokio::spawn(async move {
             let task_id = t.id.clone();
-            task::run(t, shared, execs, stopped, detach, adopt).await;
+            tracing::Instrument::instrument(
+                task::run(t, shared, execs, stopped, detach, adopt),
+                span,
+            )
+            .await;
             me.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -290,6 +302,7 @@ impl<K: Kernel + 'static> Executor<K> {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(&task_id);
             if deleted {
+                me.shared.config.metrics.forget_task(&task_id);
                 me.remove_files(&task_id);
             }
         });

@@ -142,6 +142,7 @@ pub async fn ensure_started<K: Kernel + 'static>(
     match Gossip::start(config).await {
         Ok(gossip) => {
             let changes = gossip.subscribe();
+            shared.config.metrics.set_gossip(Some(gossip.probe()));
             *slot = Some(gossip);
             tokio::spawn(follow_table(Arc::clone(shared), changes));
             tracing::info!(%bind, "gossip started");
@@ -240,6 +241,7 @@ pub async fn set_members<K: Kernel + 'static>(shared: &Shared<K>, members: &[Str
 /// Leaves the gossip cluster gracefully (others drop this node's endpoints at once).
 pub async fn stop<K: Kernel + 'static>(shared: &Shared<K>) {
     if let Some(gossip) = shared.gossip.write().await.take() {
+        shared.config.metrics.set_gossip(None);
         gossip.stop().await;
     }
 }

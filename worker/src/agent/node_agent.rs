@@ -50,7 +50,9 @@ impl NodeAgent for Worker {
         for (task_id, dir) in dirs {
             let tx = tx.clone();
             let (follow, tail) = (req.follow, req.tail);
-            tokio::spawn(async move {
+            let span = tracing::info_span!("task_logs", task_id = %task_id, follow);
+            let stream = async move {
+                tracing::debug!("streaming the task's logs");
                 let line = |l: crate::runtime::LogLine| LogLine {
                     task_id: task_id.clone(),
                     task_name: String::new(),
@@ -88,7 +90,8 @@ impl NodeAgent for Worker {
                         }
                     }
                 }
-            });
+            };
+            tokio::spawn(tracing::Instrument::instrument(stream, span));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

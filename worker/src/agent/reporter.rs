@@ -11,11 +11,22 @@ use tokio::sync::Notify;
 pub struct Reporter {
     pending: Mutex<BTreeMap<String, TaskStatus>>,
     wake: Notify,
+    /// Tasks on this node by state (`mini_node_tasks`).
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Reporter {
+    /// A reporter that also records each reported state into `metrics`.
+    pub fn counting_into(metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Reporter {
+            metrics,
+            ..Default::default()
+        }
+    }
+
     /// Queues `status` for `task_id` (replacing an unsent older one).
     pub fn report(&self, task_id: &str, status: TaskStatus) {
+        self.metrics.task_state(task_id, status.state());
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())

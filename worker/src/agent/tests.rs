@@ -43,6 +43,7 @@ impl Fixture {
             trust: mini_proto::tls::Trust::new(&dir.path().join("state")),
             stop_grace: Duration::from_secs(1),
             engine_labels: Default::default(),
+            metrics: Default::default(),
         };
         let image_dir = dir.path().join("state/images/dirs/busybox/latest/rootfs");
         std::fs::create_dir_all(&image_dir).unwrap();

@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     /// `mini daemon --label k=v`: reported to the managers when a session opens
     /// (`engine.labels.*` constraints, Docker's `Description.Engine.Labels`).
     pub engine_labels: std::collections::HashMap<String, String>,
+    /// Where the agent's metrics go (`mini daemon --metrics-addr`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The runtimes of a node: `host`, and runc with its image source where
@@ -120,10 +122,10 @@ impl<K: Kernel> Shared<K> {
         dns: super::dns_link::NodeDns,
     ) -> Self {
         Shared {
+            reporter: Reporter::counting_into(config.metrics.clone()),
             config,
             runtimes,
             network,
-            reporter: Reporter::default(),
             node_id,
             vtep,
             gossip_port,
@@ -234,7 +236,11 @@ impl Worker {
         let shared = Arc::new(Shared::new(
             self.config.clone(),
             runtimes,
-            NodeNetwork::new(NetDriver::new(driver_config, kernel), node_id.clone()),
+            NodeNetwork::new(
+                NetDriver::new(driver_config, kernel)
+                    .with_metrics(self.config.metrics.netdriver.clone()),
+                node_id.clone(),
+            ),
             node_id.clone(),
             vtep,
             u16::try_from(membership.gossip_port)

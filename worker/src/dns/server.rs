@@ -50,6 +50,8 @@ pub struct DnsConfig {
     pub zone: Zone,
     /// Time each upstream gets ([`DEFAULT_FORWARD_TIMEOUT`]).
     pub forward_timeout: Duration,
+    /// Where queries and answers are counted by type (`None`: nowhere).
+    pub metrics: Option<Arc<crate::metrics::DnsMetrics>>,
 }
 
 impl DnsConfig {
@@ -62,7 +64,14 @@ impl DnsConfig {
             upstream: Vec::new(),
             zone: Zone::new(),
             forward_timeout: DEFAULT_FORWARD_TIMEOUT,
+            metrics: None,
         }
+    }
+
+    /// Counts queries and answers into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::DnsMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sets the upstream resolvers.
@@ -116,6 +125,7 @@ struct Shared {
     forward_timeout: Duration,
     rotate: AtomicUsize,
     counters: Counters,
+    metrics: Option<Arc<crate::metrics::DnsMetrics>>,
 }
 
 struct View {
@@ -149,6 +159,12 @@ impl Shared {
             rotate: self.rotate.fetch_add(1, Ordering::Relaxed),
         };
         let action = message::handle(packet, &ctx, tcp);
+        if let Some(metrics) = &self.metrics {
+            metrics.query(packet);
+            if let Action::Reply(reply) = &action {
+                metrics.reply(reply);
+            }
+        }
         match action {
             Action::Reply(_) => bump(&self.counters.local),
             Action::Drop => bump(&self.counters.dropped),
@@ -163,6 +179,9 @@ impl Shared {
         match reply {
             Some(reply) => {
                 bump(&self.counters.forwarded);
+                if let Some(metrics) = &self.metrics {
+                    metrics.reply(&reply);
+                }
                 Some(reply)
             }
             None => {
@@ -221,6 +240,7 @@ impl DnsServer {
             forward_timeout: config.forward_timeout,
             rotate: AtomicUsize::new(0),
             counters: Counters::default(),
+            metrics: config.metrics.clone(),
         });
         let tasks = vec![
             tokio::spawn(serve_udp(Arc::new(udp), shared.clone())),

@@ -42,6 +42,37 @@ pub struct Gossip {
     task: Option<JoinHandle<()>>,
 }
 
+/// Reads a gossip agent's counters and members; see [`Gossip::probe`].
+#[derive(Clone)]
+pub struct GossipProbe {
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for GossipProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipProbe").finish_non_exhaustive()
+    }
+}
+
+impl GossipProbe {
+    /// Traffic counters, as [`Gossip::stats`].
+    pub fn stats(&self) -> GossipStats {
+        GossipStats {
+            records_refused: self
+                .shared
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..self.counters.snapshot()
+        }
+    }
+
+    /// Number of live members other than this node.
+    pub fn members(&self) -> usize {
+        self.shared.lock().members.len()
+    }
+}
+
 enum Command {
     Publish(
         Box<EndpointRecord>,
@@ -201,6 +232,15 @@ impl Gossip {
         self.counters
             .key_id
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A handle that reads this agent's counters and member count (for metrics), usable after
+    /// the agent stopped (it then reads the last values).
+    pub fn probe(&self) -> GossipProbe {
+        GossipProbe {
+            shared: self.shared.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// Traffic counters.

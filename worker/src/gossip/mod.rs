@@ -45,7 +45,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use agent::Gossip;
+pub use agent::{Gossip, GossipProbe};
 pub use config::{DEFAULT_PORT, GossipConfig, GossipTimings, MAX_PACKET_BYTES};
 pub use error::GossipError;
 pub use identity::NodeIdentity;

@@ -23,11 +23,10 @@ use mini_proto::v1::{
     ListServicesRequest, ListTasksRequest, Network, SecretSpec, Service, ServiceSpec,
     UpdateServiceRequest, control_client::ControlClient, service_spec::Mode,
 };
-use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::client::connect;
-use crate::output::{Format, print_json, print_table};
+use crate::format::{Filters, ListArgs, print_rows};
 use translate::{NAMESPACE_LABEL, Stack};
 
 /// Stack subcommands.
@@ -51,24 +50,20 @@ pub enum StackCommand {
     },
     /// List stacks.
     #[command(alias = "list")]
-    Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Ls(ListArgs),
     /// List the services in the stack.
     Services {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// `-q`, `--filter`, `--format`, `--no-trunc`.
+        #[command(flatten)]
+        list: ListArgs,
         /// Stack name.
         stack: String,
     },
     /// List the tasks in the stack.
     Ps {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// `-q`, `--filter`, `--format`, `--no-trunc`.
+        #[command(flatten)]
+        list: ListArgs,
         /// Stack name.
         stack: String,
     },
@@ -108,7 +103,9 @@ pub async fn run(host: &str, cmd: StackCommand) -> Result<()> {
             let mut client = connect(host).await?;
             deploy(&mut client, &plan, prune, with_registry_auth).await
         }
-        StackCommand::Ls { format } => {
+        StackCommand::Ls(list) => {
+            // `docker stack ls` takes no filter.
+            Filters::parse(&list.filter, &[])?;
             let mut client = connect(host).await?;
             let mut stacks: BTreeMap<String, usize> = BTreeMap::new();
             for s in services(&mut client).await? {
@@ -116,40 +113,21 @@ pub async fn run(host: &str, cmd: StackCommand) -> Result<()> {
                     *stacks.entry(name.to_string()).or_default() += 1;
                 }
             }
-            #[derive(Serialize)]
-            struct StackView {
-                name: String,
-                services: usize,
-            }
-            match format {
-                Format::Json => print_json(
-                    &stacks
-                        .into_iter()
-                        .map(|(name, services)| StackView { name, services })
-                        .collect::<Vec<_>>(),
-                )?,
-                Format::Table => print_table(
-                    &["NAME", "SERVICES"],
-                    &stacks
-                        .into_iter()
-                        .map(|(n, c)| vec![n, c.to_string()])
-                        .collect::<Vec<_>>(),
-                ),
-            }
-            Ok(())
+            print_rows(&crate::rows::stack_listing(&stacks), &list)
         }
-        StackCommand::Services { format, stack } => {
+        StackCommand::Services { list, stack } => {
             let mut client = connect(host).await?;
             let members = of_stack(services(&mut client).await?, &stack);
             if members.is_empty() {
                 bail!("Nothing found in stack: {stack}");
             }
-            super::service::print_services(&mut client, format, &|s| {
+            super::service::print_services(&mut client, &list, &|s| {
                 stack_of_service(s) == Some(stack.as_str())
             })
             .await
         }
-        StackCommand::Ps { format, stack } => {
+        StackCommand::Ps { list, stack } => {
+            let filters = crate::rows::task_filters(&list.filter)?;
             let mut client = connect(host).await?;
             let members = of_stack(services(&mut client).await?, &stack);
             if members.is_empty() {
@@ -158,18 +136,17 @@ pub async fn run(host: &str, cmd: StackCommand) -> Result<()> {
             let names = super::service::names(&mut client).await?;
             let mut tasks = Vec::new();
             for s in &members {
-                let mut of_service = client
-                    .list_tasks(ListTasksRequest {
-                        service: s.id.clone(),
-                    })
-                    .await?
-                    .into_inner()
-                    .tasks;
-                super::service::order_for_ps(&mut of_service);
-                tasks.extend(of_service);
+                tasks.extend(
+                    client
+                        .list_tasks(ListTasksRequest {
+                            service: s.id.clone(),
+                        })
+                        .await?
+                        .into_inner()
+                        .tasks,
+                );
             }
-            super::service::print_tasks(&tasks, &names, format)?;
-            Ok(())
+            super::service::print_tasks(&mut client, tasks, &names, &filters, &list).await
         }
         StackCommand::Rm { stacks } => {
             let mut client = connect(host).await?;
