@@ -13,8 +13,8 @@ const DOCKER_ONLY: &[(&str, &[&str])] = &[
         &[
             "--cap-add", "--cap-drop", "--credential-spec", "--dns", "--dns-option",
             "--dns-search", "--env-file", "--generic-resource", "--group",
-            "--isolation", "--log-driver", "--log-opt", "--no-resolve-image", "--sysctl",
-            "--tty", "-t", "--ulimit", "--limit-pids", "--stop-signal", "--stop-grace-period",
+            "--isolation", "--log-driver", "--no-resolve-image", "--sysctl", "--tty", "-t",
+            "--ulimit",
         ],
     ),
     (
@@ -23,9 +23,8 @@ const DOCKER_ONLY: &[(&str, &[&str])] = &[
             "--cap-add", "--cap-drop", "--credential-spec", "--dns-add", "--dns-rm",
             "--dns-option-add", "--dns-option-rm", "--dns-search-add", "--dns-search-rm",
             "--generic-resource-add", "--generic-resource-rm", "--group-add", "--group-rm",
-            "--host-add", "--host-rm", "--isolation", "--log-driver", "--log-opt",
-            "--no-resolve-image", "--sysctl-add", "--sysctl-rm", "--tty", "-t", "--ulimit-add",
-            "--ulimit-rm", "--limit-pids", "--stop-signal", "--stop-grace-period",
+            "--host-add", "--host-rm", "--isolation", "--log-driver", "--no-resolve-image",
+            "--sysctl-add", "--sysctl-rm", "--tty", "-t", "--ulimit-add", "--ulimit-rm",
         ],
     ),
     ("service logs", &["--details", "--no-resolve", "--raw"]),
