@@ -14,6 +14,10 @@ use mini_tests::{Cluster, Host, wait_for};
 /// stop seen within this deadline is one the grace period did not end.
 const PATIENCE: Duration = Duration::from_secs(40);
 
+/// How soon a daemon exits after SIGTERM (issue #15: within 2 s; Docker's own default
+/// shutdown timeout is longer, but nothing here waits for tasks).
+const DAEMON_EXIT: Duration = Duration::from_secs(2);
+
 /// The PIDs of the processes whose command line is exactly `args`.
 fn pids_of(args: &[&str]) -> Vec<u32> {
     let want: Vec<u8> = args
@@ -182,7 +186,7 @@ fn the_daemon_exits_soon_after_sigterm_and_leaves_its_tasks_running() {
         .spawn()
         .expect("mini service logs -f");
     std::thread::sleep(Duration::from_millis(300));
-    let took = cluster.terminate_host(1, PATIENCE);
+    let took = cluster.terminate_host(1, DAEMON_EXIT);
     eprintln!("daemon: exited {took:?} after SIGTERM (one task, one `service logs -f` open)");
     let _ = follower.kill();
     let _ = follower.wait();
@@ -234,11 +238,17 @@ fn tasks_survive_a_daemon_restart_and_are_adopted() {
             .iter()
             .map(|s| live_tasks(&host, s))
             .collect();
-        (ids, wait_one(&host_sleep), wait_one(&image_sleep))
+        let names = wait_for("hsleep to resolve inside its task", PATIENCE, || {
+            let names = host.lookup("hsleep.1", "hsleep");
+            (!names.is_empty())
+                .then_some(names)
+                .ok_or("no answer".to_string())
+        });
+        (ids, wait_one(&host_sleep), wait_one(&image_sleep), names)
     };
-    let (ids, host_pid, image_pid) = before;
+    let (ids, host_pid, image_pid, names) = before;
     // SIGTERM: the daemon exits, the tasks run on.
-    let took = cluster.terminate_host(1, PATIENCE);
+    let took = cluster.terminate_host(1, DAEMON_EXIT);
     assert!(
         alive(host_pid) && alive(image_pid),
         "a task died with the daemon"
@@ -267,14 +277,140 @@ fn tasks_survive_a_daemon_restart_and_are_adopted() {
     assert_eq!(pids_of(&host_sleep), vec![host_pid]);
     assert_eq!(pids_of(&image_sleep), vec![image_pid]);
     // Still the node's task: exec reaches it, and its sandbox kept its overlay and DNS.
-    let names = host.lookup("hsleep.1", "hsleep");
-    assert!(
-        !names.is_empty(),
-        "hsleep does not resolve inside its adopted task"
+    wait_for(
+        "hsleep to resolve as before inside its adopted task",
+        PATIENCE,
+        || {
+            let now = host.lookup("hsleep.1", "hsleep");
+            (now == names)
+                .then_some(())
+                .ok_or(format!("{now:?}, before {names:?}"))
+        },
     );
     // And it stops as any task.
     let since = Instant::now();
     host.ok(&["service", "rm", "hsleep", "isleep"]);
     wait_gone("the adopted host task to end", host_pid, since);
     wait_gone("the adopted image task to end", image_pid, since);
+}
+
+/// The task of `service` (its only one).
+fn only_task(host: &Host, service: &str) -> serde_json::Value {
+    match &host.tasks(service)[..] {
+        [t] => t.clone(),
+        other => panic!("{service} has {} tasks: {other:?}", other.len()),
+    }
+}
+
+#[test]
+fn a_restarted_worker_stops_what_was_removed_and_reports_what_ended_while_it_was_down() {
+    let mut cluster = Cluster::start(2);
+    cluster.init();
+    cluster.join_all();
+    let flag = cluster.dir().join("quit-now");
+    let keep = ["sleep", "731007"];
+    let gone = ["sleep", "731008"];
+    let quit = format!(
+        "while [ ! -e {f} ]; do sleep 0.2; done; exit 3",
+        f = flag.display()
+    );
+    let on_worker = ["--constraint", "node.role==worker"];
+    let (keep_pid, gone_pid, quit_pid, keep_id, gone_id, quit_id) = {
+        let m = cluster.host(1);
+        create(&m, "keep", &[&on_worker[..], &["host"], &keep[..]].concat());
+        create(&m, "gone", &[&on_worker[..], &["host"], &gone[..]].concat());
+        let quitter = [
+            &on_worker[..],
+            &["--restart-condition", "none", "host", "sh", "-c", &quit],
+        ]
+        .concat();
+        create(&m, "quitter", &quitter);
+        let id = |s: &str| {
+            only_task(&m, s)["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        (
+            wait_one(&keep),
+            wait_one(&gone),
+            wait_one(&["sh", "-c", &quit]),
+            id("keep"),
+            id("gone"),
+            id("quitter"),
+        )
+    };
+    let run_dir = cluster.host(2).run_dir();
+    let sandbox = |id: &str| run_dir.join("netns").join(&id[..12]);
+    assert!(
+        sandbox(&gone_id).exists(),
+        "no sandbox {:?}",
+        sandbox(&gone_id)
+    );
+
+    // The worker's daemon stops; meanwhile one service goes and one task ends by itself.
+    let took = cluster.terminate_host(2, DAEMON_EXIT);
+    eprintln!("worker daemon exited {took:?} after SIGTERM (3 tasks)");
+    cluster.host(1).ok(&["service", "rm", "gone"]);
+    std::fs::write(&flag, "").unwrap();
+    wait_gone(
+        "the quitter to exit while no daemon runs",
+        quit_pid,
+        Instant::now(),
+    );
+    assert!(
+        alive(keep_pid) && alive(gone_pid),
+        "a task died with the daemon"
+    );
+
+    let since = Instant::now();
+    cluster.start_host(2);
+    let m = cluster.host(1);
+    // Removed meanwhile: stopped, with its sandbox and files.
+    let took = wait_gone("the removed service's task to end", gone_pid, since);
+    eprintln!("restart: the task removed while the daemon was down ended {took:?} after the start");
+    wait_for(
+        "the removed task's sandbox and files to go",
+        PATIENCE,
+        || {
+            let left: Vec<_> = [sandbox(&gone_id), run_dir.join("tasks").join(&gone_id)]
+                .into_iter()
+                .filter(|p| p.exists())
+                .collect();
+            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+        },
+    );
+    // Ended meanwhile: reported as it ended (Docker: failed, exit 3), not restarted.
+    wait_for(
+        "the quitter reported failed with its exit",
+        PATIENCE,
+        || {
+            let t = only_task(&m, "quitter");
+            (t["id"] == quit_id.as_str() && t["current_state"] == "Failed" && t["exit_code"] == 3)
+                .then_some(())
+                .ok_or(format!("{t}"))
+        },
+    );
+    // Still assigned: adopted, the same task and process.
+    let t = m.wait_running("keep", 1).remove(0);
+    assert_eq!(t["id"], keep_id.as_str(), "{t}");
+    assert_eq!(pids_of(&keep), vec![keep_pid]);
+    assert!(cluster.host(2).log().contains("adopting a running task"));
+
+    // Leaving the swarm stops the node's tasks (they are not left running) and removes
+    // their sandboxes.
+    let since = Instant::now();
+    cluster.host(2).ok(&["swarm", "leave"]);
+    let took = wait_gone(
+        "the adopted task to end when its node leaves",
+        keep_pid,
+        since,
+    );
+    eprintln!("swarm leave: the adopted task ended {took:?} after `swarm leave`");
+    wait_for("the node's sandboxes to go", PATIENCE, || {
+        let left: Vec<_> = std::fs::read_dir(run_dir.join("netns"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
 }

@@ -160,6 +160,8 @@ impl<K: Kernel + 'static> Executor<K> {
         for t in tasks {
             self.reconcile(t);
         }
+        // The sandboxes of the adopted tasks are declared: converging may go on.
+        self.shared.network.release();
         // Left running by the previous daemon but no longer this node's: removed.
         if assignments.complete {
             self.discard_unadopted().await;

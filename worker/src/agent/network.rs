@@ -20,6 +20,9 @@ pub struct NodeNetwork<K: Kernel> {
     /// This node's id: its own endpoints are local, not VXLAN peers.
     node_id: String,
     state: Mutex<Wanted>,
+    /// True while converging waits: after a restart, until the first assignment says which of
+    /// the sandboxes the previous daemon left (with its tasks still running in them) are kept.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -47,7 +50,19 @@ impl<K: Kernel> NodeNetwork<K> {
             driver,
             node_id,
             state: Mutex::new(Wanted::default()),
+            held: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Makes [`NodeNetwork::converge`] wait until [`NodeNetwork::release`]: the sandboxes an
+    /// earlier daemon left are neither removed nor recreated before it is known which are kept.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Lets the converges [`NodeNetwork::hold`] made wait go on (now, and from now on).
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// The driver.
@@ -186,7 +201,9 @@ impl<K: Kernel> NodeNetwork<K> {
     }
 
     /// Converges the kernel to what is wanted now.
+    /// While held (see [`NodeNetwork::hold`]), waits for the release first.
     pub async fn converge(&self) -> Result<(), AgentError> {
+        let _ = self.held.subscribe().wait_for(|held| !*held).await;
         let desired = self.desired()?;
         let lb = self.load_balancing(&desired);
         self.driver

@@ -102,6 +102,16 @@ impl Drop for TaskFiles {
     }
 }
 
+/// The secrets tmpfs an earlier daemon mounted in `task_dir` for a task it left running
+/// (live-restore), if there is one: unmounted when dropped, as the one [`prepare`] makes.
+pub fn adopt(task_dir: &Path) -> Option<TaskFiles> {
+    let mount = task_dir.join(MOUNT_DIR);
+    mount.is_dir().then(|| TaskFiles {
+        mount,
+        files: Vec::new(),
+    })
+}
+
 /// Unmounts a task directory's secrets tmpfs, if any, and removes its mount point.
 pub fn release(mount_point: &Path) {
     match umount2(mount_point, MntFlags::MNT_DETACH) {

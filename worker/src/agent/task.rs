@@ -291,9 +291,9 @@ pub async fn run<K: Kernel + 'static>(
     };
     // Secrets and configs: files on a tmpfs of the task's own, unmounted when `files` drops
     // (whichever way this function returns).
-    // An adopted task's files are mounted already (released with its directory).
+    // An adopted task's files are mounted already: kept as they are, released when it ends.
     let prepared = match adopt {
-        true => Ok(None),
+        true => Ok(super::secrets::adopt(&dir)),
         false => super::secrets::prepare(&dir, &container, &shared.secrets),
     };
     let files = match prepared {

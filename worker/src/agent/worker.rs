@@ -269,6 +269,7 @@ impl Worker {
             shared.network.converge().await?;
         } else {
             // The first assignment says which to keep; their sandboxes stay until then.
+            shared.network.hold();
             tracing::info!(
                 tasks = survivors.len(),
                 "tasks left running by the previous daemon: adopting those still assigned"
@@ -305,6 +306,8 @@ impl Worker {
         let _ = agent.stop.send(true);
         let _ = agent.session.await;
         let _ = agent.renewal.await;
+        // Leaving: nothing is adopted any more, every task and sandbox goes.
+        agent.shared.network.release();
         agent.executor.stop_all().await;
         agent.executor.discard_unadopted().await;
         super::gossip_link::stop(&agent.shared).await;
