@@ -165,6 +165,29 @@ fn a_plain_sleep_stops_well_before_its_grace_period() {
         let took = wait_gone(&format!("{service}'s task to end"), pid, since);
         eprintln!("rm: {service} (no TERM handler, grace 60s) ended {took:?} after `service rm`");
     }
+    // Docker's default grace period (10 s), which every stop used to wait out: well before it.
+    let default_sleep = ["sleep", "731009"];
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        "defaultsleep",
+        "host",
+        "sleep",
+        "731009",
+    ]);
+    host.wait_running("defaultsleep", 1);
+    let pid = wait_one(&default_sleep);
+    let since = Instant::now();
+    host.ok(&["service", "rm", "defaultsleep"]);
+    let took = wait_gone("defaultsleep's task to end", pid, since);
+    eprintln!(
+        "rm: defaultsleep (no TERM handler, default grace 10s) ended {took:?} after `service rm`"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the task ended {took:?} after `service rm`: it waited out its grace period (10 s)"
+    );
 }
 
 #[test]

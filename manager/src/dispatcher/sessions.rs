@@ -18,7 +18,10 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 pub const RECONNECT_GRACE: Duration = Duration::from_secs(3);
 
 struct Session {
-    id: String,
+    /// `None` once the session ended: the node still has the rest of its heartbeat window to
+    /// open a new one (a daemon restarting with its tasks running, live-restore) before it is
+    /// marked down.
+    id: Option<String>,
     last_seen: Instant,
 }
 
@@ -58,7 +61,9 @@ impl Sessions {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .values()
+            .filter(|s| s.id.is_some())
+            .count()
     }
 
     /// Whether no session is open.
@@ -78,7 +83,7 @@ impl Sessions {
         sessions.insert(
             node_id.to_string(),
             Session {
-                id: id.clone(),
+                id: Some(id.clone()),
                 last_seen: Instant::now(),
             },
         );
@@ -88,7 +93,9 @@ impl Sessions {
     /// Whether `session_id` is still the current session of `node_id`.
     pub fn is_current(&self, node_id: &str, session_id: &str) -> bool {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.get(node_id).is_some_and(|s| s.id == session_id)
+        sessions
+            .get(node_id)
+            .is_some_and(|s| s.id.as_deref() == Some(session_id))
     }
 
     /// Records a heartbeat; false when the session is unknown (the worker must
@@ -97,7 +104,7 @@ impl Sessions {
         self.heartbeats.inc();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         match sessions.get_mut(node_id) {
-            Some(s) if s.id == session_id => {
+            Some(s) if s.id.as_deref() == Some(session_id) => {
                 s.last_seen = Instant::now();
                 true
             }
@@ -105,11 +112,15 @@ impl Sessions {
         }
     }
 
-    /// Ends `node_id`'s session if it is still `session_id`.
+    /// Ends `node_id`'s session if it is still `session_id`. The node is not down yet: it is
+    /// once its last heartbeat is [`MISSED_HEARTBEATS`] periods old without a new session (as
+    /// swarmkit, so that a daemon restart does not get the node's tasks replaced).
     pub fn close(&self, node_id: &str, session_id: &str) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.get(node_id).is_some_and(|s| s.id == session_id) {
-            sessions.remove(node_id);
+        if let Some(s) = sessions.get_mut(node_id)
+            && s.id.as_deref() == Some(session_id)
+        {
+            s.id = None;
         }
     }
 

@@ -263,12 +263,19 @@ fn sessions_expire_after_missed_heartbeats() {
     let patient = Sessions::new(Duration::from_secs(60));
     patient.open("live");
     assert_eq!(patient.expired(&nodes), Vec::<String>::new());
-    // A closed session is gone; closing with an old id changes nothing.
+    // A closed session is no longer current; closing with an old id changes nothing.
     let id = patient.open("silent");
     patient.close("silent", "old id");
     assert!(patient.is_current("silent", &id));
     patient.close("silent", &id);
     assert!(!patient.is_current("silent", &id));
+    assert!(
+        !patient.heartbeat("silent", &id),
+        "a closed session takes no heartbeat"
+    );
+    // Not down yet: its heartbeat window is not over (a daemon restarting).
+    assert_eq!(patient.expired(&nodes), Vec::<String>::new());
+    assert_eq!(patient.len(), 1);
 }
 
 #[test]

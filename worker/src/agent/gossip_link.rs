@@ -172,7 +172,7 @@ async fn follow_table<K: Kernel + 'static>(
             (table.live().cloned().collect::<Vec<_>>(), names)
         };
         shared.network.set_endpoints(endpoints);
-        if let Err(err) = shared.network.converge().await {
+        if let Err(err) = shared.network.refresh().await {
             tracing::warn!(%err, "programming overlay peers failed");
         }
         shared.dns.install(names);
@@ -232,7 +232,7 @@ pub async fn set_members<K: Kernel + 'static>(shared: &Shared<K>, members: &[Str
             members = members.len(),
             "members-only filter of the gossip and data-path ports updated"
         );
-        if let Err(err) = shared.network.converge().await {
+        if let Err(err) = shared.network.refresh().await {
             tracing::warn!(%err, "updating the members-only filter failed");
         }
     }

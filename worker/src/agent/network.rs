@@ -201,6 +201,17 @@ impl<K: Kernel> NodeNetwork<K> {
     }
 
     /// Converges the kernel to what is wanted now.
+    /// Converges, unless held (see [`NodeNetwork::hold`]): then does nothing, as the converge
+    /// that follows the release applies everything wanted by then. For the updates that must not
+    /// wait for an assignment (gossip peers, the members-only filter: the session applies them
+    /// before its first assignment).
+    pub async fn refresh(&self) -> Result<(), AgentError> {
+        if *self.held.borrow() {
+            return Ok(());
+        }
+        self.converge().await
+    }
+
     /// While held (see [`NodeNetwork::hold`]), waits for the release first.
     pub async fn converge(&self) -> Result<(), AgentError> {
         let _ = self.held.subscribe().wait_for(|held| !*held).await;
