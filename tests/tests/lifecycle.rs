@@ -149,22 +149,6 @@ fn a_plain_sleep_stops_well_before_its_grace_period() {
     cluster.init();
     install_busybox(&cluster.host(1).state_dir());
     let host = cluster.host(1);
-    // `sleep` is PID 1 of its task and has no SIGTERM handler: the kernel would drop the signal.
-    let host_sleep = ["sleep", "731001"];
-    let image_sleep = ["sleep", "731002"];
-    create(&host, "hostsleep", &["host", host_sleep[0], host_sleep[1]]);
-    create(
-        &host,
-        "imagesleep",
-        &["busybox", image_sleep[0], image_sleep[1]],
-    );
-    for (service, args) in [("hostsleep", host_sleep), ("imagesleep", image_sleep)] {
-        let pid = wait_one(&args);
-        let since = Instant::now();
-        host.ok(&["service", "rm", service]);
-        let took = wait_gone(&format!("{service}'s task to end"), pid, since);
-        eprintln!("rm: {service} (no TERM handler, grace 60s) ended {took:?} after `service rm`");
-    }
     // Docker's default grace period (10 s), which every stop used to wait out: well before it.
     let default_sleep = ["sleep", "731009"];
     host.ok(&[
@@ -188,6 +172,22 @@ fn a_plain_sleep_stops_well_before_its_grace_period() {
         took < Duration::from_secs(5),
         "the task ended {took:?} after `service rm`: it waited out its grace period (10 s)"
     );
+    // `sleep` is PID 1 of its task and has no SIGTERM handler: the kernel would drop the signal.
+    let host_sleep = ["sleep", "731001"];
+    let image_sleep = ["sleep", "731002"];
+    create(&host, "hostsleep", &["host", host_sleep[0], host_sleep[1]]);
+    create(
+        &host,
+        "imagesleep",
+        &["busybox", image_sleep[0], image_sleep[1]],
+    );
+    for (service, args) in [("hostsleep", host_sleep), ("imagesleep", image_sleep)] {
+        let pid = wait_one(&args);
+        let since = Instant::now();
+        host.ok(&["service", "rm", service]);
+        let took = wait_gone(&format!("{service}'s task to end"), pid, since);
+        eprintln!("rm: {service} (no TERM handler, grace 60s) ended {took:?} after `service rm`");
+    }
 }
 
 #[test]
@@ -415,10 +415,15 @@ fn a_restarted_worker_stops_what_was_removed_and_reports_what_ended_while_it_was
         },
     );
     // Still assigned: adopted, the same task and process.
+    wait_for("the kept task to be adopted", PATIENCE, || {
+        let log = cluster.host(2).log();
+        log.contains(&format!("adopting a running task task={keep_id}"))
+            .then_some(())
+            .ok_or("not yet".to_string())
+    });
     let t = m.wait_running("keep", 1).remove(0);
     assert_eq!(t["id"], keep_id.as_str(), "{t}");
     assert_eq!(pids_of(&keep), vec![keep_pid]);
-    assert!(cluster.host(2).log().contains("adopting a running task"));
 
     // Leaving the swarm stops the node's tasks (they are not left running) and removes
     // their sandboxes.

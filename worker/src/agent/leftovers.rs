@@ -104,6 +104,7 @@ pub fn reap(tasks_dir: &Path, keep: &std::collections::BTreeMap<String, std::pat
 pub fn reap_dir(dir: &Path) {
     {
         let dir = dir.to_path_buf();
+        let record = crate::runtime::adopt::Record::load_alive(&dir);
         let pid: Option<i32> = std::fs::read_to_string(dir.join(PID_FILE))
             .ok()
             .and_then(|p| p.trim().parse().ok());
@@ -111,6 +112,17 @@ pub fn reap_dir(dir: &Path) {
             tracing::info!(pid, task_dir = %dir.display(), "killing a task left by an earlier daemon");
             // Killing a PID namespace's first process ends every process in it.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // Its supervisor writes the exit file and the last log lines as the task ends: the
+        // directory goes once it is gone (bounded: it exits as soon as its command did).
+        if let Some(record) = record {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while crate::runtime::adopt::start_time(record.supervisor)
+                == Some(record.supervisor_start)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         // The task's secrets tmpfs goes first (remove_dir_all would empty it, then fail).
         super::secrets::release(&dir.join(super::secrets::MOUNT_DIR));
