@@ -278,6 +278,7 @@ fn tasks_survive_a_daemon_restart_and_are_adopted() {
     );
     eprintln!("live-restore: daemon exited {took:?} after SIGTERM, tasks still running");
 
+    let since = Instant::now();
     cluster.start_host(1);
     let host = cluster.host(1);
     wait_for("both tasks adopted", PATIENCE, || {
@@ -288,6 +289,10 @@ fn tasks_survive_a_daemon_restart_and_are_adopted() {
             .then_some(())
             .ok_or(format!("{adopted} adopted so far"))
     });
+    eprintln!(
+        "live-restore: both tasks adopted {:?} after starting the daemon again",
+        since.elapsed()
+    );
     // The same tasks, running, with the same processes: neither restarted nor replaced.
     for (service, want) in ["hsleep", "isleep"].iter().zip(&ids) {
         wait_for(&format!("{service} running as before"), PATIENCE, || {
@@ -421,6 +426,10 @@ fn a_restarted_worker_stops_what_was_removed_and_reports_what_ended_while_it_was
             .then_some(())
             .ok_or("not yet".to_string())
     });
+    eprintln!(
+        "restart: the kept task adopted {:?} after the start",
+        since.elapsed()
+    );
     let t = m.wait_running("keep", 1).remove(0);
     assert_eq!(t["id"], keep_id.as_str(), "{t}");
     assert_eq!(pids_of(&keep), vec![keep_pid]);

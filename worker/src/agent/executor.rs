@@ -78,6 +78,8 @@ pub struct Executor<K: Kernel> {
     started: Mutex<std::collections::HashSet<String>>,
     /// Turns true when the daemon exits: running tasks are left running.
     detach: watch::Sender<bool>,
+    /// Held by [`Executor::apply`]: one assignment message at a time, in order.
+    applying: tokio::sync::Mutex<()>,
 }
 
 impl<K: Kernel + 'static> Executor<K> {
@@ -90,11 +92,13 @@ impl<K: Kernel + 'static> Executor<K> {
             running: Mutex::new(HashMap::new()),
             started: Mutex::new(std::collections::HashSet::new()),
             detach: watch::Sender::new(false),
+            applying: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Applies one assignment message.
     pub async fn apply(self: &Arc<Self>, assignments: Assignments) {
+        let _applying = self.applying.lock().await;
         // First: a task in this message may use a secret that comes with it.
         self.shared
             .secrets

@@ -176,7 +176,10 @@ async fn session<K: Kernel + 'static>(
             super::gossip_link::ensure_started(shared, &m.gossip_peers, keys, signed).await;
             super::gossip_link::set_members(shared, &m.gossip_members).await;
             if let Some(a) = m.assignments {
-                executor.apply(a).await;
+                // Applied to the end even when the session ends meanwhile (a dropped apply
+                // could leave a network change half made or an adopted task half declared).
+                let executor = Arc::clone(executor);
+                let _ = tokio::spawn(async move { executor.apply(a).await }).await;
             }
             message = match stream.message().await {
                 Ok(Some(m)) => Some(m),
