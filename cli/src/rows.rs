@@ -262,7 +262,15 @@ pub fn order_tasks(tasks: &mut [Task]) {
     tasks.sort_by(|a, b| {
         natural_cmp(&a.service_name, &b.service_name)
             .then(a.slot.cmp(&b.slot))
-            .then_with(|| a.node_id.cmp(&b.node_id))
+            // Global tasks have no slot: their node names them. A replicated slot's tasks may
+            // have run on several nodes and stay together, newest first.
+            .then_with(|| {
+                if a.slot == 0 && b.slot == 0 {
+                    a.node_id.cmp(&b.node_id)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
             .then(created(b).cmp(&created(a)))
             .then_with(|| b.id.cmp(&a.id))
     });
