@@ -36,6 +36,7 @@
 //! - [`nft_batch`] — nf_tables transactions and dumps over netlink (the driver never runs `nft`).
 //! - [`nft_expr`] — tables, chains, sets and rule expressions of whole-table loads.
 //! - [`nft_read`] — a table read back over netlink (chains, rules, sets, elements).
+//! - [`preflight`] — the kernel features the driver needs, tried in a throwaway namespace.
 //! - [`driver`] — [`NetDriver`], which ties planning and a kernel together.
 //! - [`error`] — [`Error`].
 
@@ -57,6 +58,7 @@ pub mod nft_read;
 pub mod observed;
 pub mod op;
 pub mod plan;
+pub mod preflight;
 pub mod service;
 
 pub use driver::{ApplyReport, NetDriver, ObservedNetwork};
