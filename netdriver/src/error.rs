@@ -30,7 +30,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// `nft` rejected a ruleset or could not run.
+    /// The kernel refused an nf_tables batch or dump (no `nft` is run: the name is the
+    /// familiar one).
     #[error("nft {action} in {namespace} failed: {detail}")]
     Nft {
         /// What was attempted, e.g. `replace table ip mini_gwbridge`.

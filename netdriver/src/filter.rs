@@ -18,7 +18,7 @@
 //! [`crate::Op::CreateOverlay`]): an outsider's VXLAN datagrams are never decapsulated, and its
 //! gossip datagrams never reach the gossip agent. The comment encodes the ports, so observation
 //! tells whether the table in the kernel is the wanted one; membership changes add or delete
-//! set elements (one `nft` transaction), they never rewrite the table.
+//! set elements (one nf_tables netlink transaction), they never rewrite the table.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

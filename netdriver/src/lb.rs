@@ -1,5 +1,7 @@
-//! The load-balancing nftables table, `table ip mini_lb`, rendered for `nft -f -` and parsed
-//! back from `nft -j list table`.
+//! The load-balancing nftables table, `table ip mini_lb`: loaded and changed as nf_tables
+//! netlink batches ([`netlink`]) and read back from a netlink dump ([`from_dump`]); also
+//! rendered as the equivalent `nft -f` text (`*_script`, the reference the batches are tested
+//! against and what to type by hand) and parsed from `nft -j list table` ([`parse_table`]).
 //!
 //! # Where balancing happens
 //!
@@ -17,7 +19,7 @@
 //! - The cost: a backend change is written once per local sandbox on that network (one
 //!   nf_tables netlink transaction each on a socket kept open per namespace, well under a
 //!   millisecond, see [`netlink`] and [`crate::nft_batch`]), and a new sandbox loads every VIP
-//!   of its networks in one `nft -f` batch. Docker moved to LB namespaces because IPVS
+//!   of its networks in one netlink batch. Docker moved to LB namespaces because IPVS
 //!   programming per container was slow; here one entry is one small transaction, measured in
 //!   BENCHMARKS.md.
 //!
