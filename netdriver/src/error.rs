@@ -38,7 +38,7 @@ pub enum Error {
         action: String,
         /// The namespace it ran in.
         namespace: String,
-        /// nft's stderr or the spawn error.
+        /// The kernel's answer.
         detail: String,
     },
     /// An object expected to exist was not found.
