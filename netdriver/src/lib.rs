@@ -52,6 +52,7 @@ pub mod model;
 pub mod names;
 pub mod nat;
 pub mod netns;
+mod nft_attrs;
 pub mod nft_batch;
 pub mod nft_expr;
 pub mod nft_read;

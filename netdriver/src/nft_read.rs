@@ -5,34 +5,11 @@
 //! Decoding stops at the attributes: what they mean is decided by the table's owner
 //! ([`crate::lb::from_dump`], [`crate::filter::from_dump`], [`crate::nat`]).
 
+use crate::nft_attrs::*;
 use std::io;
 
 use crate::nft_batch::{Attrs, GetType, NftSocket};
 
-// Attribute numbers from <linux/netfilter/nf_tables.h>.
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_USERDATA: u16 = 6;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 /// `NFTNL_UDATA_TABLE_COMMENT`: the TLV of a table's user data that holds its comment.
 const UDATA_TABLE_COMMENT: u8 = 0;
 

@@ -6,6 +6,7 @@
 //! A backend change is the hot path of service discovery: it happens in every local sandbox on
 //! the service's network each time a task starts or stops anywhere in the cluster.
 
+use crate::nft_attrs::*;
 use std::net::Ipv4Addr;
 
 use crate::nft_batch::{Attrs, Batch, MsgType, NLM_F_APPEND, NLM_F_CREATE};
@@ -95,37 +96,6 @@ fn base(b: &mut Batch, flavour: Flavour) {
 
 /// `NFPROTO_IPV4`: `table ip`.
 const NFPROTO_IPV4: u8 = 2;
-
-// Attribute numbers from <linux/netfilter/nf_tables.h>.
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_KEY_TYPE: u16 = 4;
-const NFTA_SET_KEY_LEN: u16 = 5;
-const NFTA_SET_DATA_TYPE: u16 = 6;
-const NFTA_SET_DATA_LEN: u16 = 7;
-const NFTA_SET_DESC: u16 = 9;
-const NFTA_SET_DESC_SIZE: u16 = 1;
-const NFTA_SET_ID: u16 = 10;
-const NFTA_SET_USERDATA: u16 = 13;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 
 /// `NFT_GOTO` (-4) as the kernel's big-endian u32.
 const NFT_GOTO: u32 = -4i32 as u32;
