@@ -485,3 +485,10 @@ async fn a_daemon_that_exits_leaves_its_tasks_and_sandboxes_in_place() {
     let late = tokio::time::timeout(Duration::from_millis(200), f.shared.reporter.take()).await;
     assert!(late.is_err(), "reported after detaching: {late:?}");
 }
+
+#[test]
+fn the_gateway_bridge_the_managers_list_is_the_one_the_netdriver_makes() {
+    let bridge = mini_netdriver::model::GatewayBridgeConfig::default();
+    assert_eq!(bridge.name, mini_proto::GATEWAY_BRIDGE);
+    assert_eq!(bridge.subnet.to_string(), mini_proto::GATEWAY_BRIDGE_SUBNET);
+}
