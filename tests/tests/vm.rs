@@ -43,7 +43,11 @@ fn sh(k: u32, script: &str) -> Output {
 }
 
 /// Polls `check` (which says what it saw) until it holds or `limit` passes.
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(), String>) -> Duration {
+fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Duration {
     let start = Instant::now();
     loop {
         match check() {
@@ -135,8 +139,16 @@ fn three_vms_walkthrough_stop_start_down() {
         2,
         "systemctl is-active mini && systemctl is-enabled mini && ls /var/lib/mini && journalctl -u mini --no-pager | head -n 3",
     );
-    assert!(unit.success, "mini.service in vm2: {}{}", unit.stdout, unit.stderr);
-    assert!(unit.stdout.starts_with("active\nenabled\n"), "{}", unit.stdout);
+    assert!(
+        unit.success,
+        "mini.service in vm2: {}{}",
+        unit.stdout, unit.stderr
+    );
+    assert!(
+        unit.stdout.starts_with("active\nenabled\n"),
+        "{}",
+        unit.stdout
+    );
     // exec passes the exit status through.
     assert!(!sh(1, "exit 3").success);
     let three = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/vm"))
@@ -170,7 +182,11 @@ fn three_vms_walkthrough_stop_start_down() {
                 1,
                 "mini service ps everywhere --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'",
             );
-            if out.stdout.lines().any(|l| l.starts_with(&format!("{host} Running"))) {
+            if out
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{host} Running")))
+            {
                 Ok(())
             } else {
                 Err(format!("{}{}", out.stdout, out.stderr).replace('\n', "; "))
@@ -224,7 +240,12 @@ fn three_vms_walkthrough_stop_start_down() {
     // Power it on again: it rejoins, Ready, and its global task runs again.
     let t = Instant::now();
     let start = vm(&["start", "3"]);
-    println!("start 3 ({:?}):\n{}{}", t.elapsed(), start.stdout, start.stderr);
+    println!(
+        "start 3 ({:?}):\n{}{}",
+        t.elapsed(),
+        start.stdout,
+        start.stderr
+    );
     assert!(start.success, "{}{}", start.stdout, start.stderr);
     node_status(1, "vm3 Ready").expect("vm3 Ready after start");
     let back = wait_for(
@@ -243,7 +264,11 @@ fn three_vms_walkthrough_stop_start_down() {
         assert!(!Path::new(&path).exists(), "{path} left");
     }
     let twice = vm(&["down"]);
-    assert!(twice.success, "a second down must succeed: {}", twice.stderr);
+    assert!(
+        twice.success,
+        "a second down must succeed: {}",
+        twice.stderr
+    );
 }
 
 #[test]
@@ -255,9 +280,17 @@ fn usage_and_bad_input() {
         help.stdout
     );
     let bad = vm(&["frobnicate"]);
-    assert!(!bad.success && bad.stderr.contains("unknown command"), "{}", bad.stderr);
+    assert!(
+        !bad.success && bad.stderr.contains("unknown command"),
+        "{}",
+        bad.stderr
+    );
     let bad_n = vm(&["up", "-n", "zero"]);
-    assert!(!bad_n.success && bad_n.stderr.contains("-n must be"), "{}", bad_n.stderr);
+    assert!(
+        !bad_n.success && bad_n.stderr.contains("-n must be"),
+        "{}",
+        bad_n.stderr
+    );
     let bad_m = vm(&["up", "-n", "2", "--managers", "3"]);
     assert!(
         !bad_m.success && bad_m.stderr.contains("--managers must be"),
@@ -265,5 +298,9 @@ fn usage_and_bad_input() {
         bad_m.stderr
     );
     let no_cmd = vm(&["exec", "1"]);
-    assert!(!no_cmd.success && no_cmd.stderr.contains("usage"), "{}", no_cmd.stderr);
+    assert!(
+        !no_cmd.success && no_cmd.stderr.contains("usage"),
+        "{}",
+        no_cmd.stderr
+    );
 }
