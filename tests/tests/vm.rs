@@ -8,6 +8,7 @@
 //! The cluster has a name of its own (`MINI_VM_NAME=mvm<pid>`), so a user's `deploy/vm`
 //! cluster (`mini-vm-net`, `/run/mini-vm`) is never touched; the image cache is shared.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,9 +16,14 @@ use std::time::{Duration, Instant};
 use mini_tests::Output;
 use mini_tests::binary::mini_binary;
 
-/// This test process's cluster name.
+thread_local! {
+    /// Tells the clusters of two tests of this process apart (each test has its own thread).
+    static SUFFIX: Cell<&'static str> = const { Cell::new("") };
+}
+
+/// This test's cluster name (at most 12 characters, as deploy/vm requires).
 fn name() -> String {
-    format!("mvm{}", std::process::id())
+    format!("mvm{}{}", std::process::id(), SUFFIX.with(Cell::get))
 }
 
 fn vm(args: &[&str]) -> Output {
@@ -217,11 +223,13 @@ fn three_vms_walkthrough_stop_start_down() {
     // Power vm3 off: Down on the manager, its peer entries purged on the others.
     let stop = vm(&["stop", "3"]);
     assert!(stop.success, "{}", stop.stderr);
-    let down_after = wait_for("vm3 Down on vm1", Duration::from_secs(180), || {
+    let stopped = Instant::now();
+    // Each check runs `deploy/vm exec` (~1 s under TCG): the times are from the power-off.
+    wait_for("vm3 Down on vm1", Duration::from_secs(180), || {
         node_status(1, "vm3 Down")
     });
-    println!("vm3 powered off → Down on vm1: {down_after:?}");
-    let purged_after = wait_for(
+    println!("vm3 powered off → Down on vm1: {:?}", stopped.elapsed());
+    wait_for(
         "vm3's peer entries purged on vm1 and vm2",
         Duration::from_secs(180),
         || {
@@ -233,7 +241,10 @@ fn three_vms_walkthrough_stop_start_down() {
             }
         },
     );
-    println!("vm3 powered off → peer entries purged on vm1 and vm2: {purged_after:?}");
+    println!(
+        "vm3 powered off → Down on vm1 and its peer entries purged on vm1 and vm2: {:?}",
+        stopped.elapsed()
+    );
     let status = vm(&["status"]);
     assert!(status.stdout.contains("powered off"), "{}", status.stdout);
 
@@ -269,6 +280,91 @@ fn three_vms_walkthrough_stop_start_down() {
         "a second down must succeed: {}",
         twice.stderr
     );
+}
+
+/// The manager status column of `mini node ls` on VM K: one "HOSTNAME STATUS MANAGER" line per node.
+fn managers(k: u32) -> String {
+    let out = sh(
+        k,
+        "mini node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",
+    );
+    format!("{}{}", out.stdout, out.stderr)
+}
+
+#[test]
+#[ignore = "boots 3 QEMU VMs (root, qemu-system-x86, ~5 min under TCG): run with --ignored"]
+fn three_managers_fail_over() {
+    SUFFIX.with(|s| s.set("m"));
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    assert!(
+        !namespace_exists(),
+        "a cluster named {} already exists",
+        name()
+    );
+    let guard = Down;
+    let up = vm(&["up", "-n", "3", "--managers", "3"]);
+    println!("up -n 3 --managers 3:\n{}{}", up.stdout, up.stderr);
+    assert!(up.success, "up failed: {}{}", up.stdout, up.stderr);
+    let table = managers(1);
+    for line in [
+        "vm1 Ready Leader",
+        "vm2 Ready Reachable",
+        "vm3 Ready Reachable",
+    ] {
+        assert!(table.lines().any(|l| l == line), "{line:?} in {table}");
+    }
+
+    // The leader's VM powered off: vm2 and vm3 elect a leader and see vm1 unreachable.
+    let stop = vm(&["stop", "1"]);
+    assert!(stop.success, "{}", stop.stderr);
+    let elected = wait_for(
+        "a new leader with vm1 Down and Unreachable",
+        Duration::from_secs(180),
+        || {
+            let t = managers(2);
+            let leader = t
+                .lines()
+                .any(|l| l == "vm2 Ready Leader" || l == "vm3 Ready Leader");
+            if leader && t.lines().any(|l| l == "vm1 Down Unreachable") {
+                Ok(())
+            } else {
+                Err(t.replace('\n', "; "))
+            }
+        },
+    );
+    println!("leader vm1 powered off → new leader, vm1 Down Unreachable: {elected:?}");
+    // The cluster still takes writes.
+    let create = sh(
+        2,
+        "mini service create --detach --replicas 2 --name after host sleep 100000",
+    );
+    assert!(
+        create.success,
+        "service create after failover: {}",
+        create.stderr
+    );
+
+    let start = vm(&["start", "1"]);
+    println!("start 1:\n{}{}", start.stdout, start.stderr);
+    assert!(start.success, "{}{}", start.stdout, start.stderr);
+    wait_for(
+        "vm1 Ready and Reachable again",
+        Duration::from_secs(180),
+        || {
+            let t = managers(2);
+            if t.lines()
+                .any(|l| l == "vm1 Ready Reachable" || l == "vm1 Ready Leader")
+            {
+                Ok(())
+            } else {
+                Err(t.replace('\n', "; "))
+            }
+        },
+    );
+
+    drop(guard);
+    assert_eq!(cluster_qemus(), Vec::<String>::new(), "qemu processes left");
+    assert!(!namespace_exists(), "namespace left");
 }
 
 #[test]
