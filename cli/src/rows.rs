@@ -262,7 +262,15 @@ pub fn order_tasks(tasks: &mut [Task]) {
     tasks.sort_by(|a, b| {
         natural_cmp(&a.service_name, &b.service_name)
             .then(a.slot.cmp(&b.slot))
-            .then_with(|| a.node_id.cmp(&b.node_id))
+            // Global tasks have no slot: their node names them. A replicated slot's tasks may
+            // have run on several nodes and stay together, newest first.
+            .then_with(|| {
+                if a.slot == 0 && b.slot == 0 {
+                    a.node_id.cmp(&b.node_id)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
             .then(created(b).cmp(&created(a)))
             .then_with(|| b.id.cmp(&a.id))
     });
@@ -452,9 +460,18 @@ pub fn network_matches(f: &Filters, n: &Network) -> bool {
     f.any("id", |v| n.id.contains(v))
         && f.any("name", |v| spec.name.contains(v))
         && f.any("driver", |v| v == spec.driver)
-        && f.any("scope", |v| v == "swarm")
+        && f.any("scope", |v| v == network_scope(n))
         && f.any("type", |v| (v == "builtin") == builtin)
         && f.labels("label", |k| spec.labels.get(k).map(String::as_str))
+}
+
+/// A network's SCOPE: `local` for the node's gateway bridge, `swarm` for the rest.
+pub fn network_scope(n: &Network) -> &str {
+    if n.scope.is_empty() {
+        "swarm"
+    } else {
+        &n.scope
+    }
 }
 
 /// Labels as Docker's LABELS column writes them: `k=v,k2=v2` (sorted).
@@ -476,7 +493,7 @@ pub fn network_listing(networks: &[Network], f: &Filters, no_trunc: bool) -> Lis
                 "ID": trunc_id(&n.id, no_trunc),
                 "Name": spec.name,
                 "Driver": spec.driver,
-                "Scope": "swarm",
+                "Scope": network_scope(n),
                 "IPv6": "false",
                 "Internal": spec.internal.to_string(),
                 "Labels": labels_column(&spec.labels),

@@ -643,3 +643,52 @@ fn natural_order() {
     v.sort_by(|a, b| natural_cmp(a, b));
     assert_eq!(v, ["db", "web", "web1", "web2", "web10"]);
 }
+
+#[test]
+fn a_slot_that_moved_nodes_lists_its_newest_task_first() {
+    use TaskState::{Running, Shutdown};
+    // After a drain, web.1's new task runs on node2; the old one (node1) is history.
+    let mut old = task(
+        "t1old0000000000000000000a",
+        1,
+        Shutdown,
+        Shutdown,
+        NOW - 60_000,
+        "",
+    );
+    old.node_id = "node1id".into();
+    let mut new = task(
+        "t1new0000000000000000000b",
+        1,
+        Running,
+        Running,
+        NOW - 1_000,
+        "",
+    );
+    new.node_id = "node0id".into();
+    let mut ts = vec![old, new];
+    order_tasks(&mut ts);
+    assert_eq!(ts[0].id, "t1new0000000000000000000b");
+    // Global tasks (no slot) stay grouped by node.
+    let mut a = task(
+        "gaaaa000000000000000000000",
+        0,
+        Running,
+        Running,
+        NOW - 1_000,
+        "",
+    );
+    a.node_id = "node2id".into();
+    let mut b = task(
+        "gbbbb000000000000000000000",
+        0,
+        Running,
+        Running,
+        NOW - 9_000,
+        "",
+    );
+    b.node_id = "node1id".into();
+    let mut ts = vec![a, b];
+    order_tasks(&mut ts);
+    assert_eq!(ts[0].node_id, "node1id");
+}

@@ -56,7 +56,8 @@ enum Arg {
     Num(f64),
     Bool(bool),
     Func(String),
-    Sub(Pipe),
+    /// `(pipeline)`, or `(pipeline).Field.Path`: the field chain read from its value.
+    Sub(Pipe, Option<Box<Arg>>),
 }
 
 const FUNCS: &[&str] = &[
@@ -297,7 +298,26 @@ fn pipe_at(
                 if !closed {
                     return Err(perr(line, "unclosed left paren".into()));
                 }
-                push(&mut cmds, Arg::Sub(sub));
+                // `(index .Networks 0).Aliases`: a field chain right after the paren.
+                let mut field = None;
+                if chars.get(*i).is_some_and(|(_, ch)| *ch == '.') {
+                    let start = *i;
+                    while *i < chars.len() {
+                        let ch = chars[*i].1;
+                        if ch.is_whitespace() || "|()\"`".contains(ch) {
+                            break;
+                        }
+                        *i += 1;
+                    }
+                    let end = chars.get(*i).map_or(s.len(), |(p, _)| *p);
+                    let word = &s[chars[start].0..end];
+                    let arg = word_arg(word, line, col + chars[start].0)?;
+                    if !matches!(arg, Arg::Field { .. }) {
+                        return Err(perr(line, format!("unexpected {word} after )")));
+                    }
+                    field = Some(Box::new(arg));
+                }
+                push(&mut cmds, Arg::Sub(sub, field));
             }
             '"' | '`' => {
                 let start = *i;
@@ -497,13 +517,14 @@ impl Exec {
                 }
             }),
             Arg::Bool(b) => Value::Bool(*b),
-            Arg::Sub(p) => self.pipe(p, dot)?,
+            Arg::Sub(p, None) => self.pipe(p, dot)?,
+            Arg::Sub(p, Some(field)) => self.arg(field, &self.pipe(p, dot)?)?,
             Arg::Func(name) => self.call(name, Vec::new())?,
             Arg::Field { path, line, col } => {
                 let mut v = dot;
                 for (n, key) in path.iter().enumerate() {
                     match v {
-                        Value::Object(o) => match o.get(key) {
+                        Value::Object(o) => match o.get(key).or_else(|| loose_get(o, key)) {
                             Some(next) => v = next,
                             None if self.mode == Mode::Strict => {
                                 return Err(exec_err(
@@ -815,6 +836,19 @@ fn printf(format: &str, args: &[Value]) -> String {
     out
 }
 
+/// `key` looked up as Docker's Go field names read against mini's snake_case JSON: `Id` finds
+/// `id`, `CreatedAt` finds `created_at` (case and underscores ignored). An exact key wins.
+fn loose_get<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let norm = |k: &str| -> String {
+        k.chars()
+            .filter(|c| *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let want = norm(key);
+    o.iter().find(|(k, _)| norm(k) == want).map(|(_, v)| v)
+}
+
 /// Go's `strings.Title`: the first letter of every word in upper case.
 fn title(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -883,6 +917,25 @@ mod tests {
         for (t, want) in cases {
             assert_eq!(run(t, &data).as_deref(), Ok(*want), "template {t:?}");
         }
+    }
+
+    #[test]
+    fn docker_field_names_find_snake_case_keys() {
+        let data = json!({"id": "abc", "created_at_ms": 5, "spec": {"name": "web"}, "Id": "exact"});
+        assert_eq!(run("{{.ID}}", &json!({"id": "abc"})).as_deref(), Ok("abc"));
+        assert_eq!(run("{{.Id}}", &data).as_deref(), Ok("exact"));
+        assert_eq!(run("{{.CreatedAtMs}}", &data).as_deref(), Ok("5"));
+        assert_eq!(run("{{.Spec.Name}}", &data).as_deref(), Ok("web"));
+        let nets = json!({"Networks": [{"Aliases": ["db", "db2"]}]});
+        assert_eq!(
+            run("{{json (index .Networks 0).Aliases}}", &nets).as_deref(),
+            Ok(r#"["db","db2"]"#)
+        );
+        assert_eq!(
+            run("{{(index .Networks 0).Aliases}}", &nets).as_deref(),
+            Ok("[db db2]")
+        );
+        assert!(run("{{.Spec.Nme}}", &data).is_err());
     }
 
     #[test]

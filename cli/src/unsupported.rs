@@ -13,8 +13,8 @@ const DOCKER_ONLY: &[(&str, &[&str])] = &[
         &[
             "--cap-add", "--cap-drop", "--credential-spec", "--dns", "--dns-option",
             "--dns-search", "--env-file", "--generic-resource", "--group",
-            "--isolation", "--log-driver", "--log-opt", "--no-resolve-image", "--sysctl",
-            "--tty", "-t", "--ulimit", "--limit-pids", "--stop-signal", "--stop-grace-period",
+            "--isolation", "--log-driver", "--no-resolve-image", "--sysctl",
+            "--tty", "-t", "--ulimit",
         ],
     ),
     (
@@ -23,9 +23,9 @@ const DOCKER_ONLY: &[(&str, &[&str])] = &[
             "--cap-add", "--cap-drop", "--credential-spec", "--dns-add", "--dns-rm",
             "--dns-option-add", "--dns-option-rm", "--dns-search-add", "--dns-search-rm",
             "--generic-resource-add", "--generic-resource-rm", "--group-add", "--group-rm",
-            "--host-add", "--host-rm", "--isolation", "--log-driver", "--log-opt",
+            "--host-add", "--host-rm", "--isolation", "--log-driver",
             "--no-resolve-image", "--sysctl-add", "--sysctl-rm", "--tty", "-t", "--ulimit-add",
-            "--ulimit-rm", "--limit-pids", "--stop-signal", "--stop-grace-period",
+            "--ulimit-rm",
         ],
     ),
     ("service logs", &["--details", "--no-resolve", "--raw"]),
@@ -131,6 +131,7 @@ mod tests {
     #[test]
     fn every_listed_command_exists_and_lacks_the_listed_flags() {
         let cmd = crate::Cli::command();
+        let mut implemented_flags = Vec::new();
         for (path, flags) in DOCKER_ONLY {
             let mut current = &cmd;
             for part in path.split(' ') {
@@ -143,8 +144,14 @@ mod tests {
                     a.get_long().is_some_and(|l| format!("--{l}") == *flag)
                         || a.get_short().is_some_and(|s| format!("-{s}") == *flag)
                 });
-                assert!(!implemented, "`mini {path}` implements {flag}: unlist it");
+                if implemented {
+                    implemented_flags.push(format!("{path} {flag}"));
+                }
             }
         }
+        assert!(
+            implemented_flags.is_empty(),
+            "implemented, so not Docker-only: {implemented_flags:?}"
+        );
     }
 }

@@ -74,7 +74,7 @@ pub struct NetworkView {
     id: String,
     name: String,
     driver: String,
-    scope: &'static str,
+    scope: String,
     subnet: String,
     gateway: String,
     vni: u32,
@@ -95,7 +95,7 @@ impl From<&Network> for NetworkView {
             id: n.id.clone(),
             name: spec.name,
             driver: spec.driver,
-            scope: "swarm",
+            scope: crate::rows::network_scope(n).to_string(),
             subnet: n.subnet.clone(),
             gateway: n.gateway.clone(),
             vni: n.vni,
@@ -120,6 +120,10 @@ pub struct AttachmentView {
     mac: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     vip: String,
+    /// Names besides the service's that resolve to it on this network (`--network
+    /// name=N,alias=A`), as Docker's `Networks[].Aliases`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aliases: Vec<String>,
 }
 
 /// A published port.
@@ -291,6 +295,7 @@ impl ServiceView {
                     addr: String::new(),
                     mac: String::new(),
                     vip: String::new(),
+                    aliases: spec.aliases.clone(),
                 })
                 .collect(),
             endpoint_mode: match endpoint.mode() {
@@ -306,6 +311,7 @@ impl ServiceView {
                     addr: v.addr.clone(),
                     mac: String::new(),
                     vip: String::new(),
+                    aliases: Vec::new(),
                 })
                 .collect(),
             ports: endpoint
@@ -675,6 +681,9 @@ pub fn pretty_service(s: &Service, names: &Names) -> String {
     if !spec.networks.is_empty() {
         let nets: Vec<String> = spec.networks.iter().map(|n| names.network(n)).collect();
         let _ = writeln!(out, "Networks:\t{}", nets.join(" "));
+        if !spec.aliases.is_empty() {
+            let _ = writeln!(out, " Aliases:\t{}", spec.aliases.join(" "));
+        }
     }
     let endpoint = spec.endpoint.unwrap_or_default();
     let _ = write!(
@@ -825,6 +834,7 @@ impl TaskView {
                     addr: a.addr.clone(),
                     mac: a.mac.clone(),
                     vip: a.vip.clone(),
+                    aliases: t.aliases.clone(),
                 })
                 .collect(),
         }

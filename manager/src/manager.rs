@@ -374,6 +374,7 @@ impl Manager {
             gateway: allocation.gateway.to_string(),
             vni: allocation.vni,
             last_allocated: String::new(),
+            scope: String::new(),
         };
         let batch = StoreBatch {
             actions: vec![

@@ -18,6 +18,13 @@ pub mod tls;
 /// The control API's version, as `mini version` prints it (Docker's "API version").
 pub const API_VERSION: &str = "1.0";
 
+/// The node's gateway bridge (Docker's `docker_gwbridge`): the bridge in the host namespace
+/// that gives task sandboxes egress, listed by `network ls` as a `local` network.
+pub const GATEWAY_BRIDGE: &str = "mini_gwbridge";
+
+/// The gateway bridge's subnet.
+pub const GATEWAY_BRIDGE_SUBNET: &str = "172.18.0.0/16";
+
 /// Generated messages and services of package `mini.v1`.
 #[cfg(test)]
 mod tests {

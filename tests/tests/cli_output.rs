@@ -221,6 +221,42 @@ fn listings_read_as_docker_prints_them() {
         "{{.Name}}",
     ]);
     assert_eq!(builtin.stdout, "ingress\n");
+    // The node's gateway bridge, as Docker lists docker_gwbridge: a local bridge network that
+    // can be inspected and not removed; its id stays the same.
+    let local = h.ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "scope=local",
+        "--format",
+        "{{.Name}} {{.Driver}} {{.Scope}} {{.ID}}",
+    ]);
+    let fields: Vec<&str> = local.stdout.split_whitespace().collect();
+    assert_eq!(
+        fields[..3],
+        ["mini_gwbridge", "bridge", "local"],
+        "{}",
+        local.stdout
+    );
+    let subnet = h.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Subnet}} {{.Id}}",
+        "mini_gwbridge",
+    ]);
+    assert!(
+        subnet.stdout.starts_with("172.18.0.0/16 ") && subnet.stdout.contains(fields[3]),
+        "{}",
+        subnet.stdout
+    );
+    let err = h.fails(&["network", "rm", "mini_gwbridge"]);
+    assert!(
+        err.contains("pre-defined network and cannot be removed"),
+        "{err}"
+    );
+    let err = h.fails(&["network", "create", "-d", "overlay", "mini_gwbridge"]);
+    assert!(err.contains("already exists"), "{err}");
 
     // inspect --format over the inspect view; `mini inspect` finds a task by its id.
     let name = h.ok(&[

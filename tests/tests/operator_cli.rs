@@ -76,12 +76,8 @@ fn docker_flags_mini_lacks_are_refused_by_name_and_change_nothing() {
     let err = host.fails(&["service", "create", "--nmae", "x", "host", "true"]);
     assert!(err.contains("--name"), "{err}");
     assert!(!err.contains("not supported"), "{err}");
-    assert_eq!(
-        host.ok(&["service", "ls", "--format", "json"])
-            .stdout
-            .trim(),
-        "[]"
-    );
+    // Nothing was made: no service (json prints one object per line, so none).
+    assert_eq!(host.ok(&["service", "ls", "--format", "json"]).stdout, "");
     let networks = host.ok(&["network", "ls"]).stdout;
     assert!(!networks.contains("n6"), "{networks}");
 }
@@ -222,4 +218,17 @@ fn network_aliases_given_with_the_long_syntax_resolve() {
     );
     assert_eq!(web, db, "db is web's alias");
     assert_eq!(web, db2, "db2 is web's alias");
+    // Inspect shows them, as Docker's Networks[].Aliases and in the pretty form.
+    let aliases = host
+        .ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{json (index .Networks 0).Aliases}}",
+            "web",
+        ])
+        .stdout;
+    assert_eq!(aliases.trim(), r#"["db","db2"]"#);
+    let pretty = host.ok(&["service", "inspect", "--pretty", "web"]).stdout;
+    assert!(pretty.contains("Aliases:\tdb db2"), "{pretty}");
 }

@@ -392,21 +392,25 @@ impl Control for ControlApi {
 
     async fn list_networks(&self, _: Request<ListNetworksRequest>) -> Reply<ListNetworksResponse> {
         let manager = self.consistent().await?;
-        let networks = manager
+        let mut networks: Vec<Network> = manager
             .store()
             .view(|t| t.networks.values().cloned().collect());
+        networks.push(networks::gateway_bridge(&self.node_id()));
         reply(Ok(ListNetworksResponse { networks }))
     }
 
     async fn get_network(&self, request: Request<GetRequest>) -> Reply<Network> {
         let manager = self.consistent().await?;
         let query = request.into_inner().name_or_id;
-        reply(
-            manager
-                .store()
-                .view(|t| t.network(&query).cloned())
-                .map_err(ControlError::from),
-        )
+        let found = manager
+            .store()
+            .view(|t| t.network(&query).cloned())
+            .map_err(ControlError::from);
+        let bridge = networks::gateway_bridge(&self.node_id());
+        match found {
+            Err(_) if networks::names_gateway_bridge(&bridge, &query) => reply(Ok(bridge)),
+            found => reply(found),
+        }
     }
 
     async fn remove_network(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {

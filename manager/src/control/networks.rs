@@ -25,6 +25,12 @@ pub(super) async fn create(
         ));
     }
     validate_network_spec(&spec)?;
+    if spec.name == mini_proto::GATEWAY_BRIDGE {
+        return Err(ControlError::Conflict(format!(
+            "network with name {} already exists (every node's gateway bridge)",
+            spec.name
+        )));
+    }
     let network = manager
         .write(|t| {
             if let Ok(existing) = t.network(&spec.name)
@@ -47,6 +53,7 @@ pub(super) async fn create(
                 gateway: allocation.gateway.to_string(),
                 vni: allocation.vni,
                 last_allocated: String::new(),
+                scope: String::new(),
             };
             let actions = vec![
                 create_action(Action::PutNetwork(network.clone())),
@@ -61,8 +68,44 @@ pub(super) async fn create(
         .unwrap_or(network))
 }
 
+/// The node's gateway bridge as a `local` network (Docker lists `docker_gwbridge` so): never in
+/// the store, its id derived from the node's, so it stays the same on every call.
+pub(super) fn gateway_bridge(node_id: &str) -> Network {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{node_id}/{}", mini_proto::GATEWAY_BRIDGE));
+    let id: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let subnet: ipnet::Ipv4Net = mini_proto::GATEWAY_BRIDGE_SUBNET
+        .parse()
+        .expect("a valid literal");
+    let gateway = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
+    Network {
+        id,
+        meta: None,
+        spec: Some(mini_proto::v1::NetworkSpec {
+            name: mini_proto::GATEWAY_BRIDGE.to_string(),
+            driver: "bridge".into(),
+            ..Default::default()
+        }),
+        subnet: subnet.to_string(),
+        gateway: gateway.to_string(),
+        vni: 0,
+        last_allocated: String::new(),
+        scope: "local".into(),
+    }
+}
+
+/// Whether `query` (a name, an id or an id prefix) names the gateway bridge `bridge`.
+pub(super) fn names_gateway_bridge(bridge: &Network, query: &str) -> bool {
+    query == mini_proto::GATEWAY_BRIDGE || (query.len() >= 3 && bridge.id.starts_with(query))
+}
+
 /// Removes a network no service uses and no task holds an address on.
 pub(super) async fn remove(manager: &Manager, query: &str) -> Result<RemoveResponse, ControlError> {
+    if query == mini_proto::GATEWAY_BRIDGE {
+        return Err(ControlError::Invalid(format!(
+            "{query} is a pre-defined network and cannot be removed"
+        )));
+    }
     manager.write(|t| {
         let network = t.network(query)?;
         let name = network.spec.as_ref().map_or("", |s| s.name.as_str());

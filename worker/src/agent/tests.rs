@@ -459,3 +459,10 @@ async fn an_invalid_health_check_fails_the_task_before_anything_is_made() {
     assert!(f.images.calls().is_empty());
     assert!(!f.has_sandbox(id));
 }
+
+#[test]
+fn the_gateway_bridge_the_managers_list_is_the_one_the_netdriver_makes() {
+    let bridge = mini_netdriver::model::GatewayBridgeConfig::default();
+    assert_eq!(bridge.name, mini_proto::GATEWAY_BRIDGE);
+    assert_eq!(bridge.subnet.to_string(), mini_proto::GATEWAY_BRIDGE_SUBNET);
+}
