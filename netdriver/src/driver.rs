@@ -141,7 +141,7 @@ impl<K: Kernel> NetDriver<K> {
         let mut exact = true;
         // Consecutive `mini_lb` operations address one table each (the planner emits at most
         // one per namespace in a row for a backend change): they run concurrently, since each
-        // is a transaction of its own (a netlink batch, or an `nft` process for a whole table).
+        // is a transaction of its own (one nf_tables netlink batch).
         for batch in lb_batches(&ops) {
             let batch_started = std::time::Instant::now();
             let results = futures::future::join_all(batch.iter().map(|op| async move {

@@ -30,14 +30,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// `nft` rejected a ruleset or could not run.
+    /// The kernel refused an nf_tables batch or dump (no `nft` is run: the name is the
+    /// familiar one).
     #[error("nft {action} in {namespace} failed: {detail}")]
     Nft {
         /// What was attempted, e.g. `replace table ip mini_gwbridge`.
         action: String,
         /// The namespace it ran in.
         namespace: String,
-        /// nft's stderr or the spawn error.
+        /// The kernel's answer.
         detail: String,
     },
     /// An object expected to exist was not found.

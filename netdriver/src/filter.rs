@@ -18,12 +18,23 @@
 //! [`crate::Op::CreateOverlay`]): an outsider's VXLAN datagrams are never decapsulated, and its
 //! gossip datagrams never reach the gossip agent. The comment encodes the ports, so observation
 //! tells whether the table in the kernel is the wanted one; membership changes add or delete
-//! set elements (one `nft` transaction), they never rewrite the table.
+//! set elements (one nf_tables netlink transaction), they never rewrite the table.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use crate::nft_batch::Batch;
+use crate::nft_expr::{
+    self as x, CMP_EQ, Hook, META_L4PROTO, NETWORK, REG_1, SET_ANONYMOUS, SET_CONSTANT, TRANSPORT,
+    TYPE_INET_SERVICE, TYPE_IPADDR,
+};
+use crate::nft_read::{TableDump, be64_attr};
 use crate::op::Op;
+
+/// `NFPROTO_IPV4`: `table ip`.
+const NFPROTO_IPV4: u8 = 2;
+/// The anonymous set of the filtered ports (nft would name it `__set0`).
+const PORTS_SET: &str = "__set_ports";
 
 /// Name of the table (`table ip mini_filter`).
 pub const TABLE: &str = "mini_filter";
@@ -87,6 +98,82 @@ pub fn replace_script(filter: &MemberFilter) -> String {
         comment = comment(&filter.ports),
         ports = ports.join(", "),
     )
+}
+
+/// The transaction that atomically replaces the table (what [`replace_script`] makes `nft`
+/// send).
+pub fn replace_batch(filter: &MemberFilter) -> Batch {
+    let mut b = Batch::new(NFPROTO_IPV4);
+    x::delete_table(&mut b, TABLE);
+    x::new_table(&mut b, TABLE, &comment(&filter.ports));
+    let members = x::new_set(&mut b, TABLE, "members", 0, (TYPE_IPADDR, 4), None);
+    let keys: Vec<[u8; 4]> = filter.members.iter().map(|a| a.octets()).collect();
+    let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    x::set_keys(&mut b, TABLE, "members", Some(members), &keys, true);
+    x::base_chain(&mut b, TABLE, "input", "filter", Hook::Input, -10);
+    let ports = x::new_set(
+        &mut b,
+        TABLE,
+        PORTS_SET,
+        SET_ANONYMOUS | SET_CONSTANT,
+        (TYPE_INET_SERVICE, 2),
+        None,
+    );
+    let keys: Vec<[u8; 2]> = filter.ports.iter().map(|p| p.to_be_bytes()).collect();
+    let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    x::set_keys(&mut b, TABLE, PORTS_SET, Some(ports), &keys, true);
+    x::rule(&mut b, TABLE, "input", |r| {
+        r.meta(META_L4PROTO, REG_1)
+            .cmp(CMP_EQ, REG_1, &[17])
+            .payload(TRANSPORT, 2, 2, REG_1)
+            .lookup_id(REG_1, PORTS_SET, ports)
+            .payload(NETWORK, 12, 4, REG_1)
+            .lookup(REG_1, "members", None, true)
+            .counter()
+            .drop_verdict();
+    });
+    b
+}
+
+/// The transaction that adds and deletes members (what [`members_script`] makes `nft` send).
+pub fn members_batch(add: &[Ipv4Addr], remove: &[Ipv4Addr]) -> Batch {
+    let mut b = Batch::new(NFPROTO_IPV4);
+    for (list, add) in [(add, true), (remove, false)] {
+        let keys: Vec<[u8; 4]> = list.iter().map(|a| a.octets()).collect();
+        let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        x::set_keys(&mut b, TABLE, "members", None, &keys, add);
+    }
+    b
+}
+
+/// The transaction that deletes the table if it exists.
+pub fn delete_batch() -> Batch {
+    let mut b = Batch::new(NFPROTO_IPV4);
+    x::delete_table(&mut b, TABLE);
+    b
+}
+
+/// Reads the table from its netlink dump ([`crate::nft_read::read_table`]): comment,
+/// members, and the packets counted by the drop rule.
+pub fn from_dump(d: &TableDump) -> FilterTable {
+    FilterTable {
+        comment: d.comment.clone().unwrap_or_default(),
+        members: d
+            .set("members")
+            .into_iter()
+            .flat_map(|s| &s.elems)
+            .filter_map(|e| <[u8; 4]>::try_from(e.key.as_slice()).ok())
+            .map(Ipv4Addr::from)
+            .collect(),
+        dropped: d
+            .rules
+            .iter()
+            .flat_map(|r| &r.exprs)
+            .filter(|e| e.name == "counter")
+            // NFTA_COUNTER_PACKETS
+            .filter_map(|e| be64_attr(&e.data, 2))
+            .sum(),
+    }
 }
 
 /// A batch (one transaction) that adds and deletes members.

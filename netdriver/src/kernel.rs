@@ -8,7 +8,7 @@ use crate::observed::Observed;
 use crate::op::Op;
 
 /// Reads the driver-owned kernel state and executes operations. Implemented by
-/// [`crate::LinuxKernel`] (rtnetlink, nft) and [`crate::FakeKernel`] (in memory, for tests).
+/// [`crate::LinuxKernel`] (rtnetlink, nf_tables netlink) and [`crate::FakeKernel`] (in memory, for tests).
 pub trait Kernel: Send + Sync {
     /// Reads everything the driver owns: its namespace files and what they hold, its host links,
     /// its nft table.
@@ -24,10 +24,10 @@ pub trait Kernel: Send + Sync {
 /// How many kernel calls were made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Changes: netlink requests that add, set or delete, `nft -f` runs, namespace
+    /// Changes: netlink requests that add, set or delete, nf_tables batches, namespace
     /// creations/removals, sysctl writes.
     pub writes: u64,
-    /// Dumps, lookups, `nft list` runs, sysctl reads.
+    /// Dumps, lookups, nf_tables table reads, sysctl reads.
     pub reads: u64,
 }
 

@@ -1,5 +1,7 @@
-//! The load-balancing nftables table, `table ip mini_lb`, rendered for `nft -f -` and parsed
-//! back from `nft -j list table`.
+//! The load-balancing nftables table, `table ip mini_lb`: loaded and changed as nf_tables
+//! netlink batches ([`netlink`]) and read back from a netlink dump ([`from_dump`]); also
+//! rendered as the equivalent `nft -f` text (`*_script`, the reference the batches are tested
+//! against and what to type by hand) and parsed from `nft -j list table` ([`parse_table`]).
 //!
 //! # Where balancing happens
 //!
@@ -17,7 +19,7 @@
 //! - The cost: a backend change is written once per local sandbox on that network (one
 //!   nf_tables netlink transaction each on a socket kept open per namespace, well under a
 //!   millisecond, see [`netlink`] and [`crate::nft_batch`]), and a new sandbox loads every VIP
-//!   of its networks in one `nft -f` batch. Docker moved to LB namespaces because IPVS
+//!   of its networks in one netlink batch. Docker moved to LB namespaces because IPVS
 //!   programming per container was slow; here one entry is one small transaction, measured in
 //!   BENCHMARKS.md.
 //!
@@ -47,6 +49,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
+use crate::nft_read::{ElemData, TableDump, attr, str_attr, value_attr};
 use crate::service::Protocol;
 
 /// Name of the table, in every namespace that has one.
@@ -456,6 +459,119 @@ pub fn parse_table(json: &str) -> Option<LbTable> {
         table.chains.insert(key, parse_rules(r));
     }
     Some(table)
+}
+
+/// `NFT_GOTO`.
+const NFT_GOTO: i32 = -4;
+/// `NFT_SET_ANONYMOUS`, `NFT_SET_MAP`.
+const SET_ANONYMOUS: u32 = 0x1;
+const SET_MAP: u32 = 0x8;
+
+/// A verdict-map key from its bytes in the kernel (see `netlink::key_bytes`).
+fn key_from_bytes(b: &[u8]) -> Option<LbKey> {
+    match b.len() {
+        4 => Some(LbKey::Vip(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        8 => {
+            let p = match b[0] {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                _ => return None,
+            };
+            Some(LbKey::Port(p, u16::from_be_bytes([b[4], b[5]])))
+        }
+        _ => None,
+    }
+}
+
+/// The target of an entry chain's rules, if they are exactly what [`entry_rules`] writes:
+/// one rule whose `nat` (dnat) takes its address from a `numgen inc mod N` lookup in an
+/// anonymous map holding exactly the keys `0..N`, and its port from an `immediate`.
+fn dump_rules(d: &TableDump, chain: &str) -> Option<LbTarget> {
+    let rules: Vec<_> = d.rules_of(chain).collect();
+    if rules.is_empty() {
+        return Some(LbTarget::default());
+    }
+    let [rule] = rules.as_slice() else {
+        return None;
+    };
+    let find = |name: &str| rule.exprs.iter().find(|e| e.name == name);
+    let nat = find("nat")?;
+    // NFTA_NAT_TYPE = NFT_NAT_DNAT
+    if nat.be32(1)? != 1 {
+        return None;
+    }
+    let numgen = find("numgen")?;
+    // NFTA_NG_MODULUS, NFTA_NG_TYPE = NFT_NG_INCREMENTAL, NFTA_NG_OFFSET
+    let n = numgen.be32(2)?;
+    if numgen.be32(3)? != 0 || numgen.be32(4).unwrap_or(0) != 0 {
+        return None;
+    }
+    // NFTA_LOOKUP_SET
+    let map = d.set(&str_attr(&find("lookup")?.data, 1)?)?;
+    if map.flags & SET_MAP == 0 {
+        return None;
+    }
+    let mut backends = BTreeMap::new();
+    for e in &map.elems {
+        let i = u32::from_ne_bytes(e.key.as_slice().try_into().ok()?);
+        let Some(ElemData::Value(v)) = &e.data else {
+            return None;
+        };
+        let ip: [u8; 4] = v.as_slice().try_into().ok()?;
+        backends.insert(i, Ipv4Addr::from(ip));
+    }
+    if backends.keys().copied().ne(0..n) {
+        return None;
+    }
+    // NFTA_NAT_REG_PROTO_MIN: the port comes from a register an `immediate` loaded.
+    let port = match attr(&nat.data, 5) {
+        None => None,
+        Some(_) => {
+            // NFTA_IMMEDIATE_DATA
+            let v = value_attr(&find("immediate")?.data, 2)?;
+            Some(u16::from_be_bytes(v.try_into().ok()?))
+        }
+    };
+    Some(LbTarget {
+        backends: backends.into_values().collect(),
+        port,
+    })
+}
+
+/// Reads the table from its netlink dump ([`crate::nft_read::read_table`]): what
+/// [`parse_table`] reads from `nft -j list table ip mini_lb`.
+pub fn from_dump(d: &TableDump) -> LbTable {
+    let mut table = LbTable {
+        flavour: Flavour::from_chains(d.chains.iter().filter(|c| c.base).map(|c| c.name.as_str())),
+        ..LbTable::default()
+    };
+    for s in d
+        .sets
+        .iter()
+        .filter(|s| s.flags & SET_MAP != 0 && s.flags & SET_ANONYMOUS == 0)
+    {
+        for e in &s.elems {
+            let key = key_from_bytes(&e.key);
+            let target = match &e.data {
+                Some(ElemData::Verdict(NFT_GOTO, Some(c))) => Some(c.as_str()),
+                _ => None,
+            };
+            match (key, target) {
+                (Some(k), Some(t)) if LbKey::from_chain(t) == Some(k) => {
+                    table.elements.insert(k);
+                }
+                _ => table.foreign = true,
+            }
+        }
+    }
+    for c in d.chains.iter().filter(|c| !c.base) {
+        let Some(key) = LbKey::from_chain(&c.name) else {
+            table.foreign = true;
+            continue;
+        };
+        table.chains.insert(key, dump_rules(d, &c.name));
+    }
+    table
 }
 
 pub mod netlink;

@@ -29,11 +29,14 @@
 //! - [`plan`] — desired + observed → operations (pure).
 //! - [`kernel`] — the [`Kernel`] trait, the narrow boundary to the OS.
 //! - [`fake`] — [`FakeKernel`], an in-memory kernel that records and counts operations.
-//! - [`linux`] — [`LinuxKernel`], the real one (rtnetlink, `nft`).
+//! - [`linux`] — [`LinuxKernel`], the real one (rtnetlink, nf_tables netlink).
 //! - [`netns`] — namespace files without forking (create, enter on a thread, remove).
 //! - [`nat`] — the nftables ruleset of the gateway bridge.
 //! - [`filter`] — the members-only filter of the gossip and data-path ports (host namespace).
-//! - [`nft_batch`] — nf_tables transactions over netlink, for changes too frequent to spawn `nft`.
+//! - [`nft_batch`] — nf_tables transactions and dumps over netlink (the driver never runs `nft`).
+//! - [`nft_expr`] — tables, chains, sets and rule expressions of whole-table loads.
+//! - [`nft_read`] — a table read back over netlink (chains, rules, sets, elements).
+//! - [`preflight`] — the kernel features the driver needs, tried in a throwaway namespace.
 //! - [`driver`] — [`NetDriver`], which ties planning and a kernel together.
 //! - [`error`] — [`Error`].
 
@@ -49,10 +52,14 @@ pub mod model;
 pub mod names;
 pub mod nat;
 pub mod netns;
+mod nft_attrs;
 pub mod nft_batch;
+pub mod nft_expr;
+pub mod nft_read;
 pub mod observed;
 pub mod op;
 pub mod plan;
+pub mod preflight;
 pub mod service;
 
 pub use driver::{ApplyReport, NetDriver, ObservedNetwork};

@@ -1,19 +1,18 @@
-//! [`LinuxKernel`]: the real [`Kernel`], over rtnetlink and `nft`.
+//! [`LinuxKernel`]: the real [`Kernel`], over rtnetlink and nf_tables netlink.
 //!
 //! One rtnetlink connection per namespace, opened on a short-lived thread that entered the
 //! namespace (or created it), then driven by tokio; likewise one nf_tables socket per namespace
-//! for the `mini_lb` entry changes ([`crate::nft_batch::NftSocket`]). Both are dropped when
-//! their namespace is deleted.
+//! ([`crate::nft_batch::NftSocket`]) that carries every nftables read (dumps) and write
+//! (batches): the `nft` program is never run. Both are dropped when their namespace is
+//! deleted.
 
 mod observe;
 mod ops;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::fd::IntoRawFd;
 use std::os::unix::io::FromRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
@@ -25,8 +24,12 @@ use crate::kernel::{AtomicCounters, Counters, Kernel};
 use crate::model::DriverConfig;
 use crate::netns;
 use crate::nft_batch::{Batch, NftSocket};
+use crate::nft_read::{self, Depth, TableDump};
 use crate::observed::Observed;
 use crate::op::{NsRef, Op};
+
+/// `NFPROTO_IPV4`: `table ip`.
+const NFPROTO_IPV4: u8 = 2;
 
 /// The real kernel.
 pub struct LinuxKernel {
@@ -173,74 +176,30 @@ impl LinuxKernel {
             })
     }
 
-    /// Runs `nft` with `args` (and `stdin`) in the host namespace; returns (success, stdout,
-    /// stderr).
-    async fn nft(
-        &self,
-        args: &[&str],
-        stdin: Option<String>,
-    ) -> Result<(bool, String, String), Error> {
-        self.nft_in(&NsRef::Host, args, stdin).await
-    }
-
-    /// Runs `nft` with `args` (and `stdin`) in namespace `ns`; returns (success, stdout,
-    /// stderr).
-    async fn nft_in(
+    /// Reads table `table` (`table ip`) of namespace `ns` over netlink; `None` when there is
+    /// none. Counted as one read.
+    async fn read_table_in(
         &self,
         ns: &NsRef,
-        args: &[&str],
-        stdin: Option<String>,
-    ) -> Result<(bool, String, String), Error> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let what = args.join(" ");
-        netns::run_in_async(self.ns_path(ns), move || {
-            let mut child = Command::new("nft")
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            if let Some(input) = stdin {
-                child
-                    .stdin
-                    .take()
-                    .expect("piped stdin")
-                    .write_all(input.as_bytes())?;
-            }
-            drop(child.stdin.take());
-            let out = child.wait_with_output()?;
-            Ok((
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ))
-        })
-        .await
-        .map_err(|e| Error::Nft {
-            action: what,
+        table: &str,
+        depth: Depth,
+    ) -> Result<Option<TableDump>, Error> {
+        self.counters.read();
+        let name = table.to_string();
+        let read = match self.nft_socket(ns).await {
+            Ok(socket) => tokio::task::spawn_blocking(move || {
+                let socket = socket.lock().expect("nft socket lock");
+                nft_read::read_table(&socket, NFPROTO_IPV4, &name, depth)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(e) => Err(e),
+        };
+        read.map_err(|e| Error::Nft {
+            action: format!("list table ip {table}"),
             namespace: ns.to_string(),
             detail: e.to_string(),
         })
-    }
-
-    /// Runs an `nft -f -` batch in the host namespace.
-    async fn nft_batch(&self, action: &str, script: String) -> Result<(), Error> {
-        self.nft_batch_in(&NsRef::Host, action, script).await
-    }
-
-    /// Runs an `nft -f -` batch (one transaction) in namespace `ns`.
-    async fn nft_batch_in(&self, ns: &NsRef, action: &str, script: String) -> Result<(), Error> {
-        self.counters.write();
-        let (ok, _, stderr) = self.nft_in(ns, &["-f", "-"], Some(script)).await?;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Nft {
-                action: action.to_string(),
-                namespace: ns.to_string(),
-                detail: stderr.trim().to_string(),
-            })
-        }
     }
 
     /// Sends an nf_tables netlink batch (one transaction) in namespace `ns`, on the

@@ -1,4 +1,6 @@
-//! The nftables ruleset of the gateway bridge, rendered as text for `nft -f -`.
+//! The nftables ruleset of the gateway bridge: loaded as one nf_tables netlink batch
+//! ([`replace_batch`]), also rendered as the equivalent `nft -f` text ([`replace_script`], what
+//! to type by hand and what the batch is tested against).
 //!
 //! One table per driver, `table ip <bridge name>`, owned entirely by mini: masquerade of the
 //! gateway subnet leaving through any other interface. Sandbox-to-sandbox traffic across the
@@ -6,6 +8,12 @@
 //! without `br_netfilter`.
 
 use ipnet::Ipv4Net;
+
+use crate::nft_batch::Batch;
+use crate::nft_expr::{self as x, CMP_EQ, CMP_NEQ, Hook, META_OIFNAME, REG_1};
+
+/// `NFPROTO_IPV4`: `table ip`.
+const NFPROTO_IPV4: u8 = 2;
 
 /// The table's comment: it records the parameters so that observation can tell whether the
 /// table in the kernel is the one the configuration wants.
@@ -27,6 +35,32 @@ pub fn replace_script(name: &str, subnet: Ipv4Net) -> String {
          \t}}\n\
          }}\n"
     )
+}
+
+/// The transaction that atomically replaces the table (what [`replace_script`] makes `nft`
+/// send).
+pub fn replace_batch(name: &str, subnet: Ipv4Net) -> Batch {
+    let mut b = Batch::new(NFPROTO_IPV4);
+    x::delete_table(&mut b, name);
+    x::new_table(&mut b, name, &comment(name, subnet));
+    x::base_chain(&mut b, name, "postrouting", "nat", Hook::Postrouting, 100);
+    let mut ifname = [0u8; 16];
+    let n = name.len().min(15);
+    ifname[..n].copy_from_slice(&name.as_bytes()[..n]);
+    x::rule(&mut b, name, "postrouting", |r| {
+        r.ip_prefix(12, subnet, CMP_EQ)
+            .meta(META_OIFNAME, REG_1)
+            .cmp(CMP_NEQ, REG_1, &ifname)
+            .masquerade();
+    });
+    b
+}
+
+/// The transaction that deletes the table if it exists.
+pub fn delete_batch(name: &str) -> Batch {
+    let mut b = Batch::new(NFPROTO_IPV4);
+    x::delete_table(&mut b, name);
+    b
 }
 
 /// A batch that deletes the table if it exists.

@@ -8,9 +8,11 @@
 //! nothing of it stays.
 //!
 //! Spawning `nft` costs 10–20 ms per transaction on a small VM (fork/exec, and `nft` reads the
-//! table's chains and sets into its cache before it writes); a batch costs well under one. Only
-//! the hot, simple messages are built here (chains, rules, set elements of the `mini_lb`
-//! entries, see [`crate::lb::netlink`]); whole tables are still loaded with `nft -f`.
+//! table's chains and sets into its cache before it writes); a batch costs well under one.
+//! Every nf_tables write of the driver is a batch: the per-entry changes of `mini_lb`
+//! ([`crate::lb::netlink`]) and whole-table loads ([`crate::nft_expr`] builds their rules).
+//! Reads are dumps on the same socket ([`NftSocket::dump`], decoded by [`crate::nft_read`]),
+//! so the daemon never runs the `nft` program.
 
 use std::io;
 
@@ -23,6 +25,10 @@ const BATCH_BEGIN: u16 = 0x10;
 const BATCH_END: u16 = 0x11;
 /// `NLMSG_ERROR`.
 const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`.
+const NLMSG_DONE: u16 = 3;
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+const NLM_F_DUMP: u16 = 0x300;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -36,6 +42,10 @@ const NLA_F_NESTED: u16 = 0x8000;
 /// The nf_tables messages a batch may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsgType {
+    /// `NFT_MSG_NEWTABLE`.
+    NewTable = 0,
+    /// `NFT_MSG_DELTABLE`.
+    DelTable = 2,
     /// `NFT_MSG_NEWRULE`.
     NewRule = 6,
     /// `NFT_MSG_NEWCHAIN`.
@@ -55,6 +65,8 @@ pub enum MsgType {
 impl MsgType {
     fn name(self) -> &'static str {
         match self {
+            MsgType::NewTable => "NFT_MSG_NEWTABLE",
+            MsgType::DelTable => "NFT_MSG_DELTABLE",
             MsgType::NewRule => "NFT_MSG_NEWRULE",
             MsgType::NewChain => "NFT_MSG_NEWCHAIN",
             MsgType::DelChain => "NFT_MSG_DELCHAIN",
@@ -71,9 +83,8 @@ impl MsgType {
 pub struct Batch {
     buf: Vec<u8>,
     family: u8,
-    /// Sequence number and type of every message that is acknowledged (numbered from 1, in
-    /// order).
-    sent: Vec<(u32, MsgType)>,
+    /// Sequence number, type and offset in `buf` of every message (numbered from 1, in order).
+    sent: Vec<(u32, MsgType, usize)>,
     next_set_id: u32,
 }
 
@@ -99,22 +110,30 @@ impl Batch {
         id
     }
 
-    /// Appends one message; `attrs` writes its attributes. Every message asks for an
-    /// acknowledgement, so a failure names the message that caused it.
+    /// Appends one message; `attrs` writes its attributes. Only the last message of a batch
+    /// asks for an acknowledgement (the kernel reports every failed message anyway, by its
+    /// sequence number, so a failure still names the message that caused it; one
+    /// acknowledgement per message would overflow the socket's receive buffer on a batch that
+    /// loads a table of 1,000s of entries).
     pub fn push(&mut self, ty: MsgType, flags: u16, attrs: impl FnOnce(&mut Attrs<'_>)) {
         let seq = self.next_seq();
         let start = self.buf.len();
         push_header(
             &mut self.buf,
             (SUBSYS_NFTABLES << 8) | ty as u16,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NLM_F_REQUEST | flags,
             seq,
             self.family,
             0,
         );
         attrs(&mut Attrs { buf: &mut self.buf });
         finish_msg(&mut self.buf, start);
-        self.sent.push((seq, ty));
+        self.sent.push((seq, ty, start));
+    }
+
+    /// The sequence number of the acknowledged (last) message.
+    fn last_seq(&self) -> u32 {
+        self.sent.last().map_or(0, |(seq, _, _)| *seq)
     }
 
     fn next_seq(&self) -> u32 {
@@ -134,6 +153,10 @@ impl Batch {
     /// The encoded transaction, begin and end included.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = self.buf.clone();
+        if let Some((_, _, at)) = self.sent.last() {
+            let flags = u16::from_ne_bytes([buf[at + 6], buf[at + 7]]) | NLM_F_ACK;
+            buf[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
+        }
         let start = buf.len();
         push_header(
             &mut buf,
@@ -176,7 +199,47 @@ impl NftSocket {
         socket.bind_auto()?;
         socket.set_ext_ack(true)?;
         socket.set_cap_ack(true)?;
-        Ok(NftSocket { socket })
+        let socket = NftSocket { socket };
+        // A dump that stalls (it should not) fails after this instead of hanging the daemon.
+        socket.setsockopt(
+            libc::SO_RCVTIMEO,
+            &libc::timeval {
+                tv_sec: 10,
+                tv_usec: 0,
+            },
+        )?;
+        Ok(socket)
+    }
+
+    fn setsockopt<T>(&self, opt: libc::c_int, value: &T) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `value` points to a live `T` of the size passed; the fd is our open socket.
+        let r = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (value as *const T).cast(),
+                std::mem::size_of::<T>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Makes the send buffer large enough for one datagram of `len` bytes (a whole-table load
+    /// can exceed the default 208 KiB); `SO_SNDBUFFORCE` needs `CAP_NET_ADMIN`, which writing
+    /// nf_tables needs anyway.
+    fn fit_sndbuf(&self, len: usize) -> io::Result<()> {
+        const DEFAULT: usize = 200 * 1024;
+        if len + 4096 <= DEFAULT {
+            return Ok(());
+        }
+        let size = libc::c_int::try_from(len + 64 * 1024).unwrap_or(libc::c_int::MAX);
+        self.setsockopt(libc::SO_SNDBUFFORCE, &size)
     }
 
     /// Sends `batch` and returns once the kernel acknowledged every message (committed) or
@@ -187,6 +250,7 @@ impl NftSocket {
         }
         self.drain();
         let bytes = batch.encode();
+        self.fit_sndbuf(bytes.len())?;
         let n = self.socket.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
         if n != bytes.len() {
             return Err(io::Error::other(format!(
@@ -205,20 +269,21 @@ impl NftSocket {
         }
     }
 
-    /// Reads the acknowledgements the kernel queued while it processed the batch (it does so
-    /// inside `sendmsg`, so they are all there: no waiting).
+    /// Reads the errors and the final acknowledgement the kernel queued while it processed
+    /// the batch (it does so inside `sendmsg`, so they are all there: no waiting).
     fn read_acks(&self, batch: &Batch) -> io::Result<()> {
-        let mut acked = 0;
+        let last = batch.last_seq();
+        let mut done = false;
         let mut failure: Option<io::Error> = None;
         let mut buf = Vec::with_capacity(64 * 1024);
-        while acked < batch.sent.len() {
+        while !done {
             buf.clear();
             match self.socket.recv(&mut buf, libc::MSG_DONTWAIT) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Err(failure.unwrap_or_else(|| {
                         io::Error::other(format!(
-                            "nf_tables batch: the kernel acknowledged {acked} of {} messages",
+                            "nf_tables batch of {} messages: the kernel did not acknowledge it",
                             batch.sent.len()
                         ))
                     }));
@@ -226,19 +291,105 @@ impl NftSocket {
                 Err(e) => return Err(e),
             }
             for (seq, errno) in parse_acks(&buf) {
-                acked += 1;
+                done |= seq == last;
                 if errno != 0 && failure.is_none() {
                     let what = batch
                         .sent
                         .iter()
-                        .find(|(s, _)| *s == seq)
-                        .map_or("the batch", |(_, ty)| ty.name());
+                        .find(|(s, _, _)| *s == seq)
+                        .map_or("the batch", |(_, ty, _)| ty.name());
                     let os = io::Error::from_raw_os_error(errno);
                     failure = Some(io::Error::new(os.kind(), format!("{what}: {os}")));
                 }
             }
         }
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// The nf_tables requests a dump may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetType {
+    /// `NFT_MSG_GETTABLE`.
+    Table = 1,
+    /// `NFT_MSG_GETCHAIN`.
+    Chain = 4,
+    /// `NFT_MSG_GETRULE`.
+    Rule = 7,
+    /// `NFT_MSG_GETSET`.
+    Set = 10,
+    /// `NFT_MSG_GETSETELEM`.
+    SetElem = 13,
+}
+
+impl NftSocket {
+    /// Sends one `GET` request (a dump when `dump`, else a lookup of one object named in
+    /// `attrs`) and returns the attribute bytes of every answer (after `struct nfgenmsg`).
+    /// `Ok(None)`: the kernel answered `ENOENT` (no such table, chain or set).
+    pub fn dump(
+        &self,
+        ty: GetType,
+        family: u8,
+        dump: bool,
+        attrs: impl FnOnce(&mut Attrs<'_>),
+    ) -> io::Result<Option<Vec<Vec<u8>>>> {
+        self.drain();
+        const SEQ: u32 = 1;
+        let mut req = Vec::with_capacity(128);
+        let flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
+        push_header(
+            &mut req,
+            (SUBSYS_NFTABLES << 8) | ty as u16,
+            flags,
+            SEQ,
+            family,
+            0,
+        );
+        attrs(&mut Attrs { buf: &mut req });
+        finish_msg(&mut req, 0);
+        self.socket.send_to(&req, &SocketAddr::new(0, 0), 0)?;
+        let mut out = Vec::new();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            self.socket.recv(&mut buf, 0)?;
+            let mut data = &buf[..];
+            while data.len() >= 16 {
+                let len = u32::from_ne_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
+                if len < 16 || len > data.len() {
+                    break;
+                }
+                let mtype = u16::from_ne_bytes(data[4..6].try_into().expect("2 bytes"));
+                let seq = u32::from_ne_bytes(data[8..12].try_into().expect("4 bytes"));
+                let msg = &data[..len];
+                data = &data[align(len).min(data.len())..];
+                if seq != SEQ {
+                    continue;
+                }
+                match mtype {
+                    // A dump that failed midway carries the errno after the header.
+                    NLMSG_DONE if len >= 20 => {
+                        let err = -i32::from_ne_bytes(msg[16..20].try_into().expect("4 bytes"));
+                        return match err {
+                            0 => Ok(Some(out)),
+                            libc::ENOENT => Ok(None),
+                            e => Err(io::Error::from_raw_os_error(e)),
+                        };
+                    }
+                    NLMSG_DONE => return Ok(Some(out)),
+                    NLMSG_ERROR if len >= 20 => {
+                        let err = -i32::from_ne_bytes(msg[16..20].try_into().expect("4 bytes"));
+                        return match err {
+                            0 => Ok(Some(out)),
+                            libc::ENOENT => Ok(None),
+                            e => Err(io::Error::from_raw_os_error(e)),
+                        };
+                    }
+                    _ if len >= 20 => out.push(msg[20..].to_vec()),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -289,7 +440,12 @@ pub struct Attrs<'a> {
     buf: &'a mut Vec<u8>,
 }
 
-impl Attrs<'_> {
+impl<'a> Attrs<'a> {
+    /// Writes attributes at the end of `buf`.
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+        Attrs { buf }
+    }
+
     /// An attribute holding `value` as is.
     pub fn bytes(&mut self, ty: u16, value: &[u8]) -> &mut Self {
         let len = 4 + value.len();

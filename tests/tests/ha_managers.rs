@@ -57,7 +57,7 @@ fn task_ids(host: &Host, service: &str) -> Result<Vec<String>, String> {
 }
 
 fn networks(host: &Host) -> Result<Vec<String>, String> {
-    let out = host.listed(&["network", "ls"], "network");
+    let out = host.listed(&["network", "ls", "--filter", "scope=swarm"], "network");
     if !out.success {
         return Err(out.stderr);
     }

@@ -102,9 +102,9 @@ fn service_names(m: &Host) -> BTreeSet<String> {
         .collect()
 }
 
-/// Names of every network.
+/// Names of every swarm network (not the node's local gateway bridge).
 fn network_names(m: &Host) -> BTreeSet<String> {
-    m.ok_listed(&["network", "ls"], "network")
+    m.ok_listed(&["network", "ls", "--filter", "scope=swarm"], "network")
         .json()
         .as_array()
         .unwrap()

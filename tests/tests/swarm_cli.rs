@@ -17,7 +17,7 @@ fn init(daemon: &Daemon) {
 
 fn networks(daemon: &Daemon) -> Vec<Value> {
     daemon
-        .ok_listed(&["network", "ls"], "network")
+        .ok_listed(&["network", "ls", "--filter", "scope=swarm"], "network")
         .json()
         .as_array()
         .cloned()
@@ -166,7 +166,9 @@ fn init_creates_ingress_and_first_network_gets_vni_4097() {
         header.starts_with("NETWORK ID") && header.contains("NAME") && header.contains("DRIVER"),
         "{table}"
     );
-    assert_eq!(table.lines().count(), 4, "{table}");
+    // The header, ingress, demonet, backend and the node's local gateway bridge.
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.contains(" mini_gwbridge "), "{table}");
 
     daemon.ok(&["network", "rm", "backend"]);
     assert_eq!(names(&networks(&daemon)), ["demonet", "ingress"]);

@@ -13,4 +13,5 @@ pub mod dns;
 pub mod gossip;
 pub mod image;
 pub mod metrics;
+pub mod preflight;
 pub mod runtime;

@@ -252,7 +252,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            !text.contains("starting") && !text.contains("failed"),
+            !text.contains("state=\"starting\"") && !text.contains("state=\"failed\""),
             "{text}"
         );
         // No gossip agent yet: no gossip families.

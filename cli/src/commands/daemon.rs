@@ -85,6 +85,11 @@ pub struct DaemonArgs {
     /// the socket is then root:GROUP 0660 instead of root-only 0600.
     #[arg(long, short = 'G')]
     group: Option<String>,
+    /// Check what the node needs (kernel networking, overlayfs, runc), print one line per
+    /// item, and exit: 0 when the daemon can run, 1 when something it cannot run without is
+    /// missing. The same check runs at every start.
+    #[arg(long)]
+    check: bool,
 }
 
 /// `--log-level`: dockerd's levels.
@@ -207,7 +212,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
+    use mini_worker::preflight::{Report, SystemProbe};
+    if args.check {
+        let report = tokio::task::spawn_blocking(|| Report::run(&SystemProbe)).await?;
+        print!("{report}");
+        if report.ok() {
+            return Ok(());
+        }
+        std::process::exit(1);
+    }
     init_logging(args.log_level, args.log_format)?;
+    // What the node needs, checked before anything is changed: a missing kernel feature stops
+    // the daemon with the line that names it; a missing runc or overlayfs only disables image
+    // tasks.
+    let report = tokio::task::spawn_blocking(|| Report::run(&SystemProbe)).await?;
+    for line in report.missing() {
+        tracing::warn!("{}", line.item.missing_line());
+    }
+    if !report.ok() {
+        bail!(
+            "this node lacks what the daemon needs (`mini daemon --check` shows all):\n{}",
+            report.fatal_lines().join("\n")
+        );
+    }
     // The daemon's root span: its node id is recorded once known.
     let root = tracing::info_span!("daemon", node_id = tracing::field::Empty);
     serve(host, args).instrument(root).await

@@ -6,45 +6,96 @@
 //! A backend change is the hot path of service discovery: it happens in every local sandbox on
 //! the service's network each time a task starts or stops anywhere in the cluster.
 
+use crate::nft_attrs::*;
 use std::net::Ipv4Addr;
 
 use crate::nft_batch::{Attrs, Batch, MsgType, NLM_F_APPEND, NLM_F_CREATE};
+use crate::nft_expr::{
+    self as x, CMP_EQ, CMP_NEQ, DATA_VERDICT, Hook, META_L4PROTO, NETWORK, REG_VERDICT, REG32_01,
+    SET_MAP, TRANSPORT, TYPE_INET_PROTO, TYPE_INET_SERVICE,
+};
 
-use super::{Flavour, LbKey, LbTarget, TABLE};
+use super::{Flavour, LbKey, LbSpec, LbTarget, TABLE};
+
+/// The transaction that atomically replaces the whole table with `spec` (what
+/// [`super::replace_script`] makes `nft` send).
+pub fn replace(spec: &LbSpec) -> Batch {
+    let mut b = batch();
+    x::delete_table(&mut b, TABLE);
+    base(&mut b, spec.flavour);
+    for (k, t) in &spec.entries {
+        set_entry(&mut b, spec.flavour, k, t, true);
+    }
+    b
+}
+
+/// The transaction that deletes the table if it exists.
+pub fn delete() -> Batch {
+    let mut b = batch();
+    x::delete_table(&mut b, TABLE);
+    b
+}
+
+/// The table, its map (and set `dead`) and its base chains (see [`super::base_script`]).
+fn base(b: &mut Batch, flavour: Flavour) {
+    let comment = format!("mini: {flavour:?} load balancing").to_lowercase();
+    x::new_table(b, TABLE, &comment);
+    let ports_key = ((TYPE_INET_PROTO << 6) | TYPE_INET_SERVICE, 8);
+    let verdict = Some((DATA_VERDICT, 0));
+    let ports = |r: &mut x::Exprs<'_, '_>| {
+        r.meta(META_L4PROTO, REG_1)
+            .payload(TRANSPORT, 2, 2, REG32_01)
+            .lookup(REG_1, "ports", Some(REG_VERDICT), false);
+    };
+    match flavour {
+        Flavour::Vip => {
+            x::new_set(b, TABLE, "vips", SET_MAP, (x::TYPE_IPADDR, 4), verdict);
+            x::new_set(b, TABLE, "dead", 0, (x::TYPE_IPADDR, 4), None);
+            x::base_chain(b, TABLE, "vip_out", "nat", Hook::Output, -100);
+            x::rule(b, TABLE, "vip_out", |r| {
+                r.payload(NETWORK, 16, 4, REG_1)
+                    .lookup(REG_1, "vips", Some(REG_VERDICT), false);
+            });
+            x::base_chain(b, TABLE, "vip_reject", "filter", Hook::Output, 0);
+            for tcp in [true, false] {
+                x::rule(b, TABLE, "vip_reject", |r| {
+                    r.payload(NETWORK, 16, 4, REG_1)
+                        .lookup(REG_1, "dead", None, false);
+                    if tcp {
+                        r.meta(META_L4PROTO, REG_1).cmp(CMP_EQ, REG_1, &[6]);
+                    }
+                    r.reject(tcp);
+                });
+            }
+        }
+        Flavour::Ingress => {
+            x::new_set(b, TABLE, "ports", SET_MAP, ports_key, verdict);
+            x::base_chain(b, TABLE, "ingress_pre", "nat", Hook::Prerouting, -100);
+            x::rule(b, TABLE, "ingress_pre", ports);
+            x::base_chain(b, TABLE, "ingress_post", "nat", Hook::Postrouting, 100);
+            x::rule(b, TABLE, "ingress_post", |r| {
+                r.ct_status_dnat().masquerade();
+            });
+        }
+        Flavour::Publish => {
+            x::new_set(b, TABLE, "ports", SET_MAP, ports_key, verdict);
+            x::base_chain(b, TABLE, "publish_pre", "nat", Hook::Prerouting, -100);
+            x::rule(b, TABLE, "publish_pre", |r| {
+                r.fib_daddr_local();
+                ports(r);
+            });
+            x::base_chain(b, TABLE, "publish_out", "nat", Hook::Output, -100);
+            let loopback = "127.0.0.0/8".parse().expect("a prefix");
+            x::rule(b, TABLE, "publish_out", |r| {
+                r.ip_prefix(16, loopback, CMP_NEQ).fib_daddr_local();
+                ports(r);
+            });
+        }
+    }
+}
 
 /// `NFPROTO_IPV4`: `table ip`.
 const NFPROTO_IPV4: u8 = 2;
-
-// Attribute numbers from <linux/netfilter/nf_tables.h>.
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_KEY_TYPE: u16 = 4;
-const NFTA_SET_KEY_LEN: u16 = 5;
-const NFTA_SET_DATA_TYPE: u16 = 6;
-const NFTA_SET_DATA_LEN: u16 = 7;
-const NFTA_SET_DESC: u16 = 9;
-const NFTA_SET_DESC_SIZE: u16 = 1;
-const NFTA_SET_ID: u16 = 10;
-const NFTA_SET_USERDATA: u16 = 13;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 
 /// `NFT_GOTO` (-4) as the kernel's big-endian u32.
 const NFT_GOTO: u32 = -4i32 as u32;
@@ -76,10 +127,8 @@ fn anonymous_map(chain: &str) -> String {
 /// `NFT_REG_1`, `NFT_REG_2`: the 16-byte registers nft uses for these rules.
 const REG_1: u32 = 1;
 const REG_2: u32 = 2;
-/// `NFT_META_L4PROTO`, `NFT_CMP_EQ`, `NFT_NG_INCREMENTAL`, `NFT_NAT_DNAT`,
+/// `NFT_NG_INCREMENTAL`, `NFT_NAT_DNAT`,
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`.
-const META_L4PROTO: u32 = 16;
-const CMP_EQ: u32 = 0;
 const NG_INCREMENTAL: u32 = 0;
 const NAT_DNAT: u32 = 1;
 const NAT_RANGE_PROTO_SPECIFIED: u32 = 2;

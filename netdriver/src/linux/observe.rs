@@ -22,8 +22,8 @@ use crate::error::Error;
 use crate::lb::{self, LbTable, TABLE};
 use crate::model::MacAddr;
 use crate::names::{self, VXLAN};
-use crate::nat;
 use crate::netns;
+use crate::nft_read::Depth;
 use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, VxlanState};
 use crate::op::NsRef;
 
@@ -122,14 +122,11 @@ impl LinuxKernel {
         let mut host_state = host_state;
         host_state.lb = self.read_lb(&NsRef::Host).await?;
         let forwarding = self.ip_forward(false).await?;
-        self.counters.read();
         let table = &self.config.gateway_bridge.name;
-        let (ok, listing, _) = self.nft(&["list", "table", "ip", table], None).await?;
-        let nat = if ok {
-            nat::parse_comment(&listing)
-        } else {
-            None
-        };
+        let nat = self
+            .read_table_in(&NsRef::Host, table, Depth::Comment)
+            .await?
+            .and_then(|d| d.comment);
         let filter = self.read_filter().await?;
 
         let mut namespaces = BTreeMap::new();
@@ -166,42 +163,18 @@ impl LinuxKernel {
 
     /// Reads the host's members-only filter (`None` when there is none).
     pub(crate) async fn read_filter(&self) -> Result<Option<crate::filter::FilterTable>, Error> {
-        self.counters.read();
-        let (ok, out, err) = self
-            .nft(&["-j", "list", "table", "ip", crate::filter::TABLE], None)
+        let dump = self
+            .read_table_in(&NsRef::Host, crate::filter::TABLE, Depth::All)
             .await?;
-        if !ok {
-            if err.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(Error::Nft {
-                action: format!("list table ip {}", crate::filter::TABLE),
-                namespace: NsRef::Host.to_string(),
-                detail: err.trim().to_string(),
-            });
-        }
         // A table it cannot read is replaced whole by the next apply.
-        Ok(Some(crate::filter::parse_json(&out).unwrap_or_default()))
+        Ok(dump.as_ref().map(crate::filter::from_dump))
     }
 
     /// Reads the `mini_lb` table of a namespace (`None` when it has none).
     async fn read_lb(&self, ns: &NsRef) -> Result<Option<LbTable>, Error> {
-        self.counters.read();
-        let (ok, out, err) = self
-            .nft_in(ns, &["-j", "list", "table", "ip", TABLE], None)
-            .await?;
-        if !ok {
-            if err.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(Error::Nft {
-                action: format!("list table ip {TABLE}"),
-                namespace: ns.to_string(),
-                detail: err.trim().to_string(),
-            });
-        }
-        // Unparseable output counts as a foreign table: the planner replaces it.
-        Ok(Some(lb::parse_table(&out).unwrap_or_default()))
+        let dump = self.read_table_in(ns, TABLE, Depth::All).await?;
+        // Content it does not recognise counts as foreign: the planner replaces it.
+        Ok(dump.as_ref().map(lb::from_dump))
     }
 
     /// Reads the links accepted by `keep` with their addresses; in namespaces other than the

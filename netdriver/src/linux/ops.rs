@@ -47,15 +47,20 @@ impl LinuxKernel {
             Op::EnableForwarding => self.ip_forward(true).await.map(drop),
             Op::CreateGatewayBridge { name, addr } => self.create_gateway_bridge(name, *addr).await,
             Op::SetNat { name, subnet } => {
-                self.nft_batch(
+                self.netlink_batch_in(
+                    &NsRef::Host,
                     &format!("replace table ip {name}"),
-                    nat::replace_script(name, *subnet),
+                    nat::replace_batch(name, *subnet),
                 )
                 .await
             }
             Op::DeleteNat { name } => {
-                self.nft_batch(&format!("delete table ip {name}"), nat::delete_script(name))
-                    .await
+                self.netlink_batch_in(
+                    &NsRef::Host,
+                    &format!("delete table ip {name}"),
+                    nat::delete_batch(name),
+                )
+                .await
             }
             Op::CreateOverlay {
                 ns,
@@ -184,7 +189,7 @@ impl LinuxKernel {
                     self.ip_forward_in(ns, true).await?;
                 }
                 let action = format!("replace table ip {TABLE} ({:?})", spec.flavour);
-                self.nft_batch_in(ns, &action, lb::replace_script(spec))
+                self.netlink_batch_in(ns, &action, lb::netlink::replace(spec))
                     .await
             }
             Op::SetLbEntry {
@@ -213,20 +218,23 @@ impl LinuxKernel {
             }
             Op::DeleteLbTable { ns } => {
                 let action = format!("delete table ip {TABLE}");
-                self.nft_batch_in(ns, &action, lb::delete_script()).await
+                self.netlink_batch_in(ns, &action, lb::netlink::delete())
+                    .await
             }
             Op::SetFilter { filter: f } => {
                 let action = format!("replace table ip {}", filter::TABLE);
-                self.nft_batch(&action, filter::replace_script(f)).await
+                self.netlink_batch_in(&NsRef::Host, &action, filter::replace_batch(f))
+                    .await
             }
             Op::SetFilterMembers { add, remove } => {
                 let action = format!("update the members of table ip {}", filter::TABLE);
-                self.nft_batch(&action, filter::members_script(add, remove))
+                self.netlink_batch_in(&NsRef::Host, &action, filter::members_batch(add, remove))
                     .await
             }
             Op::DeleteFilter => {
                 let action = format!("delete table ip {}", filter::TABLE);
-                self.nft_batch(&action, filter::delete_script()).await
+                self.netlink_batch_in(&NsRef::Host, &action, filter::delete_batch())
+                    .await
             }
         }
     }

@@ -19,7 +19,7 @@ fn messages(buf: &[u8]) -> Vec<(usize, u16, u16, u32, u8, u16)> {
 }
 
 #[test]
-fn a_batch_is_begin_messages_end_with_acks_requested() {
+fn a_batch_is_begin_messages_end_with_the_last_acknowledged() {
     let mut b = Batch::new(2);
     b.push(MsgType::NewChain, NLM_F_CREATE, |a| {
         a.str(1, "mini_lb").str(3, "vip_10_0_0_2");
@@ -35,8 +35,10 @@ fn a_batch_is_begin_messages_end_with_acks_requested() {
     assert_eq!(msgs[0].2 & NLM_F_ACK, 0);
     // messages: nf_tables type, ack requested, family ip, increasing sequence numbers.
     assert_eq!(msgs[1].1, (10 << 8) | 3);
-    assert_eq!(msgs[1].2, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
+    assert_eq!(msgs[1].2, NLM_F_REQUEST | NLM_F_CREATE);
     assert_eq!(msgs[2].1, (10 << 8) | 8);
+    // only the last message asks for an acknowledgement
+    assert_eq!(msgs[2].2, NLM_F_REQUEST | NLM_F_ACK);
     assert_eq!((msgs[1].3, msgs[2].3), (1, 2));
     assert!(msgs[3].3 > msgs[2].3);
     assert_eq!(msgs[1].4, 2);

@@ -230,8 +230,9 @@ pub async fn run<K: Kernel + 'static>(
             report(failed(
                 "preparing failed",
                 format!(
-                    "this node cannot run image {:?}: runc is not installed (image \"host\" runs without it)",
-                    container.image
+                    "this node cannot run image {:?}: {} (image \"host\" runs without it)",
+                    container.image,
+                    crate::preflight::Item::Runc.missing_line()
                 ),
                 0,
             ));

@@ -47,7 +47,7 @@ pub use error::RuntimeError;
 pub use exec::ExecOutput;
 pub use init::{INIT_SUBCOMMAND, task_init_main};
 pub use logs::{LOG_FILE, LogFollower, LogLine, Stream, log_path, read_logs};
-pub use runc::RuncRuntime;
+pub use runc::{RuncRuntime, find_in_path};
 pub use spawn::{PID_FILE, RunningTask};
 pub use spec::{
     DEFAULT_PATH, FILES_LIST, HOSTNAME_MAX, TaskExit, TaskFile, TaskSpec, clamp_hostname,

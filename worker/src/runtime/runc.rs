@@ -63,7 +63,7 @@ impl RuncRuntime {
     pub fn new(self_exe: PathBuf, root: PathBuf) -> Result<Self, RuntimeError> {
         let runc = find_in_path("runc").ok_or_else(|| RuntimeError::InvalidSpec {
             task_id: String::new(),
-            reason: "runc is not installed on this node (no runc in PATH)".into(),
+            reason: crate::preflight::Item::Runc.missing_line(),
         })?;
         let init_binary = ["/usr/bin/tini-static", "/usr/bin/docker-init"]
             .into_iter()
@@ -374,7 +374,8 @@ fn unmount(path: &Path) {
     }
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+/// Where the daemon finds program `name`: `PATH`, then the usual system directories.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| super::DEFAULT_PATH.into());
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
