@@ -173,7 +173,7 @@ fn usage_and_bad_input() {
 
 #[test]
 fn shellcheck_clean() {
-    for name in ["lab", "registry", "install"] {
+    for name in ["lab", "registry", "install", "vm"] {
         let script = format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"));
         match Command::new("shellcheck").arg(&script).output() {
             Ok(out) => assert!(

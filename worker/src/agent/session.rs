@@ -55,7 +55,21 @@ pub async fn run<K: Kernel + 'static>(
                         next -= 1;
                         continue;
                     }
-                    Err(err) => tracing::warn!(manager = %addr, %err, "session ended"),
+                    Err(err) => {
+                        tracing::warn!(manager = %addr, %err, "session ended");
+                        // A manager that is not the leader names the leader: try it next.
+                        // (A manager that was `swarm init`ed knows only itself after a
+                        // restart; without this its node never gets a session again.)
+                        if let Some(leader) = leader_hint(&err) {
+                            next = match managers.iter().position(|m| *m == leader) {
+                                Some(i) => i,
+                                None => {
+                                    managers.push(leader);
+                                    managers.len() - 1
+                                }
+                            };
+                        }
+                    }
                 }
             }
             _ = stop.wait_for(|s| *s) => return,
@@ -66,6 +80,16 @@ pub async fn run<K: Kernel + 'static>(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The leader's address in a manager's "this manager is not the leader; the leader is at
+/// ADDR" refusal, if it names one.
+fn leader_hint(err: &str) -> Option<String> {
+    let (_, rest) = err.split_once("the leader is at ")?;
+    let addr = rest.split_whitespace().next()?;
+    addr.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|_| addr.to_string())
 }
 
 /// One session with the manager at `addr`, until it breaks.
@@ -210,4 +234,24 @@ async fn session<K: Kernel + 'static>(
         }
     };
     Err(reason)
+}
+
+#[cfg(test)]
+mod leader_hint_tests {
+    use super::leader_hint;
+
+    #[test]
+    fn a_refusal_names_the_leader() {
+        assert_eq!(
+            leader_hint("this manager is not the leader; the leader is at 192.168.56.12:2377"),
+            Some("192.168.56.12:2377".to_string())
+        );
+        assert_eq!(
+            leader_hint(
+                "this manager is not the leader; the leader is at (unknown: election running)"
+            ),
+            None
+        );
+        assert_eq!(leader_hint("heartbeat timed out"), None);
+    }
 }
