@@ -233,34 +233,51 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
         assert!(found.is_empty(), "h{k} wrote the secret to {found:?}");
     }
 
-    // A worker daemon killed while its task holds the secret: restarted, it unmounts the
-    // secrets of the task it lost.
+    // A worker daemon killed while its task holds the secret, then restarted: it adopts the
+    // task (live-restore), whose secrets stay mounted while it runs; had the node been declared
+    // down meanwhile, the task was replaced and its secrets must be gone. Either way: a task's
+    // secrets tmpfs exists exactly while the task runs, and goes with it.
     let lost = web[0].clone();
     let node = lost["node"].as_str().unwrap_or_default().to_string();
     let k: usize = node.trim_start_matches('h').parse().expect("hostname hN");
-    let lost_dir = cluster.host(k).run_dir().join("tasks").join(id_of(&lost));
-    assert!(
-        mini_tests::cluster::mounts_under(&lost_dir)
+    let lost_id = id_of(&lost);
+    let lost_dir = cluster.host(k).run_dir().join("tasks").join(&lost_id);
+    let has_secrets = |dir: &std::path::Path| {
+        mini_tests::cluster::mounts_under(dir)
             .iter()
-            .any(|p| p.ends_with("secrets")),
-        "task {} has no secrets tmpfs",
-        id_of(&lost)
+            .any(|p| p.ends_with("secrets"))
+    };
+    assert!(
+        has_secrets(&lost_dir),
+        "task {lost_id} has no secrets tmpfs"
     );
     cluster.restart_host(k);
-    wait_for(
-        &format!("{node} unmounted the lost task's secrets"),
-        PATIENCE,
-        || {
-            let left = mini_tests::cluster::mounts_under(&lost_dir);
-            if left.is_empty() && !lost_dir.exists() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        },
-    );
     let m = cluster.host(1);
-    m.wait_running("web", 2);
+    let running = m.wait_running("web", 2);
+    if running.iter().any(|t| id_of(t) == lost_id) {
+        assert!(
+            has_secrets(&lost_dir),
+            "adopted task {lost_id} lost its secrets tmpfs"
+        );
+        let out = m.mini(&["exec", &lost_id, "cat", "/run/secrets/db"]);
+        assert!(
+            out.success && out.stdout.contains(VALUE),
+            "adopted task {lost_id}: {out:?}"
+        );
+    } else {
+        wait_for(
+            &format!("{node} unmounted the replaced task's secrets"),
+            PATIENCE,
+            || {
+                let left = mini_tests::cluster::mounts_under(&lost_dir);
+                if left.is_empty() && !lost_dir.exists() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            },
+        );
+    }
 
     // Removal is refused while services use them, naming the services.
     let in_use = m.fails(&["secret", "rm", "db_pass"]);
@@ -277,6 +294,20 @@ fn secrets_and_configs_reach_their_tasks_and_nothing_else() {
     // --secret-rm: the replaced tasks no longer see it.
     m.ok(&["service", "update", "--secret-rm", "db_pass", "web"]);
     let web = m.wait_running("web", 2);
+    // The task that lived through the restart has ended now, and its secrets went with it (its
+    // directory stays while the task is in the service's history, as every ended task's).
+    wait_for(
+        &format!("{node} unmounted the secrets of task {lost_id}"),
+        PATIENCE,
+        || {
+            let left = mini_tests::cluster::mounts_under(&lost_dir);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
     for t in &web {
         let id = id_of(t);
         let (ok, out) = exec(&m, &id, &["cat", "/run/secrets/db"]);

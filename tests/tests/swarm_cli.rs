@@ -486,6 +486,14 @@ fn kill_9_and_restart_keep_every_acknowledged_object() {
         serde_json::to_string(&(nets, svcs)).unwrap()
     };
     let before = acknowledged(&cluster.host(1));
+    let tasks_before = {
+        let mut ids: Vec<String> = wait_running(&cluster.host(1), "demoservice", 3)
+            .iter()
+            .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
 
     cluster.kill_host(1);
     cluster.start_host(1);
@@ -496,30 +504,26 @@ fn kill_9_and_restart_keep_every_acknowledged_object() {
             before,
             "networks or services after kill -9 differ"
         );
-        // The tasks died with their daemon: the restarted agent reports them
-        // lost, and they are replaced.
-        wait_for(
-            "the tasks killed with the daemon to be reported lost",
-            Duration::from_secs(20),
-            || {
-                let history = tasks(&daemon, "demoservice");
-                let lost = history
-                    .iter()
-                    .filter(|t| {
-                        t["error"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .contains("task lost")
-                    })
-                    .count();
-                if lost == 3 {
-                    Ok(())
-                } else {
-                    Err(serde_json::to_string(&history).unwrap())
-                }
-            },
+        // The tasks outlived their daemon (live-restore, as Docker's): the restarted agent
+        // adopts them, so the same tasks run and none is reported lost or replaced.
+        let ids = |ts: &[Value]| {
+            let mut ids: Vec<String> = ts
+                .iter()
+                .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let after = wait_running(&daemon, "demoservice", 3);
+        assert_eq!(ids(&after), tasks_before, "tasks replaced after kill -9");
+        let history = tasks(&daemon, "demoservice");
+        assert!(
+            !history.iter().any(|t| t["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("task lost")),
+            "{history:?}"
         );
-        wait_running(&daemon, "demoservice", 3);
 
         // The resumed manager keeps allocating after what it had.
         daemon.ok(&["network", "create", "after"]);
