@@ -647,48 +647,46 @@ fn natural_order() {
 #[test]
 fn a_slot_that_moved_nodes_lists_its_newest_task_first() {
     use TaskState::{Running, Shutdown};
-    // After a drain, web.1's new task runs on node2; the old one (node1) is history.
-    let mut old = task(
-        "t1old0000000000000000000a",
-        1,
-        Shutdown,
-        Shutdown,
-        NOW - 60_000,
-        "",
-    );
-    old.node_id = "node1id".into();
-    let mut new = task(
-        "t1new0000000000000000000b",
-        1,
-        Running,
-        Running,
-        NOW - 1_000,
-        "",
-    );
-    new.node_id = "node0id".into();
-    let mut ts = vec![old, new];
+    let on = |node: &str, id: &str, slot: u64, desired: TaskState, created: i64| Task {
+        node_id: node.into(),
+        ..task(id, slot, desired, desired, created, "")
+    };
+    // After a drain, web.1's new task runs on node0; the old one (node1) is history.
+    let mut ts = vec![
+        on(
+            "node1id",
+            "t1old0000000000000000000a",
+            1,
+            Shutdown,
+            NOW - 60_000,
+        ),
+        on(
+            "node0id",
+            "t1new0000000000000000000b",
+            1,
+            Running,
+            NOW - 1_000,
+        ),
+    ];
     order_tasks(&mut ts);
     assert_eq!(ts[0].id, "t1new0000000000000000000b");
     // Global tasks (no slot) stay grouped by node.
-    let mut a = task(
-        "gaaaa000000000000000000000",
-        0,
-        Running,
-        Running,
-        NOW - 1_000,
-        "",
-    );
-    a.node_id = "node2id".into();
-    let mut b = task(
-        "gbbbb000000000000000000000",
-        0,
-        Running,
-        Running,
-        NOW - 9_000,
-        "",
-    );
-    b.node_id = "node1id".into();
-    let mut ts = vec![a, b];
+    let mut ts = vec![
+        on(
+            "node2id",
+            "gaaaa000000000000000000000",
+            0,
+            Running,
+            NOW - 1_000,
+        ),
+        on(
+            "node1id",
+            "gbbbb000000000000000000000",
+            0,
+            Running,
+            NOW - 9_000,
+        ),
+    ];
     order_tasks(&mut ts);
     assert_eq!(ts[0].node_id, "node1id");
 }

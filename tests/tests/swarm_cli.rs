@@ -42,6 +42,16 @@ fn tasks(daemon: &Daemon, service: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The ids of `tasks`, sorted.
+fn sorted_ids(tasks: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 fn names(values: &[Value]) -> Vec<String> {
     let mut names: Vec<String> = values
         .iter()
@@ -486,14 +496,7 @@ fn kill_9_and_restart_keep_every_acknowledged_object() {
         serde_json::to_string(&(nets, svcs)).unwrap()
     };
     let before = acknowledged(&cluster.host(1));
-    let tasks_before = {
-        let mut ids: Vec<String> = wait_running(&cluster.host(1), "demoservice", 3)
-            .iter()
-            .map(|t| t["id"].as_str().unwrap_or_default().to_string())
-            .collect();
-        ids.sort();
-        ids
-    };
+    let tasks_before = sorted_ids(&wait_running(&cluster.host(1), "demoservice", 3));
 
     cluster.kill_host(1);
     cluster.start_host(1);
@@ -506,16 +509,12 @@ fn kill_9_and_restart_keep_every_acknowledged_object() {
         );
         // The tasks outlived their daemon (live-restore, as Docker's): the restarted agent
         // adopts them, so the same tasks run and none is reported lost or replaced.
-        let ids = |ts: &[Value]| {
-            let mut ids: Vec<String> = ts
-                .iter()
-                .map(|t| t["id"].as_str().unwrap_or_default().to_string())
-                .collect();
-            ids.sort();
-            ids
-        };
         let after = wait_running(&daemon, "demoservice", 3);
-        assert_eq!(ids(&after), tasks_before, "tasks replaced after kill -9");
+        assert_eq!(
+            sorted_ids(&after),
+            tasks_before,
+            "tasks replaced after kill -9"
+        );
         let history = tasks(&daemon, "demoservice");
         assert!(
             !history.iter().any(|t| t["error"]

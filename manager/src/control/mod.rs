@@ -408,9 +408,15 @@ impl Control for ControlApi {
             .store()
             .view(|t| t.network(&query).cloned())
             .map_err(ControlError::from);
-        let bridge = networks::gateway_bridge(&self.node_id());
         match found {
-            Err(_) if networks::names_gateway_bridge(&bridge, &query) => reply(Ok(bridge)),
+            Err(err) => {
+                let bridge = networks::gateway_bridge(&self.node_id());
+                if networks::names_gateway_bridge(&bridge, &query) {
+                    reply(Ok(bridge))
+                } else {
+                    reply(Err(err))
+                }
+            }
             found => reply(found),
         }
     }
