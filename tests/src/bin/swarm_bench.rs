@@ -16,7 +16,8 @@
 //! 1. `warm`: a global service (every host pulls the image), removed again; not a figure.
 //! 2. `create_30`, `create_300`: `service create --replicas N` → REPLICAS shows N/N.
 //!    After each, `idle`: with the N tasks running and nothing changing, each host's daemons'
-//!    RSS (VmRSS; Swarm: dockerd + containerd + every containerd-shim of the host) and CPU%
+//!    RSS (VmRSS) and PSS (Pss, shared pages split) — mini: the daemon + its per-task
+//!    `task-init shim`s; Swarm: dockerd + containerd + every containerd-shim of the host — and CPU%
 //!    (utime+stime over `--idle-secs`). Then `rm`: `service rm` → every task sandbox gone.
 //! 3. `scale`: on the 30-task service, `service scale 3` → 3/3, then `scale 30` → 30/30.
 //! 4. `propagation`: one pinned service per host (`--constraint node.hostname==hK`, one task
@@ -468,7 +469,12 @@ impl System {
     /// The daemon processes of host `k`, by role.
     fn daemons(&self, k: usize) -> Vec<(&'static str, i32)> {
         match &self.lab {
-            Lab::Mini(c) => c.daemon_pid(k).map(|p| ("mini", p)).into_iter().collect(),
+            Lab::Mini(c) => {
+                let mut v: Vec<(&'static str, i32)> =
+                    c.daemon_pid(k).map(|p| ("mini", p)).into_iter().collect();
+                v.extend(mini_shims(&c.host(k).run_dir()).into_iter().map(|p| ("shims", p)));
+                v
+            }
             Lab::Swarm(d) => {
                 let mut v: Vec<(&'static str, i32)> = Vec::new();
                 v.extend(d.dockerd_pid(k).map(|p| ("dockerd", p)));
@@ -581,6 +587,41 @@ fn rss_mib(pid: i32) -> f64 {
         / 1024.0
 }
 
+/// Proportional set size (Pss, shared pages split between their users) of `pid`, in MiB.
+fn pss_mib(pid: i32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// PIDs of mini's per-task shims (`mini task-init shim … <run dir>/tasks/…`) of the host whose
+/// run dir is `run_dir`: they are mini's counterpart of containerd-shim.
+fn mini_shims(run_dir: &Path) -> Vec<i32> {
+    let dir = format!("{}/", run_dir.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.get(1).map(String::as_str) == Some("task-init")
+                && args.get(2).map(String::as_str) == Some("shim")
+                && args.iter().any(|a| a.starts_with(&dir))
+        })
+        .collect()
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -601,25 +642,29 @@ fn idle(sys: &System, secs: u64, tasks: usize) -> Value {
     std::thread::sleep(Duration::from_secs(secs));
     let elapsed = t0.elapsed().as_secs_f64();
     let mut per_host = Vec::new();
-    let (mut rss_all, mut cpu_all) = (Vec::new(), Vec::new());
+    let (mut rss_all, mut cpu_all, mut pss_all) = (Vec::new(), Vec::new(), Vec::new());
     for (k, ps) in procs.iter().enumerate() {
-        let mut by_role: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
+        let mut by_role: BTreeMap<&str, (f64, f64, usize, f64)> = BTreeMap::new();
         for (i, (role, pid)) in ps.iter().enumerate() {
-            let e = by_role.entry(role).or_default();
+            let e = by_role.entry(*role).or_default();
             e.0 += rss_mib(*pid);
             e.1 += (cpu_secs(*pid) - cpu0[k][i]) / elapsed * 100.0;
             e.2 += 1;
+            e.3 += pss_mib(*pid);
         }
         let rss: f64 = by_role.values().map(|v| v.0).sum();
         let cpu: f64 = by_role.values().map(|v| v.1).sum();
+        let pss: f64 = by_role.values().map(|v| v.3).sum();
         rss_all.push(rss);
         cpu_all.push(cpu);
+        pss_all.push(pss);
         per_host.push(json!({
             "host": format!("h{}", k + 1),
             "rss_mib": round1(rss),
+            "pss_mib": round1(pss),
             "cpu_pct": (cpu * 100.0).round() / 100.0,
             "processes": by_role.iter().map(|(r, v)| json!({
-                "role": r, "count": v.2, "rss_mib": round1(v.0),
+                "role": r, "count": v.2, "rss_mib": round1(v.0), "pss_mib": round1(v.3),
                 "cpu_pct": (v.1 * 100.0).round() / 100.0,
             })).collect::<Vec<_>>(),
         }));
@@ -631,6 +676,9 @@ fn idle(sys: &System, secs: u64, tasks: usize) -> Value {
         "rss_mib_manager_h1": round1(rss_all[0]),
         "rss_mib_worker_mean": round1(mean(&rss_all[1..])),
         "rss_mib_total": round1(rss_all.iter().sum()),
+        "pss_mib_manager_h1": round1(pss_all[0]),
+        "pss_mib_worker_mean": round1(mean(&pss_all[1..])),
+        "pss_mib_total": round1(pss_all.iter().sum()),
         "cpu_pct_manager_h1": (cpu_all[0] * 100.0).round() / 100.0,
         "cpu_pct_worker_mean": (mean(&cpu_all[1..]) * 100.0).round() / 100.0,
         "cpu_pct_total": (cpu_all.iter().sum::<f64>() * 100.0).round() / 100.0,
@@ -878,7 +926,7 @@ fn run(which: &str, args: &Args) -> Value {
         );
     }
     for k in 1..=n {
-        sys.wait_replicas(&format!("p-h{k}"), 1, Instant::now(), Duration::from_secs(120));
+        sys.wait_replicas(&format!("p-h{k}"), 1, Instant::now(), Duration::from_secs(300));
     }
     let mut socks: Vec<NlNs> = (1..=n)
         .map(|k| {
@@ -1014,7 +1062,20 @@ fn main() {
     };
     let mut results = serde_json::Map::new();
     for s in &systems {
-        results.insert(s.to_string(), run(s, &args));
+        // A system that fails (e.g. a wait that times out on an overloaded machine) is reported
+        // as such; its lab is removed while unwinding and the other system still runs.
+        let fig = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(s, &args)))
+            .unwrap_or_else(|e| {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|m| m.to_string()))
+                    .unwrap_or_default();
+                let first = msg.lines().next().unwrap_or_default().to_string();
+                eprintln!("{s}: FAILED: {first}");
+                json!({"error": first, "loadavg": loadavg()})
+            });
+        results.insert(s.to_string(), fig);
     }
     let mut ratios = serde_json::Map::new();
     if let (Some(m), Some(s)) = (results.get("mini"), results.get("swarm")) {
@@ -1032,6 +1093,14 @@ fn main() {
             put(
                 &format!("idle_{t}_rss_mib_manager_h1"),
                 &[&format!("idle_{t}"), "rss_mib_manager_h1"],
+            );
+            put(
+                &format!("idle_{t}_pss_mib_total"),
+                &[&format!("idle_{t}"), "pss_mib_total"],
+            );
+            put(
+                &format!("idle_{t}_rss_mib_total"),
+                &[&format!("idle_{t}"), "rss_mib_total"],
             );
             put(
                 &format!("idle_{t}_cpu_pct_total"),
