@@ -93,7 +93,10 @@ impl DockerLab {
             "the Docker lab needs root (network namespaces, mounts)"
         );
         assert!((1..=250).contains(&n), "a lab has 1..=250 hosts, not {n}");
-        for (bin, pkg) in [(dockerd_binary(), "docker.io"), (docker_binary(), "docker.io")] {
+        for (bin, pkg) in [
+            (dockerd_binary(), "docker.io"),
+            (docker_binary(), "docker.io"),
+        ] {
             assert!(
                 bin.exists(),
                 "{} is missing: apt-get install --no-install-recommends {pkg} \
@@ -557,8 +560,7 @@ impl Drop for DockerLab {
             }
         }
         for id in &self.networks {
-            let _ =
-                std::fs::remove_dir_all(format!("/var/lib/docker/network/files/lb_{id}"));
+            let _ = std::fs::remove_dir_all(format!("/var/lib/docker/network/files/lb_{id}"));
         }
         if let Some(dir) = self.dir.take()
             && let Err(e) = dir.close()

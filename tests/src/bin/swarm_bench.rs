@@ -103,7 +103,9 @@ fn parse_args() -> Args {
                     .split(',')
                     .map(|t| {
                         t.parse().unwrap_or_else(|_| {
-                            eprintln!("swarm_bench: --tasks wants numbers like 30,300, not {value:?}");
+                            eprintln!(
+                                "swarm_bench: --tasks wants numbers like 30,300, not {value:?}"
+                            );
                             std::process::exit(2)
                         })
                     })
@@ -472,7 +474,11 @@ impl System {
             Lab::Mini(c) => {
                 let mut v: Vec<(&'static str, i32)> =
                     c.daemon_pid(k).map(|p| ("mini", p)).into_iter().collect();
-                v.extend(mini_shims(&c.host(k).run_dir()).into_iter().map(|p| ("shims", p)));
+                v.extend(
+                    mini_shims(&c.host(k).run_dir())
+                        .into_iter()
+                        .map(|p| ("shims", p)),
+                );
                 v
             }
             Lab::Swarm(d) => {
@@ -498,7 +504,8 @@ impl System {
         let host = format!("h{k}");
         out.stdout.lines().any(|l| {
             let mut f = l.split_whitespace();
-            f.next() == Some(host.as_str()) && f.next().is_some_and(|s| s.eq_ignore_ascii_case("down"))
+            f.next() == Some(host.as_str())
+                && f.next().is_some_and(|s| s.eq_ignore_ascii_case("down"))
         })
     }
 
@@ -864,7 +871,9 @@ fn run(which: &str, args: &Args) -> Value {
     sys.create("warm", None, &["--mode", "global"]);
     let warm = sys.wait_replicas("warm", n, t0, Duration::from_secs(300));
     let warm_rm = sys.remove("warm", 0);
-    eprintln!("{name}: warm-up (global service, image pulled on {n} hosts) {warm:.1} s, rm {warm_rm:.1} s");
+    eprintln!(
+        "{name}: warm-up (global service, image pulled on {n} hosts) {warm:.1} s, rm {warm_rm:.1} s"
+    );
     out.insert(
         "warmup_global_s".into(),
         json!({"create": round1(warm), "rm": round1(warm_rm)}),
@@ -926,7 +935,12 @@ fn run(which: &str, args: &Args) -> Value {
         );
     }
     for k in 1..=n {
-        sys.wait_replicas(&format!("p-h{k}"), 1, Instant::now(), Duration::from_secs(300));
+        sys.wait_replicas(
+            &format!("p-h{k}"),
+            1,
+            Instant::now(),
+            Duration::from_secs(300),
+        );
     }
     let mut socks: Vec<NlNs> = (1..=n)
         .map(|k| {
@@ -1001,8 +1015,8 @@ fn run(which: &str, args: &Args) -> Value {
                 continue;
             }
             let p = socks[k - 1].peers();
-            let stale = p.fdb.values().any(|v| *v == dead)
-                || p.neigh.iter().any(|e| dead_eps.contains(e));
+            let stale =
+                p.fdb.values().any(|v| *v == dead) || p.neigh.iter().any(|e| dead_eps.contains(e));
             if !stale {
                 purged_at.insert(k, t0.elapsed().as_secs_f64());
             }
@@ -1084,7 +1098,10 @@ fn main() {
             ratios.insert(key.into(), ratio(&get(m), &get(s)));
         };
         for t in &args.tasks {
-            put(&format!("create_{t}_s"), &[format!("create_{t}").as_str(), "seconds"]);
+            put(
+                &format!("create_{t}_s"),
+                &[format!("create_{t}").as_str(), "seconds"],
+            );
             put(&format!("rm_{t}_s"), &[&format!("rm_{t}"), "seconds"]);
             put(
                 &format!("idle_{t}_rss_mib_worker_mean"),
@@ -1121,7 +1138,10 @@ fn main() {
             "propagation_p99_from_running_ms",
             &["propagation", "from_running_ms", "p99"],
         );
-        put("death_peers_purged_s", &["death", "peers_purged_everywhere_s"]);
+        put(
+            "death_peers_purged_s",
+            &["death", "peers_purged_everywhere_s"],
+        );
         put("death_node_down_s", &["death", "node_down_s"]);
     }
     let docker_version = DockerLab::version();
