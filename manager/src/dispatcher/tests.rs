@@ -333,7 +333,7 @@ fn a_node_is_judged_by_the_period_it_was_told() {
     }
     // 3 × 500 ms would be down in a 3-node cluster; at 50 nodes each was told 2.5 s ± 10 %.
     let mut now = start;
-    let mut step = |now: &mut std::time::Instant| {
+    let step = |now: &mut std::time::Instant| {
         *now += base / 2;
         sessions.expired_at(&t, *now)
     };
