@@ -97,9 +97,14 @@ fn wait_replicas(m: &Host, not_on: Option<&str>) -> Vec<Value> {
 
 #[test]
 fn a_node_declared_down_while_only_slow_stops_its_replaced_task_at_once() {
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("{:6.1} s  {what}", t0.elapsed().as_secs_f64());
     let mut cluster = Cluster::start(3);
+    phase("started");
     cluster.init();
+    phase("init");
     cluster.join_all();
+    phase("joined");
     let m = cluster.host(1);
     let grace = format!("{}s", GRACE.as_secs());
     m.ok(&[
@@ -117,6 +122,7 @@ fn a_node_declared_down_while_only_slow_stops_its_replaced_task_at_once() {
         "1000",
     ]);
     let tasks = wait_replicas(&m, None);
+    phase("service running");
     let on_h3: Vec<String> = tasks
         .iter()
         .filter(|t| field(t, "node") == "h3")
@@ -186,6 +192,7 @@ fn a_node_declared_down_while_only_slow_stops_its_replaced_task_at_once() {
         s => Err(s),
     });
 
+    phase("h3 ready again");
     // The same after a daemon restart: a task the restarted daemon finds running but that was
     // replaced meanwhile is not adopted; it is removed.
     m.ok(&["service", "scale", "--detach", "dup=6"]);
@@ -201,6 +208,7 @@ fn a_node_declared_down_while_only_slow_stops_its_replaced_task_at_once() {
         .map(|t| field(t, "id").to_string())
         .collect();
     assert!(!on_h2.is_empty(), "{}", summary(&tasks));
+    phase("scaled to 6");
     cluster.kill_host(2);
     let m = cluster.host(1);
     wait_for("h2 down", DEADLINE, || match node_status(&m, "h2") {
@@ -216,7 +224,9 @@ fn a_node_declared_down_while_only_slow_stops_its_replaced_task_at_once() {
                 .all(|t| field(t, "current_state") == "Running" && field(t, "node") != "h2");
         if ok { Ok(()) } else { Err(summary(&all)) }
     });
+    phase("h2's tasks replaced");
     cluster.restart_host(2);
+    phase("h2 restarted");
     wait_for("the replaced tasks on h2 to stop", DEADLINE, || {
         let procs = running_processes(&cluster);
         let old: Vec<&(usize, String, i32)> = procs
