@@ -241,3 +241,125 @@ fn a_node_declared_down_while_only_slow_stops_its_replaced_task_at_once() {
     });
     assert_eq!(running_processes(&cluster).len(), 6);
 }
+
+/// The leader as host `k` sees it (its node id), empty without one.
+fn leader_seen_by(cluster: &Cluster, k: usize) -> String {
+    cluster
+        .host(k)
+        .info()
+        .map(|i| {
+            i["raft"]["leader_node_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Lines of host `k`'s daemon log that say a live node was declared down.
+fn false_downs(cluster: &Cluster, k: usize) -> Vec<String> {
+    cluster
+        .host(k)
+        .log()
+        .lines()
+        .filter(|l| l.contains("heartbeat failure") || l.contains("declared down by the cluster"))
+        .map(|l| format!("h{k}: {l}"))
+        .collect()
+}
+
+/// A saturated machine (busy loops in every host's namespace, `HOGS` of them in all, default
+/// 16, for `HOG_SECONDS`, default 30): three managers keep their leader and no live node is
+/// declared down, by heartbeat or by gossip. Ignored by default (it loads the whole machine);
+/// the figures go to BENCHMARKS.md ("#16 overload").
+#[test]
+#[ignore = "saturates the machine's CPUs; run by hand: cargo test -p mini-tests --test overload -- --ignored"]
+fn cpu_saturation_keeps_the_leader_and_every_node_up() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let hogs = env("HOGS", 16) as usize;
+    let seconds = env("HOG_SECONDS", 30);
+    let cluster = Cluster::start(3);
+    cluster.init();
+    cluster.join(2, "manager");
+    cluster.join(3, "manager");
+    cluster.wait_nodes_ready(3);
+    let leader = wait_for("one leader seen by all three", DEADLINE, || {
+        let seen: Vec<String> = (1..=3).map(|k| leader_seen_by(&cluster, k)).collect();
+        if !seen[0].is_empty() && seen.iter().all(|l| *l == seen[0]) {
+            Ok(seen[0].clone())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    let m = cluster.host(1);
+    m.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "load",
+        "--replicas",
+        "6",
+        "host",
+        "sleep",
+        "1000",
+    ]);
+    wait_for("6 running tasks", DEADLINE, || {
+        let all = m.tasks("load");
+        let live = live(&all);
+        let ok = live.len() == 6 && live.iter().all(|t| field(t, "current_state") == "Running");
+        if ok { Ok(()) } else { Err(summary(&all)) }
+    });
+    let downs_before: usize = (1..=3).map(|k| false_downs(&cluster, k).len()).sum();
+
+    // Busy loops in the hosts' namespaces (the cluster's drop kills whatever runs there).
+    let mut children = Vec::new();
+    for i in 0..hogs {
+        let ns = cluster.netns_path(1 + i % 3);
+        children.push(
+            std::process::Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .args(["sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("nsenter"),
+        );
+    }
+    let start = Instant::now();
+    let mut leader_changes = Vec::new();
+    let mut samples = 0;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        for k in 1..=3 {
+            let seen = leader_seen_by(&cluster, k);
+            samples += 1;
+            if seen != leader {
+                leader_changes.push(format!(
+                    "{:.1} s host {k}: {seen:?}",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let lines: Vec<String> = (1..=3).flat_map(|k| false_downs(&cluster, k)).collect();
+    let downs = lines.len() - downs_before;
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    eprintln!(
+        "{hogs} busy loops for {seconds} s (loadavg now {}): {} of {samples} leader samples off \
+         {leader}, {downs} live nodes declared down",
+        load.trim(),
+        leader_changes.len()
+    );
+    assert!(leader_changes.is_empty(), "{leader_changes:?}");
+    assert_eq!(downs, 0, "live nodes were declared down");
+}
