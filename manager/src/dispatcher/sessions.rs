@@ -34,6 +34,22 @@ pub fn scaled_period(base: Duration, nodes: usize) -> Duration {
 /// down: a worker retries with a backoff of at most 2 s.
 pub const RECONNECT_GRACE: Duration = Duration::from_secs(3);
 
+/// The monitor's view of its own punctuality (see [`Sessions::expired`]).
+#[derive(Default)]
+struct Check {
+    last: Option<Instant>,
+    stalled: Duration,
+    /// Lifeguard's local health score: up by one for every check that ran late, down by one
+    /// for every one on time, at most [`MAX_HEALTH_SCORE`].
+    score: u32,
+}
+
+/// The most the leader's local health score rises to: deadlines then are 9 times as long.
+pub const MAX_HEALTH_SCORE: u32 = 8;
+
+/// A check of the node monitor that runs this much later than due was a missed deadline.
+pub const LATE_CHECK: Duration = Duration::from_millis(100);
+
 struct Session {
     /// `None` once the session ended: the node still has the rest of its heartbeat window to
     /// open a new one (a daemon restarting with its tasks running, live-restore) before it is
@@ -50,9 +66,9 @@ pub struct Sessions {
     period: Duration,
     started: Instant,
     sessions: Mutex<HashMap<String, Session>>,
-    /// When [`Sessions::expired`] last looked (the monitor's own deadlines, see there), and
-    /// the time lost to stalls since this leader started.
-    last_check: Mutex<(Option<Instant>, Duration)>,
+    /// When [`Sessions::expired`] last looked (the monitor's own deadlines, see there), the
+    /// time lost to stalls since this leader started, and the leader's local health score.
+    last_check: Mutex<Check>,
     /// Counts the heartbeats received (`mini_dispatcher_heartbeats_received_total`).
     heartbeats: prometheus_client::metrics::counter::Counter,
 }
@@ -64,7 +80,7 @@ impl Sessions {
             period,
             started: Instant::now(),
             sessions: Mutex::new(HashMap::new()),
-            last_check: Mutex::new((None, Duration::ZERO)),
+            last_check: Mutex::new(Check::default()),
             heartbeats: Default::default(),
         }
     }
@@ -191,8 +207,11 @@ impl Sessions {
     ///
     /// Called every half base period. When the caller itself ran late (a saturated machine:
     /// the monitor, like the heartbeat handlers, did not get the CPU), the time it was away is
-    /// not held against the nodes: every session's clock moves on by the delay, as Lifeguard's
-    /// local health awareness does for a prober that misses its own deadlines.
+    /// not held against the nodes: every session's clock moves on by the delay. And as
+    /// Lifeguard's local health awareness does for a prober that misses its own deadlines,
+    /// every check more than [`LATE_CHECK`] late raises a score (every one on time lowers it)
+    /// and the deadlines are `1 + score` times as long: on a saturated leader heartbeats
+    /// arrive late too, from nodes that are alive.
     pub fn expired(&self, tables: &Tables) -> Vec<String> {
         self.expired_at(tables, Instant::now())
     }
@@ -200,17 +219,22 @@ impl Sessions {
     /// [`Sessions::expired`] at `now`.
     pub(crate) fn expired_at(&self, tables: &Tables, now: Instant) -> Vec<String> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let stall = {
-            let mut last = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
-            let gap = last
-                .0
-                .map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
+        let (stall, stalled, health) = {
+            let mut check = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
+            let gap = check
+                .last
+                .map_or(self.period / 2, |l| now.saturating_duration_since(l));
             // Looked every half period: anything beyond a whole one was lost to the machine.
             let stall = gap.saturating_sub(self.period);
-            *last = (Some(now), last.1 + stall);
-            stall
+            if gap.saturating_sub(self.period / 2) > LATE_CHECK {
+                check.score = (check.score + 1).min(MAX_HEALTH_SCORE);
+            } else {
+                check.score = check.score.saturating_sub(1);
+            }
+            check.last = Some(now);
+            check.stalled += stall;
+            (stall, check.stalled, 1 + check.score)
         };
-        let stalled = self.last_check.lock().unwrap_or_else(|e| e.into_inner()).1;
         if !stall.is_zero() {
             tracing::warn!(
                 stall_ms = stall.as_millis() as u64,
@@ -228,7 +252,9 @@ impl Sessions {
                 matches!(state, NodeState::Ready | NodeState::Unknown)
             })
             .filter(|n| match sessions.get(&n.id) {
-                Some(s) => now.saturating_duration_since(s.last_seen) > s.told * MISSED_HEARTBEATS,
+                Some(s) => {
+                    now.saturating_duration_since(s.last_seen) > s.told * MISSED_HEARTBEATS * health
+                }
                 None => {
                     now.saturating_duration_since(self.started + stalled)
                         > self.period * MISSED_HEARTBEATS + RECONNECT_GRACE

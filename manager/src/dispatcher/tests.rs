@@ -377,6 +377,34 @@ fn a_monitor_that_ran_late_does_not_blame_the_nodes() {
 }
 
 #[test]
+fn a_leader_that_misses_its_own_deadlines_waits_longer() {
+    let base = Duration::from_millis(500);
+    let t = tables(
+        vec![node("a", "10.78.0.1", NodeState::Ready)],
+        Vec::new(),
+        &[],
+    );
+    let sessions = Sessions::new(base);
+    let start = std::time::Instant::now();
+    sessions.open("a");
+    // Checks due every 250 ms come 200 ms late (not stalled: less than a period apart).
+    let mut now = start;
+    for _ in 0..8 {
+        now += Duration::from_millis(450);
+        assert!(sessions.expired_at(&t, now).is_empty(), "{:?}", now - start);
+    }
+    // 3.6 s without a heartbeat: down on a healthy leader (3 × 550 ms), not on this one.
+    assert!(now - start > Duration::from_secs(3));
+    // On time again: the score comes down and the silent node is down.
+    let mut down = false;
+    for _ in 0..12 {
+        now += base / 2;
+        down |= sessions.expired_at(&t, now) == ["a"];
+    }
+    assert!(down, "never down: {:?}", now - start);
+}
+
+#[test]
 fn an_expired_session_takes_no_heartbeat() {
     let sessions = Sessions::new(Duration::from_millis(500));
     let id = sessions.open("slow");
