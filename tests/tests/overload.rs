@@ -354,6 +354,13 @@ fn cpu_saturation_keeps_the_leader_and_every_node_up() {
     for l in &lines {
         eprintln!("{l}");
     }
+    for k in 1..=3 {
+        for l in cluster.host(k).log().lines() {
+            if l.contains("session ended") || l.contains("ran late") || l.contains("run late") {
+                eprintln!("h{k}: {l}");
+            }
+        }
+    }
     eprintln!(
         "{hogs} busy loops for {seconds} s (loadavg now {}): {} of {samples} leader samples off \
          {leader}, {downs} live nodes declared down",

@@ -82,6 +82,15 @@ pub async fn run<K: Kernel + 'static>(
     }
 }
 
+/// Aborts a spawned task when dropped (the session ends whichever way).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The heartbeat period a manager handed out, within sane bounds (100 ms to 1 min).
 fn next_period(ms: u64) -> Duration {
     Duration::from_millis(ms.clamp(100, 60_000))
@@ -234,8 +243,11 @@ async fn session<K: Kernel + 'static>(
             }
         }
     };
+    // The heartbeats run as a task of their own: applying a large assignment (or a slow network
+    // change) in this task must not delay them past the manager's deadline.
+    let mut heartbeat = AbortOnDrop(tokio::spawn(heartbeat));
     let reason = tokio::select! {
-        r = heartbeat => r,
+        r = &mut heartbeat.0 => r.unwrap_or_else(|e| format!("heartbeat task failed: {e}")),
         r = reports => r,
         r = assignments => r,
         () = renewed => {
