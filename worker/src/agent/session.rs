@@ -145,8 +145,13 @@ async fn session<K: Kernel + 'static>(
         let (node_id, session_id) = (node_id.to_string(), session_id.clone());
         async move {
             let mut period = period;
+            let mut first = true;
             loop {
-                tokio::time::sleep(period).await;
+                // The first one at once (the session's opening may have been slow on a loaded
+                // machine), then each when the manager said.
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(period).await;
+                }
                 let request = HeartbeatRequest {
                     node_id: node_id.clone(),
                     session_id: session_id.clone(),
