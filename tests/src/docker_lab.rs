@@ -389,8 +389,7 @@ impl DockerLab {
             .into_iter()
             .filter(|&pid| {
                 let cmd = cmdline(pid);
-                cmd.first().is_some_and(|c| c.contains("containerd-shim"))
-                    && cmd.iter().any(|a| *a == sock)
+                cmd.first().is_some_and(|c| c.contains("containerd-shim")) && cmd.contains(&sock)
             })
             .collect()
     }
