@@ -19,6 +19,12 @@
 //!
 //! Root is required: [`Cluster::start`] panics without it, so a privileged
 //! test never passes silently.
+//!
+//! Fifty hosts fit on one machine: every namespace shares the kernel's neighbour table, whose
+//! garbage-collected part is capped by `net.ipv4.neigh.default.gc_thresh3` (1024 by default),
+//! and N hosts that all talk need N² entries. Every host gets a fixed MAC ([`host_mac`]) and
+//! permanent entries for every other host (exempt from that cap), so the machine's settings
+//! are never touched. Hosts are set up, and join, [`PARALLEL`] at a time.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -43,8 +49,20 @@ pub const HOST_INDEX: &str = "{k}";
 
 /// How long a daemon may take to answer its socket.
 const DAEMON_START: Duration = Duration::from_secs(30);
-/// How long the nodes may take to show up as ready after joining.
+/// How long the nodes may take to show up as ready after joining (plus a second per node).
 const NODES_READY: Duration = Duration::from_secs(60);
+
+/// Hosts set up, and joined, at the same time.
+pub const PARALLEL: usize = 8;
+
+/// Host `k`'s MAC on `eth0` (locally administered, fixed so that the other hosts can hold a
+/// permanent neighbour entry for it): `02:6d:74:00:HH:LL`.
+pub fn host_mac(k: usize) -> String {
+    format!("02:6d:74:00:{:02x}:{:02x}", (k >> 8) & 0xff, k & 0xff)
+}
+
+/// The MAC of the bridge `br0` (where [`Cluster::outside_ip`] lives).
+const BRIDGE_MAC: &str = "02:6d:74:00:ff:fe";
 
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -154,37 +172,34 @@ impl Cluster {
         run_ok("ip", &["-n", &bridge, "link", "set", "lo", "up"]);
         run_ok(
             "ip",
-            &["-n", &bridge, "link", "add", "br0", "type", "bridge"],
+            &[
+                "-n", &bridge, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+            ],
         );
         run_ok("ip", &["-n", &bridge, "link", "set", "br0", "up"]);
+        raise_open_files();
         for k in 1..=n {
             let ns = format!("{}-h{k}", cluster.prefix);
-            run_ok("ip", &["netns", "add", &ns]);
             let dir = cluster.dir().join(format!("h{k}"));
             std::fs::create_dir_all(dir.join("state")).expect("host state dir");
             std::fs::create_dir_all(dir.join("run")).expect("host run dir");
             cluster.hosts.push(HostState {
-                ns: ns.clone(),
+                ns,
                 dir,
                 child: None,
             });
-            let veth = format!("h{k}");
-            let addr = format!("{}/24", cluster.addr(k));
-            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-            // Both ends are made directly inside the cluster's namespaces.
-            run_ok(
-                "ip",
-                &[
-                    "-n", &bridge, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ns,
-                ],
-            );
-            run_ok(
-                "ip",
-                &["-n", &bridge, "link", "set", &veth, "master", "br0", "up"],
-            );
-            run_ok("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
-            run_ok("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        }
+        // Namespaces, veths, addresses and the permanent neighbour entries, PARALLEL hosts
+        // at a time (a failure panics after the cluster knows every name: the drop removes
+        // what exists).
+        let hosts: Vec<usize> = (1..=n).collect();
+        for chunk in hosts.chunks(PARALLEL) {
+            std::thread::scope(|scope| {
+                for &k in chunk {
+                    let cluster = &cluster;
+                    scope.spawn(move || cluster.setup_host(k));
+                }
+            });
         }
         for k in 1..=n {
             cluster.spawn(k);
@@ -193,6 +208,44 @@ impl Cluster {
             cluster.wait_serving(k);
         }
         cluster
+    }
+
+    /// Host `k`'s namespace, its `eth0` (a veth whose peer is on `br0`) with its fixed MAC,
+    /// and permanent neighbour entries for every other host and the outside address.
+    fn setup_host(&self, k: usize) {
+        let ns = &self.hosts[k - 1].ns;
+        let bridge = self.bridge_ns();
+        run_ok("ip", &["netns", "add", ns]);
+        let veth = format!("h{k}");
+        let mac = host_mac(k);
+        // Both ends are made directly inside the cluster's namespaces.
+        run_ok(
+            "ip",
+            &[
+                "-n", bridge, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                "address", &mac, "netns", ns,
+            ],
+        );
+        run_ok(
+            "ip",
+            &["-n", bridge, "link", "set", &veth, "master", "br0", "up"],
+        );
+        let mut batch = format!(
+            "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\n",
+            self.addr(k)
+        );
+        for j in (1..=self.hosts.len()).filter(|&j| j != k) {
+            batch += &format!(
+                "neigh replace {} lladdr {} dev eth0 nud permanent\n",
+                self.addr(j),
+                host_mac(j)
+            );
+        }
+        batch += &format!(
+            "neigh replace {} lladdr {BRIDGE_MAC} dev eth0 nud permanent\n",
+            self.outside_ip()
+        );
+        run_ok_with_input("ip", &["-n", ns, "-batch", "-"], batch.as_bytes());
     }
 
     /// Number of hosts.
@@ -281,8 +334,13 @@ impl Cluster {
     /// Joins hosts 2..=N as workers to host 1 and waits until host 1 lists
     /// every node as ready.
     pub fn join_all(&self) {
-        for k in 2..=self.len() {
-            self.join(k, "worker");
+        let hosts: Vec<usize> = (2..=self.len()).collect();
+        for chunk in hosts.chunks(PARALLEL) {
+            std::thread::scope(|scope| {
+                for &k in chunk {
+                    scope.spawn(move || self.join(k, "worker"));
+                }
+            });
         }
         self.wait_nodes_ready(self.len());
     }
@@ -315,7 +373,7 @@ impl Cluster {
     pub fn wait_nodes_ready(&self, n: usize) -> serde_json::Value {
         wait_for(
             &format!("{n} ready nodes in `node ls` on host 1"),
-            NODES_READY,
+            NODES_READY + Duration::from_secs(n as u64),
             || {
                 let out = self.host(1).listed(&["node", "ls"], "node");
                 if !out.success {
@@ -859,6 +917,44 @@ fn unescape_mountinfo(field: &str) -> String {
 fn inode(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Raises this process's soft limit on open files to the hard one (the daemons inherit it: a
+/// manager holds a session per node).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own; setrlimit only reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Runs a setup command with `input` on its standard input; panics with its stderr unless it
+/// succeeds.
+fn run_ok_with_input(program: &str, args: &[&str], input: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let written = child.stdin.take().expect("stdin").write_all(input);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        written.is_ok() && out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs a setup command and panics with its stderr unless it succeeds.

@@ -171,6 +171,36 @@ fn usage_and_bad_input() {
     );
 }
 
+/// A lab that does not fit on the machine says which limit and how to raise it, and changes
+/// nothing (here: memory, with the per-host figure set absurdly high).
+#[test]
+fn a_lab_over_a_limit_names_it_and_changes_nothing() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: deploy/lab checks as root"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
+    let out = Command::new(script)
+        .args(["up", "-n", "2"])
+        .env("MINI_LAB_NAME", name())
+        .env("MINI_BIN", mini_binary())
+        .env("MINI_LAB_MEM_PER_HOST", "100000000")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run deploy/lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "up must refuse: {stderr}");
+    assert!(
+        stderr.contains("nothing was changed")
+            && stderr.contains("memory: 2 hosts need about")
+            && stderr.contains("MemAvailable"),
+        "{stderr}"
+    );
+    assert_eq!(lab_namespaces(), Vec::<String>::new());
+    assert!(!Path::new(&format!("/run/{}", name())).exists());
+    assert!(!Path::new(&format!("/var/lib/{}", name())).exists());
+}
+
 #[test]
 fn shellcheck_clean() {
     for name in ["lab", "registry", "install", "vm"] {

@@ -22,6 +22,12 @@
 //!    `udp dport 7946` in the host namespace's output hook; a table of our own, in the host
 //!    namespace only) and the daemon's CPU% (utime+stime from `/proc/<pid>/stat`).
 //! 4. `rss`: VmRSS of every daemon with `--endpoints` endpoints in the network.
+//! 6. `bulk` (with `--tasks` T > 0, issue #16): `service create --replicas T` of a `host sleep`
+//!    service on the network (a VIP, so every new backend touches the VIP tables of every
+//!    sandbox on every node) → all T running, the rate, the manager's VmRSS then, and where the
+//!    CPU went meanwhile: the machine's user/system/softirq time (`/proc/stat`), the softirqs by
+//!    kind (`/proc/softirqs`), every daemon's utime/stime, and the nf_tables tables and sets
+//!    in one node's namespaces (host, overlay, sandboxes) at the end.
 //! 5. `throughput` (with `--iperf-secs` > 0): iperf3 TCP task → task across two hosts over the
 //!    overlay vs a VXLAN pair built by hand (two fresh namespaces on a fresh bridge namespace,
 //!    the same underlay shape as the harness, static FDB/neighbour entries).
@@ -57,6 +63,8 @@ struct Args {
     idle_secs: u64,
     purge_trials: usize,
     iperf_secs: u64,
+    tasks: usize,
+    tasks_timeout_secs: u64,
 }
 
 fn parse_args() -> Args {
@@ -68,6 +76,8 @@ fn parse_args() -> Args {
         idle_secs: 10,
         purge_trials: 3,
         iperf_secs: 5,
+        tasks: 0,
+        tasks_timeout_secs: 600,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -87,10 +97,13 @@ fn parse_args() -> Args {
             "--idle-secs" => a.idle_secs = num().max(1),
             "--purge-trials" => a.purge_trials = num() as usize,
             "--iperf-secs" => a.iperf_secs = num(),
+            "--tasks" => a.tasks = num() as usize,
+            "--tasks-timeout-secs" => a.tasks_timeout_secs = num().max(1),
             "--help" | "-h" => {
                 eprintln!(
                     "cluster_bench [--hosts N] [--samples S] [--poll-ms MS] [--endpoints E] \
-                     [--idle-secs S] [--purge-trials T] [--iperf-secs S (0: skip)]"
+                     [--idle-secs S] [--purge-trials T] [--iperf-secs S (0: skip)] \
+                     [--tasks T (0: skip)] [--tasks-timeout-secs S]"
                 );
                 std::process::exit(0);
             }
@@ -818,6 +831,14 @@ fn main() {
     };
     eprintln!("throughput: {throughput}");
 
+    // 6. Many tasks at once (before any host dies).
+    let bulk = if args.tasks > 0 {
+        bulk_tasks(&cluster, args.tasks, args.tasks_timeout_secs, &net_id)
+    } else {
+        Value::Null
+    };
+    eprintln!("bulk: {bulk}");
+
     // 2. Node death → purged everywhere. Victims h_n, h_(n-1), … (never h1, the manager).
     let mut purges = Vec::new();
     let trials = args.purge_trials.min(n - 1);
@@ -877,12 +898,232 @@ fn main() {
         "idle": idle,
         "rss": rss_json,
         "throughput": throughput,
+        "bulk": bulk,
         "write_conflicts_retried": conflicts,
         "loadavg_before": load_before.trim(),
         "loadavg_after": load_after.trim(),
         "duration_s": round1(started.elapsed().as_secs_f64()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk: T tasks from one `service create`.
+
+/// (user, nice, system, idle, iowait, irq, softirq) jiffies of the whole machine.
+fn machine_cpu() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(7)
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// Softirq counts by kind, summed over the CPUs.
+fn softirqs() -> BTreeMap<String, u64> {
+    std::fs::read_to_string("/proc/softirqs")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let sum = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum();
+            Some((name.trim().to_string(), sum))
+        })
+        .collect()
+}
+
+/// utime and stime of `pid` in seconds.
+fn user_system_secs(pid: i32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) as f64 / hz;
+    (field(11), field(12))
+}
+
+/// nf_tables tables and sets in the namespace of `netns` (`nft list tables` / `list sets`).
+fn nft_objects(netns: &Path) -> (usize, usize, usize) {
+    let tables = exec_in_netns(netns, &["nft", "list", "tables"])
+        .stdout
+        .lines()
+        .count();
+    let sets = exec_in_netns(netns, &["nft", "list", "sets"])
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("set ") || l.trim_start().starts_with("map "))
+        .count();
+    let rules = exec_in_netns(netns, &["nft", "-a", "list", "ruleset"])
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.contains("# handle")
+                && !l.trim_start().starts_with("table")
+                && !l.trim_start().starts_with("chain")
+                && !l.trim_start().starts_with("set")
+                && !l.trim_start().starts_with("map")
+        })
+        .count();
+    (tables, sets, rules)
+}
+
+/// Running tasks of `service` as `service ls` counts them ("R/D").
+fn replicas_running(h: &Host, service: &str) -> Option<usize> {
+    let out = h.mini(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={service}"),
+        "--format",
+        "{{.Name}} {{.Replicas}}",
+    ]);
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{service} ")))
+        .and_then(|r| r.split('/').next())
+        .and_then(|r| r.trim().parse().ok())
+}
+
+fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) -> Value {
+    let n = cluster.len();
+    let m = cluster.host(1);
+    let pids: Vec<i32> = (1..=n).filter_map(|k| cluster.daemon_pid(k)).collect();
+    let cpu0 = machine_cpu();
+    let soft0 = softirqs();
+    let daemons0: Vec<(f64, f64)> = pids.iter().map(|&p| user_system_secs(p)).collect();
+    let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let t0 = Instant::now();
+    let replicas = tasks.to_string();
+    let out = m.mini(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "bulk",
+        "--replicas",
+        &replicas,
+        "--network",
+        NETWORK,
+        "host",
+        "sleep",
+        "100000",
+    ]);
+    if !out.success {
+        return json!({"error": format!("service create: {}", out.stderr)});
+    }
+    let created_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let deadline = t0 + Duration::from_secs(timeout_secs);
+    let mut progress = Vec::new();
+    let mut last = 0;
+    let mut first_all = None;
+    let mut max_load = 0.0f64;
+    while Instant::now() < deadline {
+        let running = replicas_running(&m, "bulk").unwrap_or(last);
+        let load: f64 = std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        max_load = max_load.max(load);
+        if running != last || progress.is_empty() {
+            progress.push(json!([round1(t0.elapsed().as_secs_f64()), running]));
+            eprintln!(
+                "bulk: {running} of {tasks} running after {:.1} s (load {load})",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        last = running;
+        if running >= tasks {
+            first_all = Some(t0.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = machine_cpu();
+    let soft1 = softirqs();
+    let d = |i: usize| {
+        cpu1.get(i)
+            .unwrap_or(&0)
+            .saturating_sub(*cpu0.get(i).unwrap_or(&0)) as f64
+    };
+    let total: f64 = (0..7).map(d).sum::<f64>().max(1.0);
+    let pct = |i: usize| round1(d(i) / total * 100.0);
+    let softirq_rates: BTreeMap<String, f64> = soft1
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                round1(v.saturating_sub(*soft0.get(k).unwrap_or(&0)) as f64 / wall),
+            )
+        })
+        .collect();
+    let daemons: Vec<(f64, f64)> = pids
+        .iter()
+        .zip(&daemons0)
+        .map(|(&p, (u0, s0))| {
+            let (u1, s1) = user_system_secs(p);
+            (u1 - u0, s1 - s0)
+        })
+        .collect();
+    let (du, ds): (f64, f64) = daemons
+        .iter()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    // nf_tables objects on the last node: host, overlay and every sandbox namespace.
+    let k = n;
+    let run = cluster.host(k).run_dir().join("netns");
+    let mut sandboxes = 0;
+    let (mut tables, mut sets, mut rules) = (0, 0, 0);
+    let overlay = overlay_ns(cluster, k, net_id);
+    for f in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+        let (t, s, r) = nft_objects(&f.path());
+        let name = f.file_name().to_string_lossy().into_owned();
+        if f.path() != overlay && !name.starts_with("1-") && !name.contains("ingress") {
+            sandboxes += 1;
+        }
+        tables += t;
+        sets += s;
+        rules += r;
+    }
+    let (ht, hs, hr) = nft_objects(&cluster.netns_path(k));
+    let manager_rss = round1(rss_kib(pids[0]) as f64 / 1024.0);
+    let workers_rss: Vec<f64> = pids[1..]
+        .iter()
+        .map(|&p| round1(rss_kib(p) as f64 / 1024.0))
+        .collect();
+    json!({
+        "tasks": tasks,
+        "service_create_ms": round1(created_ms),
+        "all_running_s": first_all.map(round1),
+        "running_at_end": last,
+        "tasks_per_s": round1(last as f64 / wall),
+        "progress_s_running": progress,
+        "loadavg_before": load0.trim(),
+        "loadavg_max_1min": max_load,
+        "machine_cpu_pct": {"user": pct(0), "nice": pct(1), "system": pct(2), "idle": pct(3), "iowait": pct(4), "irq": pct(5), "softirq": pct(6)},
+        "softirqs_per_s": softirq_rates,
+        "daemons_cpu_s": {"user": round1(du), "system": round1(ds), "manager_user": round1(daemons[0].0), "manager_system": round1(daemons[0].1)},
+        "manager_rss_mib": manager_rss,
+        "workers_rss_mib_mean": round1(workers_rss.iter().sum::<f64>() / workers_rss.len().max(1) as f64),
+        "workers_rss_mib_max": round1(workers_rss.iter().copied().fold(0.0, f64::max)),
+        "nft_on_last_node": {
+            "node": format!("h{k}"),
+            "sandboxes": sandboxes,
+            "namespaces_under_run_dir": {"tables": tables, "sets": sets, "rules": rules},
+            "host_namespace": {"tables": ht, "sets": hs, "rules": hr},
+        },
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
