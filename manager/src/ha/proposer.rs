@@ -15,9 +15,11 @@
 //!
 //! **Retries.** A write is retried (within the deadline) only when it surely did not enter the
 //! log: no leader, "not the leader", a dropped proposal, or a leader that changed while the
-//! forwarded call was in flight. In that last case the first attempt may still commit, so a
-//! retried create can answer "name in use" for the object it created itself — never a lost or
-//! silently doubled write, since names are unique.
+//! forwarded call was in flight. In that last case the first attempt may still commit; every
+//! attempt proposes the same bytes, with the batch's random `proposal_id`, and the store applies
+//! a proposal id only once (it remembers the ids applied lately), so the retry answers as the
+//! first attempt did — applied — instead of "already exists" for the object it created itself.
+//! A write is reported failed only when it was not applied.
 //!
 //! **Reads.** [`HaProposer::read_barrier`] asks the leader for its commit index and waits until
 //! this manager has applied it (a follower), or until the leader has applied its own commit index
@@ -300,7 +302,11 @@ impl Proposer for HaProposer {
 }
 
 impl HaProposer {
-    async fn propose_once(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+    async fn propose_once(&self, mut batch: StoreBatch) -> Result<u64, WriteError> {
+        // Every attempt proposes the same bytes, so the store applies a retried batch once.
+        if batch.proposal_id == 0 {
+            batch.proposal_id = rand::random::<u64>().max(1);
+        }
         let data = batch.encode_to_vec();
         let deadline = Instant::now() + NO_QUORUM_AFTER;
         loop {

@@ -15,6 +15,7 @@ mod event;
 mod handle;
 mod machine;
 mod proposer;
+mod recent;
 mod tables;
 mod write;
 
@@ -28,3 +29,5 @@ pub use write::{STALE_RETRIES, create_action, read_check_write, update_action};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_races;

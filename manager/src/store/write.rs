@@ -9,8 +9,10 @@ use mini_proto::v1::{StoreAction, StoreBatch, store_action::Action};
 
 use super::{ApplyError, Proposer, Store, Tables, WriteError};
 
-/// How many times a step is decided again after the store refused it as stale.
-pub const STALE_RETRIES: usize = 5;
+/// How many times a step is decided again after the store refused it as stale. Writers do not
+/// queue behind a lock, so under many concurrent writers of one object each round lets at least
+/// one of them through; the others decide again on the new state.
+pub const STALE_RETRIES: usize = 64;
 
 /// An action that creates an object which must not exist yet.
 pub fn create_action(action: Action) -> StoreAction {
@@ -51,11 +53,20 @@ where
         let batch = StoreBatch {
             actions,
             proposed_at_ms: crate::ids::now_ms(),
+            ..Default::default()
         };
         match proposer.propose(batch).await {
             Ok(_) => return Ok(answer),
             Err(WriteError::Rejected(ApplyError::Stale { .. })) if attempt < STALE_RETRIES => {
                 attempt += 1;
+                // After a few lost races, spread the writers of one hot object out a little
+                // (a random pause of up to a few milliseconds), so they do not all decide
+                // again from the same view.
+                if attempt > 2 {
+                    let most = (attempt as u64).min(16);
+                    let pause = rand::random_range(0..=most * 250);
+                    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -102,6 +113,7 @@ mod tests {
                     .propose(StoreBatch {
                         actions: vec![update_action(Action::PutNetwork(current))],
                         proposed_at_ms: 1,
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -125,6 +137,7 @@ mod tests {
                     "10.1.0.0/24",
                 )))],
                 proposed_at_ms: 1,
+                ..Default::default()
             })
             .await
             .unwrap();
