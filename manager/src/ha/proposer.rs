@@ -215,11 +215,24 @@ impl HaProposer {
                 self.leader_changed(leader, deadline).await;
                 Attempt::Retry
             }
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                // The leader cannot be reached; unless it stays the leader, retry elsewhere.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Internal
+                        | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                // The call broke on the way ("transport error": the leader died, the link
+                // went down): the batch may or may not be in the log. Propose the same bytes
+                // again (to the new leader, once there is one): the store applies a proposal
+                // id once, so the retry answers the first attempt's outcome if it committed.
                 self.leader_changed(leader, deadline).await;
                 Attempt::Retry
             }
+            // The leader's own answer (it could not commit: no quorum, a refused call).
             Ok(Err(status)) => Attempt::Done(Err(failed(status.message().to_string()))),
         }
     }
