@@ -69,6 +69,20 @@ pub struct HaProposer {
     outcomes: Outcomes,
     /// Proposal latency and failures.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Shares one ReadIndex call to the leader among the readers waiting at once.
+    reads: Arc<ReadBatch>,
+}
+
+/// Read-index batching: a follower's readers share ReadIndex calls. A reader may use the answer
+/// of a call that *started* after it arrived (the leader's commit index then is at least the one
+/// when the reader arrived, so it still reads every write acknowledged before it). One call is
+/// in flight at a time; readers arriving meanwhile share the next one.
+#[derive(Default)]
+struct ReadBatch {
+    /// Calls started so far (call k is the k-th).
+    started: std::sync::atomic::AtomicU64,
+    /// Held while a call is in flight; holds the last finished call: (its number, its answer).
+    last: tokio::sync::Mutex<(u64, Option<u64>)>,
 }
 
 /// What one attempt at a write came to.
@@ -92,6 +106,7 @@ impl HaProposer {
             peers,
             outcomes,
             metrics: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -265,7 +280,7 @@ impl HaProposer {
             let commit = if status.role == Role::Leader {
                 Some(status.commit)
             } else if status.leader_id != 0 {
-                self.ask_commit(status.leader_id, deadline).await
+                self.shared_commit(status.leader_id, deadline).await
             } else {
                 None
             };
@@ -280,6 +295,21 @@ impl HaProposer {
                 return Err(self.no_quorum(false));
             }
         }
+    }
+
+    /// The leader's commit index from a ReadIndex call that started after this call did, shared
+    /// with the other readers waiting at the same time (see [`ReadBatch`]).
+    async fn shared_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let arrived = self.reads.started.load(Ordering::SeqCst);
+        let mut last = self.reads.last.lock().await;
+        if last.0 > arrived {
+            return last.1;
+        }
+        let number = self.reads.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let commit = self.ask_commit(leader, deadline).await;
+        *last = (number, commit);
+        commit
     }
 
     async fn ask_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
