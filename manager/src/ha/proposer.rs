@@ -300,16 +300,7 @@ impl HaProposer {
     /// The leader's commit index from a ReadIndex call that started after this call did, shared
     /// with the other readers waiting at the same time (see [`ReadBatch`]).
     async fn shared_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
-        use std::sync::atomic::Ordering;
-        let arrived = self.reads.started.load(Ordering::SeqCst);
-        let mut last = self.reads.last.lock().await;
-        if last.0 > arrived {
-            return last.1;
-        }
-        let number = self.reads.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let commit = self.ask_commit(leader, deadline).await;
-        *last = (number, commit);
-        commit
+        self.reads.share(|| self.ask_commit(leader, deadline)).await
     }
 
     async fn ask_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
@@ -323,6 +314,26 @@ impl HaProposer {
             r = tokio::time::timeout_at(deadline, call) => r.ok()?.ok().map(|r| r.into_inner().commit_index),
             () = self.leader_changed(leader, deadline) => None,
         }
+    }
+}
+
+impl ReadBatch {
+    /// The answer of a call of `ask` that started after this reader arrived: its own, or one
+    /// shared with the readers waiting at the same time.
+    async fn share<F: std::future::Future<Output = Option<u64>>>(
+        &self,
+        ask: impl FnOnce() -> F,
+    ) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut last = self.last.lock().await;
+        if last.0 > arrived {
+            return last.1;
+        }
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let answer = ask().await;
+        *last = (number, answer);
+        answer
     }
 }
 
@@ -360,5 +371,37 @@ impl HaProposer {
                 return Err(failed(self.no_quorum(false).to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::ReadBatch;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn readers_waiting_at_once_share_read_index_calls() {
+        let batch = ReadBatch::default();
+        let calls = AtomicU64::new(0);
+        let commit = AtomicU64::new(10);
+        let ask = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let answer = commit.load(Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            Some(answer)
+        };
+        let first = batch.share(ask);
+        let others = futures::future::join_all((0..32).map(|_| batch.share(ask)));
+        let (first, others) = tokio::join!(first, others);
+        assert_eq!(first, Some(10));
+        assert!(others.iter().all(|a| *a == Some(10)), "{others:?}");
+        // The first reader's call, then one call shared by the 32 that arrived during it.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A reader arriving after a call finished does not reuse it: a write committed since
+        // is seen.
+        commit.store(11, Ordering::SeqCst);
+        assert_eq!(batch.share(ask).await, Some(11));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }
