@@ -155,6 +155,8 @@ pub type RaftProposer = HaProposer;
 pub struct Manager {
     store: Store,
     proposer: HaProposer,
+    /// Where this manager's writers that lost a race for an object wait their turn for it.
+    contention: crate::store::Contention,
     /// Starts and stops the leader-only services.
     leadership: Leadership,
     /// The dispatcher sessions of the current leadership.
@@ -271,6 +273,7 @@ impl Manager {
         Ok(Manager {
             store,
             proposer,
+            contention: Default::default(),
             leadership,
             sessions,
             peers,
@@ -422,7 +425,8 @@ impl Manager {
         &self,
         decide: impl FnMut(&crate::store::Tables) -> Result<(Vec<StoreAction>, T), ControlError>,
     ) -> Result<T, ControlError> {
-        crate::store::read_check_write(&self.store, &self.proposer, decide).await
+        crate::store::read_check_write_queued(&self.store, &self.proposer, &self.contention, decide)
+            .await
     }
 
     /// The Raft node's status.

@@ -25,7 +25,10 @@ pub use handle::Store;
 pub use machine::StoreMachine;
 pub use proposer::{LocalProposer, ProposeFailed, Proposer, WriteError};
 pub use tables::{LookupError, Tables};
-pub use write::{STALE_RETRIES, create_action, read_check_write, update_action};
+pub use write::{
+    Contention, STALE_RETRIES, create_action, read_check_write, read_check_write_queued,
+    update_action,
+};
 
 #[cfg(test)]
 mod tests;

@@ -342,8 +342,9 @@ async fn network_rm_racing_a_service_that_uses_it_leaves_no_dangling_reference()
 
 #[tokio::test(flavor = "current_thread")]
 async fn many_writers_of_one_object_all_get_through_without_a_lost_change() {
-    // 16 writers each add their own label to one node, all deciding from the same first
-    // view: every one is refused as stale until it decides on the newest version.
+    // 64 writers each add their own label to one node, all deciding from the same first
+    // view: every one is refused as stale until it decides on the newest version; the ones
+    // that lost wait their turn for the node.
     let store = Store::new();
     seed(
         &store,
@@ -352,11 +353,12 @@ async fn many_writers_of_one_object_all_get_through_without_a_lost_change() {
             ..Default::default()
         }))],
     );
-    let gate = Gate::new(&store, 16);
-    let writers = (0..16).map(|i| {
-        let (store, gate) = (&store, &gate);
+    let gate = Gate::new(&store, 64);
+    let contention = Contention::default();
+    let writers = (0..64).map(|i| {
+        let (store, gate, contention) = (&store, &gate, &contention);
         async move {
-            read_check_write(store, gate, |t| {
+            read_check_write_queued(store, gate, contention, |t| {
                 let mut node = t.nodes["n"].clone();
                 let labels = &mut node.spec.get_or_insert_default().labels;
                 labels.insert(format!("w{i}"), "1".into());
@@ -369,7 +371,7 @@ async fn many_writers_of_one_object_all_get_through_without_a_lost_change() {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(
         store.view(|t| t.nodes["n"].spec.as_ref().unwrap().labels.len()),
-        16,
+        64,
         "no change lost"
     );
 }
