@@ -43,11 +43,14 @@ pub fn update_action(action: Action) -> StoreAction {
 /// writers of other objects are not held up. Cheap to share; entries go when unused.
 #[derive(Default)]
 pub struct Contention {
-    queues: std::sync::Mutex<HashMap<(ObjectKind, String), Weak<tokio::sync::Mutex<()>>>>,
+    queues: std::sync::Mutex<HashMap<(ObjectKind, String), Weak<Turn>>>,
 }
 
+/// One object's queue of writers.
+type Turn = tokio::sync::Mutex<()>;
+
 impl Contention {
-    fn queue(&self, kind: ObjectKind, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn queue(&self, kind: ObjectKind, id: &str) -> Arc<Turn> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if queues.len() > 1024 {
             queues.retain(|_, q| q.strong_count() > 0);
@@ -56,7 +59,7 @@ impl Contention {
         if let Some(queue) = queues.get(&key).and_then(Weak::upgrade) {
             return queue;
         }
-        let queue = Arc::new(tokio::sync::Mutex::new(()));
+        let queue = Arc::new(Turn::new(()));
         queues.insert(key, Arc::downgrade(&queue));
         queue
     }
