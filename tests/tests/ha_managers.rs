@@ -135,7 +135,9 @@ fn api_writers(socket: String, stop: Arc<AtomicBool>) -> ApiWritten {
                         };
                         match api.create_secret(request).await {
                             Ok(_) => seen.acked.push(name),
-                            Err(status) => seen.failed.push((name, status.message().to_string())),
+                            Err(status) => seen
+                                .failed
+                                .push((name, format!("{:?}: {}", status.code(), status.message()))),
                         }
                     }
                     seen
@@ -340,7 +342,9 @@ fn managers_fail_over_without_losing_a_write() {
                 !err.contains("already exists"),
                 "{name}: a retried write answered {err:?}"
             );
-            if !err.contains("may still be applied") {
+            // "may still be applied": the daemon says it does not know; "h2 protocol error":
+            // this client's own connection to the daemon broke, so it cannot know either.
+            if !err.contains("may still be applied") && !err.contains("h2 protocol error") {
                 assert!(
                     !names.contains_key(name),
                     "{name} was reported failed ({err}) but is applied on h{k}"
