@@ -605,7 +605,7 @@ fn certificate_problem(
 
 /// Marks nodes down when their heartbeats stop (every half period). Leader only.
 pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessions: Arc<Sessions>) {
-    let mut tick = tokio::time::interval(sessions.period() / 2);
+    let mut tick = tokio::time::interval(sessions.base_period() / 2);
     loop {
         tick.tick().await;
         let expired_certs: Vec<(String, String)> = store.view(|t| {
@@ -646,6 +646,9 @@ pub(crate) async fn monitor_nodes<P: Proposer>(store: Store, proposer: P, sessio
                 "heartbeat failure",
             )
             .await;
+            // Its next heartbeat is refused: a node that was only slow opens a new session,
+            // comes back Ready and stops at once the tasks replaced meanwhile.
+            sessions.expire(&node_id);
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`image`]: a busybox image the tests install on hosts, and what runc
 //!   tasks may leave behind.
 //! - [`web`]: a task answering HTTP with its hostname, and the request for it.
+//! - [`docker_lab`]: the same lab running Docker Swarm (one dockerd per host), for the
+//!   side-by-side benchmark.
 //! - [`registry`]: the test image (busybox) and a real local registry
 //!   (Debian's `docker-registry`) outside a cluster, via `deploy/registry`.
 
@@ -22,6 +24,7 @@ pub mod binary;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod docker_lab;
 pub mod image;
 pub mod registry;
 pub mod wait;

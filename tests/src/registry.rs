@@ -77,6 +77,24 @@ impl LocalRegistry {
         registry
     }
 
+    /// Starts a registry (no auth) inside network namespace `netns` on `ip:port`, storing under
+    /// `dir`: for a lab other than a [`Cluster`] (the Docker lab of the side-by-side benchmark).
+    pub fn start_in(netns: &str, ip: &str, port: u16, dir: PathBuf) -> LocalRegistry {
+        let addr = format!("{ip}:{port}");
+        let registry = LocalRegistry {
+            dir,
+            netns: netns.to_string(),
+            addr,
+        };
+        run(&[
+            "serve",
+            netns,
+            &registry.addr,
+            registry.dir.to_str().expect("utf-8 path"),
+        ]);
+        registry
+    }
+
     /// Copies a `docker save` tarball into the registry as `repo_tag`.
     pub fn push(&self, archive: &Path, repo_tag: &str, creds: Option<&str>) {
         let mut args = vec![

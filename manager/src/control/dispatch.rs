@@ -221,14 +221,14 @@ impl Dispatcher for ControlApi {
         caller.acting_as(&request.get_ref().node_id)?;
         let manager = self.manager().await?;
         let req = request.into_inner();
-        if !manager
+        let Some(period) = manager
             .sessions()
             .heartbeat(&caller.node_id, &req.session_id)
-        {
+        else {
             return Err(Status::not_found("unknown session: open a new one"));
-        }
+        };
         Ok(Response::new(HeartbeatResponse {
-            period_ms: manager.sessions().period().as_millis() as u64,
+            period_ms: period.as_millis() as u64,
         }))
     }
 

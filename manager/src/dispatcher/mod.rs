@@ -22,7 +22,10 @@ pub mod token;
 pub use assignments::{
     AssignmentSet, GossipView, LEFT_MESSAGE, TrustView, assignments_for, gossip_view, trust_view,
 };
-pub use sessions::{MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions};
+pub use sessions::{
+    HEARTBEAT_JITTER, MAX_HEARTBEAT_RATE, MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions,
+    scaled_period,
+};
 pub use status::apply_status_updates;
 
 #[cfg(test)]

@@ -249,10 +249,12 @@ fn sessions_expire_after_missed_heartbeats() {
     let live = sessions.open("live");
     let silent = sessions.open("silent");
     std::thread::sleep(Duration::from_millis(10));
-    assert!(sessions.heartbeat("live", &live));
-    assert!(!sessions.heartbeat("live", "another session"));
+    assert!(sessions.heartbeat("live", &live).is_some());
+    assert!(sessions.heartbeat("live", "another session").is_none());
     assert!(sessions.is_current("silent", &silent));
-    let mut expired = sessions.expired(&nodes);
+    // One second later (the period grows to 100 ms with the nodes: 2 / MAX_HEARTBEAT_RATE).
+    let later = std::time::Instant::now() + Duration::from_secs(1);
+    let mut expired = sessions.expired_at(&nodes, later);
     // "live" heartbeated just now, but 3 ms pass fast on a loaded machine:
     // only the others are checked here (the long period below covers it).
     // The silent one is out; the one that never connected still has the
@@ -271,12 +273,149 @@ fn sessions_expire_after_missed_heartbeats() {
     patient.close("silent", &id);
     assert!(!patient.is_current("silent", &id));
     assert!(
-        !patient.heartbeat("silent", &id),
+        patient.heartbeat("silent", &id).is_none(),
         "a closed session takes no heartbeat"
     );
     // Not down yet: its heartbeat window is not over (a daemon restarting).
     assert_eq!(patient.expired(&nodes), Vec::<String>::new());
     assert_eq!(patient.len(), 1);
+}
+
+#[test]
+fn the_heartbeat_period_grows_with_the_nodes_and_is_jittered() {
+    let base = Duration::from_millis(500);
+    // A small cluster keeps the fast period (node down after 1.5 s).
+    assert_eq!(scaled_period(base, 3), base);
+    assert_eq!(scaled_period(base, 10), base);
+    // Fifty nodes: at most MAX_HEARTBEAT_RATE heartbeats a second reach the leader.
+    assert_eq!(scaled_period(base, 50), Duration::from_millis(2500));
+    assert_eq!(scaled_period(base, 200), Duration::from_secs(10));
+
+    let sessions = Sessions::new(base);
+    let ids: Vec<(String, String)> = (0..50)
+        .map(|i| {
+            let node = format!("n{i}");
+            let id = sessions.open(&node);
+            (node, id)
+        })
+        .collect();
+    assert_eq!(sessions.period(), Duration::from_millis(2500));
+    let told: Vec<Duration> = ids
+        .iter()
+        .map(|(node, id)| sessions.heartbeat(node, id).unwrap())
+        .collect();
+    assert!(
+        told.iter()
+            .all(|p| *p >= Duration::from_millis(2250) && *p <= Duration::from_millis(2750)),
+        "{told:?}"
+    );
+    assert!(
+        told.iter().any(|p| *p != told[0]),
+        "jitter spreads the heartbeats: {told:?}"
+    );
+    let rate: f64 = told.iter().map(|p| 1.0 / p.as_secs_f64()).sum();
+    assert!(rate <= f64::from(MAX_HEARTBEAT_RATE) * 1.12, "{rate}/s");
+}
+
+#[test]
+fn a_node_is_judged_by_the_period_it_was_told() {
+    let base = Duration::from_millis(500);
+    let nodes: Vec<Node> = (0..50)
+        .map(|i| node(&format!("n{i}"), "10.78.0.1", NodeState::Ready))
+        .collect();
+    let t = tables(nodes, Vec::new(), &[]);
+    let sessions = Sessions::new(base);
+    let ids: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("n{i}"), sessions.open(&format!("n{i}"))))
+        .collect();
+    let start = std::time::Instant::now();
+    for (node, id) in &ids {
+        sessions.heartbeat(node, id).unwrap();
+    }
+    // 3 × 500 ms would be down in a 3-node cluster; at 50 nodes each was told 2.5 s ± 10 %.
+    let mut now = start;
+    let step = |now: &mut std::time::Instant| {
+        *now += base / 2;
+        sessions.expired_at(&t, *now)
+    };
+    while now < start + Duration::from_millis(6500) {
+        assert_eq!(step(&mut now), Vec::<String>::new(), "at {:?}", now - start);
+    }
+    while now < start + Duration::from_millis(8500) {
+        step(&mut now);
+    }
+    assert_eq!(step(&mut now).len(), 50);
+}
+
+#[test]
+fn a_monitor_that_ran_late_does_not_blame_the_nodes() {
+    let base = Duration::from_millis(500);
+    let t = tables(
+        vec![node("a", "10.78.0.1", NodeState::Ready)],
+        Vec::new(),
+        &[],
+    );
+    let sessions = Sessions::new(base);
+    let start = std::time::Instant::now();
+    sessions.open("a");
+    assert!(sessions.expired_at(&t, start).is_empty());
+    // The machine was saturated: the monitor did not run for 5 s, nor did the heartbeat
+    // handlers. That is not the node's fault.
+    let late = start + Duration::from_secs(5);
+    assert!(sessions.expired_at(&t, late).is_empty());
+    // From then on the usual deadline holds: 3 periods (plus jitter) without a heartbeat.
+    let mut now = late;
+    for _ in 0..4 {
+        now += base / 2;
+        assert!(sessions.expired_at(&t, now).is_empty(), "{:?}", now - late);
+    }
+    for _ in 0..3 {
+        now += base / 2;
+        sessions.expired_at(&t, now);
+    }
+    now += base / 2;
+    assert_eq!(sessions.expired_at(&t, now), ["a"]);
+}
+
+#[test]
+fn a_leader_that_misses_its_own_deadlines_waits_longer() {
+    let base = Duration::from_millis(500);
+    let t = tables(
+        vec![node("a", "10.78.0.1", NodeState::Ready)],
+        Vec::new(),
+        &[],
+    );
+    let sessions = Sessions::new(base);
+    let start = std::time::Instant::now();
+    sessions.open("a");
+    // Checks due every 250 ms come 200 ms late (not stalled: less than a period apart).
+    let mut now = start;
+    for _ in 0..8 {
+        now += Duration::from_millis(450);
+        assert!(sessions.expired_at(&t, now).is_empty(), "{:?}", now - start);
+    }
+    // 3.6 s without a heartbeat: down on a healthy leader (3 × 550 ms), not on this one.
+    assert!(now - start > Duration::from_secs(3));
+    // On time again: the score comes down and the silent node is down.
+    let mut down = false;
+    for _ in 0..12 {
+        now += base / 2;
+        down |= sessions.expired_at(&t, now) == ["a"];
+    }
+    assert!(down, "never down: {:?}", now - start);
+}
+
+#[test]
+fn an_expired_session_takes_no_heartbeat() {
+    let sessions = Sessions::new(Duration::from_millis(500));
+    let id = sessions.open("slow");
+    assert!(sessions.heartbeat("slow", &id).is_some());
+    // Marked down (it was late): its next heartbeat makes it open a new session.
+    sessions.expire("slow");
+    assert!(sessions.heartbeat("slow", &id).is_none());
+    assert!(!sessions.is_current("slow", &id));
+    let again = sessions.open("slow");
+    assert!(sessions.heartbeat("slow", &again).is_some());
 }
 
 #[test]

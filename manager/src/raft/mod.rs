@@ -207,8 +207,55 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
         running: true,
     });
     let node = Node::new(raw, sm, transport, config, applied, status_tx);
-    let task = tokio::spawn(node.run(rx));
+    let task = spawn_loop(node.run(rx))?;
     Ok((RaftHandle { tx, status }, task))
+}
+
+/// Runs the Raft loop on a thread and runtime of its own (one worker, for the transport's
+/// senders it spawns), so its ticks and message handling never queue behind the daemon's other
+/// work on the shared runtime (task starts, network convergence, sessions): on a saturated
+/// machine a starved loop misses its heartbeats and the followers elect another leader. The
+/// returned task ends with the loop, with its result or its panic.
+fn spawn_loop<F>(run: F) -> Result<RaftTask, RaftError>
+where
+    F: std::future::Future<Output = Result<(), RaftError>> + Send + 'static,
+{
+    let io = |op: &'static str| {
+        move |source| RaftError::Io {
+            op,
+            path: PathBuf::new(),
+            source,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("raft-io")
+        .enable_all()
+        .build()
+        .map_err(io("start the raft runtime"))?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run)));
+            // The transport's senders end with the runtime.
+            runtime.shutdown_background();
+            let _ = done_tx.send(outcome);
+        })
+        .map_err(io("start the raft thread"))?;
+    Ok(tokio::spawn(async move {
+        match done.await {
+            Ok(Ok(result)) => result,
+            // Reported as the loop's own panic (the manager turns it into a fatal error).
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(RaftError::Io {
+                op: "run the raft thread",
+                path: PathBuf::new(),
+                source: std::io::Error::other("the raft thread ended without a result"),
+            }),
+        }
+    }))
 }
 
 /// Creates the marker file and fsyncs it and its directory.

@@ -130,9 +130,21 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let timer = !self.config.manual_ticks;
         let mut shutdown: Option<oneshot::Sender<()>> = None;
+        // Tick lag: how late a tick came (the loop was starved). Logged when it reaches half
+        // the shortest election timeout, where followers start to campaign.
+        let mut last_tick: Option<tokio::time::Instant> = None;
+        let lag_warning = self.config.tick_interval * (self.config.election_tick as u32 / 2);
         let result = loop {
             tokio::select! {
                 _ = ticker.tick(), if timer => {
+                    let now = tokio::time::Instant::now();
+                    let lag = last_tick
+                        .map(|t| now.saturating_duration_since(t).saturating_sub(self.config.tick_interval))
+                        .unwrap_or_default();
+                    last_tick = Some(now);
+                    if lag >= lag_warning && !lag_warning.is_zero() {
+                        tracing::warn!(lag_ms = lag.as_millis() as u64, "raft ticks ran late: the machine is overloaded");
+                    }
                     self.raw.tick();
                 }
                 cmd = rx.recv() => {

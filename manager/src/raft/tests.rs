@@ -126,9 +126,13 @@ async fn propose_applies_and_answers_with_index_and_outcome() {
         seen.applied(),
         vec![(i1, b"one".to_vec()), (i2, b"two".to_vec())]
     );
+    // The loop runs on a thread of its own: the status is published right after the answers.
+    wait_status(&h, "the status to show the entries applied", |s| {
+        s.applied >= i2 && s.commit >= i2
+    })
+    .await;
     let s = h.status();
     assert_eq!((s.role, s.leader_id, s.id), (Role::Leader, 1, 1));
-    assert!(s.applied >= i2 && s.commit >= i2, "{s:?}");
     stop(h.clone(), t).await;
     assert_eq!(
         h.propose(b"late".to_vec()).await,

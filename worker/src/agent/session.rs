@@ -82,6 +82,20 @@ pub async fn run<K: Kernel + 'static>(
     }
 }
 
+/// Aborts a spawned task when dropped (the session ends whichever way).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The heartbeat period a manager handed out, within sane bounds (100 ms to 1 min).
+fn next_period(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(100, 60_000))
+}
+
 /// The leader's address in a manager's "this manager is not the leader; the leader is at
 /// ADDR" refusal, if it names one.
 fn leader_hint(err: &str) -> Option<String> {
@@ -121,7 +135,7 @@ async fn session<K: Kernel + 'static>(
         .map_err(|s| s.message().to_string())?
         .ok_or("session closed at once")?;
     let session_id = first.session_id.clone();
-    let period = Duration::from_millis(first.heartbeat_period_ms.max(100));
+    let period = next_period(first.heartbeat_period_ms);
     tracing::info!(manager = %addr, session = %session_id, "session open");
 
     // Heartbeats and status reports run beside the stream; whichever fails
@@ -130,15 +144,25 @@ async fn session<K: Kernel + 'static>(
         let mut client = client.clone();
         let (node_id, session_id) = (node_id.to_string(), session_id.clone());
         async move {
-            let mut tick = tokio::time::interval(period);
+            let mut period = period;
+            let mut first = true;
             loop {
-                tick.tick().await;
+                // The first one at once (the session's opening may have been slow on a loaded
+                // machine), then each when the manager said.
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(period).await;
+                }
                 let request = HeartbeatRequest {
                     node_id: node_id.clone(),
                     session_id: session_id.clone(),
                 };
-                match tokio::time::timeout(period * 2, client.heartbeat(request)).await {
-                    Ok(Ok(_)) => {}
+                // The manager marks the node down after MISSED_HEARTBEATS (3) periods: waiting
+                // longer would not help, giving up sooner would reconnect a slow but live
+                // session (more load on a loaded manager).
+                match tokio::time::timeout(period * 3, client.heartbeat(request)).await {
+                    // The manager says when the next one is due: its period grows with the
+                    // number of nodes, jittered (see the dispatcher's `scaled_period`).
+                    Ok(Ok(answer)) => period = next_period(answer.into_inner().period_ms),
                     Ok(Err(status)) => return format!("heartbeat refused: {}", status.message()),
                     Err(_) => return "heartbeat timed out".to_string(),
                 }
@@ -224,8 +248,11 @@ async fn session<K: Kernel + 'static>(
             }
         }
     };
+    // The heartbeats run as a task of their own: applying a large assignment (or a slow network
+    // change) in this task must not delay them past the manager's deadline.
+    let mut heartbeat = AbortOnDrop(tokio::spawn(heartbeat));
     let reason = tokio::select! {
-        r = heartbeat => r,
+        r = &mut heartbeat.0 => r.unwrap_or_else(|e| format!("heartbeat task failed: {e}")),
         r = reports => r,
         r = assignments => r,
         () = renewed => {

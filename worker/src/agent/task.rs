@@ -231,6 +231,21 @@ pub async fn run<K: Kernel + 'static>(
     };
     report(status(TaskState::Accepted, "accepted"));
     report(status(TaskState::Preparing, "preparing"));
+    // Admission: a bounded number of starts at once (an adopted task runs already). Told to
+    // stop while waiting (a duplicate found after a false node-down, a scale-down), it never
+    // starts.
+    let permit = if adopt {
+        None
+    } else {
+        tokio::select! {
+            permit = shared.starts.acquire() => permit.ok(),
+            _ = stop.wait_for(|s| *s) => {
+                report(status(TaskState::Shutdown, "shutdown before start"));
+                return;
+            }
+            _ = detach.wait_for(|d| *d) => return,
+        }
+    };
     let container = task.container.clone().unwrap_or_default();
     let is_host = container.image == HOST_IMAGE;
     // The image first: a task whose image is missing makes nothing.
@@ -373,6 +388,15 @@ pub async fn run<K: Kernel + 'static>(
         Some(_) => with_health(starting, Health::Starting),
         None => starting,
     });
+    // Told to stop while preparing: nothing is started (the sandbox and files go).
+    if !adopt && *stop.borrow() {
+        super::dns_link::stop(&shared, &id).await;
+        shared.network.remove_sandbox(&id);
+        let _ = shared.network.converge().await;
+        release();
+        report(status(TaskState::Shutdown, "shutdown before start"));
+        return;
+    }
     let started = match adopt {
         false => runtime.start(&spec).await,
         true => runtime
@@ -384,6 +408,8 @@ pub async fn run<K: Kernel + 'static>(
                 exit: TaskExit::Signaled(9),
             }),
     };
+    // Started (or failed): the next start may go.
+    drop(permit);
     let mut running = match started {
         Ok(r) => r,
         Err(err) => {

@@ -492,3 +492,79 @@ fn the_gateway_bridge_the_managers_list_is_the_one_the_netdriver_makes() {
     assert_eq!(bridge.name, mini_proto::GATEWAY_BRIDGE);
     assert_eq!(bridge.subnet.to_string(), mini_proto::GATEWAY_BRIDGE_SUBNET);
 }
+
+/// Waits until `f.host` has seen `n` starts.
+async fn wait_starts(f: &Fixture, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let started: Vec<String> = f
+            .host
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                crate::runtime::fake::FakeCall::Start(id, _) => Some(id),
+                _ => None,
+            })
+            .collect();
+        if started.len() >= n {
+            return started;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} starts: {started:?}",
+            started.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn task_starts_are_admitted_a_few_at_a_time_and_a_waiting_task_can_be_stopped() {
+    let mut f = Fixture::new();
+    let limit = super::worker::concurrent_starts();
+    // A slow node: every start takes until the test lets it go.
+    f.host.hold_starts(true);
+    let ids: Vec<String> = (0..limit + 3)
+        .map(|i| format!("t{i:02}{}", &"admit".repeat(5)[..22]))
+        .collect();
+    let tasks = |stopped: Option<&str>| {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let desired = match Some(id.as_str()) == stopped {
+                    true => TaskState::Shutdown,
+                    false => TaskState::Running,
+                };
+                let mut t = task(id, "host", desired);
+                t.networks[0].addr = format!("10.0.9.{}/24", 10 + i);
+                t.networks[0].mac = format!("02:42:0a:00:09:{:02x}", 10 + i);
+                t
+            })
+            .collect::<Vec<_>>()
+    };
+    f.executor.apply(assign(tasks(None))).await;
+    let started = wait_starts(&f, limit).await;
+    let waiting: Vec<&String> = ids.iter().filter(|id| !started.contains(id)).collect();
+    assert_eq!(waiting.len(), 3, "{started:?}");
+    // The others wait PREPARING, and the runtime never sees more than `limit` starts at once.
+    for id in &waiting {
+        let s = f.wait_state(id, TaskState::Preparing).await;
+        assert_eq!(s.message, "preparing");
+    }
+    assert_eq!(f.host.starting(), (limit, limit));
+
+    // One that waits is told to stop (a duplicate after a false node-down): it never starts.
+    let gone = waiting[0].clone();
+    f.executor.apply(assign(tasks(Some(&gone)))).await;
+    let s = f.wait_state(&gone, TaskState::Shutdown).await;
+    assert_eq!(s.message, "shutdown before start");
+
+    // The node catches up: everything else runs, never more than `limit` starts at once.
+    f.host.hold_starts(false);
+    for id in ids.iter().filter(|id| **id != gone) {
+        f.wait_state(id, TaskState::Running).await;
+    }
+    assert_eq!(f.host.starting(), (0, limit));
+    let started = wait_starts(&f, limit + 2).await;
+    assert!(!started.contains(&gone), "{started:?}");
+}

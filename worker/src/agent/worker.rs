@@ -103,6 +103,16 @@ pub(crate) struct Shared<K: Kernel> {
     pub(crate) adoptable: Mutex<std::collections::BTreeMap<String, PathBuf>>,
     /// How the tasks that ended while no daemon ran ended: task id → exit.
     pub(crate) ended_away: Mutex<std::collections::HashMap<String, crate::runtime::TaskExit>>,
+    /// Task starts under way (preparing to started): at most [`concurrent_starts`] at once;
+    /// the others wait PREPARING, so a burst of assignments is admitted at the rate the node
+    /// can carry instead of saturating it (its heartbeats and gossip would starve).
+    pub(crate) starts: tokio::sync::Semaphore,
+}
+
+/// How many task starts a node runs at once: one per CPU, at least 2 (a start is mostly
+/// kernel work — namespaces, veths, mounts, runc — so more at once only queues in the kernel).
+pub fn concurrent_starts() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 /// `RUN/tasks/<id>` for a valid object id, `None` otherwise.
@@ -138,6 +148,7 @@ impl<K: Kernel> Shared<K> {
             secrets: super::secrets::SecretStore::default(),
             adoptable: Mutex::default(),
             ended_away: Mutex::default(),
+            starts: tokio::sync::Semaphore::new(concurrent_starts()),
         }
     }
 

@@ -343,7 +343,10 @@ impl Agent {
         maintenance.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.next_deadline();
+            // Biased: packets waiting (acks among them) are read before a timer that would
+            // count them missing fires — on a loaded node both are ready at once.
             let event = tokio::select! {
+                biased;
                 command = commands.recv() => Event::Command(command),
                 received = socket.recv_from(&mut buf) => Event::Packet(received),
                 _ = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => Event::Timers,
@@ -695,6 +698,7 @@ impl Agent {
                 tracing::debug!(error = %e, "tombstoning a ghost");
             }
         }
+        self.timers.members = self.foca.num_members() + 1;
         let mut state = self.shared.lock();
         if members_changed {
             state.members = self.foca.iter_members().map(|m| m.id().clone()).collect();

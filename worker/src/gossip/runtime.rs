@@ -132,13 +132,60 @@ impl Transport {
     }
 }
 
+/// The most the local health score rises to: probes and suspicion then take 9 times as long
+/// (Lifeguard's awareness limit, 8).
+pub(crate) const MAX_HEALTH_SCORE: u32 = 8;
+
+/// A timer handled later than this after its deadline is a deadline this node missed.
+pub(crate) const LATE: Duration = Duration::from_millis(100);
+
+/// Lifeguard's local health awareness: a node that misses its own deadlines (its timers fire
+/// late: the machine is saturated, the agent did not get the CPU) cannot tell a dead peer from
+/// an ack it has not read yet. Each missed deadline raises the score, each probe started on
+/// time lowers it; probes, their timeouts and suspicions take `1 + score` times as long, so
+/// an overloaded prober does not declare live nodes down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LocalHealth {
+    score: u32,
+}
+
+impl LocalHealth {
+    /// How much longer probes and suspicions take now: `1 + score`.
+    pub(crate) fn multiplier(&self) -> u32 {
+        1 + self.score
+    }
+
+    /// A deadline was missed.
+    fn missed(&mut self) {
+        self.score = (self.score + 1).min(MAX_HEALTH_SCORE);
+    }
+
+    /// A probe went out on time.
+    fn on_time(&mut self) {
+        self.score = self.score.saturating_sub(1);
+    }
+}
+
+/// How much longer suspicion lasts in a cluster of `members`: log10(members), at least 1
+/// (memberlist's scaling: the suspicion has to reach more nodes, and a refutation to come
+/// back, before the suspect is declared down). 1 up to 10 members, 1.7 at 50, 2 at 100.
+pub(crate) fn suspicion_factor(members: usize) -> f64 {
+    (members.max(1) as f64).log10().max(1.0)
+}
+
 /// foca's timers, in one ordered queue (a min-heap by deadline, then foca's own timer order,
 /// then submission order) so they fire in order — a task per timer can deliver them out of
 /// order (foca issue #26).
+///
+/// The queue also applies [`LocalHealth`] and [`suspicion_factor`]: foca cannot change its
+/// probe period at run time, but every probe and suspicion timer goes through here.
 #[derive(Default)]
 pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<TimerEntry>>,
     seq: u64,
+    health: LocalHealth,
+    /// Members of the cluster, this node included (set by the agent after every step).
+    pub(crate) members: usize,
 }
 
 struct TimerEntry {
@@ -179,13 +226,48 @@ impl TimerQueue {
         self.heap.peek().map(|Reverse(e)| e.at)
     }
 
-    /// The earliest timer if it is due at `now`.
+    /// Queues `timer` to fire `after` from now, stretched by the local health (probe timers)
+    /// and by the cluster size (suspicion).
+    pub(crate) fn push_after(&mut self, now: Instant, after: Duration, timer: Timer<NodeIdentity>) {
+        let health = self.health.multiplier();
+        let after = match &timer {
+            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => after * health,
+            Timer::ChangeSuspectToDown { .. } => {
+                (after * health).mul_f64(suspicion_factor(self.members))
+            }
+            _ => after,
+        };
+        self.push(now + after, timer);
+    }
+
+    /// The node's local health now.
+    #[cfg(test)]
+    pub(crate) fn health(&self) -> LocalHealth {
+        self.health
+    }
+
+    /// The earliest timer if it is due at `now`. A timer handled more than [`LATE`] after its
+    /// deadline counts as a missed deadline; a probe started on time as a good one.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer<NodeIdentity>> {
-        if self.next_deadline()? <= now {
-            self.heap.pop().map(|Reverse(e)| e.timer)
-        } else {
-            None
+        if self.next_deadline()? > now {
+            return None;
         }
+        let Reverse(entry) = self.heap.pop()?;
+        let before = self.health;
+        if now.saturating_duration_since(entry.at) > LATE {
+            self.health.missed();
+        } else if matches!(entry.timer, Timer::ProbeRandomMember(_)) {
+            self.health.on_time();
+        }
+        if before.multiplier() == 1 && self.health.multiplier() > 1 {
+            tracing::warn!(
+                late_ms = now.saturating_duration_since(entry.at).as_millis() as u64,
+                "gossip timers run late: this node is overloaded; probing and suspecting slower"
+            );
+        } else if before.multiplier() > 1 && self.health.multiplier() == 1 {
+            tracing::info!("gossip timers on time again: probing at the normal pace");
+        }
+        Some(entry.timer)
     }
 }
 
@@ -207,7 +289,7 @@ impl foca::Runtime<NodeIdentity> for IoRuntime<'_> {
     }
 
     fn submit_after(&mut self, event: Timer<NodeIdentity>, after: Duration) {
-        self.timers.push(Instant::now() + after, event);
+        self.timers.push_after(Instant::now(), after, event);
     }
 }
 
@@ -231,6 +313,107 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             incarnation: 1,
         }
+    }
+
+    fn suspect(n: u8) -> Timer<NodeIdentity> {
+        Timer::ChangeSuspectToDown {
+            member_id: id(n),
+            incarnation: 1,
+            token: 0,
+        }
+    }
+
+    /// When `timer`, pushed `after` from `t0`, is due.
+    fn due_after(
+        q: &mut TimerQueue,
+        t0: Instant,
+        after: Duration,
+        timer: Timer<NodeIdentity>,
+    ) -> Duration {
+        q.push_after(t0, after, timer);
+        let at = q.next_deadline().unwrap();
+        q.heap.clear();
+        at - t0
+    }
+
+    #[test]
+    fn suspicion_grows_with_the_log_of_the_cluster_size() {
+        assert_eq!(suspicion_factor(0), 1.0);
+        assert_eq!(suspicion_factor(3), 1.0);
+        assert_eq!(suspicion_factor(10), 1.0);
+        assert!((suspicion_factor(50) - 1.699).abs() < 0.001);
+        assert_eq!(suspicion_factor(100), 2.0);
+        let t0 = Instant::now();
+        let base = Duration::from_millis(1500);
+        let mut q = TimerQueue {
+            members: 3,
+            ..Default::default()
+        };
+        // A small cluster keeps today's figures.
+        assert_eq!(due_after(&mut q, t0, base, suspect(1)), base);
+        q.members = 100;
+        assert_eq!(due_after(&mut q, t0, base, suspect(1)), base * 2);
+        // Other timers are not stretched.
+        assert_eq!(
+            due_after(&mut q, t0, base, Timer::ProbeRandomMember(0)),
+            base
+        );
+    }
+
+    #[test]
+    fn a_node_that_misses_its_deadlines_probes_and_suspects_slower() {
+        let t0 = Instant::now();
+        let period = Duration::from_millis(500);
+        let mut q = TimerQueue {
+            members: 3,
+            ..Default::default()
+        };
+        assert_eq!(q.health().multiplier(), 1);
+        // Three probe timers handled 300 ms late: the agent did not get the CPU.
+        let mut now = t0;
+        for _ in 0..3 {
+            q.push(now, Timer::ProbeRandomMember(0));
+            now += Duration::from_millis(300);
+            assert!(q.pop_due(now).is_some());
+        }
+        assert_eq!(q.health().multiplier(), 4);
+        assert_eq!(
+            due_after(&mut q, now, period, Timer::ProbeRandomMember(0)),
+            period * 4
+        );
+        assert_eq!(
+            due_after(
+                &mut q,
+                now,
+                Duration::from_millis(200),
+                Timer::SendIndirectProbe {
+                    probed_id: id(2),
+                    token: 0
+                }
+            ),
+            Duration::from_millis(800)
+        );
+        assert_eq!(
+            due_after(&mut q, now, Duration::from_millis(1500), suspect(2)),
+            Duration::from_millis(6000)
+        );
+        // It never grows past the limit.
+        for _ in 0..20 {
+            q.push(now, Timer::PeriodicGossip(0));
+            now += Duration::from_secs(1);
+            assert!(q.pop_due(now).is_some());
+        }
+        assert_eq!(q.health().multiplier(), 1 + MAX_HEALTH_SCORE);
+        // Probes on time again: back to the normal pace, one step per probe.
+        for _ in 0..MAX_HEALTH_SCORE {
+            q.push(now, Timer::ProbeRandomMember(0));
+            assert!(q.pop_due(now).is_some());
+        }
+        assert_eq!(q.health().multiplier(), 1);
+        assert_eq!(
+            due_after(&mut q, now, period, Timer::ProbeRandomMember(0)),
+            period
+        );
     }
 
     #[test]

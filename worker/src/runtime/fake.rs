@@ -46,12 +46,17 @@ struct Inner {
     /// Task ids whose start fails, with the error message.
     fail_start: HashMap<String, String>,
     next_pid: u32,
+    /// Starts under way now, and the most there were at once.
+    starting: usize,
+    most_starting: usize,
 }
 
 /// The recording fake. Cheap to clone (clones share their record).
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     inner: Arc<Mutex<Inner>>,
+    /// True: starts wait until it turns false again ([`FakeRuntime::hold_starts`]).
+    held: Arc<watch::Sender<bool>>,
 }
 
 impl FakeRuntime {
@@ -89,6 +94,17 @@ impl FakeRuntime {
         self.lock()
             .exec_script
             .insert(task_id.into(), script.into_iter().collect());
+    }
+
+    /// Makes every start wait (`true`) until called with `false`: a slow node.
+    pub fn hold_starts(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    /// How many starts are under way now (waiting while held), and the most there were at once.
+    pub fn starting(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.starting, inner.most_starting)
     }
 
     /// Ends the running task `task_id` as `exit`; false if it does not run.
@@ -153,10 +169,18 @@ impl TaskRuntime for FakeRuntime {
     }
 
     async fn start(&self, spec: &TaskSpec) -> Result<Box<dyn TaskHandle>, RuntimeError> {
+        {
+            let mut inner = self.lock();
+            inner.starting += 1;
+            inner.most_starting = inner.most_starting.max(inner.starting);
+            inner
+                .calls
+                .push(FakeCall::Start(spec.task_id.clone(), spec.args.clone()));
+        }
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|h| !*h).await;
         let mut inner = self.lock();
-        inner
-            .calls
-            .push(FakeCall::Start(spec.task_id.clone(), spec.args.clone()));
+        inner.starting -= 1;
         if let Some(message) = inner.fail_start.remove(&spec.task_id) {
             return Err(RuntimeError::StartFailed {
                 task_id: spec.task_id.clone(),
