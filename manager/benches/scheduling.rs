@@ -82,6 +82,7 @@ async fn run(tasks: usize, nodes: usize, network: bool) -> serde_like::Report {
         .propose(StoreBatch {
             actions,
             proposed_at_ms: now(),
+            ..Default::default()
         })
         .await
         .expect("nodes");
@@ -112,6 +113,7 @@ async fn run(tasks: usize, nodes: usize, network: bool) -> serde_like::Report {
         .propose(StoreBatch {
             actions: vec![create(Action::PutService(service))],
             proposed_at_ms: now(),
+            ..Default::default()
         })
         .await
         .expect("service");

@@ -50,6 +50,7 @@ fn payload(v: u64) -> Vec<u8> {
             create: true,
         }],
         proposed_at_ms: 1,
+        ..Default::default()
     }
     .encode_to_vec()
 }

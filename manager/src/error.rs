@@ -27,6 +27,21 @@ pub enum ControlError {
     /// The request conflicts with the current state (name taken, in use).
     #[error("{0}")]
     Conflict(String),
+    /// An update decided from a version of the object that is no longer current (Docker's
+    /// "update out of sequence"): read it again and decide again.
+    #[error(
+        "update out of sequence: {kind} {name} changed since it was read (version {given} is now {current}); read it and update again"
+    )]
+    OutOfSequence {
+        /// "service" or "node".
+        kind: &'static str,
+        /// The name or id the caller gave.
+        name: String,
+        /// The version the caller read.
+        given: u64,
+        /// The stored version.
+        current: u64,
+    },
     /// The daemon is not (yet) a manager, or already is one.
     #[error("{0}")]
     Precondition(String),

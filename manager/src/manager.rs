@@ -12,7 +12,6 @@ use mini_proto::v1::{
     Cluster, Network, NetworkSpec, Node, NodeRole, NodeSpec, NodeState, NodeStatus, Resources,
     StoreAction, StoreBatch, store_action::Action,
 };
-use tokio::sync::Mutex;
 
 use mini_proto::tls::Trust;
 use mini_proto::tls::pki::{self, RootCa};
@@ -156,10 +155,8 @@ pub type RaftProposer = HaProposer;
 pub struct Manager {
     store: Store,
     proposer: HaProposer,
-    /// API handlers that read, decide allocations and write hold this, so two
-    /// creates never decide from the same view (on this manager; across managers
-    /// the store's versions refuse a batch decided from a stale view).
-    write_lock: Mutex<()>,
+    /// Where this manager's writers that lost a race for an object wait their turn for it.
+    contention: crate::store::Contention,
     /// Starts and stops the leader-only services.
     leadership: Leadership,
     /// The dispatcher sessions of the current leadership.
@@ -276,7 +273,7 @@ impl Manager {
         Ok(Manager {
             store,
             proposer,
-            write_lock: Mutex::new(()),
+            contention: Default::default(),
             leadership,
             sessions,
             peers,
@@ -383,6 +380,7 @@ impl Manager {
                 create_action(Action::PutNetwork(ingress)),
             ],
             proposed_at_ms: now_ms(),
+            ..Default::default()
         };
         if let Err(err) = manager.proposer.propose(batch).await {
             manager.shutdown().await;
@@ -419,14 +417,16 @@ impl Manager {
 
     /// Reads, checks and writes: runs `decide` on a consistent view of the store and writes
     /// the actions it returns as one batch (decided again when an object it read changed
-    /// meanwhile; see [`crate::store::read_check_write`]). One such step runs at a time on this
-    /// manager, so two calls never allocate from the same view.
+    /// meanwhile; see [`crate::store::read_check_write`]). Calls run concurrently, without a
+    /// lock: two calls that decide from the same view conflict in the deterministic apply (a
+    /// stale version, a name, port or reference checked again there), and the loser decides
+    /// again or fails with the conflict.
     pub async fn write<T>(
         &self,
         decide: impl FnMut(&crate::store::Tables) -> Result<(Vec<StoreAction>, T), ControlError>,
     ) -> Result<T, ControlError> {
-        let _writer = self.write_lock.lock().await;
-        crate::store::read_check_write(&self.store, &self.proposer, decide).await
+        crate::store::read_check_write_queued(&self.store, &self.proposer, &self.contention, decide)
+            .await
     }
 
     /// The Raft node's status.
@@ -506,6 +506,7 @@ impl Manager {
                     create: false,
                 }],
                 proposed_at_ms: now_ms(),
+                ..Default::default()
             };
             match self.proposer.propose(batch).await {
                 Ok(_) => return,
@@ -553,6 +554,7 @@ async fn set_node_state<P: Proposer>(
                 create: false,
             }],
             proposed_at_ms: now_ms(),
+            ..Default::default()
         };
         match proposer.propose(batch).await {
             Ok(_) => {

@@ -18,6 +18,7 @@
 //! - [`registry`]: the test image (busybox) and a real local registry
 //!   (Debian's `docker-registry`) outside a cluster, via `deploy/registry`.
 
+pub mod api;
 pub mod bench;
 pub mod binary;
 pub mod check;

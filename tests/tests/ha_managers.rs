@@ -3,6 +3,9 @@
 //! leader is SIGKILLed with its link cut; afterwards every acknowledged write exists on the
 //! survivors, writes resumed, the worker's tasks kept running; the old leader comes back and
 //! catches up; with 2 of 3 managers down a write fails with "no quorum" within the bound.
+//! Beside the CLI writer, 64 clients write at once through the follower across the kill
+//! (issue #16): every acknowledged write is there afterwards, none was applied twice or reported
+//! failed although it was applied.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +100,79 @@ fn writer(socket: String, stop: Arc<AtomicBool>) -> Written {
     written
 }
 
+/// How many API clients write at once across the kill of the leader.
+const API_WRITERS: usize = 64;
+
+/// What the API writers saw: names acknowledged, and (name, error) of failed writes.
+#[derive(Default)]
+struct ApiWritten {
+    acked: Vec<String>,
+    failed: Vec<(String, String)>,
+}
+
+/// `API_WRITERS` clients create secrets `api<i>-<n>` through the daemon at `socket`, one call
+/// at a time each, until `stop`.
+fn api_writers(socket: String, stop: Arc<AtomicBool>) -> ApiWritten {
+    use mini_proto::v1::{CreateSecretRequest, SecretSpec};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let writers: Vec<_> = (0..API_WRITERS)
+            .map(|i| {
+                let (socket, stop) = (socket.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut api = mini_tests::api::connect(&socket).await;
+                    let mut seen = ApiWritten::default();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let name = format!("api{i}-{n}");
+                        n += 1;
+                        let request = CreateSecretRequest {
+                            spec: Some(SecretSpec {
+                                name: name.clone(),
+                                data: b"x".to_vec(),
+                                ..Default::default()
+                            }),
+                        };
+                        match api.create_secret(request).await {
+                            Ok(_) => seen.acked.push(name),
+                            Err(status) => seen
+                                .failed
+                                .push((name, format!("{:?}: {}", status.code(), status.message()))),
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mut all = ApiWritten::default();
+        for w in writers {
+            let seen = w.await.expect("writer task");
+            all.acked.extend(seen.acked);
+            all.failed.extend(seen.failed);
+        }
+        all
+    })
+}
+
+/// The names of the secrets host `k` has, with how many secrets have each.
+fn secret_names(cluster: &Cluster, k: usize) -> std::collections::BTreeMap<String, usize> {
+    let socket = cluster.host(k).socket();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let mut api = mini_tests::api::connect(&socket).await;
+        let list = api
+            .list_secrets(mini_proto::v1::ListSecretsRequest {})
+            .await
+            .expect("list secrets")
+            .into_inner();
+        let mut names = std::collections::BTreeMap::new();
+        for s in list.secrets {
+            *names.entry(s.spec.unwrap_or_default().name).or_default() += 1;
+        }
+        names
+    })
+}
+
 #[test]
 fn managers_fail_over_without_losing_a_write() {
     let mut cluster = Cluster::start(4);
@@ -160,11 +236,15 @@ fn managers_fail_over_without_losing_a_write() {
         task_ids(&cluster.host(follower), "app")
     });
 
-    // Keep writing through the follower while the leader dies.
+    // Keep writing through the follower while the leader dies: one CLI, 64 API clients.
     let stop = Arc::new(AtomicBool::new(false));
     let writing = {
         let (socket, stop) = (cluster.host(follower).socket(), stop.clone());
         std::thread::spawn(move || writer(socket, stop))
+    };
+    let api_writing = {
+        let (socket, stop) = (cluster.host(follower).socket(), stop.clone());
+        std::thread::spawn(move || api_writers(socket, stop))
     };
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = Instant::now();
@@ -185,6 +265,7 @@ fn managers_fail_over_without_losing_a_write() {
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let written = writing.join().expect("writer thread");
+    let api_written = api_writing.join().expect("API writers");
     let before_kill = written.acked.iter().filter(|(_, t)| *t < killed_at).count();
     let first_after = written
         .acked
@@ -229,6 +310,47 @@ fn managers_fail_over_without_losing_a_write() {
             },
         );
         assert!(names.contains(&"appnet".to_string()));
+    }
+    // The 64 API writers: every acknowledged secret is on the survivors, once; no write was
+    // answered "already exists" (a retried proposal that had committed answers applied); a
+    // write reported failed is not there, unless its error says it may still be applied.
+    eprintln!(
+        "{API_WRITERS} API writers: {} acknowledged, {} failed: {:?}",
+        api_written.acked.len(),
+        api_written.failed.len(),
+        api_written.failed.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        api_written.acked.len() > API_WRITERS,
+        "the API writers got almost nothing through"
+    );
+    for &k in &survivors {
+        let names = wait_for(
+            &format!("acknowledged secrets on h{k}"),
+            Duration::from_secs(10),
+            || {
+                let names = secret_names(&cluster, k);
+                match api_written.acked.iter().find(|n| !names.contains_key(*n)) {
+                    None => Ok(names),
+                    Some(n) => Err(format!("{n} missing")),
+                }
+            },
+        );
+        assert!(names.values().all(|&c| c == 1), "a secret twice: {names:?}");
+        for (name, err) in &api_written.failed {
+            assert!(
+                !err.contains("already exists"),
+                "{name}: a retried write answered {err:?}"
+            );
+            // "may still be applied": the daemon says it does not know; "h2 protocol error":
+            // this client's own connection to the daemon broke, so it cannot know either.
+            if !err.contains("may still be applied") && !err.contains("h2 protocol error") {
+                assert!(
+                    !names.contains_key(name),
+                    "{name} was reported failed ({err}) but is applied on h{k}"
+                );
+            }
+        }
     }
     // The worker's tasks kept running: same ids, still running.
     let tasks_after = wait_for(

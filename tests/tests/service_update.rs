@@ -272,3 +272,96 @@ fn networks_and_labels_change_by_update() {
     assert!(vip.starts_with("10.32.0."), "{app}");
     m.wait_running("app", 2);
 }
+
+/// Issue #16: `service update`s of one service from many CLIs at once all succeed with no change
+/// lost (each CLI reads the service, edits it and writes it with the version it read; when
+/// another update landed first the manager answers "update out of sequence" and the CLI reads
+/// and edits again, as Docker's does). A caller that pins a version that is no longer current
+/// gets Docker's "update out of sequence", and nothing changes.
+#[test]
+fn concurrent_updates_of_one_service_all_land() {
+    let cluster = Cluster::start(1);
+    cluster.init();
+    let m = cluster.host(1);
+    m.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "conc",
+        "--replicas",
+        "0",
+        "host",
+        "sleep",
+        "100000",
+    ]);
+    const WRITERS: usize = 8;
+    let socket = m.socket();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let socket = socket.clone();
+                s.spawn(move || {
+                    let label = format!("w{i}=v{i}");
+                    let env = format!("E{i}=x");
+                    mini_tests::cli::run_mini(
+                        &socket,
+                        &[
+                            "service",
+                            "update",
+                            "--detach",
+                            "--label-add",
+                            &label,
+                            "--env-add",
+                            &env,
+                            "conc",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.success, "writer {i} failed: {}", out.stderr);
+    }
+    let svc = m.ok(&["service", "inspect", "conc"]).json()[0].to_string();
+    for i in 0..WRITERS {
+        assert!(
+            svc.contains(&format!("\"w{i}\"")) && svc.contains(&format!("E{i}=x")),
+            "the change of writer {i} was lost: {svc}"
+        );
+    }
+
+    // A pinned version that is no longer current: refused with Docker's words, nothing changed.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        use mini_proto::v1::{GetRequest, UpdateServiceRequest};
+        let mut api = mini_tests::api::connect(&socket).await;
+        let get = || GetRequest {
+            name_or_id: "conc".into(),
+        };
+        let service = api.get_service(get()).await.unwrap().into_inner();
+        let version = service.meta.unwrap().version;
+        let mut spec = service.spec.clone().unwrap();
+        spec.labels.insert("stale".into(), "yes".into());
+        let refused = api
+            .update_service(UpdateServiceRequest {
+                name_or_id: "conc".into(),
+                version: version - 1,
+                spec: Some(spec),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+        assert!(
+            refused.message().starts_with("update out of sequence"),
+            "{}",
+            refused.message()
+        );
+        let after = api.get_service(get()).await.unwrap().into_inner();
+        assert_eq!(after.meta.unwrap().version, version, "nothing changed");
+        assert!(!after.spec.unwrap().labels.contains_key("stale"));
+    });
+}

@@ -192,6 +192,9 @@ pub async fn run(host: &str, cmd: NodeCommand) -> Result<()> {
                     label_add: labels,
                     label_rm,
                     role: String::new(),
+                    // The manager applies the changes to the node as it is when it writes
+                    // (decided again when another writer got there first): no version pinned.
+                    version: 0,
                 })
                 .await?
                 .into_inner();

@@ -460,6 +460,15 @@ pub(super) async fn update_node(
     let id = manager
         .write(|t| {
             let node = t.node(&node.id)?;
+            let version = node.meta.as_ref().map_or(0, |m| m.version);
+            if request.version != 0 && request.version != version {
+                return Err(ControlError::OutOfSequence {
+                    kind: "node",
+                    name: request.name_or_id.clone(),
+                    given: request.version,
+                    current: version,
+                });
+            }
             let (updated, cluster) = updated_node(t, node, &request)?;
             let mut actions: Vec<StoreAction> = cluster
                 .into_iter()

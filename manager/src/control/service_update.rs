@@ -38,63 +38,71 @@ pub(super) async fn update(
         Some(spec)
     };
 
-    let id = manager.write(|t| {
-        let old = t.service(&request.name_or_id)?.clone();
-        let version = old.meta.map_or(0, |m| m.version);
-        if request.version != 0 && request.version != version {
-            return Err(ControlError::Conflict(format!(
-                "service {} changed since it was read (version {} is now {version}): read it and update again",
-                request.name_or_id, request.version
-            )));
-        }
-        let old_spec = old.spec.clone().unwrap_or_default();
-        let (mut spec, previous_spec, update_status) = match requested.clone() {
-            Some(mut spec) => {
-                super::secrets::resolve_references(t, &mut spec)?;
-                // An unchanged spec (`service update` resuming a paused update) keeps the
-                // previous spec to roll back to.
-                let previous = if spec == old_spec {
-                    old.previous_spec.clone()
-                } else {
-                    Some(old_spec.clone())
-                };
-                (spec, previous, None)
+    let id = manager
+        .write(|t| {
+            let old = t.service(&request.name_or_id)?.clone();
+            let version = old.meta.map_or(0, |m| m.version);
+            if request.version != 0 && request.version != version {
+                return Err(ControlError::OutOfSequence {
+                    kind: "service",
+                    name: request.name_or_id.clone(),
+                    given: request.version,
+                    current: version,
+                });
             }
-            None => {
-                let previous = old.previous_spec.clone().ok_or_else(|| {
-                    ControlError::Precondition(format!(
-                        "service {} does not have a previous spec",
-                        old_spec.name
-                    ))
-                })?;
-                let status = UpdateStatus {
-                    state: UpdateState::RollbackStarted as i32,
-                    started_at_ms: now_ms(),
-                    completed_at_ms: 0,
-                    message: "manually requested rollback".into(),
-                };
-                (previous, Some(old_spec.clone()), Some(status))
-            }
-        };
-        check_unchanged(&old_spec, &spec)?;
-        let ports = spec.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default();
-        check_published_ports(t, &ports, Some(&old.id))?;
-        spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
-        // --with-registry-auth replaces the credentials; without it they stay.
-        let registry_auth = request.registry_auth.clone().or(old.registry_auth.clone());
-        let job_status = super::placement::updated_job_status(&old, &spec, crate::ids::now_ms());
-        let service = Service {
-            spec: Some(spec.clone()),
-            registry_auth,
-            previous_spec,
-            update_status,
-            job_status,
-            ..old
-        };
-        let (service, networks) = with_vips(t, service)?;
-        Ok((service_actions(&service, networks, false), service.id))
-    })
-    .await?;
+            let old_spec = old.spec.clone().unwrap_or_default();
+            let (mut spec, previous_spec, update_status) = match requested.clone() {
+                Some(mut spec) => {
+                    super::secrets::resolve_references(t, &mut spec)?;
+                    // An unchanged spec (`service update` resuming a paused update) keeps the
+                    // previous spec to roll back to.
+                    let previous = if spec == old_spec {
+                        old.previous_spec.clone()
+                    } else {
+                        Some(old_spec.clone())
+                    };
+                    (spec, previous, None)
+                }
+                None => {
+                    let previous = old.previous_spec.clone().ok_or_else(|| {
+                        ControlError::Precondition(format!(
+                            "service {} does not have a previous spec",
+                            old_spec.name
+                        ))
+                    })?;
+                    let status = UpdateStatus {
+                        state: UpdateState::RollbackStarted as i32,
+                        started_at_ms: now_ms(),
+                        completed_at_ms: 0,
+                        message: "manually requested rollback".into(),
+                    };
+                    (previous, Some(old_spec.clone()), Some(status))
+                }
+            };
+            check_unchanged(&old_spec, &spec)?;
+            let ports = spec
+                .endpoint
+                .as_ref()
+                .map(|e| e.ports.clone())
+                .unwrap_or_default();
+            check_published_ports(t, &ports, Some(&old.id))?;
+            spec.networks = networks_for(t, &old_spec, &spec, !ports.is_empty())?;
+            // --with-registry-auth replaces the credentials; without it they stay.
+            let registry_auth = request.registry_auth.clone().or(old.registry_auth.clone());
+            let job_status =
+                super::placement::updated_job_status(&old, &spec, crate::ids::now_ms());
+            let service = Service {
+                spec: Some(spec.clone()),
+                registry_auth,
+                previous_spec,
+                update_status,
+                job_status,
+                ..old
+            };
+            let (service, networks) = with_vips(t, service)?;
+            Ok((service_actions(&service, networks, false), service.id))
+        })
+        .await?;
     stored(manager, &id)
 }
 

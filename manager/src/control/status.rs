@@ -15,11 +15,15 @@ impl From<ControlError> for Status {
             }
             ControlError::Lookup(_) => Status::not_found(message),
             ControlError::Conflict(_) => Status::already_exists(message),
-            ControlError::Write(WriteError::Rejected(ApplyError::NameTaken { .. })) => {
-                Status::already_exists(message)
+            ControlError::Write(WriteError::Rejected(
+                ApplyError::NameTaken { .. } | ApplyError::PortTaken { .. },
+            )) => Status::already_exists(message),
+            ControlError::Write(WriteError::Rejected(ApplyError::InUse { .. })) => {
+                Status::failed_precondition(message)
             }
             ControlError::Write(WriteError::Rejected(_)) => Status::aborted(message),
             ControlError::Write(WriteError::Failed(_)) => Status::unavailable(message),
+            ControlError::OutOfSequence { .. } => Status::aborted(message),
             ControlError::Precondition(_) => Status::failed_precondition(message),
             ControlError::Internal(_) => Status::internal(message),
             ControlError::Unreachable(_) => Status::unavailable(message),

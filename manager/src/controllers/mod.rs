@@ -170,6 +170,7 @@ pub async fn run<R: Reconciler, P: Proposer>(
             let batch = StoreBatch {
                 actions: chunk.to_vec(),
                 proposed_at_ms: now_ms(),
+                ..Default::default()
             };
             match proposer.propose(batch).await {
                 Ok(_) => wrote = true,

@@ -174,6 +174,7 @@ async fn write(proposer: &LocalProposer, actions: Vec<StoreAction>) {
         .propose(StoreBatch {
             actions,
             proposed_at_ms: now_ms(),
+            ..Default::default()
         })
         .await
         .expect("test write");

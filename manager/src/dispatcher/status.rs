@@ -54,6 +54,7 @@ pub async fn apply_status_updates<P: Proposer>(
             .propose(StoreBatch {
                 actions,
                 proposed_at_ms: now_ms(),
+                ..Default::default()
             })
             .await
         {

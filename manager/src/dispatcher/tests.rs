@@ -137,6 +137,7 @@ async fn write(proposer: &LocalProposer, action: Action, create: bool) {
                 create,
             }],
             proposed_at_ms: 1,
+            ..Default::default()
         })
         .await
         .expect("test write");

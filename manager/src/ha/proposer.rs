@@ -15,9 +15,11 @@
 //!
 //! **Retries.** A write is retried (within the deadline) only when it surely did not enter the
 //! log: no leader, "not the leader", a dropped proposal, or a leader that changed while the
-//! forwarded call was in flight. In that last case the first attempt may still commit, so a
-//! retried create can answer "name in use" for the object it created itself — never a lost or
-//! silently doubled write, since names are unique.
+//! forwarded call was in flight. In that last case the first attempt may still commit; every
+//! attempt proposes the same bytes, with the batch's random `proposal_id`, and the store applies
+//! a proposal id only once (it remembers the ids applied lately), so the retry answers as the
+//! first attempt did — applied — instead of "already exists" for the object it created itself.
+//! A write is reported failed only when it was not applied.
 //!
 //! **Reads.** [`HaProposer::read_barrier`] asks the leader for its commit index and waits until
 //! this manager has applied it (a follower), or until the leader has applied its own commit index
@@ -67,6 +69,20 @@ pub struct HaProposer {
     outcomes: Outcomes,
     /// Proposal latency and failures.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Shares one ReadIndex call to the leader among the readers waiting at once.
+    reads: Arc<ReadBatch>,
+}
+
+/// Read-index batching: a follower's readers share ReadIndex calls. A reader may use the answer
+/// of a call that *started* after it arrived (the leader's commit index then is at least the one
+/// when the reader arrived, so it still reads every write acknowledged before it). One call is
+/// in flight at a time; readers arriving meanwhile share the next one.
+#[derive(Default)]
+struct ReadBatch {
+    /// Calls started so far (call k is the k-th).
+    started: std::sync::atomic::AtomicU64,
+    /// Held while a call is in flight; holds the last finished call: (its number, its answer).
+    last: tokio::sync::Mutex<(u64, Option<u64>)>,
 }
 
 /// What one attempt at a write came to.
@@ -90,6 +106,7 @@ impl HaProposer {
             peers,
             outcomes,
             metrics: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -213,11 +230,24 @@ impl HaProposer {
                 self.leader_changed(leader, deadline).await;
                 Attempt::Retry
             }
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                // The leader cannot be reached; unless it stays the leader, retry elsewhere.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Internal
+                        | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                // The call broke on the way ("transport error": the leader died, the link
+                // went down): the batch may or may not be in the log. Propose the same bytes
+                // again (to the new leader, once there is one): the store applies a proposal
+                // id once, so the retry answers the first attempt's outcome if it committed.
                 self.leader_changed(leader, deadline).await;
                 Attempt::Retry
             }
+            // The leader's own answer (it could not commit: no quorum, a refused call).
             Ok(Err(status)) => Attempt::Done(Err(failed(status.message().to_string()))),
         }
     }
@@ -250,7 +280,7 @@ impl HaProposer {
             let commit = if status.role == Role::Leader {
                 Some(status.commit)
             } else if status.leader_id != 0 {
-                self.ask_commit(status.leader_id, deadline).await
+                self.shared_commit(status.leader_id, deadline).await
             } else {
                 None
             };
@@ -267,6 +297,12 @@ impl HaProposer {
         }
     }
 
+    /// The leader's commit index from a ReadIndex call that started after this call did, shared
+    /// with the other readers waiting at the same time (see [`ReadBatch`]).
+    async fn shared_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
+        self.reads.share(|| self.ask_commit(leader, deadline)).await
+    }
+
     async fn ask_commit(&self, leader: u64, deadline: Instant) -> Option<u64> {
         let channel = self.peers.channel_to(leader)?;
         let request = ReadIndexRequest {
@@ -278,6 +314,26 @@ impl HaProposer {
             r = tokio::time::timeout_at(deadline, call) => r.ok()?.ok().map(|r| r.into_inner().commit_index),
             () = self.leader_changed(leader, deadline) => None,
         }
+    }
+}
+
+impl ReadBatch {
+    /// The answer of a call of `ask` that started after this reader arrived: its own, or one
+    /// shared with the readers waiting at the same time.
+    async fn share<F: std::future::Future<Output = Option<u64>>>(
+        &self,
+        ask: impl FnOnce() -> F,
+    ) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut last = self.last.lock().await;
+        if last.0 > arrived {
+            return last.1;
+        }
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let answer = ask().await;
+        *last = (number, answer);
+        answer
     }
 }
 
@@ -300,7 +356,11 @@ impl Proposer for HaProposer {
 }
 
 impl HaProposer {
-    async fn propose_once(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+    async fn propose_once(&self, mut batch: StoreBatch) -> Result<u64, WriteError> {
+        // Every attempt proposes the same bytes, so the store applies a retried batch once.
+        if batch.proposal_id == 0 {
+            batch.proposal_id = rand::random::<u64>().max(1);
+        }
         let data = batch.encode_to_vec();
         let deadline = Instant::now() + NO_QUORUM_AFTER;
         loop {
@@ -311,5 +371,37 @@ impl HaProposer {
                 return Err(failed(self.no_quorum(false).to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::ReadBatch;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn readers_waiting_at_once_share_read_index_calls() {
+        let batch = ReadBatch::default();
+        let calls = AtomicU64::new(0);
+        let commit = AtomicU64::new(10);
+        let ask = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let answer = commit.load(Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            Some(answer)
+        };
+        let first = batch.share(ask);
+        let others = futures::future::join_all((0..32).map(|_| batch.share(ask)));
+        let (first, others) = tokio::join!(first, others);
+        assert_eq!(first, Some(10));
+        assert!(others.iter().all(|a| *a == Some(10)), "{others:?}");
+        // The first reader's call, then one call shared by the 32 that arrived during it.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A reader arriving after a call finished does not reuse it: a write committed since
+        // is seen.
+        commit.store(11, Ordering::SeqCst);
+        assert_eq!(batch.share(ask).await, Some(11));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

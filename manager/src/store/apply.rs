@@ -125,14 +125,16 @@ pub(super) fn apply_batch(
                 batch.proposed_at_ms,
                 &mut undo,
             ),
-            Some(Action::PutService(o)) => put(
-                tables,
-                o,
-                action.create,
-                index,
-                batch.proposed_at_ms,
-                &mut undo,
-            ),
+            Some(Action::PutService(o)) => check_service(tables, o).and_then(|()| {
+                put(
+                    tables,
+                    o,
+                    action.create,
+                    index,
+                    batch.proposed_at_ms,
+                    &mut undo,
+                )
+            }),
             Some(Action::PutTask(o)) => put(
                 tables,
                 o,
@@ -157,10 +159,13 @@ pub(super) fn apply_batch(
                 batch.proposed_at_ms,
                 &mut undo,
             ),
-            Some(Action::RemoveSecret(id)) => remove::<Secret>(tables, id, &mut undo),
-            Some(Action::RemoveConfig(id)) => remove::<Config>(tables, id, &mut undo),
+            Some(Action::RemoveSecret(id)) => check_unused(tables, ObjectKind::Secret, id)
+                .and_then(|()| remove::<Secret>(tables, id, &mut undo)),
+            Some(Action::RemoveConfig(id)) => check_unused(tables, ObjectKind::Config, id)
+                .and_then(|()| remove::<Config>(tables, id, &mut undo)),
             Some(Action::RemoveNode(id)) => remove::<Node>(tables, id, &mut undo),
-            Some(Action::RemoveNetwork(id)) => remove::<Network>(tables, id, &mut undo),
+            Some(Action::RemoveNetwork(id)) => check_unused(tables, ObjectKind::Network, id)
+                .and_then(|()| remove::<Network>(tables, id, &mut undo)),
             Some(Action::RemoveService(id)) => remove::<Service>(tables, id, &mut undo),
             Some(Action::RemoveTask(id)) => remove::<Task>(tables, id, &mut undo),
         };
@@ -173,6 +178,146 @@ pub(super) fn apply_batch(
         }
     }
     Ok(changes)
+}
+
+/// What a caller checked on its view but another writer may have changed since, checked again
+/// on the tables the service is applied to: the networks, secrets and configs it refers to
+/// exist, and no other service publishes one of its ports. Writers decide without a lock, so
+/// two of them may decide from the same view; the second batch is refused here.
+fn check_service(tables: &Tables, service: &Service) -> Result<(), ApplyError> {
+    let Some(spec) = service.spec.as_ref() else {
+        return Ok(());
+    };
+    for network in &spec.networks {
+        if !tables.networks.contains_key(network) {
+            return Err(ApplyError::Missing {
+                kind: ObjectKind::Network,
+                id: network.clone(),
+            });
+        }
+    }
+    if let Some(container) = spec.container.as_ref() {
+        for r in &container.secrets {
+            if !r.secret_id.is_empty() && !tables.secrets.contains_key(&r.secret_id) {
+                return Err(ApplyError::Missing {
+                    kind: ObjectKind::Secret,
+                    id: r.secret_id.clone(),
+                });
+            }
+        }
+        for r in &container.configs {
+            if !r.config_id.is_empty() && !tables.configs.contains_key(&r.config_id) {
+                return Err(ApplyError::Missing {
+                    kind: ObjectKind::Config,
+                    id: r.config_id.clone(),
+                });
+            }
+        }
+    }
+    let ports = spec.endpoint.as_ref().map_or(&[][..], |e| &e.ports[..]);
+    for p in ports.iter().filter(|p| p.published_port != 0) {
+        let holder = tables.services.values().find(|other| {
+            other.id != service.id
+                && other
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.endpoint.as_ref())
+                    .is_some_and(|e| {
+                        e.ports.iter().any(|q| {
+                            q.protocol == p.protocol && q.published_port == p.published_port
+                        })
+                    })
+        });
+        if let Some(holder) = holder {
+            return Err(ApplyError::PortTaken {
+                port: p.published_port,
+                protocol: p.protocol.clone(),
+                service: holder
+                    .spec
+                    .as_ref()
+                    .map_or(holder.id.clone(), |s| s.name.clone()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A network, secret or config may go only when no service refers to it (and, for a network,
+/// no task still holds an address on it): checked again here because a service may have been
+/// given it after the remover's view.
+fn check_unused(tables: &Tables, kind: ObjectKind, id: &str) -> Result<(), ApplyError> {
+    let refers = |s: &&Service| {
+        let Some(spec) = s.spec.as_ref() else {
+            return false;
+        };
+        let container = spec.container.as_ref();
+        match kind {
+            ObjectKind::Network => spec.networks.iter().any(|n| n == id),
+            ObjectKind::Secret => {
+                container.is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == id))
+            }
+            ObjectKind::Config => {
+                container.is_some_and(|c| c.configs.iter().any(|r| r.config_id == id))
+            }
+            _ => false,
+        }
+    };
+    let users: Vec<&str> = tables
+        .services
+        .values()
+        .filter(refers)
+        .map(|s| s.spec.as_ref().map_or(s.id.as_str(), |s| s.name.as_str()))
+        .collect();
+    let name = |n: Option<&str>| n.map_or_else(|| id.to_string(), str::to_string);
+    let object_name = match kind {
+        ObjectKind::Network => name(
+            tables
+                .networks
+                .get(id)
+                .and_then(|n| n.spec.as_ref())
+                .map(|s| s.name.as_str()),
+        ),
+        ObjectKind::Secret => name(
+            tables
+                .secrets
+                .get(id)
+                .and_then(|n| n.spec.as_ref())
+                .map(|s| s.name.as_str()),
+        ),
+        ObjectKind::Config => name(
+            tables
+                .configs
+                .get(id)
+                .and_then(|n| n.spec.as_ref())
+                .map(|s| s.name.as_str()),
+        ),
+        _ => id.to_string(),
+    };
+    if !users.is_empty() {
+        return Err(ApplyError::InUse {
+            kind,
+            name: object_name,
+            by: format!("service {}", users.join(", ")),
+        });
+    }
+    if kind == ObjectKind::Network {
+        let holders = tables
+            .tasks
+            .values()
+            .filter(|task| {
+                crate::allocator::holds_addresses(task)
+                    && task.networks.iter().any(|a| a.network_id == id)
+            })
+            .count();
+        if holders > 0 {
+            return Err(ApplyError::InUse {
+                kind,
+                name: object_name,
+                by: format!("{holders} task(s) still attached"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn put<T: Object>(

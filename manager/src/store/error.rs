@@ -55,7 +55,7 @@ pub enum ApplyError {
         id: String,
     },
     /// A create uses a name another object of the same kind has.
-    #[error("{kind} name {name:?} is already in use by {kind} {id}")]
+    #[error("{kind} with name {name} already exists ({id})")]
     NameTaken {
         /// Kind of object.
         kind: ObjectKind,
@@ -85,6 +85,26 @@ pub enum ApplyError {
         given: u64,
         /// Version in the store.
         stored: u64,
+    },
+    /// A service publishes a port another service already publishes.
+    #[error("port {port}/{protocol} is already published by service {service}")]
+    PortTaken {
+        /// The published port.
+        port: u32,
+        /// tcp or udp.
+        protocol: String,
+        /// Name of the service publishing it.
+        service: String,
+    },
+    /// A network, secret or config cannot be removed while something uses it.
+    #[error("{kind} {name} is in use by {by}")]
+    InUse {
+        /// Kind of object.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// Who uses it ("service web", "2 task(s) still attached").
+        by: String,
     },
     /// An action with no content.
     #[error("empty store action")]

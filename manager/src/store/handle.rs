@@ -6,6 +6,7 @@ use mini_proto::v1::{StoreBatch, StoreSnapshot};
 use prost::Message;
 use tokio::sync::broadcast;
 
+use super::recent::Recent;
 use super::{ApplyError, StoreEvent, Tables, apply::apply_batch};
 
 /// How many events a slow watcher may fall behind before it is told it lagged
@@ -25,6 +26,8 @@ pub struct Store {
 struct Inner {
     tables: Tables,
     applied_index: u64,
+    /// The proposals applied lately (see [`Recent`]).
+    recent: Recent,
 }
 
 impl Default for Store {
@@ -41,6 +44,7 @@ impl Store {
             inner: Arc::new(RwLock::new(Inner {
                 tables: Tables::default(),
                 applied_index: 0,
+                recent: Recent::default(),
             })),
             events,
         }
@@ -74,12 +78,25 @@ impl Store {
         self.apply(index, &batch)
     }
 
-    /// Applies a batch committed at `index`, all of it or nothing.
+    /// Applies a batch committed at `index`, all of it or nothing. A batch whose
+    /// `proposal_id` was applied lately (a retried proposal) is not applied again: it answers
+    /// as it did the first time, applied.
     pub fn apply(&self, index: u64, batch: &StoreBatch) -> Result<(), ApplyError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // The index advances even for a refused batch: the entry is consumed.
         inner.applied_index = index;
+        if let Some(first) = inner.recent.applied_at(batch.proposal_id) {
+            tracing::debug!(
+                index,
+                first,
+                "a retried proposal that was applied already: skipped"
+            );
+            return Ok(());
+        }
         let changes = apply_batch(&mut inner.tables, index, batch)?;
+        inner
+            .recent
+            .record(batch.proposal_id, index, batch.proposed_at_ms);
         drop(inner);
         let _ = self.events.send(StoreEvent {
             index,
@@ -92,20 +109,21 @@ impl Store {
     /// The whole store, encoded, with the index it reflects.
     pub fn snapshot(&self) -> (u64, Vec<u8>) {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        (
-            inner.applied_index,
-            inner.tables.to_snapshot().encode_to_vec(),
-        )
+        let mut snapshot = inner.tables.to_snapshot();
+        snapshot.proposals = inner.recent.to_snapshot();
+        (inner.applied_index, snapshot.encode_to_vec())
     }
 
     /// Replaces everything with an encoded snapshot taken at `index`.
     pub fn restore(&self, index: u64, data: &[u8]) -> Result<(), ApplyError> {
-        let snapshot = StoreSnapshot::decode(data).map_err(|e| ApplyError::Decode {
+        let mut snapshot = StoreSnapshot::decode(data).map_err(|e| ApplyError::Decode {
             index,
             reason: e.to_string(),
         })?;
+        let recent = Recent::from_snapshot(std::mem::take(&mut snapshot.proposals));
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.tables = Tables::from_snapshot(snapshot);
+        inner.recent = recent;
         inner.applied_index = index;
         drop(inner);
         let _ = self.events.send(StoreEvent {

@@ -15,6 +15,7 @@ mod event;
 mod handle;
 mod machine;
 mod proposer;
+mod recent;
 mod tables;
 mod write;
 
@@ -24,7 +25,12 @@ pub use handle::Store;
 pub use machine::StoreMachine;
 pub use proposer::{LocalProposer, ProposeFailed, Proposer, WriteError};
 pub use tables::{LookupError, Tables};
-pub use write::{STALE_RETRIES, create_action, read_check_write, update_action};
+pub use write::{
+    Contention, STALE_RETRIES, create_action, read_check_write, read_check_write_queued,
+    update_action,
+};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_races;

@@ -152,6 +152,7 @@ impl Tables {
             tasks: self.tasks.values().cloned().collect(),
             secrets: self.secrets.values().cloned().collect(),
             configs: self.configs.values().cloned().collect(),
+            proposals: Vec::new(),
         }
     }
 

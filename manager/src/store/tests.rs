@@ -24,6 +24,7 @@ fn batch(actions: Vec<StoreAction>) -> StoreBatch {
     StoreBatch {
         actions,
         proposed_at_ms: 1_000,
+        ..Default::default()
     }
 }
 
@@ -292,4 +293,73 @@ fn secrets_and_configs_apply_keep_unique_names_and_survive_snapshots() {
         .apply(5, &batch(vec![update(Action::RemoveSecret("s1".into()))]))
         .unwrap();
     assert!(store.view(|t| t.secrets.is_empty()));
+}
+
+#[test]
+fn a_retried_proposal_is_applied_once_and_answers_applied_even_after_a_snapshot() {
+    let store = Store::new();
+    let mut events = store.watch();
+    let first = StoreBatch {
+        proposal_id: 77,
+        ..batch(vec![create(Action::PutNetwork(network("n1", "demonet")))])
+    };
+    store.apply(5, &first).unwrap();
+    // The same proposal committed again (a forwarded write retried after a leader change):
+    // not applied twice, and not "already exists" either.
+    assert_eq!(store.apply(6, &first), Ok(()));
+    assert_eq!(store.applied_index(), 6);
+    assert_eq!(store.view(|t| t.networks["n1"].meta.unwrap().version), 5);
+    assert_eq!(events.try_recv().unwrap().index, 5);
+    assert!(events.try_recv().is_err(), "the retry changed nothing");
+    // A different proposal with the same content is a real duplicate.
+    let other = StoreBatch {
+        proposal_id: 78,
+        ..first.clone()
+    };
+    assert!(matches!(
+        store.apply(7, &other),
+        Err(ApplyError::Exists { .. })
+    ));
+    // A manager restored from a snapshot skips the same retries.
+    let (index, bytes) = store.snapshot();
+    let copy = Store::new();
+    copy.restore(index, &bytes).unwrap();
+    assert_eq!(copy.apply(8, &first), Ok(()));
+    assert_eq!(copy.view(|t| t.clone()), store.view(|t| t.clone()));
+}
+
+#[test]
+fn a_refused_proposal_is_not_remembered_and_old_ids_are_forgotten() {
+    let store = Store::new();
+    let refused = StoreBatch {
+        proposal_id: 9,
+        ..batch(vec![update(Action::RemoveNetwork("n1".into()))])
+    };
+    assert!(store.apply(1, &refused).is_err());
+    store
+        .apply(
+            2,
+            &batch(vec![create(Action::PutNetwork(network("n1", "demonet")))]),
+        )
+        .unwrap();
+    // Its retry applies: the first attempt changed nothing.
+    assert_eq!(store.apply(3, &refused), Ok(()));
+    assert!(store.view(|t| t.networks.is_empty()));
+    // Ids of batches proposed long before the one being applied are forgotten.
+    let old = StoreBatch {
+        proposal_id: 10,
+        proposed_at_ms: 1_000,
+        ..batch(vec![create(Action::PutNetwork(network("n2", "a")))])
+    };
+    store.apply(4, &old).unwrap();
+    let later = StoreBatch {
+        proposal_id: 11,
+        proposed_at_ms: 1_000 + 60_000,
+        ..batch(vec![create(Action::PutNetwork(network("n3", "b")))])
+    };
+    store.apply(5, &later).unwrap();
+    assert!(matches!(
+        store.apply(6, &old),
+        Err(ApplyError::Exists { .. })
+    ));
 }

@@ -7,10 +7,15 @@
 
 use mini_proto::v1::{StoreAction, StoreBatch, store_action::Action};
 
-use super::{ApplyError, Proposer, Store, Tables, WriteError};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
-/// How many times a step is decided again after the store refused it as stale.
-pub const STALE_RETRIES: usize = 5;
+use super::{ApplyError, ObjectKind, Proposer, Store, Tables, WriteError};
+
+/// How many times a step is decided again after the store refused it as stale. Writers do not
+/// queue behind a lock, so under many concurrent writers of one object each round lets at least
+/// one of them through; the others decide again on the new state.
+pub const STALE_RETRIES: usize = 64;
 
 /// An action that creates an object which must not exist yet.
 pub fn create_action(action: Action) -> StoreAction {
@@ -29,6 +34,37 @@ pub fn update_action(action: Action) -> StoreAction {
     }
 }
 
+/// Where the writers of one manager that lost a race for an object wait their turn for it.
+///
+/// Writers decide without a lock; when many of them write one object at once (64 clients
+/// updating one service or node), all but one are refused as stale in each round and could
+/// lose again and again. A writer refused as stale queues for that object: the writers that
+/// already lost once then decide again one at a time, each on the newest version, while
+/// writers of other objects are not held up. Cheap to share; entries go when unused.
+#[derive(Default)]
+pub struct Contention {
+    queues: std::sync::Mutex<HashMap<(ObjectKind, String), Weak<Turn>>>,
+}
+
+/// One object's queue of writers.
+type Turn = tokio::sync::Mutex<()>;
+
+impl Contention {
+    fn queue(&self, kind: ObjectKind, id: &str) -> Arc<Turn> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if queues.len() > 1024 {
+            queues.retain(|_, q| q.strong_count() > 0);
+        }
+        let key = (kind, id.to_string());
+        if let Some(queue) = queues.get(&key).and_then(Weak::upgrade) {
+            return queue;
+        }
+        let queue = Arc::new(Turn::new(()));
+        queues.insert(key, Arc::downgrade(&queue));
+        queue
+    }
+}
+
 /// Runs `decide` on a consistent view of `store`, proposes the actions it returns as one batch
 /// and returns its answer once the batch is applied. When the store refuses the batch because an
 /// object changed since the view (a stale version), `decide` runs again on the new state, up to
@@ -36,6 +72,21 @@ pub fn update_action(action: Action) -> StoreAction {
 pub async fn read_check_write<P, T, E>(
     store: &Store,
     proposer: &P,
+    decide: impl FnMut(&Tables) -> Result<(Vec<StoreAction>, T), E>,
+) -> Result<T, E>
+where
+    P: Proposer,
+    E: From<WriteError>,
+{
+    read_check_write_queued(store, proposer, &Contention::default(), decide).await
+}
+
+/// [`read_check_write`], where a writer refused as stale waits its turn for the object in
+/// `contention` (see [`Contention`]) before it decides again.
+pub async fn read_check_write_queued<P, T, E>(
+    store: &Store,
+    proposer: &P,
+    contention: &Contention,
     mut decide: impl FnMut(&Tables) -> Result<(Vec<StoreAction>, T), E>,
 ) -> Result<T, E>
 where
@@ -43,6 +94,8 @@ where
     E: From<WriteError>,
 {
     let mut attempt = 0;
+    // Held from the first stale refusal on: this writer's turn for the object it lost.
+    let mut turn: Option<tokio::sync::OwnedMutexGuard<()>> = None;
     loop {
         let (actions, answer) = store.view(&mut decide)?;
         if actions.is_empty() {
@@ -51,11 +104,23 @@ where
         let batch = StoreBatch {
             actions,
             proposed_at_ms: crate::ids::now_ms(),
+            ..Default::default()
         };
         match proposer.propose(batch).await {
             Ok(_) => return Ok(answer),
-            Err(WriteError::Rejected(ApplyError::Stale { .. })) if attempt < STALE_RETRIES => {
+            Err(WriteError::Rejected(ApplyError::Stale { kind, id, .. }))
+                if attempt < STALE_RETRIES =>
+            {
                 attempt += 1;
+                if turn.is_none() {
+                    turn = Some(contention.queue(kind, &id).lock_owned().await);
+                } else if attempt > 2 {
+                    // Lost again with its turn (to writers deciding for the first time, or on
+                    // another object): spread out a little before deciding again.
+                    let most = (attempt as u64).min(16);
+                    let pause = rand::random_range(0..=most * 250);
+                    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -102,6 +167,7 @@ mod tests {
                     .propose(StoreBatch {
                         actions: vec![update_action(Action::PutNetwork(current))],
                         proposed_at_ms: 1,
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -125,6 +191,7 @@ mod tests {
                     "10.1.0.0/24",
                 )))],
                 proposed_at_ms: 1,
+                ..Default::default()
             })
             .await
             .unwrap();

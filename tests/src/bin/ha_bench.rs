@@ -13,21 +13,30 @@
 //!   barrier) and forwards the write to it;
 //! - `spread`: client i talks to manager i mod 3.
 //!
-//! The write is `UpdateNode` adding the label `bench<i>=<n>` to node h<(i mod 3) + 1>: one
-//! node record per Raft entry, state that does not grow. A call's latency is from the request
-//! to the answer, which comes once the entry is committed on a majority, fsynced and applied on
-//! the daemon that answered. Only calls that start after the warm-up and end before the
-//! deadline count. Prints one JSON object on stdout (with `/proc/loadavg` before and after).
+//! The write (`--write`) is either
+//! - `node-label` (the figures of #7): `UpdateNode` adding the label `bench<i>=<n>` to node
+//!   h<(i mod 3) + 1>: one node record per Raft entry, state that does not grow; many clients
+//!   write the same three records, so they conflict (optimistic versions: decided again);
+//! - `secret` (#16, the default): client i creates the secret `bench<i>` and removes it again,
+//!   one write per call: clients that do not conflict, state that does not grow.
 //!
-//! `sudo -E MINI_BIN=target/release/mini target/release/ha_bench --secs 10 --clients 1,16,64`
+//! A call's latency is from the request to the answer, which comes once the entry is committed
+//! on a majority, fsynced and applied on the daemon that answered. Only calls that start after
+//! the warm-up and end before the deadline count. Before the rows, the disk's own rate of
+//! single-thread synced small writes (`write` of 512 bytes + `fdatasync`, 2 s) is measured in
+//! the first daemon's state directory, on the same filesystem the Raft log is on. Prints one
+//! JSON object on stdout (with `/proc/loadavg` before and after each row).
+//!
+//! `sudo -E MINI_BIN=target/release/mini target/release/ha_bench --secs 10 --clients 1,64
+//! --entries leader,follower --write secret`
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use mini_proto::v1::UpdateNodeRequest;
 use mini_proto::v1::control_client::ControlClient;
+use mini_proto::v1::{CreateSecretRequest, GetRequest, SecretSpec, UpdateNodeRequest};
 use mini_tests::bench;
 use mini_tests::{Cluster, Host, wait_for};
 use serde_json::{Value, json};
@@ -39,12 +48,23 @@ const WARM_UP: Duration = Duration::from_secs(1);
 struct Args {
     secs: u64,
     clients: Vec<usize>,
+    entries: Vec<String>,
+    write: Write,
+}
+
+/// What each call writes (see the module docs).
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    NodeLabel,
+    Secret,
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
         secs: 10,
         clients: vec![1, 16, 64],
+        entries: vec!["leader".into(), "follower".into(), "spread".into()],
+        write: Write::Secret,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -65,7 +85,18 @@ fn parse_args() -> Args {
                     })
                     .collect()
             }
-            other => panic!("unknown flag {other}: expected --secs N, --clients A,B,C"),
+            "--entries" => a.entries = value.split(',').map(str::to_string).collect(),
+            "--write" => {
+                a.write = match value.as_str() {
+                    "node-label" => Write::NodeLabel,
+                    "secret" => Write::Secret,
+                    _ => panic!("--write wants node-label or secret, not {value:?}"),
+                }
+            }
+            other => panic!(
+                "unknown flag {other}: expected --secs N, --clients A,B,C, \
+                 --entries leader,follower,spread, --write node-label|secret"
+            ),
         }
     }
     a
@@ -107,20 +138,47 @@ struct Seen {
     errors: HashMap<String, usize>,
 }
 
-async fn client(i: usize, socket: PathBuf, start: Instant, end: Instant) -> Seen {
+async fn client(i: usize, socket: PathBuf, write: Write, start: Instant, end: Instant) -> Seen {
     let mut api = connect(socket).await;
     let node = format!("h{}", i % 3 + 1);
+    let secret = format!("bench{i}");
+    // A secret left over from an earlier row (its removal not counted) is removed first.
+    let _ = api
+        .remove_secret(GetRequest {
+            name_or_id: secret.clone(),
+        })
+        .await;
     let mut seen = Seen::default();
     let mut n = 0u64;
     while Instant::now() < end {
         n += 1;
-        let request = UpdateNodeRequest {
-            name_or_id: node.clone(),
-            label_add: HashMap::from([(format!("bench{i}"), n.to_string())]),
-            ..Default::default()
-        };
         let began = Instant::now();
-        let answer = api.update_node(request).await;
+        let answer = match write {
+            Write::NodeLabel => {
+                let request = UpdateNodeRequest {
+                    name_or_id: node.clone(),
+                    label_add: HashMap::from([(format!("bench{i}"), n.to_string())]),
+                    ..Default::default()
+                };
+                api.update_node(request).await.map(drop)
+            }
+            Write::Secret if n % 2 == 1 => {
+                let request = CreateSecretRequest {
+                    spec: Some(SecretSpec {
+                        name: secret.clone(),
+                        data: b"x".to_vec(),
+                        ..Default::default()
+                    }),
+                };
+                api.create_secret(request).await.map(drop)
+            }
+            Write::Secret => api
+                .remove_secret(GetRequest {
+                    name_or_id: secret.clone(),
+                })
+                .await
+                .map(drop),
+        };
         let done = Instant::now();
         if began < start || done > end {
             continue;
@@ -136,12 +194,20 @@ async fn client(i: usize, socket: PathBuf, start: Instant, end: Instant) -> Seen
 }
 
 /// Runs `clients` clients, client i on `sockets[i % sockets.len()]`, for `secs` seconds.
-async fn run(sockets: &[PathBuf], clients: usize, secs: u64) -> Value {
+async fn run(sockets: &[PathBuf], clients: usize, secs: u64, write: Write) -> Value {
     let start = Instant::now() + WARM_UP;
     let end = start + Duration::from_secs(secs);
     let load_before = loadavg();
     let tasks: Vec<_> = (0..clients)
-        .map(|i| tokio::spawn(client(i, sockets[i % sockets.len()].clone(), start, end)))
+        .map(|i| {
+            tokio::spawn(client(
+                i,
+                sockets[i % sockets.len()].clone(),
+                write,
+                start,
+                end,
+            ))
+        })
         .collect();
     let mut latencies = Vec::new();
     let mut errors: HashMap<String, usize> = HashMap::new();
@@ -163,6 +229,25 @@ async fn run(sockets: &[PathBuf], clients: usize, secs: u64) -> Value {
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     })
+}
+
+/// Synced small writes per second of one thread in `dir` (`write` of 512 bytes then
+/// `fdatasync`, for `secs`): the disk's own rate, to read the write figures against.
+fn fsync_rate(dir: &std::path::Path, secs: f64) -> f64 {
+    use std::io::Write as _;
+    let path = dir.join("ha_bench.fsync");
+    let mut file = std::fs::File::create(&path).expect("fsync probe file");
+    let block = [0x5au8; 512];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    rate.round()
 }
 
 fn main() {
@@ -204,6 +289,9 @@ fn main() {
         },
     );
     let follower = (1..=3).find(|&k| k != leader).unwrap();
+    let fsync_load_before = loadavg();
+    let fsync_per_s = fsync_rate(&cluster.host(1).state_dir(), 2.0);
+    eprintln!("disk: {fsync_per_s} synced 512-byte writes/s (one thread)");
     let socket = |k: usize| {
         PathBuf::from(
             cluster
@@ -214,11 +302,16 @@ fn main() {
                 .to_string(),
         )
     };
-    let entries: [(&str, Vec<PathBuf>); 3] = [
-        ("leader", vec![socket(leader)]),
-        ("follower", vec![socket(follower)]),
-        ("spread", (1..=3).map(socket).collect()),
-    ];
+    let entries: Vec<(&str, Vec<PathBuf>)> = args
+        .entries
+        .iter()
+        .map(|e| match e.as_str() {
+            "leader" => ("leader", vec![socket(leader)]),
+            "follower" => ("follower", vec![socket(follower)]),
+            "spread" => ("spread", (1..=3).map(socket).collect()),
+            other => panic!("--entries: unknown entry point {other:?}"),
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -227,7 +320,7 @@ fn main() {
     for (name, sockets) in &entries {
         let mut rows = Vec::new();
         for &clients in &args.clients {
-            let row = runtime.block_on(run(sockets, clients, args.secs));
+            let row = runtime.block_on(run(sockets, clients, args.secs, args.write));
             eprintln!("{name}: {row}");
             rows.push(row);
         }
@@ -240,7 +333,12 @@ fn main() {
         "leader": format!("h{leader}"),
         "follower": format!("h{follower}"),
         "secs_per_run": args.secs,
-        "write": "UpdateNode label_add (one node record per entry)",
+        "write": match args.write {
+            Write::NodeLabel => "UpdateNode label_add (one node record per entry)",
+            Write::Secret => "CreateSecret bench<i> / RemoveSecret bench<i>, alternately",
+        },
+        "disk_fsync_per_s": fsync_per_s,
+        "disk_fsync_loadavg_before": fsync_load_before,
         "results": results,
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
