@@ -26,7 +26,9 @@ pub mod cli;
 pub mod cluster;
 pub mod docker_lab;
 pub mod image;
+pub mod leftovers;
 pub mod registry;
+pub mod vxlan_peers;
 pub mod wait;
 pub mod web;
 

@@ -57,23 +57,11 @@ fn h1(args: &[&str]) -> Output {
 }
 
 fn lab_namespaces() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("{}-", name())))
-                .collect()
-        })
-        .unwrap_or_default()
+    mini_tests::leftovers::namespaces(&name())
 }
 
 fn lab_mounts() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&name()))
-        .map(str::to_string)
-        .collect()
+    mini_tests::leftovers::mounts(&name())
 }
 
 fn lab_dirs() -> Vec<PathBuf> {

@@ -6,6 +6,9 @@
 //! installs them from bookworm-backports), the image (built on first use into
 //! /var/cache/mini-vm, ~2-4 min, then cached) and 10-15 minutes under TCG. They run one at a
 //! time (two 3-VM clusters at once would only slow each other down on a small machine).
+//! `three_managers_fail_over` is `#[ignore]`d: under TCG on a busy machine its three managers
+//! can miss Raft's 1-2 s election timeout and answer "no quorum" for a while (run it with
+//! `--ignored` on a quiet machine).
 //! `cargo test -p mini-tests --test vm -- --nocapture` prints every step's timing.
 //! The cluster has a name of its own (`MINI_VM_NAME=mvm<pid>`), so a user's `deploy/vm`
 //! cluster (`mini-vm-net`, `/run/mini-vm`) is never touched; the image cache is shared.
@@ -338,6 +341,7 @@ fn managers(k: u32) -> String {
 }
 
 #[test]
+#[ignore = "3 managers under TCG lose quorum for a while on a busy machine (#17 note): run by hand with --ignored"]
 fn three_managers_fail_over() {
     let _one_at_a_time = one_cluster_at_a_time();
     SUFFIX.with(|s| s.set("m"));

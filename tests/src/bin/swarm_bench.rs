@@ -45,9 +45,7 @@
 //! `--storage overlay2|vfs`)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,6 +53,7 @@ use mini_tests::bench::{round1, summary, wall_ms};
 use mini_tests::cli::Output;
 use mini_tests::docker_lab::DockerLab;
 use mini_tests::registry::{LocalRegistry, build_image};
+use mini_tests::vxlan_peers::{Endpoint, NlNs};
 use mini_tests::{Cluster, wait_for};
 use serde_json::{Value, json};
 
@@ -140,158 +139,6 @@ fn parse_args() -> Args {
         a.tasks.insert(0, 30);
     }
     a
-}
-
-// ---------------------------------------------------------------------------------------------
-// rtnetlink: neighbour and FDB dumps of one namespace's vxlan0 (as cluster_bench).
-
-struct NlNs {
-    fd: OwnedFd,
-    vxlan_index: i32,
-    seq: u32,
-}
-
-type Endpoint = ([u8; 4], [u8; 6]);
-
-#[derive(Default, Clone)]
-struct Peers {
-    neigh: BTreeSet<Endpoint>,
-    fdb: BTreeMap<[u8; 6], [u8; 4]>,
-}
-
-impl Peers {
-    /// Endpoints with both a neighbour entry and an FDB entry pointing at `vtep`.
-    fn at(&self, vtep: [u8; 4]) -> BTreeSet<Endpoint> {
-        self.neigh
-            .iter()
-            .filter(|(_, mac)| self.fdb.get(mac) == Some(&vtep))
-            .copied()
-            .collect()
-    }
-}
-
-impl NlNs {
-    fn open(ns_file: &Path) -> Result<NlNs, String> {
-        let path = ns_file.to_path_buf();
-        std::thread::spawn(move || -> Result<NlNs, String> {
-            let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("setns {}: {e}", path.display()))?;
-            // SAFETY: plain socket(2) call; the result is checked.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_ROUTE,
-                )
-            };
-            if fd < 0 {
-                return Err(format!("socket: {}", std::io::Error::last_os_error()));
-            }
-            // SAFETY: fd is a fresh descriptor we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: the name is a NUL-terminated literal.
-            let idx = unsafe { libc::if_nametoindex(c"vxlan0".as_ptr()) };
-            if idx == 0 {
-                return Err(format!("no vxlan0 in {}", path.display()));
-            }
-            Ok(NlNs {
-                fd,
-                vxlan_index: idx as i32,
-                seq: 1,
-            })
-        })
-        .join()
-        .map_err(|_| "netns thread panicked".to_string())?
-    }
-
-    fn dump(&mut self, family: u8, mut f: impl FnMut(&[u8], &HashMap<u16, Vec<u8>>)) {
-        self.seq += 1;
-        let mut req = Vec::with_capacity(28);
-        req.extend_from_slice(&28u32.to_ne_bytes());
-        req.extend_from_slice(&(libc::RTM_GETNEIGH).to_ne_bytes());
-        req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-        req.extend_from_slice(&self.seq.to_ne_bytes());
-        req.extend_from_slice(&0u32.to_ne_bytes());
-        req.extend_from_slice(&[family, 0, 0, 0]);
-        req.extend_from_slice(&[0u8; 8]);
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: sending a buffer we own to a socket we own.
-        let sent = unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), 0) };
-        if sent < 0 {
-            return;
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // SAFETY: receiving into a buffer we own, of the length we pass.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                return;
-            }
-            let data = &buf[..n as usize];
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into().unwrap());
-                let seq = u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap());
-                if len < 16 || off + len > data.len() {
-                    return;
-                }
-                if seq == self.seq {
-                    if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
-                        return;
-                    }
-                    if kind == libc::RTM_NEWNEIGH && len >= 16 + 12 {
-                        let msg = &data[off + 16..off + len];
-                        let (nd, mut rest) = msg.split_at(12);
-                        let mut attrs = HashMap::new();
-                        while rest.len() >= 4 {
-                            let alen = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-                            let atype = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-                            if alen < 4 || alen > rest.len() {
-                                break;
-                            }
-                            attrs.insert(atype, rest[4..alen].to_vec());
-                            rest = &rest[((alen + 3) & !3).min(rest.len())..];
-                        }
-                        f(nd, &attrs);
-                    }
-                }
-                off += (len + 3) & !3;
-            }
-        }
-    }
-
-    fn peers(&mut self) -> Peers {
-        let vx = self.vxlan_index;
-        let mut p = Peers::default();
-        let ifindex = |nd: &[u8]| i32::from_ne_bytes(nd[4..8].try_into().unwrap());
-        let state = |nd: &[u8]| u16::from_ne_bytes(nd[8..10].try_into().unwrap());
-        self.dump(libc::AF_INET as u8, |nd, attrs| {
-            let bad = libc::NUD_INCOMPLETE | libc::NUD_FAILED;
-            if ifindex(nd) != vx || state(nd) & bad != 0 {
-                return;
-            }
-            if let (Some(dst), Some(ll)) = (attrs.get(&1), attrs.get(&2))
-                && let (Ok(ip), Ok(mac)) =
-                    (<[u8; 4]>::try_from(&dst[..]), <[u8; 6]>::try_from(&ll[..]))
-            {
-                p.neigh.insert((ip, mac));
-            }
-        });
-        self.dump(libc::AF_BRIDGE as u8, |nd, attrs| {
-            if ifindex(nd) != vx {
-                return;
-            }
-            if let (Some(dst), Some(ll)) = (attrs.get(&1), attrs.get(&2))
-                && let (Ok(ip), Ok(mac)) =
-                    (<[u8; 4]>::try_from(&dst[..]), <[u8; 6]>::try_from(&ll[..]))
-            {
-                p.fdb.insert(mac, ip);
-            }
-        });
-        p
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
