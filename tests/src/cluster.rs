@@ -825,24 +825,9 @@ impl Drop for Cluster {
             crate::image::remove_runc_containers(&host.dir.join("run/runc"));
         }
         // Tasks whose daemon is gone, and anything else left in our namespaces.
-        for _ in 0..50 {
-            let pids = self.pids_in_namespaces();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        kill_until_gone(|| self.pids_in_namespaces());
         if let Some(dir) = self.dir.as_ref() {
-            for mount in mounts_under(dir.path()).into_iter().rev() {
-                if nix::mount::umount(&mount).is_err()
-                    && let Err(e) = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH)
-                {
-                    eprintln!("cluster cleanup: cannot unmount {}: {e}", mount.display());
-                }
-            }
+            unmount_all_under(dir.path(), "cluster cleanup");
         }
         for ns in self.resources().namespaces {
             if Path::new("/run/netns").join(&ns).exists() {
@@ -913,8 +898,34 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// SIGKILLs every PID `pids` finds, again and again (up to 5 s) until it finds none.
+pub(crate) fn kill_until_gone(mut pids: impl FnMut() -> Vec<i32>) {
+    for _ in 0..50 {
+        let found = pids();
+        if found.is_empty() {
+            break;
+        }
+        for pid in found {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first (lazily when busy); `who` starts
+/// the message of a mount that cannot go.
+pub(crate) fn unmount_all_under(dir: &Path, who: &str) {
+    for mount in mounts_under(dir).into_iter().rev() {
+        if nix::mount::umount(&mount).is_err()
+            && let Err(e) = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH)
+        {
+            eprintln!("{who}: cannot unmount {}: {e}", mount.display());
+        }
+    }
+}
+
 /// Inode of the namespace behind a namespace file.
-fn inode(path: &Path) -> Option<u64> {
+pub(crate) fn inode(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
@@ -958,7 +969,7 @@ fn run_ok_with_input(program: &str, args: &[&str], input: &[u8]) {
 }
 
 /// Runs a setup command and panics with its stderr unless it succeeds.
-fn run_ok(program: &str, args: &[&str]) {
+pub(crate) fn run_ok(program: &str, args: &[&str]) {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

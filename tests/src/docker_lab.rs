@@ -36,11 +36,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
 use crate::cli::Output;
-use crate::cluster::mounts_under;
+use crate::cluster::{inode, kill_until_gone, mounts_under, run_ok, unmount_all_under};
 use crate::wait::wait_for;
 
 /// Paths Docker 20.10 writes whatever its flags say.
@@ -518,24 +515,9 @@ impl Drop for DockerLab {
                 let _ = child.wait();
             }
         }
-        for _ in 0..50 {
-            let pids = self.lab_pids();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        kill_until_gone(|| self.lab_pids());
         if let Some(dir) = self.dir.as_ref() {
-            for m in mounts_under(dir.path()).into_iter().rev() {
-                if nix::mount::umount(&m).is_err()
-                    && let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH)
-                {
-                    eprintln!("docker lab cleanup: cannot unmount {}: {e}", m.display());
-                }
-            }
+            unmount_all_under(dir.path(), "docker lab cleanup");
         }
         for k in 1..=self.hosts.len() {
             for cg in self.cgroup_dirs(k) {
@@ -607,23 +589,4 @@ fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
-}
-
-fn inode(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.ino())
-}
-
-fn run_ok(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mini_tests::bench::{round1, summary, wall_ms};
+use mini_tests::bench::{cpu_secs, round1, rss_kib, summary, wall_ms};
 use mini_tests::cluster::exec_in_netns;
 use mini_tests::vxlan_peers::{Endpoint, NlNs};
 use mini_tests::{Cluster, Host, wait_for};
@@ -210,29 +210,6 @@ fn wait_check(h: &Host) {
             Err(out.stdout + &out.stderr)
         }
     });
-}
-
-/// utime + stime of `pid`, in seconds.
-fn cpu_secs(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state is field 3, utime 14, stime 15 → indexes 11, 12.
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// (tx bytes, tx packets) of eth0 in the namespace of `pid` (its /proc/PID/net is per-netns).

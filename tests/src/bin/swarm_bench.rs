@@ -49,7 +49,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mini_tests::bench::{round1, summary, wall_ms};
+use mini_tests::bench::{cpu_secs, round1, rss_kib, summary, wall_ms};
 use mini_tests::cli::Output;
 use mini_tests::docker_lab::DockerLab;
 use mini_tests::registry::{LocalRegistry, build_image};
@@ -419,26 +419,8 @@ fn rfc3339_ms(s: &str) -> Option<f64> {
 // ---------------------------------------------------------------------------------------------
 // Process figures.
 
-fn cpu_secs(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
 fn rss_mib(pid: i32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    rss_kib(pid) as f64 / 1024.0
 }
 
 /// Proportional set size (Pss, shared pages split between their users) of `pid`, in MiB.
