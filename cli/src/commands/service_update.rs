@@ -330,7 +330,10 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
                 attempt += 1;
                 // Many writers of one service: spread the next reads out a little.
                 let most = 2 * attempt.min(25) as u64;
-                tokio::time::sleep(std::time::Duration::from_millis(rand_below(most + 1))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(
+                    0..=most,
+                )))
+                .await;
             }
             Err(status) => return Err(status.into()),
         }
@@ -345,18 +348,6 @@ pub async fn run(client: &mut ControlClient<Channel>, args: UpdateArgs) -> Resul
 /// How many times `service update` reads and edits again after another writer updated the
 /// service between its read and its write.
 const OUT_OF_SEQUENCE_RETRIES: usize = 100;
-
-/// A number in `0..n` (n > 0), random enough to spread retries.
-fn rand_below(n: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish() % n
-}
 
 /// Whether the flags ask for any change of the spec (Docker refuses them with `--rollback`).
 fn changes_something(args: &UpdateArgs) -> bool {
