@@ -288,21 +288,24 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         if !ready.messages().is_empty() {
             self.transport.send(ready.take_messages());
         }
-        let mut must_flush = false;
         if !ready.snapshot().is_empty() {
+            // Fsyncs by itself.
             self.install_snapshot(ready.snapshot())?;
-            must_flush = true;
         }
         self.apply(ready.take_committed_entries())?;
         if !ready.entries().is_empty() {
             self.raw.mut_store().append(ready.entries())?;
-            must_flush = true;
         }
         if let Some(hs) = ready.hs() {
             self.raw.mut_store().set_hard_state(hs)?;
-            must_flush = true;
         }
-        if must_flush || ready.must_sync() {
+        // One fsync when raft needs one: new entries, a new term or vote (raft-rs's
+        // `must_sync`, etcd's `MustSync`). A hard state whose only change is the commit index
+        // is written but not fsynced: a node that loses it learns the commit index again from
+        // the leader, and re-applies from its snapshot on restart anyway. Without this, every
+        // write cost a second fsync on the leader (the round that commits it) and on each
+        // follower (the leader's commit broadcast), both on a write's critical path.
+        if ready.must_sync() {
             self.raw.store().flush_async().await?;
         }
         // raft-rs hands out only entries that were persisted (fsynced) in an earlier round.

@@ -288,7 +288,12 @@ impl SledStorage {
         } else {
             self.truncated
         };
-        self.write_snapshot(&meta, data, truncated, None)?;
+        // The commit index is not fsynced on its own (see the node loop), so the stored one may
+        // be behind the snapshot, which raft-rs refuses on restart: store it with the snapshot.
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(meta.index);
+        self.write_snapshot(&meta, data, truncated, Some(&hs))?;
+        self.hard_state = hs;
         self.snapshot_meta = meta;
         self.flush()?;
         self.compact_below(truncated)
