@@ -429,6 +429,25 @@ impl Manager {
             .await
     }
 
+    /// [`write`](Self::write) for a caller that did not wait for the read barrier: `decide`
+    /// first runs on this manager's own view, which on a follower may miss the leader's latest
+    /// writes. Only for writes whose every precondition the deterministic apply checks again
+    /// (unique names, existing objects, references, removal of what a service uses, versions):
+    /// a batch decided on a stale view is refused there, and the proposer waits until this
+    /// manager has applied the refusing entry, so the next decision sees what refused it. A
+    /// decision that *fails* on the local view is not reported from it: the read barrier runs
+    /// and the write goes on as [`write`](Self::write), on a consistent view. A follower's write
+    /// then costs one round trip to the leader (the forwarded batch) instead of two.
+    pub async fn write_unfenced<T>(
+        &self,
+        mut decide: impl FnMut(&crate::store::Tables) -> Result<(Vec<StoreAction>, T), ControlError>,
+    ) -> Result<T, ControlError> {
+        if self.store.view(&mut decide).is_err() {
+            self.proposer.read_barrier().await?;
+        }
+        self.write(decide).await
+    }
+
     /// The Raft node's status.
     pub fn raft_status(&self) -> RaftStatus {
         self.proposer.raft().status()

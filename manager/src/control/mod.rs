@@ -540,7 +540,7 @@ impl Control for ControlApi {
     }
 
     async fn create_secret(&self, request: Request<CreateSecretRequest>) -> Reply<Secret> {
-        let manager = self.consistent().await?;
+        let manager = self.manager().await?;
         reply(secrets::create_secret(&manager, request.into_inner().spec).await)
     }
 
@@ -569,12 +569,12 @@ impl Control for ControlApi {
     }
 
     async fn remove_secret(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
-        let manager = self.consistent().await?;
+        let manager = self.manager().await?;
         reply(secrets::remove_secret(&manager, &request.into_inner().name_or_id).await)
     }
 
     async fn create_config(&self, request: Request<CreateConfigRequest>) -> Reply<Config> {
-        let manager = self.consistent().await?;
+        let manager = self.manager().await?;
         reply(secrets::create_config(&manager, request.into_inner().spec).await)
     }
 
@@ -598,7 +598,7 @@ impl Control for ControlApi {
     }
 
     async fn remove_config(&self, request: Request<GetRequest>) -> Reply<RemoveResponse> {
-        let manager = self.consistent().await?;
+        let manager = self.manager().await?;
         reply(secrets::remove_config(&manager, &request.into_inner().name_or_id).await)
     }
 

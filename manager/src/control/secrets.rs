@@ -94,7 +94,7 @@ pub(super) async fn create_secret(
     validate("secret", &spec.name, &spec.data)?;
     let id = new_id();
     manager
-        .write(|t| {
+        .write_unfenced(|t| {
             if t.secrets
                 .values()
                 .any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name))
@@ -128,7 +128,7 @@ pub(super) async fn create_config(
     validate("config", &spec.name, &spec.data)?;
     let id = new_id();
     manager
-        .write(|t| {
+        .write_unfenced(|t| {
             if t.configs
                 .values()
                 .any(|c| c.spec.as_ref().is_some_and(|x| x.name == spec.name))
@@ -158,7 +158,7 @@ pub(super) async fn remove_secret(
     query: &str,
 ) -> Result<RemoveResponse, ControlError> {
     manager
-        .write(|t| {
+        .write_unfenced(|t| {
             let secret = t.secret(query)?;
             let name = secret.spec.as_ref().map_or("", |s| s.name.as_str());
             let services = users(t, |spec| {
@@ -184,7 +184,7 @@ pub(super) async fn remove_config(
     query: &str,
 ) -> Result<RemoveResponse, ControlError> {
     manager
-        .write(|t| {
+        .write_unfenced(|t| {
             let config = t.config(query)?;
             let name = config.spec.as_ref().map_or("", |s| s.name.as_str());
             let services = users(t, |spec| {
