@@ -460,6 +460,41 @@ fn storage_contract() {
     assert_eq!(st.entries(21, 22, None, ctx()).unwrap().len(), 1);
 }
 
+/// The node loop does not fsync a hard state whose only change is the commit index, so the
+/// stored commit may lag what was applied; a snapshot of the applied state stores a commit index
+/// at least its own (raft-rs refuses to start from a commit index below the snapshot's).
+#[test]
+fn a_snapshot_above_the_stored_commit_index_raises_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DataKey::generate();
+    let mut st = SledStorage::open(dir.path(), key.clone()).unwrap();
+    st.bootstrap(1).unwrap();
+    st.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    let hs = HardState {
+        term: 1,
+        vote: 1,
+        commit: 2,
+        ..Default::default()
+    };
+    st.set_hard_state(&hs).unwrap();
+    st.flush().unwrap();
+    let mut meta = SnapshotMetadata {
+        index: 4,
+        term: 1,
+        ..Default::default()
+    };
+    meta.mut_conf_state().voters = vec![1];
+    st.save_snapshot(meta, b"state@4", 10).unwrap();
+    drop(st);
+    let st = SledStorage::open(dir.path(), key).unwrap();
+    let state = st.initial_state().unwrap();
+    assert_eq!(
+        (state.hard_state.term, state.hard_state.vote, state.hard_state.commit),
+        (1, 1, 4)
+    );
+}
+
 /// Entry payloads and snapshots are encrypted at rest: nothing a proposal or a snapshot held is
 /// in the database's files in the clear.
 #[test]
