@@ -490,7 +490,11 @@ fn a_snapshot_above_the_stored_commit_index_raises_it() {
     let st = SledStorage::open(dir.path(), key).unwrap();
     let state = st.initial_state().unwrap();
     assert_eq!(
-        (state.hard_state.term, state.hard_state.vote, state.hard_state.commit),
+        (
+            state.hard_state.term,
+            state.hard_state.vote,
+            state.hard_state.commit
+        ),
         (1, 1, 4)
     );
 }
