@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use mini_tests::Output;
 use mini_tests::binary::mini_binary;
+use mini_tests::deploy_lab::DeployLab;
 
 /// This test process's lab name.
 fn name() -> String {
@@ -16,21 +17,11 @@ fn name() -> String {
 }
 
 fn lab(args: &[&str]) -> Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
-    let out = Command::new(script)
-        .args(args)
-        .env("MINI_LAB_NAME", name())
-        .env("MINI_BIN", mini_binary())
-        .env("MINI_LAB_TIMEOUT", "60")
-        .env_remove("MINI_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run deploy/lab");
-    Output {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    the_lab().run(args)
+}
+
+fn the_lab() -> DeployLab {
+    DeployLab::new(name(), 60)
 }
 
 fn lab_namespaces() -> Vec<String> {
@@ -39,18 +30,6 @@ fn lab_namespaces() -> Vec<String> {
 
 fn lab_mounts() -> Vec<String> {
     mini_tests::leftovers::mounts(&name())
-}
-
-/// Runs `down` when dropped, so a failing assertion leaves no lab behind.
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = lab(&["down", "--purge"]);
-        if !out.success {
-            eprintln!("deploy/lab down failed: {}", out.stderr);
-        }
-    }
 }
 
 #[test]
@@ -68,7 +47,7 @@ fn up_status_down_leaves_nothing() {
     );
     // A single host needs no join; the multi-host path is exercised by the
     // cluster end-to-end tests with the harness.
-    let guard = Down;
+    let guard = the_lab().down_on_drop();
     let up = lab(&["up", "-n", "1"]);
     assert!(up.success, "up failed: {}{}", up.stdout, up.stderr);
     assert!(up.stdout.contains("lab-h1"), "{}", up.stdout);
