@@ -11,6 +11,8 @@ use crate::binary::mini_binary;
 pub struct DeployLab {
     name: String,
     timeout_secs: u32,
+    /// More environment for the script (e.g. a limit's override).
+    env: Vec<(String, String)>,
 }
 
 impl DeployLab {
@@ -20,7 +22,14 @@ impl DeployLab {
         DeployLab {
             name: name.into(),
             timeout_secs,
+            env: Vec::new(),
         }
+    }
+
+    /// The same lab with `KEY=VALUE` in the script's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// The lab's name: its namespaces are `NAME-h<K>`, its directories `/run/NAME` etc.
@@ -37,6 +46,7 @@ impl DeployLab {
             .env("MINI_BIN", mini_binary())
             .env("MINI_LAB_TIMEOUT", self.timeout_secs.to_string())
             .env_remove("MINI_HOST")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .expect("cannot run deploy/lab");

@@ -5,10 +5,9 @@
 //! (`mini-lab-*`, `/run/mini-lab`) may run beside it and is never touched.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use mini_tests::Output;
-use mini_tests::binary::mini_binary;
 use mini_tests::deploy_lab::DeployLab;
 
 /// This test process's lab name.
@@ -146,26 +145,25 @@ fn a_lab_over_a_limit_names_it_and_changes_nothing() {
         nix::unistd::geteuid().is_root(),
         "this test needs root: deploy/lab checks as root"
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
-    let out = Command::new(script)
-        .args(["up", "-n", "2"])
-        .env("MINI_LAB_NAME", name())
-        .env("MINI_BIN", mini_binary())
-        .env("MINI_LAB_MEM_PER_HOST", "100000000")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run deploy/lab");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "up must refuse: {stderr}");
+    // A lab name of its own: the other tests of this file run beside it with theirs.
+    let name = format!("mlim{}", std::process::id());
+    let out = DeployLab::new(name.as_str(), 60)
+        .with_env("MINI_LAB_MEM_PER_HOST", "100000000")
+        .run(&["up", "-n", "2"]);
+    let stderr = out.stderr;
+    assert!(!out.success, "up must refuse: {stderr}");
     assert!(
         stderr.contains("nothing was changed")
             && stderr.contains("memory: 2 hosts need about")
             && stderr.contains("MemAvailable"),
         "{stderr}"
     );
-    assert_eq!(lab_namespaces(), Vec::<String>::new());
-    assert!(!Path::new(&format!("/run/{}", name())).exists());
-    assert!(!Path::new(&format!("/var/lib/{}", name())).exists());
+    assert_eq!(
+        mini_tests::leftovers::namespaces(&name),
+        Vec::<String>::new()
+    );
+    assert!(!Path::new(&format!("/run/{name}")).exists());
+    assert!(!Path::new(&format!("/var/lib/{name}")).exists());
 }
 
 #[test]
