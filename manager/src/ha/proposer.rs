@@ -230,14 +230,19 @@ impl HaProposer {
                 self.leader_changed(leader, deadline).await;
                 Attempt::Retry
             }
+            // Every answer but the leader's own refusals (FAILED_PRECONDITION from its
+            // `Propose`, PERMISSION_DENIED / INVALID_ARGUMENT from its checks, OUT_OF_RANGE for a
+            // batch over the message limit) is the call
+            // breaking on the way: "transport error", or an HTTP/2 error such as a connection
+            // closed by its keep-alive timeout on a saturated machine ("h2 protocol error",
+            // INTERNAL or RESOURCE_EXHAUSTED).
             Ok(Err(status))
-                if matches!(
+                if !matches!(
                     status.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::Unknown
-                        | tonic::Code::Cancelled
-                        | tonic::Code::Internal
-                        | tonic::Code::DeadlineExceeded
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::OutOfRange
                 ) =>
             {
                 // The call broke on the way ("transport error": the leader died, the link
