@@ -15,9 +15,7 @@ use crate::lb::{Flavour, LbTable, LbTarget};
 use crate::model::MacAddr;
 use crate::names::{BRIDGE, GATEWAY_MTU, LOOPBACK, OVERLAY_MTU, VXLAN};
 use crate::nat;
-use crate::observed::{
-    DefaultRoute, LinkKind, LinkState, NsState, Observed, Touched, VxlanState,
-};
+use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, Touched, VxlanState};
 use crate::op::{NsRef, Op};
 
 type Predicate = Box<dyn Fn(&Op) -> bool + Send>;

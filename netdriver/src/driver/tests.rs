@@ -438,10 +438,7 @@ async fn sandbox_changes_read_back_only_what_they_touched() {
     assert_exact(&d).await;
 
     // A second sandbox: created, attached, read back (it, the overlay, the host), no full read.
-    let two = state(
-        vec![peer(9, 2)],
-        vec![sandbox(TASK, 2), sandbox(OTHER, 3)],
-    );
+    let two = state(vec![peer(9, 2)], vec![sandbox(TASK, 2), sandbox(OTHER, 3)]);
     let report = d.apply(&two).await.unwrap();
     assert!(!report.observed_kernel);
     assert!(report.reread.host);
@@ -453,10 +450,7 @@ async fn sandbox_changes_read_back_only_what_they_touched() {
 
     // A third one and the first one gone in one apply: the first one's veth peers (gateway
     // port, overlay port) are read back with it.
-    let swap = state(
-        vec![peer(9, 2)],
-        vec![sandbox(OTHER, 3), sandbox(THIRD, 4)],
-    );
+    let swap = state(vec![peer(9, 2)], vec![sandbox(OTHER, 3), sandbox(THIRD, 4)]);
     let report = d.apply(&swap).await.unwrap();
     assert!(!report.observed_kernel);
     assert_eq!(
@@ -507,10 +501,7 @@ async fn a_failed_structural_apply_reads_everything_again() {
     let d = driver();
     let one = state(vec![peer(9, 2)], vec![sandbox(TASK, 2)]);
     d.apply(&one).await.unwrap();
-    let two = state(
-        vec![peer(9, 2)],
-        vec![sandbox(TASK, 2), sandbox(OTHER, 3)],
-    );
+    let two = state(vec![peer(9, 2)], vec![sandbox(TASK, 2), sandbox(OTHER, 3)]);
     d.kernel()
         .fail_when(Some(Box::new(|op| matches!(op, Op::AttachOverlay { .. }))));
     d.apply(&two).await.unwrap_err();

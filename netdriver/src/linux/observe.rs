@@ -24,9 +24,7 @@ use crate::model::MacAddr;
 use crate::names::{self, VXLAN};
 use crate::netns;
 use crate::nft_read::Depth;
-use crate::observed::{
-    DefaultRoute, LinkKind, LinkState, NsState, Observed, Touched, VxlanState,
-};
+use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, Touched, VxlanState};
 use crate::op::NsRef;
 
 const MAIN_TABLE: u8 = 254;
