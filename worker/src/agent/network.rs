@@ -77,7 +77,8 @@ impl<K: Kernel> NodeNetwork<K> {
 
     /// How many converges called the driver (the others found nothing changed, or were
     /// covered by another).
-    pub fn applies(&self) -> u64 {
+    #[cfg(test)]
+    fn applies(&self) -> u64 {
         self.applies.load(Ordering::Relaxed)
     }
 
