@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::kernel::Kernel;
 use crate::model::{DesiredState, DriverConfig};
 use crate::names;
-use crate::observed::{NsState, Observed};
+use crate::observed::{NsState, Observed, Touched};
 use crate::op::Op;
 use crate::plan::plan_with;
 use crate::service::LoadBalancing;
@@ -19,8 +19,9 @@ use crate::service::LoadBalancing;
 /// The first `apply` reads everything the driver owns from the kernel (start-up reconcile: what
 /// is not desired is removed, what is missing is created). Later applies plan against the state
 /// left by the previous one, so a peer-only change costs exactly its neighbour/FDB writes and no
-/// reads; after a structural change (namespaces, links) or a failure the next apply reads the
-/// kernel again. [`NetDriver::resync`] forces a fresh read (e.g. periodically).
+/// reads; a structural change (namespaces, links) is followed by a read of only the namespaces
+/// it touched (see [`Touched`]); after a failure the next apply reads the whole kernel again.
+/// [`NetDriver::resync`] forces a fresh read (e.g. periodically).
 ///
 /// All methods take `&self`; applies are serialised internally.
 pub struct NetDriver<K> {
@@ -46,6 +47,8 @@ pub struct ApplyReport {
     pub ops: Vec<Op>,
     /// Whether the kernel was read before planning.
     pub observed_kernel: bool,
+    /// What was read back after the operations (the parts structural operations changed).
+    pub reread: Touched,
 }
 
 /// The peer entries programmed in one overlay namespace (for `mini network check`).
@@ -138,7 +141,12 @@ impl<K: Kernel> NetDriver<K> {
             .iter()
             .map(|n| (names::overlay_ns(&n.id), n.id.clone()))
             .collect();
-        let mut exact = true;
+        // What structural operations change is read back afterwards, judged on the picture
+        // the plan was made from; everything else is recorded op by op.
+        let mut touched = Touched::default();
+        for op in &ops {
+            touched.add(op, &observed);
+        }
         // Consecutive `mini_lb` operations address one table each (the planner emits at most
         // one per namespace in a row for a backend change): they run concurrently, since each
         // is a transaction of its own (one nf_tables netlink batch).
@@ -165,15 +173,28 @@ impl<K: Kernel> NetDriver<K> {
                         source: Box::new(e),
                     });
                 }
-                exact &= observed.record_op(op);
+                observed.record_op(op);
             }
         }
-        if exact {
-            st.observed = Some(observed);
+        if !touched.is_empty() {
+            match self.kernel.observe_part(&touched).await {
+                Ok(fresh) => observed.merge(&touched, fresh),
+                Err(e) => {
+                    // Applied all the same; the next apply reads the whole kernel.
+                    tracing::warn!(%e, "netdriver: reading back what an apply changed failed");
+                    return Ok(ApplyReport {
+                        ops,
+                        observed_kernel,
+                        reread: touched,
+                    });
+                }
+            }
         }
+        st.observed = Some(observed);
         Ok(ApplyReport {
             ops,
             observed_kernel,
+            reread: touched,
         })
     }
 
@@ -202,6 +223,12 @@ impl<K: Kernel> NetDriver<K> {
             .collect();
         st.observed = Some(observed);
         Ok(out)
+    }
+
+    /// What the driver believes the kernel holds (`None`: the next apply reads it).
+    #[cfg(test)]
+    pub(crate) async fn cached(&self) -> Option<Observed> {
+        self.state.lock().await.observed.clone()
     }
 
     /// Forgets what the driver believes the kernel holds: the next apply reads it again.

@@ -15,7 +15,7 @@ use crate::lb::{Flavour, LbTable, LbTarget};
 use crate::model::MacAddr;
 use crate::names::{BRIDGE, GATEWAY_MTU, LOOPBACK, OVERLAY_MTU, VXLAN};
 use crate::nat;
-use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, VxlanState};
+use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, Touched, VxlanState};
 use crate::op::{NsRef, Op};
 
 type Predicate = Box<dyn Fn(&Op) -> bool + Send>;
@@ -366,6 +366,24 @@ impl Kernel for FakeKernel {
     async fn observe(&self) -> Result<Observed, Error> {
         self.counters.read();
         Ok(self.inner.lock().expect("fake lock").state.clone())
+    }
+
+    async fn observe_part(&self, touched: &Touched) -> Result<Observed, Error> {
+        self.counters.read();
+        let inner = self.inner.lock().expect("fake lock");
+        let mut part = Observed::default();
+        if touched.host {
+            part.host = inner.state.host.clone();
+            part.forwarding = inner.state.forwarding;
+            part.nat = inner.state.nat.clone();
+            part.filter = inner.state.filter.clone();
+        }
+        for name in &touched.namespaces {
+            if let Some(st) = inner.state.namespaces.get(name) {
+                part.namespaces.insert(name.clone(), st.clone());
+            }
+        }
+        Ok(part)
     }
 
     async fn execute(&self, op: &Op) -> Result<(), Error> {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
-use crate::observed::Observed;
+use crate::observed::{Observed, Touched};
 use crate::op::Op;
 
 /// Reads the driver-owned kernel state and executes operations. Implemented by
@@ -13,6 +13,17 @@ pub trait Kernel: Send + Sync {
     /// Reads everything the driver owns: its namespace files and what they hold, its host links,
     /// its nft table.
     fn observe(&self) -> impl Future<Output = Result<Observed, Error>> + Send;
+
+    /// Reads the `touched` parts of what [`Kernel::observe`] reads (the host namespace's part
+    /// when `touched.host`, the namespace files named): what is outside them may be left
+    /// empty. The default reads everything.
+    fn observe_part(
+        &self,
+        touched: &Touched,
+    ) -> impl Future<Output = Result<Observed, Error>> + Send {
+        let _ = touched;
+        self.observe()
+    }
 
     /// Executes one operation. On failure, what the operation created is removed again.
     fn execute(&self, op: &Op) -> impl Future<Output = Result<(), Error>> + Send;

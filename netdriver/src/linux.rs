@@ -256,6 +256,10 @@ impl Kernel for LinuxKernel {
         self.observe_all().await
     }
 
+    async fn observe_part(&self, touched: &crate::observed::Touched) -> Result<Observed, Error> {
+        self.observe_touched(touched).await
+    }
+
     async fn execute(&self, op: &Op) -> Result<(), Error> {
         self.execute_op(op).await
     }

@@ -206,3 +206,152 @@ impl Observed {
         true
     }
 }
+
+/// The parts of the kernel state that structural operations changed: what must be read back
+/// after them for the picture to stay exact ([`Kernel::observe_part`](crate::Kernel::observe_part)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// The host namespace's part: its driver-owned links and `mini_lb` table, `ip_forward`,
+    /// the NAT table and the members-only filter.
+    pub host: bool,
+    /// Namespace files (`run_dir/netns`), by name; one that no longer exists is read as gone.
+    pub namespaces: BTreeSet<String>,
+}
+
+impl Touched {
+    /// True when nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        !self.host && self.namespaces.is_empty()
+    }
+
+    /// Adds what `op` changes besides what [`Observed::record_op`] records, judged on `before`
+    /// (the picture before the apply, for the veth peers of links that go).
+    pub(crate) fn add(&mut self, op: &Op, before: &Observed) {
+        match op {
+            Op::EnableForwarding
+            | Op::CreateGatewayBridge { .. }
+            | Op::SetNat { .. }
+            | Op::DeleteNat { .. } => self.host = true,
+            Op::CreateOverlay { ns, .. } | Op::CreateSandbox { ns } => {
+                self.namespaces.insert(ns.clone());
+            }
+            Op::DeleteNamespace { ns } => {
+                self.namespaces.insert(ns.clone());
+                let named = NsRef::Named(ns.clone());
+                if let Some(Some(st)) = before.namespaces.get(ns) {
+                    for link in st.links.keys() {
+                        self.add_peers(&named, link, before);
+                    }
+                }
+            }
+            Op::DeleteLink { ns, name } => {
+                self.add_ns(ns);
+                self.add_peers(ns, name, before);
+            }
+            Op::AttachOverlay {
+                sandbox, overlay, ..
+            } => {
+                self.namespaces.insert(sandbox.clone());
+                self.namespaces.insert(overlay.clone());
+            }
+            Op::AttachGateway { sandbox, .. } => {
+                self.namespaces.insert(sandbox.clone());
+                self.host = true;
+            }
+            // Recorded exactly (record_op).
+            Op::SetNeighbour { .. }
+            | Op::DelNeighbour { .. }
+            | Op::SetFdb { .. }
+            | Op::DelFdb { .. }
+            | Op::SetLbTable { .. }
+            | Op::SetLbEntry { .. }
+            | Op::DelLbEntry { .. }
+            | Op::DeleteLbTable { .. }
+            | Op::SetFilter { .. }
+            | Op::SetFilterMembers { .. }
+            | Op::DeleteFilter => {}
+        }
+    }
+
+    fn add_ns(&mut self, ns: &NsRef) {
+        match ns {
+            NsRef::Host => self.host = true,
+            NsRef::Named(n) => {
+                self.namespaces.insert(n.clone());
+            }
+        }
+    }
+
+    /// Where the other end of link `name` of `ns` may be (deleting a veth deletes its peer),
+    /// by the driver's naming: a sandbox's interfaces pair with its gateway port in the host
+    /// and its port in overlays; those ports pair with the sandboxes their names derive from.
+    fn add_peers(&mut self, ns: &NsRef, name: &str, before: &Observed) {
+        use crate::names;
+        let sandboxes_starting = |prefix: &str| -> Vec<String> {
+            before
+                .namespaces
+                .keys()
+                .filter(|n| !names::is_overlay_ns(n) && n.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        match ns {
+            NsRef::Host => {
+                if let Some(sb) = name.strip_prefix(names::GATEWAY_PORT_PREFIX) {
+                    self.namespaces.extend(sandboxes_starting(sb));
+                }
+            }
+            NsRef::Named(n) if names::is_overlay_ns(n) => {
+                if let Some(sb) = name.strip_prefix(names::OVERLAY_PORT_PREFIX) {
+                    self.namespaces.extend(sandboxes_starting(sb));
+                }
+            }
+            NsRef::Named(sb) => {
+                if name == names::LOOPBACK {
+                    return;
+                }
+                if before.host.links.contains_key(&names::gateway_port(sb)) {
+                    self.host = true;
+                }
+                let port = names::overlay_port(sb);
+                for (o, st) in &before.namespaces {
+                    if names::is_overlay_ns(o)
+                        && st.as_ref().is_some_and(|s| s.links.contains_key(&port))
+                    {
+                        self.namespaces.insert(o.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Observed {
+    /// Replaces the `touched` parts of this picture with those of `fresh` (a read of at least
+    /// those parts): a touched namespace missing from `fresh` is gone.
+    pub(crate) fn merge(&mut self, touched: &Touched, fresh: Observed) {
+        let Observed {
+            host,
+            forwarding,
+            nat,
+            filter,
+            mut namespaces,
+        } = fresh;
+        if touched.host {
+            self.host = host;
+            self.forwarding = forwarding;
+            self.nat = nat;
+            self.filter = filter;
+        }
+        for name in &touched.namespaces {
+            match namespaces.remove(name) {
+                Some(st) => {
+                    self.namespaces.insert(name.clone(), st);
+                }
+                None => {
+                    self.namespaces.remove(name);
+                }
+            }
+        }
+    }
+}

@@ -292,7 +292,20 @@ async fn sandboxes_cannot_talk_across_the_gateway_bridge_and_restart_cleans_stra
         !links.contains("mgwstray") && !links.contains("mgwsandbox2"),
         "{links}"
     );
-    assert!(restarted.apply(&fewer).await.unwrap().ops.is_empty());
+    // Planned from what the removals read back (only the namespaces they touched): it agrees
+    // with the kernel.
+    let again = restarted.apply(&fewer).await.unwrap();
+    assert!(again.ops.is_empty(), "{:?}", again.ops);
+    assert!(!again.observed_kernel);
+    // The same after a sandbox is created again, and a fresh driver agrees.
+    let report = restarted.apply(&want).await.unwrap();
+    assert!(!report.observed_kernel && !report.ops.is_empty());
+    let again = restarted.apply(&want).await.unwrap();
+    assert!(again.ops.is_empty(), "{:?}", again.ops);
+    let fresh = NetDriver::new(cfg.clone(), LinuxKernel::new(cfg.clone()).unwrap());
+    let found = fresh.apply(&want).await.unwrap();
+    assert!(found.ops.is_empty(), "{:?}", found.ops);
+    drop(fresh);
     restarted.apply(&DesiredState::default()).await.unwrap();
     assert!(std::fs::read_dir(cfg.netns_dir()).unwrap().next().is_none());
 }

@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::fake::FakeKernel;
+use crate::kernel::Counters;
 use crate::model::{Attachment, MacAddr, OverlayNetwork, Peer, Sandbox};
 use crate::observed::NsState;
 use crate::op::NsRef;
@@ -105,8 +106,8 @@ async fn reapply_is_a_no_op_from_memory_and_from_the_kernel() {
     let before = d.kernel().counters();
     let again = d.apply(&desired).await.unwrap();
     assert!(again.ops.is_empty(), "{:?}", again.ops);
-    // A structural apply makes the next one read the kernel: the observation must agree.
-    assert!(again.observed_kernel);
+    // A structural apply read back what it touched: the next one plans from memory.
+    assert!(!again.observed_kernel);
     assert_eq!((d.kernel().counters() - before).writes, 0);
     // A brand new driver over the same kernel (daemon restart) also has nothing to do.
     let restarted = NetDriver::new(config(), d.kernel().fork());
@@ -419,4 +420,132 @@ async fn the_members_filter_follows_membership_by_element() {
     let leave = d.apply(&state(vec![], vec![])).await.unwrap();
     assert!(leave.ops.contains(&Op::DeleteFilter), "{:?}", leave.ops);
     assert_eq!(d.kernel().state().filter, None);
+}
+
+/// After every apply the driver's picture is the kernel's, whatever the apply created or
+/// removed, and it was kept so by reading back only the namespaces the apply touched.
+async fn assert_exact(d: &NetDriver<FakeKernel>) {
+    assert_eq!(d.cached().await.as_ref(), Some(&d.kernel().state()));
+}
+
+#[tokio::test]
+async fn sandbox_changes_read_back_only_what_they_touched() {
+    const OTHER: &str = "qqqqqqqqqqqqzzzzzzzzzzzzz";
+    const THIRD: &str = "rrrrrrrrrrrrzzzzzzzzzzzzz";
+    let d = driver();
+    let one = state(vec![peer(9, 2)], vec![sandbox(TASK, 2)]);
+    assert!(d.apply(&one).await.unwrap().observed_kernel);
+    assert_exact(&d).await;
+
+    // A second sandbox: created, attached, read back (it, the overlay, the host), no full read.
+    let two = state(vec![peer(9, 2)], vec![sandbox(TASK, 2), sandbox(OTHER, 3)]);
+    let report = d.apply(&two).await.unwrap();
+    assert!(!report.observed_kernel);
+    assert!(report.reread.host);
+    assert_eq!(
+        report.reread.namespaces.iter().collect::<Vec<_>>(),
+        ["1-jv8c30bcmn", "qqqqqqqqqqqq"]
+    );
+    assert_exact(&d).await;
+
+    // A third one and the first one gone in one apply: the first one's veth peers (gateway
+    // port, overlay port) are read back with it.
+    let swap = state(vec![peer(9, 2)], vec![sandbox(OTHER, 3), sandbox(THIRD, 4)]);
+    let report = d.apply(&swap).await.unwrap();
+    assert!(!report.observed_kernel);
+    assert_eq!(
+        report.reread.namespaces.iter().collect::<Vec<_>>(),
+        ["1-jv8c30bcmn", "rrrrrrrrrrrr", "zazcrztrp8no"]
+    );
+    assert_exact(&d).await;
+    let st = d.kernel().state();
+    assert!(!st.namespaces.contains_key("zazcrztrp8no"));
+    assert!(!st.host.links.contains_key("mgwzazcrztrp8no"));
+
+    // Nothing changed: nothing to do, nothing read, nothing written.
+    let before = d.kernel().counters();
+    let again = d.apply(&swap).await.unwrap();
+    assert!(again.ops.is_empty(), "{:?}", again.ops);
+    assert!(!again.observed_kernel && again.reread.is_empty());
+    assert_eq!(d.kernel().counters() - before, Counters::default());
+
+    // A peer change after the structural ones: planned from memory, exact differences.
+    let more = state(
+        vec![peer(9, 2), peer(10, 3)],
+        vec![sandbox(OTHER, 3), sandbox(THIRD, 4)],
+    );
+    let report = d.apply(&more).await.unwrap();
+    assert!(!report.observed_kernel);
+    assert_eq!(report.ops.len(), 2, "{:?}", report.ops);
+    assert_exact(&d).await;
+
+    // Removing the network with its sandboxes: the overlay and both sandboxes read as gone.
+    let report = d.apply(&DesiredState::default()).await.unwrap();
+    assert!(!report.observed_kernel);
+    assert_exact(&d).await;
+    assert!(d.kernel().state().namespaces.is_empty());
+    let restarted = NetDriver::new(config(), d.kernel().fork());
+    assert!(
+        restarted
+            .apply(&DesiredState::default())
+            .await
+            .unwrap()
+            .ops
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_structural_apply_reads_everything_again() {
+    const OTHER: &str = "qqqqqqqqqqqqzzzzzzzzzzzzz";
+    let d = driver();
+    let one = state(vec![peer(9, 2)], vec![sandbox(TASK, 2)]);
+    d.apply(&one).await.unwrap();
+    let two = state(vec![peer(9, 2)], vec![sandbox(TASK, 2), sandbox(OTHER, 3)]);
+    d.kernel()
+        .fail_when(Some(Box::new(|op| matches!(op, Op::AttachOverlay { .. }))));
+    d.apply(&two).await.unwrap_err();
+    assert_eq!(d.cached().await, None);
+    d.kernel().fail_when(None);
+    let report = d.apply(&two).await.unwrap();
+    assert!(report.observed_kernel, "a failure forces a full read");
+    let kinds: Vec<String> = report.ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "attach qqqqqqqqqqqq:eth0 10.0.1.3/24 to 1-jv8c30bcmn",
+            "attach qqqqqqqqqqqq:eth1 172.18.0.3/16 to mini_gwbridge",
+        ]
+    );
+    assert_exact(&d).await;
+}
+
+#[tokio::test]
+async fn a_stray_port_removed_alone_reads_back_its_sandbox_side() {
+    // A sandbox whose overlay port was deleted behind the driver's back: the planner deletes
+    // the sandbox end and re-attaches; the read back covers both namespaces.
+    let d = driver();
+    let one = state(vec![], vec![sandbox(TASK, 2)]);
+    d.apply(&one).await.unwrap();
+    d.kernel().edit(|st| {
+        st.namespaces
+            .get_mut("1-jv8c30bcmn")
+            .and_then(Option::as_mut)
+            .unwrap()
+            .links
+            .remove("vethzazcrztrp8n");
+    });
+    d.resync().await;
+    let report = d.apply(&one).await.unwrap();
+    assert!(report.observed_kernel);
+    assert!(
+        report
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::AttachOverlay { .. })),
+        "{:?}",
+        report.ops
+    );
+    assert_exact(&d).await;
+    assert!(d.apply(&one).await.unwrap().ops.is_empty());
 }

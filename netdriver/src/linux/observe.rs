@@ -24,7 +24,7 @@ use crate::model::MacAddr;
 use crate::names::{self, VXLAN};
 use crate::netns;
 use crate::nft_read::Depth;
-use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, VxlanState};
+use crate::observed::{DefaultRoute, LinkKind, LinkState, NsState, Observed, Touched, VxlanState};
 use crate::op::NsRef;
 
 const MAIN_TABLE: u8 = 254;
@@ -112,24 +112,7 @@ fn parse_vxlan(infos: &[InfoVxlan]) -> VxlanState {
 
 impl LinuxKernel {
     pub(super) async fn observe_all(&self) -> Result<Observed, Error> {
-        let bridge = self.config.gateway_bridge.name.clone();
-        let host = self.handle(&NsRef::Host).await?;
-        let host_state = self
-            .read_ns(&host, &NsRef::Host, |n| {
-                n == bridge || n.starts_with(names::GATEWAY_PORT_PREFIX)
-            })
-            .await?;
-        let mut host_state = host_state;
-        host_state.lb = self.read_lb(&NsRef::Host).await?;
-        let forwarding = self.ip_forward(false).await?;
-        let table = &self.config.gateway_bridge.name;
-        let nat = self
-            .read_table_in(&NsRef::Host, table, Depth::Comment)
-            .await?
-            .and_then(|d| d.comment);
-        let filter = self.read_filter().await?;
-
-        let mut namespaces = BTreeMap::new();
+        let mut observed = self.observe_host().await?;
         let dir = self.config.netns_dir();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e.collect::<Result<Vec<_>, _>>(),
@@ -139,26 +122,67 @@ impl LinuxKernel {
         .map_err(|e| Error::os(dir.display().to_string(), "readdir", e))?;
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let state = if netns::is_netns(&entry.path()) {
-                let ns = NsRef::Named(name.clone());
-                let h = self.handle(&ns).await?;
-                let mut st = self.read_ns(&h, &ns, |_| true).await?;
-                if !names::is_overlay_ns(&name) {
-                    st.lb = self.read_lb(&ns).await?;
-                }
-                Some(st)
-            } else {
-                None
-            };
-            namespaces.insert(name, state);
+            let state = self.read_named(&name).await?;
+            observed.namespaces.insert(name, state);
         }
+        Ok(observed)
+    }
+
+    /// Reads the host part (when `touched.host`) and the named namespace files of `touched`.
+    pub(super) async fn observe_touched(&self, touched: &Touched) -> Result<Observed, Error> {
+        let mut observed = if touched.host {
+            self.observe_host().await?
+        } else {
+            Observed::default()
+        };
+        for name in &touched.namespaces {
+            let path = self.named_path(name);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                let state = self.read_named(name).await?;
+                observed.namespaces.insert(name.clone(), state);
+            }
+        }
+        Ok(observed)
+    }
+
+    /// The host namespace's part of [`Observed`] (no namespace files).
+    async fn observe_host(&self) -> Result<Observed, Error> {
+        let bridge = self.config.gateway_bridge.name.clone();
+        let host = self.handle(&NsRef::Host).await?;
+        let mut host_state = self
+            .read_ns(&host, &NsRef::Host, |n| {
+                n == bridge || n.starts_with(names::GATEWAY_PORT_PREFIX)
+            })
+            .await?;
+        host_state.lb = self.read_lb(&NsRef::Host).await?;
+        let forwarding = self.ip_forward(false).await?;
+        let table = &self.config.gateway_bridge.name;
+        let nat = self
+            .read_table_in(&NsRef::Host, table, Depth::Comment)
+            .await?
+            .and_then(|d| d.comment);
+        let filter = self.read_filter().await?;
         Ok(Observed {
             host: host_state,
             forwarding,
             nat,
             filter,
-            namespaces,
+            namespaces: BTreeMap::new(),
         })
+    }
+
+    /// What the namespace file `name` holds; `None` when it is not a live namespace.
+    async fn read_named(&self, name: &str) -> Result<Option<NsState>, Error> {
+        if !netns::is_netns(&self.named_path(name)) {
+            return Ok(None);
+        }
+        let ns = NsRef::Named(name.to_string());
+        let h = self.handle(&ns).await?;
+        let mut st = self.read_ns(&h, &ns, |_| true).await?;
+        if !names::is_overlay_ns(name) {
+            st.lb = self.read_lb(&ns).await?;
+        }
+        Ok(Some(st))
     }
 
     /// Reads the host's members-only filter (`None` when there is none).

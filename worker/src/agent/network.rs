@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::Ipv4Net;
 use mini_netdriver::model::{Attachment, DesiredState, OverlayNetwork, Peer};
@@ -23,6 +24,23 @@ pub struct NodeNetwork<K: Kernel> {
     /// True while converging waits: after a restart, until the first assignment says which of
     /// the sandboxes the previous daemon left (with its tasks still running in them) are kept.
     held: tokio::sync::watch::Sender<bool>,
+    /// Converge requests so far: each [`NodeNetwork::converge`] takes the next number.
+    requested: AtomicU64,
+    /// Held by the one converge that runs; the others wait on it, then find their request
+    /// covered (see [`NodeNetwork::converge`]).
+    converging: tokio::sync::Mutex<Applied>,
+    /// Calls made to the driver.
+    applies: AtomicU64,
+}
+
+/// What the converges applied.
+#[derive(Default)]
+struct Applied {
+    /// Requests up to this number are covered by a successful converge that read the wanted
+    /// state after they were made.
+    covered: u64,
+    /// What the last converge applied, if it succeeded.
+    last: Option<(DesiredState, LoadBalancing)>,
 }
 
 #[derive(Default)]
@@ -51,7 +69,17 @@ impl<K: Kernel> NodeNetwork<K> {
             node_id,
             state: Mutex::new(Wanted::default()),
             held: tokio::sync::watch::Sender::new(false),
+            requested: AtomicU64::new(0),
+            converging: tokio::sync::Mutex::new(Applied::default()),
+            applies: AtomicU64::new(0),
         }
+    }
+
+    /// How many converges called the driver (the others found nothing changed, or were
+    /// covered by another).
+    #[cfg(test)]
+    fn applies(&self) -> u64 {
+        self.applies.load(Ordering::Relaxed)
     }
 
     /// Makes [`NodeNetwork::converge`] wait until [`NodeNetwork::release`]: the sandboxes an
@@ -213,15 +241,43 @@ impl<K: Kernel> NodeNetwork<K> {
     }
 
     /// While held (see [`NodeNetwork::hold`]), waits for the release first.
+    ///
+    /// Converges coalesce: one runs at a time; a request made while one runs waits for it,
+    /// and the first waiter to go on applies what is wanted by then, which covers every
+    /// request made before it read the wanted state — those return at once. A converge whose
+    /// desired state and load balancing equal what the last successful one applied does not
+    /// call the driver. Returns when what was wanted at the call is applied.
     pub async fn converge(&self) -> Result<(), AgentError> {
         let _ = self.held.subscribe().wait_for(|held| !*held).await;
+        // Wanted-state changes made before this call are visible to whoever reads the wanted
+        // state after taking a number at least this one.
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut applied = self.converging.lock().await;
+        if applied.covered >= ticket {
+            return Ok(());
+        }
+        let upto = self.requested.load(Ordering::SeqCst);
         let desired = self.desired()?;
         let lb = self.load_balancing(&desired);
-        self.driver
-            .apply_with(&desired, &lb)
-            .await
-            .map_err(|e| AgentError::Network(e.to_string()))?;
-        Ok(())
+        if let Some((d, l)) = &applied.last
+            && *d == desired
+            && *l == lb
+        {
+            applied.covered = upto;
+            return Ok(());
+        }
+        self.applies.fetch_add(1, Ordering::Relaxed);
+        match self.driver.apply_with(&desired, &lb).await {
+            Ok(_) => {
+                applied.last = Some((desired, lb));
+                applied.covered = upto;
+                Ok(())
+            }
+            Err(e) => {
+                applied.last = None;
+                Err(AgentError::Network(e.to_string()))
+            }
+        }
     }
 
     fn desired(&self) -> Result<DesiredState, AgentError> {
@@ -336,4 +392,159 @@ fn vip_services(endpoints: &[EndpointRecord], network_id: &str) -> Vec<VipServic
             v
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use mini_netdriver::{DriverConfig, FakeKernel};
+
+    use super::*;
+
+    const NET: &str = "net1net1net1net1net1net1n";
+
+    fn node() -> Arc<NodeNetwork<FakeKernel>> {
+        let driver = NetDriver::new(
+            DriverConfig::new("/run/mini-unit", Ipv4Addr::new(10, 0, 0, 1)),
+            FakeKernel::new(),
+        );
+        let n = NodeNetwork::new(driver, "node1".into());
+        n.set_networks(&[Network {
+            id: NET.into(),
+            subnet: "10.0.9.0/24".into(),
+            gateway: "10.0.9.1".into(),
+            vni: 4097,
+            ..Default::default()
+        }]);
+        Arc::new(n)
+    }
+
+    fn task(id: &str, last: u8) -> Task {
+        Task {
+            id: id.into(),
+            networks: vec![NetworkAttachment {
+                network_id: NET.into(),
+                addr: format!("10.0.9.{last}/24"),
+                mac: format!("02:42:0a:00:09:{last:02x}"),
+                vip: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn remote(id: &str, last: u8) -> EndpointRecord {
+        EndpointRecord {
+            network_id: NET.into(),
+            endpoint_id: id.into(),
+            node_id: "node2".into(),
+            vtep: Ipv4Addr::new(10, 0, 0, 2),
+            ip: Ipv4Addr::new(10, 0, 9, last),
+            prefix_len: 24,
+            mac: [2, 0x42, 10, 0, 9, last],
+            service_id: "svc1".into(),
+            service_name: "web".into(),
+            task_name: format!("web.{last}.{id}"),
+            vip: Some(Ipv4Addr::new(10, 0, 9, 2)),
+            aliases: vec![],
+            ports: vec![],
+            version: 1,
+            deleted: false,
+            signature: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_converge_that_changes_nothing_for_the_node_does_not_call_the_driver() {
+        let n = node();
+        n.add_sandbox(&task("aaaaaaaaaaaaaaaaaaaaaaaaa", 5));
+        n.converge().await.unwrap();
+        assert_eq!(n.applies(), 1);
+        let kernel = n.driver().kernel().counters();
+        // The driver forgets what the kernel holds: calling it would read the kernel.
+        n.driver().resync().await;
+        for _ in 0..3 {
+            n.converge().await.unwrap();
+        }
+        assert_eq!(n.applies(), 1, "nothing changed: no driver call");
+        assert_eq!(n.driver().kernel().counters(), kernel, "no kernel call");
+        // A remote endpoint of a VIP service: peers and the sandbox's VIP table change.
+        n.set_endpoints(vec![remote("bbbbbbbbbbbbbbbbbbbbbbbbb", 7)]);
+        n.converge().await.unwrap();
+        assert_eq!(n.applies(), 2);
+        let st = n.driver().kernel().state();
+        let overlay = st.namespaces["1-net1net1ne"].as_ref().unwrap();
+        assert_eq!(
+            overlay.neighbours.keys().collect::<Vec<_>>(),
+            [&Ipv4Addr::new(10, 0, 9, 7)]
+        );
+        let sandbox = st.namespaces["aaaaaaaaaaaa"].as_ref().unwrap();
+        assert!(sandbox.lb.is_some(), "the VIP table of the sandbox");
+        // Its sandbox goes: the driver is called, and the namespace is gone.
+        n.remove_sandbox("aaaaaaaaaaaaaaaaaaaaaaaaa");
+        n.converge().await.unwrap();
+        assert_eq!(n.applies(), 3);
+        assert!(
+            !n.driver()
+                .kernel()
+                .state()
+                .namespaces
+                .contains_key("aaaaaaaaaaaa")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_converge_is_not_taken_as_applied() {
+        let n = node();
+        n.add_sandbox(&task("aaaaaaaaaaaaaaaaaaaaaaaaa", 5));
+        n.driver()
+            .kernel()
+            .fail_when(Some(Box::new(|op| op.to_string().contains("attach"))));
+        n.converge().await.unwrap_err();
+        n.converge().await.unwrap_err();
+        n.driver().kernel().fail_when(None);
+        n.converge().await.unwrap();
+        assert_eq!(n.applies(), 3, "each converge after a failure tries again");
+        let st = n.driver().kernel().state();
+        let sandbox = st.namespaces["aaaaaaaaaaaa"].as_ref().unwrap();
+        assert!(sandbox.links.contains_key("eth0") && sandbox.links.contains_key("eth1"));
+    }
+
+    #[tokio::test]
+    async fn converges_requested_while_one_runs_are_applied_together() {
+        let n = node();
+        n.converge().await.unwrap();
+        let applies = n.applies();
+        // One converge "runs" (holds the lock) while ten more are requested, each after
+        // wanting one more sandbox.
+        let running = n.converging.lock().await;
+        let mut waiting = Vec::new();
+        for i in 0..10u8 {
+            n.add_sandbox(&task(&format!("t{i:02}aaaaaaaaaaaaaaaaaaaaaa"), 10 + i));
+            let n = Arc::clone(&n);
+            waiting.push(tokio::spawn(async move { n.converge().await }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while n.requested.load(Ordering::SeqCst) < 11 {
+            assert!(
+                Instant::now() < deadline,
+                "requests seen: {}",
+                n.requested.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(running);
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(n.applies(), applies + 1, "one driver call for ten requests");
+        let st = n.driver().kernel().state();
+        for i in 0..10 {
+            assert!(
+                st.namespaces.contains_key(&format!("t{i:02}aaaaaaaaa")),
+                "sandbox {i} made before its converge returned"
+            );
+        }
+    }
 }
