@@ -24,6 +24,7 @@ pub mod binary;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod deploy_lab;
 pub mod docker_lab;
 pub mod image;
 pub mod leftovers;

@@ -14,11 +14,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mini_tests::binary::mini_binary;
 use mini_tests::cli::run_mini;
+use mini_tests::deploy_lab::DeployLab;
 use mini_tests::{Output, wait_for};
 
 /// This test process's lab name.
@@ -34,21 +34,11 @@ fn hosts() -> usize {
 }
 
 fn lab(args: &[&str]) -> Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
-    let out = Command::new(script)
-        .args(args)
-        .env("MINI_LAB_NAME", name())
-        .env("MINI_BIN", mini_binary())
-        .env("MINI_LAB_TIMEOUT", "300")
-        .env_remove("MINI_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run deploy/lab");
-    Output {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    the_lab().run(args)
+}
+
+fn the_lab() -> DeployLab {
+    DeployLab::new(name(), 300)
 }
 
 /// `mini ARGS…` against host 1 of the lab.
@@ -116,18 +106,6 @@ fn lab_processes() -> Vec<(i32, String)> {
     found
 }
 
-/// Runs `down` when dropped, so a failing assertion leaves no lab behind.
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = lab(&["down", "--purge"]);
-        if !out.success {
-            eprintln!("deploy/lab down failed: {}", out.stderr);
-        }
-    }
-}
-
 #[test]
 #[ignore = "50 hosts: minutes of the machine; run by hand or by the benchmark (see the module doc)"]
 fn fifty_host_lab_up_service_down_leaves_nothing() {
@@ -141,7 +119,7 @@ fn fifty_host_lab_up_service_down_leaves_nothing() {
         "a lab named {} already exists",
         name()
     );
-    let guard = Down;
+    let guard = the_lab().down_on_drop();
     let started = Instant::now();
     let up = lab(&["up", "-n", &n.to_string()]);
     assert!(up.success, "up -n {n} failed: {}{}", up.stdout, up.stderr);

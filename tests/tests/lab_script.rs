@@ -5,10 +5,10 @@
 //! (`mini-lab-*`, `/run/mini-lab`) may run beside it and is never touched.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use mini_tests::Output;
-use mini_tests::binary::mini_binary;
+use mini_tests::deploy_lab::DeployLab;
 
 /// This test process's lab name.
 fn name() -> String {
@@ -16,21 +16,11 @@ fn name() -> String {
 }
 
 fn lab(args: &[&str]) -> Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
-    let out = Command::new(script)
-        .args(args)
-        .env("MINI_LAB_NAME", name())
-        .env("MINI_BIN", mini_binary())
-        .env("MINI_LAB_TIMEOUT", "60")
-        .env_remove("MINI_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run deploy/lab");
-    Output {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    the_lab().run(args)
+}
+
+fn the_lab() -> DeployLab {
+    DeployLab::new(name(), 60)
 }
 
 fn lab_namespaces() -> Vec<String> {
@@ -39,18 +29,6 @@ fn lab_namespaces() -> Vec<String> {
 
 fn lab_mounts() -> Vec<String> {
     mini_tests::leftovers::mounts(&name())
-}
-
-/// Runs `down` when dropped, so a failing assertion leaves no lab behind.
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = lab(&["down", "--purge"]);
-        if !out.success {
-            eprintln!("deploy/lab down failed: {}", out.stderr);
-        }
-    }
 }
 
 #[test]
@@ -68,7 +46,7 @@ fn up_status_down_leaves_nothing() {
     );
     // A single host needs no join; the multi-host path is exercised by the
     // cluster end-to-end tests with the harness.
-    let guard = Down;
+    let guard = the_lab().down_on_drop();
     let up = lab(&["up", "-n", "1"]);
     assert!(up.success, "up failed: {}{}", up.stdout, up.stderr);
     assert!(up.stdout.contains("lab-h1"), "{}", up.stdout);
@@ -167,26 +145,25 @@ fn a_lab_over_a_limit_names_it_and_changes_nothing() {
         nix::unistd::geteuid().is_root(),
         "this test needs root: deploy/lab checks as root"
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab");
-    let out = Command::new(script)
-        .args(["up", "-n", "2"])
-        .env("MINI_LAB_NAME", name())
-        .env("MINI_BIN", mini_binary())
-        .env("MINI_LAB_MEM_PER_HOST", "100000000")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run deploy/lab");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "up must refuse: {stderr}");
+    // A lab name of its own: the other tests of this file run beside it with theirs.
+    let name = format!("mlim{}", std::process::id());
+    let out = DeployLab::new(name.as_str(), 60)
+        .with_env("MINI_LAB_MEM_PER_HOST", "100000000")
+        .run(&["up", "-n", "2"]);
+    let stderr = out.stderr;
+    assert!(!out.success, "up must refuse: {stderr}");
     assert!(
         stderr.contains("nothing was changed")
             && stderr.contains("memory: 2 hosts need about")
             && stderr.contains("MemAvailable"),
         "{stderr}"
     );
-    assert_eq!(lab_namespaces(), Vec::<String>::new());
-    assert!(!Path::new(&format!("/run/{}", name())).exists());
-    assert!(!Path::new(&format!("/var/lib/{}", name())).exists());
+    assert_eq!(
+        mini_tests::leftovers::namespaces(&name),
+        Vec::<String>::new()
+    );
+    assert!(!Path::new(&format!("/run/{name}")).exists());
+    assert!(!Path::new(&format!("/var/lib/{name}")).exists());
 }
 
 #[test]
