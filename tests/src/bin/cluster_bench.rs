@@ -64,6 +64,7 @@ struct Args {
     iperf_secs: u64,
     tasks: usize,
     tasks_timeout_secs: u64,
+    soak_secs: u64,
 }
 
 fn parse_args() -> Args {
@@ -77,6 +78,7 @@ fn parse_args() -> Args {
         iperf_secs: 5,
         tasks: 0,
         tasks_timeout_secs: 600,
+        soak_secs: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -98,11 +100,12 @@ fn parse_args() -> Args {
             "--iperf-secs" => a.iperf_secs = num(),
             "--tasks" => a.tasks = num() as usize,
             "--tasks-timeout-secs" => a.tasks_timeout_secs = num().max(1),
+            "--soak-secs" => a.soak_secs = num(),
             "--help" | "-h" => {
                 eprintln!(
                     "cluster_bench [--hosts N] [--samples S] [--poll-ms MS] [--endpoints E] \
                      [--idle-secs S] [--purge-trials T] [--iperf-secs S (0: skip)] \
-                     [--tasks T (0: skip)] [--tasks-timeout-secs S]"
+                     [--tasks T (0: skip)] [--tasks-timeout-secs S] [--soak-secs S (0: skip)]"
                 );
                 std::process::exit(0);
             }
@@ -322,15 +325,20 @@ fn propagate_one(
         conflicts,
         &["service", "scale", "--detach", &spec],
     );
+    // The scale must show in the service's tasks: a write acknowledged but not applied, or a
+    // task never scheduled or started, is reported with what was seen instead of waiting on.
+    let want = count[a - 1];
     let mut t_sandbox = None;
     let mut diagnosis: Option<Vec<Value>> = None;
     let mut seen: HashMap<usize, (f64, Endpoint)> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PROPAGATION_DEADLINE;
     while seen.len() < others.len() {
         if Instant::now() > deadline {
             return Err(format!(
-                "endpoint on h{a} not everywhere after 60 s: seen on {:?}",
-                seen.keys().collect::<Vec<_>>()
+                "`service scale {spec}`: the new endpoint on h{a} was not on every node after \
+                 {PROPAGATION_DEADLINE:?}: seen on {:?}; {}",
+                seen.keys().collect::<Vec<_>>(),
+                service_view(&cluster.host(1), &service, want),
             ));
         }
         let now = wall_ms();
@@ -412,8 +420,9 @@ fn propagate_one(
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "no running task of {service} with IP {}",
-                fmt_ip(ip)
+                "no running task of {service} with IP {}; {}",
+                fmt_ip(ip),
+                service_view(&cluster.host(1), &service, want),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -432,6 +441,49 @@ fn propagate_one(
             .collect(),
         stragglers: diagnosis,
     })
+}
+
+/// How long one propagation sample may take before it is reported as failed.
+const PROPAGATION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// After this many failed propagation samples in a row the phase stops (each one waited
+/// [`PROPAGATION_DEADLINE`]): the errors say what was seen.
+const MAX_FAILED_SAMPLES_IN_A_ROW: usize = 3;
+
+/// What the manager says of `service` when a propagation sample failed: the replicas in
+/// `service ls` and the states of its tasks (wanted: `want` running).
+fn service_view(h: &Host, service: &str, want: usize) -> String {
+    let ls = h.mini(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={service}"),
+        "--format",
+        "{{.Name}} {{.Replicas}}",
+    ]);
+    let ps = h.listed(&["service", "ps", service], "task");
+    let tasks: Vec<String> = serde_json::from_str::<Value>(&ps.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}→{} on {} {}",
+                t["id"].as_str().unwrap_or("?"),
+                t["current_state"].as_str().unwrap_or("?"),
+                t["desired_state"].as_str().unwrap_or("?"),
+                t["node"].as_str().unwrap_or("?"),
+                t["error"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    format!(
+        "wanted {want} running; `service ls`: {:?} {}; tasks: {tasks:?} {}",
+        ls.stdout.trim(),
+        ls.stderr.trim(),
+        ps.stderr.trim()
+    )
 }
 
 fn main() {
@@ -493,11 +545,28 @@ fn main() {
     let mut samples = Vec::new();
     let mut errors = Vec::new();
     let (cpu0, wall0) = (cpu_secs(std::process::id() as i32), Instant::now());
+    let mut failed_in_a_row = 0;
     for i in 0..args.samples {
         let a = i % n + 1;
         match propagate_one(&cluster, &mut socks, a, &mut count, poll, &mut conflicts) {
-            Ok(s) => samples.push(s),
-            Err(e) => errors.push(e),
+            Ok(s) => {
+                samples.push(s);
+                failed_in_a_row = 0;
+            }
+            Err(e) => {
+                eprintln!("propagation sample {i} failed: {e}");
+                errors.push(e);
+                // Go on from what the manager has, not from what was asked.
+                let service = format!("p-h{a}");
+                count[a - 1] = running(&m, &service).len().max(1);
+                failed_in_a_row += 1;
+                if failed_in_a_row >= MAX_FAILED_SAMPLES_IN_A_ROW {
+                    errors.push(format!(
+                        "stopped after {failed_in_a_row} failed samples in a row"
+                    ));
+                    break;
+                }
+            }
         }
         // Let the previous task's RUNNING report and gossip settle.
         std::thread::sleep(Duration::from_millis(200));
@@ -638,6 +707,14 @@ fn main() {
     });
     eprintln!("idle: {idle}\nrss: {rss_json}");
 
+    // 7. Idle soak: no live node may be declared down.
+    let soak = if args.soak_secs > 0 {
+        soak(&cluster, args.soak_secs)
+    } else {
+        Value::Null
+    };
+    eprintln!("soak: {soak}");
+
     // 5. Throughput (before any host dies).
     let throughput = if args.iperf_secs > 0 {
         throughput(&cluster, args.iperf_secs).unwrap_or_else(|e| json!({"error": e}))
@@ -709,7 +786,13 @@ fn main() {
         "network_subnet": SUBNET,
         "goals": {"propagation_p99_ms_at_10": 500, "purge_ms": 4000, "idle_gossip_kbit_per_s_per_node": 50, "overlay_vs_kernel_vxlan": 0.95},
         "propagation": propagation,
-        "purge": {"trials": purges, "max_ms": if purge_all.is_empty() { Value::Null } else { json!(max(&purge_all)) }},
+        "purge": {
+            "trials": purges,
+            "max_ms": if purge_all.is_empty() { Value::Null } else { json!(max(&purge_all)) },
+            "summary_ms": summary(&purge_all),
+            "failed": purges.len() - purge_all.len(),
+        },
+        "soak": soak,
         "idle": idle,
         "rss": rss_json,
         "throughput": throughput,
@@ -720,6 +803,86 @@ fn main() {
         "duration_s": round1(started.elapsed().as_secs_f64()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Soak: an idle cluster for S seconds, and every sign of a live node declared down.
+
+/// Log lines that say a live node was declared down: by the manager's heartbeat monitor, by
+/// a gossip member (it dropped the node's endpoints), or by the node itself hearing it.
+const DOWN_SIGNS: [&str; 3] = [
+    "heartbeat failure",
+    "member down: dropped its endpoints",
+    "declared down by the cluster",
+];
+
+fn down_signs(cluster: &Cluster) -> Vec<[usize; 3]> {
+    (1..=cluster.len())
+        .map(|k| {
+            let log = cluster.host(k).log();
+            DOWN_SIGNS.map(|sign| log.matches(sign).count())
+        })
+        .collect()
+}
+
+/// Sits `secs` with nothing changing; every 10 s lists the nodes on h1 and notes any not
+/// Ready. At the end counts, per daemon log, the lines of [`DOWN_SIGNS`] written meanwhile.
+fn soak(cluster: &Cluster, secs: u64) -> Value {
+    let n = cluster.len();
+    let m = cluster.host(1);
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let signs0 = down_signs(cluster);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(secs);
+    let (mut checks, mut not_ready) = (0, Vec::new());
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(10).min(end - Instant::now()));
+        let out = m.listed(&["node", "ls"], "node");
+        checks += 1;
+        let nodes = serde_json::from_str::<Value>(&out.stdout).unwrap_or(Value::Null);
+        let listed = nodes.as_array().map_or(0, Vec::len);
+        let bad: Vec<String> = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["status"] != "ready")
+            .map(|v| format!("{} {}", v["hostname"], v["status"]))
+            .collect();
+        if !out.success || listed != n || !bad.is_empty() {
+            not_ready.push(json!({
+                "at_s": round1(t0.elapsed().as_secs_f64()),
+                "listed": listed,
+                "not_ready": bad,
+                "error": out.stderr.trim(),
+            }));
+        }
+    }
+    let signs1 = down_signs(cluster);
+    let per_node: Vec<Value> = (0..n)
+        .filter_map(|i| {
+            let d: Vec<usize> = (0..3).map(|j| signs1[i][j] - signs0[i][j]).collect();
+            (d.iter().sum::<usize>() > 0).then(|| {
+                json!({
+                    "node": format!("h{}", i + 1),
+                    "heartbeat_failure": d[0],
+                    "gossip_member_down": d[1],
+                    "declared_down_itself": d[2],
+                })
+            })
+        })
+        .collect();
+    let total = |j: usize| (0..n).map(|i| signs1[i][j] - signs0[i][j]).sum::<usize>();
+    json!({
+        "secs": round1(t0.elapsed().as_secs_f64()),
+        "node_ls_checks": checks,
+        "checks_with_a_node_not_ready": not_ready,
+        "heartbeat_failures": total(0),
+        "gossip_member_down": total(1),
+        "declared_down_itself": total(2),
+        "per_node": per_node,
+        "loadavg_before": load_before.trim(),
+        "loadavg_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -146,6 +146,8 @@ impl Gossip {
             changes: changes_tx,
             orphans: HashMap::new(),
             rejects: RejectLog::default(),
+            young: Vec::new(),
+            resend_at: None,
             config,
         };
         let task = tokio::spawn(agent.run(socket, commands));
@@ -298,6 +300,7 @@ enum Event {
     Timers,
     AntiEntropy,
     Maintenance,
+    Resend,
 }
 
 /// The agent task's state. Only this task touches foca.
@@ -315,6 +318,10 @@ struct Agent {
     /// Owners of records that are not members, since when (see `orphan_grace`).
     orphans: HashMap<String, Instant>,
     rejects: RejectLog,
+    /// Own records pushed to every member since the last resend, (network, endpoint).
+    young: Vec<(String, String)>,
+    /// When to push `young` to every member again.
+    resend_at: Option<Instant>,
     config: GossipConfig,
 }
 
@@ -343,6 +350,7 @@ impl Agent {
         maintenance.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.next_deadline();
+            let resend_at = self.resend_at;
             // Biased: packets waiting (acks among them) are read before a timer that would
             // count them missing fires — on a loaded node both are ready at once.
             let event = tokio::select! {
@@ -352,6 +360,7 @@ impl Agent {
                 _ = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => Event::Timers,
                 _ = sleep_until(anti_entropy_at) => Event::AntiEntropy,
                 _ = maintenance.tick() => Event::Maintenance,
+                _ = sleep_until(resend_at.unwrap_or_else(Instant::now)), if resend_at.is_some() => Event::Resend,
             };
             match event {
                 Event::Command(None) => return,
@@ -373,6 +382,7 @@ impl Agent {
                         Instant::now() + jitter(&mut self.rng, timings.anti_entropy_period);
                 }
                 Event::Maintenance => self.maintenance(),
+                Event::Resend => self.resend_young(),
             }
             self.after_step();
         }
@@ -447,7 +457,10 @@ impl Agent {
     }
 
     /// Signs a record this node owns (with a [`RecordAuth`]), merges it (through foca's
-    /// handler) and sends it out at once. Returns the record as stored.
+    /// handler) and sends it out at once: to every member directly, and as a foca broadcast
+    /// (the epidemic also reaches members this node does not know yet). It goes to every member
+    /// once more [`resend_after`](super::GossipTimings::resend_after) later. Returns the record
+    /// as stored.
     fn broadcast(&mut self, record: EndpointRecord) -> Result<EndpointRecord, GossipError> {
         let record = match &self.shared.auth {
             Some(auth) => auth.sign(record)?,
@@ -460,8 +473,49 @@ impl Agent {
                 endpoint_id: record.endpoint_id.clone(),
                 reason: e.to_string(),
             })?;
+        self.push_to_every_member(&[&record]);
+        self.young
+            .push((record.network_id.clone(), record.endpoint_id.clone()));
+        if self.resend_at.is_none() {
+            self.resend_at = Some(Instant::now() + self.config.timings.resend_after);
+        }
         self.push_broadcasts();
         Ok(record)
+    }
+
+    /// Sends records to every live member, point to point (anti-entropy `Records` messages:
+    /// merged by the receiver, not relayed). A new record thus reaches every member in one
+    /// hop unless a packet is lost; the random epidemic alone misses a node now and then.
+    fn push_to_every_member(&mut self, records: &[&EndpointRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let packets = antientropy::encode_records(records);
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        for member in members {
+            for packet in &packets {
+                self.transport.send(KIND_SYNC, member, packet);
+            }
+        }
+    }
+
+    /// Pushes the current version of every record published since the last resend to every
+    /// member again, batched: a lost first push is repaired after `resend_after`, not after the
+    /// next anti-entropy round that happens to pick the node that missed it.
+    fn resend_young(&mut self) {
+        self.resend_at = None;
+        let mut keys = std::mem::take(&mut self.young);
+        keys.sort();
+        keys.dedup();
+        let records: Vec<EndpointRecord> = {
+            let state = self.shared.lock();
+            keys.iter()
+                .filter_map(|(network, endpoint)| state.table.get(network, endpoint).cloned())
+                .filter(|r| r.node_id == self.shared.local_node)
+                .collect()
+        };
+        let refs: Vec<&EndpointRecord> = records.iter().collect();
+        self.push_to_every_member(&refs);
     }
 
     /// Sends pending record broadcasts to a few members now instead of at the next gossip round.
@@ -538,8 +592,9 @@ impl Agent {
         }
     }
 
-    /// Starts an anti-entropy round with a random member; on joining, prefer a bootstrap peer
-    /// (it has certainly heard of us, since we announced to it).
+    /// Starts an anti-entropy round with a random member: the hash of the table, or on joining
+    /// the whole digest, to a bootstrap peer by preference (it has certainly heard of us, since
+    /// we announced to it).
     fn start_anti_entropy(&mut self, joining: bool) {
         let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         let bootstrap: Vec<SocketAddr> = members
@@ -556,8 +611,12 @@ impl Agent {
             return;
         };
         let digest = self.shared.lock().table.digest();
-        self.transport
-            .send(KIND_SYNC, peer, &antientropy::encode_digest(&digest, true));
+        let message = if joining {
+            antientropy::encode_digest(&digest, true)
+        } else {
+            antientropy::encode_summary(&digest)
+        };
+        self.transport.send(KIND_SYNC, peer, &message);
     }
 
     fn handle_sync(&mut self, message: SyncMessage, from: SocketAddr) {
@@ -566,6 +625,13 @@ impl Agent {
             return;
         }
         match message {
+            SyncMessage::Summary { root } => {
+                let mine = self.shared.lock().table.digest();
+                if mine.root() != root {
+                    self.transport
+                        .send(KIND_SYNC, from, &antientropy::encode_digest(&mine, true));
+                }
+            }
             SyncMessage::Digest { reply, buckets } => {
                 let (packets, mine) = {
                     let state = self.shared.lock();

@@ -3,8 +3,9 @@
 //!
 //! Every node runs one [`Gossip`] agent on its advertise address (port [`DEFAULT_PORT`]). A node
 //! [publishes](Gossip::publish) an [`EndpointRecord`] for each task endpoint it runs and
-//! [withdraws](Gossip::withdraw) it (a tombstone) when the task stops; records spread as foca
-//! custom broadcasts and a periodic digest exchange (anti-entropy) repairs what broadcasts miss.
+//! [withdraws](Gossip::withdraw) it (a tombstone) when the task stops; the owner pushes a new
+//! record to every member it knows (twice, 0.3 s apart), records also spread as foca custom
+//! broadcasts, and a periodic digest exchange (anti-entropy) repairs what all that missed.
 //! When SWIM declares a node down, every survivor drops that node's records at once. Consumers
 //! [subscribe](Gossip::subscribe) to changes and read a [table](Gossip::table) snapshot.
 //!

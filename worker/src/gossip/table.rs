@@ -22,6 +22,16 @@ impl Digest {
             .filter(|&i| self.0[i] != other.0[i])
             .collect()
     }
+
+    /// One hash of the whole digest: equal roots mean equal tables (barring a 64-bit
+    /// collision, which would only delay a repair until a record changes again).
+    pub fn root(&self) -> u64 {
+        let mut h = Fnv::new();
+        for b in self.0 {
+            h.write(&b.to_le_bytes());
+        }
+        h.finish()
+    }
 }
 
 /// Every endpoint record a node knows, one per (network, endpoint), tombstones included.
