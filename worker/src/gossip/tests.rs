@@ -669,3 +669,41 @@ async fn a_member_cannot_repoint_or_withdraw_another_nodes_endpoint() {
     }
     assert_eq!(live_views(&refs[1..]), vec![want.to_vec(), want.to_vec()]);
 }
+
+/// A node whose announce to a bootstrap peer was lost, but that joined through another peer,
+/// announces to it again: the first node of a cluster (no bootstrap peers of its own) is not
+/// left alone for good. Seen in the e2e tests: the first node's members-only filter dropped the
+/// others' first announces, and the cluster stayed split in two.
+#[tokio::test]
+async fn a_lost_announce_to_a_bootstrap_peer_is_repeated() {
+    // A's address, bound by nobody who answers yet: announces to it are lost.
+    let reserved = UdpSocket::bind(loopback()).unwrap();
+    let a_addr = reserved.local_addr().unwrap();
+    let b = start("nodeB", loopback(), &[a_addr], 0.0).await;
+    let c = start("nodeC", loopback(), &[b.local_addr(), a_addr], 0.0).await;
+    wait_for("B and C joined each other", CONVERGE_DEADLINE, || {
+        let counts = (b.members().len(), c.members().len());
+        if counts == (1, 1) {
+            Ok(())
+        } else {
+            Err(format!("members of B, C: {counts:?}"))
+        }
+    })
+    .await;
+    drop(reserved);
+    let a = start("nodeA", a_addr, &[], 0.0).await;
+    let nodes = [&a, &b, &c];
+    wait_for(
+        "A, which announced to nobody, and B and C, which joined each other",
+        CONVERGE_DEADLINE,
+        || {
+            let counts: Vec<usize> = nodes.iter().map(|g| g.members().len()).collect();
+            if counts == [2, 2, 2] {
+                Ok(())
+            } else {
+                Err(format!("members of A, B, C: {counts:?}"))
+            }
+        },
+    )
+    .await;
+}
