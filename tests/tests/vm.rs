@@ -244,8 +244,9 @@ fn three_vms_walkthrough_stop_start_down() {
     assert!(pinned.success, "{}", pinned.stderr);
     let mut samples = Vec::new();
     for replicas in 1..=3 {
+        // demonet's overlay namespace by its id: the ingress network's is `1-…` as well.
         let script = format!(
-            "set -e; ns=$(ls -d /run/mini/netns/1-* | head -n 1); \
+            "set -e; ns=/run/mini/netns/1-$(mini network inspect --format '{{{{.ID}}}}' demonet | cut -c1-10); \
              count() {{ nsenter --net=\"$ns\" ip neigh show dev vxlan0 | wc -l; }}; \
              before=$(count); t0=$(date +%s%N); \
              mini service scale --detach pinned={replicas} >/dev/null; \
