@@ -79,3 +79,43 @@ mod tests {
         assert_eq!(summary(&v)["p90"], 5.0);
     }
 }
+
+/// `service ls` limited to `service`, printing its NAME and REPLICAS (`running/desired`): the
+/// same words for mini and Docker, what a user watches.
+pub fn replicas_query(service: &str) -> [String; 6] {
+    [
+        "service".into(),
+        "ls".into(),
+        "--filter".into(),
+        format!("name={service}"),
+        "--format".into(),
+        "{{.Name}} {{.Replicas}}".into(),
+    ]
+}
+
+/// (running, desired) of `service` in the output of [`replicas_query`]. Docker adds a
+/// suffix such as ` (max 1 per node)` after REPLICAS; it is ignored.
+pub fn parse_replicas(stdout: &str, service: &str) -> Option<(usize, usize)> {
+    stdout.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        if f.next() != Some(service) {
+            return None;
+        }
+        let (r, d) = f.next()?.split_once('/')?;
+        Some((r.parse().ok()?, d.parse().ok()?))
+    })
+}
+
+#[cfg(test)]
+mod replicas_tests {
+    use super::parse_replicas;
+
+    #[test]
+    fn replicas_of_the_named_service_only() {
+        let out = "web-x 1/3\nweb 2/3\n";
+        assert_eq!(parse_replicas(out, "web"), Some((2, 3)));
+        assert_eq!(parse_replicas(out, "web-x"), Some((1, 3)));
+        assert_eq!(parse_replicas(out, "db"), None);
+        assert_eq!(parse_replicas("web garbage\n", "web"), None);
+    }
+}

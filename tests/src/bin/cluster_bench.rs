@@ -453,14 +453,8 @@ const MAX_FAILED_SAMPLES_IN_A_ROW: usize = 3;
 /// What the manager says of `service` when a propagation sample failed: the replicas in
 /// `service ls` and the states of its tasks (wanted: `want` running).
 fn service_view(h: &Host, service: &str, want: usize) -> String {
-    let ls = h.mini(&[
-        "service",
-        "ls",
-        "--filter",
-        &format!("name={service}"),
-        "--format",
-        "{{.Name}} {{.Replicas}}",
-    ]);
+    let query = mini_tests::bench::replicas_query(service);
+    let ls = h.mini(&query.each_ref().map(String::as_str));
     let ps = h.listed(&["service", "ps", service], "task");
     let tasks: Vec<String> = serde_json::from_str::<Value>(&ps.stdout)
         .ok()
@@ -957,19 +951,9 @@ fn nft_objects(netns: &Path) -> (usize, usize, usize) {
 
 /// Running tasks of `service` as `service ls` counts them ("R/D").
 fn replicas_running(h: &Host, service: &str) -> Option<usize> {
-    let out = h.mini(&[
-        "service",
-        "ls",
-        "--filter",
-        &format!("name={service}"),
-        "--format",
-        "{{.Name}} {{.Replicas}}",
-    ]);
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{service} ")))
-        .and_then(|r| r.split('/').next())
-        .and_then(|r| r.trim().parse().ok())
+    let query = mini_tests::bench::replicas_query(service);
+    let out = h.mini(&query.each_ref().map(String::as_str));
+    mini_tests::bench::parse_replicas(&out.stdout, service).map(|(running, _)| running)
 }
 
 fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) -> Value {

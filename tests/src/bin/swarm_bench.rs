@@ -254,22 +254,9 @@ impl System {
 
     /// (running, desired) of `service` as `service ls` shows them (REPLICAS).
     fn replicas(&self, service: &str) -> Option<(usize, usize)> {
-        let out = self.cli(&[
-            "service",
-            "ls",
-            "--filter",
-            &format!("name={service}"),
-            "--format",
-            "{{.Name}} {{.Replicas}}",
-        ]);
-        out.stdout.lines().find_map(|l| {
-            let mut f = l.split_whitespace();
-            if f.next() != Some(service) {
-                return None;
-            }
-            let (r, d) = f.next()?.split_once('/')?;
-            Some((r.parse().ok()?, d.parse().ok()?))
-        })
+        let query = mini_tests::bench::replicas_query(service);
+        let out = self.cli(&query.each_ref().map(String::as_str));
+        mini_tests::bench::parse_replicas(&out.stdout, service)
     }
 
     /// Waits until `service ls` shows `n/n`; returns the seconds since `t0`.
