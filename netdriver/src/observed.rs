@@ -121,10 +121,10 @@ impl NsState {
 }
 
 impl Observed {
-    /// Updates the picture after a peer or `mini_lb` operation succeeded. Returns false for any
-    /// other operation: its effects (cascades of veth pairs, namespaces) are read back from the
-    /// kernel.
-    pub(crate) fn record_op(&mut self, op: &Op) -> bool {
+    /// Updates the picture after a peer, filter or `mini_lb` operation succeeded. Any other
+    /// operation is left alone: its effects (cascades of veth pairs, namespaces) are read back
+    /// from the kernel (see [`Touched`]).
+    pub(crate) fn record_op(&mut self, op: &Op) {
         fn ns_of<'a>(obs: &'a mut Observed, ns: &str) -> Option<&'a mut NsState> {
             obs.namespaces.get_mut(ns).and_then(Option::as_mut)
         }
@@ -201,9 +201,8 @@ impl Observed {
                     st.fdb.remove(mac);
                 }
             }
-            _ => return false,
+            _ => {}
         }
-        true
     }
 }
 
