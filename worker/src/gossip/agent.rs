@@ -324,7 +324,7 @@ struct Agent {
     /// When to push `young` to every member again.
     resend_at: Option<Instant>,
     /// When to announce again to bootstrap peers that are not members (see
-    /// `announce_missing_bootstrap`).
+    /// `announce_bootstrap`).
     reannounce_at: Instant,
     config: GossipConfig,
 }
@@ -584,9 +584,16 @@ impl Agent {
         }
     }
 
+    /// Announces to the bootstrap peers that are not members (all of them until this node has
+    /// joined). Repeated while members are missing: without it two groups can stay apart for
+    /// good — a node whose first announce was lost (e.g. dropped by a peer whose members-only
+    /// filter did not list it yet) but that joined through another peer never announces again,
+    /// and the first node of a cluster has no bootstrap peers at all.
     fn announce_bootstrap(&mut self) {
+        let members: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         for addr in self.config.bootstrap.clone() {
             if addr != self.self_addr
+                && !members.contains(&addr)
                 && let Err(e) = self
                     .foca
                     .announce(NodeIdentity::placeholder(addr), rt!(self))
@@ -719,25 +726,7 @@ impl Agent {
             self.announce_bootstrap();
         } else if now >= self.reannounce_at {
             self.reannounce_at = now + timings.anti_entropy_period;
-            self.announce_missing_bootstrap();
-        }
-    }
-
-    /// Announces again to the bootstrap peers that are not members. Without it two groups can
-    /// stay apart for good: a node whose first announce was lost (e.g. dropped by a peer whose
-    /// members-only filter did not list it yet) but that joined through another peer never
-    /// announces again, and the first node of a cluster has no bootstrap peers at all.
-    fn announce_missing_bootstrap(&mut self) {
-        let members: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        for addr in self.config.bootstrap.clone() {
-            if addr != self.self_addr
-                && !members.contains(&addr)
-                && let Err(e) = self
-                    .foca
-                    .announce(NodeIdentity::placeholder(addr), rt!(self))
-            {
-                tracing::debug!(%addr, error = %e, "announcing again to a bootstrap peer");
-            }
+            self.announce_bootstrap();
         }
     }
 
