@@ -112,7 +112,9 @@ impl EventHub {
         let hub = self.clone();
         let mut rx = store.watch();
         tokio::spawn(async move {
-            let mut deriver = store.view(|t| Deriver::new(t, leader()));
+            // `leader()` reads the store itself: asked before the view, not inside it.
+            let leader_now = leader();
+            let mut deriver = store.view(|t| Deriver::new(t, leader_now));
             let mut tick = tokio::time::interval(LEADER_POLL);
             loop {
                 tokio::select! {

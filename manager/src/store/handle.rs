@@ -23,6 +23,37 @@ pub struct Store {
     events: broadcast::Sender<StoreEvent>,
 }
 
+thread_local! {
+    /// Whether this thread holds the store's lock (debug builds check it).
+    static HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the store's lock held by this thread while it lives. A second lock taken inside
+/// (a `view` in a `view`'s closure) deadlocks as soon as the Raft loop waits to write in
+/// between (std's lock lets a waiting writer go first): debug builds, and so every test,
+/// panic there instead, naming the mistake.
+struct Held;
+
+impl Held {
+    fn take() -> Held {
+        HELD.with(|held| {
+            debug_assert!(
+                !held.get(),
+                "the store's lock taken again inside a view: deadlocks when a write waits in \
+                 between; read what the closure needs before the view"
+            );
+            held.set(true);
+        });
+        Held
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|held| held.set(false));
+    }
+}
+
 struct Inner {
     tables: Tables,
     applied_index: u64,
@@ -52,12 +83,14 @@ impl Store {
 
     /// Runs `f` on a consistent view of the tables.
     pub fn view<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        let _held = Held::take();
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         f(&inner.tables)
     }
 
     /// Index of the last batch applied (0 for an empty store).
     pub fn applied_index(&self) -> u64 {
+        let _held = Held::take();
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -82,6 +115,7 @@ impl Store {
     /// `proposal_id` was applied lately (a retried proposal) is not applied again: it answers
     /// as it did the first time, applied.
     pub fn apply(&self, index: u64, batch: &StoreBatch) -> Result<(), ApplyError> {
+        let _held = Held::take();
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // The index advances even for a refused batch: the entry is consumed.
         inner.applied_index = index;
@@ -108,6 +142,7 @@ impl Store {
 
     /// The whole store, encoded, with the index it reflects.
     pub fn snapshot(&self) -> (u64, Vec<u8>) {
+        let _held = Held::take();
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let mut snapshot = inner.tables.to_snapshot();
         snapshot.proposals = inner.recent.to_snapshot();
@@ -121,6 +156,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         let recent = Recent::from_snapshot(std::mem::take(&mut snapshot.proposals));
+        let _held = Held::take();
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.tables = Tables::from_snapshot(snapshot);
         inner.recent = recent;

@@ -363,3 +363,35 @@ fn a_refused_proposal_is_not_remembered_and_old_ids_are_forgotten() {
         Err(ApplyError::Exists { .. })
     ));
 }
+
+/// A view taken inside a view's closure deadlocks as soon as the Raft loop waits to write in
+/// between (the events follower did this on start): debug builds refuse it at once.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "the store's lock taken again inside a view")]
+fn a_view_inside_a_view_is_refused_in_debug_builds() {
+    let store = Store::new();
+    store.view(|_| store.applied_index());
+}
+
+/// The lock mark is per thread and ends with the view: views one after the other, and on
+/// other threads at the same time, are fine.
+#[test]
+fn views_in_turn_and_on_other_threads_are_fine() {
+    let store = Store::new();
+    store.view(|_| ());
+    assert_eq!(store.applied_index(), 0);
+    store.view(|_| {
+        let other = store.clone();
+        std::thread::spawn(move || other.applied_index())
+            .join()
+            .expect("a view on another thread")
+    });
+    store
+        .apply(
+            1,
+            &batch(vec![create(Action::PutNetwork(network("n1", "a")))]),
+        )
+        .unwrap();
+    assert_eq!(store.view(|t| t.networks.len()), 1);
+}
