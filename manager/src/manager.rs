@@ -463,6 +463,12 @@ impl Manager {
         self.sessions.get()
     }
 
+    /// Whether this manager opens workers' sessions: it leads and its leader-only services
+    /// run, so its store holds everything earlier leaders committed.
+    pub fn serves_sessions(&self) -> bool {
+        self.is_leader() && self.sessions.serving()
+    }
+
     /// This node's TLS identity.
     pub fn trust(&self) -> &Trust {
         &self.trust

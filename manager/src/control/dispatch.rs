@@ -113,6 +113,14 @@ impl Dispatcher for ControlApi {
                     .unwrap_or_else(|| "(unknown: election running)".into())
             )));
         }
+        if !manager.serves_sessions() {
+            // A new leader whose store may lack what earlier leaders committed: a session's
+            // first assignment set must be complete (the worker removes what it does not list,
+            // tasks left running by its previous daemon included). The worker retries shortly.
+            return Err(Status::unavailable(
+                "this manager was just elected leader and is still applying the log; retry",
+            ));
+        }
         let caller = Caller::of(&request)?;
         caller.acting_as(&request.get_ref().node_id)?;
         let node_id = caller.node_id;

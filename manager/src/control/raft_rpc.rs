@@ -170,8 +170,13 @@ impl RaftTransport for ControlApi {
                 status.leader_id
             )));
         }
+        // A leader that has not committed an entry of its term yet may not know its
+        // predecessors' commit index: the follower asks again.
+        let commit = status.leader_commit().ok_or_else(|| {
+            Status::unavailable("the leader has not committed an entry of its term yet")
+        })?;
         Ok(Response::new(
-            crate::ha::GroupView::of_leader(&status).to_response(status.commit),
+            crate::ha::GroupView::of_leader(&status).to_response(commit),
         ))
     }
 }

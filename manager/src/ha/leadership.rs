@@ -25,6 +25,10 @@ use crate::store::Store;
 pub struct SessionsSlot {
     period: Duration,
     current: Arc<Mutex<Arc<Sessions>>>,
+    /// Whether the leader-only services run: workers' sessions are opened only then, once the
+    /// store holds everything earlier leaders committed (a session's first assignment set is
+    /// complete, and a worker removes what it does not list).
+    serving: Arc<std::sync::atomic::AtomicBool>,
     /// Counts the heartbeats of every session set this slot holds.
     heartbeats: prometheus_client::metrics::counter::Counter,
 }
@@ -35,6 +39,7 @@ impl SessionsSlot {
         SessionsSlot {
             period,
             current: Arc::new(Mutex::new(Arc::new(Sessions::new(period)))),
+            serving: Default::default(),
             heartbeats: Default::default(),
         }
     }
@@ -60,11 +65,20 @@ impl SessionsSlot {
             .clone()
     }
 
-    /// Forgets every session (a new, empty set with a fresh reconnect grace).
-    pub fn reset(&self) -> Arc<Sessions> {
+    /// Whether workers' sessions may be opened: the leader-only services run.
+    pub fn serving(&self) -> bool {
+        self.serving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Forgets every session (a new, empty set with a fresh reconnect grace); new sessions are
+    /// opened from now on if `serving`.
+    pub fn reset(&self, serving: bool) -> Arc<Sessions> {
         let fresh =
             Arc::new(Sessions::new(self.period).counting_heartbeats(self.heartbeats.clone()));
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = fresh.clone();
+        self.serving
+            .store(serving, std::sync::atomic::Ordering::SeqCst);
         fresh
     }
 }
@@ -82,7 +96,7 @@ impl LeaderServices {
         sessions: &SessionsSlot,
         settings: &ControllerSettings,
     ) -> Self {
-        let current = sessions.reset();
+        let current = sessions.reset(true);
         let controllers = Controllers::start_with(store.clone(), proposer.clone(), settings);
         let tasks = vec![
             tokio::spawn(crate::manager::monitor_nodes(
@@ -100,7 +114,7 @@ impl LeaderServices {
             task.abort();
         }
         self.controllers.stop().await;
-        sessions.reset();
+        sessions.reset(false);
     }
 }
 

@@ -283,7 +283,14 @@ impl HaProposer {
         loop {
             let status = self.raft.status();
             let commit = if status.role == Role::Leader {
-                Some(status.commit)
+                // A new leader's commit index may be behind its predecessors' until an entry
+                // of its own term commits (at once, with a quorum): wait for that.
+                let mut rx = self.raft.subscribe();
+                let known = rx.wait_for(|s| s.role != Role::Leader || s.leader_commit().is_some());
+                match tokio::time::timeout_at(deadline, known).await {
+                    Ok(Ok(s)) => s.leader_commit(),
+                    _ => None,
+                }
             } else if status.leader_id != 0 {
                 self.shared_commit(status.leader_id, deadline).await
             } else {

@@ -44,6 +44,10 @@ pub struct RaftStatus {
     pub applied: u64,
     /// Highest index known committed.
     pub commit: u64,
+    /// Whether `commit` is an entry of the current term (raft-rs `commit_to_current_term`). A
+    /// new leader learns what earlier leaders committed only once an entry of its own term
+    /// commits: until then its `commit` may be behind theirs, and reads must wait.
+    pub commit_in_term: bool,
     /// First index still in the log (everything before is only in the snapshot).
     pub first_index: u64,
     /// Last index in the log.
@@ -77,6 +81,7 @@ impl RaftStatus {
             leader_id: 1,
             applied: index,
             commit: index,
+            commit_in_term: true,
             first_index: 1,
             last_index: index,
             snapshot_index: 0,
@@ -92,6 +97,13 @@ impl RaftStatus {
                 .collect(),
             running: true,
         }
+    }
+
+    /// The commit index a read may wait for, when this node leads and knows it: everything
+    /// any leader committed is at or below it. `None` on a follower, and on a new leader until
+    /// an entry of its term has committed.
+    pub fn leader_commit(&self) -> Option<u64> {
+        (self.role == Role::Leader && self.commit_in_term).then_some(self.commit)
     }
 
     /// Whether the configuration in force holds `id`, as a voter or a learner.

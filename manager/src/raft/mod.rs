@@ -198,6 +198,7 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
         leader_id: 0,
         applied,
         commit: 0,
+        commit_in_term: false,
         first_index: 0,
         last_index: 0,
         snapshot_index: snapshot.index,

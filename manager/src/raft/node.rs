@@ -510,6 +510,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             leader_id: raft.leader_id,
             applied: self.applied,
             commit: raft.raft_log.committed,
+            commit_in_term: raft.commit_to_current_term(),
             first_index: store.first(),
             last_index: raft.raft_log.last_index(),
             snapshot_index: self.snapshot_index,

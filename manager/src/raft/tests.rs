@@ -658,3 +658,46 @@ async fn kill_9_keeps_every_acknowledged_proposal() {
     assert!(!seen.restores().is_empty(), "the writer took snapshots");
     stop(h, t).await;
 }
+
+/// A leader gives reads a commit index only once an entry of its own term has committed:
+/// before that, its commit index may be behind what earlier leaders committed.
+#[test]
+fn a_new_leader_gives_reads_no_commit_index_until_its_term_commits() {
+    let mut s = RaftStatus::test_leader(7, &[1], &[], &[]);
+    assert_eq!(s.leader_commit(), Some(7));
+    s.commit_in_term = false;
+    assert_eq!(s.leader_commit(), None, "{s:?}");
+    s.commit_in_term = true;
+    s.role = Role::Follower;
+    assert_eq!(s.leader_commit(), None, "a follower: {s:?}");
+}
+
+/// After a restart, the status never shows the leader's commit index to readers below what
+/// was committed before it: `leader_commit` stays `None` until the new term's entry commits.
+#[tokio::test]
+async fn after_a_restart_reads_never_see_a_commit_index_below_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t, _) = start_recorder(config(dir.path()), true);
+    let mut last = 0;
+    for k in 0..5u8 {
+        last = h.propose(vec![k]).await.unwrap().0;
+    }
+    stop(h, t).await;
+    let (h, t, _) = start_recorder(config(dir.path()), false);
+    let mut rx = h.subscribe();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(c) = rx.borrow_and_update().leader_commit() {
+                return c;
+            }
+            rx.changed().await.expect("status feed");
+        }
+    })
+    .await
+    .expect("a commit index for reads within 10 s");
+    assert!(
+        seen > last,
+        "reads were given {seen}, the log held {last} before the restart"
+    );
+    stop(h, t).await;
+}
