@@ -200,6 +200,9 @@ fn main() -> ExitCode {
             }),
         }
     });
+    // Work still running (a stuck task) gets a moment, then the process exits without it:
+    // dropping the runtime would wait for it without end.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -210,6 +210,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// How long the manager's shutdown (Raft loop stop, sled flush) may take before the daemon
+/// exits without it.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     use mini_worker::preflight::{Report, SystemProbe};
@@ -361,17 +365,30 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     let stopping_since = std::time::Instant::now();
     if let Some(reason) = fatal.reason() {
         // The Raft loop is gone: a clean shutdown may wait on it, so it gets a deadline.
-        let stopped = tokio::time::timeout(Duration::from_secs(15), api.shutdown()).await;
+        let stopped = tokio::time::timeout(SHUTDOWN_DEADLINE, api.shutdown()).await;
         let _ = std::fs::remove_file(&socket);
         if stopped.is_err() {
-            tracing::warn!("shutdown did not finish within 15 s");
+            tracing::warn!(
+                deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+                "shutdown did not finish within its deadline"
+            );
         }
         bail!("{reason}; the daemon exits so that its service manager (systemd) restarts it");
     }
     if let Some(server) = metrics_server {
         server.abort();
     }
-    api.shutdown().await;
+    // The Raft loop flushes sled and ends within milliseconds; one that does not (a bug)
+    // must not keep the daemon from exiting: what was acknowledged is fsynced already.
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, api.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+            "the manager did not stop within its deadline: exiting without it"
+        );
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!(
         took_ms = stopping_since.elapsed().as_millis() as u64,
