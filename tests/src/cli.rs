@@ -61,33 +61,84 @@ pub fn listed_views(mini: &dyn Fn(&[&str]) -> Output, list: &[&str], kind: &str)
     last.expect("three attempts")
 }
 
+/// How long one CLI command may take before the harness kills it and fails the test. The
+/// slowest commands tests run (a `service create` that waits for its tasks, a `swarm join` that
+/// fetches certificates) return within a minute; a command still running after this hangs, and
+/// a hung command must fail its test with what it printed, not stall the whole suite.
+pub const CLI_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Runs `mini ARGS…` against the daemon at `host` (`unix://…`).
 pub fn run_mini(host: &str, args: &[&str]) -> Output {
-    let out = Command::new(mini_binary())
-        .args(args)
-        .env("MINI_HOST", host)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run mini");
-    output(out)
+    run_mini_with_input(host, args, &[])
 }
 
 /// Runs `mini ARGS…` against the daemon at `host` with `input` on its standard input.
+/// Panics, with what the command printed, if it runs past [`CLI_DEADLINE`] (it is killed).
 pub fn run_mini_with_input(host: &str, args: &[&str], input: &[u8]) -> Output {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     let mut child = Command::new(mini_binary())
         .args(args)
         .env("MINI_HOST", host)
-        .stdin(Stdio::piped())
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run mini");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    // A command that exits before reading everything closes the pipe: not an error here.
-    let _ = stdin.write_all(input);
-    drop(stdin);
-    output(child.wait_with_output().expect("cannot wait for mini"))
+    let pid = child.id();
+    // Readers on their own threads: a full pipe must not block the command while we wait.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits before reading everything closes the pipe: not an error here.
+        let _ = stdin.write_all(input);
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = done_tx.send(());
+        status
+    });
+    let timed_out = done_rx.recv_timeout(CLI_DEADLINE).is_err();
+    if timed_out {
+        // The child is not reaped yet (its waiter still waits), so the PID is still its own.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let status = waiter
+        .join()
+        .expect("waiter thread")
+        .expect("cannot wait for mini");
+    let stdout = out_reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
+    let out = output(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    });
+    assert!(
+        !timed_out,
+        "`mini {}` was still running after {CLI_DEADLINE:?} (killed it); stdout: {:?} stderr: {:?}",
+        args.join(" "),
+        out.stdout,
+        out.stderr
+    );
+    out
 }
 
 fn output(out: std::process::Output) -> Output {

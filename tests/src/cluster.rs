@@ -49,6 +49,9 @@ pub const HOST_INDEX: &str = "{k}";
 
 /// How long a daemon may take to answer its socket.
 const DAEMON_START: Duration = Duration::from_secs(30);
+/// How long a daemon may take to exit after SIGTERM in [`Cluster::stop_host`]: it promises 2 s
+/// (calls in flight get a moment, then are cut); past this, its shutdown hangs.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the nodes may take to show up as ready after joining (plus a second per node).
 const NODES_READY: Duration = Duration::from_secs(60);
 
@@ -411,11 +414,11 @@ impl Cluster {
         self.wait_serving(k);
     }
 
-    /// Stops host `k`'s daemon with SIGTERM (a clean shutdown) and waits for it.
+    /// Stops host `k`'s daemon with SIGTERM (a clean shutdown) and waits for it. A daemon
+    /// still running [`STOP_DEADLINE`] later is killed and the test fails with its log.
     pub fn stop_host(&mut self, k: usize) {
-        if let Some(mut child) = self.hosts[k - 1].child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let _ = child.wait();
+        if self.hosts[k - 1].child.is_some() {
+            self.terminate_host(k, STOP_DEADLINE);
         }
     }
 
@@ -435,7 +438,11 @@ impl Cluster {
             if since.elapsed() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("host {k}'s daemon still ran {deadline:?} after SIGTERM (killed it)");
+                panic!(
+                    "host {k}'s daemon still ran {deadline:?} after SIGTERM (killed it)\n\
+                     --- daemon log of host {k} ---\n{}",
+                    self.host(k).log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
