@@ -791,20 +791,30 @@ impl Host<'_> {
 const LOG_TAIL_LINES: usize = 80;
 
 impl Cluster {
+    /// Copies every host's daemon log to `<to>/<cluster dir name>/hK.log`; the directory.
+    fn copy_logs(&self, to: &Path) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let name = dir.path().file_name()?.to_string_lossy().into_owned();
+        let keep = to.join(name);
+        let _ = std::fs::create_dir_all(&keep);
+        for (i, host) in self.hosts.iter().enumerate() {
+            let _ = std::fs::copy(
+                host.dir.join("daemon.log"),
+                keep.join(format!("h{}.log", i + 1)),
+            );
+        }
+        Some(keep)
+    }
+
     /// After a failure: copies every host's daemon log to `$TMPDIR/mini-failed-logs/<dir>/` and
     /// prints the last lines of each, so a failed CI run shows what the daemons saw.
     fn keep_logs(&self) {
-        let Some(dir) = self.dir.as_ref() else { return };
-        let name = dir
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let keep = std::env::temp_dir().join("mini-failed-logs").join(name);
-        let _ = std::fs::create_dir_all(&keep);
-        for (i, host) in self.hosts.iter().enumerate() {
-            let log = std::fs::read_to_string(host.dir.join("daemon.log")).unwrap_or_default();
-            let _ = std::fs::write(keep.join(format!("h{}.log", i + 1)), &log);
+        let Some(keep) = self.copy_logs(&std::env::temp_dir().join("mini-failed-logs")) else {
+            return;
+        };
+        for i in 0..self.hosts.len() {
+            let log =
+                std::fs::read_to_string(keep.join(format!("h{}.log", i + 1))).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
             eprintln!(
@@ -826,6 +836,9 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.keep_logs();
+        } else if let Some(to) = std::env::var_os("MINI_KEEP_LOGS") {
+            // A benchmark or a by-hand run that wants the daemons' logs after a success too.
+            self.copy_logs(Path::new(&to));
         }
         // Containers (runc) of killed daemons: their state, cgroups and processes.
         for host in &self.hosts {
