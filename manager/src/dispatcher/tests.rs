@@ -406,6 +406,71 @@ fn a_leader_that_misses_its_own_deadlines_waits_longer() {
 }
 
 #[test]
+fn a_leader_whose_own_node_misses_its_heartbeats_declares_no_one_down() {
+    let base = Duration::from_millis(500);
+    let t = tables(
+        vec![
+            node("me", "10.78.0.1", NodeState::Ready),
+            node("a", "10.78.0.2", NodeState::Ready),
+        ],
+        Vec::new(),
+        &[],
+    );
+    let sessions = Sessions::new(base).with_local_node(Some("me".into()));
+    let start = std::time::Instant::now();
+    let me = sessions.open("me");
+    sessions.open("a");
+    // 4 s without a heartbeat from anyone, the leader's own node included (its worker is in
+    // the same process): the leader is the one not getting the CPU; nobody is declared down.
+    let mut now = start;
+    while now < start + Duration::from_secs(4) {
+        now += base / 2;
+        assert!(sessions.expired_at(&t, now).is_empty(), "{:?}", now - start);
+    }
+    // Its own node heartbeats again, "a" does not: "a" is down as soon as the leader's
+    // score has come down.
+    let mut down = None;
+    for step in 0..20 {
+        now += base / 2;
+        sessions.heartbeat_at("me", &me, now).expect("own session");
+        let expired = sessions.expired_at(&t, now);
+        assert!(!expired.contains(&"me".to_string()), "{expired:?}");
+        if expired == ["a"] {
+            down = Some(step);
+            break;
+        }
+    }
+    assert!(down.is_some(), "a was never declared down");
+}
+
+#[test]
+fn a_leader_whose_own_node_is_silent_for_long_judges_every_node_again() {
+    let base = Duration::from_millis(500);
+    let t = tables(
+        vec![
+            node("me", "10.78.0.1", NodeState::Ready),
+            node("a", "10.78.0.2", NodeState::Ready),
+        ],
+        Vec::new(),
+        &[],
+    );
+    let sessions = Sessions::new(base).with_local_node(Some("me".into()));
+    let start = std::time::Instant::now();
+    sessions.open("me");
+    sessions.open("a");
+    // Its own worker is broken, not slow: past LOCAL_HOLD_MAX the hold ends.
+    let mut now = start;
+    let mut expired = Vec::new();
+    while expired.is_empty() && now < start + Duration::from_secs(60) {
+        now += base / 2;
+        expired = sessions.expired_at(&t, now);
+    }
+    expired.sort();
+    assert_eq!(expired, ["a", "me"], "after {:?}", now - start);
+    assert!(now - start > LOCAL_HOLD_MAX, "{:?}", now - start);
+}
+
+#[test]
 fn an_expired_session_takes_no_heartbeat() {
     let sessions = Sessions::new(Duration::from_millis(500));
     let id = sessions.open("slow");
