@@ -307,6 +307,15 @@ impl Sessions {
         {
             let mut check = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
             check.score = (check.score + 1).min(MAX_HEALTH_SCORE);
+            // Nor is this time held against the others later, or they would all be declared
+            // down at once when the hold ends: each counts as last seen a period ago at most,
+            // so it has the rest of its window after the hold. The own node's clock does not
+            // move, so a broken local worker still ends the hold.
+            for (node, s) in sessions.iter_mut() {
+                if Some(node) != self.local.as_ref() {
+                    s.last_seen = s.last_seen.max(now.checked_sub(s.told).unwrap_or(now));
+                }
+            }
             tracing::warn!(
                 late_ms = late.as_millis() as u64,
                 overdue = expired.len(),
