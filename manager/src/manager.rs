@@ -255,7 +255,6 @@ impl Manager {
         let proposer = HaProposer::new(raft.clone(), store.clone(), peers.clone(), outcomes)
             .with_metrics(config.metrics.clone());
         let sessions = SessionsSlot::new(config.heartbeat_period)
-            .for_local_node(&config.node_id)
             .counting_heartbeats(config.metrics.heartbeats.clone());
         let mut background = background;
         background.push(

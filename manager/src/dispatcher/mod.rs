@@ -23,8 +23,8 @@ pub use assignments::{
     AssignmentSet, GossipView, LEFT_MESSAGE, TrustView, assignments_for, gossip_view, trust_view,
 };
 pub use sessions::{
-    HEARTBEAT_JITTER, LOCAL_HOLD_MAX, MAX_HEARTBEAT_RATE, MISSED_HEARTBEATS, RECONNECT_GRACE,
-    Sessions, scaled_period,
+    HEARTBEAT_JITTER, MAX_HEARTBEAT_RATE, MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions,
+    scaled_period,
 };
 pub use status::apply_status_updates;
 

@@ -50,10 +50,6 @@ pub const MAX_HEALTH_SCORE: u32 = 8;
 /// A check of the node monitor that runs this much later than due was a missed deadline.
 pub const LATE_CHECK: Duration = Duration::from_millis(100);
 
-/// How long the leader's own node may be overdue before the monitor stops taking that as its
-/// own overload (see [`Sessions::expired`]) and judges every node, its own included, again.
-pub const LOCAL_HOLD_MAX: Duration = Duration::from_secs(10);
-
 struct Session {
     /// `None` once the session ended: the node still has the rest of its heartbeat window to
     /// open a new one (a daemon restarting with its tasks running, live-restore) before it is
@@ -75,8 +71,6 @@ pub struct Sessions {
     last_check: Mutex<Check>,
     /// Counts the heartbeats received (`mini_dispatcher_heartbeats_received_total`).
     heartbeats: prometheus_client::metrics::counter::Counter,
-    /// The leader's own node: its worker heartbeats over loopback, from the same process.
-    local: Option<String>,
 }
 
 impl Sessions {
@@ -88,15 +82,6 @@ impl Sessions {
             sessions: Mutex::new(HashMap::new()),
             last_check: Mutex::new(Check::default()),
             heartbeats: Default::default(),
-            local: None,
-        }
-    }
-
-    /// Names the leader's own node (see [`Sessions::expired`]).
-    pub fn with_local_node(self, node_id: Option<String>) -> Self {
-        Sessions {
-            local: node_id,
-            ..self
         }
     }
 
@@ -178,23 +163,13 @@ impl Sessions {
     /// [`scaled_period`]), or `None` when the session is unknown (the worker must open a new
     /// session).
     pub fn heartbeat(&self, node_id: &str, session_id: &str) -> Option<Duration> {
-        self.heartbeat_at(node_id, session_id, Instant::now())
-    }
-
-    /// [`Sessions::heartbeat`] received at `now`.
-    pub(crate) fn heartbeat_at(
-        &self,
-        node_id: &str,
-        session_id: &str,
-        now: Instant,
-    ) -> Option<Duration> {
         self.heartbeats.inc();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let nodes = sessions.len();
         let told = self.jittered(nodes);
         match sessions.get_mut(node_id) {
             Some(s) if s.id.as_deref() == Some(session_id) => {
-                s.last_seen = now;
+                s.last_seen = Instant::now();
                 s.told = told;
                 Some(told)
             }
@@ -237,12 +212,6 @@ impl Sessions {
     /// every check more than [`LATE_CHECK`] late raises a score (every one on time lowers it)
     /// and the deadlines are `1 + score` times as long: on a saturated leader heartbeats
     /// arrive late too, from nodes that are alive.
-    ///
-    /// The leader's own node is its canary: its heartbeats come over loopback from the same
-    /// process, so when they are overdue the leader itself is not getting the CPU, and the
-    /// others' missed heartbeats say nothing about them. No node is declared down then and the
-    /// score goes up, until the own node is [`LOCAL_HOLD_MAX`] overdue (a worker that is broken,
-    /// not slow): then every node, its own included, is judged again.
     pub fn expired(&self, tables: &Tables) -> Vec<String> {
         self.expired_at(tables, Instant::now())
     }
@@ -275,12 +244,7 @@ impl Sessions {
                 s.last_seen += stall;
             }
         }
-        // How far past its deadline a session is (zero: not overdue).
-        let overdue = |s: &Session| {
-            now.saturating_duration_since(s.last_seen)
-                .saturating_sub(s.told * MISSED_HEARTBEATS * health)
-        };
-        let expired: Vec<String> = tables
+        tables
             .nodes
             .values()
             .filter(|n| {
@@ -288,42 +252,15 @@ impl Sessions {
                 matches!(state, NodeState::Ready | NodeState::Unknown)
             })
             .filter(|n| match sessions.get(&n.id) {
-                Some(s) => !overdue(s).is_zero(),
+                Some(s) => {
+                    now.saturating_duration_since(s.last_seen) > s.told * MISSED_HEARTBEATS * health
+                }
                 None => {
                     now.saturating_duration_since(self.started + stalled)
                         > self.period * MISSED_HEARTBEATS + RECONNECT_GRACE
                 }
             })
             .map(|n| n.id.clone())
-            .collect();
-        let local_late = self
-            .local
-            .as_ref()
-            .filter(|l| expired.contains(l))
-            .and_then(|l| sessions.get(l))
-            .map(overdue);
-        if let Some(late) = local_late
-            && late < LOCAL_HOLD_MAX
-        {
-            let mut check = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
-            check.score = (check.score + 1).min(MAX_HEALTH_SCORE);
-            // Nor is this time held against the others later, or they would all be declared
-            // down at once when the hold ends: each counts as last seen a period ago at most,
-            // so it has the rest of its window after the hold. The own node's clock does not
-            // move, so a broken local worker still ends the hold.
-            for (node, s) in sessions.iter_mut() {
-                if Some(node) != self.local.as_ref() {
-                    s.last_seen = s.last_seen.max(now.checked_sub(s.told).unwrap_or(now));
-                }
-            }
-            tracing::warn!(
-                late_ms = late.as_millis() as u64,
-                overdue = expired.len(),
-                "this manager's own node missed its heartbeats: the machine is overloaded; \
-                 no node is declared down"
-            );
-            return Vec::new();
-        }
-        expired
+            .collect()
     }
 }

@@ -29,8 +29,6 @@ pub struct SessionsSlot {
     /// store holds everything earlier leaders committed (a session's first assignment set is
     /// complete, and a worker removes what it does not list).
     serving: Arc<std::sync::atomic::AtomicBool>,
-    /// This manager's own node (see [`Sessions::with_local_node`]).
-    local: Option<String>,
     /// Counts the heartbeats of every session set this slot holds.
     heartbeats: prometheus_client::metrics::counter::Counter,
 }
@@ -42,7 +40,6 @@ impl SessionsSlot {
             period,
             current: Arc::new(Mutex::new(Arc::new(Sessions::new(period)))),
             serving: Default::default(),
-            local: None,
             heartbeats: Default::default(),
         }
     }
@@ -52,24 +49,12 @@ impl SessionsSlot {
         self,
         counter: prometheus_client::metrics::counter::Counter,
     ) -> Self {
-        let sessions = Sessions::new(self.period)
-            .counting_heartbeats(counter.clone())
-            .with_local_node(self.local.clone());
+        let sessions = Sessions::new(self.period).counting_heartbeats(counter.clone());
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
         SessionsSlot {
             heartbeats: counter,
             ..self
         }
-    }
-
-    /// Names this manager's own node for the session sets it holds from now on.
-    pub fn for_local_node(self, node_id: &str) -> Self {
-        let local = Some(node_id.to_string());
-        let sessions = Sessions::new(self.period)
-            .counting_heartbeats(self.heartbeats.clone())
-            .with_local_node(local.clone());
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
-        SessionsSlot { local, ..self }
     }
 
     /// The sessions in force.
@@ -88,11 +73,8 @@ impl SessionsSlot {
     /// Forgets every session (a new, empty set with a fresh reconnect grace); new sessions are
     /// opened from now on if `serving`.
     pub fn reset(&self, serving: bool) -> Arc<Sessions> {
-        let fresh = Arc::new(
-            Sessions::new(self.period)
-                .counting_heartbeats(self.heartbeats.clone())
-                .with_local_node(self.local.clone()),
-        );
+        let fresh =
+            Arc::new(Sessions::new(self.period).counting_heartbeats(self.heartbeats.clone()));
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         *current = fresh.clone();
         self.serving
