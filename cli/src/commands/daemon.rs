@@ -363,23 +363,12 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
         } => Ok(()),
     };
     let stopping_since = std::time::Instant::now();
-    if let Some(reason) = fatal.reason() {
-        // The Raft loop is gone: a clean shutdown may wait on it, so it gets a deadline.
-        let stopped = tokio::time::timeout(SHUTDOWN_DEADLINE, api.shutdown()).await;
-        let _ = std::fs::remove_file(&socket);
-        if stopped.is_err() {
-            tracing::warn!(
-                deadline_s = SHUTDOWN_DEADLINE.as_secs(),
-                "shutdown did not finish within its deadline"
-            );
-        }
-        bail!("{reason}; the daemon exits so that its service manager (systemd) restarts it");
-    }
     if let Some(server) = metrics_server {
         server.abort();
     }
-    // The Raft loop flushes sled and ends within milliseconds; one that does not (a bug)
-    // must not keep the daemon from exiting: what was acknowledged is fsynced already.
+    // The Raft loop flushes sled and ends within milliseconds; one that does not (gone after a
+    // fatal error, or a bug) must not keep the daemon from exiting: what was acknowledged is
+    // fsynced already.
     if tokio::time::timeout(SHUTDOWN_DEADLINE, api.shutdown())
         .await
         .is_err()
@@ -390,6 +379,9 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
         );
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(reason) = fatal.reason() {
+        bail!("{reason}; the daemon exits so that its service manager (systemd) restarts it");
+    }
     tracing::info!(
         took_ms = stopping_since.elapsed().as_millis() as u64,
         "daemon stopped"
