@@ -18,6 +18,8 @@ use crate::runtime::{ExecOutput, ExecTarget, RuntimeError, TaskRuntime};
 #[derive(Default)]
 pub struct ExecTargets {
     targets: Mutex<HashMap<String, Target>>,
+    /// Bumped on every insert and remove, for callers waiting for a target.
+    changed: watch::Sender<u64>,
 }
 
 /// A running task's runtime and process.
@@ -30,6 +32,7 @@ impl ExecTargets {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(task_id.to_string(), (runtime, target));
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// `task_id` no longer runs.
@@ -38,6 +41,7 @@ impl ExecTargets {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(task_id);
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Runs `args` in the running task `task_id`; `None` if it does not run here.
@@ -56,6 +60,9 @@ impl ExecTargets {
         Some(runtime.exec(&target, args, env).await)
     }
 }
+
+/// How long `mini exec` waits for a task this daemon is still adopting or starting.
+const EXEC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long [`Executor::detach_all`] waits for the task controllers to let go.
 const DETACH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -206,13 +213,22 @@ impl<K: Kernel + 'static> Executor<K> {
         super::leftovers::reap_dir(&dir);
     }
 
-    /// Takes `task_id` out of the tasks left by the previous daemon; its directory if it was one.
-    fn take_adoptable(&self, task_id: &str) -> Option<PathBuf> {
+    /// Whether the previous daemon left `task_id` running, not yet adopted.
+    fn is_adoptable(&self, task_id: &str) -> bool {
         self.shared
             .adoptable
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(task_id)
+            .contains_key(task_id)
+    }
+
+    /// Takes `task_id` out of the tasks left by the previous daemon (it was adopted).
+    fn forget_adoptable(&self, task_id: &str) {
+        self.shared
+            .adoptable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id);
     }
 
     fn reconcile(self: &Arc<Self>, t: Task) {
@@ -235,10 +251,14 @@ impl<K: Kernel + 'static> Executor<K> {
             (true, false) if observed == TaskState::Assigned => self.start(t, false),
             (true, false) if observed > TaskState::Assigned && observed <= TaskState::Running => {
                 // It ran here before this daemon (re)started.
-                if self.take_adoptable(&t.id).is_some() {
+                if self.is_adoptable(&t.id) {
                     // Still running: adopted, sandbox included (declared before any converge).
+                    // Its controller exists before it leaves the adoptable set, so `mini exec`
+                    // always sees it as coming until it runs.
+                    let id = t.id.clone();
                     self.shared.network.add_sandbox(&t);
                     self.start(t, true);
+                    self.forget_adoptable(&id);
                     return;
                 }
                 let away = self
@@ -342,9 +362,39 @@ impl<K: Kernel + 'static> Executor<K> {
         }
     }
 
-    /// The running tasks, for `mini exec`.
-    pub fn execs(&self) -> &ExecTargets {
-        &self.execs
+    /// Runs `args` in the task `task_id` (`mini exec`); `None` if it does not run here.
+    ///
+    /// A task the previous daemon left running, or whose controller is still
+    /// adopting or starting it, is waited for (at most [`EXEC_PATIENCE`]): right
+    /// after a daemon restart the manager already reports such a task running.
+    pub async fn exec(
+        &self,
+        task_id: &str,
+        args: &[String],
+        env: &[String],
+    ) -> Option<Result<ExecOutput, RuntimeError>> {
+        let deadline = tokio::time::Instant::now() + EXEC_PATIENCE;
+        let mut changed = self.execs.changed.subscribe();
+        loop {
+            if let Some(out) = self.execs.exec(task_id, args, env).await {
+                return Some(out);
+            }
+            if !self.coming(task_id) {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Whether `task_id` is about to run here: left by the previous daemon and
+    /// not yet adopted or discarded, or its controller has not yet started it.
+    fn coming(&self, task_id: &str) -> bool {
+        self.is_adoptable(task_id) || running_here(&self.running, task_id)
     }
 
     /// Leaves every task running (the daemon exits): their controllers

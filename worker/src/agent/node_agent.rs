@@ -200,7 +200,6 @@ impl NodeAgent for Worker {
             return Err(invalid_task_id(&req.task));
         }
         let output = executor
-            .execs()
             .exec(&req.task, &req.args, &req.env)
             .await
             .ok_or_else(|| {

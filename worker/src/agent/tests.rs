@@ -199,7 +199,6 @@ async fn an_image_task_runs_in_its_sandbox_and_stops_on_request() {
     // exec reaches the task's runtime.
     let out = f
         .executor
-        .execs()
         .exec(id, &["echo".into(), "hi".into()], &[])
         .await
         .expect("the running task is an exec target")
@@ -220,13 +219,7 @@ async fn an_image_task_runs_in_its_sandbox_and_stops_on_request() {
         ]
     );
     assert!(!f.has_sandbox(id), "the sandbox goes with the task");
-    assert!(
-        f.executor
-            .execs()
-            .exec(id, &["x".into()], &[])
-            .await
-            .is_none()
-    );
+    assert!(f.executor.exec(id, &["x".into()], &[]).await.is_none());
 }
 
 #[tokio::test]
@@ -567,4 +560,60 @@ async fn task_starts_are_admitted_a_few_at_a_time_and_a_waiting_task_can_be_stop
     assert_eq!(f.host.starting(), (0, limit));
     let started = wait_starts(&f, limit + 2).await;
     assert!(!started.contains(&gone), "{started:?}");
+}
+
+#[tokio::test]
+async fn exec_right_after_a_restart_waits_for_the_adopted_task() {
+    let mut f = Fixture::new();
+    let id = "adoptadoptadoptadoptadopt";
+    f.executor
+        .apply(assign(vec![task(id, "busybox", TaskState::Running)]))
+        .await;
+    f.wait_state(id, TaskState::Running).await;
+    // The daemon exits and a new one starts: the task keeps running and is adoptable, but the
+    // new executor has not yet heard from the manager (which still reports the task running).
+    f.executor.detach_all().await;
+    f.shared
+        .adoptable
+        .lock()
+        .unwrap()
+        .insert(id.into(), f.shared.task_dir(id).unwrap());
+    let restarted = Executor::new(Arc::clone(&f.shared));
+    let exec = tokio::spawn({
+        let restarted = Arc::clone(&restarted);
+        async move {
+            restarted
+                .exec(id, &["echo".into(), "back".into()], &[])
+                .await
+        }
+    });
+    // A task this node never ran is not waited for.
+    let unknown = tokio::time::timeout(
+        Duration::from_secs(1),
+        restarted.exec("nonenonenonenonenonenonen", &["x".into()], &[]),
+    )
+    .await
+    .expect("an exec in an unknown task answers at once");
+    assert!(unknown.is_none());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !exec.is_finished(),
+        "exec answered before the task was adopted"
+    );
+
+    let mut observed = task(id, "busybox", TaskState::Running);
+    observed.status.as_mut().unwrap().state = TaskState::Running as i32;
+    restarted.apply(assign(vec![observed])).await;
+    let out = tokio::time::timeout(PATIENCE, exec)
+        .await
+        .expect("exec answered once the task was adopted")
+        .unwrap()
+        .expect("the adopted task is an exec target")
+        .unwrap();
+    assert_eq!(out.stdout, b"echo back");
+    assert!(
+        f.images.calls().contains(&FakeCall::Adopt(id.into(), true)),
+        "the restarted executor adopted the task: {:?}",
+        f.images.calls()
+    );
 }
