@@ -92,8 +92,52 @@ impl ControlApi {
     }
 }
 
+/// Acks of one `SendStream` call, one per batch stepped.
+type Acks = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftAck, Status>> + Send>>;
+
+/// Acks waiting for the sender to read them; more are dropped (they only tell it the peer is
+/// alive, and the next one does that too).
+const ACKS_QUEUED: usize = 16;
+
 #[tonic::async_trait]
 impl RaftTransport for ControlApi {
+    type SendStreamStream = Acks;
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<RaftMessages>>,
+    ) -> Result<Response<Acks>, Status> {
+        let mut incoming = request.into_inner();
+        let api = self.clone();
+        let (acks, rx) = tokio::sync::mpsc::channel(ACKS_QUEUED);
+        tokio::spawn(async move {
+            // Ends with the stream, at its first error, or when the sender stops reading.
+            while let Ok(Some(batch)) = incoming.message().await {
+                let stepped = api
+                    .step_messages(
+                        &batch.cluster_id,
+                        batch.from_id,
+                        &batch.from_addr,
+                        &batch.messages,
+                    )
+                    .await;
+                match stepped {
+                    Ok(()) => match acks.try_send(Ok(RaftAck {})) {
+                        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
+                    },
+                    Err(status) => {
+                        let _ = acks.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn send(&self, request: Request<RaftMessages>) -> Result<Response<RaftAck>, Status> {
         let batch = request.into_inner();
         self.step_messages(

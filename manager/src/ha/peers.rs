@@ -91,6 +91,12 @@ impl Peers {
         self.read().addrs.get(&id).cloned()
     }
 
+    /// The generation of this node's certificate ([`Trust::generation`]): channels made
+    /// before it changed present the old one.
+    pub fn generation(&self) -> u64 {
+        self.trust.generation()
+    }
+
     /// A channel to `addr`, made on first use and then shared until this node's certificate
     /// changes.
     pub fn channel(&self, addr: &str) -> Option<Channel> {

@@ -1,15 +1,20 @@
 //! The Raft transport over gRPC: one sender task per peer behind a bounded queue.
 //!
 //! The Raft loop hands messages to [`GrpcTransport::send`], which never blocks: each message goes
-//! into its peer's queue ([`QUEUE`] deep). The peer's task drains the queue in batches and sends
-//! each batch as one `RaftTransport.Send` call, so the messages to one peer stay in order. A batch
-//! that cannot be delivered is dropped and raft is told ([`Report::Unreachable`]): it then probes
-//! the peer instead of streaming to it. Snapshots are reported as delivered or failed
-//! ([`Report::Snapshot`]) so raft knows when to resume sending entries.
+//! into its peer's queue ([`QUEUE`] deep). The peer's task drains the queue in batches and pushes
+//! each batch, in order, on one long-lived `RaftTransport.SendStream` call to that peer, without
+//! waiting for the previous batch's answer: a unary call per batch held every message behind the
+//! last call's round trip (a new entry's append waited for the previous commit broadcast). The
+//! peer acks each batch it stepped, which marks it reached. A stream that breaks, or stays full
+//! for [`SEND_TIMEOUT`], is dropped and raft is told ([`Report::Unreachable`]): it then probes the
+//! peer instead of streaming to it, and the next batch opens a new stream. Snapshots are
+//! reported as delivered or failed ([`Report::Snapshot`]) so raft knows when to resume sending
+//! entries.
 //!
-//! No call carries more than [`SEND_LIMIT`] bytes of messages: a larger message (a snapshot)
-//! goes alone in chunks (`RaftTransport.SendChunked`, see [`super::chunks`]), because every
-//! server refuses messages over [`mini_proto::MAX_MESSAGE`].
+//! No call carries more than [`SEND_LIMIT`] bytes of messages: a snapshot, or any message over
+//! that, goes alone on a call of its own (`RaftTransport.Send`, or in chunks with
+//! `RaftTransport.SendChunked` when larger, see [`super::chunks`]), because every server refuses
+//! messages over [`mini_proto::MAX_MESSAGE`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -105,7 +110,9 @@ pub async fn forward_reports<O: Send + 'static>(
     }
 }
 
-/// Sends everything queued for peer `to`, in order, until the transport is dropped.
+/// Sends everything queued for peer `to`, in order, until the transport is dropped: small
+/// messages on one long-lived `SendStream` call ([`Link`]), each snapshot and each message over
+/// [`SEND_LIMIT`] on a call of its own ([`deliver`]).
 async fn sender(
     peers: Peers,
     own_id: u64,
@@ -113,40 +120,193 @@ async fn sender(
     mut rx: mpsc::Receiver<Message>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
+    let mut link = Link {
+        peers,
+        to,
+        reports,
+        stream: None,
+    };
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let messages: Vec<(bool, Vec<u8>)> = batch
-            .drain(..)
-            .filter_map(|m| {
-                let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-                m.write_to_bytes().ok().map(|b| (snapshot, b))
-            })
-            .collect();
-        let outcome = match peers.channel_to(to) {
-            Some(channel) => {
-                let from = ChunkHeader {
-                    cluster_id: peers.cluster_id(),
-                    from_id: own_id,
-                    from_addr: peers.own_addr(),
-                };
-                deliver(channel, &from, messages).await
-            }
-            None => {
-                tracing::debug!(peer = to, "no address for raft peer yet");
-                Delivery {
-                    delivered: false,
-                    snapshots: messages.iter().filter(|(s, _)| *s).map(|_| false).collect(),
-                }
-            }
+        let from = ChunkHeader {
+            cluster_id: link.peers.cluster_id(),
+            from_id: own_id,
+            from_addr: link.peers.own_addr(),
         };
-        if outcome.delivered {
-            peers.delivered(to);
-        } else {
-            let _ = reports.send(Report::Unreachable(to));
+        let mut delivered = true;
+        let mut small: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0;
+        for m in batch.drain(..) {
+            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let Ok(bytes) = m.write_to_bytes() else {
+                continue;
+            };
+            if !snapshot && bytes.len() <= SEND_LIMIT {
+                if size + bytes.len() > SEND_LIMIT {
+                    delivered &= link.push(&from, std::mem::take(&mut small)).await;
+                    size = 0;
+                }
+                size += bytes.len();
+                small.push(bytes);
+                continue;
+            }
+            // What came before it goes first.
+            if !small.is_empty() {
+                delivered &= link.push(&from, std::mem::take(&mut small)).await;
+                size = 0;
+            }
+            let outcome = match link.peers.channel_to(to) {
+                Some(channel) => deliver(channel, &from, vec![(snapshot, bytes)]).await,
+                None => Delivery {
+                    delivered: false,
+                    snapshots: if snapshot { vec![false] } else { Vec::new() },
+                },
+            };
+            delivered &= outcome.delivered;
+            for ok in outcome.snapshots {
+                let _ = link.reports.send(Report::Snapshot(to, ok));
+            }
         }
-        for ok in outcome.snapshots {
-            let _ = reports.send(Report::Snapshot(to, ok));
+        if !small.is_empty() {
+            delivered &= link.push(&from, small).await;
         }
+        if !delivered {
+            let _ = link.reports.send(Report::Unreachable(to));
+        }
+    }
+}
+
+/// Batches queued on a stream before the sender waits (at most [`SEND_TIMEOUT`]) for room.
+const STREAM_QUEUE: usize = 8;
+
+/// The sending side of one peer's `SendStream` call.
+struct Link {
+    peers: Peers,
+    to: u64,
+    reports: mpsc::UnboundedSender<Report>,
+    stream: Option<Stream>,
+}
+
+/// An open `SendStream` call: batches go in through `tx`; its task reads the peer's acks
+/// (each one marks the peer reached) and reports the peer unreachable when the call breaks.
+pub(crate) struct Stream {
+    /// The peer's address and this node's certificate generation when it was opened: a
+    /// stream to an old address, or presenting an old certificate, is replaced.
+    key: (String, u64),
+    tx: mpsc::Sender<RaftMessages>,
+    call: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.call.abort();
+    }
+}
+
+impl Link {
+    /// Queues one batch of encoded messages on the peer's stream, opening one if there is
+    /// none or the last one broke. `false` if it could not be queued: the peer is unknown, or
+    /// its stream broke or stayed full for [`SEND_TIMEOUT`] (then it is dropped, and the next
+    /// batch opens a new one).
+    async fn push(&mut self, from: &ChunkHeader, messages: Vec<Vec<u8>>) -> bool {
+        let Some(addr) = self.peers.addr(self.to) else {
+            tracing::debug!(peer = self.to, "no address for raft peer yet");
+            return false;
+        };
+        let key = (addr, self.peers.generation());
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.key != key || s.ended())
+        {
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            let Some(channel) = self.peers.channel(&key.0) else {
+                return false;
+            };
+            self.stream = Some(self.open(channel, key));
+        }
+        let Some(stream) = self.stream.as_ref() else {
+            return false;
+        };
+        let batch = RaftMessages {
+            cluster_id: from.cluster_id.clone(),
+            from_id: from.from_id,
+            from_addr: from.from_addr.clone(),
+            messages,
+        };
+        if stream.push(batch).await {
+            return true;
+        }
+        tracing::debug!(peer = self.to, "raft stream broke or stayed full");
+        self.stream = None;
+        false
+    }
+
+    fn open(&self, channel: tonic::transport::Channel, key: (String, u64)) -> Stream {
+        let (peers, to, reports) = (self.peers.clone(), self.to, self.reports.clone());
+        Stream::open(
+            channel,
+            key,
+            move || peers.delivered(to),
+            move || {
+                // Whatever was queued on it is lost: raft resends.
+                let _ = reports.send(Report::Unreachable(to));
+            },
+        )
+    }
+}
+
+impl Stream {
+    /// Opens a `SendStream` call on `channel`: `on_ack` runs for every batch the peer acks,
+    /// `on_end` once when the call ends (refused, broken, or closed by the peer), unless the
+    /// stream was dropped first.
+    pub(crate) fn open(
+        channel: tonic::transport::Channel,
+        key: (String, u64),
+        on_ack: impl Fn() + Send + 'static,
+        on_end: impl FnOnce() + Send + 'static,
+    ) -> Stream {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let call = tokio::spawn(async move {
+            let mut client = RaftTransportClient::new(channel)
+                .max_encoding_message_size(mini_proto::MAX_MESSAGE)
+                .max_decoding_message_size(mini_proto::MAX_MESSAGE);
+            let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+            let ended = match client.send_stream(requests).await {
+                Ok(acks) => {
+                    let mut acks = acks.into_inner();
+                    loop {
+                        match acks.message().await {
+                            Ok(Some(_)) => on_ack(),
+                            Ok(None) => break None,
+                            Err(status) => break Some(status),
+                        }
+                    }
+                }
+                Err(status) => Some(status),
+            };
+            if let Some(status) = ended {
+                tracing::debug!(%status, "raft stream ended");
+            }
+            on_end();
+        });
+        Stream { key, tx, call }
+    }
+
+    /// Queues `batch`, waiting at most [`SEND_TIMEOUT`] for room; `false` if the call ended or
+    /// stayed full.
+    pub(crate) async fn push(&self, batch: RaftMessages) -> bool {
+        matches!(
+            tokio::time::timeout(SEND_TIMEOUT, self.tx.send(batch)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Whether the call ended.
+    pub(crate) fn ended(&self) -> bool {
+        self.call.is_finished()
     }
 }
 

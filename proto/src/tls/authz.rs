@@ -48,6 +48,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/mini.v1.RaftTransport/Propose", Access::Manager),
     ("/mini.v1.RaftTransport/ReadIndex", Access::Manager),
     ("/mini.v1.RaftTransport/SendChunked", Access::Manager),
+    ("/mini.v1.RaftTransport/SendStream", Access::Manager),
     ("/mini.v1.NodeAgent/TaskLogs", Access::Manager),
     ("/mini.v1.NodeAgent/Exec", Access::Manager),
     ("/mini.v1.NodeAgent/NetworkPeers", Access::Manager),

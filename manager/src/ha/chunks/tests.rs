@@ -132,6 +132,8 @@ async fn a_refused_header_ends_the_stream() {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Got {
     Batch(Vec<Vec<u8>>),
+    /// A batch that came on a `SendStream` call.
+    Streamed(Vec<Vec<u8>>),
     Chunked(Vec<u8>),
 }
 
@@ -140,6 +142,34 @@ struct Recording(Arc<Mutex<Vec<Got>>>);
 
 #[tonic::async_trait]
 impl RaftTransport for Recording {
+    type SendStreamStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftAck, Status>> + Send>>;
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<RaftMessages>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let mut incoming = request.into_inner();
+        let got = Arc::clone(&self.0);
+        let (acks, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = incoming.message().await {
+                // As the manager refuses a bad batch: the stream ends with the error.
+                if batch.messages.first().is_some_and(|m| m == REFUSED) {
+                    let _ = acks
+                        .send(Err(Status::invalid_argument("bad raft message")))
+                        .await;
+                    break;
+                }
+                got.lock().unwrap().push(Got::Streamed(batch.messages));
+                let _ = acks.try_send(Ok(RaftAck {}));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn send(&self, request: Request<RaftMessages>) -> Result<Response<RaftAck>, Status> {
         let batch = request.into_inner();
         self.0.lock().unwrap().push(Got::Batch(batch.messages));
@@ -170,27 +200,126 @@ impl RaftTransport for Recording {
     }
 }
 
-#[tokio::test]
-async fn a_snapshot_larger_than_the_message_limit_travels_in_chunks() {
-    let server = Recording::default();
+/// A message the test server refuses, ending the stream it came on.
+const REFUSED: &[u8] = b"refused";
+
+/// Serves `server` on loopback; a channel to it.
+async fn serve(server: Recording) -> tonic::transport::Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serving = server.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(
-                RaftTransportServer::new(serving)
-                    .max_decoding_message_size(mini_proto::MAX_MESSAGE),
+                RaftTransportServer::new(server).max_decoding_message_size(mini_proto::MAX_MESSAGE),
             )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
     });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits until `check` holds; panics with what `seen` says after 10 s.
+async fn wait_until(what: &str, check: impl Fn() -> bool, seen: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not seen in 10 s; seen: {}",
+            seen()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn batches_on_a_stream_arrive_in_order_and_a_refused_one_ends_it() {
+    use crate::ha::transport::Stream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let server = Recording::default();
+    let channel = serve(server.clone()).await;
+    let acks = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let open = || {
+        let (acks, ended) = (Arc::clone(&acks), Arc::clone(&ended));
+        Stream::open(
+            channel.clone(),
+            ("peer".into(), 1),
+            move || {
+                acks.fetch_add(1, Ordering::SeqCst);
+            },
+            move || {
+                ended.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+    };
+    let batch = |messages: Vec<Vec<u8>>| RaftMessages {
+        messages,
+        ..Default::default()
+    };
+    let stream = open();
+    // Pushed back to back, without waiting for any answer.
+    for n in 0..100u8 {
+        assert!(stream.push(batch(vec![vec![n; 10], vec![n; 20]])).await);
+    }
+    let got = || server.0.lock().unwrap().clone();
+    wait_until(
+        "100 batches stepped and acked",
+        || got().len() == 100 && acks.load(Ordering::SeqCst) == 100,
+        || {
+            format!(
+                "{} batches, {} acks",
+                got().len(),
+                acks.load(Ordering::SeqCst)
+            )
+        },
+    )
+    .await;
+    let expected: Vec<Got> = (0..100u8)
+        .map(|n| Got::Streamed(vec![vec![n; 10], vec![n; 20]]))
+        .collect();
+    assert_eq!(got(), expected, "in order, each batch whole");
+    assert_eq!(ended.load(Ordering::SeqCst), 0);
+    assert!(!stream.ended());
+
+    // The peer refuses a batch: the call ends, once, and says so; what follows is not stepped.
+    assert!(stream.push(batch(vec![REFUSED.to_vec()])).await);
+    wait_until(
+        "the refused stream's end",
+        || stream.ended(),
+        || format!("ended {}", ended.load(Ordering::SeqCst)),
+    )
+    .await;
+    assert_eq!(ended.load(Ordering::SeqCst), 1);
+    assert!(
+        !stream.push(batch(vec![vec![7]])).await,
+        "a batch was queued on an ended stream"
+    );
+    // A new stream on the same channel carries on.
+    let again = open();
+    assert!(again.push(batch(vec![vec![200]])).await);
+    wait_until(
+        "the new stream's batch",
+        || got().len() == 101,
+        || format!("{:?}", got().last()),
+    )
+    .await;
+    assert_eq!(got()[100], Got::Streamed(vec![vec![200]]));
+    // A stream dropped by its sender does not report an end.
+    drop(again);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(ended.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_snapshot_larger_than_the_message_limit_travels_in_chunks() {
+    let server = Recording::default();
+    let channel = serve(server.clone()).await;
 
     // 40 MiB: more than the limit, so more than one chunk.
     let snapshot: Vec<u8> = (0..(40usize << 20)).map(|i| (i % 251) as u8).collect();
