@@ -21,7 +21,7 @@ use mini_proto::v1::{
 use super::{ControlApi, ControlError};
 use crate::dispatcher::ca::issue_certificate;
 use crate::dispatcher::{
-    TrustView, apply_status_updates, assignments_for, gossip_view, token, trust_view,
+    CertVerdicts, TrustView, apply_status_updates, assignments_for, gossip_view, token, trust_view,
 };
 use crate::manager::Manager;
 use crate::store::{ObjectKind, create_action, update_action};
@@ -150,6 +150,7 @@ impl Dispatcher for ControlApi {
             let mut previous = None;
             let mut previous_gossip = None;
             let mut previous_trust = None;
+            let mut verdicts = CertVerdicts::default();
             let mut first = true;
             loop {
                 if !manager.sessions().is_current(&node_id, &session_id) {
@@ -162,7 +163,7 @@ impl Dispatcher for ControlApi {
                     (
                         assignments_for(t, &node_id),
                         gossip_view(t, &node_id),
-                        trust_view(t, &node_id, &raft),
+                        trust_view(t, &node_id, &raft, &mut verdicts),
                         t.cluster.as_ref().map_or(4789, |c| c.data_path_port),
                     )
                 });
@@ -203,17 +204,29 @@ impl Dispatcher for ControlApi {
                     previous_trust = Some(trust);
                     first = false;
                 }
-                tokio::select! {
-                    _ = tx.closed() => break,
-                    event = events.recv() => match event {
-                        Ok(e) if !(e.touches(ObjectKind::Task) || e.touches(ObjectKind::Network) || e.touches(ObjectKind::Node) || e.touches(ObjectKind::Cluster)) => {}
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            // Coalesce a burst of changes into one message.
-                            while events.try_recv().is_ok() {}
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    },
-                    _ = tokio::time::sleep(manager.sessions().period()) => {}
+                // Wait for a change a node's messages depend on, or the period. Writes of
+                // secrets, configs or services alone change none (a task that uses one is
+                // written with it): they do not wake the session, which would otherwise read
+                // the store again for every such write, in every session.
+                let period = tokio::time::sleep(manager.sessions().period());
+                tokio::pin!(period);
+                let ended = loop {
+                    tokio::select! {
+                        _ = tx.closed() => break true,
+                        event = events.recv() => match event {
+                            Ok(e) if !(e.touches(ObjectKind::Task) || e.touches(ObjectKind::Network) || e.touches(ObjectKind::Node) || e.touches(ObjectKind::Cluster)) => {}
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                // Coalesce a burst of changes into one message.
+                                while events.try_recv().is_ok() {}
+                                break false;
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break true,
+                        },
+                        () = &mut period => break false,
+                    }
+                };
+                if ended {
+                    break;
                 }
             }
             manager.sessions().close(&node_id, &session_id);

@@ -128,15 +128,50 @@ pub struct TrustView {
     pub signing_ca: Vec<u8>,
 }
 
+/// The last verdict on a node's stored certificate, kept by its session: checking whether the
+/// signing root issued it is an ECDSA verification, which every store change would otherwise
+/// pay for in every session (under the store's read lock). It is checked again only when the
+/// certificate, the signing root or the role changed.
+#[derive(Default)]
+pub struct CertVerdicts {
+    /// (certificate, signing root, role) → stale.
+    last: Option<(Vec<u8>, Vec<u8>, i32, bool)>,
+}
+
+impl CertVerdicts {
+    /// Whether `certificate` is of another role than `role`, or not issued by `signing_ca`.
+    fn stale(&mut self, certificate: &[u8], signing_ca: &[u8], role: i32) -> bool {
+        if let Some((cert, ca, r, verdict)) = &self.last
+            && cert == certificate
+            && ca == signing_ca
+            && *r == role
+        {
+            return *verdict;
+        }
+        let verdict = mini_proto::tls::pki::identity_of(certificate)
+            .is_ok_and(|id| id.role as i32 != role)
+            || (!signing_ca.is_empty()
+                && !mini_proto::tls::pki::issued_by(certificate, signing_ca));
+        self.last = Some((certificate.to_vec(), signing_ca.to_vec(), role, verdict));
+        verdict
+    }
+}
+
 /// The trust view handed to `node_id`; `raft` tells whether a demoted manager's Raft id is
-/// still in the configuration (see [`super::ca::role_in_force`]).
-pub fn trust_view(tables: &Tables, node_id: &str, raft: &crate::raft::RaftStatus) -> TrustView {
+/// still in the configuration (see [`super::ca::role_in_force`]). The certificate's verdict
+/// comes from `verdicts` when nothing it depends on changed.
+pub fn trust_view(
+    tables: &Tables,
+    node_id: &str,
+    raft: &crate::raft::RaftStatus,
+    verdicts: &mut CertVerdicts,
+) -> TrustView {
     let node = tables.nodes.get(node_id);
     let role = node.map_or(0, |n| super::ca::role_in_force(n, raft) as i32);
     let signing_ca = tables
         .cluster
         .as_ref()
-        .map(|c| super::ca::signing_ca(c).cert_der)
+        .map(|c| super::ca::signing_cert(c).to_vec())
         .unwrap_or_default();
     TrustView {
         trusted_roots: tables
@@ -152,11 +187,7 @@ pub fn trust_view(tables: &Tables, node_id: &str, raft: &crate::raft::RaftStatus
             .unwrap_or_default(),
         // Of another role, or not of the signing root (a root CA rotation).
         stale_certificate: node.is_some_and(|n| {
-            !n.certificate.is_empty()
-                && (mini_proto::tls::pki::identity_of(&n.certificate)
-                    .is_ok_and(|id| id.role as i32 != role)
-                    || (!signing_ca.is_empty()
-                        && !mini_proto::tls::pki::issued_by(&n.certificate, &signing_ca)))
+            !n.certificate.is_empty() && verdicts.stale(&n.certificate, &signing_ca, role)
         }),
         signing_ca,
     }

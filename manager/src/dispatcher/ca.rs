@@ -32,6 +32,15 @@ pub fn signing_ca(cluster: &Cluster) -> RootCa {
     }
 }
 
+/// The certificate (DER) of the root that signs node certificates now ([`signing_ca`] without
+/// copying its key).
+pub fn signing_cert(cluster: &Cluster) -> &[u8] {
+    match &cluster.ca_rotation {
+        Some(r) => &r.ca_cert,
+        None => &cluster.ca_cert,
+    }
+}
+
 /// What a certificate of the signing root is presented with: the new root cross-signed by the
 /// old one while a rotation is under way (nodes that trust only the old root accept it).
 pub fn intermediates(cluster: &Cluster) -> Vec<Vec<u8>> {
@@ -192,6 +201,47 @@ mod tests {
     fn issue(cluster: &Cluster, id: &str) -> Vec<u8> {
         let (_key, csr) = pki::new_node_key(id).unwrap();
         issue_certificate(cluster, &csr, id, NodeRole::Worker).unwrap()
+    }
+
+    #[test]
+    fn a_session_sees_its_certificate_stale_exactly_when_the_root_or_role_moved_on() {
+        use crate::dispatcher::{CertVerdicts, trust_view};
+        let ca = pki::new_root_ca().unwrap();
+        let cluster = Cluster {
+            id: "c".into(),
+            ca_cert: ca.cert_der.clone(),
+            ca_key: ca.key_der.clone(),
+            ..Default::default()
+        };
+        let mut tables = crate::store::Tables {
+            cluster: Some(cluster.clone()),
+            ..Default::default()
+        };
+        let mut worker = with_cert("a", issue(&cluster, "a"), NodeState::Ready);
+        worker.role = NodeRole::Worker as i32;
+        tables.nodes.insert("a".into(), worker.clone());
+        let raft = raft_with(vec![1], vec![]);
+        // One session's verdicts, asked again as the store changes.
+        let mut verdicts = CertVerdicts::default();
+        let view = |t: &crate::store::Tables, v: &mut CertVerdicts| trust_view(t, "a", &raft, v);
+        assert!(!view(&tables, &mut verdicts).stale_certificate);
+        assert!(!view(&tables, &mut verdicts).stale_certificate, "asked again");
+        assert_eq!(view(&tables, &mut verdicts).signing_ca, ca.cert_der);
+
+        // Promoted: the worker certificate is of another role.
+        tables.nodes.get_mut("a").unwrap().role = NodeRole::Manager as i32;
+        assert!(view(&tables, &mut verdicts).stale_certificate);
+        tables.nodes.insert("a".into(), worker.clone());
+        assert!(!view(&tables, &mut verdicts).stale_certificate, "back");
+
+        // A root rotation: the old root's certificate is stale until renewed.
+        let rotating = start_rotation(&cluster).unwrap().unwrap();
+        tables.cluster = Some(rotating.clone());
+        let view_now = view(&tables, &mut verdicts);
+        assert!(view_now.stale_certificate);
+        assert_eq!(view_now.signing_ca, signing_ca(&rotating).cert_der);
+        tables.nodes.get_mut("a").unwrap().certificate = issue(&rotating, "a");
+        assert!(!view(&tables, &mut verdicts).stale_certificate, "renewed");
     }
 
     #[test]
