@@ -225,7 +225,10 @@ mod tests {
         let mut verdicts = CertVerdicts::default();
         let view = |t: &crate::store::Tables, v: &mut CertVerdicts| trust_view(t, "a", &raft, v);
         assert!(!view(&tables, &mut verdicts).stale_certificate);
-        assert!(!view(&tables, &mut verdicts).stale_certificate, "asked again");
+        assert!(
+            !view(&tables, &mut verdicts).stale_certificate,
+            "asked again"
+        );
         assert_eq!(view(&tables, &mut verdicts).signing_ca, ca.cert_der);
 
         // Promoted: the worker certificate is of another role.

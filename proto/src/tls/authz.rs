@@ -157,10 +157,23 @@ pub fn authorize_chain(
     authority: Option<&Authority>,
     now: SystemTime,
 ) -> Result<Option<Caller>, Refusal> {
+    authorize_remembering(path, leaf, intermediates, authority, now, None)
+}
+
+/// [`authorize_chain`], taking the signature checks of chains already verified from `verified`
+/// (and adding the new ones).
+pub fn authorize_remembering(
+    path: &str,
+    leaf: Option<&[u8]>,
+    intermediates: &[&[u8]],
+    authority: Option<&Authority>,
+    now: SystemTime,
+    verified: Option<&VerifiedChains>,
+) -> Result<Option<Caller>, Refusal> {
     let Some(access) = access(path) else {
         return Err(Refusal::denied("unknown method"));
     };
-    let caller = verify(leaf, intermediates, authority, now);
+    let caller = verify(leaf, intermediates, authority, now, verified);
     match (access, caller) {
         (Access::Open, Ok(caller)) => Ok(Some(caller)),
         (Access::Open, Err(_)) => Ok(None),
@@ -177,12 +190,17 @@ fn verify(
     intermediates: &[&[u8]],
     authority: Option<&Authority>,
     now: SystemTime,
+    verified: Option<&VerifiedChains>,
 ) -> Result<Caller, Refusal> {
     let leaf = leaf.ok_or(Refusal::unauthenticated(NO_CERT))?;
     let authority = authority.ok_or(Refusal::unauthenticated(
         "this node is in no swarm and accepts no certificate",
     ))?;
-    if !pki::chains_to(leaf, intermediates, &authority.roots) {
+    let chains = match verified {
+        Some(v) => v.chains_to(leaf, intermediates, &authority.roots),
+        None => pki::chains_to(leaf, intermediates, &authority.roots),
+    };
+    if !chains {
         return Err(Refusal::unauthenticated(
             "the certificate is not signed by this cluster's CA",
         ));
@@ -211,16 +229,74 @@ fn verify(
     })
 }
 
+/// Certificate chains whose signatures were found to chain to the roots, so a caller's chain is
+/// verified once rather than on every call (an ECDSA verification per request: a follower's
+/// forwarded write, a worker's status update, a heartbeat). Whether a chain's signatures chain
+/// to a set of roots depends on the bytes alone, so the verdict is remembered under a SHA-256 of
+/// the leaf, the intermediates and the roots: new roots (a rotation) are a new key. Only chains
+/// that verified are remembered; everything else about the certificate (cluster, expiry,
+/// removal, role) is checked on every call. Bounded to [`VerifiedChains::MAX`] chains (then
+/// forgotten all at once). Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct VerifiedChains(Arc<std::sync::Mutex<HashSet<[u8; 32]>>>);
+
+impl VerifiedChains {
+    /// Most chains remembered.
+    pub const MAX: usize = 4096;
+
+    /// [`pki::chains_to`], remembered when true.
+    pub fn chains_to(&self, leaf: &[u8], intermediates: &[&[u8]], roots: &[Vec<u8>]) -> bool {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for part in std::iter::once(leaf)
+            .chain(intermediates.iter().copied())
+            .chain(std::iter::once(&b"roots"[..]))
+            .chain(roots.iter().map(Vec::as_slice))
+        {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        let key: [u8; 32] = hash.finalize().into();
+        let known = |set: &HashSet<[u8; 32]>| set.contains(&key);
+        if known(&self.0.lock().unwrap_or_else(|e| e.into_inner())) {
+            return true;
+        }
+        if !pki::chains_to(leaf, intermediates, roots) {
+            return false;
+        }
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= Self::MAX {
+            set.clear();
+        }
+        set.insert(key);
+        true
+    }
+
+    /// How many chains are remembered.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The tower layer that applies [`authorize`] to every request of the listener.
 #[derive(Clone)]
 pub struct AuthzLayer {
     trust: Trust,
+    verified: VerifiedChains,
 }
 
 impl AuthzLayer {
     /// Authorization against this node's `trust` (its CA and deny list, as they change).
     pub fn new(trust: Trust) -> Self {
-        AuthzLayer { trust }
+        AuthzLayer {
+            trust,
+            verified: VerifiedChains::default(),
+        }
     }
 }
 
@@ -231,6 +307,7 @@ impl<S> tower::Layer<S> for AuthzLayer {
         Authz {
             inner,
             trust: self.trust.clone(),
+            verified: self.verified.clone(),
         }
     }
 }
@@ -240,6 +317,7 @@ impl<S> tower::Layer<S> for AuthzLayer {
 pub struct Authz<S> {
     inner: S,
     trust: Trust,
+    verified: VerifiedChains,
 }
 
 type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -276,12 +354,13 @@ where
             .unwrap_or_default();
         let authority = self.trust.authority();
         let path = request.uri().path().to_string();
-        match authorize_chain(
+        match authorize_remembering(
             &path,
             leaf,
             &intermediates,
             authority.as_ref(),
             SystemTime::now(),
+            Some(&self.verified),
         ) {
             Ok(caller) => {
                 if let Some(caller) = caller {
@@ -366,9 +445,26 @@ mod tests {
         let revoked = cert(&ca, "gone", NodeRole::Manager, "c1");
         let foreign = cert(&other_ca, "m1", NodeRole::Manager, "c1");
         let now = SystemTime::now();
+        // As the listener decides: chains verified once are remembered for every later call.
+        let verified = VerifiedChains::default();
         for method in served_methods() {
             let rule = access(&method).unwrap();
-            let decide = |leaf: Option<&[u8]>| authorize(&method, leaf, Some(&authority), now);
+            let decide = |leaf: Option<&[u8]>| {
+                let remembered = authorize_remembering(
+                    &method,
+                    leaf,
+                    &[],
+                    Some(&authority),
+                    now,
+                    Some(&verified),
+                );
+                assert_eq!(
+                    remembered,
+                    authorize(&method, leaf, Some(&authority), now),
+                    "{method}: remembering changed the decision"
+                );
+                remembered
+            };
             // No certificate.
             match rule {
                 Access::Open => assert_eq!(decide(None), Ok(None), "{method}"),
@@ -434,6 +530,11 @@ mod tests {
                 "{method}"
             );
         }
+        // The worker's, the manager's and the removed node's chains verified (the removal is
+        // checked on every call); the foreign one is not remembered.
+        assert_eq!(verified.len(), 3);
+        assert!(!verified.chains_to(&foreign, &[], &authority.roots));
+        assert_eq!(verified.len(), 3);
     }
 
     #[test]
@@ -450,8 +551,18 @@ mod tests {
         let not_rotated = cert(&old, "w2", NodeRole::Worker, "c1");
         let path = "/mini.v1.Dispatcher/Heartbeat";
         let now = SystemTime::now();
+        // One listener's remembered chains across the whole rotation: a chain verified under
+        // both roots must not pass once the old root is gone.
+        let verified = VerifiedChains::default();
         let call = |leaf: &[u8], chain: &[&[u8]], a: &Authority| {
-            authorize_chain(path, Some(leaf), chain, Some(a), now).map(|c| c.map(|c| c.node_id))
+            let remembered =
+                authorize_remembering(path, Some(leaf), chain, Some(a), now, Some(&verified));
+            assert_eq!(
+                remembered,
+                authorize_chain(path, Some(leaf), chain, Some(a), now),
+                "remembering changed the decision"
+            );
+            remembered.map(|c| c.map(|c| c.node_id))
         };
         // A node that still trusts only the old root accepts the new root's certificates
         // presented with the cross-signed root.
