@@ -54,6 +54,11 @@ impl foca::BroadcastHandler<NodeIdentity> for RecordHandler {
             precedence: (record.version, record.deleted, record.node_id.clone()),
         };
         let shared = &self.shared;
+        // A copy of a record held already (gossip delivers each several times) changes nothing:
+        // no signature check.
+        if sender.is_some() && shared.lock().changes_nothing(&record) {
+            return Ok(None);
+        }
         if sender.is_some()
             && let Err(why) = shared.check_owner(&record)
         {
