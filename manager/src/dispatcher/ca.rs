@@ -198,6 +198,19 @@ mod tests {
         }
     }
 
+    /// A cluster with a new root CA, and that CA.
+    fn cluster_with_ca() -> (Cluster, pki::RootCa) {
+        let ca = pki::new_root_ca().unwrap();
+        let cluster = Cluster {
+            id: "c".into(),
+            ca_cert: ca.cert_der.clone(),
+            ca_key: ca.key_der.clone(),
+            ca_digest: pki::digest_base36(&pki::ca_digest(&ca.cert_der)),
+            ..Default::default()
+        };
+        (cluster, ca)
+    }
+
     fn issue(cluster: &Cluster, id: &str) -> Vec<u8> {
         let (_key, csr) = pki::new_node_key(id).unwrap();
         issue_certificate(cluster, &csr, id, NodeRole::Worker).unwrap()
@@ -206,13 +219,7 @@ mod tests {
     #[test]
     fn a_session_sees_its_certificate_stale_exactly_when_the_root_or_role_moved_on() {
         use crate::dispatcher::{CertVerdicts, trust_view};
-        let ca = pki::new_root_ca().unwrap();
-        let cluster = Cluster {
-            id: "c".into(),
-            ca_cert: ca.cert_der.clone(),
-            ca_key: ca.key_der.clone(),
-            ..Default::default()
-        };
+        let (cluster, ca) = cluster_with_ca();
         let mut tables = crate::store::Tables {
             cluster: Some(cluster.clone()),
             ..Default::default()
@@ -249,14 +256,7 @@ mod tests {
 
     #[test]
     fn a_rotation_ends_when_every_node_not_down_has_a_certificate_of_the_new_root() {
-        let ca = pki::new_root_ca().unwrap();
-        let cluster = Cluster {
-            id: "c".into(),
-            ca_cert: ca.cert_der.clone(),
-            ca_key: ca.key_der.clone(),
-            ca_digest: pki::digest_base36(&pki::ca_digest(&ca.cert_der)),
-            ..Default::default()
-        };
+        let (cluster, ca) = cluster_with_ca();
         let old_a = issue(&cluster, "a");
         let old_b = issue(&cluster, "b");
         let old_down = issue(&cluster, "down");

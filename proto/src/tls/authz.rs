@@ -145,24 +145,13 @@ pub fn authorize(
     authority: Option<&Authority>,
     now: SystemTime,
 ) -> Result<Option<Caller>, Refusal> {
-    authorize_chain(path, leaf, &[], authority, now)
+    authorize_chain(path, leaf, &[], authority, now, None)
 }
 
 /// [`authorize`] for a peer that presented `leaf` followed by `intermediates` (the
-/// cross-signed root of a root CA rotation).
+/// cross-signed root of a root CA rotation), taking the signature checks of chains already
+/// verified from `verified` when given (and adding the new ones).
 pub fn authorize_chain(
-    path: &str,
-    leaf: Option<&[u8]>,
-    intermediates: &[&[u8]],
-    authority: Option<&Authority>,
-    now: SystemTime,
-) -> Result<Option<Caller>, Refusal> {
-    authorize_remembering(path, leaf, intermediates, authority, now, None)
-}
-
-/// [`authorize_chain`], taking the signature checks of chains already verified from `verified`
-/// (and adding the new ones).
-pub fn authorize_remembering(
     path: &str,
     leaf: Option<&[u8]>,
     intermediates: &[&[u8]],
@@ -354,7 +343,7 @@ where
             .unwrap_or_default();
         let authority = self.trust.authority();
         let path = request.uri().path().to_string();
-        match authorize_remembering(
+        match authorize_chain(
             &path,
             leaf,
             &intermediates,
@@ -450,14 +439,8 @@ mod tests {
         for method in served_methods() {
             let rule = access(&method).unwrap();
             let decide = |leaf: Option<&[u8]>| {
-                let remembered = authorize_remembering(
-                    &method,
-                    leaf,
-                    &[],
-                    Some(&authority),
-                    now,
-                    Some(&verified),
-                );
+                let remembered =
+                    authorize_chain(&method, leaf, &[], Some(&authority), now, Some(&verified));
                 assert_eq!(
                     remembered,
                     authorize(&method, leaf, Some(&authority), now),
@@ -556,10 +539,10 @@ mod tests {
         let verified = VerifiedChains::default();
         let call = |leaf: &[u8], chain: &[&[u8]], a: &Authority| {
             let remembered =
-                authorize_remembering(path, Some(leaf), chain, Some(a), now, Some(&verified));
+                authorize_chain(path, Some(leaf), chain, Some(a), now, Some(&verified));
             assert_eq!(
                 remembered,
-                authorize_chain(path, Some(leaf), chain, Some(a), now),
+                authorize_chain(path, Some(leaf), chain, Some(a), now, None),
                 "remembering changed the decision"
             );
             remembered.map(|c| c.map(|c| c.node_id))

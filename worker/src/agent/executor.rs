@@ -44,20 +44,13 @@ impl ExecTargets {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Runs `args` in the running task `task_id`; `None` if it does not run here.
-    pub async fn exec(
-        &self,
-        task_id: &str,
-        args: &[String],
-        env: &[String],
-    ) -> Option<Result<ExecOutput, RuntimeError>> {
-        let (runtime, target) = self
-            .targets
+    /// The runtime and process of the running task `task_id`, if it runs here.
+    fn target(&self, task_id: &str) -> Option<Target> {
+        self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(task_id)
-            .cloned()?;
-        Some(runtime.exec(&target, args, env).await)
+            .cloned()
     }
 }
 
@@ -376,8 +369,8 @@ impl<K: Kernel + 'static> Executor<K> {
         let deadline = tokio::time::Instant::now() + EXEC_PATIENCE;
         let mut changed = self.execs.changed.subscribe();
         loop {
-            if let Some(out) = self.execs.exec(task_id, args, env).await {
-                return Some(out);
+            if let Some((runtime, target)) = self.execs.target(task_id) {
+                return Some(runtime.exec(&target, args, env).await);
             }
             if !self.coming(task_id) {
                 return None;

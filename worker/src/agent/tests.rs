@@ -77,6 +77,14 @@ impl Fixture {
         }
     }
 
+    /// Assigns `task_id` (busybox, desired running) and waits until it runs.
+    async fn run_busybox(&mut self, task_id: &str) {
+        self.executor
+            .apply(assign(vec![task(task_id, "busybox", TaskState::Running)]))
+            .await;
+        self.wait_state(task_id, TaskState::Running).await;
+    }
+
     /// Waits until `task_id` is reported in `state`; returns that status.
     async fn wait_state(&mut self, task_id: &str, state: TaskState) -> TaskStatus {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -180,10 +188,7 @@ fn assign(tasks: Vec<Task>) -> Assignments {
 async fn an_image_task_runs_in_its_sandbox_and_stops_on_request() {
     let mut f = Fixture::new();
     let id = "task1task1task1task1task1";
-    f.executor
-        .apply(assign(vec![task(id, "busybox", TaskState::Running)]))
-        .await;
-    f.wait_state(id, TaskState::Running).await;
+    f.run_busybox(id).await;
     assert!(f.has_sandbox(id), "the task runs in a sandbox namespace");
     assert_eq!(
         f.images.calls(),
@@ -566,10 +571,7 @@ async fn task_starts_are_admitted_a_few_at_a_time_and_a_waiting_task_can_be_stop
 async fn exec_right_after_a_restart_waits_for_the_adopted_task() {
     let mut f = Fixture::new();
     let id = "adoptadoptadoptadoptadopt";
-    f.executor
-        .apply(assign(vec![task(id, "busybox", TaskState::Running)]))
-        .await;
-    f.wait_state(id, TaskState::Running).await;
+    f.run_busybox(id).await;
     // The daemon exits and a new one starts: the task keeps running and is adoptable, but the
     // new executor has not yet heard from the manager (which still reports the task running).
     f.executor.detach_all().await;
