@@ -41,6 +41,17 @@ impl ControlApi {
 }
 
 impl ControlApi {
+    /// [`step_messages`](Self::step_messages) for one `Send` or `SendStream` batch.
+    async fn step_batch(&self, batch: &RaftMessages) -> Result<(), Status> {
+        self.step_messages(
+            &batch.cluster_id,
+            batch.from_id,
+            &batch.from_addr,
+            &batch.messages,
+        )
+        .await
+    }
+
     /// Steps a batch of encoded raft messages from `from_id`: all of them, or (if one is bad)
     /// none.
     async fn step_messages(
@@ -113,15 +124,7 @@ impl RaftTransport for ControlApi {
         tokio::spawn(async move {
             // Ends with the stream, at its first error, or when the sender stops reading.
             while let Ok(Some(batch)) = incoming.message().await {
-                let stepped = api
-                    .step_messages(
-                        &batch.cluster_id,
-                        batch.from_id,
-                        &batch.from_addr,
-                        &batch.messages,
-                    )
-                    .await;
-                match stepped {
+                match api.step_batch(&batch).await {
                     Ok(()) => match acks.try_send(Ok(RaftAck {})) {
                         Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
                         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
@@ -139,14 +142,7 @@ impl RaftTransport for ControlApi {
     }
 
     async fn send(&self, request: Request<RaftMessages>) -> Result<Response<RaftAck>, Status> {
-        let batch = request.into_inner();
-        self.step_messages(
-            &batch.cluster_id,
-            batch.from_id,
-            &batch.from_addr,
-            &batch.messages,
-        )
-        .await?;
+        self.step_batch(&request.into_inner()).await?;
         Ok(Response::new(RaftAck {}))
     }
 

@@ -110,9 +110,9 @@ pub async fn forward_reports<O: Send + 'static>(
     }
 }
 
-/// Sends everything queued for peer `to`, in order, until the transport is dropped: small
-/// messages on one long-lived `SendStream` call ([`Link`]), each snapshot and each message over
-/// [`SEND_LIMIT`] on a call of its own ([`deliver`]).
+/// Sends everything queued for peer `to`, in order, until the transport is dropped: the
+/// messages go in [`groups`]; a group without a snapshot on one long-lived `SendStream` call
+/// ([`Link`]), any other group on calls of its own ([`deliver`]).
 async fn sender(
     peers: Peers,
     own_id: u64,
@@ -133,33 +133,27 @@ async fn sender(
             from_id: own_id,
             from_addr: link.peers.own_addr(),
         };
+        let messages: Vec<(bool, Vec<u8>)> = batch
+            .drain(..)
+            .filter_map(|m| {
+                let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+                m.write_to_bytes().ok().map(|b| (snapshot, b))
+            })
+            .collect();
         let mut delivered = true;
-        let mut small: Vec<Vec<u8>> = Vec::new();
-        let mut size = 0;
-        for m in batch.drain(..) {
-            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-            let Ok(bytes) = m.write_to_bytes() else {
-                continue;
-            };
-            if !snapshot && bytes.len() <= SEND_LIMIT {
-                if size + bytes.len() > SEND_LIMIT {
-                    delivered &= link.push(&from, std::mem::take(&mut small)).await;
-                    size = 0;
+        for group in groups(messages) {
+            let outcome = match group {
+                Group::Batch(messages) if messages.iter().all(|(snapshot, _)| !snapshot) => {
+                    let messages = messages.into_iter().map(|(_, bytes)| bytes).collect();
+                    delivered &= link.push(&from, messages).await;
+                    continue;
                 }
-                size += bytes.len();
-                small.push(bytes);
-                continue;
-            }
-            // What came before it goes first.
-            if !small.is_empty() {
-                delivered &= link.push(&from, std::mem::take(&mut small)).await;
-                size = 0;
-            }
-            let outcome = match link.peers.channel_to(to) {
-                Some(channel) => deliver(channel, &from, vec![(snapshot, bytes)]).await,
-                None => Delivery {
-                    delivered: false,
-                    snapshots: if snapshot { vec![false] } else { Vec::new() },
+                group => match link.peers.channel_to(to) {
+                    Some(channel) => deliver(channel, &from, group.into_messages()).await,
+                    None => Delivery {
+                        delivered: false,
+                        snapshots: vec![false; group.snapshots()],
+                    },
                 },
             };
             delivered &= outcome.delivered;
@@ -167,13 +161,63 @@ async fn sender(
                 let _ = link.reports.send(Report::Snapshot(to, ok));
             }
         }
-        if !small.is_empty() {
-            delivered &= link.push(&from, small).await;
-        }
         if !delivered {
             let _ = link.reports.send(Report::Unreachable(to));
         }
     }
+}
+
+/// Encoded messages (`(is a snapshot, bytes)`) as they travel, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Group {
+    /// Consecutive messages of at most [`SEND_LIMIT`] bytes each and together: one `Send` call
+    /// or one batch on a stream.
+    Batch(Vec<(bool, Vec<u8>)>),
+    /// One larger message, alone in chunks (`SendChunked`).
+    Chunked(bool, Vec<u8>),
+}
+
+impl Group {
+    /// How many snapshots it holds.
+    fn snapshots(&self) -> usize {
+        match self {
+            Group::Batch(messages) => messages.iter().filter(|(snapshot, _)| *snapshot).count(),
+            Group::Chunked(snapshot, _) => usize::from(*snapshot),
+        }
+    }
+
+    fn into_messages(self) -> Vec<(bool, Vec<u8>)> {
+        match self {
+            Group::Batch(messages) => messages,
+            Group::Chunked(snapshot, bytes) => vec![(snapshot, bytes)],
+        }
+    }
+}
+
+/// Splits `messages` into the groups they travel in, in order: consecutive small ones together
+/// up to [`SEND_LIMIT`] bytes, each larger one alone.
+pub(crate) fn groups(messages: Vec<(bool, Vec<u8>)>) -> Vec<Group> {
+    let mut groups = Vec::new();
+    let mut pending: Vec<(bool, Vec<u8>)> = Vec::new();
+    let mut size = 0;
+    for (snapshot, bytes) in messages {
+        if bytes.len() > SEND_LIMIT || size + bytes.len() > SEND_LIMIT {
+            if !pending.is_empty() {
+                groups.push(Group::Batch(std::mem::take(&mut pending)));
+                size = 0;
+            }
+            if bytes.len() > SEND_LIMIT {
+                groups.push(Group::Chunked(snapshot, bytes));
+                continue;
+            }
+        }
+        size += bytes.len();
+        pending.push((snapshot, bytes));
+    }
+    if !pending.is_empty() {
+        groups.push(Group::Batch(pending));
+    }
+    groups
 }
 
 /// Batches queued on a stream before the sender waits (at most [`SEND_TIMEOUT`]) for room.
@@ -214,21 +258,21 @@ impl Link {
             return false;
         };
         let key = (addr, self.peers.generation());
-        if self
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.key != key || s.ended())
-        {
-            self.stream = None;
-        }
-        if self.stream.is_none() {
-            let Some(channel) = self.peers.channel(&key.0) else {
-                return false;
-            };
-            self.stream = Some(self.open(channel, key));
-        }
-        let Some(stream) = self.stream.as_ref() else {
-            return false;
+        let stream = match &mut self.stream {
+            Some(stream) if stream.key == key && !stream.ended() => stream,
+            slot => {
+                let Some(channel) = self.peers.channel(&key.0) else {
+                    *slot = None;
+                    return false;
+                };
+                slot.insert(open_link_stream(
+                    &self.peers,
+                    self.to,
+                    &self.reports,
+                    channel,
+                    key,
+                ))
+            }
         };
         let batch = RaftMessages {
             cluster_id: from.cluster_id.clone(),
@@ -243,19 +287,26 @@ impl Link {
         self.stream = None;
         false
     }
+}
 
-    fn open(&self, channel: tonic::transport::Channel, key: (String, u64)) -> Stream {
-        let (peers, to, reports) = (self.peers.clone(), self.to, self.reports.clone());
-        Stream::open(
-            channel,
-            key,
-            move || peers.delivered(to),
-            move || {
-                // Whatever was queued on it is lost: raft resends.
-                let _ = reports.send(Report::Unreachable(to));
-            },
-        )
-    }
+/// A stream to peer `to` whose acks mark it reached and whose end reports it unreachable.
+fn open_link_stream(
+    peers: &Peers,
+    to: u64,
+    reports: &mpsc::UnboundedSender<Report>,
+    channel: tonic::transport::Channel,
+    key: (String, u64),
+) -> Stream {
+    let (peers, reports) = (peers.clone(), reports.clone());
+    Stream::open(
+        channel,
+        key,
+        move || peers.delivered(to),
+        move || {
+            // Whatever was queued on it is lost: raft resends.
+            let _ = reports.send(Report::Unreachable(to));
+        },
+    )
 }
 
 impl Stream {
@@ -335,39 +386,18 @@ pub(crate) async fn deliver(
         delivered: true,
         snapshots: Vec::new(),
     };
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    let mut pending_snapshots = 0;
-    let mut size = 0;
-    let mut iter = messages.into_iter().peekable();
-    while let Some((snapshot, bytes)) = iter.next() {
-        let big = if bytes.len() > SEND_LIMIT {
-            Some(bytes)
-        } else {
-            size += bytes.len();
-            pending.push(bytes);
-            pending_snapshots += usize::from(snapshot);
-            None
-        };
-        let next_fits = iter
-            .peek()
-            .is_some_and(|(_, b)| b.len() <= SEND_LIMIT && size + b.len() <= SEND_LIMIT);
-        if !pending.is_empty() && (big.is_some() || !next_fits) {
-            let batch = std::mem::take(&mut pending);
-            let ok =
-                out.delivered && send_batch(&mut client, from, batch, pending_snapshots > 0).await;
-            out.delivered &= ok;
-            out.snapshots
-                .extend(std::iter::repeat_n(ok, pending_snapshots));
-            pending_snapshots = 0;
-            size = 0;
-        }
-        if let Some(bytes) = big {
-            let ok = out.delivered && send_chunked(&mut client, from, bytes).await;
-            out.delivered &= ok;
-            if snapshot {
-                out.snapshots.push(ok);
-            }
-        }
+    for group in groups(messages) {
+        let snapshots = group.snapshots();
+        let ok = out.delivered
+            && match group {
+                Group::Batch(messages) => {
+                    let bytes = messages.into_iter().map(|(_, bytes)| bytes).collect();
+                    send_batch(&mut client, from, bytes, snapshots > 0).await
+                }
+                Group::Chunked(_, bytes) => send_chunked(&mut client, from, bytes).await,
+            };
+        out.delivered &= ok;
+        out.snapshots.extend(std::iter::repeat_n(ok, snapshots));
     }
     out
 }

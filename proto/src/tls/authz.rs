@@ -246,8 +246,12 @@ impl VerifiedChains {
             hash.update(part);
         }
         let key: [u8; 32] = hash.finalize().into();
-        let known = |set: &HashSet<[u8; 32]>| set.contains(&key);
-        if known(&self.0.lock().unwrap_or_else(|e| e.into_inner())) {
+        if self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
             return true;
         }
         if !pki::chains_to(leaf, intermediates, roots) {
