@@ -78,8 +78,14 @@ fn docker_flags_mini_lacks_are_refused_by_name_and_change_nothing() {
     assert!(!err.contains("not supported"), "{err}");
     // Nothing was made: no service (json prints one object per line, so none).
     assert_eq!(host.ok(&["service", "ls", "--format", "json"]).stdout, "");
+    // By the NAME column: a random network id may contain "n6" (e.g. 0ucvo3aqen6c).
     let networks = host.ok(&["network", "ls"]).stdout;
-    assert!(!networks.contains("n6"), "{networks}");
+    assert!(
+        !networks
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("n6")),
+        "{networks}"
+    );
 }
 
 #[test]
