@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::kernel::{AtomicCounters, Counters, Kernel};
-use crate::lb::{Flavour, LbTable, LbTarget};
+use crate::lb::{Flavour, LbTable};
 use crate::model::MacAddr;
 use crate::names::{BRIDGE, GATEWAY_MTU, LOOPBACK, OVERLAY_MTU, VXLAN};
 use crate::nat;
@@ -334,28 +334,30 @@ impl Inner {
                 flavour,
                 key,
                 target,
+                change,
                 element,
             } => {
                 let t = self.lb_table(ns, *flavour)?;
-                if *element {
-                    t.elements.insert(*key);
+                // The kernel refuses to delete a slot that is not there.
+                if !t.set_entry(*key, target, change, *element) {
+                    return Err(fail(format!("slots of {key} in {ns}"), libc::ENOENT));
                 }
-                t.chains.insert(*key, Some(LbTarget::clone(target)));
             }
             Op::DelLbEntry {
                 ns,
                 flavour,
                 key,
-                element,
-                chain,
+                parts,
             } => {
                 let t = self.lb_table(ns, *flavour)?;
                 // nft fails a batch deleting what does not exist.
-                if (*element && !t.elements.remove(key))
-                    || (*chain && t.chains.remove(key).is_none())
+                if (parts.element && !t.elements.contains(key))
+                    || (parts.chain && !t.chains.contains_key(key))
+                    || (parts.map && !t.maps.contains(key))
                 {
                     return Err(fail(format!("{key} in {ns}"), libc::ENOENT));
                 }
+                t.del_entry(key);
             }
         }
         Ok(())

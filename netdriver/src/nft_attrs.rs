@@ -35,10 +35,6 @@ pub(crate) const NFTA_RULE_TABLE: u16 = 1;
 pub(crate) const NFTA_SET_DATA_LEN: u16 = 7;
 /// `NFTA_SET_DATA_TYPE`.
 pub(crate) const NFTA_SET_DATA_TYPE: u16 = 6;
-/// `NFTA_SET_DESC`.
-pub(crate) const NFTA_SET_DESC: u16 = 9;
-/// `NFTA_SET_DESC_SIZE`.
-pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
 /// `NFTA_SET_ELEM_DATA`.
 pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
 /// `NFTA_SET_ELEM_KEY`.

@@ -56,6 +56,8 @@ pub enum MsgType {
     DelRule = 8,
     /// `NFT_MSG_NEWSET`.
     NewSet = 9,
+    /// `NFT_MSG_DELSET`.
+    DelSet = 11,
     /// `NFT_MSG_NEWSETELEM`.
     NewSetElem = 12,
     /// `NFT_MSG_DELSETELEM`.
@@ -72,6 +74,7 @@ impl MsgType {
             MsgType::DelChain => "NFT_MSG_DELCHAIN",
             MsgType::DelRule => "NFT_MSG_DELRULE",
             MsgType::NewSet => "NFT_MSG_NEWSET",
+            MsgType::DelSet => "NFT_MSG_DELSET",
             MsgType::NewSetElem => "NFT_MSG_NEWSETELEM",
             MsgType::DelSetElem => "NFT_MSG_DELSETELEM",
         }

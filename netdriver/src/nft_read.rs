@@ -141,6 +141,11 @@ pub struct Set {
     pub name: String,
     /// `NFTA_SET_FLAGS` (`NFT_SET_ANONYMOUS` = 1, `NFT_SET_MAP` = 8, …).
     pub flags: u32,
+    /// `NFTA_SET_KEY_TYPE` and `NFTA_SET_KEY_LEN`: nft's datatype of a key, its bytes.
+    pub key: (u32, u32),
+    /// `NFTA_SET_DATA_TYPE` and `NFTA_SET_DATA_LEN`: the same of a map's data (0 for a
+    /// plain set).
+    pub data: (u32, u32),
     /// Its elements.
     pub elems: Vec<Elem>,
 }
@@ -267,6 +272,14 @@ pub fn read_table(
         dump.sets.push(Set {
             name: set_name,
             flags: be32_attr(&s, NFTA_SET_FLAGS).unwrap_or(0),
+            key: (
+                be32_attr(&s, NFTA_SET_KEY_TYPE).unwrap_or(0),
+                be32_attr(&s, NFTA_SET_KEY_LEN).unwrap_or(0),
+            ),
+            data: (
+                be32_attr(&s, NFTA_SET_DATA_TYPE).unwrap_or(0),
+                be32_attr(&s, NFTA_SET_DATA_LEN).unwrap_or(0),
+            ),
             elems,
         });
     }

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::filter::FilterTable;
-use crate::lb::{LbTable, LbTarget};
+use crate::lb::LbTable;
 use crate::model::{MacAddr, Peer};
 use crate::op::{NsRef, Op};
 
@@ -149,20 +149,18 @@ impl Observed {
                 ns,
                 key,
                 target,
+                change,
                 element,
                 ..
             } => {
                 if let Some(t) = lb_ns(self, ns).and_then(|st| st.lb.as_mut()) {
-                    if *element {
-                        t.elements.insert(*key);
-                    }
-                    t.chains.insert(*key, Some(LbTarget::clone(target)));
+                    // An edit that does not fit leaves the entry unknown: re-made next time.
+                    t.set_entry(*key, target, change, *element);
                 }
             }
             Op::DelLbEntry { ns, key, .. } => {
                 if let Some(t) = lb_ns(self, ns).and_then(|st| st.lb.as_mut()) {
-                    t.elements.remove(key);
-                    t.chains.remove(key);
+                    t.del_entry(key);
                 }
             }
             Op::SetFilter { filter } => {

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::filter::MemberFilter;
-use crate::lb::{Flavour, LbKey, LbSpec, LbTarget};
+use crate::lb::{EntryParts, Flavour, LbKey, LbSpec, LbTarget, SlotChange};
 use crate::model::MacAddr;
 
 /// Which namespace an operation addresses.
@@ -157,8 +157,8 @@ pub enum Op {
         /// The table.
         spec: LbSpec,
     },
-    /// Create or replace one entry of an existing `mini_lb` table: its chain's rule (`flush` +
-    /// `add rule`) and, unless it exists, its map element, in one transaction.
+    /// Create or change one entry of an existing `mini_lb` table, in one transaction: its
+    /// backend map and rule as `change` says and, unless it exists, its verdict-map element.
     SetLbEntry {
         /// Where.
         ns: NsRef,
@@ -168,11 +168,13 @@ pub enum Op {
         key: LbKey,
         /// Its new target.
         target: LbTarget,
+        /// How its backend map and rule get there.
+        change: SlotChange,
         /// Add the map element (false: it exists and jumps to this chain already; adding a
         /// jump makes the kernel re-validate every chain the map reaches).
         element: bool,
     },
-    /// Delete one entry of a `mini_lb` table: the map element and/or the chain.
+    /// Delete one entry of a `mini_lb` table: what of it exists.
     DelLbEntry {
         /// Where.
         ns: NsRef,
@@ -180,10 +182,8 @@ pub enum Op {
         flavour: Flavour,
         /// The key.
         key: LbKey,
-        /// Whether the map element exists.
-        element: bool,
-        /// Whether the chain exists.
-        chain: bool,
+        /// Which of its verdict-map element, chain and backend map exist.
+        parts: EntryParts,
     },
     /// Delete the `mini_lb` table of a namespace.
     DeleteLbTable {

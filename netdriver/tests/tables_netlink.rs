@@ -101,13 +101,26 @@ fn a_hand_edit_of_an_entry_reads_back_as_drift() {
     let ns = lab.host("edit");
     let want = spec(Flavour::Vip);
     send(&ns, lb::netlink::replace(&want));
-    // The rule deleted by hand: the entry reads back with no backends.
+    // The rule deleted by hand: its backend map holds slots no rule uses, not an entry we
+    // write (the driver makes it again).
     sh(&ns, "nft flush chain ip mini_lb vip_10_0_9_100");
     let table = lb::from_dump(&read(&ns, lb::TABLE).unwrap());
+    assert_eq!(table.chains[&LbKey::Vip(ip(100))], None);
+    // Its map emptied too: an entry without backends.
+    sh(&ns, "nft flush map ip mini_lb vip_10_0_9_100");
+    let table = lb::from_dump(&read(&ns, lb::TABLE).unwrap());
     assert_eq!(
-        table.chains[&LbKey::Vip(ip(100))],
-        Some(LbTarget::default())
+        table.target(&LbKey::Vip(ip(100))),
+        Some(&LbTarget::default())
     );
+    // A slot missing from the map (the rule's modulus no longer matches): not ours.
+    let two = "vip_10_0_9_102";
+    sh(
+        &ns,
+        &format!("nft delete element ip mini_lb {two} '{{ 0 }}'"),
+    );
+    let table = lb::from_dump(&read(&ns, lb::TABLE).unwrap());
+    assert_eq!(table.chains[&LbKey::Vip(ip(102))], None);
     // Replaced by a rule of another shape: not one we write.
     sh(
         &ns,
@@ -120,6 +133,20 @@ fn a_hand_edit_of_an_entry_reads_back_as_drift() {
         &ns,
         "nft add chain ip mini_lb other && \
          nft add element ip mini_lb vips '{ 10.0.9.200 : goto other }'",
+    );
+    assert!(lb::from_dump(&read(&ns, lb::TABLE).unwrap()).foreign);
+}
+
+#[test]
+fn a_backend_map_of_another_type_is_foreign() {
+    let mut lab = Lab::new();
+    let ns = lab.host("maptype");
+    send(&ns, lb::netlink::replace(&spec(Flavour::Vip)));
+    assert!(!lb::from_dump(&read(&ns, lb::TABLE).unwrap()).foreign);
+    // Named like an entry, but a map of addresses to marks: the table is replaced whole.
+    sh(
+        &ns,
+        "nft add map ip mini_lb vip_10_0_9_150 '{ type ipv4_addr : mark; }'",
     );
     assert!(lb::from_dump(&read(&ns, lb::TABLE).unwrap()).foreign);
 }

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::fake::FakeKernel;
-use crate::lb::{Flavour, LbKey, LbTable, LbTarget};
+use crate::lb::{EntryParts, Flavour, LbEntry, LbKey, LbTable, LbTarget, SlotChange};
 use crate::model::{Attachment, MacAddr, OverlayNetwork, Sandbox};
 use crate::op::NsRef;
 use crate::service::{Ingress, Protocol, PublishedPort, ServiceLb};
@@ -113,8 +113,8 @@ async fn vip_table_is_created_with_the_sandbox_and_reapply_writes_nothing() {
     let t = table(&d, SB).unwrap();
     assert_eq!(t.flavour, Some(Flavour::Vip));
     // Backends sorted; no backends: an entry that rejects.
-    assert_eq!(t.chains[&LbKey::Vip(ip(100))], target(&[3, 5]));
-    assert_eq!(t.chains[&LbKey::Vip(ip(101))], target(&[]));
+    assert_eq!(t.target(&LbKey::Vip(ip(100))).cloned(), target(&[3, 5]));
+    assert_eq!(t.target(&LbKey::Vip(ip(101))).cloned(), target(&[]));
     // No ingress: nothing in the host namespace.
     assert_eq!(table(&d, ""), None);
 
@@ -179,7 +179,14 @@ async fn a_backend_change_touches_only_that_entry_and_reads_nothing() {
         .apply_with(&desired(), &with(svc("web", 100, &[4, 5])))
         .await
         .unwrap();
-    for (report, backends) in [(added, vec![3, 4, 5]), (removed, vec![4, 5])] {
+    // The map element exists: only the entry's backend map and rule change, in place. A
+    // new backend takes the next slot; a leaving one's slot is taken by the last backend.
+    let edits = [
+        (added, vec![3, 4, 5], (2, vec![(2, 5)], 3)),
+        (removed, vec![4, 5], (3, vec![(0, 5)], 2)),
+    ];
+    for (report, backends, (from, writes, to)) in edits {
+        let writes = writes.into_iter().map(|(i, b)| (i, ip(b))).collect();
         assert_eq!(
             report.ops,
             vec![Op::SetLbEntry {
@@ -187,7 +194,12 @@ async fn a_backend_change_touches_only_that_entry_and_reads_nothing() {
                 flavour: Flavour::Vip,
                 key: LbKey::Vip(ip(100)),
                 target: target(&backends).unwrap(),
-                // The map element exists: only the entry chain's rule is rewritten.
+                change: SlotChange::Edit {
+                    from,
+                    writes,
+                    to,
+                    rule: true
+                },
                 element: false,
             }]
         );
@@ -195,9 +207,11 @@ async fn a_backend_change_touches_only_that_entry_and_reads_nothing() {
     }
     let spent = d.kernel().counters() - before;
     assert_eq!((spent.writes, spent.reads), (2, 0));
+    let t = table(&d, SB).unwrap();
+    assert_eq!(t.target(&LbKey::Vip(ip(100))).cloned(), target(&[4, 5]));
     assert_eq!(
-        table(&d, SB).unwrap().chains[&LbKey::Vip(ip(100))],
-        target(&[4, 5])
+        t.chains[&LbKey::Vip(ip(100))].as_ref().unwrap().slots,
+        [ip(5), ip(4)]
     );
     assert_eq!(table(&d, SB).unwrap().chains.len(), 51);
 }
@@ -221,8 +235,11 @@ async fn vip_removal_deletes_its_element_and_chain_then_the_table() {
             ns: NsRef::Named(SB.into()),
             flavour: Flavour::Vip,
             key: LbKey::Vip(ip(100)),
-            element: true,
-            chain: true,
+            parts: EntryParts {
+                element: true,
+                chain: true,
+                map: true
+            },
         }]
     );
     let report = d.apply_with(&desired(), &lb(vec![])).await.unwrap();
@@ -268,16 +285,16 @@ async fn ingress_builds_the_sandbox_and_both_tables_and_leaves_nothing() {
     let host = table(&d, "").unwrap();
     assert_eq!(host.flavour, Some(Flavour::Publish));
     assert_eq!(
-        host.chains[&key],
-        Some(LbTarget {
+        host.target(&key),
+        Some(&LbTarget {
             backends: vec![Ipv4Addr::new(172, 18, 0, 2)],
             port: None
         })
     );
     let sbox = table(&d, "ingress_sbox").unwrap();
     assert_eq!(
-        sbox.chains[&key],
-        Some(LbTarget {
+        sbox.target(&key),
+        Some(&LbTarget {
             backends: vec![Ipv4Addr::new(10, 255, 1, 5), Ipv4Addr::new(10, 255, 1, 6)],
             port: Some(80)
         })
@@ -363,9 +380,16 @@ async fn start_up_reconcile_removes_stray_entries_and_tables() {
             .as_mut()
             .unwrap();
         t.elements.insert(LbKey::Vip(ip(99)));
-        t.chains.insert(LbKey::Vip(ip(99)), target(&[9]));
+        t.chains
+            .insert(LbKey::Vip(ip(99)), Some(LbEntry::new(vec![ip(9)], None)));
+        t.maps.insert(LbKey::Vip(ip(99)));
         t.chains.insert(LbKey::Vip(ip(98)), None);
-        t.chains.insert(LbKey::Vip(ip(100)), target(&[3, 9]));
+        t.chains.insert(
+            LbKey::Vip(ip(100)),
+            Some(LbEntry::new(vec![ip(9), ip(3)], None)),
+        );
+        // A backend map left without its chain.
+        t.maps.insert(LbKey::Vip(ip(97)));
         st.host.lb = Some(LbTable::default());
     });
     let restarted = NetDriver::new(d.config().clone(), d.kernel().fork());
@@ -374,6 +398,7 @@ async fn start_up_reconcile_removes_stray_entries_and_tables() {
     assert_eq!(
         text,
         [
+            "delete VIP 10.0.1.97 in netns zazcrztrp8no",
             "delete VIP 10.0.1.98 in netns zazcrztrp8no",
             "delete VIP 10.0.1.99 in netns zazcrztrp8no",
             "set VIP 10.0.1.100 -> [10.0.1.3] in netns zazcrztrp8no",

@@ -15,7 +15,10 @@ use crate::nft_expr::{
     SET_MAP, TRANSPORT, TYPE_INET_PROTO, TYPE_INET_SERVICE,
 };
 
-use super::{Flavour, LbKey, LbSpec, LbTarget, TABLE};
+use super::{
+    BACKEND_MAP_DATA, BACKEND_MAP_KEY, EntryParts, Flavour, LbKey, LbSpec, LbTarget, SlotChange,
+    TABLE, TYPEOF_MODULUS,
+};
 
 /// The transaction that atomically replaces the whole table with `spec` (what
 /// [`super::replace_script`] makes `nft` send).
@@ -24,7 +27,7 @@ pub fn replace(spec: &LbSpec) -> Batch {
     x::delete_table(&mut b, TABLE);
     base(&mut b, spec.flavour);
     for (k, t) in &spec.entries {
-        set_entry(&mut b, spec.flavour, k, t, true);
+        set_entry(&mut b, spec.flavour, k, t, &SlotChange::Fill, true);
     }
     b
 }
@@ -99,29 +102,44 @@ const NFPROTO_IPV4: u8 = 2;
 
 /// `NFT_GOTO` (-4) as the kernel's big-endian u32.
 const NFT_GOTO: u32 = -4i32 as u32;
-/// `NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP`: what `nft` creates for `map { … }`.
-const ANONYMOUS_CONSTANT_MAP: u32 = 0x1 | 0x2 | 0x8;
-/// nft's datatypes (its own numbering, stored by the kernel for nft to print): `integer`
-/// (numgen's output) and `ipv4_addr`.
-const TYPE_INTEGER: u32 = 4;
-const TYPE_IPADDR: u32 = 7;
-/// nft's user data for such a map: key in host byte order, data big endian, data not an
-/// interval (TLVs of `NFTNL_UDATA_SET_KEYBYTEORDER`, `…_DATABYTEORDER`, `…_DATA_INTERVAL`).
-fn anonymous_map_userdata() -> Vec<u8> {
-    let mut out = Vec::with_capacity(18);
-    for (ty, value) in [(0u8, 1u32), (1, 2), (6, 0)] {
-        out.push(ty);
-        out.push(4);
-        out.extend_from_slice(&value.to_ne_bytes());
+/// nft's user data for a backend map declared `typeof numgen inc mod M : ip daddr`: key in
+/// host byte order, data big endian, the two `typeof` expressions (numgen: type inc, modulus,
+/// offset 0; payload: ip, daddr), data not an interval. Byte for byte what nft 1.0.6 sends,
+/// so `nft list` prints the map the same whichever path made it.
+fn backend_map_userdata() -> Vec<u8> {
+    fn u32_tlv(out: &mut Vec<u8>, ty: u8, v: u32) {
+        out.extend_from_slice(&[ty, 4]);
+        out.extend_from_slice(&v.to_ne_bytes());
     }
+    fn nested(out: &mut Vec<u8>, ty: u8, body: &[u8]) {
+        out.extend_from_slice(&[ty, body.len() as u8]);
+        out.extend_from_slice(body);
+    }
+    // NFTNL_UDATA_SET_TYPEOF_EXPR, NFTNL_UDATA_SET_TYPEOF_DATA
+    let typeof_expr = |expr: u32, data: &[u8]| {
+        let mut t = Vec::new();
+        u32_tlv(&mut t, 0, expr);
+        nested(&mut t, 1, data);
+        t
+    };
+    let mut numgen = Vec::new();
+    for (ty, v) in [(0, 0), (1, TYPEOF_MODULUS), (2, 0)] {
+        u32_tlv(&mut numgen, ty, v);
+    }
+    // payload: protocol description `ip` (12), its field `daddr` (12)
+    let mut daddr = Vec::new();
+    u32_tlv(&mut daddr, 0, 12);
+    u32_tlv(&mut daddr, 1, 12);
+    let mut out = Vec::with_capacity(68);
+    // NFTNL_UDATA_SET_KEYBYTEORDER = host, NFTNL_UDATA_SET_DATABYTEORDER = big endian
+    u32_tlv(&mut out, 0, 1);
+    u32_tlv(&mut out, 1, 2);
+    // NFTNL_UDATA_SET_KEY_TYPEOF: EXPR_NUMGEN (23); NFTNL_UDATA_SET_DATA_TYPEOF: EXPR_PAYLOAD (7)
+    nested(&mut out, 3, &typeof_expr(23, &numgen));
+    nested(&mut out, 4, &typeof_expr(7, &daddr));
+    // NFTNL_UDATA_SET_DATA_INTERVAL
+    u32_tlv(&mut out, 6, 0);
     out
-}
-/// The name of an entry chain's anonymous map. `nft` names them `__map%d`, which makes the
-/// kernel scan every set of the table (1,000s here) to pick a free number; a name of our
-/// own, unique per entry, only needs the kernel's uniqueness check. The map replaced in the
-/// same transaction (its rule was flushed) no longer counts, so the name is reused.
-fn anonymous_map(chain: &str) -> String {
-    format!("__map_{chain}")
 }
 
 /// `NFT_REG_1`, `NFT_REG_2`: the 16-byte registers nft uses for these rules.
@@ -151,17 +169,77 @@ pub fn batch() -> Batch {
     Batch::new(NFPROTO_IPV4)
 }
 
-/// Adds to `b` the messages that create or replace one entry (the table exists with
-/// `flavour`), with its map element when `element` (false: it exists already); see
-/// [`super::set_entry_script`].
-pub fn set_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, t: &LbTarget, element: bool) {
+/// Adds to `b` the messages that create or change one entry (the table exists with
+/// `flavour`) as `change` says, with its verdict-map element when `element` (false: it exists
+/// already); see [`super::set_entry_script`].
+pub fn set_entry(
+    b: &mut Batch,
+    flavour: Flavour,
+    key: &LbKey,
+    t: &LbTarget,
+    change: &SlotChange,
+    element: bool,
+) {
     let chain = key.chain();
-    b.push(MsgType::NewChain, NLM_F_CREATE, |a| {
-        a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &chain);
-    });
-    flush_chain(b, &chain);
-    if !t.backends.is_empty() {
-        dnat_rule(b, &chain, key, t);
+    let n = t.backends.len() as u32;
+    let (rule, set_id) = match change {
+        SlotChange::Fill => {
+            b.push(MsgType::NewChain, NLM_F_CREATE, |a| {
+                a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &chain);
+            });
+            flush_chain(b, &chain);
+            let set_id = backend_map(b, &chain);
+            // No element list: flush the map.
+            b.push(MsgType::DelSetElem, 0, |a| {
+                a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+                    .str(NFTA_SET_ELEM_LIST_SET, &chain);
+            });
+            if n > 0 {
+                let keys: Vec<[u8; 4]> = (0..n).map(u32::to_ne_bytes).collect();
+                let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
+                    .iter()
+                    .zip(&t.backends)
+                    .map(|(k, ip)| (&k[..], Some(Data::Addr(*ip))))
+                    .collect();
+                b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
+                    elements(a, &chain, &elems);
+                });
+            }
+            (true, Some(set_id))
+        }
+        SlotChange::Edit {
+            from,
+            writes,
+            to,
+            rule,
+        } => {
+            if *rule {
+                flush_chain(b, &chain);
+            }
+            let deleted: Vec<[u8; 4]> = SlotChange::deleted(*from, writes, *to)
+                .map(u32::to_ne_bytes)
+                .collect();
+            if !deleted.is_empty() {
+                let elems: Vec<(&[u8], Option<Data<'_>>)> =
+                    deleted.iter().map(|k| (&k[..], None)).collect();
+                b.push(MsgType::DelSetElem, 0, |a| elements(a, &chain, &elems));
+            }
+            if !writes.is_empty() {
+                let keys: Vec<[u8; 4]> = writes.iter().map(|(i, _)| i.to_ne_bytes()).collect();
+                let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
+                    .iter()
+                    .zip(writes)
+                    .map(|(k, (_, ip))| (&k[..], Some(Data::Addr(*ip))))
+                    .collect();
+                b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
+                    elements(a, &chain, &elems);
+                });
+            }
+            (*rule, None)
+        }
+    };
+    if rule && n > 0 {
+        dnat_rule(b, &chain, key, t.port, n, set_id);
     }
     let k = key_bytes(key);
     if element {
@@ -172,23 +250,46 @@ pub fn set_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, t: &LbTarget, ele
     dead(b, flavour, &k, t.backends.is_empty());
 }
 
-/// Adds to `b` the messages that remove one entry: its map element and/or its chain, as they
-/// exist; see [`super::del_entry_script`].
-pub fn del_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, element: bool, chain: bool) {
+/// Adds to `b` the messages that remove one entry: its verdict-map element, chain and backend
+/// map, as they exist; see [`super::del_entry_script`].
+pub fn del_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, parts: EntryParts) {
     let k = key_bytes(key);
-    if element {
+    let name = key.chain();
+    if parts.element {
         b.push(MsgType::DelSetElem, 0, |a| {
             elements(a, flavour.map(), &[(&k, None)]);
         });
     }
-    if chain {
-        let name = key.chain();
+    if parts.chain {
         flush_chain(b, &name);
         b.push(MsgType::DelChain, 0, |a| {
             a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &name);
         });
     }
+    if parts.map {
+        b.push(MsgType::DelSet, 0, |a| {
+            a.str(NFTA_SET_TABLE, TABLE).str(NFTA_SET_NAME, &name);
+        });
+    }
     dead(b, flavour, &k, false);
+}
+
+/// The entry's backend map, `name`, created unless it exists (`typeof numgen inc mod M : ip
+/// daddr`: slot → address); returns its id in this batch.
+fn backend_map(b: &mut Batch, name: &str) -> u32 {
+    let set_id = b.set_id();
+    b.push(MsgType::NewSet, NLM_F_CREATE, |a| {
+        a.str(NFTA_SET_TABLE, TABLE)
+            .str(NFTA_SET_NAME, name)
+            .be32(NFTA_SET_FLAGS, SET_MAP)
+            .be32(NFTA_SET_KEY_TYPE, BACKEND_MAP_KEY.0)
+            .be32(NFTA_SET_KEY_LEN, BACKEND_MAP_KEY.1)
+            .be32(NFTA_SET_DATA_TYPE, BACKEND_MAP_DATA.0)
+            .be32(NFTA_SET_DATA_LEN, BACKEND_MAP_DATA.1)
+            .be32(NFTA_SET_ID, set_id)
+            .bytes(NFTA_SET_USERDATA, &backend_map_userdata());
+    });
+    set_id
 }
 
 fn flush_chain(b: &mut Batch, chain: &str) {
@@ -254,41 +355,18 @@ fn element_list(a: &mut Attrs<'_>, elems: &[(&[u8], Option<Data<'_>>)]) {
     });
 }
 
-/// `[meta l4proto P] dnat to numgen inc mod N map { 0 : b0, … }[:port]`: an anonymous map
-/// with the backends, then the rule that looks it up.
-fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
-    let n = t.backends.len() as u32;
-    let set_id = b.set_id();
-    let map = anonymous_map(chain);
-    b.push(MsgType::NewSet, NLM_F_CREATE, |a| {
-        a.str(NFTA_SET_TABLE, TABLE)
-            .str(NFTA_SET_NAME, &map)
-            .be32(NFTA_SET_FLAGS, ANONYMOUS_CONSTANT_MAP)
-            .be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER)
-            .be32(NFTA_SET_KEY_LEN, 4)
-            .be32(NFTA_SET_DATA_TYPE, TYPE_IPADDR)
-            .be32(NFTA_SET_DATA_LEN, 4)
-            .be32(NFTA_SET_ID, set_id)
-            .nested(NFTA_SET_DESC, |a| {
-                a.be32(NFTA_SET_DESC_SIZE, n);
-            })
-            .bytes(NFTA_SET_USERDATA, &anonymous_map_userdata());
-    });
-    // numgen writes a host-endian u32; the map's keys are stored the same way.
-    let keys: Vec<[u8; 4]> = (0..n).map(u32::to_ne_bytes).collect();
-    let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
-        .iter()
-        .zip(&t.backends)
-        .map(|(k, ip)| (&k[..], Some(Data::Addr(*ip))))
-        .collect();
-    b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
-        a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
-            .str(NFTA_SET_ELEM_LIST_SET, &map)
-            .be32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
-        element_list(a, &elems);
-    });
+/// `[meta l4proto P] dnat to numgen inc mod N map @chain[:port]`, the rule that looks the
+/// backend up in the entry's map (`set_id`: the map is made in this batch).
+fn dnat_rule(
+    b: &mut Batch,
+    chain: &str,
+    key: &LbKey,
+    port: Option<u16>,
+    n: u32,
+    set_id: Option<u32>,
+) {
     let proto = match key {
-        LbKey::Port(p, _) if t.port.is_some() => Some(p.number()),
+        LbKey::Port(p, _) if port.is_some() => Some(p.number()),
         _ => None,
     };
     b.push(MsgType::NewRule, NLM_F_CREATE | NLM_F_APPEND, |a| {
@@ -316,9 +394,12 @@ fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
                 });
                 // NFTA_LOOKUP_SREG, NFTA_LOOKUP_DREG, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID
                 expr(a, "lookup", |a| {
-                    a.be32(2, REG_1).be32(3, REG_1).str(1, &map).be32(4, set_id);
+                    a.be32(2, REG_1).be32(3, REG_1).str(1, chain);
+                    if let Some(id) = set_id {
+                        a.be32(4, id);
+                    }
                 });
-                if let Some(port) = t.port {
+                if let Some(port) = port {
                     // NFTA_IMMEDIATE_DREG, NFTA_IMMEDIATE_DATA
                     expr(a, "immediate", |a| {
                         a.be32(1, REG_2).nested(2, |a| {
@@ -332,7 +413,7 @@ fn dnat_rule(b: &mut Batch, chain: &str, key: &LbKey, t: &LbTarget) {
                     a.be32(1, NAT_DNAT)
                         .be32(2, u32::from(NFPROTO_IPV4))
                         .be32(3, REG_1);
-                    if t.port.is_some() {
+                    if port.is_some() {
                         a.be32(5, REG_2).be32(7, NAT_RANGE_PROTO_SPECIFIED);
                     }
                 });

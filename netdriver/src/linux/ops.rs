@@ -197,23 +197,23 @@ impl LinuxKernel {
                 flavour,
                 key,
                 target,
+                change,
                 element,
             } => {
                 let action = format!("set {key} in table ip {TABLE}");
                 let mut batch = lb::netlink::batch();
-                lb::netlink::set_entry(&mut batch, *flavour, key, target, *element);
+                lb::netlink::set_entry(&mut batch, *flavour, key, target, change, *element);
                 self.netlink_batch_in(ns, &action, batch).await
             }
             Op::DelLbEntry {
                 ns,
                 flavour,
                 key,
-                element,
-                chain,
+                parts,
             } => {
                 let action = format!("delete {key} from table ip {TABLE}");
                 let mut batch = lb::netlink::batch();
-                lb::netlink::del_entry(&mut batch, *flavour, key, *element, *chain);
+                lb::netlink::del_entry(&mut batch, *flavour, key, *parts);
                 self.netlink_batch_in(ns, &action, batch).await
             }
             Op::DeleteLbTable { ns } => {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::error::Error;
-use crate::lb::{Flavour, LbKey, LbSpec, LbTable, LbTarget};
+use crate::lb::{EntryParts, Flavour, LbKey, LbSpec, LbTable, LbTarget, SlotChange};
 use crate::model::{Attachment, DesiredState, MacAddr, Sandbox};
 use crate::names;
 use crate::op::{NsRef, Op};
@@ -243,41 +243,56 @@ pub(super) fn diff(ns: &NsRef, want: Option<&Want<'_>>, have: Option<&LbTable>, 
         return;
     }
     let flavour = want.flavour;
-    // One merge of three sorted key sequences (wanted entries, elements, chains): a change
-    // is planned against every local sandbox's 1,000s of entries, so no lookups per entry.
+    // One merge of four sorted key sequences (wanted entries, elements, chains, backend
+    // maps): a change is planned against every local sandbox's 1,000s of entries, so no
+    // lookups per entry.
     let mut wants = want.entries.iter().peekable();
     let mut elements = have.elements.iter().peekable();
     let mut chains = have.chains.iter().peekable();
+    let mut maps = have.maps.iter().peekable();
     let mut sets = Vec::new();
     loop {
         let next = [
             wants.peek().map(|(k, _)| **k),
             elements.peek().map(|k| **k),
             chains.peek().map(|(k, _)| **k),
+            maps.peek().map(|k| **k),
         ];
         let Some(key) = next.into_iter().flatten().min() else {
             break;
         };
         let wanted = wants.next_if(|(k, _)| **k == key).map(|(_, t)| t);
         let element = elements.next_if(|k| **k == key).is_some();
-        let chain = chains.next_if(|(k, _)| **k == key).map(|(_, t)| t.as_ref());
-        match wanted {
-            None => ops.push(Op::DelLbEntry {
+        let chain = chains.next_if(|(k, _)| **k == key).map(|(_, e)| e.as_ref());
+        let map = maps.next_if(|k| **k == key).is_some();
+        let Some(t) = wanted else {
+            ops.push(Op::DelLbEntry {
                 ns: ns.clone(),
                 flavour,
                 key,
-                element,
-                chain: chain.is_some(),
-            }),
-            Some(t) if !element || chain.flatten() != Some(t) => sets.push(Op::SetLbEntry {
-                ns: ns.clone(),
-                flavour,
-                key,
-                target: t.clone(),
-                element: !element,
-            }),
-            Some(_) => {}
-        }
+                parts: EntryParts {
+                    element,
+                    chain: chain.is_some(),
+                    map,
+                },
+            });
+            continue;
+        };
+        // An entry we wrote is edited in place (O(1) per backend change); anything else is
+        // made again from nothing.
+        let change = match chain.flatten() {
+            Some(e) if e.target == *t && element => continue,
+            Some(e) => e.change_to(t),
+            None => SlotChange::Fill,
+        };
+        sets.push(Op::SetLbEntry {
+            ns: ns.clone(),
+            flavour,
+            key,
+            target: t.clone(),
+            change,
+            element: !element,
+        });
     }
     ops.extend(sets);
 }
