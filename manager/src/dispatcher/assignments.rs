@@ -38,12 +38,14 @@ fn live_on_node(t: &Task) -> bool {
 
 /// The set of `node_id` in `tables`: every task bound to the node, also the
 /// ended ones still kept as history (the node keeps their logs until a task
-/// leaves the set, i.e. is deleted), and the networks of its live tasks.
+/// leaves the set, i.e. is deleted), and the networks of its live tasks. Only the node's own
+/// tasks are visited (the task table's index by node), not every task of the cluster: each
+/// session computes this on every store change. An empty `node_id` has no tasks.
 pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
     let tasks: BTreeMap<String, Task> = tables
         .tasks
-        .values()
-        .filter(|t| t.node_id == node_id && observed(t) >= TaskState::Assigned)
+        .on_node(node_id)
+        .filter(|t| observed(t) >= TaskState::Assigned)
         .map(|t| {
             let mut task = t.clone();
             // The service's registry credentials go to this node, over its

@@ -517,9 +517,10 @@ fn secrets_go_only_to_nodes_with_a_live_task_using_them() {
     }
     // When a's task ends, the next message drops the secret.
     let mut done = t.clone();
-    let web1 = done.tasks.get_mut("web1").unwrap();
+    let mut web1 = done.tasks["web1"].clone();
     web1.status.as_mut().unwrap().state = TaskState::Shutdown as i32;
     web1.meta.as_mut().unwrap().version = 7;
+    done.tasks.insert(web1.id.clone(), web1);
     let after = assignments_for(&done, "a");
     let inc = after.since(Some(&a)).expect("an increment");
     assert!(inc.secrets.is_empty() && inc.configs.is_empty());
@@ -566,4 +567,36 @@ async fn the_first_running_report_opens_the_monitor_window() {
         .await
         .unwrap();
     assert_eq!(since(&store), 500);
+}
+
+/// 50 nodes, 2,000 tasks (40 each, running, one network): the set of one node, as every
+/// session computes it on each store change. Run with `--ignored --nocapture` (and
+/// `--release`) to see the time per call.
+#[test]
+#[ignore = "timing, not a check: run by hand"]
+fn assignments_for_one_node_of_fifty_with_two_thousand_tasks() {
+    let nodes: Vec<Node> = (0..50)
+        .map(|n| node(&format!("n{n:02}"), "10.78.0.1", NodeState::Ready))
+        .collect();
+    let tasks: Vec<Task> = (0..2_000)
+        .map(|i| {
+            task(
+                &format!("t{i:04}"),
+                &format!("n{:02}", i % 50),
+                TaskState::Running,
+                i,
+                &["net"],
+            )
+        })
+        .collect();
+    let t = tables(nodes, tasks, &["net"]);
+    let rounds = 2_000;
+    let started = std::time::Instant::now();
+    let mut seen = 0;
+    for r in 0..rounds {
+        seen += assignments_for(&t, &format!("n{:02}", r % 50)).tasks.len();
+    }
+    let per_call = started.elapsed() / rounds;
+    assert_eq!(seen, 40 * rounds as usize);
+    println!("assignments_for: {per_call:?} per call (2,000 tasks on 50 nodes)");
 }

@@ -37,7 +37,11 @@ trait Object: Clone {
     fn unique_name(&self) -> Option<&str> {
         None
     }
-    fn table(tables: &mut Tables) -> &mut BTreeMap<String, Self>;
+    /// The table of this kind, to read.
+    fn table(tables: &Tables) -> &BTreeMap<String, Self>;
+    /// Writes go through these two so the task table keeps its index by node.
+    fn insert(tables: &mut Tables, id: String, object: Self) -> Option<Self>;
+    fn remove(tables: &mut Tables, id: &str) -> Option<Self>;
     fn undo(id: String, previous: Option<Self>) -> Undo;
 }
 
@@ -61,8 +65,14 @@ macro_rules! object {
                 let name: fn(&Self) -> Option<&str> = $name;
                 name(self)
             }
-            fn table(tables: &mut Tables) -> &mut BTreeMap<String, Self> {
-                &mut tables.$field
+            fn table(tables: &Tables) -> &BTreeMap<String, Self> {
+                &tables.$field
+            }
+            fn insert(tables: &mut Tables, id: String, object: Self) -> Option<Self> {
+                tables.$field.insert(id, object)
+            }
+            fn remove(tables: &mut Tables, id: &str) -> Option<Self> {
+                tables.$field.remove(id)
             }
             fn undo(id: String, previous: Option<Self>) -> Undo {
                 Undo::$kind(id, previous)
@@ -361,7 +371,7 @@ fn put<T: Object>(
     meta.version = index;
     meta.created_at_ms = created_at;
     meta.updated_at_ms = now_ms;
-    table.insert(id.clone(), next);
+    T::insert(tables, id.clone(), next);
     undo.push(T::undo(id.clone(), previous));
     Ok(Change {
         kind: T::KIND,
@@ -375,7 +385,7 @@ fn remove<T: Object>(
     id: &str,
     undo: &mut Vec<Undo>,
 ) -> Result<Change, ApplyError> {
-    match T::table(tables).remove(id) {
+    match T::remove(tables, id) {
         Some(previous) => {
             undo.push(T::undo(id.to_string(), Some(previous)));
             Ok(Change {
@@ -447,21 +457,21 @@ fn put_cluster(
 }
 
 fn roll_back(tables: &mut Tables, undo: Vec<Undo>) {
-    fn restore<T>(table: &mut BTreeMap<String, T>, id: String, previous: Option<T>) {
+    fn restore<T: Object>(tables: &mut Tables, id: String, previous: Option<T>) {
         match previous {
-            Some(p) => table.insert(id, p),
-            None => table.remove(&id),
+            Some(p) => T::insert(tables, id, p),
+            None => T::remove(tables, &id),
         };
     }
     for step in undo.into_iter().rev() {
         match step {
             Undo::Cluster(previous) => tables.cluster = previous,
-            Undo::Node(id, p) => restore(&mut tables.nodes, id, p),
-            Undo::Network(id, p) => restore(&mut tables.networks, id, p),
-            Undo::Service(id, p) => restore(&mut tables.services, id, p),
-            Undo::Task(id, p) => restore(&mut tables.tasks, id, p),
-            Undo::Secret(id, p) => restore(&mut tables.secrets, id, p),
-            Undo::Config(id, p) => restore(&mut tables.configs, id, p),
+            Undo::Node(id, p) => restore(tables, id, p),
+            Undo::Network(id, p) => restore(tables, id, p),
+            Undo::Service(id, p) => restore(tables, id, p),
+            Undo::Task(id, p) => restore(tables, id, p),
+            Undo::Secret(id, p) => restore(tables, id, p),
+            Undo::Config(id, p) => restore(tables, id, p),
         }
     }
 }

@@ -17,6 +17,7 @@ mod machine;
 mod proposer;
 mod recent;
 mod tables;
+mod task_table;
 mod write;
 
 pub use error::{ApplyError, ObjectKind};
@@ -25,6 +26,7 @@ pub use handle::Store;
 pub use machine::StoreMachine;
 pub use proposer::{LocalProposer, ProposeFailed, Proposer, WriteError};
 pub use tables::{LookupError, Tables};
+pub use task_table::TaskTable;
 pub use write::{
     Contention, STALE_RETRIES, create_action, read_check_write, read_check_write_queued,
     update_action,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use mini_proto::v1::{Cluster, Config, Network, Node, Secret, Service, StoreSnapshot, Task};
 
-use super::ObjectKind;
+use super::{ObjectKind, TaskTable};
 
 /// Every object of the cluster, keyed by id.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,8 +17,9 @@ pub struct Tables {
     pub networks: BTreeMap<String, Network>,
     /// Services by id.
     pub services: BTreeMap<String, Service>,
-    /// Tasks by id.
-    pub tasks: BTreeMap<String, Task>,
+    /// Tasks by id (read like a `BTreeMap`), indexed by node: changed only through
+    /// [`TaskTable::insert`] and [`TaskTable::remove`], which keep the index.
+    pub tasks: TaskTable,
     /// Secrets by id.
     pub secrets: BTreeMap<String, Secret>,
     /// Configs by id.

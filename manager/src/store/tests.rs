@@ -1,7 +1,10 @@
 //! Store apply: atomic batches, versions, names, snapshots.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use mini_proto::v1::{
-    Meta, Network, NetworkSpec, Service, ServiceSpec, StoreAction, StoreBatch, store_action::Action,
+    Meta, Network, NetworkSpec, Service, ServiceSpec, StoreAction, StoreBatch, Task,
+    store_action::Action,
 };
 
 use super::*;
@@ -394,4 +397,126 @@ fn views_in_turn_and_on_other_threads_are_fine() {
         )
         .unwrap();
     assert_eq!(store.view(|t| t.networks.len()), 1);
+}
+
+fn task(id: &str, node_id: &str) -> Task {
+    Task {
+        id: id.into(),
+        node_id: node_id.into(),
+        ..Default::default()
+    }
+}
+
+/// The index by node rebuilt from scratch, by a scan of every task.
+fn scanned_index(tables: &Tables) -> BTreeMap<String, BTreeSet<String>> {
+    let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for t in tables.tasks.values().filter(|t| !t.node_id.is_empty()) {
+        index
+            .entry(t.node_id.clone())
+            .or_default()
+            .insert(t.id.clone());
+    }
+    index
+}
+
+/// The index of `store` equals a full scan of its tasks, and each node's tasks are the ones a
+/// scan finds, in id order.
+fn assert_index_matches_scan(store: &Store, step: &str) {
+    store.view(|t| {
+        assert_eq!(t.tasks.node_index(), &scanned_index(t), "after {step}");
+        for node in ["", "a", "b", "c"] {
+            let indexed: Vec<&str> = t.tasks.on_node(node).map(|t| t.id.as_str()).collect();
+            let scanned: Vec<&str> = t
+                .tasks
+                .values()
+                .filter(|t| !node.is_empty() && t.node_id == node)
+                .map(|t| t.id.as_str())
+                .collect();
+            assert_eq!(indexed, scanned, "node {node:?} after {step}");
+        }
+    });
+}
+
+#[test]
+fn the_task_index_by_node_follows_every_write_rollback_and_restore() {
+    let store = Store::new();
+    let moved = |store: &Store, id: &str, node_id: &str| {
+        let mut t = store.view(|t| t.tasks[id].clone());
+        t.node_id = node_id.into();
+        update(Action::PutTask(t))
+    };
+    store
+        .apply(
+            1,
+            &batch(vec![
+                create(Action::PutTask(task("t1", "a"))),
+                create(Action::PutTask(task("t2", "a"))),
+                create(Action::PutTask(task("t3", "b"))),
+                create(Action::PutTask(task("pending", ""))),
+            ]),
+        )
+        .unwrap();
+    assert_index_matches_scan(&store, "creates");
+    assert_eq!(
+        store.view(|t| t.tasks.node_index().keys().cloned().collect::<Vec<_>>()),
+        ["a", "b"],
+        "an unscheduled task is not indexed"
+    );
+
+    // Scheduled, moved (b is left with no task), and updated in place on its node.
+    let batch2 = batch(vec![
+        moved(&store, "pending", "c"),
+        moved(&store, "t3", "a"),
+        moved(&store, "t1", "a"),
+    ]);
+    store.apply(2, &batch2).unwrap();
+    assert_index_matches_scan(&store, "moves");
+    assert!(!store.view(|t| t.tasks.node_index().contains_key("b")));
+
+    // Removed.
+    store
+        .apply(3, &batch(vec![update(Action::RemoveTask("t2".into()))]))
+        .unwrap();
+    assert_index_matches_scan(&store, "a removal");
+
+    // A refused batch rolls back a create, a move and a removal.
+    let err = store
+        .apply(
+            4,
+            &batch(vec![
+                create(Action::PutTask(task("t4", "b"))),
+                moved(&store, "t3", "b"),
+                update(Action::RemoveTask("t1".into())),
+                update(Action::RemoveTask("missing".into())),
+            ]),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::Missing { .. }), "{err:?}");
+    assert_index_matches_scan(&store, "a rollback");
+    assert_eq!(
+        store.view(|t| t
+            .tasks
+            .on_node("a")
+            .map(|t| t.id.clone())
+            .collect::<Vec<_>>()),
+        ["t1", "t3"]
+    );
+
+    // Restored over a store that held other tasks: nothing of those stays in the index.
+    let (index, bytes) = store.snapshot();
+    let copy = Store::new();
+    copy.apply(
+        1,
+        &batch(vec![
+            create(Action::PutTask(task("t1", "b"))),
+            create(Action::PutTask(task("gone", "d"))),
+        ]),
+    )
+    .unwrap();
+    copy.restore(index, &bytes).unwrap();
+    assert_index_matches_scan(&copy, "a restore");
+    assert_eq!(
+        copy.view(|t| t.tasks.node_index().clone()),
+        store.view(|t| t.tasks.node_index().clone())
+    );
 }
