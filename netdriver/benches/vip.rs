@@ -1,6 +1,7 @@
 //! VIP programming latency on the real kernel (root required): the time one apply takes to
-//! change one service's backends, with 10 and 1,000 services present, with 1 and 4 local
-//! sandboxes on the network. A plain bench binary: every iteration changes kernel state.
+//! change one service's backends, with 10 and 1,000 services of 3 backends present, and with
+//! one service of 2,000 backends (a large replicated service), with 1 and 4 local sandboxes on
+//! the network. A plain bench binary: every iteration changes kernel state.
 //!
 //! Run: `cargo bench -p mini-netdriver --bench vip` (as root).
 
@@ -45,14 +46,15 @@ fn desired(sandboxes: usize) -> DesiredState {
     }
 }
 
-/// `n` services, VIPs from 10.2.100.0, 3 backends each from 10.2.200.0.
-fn services(n: usize) -> Vec<ServiceLb> {
+/// `n` services, VIPs from 10.2.100.0, `b` backends each from 10.2.200.0.
+fn services(n: usize, b: usize) -> Vec<ServiceLb> {
+    let b = b as u32;
     (0..n as u32)
         .map(|i| ServiceLb {
             service_id: format!("svc{i}"),
             network_id: NET.into(),
             vip: ip(100 * 256 + i),
-            backends: (0..3).map(|b| ip(200 * 256 + 3 * i + b)).collect(),
+            backends: (0..b).map(|k| ip(200 * 256 + b * i + k)).collect(),
         })
         .collect()
 }
@@ -65,10 +67,15 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     ms(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
 }
 
-async fn run(d: &NetDriver<LinuxKernel>, cfg: &DriverConfig, n: usize, sandboxes: usize) {
+async fn run(
+    d: &NetDriver<LinuxKernel>,
+    cfg: &DriverConfig,
+    (n, backends): (usize, usize),
+    sandboxes: usize,
+) {
     let state = desired(sandboxes);
     let mut lb = LoadBalancing {
-        services: services(n),
+        services: services(n, backends),
         ingress: None,
     };
     let t = Instant::now();
@@ -89,12 +96,14 @@ async fn run(d: &NetDriver<LinuxKernel>, cfg: &DriverConfig, n: usize, sandboxes
     let mut lat = Vec::with_capacity(rounds);
     let before = d.kernel().counters();
     for r in 0..rounds {
-        // A task of one service starts (4th backend) or stops (back to 3): one entry changes.
+        // A task of one service starts (one backend more) or one of its tasks stops, any
+        // of them (back to the base count): one entry changes.
         let s = &mut lb.services[(r * 7919) % n];
-        if s.backends.len() == 3 {
+        if s.backends.len() == backends {
             s.backends.push(ip(250 * 256 + (r % 250) as u32));
         } else {
-            s.backends.pop();
+            let len = s.backends.len();
+            s.backends.remove((r * 7919) % len);
         }
         let t = Instant::now();
         let report = d.apply_with(&state, &lb).await.unwrap();
@@ -104,7 +113,7 @@ async fn run(d: &NetDriver<LinuxKernel>, cfg: &DriverConfig, n: usize, sandboxes
     let calls = d.kernel().counters() - before;
     lat.sort();
     println!(
-        "{n} services, {sandboxes} local sandbox(es) on the network: setup {:.0} ms; observe \
+        "{n} services of {backends} backends, {sandboxes} local sandbox(es) on the network: setup {:.0} ms; observe \
          everything (resync + apply, no change) p50 {:.1} ms",
         ms(setup),
         pct(&obs, 0.5)
@@ -153,8 +162,20 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let d = NetDriver::new(cfg.clone(), LinuxKernel::new(cfg.clone()).unwrap());
-        for (n, sandboxes) in [(10, 1), (1000, 1), (10, 4), (1000, 4)] {
-            run(&d, &cfg, n, sandboxes).await;
+        let only: Option<String> = std::env::var("VIP_BENCH_ONLY").ok();
+        for (shape, sandboxes) in [
+            ((10, 3), 1),
+            ((1000, 3), 1),
+            ((10, 3), 4),
+            ((1000, 3), 4),
+            ((1, 2000), 1),
+            ((1, 2000), 4),
+        ] {
+            // VIP_BENCH_ONLY=wide: only the shapes with one service of many backends.
+            if only.as_deref() == Some("wide") && shape.0 != 1 {
+                continue;
+            }
+            run(&d, &cfg, shape, sandboxes).await;
         }
     });
     drop(rt);
