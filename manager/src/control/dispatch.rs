@@ -21,10 +21,11 @@ use mini_proto::v1::{
 use super::{ControlApi, ControlError};
 use crate::dispatcher::ca::issue_certificate;
 use crate::dispatcher::{
-    CertVerdicts, TrustView, apply_status_updates, assignments_for, gossip_view, token, trust_view,
+    CertVerdicts, TrustView, apply_status_updates, assignments_for, concerns_node, gossip_view,
+    token, trust_view,
 };
 use crate::manager::Manager;
-use crate::store::{ObjectKind, create_action, update_action};
+use crate::store::{create_action, update_action};
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
@@ -204,17 +205,16 @@ impl Dispatcher for ControlApi {
                     previous_trust = Some(trust);
                     first = false;
                 }
-                // Wait for a change a node's messages depend on, or the period. Writes of
-                // secrets, configs or services alone change none (a task that uses one is
-                // written with it): they do not wake the session, which would otherwise read
-                // the store again for every such write, in every session.
+                // Wait for a change a node's messages depend on (`concerns_node`), or the
+                // period: writes of secrets, configs or services alone, and tasks of other
+                // nodes, do not wake the session.
                 let period = tokio::time::sleep(manager.sessions().period());
                 tokio::pin!(period);
                 let ended = loop {
                     tokio::select! {
                         _ = tx.closed() => break true,
                         event = events.recv() => match event {
-                            Ok(e) if !(e.touches(ObjectKind::Task) || e.touches(ObjectKind::Network) || e.touches(ObjectKind::Node) || e.touches(ObjectKind::Cluster)) => {}
+                            Ok(e) if !manager.store().view(|t| concerns_node(&e, &node_id, previous.as_ref(), t)) => {}
                             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                                 // Coalesce a burst of changes into one message.
                                 while events.try_recv().is_ok() {}

@@ -8,7 +8,7 @@ use mini_proto::v1::{
     NodeState, Secret, Task, TaskState,
 };
 
-use crate::store::Tables;
+use crate::store::{ObjectKind, StoreEvent, Tables};
 
 /// The complete set for one node at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,6 +110,32 @@ pub fn assignments_for(tables: &Tables, node_id: &str) -> AssignmentSet {
         secrets,
         configs,
     }
+}
+
+/// Whether a store event can change what `node_id`'s session sends: a replaced store, a node,
+/// a network or the cluster (the gossip and trust views, the networks of its tasks), or a task
+/// that is on the node now or was in the set last `sent` to it. A task of another node does not
+/// concern it: at fifty nodes every status report would otherwise make every session read the
+/// store and compare its whole set, and the manager's own node's tasks waited behind that work.
+pub fn concerns_node(
+    event: &StoreEvent,
+    node_id: &str,
+    sent: Option<&AssignmentSet>,
+    tables: &Tables,
+) -> bool {
+    event.restored
+        || event.changes.iter().any(|c| match c.kind {
+            ObjectKind::Node | ObjectKind::Network | ObjectKind::Cluster => true,
+            ObjectKind::Task => {
+                sent.is_none_or(|s| s.tasks.contains_key(&c.id))
+                    || tables
+                        .tasks
+                        .get(&c.id)
+                        .is_some_and(|t| t.node_id == node_id)
+            }
+            // Written with the tasks that use them.
+            ObjectKind::Service | ObjectKind::Secret | ObjectKind::Config => false,
+        })
 }
 
 /// What a session message says about trust: the node's role and the deny list. A change of

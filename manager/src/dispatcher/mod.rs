@@ -20,8 +20,8 @@ mod status;
 pub mod token;
 
 pub use assignments::{
-    AssignmentSet, CertVerdicts, GossipView, LEFT_MESSAGE, TrustView, assignments_for, gossip_view,
-    trust_view,
+    AssignmentSet, CertVerdicts, GossipView, LEFT_MESSAGE, TrustView, assignments_for,
+    concerns_node, gossip_view, trust_view,
 };
 pub use sessions::{
     HEARTBEAT_JITTER, MAX_HEARTBEAT_RATE, MISSED_HEARTBEATS, RECONNECT_GRACE, Sessions,

@@ -600,3 +600,72 @@ fn assignments_for_one_node_of_fifty_with_two_thousand_tasks() {
     assert_eq!(seen, 40 * rounds as usize);
     println!("assignments_for: {per_call:?} per call (2,000 tasks on 50 nodes)");
 }
+
+#[test]
+fn a_session_wakes_for_its_own_tasks_and_shared_objects_only() {
+    use crate::store::{Change, ObjectKind, StoreEvent};
+    let t = tables(
+        three_nodes(),
+        vec![
+            task("mine", "a", TaskState::Running, 1, &["net"]),
+            task("theirs", "b", TaskState::Running, 2, &["net"]),
+            task("moving", "b", TaskState::Assigned, 3, &["net"]),
+        ],
+        &["net"],
+    );
+    let sent = assignments_for(&t, "a");
+    let event = |kind, id: &str, removed| StoreEvent {
+        index: 7,
+        changes: vec![Change {
+            kind,
+            id: id.into(),
+            removed,
+        }],
+        restored: false,
+    };
+    let wakes = |e: &StoreEvent, t: &Tables| concerns_node(e, "a", Some(&sent), t);
+    // Another node's task, and objects written with the tasks that use them: no.
+    for (kind, id) in [
+        (ObjectKind::Task, "theirs"),
+        (ObjectKind::Task, "moving"),
+        (ObjectKind::Service, "s"),
+        (ObjectKind::Secret, "x"),
+        (ObjectKind::Config, "y"),
+    ] {
+        assert!(!wakes(&event(kind, id, false), &t), "{kind:?} {id}");
+    }
+    // Its own task, and what every node's messages depend on: yes.
+    for (kind, id) in [
+        (ObjectKind::Task, "mine"),
+        (ObjectKind::Node, "c"),
+        (ObjectKind::Network, "net"),
+        (ObjectKind::Cluster, "default"),
+    ] {
+        assert!(wakes(&event(kind, id, false), &t), "{kind:?} {id}");
+    }
+    // A task that moved to the node (not in the set sent yet), one it had that was removed.
+    let mut moved = t.clone();
+    moved.tasks.insert(
+        "moving".into(),
+        task("moving", "a", TaskState::Assigned, 4, &["net"]),
+    );
+    assert!(wakes(&event(ObjectKind::Task, "moving", false), &moved));
+    let mut gone = t.clone();
+    gone.tasks.remove("mine");
+    assert!(wakes(&event(ObjectKind::Task, "mine", true), &gone));
+    gone.tasks.remove("theirs");
+    assert!(!wakes(&event(ObjectKind::Task, "theirs", true), &gone));
+    // A restored store, and any task before the first set went out.
+    let restored = StoreEvent {
+        index: 8,
+        changes: Vec::new(),
+        restored: true,
+    };
+    assert!(wakes(&restored, &t));
+    assert!(concerns_node(
+        &event(ObjectKind::Task, "theirs", false),
+        "a",
+        None,
+        &t
+    ));
+}
