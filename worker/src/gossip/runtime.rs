@@ -141,13 +141,24 @@ pub(crate) const LATE: Duration = Duration::from_millis(100);
 
 /// Lifeguard's local health awareness: a node that misses its own deadlines (its timers fire
 /// late: the machine is saturated, the agent did not get the CPU) cannot tell a dead peer from
-/// an ack it has not read yet. Each missed deadline raises the score, each probe started on
-/// time lowers it; probes, their timeouts and suspicions take `1 + score` times as long, so
-/// an overloaded prober does not declare live nodes down.
+/// an ack it has not read yet. Each missed deadline raises the score by one; it falls by one for
+/// every [`HEALTH_DECAY`] in which the timers ran on time. Probes, their timeouts and suspicions
+/// take `1 + score` times as long, so an overloaded prober does not declare live nodes down.
+///
+/// The score falls with time, not per on-time probe: the score itself slows the probes, so
+/// counting them kept a node probing at a third of its pace for 10 s after a burst of load, and
+/// a node that died then was declared down 14 s after it did instead of ~3 s. Under sustained
+/// load (more than one late timer per [`HEALTH_DECAY`]) the score stays up as before.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LocalHealth {
     score: u32,
+    /// When the score last changed (a missed deadline or a step down).
+    since: Option<Instant>,
 }
+
+/// How long the timers must run on time for the local health score to fall by one: the probe
+/// period, so the full score (8) is gone 4 s after an overload ends.
+pub(crate) const HEALTH_DECAY: Duration = Duration::from_millis(500);
 
 impl LocalHealth {
     /// How much longer probes and suspicions take now: `1 + score`.
@@ -155,14 +166,22 @@ impl LocalHealth {
         1 + self.score
     }
 
-    /// A deadline was missed.
-    fn missed(&mut self) {
+    /// A deadline was missed at `now`.
+    fn missed(&mut self, now: Instant) {
         self.score = (self.score + 1).min(MAX_HEALTH_SCORE);
+        self.since = Some(now);
     }
 
-    /// A probe went out on time.
-    fn on_time(&mut self) {
-        self.score = self.score.saturating_sub(1);
+    /// A timer was handled on time at `now`.
+    fn on_time(&mut self, now: Instant) {
+        if self.score == 0 {
+            return;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= HEALTH_DECAY {
+            self.score -= 1;
+            self.since = Some(now);
+        }
     }
 }
 
@@ -247,7 +266,7 @@ impl TimerQueue {
     }
 
     /// The earliest timer if it is due at `now`. A timer handled more than [`LATE`] after its
-    /// deadline counts as a missed deadline; a probe started on time as a good one.
+    /// deadline counts as a missed deadline, any other as a deadline met.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer<NodeIdentity>> {
         if self.next_deadline()? > now {
             return None;
@@ -255,9 +274,9 @@ impl TimerQueue {
         let Reverse(entry) = self.heap.pop()?;
         let before = self.health;
         if now.saturating_duration_since(entry.at) > LATE {
-            self.health.missed();
-        } else if matches!(entry.timer, Timer::ProbeRandomMember(_)) {
-            self.health.on_time();
+            self.health.missed(now);
+        } else {
+            self.health.on_time(now);
         }
         if before.multiplier() == 1 && self.health.multiplier() > 1 {
             tracing::warn!(
@@ -404,16 +423,56 @@ mod tests {
             assert!(q.pop_due(now).is_some());
         }
         assert_eq!(q.health().multiplier(), 1 + MAX_HEALTH_SCORE);
-        // Probes on time again: back to the normal pace, one step per probe.
-        for _ in 0..MAX_HEALTH_SCORE {
-            q.push(now, Timer::ProbeRandomMember(0));
+        // Timers on time again (the gossip timer, every 100 ms): one step down per
+        // HEALTH_DECAY of them, without waiting for the slowed-down probes — the normal pace is
+        // back 4 s after the overload, not after 8 slowed probes (~20 s).
+        let calm = now;
+        while q.health().multiplier() > 1 {
+            now += Duration::from_millis(100);
+            q.push(now, Timer::PeriodicGossip(0));
             assert!(q.pop_due(now).is_some());
+            assert!(
+                now - calm <= HEALTH_DECAY * (MAX_HEALTH_SCORE + 1),
+                "{:?}",
+                now - calm
+            );
         }
+        assert!(
+            now - calm >= HEALTH_DECAY * (MAX_HEALTH_SCORE - 1),
+            "{:?}",
+            now - calm
+        );
         assert_eq!(q.health().multiplier(), 1);
         assert_eq!(
             due_after(&mut q, now, period, Timer::ProbeRandomMember(0)),
             period
         );
+    }
+
+    /// One gossip timer every 100 ms for `secs`, every `late_every`-th of them handled 300 ms
+    /// late; the multiplier after.
+    fn after_pattern(late_every: usize, secs: u64) -> u32 {
+        let mut q = TimerQueue::default();
+        let mut now = Instant::now();
+        for i in 0..(secs * 10) as usize {
+            q.push(now, Timer::PeriodicGossip(0));
+            let handled = if i % late_every == 0 {
+                now + Duration::from_millis(300)
+            } else {
+                now
+            };
+            assert!(q.pop_due(handled).is_some());
+            now += Duration::from_millis(100);
+        }
+        q.health().multiplier()
+    }
+
+    #[test]
+    fn the_pace_slows_under_sustained_load_and_not_for_a_rare_late_timer() {
+        // One late timer a second: the normal pace, give or take a step.
+        assert!(after_pattern(10, 20) <= 2);
+        // One in three late (3 a second): the node is overloaded, at the limit.
+        assert_eq!(after_pattern(3, 20), 1 + MAX_HEALTH_SCORE);
     }
 
     #[test]
