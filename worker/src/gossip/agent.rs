@@ -120,7 +120,7 @@ impl Gossip {
         let socket = Arc::new(socket);
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
-            config.timings.foca_config(),
+            config.timings.foca_config(1),
             new_rng(),
             PostcardCodec,
             RecordHandler {
@@ -149,6 +149,7 @@ impl Gossip {
             young: Vec::new(),
             resend_at: None,
             reannounce_at: Instant::now(),
+            transmissions: config.timings.transmissions(1),
             config,
         };
         let task = tokio::spawn(agent.run(socket, commands));
@@ -326,6 +327,8 @@ struct Agent {
     /// When to announce again to bootstrap peers that are not members (see
     /// `announce_bootstrap`).
     reannounce_at: Instant,
+    /// foca's `max_transmissions` now (it grows with the cluster).
+    transmissions: std::num::NonZeroU8,
     config: GossipConfig,
 }
 
@@ -783,6 +786,7 @@ impl Agent {
             }
         }
         self.timers.members = self.foca.num_members() + 1;
+        self.scale_transmissions();
         let mut state = self.shared.lock();
         if members_changed {
             state.members = self.foca.iter_members().map(|m| m.id().clone()).collect();
@@ -790,6 +794,30 @@ impl Agent {
         if std::mem::take(&mut state.changed) {
             drop(state);
             self.changes.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Sends updates and broadcasts as many times as the cluster's size needs
+    /// ([`GossipTimings::transmissions`](super::GossipTimings::transmissions)).
+    fn scale_transmissions(&mut self) {
+        let members = self.foca.num_members() + 1;
+        let wanted = self.config.timings.transmissions(members);
+        if wanted == self.transmissions {
+            return;
+        }
+        match self
+            .foca
+            .set_config(self.config.timings.foca_config(members))
+        {
+            Ok(()) => {
+                tracing::debug!(
+                    members,
+                    transmissions = wanted.get(),
+                    "gossip transmissions rescaled"
+                );
+                self.transmissions = wanted;
+            }
+            Err(e) => tracing::warn!(error = %e, "gossip transmissions not rescaled"),
         }
     }
 

@@ -117,7 +117,8 @@ impl GossipConfig {
 ///   **every** member it knows (one small packet each), and again, batched with its other young
 ///   records, `resend_after` (300 ms) later, for the packets the first push lost. The record also
 ///   goes out as a foca broadcast (to 3 members, relayed by receivers for which it is news,
-///   `max_transmissions` (6) times per node). The epidemic alone misses a node now and then
+///   `max_transmissions` (6, more from 10 members on: [`GossipTimings::transmissions`])
+///   times per node). The epidemic alone misses a node now and then
 ///   (about 1 publish in 100 at 10 nodes: each transmission picks its members at random), and
 ///   that node then waited for anti-entropy — up to 2.5 s.
 /// - **Repair** (`anti_entropy_period` 2 s, jittered ±25%): each node sends a random member the
@@ -140,7 +141,8 @@ pub struct GossipTimings {
     pub gossip_period: Duration,
     /// How many members each gossip round goes to.
     pub gossip_fanout: NonZeroUsize,
-    /// How many times each node sends each update or record broadcast.
+    /// How many times each node sends each update or record broadcast, at least; more in a
+    /// large cluster (see [`GossipTimings::transmissions`]).
     pub max_transmissions: NonZeroU8,
     /// How often to announce to a random member (heals divergent membership views).
     pub announce_period: Duration,
@@ -186,14 +188,27 @@ impl Default for GossipTimings {
 }
 
 impl GossipTimings {
-    /// The foca configuration for these timings.
-    pub(crate) fn foca_config(&self) -> foca::Config {
+    /// How many times each node sends an update or broadcast in a cluster of `members`:
+    /// [`max_transmissions`](Self::max_transmissions), or `5 × ⌈log10(members + 1)⌉` when that
+    /// is more (memberlist scales its retransmissions the same way, with 4). Each of the `N`
+    /// nodes that learns an update passes it on that many times to random members, so a node
+    /// misses it with a probability of about `e^-transmissions`: with 6 at 50 nodes one node
+    /// in ten kills did not hear of the death and found out by its own probes 18–30 s later;
+    /// with 10, about one in 500.
+    pub fn transmissions(&self, members: usize) -> NonZeroU8 {
+        let scaled = 5.0 * ((members as f64) + 1.0).log10().ceil();
+        let scaled = NonZeroU8::new(scaled.clamp(1.0, 255.0) as u8).unwrap_or(NonZeroU8::MIN);
+        self.max_transmissions.max(scaled)
+    }
+
+    /// The foca configuration for these timings, in a cluster of `members`.
+    pub(crate) fn foca_config(&self, members: usize) -> foca::Config {
         let two = NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN);
         foca::Config {
             probe_period: self.probe_period,
             probe_rtt: self.probe_rtt,
             num_indirect_probes: self.indirect_probes,
-            max_transmissions: self.max_transmissions,
+            max_transmissions: self.transmissions(members),
             suspect_to_down_after: self.suspect_to_down_after,
             remove_down_after: Some(self.remove_down_after),
             // foca's packets travel inside our sealed envelope.
@@ -230,5 +245,17 @@ mod tests {
         bad.timings.probe_rtt = bad.timings.probe_period;
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("node_id") && err.contains("test_drop") && err.contains("probe_rtt"));
+    }
+
+    #[test]
+    fn transmissions_grow_with_the_cluster_and_never_below_the_setting() {
+        let t = GossipTimings::default();
+        let tx = |n| t.transmissions(n).get();
+        assert_eq!((tx(1), tx(5), tx(9)), (6, 6, 6));
+        assert_eq!((tx(10), tx(50), tx(99)), (10, 10, 10));
+        assert_eq!((tx(100), tx(1000)), (15, 20));
+        let mut many = t.clone();
+        many.max_transmissions = NonZeroU8::new(12).unwrap();
+        assert_eq!(many.transmissions(50).get(), 12);
     }
 }
