@@ -450,6 +450,49 @@ fn slot_elements<'a>(slots: impl Iterator<Item = (u32, &'a Ipv4Addr)>) -> String
     format!("{{ {} }}", list.join(", "))
 }
 
+/// The steps of one entry change, in the order both renderings send them: the `nft` text of
+/// [`set_entry_script`] and the netlink batch of [`netlink::set_entry`].
+struct EntrySteps {
+    /// Create the chain and the backend map if missing, and empty both.
+    fill: bool,
+    /// Flush the chain's rule (done by `fill` too).
+    flush_rule: bool,
+    /// Slots deleted from the backend map.
+    deleted: Vec<u32>,
+    /// Slots written after the deletions.
+    written: Vec<(u32, Ipv4Addr)>,
+    /// Add the rule, with this modulus (the number of backends).
+    rule: Option<u32>,
+}
+
+impl SlotChange {
+    /// What this change sends to make the entry balance over `t`.
+    fn steps(&self, t: &LbTarget) -> EntrySteps {
+        let n = t.backends.len() as u32;
+        match self {
+            SlotChange::Fill => EntrySteps {
+                fill: true,
+                flush_rule: false,
+                deleted: Vec::new(),
+                written: (0..).zip(t.backends.iter().copied()).collect(),
+                rule: (n > 0).then_some(n),
+            },
+            SlotChange::Edit {
+                from,
+                writes,
+                to,
+                rule,
+            } => EntrySteps {
+                fill: false,
+                flush_rule: *rule,
+                deleted: SlotChange::deleted(*from, writes, *to).collect(),
+                written: writes.clone(),
+                rule: (*rule && n > 0).then_some(n),
+            },
+        }
+    }
+}
+
 /// Lines that create or change one entry (see [`SlotChange`]), and its verdict-map element
 /// when `element` (false: it exists already; adding a jump makes the kernel re-validate every
 /// chain the map reaches).
@@ -462,57 +505,35 @@ fn entry_script(
     element: bool,
 ) {
     let chain = key.chain();
-    let n = t.backends.len() as u32;
-    let rule = match change {
-        SlotChange::Fill => {
-            let _ = writeln!(out, "add chain ip {TABLE} {chain}");
-            let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
-            let _ = writeln!(
-                out,
-                "add map ip {TABLE} {chain} {{ typeof numgen inc mod {TYPEOF_MODULUS} : ip daddr; }}"
-            );
-            let _ = writeln!(out, "flush map ip {TABLE} {chain}");
-            if n > 0 {
-                let slots = (0..).zip(&t.backends);
-                let _ = writeln!(
-                    out,
-                    "add element ip {TABLE} {chain} {}",
-                    slot_elements(slots)
-                );
-            }
-            true
-        }
-        SlotChange::Edit {
-            from,
-            writes,
-            to,
-            rule,
-        } => {
-            if *rule {
-                let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
-            }
-            let deleted: Vec<String> = SlotChange::deleted(*from, writes, *to)
-                .map(|i| i.to_string())
-                .collect();
-            if !deleted.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "delete element ip {TABLE} {chain} {{ {} }}",
-                    deleted.join(", ")
-                );
-            }
-            if !writes.is_empty() {
-                let slots = writes.iter().map(|(i, b)| (*i, b));
-                let _ = writeln!(
-                    out,
-                    "add element ip {TABLE} {chain} {}",
-                    slot_elements(slots)
-                );
-            }
-            *rule
-        }
-    };
-    if rule && n > 0 {
+    let steps = change.steps(t);
+    if steps.fill {
+        let _ = writeln!(out, "add chain ip {TABLE} {chain}");
+        let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
+        let _ = writeln!(
+            out,
+            "add map ip {TABLE} {chain} {{ typeof numgen inc mod {TYPEOF_MODULUS} : ip daddr; }}"
+        );
+        let _ = writeln!(out, "flush map ip {TABLE} {chain}");
+    } else if steps.flush_rule {
+        let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
+    }
+    if !steps.deleted.is_empty() {
+        let deleted: Vec<String> = steps.deleted.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            out,
+            "delete element ip {TABLE} {chain} {{ {} }}",
+            deleted.join(", ")
+        );
+    }
+    if !steps.written.is_empty() {
+        let slots = steps.written.iter().map(|(i, b)| (*i, b));
+        let _ = writeln!(
+            out,
+            "add element ip {TABLE} {chain} {}",
+            slot_elements(slots)
+        );
+    }
+    if let Some(n) = steps.rule {
         let r = entry_rule(key, t.port, n);
         let _ = writeln!(out, "add rule ip {TABLE} {chain} {r}");
     }

@@ -181,64 +181,40 @@ pub fn set_entry(
     element: bool,
 ) {
     let chain = key.chain();
-    let n = t.backends.len() as u32;
-    let (rule, set_id) = match change {
-        SlotChange::Fill => {
-            b.push(MsgType::NewChain, NLM_F_CREATE, |a| {
-                a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &chain);
-            });
-            flush_chain(b, &chain);
-            let set_id = backend_map(b, &chain);
-            // No element list: flush the map.
-            b.push(MsgType::DelSetElem, 0, |a| {
-                a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
-                    .str(NFTA_SET_ELEM_LIST_SET, &chain);
-            });
-            if n > 0 {
-                let keys: Vec<[u8; 4]> = (0..n).map(u32::to_ne_bytes).collect();
-                let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
-                    .iter()
-                    .zip(&t.backends)
-                    .map(|(k, ip)| (&k[..], Some(Data::Addr(*ip))))
-                    .collect();
-                b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
-                    elements(a, &chain, &elems);
-                });
-            }
-            (true, Some(set_id))
-        }
-        SlotChange::Edit {
-            from,
-            writes,
-            to,
-            rule,
-        } => {
-            if *rule {
-                flush_chain(b, &chain);
-            }
-            let deleted: Vec<[u8; 4]> = SlotChange::deleted(*from, writes, *to)
-                .map(u32::to_ne_bytes)
-                .collect();
-            if !deleted.is_empty() {
-                let elems: Vec<(&[u8], Option<Data<'_>>)> =
-                    deleted.iter().map(|k| (&k[..], None)).collect();
-                b.push(MsgType::DelSetElem, 0, |a| elements(a, &chain, &elems));
-            }
-            if !writes.is_empty() {
-                let keys: Vec<[u8; 4]> = writes.iter().map(|(i, _)| i.to_ne_bytes()).collect();
-                let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
-                    .iter()
-                    .zip(writes)
-                    .map(|(k, (_, ip))| (&k[..], Some(Data::Addr(*ip))))
-                    .collect();
-                b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
-                    elements(a, &chain, &elems);
-                });
-            }
-            (*rule, None)
-        }
-    };
-    if rule && n > 0 {
+    let steps = change.steps(t);
+    let mut set_id = None;
+    if steps.fill {
+        b.push(MsgType::NewChain, NLM_F_CREATE, |a| {
+            a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, &chain);
+        });
+        flush_chain(b, &chain);
+        set_id = Some(backend_map(b, &chain));
+        // No element list: flush the map.
+        b.push(MsgType::DelSetElem, 0, |a| {
+            a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+                .str(NFTA_SET_ELEM_LIST_SET, &chain);
+        });
+    } else if steps.flush_rule {
+        flush_chain(b, &chain);
+    }
+    // numgen writes a host-endian u32; the map's keys are stored the same way.
+    if !steps.deleted.is_empty() {
+        let keys: Vec<[u8; 4]> = steps.deleted.iter().map(|i| i.to_ne_bytes()).collect();
+        let elems: Vec<(&[u8], Option<Data<'_>>)> = keys.iter().map(|k| (&k[..], None)).collect();
+        b.push(MsgType::DelSetElem, 0, |a| elements(a, &chain, &elems));
+    }
+    if !steps.written.is_empty() {
+        let keys: Vec<[u8; 4]> = steps.written.iter().map(|(i, _)| i.to_ne_bytes()).collect();
+        let elems: Vec<(&[u8], Option<Data<'_>>)> = keys
+            .iter()
+            .zip(&steps.written)
+            .map(|(k, (_, ip))| (&k[..], Some(Data::Addr(*ip))))
+            .collect();
+        b.push(MsgType::NewSetElem, NLM_F_CREATE, |a| {
+            elements(a, &chain, &elems);
+        });
+    }
+    if let Some(n) = steps.rule {
         dnat_rule(b, &chain, key, t.port, n, set_id);
     }
     let k = key_bytes(key);
