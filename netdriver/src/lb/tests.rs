@@ -134,22 +134,24 @@ fn foreign_content_is_not_recognised() {
         "\"data\": \"@vip_10_0_1_100\"",
     );
     assert_eq!(parse_table(&other).unwrap().chains[&key], None);
-    let stray = LISTING.replace(
-        "\"name\": \"vip_10_0_1_101\", \"handle\": 10",
-        "\"name\": \"vip_10_0_01_101\", \"handle\": 10",
-    );
-    assert!(
-        parse_table(&stray).unwrap().foreign,
-        "a chain named like no key"
-    );
-    let odd_map = LISTING.replace(
-        "\"type\": \"integer\", \"handle\": 11",
-        "\"type\": \"mark\", \"handle\": 11",
-    );
-    assert!(
-        parse_table(&odd_map).unwrap().foreign,
-        "a backend map of another type"
-    );
+    for (from, to, what) in [
+        (
+            "\"name\": \"vip_10_0_1_101\", \"handle\": 10",
+            "\"name\": \"vip_10_0_01_101\", \"handle\": 10",
+            "a chain named like no key",
+        ),
+        (
+            "\"type\": \"integer\", \"handle\": 11",
+            "\"type\": \"mark\", \"handle\": 11",
+            "a backend map of another type",
+        ),
+    ] {
+        assert!(LISTING.contains(from), "{what}: the listing changed");
+        assert!(
+            parse_table(&LISTING.replace(from, to)).unwrap().foreign,
+            "{what}"
+        );
+    }
     let no_base = LISTING.replace("\"hook\": \"output\", ", "");
     assert_eq!(parse_table(&no_base).unwrap().flavour, None);
 }
