@@ -241,17 +241,6 @@ pub enum SlotChange {
     },
 }
 
-impl SlotChange {
-    /// The slots an edit deletes: the replaced ones, then those past the new end.
-    fn deleted(from: u32, writes: &[(u32, Ipv4Addr)], to: u32) -> impl Iterator<Item = u32> {
-        writes
-            .iter()
-            .map(|(i, _)| *i)
-            .filter(move |i| *i < from)
-            .chain(to..from)
-    }
-}
-
 impl LbEntry {
     /// An entry holding `slots` (in that order) with `port`.
     pub fn new(slots: Vec<Ipv4Addr>, port: Option<u16>) -> LbEntry {
@@ -379,12 +368,12 @@ impl LbTable {
         self.maps.insert(key);
         let entry = self.chains.entry(key).or_insert(None);
         let fits = match (entry.as_mut(), change) {
-            (_, SlotChange::Fill) => {
+            (Some(e), _) => e.apply(change, target),
+            (None, SlotChange::Fill) => {
                 *entry = Some(LbEntry::new(target.backends.clone(), target.port));
                 true
             }
-            (Some(e), _) => e.apply(change, target),
-            (None, _) => false,
+            (None, SlotChange::Edit { .. }) => false,
         };
         if !fits {
             *entry = None;
@@ -466,6 +455,15 @@ struct EntrySteps {
 }
 
 impl SlotChange {
+    /// The slots an edit deletes: the replaced ones, then those past the new end.
+    fn deleted(from: u32, writes: &[(u32, Ipv4Addr)], to: u32) -> impl Iterator<Item = u32> {
+        writes
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(move |i| *i < from)
+            .chain(to..from)
+    }
+
     /// What this change sends to make the entry balance over `t`.
     fn steps(&self, t: &LbTarget) -> EntrySteps {
         let n = t.backends.len() as u32;
@@ -643,6 +641,17 @@ enum Rules {
     Other,
 }
 
+impl Rules {
+    /// A chain's rules: none, the one we write (recognised by `dnat`), or anything else.
+    fn of<R>(rules: &[R], dnat: impl Fn(&R) -> Option<Rules>) -> Rules {
+        match rules {
+            [] => Rules::None,
+            [rule] => dnat(rule).unwrap_or(Rules::Other),
+            _ => Rules::Other,
+        }
+    }
+}
+
 /// What a map of the table is, by its name: `vips`/`ports` jump to entry chains, a map named
 /// after a key holds that entry's backends.
 enum MapKind {
@@ -751,11 +760,7 @@ fn parse_rules(rules: &[&Value]) -> Rules {
             port,
         })
     };
-    match rules {
-        [] => Rules::None,
-        [rule] => dnat(rule).unwrap_or(Rules::Other),
-        _ => Rules::Other,
-    }
+    Rules::of(rules, |rule: &&Value| dnat(rule))
 }
 
 /// Parses `nft -j list table ip mini_lb`.
@@ -864,11 +869,7 @@ fn dump_rules(d: &TableDump, chain: &str) -> Rules {
             port,
         })
     };
-    match rules.as_slice() {
-        [] => Rules::None,
-        [rule] => dnat(rule).unwrap_or(Rules::Other),
-        _ => Rules::Other,
-    }
+    Rules::of(&rules, |rule: &&crate::nft_read::Rule| dnat(rule))
 }
 
 /// Reads the table from its netlink dump ([`crate::nft_read::read_table`]): what

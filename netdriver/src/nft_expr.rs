@@ -63,7 +63,7 @@ pub const CMP_NEQ: u32 = 1;
 
 /// nft's set user data: key (and data) byte order, 1 host, 2 big endian
 /// (`NFTNL_UDATA_SET_KEYBYTEORDER`, `…_DATABYTEORDER`).
-fn set_userdata(key: u32, data: Option<u32>) -> Vec<u8> {
+pub(crate) fn set_userdata(key: u32, data: Option<u32>) -> Vec<u8> {
     let mut out = Vec::with_capacity(12);
     for (ty, value) in std::iter::once((0u8, key)).chain(data.map(|d| (1u8, d))) {
         out.push(ty);
@@ -112,8 +112,22 @@ pub fn new_set(
     table: &str,
     name: &str,
     flags: u32,
+    key: (u32, u32),
+    data: Option<(u32, u32)>,
+) -> u32 {
+    let userdata = set_userdata(2, data.filter(|(t, _)| *t != DATA_VERDICT).map(|_| 2));
+    new_set_with_userdata(b, table, name, flags, key, data, &userdata)
+}
+
+/// [`new_set`] with nft's user data given (a `typeof` declaration, another byte order).
+pub fn new_set_with_userdata(
+    b: &mut Batch,
+    table: &str,
+    name: &str,
+    flags: u32,
     (key_type, key_len): (u32, u32),
     data: Option<(u32, u32)>,
+    userdata: &[u8],
 ) -> u32 {
     let id = b.set_id();
     b.push(MsgType::NewSet, NLM_F_CREATE, |a| {
@@ -125,10 +139,7 @@ pub fn new_set(
         if let Some((ty, len)) = data {
             a.be32(NFTA_SET_DATA_TYPE, ty).be32(NFTA_SET_DATA_LEN, len);
         }
-        a.be32(NFTA_SET_ID, id).bytes(
-            NFTA_SET_USERDATA,
-            &set_userdata(2, data.filter(|(t, _)| *t != DATA_VERDICT).map(|_| 2)),
-        );
+        a.be32(NFTA_SET_ID, id).bytes(NFTA_SET_USERDATA, userdata);
     });
     id
 }

@@ -130,10 +130,8 @@ fn backend_map_userdata() -> Vec<u8> {
     let mut daddr = Vec::new();
     u32_tlv(&mut daddr, 0, 12);
     u32_tlv(&mut daddr, 1, 12);
-    let mut out = Vec::with_capacity(68);
-    // NFTNL_UDATA_SET_KEYBYTEORDER = host, NFTNL_UDATA_SET_DATABYTEORDER = big endian
-    u32_tlv(&mut out, 0, 1);
-    u32_tlv(&mut out, 1, 2);
+    // Key in host byte order, data big endian.
+    let mut out = x::set_userdata(1, Some(2));
     // NFTNL_UDATA_SET_KEY_TYPEOF: EXPR_NUMGEN (23); NFTNL_UDATA_SET_DATA_TYPEOF: EXPR_PAYLOAD (7)
     nested(&mut out, 3, &typeof_expr(23, &numgen));
     nested(&mut out, 4, &typeof_expr(7, &daddr));
@@ -253,19 +251,8 @@ pub fn del_entry(b: &mut Batch, flavour: Flavour, key: &LbKey, parts: EntryParts
 /// The entry's backend map, `name`, created unless it exists (`typeof numgen inc mod M : ip
 /// daddr`: slot → address); returns its id in this batch.
 fn backend_map(b: &mut Batch, name: &str) -> u32 {
-    let set_id = b.set_id();
-    b.push(MsgType::NewSet, NLM_F_CREATE, |a| {
-        a.str(NFTA_SET_TABLE, TABLE)
-            .str(NFTA_SET_NAME, name)
-            .be32(NFTA_SET_FLAGS, SET_MAP)
-            .be32(NFTA_SET_KEY_TYPE, BACKEND_MAP_KEY.0)
-            .be32(NFTA_SET_KEY_LEN, BACKEND_MAP_KEY.1)
-            .be32(NFTA_SET_DATA_TYPE, BACKEND_MAP_DATA.0)
-            .be32(NFTA_SET_DATA_LEN, BACKEND_MAP_DATA.1)
-            .be32(NFTA_SET_ID, set_id)
-            .bytes(NFTA_SET_USERDATA, &backend_map_userdata());
-    });
-    set_id
+    let (key, data) = (BACKEND_MAP_KEY, Some(BACKEND_MAP_DATA));
+    x::new_set_with_userdata(b, TABLE, name, SET_MAP, key, data, &backend_map_userdata())
 }
 
 fn flush_chain(b: &mut Batch, chain: &str) {
