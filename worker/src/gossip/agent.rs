@@ -88,14 +88,30 @@ enum Command {
 }
 
 impl Gossip {
-    /// Binds the UDP socket, starts the agent task and announces to the bootstrap peers.
-    /// Must be called within a tokio runtime.
+    /// Binds the UDP socket, starts the agent and announces to the bootstrap peers.
+    ///
+    /// The agent runs on a thread of its own (a single-threaded tokio runtime named
+    /// `gossip`), not on the caller's runtime: SWIM's probes, acks and suspicion timers must not
+    /// wait behind the node's other work (task starts, kernel programming, a manager's
+    /// sessions and allocator on a manager node). On a busy node a task on the shared runtime
+    /// read acks late, its probes timed out and peers declared it down — whose endpoints every
+    /// node then purged and re-added. A thread that sleeps until a packet or a timer is due is
+    /// woken at once by the kernel's scheduler even when other threads are saturated.
     pub async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         config.validate()?;
         let bind = config.bind_addr;
-        let socket = UdpSocket::bind(bind)
-            .await
+        let socket = std::net::UdpSocket::bind(bind)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|source| GossipError::Bind { addr: bind, source })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(GossipError::Thread)?;
+        let socket = {
+            let _in_runtime = runtime.enter();
+            UdpSocket::from_std(socket)
+                .map_err(|source| GossipError::Bind { addr: bind, source })?
+        };
         let local = socket
             .local_addr()
             .map_err(|source| GossipError::Bind { addr: bind, source })?;
@@ -152,7 +168,19 @@ impl Gossip {
             transmissions: config.timings.transmissions(1),
             config,
         };
-        let task = tokio::spawn(agent.run(socket, commands));
+        // The thread drives its runtime until the agent's task ends (returns, or is aborted
+        // through the handle): the end drops `ended`.
+        let (ended, agent_ended) = oneshot::channel::<()>();
+        let task = runtime.spawn(async move {
+            agent.run(socket, commands).await;
+            drop(ended);
+        });
+        std::thread::Builder::new()
+            .name("gossip".into())
+            .spawn(move || {
+                let _ = runtime.block_on(agent_ended);
+            })
+            .map_err(GossipError::Thread)?;
         Ok(Gossip {
             commands: commands_tx,
             shared,

@@ -48,6 +48,9 @@ pub enum GossipError {
     /// Bytes from the network could not be decoded.
     #[error("undecodable gossip payload: {0}")]
     Decode(String),
+    /// The agent's thread could not be started.
+    #[error("cannot start the gossip agent's thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The agent's task is gone (stopped, or it panicked).
     #[error("the gossip agent has stopped")]
     Stopped,

@@ -707,3 +707,37 @@ async fn a_lost_announce_to_a_bootstrap_peer_is_repeated() {
     )
     .await;
 }
+
+/// A node whose runtime stalls (here the test's own runtime, blocked for 4 s, as a node's is
+/// when its task work saturates it) still answers probes: its agent runs on a thread of its
+/// own. A peer on another runtime keeps it as a member, with the same incarnation, instead of
+/// suspecting it and declaring it down (which makes every node purge its endpoints and the
+/// node rejoin as a new incarnation).
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_runtime_does_not_get_its_node_declared_down() {
+    let (elsewhere, node0) = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let node = rt.block_on(start("node0", loopback(), &[], 0.0));
+        (rt, node)
+    })
+    .join()
+    .expect("runtime thread");
+    let node1 = start("node1", loopback(), &[node0.local_addr()], 0.0).await;
+    let nodes = [node0, node1];
+    wait_members(&nodes, 1).await;
+    let before = nodes[0].members();
+    // Longer than a probe period (0.5 s), the probe's failure (0.5 s) and the suspicion
+    // (1.5 s) together.
+    std::thread::sleep(Duration::from_secs(4));
+    let after = nodes[0].members();
+    assert_eq!(
+        after, before,
+        "node0's members after node1's runtime stalled for 4 s"
+    );
+    drop(nodes);
+    elsewhere.shutdown_background();
+}
