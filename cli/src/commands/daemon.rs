@@ -303,6 +303,14 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     })
     .with_images(images.clone());
     let fatal = Fatal::default();
+    // The worker agent's own runtime (see `NodeServices::new`); shut down when `serve` ends.
+    let agent_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("agent")
+        .enable_all()
+        .build()
+        .context("cannot start the worker agent's runtime")?;
+    let agent_handle = agent_runtime.handle().clone();
+    let _agent_runtime = BackgroundRuntime(Some(agent_runtime));
     let api = ControlApi::open(
         DaemonConfig {
             state_dir: args.state_dir.clone(),
@@ -316,7 +324,7 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
             fatal: fatal.clone(),
             metrics: metrics.manager.clone(),
         },
-        Arc::new(NodeServices::new(worker, trust.clone())),
+        Arc::new(NodeServices::new(worker, trust.clone(), agent_handle)),
     )
     .await?;
     let _ = NODE_ID.set(api.node_id().to_string());
@@ -388,6 +396,18 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     );
     served.context("control API server failed")?;
     Ok(())
+}
+
+/// Owns a runtime and shuts it down without waiting for its tasks when dropped (dropping a
+/// runtime inside another runtime's task would panic).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The group `--group` names, which must exist.

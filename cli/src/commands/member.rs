@@ -22,17 +22,31 @@ pub struct NodeServices {
     worker: Worker,
     trust: Trust,
     listener: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// Where the worker agent runs (its session, task starts and kernel programming).
+    agent_runtime: tokio::runtime::Handle,
 }
 
 impl NodeServices {
     /// Services around `worker`, with this node's TLS identity `trust`; nothing runs until the
-    /// node is in a cluster.
-    pub fn new(worker: Worker, trust: Trust) -> Self {
+    /// node is in a cluster. The worker agent runs on `agent_runtime`: on a manager node, a
+    /// runtime of its own keeps the agent's task starts from queueing behind the manager's
+    /// work (50 worker sessions, the allocator, the control API) and the manager's behind
+    /// the agent's.
+    pub fn new(worker: Worker, trust: Trust, agent_runtime: tokio::runtime::Handle) -> Self {
         NodeServices {
             worker,
             trust,
             listener: Mutex::new(None),
+            agent_runtime,
         }
+    }
+
+    /// Runs `work` on the agent's runtime (what it spawns stays there) and waits for it.
+    async fn on_agent_runtime<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        self.agent_runtime.spawn(work).await.ok()
     }
 
     /// Stops the node listener: no new calls; calls in flight (worker
@@ -114,24 +128,33 @@ impl MemberHooks for NodeServices {
         node_id: String,
         membership: Membership,
     ) -> BoxFuture<'_, Result<(), String>> {
+        let worker = self.worker.clone();
         Box::pin(async move {
-            self.worker
-                .start_agent(node_id, membership)
+            self.on_agent_runtime(async move { worker.start_agent(node_id, membership).await })
                 .await
+                .unwrap_or_else(|| {
+                    Err(mini_worker::agent::worker::AgentError::Membership(
+                        "the worker's runtime stopped".into(),
+                    ))
+                })
                 .map_err(|e| e.to_string())
         })
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {
+        let worker = self.worker.clone();
         Box::pin(async move {
-            self.worker.stop().await;
+            self.on_agent_runtime(async move { worker.stop().await })
+                .await;
             self.stop_listener().await;
         })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
+        let worker = self.worker.clone();
         Box::pin(async move {
-            self.worker.detach().await;
+            self.on_agent_runtime(async move { worker.detach().await })
+                .await;
             self.stop_listener().await;
         })
     }
