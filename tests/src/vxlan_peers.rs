@@ -39,6 +39,52 @@ impl Peers {
 impl NlNs {
     /// Opens a socket in the namespace of `ns_file` (from a short-lived thread that enters it).
     pub fn open(ns_file: &Path) -> Result<NlNs, String> {
+        Self::open_with_groups(ns_file, 0)
+    }
+
+    /// Opens a socket in the namespace of `ns_file` that the kernel tells of every neighbour
+    /// and FDB change there (RTNLGRP_NEIGH): [`NlNs::wait_change`] then sleeps until the
+    /// tables change instead of polling them.
+    pub fn watch(ns_file: &Path) -> Result<NlNs, String> {
+        Self::open_with_groups(ns_file, 1 << (libc::RTNLGRP_NEIGH - 1))
+    }
+
+    /// Waits up to `timeout` for a neighbour or FDB change in the namespace (a socket from
+    /// [`NlNs::watch`]) and drains what came; true if anything did (or the socket overflowed,
+    /// which also means changes).
+    pub fn wait_change(&mut self, timeout: std::time::Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one pollfd we own, count 1.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready <= 0 {
+            return false;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: receiving into a buffer we own, of the length we pass, without blocking.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                return true;
+            }
+            if n == 0 {
+                return true;
+            }
+        }
+    }
+
+    fn open_with_groups(ns_file: &Path, groups: u32) -> Result<NlNs, String> {
         let path = ns_file.to_path_buf();
         std::thread::spawn(move || -> Result<NlNs, String> {
             let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -57,6 +103,23 @@ impl NlNs {
             }
             // SAFETY: fd is a fresh descriptor we own.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            if groups != 0 {
+                // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+                let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+                addr.nl_family = libc::AF_NETLINK as u16;
+                addr.nl_groups = groups;
+                // SAFETY: binding our own socket to an address of the size we pass.
+                let rc = unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&addr as *const libc::sockaddr_nl).cast(),
+                        std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                    )
+                };
+                if rc < 0 {
+                    return Err(format!("bind: {}", std::io::Error::last_os_error()));
+                }
+            }
             // SAFETY: the name is a NUL-terminated literal.
             let idx = unsafe { libc::if_nametoindex(c"vxlan0".as_ptr()) };
             if idx == 0 {

@@ -15,7 +15,11 @@
 //!    (every `--poll-ms`, 5 ms by default) dumps the neighbours and the FDB of every node still
 //!    waiting, so a node's time is known to within the poll interval plus one round of dumps.
 //! 2. `purge`: `kill_host` (SIGKILL of the daemon, then its link down) → no surviving node holds
-//!    a neighbour or FDB entry of the dead host's endpoints / VTEP.
+//!    a neighbour or FDB entry of the dead host's endpoints / VTEP. Each survivor has a thread
+//!    of its own that dumps its tables again whenever the kernel reports a neighbour or FDB
+//!    change there (a socket bound to RTNLGRP_NEIGH), so its time does not wait on the others'.
+//!    Before each kill the lab settles (the bulk service's replicas all running again, the
+//!    machine's CPU half idle: `settle`); `--no-settle` kills back to back.
 //! 3. `idle`: with the endpoints running and nothing changing, per node over `--idle-secs`:
 //!    bytes/s sent on the host's `eth0` (`/proc/<daemon pid>/net/dev`, i.e. everything: gossip,
 //!    dispatcher sessions/heartbeats, Raft), the gossip part alone (an nft counter on
@@ -65,6 +69,8 @@ struct Args {
     tasks: usize,
     tasks_timeout_secs: u64,
     soak_secs: u64,
+    /// Kill the next purge victim only once the lab has settled (see [`settle`]).
+    settle: bool,
 }
 
 fn parse_args() -> Args {
@@ -79,6 +85,7 @@ fn parse_args() -> Args {
         tasks: 0,
         tasks_timeout_secs: 600,
         soak_secs: 0,
+        settle: true,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -101,11 +108,17 @@ fn parse_args() -> Args {
             "--tasks" => a.tasks = num() as usize,
             "--tasks-timeout-secs" => a.tasks_timeout_secs = num().max(1),
             "--soak-secs" => a.soak_secs = num(),
+            "--no-settle" => {
+                a.settle = false;
+                i += 1;
+                continue;
+            }
             "--help" | "-h" => {
                 eprintln!(
                     "cluster_bench [--hosts N] [--samples S] [--poll-ms MS] [--endpoints E] \
                      [--idle-secs S] [--purge-trials T] [--iperf-secs S (0: skip)] \
-                     [--tasks T (0: skip)] [--tasks-timeout-secs S] [--soak-secs S (0: skip)]"
+                     [--tasks T (0: skip)] [--tasks-timeout-secs S] [--soak-secs S (0: skip)] \
+                     [--no-settle]"
                 );
                 std::process::exit(0);
             }
@@ -736,29 +749,62 @@ fn main() {
             .iter()
             .flat_map(|&k| socks[k - 1].as_mut().expect("socket").peers().at(dead))
             .collect();
+        // One watcher per survivor, subscribed before the kill, wakes its own thread when that
+        // node's tables change; the thread then dumps them. Polling the survivors one after
+        // another took a whole sweep of dumps (up to 4 s at load 70 with 2,000 endpoints) to
+        // see each node again, so a node's time was the sweep's, not its own.
+        let mut watchers: HashMap<usize, NlNs> = survivors
+            .iter()
+            .map(|&k| {
+                let w = NlNs::watch(&overlay_ns(&cluster, k, &net_id)).expect("watcher");
+                (k, w)
+            })
+            .collect();
+        let settled = if args.settle {
+            let previous = (t > 0).then(|| victim + 1);
+            settle(&cluster.host(1), args.tasks, previous)
+        } else {
+            Value::Null
+        };
+        let killed_at = wall_ms();
         let t0 = Instant::now();
         cluster.kill_host(victim);
         let killed_ms = t0.elapsed().as_secs_f64() * 1000.0;
         socks[victim - 1] = None;
-        let mut clean_at: HashMap<usize, f64> = HashMap::new();
         let deadline = t0 + Duration::from_secs(60);
-        while clean_at.len() < survivors.len() && Instant::now() < deadline {
-            for &k in &survivors {
-                if clean_at.contains_key(&k) {
-                    continue;
-                }
-                let p = socks[k - 1].as_mut().expect("socket").peers();
-                let stale = p.fdb.values().any(|v| *v == dead)
-                    || p.neigh.iter().any(|e| dead_eps.contains(e));
-                if !stale {
-                    clean_at.insert(k, t0.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
-            std::thread::sleep(poll);
-        }
+        let clean_at: HashMap<usize, f64> = std::thread::scope(|scope| {
+            let threads: Vec<_> = socks
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i + 1, s.as_mut()?)))
+                .filter(|(k, _)| survivors.contains(k))
+                .map(|(k, sock)| {
+                    let mut watcher = watchers.remove(&k).expect("watcher");
+                    let dead_eps = &dead_eps;
+                    scope.spawn(move || {
+                        while Instant::now() < deadline {
+                            let p = sock.peers();
+                            let stale = p.fdb.values().any(|v| *v == dead)
+                                || p.neigh.iter().any(|e| dead_eps.contains(e));
+                            if !stale {
+                                return Some((k, t0.elapsed().as_secs_f64() * 1000.0));
+                            }
+                            watcher.wait_change(Duration::from_millis(250).max(poll));
+                        }
+                        None
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .filter_map(|t| t.join().expect("purge watcher"))
+                .collect()
+        });
         let all = clean_at.values().copied().fold(f64::MIN, f64::max);
         purges.push(json!({
             "victim": format!("h{victim}"),
+            "settled_before_kill": settled,
+            "killed_at_unix_ms": killed_at.round(),
             "endpoints_of_victim": dead_eps.len(),
             "kill_and_link_down_ms": round1(killed_ms),
             "purged_everywhere_ms": if clean_at.len() == survivors.len() { json!(round1(all)) } else { json!(null) },
@@ -881,6 +927,77 @@ fn soak(cluster: &Cluster, secs: u64) -> Value {
 
 // ---------------------------------------------------------------------------------------------
 // Bulk: T tasks from one `service create`.
+
+/// Waits, before a purge trial, until the lab has settled: the manager shows the previous
+/// victim (`previous`, if any) Down, the bulk service (with `tasks` > 0) has all its replicas
+/// running again (that victim's tasks restarted elsewhere: until it is Down they still count
+/// as running), then the machine's CPU is at least half idle over one second. On 50 hosts sharing two cores, the
+/// next kill otherwise lands while every node is still re-programming the VIP tables of all its
+/// sandboxes for the previous victim's replacements: a figure of the lab's density, not of a
+/// node's death in a running cluster (each real host has CPUs of its own). Gives up after
+/// [`SETTLE_DEADLINE`] each and says what it saw.
+fn settle(m: &Host, tasks: usize, previous: Option<usize>) -> Value {
+    let t0 = Instant::now();
+    let mut down = None;
+    if let Some(k) = previous {
+        down = Some(false);
+        while t0.elapsed() < SETTLE_DEADLINE {
+            if node_down(m, k) {
+                down = Some(true);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let mut running = None;
+    if tasks > 0 {
+        while t0.elapsed() < SETTLE_DEADLINE {
+            running = replicas_running(m, "bulk");
+            if running.is_some_and(|r| r >= tasks) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let tasks_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut idle = 0.0;
+    while t1.elapsed() < SETTLE_DEADLINE {
+        let a = machine_cpu();
+        std::thread::sleep(Duration::from_secs(1));
+        let b = machine_cpu();
+        let d: Vec<u64> = b
+            .iter()
+            .zip(&a)
+            .map(|(b, a)| b.saturating_sub(*a))
+            .collect();
+        let total: u64 = d.iter().sum();
+        idle = d.get(3).copied().unwrap_or(0) as f64 / total.max(1) as f64;
+        if idle >= 0.5 {
+            break;
+        }
+    }
+    json!({
+        "previous_victim_down": down,
+        "bulk_running": running,
+        "tasks_wait_s": round1(tasks_s),
+        "idle_wait_s": round1(t1.elapsed().as_secs_f64()),
+        "idle_fraction": (idle * 100.0).round() / 100.0,
+    })
+}
+
+/// Whether `m`'s `node ls` shows host `k` Down.
+fn node_down(m: &Host, k: usize) -> bool {
+    let out = m.mini(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+    let host = format!("h{k}");
+    out.stdout.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.next() == Some(host.as_str()) && f.next().is_some_and(|s| s.eq_ignore_ascii_case("down"))
+    })
+}
+
+/// How long [`settle`] waits for each of its conditions.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// (user, nice, system, idle, iowait, irq, softirq) jiffies of the whole machine.
 fn machine_cpu() -> Vec<u64> {
