@@ -110,9 +110,12 @@ impl GossipConfig {
 /// - **Failure detection** (purge ≤ 4 s): a survivor probes the dead node within about one
 ///   `probe_period` (0.5 s, every survivor probes someone each period), the probe fails at the end
 ///   of the period (+0.5 s; `probe_rtt` 200 ms leaves time for the indirect probes), suspicion
-///   turns into *down* after `suspect_to_down_after` (1.5 s — time for a live node to hear it is
-///   suspected and refute, with gossip every 100 ms), and the *down* spreads in one or two gossip
-///   rounds (0.1–0.2 s): ≈ 2.5–3.2 s worst case.
+///   turns into *down* after `suspect_to_down_after` (1 s, times log10 of the cluster size from
+///   10 members on: 1.7 s at 50 — time for a live node to hear it is suspected and refute, with
+///   gossip every 100 ms), and the *down* spreads in a few gossip rounds (0.2–0.4 s at 50
+///   nodes): ≈ 2.5 s at 50 nodes. The agent has a thread of its own, so a busy node still
+///   refutes in time; one whose own timers run late stretches its probes and suspicions
+///   (Lifeguard's local health, in `runtime.rs`).
 /// - **Propagation** (p99 ≤ 1 s at 50 nodes): the owner of a new record sends it at once to
 ///   **every** member it knows (one small packet each), and again, batched with its other young
 ///   records, `resend_after` (300 ms) later, for the packets the first push lost. The record also
@@ -171,7 +174,7 @@ impl Default for GossipTimings {
             probe_period: Duration::from_millis(500),
             probe_rtt: Duration::from_millis(200),
             indirect_probes: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
-            suspect_to_down_after: Duration::from_millis(1500),
+            suspect_to_down_after: Duration::from_millis(1000),
             gossip_period: Duration::from_millis(100),
             gossip_fanout: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
             max_transmissions: NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN),
