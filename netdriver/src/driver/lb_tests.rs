@@ -471,7 +471,46 @@ fn lb_operations_on_distinct_namespaces_are_batched_together() {
         other.clone(),
         set("c"),
     ];
-    let sizes: Vec<usize> = super::lb_batches(&ops).iter().map(|b| b.len()).collect();
+    let sizes: Vec<usize> = super::batches(&ops).iter().map(|b| b.len()).collect();
     assert_eq!(sizes, [1, 2, 1, 1, 1]);
-    assert!(super::lb_batches(&[]).is_empty());
+    assert!(super::batches(&[]).is_empty());
+}
+
+#[test]
+fn neighbour_and_fdb_operations_on_distinct_entries_are_batched_together() {
+    let ns = "ov".to_string();
+    let ip = |last: u8| std::net::Ipv4Addr::new(10, 0, 0, last);
+    let mac = |last: u8| crate::model::MacAddr([2, 0, 0, 0, 0, last]);
+    let neigh = |last: u8| Op::DelNeighbour {
+        ns: ns.clone(),
+        ip: ip(last),
+    };
+    let fdb = |last: u8| Op::DelFdb {
+        ns: ns.clone(),
+        mac: mac(last),
+    };
+    let set_neigh = |last: u8| Op::SetNeighbour {
+        ns: ns.clone(),
+        ip: ip(last),
+        mac: mac(last),
+    };
+    let lb = Op::DeleteLbTable {
+        ns: NsRef::Named("a".into()),
+    };
+    let ops = vec![
+        neigh(1),
+        fdb(1),
+        neigh(2),
+        fdb(2),
+        // The same entry again: it waits for the batch before it.
+        set_neigh(2),
+        neigh(3),
+        // Another kind: a batch of its own.
+        lb.clone(),
+        neigh(4),
+        Op::EnableForwarding,
+        fdb(5),
+    ];
+    let sizes: Vec<usize> = super::batches(&ops).iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, [4, 2, 1, 1, 1, 1]);
 }
