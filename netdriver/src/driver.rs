@@ -153,15 +153,20 @@ impl<K: Kernel> NetDriver<K> {
         // FDB operations on distinct entries run concurrently too (see `batches`).
         for batch in batches(&ops) {
             let batch_started = std::time::Instant::now();
-            let results = futures::future::join_all(batch.iter().map(|op| async move {
-                tracing::debug!(%op, "netdriver: executing");
-                let started = std::time::Instant::now();
-                let result = self.kernel.execute(op).await;
-                let seconds = started.elapsed().as_secs_f64();
-                self.metrics.record(op, seconds, result.is_ok());
-                result
-            }))
-            .await;
+            let mut results = Vec::with_capacity(batch.len());
+            for part in batch.chunks(IN_FLIGHT) {
+                results.extend(
+                    futures::future::join_all(part.iter().map(|op| async move {
+                        tracing::debug!(%op, "netdriver: executing");
+                        let started = std::time::Instant::now();
+                        let result = self.kernel.execute(op).await;
+                        let seconds = started.elapsed().as_secs_f64();
+                        self.metrics.record(op, seconds, result.is_ok());
+                        result
+                    }))
+                    .await,
+                );
+            }
             if batch.iter().any(Op::is_lb_op) {
                 self.metrics
                     .vip_programming
@@ -237,6 +242,13 @@ impl<K: Kernel> NetDriver<K> {
         self.state.lock().await.observed = None;
     }
 }
+
+/// At most this many operations of a batch are in flight at once. A netlink socket's receive
+/// buffer (about 208 KiB by default, charged about 1 KiB per answer whatever its size) holds
+/// some 200 answers; past that the kernel drops them (the socket reports an overrun) and each
+/// request whose answer was dropped waits forever: a node adding 2,000 peers at once hung its
+/// converge, and with it every task start, that way.
+const IN_FLIGHT: usize = 32;
 
 /// What an operation that may share a batch touches: the operations of one batch touch
 /// distinct things of one kind.
