@@ -159,7 +159,9 @@ impl<K: Kernel> NetDriver<K> {
                     futures::future::join_all(part.iter().map(|op| async move {
                         tracing::debug!(%op, "netdriver: executing");
                         let started = std::time::Instant::now();
-                        let result = self.kernel.execute(op).await;
+                        let result = tokio::time::timeout(OP_DEADLINE, self.kernel.execute(op))
+                            .await
+                            .unwrap_or(Err(Error::Unanswered { after: OP_DEADLINE }));
                         let seconds = started.elapsed().as_secs_f64();
                         self.metrics.record(op, seconds, result.is_ok());
                         result
@@ -249,6 +251,12 @@ impl<K: Kernel> NetDriver<K> {
 /// request whose answer was dropped waits forever: a node adding 2,000 peers at once hung its
 /// converge, and with it every task start, that way.
 const IN_FLIGHT: usize = 32;
+
+/// How long one operation may wait for the kernel. Past it the apply fails (and the next one
+/// reads the kernel again) rather than wait forever on an answer that was lost: every later
+/// converge, and every task start behind it, would wait too. Far above any real operation,
+/// even on a saturated machine.
+pub const OP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What an operation that may share a batch touches: the operations of one batch touch
 /// distinct things of one kind.

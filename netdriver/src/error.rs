@@ -47,6 +47,13 @@ pub enum Error {
         /// The object.
         object: String,
     },
+    /// The kernel never answered a request (an answer lost, e.g. dropped from a full netlink
+    /// socket): the step is given up instead of holding every later converge behind it.
+    #[error("no answer from the kernel within {after:?}")]
+    Unanswered {
+        /// How long the driver waited.
+        after: std::time::Duration,
+    },
     /// One step of a plan failed; what the step had created was rolled back.
     #[error("step `{op}` failed: {source}")]
     Step {

@@ -25,6 +25,7 @@ type Predicate = Box<dyn Fn(&Op) -> bool + Send>;
 pub struct FakeKernel {
     inner: Mutex<Inner>,
     fail_when: Mutex<Option<Predicate>>,
+    hang_when: Mutex<Option<Predicate>>,
     counters: AtomicCounters,
 }
 
@@ -98,6 +99,12 @@ impl FakeKernel {
     /// Changes the simulated state behind the driver's back (stray objects, tampering).
     pub fn edit(&self, f: impl FnOnce(&mut Observed)) {
         f(&mut self.inner.lock().expect("fake lock").state);
+    }
+
+    /// Makes every operation matching `pred` never return, as a request whose answer the
+    /// kernel dropped, until cleared with `None` (for operations started afterwards).
+    pub fn hang_when(&self, pred: Option<Predicate>) {
+        *self.hang_when.lock().expect("fake lock") = pred;
     }
 
     /// Makes every operation matching `pred` fail (with `EIO`) until cleared with `None`.
@@ -389,6 +396,15 @@ impl Kernel for FakeKernel {
     }
 
     async fn execute(&self, op: &Op) -> Result<(), Error> {
+        let hangs = self
+            .hang_when
+            .lock()
+            .expect("fake lock")
+            .as_ref()
+            .is_some_and(|pred| pred(op));
+        if hangs {
+            std::future::pending::<()>().await;
+        }
         if let Some(pred) = self.fail_when.lock().expect("fake lock").as_ref()
             && pred(op)
         {

@@ -333,6 +333,30 @@ async fn failure_forgets_memory_and_next_apply_converges() {
     assert!(d.apply(&desired).await.unwrap().ops.is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_operation_the_kernel_never_answers_fails_the_apply_and_the_next_converges() {
+    let d = driver();
+    let desired = state(vec![peer(3, 2), peer(4, 2)], vec![sandbox(TASK, 2)]);
+    d.kernel()
+        .hang_when(Some(Box::new(|op| matches!(op, Op::SetNeighbour { .. }))));
+    let started = tokio::time::Instant::now();
+    let err = d.apply(&desired).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no answer from the kernel within 60s")
+            && err.to_string().contains("neigh 10.0.1."),
+        "{err}"
+    );
+    assert_eq!(started.elapsed(), OP_DEADLINE);
+    d.kernel().hang_when(None);
+    let report = d.apply(&desired).await.unwrap();
+    assert!(
+        report.observed_kernel,
+        "the next apply reads the kernel again"
+    );
+    assert_eq!(overlay(&d).peers(), vec![peer(3, 2), peer(4, 2)]);
+}
+
 #[tokio::test]
 async fn invalid_states_are_rejected_with_reasons() {
     let d = driver();
