@@ -43,16 +43,16 @@ impl NlNs {
     }
 
     /// Opens a socket in the namespace of `ns_file` that the kernel tells of every neighbour
-    /// and FDB change there (RTNLGRP_NEIGH): [`NlNs::wait_change`] then sleeps until the
+    /// and FDB change there (RTNLGRP_NEIGH): [`NlNs::wait_changes`] then sleeps until the
     /// tables change instead of polling them.
     pub fn watch(ns_file: &Path) -> Result<NlNs, String> {
         Self::open_with_groups(ns_file, 1 << (libc::RTNLGRP_NEIGH - 1))
     }
 
-    /// Waits up to `timeout` for a neighbour or FDB change in the namespace (a socket from
-    /// [`NlNs::watch`]) and drains what came; true if anything did (or the socket overflowed,
-    /// which also means changes).
-    pub fn wait_change(&mut self, timeout: std::time::Duration) -> bool {
+    /// Waits up to `timeout` for neighbour or FDB changes on `vxlan0` (a socket from
+    /// [`NlNs::watch`]) and returns those that came (none: the timeout passed). `None` when
+    /// the socket overflowed: changes were lost, dump the tables again.
+    pub fn wait_changes(&mut self, timeout: std::time::Duration) -> Option<Vec<NeighChange>> {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -60,10 +60,11 @@ impl NlNs {
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one pollfd we own, count 1.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if ready <= 0 {
-            return false;
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            return Some(Vec::new());
         }
+        let vx = self.vxlan_index;
+        let mut changes = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: receiving into a buffer we own, of the length we pass, without blocking.
@@ -75,12 +76,44 @@ impl NlNs {
                     libc::MSG_DONTWAIT,
                 )
             };
-            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-                return true;
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return (e.kind() == std::io::ErrorKind::WouldBlock).then_some(changes);
             }
             if n == 0 {
-                return true;
+                return Some(changes);
             }
+            for_each_message(&buf[..n as usize], |kind, _, body| {
+                let gone = kind == libc::RTM_DELNEIGH;
+                if (!gone && kind != libc::RTM_NEWNEIGH) || body.len() < 12 {
+                    return;
+                }
+                let Some((nd, attrs)) = neigh_message(body) else {
+                    return;
+                };
+                if i32::from_ne_bytes(nd[4..8].try_into().unwrap()) != vx {
+                    return;
+                }
+                let state = u16::from_ne_bytes(nd[8..10].try_into().unwrap());
+                let dst = attrs.get(&1).and_then(|d| <[u8; 4]>::try_from(&d[..]).ok());
+                let ll = attrs.get(&2).and_then(|l| <[u8; 6]>::try_from(&l[..]).ok());
+                match nd[0] as i32 {
+                    libc::AF_INET => {
+                        let bad = libc::NUD_INCOMPLETE | libc::NUD_FAILED;
+                        if let Some(ip) = dst {
+                            let mac = if gone || state & bad != 0 { None } else { ll };
+                            changes.push(NeighChange::Neighbour { ip, mac });
+                        }
+                    }
+                    libc::AF_BRIDGE => {
+                        if let Some(mac) = ll {
+                            let vtep = if gone { None } else { dst };
+                            changes.push(NeighChange::Fdb { mac, vtep });
+                        }
+                    }
+                    _ => {}
+                }
+            });
         }
     }
 
@@ -160,36 +193,21 @@ impl NlNs {
             if n <= 0 {
                 return;
             }
-            let data = &buf[..n as usize];
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into().unwrap());
-                let seq = u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap());
-                if len < 16 || off + len > data.len() {
+            let mut done = false;
+            for_each_message(&buf[..n as usize], |kind, seq, body| {
+                if seq != self.seq {
                     return;
                 }
-                if seq == self.seq {
-                    if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
-                        return;
-                    }
-                    if kind == libc::RTM_NEWNEIGH && len >= 16 + 12 {
-                        let msg = &data[off + 16..off + len];
-                        let (nd, mut rest) = msg.split_at(12);
-                        let mut attrs = HashMap::new();
-                        while rest.len() >= 4 {
-                            let alen = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-                            let atype = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-                            if alen < 4 || alen > rest.len() {
-                                break;
-                            }
-                            attrs.insert(atype, rest[4..alen].to_vec());
-                            rest = &rest[((alen + 3) & !3).min(rest.len())..];
-                        }
-                        f(nd, &attrs);
-                    }
+                if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
+                    done = true;
+                } else if kind == libc::RTM_NEWNEIGH
+                    && let Some((nd, attrs)) = neigh_message(body)
+                {
+                    f(nd, &attrs);
                 }
-                off += (len + 3) & !3;
+            });
+            if done {
+                return;
             }
         }
     }
@@ -225,4 +243,57 @@ impl NlNs {
         });
         p
     }
+}
+
+/// A neighbour or FDB change on `vxlan0`, as the kernel reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighChange {
+    /// The neighbour entry of `ip` now points at `mac`, or is gone (`None`).
+    Neighbour {
+        /// The entry's IP.
+        ip: [u8; 4],
+        /// Its link-layer address, if it is still a usable entry.
+        mac: Option<[u8; 6]>,
+    },
+    /// The FDB entry of `mac` now points at `vtep`, or is gone (`None`).
+    Fdb {
+        /// The entry's MAC.
+        mac: [u8; 6],
+        /// Its remote VTEP, if it is still there.
+        vtep: Option<[u8; 4]>,
+    },
+}
+
+/// Calls `f(type, seq, body)` for every netlink message in `data`.
+fn for_each_message(data: &[u8], mut f: impl FnMut(u16, u32, &[u8])) {
+    let mut off = 0;
+    while off + 16 <= data.len() {
+        let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap());
+        if len < 16 || off + len > data.len() {
+            return;
+        }
+        f(kind, seq, &data[off + 16..off + len]);
+        off += (len + 3) & !3;
+    }
+}
+
+/// Splits a neighbour message's body into its `ndmsg` header and its attributes.
+fn neigh_message(body: &[u8]) -> Option<(&[u8], HashMap<u16, Vec<u8>>)> {
+    if body.len() < 12 {
+        return None;
+    }
+    let (nd, mut rest) = body.split_at(12);
+    let mut attrs = HashMap::new();
+    while rest.len() >= 4 {
+        let alen = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let atype = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if alen < 4 || alen > rest.len() {
+            break;
+        }
+        attrs.insert(atype, rest[4..alen].to_vec());
+        rest = &rest[((alen + 3) & !3).min(rest.len())..];
+    }
+    Some((nd, attrs))
 }
