@@ -741,3 +741,45 @@ async fn a_stalled_runtime_does_not_get_its_node_declared_down() {
     drop(nodes);
     elsewhere.shutdown_background();
 }
+
+/// The agent's thread runs at a raised priority when the process may raise it (the tests run
+/// as root in CI), so a saturated machine does not keep it from answering probes.
+#[tokio::test]
+async fn the_agent_thread_runs_at_a_raised_priority_when_allowed() {
+    let node = start("node0", loopback(), &[], 0.0).await;
+    let gossip_nices = || -> Vec<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "gossip")
+            })
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                // Fields after the command's closing parenthesis; nice is field 19 of stat(5).
+                let rest = &stat[stat.rfind(')')? + 2..];
+                rest.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect()
+    };
+    let privileged = nix::unistd::geteuid().is_root();
+    // Other tests start agents meanwhile: a thread just spawned raises itself at once.
+    wait_for("every gossip thread's priority", CONVERGE_DEADLINE, || {
+        let nices = gossip_nices();
+        let ok = !nices.is_empty()
+            && nices.iter().all(|n| {
+                if privileged {
+                    *n == super::agent::GOSSIP_NICE
+                } else {
+                    *n >= 0
+                }
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("nice of the gossip threads: {nices:?}"))
+        }
+    })
+    .await;
+    drop(node);
+}
