@@ -279,8 +279,11 @@ fn for_each_message(data: &[u8], mut f: impl FnMut(u16, u32, &[u8])) {
     }
 }
 
+/// A netlink message's attributes by type.
+type Attributes = HashMap<u16, Vec<u8>>;
+
 /// Splits a neighbour message's body into its `ndmsg` header and its attributes.
-fn neigh_message(body: &[u8]) -> Option<(&[u8], HashMap<u16, Vec<u8>>)> {
+fn neigh_message(body: &[u8]) -> Option<(&[u8], Attributes)> {
     if body.len() < 12 {
         return None;
     }
