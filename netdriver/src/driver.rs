@@ -303,18 +303,22 @@ impl BatchKey {
 fn batches(ops: &[Op]) -> Vec<&[Op]> {
     let mut out = Vec::new();
     let mut start = 0;
+    // The kind of the batch being built (`None`: an operation that runs alone), and its keys.
+    let mut kind = None;
     let mut seen = std::collections::BTreeSet::new();
     for (i, op) in ops.iter().enumerate() {
         let key = BatchKey::of(op);
         let joins = i > start
-            && match (&key, BatchKey::of(&ops[start])) {
-                (Some(k), Some(first)) => k.kind() == first.kind() && !seen.contains(k),
-                _ => false,
-            };
+            && key
+                .as_ref()
+                .is_some_and(|k| kind == Some(k.kind()) && !seen.contains(k));
         if !joins && i > start {
             out.push(&ops[start..i]);
             start = i;
             seen.clear();
+        }
+        if i == start {
+            kind = key.as_ref().map(BatchKey::kind);
         }
         if let Some(key) = key {
             seen.insert(key);

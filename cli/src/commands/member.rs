@@ -130,14 +130,13 @@ impl MemberHooks for NodeServices {
     ) -> BoxFuture<'_, Result<(), String>> {
         let worker = self.worker.clone();
         Box::pin(async move {
-            self.on_agent_runtime(async move { worker.start_agent(node_id, membership).await })
+            match self
+                .on_agent_runtime(async move { worker.start_agent(node_id, membership).await })
                 .await
-                .unwrap_or_else(|| {
-                    Err(mini_worker::agent::worker::AgentError::Membership(
-                        "the worker's runtime stopped".into(),
-                    ))
-                })
-                .map_err(|e| e.to_string())
+            {
+                Some(started) => started.map_err(|e| e.to_string()),
+                None => Err("the worker's runtime stopped".into()),
+            }
         })
     }
 
