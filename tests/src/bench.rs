@@ -106,9 +106,20 @@ pub fn parse_replicas(stdout: &str, service: &str) -> Option<(usize, usize)> {
     })
 }
 
+/// `node ls` printing each node's HOSTNAME and STATUS: the same words for mini and Docker.
+pub const NODE_STATUS_QUERY: [&str; 4] = ["node", "ls", "--format", "{{.Hostname}} {{.Status}}"];
+
+/// Whether the output of [`NODE_STATUS_QUERY`] shows `hostname` Down.
+pub fn shows_down(stdout: &str, hostname: &str) -> bool {
+    stdout.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.next() == Some(hostname) && f.next().is_some_and(|s| s.eq_ignore_ascii_case("down"))
+    })
+}
+
 #[cfg(test)]
 mod replicas_tests {
-    use super::parse_replicas;
+    use super::{parse_replicas, shows_down};
 
     #[test]
     fn replicas_of_the_named_service_only() {
@@ -117,5 +128,15 @@ mod replicas_tests {
         assert_eq!(parse_replicas(out, "web-x"), Some((1, 3)));
         assert_eq!(parse_replicas(out, "db"), None);
         assert_eq!(parse_replicas("web garbage\n", "web"), None);
+    }
+
+    #[test]
+    fn down_only_for_the_named_host() {
+        // mini prints `Down`, Docker `Down` too; `h1` must not match `h10`.
+        let out = "h1 Ready\nh10 Down\nh2 down\n";
+        assert!(!shows_down(out, "h1"));
+        assert!(shows_down(out, "h10"));
+        assert!(shows_down(out, "h2"));
+        assert!(!shows_down(out, "h3"));
     }
 }

@@ -85,7 +85,7 @@ impl NlNs {
             }
             for_each_message(&buf[..n as usize], |kind, _, body| {
                 let gone = kind == libc::RTM_DELNEIGH;
-                if (!gone && kind != libc::RTM_NEWNEIGH) || body.len() < 12 {
+                if !gone && kind != libc::RTM_NEWNEIGH {
                     return;
                 }
                 let Some((nd, attrs)) = neigh_message(body) else {

@@ -19,8 +19,9 @@
 //!    of its own that follows the kernel's neighbour and FDB events there (a socket bound to
 //!    RTNLGRP_NEIGH) from a dump taken before the kill, so its time does not wait on the
 //!    others' and the measurement does not load the machine with dumps.
-//!    Before each kill the lab settles (the bulk service's replicas all running again, the
-//!    machine's CPU half idle: `settle`); `--no-settle` kills back to back.
+//!    Before each kill the lab settles (the previous victim Down, the bulk service's replicas
+//!    all running again, the machine's CPU half idle: `settle`); `--no-settle` kills back to
+//!    back.
 //! 3. `idle`: with the endpoints running and nothing changing, per node over `--idle-secs`:
 //!    bytes/s sent on the host's `eth0` (`/proc/<daemon pid>/net/dev`, i.e. everything: gossip,
 //!    dispatcher sessions/heartbeats, Raft), the gossip part alone (an nft counter on
@@ -750,10 +751,6 @@ fn main() {
             .iter()
             .flat_map(|&k| socks[k - 1].as_mut().expect("socket").peers().at(dead))
             .collect();
-        // One watcher per survivor, subscribed before the kill, wakes its own thread when that
-        // node's tables change; the thread then dumps them. Polling the survivors one after
-        // another took a whole sweep of dumps (up to 4 s at load 70 with 2,000 endpoints) to
-        // see each node again, so a node's time was the sweep's, not its own.
         let settled = if args.settle {
             let previous = (t > 0).then(|| victim + 1);
             settle(&cluster.host(1), args.tasks, previous)
@@ -1059,12 +1056,8 @@ impl Stale {
 
 /// Whether `m`'s `node ls` shows host `k` Down.
 fn node_down(m: &Host, k: usize) -> bool {
-    let out = m.mini(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
-    let host = format!("h{k}");
-    out.stdout.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        f.next() == Some(host.as_str()) && f.next().is_some_and(|s| s.eq_ignore_ascii_case("down"))
-    })
+    let out = m.mini(&mini_tests::bench::NODE_STATUS_QUERY);
+    mini_tests::bench::shows_down(&out.stdout, &format!("h{k}"))
 }
 
 /// How long [`settle`] waits for each of its conditions.

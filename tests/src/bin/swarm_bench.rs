@@ -334,13 +334,8 @@ impl System {
 
     /// Whether host 1's `node ls` shows host `k` Down.
     fn node_down(&self, k: usize) -> bool {
-        let out = self.cli(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
-        let host = format!("h{k}");
-        out.stdout.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            f.next() == Some(host.as_str())
-                && f.next().is_some_and(|s| s.eq_ignore_ascii_case("down"))
-        })
+        let out = self.cli(&mini_tests::bench::NODE_STATUS_QUERY);
+        mini_tests::bench::shows_down(&out.stdout, &format!("h{k}"))
     }
 
     /// Wall-clock ms at which the running task of `service` with overlay address `ip` was

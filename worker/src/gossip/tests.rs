@@ -731,7 +731,7 @@ async fn a_stalled_runtime_does_not_get_its_node_declared_down() {
     wait_members(&nodes, 1).await;
     let before = nodes[0].members();
     // Longer than a probe period (0.5 s), the probe's failure (0.5 s) and the suspicion
-    // (1.5 s) together.
+    // (1 s with two members) together.
     std::thread::sleep(Duration::from_secs(4));
     let after = nodes[0].members();
     assert_eq!(
