@@ -19,9 +19,7 @@ use mini_proto::tls::pki::{self, RootCa};
 use crate::allocator::allocate_network;
 use crate::dispatcher::Sessions;
 use crate::error::ControlError;
-use crate::ha::{
-    self, GrpcTransport, HaProposer, Leadership, Outcomes, Peers, RecordingMachine, SessionsSlot,
-};
+use crate::ha::{self, GrpcTransport, HaProposer, Leadership, Peers, SessionsSlot};
 use crate::ids::{new_id, new_secret, now_ms};
 use crate::raft::{self, RaftConfig, RaftStatus, StartMode};
 use crate::store::{ApplyError, Proposer, Store, StoreMachine, WriteError, create_action};
@@ -200,12 +198,8 @@ impl Manager {
             config.trust.clone(),
         );
         let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
-        let outcomes = Outcomes::default();
         let machine = crate::metrics::TimedMachine {
-            inner: RecordingMachine {
-                inner: StoreMachine::new(store.clone()),
-                outcomes: outcomes.clone(),
-            },
+            inner: StoreMachine::new(store.clone()),
             metrics: config.metrics.clone(),
         };
         let raft_dir = raft::raft_dir(&config.state_dir);
@@ -252,7 +246,7 @@ impl Manager {
             peers.follow_store(store.clone()),
             crate::autolock::follow(store.clone(), raft_dir, opened.key, opened.sealed_with),
         ];
-        let proposer = HaProposer::new(raft.clone(), store.clone(), peers.clone(), outcomes)
+        let proposer = HaProposer::new(raft.clone(), store.clone(), peers.clone())
             .with_metrics(config.metrics.clone());
         let sessions = SessionsSlot::new(config.heartbeat_period)
             .counting_heartbeats(config.metrics.heartbeats.clone());

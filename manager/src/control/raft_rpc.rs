@@ -1,5 +1,6 @@
 //! The `RaftTransport` gRPC service a manager serves on its listener: Raft messages from the
-//! other managers, writes forwarded by followers, and the commit index for followers' reads.
+//! other managers (a follower's writes among them, as `MsgPropose`), writes forwarded by
+//! managers of earlier versions (`Propose`), and the commit index for followers' reads.
 //!
 //! Only managers of the same cluster reach these calls: the listener's authorization
 //! (`mini_proto::tls::authz`) requires a manager certificate of this cluster's CA. Raft messages

@@ -6,10 +6,8 @@
 //! - `transport`: [`GrpcTransport`], the Raft [`Transport`](crate::raft::Transport) over tonic:
 //!   one sender task and one bounded queue per peer; failures are reported to raft.
 //! - `proposer`: [`HaProposer`], the store's writer on every manager: proposes on the leader,
-//!   forwards to the leader on a follower, and gives up after [`NO_QUORUM_AFTER`] with a
-//!   "no quorum" error. Also the follower's read barrier.
-//! - `outcomes`: remembers the store's refusals by index, so a forwarded write that the store
-//!   refused reports the same error on the follower as on the leader.
+//!   forwards to the leader on a follower (a raft `MsgPropose`), and gives up after
+//!   [`NO_QUORUM_AFTER`] with a "no quorum" error. Also the follower's read barrier.
 //! - `leadership`: starts the leader-only services (controllers, node monitor, dispatcher
 //!   sessions, Raft membership) when this manager becomes leader and stops them when it no
 //!   longer is.
@@ -31,7 +29,6 @@ pub mod chunks;
 mod join;
 mod leadership;
 mod members;
-mod outcomes;
 mod peers;
 mod proposer;
 mod transport;
@@ -41,7 +38,6 @@ use std::time::Duration;
 
 pub use join::{admit_manager, allocate_raft_id, joined_node};
 pub use leadership::{Leadership, SessionsSlot};
-pub use outcomes::{Outcomes, RecordingMachine};
 pub use peers::Peers;
 pub use proposer::{HaProposer, NOT_LEADER, NoQuorum};
 pub use transport::{GrpcTransport, Report, forward_reports};

@@ -1,8 +1,9 @@
 //! Writes and consistent reads on any manager.
 //!
-//! **Writes.** The leader proposes into its own log. A follower forwards the encoded batch to the
-//! leader (`RaftTransport.Propose`), which proposes it and answers with the entry's index once it
-//! is applied there; the follower then waits until it has applied that index itself, so a caller
+//! **Writes.** The leader proposes into its own log. A follower hands the encoded batch to its
+//! raft node, which sends it to the leader as a raft `MsgPropose` on the raft stream (batched
+//! with the other messages to the leader, no call of its own), and answers once the follower
+//! has applied the entry itself, with its own outcome (the same as the leader's), so a caller
 //! reads its own write on any manager. Forwarding the *batch* rather than the whole API call keeps
 //! one code path for every write (API handlers, controllers, the dispatcher) and keeps decisions
 //! where the caller made them; the store's optimistic versions refuse a batch decided from a
@@ -13,9 +14,10 @@
 //! elected, or a leader that cannot commit — the write fails with [`NoQuorum`], which says how
 //! many managers were reachable. The entry may still commit later; the error says so.
 //!
-//! **Retries.** A write is retried (within the deadline) only when it surely did not enter the
-//! log: no leader, "not the leader", a dropped proposal, or a leader that changed while the
-//! forwarded call was in flight. In that last case the first attempt may still commit; every
+//! **Retries.** A write is retried (within the deadline) when it surely did not enter the log (no
+//! leader, "not the leader", a dropped proposal), and when a forwarded proposal was not seen
+//! applied within a second or its leader changed meanwhile. In that last case the first
+//! attempt may still commit; every
 //! attempt proposes the same bytes, with the batch's random `proposal_id`, and the store applies
 //! a proposal id only once (it remembers the ids applied lately), so the retry answers as the
 //! first attempt did — applied — instead of "already exists" for the object it created itself.
@@ -30,11 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mini_proto::v1::raft_transport_client::RaftTransportClient;
-use mini_proto::v1::{ForwardedProposal, ReadIndexRequest, StoreBatch};
+use mini_proto::v1::{ReadIndexRequest, StoreBatch};
 use prost::Message as _;
 use tokio::time::Instant;
 
-use super::{NO_QUORUM_AFTER, Outcomes, Peers, REACHABLE_WITHIN};
+use super::{NO_QUORUM_AFTER, Peers, REACHABLE_WITHIN};
 use crate::raft::{ProposeError, RaftHandle, RaftStatus, Role};
 use crate::store::{ApplyError, ProposeFailed, Proposer, Store, WriteError};
 
@@ -66,7 +68,6 @@ pub struct HaProposer {
     raft: RaftHandle<Result<(), ApplyError>>,
     store: Store,
     peers: Peers,
-    outcomes: Outcomes,
     /// Proposal latency and failures.
     metrics: Arc<crate::metrics::Metrics>,
     /// Shares one ReadIndex call to the leader among the readers waiting at once.
@@ -94,17 +95,11 @@ enum Attempt {
 
 impl HaProposer {
     /// The writer of a manager with this Raft node, store and peers.
-    pub fn new(
-        raft: RaftHandle<Result<(), ApplyError>>,
-        store: Store,
-        peers: Peers,
-        outcomes: Outcomes,
-    ) -> Self {
+    pub fn new(raft: RaftHandle<Result<(), ApplyError>>, store: Store, peers: Peers) -> Self {
         HaProposer {
             raft,
             store,
             peers,
-            outcomes,
             metrics: Arc::default(),
             reads: Arc::default(),
         }
@@ -160,8 +155,9 @@ impl HaProposer {
         }
     }
 
-    /// Proposes locally; only the leader does (used by the `Propose` RPC: never forwards
-    /// again). Answers the entry's index and the store's refusal, if it refused the batch.
+    /// Proposes locally; only the leader does (used by the `Propose` RPC, which managers of
+    /// earlier versions forward their writes with: never forwards again). Answers the entry's
+    /// index and the store's refusal, if it refused the batch.
     pub async fn propose_here(
         &self,
         data: Vec<u8>,
@@ -180,80 +176,25 @@ impl HaProposer {
 
     async fn attempt(&self, data: &[u8], deadline: Instant) -> Attempt {
         let status = self.raft.status();
-        if status.role == Role::Leader {
-            let proposed = tokio::time::timeout_at(deadline, self.raft.propose(data.to_vec()));
-            return match proposed.await {
-                Err(_) => Attempt::Done(Err(failed(self.no_quorum(true).to_string()))),
-                Ok(Ok((index, Ok(())))) => Attempt::Done(Ok(index)),
-                Ok(Ok((_, Err(err)))) => Attempt::Done(Err(WriteError::Rejected(err))),
-                Ok(Err(ProposeError::NotLeader { .. } | ProposeError::Dropped)) => Attempt::Retry,
-                Ok(Err(err)) => Attempt::Done(Err(failed(err.to_string()))),
-            };
-        }
         let leader = status.leader_id;
-        let Some(channel) = (leader != 0)
-            .then(|| self.peers.channel_to(leader))
-            .flatten()
-        else {
+        if status.role != Role::Leader && leader == 0 {
             self.leader_changed(leader, deadline).await;
             return Attempt::Retry;
-        };
-        let request = ForwardedProposal {
-            cluster_id: self.peers.cluster_id(),
-            batch: data.to_vec(),
-        };
-        let mut client =
-            RaftTransportClient::new(channel).max_encoding_message_size(mini_proto::MAX_MESSAGE);
-        let forwarded = tokio::select! {
-            r = tokio::time::timeout_at(deadline, client.propose(request)) => r,
-            () = self.leader_changed(leader, deadline) => {
-                // The old leader may still commit it: see "Retries" in the module docs.
-                return Attempt::Retry;
-            }
-        };
-        match forwarded {
+        }
+        let proposed = self.raft.propose_or_forward(data.to_vec());
+        match tokio::time::timeout_at(deadline, proposed).await {
             Err(_) => Attempt::Done(Err(failed(self.no_quorum(true).to_string()))),
-            Ok(Ok(outcome)) => {
-                let outcome = outcome.into_inner();
-                self.wait_applied(outcome.index, deadline + NO_QUORUM_AFTER)
-                    .await;
-                if outcome.rejected.is_empty() {
-                    Attempt::Done(Ok(outcome.index))
-                } else {
-                    Attempt::Done(Err(match self.outcomes.refusal(outcome.index) {
-                        Some(err) => WriteError::Rejected(err),
-                        None => failed(outcome.rejected),
-                    }))
-                }
-            }
-            Ok(Err(status)) if status.message().starts_with(NOT_LEADER) => {
+            Ok(Ok((index, Ok(())))) => Attempt::Done(Ok(index)),
+            Ok(Ok((_, Err(err)))) => Attempt::Done(Err(WriteError::Rejected(err))),
+            // Surely not in the log: no leader, or a leader that stepped down meanwhile.
+            Ok(Err(ProposeError::NotLeader { .. } | ProposeError::Dropped)) => {
                 self.leader_changed(leader, deadline).await;
                 Attempt::Retry
             }
-            // Every answer but the leader's own refusals (FAILED_PRECONDITION from its
-            // `Propose`, PERMISSION_DENIED / INVALID_ARGUMENT from its checks, OUT_OF_RANGE for a
-            // batch over the message limit) is the call
-            // breaking on the way: "transport error", or an HTTP/2 error such as a connection
-            // closed by its keep-alive timeout on a saturated machine ("h2 protocol error",
-            // INTERNAL or RESOURCE_EXHAUSTED).
-            Ok(Err(status))
-                if !matches!(
-                    status.code(),
-                    tonic::Code::FailedPrecondition
-                        | tonic::Code::PermissionDenied
-                        | tonic::Code::InvalidArgument
-                        | tonic::Code::OutOfRange
-                ) =>
-            {
-                // The call broke on the way ("transport error": the leader died, the link
-                // went down): the batch may or may not be in the log. Propose the same bytes
-                // again (to the new leader, once there is one): the store applies a proposal
-                // id once, so the retry answers the first attempt's outcome if it committed.
-                self.leader_changed(leader, deadline).await;
-                Attempt::Retry
-            }
-            // The leader's own answer (it could not commit: no quorum, a refused call).
-            Ok(Err(status)) => Attempt::Done(Err(failed(status.message().to_string()))),
+            // Forwarded and not seen applied: it may be in the log. Propose the same bytes
+            // again (see "Retries" in the module docs).
+            Ok(Err(ProposeError::Lost)) => Attempt::Retry,
+            Ok(Err(err)) => Attempt::Done(Err(failed(err.to_string()))),
         }
     }
 

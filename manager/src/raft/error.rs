@@ -82,6 +82,10 @@ pub enum ProposeError {
     /// it committed): it was NOT applied.
     #[error("proposal dropped")]
     Dropped,
+    /// A proposal forwarded to the leader was not seen applied in time, or its leader changed:
+    /// it may or may not be applied.
+    #[error("forwarded proposal not seen applied (it may still be)")]
+    Lost,
     /// raft-rs refused the proposal (e.g. an invalid configuration change).
     #[error("proposal rejected: {reason}")]
     Rejected {

@@ -13,16 +13,19 @@
 //! - an append response whose `index` or `reject_hint` is past the leader's last index (progress
 //!   past the log; the leader then probes from nowhere).
 //!
-//! Besides those, message types that managers never send each other (proposals and read-index
-//! requests are forwarded over gRPC, not as raft messages; leadership transfers are local) are
-//! refused: a `MsgPropose` from the network would write to the log. A `MsgTimeoutNow` (start an
+//! Besides those, message types that managers never send each other (read-index requests are
+//! asked over gRPC, not as raft messages; leadership transfers are local) are refused. A
+//! `MsgPropose` (a follower's write, forwarded by raft-rs) is accepted only by the leader, only
+//! with normal entries that each carry data and the context of a proposal of the sender's own
+//! (see [`proposal_context`](super::node::proposal_context)): a configuration change never comes
+//! from the network, and a follower does not forward it again. A `MsgTimeoutNow` (start an
 //! election at once) is accepted only from the leader of the current term.
 //!
 //! [`check_message`] (the message alone) runs in the gRPC handler, so the caller gets a clear
 //! error, and again in the Raft loop with [`check_in_state`] (against the live state).
 //! Authenticity (is this really the leader?) is not checked here: that is mutual TLS's job.
 
-use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{Changer, ProgressTracker, StateRole};
 
 /// Highest term accepted from a peer. A term grows by one per election: 2^48 elections are
@@ -73,6 +76,7 @@ pub(crate) fn check_message(m: &Message, own_id: u64) -> Result<(), String> {
             | MsgHeartbeat
             | MsgHeartbeatResponse
             | MsgTimeoutNow
+            | MsgPropose
     ) {
         return Err(format!("{kind:?} is never sent between managers"));
     }
@@ -84,6 +88,9 @@ pub(crate) fn check_message(m: &Message, own_id: u64) -> Result<(), String> {
     }
     if m.from == 0 || m.from == own_id {
         return Err(format!("sender raft id {} is not another node", m.from));
+    }
+    if kind == MsgPropose {
+        return check_proposal(m);
     }
     if m.term == 0 || m.term > MAX_TERM {
         return Err(format!("term {} is out of range [1, {MAX_TERM}]", m.term));
@@ -140,12 +147,65 @@ pub(crate) fn check_in_state(m: &Message, at: &Local) -> Result<(), String> {
                 m.index, m.reject_hint, at.last_index
             ))
         }
+        MsgPropose if !at.leader => Err(format!(
+            "a proposal from {} reached a node that does not lead (leader: {})",
+            m.from, at.leader_id
+        )),
         MsgTimeoutNow if m.term != at.term || m.from != at.leader_id => Err(format!(
             "election order from {} at term {}, but the leader of term {} is {}",
             m.from, m.term, at.term, at.leader_id
         )),
         _ => Ok(()),
     }
+}
+
+/// Entries a forwarded proposal may carry: raft-rs forwards one proposal per message, and a
+/// follower sends nothing else.
+const MAX_PROPOSED_ENTRIES: usize = 1;
+
+/// A `MsgPropose` as raft-rs forwards it from a follower: no term (a proposal is a local message
+/// to raft-rs), nothing but entries, and each entry a normal one with data and the context of
+/// one of the sender's proposals, its index and term left for the leader to set.
+fn check_proposal(m: &Message) -> Result<(), String> {
+    if m.term != 0
+        || m.log_term != 0
+        || m.index != 0
+        || m.commit != 0
+        || m.commit_term != 0
+        || m.reject_hint != 0
+        || m.reject
+        || m.request_snapshot != 0
+        || m.snapshot.is_some()
+    {
+        return Err("a proposal carries nothing but entries".into());
+    }
+    if m.entries.is_empty() || m.entries.len() > MAX_PROPOSED_ENTRIES {
+        return Err(format!(
+            "a proposal carries {} entries, not 1 to {MAX_PROPOSED_ENTRIES}",
+            m.entries.len()
+        ));
+    }
+    for e in &m.entries {
+        if e.get_entry_type() != EntryType::EntryNormal {
+            return Err(format!(
+                "a proposal from the network may not be a {:?}",
+                e.get_entry_type()
+            ));
+        }
+        if e.index != 0 || e.term != 0 {
+            return Err("a proposed entry carries an index or term".into());
+        }
+        if e.data.is_empty() {
+            return Err("a proposed entry is empty".into());
+        }
+        if e.context.len() != 16 || e.context[..8] != m.from.to_be_bytes() {
+            return Err(format!(
+                "a proposed entry's context does not name its sender {}",
+                m.from
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refused messages, logged at WARN at most once a second with the count in between.

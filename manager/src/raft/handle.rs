@@ -141,6 +141,8 @@ pub(crate) enum Command<O> {
     Propose {
         data: Vec<u8>,
         reply: ProposeReply<O>,
+        /// On a follower, send it to the leader as a raft message instead of refusing it.
+        forward: bool,
     },
     /// Propose a configuration change.
     ConfChange { cc: ConfChangeV2, reply: ConfReply },
@@ -184,7 +186,30 @@ impl<O: Send + 'static> RaftHandle<O> {
     pub async fn propose(&self, data: Vec<u8>) -> Result<(u64, O), ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Propose { data, reply })
+            .send(Command::Propose {
+                data,
+                reply,
+                forward: false,
+            })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Like [`propose`](Self::propose) on the leader; on a follower, sends the entry to the
+    /// leader as a raft `MsgPropose` (over the raft stream, batched with other messages) and
+    /// resolves once this node has applied it, with this node's outcome. More errors than
+    /// `propose`: [`ProposeError::Dropped`] when no leader is known, and
+    /// [`ProposeError::Lost`] when the entry was not seen applied (it may still be): propose
+    /// data that the state machine applies once, as the store does with a batch's proposal id.
+    pub async fn propose_or_forward(&self, data: Vec<u8>) -> Result<(u64, O), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Propose {
+                data,
+                reply,
+                forward: true,
+            })
             .await
             .map_err(|_| ProposeError::Stopped)?;
         rx.await.map_err(|_| ProposeError::Stopped)?

@@ -31,6 +31,34 @@ struct Pending<O> {
     waiter: Waiter<O>,
 }
 
+/// A proposal forwarded to the leader as a raft `MsgPropose` (a follower's write), waiting to
+/// see its entry applied here. The follower does not learn the entry's index: it finds the entry
+/// by its context, which names this node and the proposal's number.
+struct Forwarded<O> {
+    /// The leader it was sent to.
+    leader: u64,
+    /// When it was sent.
+    at: Instant,
+    /// Who to answer.
+    reply: ProposeReply<O>,
+}
+
+/// How long a forwarded proposal may go unseen before its proposer is told
+/// [`ProposeError::Lost`]: the message may have been lost on the way (a broken stream, a full
+/// queue) or dropped by the leader (a leadership transfer). The proposer proposes the same batch
+/// again, which the store applies once.
+const FORWARD_UNSEEN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The context of this node's proposal number `n`: the node's raft id, then `n` (both big
+/// endian). It names the proposal across the group, so a follower recognises its forwarded
+/// entry when it applies it.
+pub(crate) fn proposal_context(node: u64, n: u64) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[..8].copy_from_slice(&node.to_be_bytes());
+    c[8..].copy_from_slice(&n.to_be_bytes());
+    c
+}
+
 /// An answer held back until the next fsync is done.
 enum Answer<O> {
     /// For a normal proposal.
@@ -70,6 +98,10 @@ pub(crate) struct Node<S: StateMachine, T> {
     pub(crate) config: RaftConfig,
     /// Proposals waiting for their entry to apply, by log index.
     pending: BTreeMap<u64, Pending<S::Outcome>>,
+    /// Proposals forwarded to the leader, by number.
+    forwarded: HashMap<u64, Forwarded<S::Outcome>>,
+    /// The leader the forwarded proposals were last checked against.
+    forwarded_leader: u64,
     /// Answers to send after the next fsync.
     answers: Vec<Answer<S::Outcome>>,
     /// Next proposal id (starts random so ids from different runs or nodes rarely meet).
@@ -108,6 +140,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             transport,
             config,
             pending: BTreeMap::new(),
+            forwarded: HashMap::new(),
+            forwarded_leader: raft::INVALID_ID,
             answers: Vec::new(),
             next_id: rand::random::<u64>() >> 1,
             applied,
@@ -146,6 +180,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                         tracing::warn!(lag_ms = lag.as_millis() as u64, "raft ticks ran late: the machine is overloaded");
                     }
                     self.raw.tick();
+                    self.expire_forwarded();
                 }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break Ok(()) };
@@ -173,6 +208,10 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         for (_, p) in std::mem::take(&mut self.pending) {
             self.answers.push(p.waiter.fail(ProposeError::Stopped));
         }
+        for (_, f) in std::mem::take(&mut self.forwarded) {
+            self.answers
+                .push(Answer::Normal(f.reply, Err(ProposeError::Stopped)));
+        }
         for a in self.answers.drain(..) {
             a.send();
         }
@@ -192,7 +231,12 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     /// Handles one command; returns the shutdown acknowledgement if it asked to stop.
     fn handle(&mut self, cmd: Command<S::Outcome>) -> Option<oneshot::Sender<()>> {
         match cmd {
-            Command::Propose { data, reply } => {
+            Command::Propose {
+                data,
+                reply,
+                forward: true,
+            } if self.raw.raft.state != StateRole::Leader => self.forward(data, reply),
+            Command::Propose { data, reply, .. } => {
                 self.propose(Waiter::Normal(reply), |raw, ctx| raw.propose(ctx, data))
             }
             Command::ConfChange { cc, reply } => self.propose(Waiter::Conf(reply), |raw, ctx| {
@@ -212,6 +256,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 for _ in 0..n {
                     self.raw.tick();
                 }
+                self.expire_forwarded();
             }
             Command::TransferLeader(id) => {
                 if self.raw.raft.state == StateRole::Leader {
@@ -257,10 +302,10 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             waiter.fail(ProposeError::NotLeader { leader }).send();
             return;
         }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.take_id();
         let before = self.raw.raft.raft_log.last_index();
-        let err = match append(&mut self.raw, id.to_be_bytes().to_vec()) {
+        let context = proposal_context(self.raw.raft.id, id).to_vec();
+        let err = match append(&mut self.raw, context) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 if index > before {
@@ -276,6 +321,82 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             },
         };
         waiter.fail(err).send();
+    }
+
+    /// The next proposal number.
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    /// Sends a follower's proposal to the leader as a raft `MsgPropose` (raft-rs forwards it)
+    /// and waits to apply its entry here: the answer is this node's own outcome of the entry,
+    /// the same as the leader's (the state machine is deterministic), and the caller reads its
+    /// write here. Without a leader the proposal is dropped at once.
+    fn forward(&mut self, data: Vec<u8>, reply: ProposeReply<S::Outcome>) {
+        let leader = self.raw.raft.leader_id;
+        if leader == raft::INVALID_ID || self.raw.raft.state != StateRole::Follower {
+            drop(reply.send(Err(ProposeError::Dropped)));
+            return;
+        }
+        let id = self.take_id();
+        let context = proposal_context(self.raw.raft.id, id).to_vec();
+        match self.raw.propose(context, data) {
+            Ok(()) => {
+                self.forwarded.insert(
+                    id,
+                    Forwarded {
+                        leader,
+                        at: Instant::now(),
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let err = match e {
+                    raft::Error::ProposalDropped => ProposeError::Dropped,
+                    e => ProposeError::Rejected {
+                        reason: e.to_string(),
+                    },
+                };
+                drop(reply.send(Err(err)));
+            }
+        }
+    }
+
+    /// Answers [`ProposeError::Lost`] to forwarded proposals that went to a leader this node no
+    /// longer follows, or that were not seen within [`FORWARD_UNSEEN_AFTER`].
+    fn expire_forwarded(&mut self) {
+        if self.forwarded.is_empty() {
+            return;
+        }
+        let leader = self.raw.raft.leader_id;
+        let now = Instant::now();
+        let lost: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.leader != leader || now.duration_since(f.at) >= FORWARD_UNSEEN_AFTER)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(f) = self.forwarded.remove(&id) {
+                drop(f.reply.send(Err(ProposeError::Lost)));
+            }
+        }
+    }
+
+    /// The forwarded proposal an applied entry answers, if it is one of this node's.
+    fn forwarded_for(&mut self, entry: &Entry) -> Option<Forwarded<S::Outcome>> {
+        if self.forwarded.is_empty() || entry.context.len() != 16 {
+            return None;
+        }
+        let (node, n) = entry.context.split_at(8);
+        if node != self.raw.raft.id.to_be_bytes() {
+            return None;
+        }
+        self.forwarded
+            .remove(&u64::from_be_bytes(n.try_into().ok()?))
     }
 
     /// One round of the Ready protocol: send, install snapshot, apply, persist + fsync, advance.
@@ -327,6 +448,10 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         self.send_answers();
         self.raw.advance_apply();
         self.maybe_snapshot()?;
+        if self.forwarded_leader != self.raw.raft.leader_id {
+            self.forwarded_leader = self.raw.raft.leader_id;
+            self.expire_forwarded();
+        }
         self.publish(true);
         Ok(())
     }
@@ -358,7 +483,10 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             // A proposal whose index now holds another entry (a new leader overwrote it) was
             // not applied: answer it so, instead of dropping its reply channel.
             let mine = match self.pending.remove(&index) {
-                Some(p) if p.term == entry.term && entry.context.as_ref() == p.id.to_be_bytes() => {
+                Some(p)
+                    if p.term == entry.term
+                        && entry.context.as_ref() == proposal_context(self.raw.raft.id, p.id) =>
+                {
                     Some(p)
                 }
                 Some(p) => {
@@ -372,11 +500,14 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                     // Raft's own empty entries (a new leader's no-op) carry no context.
                     let outcome = (!entry.data.is_empty() || !entry.context.is_empty())
                         .then(|| self.sm.apply(index, &entry.data));
+                    let forwarded = self.forwarded_for(&entry);
                     if let Some(p) = mine {
                         self.answers.push(match (p.waiter, outcome) {
                             (Waiter::Normal(tx), Some(o)) => Answer::Normal(tx, Ok((index, o))),
                             (w, _) => w.fail(ProposeError::Dropped),
                         });
+                    } else if let (Some(f), Some(o)) = (forwarded, outcome) {
+                        self.answers.push(Answer::Normal(f.reply, Ok((index, o))));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -434,6 +565,12 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         let later = self.pending.split_off(&(meta.index + 1));
         for (_, p) in std::mem::replace(&mut self.pending, later) {
             self.answers.push(p.waiter.fail(ProposeError::Dropped));
+        }
+        // A forwarded proposal may be in the snapshot: its proposer asks again, and the store
+        // answers a batch it applied already as applied.
+        for (_, f) in self.forwarded.drain() {
+            self.answers
+                .push(Answer::Normal(f.reply, Err(ProposeError::Lost)));
         }
         self.applied = meta.index;
         self.snapshot_index = meta.index;

@@ -472,3 +472,116 @@ async fn commit_rate_of_three_voters() {
         t.await.unwrap().unwrap();
     }
 }
+
+impl Group {
+    /// Proposes on `id` with [`RaftHandle::propose_or_forward`] and ticks until it is answered.
+    async fn forward(&mut self, id: u64, data: &[u8]) -> Result<(u64, usize), ProposeError> {
+        let h = self.h(id).clone();
+        let data = data.to_vec();
+        let pending = tokio::spawn(async move { h.propose_or_forward(data).await });
+        self.tick_until("the forwarded proposal to be answered", 200, |_| {
+            pending.is_finished()
+        })
+        .await;
+        pending.await.unwrap()
+    }
+
+    /// How many times each node applied `data`.
+    fn applied_count(&self, data: &[u8]) -> Vec<(u64, usize)> {
+        let mut counts: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                let applied = n.seen.applied();
+                (*id, applied.iter().filter(|(_, d)| d == data).count())
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+}
+
+#[tokio::test]
+async fn a_followers_proposal_goes_to_the_leader_as_a_raft_message_and_is_answered_there() {
+    let mut g = Group::three_voters().await;
+    let leader = g.leader().unwrap();
+    let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    // A plain proposal on a follower is still refused.
+    assert_eq!(
+        g.propose(follower, b"plain").await,
+        Err(ProposeError::NotLeader {
+            leader: Some(leader)
+        })
+    );
+
+    let (index, outcome) = g.forward(follower, b"forwarded").await.unwrap();
+    // The answer is the follower's own apply of the entry: it reads its write at once.
+    let applied = g.nodes[&follower].seen.applied();
+    assert_eq!(
+        applied
+            .iter()
+            .position(|(i, d)| *i == index && d == b"forwarded"),
+        Some(outcome - 1)
+    );
+    g.tick_until("every node to apply it", 100, |g| {
+        g.statuses().iter().all(|s| s.applied >= index)
+    })
+    .await;
+    assert_eq!(g.applied_count(b"forwarded"), vec![(1, 1), (2, 1), (3, 1)]);
+
+    // Many at once from one follower: each answered with its own entry.
+    let h = g.h(follower).clone();
+    let pending = tokio::spawn(async move {
+        let calls = (0..20u8).map(|i| h.propose_or_forward(vec![b'f', i]));
+        futures::future::join_all(calls).await
+    });
+    g.tick_until("20 forwarded proposals answered", 200, |_| {
+        pending.is_finished()
+    })
+    .await;
+    let answers = pending.await.unwrap();
+    let applied = g.nodes[&follower].seen.applied();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (index, _) = answer.unwrap_or_else(|e| panic!("proposal {i}: {e}"));
+        let at = applied
+            .iter()
+            .find(|(x, _)| *x == index)
+            .map(|(_, d)| d.clone());
+        assert_eq!(
+            at,
+            Some(vec![b'f', i as u8]),
+            "proposal {i} answered with index {index}"
+        );
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_forwarded_proposal_that_never_reaches_a_leader_is_answered_lost() {
+    let mut g = Group::three_voters().await;
+    let old = g.leader().unwrap();
+    let follower = [1, 2, 3].into_iter().find(|&id| id != old).unwrap();
+    g.net.set_cut(old, true);
+    // The follower still follows the old leader: the proposal goes there and is lost.
+    let h = g.h(follower).clone();
+    let pending = tokio::spawn(async move { h.propose_or_forward(b"lost".to_vec()).await });
+    g.tick_until("the forwarded proposal to be answered", 400, |_| {
+        pending.is_finished()
+    })
+    .await;
+    assert_eq!(pending.await.unwrap(), Err(ProposeError::Lost));
+    // Proposed again, it commits under the new leader.
+    g.tick_until("a new leader among the other two", 200, |g| {
+        g.leader().is_some_and(|l| l != old)
+    })
+    .await;
+    let (index, _) = g.forward(follower, b"again").await.unwrap();
+    g.net.set_cut(old, false);
+    g.tick_until("every node to apply it", 300, |g| {
+        g.statuses().iter().all(|s| s.applied >= index)
+    })
+    .await;
+    assert_eq!(g.applied_count(b"lost"), vec![(1, 0), (2, 0), (3, 0)]);
+    assert_eq!(g.applied_count(b"again"), vec![(1, 1), (2, 1), (3, 1)]);
+    g.stop().await;
+}

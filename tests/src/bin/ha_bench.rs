@@ -10,7 +10,7 @@
 //!
 //! - `leader`: every client talks to the leader's daemon;
 //! - `follower`: every client talks to a follower, which reads through the leader (read
-//!   barrier) and forwards the write to it;
+//!   barrier) and forwards the write to it (a raft `MsgPropose`);
 //! - `spread`: client i talks to manager i mod 3.
 //!
 //! The write (`--write`) is either

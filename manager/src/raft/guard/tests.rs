@@ -249,16 +249,65 @@ fn snapshots_with_a_broken_configuration_are_refused() {
     check_conf_state(&joint).unwrap_err();
 }
 
+/// A proposal as raft-rs forwards it from follower `from`: term 0, one normal entry.
+fn proposal(from: u64, data: &[u8]) -> Message {
+    let mut m = msg(MessageType::MsgPropose, from, 0);
+    m.mut_entries().push(Entry {
+        data: data.to_vec().into(),
+        context: crate::raft::node::proposal_context(from, 7).to_vec().into(),
+        ..Default::default()
+    });
+    m
+}
+
 #[test]
-fn proposals_and_reads_from_the_network_are_refused() {
+fn a_followers_proposal_reaches_only_the_leader_and_only_as_normal_data() {
+    let mut n = leader();
+    let fine = proposal(2, b"batch");
+    guard(&n, &fine).unwrap();
+    let last = n.raft.raft_log.last_index();
+    n.step(fine.clone()).unwrap();
+    assert_eq!(
+        n.raft.raft_log.last_index(),
+        last + 1,
+        "the leader appends it"
+    );
+    // A follower does not forward it again.
+    let err = guard(&follower(), &fine).unwrap_err();
+    assert!(err.contains("does not lead"), "{err}");
+
+    // An empty proposal panics raft-rs.
+    let empty = msg(MessageType::MsgPropose, 2, 0);
+    let err = guard(&n, &empty).unwrap_err();
+    assert!(err.contains("0 entries"), "{err}");
+    assert!(panics_unguarded(leader(), empty, |_| {}));
+
+    let mut conf = proposal(2, b"cc");
+    conf.mut_entries()[0].set_entry_type(raft::eraftpb::EntryType::EntryConfChangeV2);
+    let err = guard(&n, &conf).unwrap_err();
+    assert!(err.contains("EntryConfChangeV2"), "{err}");
+    let mut two = proposal(2, b"a");
+    let again = two.entries[0].clone();
+    two.mut_entries().push(again);
+    guard(&n, &two).unwrap_err();
+    let err = guard(&n, &proposal(2, b"")).unwrap_err();
+    assert!(err.contains("empty"), "{err}");
+    let mut other = proposal(2, b"x");
+    other.mut_entries()[0].context = crate::raft::node::proposal_context(3, 7).to_vec().into();
+    let err = guard(&n, &other).unwrap_err();
+    assert!(err.contains("does not name its sender 2"), "{err}");
+    let mut termed = proposal(2, b"x");
+    termed.term = 3;
+    guard(&n, &termed).unwrap_err();
+    let mut indexed = proposal(2, b"x");
+    indexed.mut_entries()[0].index = 9;
+    guard(&n, &indexed).unwrap_err();
+}
+
+#[test]
+fn reads_and_local_messages_from_the_network_are_refused() {
     let n = leader();
-    // An empty proposal panics raft-rs; a full one would write to the log.
-    let m = msg(MessageType::MsgPropose, 2, 0);
-    let err = guard(&n, &m).unwrap_err();
-    assert!(err.contains("never sent between managers"), "{err}");
-    assert!(panics_unguarded(leader(), m, |_| {}));
     for kind in [
-        MessageType::MsgPropose,
         MessageType::MsgReadIndex,
         MessageType::MsgReadIndexResp,
         MessageType::MsgTransferLeader,
@@ -268,7 +317,8 @@ fn proposals_and_reads_from_the_network_are_refused() {
         MessageType::MsgSnapStatus,
         MessageType::MsgUnreachable,
     ] {
-        guard(&n, &msg(kind, 2, 3)).unwrap_err();
+        let err = guard(&n, &msg(kind, 2, 3)).unwrap_err();
+        assert!(err.contains("never sent between managers"), "{err}");
     }
     let mut m = msg(MessageType::MsgAppendResponse, 2, 3);
     m.request_snapshot = 4;
