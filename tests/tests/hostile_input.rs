@@ -87,7 +87,8 @@ fn hostile_bytes_on_2377_change_nothing() {
     hb.term = 1000;
     hb.commit = 1_000_000_000;
     let hb = hb.write_to_bytes().unwrap();
-    // A proposal as a raft message: raft-rs would append it to the log.
+    // A proposal as a raft message that is not what a follower sends (its entry's context does
+    // not name the sender): raft-rs would append it to the log.
     let mut prop = Message::default();
     prop.set_msg_type(MessageType::MsgPropose);
     prop.from = 2;
@@ -160,11 +161,11 @@ fn hostile_bytes_on_2377_change_nothing() {
         });
 
     // The proposal was refused at the door.
-    let err = proposal.expect_err("a raft-level proposal from the network was accepted");
+    let err = proposal.expect_err("a forged raft-level proposal was accepted");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(
         err.message()
-            .contains("MsgPropose is never sent between managers"),
+            .contains("a proposed entry's context does not name its sender 2"),
         "{err:?}"
     );
 
