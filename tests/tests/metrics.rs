@@ -39,6 +39,7 @@ const FAMILIES: &[&str] = &[
     "mini_gossip_sent_bytes_total",
     "mini_gossip_received_bytes_total",
     "mini_gossip_decrypt_failures_total",
+    "mini_gossip_suspicions_refuted_total",
     // Network driver
     "mini_netdriver_operations_total",
     "mini_netdriver_operation_failures_total",

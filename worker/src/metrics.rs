@@ -207,6 +207,11 @@ impl Collector for AgentGauges {
                 stats.bytes_received,
             ),
             (
+                "gossip_suspicions_refuted",
+                "Times a member suspected this node (its probe failed) and this node refuted straight back to it",
+                stats.suspicions_refuted,
+            ),
+            (
                 "gossip_decrypt_failures",
                 "Gossip packets that did not open under the cluster's gossip keys (forged, corrupted, outsider, retired key)",
                 stats.packets_unauthenticated,

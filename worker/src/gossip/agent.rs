@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foca::{Foca, OwnedNotification, PostcardCodec};
+use foca::{Foca, Member, OwnedNotification, PostcardCodec, State, Timer};
 use rand10::rngs::StdRng;
 use rand10::seq::IndexedRandom;
 use tokio::net::UdpSocket;
@@ -85,6 +85,9 @@ enum Command {
     ),
     SetKeys(GossipKeys),
     Stop(oneshot::Sender<()>),
+    /// Tests: drop (or stop dropping) every SWIM packet this node sends.
+    #[cfg(test)]
+    MuteSwim(bool),
 }
 
 impl Gossip {
@@ -258,6 +261,13 @@ impl Gossip {
     /// first key from now on and opened with any of its keys.
     pub async fn set_keys(&self, keys: GossipKeys) -> Result<(), GossipError> {
         self.send(Command::SetKeys(keys)).await
+    }
+
+    /// Tests: drops every SWIM packet this node sends from now on (`true`), as a node whose
+    /// acks never arrive in time, or stops dropping them.
+    #[cfg(test)]
+    pub(crate) async fn mute_swim(&self, mute: bool) -> Result<(), GossipError> {
+        self.send(Command::MuteSwim(mute)).await
     }
 
     /// The id of the key packets are sealed with now.
@@ -464,6 +474,8 @@ impl Agent {
                 }
             }
             Command::Stop(_) => {}
+            #[cfg(test)]
+            Command::MuteSwim(mute) => self.transport.mute_swim = mute,
         }
     }
 
@@ -632,10 +644,31 @@ impl Agent {
     fn fire_timers(&mut self) {
         let now = Instant::now();
         while let Some(timer) = self.timers.pop_due(now) {
+            if let Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+                && !self.still_suspect(member_id, *incarnation)
+            {
+                tracing::trace!(member = ?member_id, incarnation, "suspicion refuted in time");
+                continue;
+            }
             if let Err(e) = self.foca.handle_timer(timer, rt!(self)) {
                 tracing::debug!(error = %e, "foca timer");
             }
         }
+    }
+
+    /// Whether `member` is still suspected at `incarnation`: what the suspicion timer would
+    /// declare down. foca 2.0 checks this itself, but it sends the member "you are down"
+    /// (`TurnUndead`) even when the check fails — when the member refuted in time — and the
+    /// member then rejoins under a new identity, as if it had been declared down. Such a
+    /// timer is not handed to foca.
+    fn still_suspect(&self, member: &NodeIdentity, incarnation: u16) -> bool {
+        self.foca.iter_membership_state().any(|m| {
+            m.id() == member && m.incarnation() == incarnation && m.state() == State::Suspect
+        })
     }
 
     /// Announces to the bootstrap peers that are not members (all of them until this node has
@@ -740,6 +773,50 @@ impl Agent {
                 // Anti-entropy repairs point to point; no need to re-broadcast.
                 state.forward = false;
             }
+            SyncMessage::Suspected { incarnation } => self.refute(incarnation, from),
+            SyncMessage::Alive {
+                identity,
+                incarnation,
+            } => {
+                // A member speaks only for itself.
+                if identity.addr != from {
+                    return self.reject(from, "a refutation for another member");
+                }
+                let alive = Member::new(identity, incarnation, State::Alive);
+                if let Err(e) = self
+                    .foca
+                    .apply_many(std::iter::once(alive), true, rt!(self))
+                {
+                    tracing::debug!(%from, error = %e, "refutation not applied");
+                }
+            }
+        }
+    }
+
+    /// A member (`from`) suspects this node at foca incarnation `incarnation`: refute at once,
+    /// in foca (it raises its incarnation above the suspected one, and every message it sends
+    /// carries it) and straight back to that member, whose timer is the one that would declare
+    /// this node down. foca gossips the refutation too, but to random members, so it reached the
+    /// prober too late now and then on a busy node: the node was declared down, every node
+    /// purged and re-added its endpoints, and its tasks were started elsewhere.
+    fn refute(&mut self, incarnation: u16, from: SocketAddr) {
+        let me = self.foca.identity().clone();
+        let suspect = Member::new(me.clone(), incarnation, State::Suspect);
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(suspect), true, rt!(self))
+        {
+            tracing::debug!(%from, error = %e, "refuting a suspicion");
+            return;
+        }
+        // At the last incarnation foca rejoins under a new identity instead.
+        if let Some(next) = incarnation.checked_add(1)
+            && self.foca.identity() == &me
+        {
+            Counters::add(&self.counters.suspicions_refuted, 1);
+            tracing::debug!(%from, incarnation = next, "suspected by a member: refuted");
+            self.transport
+                .send(KIND_SYNC, from, &antientropy::encode_alive(&me, next));
         }
     }
 

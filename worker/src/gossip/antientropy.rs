@@ -18,11 +18,17 @@
 //! differing buckets travel. `Summary` came after the others (its variant index is the last):
 //! a node of an older version drops it as undecodable and just does not answer.
 //! A node answers only members it knows (no reflection towards arbitrary addresses).
+//!
+//! Two more messages ride on the same packets, for SWIM rather than records: `Suspected` (a
+//! prober tells the member whose probe failed) and `Alive` (that member's refutation, straight
+//! back to the prober); see the agent's `refute`. Like `Summary`, a node of an older version
+//! drops them.
 
 use serde::{Deserialize, Serialize};
 
 use super::config::MAX_PACKET_BYTES;
 use super::error::GossipError;
+use super::identity::NodeIdentity;
 use super::record::EndpointRecord;
 use super::runtime::ENVELOPE_BYTES;
 use super::table::{DIGEST_BUCKETS, Digest};
@@ -37,14 +43,37 @@ pub(crate) enum SyncMessage {
     /// The hash of the sender's whole table ([`Digest::root`]); answer with a digest only when
     /// yours differs.
     Summary { root: u64 },
+    /// "I suspect you at this (foca) incarnation": sent by a prober to the member whose probe
+    /// failed, at once (Lifeguard's buddy system). The receiver refutes.
+    Suspected { incarnation: u16 },
+    /// "I am alive at this incarnation": a suspected member's refutation, sent straight back to
+    /// the prober that suspects it (the one node whose timer would declare it down).
+    Alive {
+        identity: NodeIdentity,
+        incarnation: u16,
+    },
 }
 
 /// The same message, borrowed, for sending (same wire form: variants in the same order).
 #[derive(Serialize)]
 enum SyncMessageRef<'a> {
-    Digest { reply: bool, buckets: &'a [u64] },
-    Records { records: &'a [&'a EndpointRecord] },
-    Summary { root: u64 },
+    Digest {
+        reply: bool,
+        buckets: &'a [u64],
+    },
+    Records {
+        records: &'a [&'a EndpointRecord],
+    },
+    Summary {
+        root: u64,
+    },
+    Suspected {
+        incarnation: u16,
+    },
+    Alive {
+        identity: &'a NodeIdentity,
+        incarnation: u16,
+    },
 }
 
 /// Room for records in one packet: the envelope, the variant tag and the vector length go first.
@@ -63,6 +92,20 @@ pub(crate) fn encode_digest(digest: &Digest, reply: bool) -> Vec<u8> {
 pub(crate) fn encode_summary(digest: &Digest) -> Vec<u8> {
     postcard::to_allocvec(&SyncMessageRef::Summary {
         root: digest.root(),
+    })
+    .unwrap_or_default()
+}
+
+/// Encodes a suspicion notice (see [`SyncMessage::Suspected`]).
+pub(crate) fn encode_suspected(incarnation: u16) -> Vec<u8> {
+    postcard::to_allocvec(&SyncMessageRef::Suspected { incarnation }).unwrap_or_default()
+}
+
+/// Encodes a refutation (see [`SyncMessage::Alive`]).
+pub(crate) fn encode_alive(identity: &NodeIdentity, incarnation: u16) -> Vec<u8> {
+    postcard::to_allocvec(&SyncMessageRef::Alive {
+        identity,
+        incarnation,
     })
     .unwrap_or_default()
 }
@@ -178,5 +221,27 @@ mod tests {
         }
         assert!(decode(&[7, 7, 7]).is_err());
         assert!(decode(&[]).is_err());
+    }
+
+    #[test]
+    fn suspicions_and_refutations_roundtrip() {
+        match decode(&encode_suspected(7)).unwrap() {
+            SyncMessage::Suspected { incarnation } => assert_eq!(incarnation, 7),
+            other => panic!("unexpected {other:?}"),
+        }
+        let me = NodeIdentity {
+            node_id: "n1".into(),
+            addr: "10.0.0.1:7946".parse().unwrap(),
+            incarnation: 1_700_000_000_000,
+        };
+        let bytes = encode_alive(&me, 8);
+        assert!(bytes.len() + ENVELOPE_BYTES < 100, "{} bytes", bytes.len());
+        match decode(&bytes).unwrap() {
+            SyncMessage::Alive {
+                identity,
+                incarnation,
+            } => assert_eq!((identity, incarnation), (me, 8)),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

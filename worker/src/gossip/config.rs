@@ -115,7 +115,10 @@ impl GossipConfig {
 ///   gossip every 100 ms), and the *down* spreads in a few gossip rounds (0.2–0.4 s at 50
 ///   nodes): ≈ 2.5 s at 50 nodes. The agent has a thread of its own, so a busy node still
 ///   refutes in time; one whose own timers run late stretches its probes and suspicions
-///   (Lifeguard's local health, in `runtime.rs`).
+///   (Lifeguard's local health, in `runtime.rs`). Only the prober's timer declares a member
+///   down, so the prober tells the suspect at once and the suspect refutes straight back to it
+///   (Lifeguard's buddy system; the agent's `refute`), instead of hoping the suspicion and its
+///   refutation reach the right nodes by random gossip in time.
 /// - **Propagation** (p99 ≤ 1 s at 50 nodes): the owner of a new record sends it at once to
 ///   **every** member it knows (one small packet each), and again, batched with its other young
 ///   records, `resend_after` (300 ms) later, for the packets the first push lost. The record also

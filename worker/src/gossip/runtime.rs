@@ -47,6 +47,9 @@ pub struct GossipStats {
     pub records_refused: u64,
     /// Packets dropped by [`test_drop_probability`](super::GossipConfig::test_drop_probability).
     pub packets_dropped_by_test_hook: u64,
+    /// Times a member suspected this node (its probe failed) and this node refuted straight
+    /// back to it.
+    pub suspicions_refuted: u64,
 }
 
 /// The live counters behind [`GossipStats`].
@@ -60,6 +63,7 @@ pub(crate) struct Counters {
     pub(crate) packets_unauthenticated: AtomicU64,
     pub(crate) packets_replayed: AtomicU64,
     dropped_by_test_hook: AtomicU64,
+    pub(crate) suspicions_refuted: AtomicU64,
     /// Id of the sealing key (shown to users; not a traffic counter).
     pub(crate) key_id: std::sync::atomic::AtomicU32,
 }
@@ -77,6 +81,7 @@ impl Counters {
             packets_replayed: get(&self.packets_replayed),
             records_refused: 0,
             packets_dropped_by_test_hook: get(&self.dropped_by_test_hook),
+            suspicions_refuted: get(&self.suspicions_refuted),
         }
     }
 
@@ -93,6 +98,9 @@ pub(crate) struct Transport {
     counters: Arc<Counters>,
     /// See [`GossipConfig::test_drop_probability`](super::GossipConfig::test_drop_probability).
     drop_probability: f64,
+    /// Tests: drop every SWIM packet this node sends, as if its acks never arrived in time.
+    #[cfg(test)]
+    pub(crate) mute_swim: bool,
     rng: StdRng,
     buf: Vec<u8>,
 }
@@ -109,6 +117,8 @@ impl Transport {
             seal,
             counters,
             drop_probability: drop,
+            #[cfg(test)]
+            mute_swim: false,
             rng: rand10::make_rng(),
             buf: Vec::with_capacity(super::config::MAX_PACKET_BYTES),
         }
@@ -117,6 +127,11 @@ impl Transport {
     /// Seals and sends one packet of `kind`. Never blocks: UDP is lossy anyway, so a full
     /// socket buffer drops the packet like the network would.
     pub(crate) fn send(&mut self, kind: u8, to: SocketAddr, payload: &[u8]) {
+        #[cfg(test)]
+        if self.mute_swim && kind == KIND_FOCA {
+            Counters::add(&self.counters.dropped_by_test_hook, 1);
+            return;
+        }
         if self.drop_probability > 0.0 && self.rng.random_bool(self.drop_probability) {
             Counters::add(&self.counters.dropped_by_test_hook, 1);
             return;
@@ -308,6 +323,18 @@ impl foca::Runtime<NodeIdentity> for IoRuntime<'_> {
     }
 
     fn submit_after(&mut self, event: Timer<NodeIdentity>, after: Duration) {
+        // foca starts this timer only on the node whose probe of the member failed: tell the
+        // member at once, so it refutes to this node before the timer fires (Lifeguard's buddy
+        // system) instead of whenever the suspicion reaches it by gossip.
+        if let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &event
+        {
+            let notice = super::antientropy::encode_suspected(*incarnation);
+            self.transport.send(KIND_SYNC, member_id.addr, &notice);
+        }
         self.timers.push_after(Instant::now(), after, event);
     }
 }

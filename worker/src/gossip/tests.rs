@@ -783,3 +783,32 @@ async fn the_agent_thread_runs_at_a_raised_priority_when_allowed() {
     .await;
     drop(node);
 }
+
+/// A node whose SWIM answers never arrive in time (its acks and pings are all lost; only its
+/// other packets get through) is suspected again and again, and refutes each suspicion straight
+/// back to the prober that raised it: it keeps its identity (never declared down, never told to
+/// rejoin). It fails without either half of the change: without the notice and the direct
+/// refutation the node is declared down about a second after its first failed probe (with
+/// everything that follows: endpoints purged everywhere, tasks rescheduled); with them but
+/// with foca's refuted timers still handed to foca, foca tells the node "you are down"
+/// anyway and it rejoins under a new identity.
+#[tokio::test]
+async fn a_suspected_node_refutes_to_its_prober_before_it_is_declared_down() {
+    let nodes = cluster(3, 0.0).await;
+    let before: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
+    nodes[2].mute_swim(true).await.unwrap();
+    // Ten probe periods, each long enough for a failed probe (0.5 s) and its suspicion (1 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
+    nodes[2].mute_swim(false).await.unwrap();
+    let refuted = nodes[2].stats().suspicions_refuted;
+    assert_eq!(
+        during, before,
+        "members of each node after node2's SWIM packets were lost for 5 s \
+         ({refuted} suspicions of node2 refuted)"
+    );
+    assert!(
+        refuted > 0,
+        "node2 was never suspected: the test shows nothing"
+    );
+}
