@@ -184,16 +184,7 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// applied), [`ProposeError::Stopped`] (the node stopped; the entry may still commit when it
     /// restarts), [`ProposeError::Rejected`].
     pub async fn propose(&self, data: Vec<u8>) -> Result<(u64, O), ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Propose {
-                data,
-                reply,
-                forward: false,
-            })
-            .await
-            .map_err(|_| ProposeError::Stopped)?;
-        rx.await.map_err(|_| ProposeError::Stopped)?
+        self.send_proposal(data, false).await
     }
 
     /// Like [`propose`](Self::propose) on the leader; on a follower, sends the entry to the
@@ -203,12 +194,16 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// [`ProposeError::Lost`] when the entry was not seen applied (it may still be): propose
     /// data that the state machine applies once, as the store does with a batch's proposal id.
     pub async fn propose_or_forward(&self, data: Vec<u8>) -> Result<(u64, O), ProposeError> {
+        self.send_proposal(data, true).await
+    }
+
+    async fn send_proposal(&self, data: Vec<u8>, forward: bool) -> Result<(u64, O), ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Propose {
                 data,
                 reply,
-                forward: true,
+                forward,
             })
             .await
             .map_err(|_| ProposeError::Stopped)?;

@@ -83,6 +83,11 @@ struct Group {
     leaders: HashMap<u64, u64>,
 }
 
+/// A node of the three-voter group other than `id`.
+fn other_than(id: u64) -> u64 {
+    if id == 1 { 2 } else { 1 }
+}
+
 fn node_config(dir: &std::path::Path, id: u64) -> RaftConfig {
     let mut c = RaftConfig::new(dir, id);
     c.manual_ticks = true;
@@ -196,9 +201,26 @@ impl Group {
 
     /// Proposes on `leader` and ticks until it is answered.
     async fn propose(&mut self, leader: u64, data: &[u8]) -> Result<(u64, usize), ProposeError> {
-        let h = self.h(leader).clone();
+        self.proposal(leader, data, false).await
+    }
+
+    /// Proposes on `id` ([`RaftHandle::propose_or_forward`] if `forward`) and ticks until it is
+    /// answered.
+    async fn proposal(
+        &mut self,
+        id: u64,
+        data: &[u8],
+        forward: bool,
+    ) -> Result<(u64, usize), ProposeError> {
+        let h = self.h(id).clone();
         let data = data.to_vec();
-        let pending = tokio::spawn(async move { h.propose(data).await });
+        let pending = tokio::spawn(async move {
+            if forward {
+                h.propose_or_forward(data).await
+            } else {
+                h.propose(data).await
+            }
+        });
         self.tick_until("the proposal to be answered", 200, |_| {
             pending.is_finished()
         })
@@ -301,7 +323,7 @@ async fn a_cut_off_leader_is_replaced_steps_down_and_follows_after_heal() {
 async fn a_lagging_follower_gets_a_snapshot() {
     let mut g = Group::three_voters().await;
     let leader = g.leader().unwrap();
-    let lagging = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    let lagging = other_than(leader);
     g.net.set_cut(lagging, true);
     for i in 0..30 {
         g.propose(leader, format!("e{i}").as_bytes()).await.unwrap();
@@ -476,14 +498,7 @@ async fn commit_rate_of_three_voters() {
 impl Group {
     /// Proposes on `id` with [`RaftHandle::propose_or_forward`] and ticks until it is answered.
     async fn forward(&mut self, id: u64, data: &[u8]) -> Result<(u64, usize), ProposeError> {
-        let h = self.h(id).clone();
-        let data = data.to_vec();
-        let pending = tokio::spawn(async move { h.propose_or_forward(data).await });
-        self.tick_until("the forwarded proposal to be answered", 200, |_| {
-            pending.is_finished()
-        })
-        .await;
-        pending.await.unwrap()
+        self.proposal(id, data, true).await
     }
 
     /// How many times each node applied `data`.
@@ -505,7 +520,7 @@ impl Group {
 async fn a_followers_proposal_goes_to_the_leader_as_a_raft_message_and_is_answered_there() {
     let mut g = Group::three_voters().await;
     let leader = g.leader().unwrap();
-    let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    let follower = other_than(leader);
     // A plain proposal on a follower is still refused.
     assert_eq!(
         g.propose(follower, b"plain").await,
@@ -560,7 +575,7 @@ async fn a_followers_proposal_goes_to_the_leader_as_a_raft_message_and_is_answer
 async fn a_forwarded_proposal_that_never_reaches_a_leader_is_answered_lost() {
     let mut g = Group::three_voters().await;
     let old = g.leader().unwrap();
-    let follower = [1, 2, 3].into_iter().find(|&id| id != old).unwrap();
+    let follower = other_than(old);
     g.net.set_cut(old, true);
     // The follower still follows the old leader: the proposal goes there and is lost.
     let h = g.h(follower).clone();
