@@ -29,8 +29,9 @@
 //!    sandbox namespace file appearing on A, and the task's RUNNING timestamp (mini's
 //!    `since_ms`, Docker's `Status.Timestamp`).
 //! 5. `death`: SIGKILL of host N's daemon (dockerd; its containerd and tasks keep running, cut
-//!    off, like mini's) and its link down → no survivor holds a neighbour or FDB entry of it,
-//!    and host 1's `node ls` shows it Down.
+//!    off, like mini's) and its link down → no survivor holds a neighbour or FDB entry of it
+//!    (every survivor read every `--poll-ms`), and host 1's `node ls` shows it Down (asked on a
+//!    thread of its own, so the CLI's own time does not slow the survivors' reads).
 //!
 //! Prints one JSON object (both systems' figures and their ratios, mini / Swarm) on stdout.
 //! Everything a lab made is removed when it is dropped, also after a failure (see
@@ -817,26 +818,38 @@ fn run(which: &str, args: &Args) -> Value {
         .collect();
     let t0 = Instant::now();
     sys.kill_host(victim);
-    let mut purged_at: HashMap<usize, f64> = HashMap::new();
-    let mut down_at = None;
     let deadline = t0 + Duration::from_secs(120);
-    while (purged_at.len() < survivors.len() || down_at.is_none()) && Instant::now() < deadline {
-        for &k in &survivors {
-            if purged_at.contains_key(&k) {
-                continue;
+    let every = poll.max(Duration::from_millis(20));
+    // `node ls` on its own thread: one CLI call takes 0.1–0.3 s (docker's more than mini's),
+    // and inside the survivors' loop it set the resolution of their purge times.
+    let (purged_at, down_at) = std::thread::scope(|scope| {
+        let sys = &sys;
+        let down = scope.spawn(move || {
+            while Instant::now() < deadline {
+                if sys.node_down(victim) {
+                    return Some(t0.elapsed().as_secs_f64());
+                }
+                std::thread::sleep(every);
             }
-            let p = socks[k - 1].peers();
-            let stale =
-                p.fdb.values().any(|v| *v == dead) || p.neigh.iter().any(|e| dead_eps.contains(e));
-            if !stale {
-                purged_at.insert(k, t0.elapsed().as_secs_f64());
+            None
+        });
+        let mut purged_at: HashMap<usize, f64> = HashMap::new();
+        while purged_at.len() < survivors.len() && Instant::now() < deadline {
+            for &k in &survivors {
+                if purged_at.contains_key(&k) {
+                    continue;
+                }
+                let p = socks[k - 1].peers();
+                let stale = p.fdb.values().any(|v| *v == dead)
+                    || p.neigh.iter().any(|e| dead_eps.contains(e));
+                if !stale {
+                    purged_at.insert(k, t0.elapsed().as_secs_f64());
+                }
             }
+            std::thread::sleep(every);
         }
-        if down_at.is_none() && sys.node_down(victim) {
-            down_at = Some(t0.elapsed().as_secs_f64());
-        }
-        std::thread::sleep(poll.max(Duration::from_millis(20)));
-    }
+        (purged_at, down.join().expect("the node ls thread"))
+    });
     let purged = (purged_at.len() == survivors.len())
         .then(|| purged_at.values().copied().fold(f64::MIN, f64::max));
     let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
