@@ -23,6 +23,7 @@ const FAMILIES: &[&str] = &[
     "mini_raft_is_leader",
     "mini_raft_proposal_duration_seconds",
     "mini_raft_apply_duration_seconds",
+    "mini_raft_log_fsync_duration_seconds",
     "mini_raft_leader_changes_total",
     "mini_raft_proposals_failed_total",
     // Store

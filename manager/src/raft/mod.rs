@@ -72,6 +72,12 @@ pub trait StateMachine: Send + 'static {
         let _ = data;
         Ok(())
     }
+
+    /// The loop made the log durable (sled's flush, with its fsync) in `took`, before
+    /// acknowledging what it wrote: for metrics. Does nothing by default.
+    fn log_synced(&mut self, took: std::time::Duration) {
+        let _ = took;
+    }
 }
 
 /// What the loop task returns when it ends: `Ok` after a shutdown, the error that stopped it

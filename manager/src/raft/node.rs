@@ -427,7 +427,9 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         // write cost a second fsync on the leader (the round that commits it) and on each
         // follower (the leader's commit broadcast), both on a write's critical path.
         if ready.must_sync() {
+            let started = Instant::now();
             self.raw.store().flush_async().await?;
+            self.sm.log_synced(started.elapsed());
         }
         // raft-rs hands out only entries that were persisted (fsynced) in an earlier round.
         self.send_answers();

@@ -17,6 +17,8 @@ type Applied = Vec<(u64, Vec<u8>)>;
 pub(super) struct Seen {
     applied: Arc<Mutex<Applied>>,
     restores: Arc<Mutex<Vec<u64>>>,
+    /// How many times the loop made the log durable.
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Seen {
@@ -58,6 +60,12 @@ impl StateMachine for Recorder {
 
     fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
         parse_recorded(data).map(drop)
+    }
+
+    fn log_synced(&mut self, _took: Duration) {
+        self.0
+            .syncs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -118,9 +126,17 @@ async fn propose_applies_and_answers_with_index_and_outcome() {
     let (h, t, seen) = start_recorder(config(dir.path()), true);
     assert!(has_state(dir.path()));
 
+    let synced = seen.syncs.load(std::sync::atomic::Ordering::SeqCst);
     let (i1, n1) = h.propose(b"one".to_vec()).await.unwrap();
     let (i2, n2) = h.propose(b"two".to_vec()).await.unwrap();
     assert_eq!((n1, n2), (1, 2));
+    // Each entry was made durable before it was answered (one round each: one at a time).
+    let syncs = seen.syncs.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        syncs >= synced + 2,
+        "{} log syncs for two proposals made one after the other",
+        syncs - synced
+    );
     assert_eq!(i2, i1 + 1);
     assert_eq!(
         seen.applied(),
