@@ -525,10 +525,10 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             }
             self.applied = index;
         }
-        let conf_state = self.conf_state.clone();
-        self.raw
-            .mut_store()
-            .set_applied(last.max(self.applied), &conf_state)
+        // Not persisted: on start the node resumes from its snapshot and applies every later
+        // entry again (see `raft::start_with_transport`).
+        self.applied = self.applied.max(last);
+        Ok(())
     }
 
     /// Applies a configuration-change entry to raft's progress tracker.

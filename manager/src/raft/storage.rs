@@ -4,8 +4,10 @@
 //! - tree `log`: big-endian `u64` index → protobuf `Entry`.
 //! - tree `meta`: `hard_state` (`HardState`), `snapshot_meta` (`SnapshotMetadata`: index, term and
 //!   the conf state at that index; index 0 holds the bootstrap conf state), `snapshot_data`,
-//!   `truncated` (index and term of the last compacted entry, 16 bytes), `applied` (8 bytes) and
-//!   `conf_state` (the conf state at `applied`).
+//!   `truncated` (index and term of the last compacted entry, 16 bytes). The applied index is
+//!   not stored: on start the node resumes from the snapshot and applies every later entry
+//!   again. (State dirs of earlier versions also hold `applied` and `conf_state`, written at
+//!   every apply and never read; they are left alone.)
 //!
 //! The `data` and `context` of every entry and the snapshot data are encrypted with the manager's
 //! [`DataKey`] (see [`keys`](super::keys)); indexes, terms and Raft's own metadata are not secret.
@@ -28,8 +30,6 @@ const HARD_STATE: &[u8] = b"hard_state";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 const TRUNCATED: &[u8] = b"truncated";
-const APPLIED: &[u8] = b"applied";
-const CONF_STATE: &[u8] = b"conf_state";
 
 /// The Raft log and its metadata, persisted in sled, with the small parts cached in memory.
 pub struct SledStorage {
@@ -37,7 +37,7 @@ pub struct SledStorage {
     db: sled::Db,
     /// Index → entry.
     log: sled::Tree,
-    /// Hard state, snapshot, truncation point, applied index.
+    /// Hard state, snapshot, truncation point.
     meta: sled::Tree,
     /// Cached copy of the persisted hard state.
     hard_state: HardState,
@@ -220,29 +220,6 @@ impl SledStorage {
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
         self.set_hard_state(&hs)
-    }
-
-    /// Records the applied index and the conf state in force at it (one atomic sled batch).
-    pub fn set_applied(&mut self, applied: u64, conf_state: &ConfState) -> Result<(), RaftError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(APPLIED, &be(applied));
-        batch.insert(CONF_STATE, encode("conf state", conf_state)?);
-        self.meta
-            .apply_batch(batch)
-            .map_err(RaftError::sled("write applied"))
-    }
-
-    /// The applied index last recorded with [`set_applied`](Self::set_applied).
-    #[cfg(test)]
-    pub fn applied(&self) -> Result<u64, RaftError> {
-        match self
-            .meta
-            .get(APPLIED)
-            .map_err(RaftError::sled("read applied"))?
-        {
-            Some(v) => u64_at("applied", &v, 0),
-            None => Ok(0),
-        }
     }
 
     /// Metadata of the latest snapshot (index 0 before the first one).
