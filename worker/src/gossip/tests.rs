@@ -812,3 +812,43 @@ async fn a_suspected_node_refutes_to_its_prober_before_it_is_declared_down() {
         "node2 was never suspected: the test shows nothing"
     );
 }
+
+/// A suspicion notice from an address that is not a member (a node holding the cluster's key
+/// but not in the cluster, e.g. one that was removed) makes no node refute: refuting raises the
+/// node's incarnation, and at the last one it must rejoin under a new identity.
+#[tokio::test]
+async fn suspicion_notices_from_outside_the_cluster_are_ignored() {
+    let nodes = cluster(2, 0.0).await;
+    let before: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
+    let target = nodes[0].local_addr();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut outsider = seal::Seal::new(keys());
+    let junk_before = nodes[0].stats().packets_unauthenticated;
+    for incarnation in 0..50u16 {
+        let mut p = Vec::new();
+        let notice = antientropy::encode_suspected(incarnation);
+        outsider.seal(runtime::KIND_SYNC, &notice, target, &mut p);
+        socket.send_to(&p, target).unwrap();
+    }
+    // Then a packet that does not open: the agent handles packets in order, so once it has
+    // counted this one it has handled every notice.
+    socket
+        .send_to(&[seal::MAGIC, seal::SEALED, 0, 0, 0, 1, 7, 7], target)
+        .unwrap();
+    wait_for("the notices handled", CONVERGE_DEADLINE, || {
+        let s = nodes[0].stats();
+        if s.packets_unauthenticated > junk_before {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        nodes[0].stats().suspicions_refuted,
+        0,
+        "suspicions refuted on an outsider's word"
+    );
+    let after: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
+    assert_eq!(after, before);
+}
