@@ -198,7 +198,7 @@ fn check_proposal(m: &Message) -> Result<(), String> {
         if e.data.is_empty() {
             return Err("a proposed entry is empty".into());
         }
-        if e.context.len() != 16 || e.context[..8] != m.from.to_be_bytes() {
+        if super::node::proposal_of(&e.context).map(|(node, _)| node) != Some(m.from) {
             return Err(format!(
                 "a proposed entry's context does not name its sender {}",
                 m.from

@@ -59,6 +59,26 @@ pub(crate) fn proposal_context(node: u64, n: u64) -> [u8; 16] {
     c
 }
 
+/// The node and proposal number a [`proposal_context`] names; `None` for any other context.
+pub(crate) fn proposal_of(context: &[u8]) -> Option<(u64, u64)> {
+    let context: &[u8; 16] = context.try_into().ok()?;
+    let (node, n) = context.split_at(8);
+    Some((
+        u64::from_be_bytes(node.try_into().ok()?),
+        u64::from_be_bytes(n.try_into().ok()?),
+    ))
+}
+
+/// What a proposal raft-rs refused comes to for its proposer.
+fn refused(e: raft::Error) -> ProposeError {
+    match e {
+        raft::Error::ProposalDropped => ProposeError::Dropped,
+        e => ProposeError::Rejected {
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// An answer held back until the next fsync is done.
 enum Answer<O> {
     /// For a normal proposal.
@@ -302,9 +322,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             waiter.fail(ProposeError::NotLeader { leader }).send();
             return;
         }
-        let id = self.take_id();
+        let (id, context) = self.next_proposal();
         let before = self.raw.raft.raft_log.last_index();
-        let context = proposal_context(self.raw.raft.id, id).to_vec();
         let err = match append(&mut self.raw, context) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
@@ -315,19 +334,16 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 }
                 ProposeError::Dropped
             }
-            Err(raft::Error::ProposalDropped) => ProposeError::Dropped,
-            Err(e) => ProposeError::Rejected {
-                reason: e.to_string(),
-            },
+            Err(e) => refused(e),
         };
         waiter.fail(err).send();
     }
 
-    /// The next proposal number.
-    fn take_id(&mut self) -> u64 {
+    /// The next proposal number and its entry's [`proposal_context`].
+    fn next_proposal(&mut self) -> (u64, Vec<u8>) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        id
+        (id, proposal_context(self.raw.raft.id, id).to_vec())
     }
 
     /// Sends a follower's proposal to the leader as a raft `MsgPropose` (raft-rs forwards it)
@@ -340,8 +356,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             drop(reply.send(Err(ProposeError::Dropped)));
             return;
         }
-        let id = self.take_id();
-        let context = proposal_context(self.raw.raft.id, id).to_vec();
+        let (id, context) = self.next_proposal();
         match self.raw.propose(context, data) {
             Ok(()) => {
                 self.forwarded.insert(
@@ -353,15 +368,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                     },
                 );
             }
-            Err(e) => {
-                let err = match e {
-                    raft::Error::ProposalDropped => ProposeError::Dropped,
-                    e => ProposeError::Rejected {
-                        reason: e.to_string(),
-                    },
-                };
-                drop(reply.send(Err(err)));
-            }
+            Err(e) => drop(reply.send(Err(refused(e)))),
         }
     }
 
@@ -388,15 +395,14 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
 
     /// The forwarded proposal an applied entry answers, if it is one of this node's.
     fn forwarded_for(&mut self, entry: &Entry) -> Option<Forwarded<S::Outcome>> {
-        if self.forwarded.is_empty() || entry.context.len() != 16 {
+        if self.forwarded.is_empty() {
             return None;
         }
-        let (node, n) = entry.context.split_at(8);
-        if node != self.raw.raft.id.to_be_bytes() {
+        let (node, n) = proposal_of(&entry.context)?;
+        if node != self.raw.raft.id {
             return None;
         }
-        self.forwarded
-            .remove(&u64::from_be_bytes(n.try_into().ok()?))
+        self.forwarded.remove(&n)
     }
 
     /// One round of the Ready protocol: send, install snapshot, apply, persist + fsync, advance.
