@@ -18,7 +18,12 @@
 //!   h<(i mod 3) + 1>: one node record per Raft entry, state that does not grow; many clients
 //!   write the same three records, so they conflict (optimistic versions: decided again);
 //! - `secret` (#16, the default): client i creates the secret `bench<i>` and removes it again,
-//!   one write per call: clients that do not conflict, state that does not grow.
+//!   one write per call: clients that do not conflict, state that does not grow;
+//! - `read`: no write, `GetNode h1` with the read barrier of every consistent read: what a call
+//!   costs without a Raft round, to read the write figures against.
+//!
+//! `--managers 1` runs one manager instead of three (no follower): a write then waits for the
+//! leader's own fsync only, which separates the cost of the round to a follower.
 //!
 //! A call's latency is from the request to the answer, which comes once the entry is committed
 //! on a majority, fsynced and applied on the daemon that answered. Only calls that start after
@@ -50,6 +55,7 @@ struct Args {
     clients: Vec<usize>,
     entries: Vec<String>,
     write: Write,
+    managers: usize,
 }
 
 /// What each call writes (see the module docs).
@@ -57,6 +63,9 @@ struct Args {
 enum Write {
     NodeLabel,
     Secret,
+    /// No write: `GetNode h1`, with the read barrier every consistent read takes. What
+    /// the call costs without Raft, to read the write figures against.
+    Read,
 }
 
 fn parse_args() -> Args {
@@ -65,6 +74,7 @@ fn parse_args() -> Args {
         clients: vec![1, 16, 64],
         entries: vec!["leader".into(), "follower".into(), "spread".into()],
         write: Write::Secret,
+        managers: 3,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -90,12 +100,21 @@ fn parse_args() -> Args {
                 a.write = match value.as_str() {
                     "node-label" => Write::NodeLabel,
                     "secret" => Write::Secret,
-                    _ => panic!("--write wants node-label or secret, not {value:?}"),
+                    "read" => Write::Read,
+                    _ => panic!("--write wants node-label, secret or read, not {value:?}"),
+                }
+            }
+            "--managers" => {
+                a.managers = match value.as_str() {
+                    "1" => 1,
+                    "3" => 3,
+                    _ => panic!("--managers wants 1 or 3, not {value:?}"),
                 }
             }
             other => panic!(
                 "unknown flag {other}: expected --secs N, --clients A,B,C, \
-                 --entries leader,follower,spread, --write node-label|secret"
+                 --entries leader,follower,spread, --write node-label|secret|read, \
+                 --managers 1|3"
             ),
         }
     }
@@ -178,6 +197,12 @@ async fn client(i: usize, socket: PathBuf, write: Write, start: Instant, end: In
                 })
                 .await
                 .map(drop),
+            Write::Read => api
+                .get_node(GetRequest {
+                    name_or_id: "h1".into(),
+                })
+                .await
+                .map(drop),
         };
         let done = Instant::now();
         if began < start || done > end {
@@ -257,23 +282,24 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let load_at_start = loadavg();
-    let cluster = Cluster::start(3);
+    let managers = args.managers;
+    let cluster = Cluster::start(managers);
     cluster.init();
-    for k in [2, 3] {
+    for k in 2..=managers {
         cluster.join(k, "manager");
     }
-    let node_ids: Vec<String> = (1..=3).map(|k| cluster.host(k).node_id()).collect();
+    let node_ids: Vec<String> = (1..=managers).map(|k| cluster.host(k).node_id()).collect();
     let leader = wait_for(
-        "3 voters and one leader on every manager",
+        "every manager a voter, and one leader on every manager",
         Duration::from_secs(60),
         || {
             let mut leaders = Vec::new();
-            for k in 1..=3 {
+            for k in 1..=managers {
                 let i = info(&cluster.host(k))?;
                 let voters = i["raft"]["voters"].as_array().map_or(0, Vec::len);
                 let learners = i["raft"]["learners"].as_array().map_or(0, Vec::len);
                 let leader = i["raft"]["leader_node_id"].as_str().unwrap_or_default();
-                if voters != 3 || learners != 0 || leader.is_empty() {
+                if voters != managers || learners != 0 || leader.is_empty() {
                     return Err(i.to_string());
                 }
                 leaders.push(leader.to_string());
@@ -288,7 +314,7 @@ fn main() {
                 .ok_or_else(|| format!("unknown leader {}", leaders[0]))
         },
     );
-    let follower = (1..=3).find(|&k| k != leader).unwrap();
+    let follower = (1..=managers).find(|&k| k != leader);
     let fsync_load_before = loadavg();
     let fsync_per_s = fsync_rate(&cluster.host(1).state_dir(), 2.0);
     eprintln!("disk: {fsync_per_s} synced 512-byte writes/s (one thread)");
@@ -307,8 +333,11 @@ fn main() {
         .iter()
         .map(|e| match e.as_str() {
             "leader" => ("leader", vec![socket(leader)]),
-            "follower" => ("follower", vec![socket(follower)]),
-            "spread" => ("spread", (1..=3).map(socket).collect()),
+            "follower" => (
+                "follower",
+                vec![socket(follower.expect("--entries follower needs --managers 3"))],
+            ),
+            "spread" => ("spread", (1..=managers).map(socket).collect()),
             other => panic!("--entries: unknown entry point {other:?}"),
         })
         .collect();
@@ -329,13 +358,14 @@ fn main() {
     let out = json!({
         "date": date,
         "loadavg_at_start": load_at_start,
-        "managers": 3,
+        "managers": managers,
         "leader": format!("h{leader}"),
-        "follower": format!("h{follower}"),
+        "follower": follower.map(|k| format!("h{k}")),
         "secs_per_run": args.secs,
         "write": match args.write {
             Write::NodeLabel => "UpdateNode label_add (one node record per entry)",
             Write::Secret => "CreateSecret bench<i> / RemoveSecret bench<i>, alternately",
+            Write::Read => "GetNode h1 (a consistent read, no write)",
         },
         "disk_fsync_per_s": fsync_per_s,
         "disk_fsync_loadavg_before": fsync_load_before,
