@@ -405,7 +405,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         self.forwarded.remove(&n)
     }
 
-    /// One round of the Ready protocol: send, install snapshot, apply, persist + fsync, advance.
+    /// One round of the Ready protocol: send, install snapshot, persist and start the fsync,
+    /// apply while it runs, send what waited for it, advance.
     async fn on_ready(&mut self) -> Result<(), RaftError> {
         if !self.raw.has_ready() {
             self.publish(true);
@@ -414,12 +415,15 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         let mut ready = self.raw.ready();
         if !ready.messages().is_empty() {
             self.transport.send(ready.take_messages());
+            // The transport's senders run on this loop's runtime: let them put the messages
+            // (a leader's appends) on the wire before this round's disk work, so the
+            // followers' fsyncs overlap the leader's own.
+            tokio::task::yield_now().await;
         }
         if !ready.snapshot().is_empty() {
             // Fsyncs by itself.
             self.install_snapshot(ready.snapshot())?;
         }
-        self.apply(ready.take_committed_entries())?;
         if !ready.entries().is_empty() {
             self.raw.mut_store().append(ready.entries())?;
         }
@@ -432,13 +436,18 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         // the leader, and re-applies from its snapshot on restart anyway. Without this, every
         // write cost a second fsync on the leader (the round that commits it) and on each
         // follower (the leader's commit broadcast), both on a write's critical path.
-        if ready.must_sync() {
-            let started = Instant::now();
-            self.raw.store().flush_async().await?;
+        let sync = ready
+            .must_sync()
+            .then(|| (Instant::now(), self.raw.store().start_flush()));
+        // raft-rs hands out only committed entries this node persisted in an earlier round
+        // (`min(committed, persisted)`), so they are applied, and their proposers answered,
+        // while this round's fsync runs.
+        self.apply(ready.take_committed_entries())?;
+        self.send_answers();
+        if let Some((started, flush)) = sync {
+            flush.await?;
             self.sm.log_synced(started.elapsed());
         }
-        // raft-rs hands out only entries that were persisted (fsynced) in an earlier round.
-        self.send_answers();
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }

@@ -170,11 +170,22 @@ impl SledStorage {
 
     /// Fsyncs everything written so far without blocking the async runtime.
     pub async fn flush_async(&self) -> Result<(), RaftError> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(RaftError::sled("flush"))?;
-        Ok(())
+        self.start_flush().await
+    }
+
+    /// Starts an fsync of everything written so far on a blocking thread, at once; the
+    /// future resolves when it is done. Writes made meanwhile may or may not be in it.
+    pub fn start_flush(&self) -> impl std::future::Future<Output = Result<(), RaftError>> + use<> {
+        let db = self.db.clone();
+        let flush = tokio::task::spawn_blocking(move || db.flush());
+        async move {
+            match flush.await {
+                Ok(flushed) => flushed.map(drop).map_err(RaftError::sled("flush")),
+                Err(e) => Err(RaftError::sled("flush")(sled::Error::Io(
+                    std::io::Error::other(e),
+                ))),
+            }
+        }
     }
 
     /// Appends `entries` (contiguous, starting at most at `last_index + 1`), replacing any

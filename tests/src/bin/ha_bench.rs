@@ -335,7 +335,9 @@ fn main() {
             "leader" => ("leader", vec![socket(leader)]),
             "follower" => (
                 "follower",
-                vec![socket(follower.expect("--entries follower needs --managers 3"))],
+                vec![socket(
+                    follower.expect("--entries follower needs --managers 3"),
+                )],
             ),
             "spread" => ("spread", (1..=managers).map(socket).collect()),
             other => panic!("--entries: unknown entry point {other:?}"),
