@@ -110,10 +110,12 @@ impl GossipConfig {
 /// - **Failure detection** (purge ≤ 4 s): a survivor probes the dead node within about one
 ///   `probe_period` (0.5 s, every survivor probes someone each period), the probe fails at the end
 ///   of the period (+0.5 s; `probe_rtt` 200 ms leaves time for the indirect probes), suspicion
-///   turns into *down* after `suspect_to_down_after` (1 s, times log10 of the cluster size from
-///   10 members on: 1.7 s at 50 — time for a live node to hear it is suspected and refute, with
-///   gossip every 100 ms), and the *down* spreads in a few gossip rounds (0.2–0.4 s at 50
-///   nodes): ≈ 2.5 s at 50 nodes. The agent has a thread of its own, so a busy node still
+///   turns into *down* after `suspect_to_down_after` (0.7 s, times log10 of the cluster size
+///   from 10 members on: 1.2 s at 50 — time for a live node to hear it is suspected and refute,
+///   which the buddy system below makes one round trip to the prober), and the *down* spreads
+///   in a few gossip rounds (0.2–0.4 s at 50 nodes): ≈ 2 s at 50 nodes. The first probe of the
+///   dead node is the random part: with 49 survivors each probing one member per period, no
+///   one probes it within 2 s about once in 50 deaths. The agent has a thread of its own, so a busy node still
 ///   refutes in time; one whose own timers run late stretches its probes and suspicions
 ///   (Lifeguard's local health, in `runtime.rs`). Only the prober's timer declares a member
 ///   down, so the prober tells the suspect at once and the suspect refutes straight back to it
@@ -177,7 +179,7 @@ impl Default for GossipTimings {
             probe_period: Duration::from_millis(500),
             probe_rtt: Duration::from_millis(200),
             indirect_probes: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
-            suspect_to_down_after: Duration::from_millis(1000),
+            suspect_to_down_after: Duration::from_millis(700),
             gossip_period: Duration::from_millis(100),
             gossip_fanout: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
             max_transmissions: NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN),

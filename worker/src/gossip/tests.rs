@@ -797,7 +797,7 @@ async fn a_suspected_node_refutes_to_its_prober_before_it_is_declared_down() {
     let nodes = cluster(3, 0.0).await;
     let before: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
     nodes[2].mute_swim(true).await.unwrap();
-    // Ten probe periods, each long enough for a failed probe (0.5 s) and its suspicion (1 s).
+    // Ten probe periods, each long enough for a failed probe (0.5 s) and its suspicion (0.7 s).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let during: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
     nodes[2].mute_swim(false).await.unwrap();
