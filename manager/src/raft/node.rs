@@ -224,7 +224,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft loop failed");
         }
-        let flushed = self.raw.store().flush_async().await;
+        let flushed = self.raw.store().start_flush().await;
         for (_, p) in std::mem::take(&mut self.pending) {
             self.answers.push(p.waiter.fail(ProposeError::Stopped));
         }

@@ -168,13 +168,9 @@ impl SledStorage {
         Ok(())
     }
 
-    /// Fsyncs everything written so far without blocking the async runtime.
-    pub async fn flush_async(&self) -> Result<(), RaftError> {
-        self.start_flush().await
-    }
-
-    /// Starts an fsync of everything written so far on a blocking thread, at once; the
-    /// future resolves when it is done. Writes made meanwhile may or may not be in it.
+    /// Starts an fsync of everything written so far on a blocking thread, at once, without
+    /// blocking the async runtime; the future resolves when it is done. Writes made meanwhile
+    /// may or may not be in it.
     pub fn start_flush(&self) -> impl std::future::Future<Output = Result<(), RaftError>> + use<> {
         let db = self.db.clone();
         let flush = tokio::task::spawn_blocking(move || db.flush());

@@ -114,9 +114,9 @@ impl GossipConfig {
 ///   from 10 members on: 1.2 s at 50 — time for a live node to hear it is suspected and refute,
 ///   which the buddy system below makes one round trip to the prober), and the *down* spreads
 ///   in a few gossip rounds (0.2–0.4 s at 50 nodes): ≈ 2 s at 50 nodes. The first probe of the
-///   dead node is the random part: with 49 survivors each probing one member per period, no
-///   one probes it within 2 s about once in 50 deaths. The agent has a thread of its own, so a busy node still
-///   refutes in time; one whose own timers run late stretches its probes and suspicions
+///   dead node is the random part: if each of 49 survivors picked the member it probes each
+///   period at random, no one would probe it within 2 s about once in 50 deaths. The agent has
+///   a thread of its own, so a busy node still refutes in time; one whose own timers run late stretches its probes and suspicions
 ///   (Lifeguard's local health, in `runtime.rs`). Only the prober's timer declares a member
 ///   down, so the prober tells the suspect at once and the suspect refutes straight back to it
 ///   (Lifeguard's buddy system; the agent's `refute`), instead of hoping the suspicion and its
