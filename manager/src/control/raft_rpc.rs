@@ -111,6 +111,13 @@ type Acks = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftAck, St
 /// alive, and the next one does that too).
 const ACKS_QUEUED: usize = 16;
 
+/// Least time between two acks on one stream. An ack only tells the sender that the peer is
+/// alive ([`crate::ha::REACHABLE_WITHIN`], 1 s): acking every batch doubled the frames on the
+/// wire, and their encryption and wake-ups on both managers, for every write (an append and its
+/// answer are a batch each way). The first batch is acked at once, then the first batch after
+/// each interval; Raft's heartbeats keep batches coming on an idle stream.
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[tonic::async_trait]
 impl RaftTransport for ControlApi {
     type SendStreamStream = Acks;
@@ -123,11 +130,14 @@ impl RaftTransport for ControlApi {
         let api = self.clone();
         let (acks, rx) = tokio::sync::mpsc::channel(ACKS_QUEUED);
         tokio::spawn(async move {
+            let mut acked: Option<tokio::time::Instant> = None;
             // Ends with the stream, at its first error, or when the sender stops reading.
             while let Ok(Some(batch)) = incoming.message().await {
                 match api.step_batch(&batch).await {
+                    Ok(()) if acked.is_some_and(|at| at.elapsed() < ACK_EVERY) => {}
                     Ok(()) => match acks.try_send(Ok(RaftAck {})) {
-                        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                        Ok(()) => acked = Some(tokio::time::Instant::now()),
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
                         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
                     },
                     Err(status) => {
