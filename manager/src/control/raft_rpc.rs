@@ -214,6 +214,9 @@ impl RaftTransport for ControlApi {
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let manager = self.raft_peer(&request.into_inner().cluster_id).await?;
+        // The follower waits to apply the commit index it gets here: have it sent now, not
+        // with the next heartbeat.
+        manager.proposer().raft().broadcast_commit();
         let status = manager.raft_status();
         if status.role != Role::Leader {
             return Err(Status::failed_precondition(format!(

@@ -66,6 +66,11 @@ impl RaftConfig {
             check_quorum: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // A new commit index is not broadcast at once: it travels with the next append or
+            // heartbeat, unless someone is waiting for it on a follower (the node loop then
+            // broadcasts it, see `Node::broadcast_commit_if_due`). Broadcasting every commit
+            // cost each write a second message to, and an answer from, every follower.
+            skip_bcast_commit: true,
             ..Default::default()
         };
         cfg.validate()?;

@@ -156,6 +156,9 @@ pub(crate) enum Command<O> {
     Tick(u32),
     /// Hand leadership to this voter (ignored unless this node leads).
     TransferLeader(u64),
+    /// Tell the followers the commit index now (ignored unless this node leads): a follower
+    /// waits for it to serve a consistent read.
+    BroadcastCommit,
     /// Stop the loop; answered once sled is flushed.
     Shutdown(oneshot::Sender<()>),
 }
@@ -247,6 +250,15 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// watch [`status`](Self::status) for the outcome.
     pub async fn transfer_leader(&self, id: u64) {
         let _ = self.tx.send(Command::TransferLeader(id)).await;
+    }
+
+    /// Asks the leader to tell its followers its commit index now rather than with the next
+    /// append or heartbeat (ignored unless this node leads; never waits: dropped when the loop's
+    /// queue is full, and the next heartbeat carries the index anyway). A follower serving a
+    /// consistent read waits to apply the leader's commit index, so the leader calls this
+    /// when a follower asks for it.
+    pub fn broadcast_commit(&self) {
+        let _ = self.tx.try_send(Command::BroadcastCommit);
     }
 
     /// Advances the node's logical clock by `ticks` (for a [`RaftConfig`](super::RaftConfig)

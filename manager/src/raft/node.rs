@@ -1,6 +1,6 @@
 //! The one task that owns `RawNode` and drives the Ready loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use protobuf::Message as _;
@@ -140,6 +140,12 @@ pub(crate) struct Node<S: StateMachine, T> {
     heard: HashMap<u64, Instant>,
     /// Messages from other nodes refused by the guard (logged at most once a second).
     refused: Refusals,
+    /// On the leader: the last index of each batch of entries a follower proposed, in order,
+    /// until its commit has been broadcast (the follower answers its writer once it applies
+    /// them, so it must learn the commit at once).
+    remote_proposals: VecDeque<u64>,
+    /// On the leader: someone asked for the commit index to be broadcast.
+    commit_wanted: bool,
 }
 
 impl<S: StateMachine, T: Transport> Node<S, T> {
@@ -170,6 +176,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             status,
             heard: HashMap::new(),
             refused: Refusals::default(),
+            remote_proposals: VecDeque::new(),
+            commit_wanted: false,
         };
         node.publish(true);
         node
@@ -283,9 +291,43 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                     self.raw.transfer_leader(id);
                 }
             }
+            Command::BroadcastCommit => self.commit_wanted = true,
             Command::Shutdown(done) => return Some(done),
         }
         None
+    }
+
+    /// On the leader, broadcasts the commit index (raft-rs's `bcast_append`: entries a
+    /// follower lacks, or an empty append carrying the index) when a follower waits for it:
+    /// an entry it proposed has committed, or a consistent read asked
+    /// ([`Command::BroadcastCommit`]). Other commits travel with the next append or heartbeat
+    /// (`skip_bcast_commit` in [`RaftConfig`]).
+    fn broadcast_commit_if_due(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.remote_proposals.clear();
+            self.commit_wanted = false;
+            return;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let mut due = std::mem::take(&mut self.commit_wanted);
+        while self
+            .remote_proposals
+            .front()
+            .is_some_and(|&i| i <= committed)
+        {
+            self.remote_proposals.pop_front();
+            due = true;
+        }
+        if due {
+            self.raw.raft.bcast_append();
+            // A leader's messages need no fsync first: send them now, whether this runs
+            // before a Ready is taken or after `advance` (where raft-rs commits what its own
+            // fsync completed).
+            let msgs = std::mem::take(&mut self.raw.raft.msgs);
+            if !msgs.is_empty() {
+                self.transport.send(msgs);
+            }
+        }
     }
 
     /// Steps a message from another node, unless [`guard`](super::guard) refuses it (raft-rs
@@ -306,8 +348,14 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 .note(msg.from, &format!("{:?}", msg.get_msg_type()), &reason);
             return;
         }
+        let proposal = msg.get_msg_type() == raft::eraftpb::MessageType::MsgPropose;
+        let before = self.raw.raft.raft_log.last_index();
         if let Err(e) = self.raw.step(msg) {
             tracing::debug!(error = %e, "raft: dropped a received message");
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        if proposal && last > before && self.raw.raft.state == StateRole::Leader {
+            self.remote_proposals.push_back(last);
         }
     }
 
@@ -408,6 +456,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     /// One round of the Ready protocol: send, install snapshot, persist and start the fsync,
     /// apply while it runs, send what waited for it, advance.
     async fn on_ready(&mut self) -> Result<(), RaftError> {
+        self.broadcast_commit_if_due();
         if !self.raw.has_ready() {
             self.publish(true);
             return Ok(());
@@ -460,6 +509,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         if !light.messages().is_empty() {
             self.transport.send(light.take_messages());
         }
+        self.broadcast_commit_if_due();
         self.apply(light.take_committed_entries())?;
         // The applied entries were fsynced in this or an earlier round.
         self.send_answers();

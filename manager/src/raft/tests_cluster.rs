@@ -600,3 +600,56 @@ async fn a_forwarded_proposal_that_never_reaches_a_leader_is_answered_lost() {
     assert_eq!(g.applied_count(b"again"), vec![(1, 1), (2, 1), (3, 1)]);
     g.stop().await;
 }
+
+#[tokio::test]
+async fn commits_reach_followers_at_once_only_when_one_waits_for_them() {
+    let g = Group::three_voters().await;
+    let leader = g.leader().unwrap();
+    let follower = other_than(leader);
+    let third = (1..=3).find(|&id| id != leader && id != follower).unwrap();
+    // No tick from here on: no heartbeat carries a commit index, only broadcasts do.
+    let within = Duration::from_secs(5);
+
+    // A follower's proposal: its writer waits for the follower to apply it, so the leader
+    // broadcasts the commit at once.
+    let forwarded = tokio::time::timeout(within, g.h(follower).propose_or_forward(b"f".to_vec()))
+        .await
+        .expect("a follower's proposal answered without a tick");
+    let (index, _) = forwarded.unwrap();
+    assert!(g.h(follower).status().applied >= index);
+
+    // The leader's own write: answered on the leader, not broadcast (the next append or
+    // heartbeat carries it).
+    let (index, _) = tokio::time::timeout(within, g.h(leader).propose(b"l".to_vec()))
+        .await
+        .expect("the leader's proposal answered without a tick")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in [follower, third] {
+        let status = g.h(id).status();
+        assert!(
+            status.commit < index,
+            "node {id} learned commit {} without a heartbeat: {status:?}",
+            status.commit
+        );
+    }
+
+    // Asked (a consistent read on a follower waits for it), the leader sends it at once.
+    g.h(leader).broadcast_commit();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let applied: Vec<_> = [follower, third]
+            .iter()
+            .map(|&id| g.h(id).status().applied)
+            .collect();
+        if applied.iter().all(|&a| a >= index) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "followers applied {applied:?}, not {index}, within {within:?} of the broadcast"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    g.stop().await;
+}
