@@ -251,11 +251,12 @@ impl Manager {
         let sessions = SessionsSlot::new(config.heartbeat_period)
             .counting_heartbeats(config.metrics.heartbeats.clone());
         let mut background = background;
-        background.push(
-            config
-                .metrics
-                .follow(store.clone(), raft.subscribe(), sessions.clone()),
-        );
+        background.push(config.metrics.follow(
+            store.clone(),
+            raft.subscribe(),
+            raft.subscribe_role(),
+            sessions.clone(),
+        ));
         let leadership = Leadership::start(
             store.clone(),
             proposer.clone(),

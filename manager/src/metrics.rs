@@ -25,7 +25,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, watch};
 
 use crate::ha::SessionsSlot;
-use crate::raft::{RaftStatus, Role, StateMachine};
+use crate::raft::{RaftStatus, Role, RoleStatus, StateMachine};
 use crate::store::{Store, Tables};
 
 /// Latency buckets in seconds: 0.5 ms to about 16 s, doubling (16 buckets).
@@ -137,6 +137,7 @@ impl Metrics {
         self: &Arc<Self>,
         store: Store,
         raft: watch::Receiver<RaftStatus>,
+        roles: watch::Receiver<RoleStatus>,
         sessions: SessionsSlot,
     ) -> tokio::task::JoinHandle<()> {
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = Some(Source {
@@ -149,7 +150,7 @@ impl Metrics {
             // Aborting the task drops this: the gauges of a stopped manager are not reported.
             let _clear = ClearOnDrop(metrics.clone());
             tokio::join!(
-                count_leader_changes(metrics.clone(), raft.clone()),
+                count_leader_changes(metrics.clone(), roles),
                 watch_assignments(metrics, store, raft),
             );
         })
@@ -164,15 +165,15 @@ impl Drop for ClearOnDrop {
     }
 }
 
-async fn count_leader_changes(metrics: Arc<Metrics>, mut raft: watch::Receiver<RaftStatus>) {
+async fn count_leader_changes(metrics: Arc<Metrics>, mut roles: watch::Receiver<RoleStatus>) {
     let mut leader = 0;
     loop {
-        let now = raft.borrow_and_update().leader_id;
+        let now = roles.borrow_and_update().leader_id;
         if now != leader && now != 0 {
             metrics.leader_changes.inc();
         }
         leader = now;
-        if raft.changed().await.is_err() {
+        if roles.changed().await.is_err() {
             return;
         }
     }

@@ -149,6 +149,38 @@ impl Leadership {
     }
 }
 
+/// How waiting for a new leader to catch up ended.
+enum CaughtUp {
+    /// It applied every entry up to the first of its term (this index or more).
+    Yes(u64),
+    /// It stopped leading in this term first.
+    NoLongerLeading,
+    /// The manager is stopping, or the Raft loop ended.
+    Stopped,
+}
+
+/// Waits until this manager, leading in `term`, has applied every entry up to the last one in
+/// its log when this was called: its predecessors' entries, so the leader-only services start
+/// from the whole state.
+async fn caught_up(
+    proposer: &HaProposer,
+    term: u64,
+    stopped: &mut watch::Receiver<bool>,
+) -> CaughtUp {
+    let mut status = proposer.raft().subscribe();
+    let first = status.borrow_and_update().last_index;
+    let done = status
+        .wait_for(|s| s.term != term || s.role != Role::Leader || !s.running || s.applied >= first);
+    tokio::select! {
+        s = done => match s {
+            Ok(s) if s.term == term && s.role == Role::Leader && s.running => CaughtUp::Yes(s.applied),
+            Ok(_) => CaughtUp::NoLongerLeading,
+            Err(_) => CaughtUp::Stopped,
+        },
+        _ = stopped.changed() => CaughtUp::Stopped,
+    }
+}
+
 async fn run(
     store: Store,
     proposer: HaProposer,
@@ -156,41 +188,40 @@ async fn run(
     settings: ControllerSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut status = proposer.raft().subscribe();
+    // Leadership changes wake this task; the appends and applies in between do not, except
+    // while a new leader waits to have applied its predecessors' entries.
+    let mut roles = proposer.raft().subscribe_role();
     let mut running: Option<LeaderServices> = None;
-    // (term, index) of the first entry this manager appended as leader.
-    let mut term_start: Option<(u64, u64)> = None;
     loop {
-        let s = status.borrow_and_update().clone();
-        let leads = s.role == Role::Leader && s.running;
-        if leads {
-            let (term, first) = *term_start.get_or_insert((s.term, s.last_index));
-            if term != s.term {
-                term_start = Some((s.term, s.last_index));
+        let r = *roles.borrow_and_update();
+        if r.role == Role::Leader && r.running {
+            if running.is_none() {
+                match caught_up(&proposer, r.term, &mut stopped).await {
+                    CaughtUp::Yes(applied) => {
+                        tracing::info!(
+                            term = r.term,
+                            applied,
+                            "leading: starting the leader-only services"
+                        );
+                        running = Some(LeaderServices::start(
+                            &store, &proposer, &sessions, &settings,
+                        ));
+                    }
+                    // Look again at the role (it changed).
+                    CaughtUp::NoLongerLeading => continue,
+                    CaughtUp::Stopped => break,
+                }
             }
-            if running.is_none() && s.applied >= first && s.term == term {
-                tracing::info!(
-                    term = s.term,
-                    applied = s.applied,
-                    "leading: starting the leader-only services"
-                );
-                running = Some(LeaderServices::start(
-                    &store, &proposer, &sessions, &settings,
-                ));
-            }
-        } else {
-            term_start = None;
-            if let Some(services) = running.take() {
-                tracing::info!(
-                    term = s.term,
-                    leader = s.leader_id,
-                    "no longer leading: stopping the leader-only services"
-                );
-                services.stop(&sessions).await;
-            }
+        } else if let Some(services) = running.take() {
+            tracing::info!(
+                term = r.term,
+                leader = r.leader_id,
+                "no longer leading: stopping the leader-only services"
+            );
+            services.stop(&sessions).await;
         }
         tokio::select! {
-            changed = status.changed() => if changed.is_err() { break },
+            changed = roles.changed() => if changed.is_err() { break },
             _ = stopped.changed() => break,
         }
     }

@@ -118,6 +118,32 @@ impl RaftStatus {
     }
 }
 
+/// The part of [`RaftStatus`] that changes only with elections: who leads, in which term, and
+/// whether the loop runs. Published on a watch of its own so that tasks which only follow
+/// leadership are not woken by every append, commit and apply (several per write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleStatus {
+    /// Current term.
+    pub term: u64,
+    /// This node's role.
+    pub role: Role,
+    /// The leader this node knows of; 0 (`raft::INVALID_ID`) when none.
+    pub leader_id: u64,
+    /// Whether the loop is still running.
+    pub running: bool,
+}
+
+impl From<&RaftStatus> for RoleStatus {
+    fn from(s: &RaftStatus) -> Self {
+        RoleStatus {
+            term: s.term,
+            role: s.role,
+            leader_id: s.leader_id,
+            running: s.running,
+        }
+    }
+}
+
 /// How far the leader knows a member to be (raft-rs's progress tracker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerProgress {
@@ -169,6 +195,8 @@ pub struct RaftHandle<O> {
     pub(crate) tx: mpsc::Sender<Command<O>>,
     /// Status published by the loop after every round.
     pub(crate) status: watch::Receiver<RaftStatus>,
+    /// Its [`RoleStatus`] part, published only when that changes.
+    pub(crate) role: watch::Receiver<RoleStatus>,
 }
 
 impl<O> Clone for RaftHandle<O> {
@@ -176,6 +204,7 @@ impl<O> Clone for RaftHandle<O> {
         RaftHandle {
             tx: self.tx.clone(),
             status: self.status.clone(),
+            role: self.role.clone(),
         }
     }
 }
@@ -276,6 +305,12 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// wait until an index is applied).
     pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
         self.status.clone()
+    }
+
+    /// A receiver that sees every change of leadership, term or running state, and is not woken
+    /// by the appends, commits and applies in between (see [`RoleStatus`]).
+    pub fn subscribe_role(&self) -> watch::Receiver<RoleStatus> {
+        self.role.clone()
     }
 
     /// Stops the loop after flushing sled; returns once it has stopped (at once if it already

@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 
 pub use config::RaftConfig;
 pub use error::{ProposeError, RaftError};
-pub use handle::{PeerProgress, RaftHandle, RaftStatus, Role};
+pub use handle::{PeerProgress, RaftHandle, RaftStatus, Role, RoleStatus};
 pub use keys::{DataKey, KeyError, UnlockKey};
 pub use raft::eraftpb::{ConfChangeV2, ConfState, Message};
 pub use transport::{NoTransport, Transport};
@@ -197,7 +197,7 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
     }
 
     let (tx, rx) = mpsc::channel(4096);
-    let (status_tx, status) = watch::channel(RaftStatus {
+    let initial = RaftStatus {
         id: config.id,
         term: 0,
         role: Role::Follower,
@@ -212,10 +212,12 @@ pub fn start_with_transport<S: StateMachine, T: Transport>(
         learners: Vec::new(),
         progress: Vec::new(),
         running: true,
-    });
-    let node = Node::new(raw, sm, transport, config, applied, status_tx);
+    };
+    let (role_tx, role) = watch::channel(RoleStatus::from(&initial));
+    let (status_tx, status) = watch::channel(initial);
+    let node = Node::new(raw, sm, transport, config, applied, (status_tx, role_tx));
     let task = spawn_loop(node.run(rx))?;
-    Ok((RaftHandle { tx, status }, task))
+    Ok((RaftHandle { tx, status, role }, task))
 }
 
 /// Runs the Raft loop on a thread and runtime of its own, so its ticks and message handling

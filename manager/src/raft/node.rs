@@ -9,7 +9,7 @@ use raft::{RawNode, StateRole, Storage as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::guard::{Local, Refusals};
-use super::handle::{Command, ConfReply, ProposeReply, RaftStatus};
+use super::handle::{Command, ConfReply, ProposeReply, RaftStatus, RoleStatus};
 use super::storage::SledStorage;
 use super::{ProposeError, RaftConfig, RaftError, StateMachine, Transport};
 
@@ -134,6 +134,8 @@ pub(crate) struct Node<S: StateMachine, T> {
     snapshot_index: u64,
     /// Where the status is published.
     status: watch::Sender<RaftStatus>,
+    /// Where its role part is published (see [`RoleStatus`]).
+    role: watch::Sender<RoleStatus>,
     /// When the leader last saw each member active. raft-rs clears its `recent_active` flags at
     /// every election timeout (check_quorum) and sets them again on the next answer, so a
     /// snapshot of the flags alone shows healthy members as inactive right after a reset.
@@ -156,7 +158,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         transport: T,
         config: RaftConfig,
         applied: u64,
-        status: watch::Sender<RaftStatus>,
+        (status, role): (watch::Sender<RaftStatus>, watch::Sender<RoleStatus>),
     ) -> Self {
         let conf_state = raw.store().snapshot_metadata().get_conf_state().clone();
         let snapshot_index = raw.store().snapshot_metadata().index;
@@ -174,6 +176,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             conf_state,
             snapshot_index,
             status,
+            role,
             heard: HashMap::new(),
             refused: Refusals::default(),
             remote_proposals: VecDeque::new(),
@@ -723,6 +726,13 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             progress,
             running,
         };
+        // The role first: whoever sees the new status then sees the new role too.
+        let role = RoleStatus::from(&status);
+        self.role.send_if_modified(|r| {
+            let changed = *r != role;
+            *r = role;
+            changed
+        });
         self.status.send_if_modified(|s| {
             let changed = *s != status;
             *s = status;
