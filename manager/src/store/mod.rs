@@ -26,7 +26,7 @@ pub use handle::Store;
 pub use machine::StoreMachine;
 pub use proposer::{LocalProposer, ProposeFailed, Proposer, WriteError};
 pub use tables::{LookupError, Tables};
-pub use task_table::TaskTable;
+pub use task_table::{TaskIndex, TaskTable};
 pub use write::{
     Contention, STALE_RETRIES, create_action, read_check_write, read_check_write_queued,
     update_action,

@@ -133,14 +133,12 @@ impl Tables {
         })
     }
 
-    /// The tasks of one service.
+    /// The tasks of one service, in id order (from the task table's index by service).
     pub fn tasks_of_service<'a>(
         &'a self,
         service_id: &'a str,
     ) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks
-            .values()
-            .filter(move |t| t.service_id == service_id)
+        self.tasks.of_service(service_id)
     }
 
     /// The whole store as a snapshot message.

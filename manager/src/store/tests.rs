@@ -399,31 +399,53 @@ fn views_in_turn_and_on_other_threads_are_fine() {
     assert_eq!(store.view(|t| t.networks.len()), 1);
 }
 
+/// A task of service `s-<first letter of its id>` (`s-t` for `t1`, `t2`…; `s-p` for
+/// `pending`), on `node_id`.
 fn task(id: &str, node_id: &str) -> Task {
     Task {
         id: id.into(),
         node_id: node_id.into(),
+        service_id: format!("s-{}", &id[..1]),
         ..Default::default()
     }
 }
 
-/// The index by node rebuilt from scratch, by a scan of every task.
-fn scanned_index(tables: &Tables) -> BTreeMap<String, BTreeSet<String>> {
+/// An index of the tasks by `key` rebuilt from scratch, by a scan of every task.
+fn scanned_index(tables: &Tables, key: fn(&Task) -> &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for t in tables.tasks.values().filter(|t| !t.node_id.is_empty()) {
+    for t in tables.tasks.values().filter(|t| !key(t).is_empty()) {
         index
-            .entry(t.node_id.clone())
+            .entry(key(t).to_string())
             .or_default()
             .insert(t.id.clone());
     }
     index
 }
 
-/// The index of `store` equals a full scan of its tasks, and each node's tasks are the ones a
-/// scan finds, in id order.
+/// The indexes of `store` equal a full scan of its tasks, and each node's and service's tasks
+/// are the ones a scan finds, in id order.
 fn assert_index_matches_scan(store: &Store, step: &str) {
     store.view(|t| {
-        assert_eq!(t.tasks.node_index(), &scanned_index(t), "after {step}");
+        assert_eq!(
+            t.tasks.node_index(),
+            &scanned_index(t, |t| &t.node_id),
+            "after {step}"
+        );
+        assert_eq!(
+            t.tasks.service_index(),
+            &scanned_index(t, |t| &t.service_id),
+            "services after {step}"
+        );
+        for service in ["", "s-t", "s-p", "s-g", "s-x"] {
+            let indexed: Vec<&str> = t.tasks_of_service(service).map(|t| t.id.as_str()).collect();
+            let scanned: Vec<&str> = t
+                .tasks
+                .values()
+                .filter(|t| !service.is_empty() && t.service_id == service)
+                .map(|t| t.id.as_str())
+                .collect();
+            assert_eq!(indexed, scanned, "service {service:?} after {step}");
+        }
         for node in ["", "a", "b", "c"] {
             let indexed: Vec<&str> = t.tasks.on_node(node).map(|t| t.id.as_str()).collect();
             let scanned: Vec<&str> = t
@@ -438,7 +460,7 @@ fn assert_index_matches_scan(store: &Store, step: &str) {
 }
 
 #[test]
-fn the_task_index_by_node_follows_every_write_rollback_and_restore() {
+fn the_task_indexes_follow_every_write_rollback_and_restore() {
     let store = Store::new();
     let moved = |store: &Store, id: &str, node_id: &str| {
         let mut t = store.view(|t| t.tasks[id].clone());
@@ -473,16 +495,28 @@ fn the_task_index_by_node_follows_every_write_rollback_and_restore() {
     assert_index_matches_scan(&store, "moves");
     assert!(!store.view(|t| t.tasks.node_index().contains_key("b")));
 
+    // A task's service never changes in practice; the index follows even so.
+    let mut other = store.view(|t| t.tasks["t2"].clone());
+    other.service_id = "s-x".into();
+    store
+        .apply(3, &batch(vec![update(Action::PutTask(other))]))
+        .unwrap();
+    assert_index_matches_scan(&store, "a change of service");
+    assert_eq!(
+        store.view(|t| t.tasks.service_index().keys().cloned().collect::<Vec<_>>()),
+        ["s-p", "s-t", "s-x"]
+    );
+
     // Removed.
     store
-        .apply(3, &batch(vec![update(Action::RemoveTask("t2".into()))]))
+        .apply(4, &batch(vec![update(Action::RemoveTask("t2".into()))]))
         .unwrap();
     assert_index_matches_scan(&store, "a removal");
 
     // A refused batch rolls back a create, a move and a removal.
     let err = store
         .apply(
-            4,
+            5,
             &batch(vec![
                 create(Action::PutTask(task("t4", "b"))),
                 moved(&store, "t3", "b"),
