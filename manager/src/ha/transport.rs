@@ -5,7 +5,8 @@
 //! each batch, in order, on one long-lived `RaftTransport.SendStream` call to that peer, without
 //! waiting for the previous batch's answer: a unary call per batch held every message behind the
 //! last call's round trip (a new entry's append waited for the previous commit broadcast). The
-//! peer acks each batch it stepped, which marks it reached. A stream that breaks, or stays full
+//! peer acks the first batch it stepped and then at most one batch per 100 ms (an ack marks it
+//! reached; acking every batch cost each write extra frames both ways). A stream that breaks, or stays full
 //! for [`SEND_TIMEOUT`], is dropped and raft is told ([`Report::Unreachable`]): it then probes the
 //! peer instead of streaming to it, and the next batch opens a new stream. Snapshots are
 //! reported as delivered or failed ([`Report::Snapshot`]) so raft knows when to resume sending
@@ -232,7 +233,8 @@ struct Link {
 }
 
 /// An open `SendStream` call: batches go in through `tx`; its task reads the peer's acks
-/// (each one marks the peer reached) and reports the peer unreachable when the call breaks.
+/// (each one marks the peer reached; the peer sends at most one per 100 ms) and reports the
+/// peer unreachable when the call breaks.
 pub(crate) struct Stream {
     /// The peer's address and this node's certificate generation when it was opened: a
     /// stream to an old address, or presenting an old certificate, is replaced.
@@ -310,7 +312,7 @@ fn open_link_stream(
 }
 
 impl Stream {
-    /// Opens a `SendStream` call on `channel`: `on_ack` runs for every batch the peer acks,
+    /// Opens a `SendStream` call on `channel`: `on_ack` runs for every ack the peer sends,
     /// `on_end` once when the call ends (refused, broken, or closed by the peer), unless the
     /// stream was dropped first.
     pub(crate) fn open(
