@@ -436,25 +436,29 @@ fn assert_index_matches_scan(store: &Store, step: &str) {
             &scanned_index(t, |t| &t.service_id),
             "services after {step}"
         );
-        for service in ["", "s-t", "s-p", "s-g", "s-x"] {
-            let indexed: Vec<&str> = t.tasks_of_service(service).map(|t| t.id.as_str()).collect();
-            let scanned: Vec<&str> = t
+        // The tasks with `value` as their `key`, from the index and from a scan.
+        let check = |what: &str, value: &str, key: fn(&Task) -> &str, indexed: Vec<&Task>| {
+            let ids = |tasks: Vec<&Task>| -> Vec<String> {
+                tasks.into_iter().map(|t| t.id.clone()).collect()
+            };
+            let scanned = t
                 .tasks
                 .values()
-                .filter(|t| !service.is_empty() && t.service_id == service)
-                .map(|t| t.id.as_str())
+                .filter(|t| !value.is_empty() && key(t) == value)
                 .collect();
-            assert_eq!(indexed, scanned, "service {service:?} after {step}");
+            assert_eq!(ids(indexed), ids(scanned), "{what} {value:?} after {step}");
+        };
+        for service in ["", "s-t", "s-p", "s-g", "s-x"] {
+            let indexed = t.tasks_of_service(service).collect();
+            check("service", service, |t| &t.service_id, indexed);
         }
         for node in ["", "a", "b", "c"] {
-            let indexed: Vec<&str> = t.tasks.on_node(node).map(|t| t.id.as_str()).collect();
-            let scanned: Vec<&str> = t
-                .tasks
-                .values()
-                .filter(|t| !node.is_empty() && t.node_id == node)
-                .map(|t| t.id.as_str())
-                .collect();
-            assert_eq!(indexed, scanned, "node {node:?} after {step}");
+            check(
+                "node",
+                node,
+                |t| &t.node_id,
+                t.tasks.on_node(node).collect(),
+            );
         }
     });
 }
