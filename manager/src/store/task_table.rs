@@ -38,10 +38,11 @@ impl TaskTable {
         let previous = self.by_id.get(&id);
         let (old_node, old_service) =
             previous.map_or(("", ""), |p| (p.node_id.as_str(), p.service_id.as_str()));
-        if previous.is_none() || old_node != task.node_id {
+        // A new task counts as moving from "" (not indexed): nothing to do if it has no key.
+        if old_node != task.node_id {
             reindex(&mut self.by_node, old_node, &task.node_id, &id);
         }
-        if previous.is_none() || old_service != task.service_id {
+        if old_service != task.service_id {
             reindex(&mut self.by_service, old_service, &task.service_id, &id);
         }
         self.by_id.insert(id, task)

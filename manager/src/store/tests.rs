@@ -1,7 +1,5 @@
 //! Store apply: atomic batches, versions, names, snapshots.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use mini_proto::v1::{
     Meta, Network, NetworkSpec, Service, ServiceSpec, StoreAction, StoreBatch, Task,
     store_action::Action,
@@ -411,8 +409,8 @@ fn task(id: &str, node_id: &str) -> Task {
 }
 
 /// An index of the tasks by `key` rebuilt from scratch, by a scan of every task.
-fn scanned_index(tables: &Tables, key: fn(&Task) -> &str) -> BTreeMap<String, BTreeSet<String>> {
-    let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+fn scanned_index(tables: &Tables, key: fn(&Task) -> &str) -> TaskIndex {
+    let mut index = TaskIndex::new();
     for t in tables.tasks.values().filter(|t| !key(t).is_empty()) {
         index
             .entry(key(t).to_string())
