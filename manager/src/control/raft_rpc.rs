@@ -214,9 +214,6 @@ impl RaftTransport for ControlApi {
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let manager = self.raft_peer(&request.into_inner().cluster_id).await?;
-        // The follower waits to apply the commit index it gets here: have it sent now, not
-        // with the next heartbeat.
-        manager.proposer().raft().broadcast_commit();
         let status = manager.raft_status();
         if status.role != Role::Leader {
             return Err(Status::failed_precondition(format!(
@@ -229,6 +226,9 @@ impl RaftTransport for ControlApi {
         let commit = status.leader_commit().ok_or_else(|| {
             Status::unavailable("the leader has not committed an entry of its term yet")
         })?;
+        // The follower waits to apply this commit index: have it sent now, not with the next
+        // heartbeat.
+        manager.proposer().raft().broadcast_commit();
         Ok(Response::new(
             crate::ha::GroupView::of_leader(&status).to_response(commit),
         ))

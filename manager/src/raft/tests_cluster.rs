@@ -637,19 +637,14 @@ async fn commits_reach_followers_at_once_only_when_one_waits_for_them() {
     // Asked (a consistent read on a follower waits for it), the leader sends it at once.
     g.h(leader).broadcast_commit();
     let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let applied: Vec<_> = [follower, third]
-            .iter()
-            .map(|&id| g.h(id).status().applied)
-            .collect();
-        if applied.iter().all(|&a| a >= index) {
-            break;
-        }
+    for id in [follower, third] {
+        let mut status = g.h(id).subscribe();
+        let applied = tokio::time::timeout_at(deadline, status.wait_for(|s| s.applied >= index));
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "followers applied {applied:?}, not {index}, within {within:?} of the broadcast"
+            matches!(applied.await, Ok(Ok(_))),
+            "node {id} applied {}, not {index}, within {within:?} of the broadcast",
+            g.h(id).status().applied
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     g.stop().await;
 }
