@@ -88,6 +88,10 @@ enum Command {
     /// Tests: drop (or stop dropping) every SWIM packet this node sends.
     #[cfg(test)]
     MuteSwim(bool),
+    /// Tests: ignore (or stop ignoring) the first suspicion notice of each prober and
+    /// incarnation this node receives, as if that packet were lost.
+    #[cfg(test)]
+    LoseFirstNotices(bool),
 }
 
 impl Gossip {
@@ -169,6 +173,8 @@ impl Gossip {
             resend_at: None,
             reannounce_at: Instant::now(),
             transmissions: config.timings.transmissions(1),
+            #[cfg(test)]
+            lost_notices: None,
             config,
         };
         // The thread drives its runtime until the agent's task ends (returns, or is aborted
@@ -268,6 +274,13 @@ impl Gossip {
     #[cfg(test)]
     pub(crate) async fn mute_swim(&self, mute: bool) -> Result<(), GossipError> {
         self.send(Command::MuteSwim(mute)).await
+    }
+
+    /// Tests: loses the first suspicion notice of each prober and incarnation this node
+    /// receives from now on (`true`), or stops losing them.
+    #[cfg(test)]
+    pub(crate) async fn lose_first_notices(&self, lose: bool) -> Result<(), GossipError> {
+        self.send(Command::LoseFirstNotices(lose)).await
     }
 
     /// The id of the key packets are sealed with now.
@@ -390,6 +403,10 @@ struct Agent {
     reannounce_at: Instant,
     /// foca's `max_transmissions` now (it grows with the cluster).
     transmissions: std::num::NonZeroU8,
+    /// Tests: the (prober, incarnation) of each suspicion notice lost on purpose; `None`: none
+    /// is lost.
+    #[cfg(test)]
+    lost_notices: Option<HashSet<(SocketAddr, u16)>>,
     config: GossipConfig,
 }
 
@@ -476,6 +493,10 @@ impl Agent {
             Command::Stop(_) => {}
             #[cfg(test)]
             Command::MuteSwim(mute) => self.transport.mute_swim = mute,
+            #[cfg(test)]
+            Command::LoseFirstNotices(lose) => {
+                self.lost_notices = lose.then(HashSet::new);
+            }
         }
     }
 
@@ -643,6 +664,13 @@ impl Agent {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        while let Some((member, incarnation)) = self.timers.pop_notice_due(now) {
+            if self.still_suspect(&member, incarnation) {
+                tracing::debug!(member = ?member, incarnation, "suspect has not refuted yet: telling it again");
+                let notice = super::antientropy::encode_suspected(incarnation);
+                self.transport.send(KIND_SYNC, member.addr, &notice);
+            }
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             if let Timer::ChangeSuspectToDown {
                 member_id,
@@ -773,7 +801,15 @@ impl Agent {
                 // Anti-entropy repairs point to point; no need to re-broadcast.
                 state.forward = false;
             }
-            SyncMessage::Suspected { incarnation } => self.refute(incarnation, from),
+            SyncMessage::Suspected { incarnation } => {
+                #[cfg(test)]
+                if let Some(lost) = &mut self.lost_notices
+                    && lost.insert((from, incarnation))
+                {
+                    return;
+                }
+                self.refute(incarnation, from)
+            }
             SyncMessage::Alive {
                 identity,
                 incarnation,
@@ -913,7 +949,6 @@ impl Agent {
                 tracing::debug!(error = %e, "tombstoning a ghost");
             }
         }
-        self.timers.members = self.foca.num_members() + 1;
         self.scale_transmissions();
         let mut state = self.shared.lock();
         if members_changed {

@@ -107,20 +107,24 @@ impl GossipConfig {
 /// on a LAN, not memberlist's WAN-safe defaults (probe 1 s, suspicion 4 s+, NetworkDB's 30 s
 /// anti-entropy):
 ///
-/// - **Failure detection** (purge ≤ 4 s): a survivor probes the dead node within about one
-///   `probe_period` (0.5 s, every survivor probes someone each period), the probe fails at the end
-///   of the period (+0.5 s; `probe_rtt` 200 ms leaves time for the indirect probes), suspicion
-///   turns into *down* after `suspect_to_down_after` (0.7 s, times log10 of the cluster size
-///   from 10 members on: 1.2 s at 50 — time for a live node to hear it is suspected and refute,
-///   which the buddy system below makes one round trip to the prober), and the *down* spreads
-///   in a few gossip rounds (0.2–0.4 s at 50 nodes): ≈ 2 s at 50 nodes. The first probe of the
-///   dead node is the random part: if each of 49 survivors picked the member it probes each
-///   period at random, no one would probe it within 2 s about once in 50 deaths. The agent has
-///   a thread of its own, so a busy node still refutes in time; one whose own timers run late stretches its probes and suspicions
-///   (Lifeguard's local health, in `runtime.rs`). Only the prober's timer declares a member
-///   down, so the prober tells the suspect at once and the suspect refutes straight back to it
-///   (Lifeguard's buddy system; the agent's `refute`), instead of hoping the suspicion and its
-///   refutation reach the right nodes by random gossip in time.
+/// - **Failure detection** (purge ≤ 4 s): the dead node's first probe, then a period for it to
+///   fail (`probe_rtt` 200 ms leaves time for the indirect probes; foca counts the probe failed
+///   when it starts the next one, +0.5 s), then `suspect_to_down_after` (0.7 s) for a live node to
+///   hear it is suspected and refute, then a few gossip rounds for the *down* to spread
+///   (0.2–0.3 s at 50 nodes): the purge ends ≈ 1.45 s after the first probe.
+///   - The suspicion does not grow with the cluster (memberlist's log N). Only the prober's timer
+///     declares a member down, and the prober tells the suspect at once and again halfway
+///     through; the suspect refutes straight back to it (Lifeguard's buddy system; the agent's
+///     `refute`). That round trip does not depend on how many nodes there are, so a longer
+///     suspicion at 50 nodes only delayed every purge (by 0.5 s). It grows with the prober's
+///     local health instead (below).
+///   - The first probe is the random part. Each survivor probes one member per period (0.5 s)
+///     in its own shuffled order, so the dead node is probed about twice a second, at random
+///     moments: no one probes it for 2.5 s (what 4 s leaves) in about 1 death in 150 (e^-5).
+///     Counted in a 50-host run: 3–5 probes of the dead node in its first 2 s.
+///   - The agent has a thread of its own, so a busy node still refutes in time; one whose own
+///     timers run late stretches its probes and suspicions (Lifeguard's local health, in
+///     `runtime.rs`).
 /// - **Propagation** (p99 ≤ 1 s at 50 nodes): the owner of a new record sends it at once to
 ///   **every** member it knows (one small packet each), and again, batched with its other young
 ///   records, `resend_after` (300 ms) later, for the packets the first push lost. The record also

@@ -200,26 +200,27 @@ impl LocalHealth {
     }
 }
 
-/// How much longer suspicion lasts in a cluster of `members`: log10(members), at least 1
-/// (memberlist's scaling: the suspicion has to reach more nodes, and a refutation to come
-/// back, before the suspect is declared down). 1 up to 10 members, 1.7 at 50, 2 at 100.
-pub(crate) fn suspicion_factor(members: usize) -> f64 {
-    (members.max(1) as f64).log10().max(1.0)
-}
-
 /// foca's timers, in one ordered queue (a min-heap by deadline, then foca's own timer order,
 /// then submission order) so they fire in order — a task per timer can deliver them out of
 /// order (foca issue #26).
 ///
-/// The queue also applies [`LocalHealth`] and [`suspicion_factor`]: foca cannot change its
-/// probe period at run time, but every probe and suspicion timer goes through here.
+/// The queue also applies [`LocalHealth`] (foca cannot change its probe period at run time, but
+/// every probe and suspicion timer goes through here), and keeps when to tell a suspect again
+/// that it is suspected (see [`TimerQueue::pop_notice_due`]).
 #[derive(Default)]
 pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<TimerEntry>>,
     seq: u64,
     health: LocalHealth,
-    /// Members of the cluster, this node included (set by the agent after every step).
-    pub(crate) members: usize,
+    /// Suspects to tell again, halfway through their suspicion, if they have not refuted yet.
+    notices: Vec<Notice>,
+}
+
+/// A suspicion notice to send again (see [`TimerQueue::pop_notice_due`]).
+struct Notice {
+    at: Instant,
+    member: NodeIdentity,
+    incarnation: u16,
 }
 
 struct TimerEntry {
@@ -255,23 +256,48 @@ impl TimerQueue {
         }));
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline: a timer's or a notice's.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(e)| e.at)
+        let timer = self.heap.peek().map(|Reverse(e)| e.at);
+        let notice = self.notices.iter().map(|n| n.at).min();
+        match (timer, notice) {
+            (Some(t), Some(n)) => Some(t.min(n)),
+            (t, n) => t.or(n),
+        }
     }
 
-    /// Queues `timer` to fire `after` from now, stretched by the local health (probe timers)
-    /// and by the cluster size (suspicion).
+    /// Queues `timer` to fire `after` from now, stretched by the local health (probe timers and
+    /// suspicion). A suspicion also queues its notice for halfway through it.
     pub(crate) fn push_after(&mut self, now: Instant, after: Duration, timer: Timer<NodeIdentity>) {
         let health = self.health.multiplier();
         let after = match &timer {
             Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => after * health,
-            Timer::ChangeSuspectToDown { .. } => {
-                (after * health).mul_f64(suspicion_factor(self.members))
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } => {
+                let after = after * health;
+                self.notices.push(Notice {
+                    at: now + after / 2,
+                    member: member_id.clone(),
+                    incarnation: *incarnation,
+                });
+                after
             }
             _ => after,
         };
         self.push(now + after, timer);
+    }
+
+    /// A suspect due to be told again at `now` that it is suspected, with the incarnation it
+    /// is suspected at. The prober tells a suspect at once (see [`IoRuntime`]); a live suspect
+    /// refutes straight back. Telling it once more halfway through the suspicion, if it has not
+    /// refuted by then, keeps one lost packet either way from getting a live node declared down.
+    pub(crate) fn pop_notice_due(&mut self, now: Instant) -> Option<(NodeIdentity, u16)> {
+        let due = self.notices.iter().position(|n| n.at <= now)?;
+        let notice = self.notices.swap_remove(due);
+        Some((notice.member, notice.incarnation))
     }
 
     /// The node's local health now.
@@ -283,7 +309,7 @@ impl TimerQueue {
     /// The earliest timer if it is due at `now`. A timer handled more than [`LATE`] after its
     /// deadline counts as a missed deadline, any other as a deadline met.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer<NodeIdentity>> {
-        if self.next_deadline()? > now {
+        if self.heap.peek()?.0.at > now {
             return None;
         }
         let Reverse(entry) = self.heap.pop()?;
@@ -377,43 +403,47 @@ mod tests {
         timer: Timer<NodeIdentity>,
     ) -> Duration {
         q.push_after(t0, after, timer);
-        let at = q.next_deadline().unwrap();
+        let at = q.heap.peek().unwrap().0.at;
         q.heap.clear();
+        q.notices.clear();
         at - t0
     }
 
     #[test]
-    fn suspicion_grows_with_the_log_of_the_cluster_size() {
-        assert_eq!(suspicion_factor(0), 1.0);
-        assert_eq!(suspicion_factor(3), 1.0);
-        assert_eq!(suspicion_factor(10), 1.0);
-        assert!((suspicion_factor(50) - 1.699).abs() < 0.001);
-        assert_eq!(suspicion_factor(100), 2.0);
+    fn a_suspicion_lasts_as_configured_whatever_the_cluster_size_and_is_noticed_again_halfway() {
         let t0 = Instant::now();
-        let base = Duration::from_millis(1500);
-        let mut q = TimerQueue {
-            members: 3,
-            ..Default::default()
-        };
-        // A small cluster keeps today's figures.
-        assert_eq!(due_after(&mut q, t0, base, suspect(1)), base);
-        q.members = 100;
-        assert_eq!(due_after(&mut q, t0, base, suspect(1)), base * 2);
-        // Other timers are not stretched.
-        assert_eq!(
-            due_after(&mut q, t0, base, Timer::ProbeRandomMember(0)),
-            base
+        let base = Duration::from_millis(700);
+        let mut q = TimerQueue::default();
+        q.push_after(t0, base, suspect(1));
+        // The notice is due first, halfway, once; then the suspicion itself, unstretched.
+        assert_eq!(q.next_deadline(), Some(t0 + base / 2));
+        assert!(
+            q.pop_due(t0 + base / 2).is_none(),
+            "the timer is not due yet"
         );
+        assert_eq!(
+            q.pop_notice_due(t0 + base / 2 - Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(q.pop_notice_due(t0 + base / 2), Some((id(1), 1)));
+        assert_eq!(q.pop_notice_due(t0 + base), None);
+        assert_eq!(q.next_deadline(), Some(t0 + base));
+        assert!(matches!(
+            q.pop_due(t0 + base),
+            Some(Timer::ChangeSuspectToDown { .. })
+        ));
+        assert_eq!(q.next_deadline(), None);
+        // Other timers queue no notice.
+        q.push_after(t0, base, Timer::ProbeRandomMember(0));
+        assert_eq!(q.next_deadline(), Some(t0 + base));
+        assert_eq!(q.pop_notice_due(t0 + base * 10), None);
     }
 
     #[test]
     fn a_node_that_misses_its_deadlines_probes_and_suspects_slower() {
         let t0 = Instant::now();
         let period = Duration::from_millis(500);
-        let mut q = TimerQueue {
-            members: 3,
-            ..Default::default()
-        };
+        let mut q = TimerQueue::default();
         assert_eq!(q.health().multiplier(), 1);
         // Three probe timers handled 300 ms late: the agent did not get the CPU.
         let mut now = t0;

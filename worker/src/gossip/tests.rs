@@ -813,6 +813,30 @@ async fn a_suspected_node_refutes_to_its_prober_before_it_is_declared_down() {
     );
 }
 
+/// The prober tells a suspect twice that it is suspected, at once and halfway through the
+/// suspicion: a live node whose first notice is lost (and whose SWIM packets do not get
+/// through, so foca's own refutation cannot save it) refutes the second one in time.
+#[tokio::test]
+async fn a_suspect_that_loses_the_first_notice_refutes_the_second_in_time() {
+    let nodes = cluster(3, 0.0).await;
+    let before: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
+    nodes[2].lose_first_notices(true).await.unwrap();
+    nodes[2].mute_swim(true).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during: Vec<Vec<NodeIdentity>> = nodes.iter().map(|g| g.members()).collect();
+    nodes[2].mute_swim(false).await.unwrap();
+    let refuted = nodes[2].stats().suspicions_refuted;
+    assert_eq!(
+        during, before,
+        "members of each node after node2's SWIM packets and first suspicion notices were lost \
+         for 5 s ({refuted} suspicions of node2 refuted)"
+    );
+    assert!(
+        refuted > 0,
+        "node2 was never suspected: the test shows nothing"
+    );
+}
+
 /// A suspicion notice from an address that is not a member (a node holding the cluster's key
 /// but not in the cluster, e.g. one that was removed) makes no node refute: refuting raises the
 /// node's incarnation, and at the last one it must rejoin under a new identity.
