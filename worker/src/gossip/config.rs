@@ -138,13 +138,15 @@ impl GossipConfig {
 ///   the records of the differing buckets, so a lost broadcast or a late joiner converges within
 ///   about one period, and an idle cluster pays one ~90-byte packet per round.
 /// - **Idle cost**: 2 pings + ~2 acks per second (146 bytes each on the wire, sealed), a table
-///   hash every 2 s (73 bytes), an announce every 30 s (143 bytes), answered with a member list
-///   that fills a packet (1 416 bytes at 50 members): ≈ 0.7 kB/s ≈ 5–6 kbit/s per node. The
-///   member lists are what makes one node's traffic over a few seconds uneven (a node that a
-///   few members happen to announce to at once sends a few of them); with announces every 15 s
-///   a 10 s window at 50 members read up to 10.2 kbit/s on one node. Announces only heal
-///   membership views that gossip and the bootstrap re-announces (`maintenance_period`) left
-///   apart; memberlist's full-state exchange runs every 30 s too.
+///   hash every 2 s (73 bytes), an announce every 30 s ± 25 % (143 bytes), answered with a
+///   member list that fills a packet (1 416 bytes at 50 members): ≈ 0.7 kB/s ≈ 5–6 kbit/s per
+///   node. The member lists are what makes one node's traffic over a few seconds uneven (a node
+///   that a few members happen to announce to at once sends a few of them): with announces
+///   every 15 s a 10 s window at 50 members read up to 10.2 kbit/s on one node, and with
+///   unjittered announces every 30 s (all nodes of a lab that joined together announcing in
+///   the same second) up to 11.7. Announces only heal membership views that gossip and the
+///   bootstrap re-announces (`maintenance_period`) left apart; memberlist's full-state exchange
+///   runs every 30 s too.
 #[derive(Clone, Debug)]
 pub struct GossipTimings {
     /// SWIM probe period: each node pings one member per period.
