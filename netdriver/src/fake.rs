@@ -389,7 +389,15 @@ impl Kernel for FakeKernel {
         }
         for name in &touched.namespaces {
             if let Some(st) = inner.state.namespaces.get(name) {
-                part.namespaces.insert(name.clone(), st.clone());
+                let mut st = st.clone();
+                // As the Linux kernel reads them: without what the driver kept.
+                if touched.peers_kept.contains(name)
+                    && let Some(st) = &mut st
+                {
+                    st.neighbours.clear();
+                    st.fdb.clear();
+                }
+                part.namespaces.insert(name.clone(), st);
             }
         }
         Ok(part)

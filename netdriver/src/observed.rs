@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use crate::filter::FilterTable;
 use crate::lb::LbTable;
 use crate::model::{MacAddr, Peer};
+use crate::names::VXLAN;
 use crate::op::{NsRef, Op};
 
 /// The driver-owned part of a node's kernel networking.
@@ -213,6 +214,12 @@ pub struct Touched {
     pub host: bool,
     /// Namespace files (`run_dir/netns`), by name; one that no longer exists is read as gone.
     pub namespaces: BTreeSet<String>,
+    /// Overlay namespaces of `namespaces` whose `vxlan0` the apply did not touch: only their
+    /// links changed (a sandbox's port attached or gone). They are read back without the
+    /// neighbour and FDB entries of `vxlan0`, whose picture the apply kept exact op by op: a
+    /// dump of those is one entry per endpoint of the network (2,000 at 50 hosts), and each
+    /// task start on a node read both back in full.
+    pub peers_kept: BTreeSet<String>,
 }
 
 impl Touched {
@@ -229,11 +236,9 @@ impl Touched {
             | Op::CreateGatewayBridge { .. }
             | Op::SetNat { .. }
             | Op::DeleteNat { .. } => self.host = true,
-            Op::CreateOverlay { ns, .. } | Op::CreateSandbox { ns } => {
-                self.namespaces.insert(ns.clone());
-            }
+            Op::CreateOverlay { ns, .. } | Op::CreateSandbox { ns } => self.add_whole(ns),
             Op::DeleteNamespace { ns } => {
-                self.namespaces.insert(ns.clone());
+                self.add_whole(ns);
                 let named = NsRef::Named(ns.clone());
                 if let Some(Some(st)) = before.namespaces.get(ns) {
                     for link in st.links.keys() {
@@ -242,17 +247,22 @@ impl Touched {
                 }
             }
             Op::DeleteLink { ns, name } => {
-                self.add_ns(ns);
+                match ns {
+                    NsRef::Named(o) if crate::names::is_overlay_ns(o) && name != VXLAN => {
+                        self.add_links(o);
+                    }
+                    _ => self.add_ns(ns),
+                }
                 self.add_peers(ns, name, before);
             }
             Op::AttachOverlay {
                 sandbox, overlay, ..
             } => {
-                self.namespaces.insert(sandbox.clone());
-                self.namespaces.insert(overlay.clone());
+                self.add_whole(sandbox);
+                self.add_links(overlay);
             }
             Op::AttachGateway { sandbox, .. } => {
-                self.namespaces.insert(sandbox.clone());
+                self.add_whole(sandbox);
                 self.host = true;
             }
             // Recorded exactly (record_op).
@@ -273,9 +283,21 @@ impl Touched {
     fn add_ns(&mut self, ns: &NsRef) {
         match ns {
             NsRef::Host => self.host = true,
-            NsRef::Named(n) => {
-                self.namespaces.insert(n.clone());
-            }
+            NsRef::Named(n) => self.add_whole(n),
+        }
+    }
+
+    /// Namespace `ns` is read back whole.
+    fn add_whole(&mut self, ns: &str) {
+        self.namespaces.insert(ns.to_string());
+        self.peers_kept.remove(ns);
+    }
+
+    /// Only the links of overlay namespace `ns` changed: it is read back without the entries
+    /// of `vxlan0`, unless something else reads it whole.
+    fn add_links(&mut self, ns: &str) {
+        if self.namespaces.insert(ns.to_string()) {
+            self.peers_kept.insert(ns.to_string());
         }
     }
 
@@ -315,7 +337,7 @@ impl Touched {
                     if names::is_overlay_ns(o)
                         && st.as_ref().is_some_and(|s| s.links.contains_key(&port))
                     {
-                        self.namespaces.insert(o.clone());
+                        self.add_links(o);
                     }
                 }
             }
@@ -325,7 +347,8 @@ impl Touched {
 
 impl Observed {
     /// Replaces the `touched` parts of this picture with those of `fresh` (a read of at least
-    /// those parts): a touched namespace missing from `fresh` is gone.
+    /// those parts): a touched namespace missing from `fresh` is gone. The `vxlan0` entries of
+    /// [`Touched::peers_kept`] namespaces stay as this picture has them.
     pub(crate) fn merge(&mut self, touched: &Touched, fresh: Observed) {
         let Observed {
             host,
@@ -342,7 +365,14 @@ impl Observed {
         }
         for name in &touched.namespaces {
             match namespaces.remove(name) {
-                Some(st) => {
+                Some(mut st) => {
+                    if touched.peers_kept.contains(name)
+                        && let (Some(st), Some(Some(old))) =
+                            (&mut st, self.namespaces.get_mut(name))
+                    {
+                        st.neighbours = std::mem::take(&mut old.neighbours);
+                        st.fdb = std::mem::take(&mut old.fdb);
+                    }
                     self.namespaces.insert(name.clone(), st);
                 }
                 None => {

@@ -219,6 +219,43 @@ async fn ping_crosses_vxlan_egress_is_masqueraded_and_teardown_leaves_nothing() 
     let out = sh(&sb_a, "ping -c 1 -W 2 10.0.9.3");
     assert!(out.contains("1 received"), "{out}");
 
+    // A second sandbox on host A only adds a port to the overlay: the overlay is read back
+    // without vxlan0's neighbour and FDB entries (one dump each, one entry per endpoint of the
+    // network), and the picture kept from the ops is still the kernel's: nothing to do after,
+    // from this driver or from one that reads everything again.
+    let mut two = want_a.clone();
+    let mut second = two.sandboxes[0].clone();
+    second.id = "taskcccccccccccccccccccc".into();
+    second.attachments[0].addr = ipnet::Ipv4Net::new(ip(4), 24).unwrap();
+    second.attachments[0].mac = MacAddr::for_ip(ip(4));
+    two.sandboxes.push(second);
+    let report = da.apply(&two).await.unwrap();
+    assert!(!report.observed_kernel);
+    assert_eq!(report.reread.peers_kept.len(), 1, "{:?}", report.reread);
+    let again = da.apply(&two).await.unwrap();
+    assert!(again.ops.is_empty(), "{:?}", again.ops);
+    let fresh = NetDriver::new(cfg_a.clone(), LinuxKernel::new(cfg_a.clone()).unwrap());
+    let again = fresh.apply(&two).await.unwrap();
+    assert!(
+        again.ops.is_empty(),
+        "restart found differences: {:?}",
+        again.ops
+    );
+    drop(fresh);
+    let out = sh(&sb_a, "ping -c 1 -W 2 10.0.9.3");
+    assert!(out.contains("1 received"), "{out}");
+    // And the port goes again the same way.
+    let report = da.apply(&want_a).await.unwrap();
+    assert_eq!(report.reread.peers_kept.len(), 1, "{:?}", report.reread);
+    let fresh = NetDriver::new(cfg_a.clone(), LinuxKernel::new(cfg_a.clone()).unwrap());
+    let again = fresh.apply(&want_a).await.unwrap();
+    assert!(
+        again.ops.is_empty(),
+        "restart found differences: {:?}",
+        again.ops
+    );
+    drop(fresh);
+
     // Teardown leaves no namespace file, mount, link or nft table.
     da.apply(&DesiredState::default()).await.unwrap();
     db.apply(&DesiredState::default()).await.unwrap();

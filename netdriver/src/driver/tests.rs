@@ -470,6 +470,12 @@ async fn sandbox_changes_read_back_only_what_they_touched() {
         report.reread.namespaces.iter().collect::<Vec<_>>(),
         ["1-jv8c30bcmn", "qqqqqqqqqqqq"]
     );
+    // The overlay only gained a port: its vxlan0 entries are not read back, and the picture
+    // keeps them (the fake reads touched namespaces without them, as the Linux kernel does).
+    assert_eq!(
+        report.reread.peers_kept.iter().collect::<Vec<_>>(),
+        ["1-jv8c30bcmn"]
+    );
     assert_exact(&d).await;
 
     // A third one and the first one gone in one apply: the first one's veth peers (gateway
@@ -480,6 +486,10 @@ async fn sandbox_changes_read_back_only_what_they_touched() {
     assert_eq!(
         report.reread.namespaces.iter().collect::<Vec<_>>(),
         ["1-jv8c30bcmn", "rrrrrrrrrrrr", "zazcrztrp8no"]
+    );
+    assert_eq!(
+        report.reread.peers_kept.iter().collect::<Vec<_>>(),
+        ["1-jv8c30bcmn"]
     );
     assert_exact(&d).await;
     let st = d.kernel().state();

@@ -110,6 +110,13 @@ fn parse_vxlan(infos: &[InfoVxlan]) -> VxlanState {
     v
 }
 
+/// Whether a read of a namespace includes the neighbour and FDB entries of its `vxlan0`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peers {
+    Read,
+    Skip,
+}
+
 impl LinuxKernel {
     pub(super) async fn observe_all(&self) -> Result<Observed, Error> {
         let mut observed = self.observe_host().await?;
@@ -122,13 +129,14 @@ impl LinuxKernel {
         .map_err(|e| Error::os(dir.display().to_string(), "readdir", e))?;
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let state = self.read_named(&name).await?;
+            let state = self.read_named(&name, Peers::Read).await?;
             observed.namespaces.insert(name, state);
         }
         Ok(observed)
     }
 
-    /// Reads the host part (when `touched.host`) and the named namespace files of `touched`.
+    /// Reads the host part (when `touched.host`) and the named namespace files of `touched`,
+    /// without the `vxlan0` entries of its [`Touched::peers_kept`] namespaces.
     pub(super) async fn observe_touched(&self, touched: &Touched) -> Result<Observed, Error> {
         let mut observed = if touched.host {
             self.observe_host().await?
@@ -138,7 +146,12 @@ impl LinuxKernel {
         for name in &touched.namespaces {
             let path = self.named_path(name);
             if std::fs::symlink_metadata(&path).is_ok() {
-                let state = self.read_named(name).await?;
+                let peers = if touched.peers_kept.contains(name) {
+                    Peers::Skip
+                } else {
+                    Peers::Read
+                };
+                let state = self.read_named(name, peers).await?;
                 observed.namespaces.insert(name.clone(), state);
             }
         }
@@ -150,9 +163,12 @@ impl LinuxKernel {
         let bridge = self.config.gateway_bridge.name.clone();
         let host = self.handle(&NsRef::Host).await?;
         let mut host_state = self
-            .read_ns(&host, &NsRef::Host, |n| {
-                n == bridge || n.starts_with(names::GATEWAY_PORT_PREFIX)
-            })
+            .read_ns(
+                &host,
+                &NsRef::Host,
+                |n| n == bridge || n.starts_with(names::GATEWAY_PORT_PREFIX),
+                Peers::Skip,
+            )
             .await?;
         host_state.lb = self.read_lb(&NsRef::Host).await?;
         let forwarding = self.ip_forward(false).await?;
@@ -172,13 +188,13 @@ impl LinuxKernel {
     }
 
     /// What the namespace file `name` holds; `None` when it is not a live namespace.
-    async fn read_named(&self, name: &str) -> Result<Option<NsState>, Error> {
+    async fn read_named(&self, name: &str, peers: Peers) -> Result<Option<NsState>, Error> {
         if !netns::is_netns(&self.named_path(name)) {
             return Ok(None);
         }
         let ns = NsRef::Named(name.to_string());
         let h = self.handle(&ns).await?;
-        let mut st = self.read_ns(&h, &ns, |_| true).await?;
+        let mut st = self.read_ns(&h, &ns, |_| true, peers).await?;
         if !names::is_overlay_ns(name) {
             st.lb = self.read_lb(&ns).await?;
         }
@@ -202,12 +218,14 @@ impl LinuxKernel {
     }
 
     /// Reads the links accepted by `keep` with their addresses; in namespaces other than the
-    /// host's also the neighbour/FDB entries of `vxlan0` and the default route.
+    /// host's also the default route and, with [`Peers::Read`], the neighbour/FDB entries of
+    /// `vxlan0`.
     async fn read_ns(
         &self,
         h: &Handle,
         ns: &NsRef,
         keep: impl Fn(&str) -> bool,
+        peers: Peers,
     ) -> Result<NsState, Error> {
         let nl = |call, e| Error::netlink(format!("dump in {ns}"), call, e);
         self.counters.read();
@@ -260,7 +278,7 @@ impl LinuxKernel {
                 .iter()
                 .find(|(_, (n, _))| n == VXLAN)
                 .map(|(i, _)| *i);
-            if let Some(vx) = vx {
+            if let (Some(vx), Peers::Read) = (vx, peers) {
                 self.read_peers(h, ns, vx, &mut st).await?;
             }
             self.counters.read();
