@@ -197,6 +197,11 @@ impl Collector for AgentGauges {
                 stats.packets_received,
             ),
             (
+                "gossip_messages_not_sent",
+                "Gossip UDP packets the OS refused to send (full socket buffer): lost",
+                stats.packets_not_sent,
+            ),
+            (
                 "gossip_sent_bytes",
                 "Gossip UDP payload bytes sent",
                 stats.bytes_sent,

@@ -156,11 +156,12 @@ impl Gossip {
             foca,
             shared: shared.clone(),
             transport: Transport::new(
-                socket.clone(),
+                &socket,
                 Seal::new(config.keys.clone()),
                 counters.clone(),
                 config.test_drop_probability,
-            ),
+            )
+            .map_err(|source| GossipError::Bind { addr: bind, source })?,
             counters: counters.clone(),
             timers: TimerQueue::default(),
             notifications: Vec::new(),

@@ -50,6 +50,9 @@ pub struct GossipStats {
     /// Times a member suspected this node (its probe failed) and this node refuted straight
     /// back to it.
     pub suspicions_refuted: u64,
+    /// Packets the OS refused to send (the socket's send buffer was full): lost, as the network
+    /// would lose them.
+    pub packets_not_sent: u64,
 }
 
 /// The live counters behind [`GossipStats`].
@@ -64,6 +67,7 @@ pub(crate) struct Counters {
     pub(crate) packets_replayed: AtomicU64,
     dropped_by_test_hook: AtomicU64,
     pub(crate) suspicions_refuted: AtomicU64,
+    not_sent: AtomicU64,
     /// Id of the sealing key (shown to users; not a traffic counter).
     pub(crate) key_id: std::sync::atomic::AtomicU32,
 }
@@ -82,6 +86,7 @@ impl Counters {
             records_refused: 0,
             packets_dropped_by_test_hook: get(&self.dropped_by_test_hook),
             suspicions_refuted: get(&self.suspicions_refuted),
+            packets_not_sent: get(&self.not_sent),
         }
     }
 
@@ -93,7 +98,13 @@ impl Counters {
 /// The UDP send path shared by foca and anti-entropy; it also holds the seal incoming packets
 /// are opened with.
 pub(crate) struct Transport {
-    socket: Arc<UdpSocket>,
+    /// The agent's socket (a second descriptor of it), written with plain non-blocking
+    /// `sendto` calls. tokio's `try_send_to` fails without trying while tokio has not yet seen
+    /// the socket writable: on a new socket (every node's first announces to its bootstrap
+    /// peers were dropped, and it joined a maintenance period later), and after any full
+    /// buffer, for every send until the runtime next polls (a push to every member lost all
+    /// but the first packets).
+    socket: std::net::UdpSocket,
     pub(crate) seal: Seal,
     counters: Arc<Counters>,
     /// See [`GossipConfig::test_drop_probability`](super::GossipConfig::test_drop_probability).
@@ -106,13 +117,17 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
+    /// The send path of `socket`.
     pub(crate) fn new(
-        socket: Arc<UdpSocket>,
+        socket: &UdpSocket,
         seal: Seal,
         counters: Arc<Counters>,
         drop: f64,
-    ) -> Self {
-        Transport {
+    ) -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let socket = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
+        socket.set_nonblocking(true)?;
+        Ok(Transport {
             socket,
             seal,
             counters,
@@ -121,7 +136,7 @@ impl Transport {
             mute_swim: false,
             rng: rand10::make_rng(),
             buf: Vec::with_capacity(super::config::MAX_PACKET_BYTES),
-        }
+        })
     }
 
     /// Seals and sends one packet of `kind`. Never blocks: UDP is lossy anyway, so a full
@@ -137,12 +152,15 @@ impl Transport {
             return;
         }
         self.seal.seal(kind, payload, to, &mut self.buf);
-        match self.socket.try_send_to(&self.buf, to) {
+        match self.socket.send_to(&self.buf, to) {
             Ok(n) => {
                 Counters::add(&self.counters.packets_sent, 1);
                 Counters::add(&self.counters.bytes_sent, n as u64);
             }
-            Err(e) => tracing::debug!(%to, error = %e, "gossip packet not sent"),
+            Err(e) => {
+                Counters::add(&self.counters.not_sent, 1);
+                tracing::debug!(%to, error = %e, "gossip packet not sent");
+            }
         }
     }
 }

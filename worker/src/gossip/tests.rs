@@ -708,6 +708,43 @@ async fn a_lost_announce_to_a_bootstrap_peer_is_repeated() {
     .await;
 }
 
+/// A new agent's first packets go out: its announces to eight bootstrap peers, sent as it
+/// starts, each reach their peer, and the OS refused none of them. (tokio's `try_send_to`
+/// refused every send on a socket tokio had not yet seen writable: each node's first
+/// announces were lost, and it joined a maintenance period later.)
+#[tokio::test]
+async fn a_new_agents_first_announces_are_sent_not_dropped() {
+    let peers: Vec<UdpSocket> = (0..8)
+        .map(|_| UdpSocket::bind(loopback()).unwrap())
+        .collect();
+    for p in &peers {
+        p.set_nonblocking(true).unwrap();
+    }
+    let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    let node = start("node0", loopback(), &addrs, 0.0).await;
+    let mut heard = vec![false; peers.len()];
+    wait_for(
+        "an announce at each bootstrap peer",
+        CONVERGE_DEADLINE,
+        || {
+            let mut buf = [0u8; 2048];
+            for (p, h) in peers.iter().zip(heard.iter_mut()) {
+                while p.recv_from(&mut buf).is_ok() {
+                    *h = true;
+                }
+            }
+            if heard.iter().all(|h| *h) {
+                Ok(())
+            } else {
+                Err(format!("heard: {heard:?}, {:?}", node.stats()))
+            }
+        },
+    )
+    .await;
+    let stats = node.stats();
+    assert_eq!(stats.packets_not_sent, 0, "{stats:?}");
+}
+
 /// A node whose runtime stalls (here the test's own runtime, blocked for 4 s, as a node's is
 /// when its task work saturates it) still answers probes: its agent runs on a thread of its
 /// own. A peer on another runtime keeps it as a member, with the same incarnation, instead of
