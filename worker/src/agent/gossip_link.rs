@@ -227,13 +227,27 @@ pub async fn set_members<K: Kernel + 'static>(shared: &Shared<K>, members: &[Str
         .into(),
         members: addrs,
     };
-    if shared.network.set_members(Some(filter)) {
+    if let Some(admitted) = shared.network.set_members(Some(filter)) {
         tracing::info!(
             members = members.len(),
             "members-only filter of the gossip and data-path ports updated"
         );
         if let Err(err) = shared.network.refresh().await {
             tracing::warn!(%err, "updating the members-only filter failed");
+        }
+        // A node that joined just now may have announced to this one before the filter let
+        // it in: its announce was dropped here, and it repeats it only every few seconds.
+        // Announce to it now that it can answer.
+        let gossip = shared.gossip.read().await;
+        if let Some(gossip) = gossip.as_ref() {
+            let port = shared.gossip_port;
+            let addrs = admitted
+                .into_iter()
+                .filter(|a| *a != shared.vtep)
+                .map(|a| std::net::SocketAddr::new(a.into(), port));
+            if let Err(err) = gossip.reach(addrs.collect()).await {
+                tracing::debug!(%err, "announcing to newly admitted members");
+            }
         }
     }
 }

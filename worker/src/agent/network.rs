@@ -118,12 +118,22 @@ impl<K: Kernel> NodeNetwork<K> {
     }
 
     /// Sets the addresses allowed to send to the gossip and data-path ports (`None`: no
-    /// filter). Returns whether that changed what is wanted.
-    pub fn set_members(&self, members: Option<MemberFilter>) -> bool {
+    /// filter). Returns `None` when that changes nothing wanted, else the addresses the new
+    /// filter admits that the old one did not.
+    pub fn set_members(&self, members: Option<MemberFilter>) -> Option<Vec<Ipv4Addr>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = state.members != members;
+        if state.members == members {
+            return None;
+        }
+        let before = state.members.as_ref().map(|m| &m.members);
+        let admitted = members
+            .iter()
+            .flat_map(|m| &m.members)
+            .filter(|a| !before.is_some_and(|b| b.contains(*a)))
+            .copied()
+            .collect();
         state.members = members;
-        changed
+        Some(admitted)
     }
 
     /// Wants a sandbox for `task`.
@@ -453,6 +463,35 @@ mod tests {
             deleted: false,
             signature: vec![],
         }
+    }
+
+    #[test]
+    fn a_new_member_filter_reports_the_addresses_it_admits() {
+        let n = node();
+        let filter = |last: &[u8]| MemberFilter {
+            ports: [7946, 4789].into(),
+            members: last.iter().map(|l| Ipv4Addr::new(10, 0, 0, *l)).collect(),
+        };
+        let ip = |l: u8| Ipv4Addr::new(10, 0, 0, l);
+        assert_eq!(
+            n.set_members(Some(filter(&[1, 2]))),
+            Some(vec![ip(1), ip(2)])
+        );
+        assert_eq!(
+            n.set_members(Some(filter(&[1, 2]))),
+            None,
+            "nothing changed"
+        );
+        assert_eq!(
+            n.set_members(Some(filter(&[1, 3, 4]))),
+            Some(vec![ip(3), ip(4)])
+        );
+        assert_eq!(
+            n.set_members(Some(filter(&[1]))),
+            Some(vec![]),
+            "only removals"
+        );
+        assert_eq!(n.set_members(None), Some(vec![]));
     }
 
     #[tokio::test]

@@ -84,6 +84,7 @@ enum Command {
         oneshot::Sender<Result<Option<EndpointRecord>, GossipError>>,
     ),
     SetKeys(GossipKeys),
+    Reach(Vec<SocketAddr>),
     Stop(oneshot::Sender<()>),
     /// Tests: drop (or stop dropping) every SWIM packet this node sends.
     #[cfg(test)]
@@ -211,6 +212,16 @@ impl Gossip {
     /// [`advertise_addr`](GossipConfig::advertise_addr) was set).
     pub fn local_addr(&self) -> SocketAddr {
         self.identity.addr
+    }
+
+    /// Announces to each of `addrs` that is not a member yet (this node's own address is
+    /// skipped): nodes the members-only filter admitted just now, whose own announces to this
+    /// node it may have dropped.
+    pub async fn reach(&self, addrs: Vec<SocketAddr>) -> Result<(), GossipError> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Reach(addrs)).await
     }
 
     /// Publishes a local change: an endpoint of a task running on this node appeared or
@@ -491,6 +502,7 @@ impl Agent {
                     self.transport.seal.set_keys(keys);
                 }
             }
+            Command::Reach(addrs) => self.announce_to(&addrs),
             Command::Stop(_) => {}
             #[cfg(test)]
             Command::MuteSwim(mute) => self.transport.mute_swim = mute,
@@ -706,15 +718,21 @@ impl Agent {
     /// filter did not list it yet) but that joined through another peer never announces again,
     /// and the first node of a cluster has no bootstrap peers at all.
     fn announce_bootstrap(&mut self) {
+        let bootstrap = self.config.bootstrap.clone();
+        self.announce_to(&bootstrap);
+    }
+
+    /// Announces to each of `addrs` that is neither this node nor a member.
+    fn announce_to(&mut self, addrs: &[SocketAddr]) {
         let members: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        for addr in self.config.bootstrap.clone() {
+        for &addr in addrs {
             if addr != self.self_addr
                 && !members.contains(&addr)
                 && let Err(e) = self
                     .foca
                     .announce(NodeIdentity::placeholder(addr), rt!(self))
             {
-                tracing::debug!(%addr, error = %e, "announcing to a bootstrap peer");
+                tracing::debug!(%addr, error = %e, "announcing to a peer");
             }
         }
     }

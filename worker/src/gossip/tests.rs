@@ -745,6 +745,18 @@ async fn a_new_agents_first_announces_are_sent_not_dropped() {
     assert_eq!(stats.packets_not_sent, 0, "{stats:?}");
 }
 
+/// Two nodes that know nothing of each other (no bootstrap peers, as the first manager) join
+/// as soon as one is asked to reach the other: what a node does for the members its
+/// members-only filter just admitted, whose own announces the filter may have dropped.
+#[tokio::test]
+async fn reaching_a_newly_admitted_member_joins_it_at_once() {
+    let a = start("nodeA", loopback(), &[], 0.0).await;
+    let b = start("nodeB", loopback(), &[], 0.0).await;
+    assert_eq!((a.members().len(), b.members().len()), (0, 0));
+    a.reach(vec![a.local_addr(), b.local_addr()]).await.unwrap();
+    wait_members(&[a, b], 1).await;
+}
+
 /// A node whose runtime stalls (here the test's own runtime, blocked for 4 s, as a node's is
 /// when its task work saturates it) still answers probes: its agent runs on a thread of its
 /// own. A peer on another runtime keeps it as a member, with the same incarnation, instead of
