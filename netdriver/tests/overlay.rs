@@ -56,6 +56,17 @@ fn desired(task: &str, me: u8, peers: &[(u8, Ipv4Addr)]) -> DesiredState {
     }
 }
 
+/// A driver started afresh, which reads everything from the kernel, finds `want` applied.
+async fn assert_fresh_driver_finds_nothing_to_do(cfg: &DriverConfig, want: &DesiredState) {
+    let fresh = NetDriver::new(cfg.clone(), LinuxKernel::new(cfg.clone()).unwrap());
+    let again = fresh.apply(want).await.unwrap();
+    assert!(
+        again.ops.is_empty(),
+        "restart found differences: {:?}",
+        again.ops
+    );
+}
+
 struct TwoHosts {
     lab: Lab,
     a: std::path::PathBuf,
@@ -234,27 +245,13 @@ async fn ping_crosses_vxlan_egress_is_masqueraded_and_teardown_leaves_nothing() 
     assert_eq!(report.reread.peers_kept.len(), 1, "{:?}", report.reread);
     let again = da.apply(&two).await.unwrap();
     assert!(again.ops.is_empty(), "{:?}", again.ops);
-    let fresh = NetDriver::new(cfg_a.clone(), LinuxKernel::new(cfg_a.clone()).unwrap());
-    let again = fresh.apply(&two).await.unwrap();
-    assert!(
-        again.ops.is_empty(),
-        "restart found differences: {:?}",
-        again.ops
-    );
-    drop(fresh);
+    assert_fresh_driver_finds_nothing_to_do(&cfg_a, &two).await;
     let out = sh(&sb_a, "ping -c 1 -W 2 10.0.9.3");
     assert!(out.contains("1 received"), "{out}");
     // And the port goes again the same way.
     let report = da.apply(&want_a).await.unwrap();
     assert_eq!(report.reread.peers_kept.len(), 1, "{:?}", report.reread);
-    let fresh = NetDriver::new(cfg_a.clone(), LinuxKernel::new(cfg_a.clone()).unwrap());
-    let again = fresh.apply(&want_a).await.unwrap();
-    assert!(
-        again.ops.is_empty(),
-        "restart found differences: {:?}",
-        again.ops
-    );
-    drop(fresh);
+    assert_fresh_driver_finds_nothing_to_do(&cfg_a, &want_a).await;
 
     // Teardown leaves no namespace file, mount, link or nft table.
     da.apply(&DesiredState::default()).await.unwrap();
