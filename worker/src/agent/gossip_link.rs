@@ -243,7 +243,6 @@ pub async fn set_members<K: Kernel + 'static>(shared: &Shared<K>, members: &[Str
             let port = shared.gossip_port;
             let addrs = admitted
                 .into_iter()
-                .filter(|a| *a != shared.vtep)
                 .map(|a| std::net::SocketAddr::new(a.into(), port));
             if let Err(err) = gossip.reach(addrs.collect()).await {
                 tracing::debug!(%err, "announcing to newly admitted members");

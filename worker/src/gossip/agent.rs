@@ -680,8 +680,7 @@ impl Agent {
         while let Some((member, incarnation)) = self.timers.pop_notice_due(now) {
             if self.still_suspect(&member, incarnation) {
                 tracing::debug!(member = ?member, incarnation, "suspect has not refuted yet: telling it again");
-                let notice = super::antientropy::encode_suspected(incarnation);
-                self.transport.send(KIND_SYNC, member.addr, &notice);
+                self.transport.tell_suspected(member.addr, incarnation);
             }
         }
         while let Some(timer) = self.timers.pop_due(now) {

@@ -139,6 +139,13 @@ impl Transport {
         })
     }
 
+    /// Tells the member at `to` that this node suspects it at `incarnation` (see
+    /// [`TimerQueue::pop_notice_due`]).
+    pub(crate) fn tell_suspected(&mut self, to: SocketAddr, incarnation: u16) {
+        let notice = super::antientropy::encode_suspected(incarnation);
+        self.send(KIND_SYNC, to, &notice);
+    }
+
     /// Seals and sends one packet of `kind`. Never blocks: UDP is lossy anyway, so a full
     /// socket buffer drops the packet like the network would.
     pub(crate) fn send(&mut self, kind: u8, to: SocketAddr, payload: &[u8]) {
@@ -385,8 +392,7 @@ impl foca::Runtime<NodeIdentity> for IoRuntime<'_> {
             ..
         } = &event
         {
-            let notice = super::antientropy::encode_suspected(*incarnation);
-            self.transport.send(KIND_SYNC, member_id.addr, &notice);
+            self.transport.tell_suspected(member_id.addr, *incarnation);
         }
         self.timers.push_after(Instant::now(), after, event);
     }
