@@ -616,7 +616,15 @@ async fn commits_reach_followers_at_once_only_when_one_waits_for_them() {
         .await
         .expect("a follower's proposal answered without a tick");
     let (index, _) = forwarded.unwrap();
-    assert!(g.h(follower).status().applied >= index);
+    // The answer comes as the entry is applied; the status that shows it is published at the
+    // end of the same round.
+    let mut status = g.h(follower).subscribe();
+    let applied = tokio::time::timeout(within, status.wait_for(|s| s.applied >= index));
+    assert!(
+        matches!(applied.await, Ok(Ok(_))),
+        "the follower answered index {index} but shows applied {}",
+        g.h(follower).status().applied
+    );
 
     // The leader's own write: answered on the leader, not broadcast (the next append or
     // heartbeat carries it).
