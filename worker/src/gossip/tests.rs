@@ -13,6 +13,12 @@ use super::*;
 /// measures the real figure.
 const PURGE_DEADLINE: Duration = Duration::from_secs(6);
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
+/// With packets lost on purpose, a node that missed a member or a record waits for later
+/// rounds (anti-entropy every 2 s ± 25 %), each of which a lost packet can spoil again: the time
+/// to converge has a tail that shrinks per round, not a bound. At 20 % loss, 80 runs, 8 at once
+/// beside 4 busy loops: membership p50 0.11 s, max 2.0 s; records p50 0.30 s, max 4.5 s (160
+/// whole runs: max 7.9 s, against the 10 s that failed once). Ten more rounds make a miss rare.
+const LOSSY_CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -69,12 +75,21 @@ async fn cluster(n: usize, drop: f64) -> Vec<Gossip> {
     for i in 1..n {
         nodes.push(start(&format!("node{i}"), loopback(), &[seed], drop).await);
     }
-    wait_members(&nodes, n - 1).await;
+    let deadline = if drop > 0.0 {
+        LOSSY_CONVERGE_DEADLINE
+    } else {
+        CONVERGE_DEADLINE
+    };
+    wait_members_within(&nodes, n - 1, deadline).await;
     nodes
 }
 
 async fn wait_members(nodes: &[Gossip], want: usize) {
-    wait_for("full membership", CONVERGE_DEADLINE, || {
+    wait_members_within(nodes, want, CONVERGE_DEADLINE).await;
+}
+
+async fn wait_members_within(nodes: &[Gossip], want: usize, deadline: Duration) {
+    wait_for("full membership", deadline, || {
         let counts: Vec<usize> = nodes.iter().map(|g| g.members().len()).collect();
         if counts.iter().all(|&c| c == want) {
             Ok(())
@@ -111,7 +126,16 @@ fn live_views(nodes: &[&Gossip]) -> Vec<Vec<(String, String, String)>> {
 }
 
 async fn wait_all_live(what: &str, nodes: &[&Gossip], want: &[(String, String, String)]) {
-    wait_for(what, CONVERGE_DEADLINE, || {
+    wait_all_live_within(what, CONVERGE_DEADLINE, nodes, want).await;
+}
+
+async fn wait_all_live_within(
+    what: &str,
+    deadline: Duration,
+    nodes: &[&Gossip],
+    want: &[(String, String, String)],
+) {
+    wait_for(what, deadline, || {
         let views = live_views(nodes);
         if views.iter().all(|v| v == want) {
             Ok(())
@@ -140,7 +164,13 @@ async fn records_converge_on_every_node_despite_lost_packets() {
     }
     want.sort();
     let refs: Vec<&Gossip> = nodes.iter().collect();
-    wait_all_live("15 records on 5 nodes with 20% loss", &refs, &want).await;
+    wait_all_live_within(
+        "15 records on 5 nodes with 20% loss",
+        LOSSY_CONVERGE_DEADLINE,
+        &refs,
+        &want,
+    )
+    .await;
     let lost: u64 = nodes
         .iter()
         .map(|g| g.stats().packets_dropped_by_test_hook)
@@ -218,13 +248,13 @@ async fn tombstones_remove_records_everywhere() {
         ("net1".into(), "t1".into(), "node1".into()),
         ("net1".into(), "t2".into(), "node2".into()),
     ];
-    wait_all_live("two records", &refs, &both).await;
+    wait_all_live_within("two records", LOSSY_CONVERGE_DEADLINE, &refs, &both).await;
 
     let mut changes = nodes[3].subscribe();
     changes.borrow_and_update();
     let tombstone = nodes[1].withdraw("net1", "t1").await.unwrap().unwrap();
     assert!(tombstone.deleted);
-    wait_all_live("t1 withdrawn", &refs, &both[1..]).await;
+    wait_all_live_within("t1 withdrawn", LOSSY_CONVERGE_DEADLINE, &refs, &both[1..]).await;
     // The agent notifies subscribers after the step that changed its table: a reader of the
     // table can see the change a moment before the notification.
     wait_for(
