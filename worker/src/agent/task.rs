@@ -1,6 +1,7 @@
 //! One task's life on this node: PREPARING → READY → STARTING → RUNNING →
 //! COMPLETE | FAILED | SHUTDOWN, reporting each step.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,13 @@ use mini_proto::v1::{ContainerSpec, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
 use super::executor::ExecTargets;
+use super::secrets::TaskFiles;
 use super::worker::Shared;
 use crate::runtime::health::{self, Health, HealthCheck, HealthState, UNHEALTHY_ERROR};
 use crate::runtime::image::{ImageRootfs, ImageTask, Limits, LogOptions, Mount, MountKind};
-use crate::runtime::{ExecTarget, RuntimeError, TaskExit, TaskSpec, clamp_hostname};
+use crate::runtime::{
+    ExecTarget, RuntimeError, TaskExit, TaskHandle, TaskRuntime, TaskSpec, clamp_hostname,
+};
 
 /// The image name of the `host` runtime (the node's own filesystem).
 pub const HOST_IMAGE: &str = "host";
@@ -198,6 +202,290 @@ fn log_running(id: &str, runtime: &str, received: std::time::Instant) {
     );
 }
 
+/// What a task needs before its sandbox: the runtime that runs it, its image, its secret and
+/// config files, and its health check.
+struct Prepared {
+    runtime: Arc<dyn TaskRuntime>,
+    image: Option<ImageTask>,
+    /// Secrets and configs: files on a tmpfs of the task's own, unmounted when this drops
+    /// (whichever way the task's life ends).
+    files: Option<TaskFiles>,
+    health_check: Option<HealthCheck>,
+}
+
+/// How a task's supervision ended.
+enum Ended {
+    /// It exited by itself.
+    Exited(TaskExit),
+    /// It was told to stop.
+    Stopped,
+    /// Its health check failed: it is stopped and reported FAILED.
+    Unhealthy,
+    /// The daemon is exiting: the task keeps running with its sandbox and files.
+    Detached,
+}
+
+/// The exit a runtime reported, or SIGKILL's when waiting for it failed.
+fn exit_or_killed(task_id: &str, exit: Result<TaskExit, RuntimeError>) -> TaskExit {
+    exit.unwrap_or_else(|err| {
+        tracing::warn!(task = %task_id, %err, "waiting for the task failed");
+        TaskExit::Signaled(9)
+    })
+}
+
+/// One task's life on this node: what each step needs.
+struct Life<'a, K: Kernel + 'static> {
+    task: &'a Task,
+    container: &'a ContainerSpec,
+    shared: &'a Arc<Shared<K>>,
+    /// The task the previous daemon left running: adopted, not started.
+    adopt: bool,
+    /// Image `host`: runs on the node's own filesystem, holds no image.
+    is_host: bool,
+    received: std::time::Instant,
+}
+
+impl<K: Kernel + 'static> Life<'_, K> {
+    fn id(&self) -> &str {
+        &self.task.id
+    }
+
+    /// Reports a step; an adopted task was RUNNING, so the steps before that are not
+    /// reported again.
+    fn report(&self, s: TaskStatus) {
+        if !(self.adopt && s.state() < TaskState::Running) {
+            self.shared.reporter.report(self.id(), s)
+        }
+    }
+
+    /// Lets the image go (an image that no task holds may be removed).
+    fn release(&self) {
+        if let Some(images) = &self.shared.runtimes.images
+            && !self.is_host
+        {
+            images.source.release(self.id());
+        }
+    }
+
+    /// The runtime and the image, held for this task: a task whose image is missing makes
+    /// nothing, and holds nothing when this fails.
+    async fn runtime_and_image(
+        &self,
+    ) -> Result<(Arc<dyn TaskRuntime>, Option<ImageRootfs>), String> {
+        if self.is_host {
+            return Ok((Arc::clone(&self.shared.runtimes.host), None));
+        }
+        let Some(images) = &self.shared.runtimes.images else {
+            return Err(format!(
+                "this node cannot run image {:?}: {} (image \"host\" runs without it)",
+                self.container.image,
+                crate::preflight::Item::Runc.missing_line()
+            ));
+        };
+        let auth = self.task.registry_auth.as_ref();
+        let image = images.source.resolve(&self.container.image, auth).await?;
+        images.source.hold(&image.id, self.id())?;
+        Ok((Arc::clone(&images.runtime), Some(image)))
+    }
+
+    /// Everything before the sandbox; on failure the image is released and nothing is left.
+    async fn prepare(&self, dir: &Path) -> Result<Prepared, String> {
+        let (runtime, image) = self.runtime_and_image().await?;
+        self.prepare_held(dir, runtime, image)
+            .inspect_err(|_| self.release())
+    }
+
+    fn prepare_held(
+        &self,
+        dir: &Path,
+        runtime: Arc<dyn TaskRuntime>,
+        image: Option<ImageRootfs>,
+    ) -> Result<Prepared, String> {
+        let container = self.container;
+        let log = log_options(&container.log_options)?;
+        let container_id = crate::runtime::runc::container_id(self.id());
+        let image = image
+            .map(|image| image_task(self.shared, container, image, &container_id, log))
+            .transpose()?;
+        // An adopted task's files are mounted already: kept as they are, released when it ends.
+        let files = match self.adopt {
+            true => super::secrets::adopt(dir),
+            false => super::secrets::prepare(dir, container, &self.shared.secrets)?,
+        };
+        // The health check: the service's flags over the image's HEALTHCHECK.
+        let health_check = HealthCheck::resolve(
+            container.healthcheck.as_ref(),
+            image
+                .as_ref()
+                .and_then(|i| i.image.config.healthcheck.as_ref()),
+        )?;
+        Ok(Prepared {
+            runtime,
+            image,
+            files,
+            health_check,
+        })
+    }
+
+    /// Attaches the task's sandbox to its networks and starts its DNS; returns its
+    /// resolv.conf. On failure the sandbox is gone again.
+    async fn attach(&self) -> Result<String, String> {
+        let network = &self.shared.network;
+        network.add_sandbox(self.task);
+        let attached = match network.converge().await {
+            Ok(_) => super::dns_link::start(self.shared, self.task)
+                .await
+                .map_err(|err| format!("embedded DNS failed: {err}")),
+            Err(err) => Err(format!("network attachment failed: {err}")),
+        };
+        if attached.is_err() {
+            network.remove_sandbox(self.id());
+            let _ = network.converge().await;
+        }
+        attached
+    }
+
+    /// Takes down what `attach` set up and releases the image.
+    async fn detach_sandbox(&self) {
+        super::dns_link::stop(self.shared, self.id()).await;
+        self.shared.network.remove_sandbox(self.id());
+        if let Err(err) = self.shared.network.converge().await {
+            tracing::warn!(task = %self.id(), %err, "removing the task's sandbox failed");
+        }
+        self.release();
+    }
+
+    /// What the runtime starts: the task's command in its sandbox.
+    fn spec(&self, dir: PathBuf, prepared: &mut Prepared, resolv_conf: String) -> TaskSpec {
+        let container = self.container;
+        let hostname = match (&prepared.image, container.hostname.as_str()) {
+            (_, h) if !h.is_empty() => clamp_hostname(h),
+            (Some(_), _) => crate::runtime::runc::container_id(self.id())[..12].to_string(),
+            (None, _) => task_hostname(self.task),
+        };
+        TaskSpec {
+            task_id: self.id().to_string(),
+            hostname: hostname.clone(),
+            netns: self.shared.network.driver().sandbox_netns_path(self.id()),
+            args: container.args.clone(),
+            env: container.env.clone(),
+            resolv_conf,
+            hosts: hosts_file(self.task, &hostname),
+            dir,
+            stop_signal: container.stop_signal.clone(),
+            image: prepared.image.take(),
+            files: prepared
+                .files
+                .as_ref()
+                .map(|f| f.files.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Starts the task, or adopts the one the previous daemon left running.
+    async fn start(
+        &self,
+        runtime: &dyn TaskRuntime,
+        spec: &TaskSpec,
+    ) -> Result<Box<dyn TaskHandle>, RuntimeError> {
+        match self.adopt {
+            false => runtime.start(spec).await,
+            true => runtime
+                .adopt(spec)
+                .await
+                .ok_or_else(|| RuntimeError::StartFailed {
+                    task_id: self.id().to_string(),
+                    message: "task lost: it ended while the node's daemon was down".into(),
+                    exit: TaskExit::Signaled(9),
+                }),
+        }
+    }
+
+    /// Watches the running task until it exits, is told to stop, fails its health check or
+    /// the daemon exits. A task with a health check stays STARTING — reachable on its networks
+    /// but out of DNS and the VIP's backends — until a probe passes (Docker's swarm executor
+    /// does the same).
+    async fn supervise(
+        &self,
+        running: &mut Box<dyn TaskHandle>,
+        runtime: &str,
+        mut health: Option<watch::Receiver<HealthState>>,
+        stop: &mut watch::Receiver<bool>,
+        detach: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let mut bound = health.is_none();
+        // Every node learns where the task lives before anyone is told it runs.
+        super::gossip_link::publish(self.shared, self.task, bound).await;
+        if bound {
+            self.report(status(TaskState::Running, "started"));
+            log_running(self.id(), runtime, self.received);
+        }
+        loop {
+            let changed = tokio::select! {
+                exit = running.wait() => return Ended::Exited(exit_or_killed(self.id(), exit)),
+                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
+                _ = detach.wait_for(|d| *d) => return Ended::Detached,
+                changed = async { health.as_mut()?.changed().await.ok() }, if health.is_some() => changed,
+            };
+            let Some(()) = changed else {
+                // The monitor ended (it never does on its own): the task keeps running.
+                tracing::warn!(task = %self.id(), "the health monitor stopped");
+                health = None;
+                continue;
+            };
+            let state = match &mut health {
+                Some(rx) => rx.borrow_and_update().clone(),
+                None => continue,
+            };
+            match state.status {
+                Health::Healthy if !bound => {
+                    super::gossip_link::publish(self.shared, self.task, true).await;
+                    bound = true;
+                    self.report(with_health(
+                        status(TaskState::Running, "started"),
+                        Health::Healthy,
+                    ));
+                    log_running(self.id(), runtime, self.received);
+                }
+                Health::Unhealthy => {
+                    let last = state.log.back();
+                    tracing::warn!(
+                        task = %self.id(),
+                        failing_streak = state.failing_streak,
+                        exit_code = last.map(|r| r.exit_code),
+                        output = %last.map_or("", |r| r.output.trim_end()),
+                        "task unhealthy: stopping it"
+                    );
+                    return Ended::Unhealthy;
+                }
+                Health::Healthy | Health::Starting => {}
+            }
+        }
+    }
+}
+
+/// The last status of a task that ran: what ended it, and its exit.
+fn final_status(ended: &Ended, exit: TaskExit) -> TaskStatus {
+    match ended {
+        Ended::Unhealthy => {
+            // swarmkit's wording: the exit of the stopped container, caused by its health.
+            let code = exit.exit_code();
+            let err = if code == 0 {
+                UNHEALTHY_ERROR.to_string()
+            } else {
+                format!("task: non-zero exit ({code}): {UNHEALTHY_ERROR}")
+            };
+            with_health(failed("task failed", err, code), Health::Unhealthy)
+        }
+        Ended::Stopped => {
+            let mut s = status(TaskState::Shutdown, "shutdown");
+            s.exit_code = exit.exit_code();
+            s
+        }
+        Ended::Exited(_) | Ended::Detached => ended_status(exit),
+    }
+}
+
 /// Runs `task` until it ends or `stop` turns true; reports every step.
 /// When `detach` turns true while the task runs, returns at once and leaves
 /// the task running, with its sandbox and files (the daemon exits). With
@@ -211,26 +499,27 @@ pub async fn run<K: Kernel + 'static>(
     mut detach: watch::Receiver<bool>,
     adopt: bool,
 ) {
-    let id = task.id.clone();
-    let received = std::time::Instant::now();
-    // An adopted task was RUNNING: the steps before that are not reported again.
-    let report = |s: TaskStatus| {
-        if !(adopt && s.state() < TaskState::Running) {
-            shared.reporter.report(&id, s)
-        }
+    let container = task.container.clone().unwrap_or_default();
+    let life = Life {
+        task: &task,
+        container: &container,
+        shared: &shared,
+        adopt,
+        is_host: container.image == HOST_IMAGE,
+        received: std::time::Instant::now(),
     };
-    let stop_requested = *stop.borrow();
-    if stop_requested {
-        report(status(TaskState::Shutdown, "shutdown before start"));
+    let id = task.id.as_str();
+    if *stop.borrow() {
+        life.report(status(TaskState::Shutdown, "shutdown before start"));
         return;
     }
     // The executor admits only valid ids; this is the last line before the id becomes paths.
-    let Some(dir) = shared.task_dir(&id) else {
-        report(status(TaskState::Rejected, "invalid task id"));
+    let Some(dir) = shared.task_dir(id) else {
+        life.report(status(TaskState::Rejected, "invalid task id"));
         return;
     };
-    report(status(TaskState::Accepted, "accepted"));
-    report(status(TaskState::Preparing, "preparing"));
+    life.report(status(TaskState::Accepted, "accepted"));
+    life.report(status(TaskState::Preparing, "preparing"));
     // Admission: a bounded number of starts at once (an adopted task runs already). Told to
     // stop while waiting (a duplicate found after a false node-down, a scale-down), it never
     // starts.
@@ -240,201 +529,58 @@ pub async fn run<K: Kernel + 'static>(
         tokio::select! {
             permit = shared.starts.acquire() => permit.ok(),
             _ = stop.wait_for(|s| *s) => {
-                report(status(TaskState::Shutdown, "shutdown before start"));
+                life.report(status(TaskState::Shutdown, "shutdown before start"));
                 return;
             }
             _ = detach.wait_for(|d| *d) => return,
         }
     };
-    let container = task.container.clone().unwrap_or_default();
-    let is_host = container.image == HOST_IMAGE;
-    // The image first: a task whose image is missing makes nothing.
-    let (runtime, image) = if is_host {
-        (Arc::clone(&shared.runtimes.host), None)
-    } else {
-        let Some(images) = &shared.runtimes.images else {
-            report(failed(
-                "preparing failed",
-                format!(
-                    "this node cannot run image {:?}: {} (image \"host\" runs without it)",
-                    container.image,
-                    crate::preflight::Item::Runc.missing_line()
-                ),
-                0,
-            ));
-            return;
-        };
-        let auth = task.registry_auth.as_ref();
-        let image = match images.source.resolve(&container.image, auth).await {
-            Ok(image) => image,
-            Err(err) => {
-                report(failed("preparing failed", err, 0));
-                return;
-            }
-        };
-        if let Err(err) = images.source.hold(&image.id, &id) {
-            report(failed("preparing failed", err, 0));
-            return;
-        }
-        (Arc::clone(&images.runtime), Some(image))
+    let mut prepared = match life.prepare(&dir).await {
+        Ok(prepared) => prepared,
+        Err(err) => return life.report(failed("preparing failed", err, 0)),
     };
-    let release = || {
-        if let Some(images) = &shared.runtimes.images
-            && !is_host
-        {
-            images.source.release(&id);
-        }
-    };
-    let log = match log_options(&container.log_options) {
-        Ok(log) => log,
-        Err(err) => {
-            report(failed("preparing failed", err, 0));
-            release();
-            return;
-        }
-    };
-    let container_id = crate::runtime::runc::container_id(&id);
-    let image = match image
-        .map(|image| image_task(&shared, &container, image, &container_id, log))
-        .transpose()
-    {
-        Ok(image) => image,
-        Err(err) => {
-            report(failed("preparing failed", err, 0));
-            release();
-            return;
-        }
-    };
-    // Secrets and configs: files on a tmpfs of the task's own, unmounted when `files` drops
-    // (whichever way this function returns).
-    // An adopted task's files are mounted already: kept as they are, released when it ends.
-    let prepared = match adopt {
-        true => Ok(super::secrets::adopt(&dir)),
-        false => super::secrets::prepare(&dir, &container, &shared.secrets),
-    };
-    let files = match prepared {
-        Ok(files) => files,
-        Err(err) => {
-            report(failed("preparing failed", err, 0));
-            release();
-            return;
-        }
-    };
-    // The health check: the service's flags over the image's HEALTHCHECK.
-    let health_check = match HealthCheck::resolve(
-        container.healthcheck.as_ref(),
-        image
-            .as_ref()
-            .and_then(|i| i.image.config.healthcheck.as_ref()),
-    ) {
-        Ok(check) => check,
-        Err(err) => {
-            report(failed("preparing failed", err, 0));
-            release();
-            return;
-        }
-    };
-    shared.network.add_sandbox(&task);
-    if let Err(err) = shared.network.converge().await {
-        report(failed(
-            "preparing failed",
-            format!("network attachment failed: {err}"),
-            0,
-        ));
-        shared.network.remove_sandbox(&id);
-        let _ = shared.network.converge().await;
-        release();
-        return;
-    }
-    let resolv_conf = match super::dns_link::start(&shared, &task).await {
+    let resolv_conf = match life.attach().await {
         Ok(resolv_conf) => resolv_conf,
         Err(err) => {
-            report(failed(
-                "preparing failed",
-                format!("embedded DNS failed: {err}"),
-                0,
-            ));
-            shared.network.remove_sandbox(&id);
-            let _ = shared.network.converge().await;
-            release();
-            return;
+            life.release();
+            return life.report(failed("preparing failed", err, 0));
         }
     };
-    report(status(TaskState::Ready, "prepared"));
-    let hostname = match (&image, container.hostname.as_str()) {
-        (_, h) if !h.is_empty() => clamp_hostname(h),
-        (Some(_), _) => container_id[..12].to_string(),
-        (None, _) => task_hostname(&task),
-    };
-    let spec = TaskSpec {
-        task_id: id.clone(),
-        hostname: hostname.clone(),
-        netns: shared.network.driver().sandbox_netns_path(&id),
-        args: container.args.clone(),
-        env: container.env.clone(),
-        resolv_conf,
-        hosts: hosts_file(&task, &hostname),
-        dir,
-        stop_signal: container.stop_signal.clone(),
-        image,
-        files: files.as_ref().map(|f| f.files.clone()).unwrap_or_default(),
-    };
-    let grace = match container.stop_grace_period_ms {
-        0 => shared.config.stop_grace,
-        ms => Duration::from_millis(ms),
-    };
+    life.report(status(TaskState::Ready, "prepared"));
+    let spec = life.spec(dir, &mut prepared, resolv_conf);
     let starting = status(TaskState::Starting, "starting");
-    report(match health_check {
+    life.report(match prepared.health_check {
         Some(_) => with_health(starting, Health::Starting),
         None => starting,
     });
     // Told to stop while preparing: nothing is started (the sandbox and files go).
     if !adopt && *stop.borrow() {
-        super::dns_link::stop(&shared, &id).await;
-        shared.network.remove_sandbox(&id);
-        let _ = shared.network.converge().await;
-        release();
-        report(status(TaskState::Shutdown, "shutdown before start"));
-        return;
+        life.detach_sandbox().await;
+        return life.report(status(TaskState::Shutdown, "shutdown before start"));
     }
-    let started = match adopt {
-        false => runtime.start(&spec).await,
-        true => runtime
-            .adopt(&spec)
-            .await
-            .ok_or_else(|| RuntimeError::StartFailed {
-                task_id: id.clone(),
-                message: "task lost: it ended while the node's daemon was down".into(),
-                exit: TaskExit::Signaled(9),
-            }),
-    };
+    let runtime = Arc::clone(&prepared.runtime);
+    let started = life.start(runtime.as_ref(), &spec).await;
     // Started (or failed): the next start may go.
     drop(permit);
     let mut running = match started {
-        Ok(r) => r,
+        Ok(running) => running,
         Err(err) => {
             let message = match &err {
                 RuntimeError::StartFailed { message, .. } => message.clone(),
                 RuntimeError::InvalidSpec { reason, .. } => reason.clone(),
                 other => other.to_string(),
             };
-            report(failed("starting failed", message, 127));
-            super::dns_link::stop(&shared, &id).await;
-            shared.network.remove_sandbox(&id);
-            let _ = shared.network.converge().await;
-            release();
-            return;
+            life.report(failed("starting failed", message, 127));
+            return life.detach_sandbox().await;
         }
     };
     let target = ExecTarget {
-        task_id: id.clone(),
+        task_id: id.to_string(),
         pid: running.pid(),
     };
-    execs.insert(&id, Arc::clone(&runtime), target.clone());
-    // A task with a health check stays STARTING, reachable on its networks but out of DNS and
-    // the VIP's backends, until a probe passes (Docker's swarm executor does the same).
-    let (health_tx, mut health_rx) = tokio::sync::watch::channel(HealthState::new());
-    let _monitor = health_check.clone().map(|check| {
+    execs.insert(id, Arc::clone(&runtime), target.clone());
+    let (health_tx, health_rx) = watch::channel(HealthState::new());
+    let _monitor = prepared.health_check.clone().map(|check| {
         AbortOnDrop(tokio::spawn(health::monitor(
             Arc::clone(&runtime),
             target,
@@ -443,100 +589,42 @@ pub async fn run<K: Kernel + 'static>(
             health_tx,
         )))
     });
-    let mut bound = health_check.is_none();
-    // Every node learns where the task lives before anyone is told it runs.
-    super::gossip_link::publish(&shared, &task, bound).await;
-    if bound {
-        report(status(TaskState::Running, "started"));
-        log_running(&id, runtime.name(), received);
-    }
-    let mut unhealthy: Option<HealthState> = None;
-    let mut monitoring = health_check.is_some();
-    let ended = loop {
-        let changed = tokio::select! {
-            exit = running.wait() => break Some(exit),
-            _ = stop.wait_for(|s| *s) => break None,
-            _ = detach.wait_for(|d| *d) => {
-                tracing::info!(task = %id, pid = running.pid(), "daemon exiting: the task keeps running");
-                running.detach();
-                // Its secrets stay mounted for it; a restarted daemon releases them.
-                std::mem::forget(files);
-                return;
-            }
-            changed = health_rx.changed(), if monitoring => changed,
-        };
-        if changed.is_err() {
-            // The monitor ended (it never does on its own): the task keeps running.
-            tracing::warn!(task = %id, "the health monitor stopped");
-            monitoring = false;
-            continue;
+    let health = prepared.health_check.is_some().then_some(health_rx);
+    let ended = life
+        .supervise(&mut running, runtime.name(), health, &mut stop, &mut detach)
+        .await;
+    let exit = match &ended {
+        Ended::Detached => {
+            tracing::info!(task = %id, pid = running.pid(), "daemon exiting: the task keeps running");
+            running.detach();
+            // Its secrets stay mounted for it; a restarted daemon releases them.
+            std::mem::forget(prepared.files.take());
+            return;
         }
-        let state = health_rx.borrow_and_update().clone();
-        match state.status {
-            Health::Healthy if !bound => {
-                super::gossip_link::publish(&shared, &task, true).await;
-                bound = true;
-                report(with_health(
-                    status(TaskState::Running, "started"),
-                    Health::Healthy,
-                ));
-                log_running(&id, runtime.name(), received);
-            }
-            Health::Unhealthy => {
-                let last = state.log.back();
-                tracing::warn!(
-                    task = %id,
-                    failing_streak = state.failing_streak,
-                    exit_code = last.map(|r| r.exit_code),
-                    output = %last.map_or("", |r| r.output.trim_end()),
-                    "task unhealthy: stopping it"
-                );
-                unhealthy = Some(state);
-                break None;
-            }
-            Health::Healthy | Health::Starting => {}
+        // The tombstone goes out before the task stops answering, so peers stop
+        // sending to it first.
+        Ended::Exited(exit) => {
+            super::gossip_link::withdraw(&shared, &task).await;
+            *exit
+        }
+        Ended::Stopped | Ended::Unhealthy => {
+            super::gossip_link::withdraw(&shared, &task).await;
+            exit_or_killed(id, running.stop(stop_grace(&shared, &container)).await)
         }
     };
-    // The tombstone goes out before the task stops answering, so peers stop
-    // sending to it first.
-    super::gossip_link::withdraw(&shared, &task).await;
-    let (exit, stopped) = match ended {
-        Some(exit) => (exit, false),
-        None => (running.stop(grace).await, unhealthy.is_none()),
-    };
-    let exit = match exit {
-        Ok(exit) => exit,
-        Err(err) => {
-            tracing::warn!(task = %id, %err, "waiting for the task failed");
-            TaskExit::Signaled(9)
-        }
-    };
-    execs.remove(&id);
+    execs.remove(id);
     running.remove().await;
-    release();
-    let final_status = if unhealthy.is_some() {
-        // swarmkit's wording: the exit of the stopped container, caused by its health.
-        let code = exit.exit_code();
-        let err = if code == 0 {
-            UNHEALTHY_ERROR.to_string()
-        } else {
-            format!("task: non-zero exit ({code}): {UNHEALTHY_ERROR}")
-        };
-        with_health(failed("task failed", err, code), Health::Unhealthy)
-    } else if stopped {
-        let mut s = status(TaskState::Shutdown, "shutdown");
-        s.exit_code = exit.exit_code();
-        s
-    } else {
-        ended_status(exit)
-    };
     // The sandbox goes first: a task reported ended holds no addresses.
-    super::dns_link::stop(&shared, &id).await;
-    shared.network.remove_sandbox(&id);
-    if let Err(err) = shared.network.converge().await {
-        tracing::warn!(task = %id, %err, "removing the task's sandbox failed");
+    life.detach_sandbox().await;
+    life.report(final_status(&ended, exit));
+}
+
+/// How long a stopped task has between its stop signal and SIGKILL.
+fn stop_grace<K: Kernel>(shared: &Shared<K>, container: &ContainerSpec) -> Duration {
+    match container.stop_grace_period_ms {
+        0 => shared.config.stop_grace,
+        ms => Duration::from_millis(ms),
     }
-    report(final_status);
 }
 
 /// The status of a task that ended by itself as `exit` says: COMPLETE, or FAILED with why.
