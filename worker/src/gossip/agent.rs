@@ -93,6 +93,10 @@ enum Command {
     /// incarnation this node receives, as if that packet were lost.
     #[cfg(test)]
     LoseFirstNotices(bool),
+    /// Tests: the agent's thread sleeps this long, as a node too busy to read its socket;
+    /// the sender hears when it starts.
+    #[cfg(test)]
+    Stall(Duration, oneshot::Sender<()>),
 }
 
 impl Gossip {
@@ -111,6 +115,9 @@ impl Gossip {
         let socket = std::net::UdpSocket::bind(bind)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|source| GossipError::Bind { addr: bind, source })?;
+        if let Err(e) = super::runtime::enlarge_receive_buffer(&socket) {
+            tracing::warn!(error = %e, "gossip: the socket keeps the kernel's default receive buffer");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -293,6 +300,15 @@ impl Gossip {
     #[cfg(test)]
     pub(crate) async fn lose_first_notices(&self, lose: bool) -> Result<(), GossipError> {
         self.send(Command::LoseFirstNotices(lose)).await
+    }
+
+    /// Tests: stops the agent's thread for `d` (it reads no packet meanwhile); returns when the
+    /// stall starts.
+    #[cfg(test)]
+    pub(crate) async fn stall(&self, d: Duration) -> Result<(), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stall(d, tx)).await?;
+        rx.await.map_err(|_| GossipError::Stopped)
     }
 
     /// The id of the key packets are sealed with now.
@@ -509,6 +525,11 @@ impl Agent {
             #[cfg(test)]
             Command::LoseFirstNotices(lose) => {
                 self.lost_notices = lose.then(HashSet::new);
+            }
+            #[cfg(test)]
+            Command::Stall(d, started) => {
+                let _ = started.send(());
+                std::thread::sleep(d);
             }
         }
     }

@@ -748,6 +748,34 @@ async fn a_lost_announce_to_a_bootstrap_peer_is_repeated() {
     .await;
 }
 
+/// A burst that arrives while the agent is too busy to read waits in the socket instead of
+/// being dropped: 1,000 datagrams of 1 kB sent while its thread stalls are all received once
+/// it reads again. With the kernel's default receive buffer (208 KiB) about a tenth of them
+/// fit, and a 50-host lab lost hundreds of tombstone packets when a 2,000-task service was
+/// removed.
+#[tokio::test]
+async fn a_burst_sent_while_the_agent_is_busy_is_read_not_dropped() {
+    let node = start("node0", loopback(), &[], 0.0).await;
+    let to = node.local_addr();
+    let before = node.stats().packets_received;
+    let burst = 1000u64;
+    let sender = std::net::UdpSocket::bind(loopback()).unwrap();
+    node.stall(Duration::from_millis(500)).await.unwrap();
+    let payload = [0x5au8; 1000];
+    for _ in 0..burst {
+        sender.send_to(&payload, to).unwrap();
+    }
+    wait_for("the burst read", CONVERGE_DEADLINE, || {
+        let received = node.stats().packets_received - before;
+        if received >= burst {
+            Ok(())
+        } else {
+            Err(format!("{received} of {burst} datagrams read"))
+        }
+    })
+    .await;
+}
+
 /// A new agent's first packets go out: its announces to eight bootstrap peers, sent as it
 /// starts, each reach their peer, and the OS refused none of them. (tokio's `try_send_to`
 /// refused every send on a socket tokio had not yet seen writable: each node's first
