@@ -11,8 +11,8 @@ use std::path::Path;
 use mini_proto::v1::{FileTarget, Mount, NetworkSpec, PortConfig, ServiceSpec};
 
 use super::compose::{
-    ComposeFile, EnvFile, EnvFiles, FileObjectDef, FileRef, PortEntry, Scalar, Service,
-    StringOrList, VolumeEntry,
+    ComposeFile, Deploy, DeployResources, EnvFile, EnvFiles, FileObjectDef, FileRef, Healthcheck,
+    PortEntry, Scalar, Service, StringOrList, UpdateConfig, VolumeEntry,
 };
 use super::load::Lookup;
 use crate::commands::service::{CreateArgs, parse_publish};
@@ -841,8 +841,49 @@ fn service_spec(
             _ => Some(list.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")),
         };
     }
+    args.env = environment(s, dir, env)?;
+    for p in &s.ports {
+        args.publish.extend(ports(p, &mut warn)?);
+    }
+    let networks = attach_networks(file, stack, key, s, &mut args, &mut warn)?;
+    for v in &s.volumes {
+        args.mounts.push(mount(file, stack, v, dir)?);
+    }
+    secrets_and_configs(file, stack, s, &mut args)?;
+    if let Some(h) = &s.healthcheck {
+        healthcheck(h, &mut args.flags, &mut warn)?;
+    }
+    container_options(s, stack, &mut args, &mut warn)?;
+    let mut service_labels: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(d) = &s.deploy {
+        deploy(d, &mut args, &mut service_labels, &mut warn)?;
+    }
+    service_labels.insert(NAMESPACE_LABEL.into(), stack.into());
+    service_labels.insert(IMAGE_LABEL.into(), image);
+    args.labels = service_labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
 
-    // Environment: env_file entries first, `environment` over them; sorted by name.
+    if args.aliases.len() > 16 {
+        return Err(format!(
+            "{} network aliases: at most 16 (the service's name {key} included)",
+            args.aliases.len()
+        ));
+    }
+    let spec = args.spec().map_err(|e| format!("{e:#}"))?;
+    Ok((
+        StackService {
+            spec,
+            networks: args.networks,
+        },
+        networks,
+    ))
+}
+
+/// The service's environment as `NAME=value`, sorted by name: `env_file` entries first,
+/// `environment` over them (a name without a value takes the shell's, or is dropped).
+fn environment(s: &Service, dir: &Path, env: Lookup<'_>) -> Result<Vec<String>, String> {
     let mut environment: BTreeMap<String, String> = BTreeMap::new();
     if let Some(files) = &s.env_file {
         let list = match files {
@@ -879,42 +920,50 @@ fn service_spec(
             }
         }
     }
-    args.env = environment
+    Ok(environment
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+        .collect())
+}
 
-    for p in &s.ports {
-        match p {
-            PortEntry::Short(text) => args.publish.extend(short_ports(&text.0, &mut warn)?),
-            PortEntry::Long(l) => {
-                if l.mode.as_deref().is_some_and(|m| m != "ingress") {
-                    return Err(format!(
-                        "ports: mode {:?} is not supported: mini publishes through the routing mesh (mode: ingress)",
-                        l.mode.as_deref().unwrap_or_default()
-                    ));
-                }
-                if l.host_ip.is_some() {
-                    warn(
-                        "ports: host_ip is ignored (the routing mesh listens on every address)"
-                            .into(),
-                    );
-                }
-                let Some(published) = &l.published else {
-                    return Err(format!(
-                        "ports: target {} has no published port: mini publishes only ports with one (it does not pick one)",
-                        l.target.0
-                    ));
-                };
-                let protocol = l.protocol.clone().unwrap_or_else(|| "tcp".into());
-                args.publish.extend(short_ports(
-                    &format!("{}:{}/{protocol}", published.0, l.target.0),
-                    &mut warn,
-                )?);
+/// One `ports:` entry: published through the routing mesh, as `--publish` takes it.
+fn ports(p: &PortEntry, warn: &mut dyn FnMut(String)) -> Result<Vec<PortConfig>, String> {
+    match p {
+        PortEntry::Short(text) => short_ports(&text.0, warn),
+        PortEntry::Long(l) => {
+            if l.mode.as_deref().is_some_and(|m| m != "ingress") {
+                return Err(format!(
+                    "ports: mode {:?} is not supported: mini publishes through the routing mesh (mode: ingress)",
+                    l.mode.as_deref().unwrap_or_default()
+                ));
             }
+            if l.host_ip.is_some() {
+                warn(
+                    "ports: host_ip is ignored (the routing mesh listens on every address)".into(),
+                );
+            }
+            let Some(published) = &l.published else {
+                return Err(format!(
+                    "ports: target {} has no published port: mini publishes only ports with one (it does not pick one)",
+                    l.target.0
+                ));
+            };
+            let protocol = l.protocol.clone().unwrap_or_else(|| "tcp".into());
+            short_ports(&format!("{}:{}/{protocol}", published.0, l.target.0), warn)
         }
     }
+}
 
+/// Attaches the service to its networks (`default` when it names none) in order of name, as
+/// Docker does, with its short name and its aliases; returns the networks.
+fn attach_networks(
+    file: &ComposeFile,
+    stack: &str,
+    key: &str,
+    s: &Service,
+    args: &mut CreateArgs,
+    warn: &mut dyn FnMut(String),
+) -> Result<Vec<StackNetwork>, String> {
     // Docker gives a stack's service its short name as an alias on its networks.
     args.aliases.push(key.to_string());
     let mut networks = Vec::new();
@@ -955,10 +1004,16 @@ fn service_spec(
         args.networks.push(n.spec.name.clone());
         networks.push(n);
     }
+    Ok(networks)
+}
 
-    for v in &s.volumes {
-        args.mounts.push(mount(file, stack, v, dir)?);
-    }
+/// The service's `secrets:` and `configs:`, as `--secret` and `--config` take them.
+fn secrets_and_configs(
+    file: &ComposeFile,
+    stack: &str,
+    s: &Service,
+    args: &mut CreateArgs,
+) -> Result<(), String> {
     for (kind, refs, defs) in [
         ("secret", &s.secrets, &file.secrets),
         ("config", &s.configs, &file.configs),
@@ -1008,57 +1063,73 @@ fn service_spec(
             }
         }
     }
+    Ok(())
+}
 
-    if let Some(h) = &s.healthcheck {
-        let disabled = match &h.disable {
-            Some(d) => d.bool("healthcheck: disable")?,
-            None => false,
-        };
-        let test = match &h.test {
-            None => None,
-            Some(StringOrList::String(cmd)) => Some(vec!["CMD-SHELL".to_string(), cmd.clone()]),
-            Some(StringOrList::List(l)) => {
-                let l: Vec<String> = l.iter().map(|s| s.0.clone()).collect();
-                match l.first().map(String::as_str) {
-                    Some("NONE") => Some(l),
-                    Some("CMD" | "CMD-SHELL") if l.len() > 1 => Some(l),
-                    _ => {
-                        return Err(format!(
-                            "healthcheck: test {l:?} must start with \"CMD\", \"CMD-SHELL\" or be [\"NONE\"]"
-                        ));
-                    }
+/// `healthcheck:` as the `--health-*` flags (or `--no-healthcheck`).
+fn healthcheck(
+    h: &Healthcheck,
+    flags: &mut SpecFlags,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), String> {
+    let disabled = match &h.disable {
+        Some(d) => d.bool("healthcheck: disable")?,
+        None => false,
+    };
+    let test = match &h.test {
+        None => None,
+        Some(StringOrList::String(cmd)) => Some(vec!["CMD-SHELL".to_string(), cmd.clone()]),
+        Some(StringOrList::List(l)) => {
+            let l: Vec<String> = l.iter().map(|s| s.0.clone()).collect();
+            match l.first().map(String::as_str) {
+                Some("NONE") => Some(l),
+                Some("CMD" | "CMD-SHELL") if l.len() > 1 => Some(l),
+                _ => {
+                    return Err(format!(
+                        "healthcheck: test {l:?} must start with \"CMD\", \"CMD-SHELL\" or be [\"NONE\"]"
+                    ));
                 }
             }
+        }
+    };
+    let others = h.interval.is_some()
+        || h.timeout.is_some()
+        || h.retries.is_some()
+        || h.start_period.is_some();
+    if disabled || test.as_ref().is_some_and(|t| t[0] == "NONE") {
+        if test.as_ref().is_some_and(|t| t[0] != "NONE") || others {
+            return Err("healthcheck: test and disable can't be set at the same time".into());
+        }
+        flags.no_healthcheck = true;
+    } else {
+        flags.health_test = test;
+        let duration = |what: &str, v: &Option<String>| -> Result<Option<u64>, String> {
+            v.as_deref()
+                .map(parse_positive_duration_ns)
+                .transpose()
+                .map_err(|e| format!("healthcheck: {what}: {e}"))
         };
-        let others = h.interval.is_some()
-            || h.timeout.is_some()
-            || h.retries.is_some()
-            || h.start_period.is_some();
-        if disabled || test.as_ref().is_some_and(|t| t[0] == "NONE") {
-            if test.as_ref().is_some_and(|t| t[0] != "NONE") || others {
-                return Err("healthcheck: test and disable can't be set at the same time".into());
-            }
-            args.flags.no_healthcheck = true;
-        } else {
-            args.flags.health_test = test;
-            let duration = |what: &str, v: &Option<String>| -> Result<Option<u64>, String> {
-                v.as_deref()
-                    .map(parse_positive_duration_ns)
-                    .transpose()
-                    .map_err(|e| format!("healthcheck: {what}: {e}"))
-            };
-            args.flags.health_interval = duration("interval", &h.interval)?;
-            args.flags.health_timeout = duration("timeout", &h.timeout)?;
-            args.flags.health_start_period = duration("start_period", &h.start_period)?;
-            if let Some(r) = &h.retries {
-                args.flags.health_retries = Some(r.u64("healthcheck: retries")? as i64);
-            }
-            if h.start_interval.is_some() {
-                warn("healthcheck: start_interval is not supported by mini and is ignored".into());
-            }
+        flags.health_interval = duration("interval", &h.interval)?;
+        flags.health_timeout = duration("timeout", &h.timeout)?;
+        flags.health_start_period = duration("start_period", &h.start_period)?;
+        if let Some(r) = &h.retries {
+            flags.health_retries = Some(r.u64("healthcheck: retries")? as i64);
+        }
+        if h.start_interval.is_some() {
+            warn("healthcheck: start_interval is not supported by mini and is ignored".into());
         }
     }
+    Ok(())
+}
 
+/// What the container runs with: its labels, stop grace period and signal, user, working
+/// directory, hostname, read-only root, init and logging options.
+fn container_options(
+    s: &Service,
+    stack: &str,
+    args: &mut CreateArgs,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), String> {
     let mut container_labels: BTreeMap<String, String> = BTreeMap::new();
     if let Some(labels) = &s.labels {
         for (k, v) in labels.pairs() {
@@ -1099,171 +1170,180 @@ fn service_spec(
             }
         }
     }
+    Ok(())
+}
 
-    let mut service_labels: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(d) = &s.deploy {
-        match d.mode.as_deref() {
+/// `deploy:`: the mode and replicas, the service's labels, endpoint mode, resources, restart
+/// policy, update and rollback configs and placement.
+fn deploy(
+    d: &Deploy,
+    args: &mut CreateArgs,
+    service_labels: &mut BTreeMap<String, String>,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), String> {
+    match d.mode.as_deref() {
+        None => {}
+        Some(m @ ("replicated" | "global" | "replicated-job" | "global-job")) => {
+            args.mode = m.to_string()
+        }
+        Some(other) => {
+            return Err(format!(
+                "deploy.mode {other:?} is not one of replicated, global, replicated-job, global-job"
+            ));
+        }
+    }
+    if let Some(r) = &d.replicas {
+        if args.mode.starts_with("global") {
+            return Err(
+                "deploy.replicas can only be used with replicated or replicated-job mode".into(),
+            );
+        }
+        args.flags.replicas = Some(r.u64("deploy.replicas")?);
+    }
+    if let Some(labels) = &d.labels {
+        for (k, v) in labels.pairs() {
+            service_labels.insert(k, v.unwrap_or_default());
+        }
+    }
+    match d.endpoint_mode.as_deref() {
+        None => {}
+        Some(m @ ("vip" | "dnsrr")) => args.endpoint_mode = m.into(),
+        Some(other) => {
+            return Err(format!(
+                "deploy.endpoint_mode {other:?} is not vip or dnsrr"
+            ));
+        }
+    }
+    if let Some(res) = &d.resources {
+        resources(res, &mut args.flags, warn)?;
+    }
+    if let Some(rp) = &d.restart_policy {
+        match rp.condition.as_deref() {
             None => {}
-            Some(m @ ("replicated" | "global" | "replicated-job" | "global-job")) => {
-                args.mode = m.to_string()
+            Some(c @ ("none" | "on-failure" | "any")) => {
+                args.flags.restart_condition = Some(c.into())
             }
             Some(other) => {
                 return Err(format!(
-                    "deploy.mode {other:?} is not one of replicated, global, replicated-job, global-job"
+                    "deploy.restart_policy.condition {other:?} is not none, on-failure or any"
                 ));
             }
         }
-        if let Some(r) = &d.replicas {
-            if args.mode.starts_with("global") {
-                return Err(
-                    "deploy.replicas can only be used with replicated or replicated-job mode"
-                        .into(),
-                );
-            }
-            args.flags.replicas = Some(r.u64("deploy.replicas")?);
+        args.flags.restart_delay = duration_ms("deploy.restart_policy.delay", &rp.delay)?;
+        if let Some(m) = &rp.max_attempts {
+            args.flags.restart_max_attempts = Some(m.u64("deploy.restart_policy.max_attempts")?);
         }
-        if let Some(labels) = &d.labels {
-            for (k, v) in labels.pairs() {
-                service_labels.insert(k, v.unwrap_or_default());
-            }
-        }
-        match d.endpoint_mode.as_deref() {
-            None => {}
-            Some(m @ ("vip" | "dnsrr")) => args.endpoint_mode = m.into(),
-            Some(other) => {
-                return Err(format!(
-                    "deploy.endpoint_mode {other:?} is not vip or dnsrr"
-                ));
-            }
-        }
-        if let Some(res) = &d.resources {
-            if let Some(l) = &res.limits {
-                if let Some(c) = &l.cpus {
-                    args.flags.limit_cpu = Some(
-                        parse_cpus(&c.0)
-                            .map_err(|e| format!("deploy.resources.limits.cpus: {e}"))?,
-                    );
-                }
-                if let Some(m) = &l.memory {
-                    args.flags.limit_memory = Some(
-                        parse_bytes(&m.0)
-                            .map_err(|e| format!("deploy.resources.limits.memory: {e}"))?,
-                    );
-                }
-                if let Some(p) = &l.pids {
-                    args.flags.limit_pids = Some(p.u64("deploy.resources.limits.pids")? as i64);
-                }
-                if l.devices.is_some() || l.generic_resources.is_some() {
-                    warn("deploy.resources.limits: devices and generic_resources are not supported; ignored".into());
-                }
-            }
-            if let Some(r) = &res.reservations {
-                if let Some(c) = &r.cpus {
-                    args.flags.reserve_cpu = Some(
-                        parse_cpus(&c.0)
-                            .map_err(|e| format!("deploy.resources.reservations.cpus: {e}"))?,
-                    );
-                }
-                if let Some(m) = &r.memory {
-                    args.flags.reserve_memory = Some(
-                        parse_bytes(&m.0)
-                            .map_err(|e| format!("deploy.resources.reservations.memory: {e}"))?,
-                    );
-                }
-                if r.pids.is_some() {
-                    warn("deploy.resources.reservations.pids is not a reservation; ignored".into());
-                }
-                if r.devices.is_some() || r.generic_resources.is_some() {
-                    warn("deploy.resources.reservations: devices and generic_resources are not supported; ignored".into());
-                }
+        args.flags.restart_window = duration_ms("deploy.restart_policy.window", &rp.window)?;
+    }
+    if let Some(u) = &d.update_config {
+        let r = rollout(
+            "deploy.update_config",
+            u,
+            &["pause", "continue", "rollback"],
+        )?;
+        let f = &mut args.flags;
+        f.update_parallelism = r.parallelism;
+        f.update_delay = r.delay;
+        f.update_failure_action = r.failure_action;
+        f.update_monitor = r.monitor;
+        f.update_max_failure_ratio = r.max_failure_ratio;
+        f.update_order = r.order;
+    }
+    if let Some(u) = &d.rollback_config {
+        let r = rollout("deploy.rollback_config", u, &["pause", "continue"])?;
+        let f = &mut args.flags;
+        f.rollback_parallelism = r.parallelism;
+        f.rollback_delay = r.delay;
+        f.rollback_failure_action = r.failure_action;
+        f.rollback_monitor = r.monitor;
+        f.rollback_max_failure_ratio = r.max_failure_ratio;
+        f.rollback_order = r.order;
+    }
+    if let Some(p) = &d.placement {
+        args.constraints = p.constraints.clone();
+        for pref in &p.preferences {
+            for (strategy, descriptor) in pref {
+                args.placement_prefs
+                    .push(format!("{strategy}={descriptor}"));
             }
         }
-        if let Some(rp) = &d.restart_policy {
-            match rp.condition.as_deref() {
-                None => {}
-                Some(c @ ("none" | "on-failure" | "any")) => {
-                    args.flags.restart_condition = Some(c.into())
-                }
-                Some(other) => {
-                    return Err(format!(
-                        "deploy.restart_policy.condition {other:?} is not none, on-failure or any"
-                    ));
-                }
-            }
-            args.flags.restart_delay = duration_ms("deploy.restart_policy.delay", &rp.delay)?;
-            if let Some(m) = &rp.max_attempts {
-                args.flags.restart_max_attempts =
-                    Some(m.u64("deploy.restart_policy.max_attempts")?);
-            }
-            args.flags.restart_window = duration_ms("deploy.restart_policy.window", &rp.window)?;
-        }
-        if let Some(u) = &d.update_config {
-            let what = "deploy.update_config";
-            if let Some(p) = &u.parallelism {
-                args.flags.update_parallelism = Some(p.u64(&format!("{what}.parallelism"))?);
-            }
-            args.flags.update_delay = duration_ms(&format!("{what}.delay"), &u.delay)?;
-            args.flags.update_failure_action = one_of(
-                what,
-                "failure_action",
-                &u.failure_action,
-                &["pause", "continue", "rollback"],
-            )?;
-            args.flags.update_monitor = duration_ms(&format!("{what}.monitor"), &u.monitor)?;
-            args.flags.update_max_failure_ratio = ratio(what, &u.max_failure_ratio)?;
-            args.flags.update_order =
-                one_of(what, "order", &u.order, &["stop-first", "start-first"])?;
-        }
-        if let Some(u) = &d.rollback_config {
-            let what = "deploy.rollback_config";
-            if let Some(p) = &u.parallelism {
-                args.flags.rollback_parallelism = Some(p.u64(&format!("{what}.parallelism"))?);
-            }
-            args.flags.rollback_delay = duration_ms(&format!("{what}.delay"), &u.delay)?;
-            args.flags.rollback_failure_action = one_of(
-                what,
-                "failure_action",
-                &u.failure_action,
-                &["pause", "continue"],
-            )?;
-            args.flags.rollback_monitor = duration_ms(&format!("{what}.monitor"), &u.monitor)?;
-            args.flags.rollback_max_failure_ratio = ratio(what, &u.max_failure_ratio)?;
-            args.flags.rollback_order =
-                one_of(what, "order", &u.order, &["stop-first", "start-first"])?;
-        }
-        if let Some(p) = &d.placement {
-            args.constraints = p.constraints.clone();
-            for pref in &p.preferences {
-                for (strategy, descriptor) in pref {
-                    args.placement_prefs
-                        .push(format!("{strategy}={descriptor}"));
-                }
-            }
-            if let Some(m) = &p.max_replicas_per_node {
-                args.flags.replicas_max_per_node =
-                    Some(m.u64("deploy.placement.max_replicas_per_node")?);
-            }
+        if let Some(m) = &p.max_replicas_per_node {
+            args.flags.replicas_max_per_node =
+                Some(m.u64("deploy.placement.max_replicas_per_node")?);
         }
     }
-    service_labels.insert(NAMESPACE_LABEL.into(), stack.into());
-    service_labels.insert(IMAGE_LABEL.into(), image);
-    args.labels = service_labels
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    Ok(())
+}
 
-    if args.aliases.len() > 16 {
-        return Err(format!(
-            "{} network aliases: at most 16 (the service's name {key} included)",
-            args.aliases.len()
-        ));
+/// `deploy.resources` as the `--limit-*` and `--reserve-*` flags.
+fn resources(
+    res: &DeployResources,
+    flags: &mut SpecFlags,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), String> {
+    if let Some(l) = &res.limits {
+        if let Some(c) = &l.cpus {
+            flags.limit_cpu =
+                Some(parse_cpus(&c.0).map_err(|e| format!("deploy.resources.limits.cpus: {e}"))?);
+        }
+        if let Some(m) = &l.memory {
+            flags.limit_memory = Some(
+                parse_bytes(&m.0).map_err(|e| format!("deploy.resources.limits.memory: {e}"))?,
+            );
+        }
+        if let Some(p) = &l.pids {
+            flags.limit_pids = Some(p.u64("deploy.resources.limits.pids")? as i64);
+        }
+        if l.devices.is_some() || l.generic_resources.is_some() {
+            warn(
+                "deploy.resources.limits: devices and generic_resources are not supported; ignored"
+                    .into(),
+            );
+        }
     }
-    let spec = args.spec().map_err(|e| format!("{e:#}"))?;
-    Ok((
-        StackService {
-            spec,
-            networks: args.networks,
-        },
-        networks,
-    ))
+    if let Some(r) = &res.reservations {
+        if let Some(c) = &r.cpus {
+            flags.reserve_cpu = Some(
+                parse_cpus(&c.0).map_err(|e| format!("deploy.resources.reservations.cpus: {e}"))?,
+            );
+        }
+        if let Some(m) = &r.memory {
+            flags.reserve_memory = Some(
+                parse_bytes(&m.0)
+                    .map_err(|e| format!("deploy.resources.reservations.memory: {e}"))?,
+            );
+        }
+        if r.pids.is_some() {
+            warn("deploy.resources.reservations.pids is not a reservation; ignored".into());
+        }
+        if r.devices.is_some() || r.generic_resources.is_some() {
+            warn("deploy.resources.reservations: devices and generic_resources are not supported; ignored".into());
+        }
+    }
+    Ok(())
+}
+
+/// An update or rollback config (`what` names it in errors), as its flags take it.
+struct Rollout {
+    parallelism: Option<u64>,
+    delay: Option<u64>,
+    failure_action: Option<String>,
+    monitor: Option<u64>,
+    max_failure_ratio: Option<f32>,
+    order: Option<String>,
+}
+
+fn rollout(what: &str, u: &UpdateConfig, failure_actions: &[&str]) -> Result<Rollout, String> {
+    Ok(Rollout {
+        parallelism: u
+            .parallelism
+            .as_ref()
+            .map(|p| p.u64(&format!("{what}.parallelism")))
+            .transpose()?,
+        delay: duration_ms(&format!("{what}.delay"), &u.delay)?,
+        failure_action: one_of(what, "failure_action", &u.failure_action, failure_actions)?,
+        monitor: duration_ms(&format!("{what}.monitor"), &u.monitor)?,
+        max_failure_ratio: ratio(what, &u.max_failure_ratio)?,
+        order: one_of(what, "order", &u.order, &["stop-first", "start-first"])?,
+    })
 }
