@@ -33,7 +33,12 @@
 //!    sandbox on every node) → all T running, the rate, the manager's VmRSS then, and where the
 //!    CPU went meanwhile: the machine's user/system/softirq time (`/proc/stat`), the softirqs by
 //!    kind (`/proc/softirqs`), every daemon's utime/stime, and the nf_tables tables and sets
-//!    in one node's namespaces (host, overlay, sandboxes) at the end.
+//!    in one node's namespaces (host, overlay, sandboxes) at the end, and the UDP datagrams
+//!    the daemons' namespaces dropped for want of receive buffer (`udp_rcvbuf_errors`).
+//! 8. `removal` (with `--tasks`, after the purges): `service rm` of the bulk service → no live
+//!    node's overlay holds a neighbour or FDB entry of its tasks (every task's tombstone at
+//!    once), per node from its kernel's events as in the purge, with the UDP receive drops and
+//!    the daemons' CPU meanwhile.
 //! 5. `throughput` (with `--iperf-secs` > 0): iperf3 TCP task → task across two hosts over the
 //!    overlay vs a VXLAN pair built by hand (two fresh namespaces on a fresh bridge namespace,
 //!    the same underlay shape as the harness, static FDB/neighbour entries).
@@ -839,6 +844,14 @@ fn main() {
         .iter()
         .filter_map(|p| p["purged_everywhere_ms"].as_f64())
         .collect();
+
+    // 8. The many tasks removed at once: `service rm` → no node has their entries left.
+    let removal = if args.tasks > 0 {
+        remove_bulk(&cluster, &mut socks, &net_id)
+    } else {
+        Value::Null
+    };
+    eprintln!("removal: {removal}");
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let report = json!({
         "bench": "cluster_gossip_overlay",
@@ -858,6 +871,7 @@ fn main() {
         "rss": rss_json,
         "throughput": throughput,
         "bulk": bulk,
+        "removal": removal,
         "write_conflicts_retried": conflicts,
         "loadavg_before": load_before.trim(),
         "loadavg_after": load_after.trim(),
@@ -1052,6 +1066,43 @@ impl Stale {
     fn is_empty(&self) -> bool {
         self.neigh.is_empty() && self.fdb.is_empty()
     }
+
+    /// The entries of `eps` (removed endpoints) in a dump: their neighbour entries, and the
+    /// FDB entries of their MACs wherever they point.
+    fn of_endpoints(p: &Peers, eps: &BTreeSet<Endpoint>) -> Stale {
+        let macs: BTreeSet<[u8; 6]> = eps.iter().map(|(_, mac)| *mac).collect();
+        Stale {
+            neigh: p
+                .neigh
+                .iter()
+                .filter(|e| eps.contains(e))
+                .map(|(ip, _)| *ip)
+                .collect(),
+            fdb: p
+                .fdb
+                .keys()
+                .filter(|mac| macs.contains(*mac))
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// Follows one change the kernel reported, for removed endpoints: an entry is clean once it
+    /// is gone or points elsewhere.
+    fn apply_removed(&mut self, change: NeighChange, eps: &BTreeSet<Endpoint>) {
+        match change {
+            NeighChange::Neighbour { ip, mac } => {
+                if !mac.is_some_and(|mac| eps.contains(&(ip, mac))) {
+                    self.neigh.remove(&ip);
+                }
+            }
+            NeighChange::Fdb { mac, vtep } => {
+                if vtep.is_none() {
+                    self.fdb.remove(&mac);
+                }
+            }
+        }
+    }
 }
 
 /// Whether `m`'s `node ls` shows host `k` Down.
@@ -1145,6 +1196,7 @@ fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) 
     let soft0 = softirqs();
     let daemons0: Vec<(f64, f64)> = pids.iter().map(|&p| user_system_secs(p)).collect();
     let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let drops0 = udp_rcvbuf_errors(&pids);
     let t0 = Instant::now();
     let replicas = tasks.to_string();
     let out = m.mini(&[
@@ -1194,6 +1246,7 @@ fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) 
         std::thread::sleep(Duration::from_secs(1));
     }
     let wall = t0.elapsed().as_secs_f64();
+    let drops = udp_rcvbuf_errors(&pids).saturating_sub(drops0);
     let cpu1 = machine_cpu();
     let soft1 = softirqs();
     let d = |i: usize| {
@@ -1257,6 +1310,7 @@ fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) 
         "machine_cpu_pct": {"user": pct(0), "nice": pct(1), "system": pct(2), "idle": pct(3), "iowait": pct(4), "irq": pct(5), "softirq": pct(6)},
         "softirqs_per_s": softirq_rates,
         "daemons_cpu_s": {"user": round1(du), "system": round1(ds), "manager_user": round1(daemons[0].0), "manager_system": round1(daemons[0].1)},
+        "udp_rcvbuf_errors": drops,
         "manager_rss_mib": manager_rss,
         "workers_rss_mib_mean": round1(workers_rss.iter().sum::<f64>() / workers_rss.len().max(1) as f64),
         "workers_rss_mib_max": round1(workers_rss.iter().copied().fold(0.0, f64::max)),
@@ -1266,6 +1320,129 @@ fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) 
             "namespaces_under_run_dir": {"tables": tables, "sets": sets, "rules": rules},
             "host_namespace": {"tables": ht, "sets": hs, "rules": hr},
         },
+    })
+}
+
+/// UDP datagrams dropped on arrival for want of socket buffer space, summed over the daemons'
+/// network namespaces (`Udp: RcvbufErrors` of `/proc/PID/net/snmp`, which shows the namespace
+/// of that process): gossip packets lost before the agent read them.
+fn udp_rcvbuf_errors(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let snmp = std::fs::read_to_string(format!("/proc/{pid}/net/snmp")).ok()?;
+            let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+            let (names, values) = (udp.next()?, udp.next()?);
+            let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+            values.split_whitespace().nth(column)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Removes the bulk service and times how long until no live node's overlay holds a neighbour
+/// or FDB entry of its tasks: every task's tombstone at once. As in the purge, each node has a
+/// thread that follows its kernel's neighbour and FDB events from a dump taken before the
+/// removal, so a node's time does not wait on a sweep of the others.
+fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> Value {
+    let m = cluster.host(1);
+    let ips: BTreeSet<[u8; 4]> = running(&m, "bulk").iter().filter_map(task_ip).collect();
+    let live: Vec<usize> = (1..=cluster.len())
+        .filter(|&k| socks[k - 1].is_some())
+        .collect();
+    let pids: Vec<i32> = live.iter().filter_map(|&k| cluster.daemon_pid(k)).collect();
+    let mut dumps: HashMap<usize, Peers> = live
+        .iter()
+        .map(|&k| (k, socks[k - 1].as_mut().expect("socket").peers()))
+        .collect();
+    // The tasks' (IP, MAC) as the nodes' tables hold them.
+    let eps: BTreeSet<Endpoint> = dumps
+        .values()
+        .flat_map(|p| p.neigh.iter().filter(|(ip, _)| ips.contains(ip)).copied())
+        .collect();
+    let mut watchers: HashMap<usize, NlNs> = live
+        .iter()
+        .map(|&k| {
+            let w = NlNs::watch(&overlay_ns(cluster, k, net_id)).expect("watcher");
+            (k, w)
+        })
+        .collect();
+    // Dumped again after subscribing, so no change falls between the dump and the watch.
+    for &k in &live {
+        dumps.insert(k, socks[k - 1].as_mut().expect("socket").peers());
+    }
+    let before = dumps
+        .values()
+        .filter(|p| !Stale::of_endpoints(p, &eps).is_empty())
+        .count();
+    let drops0 = udp_rcvbuf_errors(&pids);
+    let cpu0: Vec<(f64, f64)> = pids.iter().map(|&p| user_system_secs(p)).collect();
+    let t0 = Instant::now();
+    let out = m.mini(&["service", "rm", "bulk"]);
+    if !out.success {
+        return json!({"error": format!("service rm: {}", out.stderr)});
+    }
+    let rm_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let deadline = t0 + Duration::from_secs(120);
+    let eps = &eps;
+    let clean_at: BTreeMap<usize, f64> = std::thread::scope(|scope| {
+        let threads: Vec<_> = socks
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i + 1, s.as_mut()?)))
+            .filter(|(k, _)| live.contains(k))
+            .map(|(k, sock)| {
+                let mut watcher = watchers.remove(&k).expect("watcher");
+                let mut left = Stale::of_endpoints(&dumps[&k], eps);
+                scope.spawn(move || {
+                    while Instant::now() < deadline {
+                        if left.is_empty() {
+                            let at = t0.elapsed().as_secs_f64() * 1000.0;
+                            left = Stale::of_endpoints(&sock.peers(), eps);
+                            if left.is_empty() {
+                                return Some((k, at));
+                            }
+                        }
+                        match watcher.wait_changes(Duration::from_millis(250)) {
+                            Some(changes) => {
+                                for c in changes {
+                                    left.apply_removed(c, eps);
+                                }
+                            }
+                            None => left = Stale::of_endpoints(&sock.peers(), eps),
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .filter_map(|t| t.join().expect("removal watcher"))
+            .collect()
+    });
+    let (user, system) = pids
+        .iter()
+        .zip(&cpu0)
+        .map(|(&p, (u0, s0))| {
+            let (u1, s1) = user_system_secs(p);
+            (u1 - u0, s1 - s0)
+        })
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let times: Vec<f64> = clean_at.values().copied().collect();
+    let not_clean: Vec<String> = live
+        .iter()
+        .filter(|k| !clean_at.contains_key(k))
+        .map(|k| format!("h{k}"))
+        .collect();
+    json!({
+        "tasks": ips.len(),
+        "endpoints_in_the_tables": eps.len(),
+        "nodes_with_their_entries_before": before,
+        "service_rm_ms": round1(rm_ms),
+        "entries_gone_everywhere_ms": not_clean.is_empty().then(|| round1(times.iter().copied().fold(0.0, f64::max))),
+        "entries_gone_per_node_ms": summary(&times),
+        "nodes_not_clean_after_120_s": not_clean,
+        "udp_rcvbuf_errors": udp_rcvbuf_errors(&pids).saturating_sub(drops0),
+        "daemons_cpu_s": {"user": round1(user), "system": round1(system)},
     })
 }
 
