@@ -178,6 +178,8 @@ impl Gossip {
             changes: changes_tx,
             orphans: HashMap::new(),
             rejects: RejectLog::default(),
+            unsent: Vec::new(),
+            replies: Vec::new(),
             young: Vec::new(),
             resend_at: None,
             reannounce_at: Instant::now(),
@@ -422,6 +424,12 @@ struct Agent {
     /// Owners of records that are not members, since when (see `orphan_grace`).
     orphans: HashMap<String, Instant>,
     rejects: RejectLog,
+    /// Own records published in this step, pushed to every member at its end (together: a
+    /// burst of publishes or withdrawals shares packets).
+    unsent: Vec<EndpointRecord>,
+    /// Answers to publish and withdraw calls, sent once the step's records are out: a caller
+    /// that then reports its task RUNNING knows the record is on its way to every member.
+    replies: Vec<Reply>,
     /// Own records pushed to every member since the last resend, (network, endpoint).
     young: Vec<(String, String)>,
     /// When to push `young` to every member again.
@@ -436,6 +444,22 @@ struct Agent {
     #[cfg(test)]
     lost_notices: Option<HashSet<(SocketAddr, u16)>>,
     config: GossipConfig,
+}
+
+/// At most this many commands are handled in one step (then packets and timers get their
+/// turn).
+const COMMANDS_PER_STEP: usize = 256;
+
+/// An answer to a publish or withdraw call, held until the step's records are sent.
+enum Reply {
+    Published(
+        oneshot::Sender<Result<EndpointRecord, GossipError>>,
+        Result<EndpointRecord, GossipError>,
+    ),
+    Withdrawn(
+        oneshot::Sender<Result<Option<EndpointRecord>, GossipError>>,
+        Result<Option<EndpointRecord>, GossipError>,
+    ),
 }
 
 /// Borrows the parts of the agent foca's runtime needs, next to foca itself.
@@ -477,15 +501,22 @@ impl Agent {
             };
             match event {
                 Event::Command(None) => return,
-                Event::Command(Some(Command::Stop(done))) => {
-                    if let Err(e) = self.foca.leave_cluster(rt!(self)) {
-                        tracing::debug!(error = %e, "leaving the gossip cluster");
+                Event::Command(Some(Command::Stop(done))) => return self.leave(done),
+                Event::Command(Some(command)) => {
+                    self.handle_command(command);
+                    // The commands queued meanwhile (every task of a removed service withdrawn
+                    // at once) are handled in the same step: their records go out together.
+                    for _ in 1..COMMANDS_PER_STEP {
+                        match commands.try_recv() {
+                            Ok(Command::Stop(done)) => {
+                                self.after_step();
+                                return self.leave(done);
+                            }
+                            Ok(command) => self.handle_command(command),
+                            Err(_) => break,
+                        }
                     }
-                    tracing::info!("gossip agent stopped");
-                    let _ = done.send(());
-                    return;
                 }
-                Event::Command(Some(command)) => self.handle_command(command),
                 Event::Packet(Ok((len, from))) => self.handle_packet(&mut buf[..len], from),
                 Event::Packet(Err(e)) => tracing::debug!(error = %e, "gossip receive error"),
                 Event::Timers => self.fire_timers(),
@@ -501,13 +532,24 @@ impl Agent {
         }
     }
 
+    /// Leaves the cluster (members hear it at once) and answers `done`.
+    fn leave(&mut self, done: oneshot::Sender<()>) {
+        if let Err(e) = self.foca.leave_cluster(rt!(self)) {
+            tracing::debug!(error = %e, "leaving the gossip cluster");
+        }
+        tracing::info!("gossip agent stopped");
+        let _ = done.send(());
+    }
+
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Publish(record, reply) => {
-                let _ = reply.send(self.publish(*record));
+                let published = self.publish(*record);
+                self.replies.push(Reply::Published(reply, published));
             }
             Command::Withdraw(network, endpoint, reply) => {
-                let _ = reply.send(self.withdraw(&network, &endpoint));
+                let withdrawn = self.withdraw(&network, &endpoint);
+                self.replies.push(Reply::Withdrawn(reply, withdrawn));
             }
             Command::SetKeys(keys) => {
                 if self.transport.seal.keys() != &keys {
@@ -582,10 +624,10 @@ impl Agent {
     }
 
     /// Signs a record this node owns (with a [`RecordAuth`]), merges it (through foca's
-    /// handler) and sends it out at once: to every member directly, and as a foca broadcast
-    /// (the epidemic also reaches members this node does not know yet). It goes to every member
-    /// once more [`resend_after`](super::GossipTimings::resend_after) later. Returns the record
-    /// as stored.
+    /// handler) and sends it out at the end of this step ([`send_unsent`](Self::send_unsent)):
+    /// to every member directly, and as a foca broadcast (the epidemic also reaches members
+    /// this node does not know yet). It goes to every member once more
+    /// [`resend_after`](super::GossipTimings::resend_after) later. Returns the record as stored.
     fn broadcast(&mut self, record: EndpointRecord) -> Result<EndpointRecord, GossipError> {
         let record = match &self.shared.auth {
             Some(auth) => auth.sign(record)?,
@@ -598,14 +640,34 @@ impl Agent {
                 endpoint_id: record.endpoint_id.clone(),
                 reason: e.to_string(),
             })?;
-        self.push_to_every_member(&[&record]);
+        self.unsent.push(record.clone());
         self.young
             .push((record.network_id.clone(), record.endpoint_id.clone()));
         if self.resend_at.is_none() {
             self.resend_at = Some(Instant::now() + self.config.timings.resend_after);
         }
-        self.push_broadcasts();
         Ok(record)
+    }
+
+    /// Sends the records this step published, all together: to every member (as many records
+    /// to a packet as fit) and as foca broadcasts; then answers their callers.
+    fn send_unsent(&mut self) {
+        if !self.unsent.is_empty() {
+            let unsent = std::mem::take(&mut self.unsent);
+            let refs: Vec<&EndpointRecord> = unsent.iter().collect();
+            self.push_to_every_member(&refs);
+            self.push_broadcasts();
+        }
+        for reply in self.replies.drain(..) {
+            match reply {
+                Reply::Published(tx, result) => {
+                    let _ = tx.send(result);
+                }
+                Reply::Withdrawn(tx, result) => {
+                    let _ = tx.send(result);
+                }
+            }
+        }
     }
 
     /// Sends records to every live member, point to point (anti-entropy `Records` messages:
@@ -988,6 +1050,7 @@ impl Agent {
                 tracing::debug!(error = %e, "tombstoning a ghost");
             }
         }
+        self.send_unsent();
         self.scale_transmissions();
         let mut state = self.shared.lock();
         if members_changed {

@@ -748,6 +748,41 @@ async fn a_lost_announce_to_a_bootstrap_peer_is_repeated() {
     .await;
 }
 
+/// Records published while the agent is busy go out together: 40 publishes queued during a
+/// stall cost fewer packets than records (one per record to each member, and one foca
+/// broadcast each, before), and every one of them reaches the other node. When a service's
+/// 2,000 tasks were removed at once, each node sent every tombstone in packets of its own to
+/// all 49 members.
+#[tokio::test]
+async fn records_published_in_a_burst_share_packets() {
+    let nodes = cluster(2, 0.0).await;
+    let burst = 40u8;
+    let before = nodes[0].stats().packets_sent;
+    let stall = nodes[0].stall(Duration::from_millis(300));
+    let publishes = futures::future::join_all(
+        (0..burst).map(|i| nodes[0].publish(record("net1", &format!("b{i}"), i))),
+    );
+    let (stalled, published) = tokio::join!(stall, publishes);
+    stalled.unwrap();
+    for p in published {
+        p.unwrap();
+    }
+    // Every publish is answered once its record is sent: the count is complete now.
+    let sent = nodes[0].stats().packets_sent - before;
+    assert!(
+        sent < u64::from(burst),
+        "{sent} packets sent for {burst} records published in one burst"
+    );
+    let want: Vec<(String, String, String)> = {
+        let mut w: Vec<_> = (0..burst)
+            .map(|i| ("net1".to_string(), format!("b{i}"), "node0".to_string()))
+            .collect();
+        w.sort();
+        w
+    };
+    wait_all_live("the burst on both nodes", &[&nodes[0], &nodes[1]], &want).await;
+}
+
 /// A burst that arrives while the agent is too busy to read waits in the socket instead of
 /// being dropped: 1,000 datagrams of 1 kB sent while its thread stalls are all received once
 /// it reads again. With the kernel's default receive buffer (208 KiB) about a tenth of them
