@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 
 use crate::client::connect;
 use crate::format::{Filters, ListArgs, print_rows};
-use translate::{NAMESPACE_LABEL, Stack};
+use translate::{NAMESPACE_LABEL, Stack, StackNetwork, StackObject, StackService};
 
 /// Stack subcommands.
 #[derive(Debug, Subcommand)]
@@ -226,6 +226,40 @@ async fn deploy(
     prune: bool,
     with_registry_auth: bool,
 ) -> Result<()> {
+    let changes = changes(client, plan, prune).await?;
+    let mut done: Vec<String> = Vec::new();
+    let result = apply(client, plan, changes, with_registry_auth, &mut done).await;
+    result.map_err(|err| {
+        if done.is_empty() {
+            err.context(format!("stack {}: nothing was changed", plan.name))
+        } else {
+            err.context(format!(
+                "stack {} is half deployed; done before the failure: {}",
+                plan.name,
+                done.join(", ")
+            ))
+        }
+    })
+}
+
+/// What a deploy changes, decided (and checked) before the first change.
+struct Changes<'a> {
+    secrets: Vec<&'a StackObject>,
+    configs: Vec<&'a StackObject>,
+    networks: Vec<&'a StackNetwork>,
+    /// One step per service of the file, in its order.
+    steps: Vec<Step>,
+    /// The stack's services that are no longer in the file (with `prune`).
+    obsolete: Vec<Service>,
+}
+
+/// Reads the cluster and decides what `plan` changes in it, refusing what Docker refuses: a
+/// missing external network, secret or config, a service whose networks or mode changed.
+async fn changes<'a>(
+    client: &mut ControlClient<Channel>,
+    plan: &'a Stack,
+    prune: bool,
+) -> Result<Changes<'a>> {
     let networks = client
         .list_networks(ListNetworksRequest {})
         .await?
@@ -240,7 +274,7 @@ async fn deploy(
         .iter()
         .filter_map(|n| Some((n.spec.as_ref()?.name.as_str(), n)))
         .collect();
-    let mut to_create = Vec::new();
+    let mut networks_to_create = Vec::new();
     for n in &plan.networks {
         match by_name.get(n.spec.name.as_str()) {
             Some(_) => {}
@@ -248,7 +282,7 @@ async fn deploy(
                 "network {:?} is declared as external, but could not be found. You need to create a swarm-scoped network before the stack is deployed",
                 n.spec.name
             ),
-            None => to_create.push(n),
+            None => networks_to_create.push(n),
         }
     }
 
@@ -286,166 +320,178 @@ async fn deploy(
     }
 
     let existing = services(client).await?;
-    let mut steps = Vec::new();
-    for s in &plan.services {
-        let Some(old) = existing.iter().find(|e| spec_name(e) == s.spec.name) else {
-            steps.push(Step::Create);
-            continue;
-        };
-        let old_spec = old.spec.clone().unwrap_or_default();
-        let user_networks: Vec<&str> = old_spec
-            .networks
-            .iter()
-            .filter(|id| !ingress.contains(id))
-            .map(String::as_str)
-            .collect();
-        let wanted: Vec<&str> = s
-            .networks
-            .iter()
-            .map(|name| by_name.get(name.as_str()).map_or("", |n| n.id.as_str()))
-            .collect();
-        if user_networks != wanted {
-            bail!(
-                "service {} is attached to other networks than the compose file gives it; changing a service's networks is not supported: remove the service (or the stack) and deploy again",
-                s.spec.name
-            );
-        }
-        let global = |spec: &ServiceSpec| matches!(spec.mode, Some(Mode::Global(_)));
-        if global(&old_spec) != global(&s.spec) {
-            bail!(
-                "service {} cannot change between replicated and global mode: remove the service (or the stack) and deploy again",
-                s.spec.name
-            );
-        }
-        let mut candidate = s.spec.clone();
-        candidate.networks = old_spec.networks.clone();
-        candidate.force_update = old_spec.force_update;
-        same_reference_ids(&mut candidate, &old_spec);
-        if candidate == old_spec {
-            steps.push(Step::Keep);
-        } else {
-            steps.push(Step::Update(
-                old.id.clone(),
-                old.meta.as_ref().map_or(0, |m| m.version),
-                Box::new(candidate),
-            ));
-        }
-    }
-    let obsolete: Vec<&Service> = if prune {
+    let steps = plan
+        .services
+        .iter()
+        .map(|s| service_step(s, &existing, &ingress, &by_name))
+        .collect::<Result<Vec<Step>>>()?;
+    let obsolete: Vec<Service> = if prune {
         existing
-            .iter()
+            .into_iter()
             .filter(|e| stack_of_service(e) == Some(plan.name.as_str()))
             .filter(|e| !plan.services.iter().any(|s| s.spec.name == spec_name(e)))
             .collect()
     } else {
         Vec::new()
     };
+    Ok(Changes {
+        secrets: secrets_to_create,
+        configs: configs_to_create,
+        networks: networks_to_create,
+        steps,
+        obsolete,
+    })
+}
 
-    let mut done: Vec<String> = Vec::new();
-    let result = async {
-        for o in secrets_to_create {
-            println!("Creating secret {}", o.name);
-            client
-                .create_secret(CreateSecretRequest {
-                    spec: Some(SecretSpec {
-                        name: o.name.clone(),
-                        labels: o.labels.clone().into_iter().collect(),
-                        data: o.data.clone(),
-                    }),
-                })
-                .await
-                .map_err(|e| anyhow!("cannot create secret {}: {}", o.name, e.message()))?;
-            done.push(format!("created secret {}", o.name));
-        }
-        for o in configs_to_create {
-            println!("Creating config {}", o.name);
-            client
-                .create_config(CreateConfigRequest {
-                    spec: Some(ConfigSpec {
-                        name: o.name.clone(),
-                        labels: o.labels.clone().into_iter().collect(),
-                        data: o.data.clone(),
-                    }),
-                })
-                .await
-                .map_err(|e| anyhow!("cannot create config {}: {}", o.name, e.message()))?;
-            done.push(format!("created config {}", o.name));
-        }
-        for n in to_create {
-            println!("Creating network {}", n.spec.name);
-            client
-                .create_network(CreateNetworkRequest {
-                    spec: Some(n.spec.clone()),
-                })
-                .await
-                .map_err(|e| anyhow!("cannot create network {}: {}", n.spec.name, e.message()))?;
-            done.push(format!("created network {}", n.spec.name));
-        }
-        let auth = crate::commands::service_flags::SpecFlags {
-            with_registry_auth,
-            ..Default::default()
-        };
-        for (s, step) in plan.services.iter().zip(steps) {
-            let registry_auth = auth.registry_auth(&s.spec)?;
-            match step {
-                Step::Keep => {}
-                Step::Create => {
-                    println!("Creating service {}", s.spec.name);
-                    client
-                        .create_service(CreateServiceRequest {
-                            spec: Some(s.spec.clone()),
-                            networks: s.networks.clone(),
-                            registry_auth,
-                        })
-                        .await
-                        .map_err(|e| {
-                            anyhow!("cannot create service {}: {}", s.spec.name, e.message())
-                        })?;
-                    done.push(format!("created service {}", s.spec.name));
-                }
-                Step::Update(id, version, spec) => {
-                    println!("Updating service {} (id: {id})", s.spec.name);
-                    client
-                        .update_service(UpdateServiceRequest {
-                            name_or_id: id.clone(),
-                            version,
-                            spec: Some(*spec),
-                            registry_auth,
-                            rollback: false,
-                        })
-                        .await
-                        .map_err(|e| {
-                            anyhow!("cannot update service {}: {}", s.spec.name, e.message())
-                        })?;
-                    done.push(format!("updated service {}", s.spec.name));
-                }
+/// What a deploy does to service `s` of the file, given the services that exist.
+fn service_step(
+    s: &StackService,
+    existing: &[Service],
+    ingress: &[String],
+    by_name: &BTreeMap<&str, &Network>,
+) -> Result<Step> {
+    let Some(old) = existing.iter().find(|e| spec_name(e) == s.spec.name) else {
+        return Ok(Step::Create);
+    };
+    let old_spec = old.spec.clone().unwrap_or_default();
+    let user_networks: Vec<&str> = old_spec
+        .networks
+        .iter()
+        .filter(|id| !ingress.contains(id))
+        .map(String::as_str)
+        .collect();
+    let wanted: Vec<&str> = s
+        .networks
+        .iter()
+        .map(|name| by_name.get(name.as_str()).map_or("", |n| n.id.as_str()))
+        .collect();
+    if user_networks != wanted {
+        bail!(
+            "service {} is attached to other networks than the compose file gives it; changing a service's networks is not supported: remove the service (or the stack) and deploy again",
+            s.spec.name
+        );
+    }
+    let global = |spec: &ServiceSpec| matches!(spec.mode, Some(Mode::Global(_)));
+    if global(&old_spec) != global(&s.spec) {
+        bail!(
+            "service {} cannot change between replicated and global mode: remove the service (or the stack) and deploy again",
+            s.spec.name
+        );
+    }
+    let mut candidate = s.spec.clone();
+    candidate.networks = old_spec.networks.clone();
+    candidate.force_update = old_spec.force_update;
+    same_reference_ids(&mut candidate, &old_spec);
+    Ok(if candidate == old_spec {
+        Step::Keep
+    } else {
+        Step::Update(
+            old.id.clone(),
+            old.meta.as_ref().map_or(0, |m| m.version),
+            Box::new(candidate),
+        )
+    })
+}
+
+/// Makes `changes`, in Docker's order: secrets, configs, networks, services, then the removal
+/// of obsolete services. Each change done is added to `done`.
+async fn apply(
+    client: &mut ControlClient<Channel>,
+    plan: &Stack,
+    changes: Changes<'_>,
+    with_registry_auth: bool,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    for o in changes.secrets {
+        println!("Creating secret {}", o.name);
+        client
+            .create_secret(CreateSecretRequest {
+                spec: Some(SecretSpec {
+                    name: o.name.clone(),
+                    labels: o.labels.clone().into_iter().collect(),
+                    data: o.data.clone(),
+                }),
+            })
+            .await
+            .map_err(|e| anyhow!("cannot create secret {}: {}", o.name, e.message()))?;
+        done.push(format!("created secret {}", o.name));
+    }
+    for o in changes.configs {
+        println!("Creating config {}", o.name);
+        client
+            .create_config(CreateConfigRequest {
+                spec: Some(ConfigSpec {
+                    name: o.name.clone(),
+                    labels: o.labels.clone().into_iter().collect(),
+                    data: o.data.clone(),
+                }),
+            })
+            .await
+            .map_err(|e| anyhow!("cannot create config {}: {}", o.name, e.message()))?;
+        done.push(format!("created config {}", o.name));
+    }
+    for n in changes.networks {
+        println!("Creating network {}", n.spec.name);
+        client
+            .create_network(CreateNetworkRequest {
+                spec: Some(n.spec.clone()),
+            })
+            .await
+            .map_err(|e| anyhow!("cannot create network {}: {}", n.spec.name, e.message()))?;
+        done.push(format!("created network {}", n.spec.name));
+    }
+    let auth = crate::commands::service_flags::SpecFlags {
+        with_registry_auth,
+        ..Default::default()
+    };
+    for (s, step) in plan.services.iter().zip(changes.steps) {
+        let registry_auth = auth.registry_auth(&s.spec)?;
+        match step {
+            Step::Keep => {}
+            Step::Create => {
+                println!("Creating service {}", s.spec.name);
+                client
+                    .create_service(CreateServiceRequest {
+                        spec: Some(s.spec.clone()),
+                        networks: s.networks.clone(),
+                        registry_auth,
+                    })
+                    .await
+                    .map_err(|e| {
+                        anyhow!("cannot create service {}: {}", s.spec.name, e.message())
+                    })?;
+                done.push(format!("created service {}", s.spec.name));
+            }
+            Step::Update(id, version, spec) => {
+                println!("Updating service {} (id: {id})", s.spec.name);
+                client
+                    .update_service(UpdateServiceRequest {
+                        name_or_id: id.clone(),
+                        version,
+                        spec: Some(*spec),
+                        registry_auth,
+                        rollback: false,
+                    })
+                    .await
+                    .map_err(|e| {
+                        anyhow!("cannot update service {}: {}", s.spec.name, e.message())
+                    })?;
+                done.push(format!("updated service {}", s.spec.name));
             }
         }
-        for old in obsolete {
-            let name = spec_name(old);
-            println!("Removing service {name}");
-            client
-                .remove_service(GetRequest {
-                    name_or_id: old.id.clone(),
-                })
-                .await
-                .map_err(|e| anyhow!("cannot remove service {name}: {}", e.message()))?;
-            done.push(format!("removed service {name}"));
-        }
-        Ok::<(), anyhow::Error>(())
     }
-    .await;
-    result.map_err(|err| {
-        if done.is_empty() {
-            err.context(format!("stack {}: nothing was changed", plan.name))
-        } else {
-            err.context(format!(
-                "stack {} is half deployed; done before the failure: {}",
-                plan.name,
-                done.join(", ")
-            ))
-        }
-    })
+    for old in &changes.obsolete {
+        let name = spec_name(old);
+        println!("Removing service {name}");
+        client
+            .remove_service(GetRequest {
+                name_or_id: old.id.clone(),
+            })
+            .await
+            .map_err(|e| anyhow!("cannot remove service {name}: {}", e.message()))?;
+        done.push(format!("removed service {name}"));
+    }
+    Ok(())
 }
 
 /// Gives `candidate`'s secret and config references the ids the manager resolved in `old`
