@@ -246,67 +246,92 @@ pub fn plan_with(
                 && b.addrs.contains(&gw_addr)
         });
 
-    // Which existing namespaces stay.
-    let overlay_kept: BTreeMap<&str, bool> = wanted
-        .overlays
-        .iter()
-        .map(|(ns, net)| {
-            let ok = live(obs, ns).is_some_and(|st| overlay_ok(cfg, net, st));
-            (ns.as_str(), ok)
-        })
-        .collect();
-    let mut ns_deletes = Vec::new();
-    let mut dying: BTreeSet<&str> = BTreeSet::new(); // live namespaces deleted by this plan
-    for (name, st) in &obs.namespaces {
-        let keep = st.is_some()
-            && match overlay_kept.get(name.as_str()) {
-                Some(ok) => *ok,
-                None => wanted.sandboxes.contains_key(name),
-            };
-        if !keep {
-            ns_deletes.push(Op::DeleteNamespace { ns: name.clone() });
-            if st.is_some() {
-                dying.insert(name);
-            }
-        }
-    }
+    let Kept {
+        overlays: overlay_kept,
+        deletes: ns_deletes,
+        dying,
+    } = namespaces_kept(cfg, &wanted, obs);
     let kept_overlay = |ns: &str| overlay_kept.get(ns).copied().unwrap_or(false);
-    // A port dies with its sandbox namespace when that namespace is deleted by this plan.
-    let dies_with_sandbox = |port: &str, port_name: fn(&str) -> String| {
-        dying
-            .iter()
-            .any(|ns| !names::is_overlay_ns(ns) && port_name(ns) == port)
-    };
 
-    // Gateway addresses that can stay, first come first kept.
-    let mut gw_used: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    let mut gw_kept: BTreeMap<&str, Ipv4Net> = BTreeMap::new();
-    if gw_ok {
-        for (ns, sb) in &wanted.sandboxes {
-            let Some(st) = live(obs, ns) else { continue };
-            let ifname = names::sandbox_if(sb.attachments.len());
-            if let Some(a) = kept_gateway_addr(cfg, ns, st, &ifname, &obs.host)
-                && gw_used.insert(a.addr())
-            {
-                gw_kept.insert(ns, a);
-            }
-        }
+    let gw_kept = if gw_ok {
+        gateways_kept(cfg, &wanted, obs)
+    } else {
+        BTreeMap::new()
+    };
+    let SandboxLinks {
+        mut link_deletes,
+        creates: sandbox_creates,
+        attaches,
+        gw_addrs,
+    } = sandbox_links(cfg, &wanted, obs, &kept_overlay, &dying, &gw_kept)?;
+
+    stray_ports(&wanted, obs, &kept_overlay, &dying, &mut link_deletes);
+
+    let mut ops = link_deletes;
+    ops.extend(ns_deletes);
+    host_ops(cfg, obs, need_gw, gw_ok, &mut ops);
+    overlay_ops(cfg, &wanted, obs, &kept_overlay, &mut ops);
+
+    ops.extend(sandbox_creates);
+    ops.extend(attaches);
+
+    // Load balancing: each sandbox's table, then the host's (published ports).
+    for (ns, sb) in &wanted.sandboxes {
+        let want = balance.sandbox_want(ns, sb)?;
+        let have = live(obs, ns).and_then(|s| s.lb.as_ref());
+        balance::diff(&NsRef::Named(ns.clone()), want.as_ref(), have, &mut ops);
     }
+    let host = balance.host_want(gw_addrs.get(INGRESS_SBOX).copied());
+    balance::diff(&NsRef::Host, host.as_ref(), obs.host.lb.as_ref(), &mut ops);
+    // The members-only filter first: it depends on nothing else, and it protects the node
+    // even when a later step fails.
+    let mut all = Vec::with_capacity(ops.len() + 1);
+    filter::plan(desired.members.as_ref(), obs.filter.as_ref(), &mut all);
+    all.extend(ops);
+    Ok(all)
+}
+
+/// The link operations of the wanted sandboxes.
+struct SandboxLinks<'w> {
+    /// Links to delete: wrong ones, and ports left by a previous attachment.
+    link_deletes: Vec<Op>,
+    /// Sandbox namespaces to create.
+    creates: Vec<Op>,
+    /// Attachments to overlays and to the gateway bridge.
+    attaches: Vec<Op>,
+    /// Each sandbox's address on the gateway bridge, kept or new.
+    gw_addrs: BTreeMap<&'w str, Ipv4Addr>,
+}
+
+/// Plans each wanted sandbox's links: its namespace when missing, an interface per overlay
+/// attachment (kept when it, its overlay and its port are right), its gateway interface (a
+/// kept address, or the next free one), and the deletion of anything else in it.
+fn sandbox_links<'w>(
+    cfg: &DriverConfig,
+    wanted: &'w Wanted<'_>,
+    obs: &Observed,
+    kept_overlay: &dyn Fn(&str) -> bool,
+    dying: &BTreeSet<&str>,
+    gw_kept: &BTreeMap<&'w str, Ipv4Net>,
+) -> Result<SandboxLinks<'w>, Error> {
+    let gw = &cfg.gateway_bridge;
+    let gw_addr = gw.address();
+    let gw_used: BTreeSet<Ipv4Addr> = gw_kept.values().map(|a| a.addr()).collect();
     let mut free_hosts = gw
         .subnet
         .hosts()
         .filter(|ip| *ip != gw_addr.addr())
         .filter(|ip| !gw_used.contains(ip));
-
-    let mut link_deletes = Vec::new();
-    let mut sandbox_creates = Vec::new();
-    let mut gw_addrs: BTreeMap<&str, Ipv4Addr> =
-        gw_kept.iter().map(|(ns, a)| (*ns, a.addr())).collect();
-    let mut attaches = Vec::new();
+    let mut out = SandboxLinks {
+        link_deletes: Vec::new(),
+        creates: Vec::new(),
+        attaches: Vec::new(),
+        gw_addrs: gw_kept.iter().map(|(ns, a)| (*ns, a.addr())).collect(),
+    };
     for (ns, sb) in &wanted.sandboxes {
         let st = live(obs, ns);
         if st.is_none() {
-            sandbox_creates.push(Op::CreateSandbox { ns: ns.clone() });
+            out.creates.push(Op::CreateSandbox { ns: ns.clone() });
         }
         let has = |ifname: &str| st.is_some_and(|s| s.links.contains_key(ifname));
         let mut expected: BTreeSet<String> = BTreeSet::new();
@@ -330,18 +355,18 @@ pub fn plan_with(
                 && link_is(port_state, is_veth, OVERLAY_MTU, Some(BRIDGE));
             if !ok {
                 if has(&ifname) {
-                    link_deletes.push(Op::DeleteLink {
+                    out.link_deletes.push(Op::DeleteLink {
                         ns: NsRef::Named(ns.clone()),
                         name: ifname.clone(),
                     });
                 } else if port_state.is_some() && kept_overlay(&ons) && !dying.contains(ns.as_str())
                 {
-                    link_deletes.push(Op::DeleteLink {
+                    out.link_deletes.push(Op::DeleteLink {
                         ns: NsRef::Named(ons.clone()),
                         name: port.clone(),
                     });
                 }
-                attaches.push(Op::AttachOverlay {
+                out.attaches.push(Op::AttachOverlay {
                     sandbox: ns.clone(),
                     overlay: ons,
                     ifname: ifname.clone(),
@@ -356,12 +381,12 @@ pub fn plan_with(
         let port = names::gateway_port(ns);
         if !gw_kept.contains_key(ns.as_str()) {
             if has(&ifname) {
-                link_deletes.push(Op::DeleteLink {
+                out.link_deletes.push(Op::DeleteLink {
                     ns: NsRef::Named(ns.clone()),
                     name: ifname.clone(),
                 });
             } else if obs.host.links.contains_key(&port) && !dying.contains(ns.as_str()) {
-                link_deletes.push(Op::DeleteLink {
+                out.link_deletes.push(Op::DeleteLink {
                     ns: NsRef::Host,
                     name: port.clone(),
                 });
@@ -370,8 +395,8 @@ pub fn plan_with(
                 invalid(format!("gateway subnet {} has no free address", gw.subnet))
             })?;
             let addr = Ipv4Net::new(ip, gw.subnet.prefix_len()).expect("prefix of a valid subnet");
-            gw_addrs.insert(ns, ip);
-            attaches.push(Op::AttachGateway {
+            out.gw_addrs.insert(ns, ip);
+            out.attaches.push(Op::AttachGateway {
                 sandbox: ns.clone(),
                 ifname: ifname.clone(),
                 port,
@@ -384,15 +409,100 @@ pub fn plan_with(
         expected.insert(ifname);
         if let Some(st) = st {
             for name in st.links.keys().filter(|n| !expected.contains(*n)) {
-                link_deletes.push(Op::DeleteLink {
+                out.link_deletes.push(Op::DeleteLink {
                     ns: NsRef::Named(ns.clone()),
                     name: name.clone(),
                 });
             }
         }
     }
+    Ok(out)
+}
 
-    // Stray ports in kept overlays and in the host namespace.
+/// Which of the namespaces there are stay.
+struct Kept<'w, 'o> {
+    /// Each wanted overlay, and whether the one there is right (kept).
+    overlays: BTreeMap<&'w str, bool>,
+    /// The namespaces to delete.
+    deletes: Vec<Op>,
+    /// The live namespaces among them.
+    dying: BTreeSet<&'o str>,
+}
+
+/// An overlay stays when its devices are right, a sandbox when it is wanted; every other
+/// namespace goes.
+fn namespaces_kept<'w, 'o>(
+    cfg: &DriverConfig,
+    wanted: &'w Wanted<'_>,
+    obs: &'o Observed,
+) -> Kept<'w, 'o> {
+    let overlays: BTreeMap<&str, bool> = wanted
+        .overlays
+        .iter()
+        .map(|(ns, net)| {
+            let ok = live(obs, ns).is_some_and(|st| overlay_ok(cfg, net, st));
+            (ns.as_str(), ok)
+        })
+        .collect();
+    let mut deletes = Vec::new();
+    let mut dying: BTreeSet<&str> = BTreeSet::new();
+    for (name, st) in &obs.namespaces {
+        let keep = st.is_some()
+            && match overlays.get(name.as_str()) {
+                Some(ok) => *ok,
+                None => wanted.sandboxes.contains_key(name),
+            };
+        if !keep {
+            deletes.push(Op::DeleteNamespace { ns: name.clone() });
+            if st.is_some() {
+                dying.insert(name);
+            }
+        }
+    }
+    Kept {
+        overlays,
+        deletes,
+        dying,
+    }
+}
+
+/// The gateway addresses that can stay (on a gateway bridge that stays), first come first
+/// kept: two sandboxes that hold the same address keep it once.
+fn gateways_kept<'w>(
+    cfg: &DriverConfig,
+    wanted: &'w Wanted<'_>,
+    obs: &Observed,
+) -> BTreeMap<&'w str, Ipv4Net> {
+    let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut kept: BTreeMap<&str, Ipv4Net> = BTreeMap::new();
+    for (ns, sb) in &wanted.sandboxes {
+        let Some(st) = live(obs, ns) else { continue };
+        let ifname = names::sandbox_if(sb.attachments.len());
+        if let Some(a) = kept_gateway_addr(cfg, ns, st, &ifname, &obs.host)
+            && used.insert(a.addr())
+        {
+            kept.insert(ns, a);
+        }
+    }
+    kept
+}
+
+/// Deletes the ports nobody expects: in kept overlays (a port per sandbox on the network) and
+/// in the host namespace (a gateway port per sandbox), unless they die with a sandbox this
+/// plan deletes.
+fn stray_ports(
+    wanted: &Wanted<'_>,
+    obs: &Observed,
+    kept_overlay: &dyn Fn(&str) -> bool,
+    dying: &BTreeSet<&str>,
+    link_deletes: &mut Vec<Op>,
+) {
+    // A port dies with its sandbox namespace when that namespace is deleted by this plan.
+    let dies_with_sandbox = |port: &str, port_name: fn(&str) -> String| {
+        dying
+            .iter()
+            .any(|ns| !names::is_overlay_ns(ns) && port_name(ns) == port)
+    };
     for (ons, net) in &wanted.overlays {
         let Some(st) = live(obs, ons).filter(|_| kept_overlay(ons)) else {
             continue;
@@ -430,11 +540,12 @@ pub fn plan_with(
             });
         }
     }
+}
 
-    let mut ops = link_deletes;
-    ops.extend(ns_deletes);
-
-    // Host objects.
+/// The host's objects: the gateway bridge (`gw_ok`: the one there is right), IP forwarding and
+/// its NAT rule, when any sandbox needs them (`need_gw`).
+fn host_ops(cfg: &DriverConfig, obs: &Observed, need_gw: bool, gw_ok: bool, ops: &mut Vec<Op>) {
+    let gw = &cfg.gateway_bridge;
     let want_nat = nat::comment(&gw.name, gw.subnet);
     if obs.host.links.contains_key(&gw.name) && !gw_ok {
         ops.push(Op::DeleteLink {
@@ -449,7 +560,7 @@ pub fn plan_with(
         if !gw_ok {
             ops.push(Op::CreateGatewayBridge {
                 name: gw.name.clone(),
-                addr: gw_addr,
+                addr: gw.address(),
             });
         }
         if obs.nat.as_deref() != Some(want_nat.as_str()) {
@@ -463,8 +574,17 @@ pub fn plan_with(
             name: gw.name.clone(),
         });
     }
+}
 
-    // Overlays and their peers.
+/// Creates the overlays that are missing (or not right) and brings every overlay's peers up
+/// to date.
+fn overlay_ops(
+    cfg: &DriverConfig,
+    wanted: &Wanted<'_>,
+    obs: &Observed,
+    kept_overlay: &dyn Fn(&str) -> bool,
+    ops: &mut Vec<Op>,
+) {
     for (ons, net) in &wanted.overlays {
         let empty = NsState::default();
         let current = if kept_overlay(ons) {
@@ -479,26 +599,8 @@ pub fn plan_with(
             });
             &empty
         };
-        peer_diff(cfg, ons, net, current, &mut ops);
+        peer_diff(cfg, ons, net, current, ops);
     }
-
-    ops.extend(sandbox_creates);
-    ops.extend(attaches);
-
-    // Load balancing: each sandbox's table, then the host's (published ports).
-    for (ns, sb) in &wanted.sandboxes {
-        let want = balance.sandbox_want(ns, sb)?;
-        let have = live(obs, ns).and_then(|s| s.lb.as_ref());
-        balance::diff(&NsRef::Named(ns.clone()), want.as_ref(), have, &mut ops);
-    }
-    let host = balance.host_want(gw_addrs.get(INGRESS_SBOX).copied());
-    balance::diff(&NsRef::Host, host.as_ref(), obs.host.lb.as_ref(), &mut ops);
-    // The members-only filter first: it depends on nothing else, and it protects the node
-    // even when a later step fails.
-    let mut all = Vec::with_capacity(ops.len() + 1);
-    filter::plan(desired.members.as_ref(), obs.filter.as_ref(), &mut all);
-    all.extend(ops);
-    Ok(all)
 }
 
 /// Neighbour and FDB differences of one overlay namespace: deletions first, then replacements.
