@@ -10,6 +10,9 @@ use mini_proto::v1::{
     SwarmLeaveRequest, SwarmUnlockKeyRequest, SwarmUnlockRequest, SwarmUpdateRequest,
 };
 
+use mini_proto::v1::control_client::ControlClient;
+use tonic::transport::Channel;
+
 use crate::client::connect;
 
 /// Swarm subcommands.
@@ -138,8 +141,9 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             listen_addr,
             autolock,
         } => {
-            let response = client
-                .swarm_init(SwarmInitRequest {
+            init(
+                &mut client,
+                SwarmInitRequest {
                     advertise_addr,
                     default_addr_pool,
                     default_subnet_size: default_addr_pool_mask_length,
@@ -147,35 +151,9 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
                     hostname: String::new(),
                     listen_addr,
                     autolock,
-                })
-                .await?
-                .into_inner();
-            println!(
-                "Swarm initialized: current node ({}) is now a manager.",
-                response.node_id
-            );
-            let token = client
-                .join_token(JoinTokenRequest {
-                    role: "worker".into(),
-                    rotate: false,
-                })
-                .await?
-                .into_inner();
-            println!();
-            println!("To add a worker to this swarm, run the following command:");
-            println!();
-            println!(
-                "    mini swarm join --token {} {}",
-                token.token, token.manager_addr
-            );
-            println!();
-            println!(
-                "To add a manager to this swarm, run 'mini swarm join-token manager' and follow the instructions."
-            );
-            if !response.unlock_key.is_empty() {
-                println!();
-                print_unlock_key(&response.unlock_key);
-            }
+                },
+            )
+            .await?;
         }
         SwarmCommand::JoinToken {
             role,
@@ -287,60 +265,104 @@ pub async fn run(host: &str, cmd: SwarmCommand) -> Result<()> {
             detach,
             quiet,
         } => {
-            let first = client
-                .swarm_ca(SwarmCaRequest { rotate })
-                .await?
-                .into_inner();
-            if !rotate || detach {
-                if !first.rotating_to.is_empty() && !quiet {
-                    eprintln!(
-                        "Root CA rotation in progress: {} out of {} nodes have rotated their certificates",
-                        first.rotated_nodes, first.total_nodes
-                    );
-                }
-                print!("{}", pki::certificate_pem(&first.root_ca));
-                return Ok(());
-            }
-            // The root rotated to: done once it is the cluster's root.
-            let target = if first.rotating_to.is_empty() {
-                first.root_ca.clone()
-            } else {
-                first.rotating_to.clone()
-            };
-            if !quiet {
-                println!("desired root digest: {}", root_digest(&target));
-            }
-            let mut last = None;
-            let mut status = first;
-            loop {
-                let progress = (status.rotated_nodes, status.total_nodes);
-                let done = status.root_ca == target && status.rotating_to.is_empty();
-                if !quiet && (last != Some(progress) || done) {
-                    let (n, m) = if done {
-                        (progress.1, progress.1)
-                    } else {
-                        progress
-                    };
-                    println!("Progress: {n} out of {m} nodes have rotated their certificates");
-                    last = Some(progress);
-                }
-                if done {
-                    break;
-                }
-                if status.root_ca != target && status.rotating_to != target {
-                    anyhow::bail!(
-                        "the root CA rotation was replaced by another one (desired root digest {})",
-                        root_digest(&status.rotating_to)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                status = client
-                    .swarm_ca(SwarmCaRequest { rotate: false })
-                    .await?
-                    .into_inner();
-            }
-            print!("{}", pki::certificate_pem(&status.root_ca));
+            ca(&mut client, rotate, detach, quiet).await?;
         }
     }
+    Ok(())
+}
+
+/// `swarm init`: the first manager, then how to add workers and managers.
+async fn init(client: &mut ControlClient<Channel>, request: SwarmInitRequest) -> Result<()> {
+    let response = client.swarm_init(request).await?.into_inner();
+    println!(
+        "Swarm initialized: current node ({}) is now a manager.",
+        response.node_id
+    );
+    let token = client
+        .join_token(JoinTokenRequest {
+            role: "worker".into(),
+            rotate: false,
+        })
+        .await?
+        .into_inner();
+    println!();
+    println!("To add a worker to this swarm, run the following command:");
+    println!();
+    println!(
+        "    mini swarm join --token {} {}",
+        token.token, token.manager_addr
+    );
+    println!();
+    println!(
+        "To add a manager to this swarm, run 'mini swarm join-token manager' and follow the instructions."
+    );
+    if !response.unlock_key.is_empty() {
+        println!();
+        print_unlock_key(&response.unlock_key);
+    }
+    Ok(())
+}
+
+/// `swarm ca`: prints the root CA; with `--rotate`, starts a rotation and follows it until
+/// every node has rotated (unless `--detach`).
+async fn ca(
+    client: &mut ControlClient<Channel>,
+    rotate: bool,
+    detach: bool,
+    quiet: bool,
+) -> Result<()> {
+    let first = client
+        .swarm_ca(SwarmCaRequest { rotate })
+        .await?
+        .into_inner();
+    if !rotate || detach {
+        if !first.rotating_to.is_empty() && !quiet {
+            eprintln!(
+                "Root CA rotation in progress: {} out of {} nodes have rotated their certificates",
+                first.rotated_nodes, first.total_nodes
+            );
+        }
+        print!("{}", pki::certificate_pem(&first.root_ca));
+        return Ok(());
+    }
+    // The root rotated to: done once it is the cluster's root.
+    let target = if first.rotating_to.is_empty() {
+        first.root_ca.clone()
+    } else {
+        first.rotating_to.clone()
+    };
+    if !quiet {
+        println!("desired root digest: {}", root_digest(&target));
+    }
+    let mut last = None;
+    let mut status = first;
+    loop {
+        let progress = (status.rotated_nodes, status.total_nodes);
+        let done = status.root_ca == target && status.rotating_to.is_empty();
+        if !quiet && (last != Some(progress) || done) {
+            let (n, m) = if done {
+                (progress.1, progress.1)
+            } else {
+                progress
+            };
+            println!("Progress: {n} out of {m} nodes have rotated their certificates");
+            last = Some(progress);
+        }
+        if done {
+            break;
+        }
+        if status.root_ca != target && status.rotating_to != target {
+            anyhow::bail!(
+                "the root CA rotation was replaced by another one (desired root digest {})",
+                root_digest(&status.rotating_to)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        status = client
+            .swarm_ca(SwarmCaRequest { rotate: false })
+            .await?
+            .into_inner();
+    }
+    print!("{}", pki::certificate_pem(&status.root_ca));
     Ok(())
 }
