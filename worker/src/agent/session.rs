@@ -7,9 +7,11 @@ use std::time::Duration;
 use mini_netdriver::Kernel;
 use mini_proto::tls::{Peer, Trust, error_chain};
 use mini_proto::v1::{
-    HeartbeatRequest, SessionRequest, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
+    HeartbeatRequest, SessionMessage, SessionRequest, UpdateTaskStatusRequest,
+    dispatcher_client::DispatcherClient,
 };
 use tokio::sync::watch;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use super::executor::Executor;
@@ -116,6 +118,48 @@ async fn session<K: Kernel + 'static>(
 ) -> Result<(), String> {
     // The certificate this connection presents; a renewed one needs a new connection.
     let generation = shared.config.trust.generation();
+    let (client, stream, first) = open(node_id, addr, shared).await?;
+    let session_id = first.session_id.clone();
+    let period = next_period(first.heartbeat_period_ms);
+    tracing::info!(manager = %addr, session = %session_id, "session open");
+
+    // Heartbeats and status reports run beside the stream; whichever fails
+    // first ends the session. The heartbeats run as a task of their own: applying a large
+    // assignment (or a slow network change) in this task must not delay them past the
+    // manager's deadline.
+    let mut heartbeat = AbortOnDrop(tokio::spawn(heartbeats(
+        client.clone(),
+        node_id.to_string(),
+        session_id.clone(),
+        period,
+    )));
+    let reports = reports(client, node_id.to_string(), session_id, Arc::clone(shared));
+    let assignments = assignments(stream, first, shared, executor, managers);
+    let reason = tokio::select! {
+        r = &mut heartbeat.0 => r.unwrap_or_else(|e| format!("heartbeat task failed: {e}")),
+        r = reports => r,
+        r = assignments => r,
+        () = renewed(shared, generation) => {
+            tracing::info!(manager = %addr, "node certificate changed: reopening the session with it");
+            return Ok(());
+        }
+    };
+    Err(reason)
+}
+
+/// Opens the session stream at `addr`: the client, the stream and its first message.
+async fn open<K: Kernel + 'static>(
+    node_id: &str,
+    addr: &str,
+    shared: &Arc<Shared<K>>,
+) -> Result<
+    (
+        DispatcherClient<Channel>,
+        Streaming<SessionMessage>,
+        SessionMessage,
+    ),
+    String,
+> {
     let channel = dial(&shared.config.trust, addr).await?;
     let mut client = DispatcherClient::new(channel);
     let mut stream = client
@@ -134,133 +178,144 @@ async fn session<K: Kernel + 'static>(
         .await
         .map_err(|s| s.message().to_string())?
         .ok_or("session closed at once")?;
-    let session_id = first.session_id.clone();
-    let period = next_period(first.heartbeat_period_ms);
-    tracing::info!(manager = %addr, session = %session_id, "session open");
+    Ok((client, stream, first))
+}
 
-    // Heartbeats and status reports run beside the stream; whichever fails
-    // first ends the session.
-    let heartbeat = {
-        let mut client = client.clone();
-        let (node_id, session_id) = (node_id.to_string(), session_id.clone());
-        async move {
-            let mut period = period;
-            let mut first = true;
-            loop {
-                // The first one at once (the session's opening may have been slow on a loaded
-                // machine), then each when the manager said.
-                if !std::mem::take(&mut first) {
-                    tokio::time::sleep(period).await;
-                }
-                let request = HeartbeatRequest {
-                    node_id: node_id.clone(),
-                    session_id: session_id.clone(),
-                };
-                // The manager marks the node down after MISSED_HEARTBEATS (3) periods: waiting
-                // longer would not help, giving up sooner would reconnect a slow but live
-                // session (more load on a loaded manager).
-                match tokio::time::timeout(period * 3, client.heartbeat(request)).await {
-                    // The manager says when the next one is due: its period grows with the
-                    // number of nodes, jittered (see the dispatcher's `scaled_period`).
-                    Ok(Ok(answer)) => period = next_period(answer.into_inner().period_ms),
-                    Ok(Err(status)) => return format!("heartbeat refused: {}", status.message()),
-                    Err(_) => return "heartbeat timed out".to_string(),
-                }
-            }
+/// Sends heartbeats until one fails; returns why.
+async fn heartbeats(
+    mut client: DispatcherClient<Channel>,
+    node_id: String,
+    session_id: String,
+    mut period: Duration,
+) -> String {
+    let mut first = true;
+    loop {
+        // The first one at once (the session's opening may have been slow on a loaded
+        // machine), then each when the manager said.
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(period).await;
         }
-    };
-    let reports = {
-        let mut client = client.clone();
-        let (node_id, session_id) = (node_id.to_string(), session_id.clone());
-        let shared = Arc::clone(shared);
-        async move {
-            loop {
-                let updates = shared.reporter.take().await;
-                let request = UpdateTaskStatusRequest {
-                    node_id: node_id.clone(),
-                    session_id: session_id.clone(),
-                    updates: updates.clone(),
-                };
-                if let Err(status) = client.update_task_status(request).await {
-                    shared.reporter.requeue(updates);
-                    return format!("status report failed: {}", status.message());
-                }
-            }
+        let request = HeartbeatRequest {
+            node_id: node_id.clone(),
+            session_id: session_id.clone(),
+        };
+        // The manager marks the node down after MISSED_HEARTBEATS (3) periods: waiting
+        // longer would not help, giving up sooner would reconnect a slow but live
+        // session (more load on a loaded manager).
+        match tokio::time::timeout(period * 3, client.heartbeat(request)).await {
+            // The manager says when the next one is due: its period grows with the
+            // number of nodes, jittered (see the dispatcher's `scaled_period`).
+            Ok(Ok(answer)) => period = next_period(answer.into_inner().period_ms),
+            Ok(Err(status)) => return format!("heartbeat refused: {}", status.message()),
+            Err(_) => return "heartbeat timed out".to_string(),
         }
-    };
-    let assignments = async {
-        let mut message = Some(first);
-        loop {
-            let Some(m) = message.take() else {
-                return "session stream ended".to_string();
-            };
-            if !m.managers.is_empty() {
-                *managers = m.managers.clone();
-                *shared.managers.lock().unwrap_or_else(|e| e.into_inner()) = m.managers.clone();
-            }
-            // The deny list this node's listener (its node agent) enforces.
-            shared
-                .config
-                .trust
-                .set_removed(m.removed_nodes.iter().cloned());
-            // A role change (`node promote`/`demote`) takes effect with a new certificate.
-            *shared.wanted_role.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.role());
-            // A root CA rotation: trust the roots the cluster trusts now, and renew at once a
-            // certificate that the signing root did not issue.
-            if let Err(err) = shared.config.trust.set_roots(m.trusted_roots.clone()) {
-                tracing::warn!(%err, "cannot update the trusted root CAs");
-            }
-            let held = shared.config.trust.credentials();
-            let held_role = shared.config.trust.identity().map(|id| id.role);
-            let other_root = !m.signing_ca.is_empty()
-                && held
-                    .as_ref()
-                    .is_some_and(|c| !mini_proto::tls::pki::issued_by(&c.cert_der, &m.signing_ca));
-            if held_role.is_some_and(|role| role != m.role()) || other_root {
-                shared.renew_now.notify_one();
-            }
-            let keys = super::gossip_link::keys_from_session(m.gossip_keys.as_ref());
-            let signed = super::gossip_link::set_certificates(shared, &m.gossip_certificates);
-            super::gossip_link::ensure_started(shared, &m.gossip_peers, keys, signed).await;
-            super::gossip_link::set_members(shared, &m.gossip_members).await;
-            if let Some(a) = m.assignments {
-                // Applied to the end even when the session ends meanwhile (a dropped apply
-                // could leave a network change half made or an adopted task half declared).
-                let executor = Arc::clone(executor);
-                let _ = tokio::spawn(async move { executor.apply(a).await }).await;
-            }
-            message = match stream.message().await {
-                Ok(Some(m)) => Some(m),
-                Ok(None) => return "session stream ended".to_string(),
-                Err(status) => return format!("session stream broke: {}", status.message()),
-            };
+    }
+}
+
+/// Sends the tasks' status reports as they come; returns why it stopped. A report that
+/// could not be sent goes back to the queue for the next session.
+async fn reports<K: Kernel + 'static>(
+    mut client: DispatcherClient<Channel>,
+    node_id: String,
+    session_id: String,
+    shared: Arc<Shared<K>>,
+) -> String {
+    loop {
+        let updates = shared.reporter.take().await;
+        let request = UpdateTaskStatusRequest {
+            node_id: node_id.clone(),
+            session_id: session_id.clone(),
+            updates: updates.clone(),
+        };
+        if let Err(status) = client.update_task_status(request).await {
+            shared.reporter.requeue(updates);
+            return format!("status report failed: {}", status.message());
         }
-    };
-    // TLS authenticates a connection once, at its handshake: after a renewal (or a root CA
-    // change) this one would keep presenting the old certificate until it expires and every
-    // call is refused. Reopen the session on a new connection instead; the dispatcher keeps
-    // the node Ready across the reconnection (`RECONNECT_GRACE`).
-    let renewed = async {
-        loop {
-            tokio::time::sleep(RENEWAL_POLL).await;
-            if shared.config.trust.generation() != generation {
-                return;
-            }
+    }
+}
+
+/// Takes in the session's messages, `first` and then each from `stream`; returns why the
+/// stream ended.
+async fn assignments<K: Kernel + 'static>(
+    mut stream: Streaming<SessionMessage>,
+    first: SessionMessage,
+    shared: &Arc<Shared<K>>,
+    executor: &Arc<Executor<K>>,
+    managers: &mut Vec<String>,
+) -> String {
+    let mut message = first;
+    loop {
+        take_in(message, shared, executor, managers).await;
+        message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return "session stream ended".to_string(),
+            Err(status) => return format!("session stream broke: {}", status.message()),
+        };
+    }
+}
+
+/// Acts on one session message: the managers, the cluster's trust (deny list, roles, root
+/// CAs), gossip, and the assignments.
+async fn take_in<K: Kernel + 'static>(
+    m: SessionMessage,
+    shared: &Arc<Shared<K>>,
+    executor: &Arc<Executor<K>>,
+    managers: &mut Vec<String>,
+) {
+    if !m.managers.is_empty() {
+        *managers = m.managers.clone();
+        *shared.managers.lock().unwrap_or_else(|e| e.into_inner()) = m.managers.clone();
+    }
+    take_trust(&m, shared);
+    let keys = super::gossip_link::keys_from_session(m.gossip_keys.as_ref());
+    let signed = super::gossip_link::set_certificates(shared, &m.gossip_certificates);
+    super::gossip_link::ensure_started(shared, &m.gossip_peers, keys, signed).await;
+    super::gossip_link::set_members(shared, &m.gossip_members).await;
+    if let Some(a) = m.assignments {
+        // Applied to the end even when the session ends meanwhile (a dropped apply
+        // could leave a network change half made or an adopted task half declared).
+        let executor = Arc::clone(executor);
+        let _ = tokio::spawn(async move { executor.apply(a).await }).await;
+    }
+}
+
+/// The trust a session message carries: the deny list, this node's role, the root CAs.
+/// Asks for a new certificate when the role changed or another root signs now.
+fn take_trust<K: Kernel + 'static>(m: &SessionMessage, shared: &Arc<Shared<K>>) {
+    let trust = &shared.config.trust;
+    // The deny list this node's listener (its node agent) enforces.
+    trust.set_removed(m.removed_nodes.iter().cloned());
+    // A role change (`node promote`/`demote`) takes effect with a new certificate.
+    *shared.wanted_role.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.role());
+    // A root CA rotation: trust the roots the cluster trusts now, and renew at once a
+    // certificate that the signing root did not issue.
+    if let Err(err) = trust.set_roots(m.trusted_roots.clone()) {
+        tracing::warn!(%err, "cannot update the trusted root CAs");
+    }
+    let held = trust.credentials();
+    let held_role = trust.identity().map(|id| id.role);
+    let other_root = !m.signing_ca.is_empty()
+        && held
+            .as_ref()
+            .is_some_and(|c| !mini_proto::tls::pki::issued_by(&c.cert_der, &m.signing_ca));
+    if held_role.is_some_and(|role| role != m.role()) || other_root {
+        shared.renew_now.notify_one();
+    }
+}
+
+/// Returns when this node's certificate changed since `generation`.
+///
+/// TLS authenticates a connection once, at its handshake: after a renewal (or a root CA
+/// change) this one would keep presenting the old certificate until it expires and every
+/// call is refused. The session is reopened on a new connection instead; the dispatcher keeps
+/// the node Ready across the reconnection (`RECONNECT_GRACE`).
+async fn renewed<K: Kernel + 'static>(shared: &Arc<Shared<K>>, generation: u64) {
+    loop {
+        tokio::time::sleep(RENEWAL_POLL).await;
+        if shared.config.trust.generation() != generation {
+            return;
         }
-    };
-    // The heartbeats run as a task of their own: applying a large assignment (or a slow network
-    // change) in this task must not delay them past the manager's deadline.
-    let mut heartbeat = AbortOnDrop(tokio::spawn(heartbeat));
-    let reason = tokio::select! {
-        r = &mut heartbeat.0 => r.unwrap_or_else(|e| format!("heartbeat task failed: {e}")),
-        r = reports => r,
-        r = assignments => r,
-        () = renewed => {
-            tracing::info!(manager = %addr, "node certificate changed: reopening the session with it");
-            return Ok(());
-        }
-    };
-    Err(reason)
+    }
 }
 
 #[cfg(test)]
