@@ -253,194 +253,229 @@ impl Updater {
     /// The lines of this poll, and whether the service converged (every task running; for a
     /// job: every completion done).
     pub fn update(&mut self, poll: Poll<'_>) -> (Vec<Line>, bool) {
-        let mut lines = Vec::new();
-        let spec = poll.service.spec.clone().unwrap_or_default();
-        let state = mini_manager::orchestrator::observed_state;
         match self {
             Updater::Replicated {
                 slots,
                 initialized,
                 done,
-            } => {
-                let replicas = match spec.mode {
-                    Some(Mode::Replicas(n)) => n as usize,
-                    _ => 0,
-                };
-                if !*initialized {
-                    overall(&mut lines, 0, replicas, poll.rollback);
-                    if replicas <= MAX_PROGRESS_BARS {
-                        for i in 1..=replicas {
-                            lines.push(Line::new(format!("{i}/{replicas}"), " "));
-                        }
-                    }
-                    *initialized = true;
-                }
-                let mut by_slot: BTreeMap<u64, &Task> = BTreeMap::new();
-                for task in poll.tasks {
-                    if !task.node_id.is_empty() && !poll.active_nodes.contains(&task.node_id) {
-                        continue;
-                    }
-                    let existing = by_slot.get(&task.slot).copied();
-                    by_slot.insert(task.slot, preferred(existing, task));
-                }
-                if *done && by_slot.values().any(|t| state(t) != TaskState::Running) {
-                    *done = false;
-                }
-                let mut running = 0;
-                for (slot, task) in &by_slot {
-                    let next = slots.len() + 1;
-                    let mapped = *slots.entry(*slot).or_insert(next);
-                    if !terminal_state(task.desired_state()) && state(task) == TaskState::Running {
-                        running += 1;
-                    }
-                    if !*done && replicas <= MAX_PROGRESS_BARS && mapped <= replicas {
-                        lines.extend(task_line(format!("{mapped}/{replicas}"), task, 9));
-                    }
-                }
-                if !*done {
-                    overall(&mut lines, running, replicas, poll.rollback);
-                    if running == replicas {
-                        *done = true;
-                    }
-                }
-                (lines, running == replicas)
-            }
-            Updater::Global { initialized, done } => {
-                let mut by_node: BTreeMap<&str, &Task> = BTreeMap::new();
-                for task in poll.tasks {
-                    let existing = by_node.get(task.node_id.as_str()).copied();
-                    by_node.insert(&task.node_id, preferred(existing, task));
-                }
-                let nodes = by_node.len();
-                if !*initialized {
-                    if nodes == 0 {
-                        lines.push(Line::new("overall progress", "waiting for new tasks"));
-                        return (lines, false);
-                    }
-                    overall(&mut lines, 0, nodes, poll.rollback);
-                    *initialized = true;
-                }
-                if *done && by_node.values().any(|t| state(t) != TaskState::Running) {
-                    *done = false;
-                }
-                let mut running = 0;
-                for (node, task) in &by_node {
-                    if !poll.active_nodes.contains(*node) {
-                        continue;
-                    }
-                    if !terminal_state(task.desired_state()) && state(task) == TaskState::Running {
-                        running += 1;
-                    }
-                    if !*done && nodes <= MAX_PROGRESS_BARS {
-                        lines.extend(task_line(crate::views::short(node).to_string(), task, 9));
-                    }
-                }
-                if !*done {
-                    overall(&mut lines, running, nodes, poll.rollback);
-                    if running == nodes {
-                        *done = true;
-                    }
-                }
-                (lines, running == nodes)
-            }
+            } => replicated(poll, slots, initialized, done),
+            Updater::Global { initialized, done } => global(poll, initialized, done),
             Updater::ReplicatedJob {
                 iteration,
                 concurrent,
                 total,
                 initialized,
-            } => {
-                let (concurrent, total) = (*concurrent, *total);
-                let digits = total.to_string().len();
-                let job_lines = |lines: &mut Vec<Line>, active: usize, complete: usize| {
-                    lines.push(Line::with_bar(
-                        "job progress",
-                        format!("{complete:>digits$} out of {total} complete"),
-                        complete as i64,
-                        total as i64,
-                    ));
-                    let want = (total - complete.min(total)).min(concurrent);
-                    let width = concurrent.to_string().len();
-                    lines.push(Line::new(
-                        "active tasks",
-                        format!("{active:>width$} out of {want:>width$} tasks"),
-                    ));
-                };
-                if !*initialized {
-                    job_lines(&mut lines, 0, 0);
-                    if total <= MAX_PROGRESS_BARS {
-                        for i in 1..=total {
-                            lines.push(Line::new(format!("{i}/{total}"), " "));
-                        }
-                    }
-                    *initialized = true;
-                }
-                let mut by_slot: BTreeMap<u64, &Task> = BTreeMap::new();
-                for task in poll.tasks.iter().filter(|t| t.job_iteration == *iteration) {
-                    match by_slot.get(&task.slot) {
-                        Some(existing) if numbered(state(existing)) <= numbered(state(task)) => {}
-                        _ => {
-                            by_slot.insert(task.slot, task);
-                        }
-                    }
-                }
-                let (mut active, mut complete) = (0, 0);
-                for (slot, task) in &by_slot {
-                    if total <= MAX_PROGRESS_BARS {
-                        lines.extend(task_line(format!("{slot}/{total}"), task, 10));
-                    }
-                    if numbered(state(task)) < numbered(TaskState::Complete) {
-                        active += 1;
-                    }
-                    if state(task) == TaskState::Complete {
-                        complete += 1;
-                    }
-                }
-                job_lines(&mut lines, active, complete);
-                (lines, complete >= total)
+            } => replicated_job(poll, *iteration, *concurrent, *total, initialized),
+            Updater::GlobalJob { iteration, nodes } => global_job(poll, *iteration, nodes),
+        }
+    }
+}
+
+/// A replicated service's lines: `overall progress` and one line per slot (its first slots
+/// numbered 1..N in the order they appear).
+fn replicated(
+    poll: Poll<'_>,
+    slots: &mut BTreeMap<u64, usize>,
+    initialized: &mut bool,
+    done: &mut bool,
+) -> (Vec<Line>, bool) {
+    let mut lines = Vec::new();
+    let replicas = match poll.service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
+        Some(Mode::Replicas(n)) => *n as usize,
+        _ => 0,
+    };
+    if !*initialized {
+        overall(&mut lines, 0, replicas, poll.rollback);
+        if replicas <= MAX_PROGRESS_BARS {
+            for i in 1..=replicas {
+                lines.push(Line::new(format!("{i}/{replicas}"), " "));
             }
-            Updater::GlobalJob { iteration, nodes } => {
-                let of_iteration: Vec<&Task> = poll
-                    .tasks
-                    .iter()
-                    .filter(|t| t.job_iteration == *iteration)
-                    .collect();
-                if nodes.is_none() {
-                    if of_iteration.is_empty() && !poll.active_nodes.is_empty() {
-                        lines.push(Line::new("job progress", "waiting for tasks"));
-                        return (lines, false);
-                    }
-                    *nodes = Some(of_iteration.iter().map(|t| t.node_id.clone()).collect());
-                }
-                let nodes = nodes.as_ref().map_or(0, HashSet::len);
-                let digits = nodes.to_string().len();
-                let mut by_node: BTreeMap<&str, &Task> = BTreeMap::new();
-                for task in of_iteration {
-                    match by_node.get(task.node_id.as_str()) {
-                        Some(existing) if numbered(state(existing)) <= numbered(state(task)) => {}
-                        _ => {
-                            by_node.insert(&task.node_id, task);
-                        }
-                    }
-                }
-                let mut complete = 0;
-                for (node, task) in &by_node {
-                    if nodes <= MAX_PROGRESS_BARS {
-                        lines.extend(task_line(crate::views::short(node).to_string(), task, 10));
-                    }
-                    if state(task) == TaskState::Complete {
-                        complete += 1;
-                    }
-                }
-                lines.push(Line::with_bar(
-                    "job progress",
-                    format!("{complete:>digits$} out of {nodes} complete"),
-                    complete as i64,
-                    nodes as i64,
-                ));
-                (lines, complete == nodes)
+        }
+        *initialized = true;
+    }
+    let mut by_slot: BTreeMap<u64, &Task> = BTreeMap::new();
+    for task in poll.tasks {
+        if !task.node_id.is_empty() && !poll.active_nodes.contains(&task.node_id) {
+            continue;
+        }
+        let existing = by_slot.get(&task.slot).copied();
+        by_slot.insert(task.slot, preferred(existing, task));
+    }
+    if *done && by_slot.values().any(|t| state(t) != TaskState::Running) {
+        *done = false;
+    }
+    let mut running = 0;
+    for (slot, task) in &by_slot {
+        let next = slots.len() + 1;
+        let mapped = *slots.entry(*slot).or_insert(next);
+        if !terminal_state(task.desired_state()) && state(task) == TaskState::Running {
+            running += 1;
+        }
+        if !*done && replicas <= MAX_PROGRESS_BARS && mapped <= replicas {
+            lines.extend(task_line(format!("{mapped}/{replicas}"), task, 9));
+        }
+    }
+    if !*done {
+        overall(&mut lines, running, replicas, poll.rollback);
+        if running == replicas {
+            *done = true;
+        }
+    }
+    (lines, running == replicas)
+}
+
+/// A global service's lines: `overall progress` and one line per node.
+fn global(poll: Poll<'_>, initialized: &mut bool, done: &mut bool) -> (Vec<Line>, bool) {
+    let mut lines = Vec::new();
+    let mut by_node: BTreeMap<&str, &Task> = BTreeMap::new();
+    for task in poll.tasks {
+        let existing = by_node.get(task.node_id.as_str()).copied();
+        by_node.insert(&task.node_id, preferred(existing, task));
+    }
+    let nodes = by_node.len();
+    if !*initialized {
+        if nodes == 0 {
+            lines.push(Line::new("overall progress", "waiting for new tasks"));
+            return (lines, false);
+        }
+        overall(&mut lines, 0, nodes, poll.rollback);
+        *initialized = true;
+    }
+    if *done && by_node.values().any(|t| state(t) != TaskState::Running) {
+        *done = false;
+    }
+    let mut running = 0;
+    for (node, task) in &by_node {
+        if !poll.active_nodes.contains(*node) {
+            continue;
+        }
+        if !terminal_state(task.desired_state()) && state(task) == TaskState::Running {
+            running += 1;
+        }
+        if !*done && nodes <= MAX_PROGRESS_BARS {
+            lines.extend(task_line(crate::views::short(node).to_string(), task, 9));
+        }
+    }
+    if !*done {
+        overall(&mut lines, running, nodes, poll.rollback);
+        if running == nodes {
+            *done = true;
+        }
+    }
+    (lines, running == nodes)
+}
+
+/// A replicated job's lines: `job progress`, `active tasks` and one line per slot of the
+/// iteration followed.
+fn replicated_job(
+    poll: Poll<'_>,
+    iteration: u64,
+    concurrent: usize,
+    total: usize,
+    initialized: &mut bool,
+) -> (Vec<Line>, bool) {
+    let mut lines = Vec::new();
+    let digits = total.to_string().len();
+    let job_lines = |lines: &mut Vec<Line>, active: usize, complete: usize| {
+        lines.push(Line::with_bar(
+            "job progress",
+            format!("{complete:>digits$} out of {total} complete"),
+            complete as i64,
+            total as i64,
+        ));
+        let want = (total - complete.min(total)).min(concurrent);
+        let width = concurrent.to_string().len();
+        lines.push(Line::new(
+            "active tasks",
+            format!("{active:>width$} out of {want:>width$} tasks"),
+        ));
+    };
+    if !*initialized {
+        job_lines(&mut lines, 0, 0);
+        if total <= MAX_PROGRESS_BARS {
+            for i in 1..=total {
+                lines.push(Line::new(format!("{i}/{total}"), " "));
+            }
+        }
+        *initialized = true;
+    }
+    let mut by_slot: BTreeMap<u64, &Task> = BTreeMap::new();
+    for task in poll.tasks.iter().filter(|t| t.job_iteration == iteration) {
+        match by_slot.get(&task.slot) {
+            Some(existing) if numbered(state(existing)) <= numbered(state(task)) => {}
+            _ => {
+                by_slot.insert(task.slot, task);
             }
         }
     }
+    let (mut active, mut complete) = (0, 0);
+    for (slot, task) in &by_slot {
+        if total <= MAX_PROGRESS_BARS {
+            lines.extend(task_line(format!("{slot}/{total}"), task, 10));
+        }
+        if numbered(state(task)) < numbered(TaskState::Complete) {
+            active += 1;
+        }
+        if state(task) == TaskState::Complete {
+            complete += 1;
+        }
+    }
+    job_lines(&mut lines, active, complete);
+    (lines, complete >= total)
+}
+
+/// A global job's lines: `job progress` and one line per node of the first poll that had
+/// the iteration's tasks.
+fn global_job(
+    poll: Poll<'_>,
+    iteration: u64,
+    nodes: &mut Option<HashSet<String>>,
+) -> (Vec<Line>, bool) {
+    let mut lines = Vec::new();
+    let of_iteration: Vec<&Task> = poll
+        .tasks
+        .iter()
+        .filter(|t| t.job_iteration == iteration)
+        .collect();
+    if nodes.is_none() {
+        if of_iteration.is_empty() && !poll.active_nodes.is_empty() {
+            lines.push(Line::new("job progress", "waiting for tasks"));
+            return (lines, false);
+        }
+        *nodes = Some(of_iteration.iter().map(|t| t.node_id.clone()).collect());
+    }
+    let nodes = nodes.as_ref().map_or(0, HashSet::len);
+    let digits = nodes.to_string().len();
+    let mut by_node: BTreeMap<&str, &Task> = BTreeMap::new();
+    for task in of_iteration {
+        match by_node.get(task.node_id.as_str()) {
+            Some(existing) if numbered(state(existing)) <= numbered(state(task)) => {}
+            _ => {
+                by_node.insert(&task.node_id, task);
+            }
+        }
+    }
+    let mut complete = 0;
+    for (node, task) in &by_node {
+        if nodes <= MAX_PROGRESS_BARS {
+            lines.extend(task_line(crate::views::short(node).to_string(), task, 10));
+        }
+        if state(task) == TaskState::Complete {
+            complete += 1;
+        }
+    }
+    lines.push(Line::with_bar(
+        "job progress",
+        format!("{complete:>digits$} out of {nodes} complete"),
+        complete as i64,
+        nodes as i64,
+    ));
+    (lines, complete == nodes)
+}
+
+/// A task's observed state.
+fn state(task: &Task) -> TaskState {
+    mini_manager::orchestrator::observed_state(task)
 }
 
 /// Writes progress lines: redrawn in place on a terminal, or one plain line per change.
