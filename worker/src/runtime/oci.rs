@@ -262,10 +262,9 @@ pub fn volume_dir(volumes_dir: &Path, name: &str) -> PathBuf {
     volumes_dir.join(name).join("_data")
 }
 
-/// Builds the bundle's `config.json` for `spec` (already [`check`]ed).
-/// `volumes` holds the source directory of every volume mount, in the
-/// order of `image.mounts`; `memsw` says whether the kernel accounts swap
-/// (then swap is limited along with memory, as `--memory-swap` = memory).
+/// Builds the bundle's `config.json` for `spec` (already [`check`]ed). Named volumes are
+/// bound from `image.volumes_dir`; `memsw` says whether the kernel accounts swap (then swap
+/// is limited along with memory, as `--memory-swap` = memory).
 #[allow(clippy::too_many_arguments)]
 pub fn build_spec(
     spec: &TaskSpec,
@@ -278,6 +277,40 @@ pub fn build_spec(
     memsw: bool,
 ) -> Result<Spec, RuntimeError> {
     let oci = |e: oci_spec::OciSpecError| invalid(spec, format!("cannot build the OCI spec: {e}"));
+    let default_linux = Spec::default().linux().clone().unwrap_or_default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces(spec).map_err(oci)?)
+        .resources(resources(image.limits, memsw).map_err(oci)?)
+        .cgroups_path(cgroup_path(container_id))
+        .masked_paths(default_linux.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(default_linux.readonly_paths().clone().unwrap_or_default())
+        .seccomp(default_seccomp().map_err(oci)?)
+        .build()
+        .map_err(oci)?;
+
+    let mut oci_spec = Spec::default();
+    oci_spec.set_hostname(Some(spec.hostname.clone()));
+    oci_spec.set_root(Some(
+        RootBuilder::default()
+            .path(&paths.rootfs)
+            .readonly(image.read_only)
+            .build()
+            .map_err(oci)?,
+    ));
+    oci_spec.set_process(Some(process(spec, image, command, user).map_err(oci)?));
+    oci_spec.set_mounts(Some(mounts(spec, image, init_binary).map_err(oci)?));
+    oci_spec.set_linux(Some(linux));
+    Ok(oci_spec)
+}
+
+/// The container's process: its command (behind tini with `--init`), environment, working
+/// directory, user, Docker's default capabilities, and no new privileges.
+fn process(
+    spec: &TaskSpec,
+    image: &ImageTask,
+    command: Vec<String>,
+    user: &image::ResolvedUser,
+) -> Result<oci_spec::runtime::Process, oci_spec::OciSpecError> {
     let env = image::merge_env(&image.image.config, &spec.env, &spec.hostname, &user.home);
     let args = if image.init {
         let mut args = vec![INIT_PATH.to_string(), "--".to_string()];
@@ -291,9 +324,8 @@ pub fn build_spec(
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
-        .build()
-        .map_err(oci)?;
-    let process = ProcessBuilder::default()
+        .build()?;
+    ProcessBuilder::default()
         .terminal(false)
         .args(args)
         .env(env)
@@ -303,14 +335,21 @@ pub fn build_spec(
                 .uid(user.uid)
                 .gid(user.gid)
                 .additional_gids(user.additional_gids.clone())
-                .build()
-                .map_err(oci)?,
+                .build()?,
         )
         .capabilities(capabilities)
         .no_new_privileges(true)
         .build()
-        .map_err(oci)?;
+}
 
+/// The container's mounts: the runtime's defaults (`/proc`, `/dev`, …), the task's
+/// `resolv.conf`, `hostname` and `hosts`, its secrets and configs read-only, tini with
+/// `--init`, and the service's `--mount`s.
+fn mounts(
+    spec: &TaskSpec,
+    image: &ImageTask,
+    init_binary: Option<&Path>,
+) -> Result<Vec<oci_spec::runtime::Mount>, oci_spec::OciSpecError> {
     let mut mounts = Spec::default().mounts().clone().unwrap_or_default();
     let bind = |source: &Path, target: &str, ro: bool| {
         let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
@@ -329,16 +368,16 @@ pub fn build_spec(
         ("hostname", "/etc/hostname"),
         ("hosts", "/etc/hosts"),
     ] {
-        mounts.push(bind(&spec.dir.join(name), target, false).map_err(oci)?);
+        mounts.push(bind(&spec.dir.join(name), target, false)?);
     }
     // Secrets and configs: read-only binds of files on the task's tmpfs (Docker's way).
     for f in &spec.files {
-        mounts.push(bind(&f.source, &f.target, true).map_err(oci)?);
+        mounts.push(bind(&f.source, &f.target, true)?);
     }
     if image.init
         && let Some(init) = init_binary
     {
-        mounts.push(bind(init, INIT_PATH, true).map_err(oci)?);
+        mounts.push(bind(init, INIT_PATH, true)?);
     }
     for m in &image.mounts {
         let mount = match m.kind {
@@ -364,10 +403,16 @@ pub fn build_spec(
                     .build()
             }
         };
-        mounts.push(mount.map_err(oci)?);
+        mounts.push(mount?);
     }
+    Ok(mounts)
+}
 
-    let namespaces = [
+/// New pid, ipc, uts and mount namespaces; the network namespace is the task's sandbox.
+fn namespaces(
+    spec: &TaskSpec,
+) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, oci_spec::OciSpecError> {
+    [
         (LinuxNamespaceType::Pid, None),
         (LinuxNamespaceType::Ipc, None),
         (LinuxNamespaceType::Uts, None),
@@ -382,10 +427,14 @@ pub fn build_spec(
         }
         ns.build()
     })
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(oci)?;
+    .collect()
+}
 
-    let limits = image.limits;
+/// The cgroup limits: memory (and swap with it when `memsw`), CPU quota, pids.
+fn resources(
+    limits: image::Limits,
+    memsw: bool,
+) -> Result<oci_spec::runtime::LinuxResources, oci_spec::OciSpecError> {
     let mut resources = LinuxResourcesBuilder::default();
     if limits.memory_bytes > 0 {
         let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
@@ -393,7 +442,7 @@ pub fn build_spec(
         if memsw {
             memory = memory.swap(bytes);
         }
-        resources = resources.memory(memory.build().map_err(oci)?);
+        resources = resources.memory(memory.build()?);
     }
     if limits.nano_cpus > 0 {
         let quota = (limits.nano_cpus as u128 * CPU_PERIOD as u128 / 1_000_000_000) as i64;
@@ -401,42 +450,17 @@ pub fn build_spec(
             LinuxCpuBuilder::default()
                 .quota(quota.max(1000))
                 .period(CPU_PERIOD)
-                .build()
-                .map_err(oci)?,
+                .build()?,
         );
     }
     if limits.pids > 0 {
         resources = resources.pids(
             LinuxPidsBuilder::default()
                 .limit(i64::try_from(limits.pids).unwrap_or(i64::MAX))
-                .build()
-                .map_err(oci)?,
+                .build()?,
         );
     }
-    let default_linux = Spec::default().linux().clone().unwrap_or_default();
-    let linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources.build().map_err(oci)?)
-        .cgroups_path(cgroup_path(container_id))
-        .masked_paths(default_linux.masked_paths().clone().unwrap_or_default())
-        .readonly_paths(default_linux.readonly_paths().clone().unwrap_or_default())
-        .seccomp(default_seccomp().map_err(oci)?)
-        .build()
-        .map_err(oci)?;
-
-    let mut oci_spec = Spec::default();
-    oci_spec.set_hostname(Some(spec.hostname.clone()));
-    oci_spec.set_root(Some(
-        RootBuilder::default()
-            .path(&paths.rootfs)
-            .readonly(image.read_only)
-            .build()
-            .map_err(oci)?,
-    ));
-    oci_spec.set_process(Some(process));
-    oci_spec.set_mounts(Some(mounts));
-    oci_spec.set_linux(Some(linux));
-    Ok(oci_spec)
+    resources.build()
 }
 
 /// The cgroup (under every controller's root) of a container.
