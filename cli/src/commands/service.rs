@@ -327,96 +327,17 @@ pub(super) fn restart_condition(s: &str) -> RestartCondition {
 pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
     let mut client = connect(host).await?;
     match cmd {
-        ServiceCommand::Create(args) => {
-            let spec = args.spec()?;
-            let registry_auth = args.flags.registry_auth(&spec)?;
-            let service = client
-                .create_service(CreateServiceRequest {
-                    spec: Some(spec),
-                    networks: super::service_flags::split_networks(&args.networks).0,
-                    registry_auth,
-                })
-                .await?
-                .into_inner();
-            println!("{}", service.id);
-            if !args.wait.detach {
-                crate::progress::service(
-                    &mut client,
-                    &service.id,
-                    crate::progress::Wait::Converge,
-                    args.wait.quiet,
-                )
-                .await?;
-            }
-        }
-        ServiceCommand::Ls(list) => print_services(&mut client, &list, &|_| true).await?,
-        ServiceCommand::Ps { services, list } => {
-            let filters = crate::rows::task_filters(&list.filter)?;
-            let names = names(&mut client).await?;
-            let mut tasks = Vec::new();
-            for service in services {
-                tasks.extend(
-                    client
-                        .list_tasks(ListTasksRequest { service })
-                        .await?
-                        .into_inner()
-                        .tasks,
-                );
-            }
-            print_tasks(&mut client, tasks, &names, &filters, &list).await?;
-        }
+        ServiceCommand::Create(args) => create(&mut client, &args).await,
+        ServiceCommand::Ls(list) => print_services(&mut client, &list, &|_| true).await,
+        ServiceCommand::Ps { services, list } => ps(&mut client, services, &list).await,
         ServiceCommand::Inspect {
             pretty,
             format,
             services,
-        } => {
-            let names = names(&mut client).await?;
-            let mut views = Vec::new();
-            let mut text = Vec::new();
-            for name_or_id in services {
-                let s = client
-                    .get_service(GetRequest { name_or_id })
-                    .await?
-                    .into_inner();
-                text.push(crate::views::pretty_service(&s, &names));
-                views.push(ServiceView::new(&s, None, &names));
-            }
-            if pretty && format.is_none() {
-                println!("{}", text.join("\n\n"));
-            } else {
-                print_inspect(&views, format.as_deref())?;
-            }
-        }
-        ServiceCommand::Update(args) => super::service_update::run(&mut client, *args).await?,
-        ServiceCommand::Rollback(args) => {
-            super::service_update::rollback(&mut client, args).await?
-        }
-        ServiceCommand::Scale { detach, scales } => {
-            // As Docker: every service is scaled, then each is waited for in turn.
-            let mut scaled = Vec::new();
-            for (name_or_id, replicas) in scales {
-                let service = client
-                    .scale_service(ScaleServiceRequest {
-                        name_or_id: name_or_id.clone(),
-                        replicas,
-                    })
-                    .await?
-                    .into_inner();
-                println!("{name_or_id} scaled to {replicas}");
-                scaled.push(service.id);
-            }
-            if !detach {
-                for id in scaled {
-                    crate::progress::service(
-                        &mut client,
-                        &id,
-                        crate::progress::Wait::Converge,
-                        false,
-                    )
-                    .await?;
-                }
-            }
-        }
+        } => inspect(&mut client, pretty, format.as_deref(), services).await,
+        ServiceCommand::Update(args) => super::service_update::run(&mut client, *args).await,
+        ServiceCommand::Rollback(args) => super::service_update::rollback(&mut client, args).await,
+        ServiceCommand::Scale { detach, scales } => scale(&mut client, detach, scales).await,
         ServiceCommand::Logs {
             follow,
             since,
@@ -424,49 +345,14 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
             timestamps,
             service,
         } => {
-            let tasks = client
-                .list_tasks(ListTasksRequest {
-                    service: service.clone(),
-                })
-                .await?
-                .into_inner()
-                .tasks;
-            let names = names(&mut client).await?;
-            let label: std::collections::HashMap<String, String> = tasks
-                .iter()
-                .map(|t| {
-                    let node = names.nodes.get(&t.node_id).cloned().unwrap_or_default();
-                    (
-                        t.id.clone(),
-                        format!("{}.{}@{}", task_name(t), short(&t.id), node),
-                    )
-                })
-                .collect();
-            let mut stream = client
-                .service_logs(ServiceLogsRequest {
-                    service,
-                    follow,
-                    since_ms: since.unwrap_or(0),
-                    tail: parse_tail(&tail).map_err(anyhow::Error::msg)?,
-                })
-                .await?
-                .into_inner();
-            while let Some(line) = stream.message().await? {
-                let who = label
-                    .get(&line.task_id)
-                    .cloned()
-                    .unwrap_or_else(|| line.task_id.clone());
-                let stamp = if timestamps {
-                    format!("{} ", rfc3339_ns(line.timestamp_ns))
-                } else {
-                    String::new()
-                };
-                if line.stream == "stderr" {
-                    eprintln!("{who}    | {stamp}{}", line.line);
-                } else {
-                    println!("{who}    | {stamp}{}", line.line);
-                }
-            }
+            let tail = parse_tail(&tail).map_err(anyhow::Error::msg)?;
+            let request = ServiceLogsRequest {
+                service,
+                follow,
+                since_ms: since.unwrap_or(0),
+                tail,
+            };
+            logs(&mut client, request, timestamps).await
         }
         ServiceCommand::Rm { services } => {
             for name_or_id in services {
@@ -477,6 +363,151 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> Result<()> {
                     .await?;
                 println!("{name_or_id}");
             }
+            Ok(())
+        }
+    }
+}
+
+/// `service create`: prints the new service's ID, then (unless `--detach`) waits for it to
+/// converge, showing Docker's progress.
+async fn create(client: &mut ControlClient<Channel>, args: &CreateArgs) -> Result<()> {
+    let spec = args.spec()?;
+    let registry_auth = args.flags.registry_auth(&spec)?;
+    let service = client
+        .create_service(CreateServiceRequest {
+            spec: Some(spec),
+            networks: super::service_flags::split_networks(&args.networks).0,
+            registry_auth,
+        })
+        .await?
+        .into_inner();
+    println!("{}", service.id);
+    if !args.wait.detach {
+        crate::progress::service(
+            client,
+            &service.id,
+            crate::progress::Wait::Converge,
+            args.wait.quiet,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// `service ps`: the tasks of every service named.
+async fn ps(
+    client: &mut ControlClient<Channel>,
+    services: Vec<String>,
+    list: &ListArgs,
+) -> Result<()> {
+    let filters = crate::rows::task_filters(&list.filter)?;
+    let names = names(client).await?;
+    let mut tasks = Vec::new();
+    for service in services {
+        tasks.extend(
+            client
+                .list_tasks(ListTasksRequest { service })
+                .await?
+                .into_inner()
+                .tasks,
+        );
+    }
+    print_tasks(client, tasks, &names, &filters, list).await
+}
+
+/// `service inspect`: JSON (or `--format`), or Docker's `--pretty` text.
+async fn inspect(
+    client: &mut ControlClient<Channel>,
+    pretty: bool,
+    format: Option<&str>,
+    services: Vec<String>,
+) -> Result<()> {
+    let names = names(client).await?;
+    let mut views = Vec::new();
+    let mut text = Vec::new();
+    for name_or_id in services {
+        let s = client
+            .get_service(GetRequest { name_or_id })
+            .await?
+            .into_inner();
+        text.push(crate::views::pretty_service(&s, &names));
+        views.push(ServiceView::new(&s, None, &names));
+    }
+    if pretty && format.is_none() {
+        println!("{}", text.join("\n\n"));
+        Ok(())
+    } else {
+        print_inspect(&views, format)
+    }
+}
+
+/// `service scale`: as Docker, every service is scaled, then (unless `--detach`) each is
+/// waited for in turn.
+async fn scale(
+    client: &mut ControlClient<Channel>,
+    detach: bool,
+    scales: Vec<(String, u64)>,
+) -> Result<()> {
+    let mut scaled = Vec::new();
+    for (name_or_id, replicas) in scales {
+        let service = client
+            .scale_service(ScaleServiceRequest {
+                name_or_id: name_or_id.clone(),
+                replicas,
+            })
+            .await?
+            .into_inner();
+        println!("{name_or_id} scaled to {replicas}");
+        scaled.push(service.id);
+    }
+    if !detach {
+        for id in scaled {
+            crate::progress::service(client, &id, crate::progress::Wait::Converge, false).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `service logs`: each line prefixed with its task (`name.slot.id@node`), stderr lines on
+/// stderr, with `--timestamps` the line's time first.
+async fn logs(
+    client: &mut ControlClient<Channel>,
+    request: ServiceLogsRequest,
+    timestamps: bool,
+) -> Result<()> {
+    let tasks = client
+        .list_tasks(ListTasksRequest {
+            service: request.service.clone(),
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    let names = names(client).await?;
+    let label: std::collections::HashMap<String, String> = tasks
+        .iter()
+        .map(|t| {
+            let node = names.nodes.get(&t.node_id).cloned().unwrap_or_default();
+            (
+                t.id.clone(),
+                format!("{}.{}@{}", task_name(t), short(&t.id), node),
+            )
+        })
+        .collect();
+    let mut stream = client.service_logs(request).await?.into_inner();
+    while let Some(line) = stream.message().await? {
+        let who = label
+            .get(&line.task_id)
+            .cloned()
+            .unwrap_or_else(|| line.task_id.clone());
+        let stamp = if timestamps {
+            format!("{} ", rfc3339_ns(line.timestamp_ns))
+        } else {
+            String::new()
+        };
+        if line.stream == "stderr" {
+            eprintln!("{who}    | {stamp}{}", line.line);
+        } else {
+            println!("{who}    | {stamp}{}", line.line);
         }
     }
     Ok(())
