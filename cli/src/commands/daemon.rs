@@ -265,16 +265,7 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        // Every directory made here, not only the last one, is 0755 (the umask says 0700).
-        let missing: Vec<&std::path::Path> = dir
-            .ancestors()
-            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-            .collect();
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for made in missing {
-            std::fs::set_permissions(made, std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("cannot set the mode of {}", made.display()))?;
-        }
+        create_searchable(dir)?;
     }
     let hostname = match args.hostname {
         Some(h) => h,
@@ -291,17 +282,7 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     )
     .context("cannot open the image store")?;
     let trust = mini_proto::tls::Trust::new(&args.state_dir);
-    let worker = Worker::new(WorkerConfig {
-        run_dir: args.run_dir.clone(),
-        state_dir: args.state_dir.clone(),
-        self_exe: std::env::current_exe().context("cannot find the mini binary")?,
-        stop_grace: Duration::from_secs(args.stop_grace_period),
-        node_key: Some(trust.key_path()),
-        trust: trust.clone(),
-        engine_labels: args.labels.iter().cloned().collect(),
-        metrics: metrics.worker.clone(),
-    })
-    .with_images(images.clone());
+    let worker = worker(&args, &trust, &metrics)?.with_images(images.clone());
     let fatal = Fatal::default();
     // The worker agent's own runtime (see `NodeServices::new`); shut down when `serve` ends.
     let agent_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -338,17 +319,7 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     });
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let fatal_wait = fatal.clone();
-    let shutdown = async move {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("shutting down (tasks keep running)"),
-            _ = int.recv() => tracing::info!("shutting down (tasks keep running)"),
-            reason = fatal_wait.wait() => tracing::error!(%reason, "shutting down: the manager cannot go on"),
-        }
-        let _ = stopping_tx.send(true);
-    };
+    let shutdown = stop_asked(fatal.clone(), stopping_tx);
     let server = tonic::transport::Server::builder()
         .add_service(
             ControlServer::new(api.clone()).max_decoding_message_size(mini_proto::MAX_MESSAGE),
@@ -396,6 +367,50 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     );
     served.context("control API server failed")?;
     Ok(())
+}
+
+/// The node's worker: its run and state dirs, its certificate, its labels.
+fn worker(
+    args: &DaemonArgs,
+    trust: &mini_proto::tls::Trust,
+    metrics: &crate::metrics::NodeMetrics,
+) -> Result<Worker> {
+    Ok(Worker::new(WorkerConfig {
+        run_dir: args.run_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        self_exe: std::env::current_exe().context("cannot find the mini binary")?,
+        stop_grace: Duration::from_secs(args.stop_grace_period),
+        node_key: Some(trust.key_path()),
+        trust: trust.clone(),
+        engine_labels: args.labels.iter().cloned().collect(),
+        metrics: metrics.worker.clone(),
+    }))
+}
+
+/// Creates `dir` and its missing parents, each 0755 (the daemon's umask says 0700).
+fn create_searchable(dir: &std::path::Path) -> Result<()> {
+    let missing: Vec<&std::path::Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for made in missing {
+        std::fs::set_permissions(made, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot set the mode of {}", made.display()))?;
+    }
+    Ok(())
+}
+
+/// Returns on SIGTERM, SIGINT or a fatal manager error, after telling `stopping`.
+async fn stop_asked(fatal: Fatal, stopping: tokio::sync::watch::Sender<bool>) {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("shutting down (tasks keep running)"),
+        _ = int.recv() => tracing::info!("shutting down (tasks keep running)"),
+        reason = fatal.wait() => tracing::error!(%reason, "shutting down: the manager cannot go on"),
+    }
+    let _ = stopping.send(true);
 }
 
 /// Owns a runtime and shuts it down without waiting for its tasks when dropped (dropping a
