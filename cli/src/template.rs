@@ -556,158 +556,48 @@ impl Exec {
     }
 
     fn call(&self, name: &str, args: Vec<Value>) -> Result<Value, TemplateError> {
-        let want = |n: usize| {
-            if args.len() == n {
-                Ok(())
-            } else {
-                Err(TemplateError(format!(
-                    "template: :1: wrong number of args for {name}: want {n} got {}",
-                    args.len()
-                )))
-            }
-        };
-        if self.mode == Mode::Header
-            && matches!(
-                name,
-                "json" | "split" | "join" | "title" | "lower" | "upper" | "pad" | "truncate"
-            )
-        {
+        let text_function = matches!(
+            name,
+            "json" | "split" | "join" | "title" | "lower" | "upper" | "pad" | "truncate"
+        );
+        if self.mode == Mode::Header && text_function {
             return Ok(args.into_iter().next().unwrap_or(Value::Null));
         }
-        let text = |v: &Value| print(v);
-        let int = |v: &Value| -> Result<i64, TemplateError> {
-            v.as_i64().ok_or_else(|| {
-                TemplateError(format!(
-                    "template: :1: error calling {name}: {} is not an integer",
-                    print(v)
-                ))
-            })
-        };
-        Ok(match name {
-            "json" => {
-                want(1)?;
-                Value::String(serde_json::to_string(&args[0]).unwrap_or_default())
-            }
-            "split" => {
-                want(2)?;
-                let (s, sep) = (text(&args[0]), text(&args[1]));
-                if sep.is_empty() {
-                    Value::Array(s.chars().map(|c| Value::String(c.to_string())).collect())
-                } else {
-                    Value::Array(
-                        s.split(sep.as_str())
-                            .map(|p| Value::String(p.into()))
-                            .collect(),
-                    )
-                }
-            }
-            "join" => {
-                want(2)?;
-                let sep = text(&args[1]);
-                match &args[0] {
-                    Value::Array(a) => {
-                        Value::String(a.iter().map(text).collect::<Vec<_>>().join(&sep))
-                    }
-                    other => Value::String(text(other)),
-                }
-            }
-            "title" => {
-                want(1)?;
-                Value::String(title(&text(&args[0])))
-            }
-            "lower" => {
-                want(1)?;
-                Value::String(text(&args[0]).to_lowercase())
-            }
-            "upper" => {
-                want(1)?;
-                Value::String(text(&args[0]).to_uppercase())
-            }
-            "pad" => {
-                want(3)?;
-                let s = text(&args[0]);
-                if s.is_empty() {
-                    Value::String(s)
-                } else {
-                    let (pre, post) = (int(&args[1])?.max(0), int(&args[2])?.max(0));
-                    Value::String(format!(
-                        "{}{s}{}",
-                        " ".repeat(pre as usize),
-                        " ".repeat(post as usize)
-                    ))
-                }
-            }
-            "truncate" => {
-                want(2)?;
-                let s = text(&args[0]);
-                let n = int(&args[1])?.max(0) as usize;
-                Value::String(s.chars().take(n).collect())
-            }
+        match name {
+            _ if text_function => call_text(name, &args),
             "eq" | "ne" | "lt" | "le" | "gt" | "ge" => {
-                want(2)?;
+                want(name, &args, 2)?;
                 let ord = compare(&args[0], &args[1]);
-                Value::Bool(match name {
+                Ok(Value::Bool(match name {
                     "eq" => ord == Some(std::cmp::Ordering::Equal),
                     "ne" => ord != Some(std::cmp::Ordering::Equal),
                     "lt" => ord == Some(std::cmp::Ordering::Less),
                     "le" => ord.is_some_and(|o| o.is_le()),
                     "gt" => ord == Some(std::cmp::Ordering::Greater),
                     _ => ord.is_some_and(|o| o.is_ge()),
-                })
+                }))
             }
             "not" => {
-                want(1)?;
-                Value::Bool(!truthy(&args[0]))
+                want(name, &args, 1)?;
+                Ok(Value::Bool(!truthy(&args[0])))
             }
-            "and" => args
+            // Go's `and` and `or`: the first argument that decides, else the last.
+            "and" | "or" => Ok(args
                 .iter()
-                .find(|a| !truthy(a))
+                .find(|a| truthy(a) == (name == "or"))
                 .or(args.last())
                 .cloned()
-                .unwrap_or(Value::Null),
-            "or" => args
-                .iter()
-                .find(|a| truthy(a))
-                .or(args.last())
-                .cloned()
-                .unwrap_or(Value::Null),
+                .unwrap_or(Value::Null)),
             "len" => {
-                want(1)?;
-                Value::from(match &args[0] {
-                    Value::String(s) => s.len(),
-                    Value::Array(a) => a.len(),
-                    Value::Object(o) => o.len(),
-                    other => {
-                        return Err(TemplateError(format!(
-                            "template: :1: error calling len: len of type {}",
-                            go_type(other)
-                        )));
-                    }
-                })
+                want(name, &args, 1)?;
+                len(&args[0])
             }
-            "index" => {
-                let mut v = args.first().cloned().unwrap_or(Value::Null);
-                for key in &args[1.min(args.len())..] {
-                    v = match (&v, key) {
-                        (Value::Array(a), k) => {
-                            a.get(int(k)? as usize).cloned().ok_or_else(|| {
-                                TemplateError(format!(
-                                    "template: :1: error calling index: index out of range: {}",
-                                    print(k)
-                                ))
-                            })?
-                        }
-                        (Value::Object(o), k) => o.get(&text(k)).cloned().unwrap_or(Value::Null),
-                        _ => Value::Null,
-                    };
-                }
-                v
-            }
-            "print" => Value::String(sprint(&args)),
-            "println" => Value::String(format!(
+            "index" => index(&args),
+            "print" => Ok(Value::String(sprint(&args))),
+            "println" => Ok(Value::String(format!(
                 "{}\n",
                 args.iter().map(print).collect::<Vec<_>>().join(" ")
-            )),
+            ))),
             "printf" => {
                 let Some((f, rest)) = args.split_first() else {
                     return Err(TemplateError(
@@ -715,15 +605,139 @@ impl Exec {
                             .into(),
                     ));
                 };
-                Value::String(printf(&text(f), rest))
+                Ok(Value::String(printf(&print(f), rest)))
             }
-            _ => {
-                return Err(TemplateError(format!(
-                    "template: :1: function {name:?} not defined"
-                )));
-            }
-        })
+            _ => Err(TemplateError(format!(
+                "template: :1: function {name:?} not defined"
+            ))),
+        }
     }
+}
+
+/// An error unless the function `name` got `n` arguments.
+fn want(name: &str, args: &[Value], n: usize) -> Result<(), TemplateError> {
+    if args.len() == n {
+        Ok(())
+    } else {
+        Err(TemplateError(format!(
+            "template: :1: wrong number of args for {name}: want {n} got {}",
+            args.len()
+        )))
+    }
+}
+
+/// An integer argument of the function `name`.
+fn int(name: &str, v: &Value) -> Result<i64, TemplateError> {
+    v.as_i64().ok_or_else(|| {
+        TemplateError(format!(
+            "template: :1: error calling {name}: {} is not an integer",
+            print(v)
+        ))
+    })
+}
+
+/// Docker's text functions: `json`, `split`, `join`, `title`, `lower`, `upper`, `pad`,
+/// `truncate`.
+fn call_text(name: &str, args: &[Value]) -> Result<Value, TemplateError> {
+    let text = |i: usize| print(&args[i]);
+    Ok(match name {
+        "json" => {
+            want(name, args, 1)?;
+            Value::String(serde_json::to_string(&args[0]).unwrap_or_default())
+        }
+        "split" => {
+            want(name, args, 2)?;
+            let (s, sep) = (text(0), text(1));
+            if sep.is_empty() {
+                Value::Array(s.chars().map(|c| Value::String(c.to_string())).collect())
+            } else {
+                Value::Array(
+                    s.split(sep.as_str())
+                        .map(|p| Value::String(p.into()))
+                        .collect(),
+                )
+            }
+        }
+        "join" => {
+            want(name, args, 2)?;
+            let sep = text(1);
+            match &args[0] {
+                Value::Array(a) => {
+                    Value::String(a.iter().map(print).collect::<Vec<_>>().join(&sep))
+                }
+                other => Value::String(print(other)),
+            }
+        }
+        "title" => {
+            want(name, args, 1)?;
+            Value::String(title(&text(0)))
+        }
+        "lower" => {
+            want(name, args, 1)?;
+            Value::String(text(0).to_lowercase())
+        }
+        "upper" => {
+            want(name, args, 1)?;
+            Value::String(text(0).to_uppercase())
+        }
+        "pad" => {
+            want(name, args, 3)?;
+            let s = text(0);
+            if s.is_empty() {
+                Value::String(s)
+            } else {
+                let (pre, post) = (int(name, &args[1])?.max(0), int(name, &args[2])?.max(0));
+                Value::String(format!(
+                    "{}{s}{}",
+                    " ".repeat(pre as usize),
+                    " ".repeat(post as usize)
+                ))
+            }
+        }
+        "truncate" => {
+            want(name, args, 2)?;
+            let n = int(name, &args[1])?.max(0) as usize;
+            Value::String(text(0).chars().take(n).collect())
+        }
+        _ => {
+            return Err(TemplateError(format!(
+                "template: :1: function {name:?} not defined"
+            )));
+        }
+    })
+}
+
+/// Go's `len`: of a string (bytes), an array or a map.
+fn len(v: &Value) -> Result<Value, TemplateError> {
+    Ok(Value::from(match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.len(),
+        Value::Object(o) => o.len(),
+        other => {
+            return Err(TemplateError(format!(
+                "template: :1: error calling len: len of type {}",
+                go_type(other)
+            )));
+        }
+    }))
+}
+
+/// Go's `index`: the first argument indexed by each of the others in turn.
+fn index(args: &[Value]) -> Result<Value, TemplateError> {
+    let mut v = args.first().cloned().unwrap_or(Value::Null);
+    for key in &args[1.min(args.len())..] {
+        v = match (&v, key) {
+            (Value::Array(a), k) => a.get(int("index", k)? as usize).cloned().ok_or_else(|| {
+                TemplateError(format!(
+                    "template: :1: error calling index: index out of range: {}",
+                    print(k)
+                ))
+            })?,
+            (Value::Object(o), k) => o.get(&print(k)).cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+    }
+    Ok(v)
 }
 
 fn exec_err(line: usize, col: usize, path: &[String], msg: &str) -> TemplateError {
