@@ -205,6 +205,31 @@ impl Inner {
         Ok(())
     }
 
+    /// A new namespace holding `lo`; an error if `ns` exists.
+    fn new_namespace(&mut self, ns: &str) -> Result<&mut NsState, Error> {
+        if self.state.namespaces.contains_key(ns) {
+            return Err(fail(format!("netns {ns}"), libc::EEXIST));
+        }
+        let mut st = NsState::default();
+        st.links
+            .insert(LOOPBACK.into(), link(LinkKind::Other, 65536));
+        let slot = self.state.namespaces.entry(ns.to_string()).or_default();
+        Ok(slot.insert(st))
+    }
+
+    /// Removes a namespace and its links (a veth's peer goes with its end, as in the kernel).
+    fn delete_namespace(&mut self, ns: &str) {
+        let r = NsRef::Named(ns.to_string());
+        let links: Vec<String> = self
+            .ns_mut(&r)
+            .map(|st| st.links.keys().cloned().collect())
+            .unwrap_or_default();
+        for l in links {
+            self.remove_link(&r, &l);
+        }
+        self.state.namespaces.remove(ns);
+    }
+
     fn execute(&mut self, op: &Op) -> Result<(), Error> {
         match op {
             Op::EnableForwarding => self.state.forwarding = true,
@@ -222,12 +247,7 @@ impl Inner {
                 port,
                 local,
             } => {
-                if self.state.namespaces.contains_key(ns) {
-                    return Err(fail(format!("netns {ns}"), libc::EEXIST));
-                }
-                let mut st = NsState::default();
-                st.links
-                    .insert(LOOPBACK.into(), link(LinkKind::Other, 65536));
+                let st = self.new_namespace(ns)?;
                 let mut br = link(LinkKind::Bridge, OVERLAY_MTU);
                 br.addrs.insert(*gateway);
                 st.links.insert(BRIDGE.into(), br);
@@ -245,28 +265,11 @@ impl Inner {
                 );
                 vx.master = Some(BRIDGE.into());
                 st.links.insert(VXLAN.into(), vx);
-                self.state.namespaces.insert(ns.clone(), Some(st));
             }
             Op::CreateSandbox { ns } => {
-                if self.state.namespaces.contains_key(ns) {
-                    return Err(fail(format!("netns {ns}"), libc::EEXIST));
-                }
-                let mut st = NsState::default();
-                st.links
-                    .insert(LOOPBACK.into(), link(LinkKind::Other, 65536));
-                self.state.namespaces.insert(ns.clone(), Some(st));
+                self.new_namespace(ns)?;
             }
-            Op::DeleteNamespace { ns } => {
-                let r = NsRef::Named(ns.clone());
-                let links: Vec<String> = self
-                    .ns_mut(&r)
-                    .map(|st| st.links.keys().cloned().collect())
-                    .unwrap_or_default();
-                for l in links {
-                    self.remove_link(&r, &l);
-                }
-                self.state.namespaces.remove(ns);
-            }
+            Op::DeleteNamespace { ns } => self.delete_namespace(ns),
             Op::DeleteLink { ns, name } => {
                 self.ns_mut(ns)?;
                 self.remove_link(ns, name);

@@ -128,62 +128,10 @@ impl LinuxKernel {
                 };
                 self.attach(&spec, true, Some(*gateway)).await
             }
-            Op::SetNeighbour { ns, ip, mac } => {
-                let (h, vx) = self.vxlan(ns).await?;
-                let req = h
-                    .neighbours()
-                    .add(vx, IpAddr::V4(*ip))
-                    .link_layer_address(&mac.0)
-                    .state(NeighbourState::Permanent)
-                    .replace()
-                    .execute();
-                write_req!(
-                    self,
-                    req,
-                    format!("neigh {ip} on {VXLAN} in {ns}"),
-                    "RTM_NEWNEIGH"
-                )
-            }
-            Op::DelNeighbour { ns, ip } => {
-                let (h, vx) = self.vxlan(ns).await?;
-                let mut msg = NeighbourMessage::default();
-                msg.header.family = AddressFamily::Inet;
-                msg.header.ifindex = vx;
-                msg.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
-                let req = h.neighbours().del(msg).execute();
-                write_req!(self, req, format!("neigh {ip} on {VXLAN} in {ns}"), "RTM_DELNEIGH",
-                    ignore libc::ENOENT)
-            }
-            Op::SetFdb { ns, mac, vtep } => {
-                let (h, vx) = self.vxlan(ns).await?;
-                let req = h
-                    .neighbours()
-                    .add_bridge(vx, &mac.0)
-                    .destination(IpAddr::V4(*vtep))
-                    .flags(NeighbourFlags::Own)
-                    .state(NeighbourState::Permanent)
-                    .replace()
-                    .execute();
-                write_req!(
-                    self,
-                    req,
-                    format!("fdb {mac} on {VXLAN} in {ns}"),
-                    "RTM_NEWNEIGH(AF_BRIDGE)"
-                )
-            }
-            Op::DelFdb { ns, mac } => {
-                let (h, vx) = self.vxlan(ns).await?;
-                let mut msg = NeighbourMessage::default();
-                msg.header.family = AddressFamily::Bridge;
-                msg.header.ifindex = vx;
-                msg.header.flags = NeighbourFlags::Own;
-                msg.attributes
-                    .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-                let req = h.neighbours().del(msg).execute();
-                write_req!(self, req, format!("fdb {mac} on {VXLAN} in {ns}"), "RTM_DELNEIGH(AF_BRIDGE)",
-                    ignore libc::ENOENT)
-            }
+            Op::SetNeighbour { ns, ip, mac } => self.set_neighbour(ns, *ip, *mac).await,
+            Op::DelNeighbour { ns, ip } => self.del_neighbour(ns, *ip).await,
+            Op::SetFdb { ns, mac, vtep } => self.set_fdb(ns, *mac, *vtep).await,
+            Op::DelFdb { ns, mac } => self.del_fdb(ns, *mac).await,
             Op::SetLbTable { ns, spec } => {
                 if spec.flavour == Flavour::Ingress {
                     self.ip_forward_in(ns, true).await?;
@@ -237,6 +185,70 @@ impl LinuxKernel {
                     .await
             }
         }
+    }
+
+    /// A permanent neighbour entry on the overlay's `vxlan0`: `ip` is at `mac`.
+    async fn set_neighbour(&self, ns: &str, ip: Ipv4Addr, mac: MacAddr) -> Result<(), Error> {
+        let (h, vx) = self.vxlan(ns).await?;
+        let req = h
+            .neighbours()
+            .add(vx, IpAddr::V4(ip))
+            .link_layer_address(&mac.0)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute();
+        write_req!(
+            self,
+            req,
+            format!("neigh {ip} on {VXLAN} in {ns}"),
+            "RTM_NEWNEIGH"
+        )
+    }
+
+    /// Removes `ip`'s neighbour entry from the overlay's `vxlan0` (gone already is fine).
+    async fn del_neighbour(&self, ns: &str, ip: Ipv4Addr) -> Result<(), Error> {
+        let (h, vx) = self.vxlan(ns).await?;
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = vx;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        let req = h.neighbours().del(msg).execute();
+        write_req!(self, req, format!("neigh {ip} on {VXLAN} in {ns}"), "RTM_DELNEIGH",
+            ignore libc::ENOENT)
+    }
+
+    /// A permanent forwarding entry on the overlay's `vxlan0`: `mac` is behind `vtep`.
+    async fn set_fdb(&self, ns: &str, mac: MacAddr, vtep: Ipv4Addr) -> Result<(), Error> {
+        let (h, vx) = self.vxlan(ns).await?;
+        let req = h
+            .neighbours()
+            .add_bridge(vx, &mac.0)
+            .destination(IpAddr::V4(vtep))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute();
+        write_req!(
+            self,
+            req,
+            format!("fdb {mac} on {VXLAN} in {ns}"),
+            "RTM_NEWNEIGH(AF_BRIDGE)"
+        )
+    }
+
+    /// Removes `mac`'s forwarding entry from the overlay's `vxlan0` (gone already is fine).
+    async fn del_fdb(&self, ns: &str, mac: MacAddr) -> Result<(), Error> {
+        let (h, vx) = self.vxlan(ns).await?;
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = vx;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        let req = h.neighbours().del(msg).execute();
+        write_req!(self, req, format!("fdb {mac} on {VXLAN} in {ns}"), "RTM_DELNEIGH(AF_BRIDGE)",
+            ignore libc::ENOENT)
     }
 
     /// The connection to an overlay namespace and the index of its `vxlan0`.
