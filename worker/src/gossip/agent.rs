@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
+use super::announce::{self, AnnounceSchedule};
 use super::antientropy::{self, SyncMessage};
 use super::broadcast::RecordHandler;
 use super::config::{GossipConfig, MAX_PACKET_BYTES};
@@ -184,6 +185,7 @@ impl Gossip {
             resend_at: None,
             reannounce_at: Instant::now(),
             transmissions: config.timings.transmissions(1),
+            announces: AnnounceSchedule::new(config.timings.announce_period),
             #[cfg(test)]
             lost_notices: None,
             config,
@@ -439,6 +441,8 @@ struct Agent {
     reannounce_at: Instant,
     /// foca's `max_transmissions` now (it grows with the cluster).
     transmissions: std::num::NonZeroU8,
+    /// When to announce to a member next (see `announce`).
+    announces: AnnounceSchedule,
     /// Tests: the (prober, incarnation) of each suspicion notice lost on purpose; `None`: none
     /// is lost.
     #[cfg(test)]
@@ -999,6 +1003,37 @@ impl Agent {
         } else if now >= self.reannounce_at {
             self.reannounce_at = now + timings.anti_entropy_period;
             self.announce_bootstrap();
+        }
+        self.announce_scheduled();
+    }
+
+    /// This period's announce to a member, when it is due (see `announce`: in each period every
+    /// member is announced to once, and answers with one member list).
+    fn announce_scheduled(&mut self) {
+        if self.foca.num_members() == 0 {
+            return;
+        }
+        let since_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let Some(epoch) = self.announces.due(since_unix, &mut self.rng) else {
+            return;
+        };
+        let me = self.foca.identity().clone();
+        let mut members: Vec<NodeIdentity> =
+            self.foca.iter_members().map(|m| m.id().clone()).collect();
+        members.push(me.clone());
+        members.sort_by_key(|m| m.addr);
+        let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+        let Some(to) = announce::target(&addrs, me.addr, epoch) else {
+            return;
+        };
+        let Some(dst) = members.into_iter().find(|m| m.addr == to) else {
+            return;
+        };
+        match self.foca.announce(dst, rt!(self)) {
+            Ok(()) => Counters::add(&self.counters.announces_sent, 1),
+            Err(e) => tracing::debug!(%to, error = %e, "announcing to a member"),
         }
     }
 

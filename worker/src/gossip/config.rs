@@ -138,15 +138,16 @@ impl GossipConfig {
 ///   the records of the differing buckets, so a lost broadcast or a late joiner converges within
 ///   about one period, and an idle cluster pays one ~90-byte packet per round.
 /// - **Idle cost**: 2 pings + ~2 acks per second (146 bytes each on the wire, sealed), a table
-///   hash every 2 s (73 bytes), an announce every 30 s ± 25 % (143 bytes), answered with a
-///   member list that fills a packet (1 416 bytes at 50 members): ≈ 0.7 kB/s ≈ 5–6 kbit/s per
-///   node. The member lists are what makes one node's traffic over a few seconds uneven (a node
-///   that a few members happen to announce to at once sends a few of them): with announces
-///   every 15 s a 10 s window at 50 members read up to 10.2 kbit/s on one node, and with
-///   unjittered announces every 30 s (all nodes of a lab that joined together announcing in
-///   the same second) up to 11.7. Announces only heal membership views that gossip and the
-///   bootstrap re-announces (`maintenance_period`) left apart; memberlist's full-state exchange
-///   runs every 30 s too.
+///   hash every 2 s (73 bytes), an announce every 30 s (143 bytes), answered with a member list
+///   that fills a packet (1 416 bytes at 50 members): ≈ 0.7 kB/s ≈ 5–6 kbit/s per node. The
+///   member lists are what made one node's traffic over a few seconds uneven while announces
+///   went to random members (a node that a few members happened to pick sent a few of them):
+///   with announces every 15 s a 10 s window at 50 members read up to 10.2 kbit/s on one node,
+///   with unjittered announces every 30 s (all nodes of a lab that joined together announcing
+///   in the same second) up to 11.7, jittered up to 10.0. Now each member is announced to
+///   once per period (the agent's `announce` schedule), so it sends one member list per 30 s.
+///   Announces only heal membership views that gossip and the bootstrap re-announces
+///   (`maintenance_period`) left apart; memberlist's full-state exchange runs every 30 s too.
 #[derive(Clone, Debug)]
 pub struct GossipTimings {
     /// SWIM probe period: each node pings one member per period.
@@ -164,7 +165,8 @@ pub struct GossipTimings {
     /// How many times each node sends each update or record broadcast, at least; more in a
     /// large cluster (see [`GossipTimings::transmissions`]).
     pub max_transmissions: NonZeroU8,
-    /// How often to announce to a random member (heals divergent membership views).
+    /// How often each node announces to a member (heals divergent membership views); each
+    /// member is announced to once per period (see the agent's `announce` schedule).
     pub announce_period: Duration,
     /// How often to announce to down members (heals partitions).
     pub announce_to_down_period: Duration,
@@ -235,10 +237,9 @@ impl GossipTimings {
             max_packet_size: NonZeroUsize::new(MAX_PACKET_BYTES - super::runtime::ENVELOPE_BYTES)
                 .unwrap_or(NonZeroUsize::MIN),
             notify_down_members: true,
-            periodic_announce: Some(foca::PeriodicParams {
-                frequency: self.announce_period,
-                num_members: NonZeroUsize::MIN,
-            }),
+            // The agent announces to members itself, on a schedule that has each member answer
+            // one announce per period (`announce`), instead of foca's random pick.
+            periodic_announce: None,
             periodic_announce_to_down_members: Some(foca::PeriodicParams {
                 frequency: self.announce_to_down_period,
                 num_members: two,

@@ -20,6 +20,7 @@
 //! - `owner`: records bound to their owner (signed with its node key), [`RecordAuth`].
 //! - `seal`: sealed datagrams (ChaCha20-Poly1305 under the cluster's key ring, replay window).
 //! - `runtime`: foca's runtime (UDP send path, timer min-heap) and [`GossipStats`].
+//! - `announce`: when and to whom a node announces (every member answers about one per period).
 //! - `agent`: [`Gossip`], the handle, and the task that owns foca.
 //! - `error`: [`GossipError`].
 //!
@@ -31,6 +32,7 @@
 //! as hostile: bounded sizes, validated records, never a panic.
 
 mod agent;
+mod announce;
 mod antientropy;
 mod broadcast;
 mod config;

@@ -182,6 +182,57 @@ async fn records_converge_on_every_node_despite_lost_packets() {
     assert_eq!(table.live_remote("net1", nodes[0].node_id()).count(), 12);
 }
 
+/// Each node announces to a member once per `announce_period`, no more and no less: the
+/// agent's own schedule (in each period every member is announced to once, so each answers one
+/// member list), not foca's random pick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_announces_to_a_member_once_per_period() {
+    let period = Duration::from_millis(400);
+    let timings = GossipTimings {
+        announce_period: period,
+        maintenance_period: Duration::from_millis(20),
+        ..GossipTimings::default()
+    };
+    let n = 5;
+    let start_node = |i: usize, seed: Option<SocketAddr>| {
+        let mut config =
+            GossipConfig::new(format!("node{i}"), loopback(), keys()).with_bootstrap(seed);
+        config.timings = timings.clone();
+        Gossip::start(config)
+    };
+    let first = start_node(0, None).await.expect("start gossip");
+    let seed = first.local_addr();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start_node(i, Some(seed)).await.expect("start gossip"));
+    }
+    wait_members(&nodes, n - 1).await;
+    let sent = |nodes: &[Gossip]| -> Vec<u64> {
+        nodes.iter().map(|g| g.stats().announces_sent).collect()
+    };
+    let before = sent(&nodes);
+    let started = Instant::now();
+    wait_for("four announces from every node", CONVERGE_DEADLINE, || {
+        let now = sent(&nodes);
+        if now.iter().zip(&before).all(|(n, b)| n - b >= 4) {
+            Ok(())
+        } else {
+            Err(format!("announces sent {now:?}, before {before:?}"))
+        }
+    })
+    .await;
+    let after = sent(&nodes);
+    // The periods the wait overlapped: at most one announce in each.
+    let periods = (started.elapsed().as_nanos() / period.as_nanos()) as u64 + 2;
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        assert!(
+            a - b <= periods,
+            "node{i} sent {} announces in {periods} periods",
+            a - b
+        );
+    }
+}
+
 /// Every new record must reach every member by its own push, not by a later repair: with
 /// anti-entropy switched off (one round an hour), each of 100 records published in turn by 20
 /// nodes must be in all 20 tables. The foca epidemic alone (fan-out 3, 6 transmissions per
