@@ -26,7 +26,9 @@
 //!    bytes/s sent on the host's `eth0` (`/proc/<daemon pid>/net/dev`, i.e. everything: gossip,
 //!    dispatcher sessions/heartbeats, Raft), the gossip part alone (an nft counter on
 //!    `udp dport 7946` in the host namespace's output hook; a table of our own, in the host
-//!    namespace only) and the daemon's CPU% (utime+stime from `/proc/<pid>/stat`).
+//!    namespace only) and the daemon's CPU% (utime+stime from `/proc/<pid>/stat`). With
+//!    `--idle-windows W`, W - 1 more windows back to back measure each node's gossip alone
+//!    (its peaks need many windows to show).
 //! 4. `rss`: VmRSS of every daemon with `--endpoints` endpoints in the network.
 //! 6. `bulk` (with `--tasks` T > 0, issue #16): `service create --replicas T` of a `host sleep`
 //!    service on the network (a VIP, so every new backend touches the VIP tables of every
@@ -71,6 +73,8 @@ struct Args {
     poll_ms: u64,
     endpoints: usize,
     idle_secs: u64,
+    /// Further `--idle-secs` windows in which only each node's gossip is measured.
+    idle_windows: usize,
     purge_trials: usize,
     iperf_secs: u64,
     tasks: usize,
@@ -87,6 +91,7 @@ fn parse_args() -> Args {
         poll_ms: 5,
         endpoints: 100,
         idle_secs: 10,
+        idle_windows: 1,
         purge_trials: 3,
         iperf_secs: 5,
         tasks: 0,
@@ -110,6 +115,7 @@ fn parse_args() -> Args {
             "--poll-ms" => a.poll_ms = num().max(1),
             "--endpoints" => a.endpoints = num() as usize,
             "--idle-secs" => a.idle_secs = num().max(1),
+            "--idle-windows" => a.idle_windows = num().max(1) as usize,
             "--purge-trials" => a.purge_trials = num() as usize,
             "--iperf-secs" => a.iperf_secs = num(),
             "--tasks" => a.tasks = num() as usize,
@@ -123,7 +129,7 @@ fn parse_args() -> Args {
             "--help" | "-h" => {
                 eprintln!(
                     "cluster_bench [--hosts N] [--samples S] [--poll-ms MS] [--endpoints E] \
-                     [--idle-secs S] [--purge-trials T] [--iperf-secs S (0: skip)] \
+                     [--idle-secs S] [--idle-windows W] [--purge-trials T] [--iperf-secs S (0: skip)] \
                      [--tasks T (0: skip)] [--tasks-timeout-secs S] [--soak-secs S (0: skip)] \
                      [--no-settle]"
                 );
@@ -703,6 +709,7 @@ fn main() {
     }
     let mean = |v: &[f64]| round1(v.iter().sum::<f64>() / v.len().max(1) as f64);
     let max = |v: &[f64]| round1(v.iter().copied().fold(f64::MIN, f64::max));
+    let windows = gossip_windows(&cluster, args.idle_secs, args.idle_windows - 1);
     let idle = json!({
         "window_s": round1(elapsed),
         "endpoints": endpoints,
@@ -710,6 +717,7 @@ fn main() {
         "eth0_tx_kbit_per_s": {"mean": mean(&tx_kbit), "max": max(&tx_kbit)},
         "gossip_out_kbit_per_s": {"mean": mean(&gossip_kbit), "max": max(&gossip_kbit)},
         "daemon_cpu_pct": {"mean": (mean(&cpu)), "max": max(&cpu)},
+        "more_windows": windows,
         "per_node": idle_nodes,
     });
     let rss_json = json!({
@@ -881,6 +889,57 @@ fn main() {
 }
 
 // ---------------------------------------------------------------------------------------------
+/// `windows` more idle windows of `secs` each, back to back: each node's gossip sent (the nft
+/// counter on UDP 7946 out) in kbit/s, the mean and the busiest node of each window, and the
+/// busiest of all. One window shows a node's typical traffic; its peaks (a node answering
+/// several announces in one window) need many.
+fn gossip_windows(cluster: &Cluster, secs: u64, windows: usize) -> Value {
+    let n = cluster.len();
+    let read = || -> Vec<u64> {
+        (1..=n)
+            .map(|k| {
+                nft_counters(&cluster.netns_path(k))
+                    .get("gossip_out")
+                    .map_or(0, |&(_, bytes)| bytes)
+            })
+            .collect()
+    };
+    let mut each = Vec::new();
+    let mut busiest = (0.0f64, String::new());
+    let mut before = read();
+    let mut t0 = Instant::now();
+    for _ in 0..windows {
+        std::thread::sleep(Duration::from_secs(secs));
+        let after = read();
+        let elapsed = t0.elapsed().as_secs_f64();
+        t0 = Instant::now();
+        let kbit: Vec<f64> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b) as f64 * 8.0 / 1000.0 / elapsed)
+            .collect();
+        before = after;
+        let (top, node) = kbit
+            .iter()
+            .enumerate()
+            .fold((0.0f64, 0), |m, (i, &k)| if k > m.0 { (k, i) } else { m });
+        if top > busiest.0 {
+            busiest = (top, format!("h{}", node + 1));
+        }
+        each.push(json!({
+            "mean": round1(kbit.iter().sum::<f64>() / kbit.len().max(1) as f64),
+            "max": round1(top),
+            "node": format!("h{}", node + 1),
+        }));
+    }
+    json!({
+        "window_s": secs,
+        "gossip_out_kbit_per_s": each,
+        "max": round1(busiest.0),
+        "max_node": busiest.1,
+    })
+}
+
 // Soak: an idle cluster for S seconds, and every sign of a live node declared down.
 
 /// Log lines that say a live node was declared down: by the manager's heartbeat monitor, by
