@@ -267,7 +267,7 @@ async fn serve(host: &str, args: DaemonArgs) -> Result<()> {
     {
         create_searchable(dir)?;
     }
-    let hostname = match args.hostname {
+    let hostname = match args.hostname.clone() {
         Some(h) => h,
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
