@@ -101,7 +101,11 @@ mod tests {
                     *announced_to.entry(to).or_default() += 1;
                     heard_from.entry(to).or_default().insert(me);
                 }
-                assert_eq!(announced_to.len(), n, "n {n}, epoch {epoch}: {announced_to:?}");
+                assert_eq!(
+                    announced_to.len(),
+                    n,
+                    "n {n}, epoch {epoch}: {announced_to:?}"
+                );
                 assert!(
                     announced_to.values().all(|&c| c == 1),
                     "n {n}, epoch {epoch}: {announced_to:?}"
@@ -133,6 +137,9 @@ mod tests {
         }
         let want: Vec<u64> = (0..20).map(|e| start.as_secs() / 30 + e).collect();
         assert_eq!(fired, want);
-        assert!(moments.len() > 5, "announces at {moments:?} (100 ms steps into a period)");
+        assert!(
+            moments.len() > 5,
+            "announces at {moments:?} (100 ms steps into a period)"
+        );
     }
 }

@@ -354,9 +354,7 @@ impl TimerQueue {
                 });
                 after
             }
-            Timer::PeriodicAnnounceDown(_) => {
-                after.mul_f64(rand10::random_range(0.75..1.25))
-            }
+            Timer::PeriodicAnnounceDown(_) => after.mul_f64(rand10::random_range(0.75..1.25)),
             _ => after,
         };
         self.push(now + after, timer);
@@ -511,8 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn periodic_announces_to_down_members_are_jittered_so_nodes_that_joined_together_drift_apart()
-    {
+    fn periodic_announces_to_down_members_are_jittered_so_nodes_that_joined_together_drift_apart() {
         let t0 = Instant::now();
         let period = Duration::from_secs(5);
         let mut q = TimerQueue::default();

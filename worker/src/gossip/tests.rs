@@ -207,9 +207,8 @@ async fn each_node_announces_to_a_member_once_per_period() {
         nodes.push(start_node(i, Some(seed)).await.expect("start gossip"));
     }
     wait_members(&nodes, n - 1).await;
-    let sent = |nodes: &[Gossip]| -> Vec<u64> {
-        nodes.iter().map(|g| g.stats().announces_sent).collect()
-    };
+    let sent =
+        |nodes: &[Gossip]| -> Vec<u64> { nodes.iter().map(|g| g.stats().announces_sent).collect() };
     let before = sent(&nodes);
     let started = Instant::now();
     wait_for("four announces from every node", CONVERGE_DEADLINE, || {
