@@ -562,13 +562,120 @@ fn main() {
         .collect();
 
     // 1. Propagation.
+    let propagation = measure_propagation(&cluster, &mut socks, &mut count, &args, &mut conflicts);
+    eprintln!("propagation: {propagation}");
+
+    let endpoints = fill_endpoints(&cluster, &mut count, args.endpoints, &mut conflicts);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // 3. Idle traffic and CPU, 4. memory.
+    let (idle, rss_json) = measure_idle(&cluster, &args, endpoints);
+    eprintln!("idle: {idle}\nrss: {rss_json}");
+
+    // 7. Idle soak: no live node may be declared down.
+    let soak = if args.soak_secs > 0 {
+        soak(&cluster, args.soak_secs)
+    } else {
+        Value::Null
+    };
+    eprintln!("soak: {soak}");
+
+    // 5. Throughput (before any host dies).
+    let throughput = if args.iperf_secs > 0 {
+        throughput(&cluster, args.iperf_secs).unwrap_or_else(|e| json!({"error": e}))
+    } else {
+        Value::Null
+    };
+    eprintln!("throughput: {throughput}");
+
+    // 6. Many tasks at once (before any host dies).
+    let bulk = if args.tasks > 0 {
+        bulk_tasks(&cluster, args.tasks, args.tasks_timeout_secs, &net_id)
+    } else {
+        Value::Null
+    };
+    eprintln!("bulk: {bulk}");
+
+    // 2. Node death → purged everywhere. Victims h_n, h_(n-1), … (never h1, the manager).
+    let mut purges = Vec::new();
+    let trials = args.purge_trials.min(n - 1);
+    for t in 0..trials {
+        let victim = n - t;
+        let settled = if args.settle {
+            let previous = (t > 0).then(|| victim + 1);
+            settle(&cluster.host(1), args.tasks, previous)
+        } else {
+            Value::Null
+        };
+        purges.push(purge_trial(
+            &mut cluster,
+            &mut socks,
+            &net_id,
+            victim,
+            settled,
+            poll,
+        ));
+    }
+    let purge_all: Vec<f64> = purges
+        .iter()
+        .filter_map(|p| p["purged_everywhere_ms"].as_f64())
+        .collect();
+    let max = |v: &[f64]| round1(v.iter().copied().fold(f64::MIN, f64::max));
+
+    // 8. The many tasks removed at once: `service rm` → no node has their entries left.
+    let removal = if args.tasks > 0 {
+        remove_bulk(&cluster, &mut socks, &net_id)
+    } else {
+        Value::Null
+    };
+    eprintln!("removal: {removal}");
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let report = json!({
+        "bench": "cluster_gossip_overlay",
+        "hosts": n,
+        "binary": mini_tests::binary::mini_binary().display().to_string(),
+        "network_subnet": SUBNET,
+        "goals": {"propagation_p99_ms_at_10": 500, "purge_ms": 4000, "idle_gossip_kbit_per_s_per_node": 50, "overlay_vs_kernel_vxlan": 0.95},
+        "propagation": propagation,
+        "purge": {
+            "trials": purges,
+            "max_ms": if purge_all.is_empty() { Value::Null } else { json!(max(&purge_all)) },
+            "summary_ms": summary(&purge_all),
+            "failed": purges.len() - purge_all.len(),
+        },
+        "soak": soak,
+        "idle": idle,
+        "rss": rss_json,
+        "throughput": throughput,
+        "bulk": bulk,
+        "removal": removal,
+        "write_conflicts_retried": conflicts,
+        "loadavg_before": load_before.trim(),
+        "loadavg_after": load_after.trim(),
+        "duration_s": round1(started.elapsed().as_secs_f64()),
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+}
+
+/// Phase 1, propagation: `args.samples` new tasks, one host after another, each timed until
+/// every other node's kernel has its neighbour and FDB entries.
+fn measure_propagation(
+    cluster: &Cluster,
+    socks: &mut [Option<NlNs>],
+    count: &mut [usize],
+    args: &Args,
+    conflicts: &mut Vec<String>,
+) -> Value {
+    let n = args.hosts;
+    let poll = Duration::from_millis(args.poll_ms);
+    let m = cluster.host(1);
     let mut samples = Vec::new();
     let mut errors = Vec::new();
     let (cpu0, wall0) = (cpu_secs(std::process::id() as i32), Instant::now());
     let mut failed_in_a_row = 0;
     for i in 0..args.samples {
         let a = i % n + 1;
-        match propagate_one(&cluster, &mut socks, a, &mut count, poll, &mut conflicts) {
+        match propagate_one(cluster, socks, a, count, poll, conflicts) {
             Ok(s) => {
                 samples.push(s);
                 failed_in_a_row = 0;
@@ -613,13 +720,22 @@ fn main() {
         })).collect::<Vec<_>>(),
         "errors": errors,
     });
-    eprintln!("propagation: {propagation}");
+    propagation
+}
 
-    // Fill up to `endpoints` endpoints, spread over the hosts.
+/// Scales the pinned services up to `endpoints` endpoints in all, spread over the hosts;
+/// returns how many there are.
+fn fill_endpoints(
+    cluster: &Cluster,
+    count: &mut [usize],
+    endpoints: usize,
+    conflicts: &mut Vec<String>,
+) -> usize {
+    let n = count.len();
     let m = cluster.host(1);
     let total: usize = count.iter().sum();
-    if args.endpoints > total {
-        let per = args.endpoints.div_ceil(n);
+    if endpoints > total {
+        let per = endpoints.div_ceil(n);
         let mut specs = Vec::new();
         for (i, c) in count.iter_mut().enumerate() {
             let want = per.max(*c);
@@ -628,16 +744,19 @@ fn main() {
         }
         let mut cmd = vec!["service", "scale", "--detach"];
         cmd.extend(specs.iter().map(String::as_str));
-        retry_conflict(&m, &mut conflicts, &cmd);
+        retry_conflict(&m, conflicts, &cmd);
         for k in 1..=n {
             wait_running(&m, &format!("p-h{k}"), count[k - 1]);
         }
     }
     wait_check(&m);
-    let endpoints: usize = count.iter().sum();
-    std::thread::sleep(Duration::from_secs(3));
+    count.iter().sum()
+}
 
-    // 3. Idle traffic and CPU, 4. memory.
+/// Phases 3 and 4: idle traffic and CPU per node (nft counters in each host namespace, the
+/// daemon's CPU), and every daemon's resident memory.
+fn measure_idle(cluster: &Cluster, args: &Args, endpoints: usize) -> (Value, Value) {
+    let n = args.hosts;
     let pids: Vec<i32> = (1..=n)
         .map(|k| cluster.daemon_pid(k).expect("daemon"))
         .collect();
@@ -709,7 +828,7 @@ fn main() {
     }
     let mean = |v: &[f64]| round1(v.iter().sum::<f64>() / v.len().max(1) as f64);
     let max = |v: &[f64]| round1(v.iter().copied().fold(f64::MIN, f64::max));
-    let windows = gossip_windows(&cluster, args.idle_secs, args.idle_windows - 1);
+    let windows = gossip_windows(cluster, args.idle_secs, args.idle_windows - 1);
     let idle = json!({
         "window_s": round1(elapsed),
         "endpoints": endpoints,
@@ -727,165 +846,103 @@ fn main() {
         "workers_max_mib": max(&rss[1..]),
         "per_node_mib": rss,
     });
-    eprintln!("idle: {idle}\nrss: {rss_json}");
+    (idle, rss_json)
+}
 
-    // 7. Idle soak: no live node may be declared down.
-    let soak = if args.soak_secs > 0 {
-        soak(&cluster, args.soak_secs)
-    } else {
-        Value::Null
-    };
-    eprintln!("soak: {soak}");
-
-    // 5. Throughput (before any host dies).
-    let throughput = if args.iperf_secs > 0 {
-        throughput(&cluster, args.iperf_secs).unwrap_or_else(|e| json!({"error": e}))
-    } else {
-        Value::Null
-    };
-    eprintln!("throughput: {throughput}");
-
-    // 6. Many tasks at once (before any host dies).
-    let bulk = if args.tasks > 0 {
-        bulk_tasks(&cluster, args.tasks, args.tasks_timeout_secs, &net_id)
-    } else {
-        Value::Null
-    };
-    eprintln!("bulk: {bulk}");
-
-    // 2. Node death → purged everywhere. Victims h_n, h_(n-1), … (never h1, the manager).
-    let mut purges = Vec::new();
-    let trials = args.purge_trials.min(n - 1);
-    for t in 0..trials {
-        let victim = n - t;
-        let dead = vtep(&cluster, victim);
-        let survivors: Vec<usize> = (1..=n).filter(|&k| k < victim).collect();
-        let dead_eps: BTreeSet<_> = survivors
-            .iter()
-            .flat_map(|&k| socks[k - 1].as_mut().expect("socket").peers().at(dead))
-            .collect();
-        let settled = if args.settle {
-            let previous = (t > 0).then(|| victim + 1);
-            settle(&cluster.host(1), args.tasks, previous)
-        } else {
-            Value::Null
-        };
-        // One watcher per survivor, subscribed before the kill: its thread follows the kernel's
-        // neighbour and FDB events from the state dumped here, and the survivor is clean when
-        // they have removed the last entry of the dead node. Polling the survivors one after
-        // another took a sweep of dumps (up to 4 s at load 70 with 2,000 endpoints) to see each
-        // node again; a dump per event would cost the lab the CPU the purge needs.
-        let mut watchers: HashMap<usize, NlNs> = survivors
-            .iter()
-            .map(|&k| {
-                let w = NlNs::watch(&overlay_ns(&cluster, k, &net_id)).expect("watcher");
-                (k, w)
-            })
-            .collect();
-        let mut stale: HashMap<usize, Stale> = survivors
-            .iter()
-            .map(|&k| {
-                let p = socks[k - 1].as_mut().expect("socket").peers();
-                (k, Stale::of(&p, dead, &dead_eps))
-            })
-            .collect();
-        let killed_at = wall_ms();
-        let t0 = Instant::now();
-        cluster.kill_host(victim);
-        let killed_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        socks[victim - 1] = None;
-        let deadline = t0 + Duration::from_secs(60);
-        let clean_at: HashMap<usize, f64> = std::thread::scope(|scope| {
-            let threads: Vec<_> = socks
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, s)| Some((i + 1, s.as_mut()?)))
-                .filter(|(k, _)| survivors.contains(k))
-                .map(|(k, sock)| {
-                    let mut watcher = watchers.remove(&k).expect("watcher");
-                    let mut left = stale.remove(&k).expect("stale entries");
-                    let dead_eps = &dead_eps;
-                    scope.spawn(move || {
-                        while Instant::now() < deadline {
+/// Phase 2, one node death: kills `victim` and times, per survivor, until its kernel holds no
+/// entry of the victim's endpoints or VTEP.
+fn purge_trial(
+    cluster: &mut Cluster,
+    socks: &mut [Option<NlNs>],
+    net_id: &str,
+    victim: usize,
+    settled: Value,
+    poll: Duration,
+) -> Value {
+    let n = socks.len();
+    let dead = vtep(cluster, victim);
+    let survivors: Vec<usize> = (1..=n).filter(|&k| k < victim).collect();
+    let dead_eps: BTreeSet<_> = survivors
+        .iter()
+        .flat_map(|&k| socks[k - 1].as_mut().expect("socket").peers().at(dead))
+        .collect();
+    // One watcher per survivor, subscribed before the kill: its thread follows the kernel's
+    // neighbour and FDB events from the state dumped here, and the survivor is clean when
+    // they have removed the last entry of the dead node. Polling the survivors one after
+    // another took a sweep of dumps (up to 4 s at load 70 with 2,000 endpoints) to see each
+    // node again; a dump per event would cost the lab the CPU the purge needs.
+    let mut watchers: HashMap<usize, NlNs> = survivors
+        .iter()
+        .map(|&k| {
+            let w = NlNs::watch(&overlay_ns(cluster, k, net_id)).expect("watcher");
+            (k, w)
+        })
+        .collect();
+    let mut stale: HashMap<usize, Stale> = survivors
+        .iter()
+        .map(|&k| {
+            let p = socks[k - 1].as_mut().expect("socket").peers();
+            (k, Stale::of(&p, dead, &dead_eps))
+        })
+        .collect();
+    let killed_at = wall_ms();
+    let t0 = Instant::now();
+    cluster.kill_host(victim);
+    let killed_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    socks[victim - 1] = None;
+    let deadline = t0 + Duration::from_secs(60);
+    let clean_at: HashMap<usize, f64> = std::thread::scope(|scope| {
+        let threads: Vec<_> = socks
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i + 1, s.as_mut()?)))
+            .filter(|(k, _)| survivors.contains(k))
+            .map(|(k, sock)| {
+                let mut watcher = watchers.remove(&k).expect("watcher");
+                let mut left = stale.remove(&k).expect("stale entries");
+                let dead_eps = &dead_eps;
+                scope.spawn(move || {
+                    while Instant::now() < deadline {
+                        if left.is_empty() {
+                            let at = t0.elapsed().as_secs_f64() * 1000.0;
+                            // What the events said, checked once against the tables.
+                            left = Stale::of(&sock.peers(), dead, dead_eps);
                             if left.is_empty() {
-                                let at = t0.elapsed().as_secs_f64() * 1000.0;
-                                // What the events said, checked once against the tables.
-                                left = Stale::of(&sock.peers(), dead, dead_eps);
-                                if left.is_empty() {
-                                    return Some((k, at));
-                                }
-                            }
-                            match watcher.wait_changes(Duration::from_millis(250).max(poll)) {
-                                Some(changes) => {
-                                    for c in changes {
-                                        left.apply(c, dead, dead_eps);
-                                    }
-                                }
-                                // Events were lost: start again from the tables.
-                                None => left = Stale::of(&sock.peers(), dead, dead_eps),
+                                return Some((k, at));
                             }
                         }
-                        None
-                    })
+                        match watcher.wait_changes(Duration::from_millis(250).max(poll)) {
+                            Some(changes) => {
+                                for c in changes {
+                                    left.apply(c, dead, dead_eps);
+                                }
+                            }
+                            // Events were lost: start again from the tables.
+                            None => left = Stale::of(&sock.peers(), dead, dead_eps),
+                        }
+                    }
+                    None
                 })
-                .collect();
-            threads
-                .into_iter()
-                .filter_map(|t| t.join().expect("purge watcher"))
-                .collect()
-        });
-        let all = clean_at.values().copied().fold(f64::MIN, f64::max);
-        purges.push(json!({
-            "victim": format!("h{victim}"),
-            "settled_before_kill": settled,
-            "killed_at_unix_ms": killed_at.round(),
-            "endpoints_of_victim": dead_eps.len(),
-            "kill_and_link_down_ms": round1(killed_ms),
-            "purged_everywhere_ms": if clean_at.len() == survivors.len() { json!(round1(all)) } else { json!(null) },
-            "per_node_ms": survivors.iter().map(|k| json!({
-                "node": format!("h{k}"),
-                "ms": clean_at.get(k).map(|v| round1(*v)),
-            })).collect::<Vec<_>>(),
-        }));
-    }
-    let purge_all: Vec<f64> = purges
-        .iter()
-        .filter_map(|p| p["purged_everywhere_ms"].as_f64())
-        .collect();
-
-    // 8. The many tasks removed at once: `service rm` → no node has their entries left.
-    let removal = if args.tasks > 0 {
-        remove_bulk(&cluster, &mut socks, &net_id)
-    } else {
-        Value::Null
-    };
-    eprintln!("removal: {removal}");
-    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let report = json!({
-        "bench": "cluster_gossip_overlay",
-        "hosts": n,
-        "binary": mini_tests::binary::mini_binary().display().to_string(),
-        "network_subnet": SUBNET,
-        "goals": {"propagation_p99_ms_at_10": 500, "purge_ms": 4000, "idle_gossip_kbit_per_s_per_node": 50, "overlay_vs_kernel_vxlan": 0.95},
-        "propagation": propagation,
-        "purge": {
-            "trials": purges,
-            "max_ms": if purge_all.is_empty() { Value::Null } else { json!(max(&purge_all)) },
-            "summary_ms": summary(&purge_all),
-            "failed": purges.len() - purge_all.len(),
-        },
-        "soak": soak,
-        "idle": idle,
-        "rss": rss_json,
-        "throughput": throughput,
-        "bulk": bulk,
-        "removal": removal,
-        "write_conflicts_retried": conflicts,
-        "loadavg_before": load_before.trim(),
-        "loadavg_after": load_after.trim(),
-        "duration_s": round1(started.elapsed().as_secs_f64()),
+            })
+            .collect();
+        threads
+            .into_iter()
+            .filter_map(|t| t.join().expect("purge watcher"))
+            .collect()
     });
-    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    let all = clean_at.values().copied().fold(f64::MIN, f64::max);
+    json!({
+        "victim": format!("h{victim}"),
+        "settled_before_kill": settled,
+        "killed_at_unix_ms": killed_at.round(),
+        "endpoints_of_victim": dead_eps.len(),
+        "kill_and_link_down_ms": round1(killed_ms),
+        "purged_everywhere_ms": if clean_at.len() == survivors.len() { json!(round1(all)) } else { json!(null) },
+        "per_node_ms": survivors.iter().map(|k| json!({
+            "node": format!("h{k}"),
+            "ms": clean_at.get(k).map(|v| round1(*v)),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
