@@ -84,6 +84,24 @@ async fn cluster(n: usize, drop: f64) -> Vec<Gossip> {
     nodes
 }
 
+/// `n` agents with `timings`, joined through the first, once every one sees all the others.
+async fn cluster_with_timings(n: usize, timings: &GossipTimings) -> Vec<Gossip> {
+    let start_node = |i: usize, seed: Option<SocketAddr>| {
+        let mut config =
+            GossipConfig::new(format!("node{i}"), loopback(), keys()).with_bootstrap(seed);
+        config.timings = timings.clone();
+        Gossip::start(config)
+    };
+    let first = start_node(0, None).await.expect("start gossip");
+    let seed = first.local_addr();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start_node(i, Some(seed)).await.expect("start gossip"));
+    }
+    wait_members(&nodes, n - 1).await;
+    nodes
+}
+
 async fn wait_members(nodes: &[Gossip], want: usize) {
     wait_members_within(nodes, want, CONVERGE_DEADLINE).await;
 }
@@ -194,19 +212,7 @@ async fn each_node_announces_to_a_member_once_per_period() {
         ..GossipTimings::default()
     };
     let n = 5;
-    let start_node = |i: usize, seed: Option<SocketAddr>| {
-        let mut config =
-            GossipConfig::new(format!("node{i}"), loopback(), keys()).with_bootstrap(seed);
-        config.timings = timings.clone();
-        Gossip::start(config)
-    };
-    let first = start_node(0, None).await.expect("start gossip");
-    let seed = first.local_addr();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        nodes.push(start_node(i, Some(seed)).await.expect("start gossip"));
-    }
-    wait_members(&nodes, n - 1).await;
+    let nodes = cluster_with_timings(n, &timings).await;
     let sent =
         |nodes: &[Gossip]| -> Vec<u64> { nodes.iter().map(|g| g.stats().announces_sent).collect() };
     let before = sent(&nodes);
@@ -246,19 +252,7 @@ async fn every_new_record_reaches_every_member_without_anti_entropy() {
         ..GossipTimings::default()
     };
     let n = 20;
-    let start_node = |i: usize, seed: Option<SocketAddr>| {
-        let mut config =
-            GossipConfig::new(format!("node{i}"), loopback(), keys()).with_bootstrap(seed);
-        config.timings = timings.clone();
-        Gossip::start(config)
-    };
-    let first = start_node(0, None).await.expect("start gossip");
-    let seed = first.local_addr();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        nodes.push(start_node(i, Some(seed)).await.expect("start gossip"));
-    }
-    wait_members(&nodes, n - 1).await;
+    let nodes = cluster_with_timings(n, &timings).await;
     // Let the joiners' own full-digest exchanges settle (they are the only anti-entropy).
     tokio::time::sleep(Duration::from_millis(500)).await;
     for k in 0..100usize {
