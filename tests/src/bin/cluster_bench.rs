@@ -56,6 +56,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mini_tests::bench::{cpu_secs, round1, rss_kib, summary, wall_ms};
@@ -547,8 +548,8 @@ fn main() {
                 "--constraint",
                 &format!("node.hostname==h{k}"),
                 "host",
-                "sleep",
-                "100000",
+                BULK_COMMAND[0],
+                BULK_COMMAND[1],
             ],
         );
     }
@@ -1326,8 +1327,8 @@ fn bulk_tasks(cluster: &Cluster, tasks: usize, timeout_secs: u64, net_id: &str) 
         "--network",
         NETWORK,
         "host",
-        "sleep",
-        "100000",
+        BULK_COMMAND[0],
+        BULK_COMMAND[1],
     ]);
     if !out.success {
         return json!({"error": format!("service create: {}", out.stderr)});
@@ -1491,6 +1492,17 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
         .count();
     let drops0 = udp_rcvbuf_errors(&pids);
     let cpu0: Vec<(f64, f64)> = pids.iter().map(|&p| user_system_secs(p)).collect();
+    // The bulk tasks and the pinned ones run the same command: the pinned ones are the rest.
+    let sleep_cmdline = BULK_COMMAND.join("\0");
+    let pinned = count_processes(&sleep_cmdline).saturating_sub(ips.len());
+    let netns_files = || -> usize {
+        live.iter()
+            .filter_map(|&k| std::fs::read_dir(cluster.host(k).run_dir().join("netns")).ok())
+            .map(Iterator::count)
+            .sum()
+    };
+    // Every namespace but the bulk tasks' sandboxes.
+    let other_netns = netns_files().saturating_sub(ips.len());
     let t0 = Instant::now();
     let out = m.mini(&["service", "rm", "bulk"]);
     if !out.success {
@@ -1499,6 +1511,9 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
     let rm_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let deadline = t0 + Duration::from_secs(120);
     let eps = &eps;
+    // Entries each node still holds, as its watcher last counted them (for the timeline).
+    let entries_left: Vec<AtomicUsize> = live.iter().map(|_| AtomicUsize::new(eps.len())).collect();
+    let mut timeline = Vec::new();
     let clean_at: BTreeMap<usize, (f64, usize)> = std::thread::scope(|scope| {
         let threads: Vec<_> = socks
             .iter_mut()
@@ -1508,14 +1523,17 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
             .map(|(k, sock)| {
                 let mut watcher = watchers.remove(&k).expect("watcher");
                 let mut left = Stale::of_endpoints(&dumps[&k], eps);
+                let counter = &entries_left[live.iter().position(|&l| l == k).expect("live")];
                 scope.spawn(move || {
                     let mut redumps = 0;
                     let mut last_read = Instant::now();
                     while Instant::now() < deadline {
+                        counter.store(left.neigh.len() + left.fdb.len(), Ordering::Relaxed);
                         if left.is_empty() {
                             let at = t0.elapsed().as_secs_f64() * 1000.0;
                             left = Stale::of_endpoints(&sock.peers(), eps);
                             if left.is_empty() {
+                                counter.store(0, Ordering::Relaxed);
                                 return Some((k, at, redumps));
                             }
                         }
@@ -1544,6 +1562,22 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
                 })
             })
             .collect();
+        // Once a second: the task processes still alive and the entries still held, to tell
+        // where the removal's time goes (the stops, or the tables after them).
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            let left: Vec<usize> = entries_left
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
+            timeline.push(json!({
+                "t_s": round1(t0.elapsed().as_secs_f64()),
+                "task_processes": count_processes(&sleep_cmdline).saturating_sub(pinned),
+                "task_sandboxes": netns_files().saturating_sub(other_netns),
+                "entries_left": left.iter().sum::<usize>(),
+                "nodes_clean": left.iter().filter(|&&l| l == 0).count(),
+            }));
+            std::thread::sleep(Duration::from_secs(1));
+        }
         threads
             .into_iter()
             .filter_map(|t| t.join().expect("removal watcher"))
@@ -1593,7 +1627,28 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
         "nodes_read_again_when_quiet": redumped,
         "udp_rcvbuf_errors": udp_rcvbuf_errors(&pids).saturating_sub(drops0),
         "daemons_cpu_s": {"user": round1(user), "system": round1(system)},
+        "timeline": timeline,
     })
+}
+
+/// The command of the bulk service's tasks (and of the pinned services').
+const BULK_COMMAND: [&str; 2] = ["sleep", "100000"];
+
+/// Processes on this machine whose command line is `cmdline` (arguments joined by NUL).
+fn count_processes(cmdline: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| c.strip_suffix(b"\0").unwrap_or(c) == cmdline.as_bytes())
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------
