@@ -284,10 +284,16 @@ pub fn plan_with(
     let host = balance.host_want(gw_addrs.get(INGRESS_SBOX).copied());
     balance::diff(&NsRef::Host, host.as_ref(), obs.host.lb.as_ref(), &mut ops);
     // The members-only filter first: it depends on nothing else, and it protects the node
-    // even when a later step fails.
-    let mut all = Vec::with_capacity(ops.len() + 1);
+    // even when a later step fails. Then the entries of peers that went away: they depend on
+    // nothing either, and a node that tears down many sandboxes of its own at once (a removed
+    // service) must not keep sending to peers that are gone until its own teardown is done.
+    let (peer_deletes, rest): (Vec<Op>, Vec<Op>) = ops
+        .into_iter()
+        .partition(|op| matches!(op, Op::DelNeighbour { .. } | Op::DelFdb { .. }));
+    let mut all = Vec::with_capacity(peer_deletes.len() + rest.len() + 1);
     filter::plan(desired.members.as_ref(), obs.filter.as_ref(), &mut all);
-    all.extend(ops);
+    all.extend(peer_deletes);
+    all.extend(rest);
     Ok(all)
 }
 

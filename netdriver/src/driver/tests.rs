@@ -211,6 +211,41 @@ async fn peers_change_by_exact_differences() {
     assert_eq!(overlay(&d).peers(), vec![peer(4, 3), moved]);
 }
 
+/// A peer that went away leaves the kernel before this node's own sandboxes are torn down in
+/// the same apply: removing a service tears down many sandboxes at once (each namespace's
+/// deletion waits on the kernel), and the node must not go on sending to its peers' gone
+/// tasks meanwhile.
+#[tokio::test]
+async fn gone_peers_leave_before_sandboxes_are_torn_down() {
+    let d = driver();
+    let other = "qqqqqqqqqqqqqqqqqqqqqqqqq";
+    d.apply(&state(
+        vec![peer(3, 2)],
+        vec![sandbox(TASK, 2), sandbox(other, 4)],
+    ))
+    .await
+    .unwrap();
+    let report = d
+        .apply(&state(vec![], vec![sandbox(TASK, 2)]))
+        .await
+        .unwrap();
+    let kinds: Vec<String> = report.ops.iter().map(|o| o.to_string()).collect();
+    let first_teardown = kinds
+        .iter()
+        .position(|k| k.starts_with("delete "))
+        .unwrap_or_else(|| panic!("no teardown in {kinds:?}"));
+    let last_peer = kinds
+        .iter()
+        .rposition(|k| k.starts_with("neigh del") || k.starts_with("fdb del"))
+        .unwrap_or_else(|| panic!("no peer removed in {kinds:?}"));
+    assert!(last_peer < first_teardown, "{kinds:#?}");
+    assert!(overlay(&d).peers().is_empty());
+    assert!(
+        !d.kernel().state().namespaces.contains_key(&other[..12]),
+        "the other sandbox is gone"
+    );
+}
+
 #[tokio::test]
 async fn peers_given_before_the_namespace_are_programmed_with_it() {
     let d = driver();
