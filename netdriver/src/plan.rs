@@ -270,7 +270,15 @@ pub fn plan_with(
     let mut ops = link_deletes;
     ops.extend(ns_deletes);
     host_ops(cfg, obs, need_gw, gw_ok, &mut ops);
-    overlay_ops(cfg, &wanted, obs, &kept_overlay, &mut ops);
+    let mut peer_deletes = Vec::new();
+    overlay_ops(
+        cfg,
+        &wanted,
+        obs,
+        &kept_overlay,
+        &mut peer_deletes,
+        &mut ops,
+    );
 
     ops.extend(sandbox_creates);
     ops.extend(attaches);
@@ -287,13 +295,10 @@ pub fn plan_with(
     // even when a later step fails. Then the entries of peers that went away: they depend on
     // nothing either, and a node that tears down many sandboxes of its own at once (a removed
     // service) must not keep sending to peers that are gone until its own teardown is done.
-    let (peer_deletes, rest): (Vec<Op>, Vec<Op>) = ops
-        .into_iter()
-        .partition(|op| matches!(op, Op::DelNeighbour { .. } | Op::DelFdb { .. }));
-    let mut all = Vec::with_capacity(peer_deletes.len() + rest.len() + 1);
+    let mut all = Vec::with_capacity(peer_deletes.len() + ops.len() + 1);
     filter::plan(desired.members.as_ref(), obs.filter.as_ref(), &mut all);
     all.extend(peer_deletes);
-    all.extend(rest);
+    all.extend(ops);
     Ok(all)
 }
 
@@ -583,12 +588,13 @@ fn host_ops(cfg: &DriverConfig, obs: &Observed, need_gw: bool, gw_ok: bool, ops:
 }
 
 /// Creates the overlays that are missing (or not right) and brings every overlay's peers up
-/// to date.
+/// to date: the entries of gone peers into `deletes`, the rest into `ops`.
 fn overlay_ops(
     cfg: &DriverConfig,
     wanted: &Wanted<'_>,
     obs: &Observed,
     kept_overlay: &dyn Fn(&str) -> bool,
+    deletes: &mut Vec<Op>,
     ops: &mut Vec<Op>,
 ) {
     for (ons, net) in &wanted.overlays {
@@ -605,30 +611,38 @@ fn overlay_ops(
             });
             &empty
         };
-        peer_diff(cfg, ons, net, current, ops);
+        peer_diff(cfg, ons, net, current, deletes, ops);
     }
 }
 
-/// Neighbour and FDB differences of one overlay namespace: deletions first, then replacements.
-fn peer_diff(cfg: &DriverConfig, ns: &str, net: &OverlayNetwork, st: &NsState, ops: &mut Vec<Op>) {
+/// Neighbour and FDB differences of one overlay namespace: deletions into `deletes`,
+/// replacements into `sets`.
+fn peer_diff(
+    cfg: &DriverConfig,
+    ns: &str,
+    net: &OverlayNetwork,
+    st: &NsState,
+    deletes: &mut Vec<Op>,
+    sets: &mut Vec<Op>,
+) {
     let remote = net.peers.iter().filter(|p| p.vtep != cfg.vtep);
     let neigh: BTreeMap<Ipv4Addr, MacAddr> = remote.clone().map(|p| (p.ip, p.mac)).collect();
     let fdb: BTreeMap<MacAddr, Ipv4Addr> = remote.map(|p| (p.mac, p.vtep)).collect();
     for ip in st.neighbours.keys().filter(|ip| !neigh.contains_key(ip)) {
-        ops.push(Op::DelNeighbour {
+        deletes.push(Op::DelNeighbour {
             ns: ns.to_string(),
             ip: *ip,
         });
     }
     for mac in st.fdb.keys().filter(|m| !fdb.contains_key(m)) {
-        ops.push(Op::DelFdb {
+        deletes.push(Op::DelFdb {
             ns: ns.to_string(),
             mac: *mac,
         });
     }
     for (ip, mac) in &neigh {
         if st.neighbours.get(ip) != Some(mac) {
-            ops.push(Op::SetNeighbour {
+            sets.push(Op::SetNeighbour {
                 ns: ns.to_string(),
                 ip: *ip,
                 mac: *mac,
@@ -637,7 +651,7 @@ fn peer_diff(cfg: &DriverConfig, ns: &str, net: &OverlayNetwork, st: &NsState, o
     }
     for (mac, vtep) in &fdb {
         if st.fdb.get(mac) != Some(vtep) {
-            ops.push(Op::SetFdb {
+            sets.push(Op::SetFdb {
                 ns: ns.to_string(),
                 mac: *mac,
                 vtep: *vtep,
