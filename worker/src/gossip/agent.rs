@@ -1,7 +1,7 @@
 //! The gossip agent: one task owns foca, the socket's receive side, the timer queue and the
 //! anti-entropy schedule; [`Gossip`] is the handle the rest of the node uses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1019,16 +1019,18 @@ impl Agent {
         let Some(epoch) = self.announces.due(since_unix, &mut self.rng) else {
             return;
         };
-        let me = self.foca.identity().clone();
-        let mut members: Vec<NodeIdentity> =
-            self.foca.iter_members().map(|m| m.id().clone()).collect();
-        members.push(me.clone());
-        members.sort_by_key(|m| m.addr);
-        let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
-        let Some(to) = announce::target(&addrs, me.addr, epoch) else {
-            return;
-        };
-        let Some(dst) = members.into_iter().find(|m| m.addr == to) else {
+        // Every node of the cluster, this one included, by address.
+        let mut members: BTreeMap<SocketAddr, NodeIdentity> = self
+            .foca
+            .iter_members()
+            .map(|m| (m.id().addr, m.id().clone()))
+            .collect();
+        let me = self.foca.identity().addr;
+        members.insert(me, self.foca.identity().clone());
+        let addrs: Vec<SocketAddr> = members.keys().copied().collect();
+        let Some((to, dst)) =
+            announce::target(&addrs, me, epoch).and_then(|to| members.remove_entry(&to))
+        else {
             return;
         };
         match self.foca.announce(dst, rt!(self)) {
