@@ -1184,6 +1184,11 @@ impl Stale {
         self.neigh.is_empty() && self.fdb.is_empty()
     }
 
+    /// How many entries are left.
+    fn len(&self) -> usize {
+        self.neigh.len() + self.fdb.len()
+    }
+
     /// The entries of `eps` (removed endpoints) in a dump: their neighbour entries, and the
     /// FDB entries of their MACs wherever they point.
     fn of_endpoints(p: &Peers, eps: &BTreeSet<Endpoint>) -> Stale {
@@ -1486,10 +1491,12 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
     for &k in &live {
         dumps.insert(k, socks[k - 1].as_mut().expect("socket").peers());
     }
-    let before = dumps
-        .values()
-        .filter(|p| !Stale::of_endpoints(p, &eps).is_empty())
-        .count();
+    // What each node holds of the tasks' entries when `service rm` is sent.
+    let mut stale: BTreeMap<usize, Stale> = live
+        .iter()
+        .map(|&k| (k, Stale::of_endpoints(&dumps[&k], &eps)))
+        .collect();
+    let before = stale.values().filter(|s| !s.is_empty()).count();
     let drops0 = udp_rcvbuf_errors(&pids);
     let cpu0: Vec<(f64, f64)> = pids.iter().map(|&p| user_system_secs(p)).collect();
     // The bulk tasks and the pinned ones run the same command: the pinned ones are the rest.
@@ -1512,7 +1519,10 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
     let deadline = t0 + Duration::from_secs(120);
     let eps = &eps;
     // Entries each node still holds, as its watcher last counted them (for the timeline).
-    let entries_left: Vec<AtomicUsize> = live.iter().map(|_| AtomicUsize::new(eps.len())).collect();
+    let entries_left: BTreeMap<usize, AtomicUsize> = stale
+        .iter()
+        .map(|(&k, s)| (k, AtomicUsize::new(s.len())))
+        .collect();
     let mut timeline = Vec::new();
     let clean_at: BTreeMap<usize, (f64, usize)> = std::thread::scope(|scope| {
         let threads: Vec<_> = socks
@@ -1522,13 +1532,13 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
             .filter(|(k, _)| live.contains(k))
             .map(|(k, sock)| {
                 let mut watcher = watchers.remove(&k).expect("watcher");
-                let mut left = Stale::of_endpoints(&dumps[&k], eps);
-                let counter = &entries_left[live.iter().position(|&l| l == k).expect("live")];
+                let mut left = stale.remove(&k).expect("stale entries");
+                let counter = &entries_left[&k];
                 scope.spawn(move || {
                     let mut redumps = 0;
                     let mut last_read = Instant::now();
                     while Instant::now() < deadline {
-                        counter.store(left.neigh.len() + left.fdb.len(), Ordering::Relaxed);
+                        counter.store(left.len(), Ordering::Relaxed);
                         if left.is_empty() {
                             let at = t0.elapsed().as_secs_f64() * 1000.0;
                             left = Stale::of_endpoints(&sock.peers(), eps);
@@ -1566,7 +1576,7 @@ fn remove_bulk(cluster: &Cluster, socks: &mut [Option<NlNs>], net_id: &str) -> V
         // where the removal's time goes (the stops, or the tables after them).
         while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
             let left: Vec<usize> = entries_left
-                .iter()
+                .values()
                 .map(|c| c.load(Ordering::Relaxed))
                 .collect();
             timeline.push(json!({
