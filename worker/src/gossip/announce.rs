@@ -41,16 +41,25 @@ impl AnnounceSchedule {
     }
 
     /// The period whose announce is due at `since_unix` (time since 1970), once per period;
-    /// `None` when it is not due yet or was sent.
+    /// `None` when it is not due yet or was sent. A period whose moment fell after the last
+    /// call in it (the caller polls, say every second) is announced for at the first call of
+    /// the next period: late rather than never.
     pub(crate) fn due(&mut self, since_unix: Duration, rng: &mut impl Rng) -> Option<u64> {
         let period_ns = self.period.as_nanos();
         let epoch = (since_unix.as_nanos() / period_ns) as u64;
         let into = Duration::from_nanos((since_unix.as_nanos() % period_ns) as u64);
         let at = match self.current {
             Some((e, at)) if e == epoch => at,
-            _ => {
+            previous => {
                 let at = self.period.mul_f64(rng.random_range(0.0..1.0));
                 self.current = Some((epoch, at));
+                if let Some((missed, _)) = previous
+                    && missed < epoch
+                    && self.sent != Some(missed)
+                {
+                    self.sent = Some(missed);
+                    return Some(missed);
+                }
                 at
             }
         };
@@ -120,6 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn a_period_whose_moment_no_poll_reached_is_announced_for_at_the_next_poll() {
+        let period = Duration::from_secs(30);
+        let mut schedule = AnnounceSchedule::new(period);
+        let mut rng = rand10::rng();
+        let start = Duration::from_secs(1_800_000_000);
+        // Polled only as each period begins: no poll reaches a period's moment in it.
+        let fired: Vec<u64> = (0..=10)
+            .filter_map(|k| schedule.due(start + period * k, &mut rng))
+            .collect();
+        let want: Vec<u64> = (0..10).map(|e| start.as_secs() / 30 + e).collect();
+        assert_eq!(fired, want);
+    }
+
+    #[test]
     fn the_schedule_is_due_once_per_period_at_a_moment_that_varies() {
         let period = Duration::from_secs(30);
         let mut schedule = AnnounceSchedule::new(period);
@@ -127,8 +150,9 @@ mod tests {
         let start = Duration::from_secs(1_800_000_000);
         let mut moments = BTreeSet::new();
         let mut fired = Vec::new();
-        // Polled every 100 ms for 20 periods.
-        for tick in 0..(20 * 300) {
+        // Polled every 100 ms for 20 periods, and once more as the next begins (a moment after
+        // the last poll of a period is announced for then).
+        for tick in 0..=(20 * 300) {
             let now = start + Duration::from_millis(100) * tick;
             if let Some(epoch) = schedule.due(now, &mut rng) {
                 fired.push(epoch);
